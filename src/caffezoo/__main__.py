@@ -1,0 +1,5 @@
+"""``python -m caffezoo``: the same as the ``caffezoo`` command."""
+
+from .cli import main
+
+main()

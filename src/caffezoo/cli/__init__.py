@@ -1,0 +1,33 @@
+"""The ``caffezoo`` command line: thin Typer commands over the library.
+
+Each command parses its arguments, calls one library function and prints the
+result. A :class:`~caffezoo.errors.CaffezooError` becomes red ``error:`` lines
+on stderr and a non-zero exit (``--debug`` shows the traceback instead).
+"""
+
+from __future__ import annotations
+
+import sys
+
+from . import models as _models  # noqa: F401  (registers commands)
+from ._app import app, error_line, state
+
+__all__ = ["app", "main"]
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the ``caffezoo`` console script and ``python -m caffezoo``."""
+    from ..errors import CaffezooError
+
+    try:
+        app(args=argv, prog_name="caffezoo")
+    except CaffezooError as e:
+        if state["debug"]:
+            raise
+        error_line(str(e))
+        sys.exit(e.exit_code)
+    except KeyboardInterrupt:
+        if state["debug"]:
+            raise
+        error_line("interrupted")
+        sys.exit(130)

@@ -1,0 +1,151 @@
+"""Commands about model directories: list, show, new, validate."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from ._app import JSON_OPTION, QUIET_OPTION, app, console, print_json
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+def model_summary(m) -> dict:
+    """The JSON shape of a model in `list` and `show`."""
+    fm = m.front_matter
+    return {
+        "name": m.name,
+        "title": fm.title,
+        "path": str(m.path),
+        "bundled": m.bundled,
+        "license": fm.license,
+        "caffemodel": fm.caffemodel,
+        "weights_path": str(m.weights_path) if m.weights_path else None,
+        "weights_present": m.has_weights,
+    }
+
+
+@app.command("list")
+def list_cmd(json: bool = JSON_OPTION) -> None:
+    """List the models the zoo has: name, title, license, weights downloaded?"""
+    from ..zoo import list_models
+
+    models = list_models()
+    if json:
+        print_json([model_summary(m) for m in models])
+        return
+    from rich.table import Table
+
+    table = Table(title="caffezoo models", title_justify="left")
+    for col in ("name", "title", "license", "weights"):
+        table.add_column(col)
+    for m in models:
+        fm = m.front_matter
+        table.add_row(m.name, fm.title, fm.license or "-", "[green]yes[/]" if m.has_weights else "no")
+    console().print(table)
+
+
+@app.command()
+def show(
+    model: str = typer.Argument(..., help="A model directory or a bundled model name."),
+    json: bool = JSON_OPTION,
+) -> None:
+    """Show one model in full: front matter, files, license, where its weights go."""
+    from ..zoo import resolve
+
+    m = resolve(model)
+    fm = m.front_matter
+    if json:
+        out = model_summary(m)
+        out["front_matter"] = m.readme.data
+        out["files"] = [{"name": f.name, "kind": f.kind, "size": f.size} for f in m.files]
+        print_json(out)
+        return
+    from rich.table import Table
+
+    out = console()
+    out.print(f"[bold]{fm.title or m.name}[/]  ({m.path})")
+    table = Table("key", "value", title="front matter", title_justify="left")
+    for key, value in m.readme.data.items():
+        table.add_row(key, str(value))
+    out.print(table)
+    files = Table("file", "kind", "size", title="files", title_justify="left")
+    for f in m.files:
+        files.add_row(f.name, f.kind, "" if f.kind == "directory" else _size(f.size))
+    out.print(files)
+    out.print(f"license: {fm.license or '[yellow]not stated[/]'}")
+    if m.weights_path:
+        state = "[green]present[/]" if m.has_weights else "not downloaded"
+        out.print(f"weights: {m.weights_path} ({state})")
+    else:
+        out.print("weights: [yellow]no caffemodel key in the front matter[/]")
+
+
+@app.command()
+def new(
+    directory: Path = typer.Argument(..., help="The directory to create (must not exist, or be empty)."),
+    name: str = typer.Option(..., "--name", "-n", help="The model's title (front-matter `name`)."),
+    license: str = typer.Option("unspecified", "--license", help="License of the weights."),
+    caffemodel: str = typer.Option(None, "--caffemodel", help="Weights file name [default: DIR.caffemodel]."),
+    url: str = typer.Option(None, "--url", help="Where the weights can be downloaded."),
+    sha1: str = typer.Option(None, "--sha1", help="SHA-1 of the weights file."),
+    quiet: bool = QUIET_OPTION,
+) -> None:
+    """Scaffold a model directory: a readme.md with front matter and the sections to fill in."""
+    from ..scaffold import new_model
+
+    path = new_model(directory, name=name, license=license, caffemodel=caffemodel,
+                     caffemodel_url=url, sha1=sha1)
+    if not quiet:
+        console().print(f"created {path / 'readme.md'}; add your prototxt files, then run "
+                        f"`caffezoo validate {path}`")
+
+
+@app.command()
+def validate(
+    directories: list[str] = typer.Argument(..., help="Model directories (or bundled model names) to check."),
+    json: bool = JSON_OPTION,
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Print errors only, no warnings or summary."),
+    strict: bool = typer.Option(False, "--strict", help="Treat warnings as errors."),
+) -> None:
+    """Check model directories; print every problem as `path:line: message`.
+
+    Exits 1 when any directory has an error (or, with --strict, a warning).
+    """
+    from ..validate import validate_model as run
+
+    results = {str(d): run(d) for d in directories}
+    problems = [p for ps in results.values() for p in ps]
+    errors = sum(p.severity == "error" for p in problems)
+    warnings = len(problems) - errors
+    if json:
+        print_json([
+            {"directory": d, "ok": not any(p.severity == "error" for p in ps),
+             "problems": [{"path": p.path, "line": p.line, "severity": p.severity, "message": p.message}
+                          for p in ps]}
+            for d, ps in results.items()
+        ])
+    else:
+        from rich.markup import escape
+
+        out = console()
+        for p in problems:
+            if quiet and p.severity != "error":
+                continue
+            color = "red" if p.severity == "error" else "yellow"
+            where = f"{p.path}:{p.line}" if p.line else p.path
+            out.print(f"{escape(where)}: [{color}]{p.severity}[/]: {escape(p.message)}")
+        if not quiet:
+            n = len(directories)
+            verdict = "[green]ok[/]" if not errors else "[red]failed[/]"
+            out.print(f"{verdict}: {errors} error{'s' * (errors != 1)}, {warnings} "
+                      f"warning{'s' * (warnings != 1)} in {n} director{'ies' if n != 1 else 'y'}")
+    if errors or (strict and warnings):
+        raise typer.Exit(1)

@@ -1,0 +1,129 @@
+"""Configuration, read from the environment in this one place.
+
+>>> s = settings()
+>>> s.blobs_dir.name
+'blobs'
+
+Variables:
+
+``CAFFEZOO_HOME``
+    Root for the cache and data. Default: the platform's user cache and data
+    directories (``~/.cache/caffezoo`` and ``~/.local/share/caffezoo`` on Linux).
+``CAFFEZOO_OFFLINE``
+    ``1``/``true``/``yes``: never touch the network; use what is cached.
+``CAFFEZOO_GIST_API``
+    Base URL of the gist API (default ``https://api.github.com``); a caffezoo
+    server or GitHub Enterprise (``https://HOST/api/v3``) work too.
+``CAFFEZOO_TOKEN``, ``GITHUB_TOKEN``
+    API token, in that order of preference; then the file ``~/.gist``.
+``CAFFEZOO_MIRRORS``
+    Whitespace- or comma-separated base URLs serving ``<base>/blobs/sha1/<sha1>``.
+``CAFFEZOO_DATABASE_URL``
+    The zoo server's SQLAlchemy URL (default: SQLite under the data directory).
+
+Settings are read on each call, not cached at import, so a test or a
+long-running server sees the environment as it is.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import ConfigError
+
+DEFAULT_GIST_API = "https://api.github.com"
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"", "0", "false", "no", "off"}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """A snapshot of caffezoo's configuration."""
+
+    home: Path | None
+    cache_dir: Path
+    data_dir: Path
+    offline: bool = False
+    gist_api: str = DEFAULT_GIST_API
+    mirrors: tuple[str, ...] = ()
+    database_url: str | None = None
+    _token: str | None = field(default=None, repr=False)
+
+    @property
+    def token(self) -> str | None:
+        """The API token, if any. Kept out of ``repr`` so it never lands in a log."""
+        return self._token
+
+    @property
+    def blobs_dir(self) -> Path:
+        """Where downloaded weights live, addressed by SHA-1."""
+        return self.cache_dir / "blobs"
+
+    @property
+    def models_dir(self) -> Path:
+        """Writable home of bundled models' weights (the package itself may be read-only)."""
+        return self.data_dir / "models"
+
+
+def _flag(name: str) -> bool:
+    raw = os.environ.get(name, "").strip().lower()
+    if raw in _TRUE:
+        return True
+    if raw in _FALSE:
+        return False
+    raise ConfigError(f"{name}={os.environ[name]!r}: expected 1/0, true/false, yes/no or on/off")
+
+
+def _token() -> str | None:
+    for name in ("CAFFEZOO_TOKEN", "GITHUB_TOKEN"):
+        value = os.environ.get(name, "").strip()
+        if value:
+            return value
+    # The Ruby `gist` tool that Caffe's upload script used keeps its token here.
+    gist_file = Path.home() / ".gist"
+    try:
+        value = gist_file.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+    return value or None
+
+
+def _mirrors() -> tuple[str, ...]:
+    raw = os.environ.get("CAFFEZOO_MIRRORS", "")
+    urls = tuple(u.rstrip("/") for u in re.split(r"[\s,]+", raw) if u)
+    for url in urls:
+        if not re.match(r"^(https?|file)://", url):
+            raise ConfigError(f"CAFFEZOO_MIRRORS: {url!r} is not an http(s):// or file:// URL")
+    return urls
+
+
+def settings() -> Settings:
+    """Read the environment and return the current :class:`Settings`."""
+    home_raw = os.environ.get("CAFFEZOO_HOME", "").strip()
+    if home_raw:
+        home = Path(home_raw).expanduser()
+        cache_dir, data_dir = home / "cache", home
+    else:
+        # Imported here: platformdirs costs start-up time that --help does not need.
+        import platformdirs
+
+        home = None
+        cache_dir = Path(platformdirs.user_cache_dir("caffezoo"))
+        data_dir = Path(platformdirs.user_data_dir("caffezoo"))
+    gist_api = os.environ.get("CAFFEZOO_GIST_API", "").strip().rstrip("/") or DEFAULT_GIST_API
+    if not re.match(r"^https?://", gist_api):
+        raise ConfigError(f"CAFFEZOO_GIST_API={gist_api!r}: expected an http:// or https:// URL")
+    return Settings(
+        home=home,
+        cache_dir=cache_dir,
+        data_dir=data_dir,
+        offline=_flag("CAFFEZOO_OFFLINE"),
+        gist_api=gist_api,
+        mirrors=_mirrors(),
+        database_url=os.environ.get("CAFFEZOO_DATABASE_URL", "").strip() or None,
+        _token=_token(),
+    )

@@ -1,0 +1,376 @@
+"""YAML front matter of a model's ``readme.md``: find it, load it safely, edit it in place.
+
+The block is found the way Caffe's ``download_model_binary.py`` finds it: the
+first line that is exactly ``---`` once surrounding white space is stripped,
+up to the next such line. Everything outside the block is prose and is never
+touched.
+
+>>> doc = parse_readme("---\\nname: Net\\nsha1: 0123\\n---\\nprose\\n")
+>>> doc.data["sha1"], doc.lines["sha1"]
+('0123', 3)
+>>> print(set_keys(doc.text, {"gist_id": "abc123"}), end="")
+---
+name: Net
+sha1: 0123
+gist_id: abc123
+---
+prose
+
+Loading is safe: only plain YAML types are constructed; any tag such as
+``!!python/object/apply`` is refused with its line, never executed. Scalars of
+keys that are strings by nature (``sha1``, ``gist_id``...) keep their source
+text, so ``sha1: 0123`` stays ``"0123"`` instead of becoming a number.
+
+Edits change only the lines of the keys being set: key order, comments,
+quoting, prose and line endings stay byte for byte.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import FrontMatterError, ModelDirError, Problem
+
+# Keys whose values are strings by nature: their source text wins over YAML's
+# guess (a hex id of digits only would otherwise become an int or a float).
+STRING_KEYS = frozenset(
+    {"name", "caffemodel", "caffemodel_url", "sha1", "sha256", "caffe_commit", "caffe_version",
+     "gist_id", "license", "task", "dataset", "labels", "paper"}
+)
+
+_CORE_TAGS = {
+    "tag:yaml.org,2002:" + t
+    for t in ("str", "int", "float", "bool", "null", "map", "seq", "timestamp")
+}
+
+# A universal-newline line splitter that keeps each line's own ending, as
+# Python's text mode (which Caffe's script uses) splits lines.
+_LINE_RE = re.compile(r"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+\Z")
+
+
+@dataclass
+class Readme:
+    """A parsed ``readme.md``: its text, front-matter values and where they are.
+
+    ``start`` and ``end`` are the 1-based line numbers of the two ``---`` lines;
+    ``lines`` maps each top-level key to its 1-based line in the file.
+    """
+
+    path: str
+    text: str
+    data: dict[str, Any]
+    start: int
+    end: int
+    lines: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def body(self) -> str:
+        """The prose after the front matter."""
+        return "".join(split_lines(self.text)[self.end:])
+
+    def line_of(self, key: str) -> int | None:
+        return self.lines.get(key)
+
+
+def split_lines(text: str) -> list[str]:
+    """Split ``text`` into lines that keep their endings (``\\n``, ``\\r\\n`` or ``\\r``)."""
+    return _LINE_RE.findall(text)
+
+
+def find_block(lines: list[str], path: str = "readme.md") -> tuple[int, int]:
+    """0-based indexes of the opening and closing ``---`` lines, as Caffe finds them."""
+    marks = [i for i, line in enumerate(lines) if line.strip() == "---"]
+    if not marks:
+        raise FrontMatterError(
+            path, "no front matter: expected a YAML block between two lines of '---'", line=1
+        )
+    if len(marks) == 1:
+        raise FrontMatterError(
+            path,
+            f"front matter opened by '---' on line {marks[0] + 1} is never closed: "
+            "expected a second line of '---'",
+            line=marks[0] + 1,
+        )
+    return marks[0], marks[1]
+
+
+def read_text(path: str | os.PathLike[str]) -> str:
+    """Read a readme as UTF-8, with errors that name the file."""
+    p = Path(path)
+    try:
+        raw = p.read_bytes()
+    except FileNotFoundError:
+        raise ModelDirError(f"{p}: no such file") from None
+    except IsADirectoryError:
+        raise ModelDirError(f"{p}: is a directory, expected a readme.md file") from None
+    except OSError as e:
+        raise ModelDirError(f"{p}: cannot read: {e.strerror}") from None
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw[: e.start].count(b"\n") + 1
+        raise FrontMatterError(
+            p, f"not UTF-8 text (byte 0x{raw[e.start]:02x} at offset {e.start}); save it as UTF-8",
+            line=line,
+        ) from None
+
+
+def parse_readme(text: str, path: str | os.PathLike[str] = "readme.md") -> Readme:
+    """Find and load the front matter of ``text``; raise :class:`FrontMatterError` on any fault."""
+    path = str(path)
+    if text.startswith("\ufeff"):
+        text = text[1:]
+    lines = split_lines(text)
+    start, end = find_block(lines, path)
+    yaml_text = "".join(lines[start + 1 : end])
+    data, key_lines = load_yaml_mapping(yaml_text, path, first_line=start + 2)
+    return Readme(path=path, text=text, data=data, start=start + 1, end=end + 1, lines=key_lines)
+
+
+def read_readme(path: str | os.PathLike[str]) -> Readme:
+    """Read and parse the ``readme.md`` at ``path``."""
+    return parse_readme(read_text(path), path)
+
+
+def _yaml(kind: str):
+    # ruamel.yaml is imported lazily: `caffezoo --help` should not pay for it.
+    from ruamel.yaml import YAML
+
+    return YAML(typ=kind, pure=True)
+
+
+def _yaml_error(e: Exception, path: str, first_line: int) -> FrontMatterError:
+    mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
+    line = first_line + mark.line if mark is not None else None
+    problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+    context = getattr(e, "context", None)
+    what = f"{context}, {problem}" if context else problem
+    return FrontMatterError(path, f"YAML syntax error: {what}", line=line)
+
+
+def _check_nodes(root: Any, path: str, first_line: int) -> None:
+    """Refuse tags beyond plain YAML, and anchors/aliases (which could blow up traversal)."""
+    from ruamel.yaml.nodes import MappingNode, SequenceNode
+
+    seen: set[int] = set()
+    stack = [root]
+    while stack:
+        node = stack.pop()
+        line = first_line + node.start_mark.line
+        if id(node) in seen:
+            raise FrontMatterError(
+                path, "YAML anchors and aliases (&name, *name) are not supported in front matter",
+                line=line,
+            )
+        seen.add(id(node))
+        tag = str(node.tag)
+        if tag not in _CORE_TAGS:
+            raise FrontMatterError(
+                path,
+                f"YAML tag {tag.replace('tag:yaml.org,2002:', '!!')!r} is not allowed: "
+                "front matter may hold only plain strings, numbers, lists and mappings",
+                line=line,
+            )
+        if isinstance(node, MappingNode):
+            for k, v in node.value:
+                stack.extend((k, v))
+        elif isinstance(node, SequenceNode):
+            stack.extend(node.value)
+
+
+def load_yaml_mapping(
+    yaml_text: str, path: str = "readme.md", first_line: int = 1
+) -> tuple[dict[str, Any], dict[str, int]]:
+    """Safely load a YAML mapping; return it with each top-level key's 1-based line."""
+    from ruamel.yaml.error import YAMLError
+    from ruamel.yaml.nodes import MappingNode, ScalarNode
+
+    try:
+        root = _yaml("rt").compose(yaml_text)
+    except YAMLError as e:
+        raise _yaml_error(e, path, first_line) from None
+    if root is None:
+        return {}, {}
+    if not isinstance(root, MappingNode):
+        kind = "a list" if root.id == "sequence" else f"the scalar {root.value!r}"
+        raise FrontMatterError(
+            path, f"expected a mapping of keys to values, found {kind}",
+            line=first_line + root.start_mark.line,
+        )
+    _check_nodes(root, path, first_line)
+
+    key_lines: dict[str, int] = {}
+    raw: dict[str, str] = {}
+    for key_node, value_node in root.value:
+        line = first_line + key_node.start_mark.line
+        if not isinstance(key_node, ScalarNode):
+            raise FrontMatterError(path, "a key must be a plain word, found a list or mapping", line=line)
+        key = key_node.value
+        if key in key_lines:
+            raise FrontMatterError(
+                path, f"key {key!r} appears twice (first on line {key_lines[key]})", line=line
+            )
+        key_lines[key] = line
+        if isinstance(value_node, ScalarNode) and key in STRING_KEYS and value_node.value != "":
+            if not (value_node.style is None and value_node.value in ("~", "null", "Null", "NULL")):
+                raw[key] = value_node.value
+    try:
+        loaded = _yaml("safe").load(yaml_text)
+    except YAMLError as e:  # e.g. an int too odd to construct
+        raise _yaml_error(e, path, first_line) from None
+    data: dict[str, Any] = {str(k): v for k, v in loaded.items()}
+    data.update(raw)
+    return data, key_lines
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def format_value(value: Any) -> str:
+    """Render ``value`` as a one-line YAML scalar or flow collection.
+
+    One line, always: Caffe's script strips each line's indentation before
+    parsing, which would break block-style nesting.
+
+    >>> format_value("https://x.org/a.caffemodel"), format_value("0123"), format_value([1, 2])
+    ('https://x.org/a.caffemodel', "'0123'", '[1, 2]')
+    """
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(format_value(v) for v in value) + "]"
+    if isinstance(value, Mapping):
+        return "{" + ", ".join(f"{format_value(str(k))}: {format_value(v)}" for k, v in value.items()) + "}"
+    text = str(value)
+    if _plain_ok(text):
+        return text
+    if "'" not in text and text.isprintable():
+        return "'" + text + "'"
+    return json.dumps(text, ensure_ascii=False)
+
+
+_PLAIN_RE = re.compile(r"[A-Za-z0-9_./@+~-][A-Za-z0-9_./:@+~=&%?,() -]*")
+
+
+def _plain_ok(text: str) -> bool:
+    if not _PLAIN_RE.fullmatch(text) or text != text.strip() or ": " in text or " #" in text:
+        return False
+    if text.endswith(":"):
+        return False
+    try:
+        return _yaml("safe").load(f"k: {text}\n") == {"k": text}
+    except Exception:
+        return False
+
+
+def _quoted_like(old_style: str | None, value: Any) -> str:
+    """Render a string keeping the quoting style the user chose for the old value."""
+    if isinstance(value, str) and old_style == '"':
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, str) and old_style == "'" and value.isprintable():
+        return "'" + value.replace("'", "''") + "'"
+    return format_value(value)
+
+
+def set_keys(text: str, updates: Mapping[str, Any], path: str = "readme.md") -> str:
+    """Return ``text`` with front-matter keys set, changing only their lines.
+
+    An existing single-line value is replaced in place (its quoting style and
+    trailing comment kept); a multi-line one is replaced by one line; a new key
+    is added as the last line of the block, with the file's line ending.
+    """
+    from ruamel.yaml.nodes import ScalarNode
+
+    readme = parse_readme(text, path)  # validates first: never edit a block we cannot read
+    text = readme.text
+    lines = split_lines(text)
+    first = readme.start  # 0-based index of the first YAML line
+    root = _yaml("rt").compose("".join(lines[first : readme.end - 1]))
+    nodes = {k.value: (k, v) for k, v in root.value} if root is not None else {}
+    eol = re.search(r"\r\n|\r|\n", lines[readme.start - 1])
+    eol_text = eol.group(0) if eol else "\n"
+    indent = min((k.start_mark.column for k, _ in nodes.values()), default=0)
+
+    additions: list[str] = []
+    edits: list[tuple[int, int, str]] = []  # (first line index, last line index, replacement)
+    for key, value in updates.items():
+        if key in nodes:
+            k, v = nodes[key]
+            kl = first + k.start_mark.line
+            single = isinstance(v, ScalarNode) and v.start_mark.line == v.end_mark.line == k.start_mark.line
+            if single and v.value != "":
+                line = lines[kl]
+                rendered = _quoted_like(v.style, value)
+                new = line[: v.start_mark.column] + rendered + line[v.end_mark.column :]
+                edits.append((kl, kl, new))
+            else:
+                # Empty or multi-line value: rewrite the key's lines as one.
+                last = first + max(v.end_mark.line - (1 if v.end_mark.column == 0 else 0), k.start_mark.line)
+                while last > kl and lines[last].strip()[:1] in ("#", ""):
+                    last -= 1  # comments after a block value belong to no key: keep them
+                line_eol = re.search(r"(\r\n|\r|\n)\Z", lines[last])
+                end = line_eol.group(0) if line_eol else eol_text
+                edits.append((kl, last, " " * indent + f"{format_value(key)}: {format_value(value)}{end}"))
+        else:
+            additions.append(" " * indent + f"{format_value(key)}: {format_value(value)}{eol_text}")
+
+    for lo, hi, new in sorted(edits, reverse=True):
+        lines[lo : hi + 1] = [new]
+    closing = readme.end - 1  # index of the closing '---'; edits replace 1+ lines with 1
+    closing -= sum(hi - lo for lo, hi, _ in edits)
+    if additions and closing > 0 and not re.search(r"[\r\n]\Z", lines[closing - 1]):
+        lines[closing - 1] += eol_text  # the block's last line had no ending: mend before appending
+    lines[closing:closing] = additions
+    new_text = "".join(lines)
+
+    check = parse_readme(new_text, path)  # the safety net: the edit must read back as intended
+    for key, value in updates.items():
+        got = check.data.get(key)
+        want = str(value) if key in STRING_KEYS and value is not None else value
+        if got != want and not (isinstance(want, tuple) and list(want) == got):
+            raise FrontMatterError(path, f"{key}: could not be written back (read {got!r} after writing)")
+    return new_text
+
+
+def write_keys(path: str | os.PathLike[str], updates: Mapping[str, Any]) -> Readme:
+    """Set front-matter keys in the readme at ``path``, atomically.
+
+    >>> write_keys("models/my_net/readme.md", {"gist_id": "034c6ac3865563b69e60"})  # doctest: +SKIP
+    """
+    p = Path(path)
+    old = read_text(p)
+    bom = "\ufeff" if old.startswith("\ufeff") else ""
+    new = bom + set_keys(old, updates, str(p))
+    atomic_write_bytes(p, new.encode("utf-8"))
+    return parse_readme(new, p)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file and a rename; keep the file's mode."""
+    try:
+        mode = path.stat().st_mode & 0o7777
+    except FileNotFoundError:
+        mode = None
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        if mode is not None:
+            os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

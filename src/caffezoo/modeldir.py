@@ -1,0 +1,194 @@
+"""Model directories: the unit of the zoo.
+
+A model directory holds ``readme.md`` (front matter, then prose), prototxt
+files, optional helper scripts and, once downloaded, the weights file named by
+the ``caffemodel`` key.
+
+>>> m = load("models/bvlc_alexnet")                       # doctest: +SKIP
+>>> m.front_matter.sha1, m.prototxt("deploy").name         # doctest: +SKIP
+('9116a64c0fbe4459d18f4bb6b56d647b63920377', 'deploy.prototxt')
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from .errors import ModelDirError
+from .frontmatter import Readme, read_readme
+from .schema import FrontMatter, validate_front_matter
+
+README = "readme.md"
+
+FileKind = Literal[
+    "readme", "deploy", "train_val", "solver", "prototxt", "weights", "partial", "text", "binary", "directory"
+]
+PROTOTXT_KINDS = ("deploy", "train_val", "solver", "prototxt")
+
+# Matched against the whole prototxt text; a light look that needs no protobuf.
+_SOLVER_RE = re.compile(r"^\s*(base_lr|max_iter|lr_policy|solver_mode|test_iter|snapshot_prefix)\s*:", re.M)
+_DATA_RE = re.compile(
+    r"type\s*:\s*\"?(Data|ImageData|HDF5Data|WindowData|DATA|IMAGE_DATA|HDF5_DATA|WINDOW_DATA)\"?\b"
+    r"|\binclude\s*\{[^}]*phase\s*:", re.S
+)
+_DEPLOY_RE = re.compile(r"^\s*input(_dim|_shape)?\s*[:{]|type\s*:\s*\"Input\"", re.M)
+
+
+@dataclass(frozen=True)
+class ModelFile:
+    """One entry of a model directory and what it is."""
+
+    name: str
+    kind: FileKind
+    size: int
+
+    @property
+    def is_info(self) -> bool:
+        """Part of the model info (what a gist holds): text files at the top level."""
+        return self.kind not in ("weights", "partial", "binary", "directory")
+
+
+@dataclass
+class ModelDir:
+    """A loaded model directory.
+
+    ``weights_dir`` is where the weights file lives: the directory itself,
+    except for bundled models, whose package folder may be read-only.
+    """
+
+    path: Path
+    readme: Readme
+    front_matter: FrontMatter
+    files: list[ModelFile] = field(default_factory=list)
+    bundled: bool = False
+    weights_dir: Path | None = None
+
+    @property
+    def name(self) -> str:
+        """The directory's name, which is how the seed's scripts name a model."""
+        return self.path.name
+
+    @property
+    def readme_path(self) -> Path:
+        return self.path / README
+
+    @property
+    def weights_path(self) -> Path | None:
+        """Where the ``caffemodel`` file is (or would be, once downloaded)."""
+        fm = self.front_matter
+        if not fm.caffemodel:
+            return None
+        return (self.weights_dir or self.path) / fm.caffemodel
+
+    @property
+    def has_weights(self) -> bool:
+        p = self.weights_path
+        return p is not None and p.is_file()
+
+    def prototxt(self, kind: str) -> Path | None:
+        """The first prototxt of ``kind`` (deploy, train_val, solver), by name order."""
+        for f in self.files:
+            if f.kind == kind:
+                return self.path / f.name
+        return None
+
+    def info_files(self) -> list[ModelFile]:
+        """The model-info files: what `caffezoo gist upload` sends."""
+        return [f for f in self.files if f.is_info]
+
+
+def classify(path: Path) -> FileKind:
+    """Say what a file in a model directory is, by name first and then by content."""
+    name = path.name
+    lower = name.lower()
+    if path.is_dir():
+        return "directory"
+    if lower == README:
+        return "readme"
+    if ".caffemodel" in lower:
+        return "partial" if lower.endswith((".partial", ".incomplete", ".tmp")) else "weights"
+    if lower.endswith(".prototxt"):
+        return prototxt_kind(path)
+    try:
+        with open(path, "rb") as f:
+            head = f.read(65536)
+    except OSError:
+        return "binary"
+    if b"\0" in head:
+        return "binary"
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError as e:
+        if e.start < len(head) - 4:  # a multi-byte character cut by the 64 KiB read is fine
+            return "binary"
+    return "text"
+
+
+def prototxt_kind(path: Path) -> FileKind:
+    """deploy, train_val or solver: by the file's name when it says, else by its content."""
+    stem = path.name.lower()
+    if "solver" in stem:
+        return "solver"
+    if "deploy" in stem:
+        return "deploy"
+    if "train" in stem or "val" in stem:
+        return "train_val"
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return "prototxt"
+    if _SOLVER_RE.search(text):
+        return "solver"
+    if _DATA_RE.search(text):
+        return "train_val"
+    if _DEPLOY_RE.search(text):
+        return "deploy"
+    return "prototxt"
+
+
+def list_files(path: Path) -> list[ModelFile]:
+    """Every entry of the directory, classified, sorted by name (hidden files skipped)."""
+    out = []
+    for entry in sorted(os.scandir(path), key=lambda e: e.name):
+        if entry.name.startswith("."):
+            continue
+        p = Path(entry.path)
+        kind = classify(p)
+        size = 0 if kind == "directory" else entry.stat().st_size
+        out.append(ModelFile(entry.name, kind, size))
+    return out
+
+
+def check_dir(path: str | os.PathLike[str]) -> Path:
+    """Return ``path`` as a Path if it is an existing directory; else a clear error."""
+    p = Path(path)
+    if not p.exists():
+        raise ModelDirError(f"{p}: no such directory")
+    if not p.is_dir():
+        raise ModelDirError(f"{p}: is a file, expected a model directory (a folder with a readme.md)")
+    return p
+
+
+def load(path: str | os.PathLike[str], *, bundled: bool = False, weights_dir: Path | None = None) -> ModelDir:
+    """Load the model directory at ``path``; raise on anything that stops it being one.
+
+    >>> load("models/bvlc_alexnet").front_matter.name    # doctest: +SKIP
+    'BAIR/BVLC AlexNet Model'
+    """
+    p = check_dir(path)
+    readme_path = p / README
+    if not readme_path.is_file():
+        if not any(p.iterdir()):
+            raise ModelDirError(f"{p}: the directory is empty, expected a readme.md and prototxt files")
+        other = [f.name for f in p.iterdir() if f.name.lower() == README]
+        hint = f" (found {other[0]!r}; Caffe's scripts need the lower-case name)" if other else ""
+        raise ModelDirError(f"{readme_path}: no readme.md in the model directory{hint}")
+    readme = read_readme(readme_path)
+    fm = validate_front_matter(readme.data, str(readme_path), readme.lines)
+    return ModelDir(
+        path=p, readme=readme, front_matter=fm, files=list_files(p), bundled=bundled,
+        weights_dir=weights_dir,
+    )

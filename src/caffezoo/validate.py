@@ -1,0 +1,159 @@
+"""Check a model directory and report every problem at once.
+
+>>> problems = validate("models/bvlc_alexnet")      # doctest: +SKIP
+>>> [str(p) for p in problems if p.severity == "error"]   # doctest: +SKIP
+[]
+
+Errors make a directory unusable (no readme, bad front matter, a bad prototxt);
+warnings point at what a user will miss (no license, weights not downloaded).
+Other modules add their own checks to :data:`CHECKS` (the Caffe-format checks
+of prototxt files live with the Caffe reader).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+from .errors import CaffezooError, FrontMatterError, Problem
+from .frontmatter import Readme, read_readme
+from .modeldir import README, ModelDir, list_files
+from .schema import FrontMatter, validate_front_matter
+
+Check = Callable[[ModelDir], Iterable[Problem]]
+
+# Checks run on every directory that has a readable readme; append to extend.
+CHECKS: list[Check] = []
+
+
+def _warn(path: Path | str, line: int | None, message: str) -> Problem:
+    return Problem(str(path), line, message, "warning")
+
+
+def _err(path: Path | str, line: int | None, message: str) -> Problem:
+    return Problem(str(path), line, message, "error")
+
+
+def check_front_matter(m: ModelDir) -> Iterable[Problem]:
+    """What the seed's tools will miss: the keys of download, upload and provenance."""
+    fm, rp, line = m.front_matter, m.readme_path, m.readme.line_of
+    end = m.readme.end
+    if not fm.license:
+        yield _warn(rp, end, "no license: say under which terms the model may be used")
+    if not (fm.caffe_commit or fm.caffe_version):
+        yield _warn(rp, end, "no caffe_commit or caffe_version: say which Caffe trained the model")
+    if not fm.name:
+        yield _warn(rp, end, "no name: `caffezoo gist upload` needs it as the gist's description")
+    if fm.caffemodel:
+        lacking = [k for k in ("caffemodel_url", "sha1") if not getattr(fm, k)]
+        if lacking:
+            yield _warn(rp, line("caffemodel"), f"caffemodel is set but {' and '.join(lacking)} "
+                        f"{'is' if len(lacking) == 1 else 'are'} not: the weights cannot be downloaded")
+        elif not m.has_weights:
+            yield _warn(m.weights_path or rp, None,
+                        f"weights not downloaded yet: run `caffezoo download {m.name if m.bundled else m.path}`")
+    elif fm.caffemodel_url or fm.sha1:
+        yield _warn(rp, line("caffemodel_url") or line("sha1"),
+                    "caffemodel_url/sha1 are set but caffemodel (the file name) is not")
+    for key in ("labels", "mean"):
+        value = getattr(fm, key)
+        if isinstance(value, str) and not (m.path / value).is_file():
+            yield _warn(rp, line(key), f"{key}: file {value!r} is not in the model directory")
+
+
+def check_files(m: ModelDir) -> Iterable[Problem]:
+    kinds = {f.kind for f in m.files}
+    if not kinds & {"deploy", "train_val", "solver", "prototxt"}:
+        yield _warn(m.path, None, "no .prototxt file: a model needs at least its deploy net")
+    for f in m.files:
+        if f.kind == "directory":
+            yield _warn(m.path / f.name, None,
+                        "subfolders are not part of the model info (a gist cannot hold them)")
+
+
+def check_caffe_compat(m: ModelDir) -> Iterable[Problem]:
+    """Caffe's script strips every line before parsing; nested block YAML changes meaning then."""
+    from .frontmatter import _yaml, split_lines
+
+    lines = split_lines(m.readme.text)[m.readme.start : m.readme.end - 1]
+    try:
+        stripped = _yaml("safe").load("\n".join(line.strip() for line in lines))
+        ours = _yaml("safe").load("".join(lines))
+    except Exception:
+        stripped, ours = None, {}
+    if stripped != ours:
+        yield _warn(m.readme_path, m.readme.start,
+                    "Caffe's own scripts strip indentation and would read this front matter "
+                    "differently: write nested values on one line, e.g. `inputs: {data: [1, 3, 224, 224]}`")
+
+
+CHECKS.extend([check_front_matter, check_files, check_caffe_compat])
+
+
+def validate(
+    path: str | os.PathLike[str], *, weights_dir: Path | None = None, bundled: bool = False
+) -> list[Problem]:
+    """Every problem of the model directory at ``path``, errors and warnings, in file order.
+
+    ``weights_dir`` says where the weights live when not in the directory itself
+    (bundled models keep theirs under ``CAFFEZOO_HOME``).
+    """
+    p = Path(path)
+    if not p.exists():
+        return [_err(p, None, "no such directory")]
+    if not p.is_dir():
+        return [_err(p, None, "is a file, expected a model directory (a folder with a readme.md)")]
+    try:
+        files = list_files(p)
+    except OSError as e:
+        return [_err(p, None, f"cannot list the directory: {e.strerror}")]
+    if not files:
+        return [_err(p, None, "the directory is empty: expected a readme.md and prototxt files")]
+
+    problems: list[Problem] = []
+    readme_path = p / README
+    readme: Readme | None = None
+    fm = FrontMatter()
+    if not readme_path.is_file():
+        other = [f.name for f in files if f.name.lower() == README]
+        hint = f" ({other[0]!r} found; Caffe's scripts need the lower-case name)" if other else ""
+        problems.append(_err(readme_path, None, f"no readme.md{hint}"))
+    else:
+        try:
+            readme = read_readme(readme_path)
+            if readme_path.read_bytes().startswith(b"\xef\xbb\xbf"):
+                problems.append(_warn(readme_path, 1, "starts with a byte-order mark, which Caffe's "
+                                      "scripts do not expect before the first '---'"))
+            fm = validate_front_matter(readme.data, str(readme_path), readme.lines)
+        except FrontMatterError as e:
+            problems.extend(e.problems)
+        except CaffezooError as e:
+            problems.append(_err(readme_path, None, str(e)))
+
+    m = ModelDir(path=p, readme=readme or Readme(str(readme_path), "", {}, 0, 0), front_matter=fm, files=files,
+                 weights_dir=weights_dir, bundled=bundled)
+    fm_ok = readme is not None and not any(x.severity == "error" for x in problems)
+    for check in CHECKS:
+        if not fm_ok and check in (check_front_matter, check_caffe_compat):
+            continue
+        try:
+            problems.extend(check(m))
+        except CaffezooError as e:  # a check that cannot run says why, and the others still run
+            problems.append(_err(p, None, str(e)))
+    return problems
+
+
+def validate_model(model: str | os.PathLike[str]) -> list[Problem]:
+    """Like :func:`validate`, but MODEL may also be a bundled model's name."""
+    from .zoo import BUNDLED_DIR, bundled_names
+    from .config import settings
+
+    text = os.fspath(model)
+    if not Path(text).exists() and text in bundled_names():
+        return validate(BUNDLED_DIR / text, weights_dir=settings().models_dir / text, bundled=True)
+    return validate(text)
+
+
+def has_errors(problems: Iterable[Problem]) -> bool:
+    return any(p.severity == "error" for p in problems)
