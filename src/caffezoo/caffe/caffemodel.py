@@ -424,6 +424,21 @@ def blob_from_proto(proto: caffe_pb2.BlobProto) -> Blob:
         raise CaffemodelError(f"blob: {e}") from None
 
 
+def blob_to_proto(array) -> caffe_pb2.BlobProto:
+    """A BlobProto holding ``array`` (float64 as double_data, anything else as float32)."""
+    import numpy as np
+
+    from . import caffe_pb2
+
+    a = np.asarray(array)
+    proto = caffe_pb2.BlobProto(shape=caffe_pb2.BlobShape(dim=a.shape))
+    if a.dtype == np.float64:
+        proto.double_data.extend(a.ravel().tolist())
+    else:
+        proto.data.extend(a.astype(np.float32).ravel().tolist())
+    return proto
+
+
 def _unpacked_run(buf, record: int, end: int, number: int, wire_type: int, dtype: str, item: int):
     """Decode consecutive unpacked records of one float field at once (numpy, not a Python loop)."""
     import numpy as np
