@@ -61,7 +61,8 @@ def infer_shapes(net: Net, input_shapes: dict[str, Sequence[int]] | None = None)
         layer.problem = None
         if layer.type not in RULES:
             tops, expected, macs = [None] * len(layer.tops), None, None
-            layer.problem = f"unknown layer type {layer.type!r}: shapes after it are unknown"
+            layer.problem = (f"unknown layer type {layer.type!r}: shapes after it are unknown" if layer.type
+                             else "the layer has no type")
         elif any(b is None for b in bottoms):
             tops, expected, macs = [None] * len(layer.tops), None, None
         else:
