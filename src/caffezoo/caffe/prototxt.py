@@ -264,13 +264,18 @@ def is_repeated(fd: FieldDescriptor) -> bool:
 
 # ------------------------------------------------------------------ writing
 
+# protobuf's Python printer writes floats as "1.0"; Caffe's C++ one writes "1".
+_WHOLE_FLOAT = re.compile(r"^(\s*\w+: -?\d+)\.0$", re.M)
+
+
 def to_text(message: Message) -> str:
     """``message`` in Caffe's own text layout: two-space indent, fields in number order.
 
     This is what Caffe's ``upgrade_net_proto_text`` writes: V2 nets print the
-    net's fields first and every ``layer { ... }`` last.
+    net's fields first and every ``layer { ... }`` last; floats are the
+    shortest text that reads back to the same float32 (``0.1``, ``1``, ``1e-05``).
     """
-    return text_format.MessageToString(message, as_utf8=True)
+    return _WHOLE_FLOAT.sub(r"\1", text_format.MessageToString(message, as_utf8=True))
 
 
 def write_prototxt(path: str | os.PathLike[str], message: Message, *, header: str | None = None) -> Path:
