@@ -209,14 +209,7 @@ def load_net(
     else:
         parsed = load_prototxt(prototxt, skip_unknown=skip_unknown)
         path, message, lines = parsed.path, parsed.message, parsed.lines
-    label = path or message.name or "net"
-    result = upgrade_net(message, label)
-    layer_lines = _lines(message, lines, result.origin)
-    state = caffe_pb2.NetState(phase=PHASES[phase], level=level, stage=list(stages))
-    layers = [Layer(p.name, p.type, list(p.bottom), list(p.top), p, line)
-              for p, line in zip(result.net.layer, layer_lines)
-              if _included(p, state, path, line)]
-    net = Net(result.net.name, layers, phase, path, upgrade_steps=result.steps, source=result.net)
+    net = assemble(message, path, lines, phase=phase, level=level, stages=stages)
     check_wiring(net)
     if splits:
         net.layers = insert_splits(net.layers)
@@ -228,6 +221,18 @@ def load_net(
     if weights is not None:
         attach_weights(net, weights, strict=strict)
     return net
+
+
+def assemble(message: caffe_pb2.NetParameter, path: str | None = None, lines: dict[str, list[int]] | None = None,
+             *, phase: str = "TEST", level: int = 0, stages: Sequence[str] = ()) -> Net:
+    """Upgrade ``message`` and keep the layers of ``phase``: steps 1-2 of :func:`load_net`, no checks."""
+    result = upgrade_net(message, path or message.name or "net")
+    layer_lines = _lines(message, lines or {}, result.origin)
+    state = caffe_pb2.NetState(phase=PHASES[phase], level=level, stage=list(stages))
+    layers = [Layer(p.name, p.type, list(p.bottom), list(p.top), p, line)
+              for p, line in zip(result.net.layer, layer_lines)
+              if _included(p, state, path, line)]
+    return Net(result.net.name, layers, phase, path, upgrade_steps=result.steps, source=result.net)
 
 
 def _lines(message: caffe_pb2.NetParameter, lines: dict[str, list[int]], origin: list[int | None]) -> list:
@@ -259,23 +264,22 @@ def _meets(state: caffe_pb2.NetState, rule: caffe_pb2.NetStateRule) -> bool:
 
 def check_wiring(net: Net) -> None:
     """Raise NetError where Caffe's Net::Init would abort on the wiring."""
-    for problem in wiring_problems(net.layers, net.path):
-        raise NetError(problem)
+    for layer, problem in wiring_problems(net.layers):
+        raise NetError(f"{layer.where(net.path)}: {problem}")
 
 
-def wiring_problems(layers: Iterable[Layer], path: str | None = None) -> list[str]:
+def wiring_problems(layers: Iterable[Layer]) -> list[tuple[Layer, str]]:
     """Bottoms nobody produced, and tops produced twice other than in place."""
     produced: set[str] = set()
     problems = []
     for layer in layers:
         for j, bottom in enumerate(layer.bottoms):
             if bottom not in produced:
-                problems.append(f"{layer.where(path)}: bottom {bottom!r} (index {j}) is not produced by "
-                                f"any earlier layer")
+                problems.append((layer, f"bottom {bottom!r} (index {j}) is not produced by any earlier layer"))
         for i, (top, in_place) in enumerate(zip(layer.tops, layer.in_place)):
             if top in produced and not in_place:
-                problems.append(f"{layer.where(path)}: top {top!r} is already produced by an earlier layer "
-                                f"(only in-place reuse, top[{i}] == bottom[{i}], is allowed)")
+                problems.append((layer, f"top {top!r} is already produced by an earlier layer "
+                                        f"(only in-place reuse, top[{i}] == bottom[{i}], is allowed)"))
             produced.add(top)
     return problems
 

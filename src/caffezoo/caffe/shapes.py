@@ -118,8 +118,9 @@ def _same(layer: Layer, bottoms: list[Shape]) -> tuple:
 def _input(layer: Layer, bottoms: list[Shape]) -> tuple:
     shapes = [tuple(s.dim) for s in layer.param.input_param.shape]
     n = len(layer.tops)
-    _check(len(shapes) in (1, n) or not n, f"give `shape` once, or once per top ({n} tops, "
-                                            f"{len(shapes)} shapes)")
+    # Caffe allows no shape at all (the caller reshapes the inputs before running).
+    _check(len(shapes) in (0, 1, n), f"give `shape` once, once per top ({n} tops), or not at all; "
+                                     f"{len(shapes)} given")
     if not shapes:
         return [None] * n, [], 0
     return [shapes[0] if len(shapes) == 1 else shapes[i] for i in range(n)], [], 0
