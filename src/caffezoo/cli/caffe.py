@@ -113,3 +113,23 @@ def upgrade(
     for warning in result.warnings:
         out.print(f"[yellow]warning:[/] {escape(warning)}")
     out.print(f"wrote {escape(str(target))}" + ("" if result.changed else " (it was already up to date)"))
+
+
+@app.command()
+def draw(
+    target: str = typer.Argument(..., help="A prototxt file, a model directory or a bundled model name."),
+    output: Path = typer.Option(..., "--output", "-o", help="The picture to write: .svg, .png, .pdf or .dot."),
+    rankdir: str = typer.Option("LR", "--rankdir", help="Direction of the graph: LR (left to right) or TB "
+                                "(top to bottom); RL and BT work too.", case_sensitive=False),
+    phase: str = PHASE_OPTION,
+    skip_unknown: bool = SKIP_UNKNOWN_OPTION,
+    quiet: bool = QUIET_OPTION,
+) -> None:
+    """Draw a net as a graph picture, like Caffe's draw_net.py (needs graphviz's `dot`)."""
+    from ..caffe.draw import draw as draw_net
+    from ..caffe.summary import resolve_prototxt
+
+    prototxt, _ = resolve_prototxt(target)
+    path = draw_net(prototxt, output, rankdir=rankdir.upper(), phase=phase.upper(), skip_unknown=skip_unknown)
+    if not quiet:
+        console().print(f"wrote {path}")
