@@ -63,6 +63,10 @@ def infer_shapes(net: Net, input_shapes: dict[str, Sequence[int]] | None = None)
             tops, expected, macs = [None] * len(layer.tops), None, None
             layer.problem = (f"unknown layer type {layer.type!r}: shapes after it are unknown" if layer.type
                              else "the layer has no type")
+        elif len(bottoms) < MIN_BOTTOMS.get(layer.type, 0 if layer.type in SOURCES else 1):
+            tops, expected, macs = [None] * len(layer.tops), None, None
+            need = MIN_BOTTOMS.get(layer.type, 1)
+            layer.problem = f"needs at least {need} bottom{'s' * (need > 1)}, has {len(bottoms)}"
         elif any(b is None for b in bottoms):
             tops, expected, macs = [None] * len(layer.tops), None, None
         else:
@@ -71,6 +75,9 @@ def infer_shapes(net: Net, input_shapes: dict[str, Sequence[int]] | None = None)
             except ShapeError as e:
                 tops, expected, macs = [None] * len(layer.tops), None, None
                 layer.problem = str(e)
+            except (ArithmeticError, IndexError, ValueError) as e:  # parameters no rule foresaw
+                tops, expected, macs = [None] * len(layer.tops), None, None
+                layer.problem = f"cannot compute the output shape from these parameters ({e})"
         if not layer.bottoms:
             tops = [overrides.get(t, s) for t, s in zip(layer.tops, tops)]
         layer.top_shapes = list(tops)
@@ -574,6 +581,7 @@ def _interp(layer: Layer, bottoms: list[Shape]) -> tuple:
     _check(p.pad_beg <= 0 and p.pad_end <= 0, "pad_beg and pad_end crop: they must be 0 or negative")
     h_in, w_in = h + p.pad_beg + p.pad_end, w + p.pad_beg + p.pad_end
     shrink, zoom = p.HasField("shrink_factor"), p.HasField("zoom_factor")
+    _check(p.shrink_factor > 0 and p.zoom_factor > 0, "shrink_factor and zoom_factor must be positive")
     if shrink and not zoom:
         h_out, w_out = (h_in - 1) // p.shrink_factor + 1, (w_in - 1) // p.shrink_factor + 1
     elif zoom and not shrink:
@@ -625,6 +633,13 @@ def _roi_pooling(layer: Layer, bottoms: list[Shape]) -> tuple:
 _SAME = """AbsVal BNLL Clip Dropout ELU Exp Log MVN Power ReLU ReLU6 Sigmoid Softmax Swish TanH Threshold""".split()
 _LOSSES = """SoftmaxWithLoss EuclideanLoss HingeLoss InfogainLoss MultinomialLogisticLoss SigmoidCrossEntropyLoss
 ContrastiveLoss""".split()
+
+# Layers that make blobs from nothing, and those needing more than one bottom.
+SOURCES = frozenset({"Input", "Data", "ImageData", "WindowData", "MemoryData", "DummyData", "HDF5Data", "Python",
+                     "Parameter"})
+MIN_BOTTOMS = {"Crop": 2, "Axpy": 3, "ROIPooling": 2, "BatchReindex": 2, "Eltwise": 2, "Accuracy": 2,
+               "LSTMUnit": 3, "LSTM": 2, "RNN": 2, "Silence": 0, "PriorBox": 2, "HDF5Output": 2,
+               **{t: 2 for t in _LOSSES}}
 
 RULES: dict[str, Rule] = {
     **{t: _same for t in _SAME},
