@@ -39,6 +39,15 @@ def atomic_open(path: str | os.PathLike[str]) -> Iterator[BinaryIO]:
         raise
 
 
+def open_error(kind: type[Exception], path: Path, error: OSError, expected: str) -> Exception:
+    """A ``kind`` error saying why ``path`` could not be opened, in words."""
+    if isinstance(error, IsADirectoryError):
+        return kind(f"{path}: is a directory, expected {expected}")
+    if isinstance(error, FileNotFoundError):
+        return kind(f"{path}: no such file")
+    return kind(f"{path}: cannot read: {error.strerror}")
+
+
 def looks_binary(head: bytes) -> bool:
     """True for bytes no text editor wrote: NUL bytes or control characters."""
     if b"\0" in head:

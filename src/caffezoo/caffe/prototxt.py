@@ -35,7 +35,7 @@ from google.protobuf.message import Message
 
 from ..errors import PrototxtError
 from . import caffe_pb2
-from ._files import atomic_open, looks_binary
+from ._files import atomic_open, looks_binary, open_error
 
 M = TypeVar("M", bound=Message)
 
@@ -109,12 +109,8 @@ def load_prototxt(path: str | os.PathLike[str], message_type: type[M] = caffe_pb
             raise PrototxtError(f"{p}: {size} bytes is too large for a text prototxt "
                                 f"(limit {MAX_TEXT_BYTES}); is it a binary .caffemodel?", path=str(p))
         data = p.read_bytes()
-    except IsADirectoryError:
-        raise PrototxtError(f"{p}: is a directory, expected a .prototxt file", path=str(p)) from None
-    except FileNotFoundError:
-        raise PrototxtError(f"{p}: no such file", path=str(p)) from None
     except OSError as e:
-        raise PrototxtError(f"{p}: cannot read: {e.strerror}", path=str(p)) from None
+        raise open_error(PrototxtError, p, e, "a .prototxt file") from None
     return parse_prototxt(data, message_type, path=str(p), skip_unknown=skip_unknown)
 
 

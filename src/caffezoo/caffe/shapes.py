@@ -360,12 +360,17 @@ def _eltwise(layer: Layer, bottoms: list[Shape]) -> tuple:
     return [bottoms[0]], [], 0
 
 
+def _legacy_axis(p, legacy: str, shape: Shape) -> int:
+    """``axis``, or the deprecated ``concat_dim``/``slice_dim`` (not negative, not both)."""
+    _check(not (p.HasField("axis") and p.HasField(legacy)), f"give axis or {legacy}, not both")
+    axis = getattr(p, legacy) if p.HasField(legacy) else _axis(p.axis, len(shape))
+    _check(axis < len(shape), f"{legacy} {axis} is out of range for a {len(shape)}-D blob")
+    return axis
+
+
 def _concat(layer: Layer, bottoms: list[Shape]) -> tuple:
-    p = layer.param.concat_param
     shape = bottoms[0]
-    _check(not (p.HasField("axis") and p.HasField("concat_dim")), "give axis or concat_dim, not both")
-    axis = p.concat_dim if p.HasField("concat_dim") else _axis(p.axis, len(shape))
-    _check(axis < len(shape), f"concat_dim {axis} is out of range for a {len(shape)}-D blob")
+    axis = _legacy_axis(layer.param.concat_param, "concat_dim", shape)
     total = 0
     for i, other in enumerate(bottoms):
         _check(len(other) == len(shape) and all(a == b for j, (a, b) in enumerate(zip(shape, other)) if j != axis),
@@ -377,9 +382,7 @@ def _concat(layer: Layer, bottoms: list[Shape]) -> tuple:
 def _slice(layer: Layer, bottoms: list[Shape]) -> tuple:
     p = layer.param.slice_param
     shape = bottoms[0]
-    _check(not (p.HasField("axis") and p.HasField("slice_dim")), "give axis or slice_dim, not both")
-    axis = p.slice_dim if p.HasField("slice_dim") else _axis(p.axis, len(shape))
-    _check(axis < len(shape), f"slice_dim {axis} is out of range for a {len(shape)}-D blob")
+    axis = _legacy_axis(p, "slice_dim", shape)
     dim, n = shape[axis], len(layer.tops)
     if p.slice_point:
         points = list(p.slice_point)
