@@ -200,3 +200,28 @@ def test_upgrade_binary_file(tmp_path):
         header = new.net_header()
     assert [(p.lr_mult, p.decay_mult) for p in header.layer[1].param] == [(1, 1), (2, 0)]
     assert list(header.layer[0].input_param.shape[0].dim) == [2, 3, 8, 8]
+
+
+def test_fork_fields_survive_a_binary_upgrade(tmp_path):
+    from caffezoo.caffe import _wire as w
+
+    layer = caffe_pb2.LayerParameter(name="det", type="DetectionOutput", bottom=["a"], top=["b"])
+    odd = w.length_delimited(147, b"\x08\x15\x10\x01") + w.tag(8266711, w.VARINT) + w.encode_varint(7)
+    blob = w.length_delimited(7, caffe_pb2.BlobProto(data=[1.5], shape=caffe_pb2.BlobShape(dim=[1]))
+                              .SerializeToString())
+    src = tmp_path / "ssd.caffemodel"
+    src.write_bytes(w.length_delimited(100, layer.SerializeToString() + odd + blob))
+    upgrade_file(src, tmp_path / "copy.caffemodel")
+    out = (tmp_path / "copy.caffemodel").read_bytes()
+    assert w.tag(8266711, w.VARINT) + w.encode_varint(7) in out
+    with read_caffemodel(tmp_path / "copy.caffemodel") as model:
+        assert model["det"].blobs[0].data.tolist() == [1.5]
+
+
+def test_fp16_weights_load_into_a_net(tmp_path):
+    from caffezoo.caffe.net import load_net
+
+    path = write_caffemodel(tmp_path / "fp16.caffemodel", small_net(), small_weights(), encoding="float16")
+    net = load_net(small_net(), path)
+    assert net["ip"].blobs[0].dtype == np.float16 and net["ip"].blobs[0].shape == (5, 144)
+    np.testing.assert_allclose(net["ip"].blobs[0], small_weights()["ip"][0], atol=2e-3)

@@ -91,6 +91,10 @@ class NetError(CaffezooError):
     """A network definition is inconsistent: unknown bottoms, bad shapes, mismatched blobs."""
 
 
+class DrawError(CaffezooError):
+    """A net cannot be drawn: graphviz's ``dot`` is missing or failed."""
+
+
 class DownloadError(CaffezooError):
     """Fetching bytes failed after every source and retry was tried."""
 

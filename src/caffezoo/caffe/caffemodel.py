@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 
 from ..errors import CaffemodelError
 from . import _wire as w
-from ._files import atomic_open, looks_binary
+from ._files import atomic_open, looks_binary, open_error
 from .layertypes import V0_TYPES, V1_ENUM, V1_TYPES
 
 if TYPE_CHECKING:
@@ -193,12 +193,8 @@ def read_caffemodel(path: str | os.PathLike[str]) -> Caffemodel:
     p = Path(path)
     try:
         f = open(p, "rb")
-    except IsADirectoryError:
-        raise CaffemodelError(f"{p}: is a directory, expected a .caffemodel file") from None
-    except FileNotFoundError:
-        raise CaffemodelError(f"{p}: no such file") from None
     except OSError as e:
-        raise CaffemodelError(f"{p}: cannot read: {e.strerror}") from None
+        raise open_error(CaffemodelError, p, e, "a .caffemodel file") from None
     with f:
         size = os.fstat(f.fileno()).st_size
         if size == 0:
@@ -224,10 +220,10 @@ def _index(model: Caffemodel) -> None:
         for f in w.iter_fields(buf, 0, size):
             if f.number == _NET_LAYER and f.wire_type == w.BYTES:
                 seen_v2 = True
-                model.layers.append(_layer_v2(model, f, len(model.layers)))
+                model.layers.append(_read_layer(model, f, len(model.layers), "V2"))
             elif f.number == _NET_LAYERS_V1 and f.wire_type == w.BYTES:
                 seen_v1 = True
-                layer = _layer_v1(model, f, len(model.layers))
+                layer = _read_layer(model, f, len(model.layers), "V1")
                 seen_v0 |= layer.version == "V0"
                 model.layers.append(layer)
             else:
@@ -261,59 +257,47 @@ def _text(buf, f: w.Field, path: Path, what: str) -> str:
         raise CaffemodelError(f"{path}: {what} at byte {f.start} is not UTF-8 text") from None
 
 
-def _layer_v2(model: Caffemodel, record: w.Field, index: int) -> ModelLayer:
-    buf, p = model._buf, model.path
-    layer = ModelLayer("", "", [], [], [], "V2", index, (record.start, record.end))
-    blob_fields = []
-    for f in w.iter_fields(buf, record.start, record.end):
-        if f.wire_type != w.BYTES:
-            continue  # a fork's field of another kind: not ours to read
-        if f.number == _V2_NAME:
-            layer.name = _text(buf, f, p, "a layer name")
-        elif f.number == _V2_TYPE:
-            layer.type = _text(buf, f, p, "a layer type")
-        elif f.number == _V2_BOTTOM:
-            layer.bottoms.append(_text(buf, f, p, "a bottom name"))
-        elif f.number == _V2_TOP:
-            layer.tops.append(_text(buf, f, p, "a top name"))
-        elif f.number == _V2_BLOBS:
-            blob_fields.append(f)
+# Field number -> what it holds, in a V2 LayerParameter, a V1LayerParameter and a
+# nested V0LayerParameter. Everything else in a layer is a parameter: skipped.
+_ROLES = {
+    "V2": {_V2_NAME: "name", _V2_TYPE: "type", _V2_BOTTOM: "bottom", _V2_TOP: "top", _V2_BLOBS: "blob"},
+    "V1": {_V1_NAME: "name", _V1_BOTTOM: "bottom", _V1_TOP: "top", _V1_BLOBS: "blob", _V1_V0: "v0"},
+    "V0": {_V0_NAME: "name", _V0_TYPE: "v0_type", _V0_BLOBS: "blob"},
+}
+
+
+def _read_layer(model: Caffemodel, record: w.Field, index: int, version: str) -> ModelLayer:
+    layer = ModelLayer("", "", [], [], [], version, index, (record.start, record.end))
+    blob_fields: list[w.Field] = []
+    _read_fields(model, layer, record, version, blob_fields)
     _add_blobs(model, layer, blob_fields)
     return layer
 
 
-def _layer_v1(model: Caffemodel, record: w.Field, index: int) -> ModelLayer:
-    buf, p = model._buf, model.path
-    layer = ModelLayer("", "", [], [], [], "V1", index, (record.start, record.end))
-    blob_fields = []
+def _read_fields(model: Caffemodel, layer: ModelLayer, record: w.Field, version: str,
+                 blob_fields: list[w.Field]) -> None:
+    buf, p, roles = model._buf, model.path, _ROLES[version]
     for f in w.iter_fields(buf, record.start, record.end):
-        if f.number == _V1_TYPE and f.wire_type == w.VARINT:
+        if version == "V1" and f.number == _V1_TYPE and f.wire_type == w.VARINT:
             layer.v1_type = f.value
             layer.type = V1_TYPES.get(f.value, f"V1_TYPE_{f.value}")
-        elif f.wire_type != w.BYTES:
             continue
-        elif f.number == _V1_NAME:
-            layer.name = _text(buf, f, p, "a layer name")
-        elif f.number == _V1_BOTTOM:
-            layer.bottoms.append(_text(buf, f, p, "a bottom name"))
-        elif f.number == _V1_TOP:
-            layer.tops.append(_text(buf, f, p, "a top name"))
-        elif f.number == _V1_BLOBS:
+        role = roles.get(f.number)
+        if role is None or f.wire_type != w.BYTES:
+            continue  # a parameter, or a fork's field of another kind: not ours to read
+        if role == "blob":
             blob_fields.append(f)
-        elif f.number == _V1_V0:
+        elif role == "v0":
             layer.version = "V0"
-            for g in w.iter_fields(buf, f.start, f.end):
-                if g.wire_type != w.BYTES:
-                    continue
-                if g.number == _V0_NAME:
-                    layer.name = _text(buf, g, p, "a layer name")
-                elif g.number == _V0_TYPE:
-                    v0 = _text(buf, g, p, "a layer type")
-                    layer.type = V0_TYPES.get(v0, v0)
-                elif g.number == _V0_BLOBS:
-                    blob_fields.append(g)
-    _add_blobs(model, layer, blob_fields)
-    return layer
+            _read_fields(model, layer, f, "V0", blob_fields)
+        elif role in ("bottom", "top"):
+            getattr(layer, role + "s").append(_text(buf, f, p, f"a {role} name"))
+        else:
+            text = _text(buf, f, p, f"a layer {role.removeprefix('v0_')}")
+            if role == "v0_type":
+                layer.type = V0_TYPES.get(text, text)
+            else:
+                setattr(layer, role, text)
 
 
 def _add_blobs(model: Caffemodel, layer: ModelLayer, fields: list[w.Field]) -> None:
@@ -422,6 +406,21 @@ def blob_from_proto(proto: caffe_pb2.BlobProto) -> Blob:
         return _blob(data, 0, len(data))
     except (w.WireError, ValueError) as e:
         raise CaffemodelError(f"blob: {e}") from None
+
+
+def blob_to_proto(array) -> caffe_pb2.BlobProto:
+    """A BlobProto holding ``array`` (float64 as double_data, anything else as float32)."""
+    import numpy as np
+
+    from . import caffe_pb2
+
+    a = np.asarray(array)
+    proto = caffe_pb2.BlobProto(shape=caffe_pb2.BlobShape(dim=a.shape))
+    if a.dtype == np.float64:
+        proto.double_data.extend(a.ravel().tolist())
+    else:
+        proto.data.extend(a.astype(np.float32).ravel().tolist())
+    return proto
 
 
 def _unpacked_run(buf, record: int, end: int, number: int, wire_type: int, dtype: str, item: int):

@@ -35,7 +35,7 @@ from google.protobuf.message import Message
 
 from ..errors import PrototxtError
 from . import caffe_pb2
-from ._files import atomic_open, looks_binary
+from ._files import atomic_open, looks_binary, open_error
 
 M = TypeVar("M", bound=Message)
 
@@ -109,12 +109,8 @@ def load_prototxt(path: str | os.PathLike[str], message_type: type[M] = caffe_pb
             raise PrototxtError(f"{p}: {size} bytes is too large for a text prototxt "
                                 f"(limit {MAX_TEXT_BYTES}); is it a binary .caffemodel?", path=str(p))
         data = p.read_bytes()
-    except IsADirectoryError:
-        raise PrototxtError(f"{p}: is a directory, expected a .prototxt file", path=str(p)) from None
-    except FileNotFoundError:
-        raise PrototxtError(f"{p}: no such file", path=str(p)) from None
     except OSError as e:
-        raise PrototxtError(f"{p}: cannot read: {e.strerror}", path=str(p)) from None
+        raise open_error(PrototxtError, p, e, "a .prototxt file") from None
     return parse_prototxt(data, message_type, path=str(p), skip_unknown=skip_unknown)
 
 
@@ -264,13 +260,18 @@ def is_repeated(fd: FieldDescriptor) -> bool:
 
 # ------------------------------------------------------------------ writing
 
+# protobuf's Python printer writes floats as "1.0"; Caffe's C++ one writes "1".
+_WHOLE_FLOAT = re.compile(r"^(\s*\w+: -?\d+)\.0$", re.M)
+
+
 def to_text(message: Message) -> str:
     """``message`` in Caffe's own text layout: two-space indent, fields in number order.
 
     This is what Caffe's ``upgrade_net_proto_text`` writes: V2 nets print the
-    net's fields first and every ``layer { ... }`` last.
+    net's fields first and every ``layer { ... }`` last; floats are the
+    shortest text that reads back to the same float32 (``0.1``, ``1``, ``1e-05``).
     """
-    return text_format.MessageToString(message, as_utf8=True)
+    return _WHOLE_FLOAT.sub(r"\1", text_format.MessageToString(message, as_utf8=True))
 
 
 def write_prototxt(path: str | os.PathLike[str], message: Message, *, header: str | None = None) -> Path:

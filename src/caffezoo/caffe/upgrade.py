@@ -33,7 +33,7 @@ from google.protobuf.message import Message
 from ..errors import CaffemodelError, NetError, PrototxtError
 from . import _wire as w
 from . import caffe_pb2
-from ._files import atomic_open, looks_binary
+from ._files import atomic_open, looks_binary, open_error
 from .layertypes import V0_TYPES, V1_ENUM, V1_TYPES
 from .prototxt import is_repeated
 
@@ -350,10 +350,8 @@ def upgrade_file(source: str | os.PathLike[str], target: str | os.PathLike[str],
     try:
         with open(src, "rb") as f:
             head = f.read(4096)
-    except FileNotFoundError:
-        raise NetError(f"{src}: no such file") from None
     except OSError as e:
-        raise NetError(f"{src}: cannot read: {e.strerror}") from None
+        raise open_error(NetError, src, e, "a prototxt or .caffemodel file") from None
     if src.resolve() == dst.resolve():
         raise NetError(f"{dst}: the output must be another file than the input")
     if looks_binary(head):

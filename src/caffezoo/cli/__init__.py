@@ -10,6 +10,7 @@ from __future__ import annotations
 import sys
 
 from . import models as _models  # noqa: F401  (registers commands)
+from . import caffe as _caffe  # noqa: F401  (registers commands)
 from ._app import app, error_line, state
 
 __all__ = ["app", "main"]
