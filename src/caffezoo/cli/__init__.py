@@ -11,6 +11,7 @@ import sys
 
 from . import models as _models  # noqa: F401  (registers commands)
 from . import caffe as _caffe  # noqa: F401  (registers commands)
+from . import runtime as _runtime  # noqa: F401  (registers commands)
 from ._app import app, error_line, state
 
 __all__ = ["app", "main"]

@@ -101,15 +101,20 @@ class Ctx:
             raise StaticBatch(f"layer {self.name!r} ({self.layer.type}): {why}")
 
     def reshape(self, x: str, shape: Sequence[int], out: str | None = None, *, step: str = "reshape",
-                keep_batch: bool = True) -> str:
-        """Reshape to a fully computed ``shape``; with a symbolic batch, axis 0 copies the input's.
+                batch: str = "copy") -> str:
+        """Reshape to a fully computed ``shape``, keeping a symbolic batch axis symbolic.
 
-        ``keep_batch=False`` says axis 0 of ``shape`` is not the batch axis.
+        ``batch`` says what axis 0 of ``shape`` is when the batch is symbolic:
+        ``"copy"`` the input's axis 0, ``"infer"`` whatever is left (-1, for a
+        batch that an earlier node folded into axis 0), ``"fixed"`` not the batch
+        at all (then the graph needs a fixed batch size).
         """
         target = [int(d) for d in shape]
         if self.dynamic and target:
-            if keep_batch:
+            if batch == "copy":
                 target[0] = 0  # ONNX: 0 copies the input's dimension
+            elif batch == "infer":
+                target[0] = -1
             else:
                 self.batch_dependent("reshapes across the batch axis")
         outputs = [out] if out else 1

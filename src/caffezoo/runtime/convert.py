@@ -24,13 +24,14 @@ reported together in one :class:`~caffezoo.errors.ConversionError`.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import ConversionError, ModelDirError
+from ..errors import ConversionError, ModelDirError, NetError
 from . import detection as _detection  # noqa: F401  (registers converters)
 from . import ops as _ops  # noqa: F401
 from . import ops_fork as _ops_fork  # noqa: F401
@@ -61,6 +62,28 @@ class Converted:
     dynamic_batch: bool
     static_reason: str | None = None  # why the batch size is fixed, when it is
     metadata: dict[str, str] = field(default_factory=dict)
+    path: Path | None = None  # where it was saved
+
+    def summary(self) -> dict[str, Any]:
+        """What was written: inputs and outputs with their shapes, counts, size."""
+        def dims(v: onnx.ValueInfoProto) -> list:
+            if not v.type.tensor_type.HasField("shape"):
+                return []
+            return [d.dim_param or (d.dim_value if d.HasField("dim_value") else None)
+                    for d in v.type.tensor_type.shape.dim]
+
+        return {
+            "path": str(self.path) if self.path else None,
+            "bytes": self.path.stat().st_size if self.path else None,
+            "opset": self.graph.opset,
+            "inputs": {v.name: dims(v) for v in self.inputs},
+            "outputs": {v.name: dims(v) for v in self.outputs},
+            "nodes": len(self.graph.nodes),
+            "initializers": len(self.graph.initializers),
+            "parameters": int(sum(a.size for a in self.graph.initializers.values())),
+            "dynamic_batch": self.dynamic_batch,
+            "static_reason": self.static_reason,
+        }
 
     def proto(self) -> onnx.ModelProto:
         """The whole model in memory (weights copied into it)."""
@@ -98,12 +121,33 @@ def to_onnx(
     graph outputs, ``fill_missing`` gives layers the caffemodel lacks the
     values of their constant or bilinear fillers, as Caffe does.
     """
-    prototxt, weights_path = locate(model, weights)
-    net = load(prototxt, weights_path, input_shapes=input_shapes, fill_missing=fill_missing)
-    converted = convert_net(net, opset=opset, outputs=outputs, dynamic_batch=dynamic_batch)
+    converted = _convert(model, weights, input_shapes, fill_missing, opset=opset, outputs=outputs,
+                         dynamic_batch=dynamic_batch)
     if output is None:
         return converted.proto()
     return converted.save(output)
+
+
+def export(model: str | os.PathLike[str], output: str | os.PathLike[str] | None = None, *,
+           weights: str | os.PathLike[str] | None = None, input_shapes: dict[str, Sequence[int]] | None = None,
+           fill_missing: bool = False, **options: Any) -> Converted:
+    """What ``caffezoo convert`` does: :func:`to_onnx` into a file (default ``./<model>.onnx``).
+
+    >>> export("bvlc_alexnet").summary()["path"]                          # doctest: +SKIP
+    'bvlc_alexnet.onnx'
+    """
+    converted = _convert(model, weights, input_shapes, fill_missing, **options)
+    name = Path(os.fspath(model))
+    default = f"{name.stem if name.suffix == '.prototxt' else name.name}.onnx"
+    converted.path = converted.save(output or default)
+    return converted
+
+
+def _convert(model: str | os.PathLike[str], weights: str | os.PathLike[str] | None,
+             input_shapes: dict[str, Sequence[int]] | None, fill_missing: bool, **options: Any) -> Converted:
+    prototxt, weights_path = locate(model, weights)
+    net = load(prototxt, weights_path, input_shapes=input_shapes, fill_missing=fill_missing)
+    return convert_net(net, **options)
 
 
 def locate(model: str | os.PathLike[str], weights: str | os.PathLike[str] | None = None) -> tuple[Path, Path]:
@@ -135,7 +179,7 @@ def locate(model: str | os.PathLike[str], weights: str | os.PathLike[str] | None
 def load(prototxt: str | os.PathLike[str], weights: str | os.PathLike[str] | None, *,
          input_shapes: dict[str, Sequence[int]] | None = None, fill_missing: bool = False) -> Net:
     """Load the net for conversion: every problem reported at once, before reading weights."""
-    from ..caffe.net import attach_weights, load_net
+    from ..caffe.net import load_net
 
     net = load_net(prototxt, input_shapes=input_shapes, strict=False)
     check_supported(net)
@@ -143,9 +187,32 @@ def load(prototxt: str | os.PathLike[str], weights: str | os.PathLike[str] | Non
     if broken:
         raise ConversionError("the net's shapes do not work out:\n" + "\n".join(broken))
     if weights is not None:
-        attach_weights(net, weights, strict=True)
+        attach(net, weights)
     check_weights(net, fill_missing=fill_missing)
     return net
+
+
+def attach(net: Net, weights: str | os.PathLike[str]) -> None:
+    """Caffe's CopyTrainedLayersFrom; raises NetError naming every layer whose blobs do not fit."""
+    from ..caffe.caffemodel import read_caffemodel
+    from ..caffe.net import attach_weights
+
+    model = read_caffemodel(weights)
+    attach_weights(net, model, strict=False)
+    # Caffe writes a 0-axis blob (a shared PReLU slope, a num_axes: 0 Scale) with no shape at
+    # all, which caffezoo.caffe reads as shape (1,): take such a blob's single value as is.
+    for layer in net.layers:
+        expected = layer.param_shapes or []
+        if layer.blobs or () not in expected or layer.name not in model:
+            continue
+        stored = model[layer.name].blobs
+        if len(stored) == len(expected) and all(b.data is not None and b.data.size == math.prod(s)
+                                                for b, s in zip(stored, expected)):
+            layer.blobs = [b.data.reshape(s) for b, s in zip(stored, expected)]
+            net.weight_problems = [p for p in net.weight_problems if p.layer != layer.name]
+    fatal = [p for p in net.weight_problems if p.fatal]
+    if fatal:
+        raise NetError(f"{model.path} does not fit {net.path or net.name}:\n" + "\n".join(map(str, fatal)))
 
 
 def check_supported(net: Net) -> None:

@@ -60,17 +60,17 @@ def detection_output(ctx: Ctx) -> None:
     # Boxes of each class's candidates: N x (C'*K) x 4, then one NMS "batch" per (image, class).
     flat_order = ctx.reshape(order, [n, used * k, 1], step="candidate_index")
     cand = ctx.op("GatherND", boxes, flat_order, step="candidate_boxes", batch_dims=1)
-    cand = ctx.reshape(cand, [n * used, k, 4], step="nms_boxes")
+    cand = ctx.reshape(cand, [n * used, k, 4], step="nms_boxes", batch="infer")
     threshold = p.confidence_threshold if p.HasField("confidence_threshold") else -FLT_MAX
     above = ctx.op("Greater", top, ctx.scalar("confidence_threshold", threshold), step="above")
     masked = ctx.op("Where", above, top, ctx.scalar("rejected", -np.inf), step="masked")
-    nms_scores = ctx.reshape(masked, [n * used, 1, k], step="nms_scores")
+    nms_scores = ctx.reshape(masked, [n * used, 1, k], step="nms_scores", batch="infer")
     # IoU is symmetric in x and y, so xmin, ymin, xmax, ymax serve as ONNX's y1, x1, y2, x2.
     selected = ctx.op("NonMaxSuppression", cand, nms_scores, ctx.const("max_boxes", k),
                       ctx.scalar("nms_threshold", p.nms_param.nms_threshold if p.HasField("nms_param") else 0.3),
                       ctx.scalar("score_floor", -FLT_MAX), step="nms")
     pair = ctx.op("Gather", selected, ctx.const("pair_columns", [0, 2]), step="pairs", axis=1)  # (n*C'+c, k)
-    score = ctx.op("GatherND", ctx.reshape(masked, [n * used, k], step="flat_scores"), pair, step="score")
+    score = ctx.op("GatherND", ctx.reshape(masked, [n * used, k], step="flat_scores", batch="infer"), pair, step="score")
     box = ctx.op("GatherND", cand, pair, step="box")
     group = ctx.op("Gather", pair, ctx.const("group_column", 0), step="group", axis=1)
     image = ctx.op("Div", group, ctx.const("classes_used", used), step="image")

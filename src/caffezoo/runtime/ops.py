@@ -149,7 +149,7 @@ def inner_product(ctx: Ctx) -> None:
         ctx.node("Gemm", [x, *params], [ctx.y[0]], transB=0 if p.transpose else 1)
     else:
         y = ctx.op("Gemm", x, *params, step="gemm", transB=0 if p.transpose else 1)
-        ctx.reshape(y, ctx.out_shapes[0], ctx.y[0], keep_batch=axis > 0)
+        ctx.reshape(y, ctx.out_shapes[0], ctx.y[0], batch="infer")  # Flatten folded the batch into M
 
 
 @emits("LRN")
@@ -458,7 +458,7 @@ def reshape(ctx: Ctx) -> None:
         # Caffe: a negative axis counts from one past the end (-1 appends).
         start = p.axis if p.axis >= 0 else len(shape) + 1 + p.axis
         keep = start > 0 or (p.num_axes != 0 and len(p.shape.dim) > 0 and p.shape.dim[0] == 0)
-    ctx.reshape(ctx.x[0], ctx.out_shapes[0], ctx.y[0], keep_batch=keep)
+    ctx.reshape(ctx.x[0], ctx.out_shapes[0], ctx.y[0], batch="copy" if keep else "fixed")
 
 
 @emits("Crop")
@@ -493,7 +493,7 @@ def reduction(ctx: Ctx) -> None:
     shape = ctx.shapes[0]
     axis = axis_index(p.axis, len(shape))
     flat = ctx.reshape(ctx.x[0], list(shape[:axis]) + [math.prod(shape[axis:])], step="flatten",
-                       keep_batch=axis > 0)
+                       batch="copy" if axis > 0 else "fixed")
     op = {_Red.SUM: "ReduceSum", _Red.ASUM: "ReduceL1", _Red.SUMSQ: "ReduceSumSquare",
           _Red.MEAN: "ReduceMean"}[p.operation]
     y = reduce(ctx, op, flat, [axis], keepdims=False, step="reduce")

@@ -1,0 +1,132 @@
+"""Images in, top-k classes out: what ``caffezoo run`` does.
+
+>>> for p in classify("bvlc_alexnet", ["cat.jpg"], top=3):          # doctest: +SKIP
+...     print(p.image, [(c.label, round(c.score, 3)) for c in p.top])
+cat.jpg [('n02123045 tabby, tabby cat', 0.312), ...]
+
+The model directory's front matter supplies the mean (``mean``: a
+``.binaryproto``, a ``.npy`` or per-channel values) and the class names
+(``labels``: a text file, one name per line); the deploy net supplies the
+input size. Images go through the net in batches.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import ModelDirError, UsageError
+from .preprocess import CROPS, Preprocessor, check_images, read_mean
+from .session import Net, load
+
+DEFAULT_BATCH = 8
+
+
+@dataclass
+class Scored:
+    """One class of a prediction."""
+
+    index: int
+    label: str | None
+    score: float
+
+
+@dataclass
+class Prediction:
+    """The best classes for one image, best first."""
+
+    image: str
+    top: list[Scored] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {"image": self.image, "top": [vars(s) for s in self.top]}
+
+
+def classify(
+    model: str | os.PathLike[str],
+    images: Sequence[str | os.PathLike[str]],
+    *,
+    top: int = 5,
+    batch_size: int | None = None,
+    oversample: bool = False,
+    resize: tuple[int, int] | None = None,
+    raw_scale: float = 255.0,
+    mean: str | Sequence[float] | None = None,
+    labels: str | os.PathLike[str] | None = None,
+    output: str | None = None,
+    net: Net | None = None,
+    **load_options,
+) -> list[Prediction]:
+    """Classify ``images`` with MODEL; ``mean``/``labels`` override the front matter's."""
+    from ..zoo import resolve
+
+    if top < 1:
+        raise UsageError(f"--top must be 1 or more, not {top}")
+    m = resolve(model)
+    check_images(images)
+    net = net or load(model, **load_options)
+    name, shape = _image_input(net)
+    blob = _output(net, output)
+    fm = m.front_matter
+    mean_source = mean if mean is not None else fm.mean
+    pre = Preprocessor(shape[1], shape[2], shape[3], resize=resize, raw_scale=raw_scale, oversample=oversample,
+                       mean=None if mean_source is None else read_mean(mean_source, m.path))
+    names = read_labels(Path(labels) if labels else m.path / fm.labels) if (labels or fm.labels) else None
+    fixed = shape[0]
+    size = fixed or batch_size or DEFAULT_BATCH
+    crops = CROPS if oversample else 1
+    if fixed and oversample and fixed % CROPS:
+        raise UsageError(f"the net takes batches of exactly {fixed}; oversampling needs a multiple of {CROPS}")
+    per_batch = max(1, size // crops) if fixed else size
+    results: list[Prediction] = []
+    for start in range(0, len(images), per_batch):
+        chunk = list(images[start:start + per_batch])
+        x = pre(chunk)
+        if fixed and len(x) < fixed:  # a net with a fixed batch: pad the last one
+            x = np.concatenate([x, np.zeros((fixed - len(x), *x.shape[1:]), np.float32)])
+        scores = net.forward(**{name: x})[blob]
+        scores = scores[:len(chunk) * crops].reshape(len(chunk), crops, -1).mean(axis=1)
+        if names is not None and len(names) != scores.shape[1]:
+            raise ModelDirError(f"{labels or m.path / fm.labels}: {len(names)} labels, but the net's "
+                                f"{blob!r} has {scores.shape[1]} classes")
+        for path, row in zip(chunk, scores):
+            best = np.argsort(-row, kind="stable")[:top]
+            results.append(Prediction(str(path), [Scored(int(i), names[i] if names else None, float(row[i]))
+                                                  for i in best]))
+    return results
+
+
+def _image_input(net: Net) -> tuple[str, tuple]:
+    images = {k: v for k, v in net.inputs.items() if len(v) == 4}
+    if len(images) != 1:
+        raise UsageError(f"the net has {len(net.inputs)} inputs ({', '.join(net.inputs)}); `run` feeds one "
+                         f"N x C x H x W image input")
+    name, shape = next(iter(images.items()))
+    return name, shape
+
+
+def _output(net: Net, wanted: str | None) -> str:
+    if wanted:
+        if wanted not in net.outputs:
+            raise UsageError(f"no output {wanted!r}; the net's outputs are {', '.join(net.outputs)}")
+        return wanted
+    if len(net.outputs) != 1:
+        raise UsageError(f"the net has several outputs ({', '.join(net.outputs)}): choose one with --output")
+    return net.outputs[0]
+
+
+def read_labels(path: Path) -> list[str]:
+    """Class names, one per line (e.g. ``synset_words.txt``); trailing empty lines dropped."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        raise ModelDirError(f"{path}: labels file not found") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ModelDirError(f"{path}: cannot read the labels: {e}") from None
+    while lines and not lines[-1].strip():
+        lines.pop()
+    return [line.strip() for line in lines]

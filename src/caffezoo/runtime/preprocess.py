@@ -1,0 +1,188 @@
+"""Images to a Caffe net's input, the way Caffe's data layer and pycaffe's Classifier prepare them.
+
+>>> pre = Preprocessor(channels=3, height=227, width=227, mean=read_mean("imagenet_mean.binaryproto"))  # doctest: +SKIP
+>>> pre(["cat.jpg", "dog.png"]).shape                                                           # doctest: +SKIP
+(2, 3, 227, 227)
+
+For each image: decode (RGB, or grey for 1-channel nets), resize (to the
+per-pixel mean's size when there is one, else to ``resize`` or the net's
+input size), channels to BGR, scale to ``raw_scale`` (0-255), subtract the
+mean, take the centre crop (or, with ``oversample``, the four corners and the
+centre, each also mirrored: ten crops), then multiply by ``input_scale``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import ModelDirError, RuntimeInputError
+
+CROPS = 10  # oversampling: 4 corners + centre, and their mirror images
+
+
+def read_mean(source: str | os.PathLike[str] | Sequence[float], base: Path | None = None) -> np.ndarray:
+    """A mean as (C,) per-channel values or a (C, H, W) image.
+
+    ``source`` is a ``.binaryproto`` (Caffe's ``compute_image_mean`` output), a
+    ``.npy`` file (pycaffe's ``ilsvrc_2012_mean.npy``), or a list of values in
+    the net's channel order (BGR for BVLC models, e.g. ``[104, 117, 123]``).
+    """
+    if isinstance(source, (list, tuple)):
+        values = np.asarray(source, np.float32)
+        if values.ndim != 1 or not values.size:
+            raise ModelDirError(f"mean: expected a list of per-channel numbers, got {list(source)!r}")
+        return values
+    path = Path(source) if base is None else base / source
+    if not path.is_file():
+        raise ModelDirError(f"{path}: mean file not found")
+    if path.suffix.lower() == ".npy":
+        try:
+            array = np.load(path, allow_pickle=False)
+        except (OSError, ValueError) as e:
+            raise ModelDirError(f"{path}: not a readable .npy array ({e})") from None
+    else:
+        array = _read_binaryproto(path)
+    array = np.asarray(array, np.float32)
+    while array.ndim > 3 and array.shape[0] == 1:  # a BlobProto's leading num axis
+        array = array[0]
+    if array.ndim not in (1, 3):
+        raise ModelDirError(f"{path}: a mean must be C values or a C x H x W image, not shape "
+                            f"{'x'.join(map(str, array.shape))}")
+    return array
+
+
+def _read_binaryproto(path: Path) -> np.ndarray:
+    from google.protobuf.message import DecodeError
+
+    from ..caffe import caffe_pb2
+    from ..caffe.caffemodel import blob_from_proto
+    from ..errors import CaffemodelError
+
+    proto = caffe_pb2.BlobProto()
+    try:
+        proto.ParseFromString(path.read_bytes())
+        blob = blob_from_proto(proto)
+    except (DecodeError, CaffemodelError) as e:
+        raise ModelDirError(f"{path}: not a Caffe mean file (.binaryproto BlobProto): {e}") from None
+    if blob.data is None or not blob.data.size:
+        raise ModelDirError(f"{path}: the mean file holds no values")
+    return blob.data
+
+
+@dataclass
+class Preprocessor:
+    """Caffe-style preparation of images for one input of ``channels`` x ``height`` x ``width``."""
+
+    channels: int
+    height: int
+    width: int
+    mean: np.ndarray | None = None  # (C,) or (C, H, W), in the net's channel order
+    resize: tuple[int, int] | None = None  # (H, W) before cropping; default: the mean's or the input's size
+    raw_scale: float = 255.0
+    input_scale: float = 1.0
+    swap_channels: bool = True  # RGB -> BGR, as Caffe's OpenCV-decoded training images were
+    oversample: bool = False
+
+    def __post_init__(self) -> None:
+        if self.mean is not None:
+            m = self.mean
+            if m.shape[0] not in (1, self.channels) or (m.ndim == 1 and m.size not in (1, self.channels)):
+                raise ModelDirError(f"mean of shape {'x'.join(map(str, m.shape))} does not fit a "
+                                    f"{self.channels}-channel input")
+            if self.per_pixel_mean and (m.shape[1] < self.height or m.shape[2] < self.width):
+                raise ModelDirError(f"mean image {m.shape[1]}x{m.shape[2]} is smaller than the net's input "
+                                    f"{self.height}x{self.width}")
+
+    @property
+    def per_pixel_mean(self) -> bool:
+        return self.mean is not None and self.mean.ndim == 3
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """The size images are resized to before cropping."""
+        if self.resize:
+            return self.resize
+        if self.per_pixel_mean:
+            return int(self.mean.shape[1]), int(self.mean.shape[2])
+        return self.height, self.width
+
+    def __call__(self, images: Sequence[str | os.PathLike[str]]) -> np.ndarray:
+        """N x C x H x W (N x 10 crops with ``oversample``), float32."""
+        return np.concatenate([self.one(path) for path in images]) if images else np.zeros(
+            (0, self.channels, self.height, self.width), np.float32)
+
+    def one(self, path: str | os.PathLike[str]) -> np.ndarray:
+        h, w = self.size
+        image = load_image(path, self.channels, (h, w))  # H x W x C, 0..1
+        x = image.transpose(2, 0, 1) * np.float32(self.raw_scale)
+        if self.swap_channels and self.channels == 3:
+            x = x[::-1]
+        x = x - self._mean((h, w))
+        crops = self._crops(x)
+        return (crops * np.float32(self.input_scale)).astype(np.float32)
+
+    def _mean(self, size: tuple[int, int]) -> np.ndarray | float:
+        m = self.mean
+        if m is None:
+            return 0.0
+        if m.ndim == 1:
+            return m.reshape(-1, 1, 1)
+        if m.shape[1:] == size:
+            return m
+        return m.mean(axis=(1, 2)).reshape(-1, 1, 1)  # a mean image of another size: its channel means
+
+    def _crops(self, x: np.ndarray) -> np.ndarray:
+        _, h, w = x.shape
+        ch, cw = self.height, self.width
+        top, left = (h - ch) // 2, (w - cw) // 2
+        if not self.oversample:
+            return x[None, :, top:top + ch, left:left + cw]
+        corners = [(0, 0), (0, w - cw), (h - ch, 0), (h - ch, w - cw), (top, left)]
+        crops = np.stack([x[:, i:i + ch, j:j + cw] for i, j in corners])
+        return np.concatenate([crops, crops[:, :, :, ::-1]])
+
+
+def load_image(path: str | os.PathLike[str], channels: int, size: tuple[int, int]) -> np.ndarray:
+    """The image at ``path`` resized (bilinear) to ``size`` (H, W): H x W x C floats in [0, 1]."""
+    from PIL import Image
+
+    if channels not in (1, 3):
+        raise RuntimeInputError(f"{path}: the net takes {channels} channels; images give 1 or 3")
+    with open_image(path) as im:
+        im = im.convert("L" if channels == 1 else "RGB")
+        im = im.resize((size[1], size[0]), Image.Resampling.BILINEAR)
+        array = np.asarray(im, np.float32) / np.float32(255)
+    return array[:, :, None] if array.ndim == 2 else array
+
+
+@contextmanager
+def open_image(path: str | os.PathLike[str]) -> Iterator:
+    """A Pillow image; any failure to read or decode it is a RuntimeInputError naming the file."""
+    from PIL import Image, UnidentifiedImageError
+
+    p = Path(path)
+    try:
+        with Image.open(p) as im:
+            yield im
+    except FileNotFoundError:
+        raise RuntimeInputError(f"{p}: no such image file") from None
+    except IsADirectoryError:
+        raise RuntimeInputError(f"{p}: is a directory, not an image") from None
+    except UnidentifiedImageError:
+        raise RuntimeInputError(f"{p}: not an image (or a format Pillow cannot read: use JPEG, PNG, "
+                                f"BMP, TIFF...)") from None
+    except (OSError, ValueError, Image.DecompressionBombError) as e:
+        raise RuntimeInputError(f"{p}: cannot decode the image: {e}") from None
+
+
+def check_images(paths: Sequence[str | os.PathLike[str]]) -> None:
+    """Fail early, naming the file, when any path is not an image (reads headers only)."""
+    for path in paths:
+        with open_image(path):
+            pass

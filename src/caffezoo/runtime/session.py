@@ -1,0 +1,178 @@
+"""Run a zoo model on onnxruntime; conversions are cached so the second load is instant.
+
+>>> net = load("bvlc_alexnet")                       # doctest: +SKIP
+>>> net.inputs, net.outputs                          # doctest: +SKIP
+({'data': (None, 3, 227, 227)}, ['prob'])
+>>> net.forward(data=batch)["prob"].shape            # doctest: +SKIP
+(4, 1000)
+
+The converted model lives under ``CAFFEZOO_HOME``'s cache, in ``onnx/``, named
+by the SHA-1 of the weights and a digest of everything else the ONNX depends
+on: the prototxt's bytes, the converter version, the opset and the options.
+The weights' SHA-1 is itself remembered per file identity (device, inode,
+size, mtime), so a warm load hashes nothing and converts nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..config import settings
+from ..errors import RuntimeInputError, UsageError
+from .convert import CONVERTER_VERSION, DEFAULT_OPSET, convert_net, load as load_caffe, locate
+
+Shape = tuple[int | None, ...]
+
+
+@dataclass
+class Net:
+    """A converted Caffe net in an onnxruntime session: ``forward(**inputs) -> {blob: array}``."""
+
+    path: Path | None  # the ONNX file (None: converted in memory, cache=False)
+    session: Any  # onnxruntime.InferenceSession
+    inputs: dict[str, Shape]  # None where the size may vary (the batch axis)
+    outputs: list[str]
+    source: dict[str, str] = field(default_factory=dict)  # prototxt, weights, sha1
+
+    def forward(self, **inputs: Any) -> dict[str, np.ndarray]:
+        """Run the net; every input by its blob name, as an N x C x H x W float array."""
+        feed = {name: self._check(name, inputs.get(name)) for name in self.inputs}
+        unknown = sorted(set(inputs) - set(self.inputs))
+        if unknown:
+            raise RuntimeInputError(f"unknown input{'s' * (len(unknown) > 1)} {', '.join(map(repr, unknown))}: "
+                                    f"this net takes {', '.join(map(repr, self.inputs))}")
+        results = self.session.run(self.outputs, feed)
+        return dict(zip(self.outputs, results))
+
+    __call__ = forward
+
+    def _check(self, name: str, value: Any) -> np.ndarray:
+        expected = self.inputs[name]
+        want = "x".join("N" if d is None else str(d) for d in expected)
+        if value is None:
+            raise RuntimeInputError(f"input {name!r} is missing: give a {want} float array")
+        array = np.asarray(value)
+        if array.dtype.kind not in "fiu":
+            raise RuntimeInputError(f"input {name!r}: expected numbers (float32), got dtype {array.dtype}")
+        shape = array.shape
+        fits = len(shape) == len(expected) and all(e is None or e == s for e, s in zip(expected, shape))
+        if not fits or (shape and shape[0] == 0):
+            why = self.source.get("static_batch")
+            hint = f" (the batch size is fixed: {why})" if why and expected and expected[0] is not None else ""
+            raise RuntimeInputError(f"input {name!r}: expected shape {want}, got "
+                                    f"{'x'.join(map(str, shape)) or 'a scalar'}{hint}")
+        return np.ascontiguousarray(array, dtype=np.float32)
+
+
+# ------------------------------------------------------------ loading
+
+def load(
+    model: str | os.PathLike[str],
+    *,
+    weights: str | os.PathLike[str] | None = None,
+    providers: Sequence[str] | None = None,
+    opset: int = DEFAULT_OPSET,
+    input_shapes: dict[str, Sequence[int]] | None = None,
+    fill_missing: bool = False,
+    threads: int | None = None,
+    cache: bool = True,
+) -> Net:
+    """Load MODEL (a model directory, bundled name or ``.prototxt`` + ``weights``) for inference.
+
+    ``providers`` are onnxruntime execution providers in order of preference
+    (default: CPU); ``threads`` caps onnxruntime's intra-op threads.
+    """
+    prototxt, weights_path = locate(model, weights)
+    options = {"opset": opset, "input_shapes": {k: list(v) for k, v in sorted((input_shapes or {}).items())},
+               "fill_missing": fill_missing}
+    sha1 = weights_sha1(weights_path)
+    onnx_path = cached_path(sha1, prototxt, options) if cache else None
+    if onnx_path is not None and onnx_path.is_file():
+        source: Path | bytes = onnx_path
+    else:
+        net = load_caffe(prototxt, weights_path, input_shapes=input_shapes, fill_missing=fill_missing)
+        converted = convert_net(net, opset=opset)
+        if onnx_path is None:
+            source = converted.proto().SerializeToString()
+        else:
+            onnx_path.parent.mkdir(parents=True, exist_ok=True)
+            source = converted.save(onnx_path)
+    session = make_session(source, providers=providers, threads=threads)
+    inputs = {i.name: tuple(d if isinstance(d, int) else None for d in i.shape) for i in session.get_inputs()}
+    outputs = [o.name for o in session.get_outputs()]
+    meta = session.get_modelmeta().custom_metadata_map
+    info = {"prototxt": str(prototxt), "weights": str(weights_path), "sha1": sha1}
+    if meta.get("caffezoo.static_batch"):
+        info["static_batch"] = meta["caffezoo.static_batch"]
+    return Net(onnx_path, session, inputs, outputs, info)
+
+
+def make_session(model: Path | bytes, *, providers: Sequence[str] | None = None, threads: int | None = None) -> Any:
+    """An onnxruntime session with every graph optimisation on."""
+    import onnxruntime as ort
+
+    available = ort.get_available_providers()
+    wanted = list(providers or ["CPUExecutionProvider"])
+    missing = [p for p in wanted if p not in available]
+    if missing:
+        raise UsageError(f"onnxruntime provider{'s' * (len(missing) > 1)} {', '.join(missing)} not installed "
+                         f"(available: {', '.join(available)})")
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3  # errors reach the user as exceptions, not as log lines
+    if threads:
+        options.intra_op_num_threads = threads
+    return ort.InferenceSession(model if isinstance(model, bytes) else str(model), options, providers=wanted)
+
+
+def cache_dir() -> Path:
+    return settings().cache_dir / "onnx"
+
+
+def cached_path(weights_sha1: str, prototxt: Path, options: dict[str, Any]) -> Path:
+    """Where the conversion of these weights, this prototxt and these options is cached."""
+    h = hashlib.sha1(usedforsecurity=False)
+    h.update(prototxt.read_bytes())
+    h.update(json.dumps({"converter": CONVERTER_VERSION, **options}, sort_keys=True).encode())
+    return cache_dir() / f"{weights_sha1}-{h.hexdigest()[:16]}.onnx"
+
+
+def weights_sha1(path: Path) -> str:
+    """SHA-1 of a weights file, remembered per file identity so that it is computed once."""
+    # TODO(merge downloads): caffezoo.fetch keeps verified records of the same kind; use them then.
+    st = os.stat(path)
+    identity = [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns]
+    memo_path = cache_dir() / "sha1.json"
+    try:
+        memo = json.loads(memo_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        memo = {}
+    key = str(Path(path).resolve())
+    entry = memo.get(key) if isinstance(memo, dict) else None
+    if isinstance(entry, dict) and entry.get("identity") == identity:
+        return str(entry["sha1"])
+    h = hashlib.sha1(usedforsecurity=False)
+    with open(path, "rb", buffering=0) as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    digest = h.hexdigest()
+    memo = memo if isinstance(memo, dict) else {}
+    memo[key] = {"identity": identity, "sha1": digest}
+    _write_json(memo_path, memo)
+    return digest
+
+
+def _write_json(path: Path, data: Any) -> None:
+    from ..caffe._files import atomic_open
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_open(path) as f:
+        f.write(json.dumps(data, indent=1, sort_keys=True).encode())
