@@ -41,7 +41,8 @@ def random_weights(net: caffe_pb2.NetParameter, seed: int = 0, positive: tuple[s
                 blob = rng.uniform(0.5, 1.5, shape)
             else:
                 fan_in = math.prod(shape[1:]) if len(shape) > 1 else 1
-                blob = rng.standard_normal(shape) / math.sqrt(max(fan_in, 1))
+                blob = rng.standard_normal(shape, np.float32)
+                blob *= np.float32(1 / math.sqrt(max(fan_in, 1)))
             blobs.append(np.asarray(blob, np.float32))
         if blobs:
             weights[layer.name] = blobs

@@ -132,6 +132,20 @@ def interp_ref(x, out_h, out_w, pad_beg=0, pad_end=0):
     return rows[:, :, :, w0] * (1 - lw) + rows[:, :, :, w1] * lw
 
 
+def unpool_ref(x, k):
+    """SegNet's Upsample after a MAX pooling with a mask: each value back where its maximum was."""
+    y, mask = pool_ref(x, (k, k), (k, k), (0, 0))
+    out = np.zeros_like(x)
+    for i, j in np.ndindex(x.shape[:2]):
+        out[i, j].flat[mask[i, j].astype(int).ravel()] = y[i, j].ravel()
+    return out
+
+
+def unpool(n, x, k, **kw):
+    pooled, mask = n.Pooling("pool", x, tops=["pool", "mask"], pool="MAX", kernel_size=k, stride=k)
+    n.Upsample("out", pooled, mask, **kw)
+
+
 def conv(n, x, **kw):
     n.Convolution("out", x, **kw)
 
@@ -312,6 +326,12 @@ CASES = [
          shapes=[(1, 2, 9, 8)], numpy=lambda x, w: interp_ref(x, 16, 13, -1, -2)),
     Case("interp-shrink-zoom", lambda n, x: n.Interp("out", x, shrink_factor=2, zoom_factor=3),
          shapes=[(1, 2, 9, 8)], numpy=lambda x, w: interp_ref(x, 13, 10)),
+    Case("upsample-segnet", lambda n, x: unpool(n, x, 2, scale=2), shapes=[(2, 3, 8, 8)],
+         numpy=lambda x, w: unpool_ref(x, 2)),
+    Case("upsample-segnet-odd", lambda n, x: unpool(n, x, 2, upsample_h=9, upsample_w=7), shapes=[(1, 2, 9, 7)],
+         numpy=lambda x, w: unpool_ref(x, 2)),
+    Case("upsample-nearest", lambda n, x: n.Upsample("out", x, scale=2),
+         numpy=lambda x, w: x.repeat(2, axis=2).repeat(2, axis=3)),
     Case("shuffle", lambda n, x: n.ShuffleChannel("out", x, group=2), shapes=[(2, 6, 3, 3)]),
     Case("axpy", lambda n, a, x, y: n.Axpy("out", a, x, y), shapes=[(2, 3, 1, 1), (2, 3, 4, 4), (2, 3, 4, 4)],
          numpy=lambda a, x, y, w: a * x + y),  # OpenCV's Axpy fails on these shapes
@@ -340,15 +360,20 @@ def _net(case: Case) -> NetBuilder:
     return n
 
 
-@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
-def test_layer_matches_reference(case: Case, tmp_path):
-    rng = np.random.default_rng(abs(hash(case.id)) % 2**32)
-    net = _net(case).to_proto()
+def _weights(case: Case, net, rng: np.random.Generator) -> dict:
     weights = random_weights(net)
     if case.id.startswith("bn-"):  # BN's blobs are not checked by shape inference: give them here
         count = 4 if case.id == "bn-pspnet" else 2
         weights["out"] = [rng.uniform(0.5, 1.5, (1, case.shapes[0][1], 1, 1)).astype(np.float32)
                           for _ in range(count)]
+    return weights
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_layer_matches_reference(case: Case, tmp_path):
+    rng = np.random.default_rng(abs(hash(case.id)) % 2**32)
+    net = _net(case).to_proto()
+    weights = _weights(case, net, rng)
     prototxt, caffemodel = write_net(tmp_path, net, weights)
     names = [layer.top[0] for layer in net.layer if layer.type == "Input"]
     inputs = dict(zip(names, _inputs(case, rng)))
@@ -367,3 +392,37 @@ def test_layer_matches_reference(case: Case, tmp_path):
     reference = run_opencv(prototxt, caffemodel, inputs, names)
     for top, name in zip(case.tops, names):
         assert_close(ours[top], reference[name], f"{case.id}: {top}")
+
+
+# Cases whose result depends on the batch as a whole: they keep the declared batch size.
+FIXED_BATCH = {"batchnorm-batch-stats", "reduction-mean-all", "scale-two-bottoms", "bias-two-bottoms"}
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_layer_runs_at_any_batch_size(case: Case, tmp_path):
+    """The batch axis stays symbolic: a batch of 2N gives the two batches of N, side by side."""
+    import onnxruntime as ort
+
+    from caffezoo.runtime import to_onnx
+
+    rng = np.random.default_rng(1)
+    net = _net(case).to_proto()
+    weights = _weights(case, net, rng)
+    prototxt, caffemodel = write_net(tmp_path, net, weights)
+    model = to_onnx(prototxt, weights=caffemodel, outputs=case.tops)
+    batch = model.graph.input[0].type.tensor_type.shape.dim[0]
+    meta = {p.key: p.value for p in model.metadata_props}
+    if case.id in FIXED_BATCH:
+        assert batch.dim_value == case.shapes[0][0] and meta["caffezoo.static_batch"]
+        return
+    assert batch.dim_param == "batch", meta.get("caffezoo.static_batch")
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    names = [i.name for i in model.graph.input]
+    first, second = (dict(zip(names, _inputs(case, rng))) for _ in range(2))
+    both = {k: np.concatenate([first[k], second[k]]) for k in names}
+    a, b, ab = (session.run(case.tops, feed) for feed in (first, second, both))
+    for top, x, y, xy in zip(case.tops, a, b, ab):
+        if xy.shape[:1] == (2 * x.shape[0],):
+            assert_close(xy, np.concatenate([x, y]), f"{case.id}: {top}")
+        else:  # not indexed by the batch (a Parameter)
+            assert_close(xy, x, f"{case.id}: {top}")

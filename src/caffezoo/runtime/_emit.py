@@ -86,8 +86,15 @@ class Ctx:
         return self.node(op, inputs, 1, step=step, **attrs)[0]
 
     def weight(self, i: int, role: str, array: Any = None) -> str:
-        """Blob ``i`` (or ``array`` derived from it) as an initializer named ``layer.role``."""
-        return self.g.initializer(f"{self.name}.{role}", self.blobs[i] if array is None else array)
+        """Blob ``i`` (or ``array`` derived from it) as an initializer named ``layer.role``.
+
+        Blobs that layers share by ``param { name: ... }`` become one initializer.
+        """
+        specs = self.layer.param.param
+        shared = specs[i].name if i < len(specs) and specs[i].name else None
+        if shared is not None:
+            shared = f"{shared}/{role}"  # the same blob may be used in several forms (BatchNorm)
+        return self.g.initializer(f"{self.name}.{role}", self.blobs[i] if array is None else array, shared=shared)
 
     def const(self, step: str, values: Any, dtype: Any = np.int64) -> str:
         return self.g.const(f"{self.name}/{step}", values, dtype)

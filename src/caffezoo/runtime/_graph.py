@@ -59,11 +59,15 @@ class Graph:
         taken.add(name)
         return name
 
-    def initializer(self, hint: str, array: Any, dtype: Any = np.float32) -> str:
+    def initializer(self, hint: str, array: Any, dtype: Any = np.float32, *, shared: str | None = None) -> str:
         """Add ``array`` as an initializer (converted to ``dtype``); return its name.
 
-        The same buffer, or the same small value, given twice is stored once.
+        The same buffer, or the same small value, given twice is stored once;
+        so is every array given under the same ``shared`` key (Caffe's named
+        ``param`` blobs, which each layer sharing them saves again).
         """
+        if shared is not None and ("shared", shared) in self._by_value:
+            return self._by_value[("shared", shared)]
         a = np.asarray(array)
         if a.dtype != np.dtype(dtype):
             a = a.astype(dtype)
@@ -79,6 +83,8 @@ class Graph:
         if name is None:
             name = table[key] = self.unique(hint)
             self.initializers[name] = a
+        if shared is not None:
+            self._by_value[("shared", shared)] = name
         return name
 
     def const(self, hint: str, values: Any, dtype: Any = np.int64) -> str:

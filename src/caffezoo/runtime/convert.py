@@ -336,7 +336,7 @@ def _build(net: Net, opset: int, wanted: Sequence[str], *, dynamic: bool) -> Con
         for top, name, shape in zip(layer.tops, y, layer.top_shapes):
             tensors[top] = name
             shapes[top] = shape
-    names = list(dict.fromkeys([*(b for b in net.outputs if b in tensors), *wanted]))
+    names = list(dict.fromkeys([*_outputs(net, tensors), *wanted]))
     unknown = [b for b in names if b not in tensors]
     if unknown:
         raise ConversionError(f"no blob named {', '.join(map(repr, unknown))} in the net "
@@ -344,6 +344,20 @@ def _build(net: Net, opset: int, wanted: Sequence[str], *, dynamic: bool) -> Con
     outputs = [value_info(tensors[b], _output_dims(shapes.get(b), dynamic)) for b in names]
     meta = {"caffezoo.converter": CONVERTER_VERSION, "caffezoo.dynamic_batch": str(dynamic).lower()}
     return Converted(g, inputs, outputs, net, dynamic, metadata=meta)
+
+
+def _outputs(net: Net, tensors: dict[str, str]) -> list[str]:
+    """Caffe's net outputs: blobs no later layer reads, where losses and metrics do not count as readers
+    (they are dropped) but Silence does (it exists to hide blobs)."""
+    unread: dict[str, bool] = {}
+    for layer in net.layers:
+        if layer.type not in SKIPPED or layer.type == "Silence":
+            for b in layer.bottoms:
+                unread[b] = False
+        for t in layer.tops:
+            if t in tensors:
+                unread[t] = True
+    return [b for b, free in unread.items() if free]
 
 
 def _declare_inputs(net: Net, layer: Layer, tensors: dict, shapes: dict, dynamic: bool) -> Iterable:
