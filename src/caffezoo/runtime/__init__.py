@@ -10,7 +10,7 @@
 Modules: :mod:`.convert` (Caffe -> ONNX; the per-layer rules live in
 :mod:`.ops`, :mod:`.ops_fork` and :mod:`.detection`), :mod:`.session`
 (onnxruntime and the conversion cache), :mod:`.preprocess` (Caffe-style image
-input), :mod:`.classify` (images to top-k labels).
+input), :mod:`.classifier` (images to top-k labels).
 
 Needs the ``run`` extra (numpy, onnx, onnxruntime, pillow). Names are
 imported on first use, so ``import caffezoo.runtime`` stays cheap.
@@ -24,7 +24,7 @@ from typing import Any
 _EXPORTS = {
     "to_onnx": "convert", "convert_net": "convert", "Converted": "convert",
     "load": "session", "Net": "session",
-    "classify": "classify", "Prediction": "classify",
+    "classify": "classifier", "Prediction": "classifier",
     "Preprocessor": "preprocess",
 }
 

@@ -1,0 +1,102 @@
+"""`caffezoo convert` and `caffezoo run` as a user meets them: output, JSON, and one-line errors."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+from PIL import Image
+
+from caffezoo.caffe.builder import NetBuilder
+from runtime_helpers import natural_image
+from test_runtime_session import model_dir
+
+
+def _images(tmp_path, count=3):
+    rng = np.random.default_rng(9)
+    paths = []
+    for i in range(count):
+        paths.append(tmp_path / f"pic{i}.jpg")
+        Image.fromarray(natural_image(rng, 32, 40)).save(paths[-1])
+    return paths
+
+
+def test_convert_to_a_file_with_json(tmp_path, cli):
+    d = model_dir(tmp_path)
+    out = tmp_path / "small.onnx"
+    result = cli("convert", d, "-o", out, "--opset", "13", "--json")
+    assert result.code == 0, result.stderr
+    info = json.loads(result.stdout)
+    assert info["path"] == str(out) and info["opset"] == 13 and info["outputs"] == {"prob": [None, 4]}
+    assert info["inputs"] == {"data": ["batch", 3, 16, 16]}
+    model = onnx.load(out)
+    onnx.checker.check_model(model, full_check=True)
+    assert model.opset_import[0].version == 13
+
+
+def test_convert_prints_a_summary_and_defaults_to_the_model_name(tmp_path, cli_process):
+    d = model_dir(tmp_path)
+    result = cli_process("convert", d, "--fixed-batch", cwd=tmp_path)
+    assert result.code == 0, result.stderr
+    assert (tmp_path / "small_model.onnx").is_file()
+    assert "wrote small_model.onnx" in result.stdout and "inputs: data 10x3x16x16" in result.stdout
+    assert "fixed batch size: a fixed batch size was asked for" in result.stdout
+
+
+def test_convert_without_weights_says_how_to_get_them(cli_process):
+    result = cli_process("convert", "bvlc_googlenet")
+    assert result.code == 1 and "Traceback" not in result.stderr
+    assert "the weights are not downloaded; `caffezoo download bvlc_googlenet` fetches them" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_convert_unsupported_layers_is_one_clear_error(tmp_path, cli_process):
+    n = NetBuilder("odd")
+    data = n.Input("data", shape=dict(dim=[1, 3, 8, 8]))
+    n.Python("rpn", data, python_param=dict(module="rpn", layer="Proposal"))
+    n.Embed("embed", data, num_output=4, input_dim=10)
+    (tmp_path / "odd.prototxt").write_text(n.to_text())
+    result = cli_process("convert", tmp_path / "odd.prototxt", "--weights", tmp_path / "none.caffemodel")
+    assert result.code == 1 and "Traceback" not in result.stderr
+    assert "layer type 'Embed', used by layer 'embed'" in result.stderr
+    assert "layer type 'Python', used by layer 'rpn'" in result.stderr
+
+
+def test_run_prints_top_classes(tmp_path, cli):
+    d = model_dir(tmp_path, mean="[104, 117, 123]", labels="classes.txt")
+    (d / "classes.txt").write_text("cat\ndog\nbird\nfish\n")
+    images = _images(tmp_path)
+    result = cli("run", d, *images, "--top", "2")
+    assert result.code == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == str(images[0]) and len(lines) == 3 * 3
+    score, index, label = lines[1].split()
+    assert 0 < float(score) <= 1 and label == ["cat", "dog", "bird", "fish"][int(index)]
+    as_json = json.loads(cli("run", d, *images, "--top", "2", "--json").stdout)
+    assert [round(c["score"], 4) for c in as_json[0]["top"]][0] == float(score)
+
+
+def test_run_options_reach_the_preprocessing(tmp_path, cli):
+    d = model_dir(tmp_path)
+    images = _images(tmp_path, 2)
+    plain = json.loads(cli("run", d, *images, "--json", "--top", "4").stdout)
+    other = json.loads(cli("run", d, *images, "--json", "--top", "4", "--mean", "104,117,123", "--resize", "20",
+                           "--oversample", "--batch-size", "1").stdout)
+    assert [c["score"] for c in plain[0]["top"]] != [c["score"] for c in other[0]["top"]]
+
+
+def test_run_errors_are_one_line(tmp_path, cli_process):
+    d = model_dir(tmp_path)
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    for args, message in [
+        ((d, bad), "bad.png: "),
+        ((d, tmp_path / "missing.jpg"), "missing.jpg: no such image file"),
+        ((d, *_images(tmp_path, 1), "--top", "0"), "--top must be 1 or more"),
+        ((d, *_images(tmp_path, 1), "--mean", "1,2"), "mean of shape 2 does not fit a 3-channel input"),
+        (("bvlc_alexnet", *_images(tmp_path, 1)), "`caffezoo download bvlc_alexnet` fetches them"),
+    ]:
+        result = cli_process("run", *args)
+        assert result.code != 0 and "Traceback" not in result.stderr, result.stderr
+        assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr

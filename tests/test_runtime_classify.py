@@ -1,0 +1,158 @@
+"""Caffe-style preprocessing and classify(): means, crops, oversampling, labels, batches, bad images."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from caffezoo.caffe.caffemodel import blob_to_proto
+from caffezoo.errors import ModelDirError, RuntimeInputError
+from caffezoo.runtime import classify, load
+from caffezoo.runtime.preprocess import Preprocessor, read_mean
+from runtime_helpers import assert_close, natural_image, run_opencv
+from test_runtime_session import model_dir, small_classifier
+
+
+def save(path, array) -> str:
+    Image.fromarray(array).save(path)
+    return str(path)
+
+
+@pytest.fixture
+def images(tmp_path):
+    rng = np.random.default_rng(3)
+    return [save(tmp_path / f"img{i}.png", natural_image(rng, 20 + i, 24 + 2 * i)) for i in range(11)]
+
+
+def test_image_at_input_size_with_channel_means(tmp_path):
+    rgb = np.random.default_rng(0).integers(0, 256, (16, 16, 3), np.uint8)
+    path = save(tmp_path / "x.png", rgb)
+    x = Preprocessor(3, 16, 16, mean=np.array([104, 117, 123], np.float32))([path])
+    expected = rgb[:, :, ::-1].transpose(2, 0, 1).astype(np.float32) - np.array([104, 117, 123]).reshape(3, 1, 1)
+    assert x.shape == (1, 3, 16, 16) and np.allclose(x[0], expected, atol=1e-3)
+
+
+def test_mean_image_sets_the_size_then_the_centre_crop(tmp_path):
+    rgb = np.random.default_rng(1).integers(0, 256, (30, 40, 3), np.uint8)
+    path = save(tmp_path / "x.png", rgb)
+    mean = np.random.default_rng(2).uniform(90, 130, (3, 10, 12)).astype(np.float32)
+    np.save(tmp_path / "mean.npy", mean)
+    x = Preprocessor(3, 8, 8, mean=read_mean("mean.npy", tmp_path), raw_scale=255, input_scale=0.5)([path])
+    resized = np.asarray(Image.fromarray(rgb).resize((12, 10), Image.Resampling.BILINEAR), np.float32)
+    full = resized[:, :, ::-1].transpose(2, 0, 1) - mean  # subtract at the mean's size, then crop
+    assert np.allclose(x[0], 0.5 * full[:, 1:9, 2:10], atol=1e-3)
+
+
+def test_binaryproto_and_list_means(tmp_path):
+    mean = np.random.default_rng(3).uniform(0, 255, (1, 3, 5, 6)).astype(np.float32)
+    (tmp_path / "mean.binaryproto").write_bytes(blob_to_proto(mean).SerializeToString())
+    assert np.array_equal(read_mean(tmp_path / "mean.binaryproto"), mean[0])
+    assert np.array_equal(read_mean([104, 117, 123]), np.array([104, 117, 123], np.float32))
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda d: np.save(d / "m.npy", np.zeros((4, 8, 8))), "mean of shape 4x8x8 does not fit a 3-channel input"),
+    (lambda d: np.save(d / "m.npy", np.zeros((3, 5, 5))), "mean image 5x5 is smaller than the net's input 8x8"),
+    (lambda d: np.save(d / "m.npy", np.zeros((3, 8))), "a mean must be C values or a C x H x W image, not shape 3x8"),
+    (lambda d: (d / "m.npy").write_bytes(b"not numpy"), "not a readable .npy array"),
+    (lambda d: (d / "m.binaryproto").write_bytes(b"\xff" * 40), "not a Caffe mean file"),
+    (lambda d: None, "m.npy: mean file not found"),
+])
+def test_bad_means(tmp_path, make, message):
+    make(tmp_path)
+    name = "m.binaryproto" if (tmp_path / "m.binaryproto").exists() else "m.npy"
+    with pytest.raises(ModelDirError, match=message):
+        Preprocessor(3, 8, 8, mean=read_mean(name, tmp_path))
+
+
+def test_mean_values_must_be_one_per_channel():
+    with pytest.raises(ModelDirError, match="mean of shape 2 does not fit a 3-channel input"):
+        Preprocessor(3, 8, 8, mean=read_mean([104.0, 117.0]))
+
+
+def test_oversample_is_ten_crops(tmp_path):
+    rgb = np.random.default_rng(4).integers(0, 256, (10, 12, 3), np.uint8)
+    path = save(tmp_path / "x.png", rgb)
+    crops = Preprocessor(3, 6, 8, resize=(10, 12), oversample=True)([path])
+    full = Preprocessor(3, 10, 12)([path])[0]
+    corners = [full[:, :6, :8], full[:, :6, 4:], full[:, 4:, :8], full[:, 4:, 4:], full[:, 2:8, 2:10]]
+    assert crops.shape == (10, 3, 6, 8)
+    for i, c in enumerate(corners):
+        assert np.array_equal(crops[i], c) and np.array_equal(crops[i + 5], c[:, :, ::-1])
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda p: p.write_text("hello"), "not an image"),
+    (lambda p: p.mkdir(), "is a directory, not an image"),
+    (lambda p: None, "no such image file"),
+    (lambda p: p.write_bytes(_jpeg()[:300]), "cannot decode the image"),
+])
+def test_bad_images_are_named(tmp_path, make, message):
+    path = tmp_path / "photo.jpg"
+    make(path)
+    with pytest.raises(RuntimeInputError, match=f"photo.jpg: {message}"):
+        Preprocessor(3, 8, 8)([path])
+
+
+def _jpeg() -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    Image.fromarray(natural_image(np.random.default_rng(0), 64, 64)).save(buffer, "JPEG")
+    return buffer.getvalue()
+
+
+def test_classify_top_k_labels_and_batches(tmp_path, images):
+    d = model_dir(tmp_path, mean="[104, 117, 123]", labels="classes.txt")
+    (d / "classes.txt").write_text("cat\ndog\nbird\nfish\n\n")
+    one_by_one = [classify(d, [image], top=3)[0] for image in images]
+    batched = classify(d, images, top=3, batch_size=4)
+    assert [p.image for p in batched] == images
+    for a, b in zip(one_by_one, batched):
+        assert [s.index for s in a.top] == [s.index for s in b.top]
+        assert np.allclose([s.score for s in a.top], [s.score for s in b.top], atol=1e-6)
+    for p in batched:
+        scores = [s.score for s in p.top]
+        assert scores == sorted(scores, reverse=True) and len(scores) == 3
+        assert all(s.label == ["cat", "dog", "bird", "fish"][s.index] for s in p.top)
+    # The same numbers as OpenCV on the same preprocessed input.
+    x = Preprocessor(3, 16, 16, mean=np.array([104, 117, 123], np.float32))(images[:1])
+    reference = run_opencv(d / "deploy.prototxt", d / "small.caffemodel", {"data": x}, ["prob"])["prob"][0]
+    assert all(abs(s.score - reference[s.index]) <= 1e-4 for s in batched[0].top)
+
+
+def test_classify_oversample_averages_the_crops(tmp_path, images):
+    d = model_dir(tmp_path, mean="[104, 117, 123]")
+    got = classify(d, images[:2], top=4, oversample=True, resize=(24, 24))
+    net = load(d)
+    crops = Preprocessor(3, 16, 16, mean=np.array([104, 117, 123], np.float32), resize=(24, 24),
+                         oversample=True)(images[:2])
+    expected = net(data=crops)["prob"].reshape(2, 10, 4).mean(1)
+    for p, row in zip(got, expected):
+        assert_close(np.array([s.score for s in sorted(p.top, key=lambda s: s.index)]), row)
+        assert p.top[0].label is None
+
+
+def test_classify_with_a_fixed_batch_pads_the_last_one(tmp_path, images):
+    n = small_classifier(batch=4)
+    n.BatchNorm("bn", "prob", use_global_stats=False)  # depends on the whole batch: fixed at 4
+    d = model_dir(tmp_path, n)
+    got = classify(d, images[:6], top=1)
+    assert len(got) == 6 and load(d).inputs["data"][0] == 4
+
+
+def test_labels_must_match_the_classes(tmp_path, images):
+    d = model_dir(tmp_path, labels="classes.txt")
+    (d / "classes.txt").write_text("cat\ndog\n")
+    with pytest.raises(ModelDirError, match="classes.txt: 2 labels, but the net's 'prob' has 4 classes"):
+        classify(d, images[:1])
+
+
+def test_a_bad_image_stops_before_any_work(tmp_path, images):
+    d = model_dir(tmp_path)
+    bad = tmp_path / "notes.jpg"
+    bad.write_text("not a picture")
+    with pytest.raises(RuntimeInputError, match="notes.jpg: not an image"):
+        classify(d, [*images, bad])
+    assert not list((tmp_path / "caffezoo_home").glob("**/*.onnx"))
