@@ -12,27 +12,15 @@ Modules: :mod:`.convert` (Caffe -> ONNX; the per-layer rules live in
 (onnxruntime and the conversion cache), :mod:`.preprocess` (Caffe-style image
 input), :mod:`.classifier` (images to top-k labels).
 
-Needs the ``run`` extra (numpy, onnx, onnxruntime, pillow). Names are
-imported on first use, so ``import caffezoo.runtime`` stays cheap.
+Needs the ``run`` extra (numpy, onnx, onnxruntime, pillow); the command line
+imports this package only inside the commands that run models.
 """
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from .classifier import Prediction, classify
+from .convert import Converted, convert_net, to_onnx
+from .preprocess import Preprocessor
+from .session import Net, load
 
-_EXPORTS = {
-    "to_onnx": "convert", "convert_net": "convert", "Converted": "convert",
-    "load": "session", "Net": "session",
-    "classify": "classifier", "Prediction": "classifier",
-    "Preprocessor": "preprocess",
-}
-
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f"{__name__}.{module}"), name)
+__all__ = ["Converted", "Net", "Prediction", "Preprocessor", "classify", "convert_net", "load", "to_onnx"]
