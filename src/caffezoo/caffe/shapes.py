@@ -170,7 +170,7 @@ def _data(layer: Layer, bottoms: list[Shape]) -> tuple:
     return tops[:len(layer.tops)], [], 0
 
 
-def _conv_geometry(p: caffe_pb2.ConvolutionParameter, spatial: int) -> tuple[list[int], list[int], list[int], list[int]]:
+def _conv_geometry(p: caffe_pb2.ConvolutionParameter, spatial: int) -> tuple[list[int], ...]:
     """Kernel, stride, pad and dilation per spatial axis, by Caffe's BaseConvolutionLayer rules."""
     def per_axis(values: Sequence[int], h_field: str, w_field: str, default: int, what: str) -> list[int]:
         if p.HasField(h_field) or p.HasField(w_field):
@@ -191,7 +191,7 @@ def _conv_geometry(p: caffe_pb2.ConvolutionParameter, spatial: int) -> tuple[lis
     _check(all(s > 0 for s in stride), "stride must be positive")
     pad = per_axis(p.pad, "pad_h", "pad_w", 0, "pad")
     dilation = list(p.dilation)
-    _check(len(dilation) in (0, 1, spatial), f"dilation must be given once or once per spatial axis")
+    _check(len(dilation) in (0, 1, spatial), "dilation must be given once or once per spatial axis")
     dilation = [1] * spatial if not dilation else dilation * spatial if len(dilation) == 1 else dilation
     _check(all(d > 0 for d in dilation), "dilation must be positive")
     return kernel, stride, pad, dilation
