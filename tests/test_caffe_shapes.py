@@ -151,6 +151,15 @@ def test_flatten(params, expected):
                (2, 3, 4, 5)) == expected
 
 
+def test_axes_out_of_range():
+    with pytest.raises(NetError, match="axis 4 is out of range for a 4-D blob"):
+        top('layer { name: "s" type: "Softmax" bottom: "data" top: "s" softmax_param { axis: 4 } }')
+    with pytest.raises(NetError, match="end_axis 1 comes before axis 2"):
+        top('layer { name: "f" type: "Flatten" bottom: "data" top: "f" flatten_param { axis: 2 end_axis: 1 } }')
+    assert top('layer { name: "s" type: "Softmax" bottom: "data" top: "s" softmax_param { axis: -1 } }') == (
+        2, 3, 8, 8)
+
+
 def test_concat_and_slice():
     two = 'layer { name: "s" type: "Split" bottom: "data" top: "a" top: "b" }\n'
     assert top(two + 'layer { name: "c" type: "Concat" bottom: "a" bottom: "b" top: "c" '
