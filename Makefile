@@ -31,7 +31,7 @@ bench: $(STAMP)
 # (grpcio-tools 1.62) writes code that runs on every protobuf from 4.25 to 7.x;
 # newer protoc pins the runtime to its own version or later.
 proto: $(STAMP)
-	$(PY) -m pip install --quiet --target .cache/protoc25 'grpcio-tools==1.62.3'
+	$(PY) -m pip install --quiet --no-warn-conflicts --target .cache/protoc25 'grpcio-tools==1.62.3'
 	PYTHONPATH=.cache/protoc25 $(PY) -m grpc_tools.protoc -Isrc/caffezoo/caffe \
 		--python_out=src/caffezoo/caffe caffe.proto
 

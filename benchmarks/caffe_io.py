@@ -56,9 +56,11 @@ print(json.dumps({"maxrss": peak, "total": total}))
 def make_model(directory: Path) -> Path:
     net = load_net(DEPLOY)
     rng = np.random.default_rng(0)
-    return write_caffemodel(directory / "bvlc_alexnet.caffemodel", net.to_proto(),
-                            lambda layer: [rng.standard_normal(s, np.float32) for s in net[layer.name].param_shapes or []],
-                            version="V1", legacy_shape=True)
+    def weights(layer):
+        return [rng.standard_normal(s, np.float32) for s in net[layer.name].param_shapes or []]
+
+    return write_caffemodel(directory / "bvlc_alexnet.caffemodel", net.to_proto(), weights, version="V1",
+                            legacy_shape=True)
 
 
 def best(runs: int, fn) -> float:

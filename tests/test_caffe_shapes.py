@@ -151,6 +151,15 @@ def test_flatten(params, expected):
                (2, 3, 4, 5)) == expected
 
 
+def test_axes_out_of_range():
+    with pytest.raises(NetError, match="axis 4 is out of range for a 4-D blob"):
+        top('layer { name: "s" type: "Softmax" bottom: "data" top: "s" softmax_param { axis: 4 } }')
+    with pytest.raises(NetError, match="end_axis 1 comes before axis 2"):
+        top('layer { name: "f" type: "Flatten" bottom: "data" top: "f" flatten_param { axis: 2 end_axis: 1 } }')
+    assert top('layer { name: "s" type: "Softmax" bottom: "data" top: "s" softmax_param { axis: -1 } }') == (
+        2, 3, 8, 8)
+
+
 def test_concat_and_slice():
     two = 'layer { name: "s" type: "Split" bottom: "data" top: "a" top: "b" }\n'
     assert top(two + 'layer { name: "c" type: "Concat" bottom: "a" bottom: "b" top: "c" '
@@ -167,14 +176,15 @@ def test_concat_and_slice():
     assert "all must match 2x3x4 except on axis 1" in net["c"].problem
 
 
+REF = 'layer { name: "ref" type: "Input" top: "ref" input_param { shape { dim: 1 dim: 3 dim: 34 dim: 34 } } }\n'
+
+
 def test_crop_like_fcn():
-    net = net_of('layer { name: "ref" type: "Input" top: "ref" input_param { shape { dim: 1 dim: 3 dim: 34 dim: 34 } } }\n'
-                 'layer { name: "crop" type: "Crop" bottom: "data" bottom: "ref" top: "crop" '
+    net = net_of(REF + 'layer { name: "crop" type: "Crop" bottom: "data" bottom: "ref" top: "crop" '
                  'crop_param { axis: 2 offset: 5 } }', (1, 21, 44, 44))
     assert net["crop"].top_shapes == [(1, 21, 34, 34)]
     with pytest.raises(NetError, match="cannot crop 34 from 44 at offset 11"):
-        net_of('layer { name: "ref" type: "Input" top: "ref" input_param { shape { dim: 1 dim: 3 dim: 34 dim: 34 } } }\n'
-               'layer { name: "crop" type: "Crop" bottom: "data" bottom: "ref" top: "crop" '
+        net_of(REF + 'layer { name: "crop" type: "Crop" bottom: "data" bottom: "ref" top: "crop" '
                'crop_param { offset: 11 } }', (1, 21, 44, 44))
 
 
@@ -209,7 +219,8 @@ def test_eltwise_rules():
 
 def test_ssd_and_segmentation_fork_layers():
     net = net_of(
-        'layer { name: "perm" type: "Permute" bottom: "data" top: "perm" permute_param { order: 0 order: 2 order: 3 order: 1 } }\n'
+        'layer { name: "perm" type: "Permute" bottom: "data" top: "perm" '
+        'permute_param { order: 0 order: 2 order: 3 order: 1 } }\n'
         'layer { name: "prior" type: "PriorBox" bottom: "data" bottom: "data" top: "prior" prior_box_param { '
         'min_size: 30 max_size: 60 aspect_ratio: 2 aspect_ratio: 2.0000001 flip: true } }\n'
         'layer { name: "norm" type: "Normalize" bottom: "data" top: "norm" norm_param { channel_shared: false } }\n'

@@ -498,8 +498,6 @@ def _net_header(net: caffe_pb2.NetParameter, version: str, legacy: bool) -> tupl
 
 
 def _weights_for(layer, weights: Weights | None) -> list:
-    import numpy as np
-
     if callable(weights):
         got = weights(layer)
     elif weights is not None:

@@ -400,8 +400,8 @@ def _fit(layer: Layer, blobs: list[Blob], source_type: str) -> list[WeightProble
             continue
         want = expected[i] if expected is not None else None
         if want is not None and not shape_fits(blob, want):
-            problems.append(WeightProblem(layer.name, f"blob {i} is {_shape(blob.shape)} in the caffemodel but "
-                                          f"the net expects {_shape(want)}", True))
+            problems.append(WeightProblem(layer.name, f"blob {i} is {describe_shape(blob.shape)} in the caffemodel but "
+                                          f"the net expects {describe_shape(want)}", True))
             continue
         arrays.append(blob.data.reshape(want) if want is not None else blob.data)
     if len(arrays) == len(blobs):
@@ -421,15 +421,10 @@ def shape_fits(blob: Blob, shape: Shape) -> bool:
     return tuple(blob.shape) == tuple(shape)
 
 
-def _shape(shape: Sequence[int] | None) -> str:
+def describe_shape(shape: Sequence[int] | None) -> str:
+    """``10x3x227x227``; ``?`` when unknown; ``scalar`` for 0-D."""
     return "?" if shape is None else "x".join(map(str, shape)) or "scalar"
 
 
 def _shapes(shapes: Sequence[Sequence[int]]) -> str:
-    return ", ".join(_shape(s) for s in shapes)
-
-
-def describe_shape(shape: Sequence[int] | None) -> str:
-    """``10x3x227x227``; ``?`` when unknown; ``scalar`` for 0-D."""
-    return _shape(shape)
-
+    return ", ".join(describe_shape(s) for s in shapes)

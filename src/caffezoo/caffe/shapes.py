@@ -170,7 +170,7 @@ def _data(layer: Layer, bottoms: list[Shape]) -> tuple:
     return tops[:len(layer.tops)], [], 0
 
 
-def _conv_geometry(p: caffe_pb2.ConvolutionParameter, spatial: int) -> tuple[list[int], list[int], list[int], list[int]]:
+def _conv_geometry(p: caffe_pb2.ConvolutionParameter, spatial: int) -> tuple[list[int], ...]:
     """Kernel, stride, pad and dilation per spatial axis, by Caffe's BaseConvolutionLayer rules."""
     def per_axis(values: Sequence[int], h_field: str, w_field: str, default: int, what: str) -> list[int]:
         if p.HasField(h_field) or p.HasField(w_field):
@@ -191,7 +191,7 @@ def _conv_geometry(p: caffe_pb2.ConvolutionParameter, spatial: int) -> tuple[lis
     _check(all(s > 0 for s in stride), "stride must be positive")
     pad = per_axis(p.pad, "pad_h", "pad_w", 0, "pad")
     dilation = list(p.dilation)
-    _check(len(dilation) in (0, 1, spatial), f"dilation must be given once or once per spatial axis")
+    _check(len(dilation) in (0, 1, spatial), "dilation must be given once or once per spatial axis")
     dilation = [1] * spatial if not dilation else dilation * spatial if len(dilation) == 1 else dilation
     _check(all(d > 0 for d in dilation), "dilation must be positive")
     return kernel, stride, pad, dilation
@@ -404,10 +404,16 @@ def _silence(layer: Layer, bottoms: list[Shape]) -> tuple:
     return [], [], 0
 
 
+def _softmax(layer: Layer, bottoms: list[Shape]) -> tuple:
+    _axis(layer.param.softmax_param.axis, len(bottoms[0]))
+    return _same(layer, bottoms)
+
+
 def _flatten(layer: Layer, bottoms: list[Shape]) -> tuple:
     p = layer.param.flatten_param
     shape = bottoms[0]
     start, end = _axis(p.axis, len(shape)), _axis(p.end_axis, len(shape), "end_axis")
+    _check(start <= end, f"end_axis {p.end_axis} comes before axis {p.axis}")
     return [tuple(shape[:start]) + (math.prod(shape[start:end + 1]),) + tuple(shape[end + 1:])], [], 0
 
 
@@ -633,7 +639,7 @@ def _roi_pooling(layer: Layer, bottoms: list[Shape]) -> tuple:
     return [(bottoms[1][0], bottoms[0][1], p.pooled_h, p.pooled_w)], [], 0
 
 
-_SAME = """AbsVal BNLL Clip Dropout ELU Exp Log MVN Power ReLU ReLU6 Sigmoid Softmax Swish TanH Threshold""".split()
+_SAME = """AbsVal BNLL Clip Dropout ELU Exp Log MVN Power ReLU ReLU6 Sigmoid Swish TanH Threshold""".split()
 _LOSSES = """SoftmaxWithLoss EuclideanLoss HingeLoss InfogainLoss MultinomialLogisticLoss SigmoidCrossEntropyLoss
 ContrastiveLoss""".split()
 
@@ -648,7 +654,7 @@ RULES: dict[str, Rule] = {
     **{t: _same for t in _SAME},
     **{t: _loss for t in _LOSSES},
     **{t: _data for t in ("Data", "ImageData", "WindowData", "MemoryData", "DummyData")},
-    "Input": _input, "HDF5Data": _unknowable, "Python": _unknowable, "Filter": _unknowable,
+    "Softmax": _softmax, "Input": _input, "HDF5Data": _unknowable, "Python": _unknowable, "Filter": _unknowable,
     "HDF5Output": _no_tops, "Silence": _silence, "Split": _split, "Accuracy": _accuracy,
     "Convolution": _convolution, "Deconvolution": _deconvolution, "Im2col": _im2col,
     "ConvolutionDepthwise": _convolution, "DepthwiseConvolution": _convolution,
