@@ -108,7 +108,7 @@ def natural_image(rng: np.random.Generator, height: int, width: int) -> np.ndarr
     pink = np.real(np.fft.ifft2(spectrum / np.maximum(np.hypot(fx, fy), 1.0 / max(height, width))))
     pink = (pink - pink.mean()) / (pink.std() + 1e-9)
     channels = []
-    for c in range(3):
+    for _ in range(3):
         sky = rng.uniform(0.2, 0.8) + rng.uniform(-0.4, 0.4) * y + rng.uniform(-0.2, 0.2) * x
         channels.append(sky + 0.15 * pink * rng.uniform(0.5, 1.5))
     image = np.stack(channels, axis=-1)

@@ -270,3 +270,26 @@ def test_export_writes_next_to_the_working_directory(tmp_path, monkeypatch):
     assert info["path"] == "net.onnx" and (tmp_path / "net.onnx").stat().st_size == info["bytes"]
     assert info["inputs"] == {"data": ["batch", 3, 12, 12]} and info["dynamic_batch"]
     assert info["parameters"] == sum(np.prod(i.dims) for i in onnx.load(tmp_path / "net.onnx").graph.initializer)
+
+
+def test_v1_prototxt_with_legacy_input_fields(tmp_path):
+    """VGG's gist style: V1 ``layers`` with enum types and ``input`` + ``input_dim``."""
+    text = """name: "VGG_style"
+input: "data"
+input_dim: 1 input_dim: 3 input_dim: 12 input_dim: 12
+layers { name: "conv1" type: CONVOLUTION bottom: "data" top: "conv1" convolution_param { num_output: 4 kernel_size: 3 } }
+layers { name: "relu1" type: RELU bottom: "conv1" top: "conv1" }
+layers { name: "pool1" type: POOLING bottom: "conv1" top: "pool1" pooling_param { pool: MAX kernel_size: 2 stride: 2 } }
+layers { name: "fc" type: INNER_PRODUCT bottom: "pool1" top: "fc" inner_product_param { num_output: 3 } }
+layers { name: "prob" type: SOFTMAX bottom: "fc" top: "prob" }
+"""
+    prototxt = tmp_path / "vgg_deploy.prototxt"
+    prototxt.write_text(text)
+    from caffezoo.caffe.net import load_net
+
+    net = load_net(prototxt).to_proto()
+    caffemodel = write_caffemodel(tmp_path / "vgg.caffemodel", net, random_weights(net), version="V1",
+                                  legacy_shape=True)
+    inputs = {"data": np.random.default_rng(0).standard_normal((1, 3, 12, 12), np.float32)}
+    ours = run_caffezoo(prototxt, caffemodel, inputs, ["prob"])["prob"]
+    assert_close(ours, run_opencv(prototxt, caffemodel, inputs, ["prob"])["prob"])

@@ -55,6 +55,15 @@ def test_load_forward_and_cache(tmp_path):
     assert [entry["sha1"] for entry in memo.values()] == [net.source["sha1"]]
 
 
+def test_a_damaged_cache_entry_is_converted_again(tmp_path):
+    d = model_dir(tmp_path)
+    path = load(d).path
+    path.write_bytes(path.read_bytes()[:1000])
+    net = load(d)
+    assert net.path == path and path.stat().st_size > 1000
+    assert net(data=np.zeros((1, 3, 16, 16)))["prob"].shape == (1, 4)
+
+
 def test_cache_follows_the_prototxt_and_the_weights(tmp_path):
     d = model_dir(tmp_path)
     first = load(d)

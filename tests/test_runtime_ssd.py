@@ -194,3 +194,23 @@ def test_ssd_detection_output(name, tmp_path):
         for blob in ("mbox_loc", "mbox_conf_flatten", "mbox_priorbox"):
             assert_close(ours[blob], reference[blob], blob)
         assert_close(_rows(got), _rows(reference["detection_out"]), "detections vs OpenCV")
+
+
+def test_detection_output_for_a_batch_of_images(tmp_path):
+    """Rows of image 0, then of image 1 (numbered), each as it is alone; keep_top_k per image."""
+    import onnxruntime as ort
+
+    from caffezoo.runtime import to_onnx
+
+    prototxt, caffemodel = write_net(tmp_path, _ssd(keep_top_k=7), seed=3)
+    model = to_onnx(prototxt, weights=caffemodel)
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(11)
+    a, b = (rng.standard_normal((1, 3, 64, 64), np.float32) for _ in range(2))
+    alone = [session.run(["detection_out"], {"data": x})[0][0, 0] for x in (a, b)]
+    both = session.run(["detection_out"], {"data": np.concatenate([a, b])})[0][0, 0]
+    assert len(alone[0]) == len(alone[1]) == 7
+    assert_close(both[both[:, 0] == 0], alone[0])
+    second = alone[1].copy()
+    second[:, 0] = 1
+    assert_close(both[both[:, 0] == 1], second)

@@ -99,7 +99,8 @@ class Graph:
         else:
             self.names.update(outputs)
         attrs = {k: v for k, v in attrs.items() if v is not None}
-        self.nodes.append(helper.make_node(op, list(inputs), list(outputs), name=self.unique(name, self.node_names), **attrs))
+        node_name = self.unique(name, self.node_names)
+        self.nodes.append(helper.make_node(op, list(inputs), list(outputs), name=node_name, **attrs))
         return list(outputs)
 
     # ------------------------------------------------------------ output

@@ -70,7 +70,8 @@ def detection_output(ctx: Ctx) -> None:
                       ctx.scalar("nms_threshold", p.nms_param.nms_threshold if p.HasField("nms_param") else 0.3),
                       ctx.scalar("score_floor", -FLT_MAX), step="nms")
     pair = ctx.op("Gather", selected, ctx.const("pair_columns", [0, 2]), step="pairs", axis=1)  # (n*C'+c, k)
-    score = ctx.op("GatherND", ctx.reshape(masked, [n * used, k], step="flat_scores", batch="infer"), pair, step="score")
+    flat_scores = ctx.reshape(masked, [n * used, k], step="flat_scores", batch="infer")
+    score = ctx.op("GatherND", flat_scores, pair, step="score")
     box = ctx.op("GatherND", cand, pair, step="box")
     group = ctx.op("Gather", pair, ctx.const("group_column", 0), step="group", axis=1)
     image = ctx.op("Div", group, ctx.const("classes_used", used), step="image")
@@ -103,7 +104,7 @@ def _decode(ctx: Ctx, loc: str, priors: int) -> str:
     l0, l1, l2, l3 = _columns(ctx, loc, "offsets")
     if not p.variance_encoded_in_target:
         v0, v1, v2, v3 = _columns(ctx, pvar, "variances")
-        l0, l1, l2, l3 = (ctx.op("Mul", v, l, step=f"scaled{i}") for i, (v, l) in
+        l0, l1, l2, l3 = (ctx.op("Mul", v, offset, step=f"scaled{i}") for i, (v, offset) in
                           enumerate(((v0, l0), (v1, l1), (v2, l2), (v3, l3))))
     add = lambda a, b, s: ctx.op("Add", a, b, step=s)  # noqa: E731
     mul = lambda a, b, s: ctx.op("Mul", a, b, step=s)  # noqa: E731

@@ -127,13 +127,6 @@ def interp(ctx: Ctx) -> None:
              coordinate_transformation_mode="align_corners")
 
 
-def _bn_check(layer) -> str | None:
-    p = layer.type_param
-    if len(layer.param_blobs_hint) == 2 and p.bn_mode == _BN.LEARN:
-        return "SegNet BN with bn_mode: LEARN (batch statistics); run compute_bn_statistics.py and use INFERENCE"
-    return None
-
-
 @emits("BN")
 def bn(ctx: Ctx) -> None:
     p = ctx.p

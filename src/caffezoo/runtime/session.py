@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from ..config import settings
-from ..errors import RuntimeInputError, UsageError
+from ..errors import CaffezooError, RuntimeInputError, UsageError
 from .convert import CONVERTER_VERSION, DEFAULT_OPSET, convert_net, load as load_caffe, locate
 
 Shape = tuple[int | None, ...]
@@ -95,17 +95,23 @@ def load(
                "fill_missing": fill_missing}
     sha1 = weights_sha1(weights_path)
     onnx_path = cached_path(sha1, prototxt, options) if cache else None
+    session = None
     if onnx_path is not None and onnx_path.is_file():
-        source: Path | bytes = onnx_path
-    else:
+        try:
+            session = make_session(onnx_path, providers=providers, threads=threads)
+        except CaffezooError:
+            raise
+        except Exception:  # onnxruntime cannot read the cached file (damaged): convert again
+            onnx_path.unlink(missing_ok=True)
+    if session is None:
         net = load_caffe(prototxt, weights_path, input_shapes=input_shapes, fill_missing=fill_missing)
         converted = convert_net(net, opset=opset)
         if onnx_path is None:
-            source = converted.proto().SerializeToString()
+            source: Path | bytes = converted.proto().SerializeToString()
         else:
             onnx_path.parent.mkdir(parents=True, exist_ok=True)
             source = converted.save(onnx_path)
-    session = make_session(source, providers=providers, threads=threads)
+        session = make_session(source, providers=providers, threads=threads)
     inputs = {i.name: tuple(d if isinstance(d, int) else None for d in i.shape) for i in session.get_inputs()}
     outputs = [o.name for o in session.get_outputs()]
     meta = session.get_modelmeta().custom_metadata_map
