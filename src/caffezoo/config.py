@@ -64,6 +64,11 @@ class Settings:
         return self.cache_dir / "blobs"
 
     @property
+    def server_database_url(self) -> str:
+        """The zoo server's database: ``CAFFEZOO_DATABASE_URL``, else SQLite in the data directory."""
+        return self.database_url or f"sqlite:///{self.data_dir / 'server.db'}"
+
+    @property
     def models_dir(self) -> Path:
         """Writable home of bundled models' weights (the package itself may be read-only)."""
         return self.data_dir / "models"
