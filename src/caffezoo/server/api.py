@@ -25,12 +25,15 @@ from starlette.concurrency import run_in_threadpool
 from .auth import caller, require_caller
 from .errors import ApiError, validation
 from .shapes import commits_json, gist_json
-from .storage import UNSET, FileChange, GistView, Invalid, NotFound, Storage, StorageError
+from .storage import (UNSET, FileChange, GistView, Invalid, NotFound, Storage, StorageError,
+                      check_filename)
 
 MAX_BODY_BYTES = 30 * 1024 * 1024
 JSON_TYPE = "application/json; charset=utf-8"
 _SHA_RE = re.compile(r"[0-9a-fA-F]{4,40}")
 _ID_RE = re.compile(r"[0-9A-Za-z_-]{1,64}")
+_LOGIN_RE = re.compile(r"[A-Za-z0-9-]{1,39}")
+MAX_PAGE = 1_000_000
 
 router = APIRouter()
 
@@ -207,8 +210,9 @@ def page_params(request: Request) -> tuple[int, int, datetime | None]:
         except ValueError:
             raise validation(name, "invalid", f"{name} must be a positive integer, got {raw!r}",
                              resource="Search") from None
-        if values[name] < 1:
-            raise validation(name, "invalid", f"{name} must be >= 1, got {raw!r}", resource="Search")
+        if not 1 <= values[name] <= MAX_PAGE:
+            raise validation(name, "invalid", f"{name} must be between 1 and {MAX_PAGE}, got {raw!r}",
+                             resource="Search")
     since = None
     if q.get("since"):
         try:
@@ -248,8 +252,9 @@ async def list_response(request: Request, owner: str | None, public_only: bool) 
                          headers={"Link": link} if link else None)
 
 
-def check_id(gist_id: str) -> None:
-    if not _ID_RE.fullmatch(gist_id):
+def check_id(gist_id: str, user: str | None = None) -> None:
+    """Ids and logins that cannot exist are 404 before they reach the database."""
+    if not _ID_RE.fullmatch(gist_id) or (user is not None and not _LOGIN_RE.fullmatch(user)):
         raise not_found()
 
 
@@ -287,7 +292,7 @@ async def list_public(request: Request) -> Response:
 @router.get("/users/{user}/gists")
 async def list_user_gists(request: Request, user: str) -> Response:
     await run_in_threadpool(caller, request)
-    if await run_in_threadpool(storage(request).login_of, user) is None:
+    if not _LOGIN_RE.fullmatch(user) or await run_in_threadpool(storage(request).login_of, user) is None:
         raise not_found()
     return await list_response(request, user, public_only=True)
 
@@ -372,9 +377,13 @@ async def get_revision(request: Request, gist_id: str, sha: str) -> Response:
 @router.get("/{user}/{gist_id}/raw/{sha}/{filename}")
 async def raw_file(request: Request, user: str, gist_id: str, sha: str, filename: str) -> Response:
     """A file's bytes, as GitHub's ``raw_url``: plain text that a browser will not sniff or run."""
-    check_id(gist_id)
+    check_id(gist_id, user)
     if not _SHA_RE.fullmatch(sha) or len(sha) != 40:
         raise not_found()
+    try:
+        check_filename(filename)
+    except Invalid:
+        raise not_found() from None
     view_owner = await run_in_threadpool(storage(request).login_of, user)
     data = await run_in_threadpool(storage(request).raw, gist_id, sha, filename)
     if data is None or view_owner is None:
@@ -399,7 +408,7 @@ def zip_bytes(view: GistView) -> bytes:
 
 
 async def _download(request: Request, gist_id: str, user: str | None) -> Response:
-    check_id(gist_id)
+    check_id(gist_id, user)
     view = await call(storage(request).get_gist, gist_id)
     if view is None or (user is not None and user.lower() != view.owner.lower()):
         raise not_found()
