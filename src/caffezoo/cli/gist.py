@@ -126,8 +126,10 @@ def list_cmd(
         return
     from rich.table import Table
 
-    table = Table("id", "description", "files", "visibility", "updated", title_justify="left",
-                  title=f"gists of {user}" if user else "your gists")
+    table = Table(title=f"gists of {user}" if user else "your gists", title_justify="left")
+    table.add_column("id", no_wrap=True)  # ids are what users copy: never cut them
+    for col in ("description", "files", "visibility", "updated"):
+        table.add_column(col)
     for g in gists:
         table.add_row(g.id, g.description or "", ", ".join(sorted(g.files)),
                       "public" if g.public else "secret", g.updated_at or "")
