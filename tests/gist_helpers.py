@@ -19,6 +19,7 @@ import tempfile
 import threading
 import time
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -26,7 +27,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-__all__ = ["postgres_url", "zoo_server", "zoo", "scripted", "free_port", "ScriptedServer", "ZooUser",
+__all__ = ["postgres_url", "temporary_postgres", "zoo_server", "zoo", "scripted", "free_port", "ScriptedServer", "ZooUser",
            "start_uvicorn"]
 
 
@@ -43,18 +44,22 @@ def _pg_bin() -> Path:
     found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"),
                    key=lambda p: int(Path(p).parent.parent.name.split(".")[0]))
     if not found:
-        pytest.fail("PostgreSQL is not installed (Debian package `postgresql`, see .ci/run): "
+        raise RuntimeError("PostgreSQL is not installed (Debian package `postgresql`, see .ci/run): "
                     "the gist server suite runs on it as well as on SQLite")
     return Path(found[-1]).parent
 
 
-@pytest.fixture(scope="session")
-def postgres_url():
-    """A throwaway PostgreSQL cluster on a free port; its URL. Fails when PostgreSQL is missing."""
+@contextmanager
+def temporary_postgres():
+    """Start a throwaway PostgreSQL cluster (initdb + pg_ctl) on a free port; yield its URL.
+
+    Runs as the ``postgres`` user when we are root (initdb refuses root). Also
+    used by ``benchmarks/gist_server.py``.
+    """
     bindir = _pg_bin()
     root = Path(tempfile.mkdtemp(prefix="caffezoo-pg-"))
     user = None
-    if os.geteuid() == 0:  # initdb refuses to run as root
+    if os.geteuid() == 0:
         user = "postgres"
         pw = pwd.getpwnam(user)
         os.chown(root, pw.pw_uid, pw.pw_gid)
@@ -70,13 +75,28 @@ def postgres_url():
                         "start"], **run)
     except subprocess.CalledProcessError as e:
         log = (root / "log").read_text() if (root / "log").exists() else ""
-        pytest.fail(f"could not start PostgreSQL: {e.stderr}\n{e.stdout}\n{log}")
+        shutil.rmtree(root, ignore_errors=True)
+        raise RuntimeError(f"could not start PostgreSQL: {e.stderr}\n{e.stdout}\n{log}") from None
     try:
         yield f"postgresql://zoo@127.0.0.1:{port}/postgres"
     finally:
         subprocess.run([bindir / "pg_ctl", "-D", root / "data", "-m", "immediate", "stop"],
                        capture_output=True, user=user, cwd=root)
         shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def postgres_url():
+    """A throwaway PostgreSQL cluster for the session. Fails (never skips) when PostgreSQL is missing."""
+    try:
+        cluster = temporary_postgres()
+        url = cluster.__enter__()
+    except RuntimeError as e:
+        pytest.fail(str(e))
+    try:
+        yield url
+    finally:
+        cluster.__exit__(None, None, None)
 
 
 # --------------------------------------------------------------------------- the real server

@@ -23,13 +23,15 @@ def serve(
     port: int = typer.Option(8000, "--port", "-p", help="TCP port."),
     database_url: str = DB_OPTION,
     workers: int = typer.Option(1, "--workers", help="Server processes (each with its own cache)."),
+    log_level: str = typer.Option("info", "--log-level",
+                                  help="uvicorn's log level: 'warning' drops the per-request access log."),
 ) -> None:
     """Serve the Gist API: point clients at it with CAFFEZOO_GIST_API=http://HOST:PORT."""
     if ctx.invoked_subcommand is not None:
         return
     from ..server.run import run
 
-    run(host=host, port=port, database_url=database_url, workers=workers)
+    run(host=host, port=port, database_url=database_url, workers=workers, log_level=log_level)
 
 
 @token_app.command("create")

@@ -24,14 +24,15 @@ def create_token(user: str, url: str | None = None) -> str:
         store.close()
 
 
-def run(host: str = "127.0.0.1", port: int = 8000, database_url: str | None = None, workers: int = 1) -> None:
+def run(host: str = "127.0.0.1", port: int = 8000, database_url: str | None = None, workers: int = 1,
+        log_level: str = "info") -> None:
     """Serve until interrupted, with uvicorn's fastest loop and parser when installed."""
     import uvicorn
 
     from .app import create_app
 
     url = _url(database_url)
-    options = dict(host=host, port=port, log_level="info", proxy_headers=False)
+    options = dict(host=host, port=port, log_level=log_level, proxy_headers=False)
     try:
         import uvloop  # noqa: F401
 

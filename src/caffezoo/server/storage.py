@@ -213,6 +213,8 @@ class Storage:
         self.engine = make_engine(self.url)
         self._write_engine = self.engine.execution_options(write=True)
         self.is_sqlite = self.engine.dialect.name == "sqlite"
+        mark = "?" if self.is_sqlite else "%s"
+        self._state_sql = f"SELECT revision, serial FROM gists WHERE id = {mark}"
         Base.metadata.create_all(self.engine)
 
     def close(self) -> None:
@@ -418,9 +420,21 @@ class Storage:
     # ------------------------------------------------------------------ reading gists
 
     def state(self, gist_id: str) -> tuple[int, int] | None:
-        """``(revision, serial)`` of a gist, or None: one indexed lookup, for cache checks."""
-        with self.engine.connect() as c:
-            row = c.execute(select(Gist.revision, Gist.serial).where(Gist.id == gist_id)).first()
+        """``(revision, serial)`` of a gist, or None: one indexed lookup, for cache checks.
+
+        On the hot path of every read, so it skips SQLAlchemy's statement
+        machinery: one SELECT on a pooled DB-API connection.
+        """
+        conn = self.engine.raw_connection()
+        try:
+            cur = conn.cursor()
+            cur.execute(self._state_sql, (gist_id,))
+            row = cur.fetchone()
+            cur.close()
+            if not self.is_sqlite:
+                conn.commit()  # end the read transaction here, not in the pool's reset
+        finally:
+            conn.close()
         return None if row is None else (row[0], row[1])
 
     def get_gist(self, gist_id: str, version: str | None = None) -> GistView | None:
