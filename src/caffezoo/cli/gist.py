@@ -9,6 +9,7 @@ import typer
 from ._app import JSON_OPTION, QUIET_OPTION, app, console, print_json, warning_line
 
 gist_app = typer.Typer(
+    rich_markup_mode=None,  # plain click help, as the main app: rich would slow start-up
     help="Share model info as gists, on GitHub or on a caffezoo server (CAFFEZOO_GIST_API).",
     no_args_is_help=True,
 )

@@ -6,8 +6,8 @@ import typer
 
 from ._app import app, console
 
-serve_app = typer.Typer(help="Run the caffezoo server, or manage its tokens.")
-token_app = typer.Typer(help="API tokens of the server's users.", no_args_is_help=True)
+serve_app = typer.Typer(help="Run the caffezoo server, or manage its tokens.", rich_markup_mode=None)
+token_app = typer.Typer(help="API tokens of the server's users.", no_args_is_help=True, rich_markup_mode=None)
 serve_app.add_typer(token_app, name="token")
 app.add_typer(serve_app, name="serve")
 
