@@ -66,8 +66,8 @@ def resolve(model: str | os.PathLike[str]) -> ModelDir:
         if found is not None:
             return found
     raise ModelNotFoundError(
-        f"{text!r}: no such directory, not a bundled model "
-        f"(bundled: {', '.join(bundled_names())}), and not a gist id or URL"
+        f"{text!r}: no such directory, and not a bundled model "
+        f"(bundled: {', '.join(bundled_names())}) or a gist id or URL"
     )
 
 
