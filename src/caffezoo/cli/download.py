@@ -1,0 +1,92 @@
+"""``caffezoo download``: fetch, verify and install models' weights."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from ._app import JSON_OPTION, QUIET_OPTION, app, console, error_line, print_json, state
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+@app.command()
+def download(
+    models: list[str] = typer.Argument(..., help="Model directories or bundled model names."),
+    output: Path = typer.Option(
+        None, "--output", "-o", help="Install the weights at FILE instead of the model directory (one MODEL)."
+    ),
+    jobs: int = typer.Option(4, "--jobs", "-j", min=1, help="How many models to download at once."),
+    verify: bool = typer.Option(
+        False, "--verify", help="Re-hash files already there instead of trusting the record of their last check."
+    ),
+    symlink: bool = typer.Option(False, "--symlink", help="Install a symbolic link to the cached blob."),
+    copy: bool = typer.Option(False, "--copy", help="Install a copy of the cached blob, not a hard link."),
+    json: bool = JSON_OPTION,
+    quiet: bool = QUIET_OPTION,
+) -> None:
+    """Download the weights (.caffemodel) named in each MODEL's readme.md and confirm their SHA-1.
+
+    The file lands at MODEL/<caffemodel> (bundled models: under CAFFEZOO_HOME/models/) as a hard
+    link to a verified blob in the cache, so a model whose weights another one shares is fetched once.
+    Sources, in order: the cache; each CAFFEZOO_MIRRORS base (<base>/blobs/sha1/<sha1>); caffemodel_url;
+    the front matter's mirrors. Interrupted downloads resume on the next run; failed attempts are
+    retried with backoff. Exit status 0 only when every file is in place and right.
+    """
+    from ..errors import CaffezooError, UsageError
+
+    if output is not None and len(models) != 1:
+        raise UsageError("--output takes exactly one MODEL")
+    if symlink and copy:
+        raise UsageError("--symlink and --copy exclude each other")
+    how = "symlink" if symlink else "copy" if copy else "link"
+
+    from ..download import download_many
+    from ._progress import Display
+
+    with Display(quiet=quiet) as display:
+        outcomes = download_many(
+            models, jobs=jobs, progress=display.callback, verify=verify, how=how, output=output
+        )
+        for o in outcomes:
+            r = o.result
+            display.finish(o.model, "[red]failed[/]" if r is None else f"[green]{r.status}[/]")
+
+    failures = [o for o in outcomes if o.error is not None]
+    for o in failures:
+        if not isinstance(o.error, CaffezooError) or state["debug"]:
+            raise o.error  # a bug: let it show its traceback
+    if json:
+        print_json([
+            {"model": o.model, "ok": o.error is None, "error": None if o.error is None else str(o.error),
+             **({} if o.result is None else {
+                 "path": str(o.result.path), "status": o.result.status, "sha1": o.result.sha1,
+                 "sha256": o.result.sha256, "size": o.result.size, "source": o.result.source,
+                 "blob": None if o.result.blob is None else str(o.result.blob), "how": o.result.how})}
+            for o in outcomes
+        ])
+    elif not quiet:
+        from rich.markup import escape
+
+        out = console()
+        for o in outcomes:
+            r = o.result
+            if r is None:
+                continue
+            what = {
+                "present": "already there",
+                "cached": "installed from the cache",
+                "downloaded": f"downloaded {_size(r.size)} from {r.source}",
+            }[r.status]
+            out.print(f"{escape(o.model)}: {escape(what)}, sha1 ok: {escape(str(r.path))}")
+    for o in failures:
+        error_line(f"{o.model}: {o.error}")
+    if failures:
+        raise typer.Exit(max(getattr(o.error, "exit_code", 1) for o in failures))
