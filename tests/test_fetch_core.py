@@ -62,9 +62,11 @@ def test_download_links_a_verified_read_only_blob(srv, dest, caffezoo_home):
 def test_second_run_is_a_stat_and_no_request(srv, dest):
     srv.route("/w", DATA)
     fetch(dest, srv.url("/w"))
-    again = fetch(dest, srv.url("/w"))
+    events = []
+    again = fetch(dest, srv.url("/w"), events=events)
     assert again.status == "present"
     assert len(srv.requests_for("/w")) == 1
+    assert events == []  # not even a hash of the file
 
 
 def test_a_file_changed_behind_our_back_is_rehashed_and_replaced(srv, dest):
@@ -491,6 +493,19 @@ def test_partial_of_a_live_process_is_left_alone(srv, caffezoo_home):
     finally:
         live.kill()
         live.wait()
+
+
+def test_a_hung_lock_holder_is_waited_for_only_while_its_bytes_move(srv, caffezoo_home):
+    from filelock import FileLock
+
+    srv.route("/w", DATA)
+    lock = FileLock(caffezoo_home / "cache" / "blobs" / ".locks" / f"{SHA1}.lock")
+    (caffezoo_home / "cache" / "blobs" / ".locks").mkdir(parents=True)
+    with lock:  # held and never released by a "process" that makes no progress
+        events = []
+        got = fetch_blob([srv.url("/w")], sha1=SHA1, progress=events.append, timeout=0.25, retries=1)
+    assert got.status == "downloaded"
+    assert any(e.kind == "wait" for e in events)
 
 
 def test_cache_maintenance(srv, tmp_path, caffezoo_home):

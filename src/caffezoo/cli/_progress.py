@@ -34,7 +34,7 @@ class Display:
             )
 
             self._bars = Progress(
-                TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
+                TextColumn("{task.description}"), BarColumn(), DownloadColumn(binary_units=True),
                 TransferSpeedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[note]}"),
                 console=console(stderr=True), transient=False,
             )
@@ -42,8 +42,13 @@ class Display:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop drawing (idempotent)."""
         if self._bars is not None:
             self._bars.stop()
+            self._bars = None
 
     def message(self, name: str, text: str) -> None:
         """A warning about ``name``, above the bars or as a line of its own."""
@@ -80,8 +85,10 @@ class Display:
 
         return on_event
 
-    def finish(self, name: str, note: str) -> None:
+    def finish(self, name: str, note: str, size: int | None = None) -> None:
+        """Mark ``name`` done: a full bar when its size is known, and a last word."""
         if self._bars is not None and name in self._tasks:
             task = self._tasks[name]
-            total = self._bars.tasks[self._tasks[name]].total
-            self._bars.update(task, note=note, completed=total if total is not None else 0)
+            if size is None:
+                size = self._bars.tasks[task].completed
+            self._bars.update(task, note=note, total=size, completed=size)

@@ -52,12 +52,20 @@ def download(
     from ._progress import Display
 
     with Display(quiet=quiet) as display:
-        outcomes = download_many(
-            models, jobs=jobs, progress=display.callback, verify=verify, how=how, output=output
-        )
+        try:
+            outcomes = download_many(
+                models, jobs=jobs, progress=display.callback, verify=verify, how=how, output=output
+            )
+        except KeyboardInterrupt:
+            display.close()
+            error_line("interrupted; the bytes received are kept and the next run resumes from them")
+            raise typer.Exit(130) from None
         for o in outcomes:
             r = o.result
-            display.finish(o.model, "[red]failed[/]" if r is None else f"[green]{r.status}[/]")
+            if r is None:
+                display.finish(o.model, "[red]failed[/]")
+            else:
+                display.finish(o.model, f"[green]{r.status}[/]", r.size)
 
     failures = [o for o in outcomes if o.error is not None]
     for o in failures:

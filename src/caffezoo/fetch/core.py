@@ -135,7 +135,7 @@ def fetch_blob(
     def ready() -> bool:
         return cache.lookup(expected, hash_unrecorded=False) is not None
 
-    stall = max(120.0, 4 * timeout)
+    stall = 4 * timeout  # a holder whose bytes stand still this long is hung: go on without it
     with cache.lock(expected.sha1, ready=ready, stall=stall,
                     on_wait=lambda n: report(Event("wait", done=n, total=expected.size,
                                                    message="another process is downloading it"))):

@@ -190,12 +190,15 @@ class Partial:
             return
         batch, n = self._pending, self._pending_n
         self._pending, self._pending_n = [], 0
+        written = 0
         try:
             written = os.writev(self._fd, batch)
             while written < n:  # a short write: write the rest, which raises if the disk is full
-                rest = b"".join(batch)[written:]
-                written += os.write(self._fd, rest)
+                written += os.write(self._fd, b"".join(batch)[written:])
         except OSError as e:
+            # The bytes that did reach the file stay for the next run (which re-hashes them);
+            # this partial is finished: the hasher has not seen them.
+            self.size += written
             raise disk_error(e, self.path, self.size) from None
         self.size += n
         self._hasher.feed(batch)
