@@ -77,7 +77,9 @@ def find(tool: str, path: str | None = None) -> str:
     found = found or shutil.which(tool) or shutil.which(tool, path="/usr/sbin:/sbin")
     if not found:
         package = {"time": "time (GNU time, for peak RSS)"}.get(tool, tool)
-        fail(f"{tool} is not installed (Debian: apt-get install {package.split()[0]}); this benchmark needs it")
+        fail(
+            f"{tool} is not installed (Debian: apt-get install {package.split()[0]}); this benchmark needs it"
+        )
     return found
 
 
@@ -92,8 +94,11 @@ def start_nginx(tmp: Path, www: Path) -> tuple[subprocess.Popen, int]:
     (tmp / "t").mkdir()
     conf = tmp / "nginx.conf"
     conf.write_text(NGINX_CONF.format(tmp=tmp, www=www, port=port))
-    proc = subprocess.Popen([find("nginx"), "-c", str(conf), "-p", str(tmp)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [find("nginx"), "-c", str(conf), "-p", str(tmp)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -115,8 +120,12 @@ def timed(cmd: list[str], env: dict[str, str], rss_file: Path) -> tuple[float, i
     report this process's memory as its own peak.
     """
     t0 = time.perf_counter()
-    proc = subprocess.run([find("time", "/usr/bin/time"), "-f", "%M", "-o", str(rss_file), *cmd], env=env,
-                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.run(
+        [find("time", "/usr/bin/time"), "-f", "%M", "-o", str(rss_file), *cmd],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     elapsed = time.perf_counter() - t0
     if proc.returncode != 0:
         fail(f"{' '.join(cmd)} failed ({proc.returncode}): {proc.stderr.decode(errors='replace')}")
@@ -161,7 +170,8 @@ def main() -> None:
     url = f"http://127.0.0.1:{port}/w.caffemodel"
     model = tmp / "model"
     model.mkdir()
-    (model / "readme.md").write_text(textwrap.dedent(f"""\
+    (model / "readme.md").write_text(
+        textwrap.dedent(f"""\
         ---
         name: Benchmark Net
         caffemodel: w.caffemodel
@@ -170,10 +180,13 @@ def main() -> None:
         license: unrestricted
         ---
         A random file.
-        """))
+        """)
+    )
     out = tmp / "out.bin"
     env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}  # as users run it
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "src"), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "src"), env.get("PYTHONPATH", "")]).rstrip(
+        os.pathsep
+    )
     env["CAFFEZOO_HOME"] = str(tmp / "home")
     cz = [sys.executable, "-m", "caffezoo", "download", "--quiet", str(model)]
 
@@ -198,9 +211,11 @@ def main() -> None:
     try:
         t, _ = timed([curl, "-sS", "-o", "/dev/null", url], env, rss_file)
         print(f"nginx check: curl -o /dev/null moves {size / t / 1e6:.0f} MB/s (whole process)")
-        for rnd in range(args.runs + 1):  # round 0 warms up (page cache, bytecode) and is not counted
+        for rnd in range(
+            args.runs + 1
+        ):  # round 0 warms up (page cache, bytecode) and is not counted
             names = list(contenders)
-            names = names[rnd % len(names):] + names[: rnd % len(names)]  # rotate the order
+            names = names[rnd % len(names) :] + names[: rnd % len(names)]  # rotate the order
             for name in names:
                 clean()
                 t, peak = timed(contenders[name], env, rss_file)
@@ -208,7 +223,9 @@ def main() -> None:
                     times[name].append(t)
                     rss[name] = max(rss[name], peak)
                 if name == "caffezoo download":
-                    t, peak = timed(cz, env, rss_file)  # weights in place and verified: the O(1) path
+                    t, peak = timed(
+                        cz, env, rss_file
+                    )  # weights in place and verified: the O(1) path
                     if rnd:
                         rerun.append(t)
                         rss_rerun = max(rss_rerun, peak)
@@ -220,14 +237,20 @@ def main() -> None:
 
     med = {name: statistics.median(ts) for name, ts in times.items()}
     ours = med["caffezoo download"]
-    print(f"\n{args.size_mib} MiB over loopback from nginx, median of {args.runs} runs, whole processes")
+    print(
+        f"\n{args.size_mib} MiB over loopback from nginx, median of {args.runs} runs, whole processes"
+    )
     print(f"{'':22} {'median s':>9} {'MB/s':>7} {'caffezoo/this':>14} {'peak RSS MiB':>13}")
     for name in contenders:
-        print(f"{name:22} {med[name]:9.3f} {size / med[name] / 1e6:7.0f} {ours / med[name]:13.2f}x "
-              f"{rss[name] / 2**20:13.1f}")
+        print(
+            f"{name:22} {med[name]:9.3f} {size / med[name] / 1e6:7.0f} {ours / med[name]:13.2f}x "
+            f"{rss[name] / 2**20:13.1f}"
+        )
     rerun_med = statistics.median(rerun)
-    print(f"{'caffezoo re-run':22} {rerun_med:9.3f} {'':7} {'':14} {rss_rerun / 2**20:13.1f}"
-          "   (weights already there and verified)")
+    print(
+        f"{'caffezoo re-run':22} {rerun_med:9.3f} {'':7} {'':14} {rss_rerun / 2**20:13.1f}"
+        "   (weights already there and verified)"
+    )
     goals = [
         ("<= 0.7x (curl -o; sha1sum)", ours / med["curl -o; sha1sum"], 0.7, "x"),
         ("<= 1.05x curl -o", ours / med["curl -o"], 1.05, "x"),

@@ -24,10 +24,10 @@ try:
 except ImportError:  # run from a clone without installing: use the sources beside this script
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 
-from caffezoo.download import download  # noqa: E402
-from caffezoo.errors import CaffezooError  # noqa: E402
-from caffezoo.schema import require  # noqa: E402
-from caffezoo.zoo import bundled_names, resolve  # noqa: E402
+from caffezoo.download import download
+from caffezoo.errors import CaffezooError
+from caffezoo.schema import require
+from caffezoo.zoo import bundled_names, resolve
 
 
 def valid_dirname(dirname: str):
@@ -42,7 +42,9 @@ def valid_dirname(dirname: str):
         return model
     except CaffezooError as e:
         print(f"ERROR: {e}")
-        raise argparse.ArgumentTypeError("Must be valid Caffe model directory with a correct readme.md") from None
+        raise argparse.ArgumentTypeError(
+            "Must be valid Caffe model directory with a correct readme.md"
+        ) from None
 
 
 class Reporter:
@@ -62,8 +64,10 @@ class Reporter:
         self.last = now
         duration = (now - self.start) or 0.01
         percent = int(event.done * 100 / event.total) if event.total else 0
-        sys.stdout.write("\r...%d%%, %d MB, %d KB/s, %d seconds passed"
-                         % (percent, event.done / (1024 * 1024), event.done / (1024 * duration), duration))
+        sys.stdout.write(
+            "\r...%d%%, %d MB, %d KB/s, %d seconds passed"
+            % (percent, event.done / (1024 * 1024), event.done / (1024 * duration), duration)
+        )
         sys.stdout.flush()
         self.shown = True
 

@@ -20,7 +20,9 @@ def sha1(data: bytes) -> str:
     return hashlib.sha1(data).hexdigest()
 
 
-def weights_model(path: Path, url: str, data: bytes, caffemodel: str = "net.caffemodel", **extra) -> Path:
+def weights_model(
+    path: Path, url: str, data: bytes, caffemodel: str = "net.caffemodel", **extra
+) -> Path:
     """A model directory whose front matter names ``url`` and the SHA-1 of ``data``."""
     lines = [
         "name: Test Net",

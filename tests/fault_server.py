@@ -28,9 +28,10 @@ import re
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable
+from typing import Any
 
 
 @dataclass
@@ -76,8 +77,14 @@ class _Handler(BaseHTTPRequestHandler):
         srv = self.server.owner
         path = self.path.split("?", 1)[0]
         with srv.lock:
-            srv.requests.append(Request(self.command, self.path, {k.lower(): v for k, v in self.headers.items()},
-                                        time.monotonic()))
+            srv.requests.append(
+                Request(
+                    self.command,
+                    self.path,
+                    {k.lower(): v for k, v in self.headers.items()},
+                    time.monotonic(),
+                )
+            )
             route = srv.routes.get(path)
             if route is not None:
                 n = route.hits
@@ -108,7 +115,11 @@ class _Handler(BaseHTTPRequestHandler):
         status = 200
         wanted = self.headers.get("Range")
         if_range = self.headers.get("If-Range")
-        if wanted and not route.ignore_range and (if_range is None or if_range in (route.etag, route.last_modified)):
+        if (
+            wanted
+            and not route.ignore_range
+            and (if_range is None or if_range in (route.etag, route.last_modified))
+        ):
             m = re.fullmatch(r"bytes=(\d+)-(\d*)", wanted.strip())
             if m:
                 start = int(m.group(1))
@@ -116,10 +127,10 @@ class _Handler(BaseHTTPRequestHandler):
                 if start >= size:
                     return self._small(416, b"", {"Content-Range": f"bytes */{size}"})
                 status = 206
-        body = data[start:end + 1]
+        body = data[start : end + 1]
         if route.corrupt and body:
             i = len(body) // 2
-            body = body[:i] + bytes([body[i] ^ 0xFF]) + body[i + 1:]
+            body = body[:i] + bytes([body[i] ^ 0xFF]) + body[i + 1 :]
         self.send_response(status)
         self.send_header("Content-Type", route.content_type)
         self.send_header("Accept-Ranges", "bytes")
@@ -150,7 +161,7 @@ class _Handler(BaseHTTPRequestHandler):
             if stall is not None and sent < stall[0]:
                 n = min(n, stall[0] - sent)
             if n > 0:
-                self.wfile.write(body[sent:sent + n])
+                self.wfile.write(body[sent : sent + n])
                 sent += n
             if drop is not None and sent >= drop:
                 self.wfile.flush()
@@ -183,7 +194,9 @@ class _Server(ThreadingHTTPServer):
     def handle_error(self, request: Any, client_address: Any) -> None:
         import sys
 
-        if not isinstance(sys.exc_info()[1], ConnectionError):  # clients hanging up is expected here
+        if not isinstance(
+            sys.exc_info()[1], ConnectionError
+        ):  # clients hanging up is expected here
             super().handle_error(request, client_address)
 
 
@@ -198,8 +211,9 @@ class FaultServer:
         self._server = _Server((host, port), _Handler)
         self._server.owner = self
         self.host, self.port = self._server.server_address[:2]
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
-                                        daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
 
     def __enter__(self) -> FaultServer:
         self._thread.start()

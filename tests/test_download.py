@@ -16,7 +16,16 @@ from pathlib import Path
 
 import pytest
 from conftest import ROOT
-from download_helpers import blob, cache_blob, no_temp_files, partial_files, partial_size, sha1, wait_for, weights_model
+from download_helpers import (
+    blob,
+    cache_blob,
+    no_temp_files,
+    partial_files,
+    partial_size,
+    sha1,
+    wait_for,
+    weights_model,
+)
 from fault_server import FaultServer
 
 import caffezoo.download
@@ -43,8 +52,13 @@ def _fast(monkeypatch):
 
 
 def popen(*args: str, **kw) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "caffezoo", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, **kw)
+    return subprocess.Popen(
+        [sys.executable, "-m", "caffezoo", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **kw,
+    )
 
 
 # -- the command ------------------------------------------------------------------------
@@ -67,9 +81,13 @@ def test_already_there_needs_no_network_stack(cli, srv, tmp_path):
     srv.route("/w", DATA)
     m = weights_model(tmp_path / "net", srv.url("/w"), DATA)
     assert cli("download", m).code == 0
-    code = ("import sys, caffezoo.download as d; r = d.download(sys.argv[1]); "
-            "print(r.status, 'httpx' in sys.modules, 'filelock' in sys.modules)")
-    p = subprocess.run([sys.executable, "-c", code, str(m)], capture_output=True, text=True, timeout=60)
+    code = (
+        "import sys, caffezoo.download as d; r = d.download(sys.argv[1]); "
+        "print(r.status, 'httpx' in sys.modules, 'filelock' in sys.modules)"
+    )
+    p = subprocess.run(
+        [sys.executable, "-c", code, str(m)], capture_output=True, text=True, timeout=60
+    )
     assert p.stdout.split() == ["present", "False", "False"], p.stderr
 
 
@@ -79,9 +97,17 @@ def test_json_output_and_verify(cli, srv, tmp_path, caffezoo_home):
     r = cli("download", "--json", m)
     (out,) = json.loads(r.stdout)
     assert out == {
-        "model": str(m), "ok": True, "error": None, "path": str(m / "net.caffemodel"), "status": "downloaded",
-        "sha1": sha1(DATA), "sha256": None, "size": len(DATA), "source": srv.url("/w"),
-        "blob": str(cache_blob(caffezoo_home, sha1(DATA))), "how": "link",
+        "model": str(m),
+        "ok": True,
+        "error": None,
+        "path": str(m / "net.caffemodel"),
+        "status": "downloaded",
+        "sha1": sha1(DATA),
+        "sha256": None,
+        "size": len(DATA),
+        "source": srv.url("/w"),
+        "blob": str(cache_blob(caffezoo_home, sha1(DATA))),
+        "how": "link",
     }
     r = cli("download", "--json", "--verify", m)
     assert json.loads(r.stdout)[0]["status"] == "present"
@@ -128,7 +154,10 @@ def test_missing_front_matter_keys_are_named(cli, tmp_path):
     m = write_model(tmp_path / "nourl", "name: X\ncaffemodel: x.caffemodel\n")
     r = cli("download", m)
     assert r.code == 1
-    assert f"{m / 'readme.md'}: download needs the keys caffemodel_url, sha1 in the front matter" in r.stderr
+    assert (
+        f"{m / 'readme.md'}: download needs the keys caffemodel_url, sha1 in the front matter"
+        in r.stderr
+    )
     with pytest.raises(FrontMatterError):
         caffezoo.download.download(m)
 
@@ -137,7 +166,10 @@ def test_bundled_model_offline_fails_fast_and_clearly(cli, monkeypatch, caffezoo
     monkeypatch.setenv("CAFFEZOO_OFFLINE", "1")
     r = cli("download", "bvlc_alexnet")
     assert r.code == 1
-    assert "bvlc_alexnet.caffemodel: not in the cache" in r.stderr and "CAFFEZOO_OFFLINE is set" in r.stderr
+    assert (
+        "bvlc_alexnet.caffemodel: not in the cache" in r.stderr
+        and "CAFFEZOO_OFFLINE is set" in r.stderr
+    )
     assert not (caffezoo_home / "models" / "bvlc_alexnet" / "bvlc_alexnet.caffemodel").exists()
 
 
@@ -157,10 +189,14 @@ def test_mirrors_from_the_environment_and_the_front_matter(cli, monkeypatch, srv
     digest = sha1(DATA)
     with FaultServer("127.0.0.2") as mirror:
         mirror.route(f"/blobs/sha1/{digest}", DATA)
-        m = weights_model(tmp_path / "net", srv.url("/gone"), DATA, mirrors=f"[{srv.url('/fm-mirror')}]")
+        m = weights_model(
+            tmp_path / "net", srv.url("/gone"), DATA, mirrors=f"[{srv.url('/fm-mirror')}]"
+        )
         srv.route("/fm-mirror", DATA)
         r = cli("download", "--json", m)
-        assert json.loads(r.stdout)[0]["source"] == srv.url("/fm-mirror")  # url 404, then front-matter mirror
+        assert json.loads(r.stdout)[0]["source"] == srv.url(
+            "/fm-mirror"
+        )  # url 404, then front-matter mirror
         (m / "net.caffemodel").unlink()
         r = cli("cache", "rm", "--all")
         monkeypatch.setenv("CAFFEZOO_MIRRORS", mirror.url(""))
@@ -236,7 +272,7 @@ def test_ctrl_c_exits_130_and_keeps_the_bytes(srv, tmp_path, caffezoo_home):
     p = popen("download", m)
     wait_for(lambda: partial_size(caffezoo_home) >= 1 << 20, what="a partial file on disk")
     p.send_signal(signal.SIGINT)
-    out, err = p.communicate(timeout=30)
+    _, err = p.communicate(timeout=30)
     assert p.returncode == 130 and "error: interrupted; the bytes received are kept" in err
     assert "Traceback" not in err
     assert not (m / "net.caffemodel").exists()
@@ -266,7 +302,7 @@ def test_file_size_limit_stands_in_for_a_full_disk(srv, tmp_path, caffezoo_home,
         resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
 
     p = popen("download", m, preexec_fn=small_disk)
-    out, err = p.communicate(timeout=60)
+    _, err = p.communicate(timeout=60)
     assert p.returncode == 1, err
     assert "file too large (a file-size limit such as `ulimit -f` is in force)" in err
     assert "the next run resumes" in err
@@ -284,8 +320,13 @@ def test_progress_bar_on_a_terminal(srv, tmp_path):
     srv.route("/w", BIG, trickle=(256 * 1024, 0.02))
     m = weights_model(tmp_path / "net", srv.url("/w"), BIG)
     leader, follower = pty.openpty()
-    p = subprocess.Popen([sys.executable, "-m", "caffezoo", "download", str(m)], stdin=follower,
-                         stdout=follower, stderr=follower, env={**os.environ, "COLUMNS": "150"})
+    p = subprocess.Popen(
+        [sys.executable, "-m", "caffezoo", "download", str(m)],
+        stdin=follower,
+        stdout=follower,
+        stderr=follower,
+        env={**os.environ, "COLUMNS": "150"},
+    )
     os.close(follower)
     chunks = []
     while True:
@@ -310,7 +351,9 @@ SEED = ROOT / "scripts" / "download_model_binary.py"
 
 
 def seed(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(SEED), *args], capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, str(SEED), *args], capture_output=True, text=True, timeout=60
+    )
 
 
 def test_seed_script_downloads_then_says_already_exists(srv, tmp_path):
@@ -339,10 +382,15 @@ def test_seed_script_bad_directory(tmp_path):
     r = seed(str(tmp_path / "nothing"))
     assert r.returncode == 2
     assert r.stdout == f"ERROR: {tmp_path / 'nothing'}: no such directory\n"
-    assert "error: argument dirname: Must be valid Caffe model directory with a correct readme.md" in r.stderr
+    assert (
+        "error: argument dirname: Must be valid Caffe model directory with a correct readme.md"
+        in r.stderr
+    )
     m = write_model(tmp_path / "nokeys", "name: X\n")
     r = seed(str(m))
-    assert r.returncode == 2 and "download needs the keys caffemodel, caffemodel_url, sha1" in r.stdout
+    assert (
+        r.returncode == 2 and "download needs the keys caffemodel, caffemodel_url, sha1" in r.stdout
+    )
 
 
 def test_seed_script_accepts_caffes_models_path_for_bundled_models(monkeypatch):

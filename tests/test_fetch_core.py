@@ -1,7 +1,8 @@
-"""caffezoo.fetch against a misbehaving HTTP server on 127.0.0.1: every fault, then the state on disk."""
+"""caffezoo.fetch against a misbehaving HTTP server on 127.0.0.1: each fault, then the disk."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -33,8 +34,13 @@ def dest(tmp_path) -> Path:
 
 def fetch(dest: Path, *urls, events=None, **kw):
     kw = {**FAST, **kw}
-    return fetch_to(dest, urls, sha1=kw.pop("sha1", SHA1), progress=events.append if events is not None else None,
-                    **kw)
+    return fetch_to(
+        dest,
+        urls,
+        sha1=kw.pop("sha1", SHA1),
+        progress=events.append if events is not None else None,
+        **kw,
+    )
 
 
 def assert_clean(dest: Path) -> None:
@@ -117,7 +123,9 @@ def test_symlink_and_copy_installs(srv, tmp_path, caffezoo_home):
 
 def test_hard_link_across_file_systems_falls_back_to_a_copy(srv, caffezoo_home):
     shm = Path("/dev/shm")
-    assert shm.is_dir() and os.stat(shm).st_dev != os.stat(caffezoo_home).st_dev, "test needs /dev/shm as tmpfs"
+    assert shm.is_dir() and os.stat(shm).st_dev != os.stat(caffezoo_home).st_dev, (
+        "test needs /dev/shm as tmpfs"
+    )
     srv.route("/w", DATA)
     target = shm / f"caffezoo-test-{os.getpid()}" / "w.caffemodel"
     try:
@@ -135,7 +143,9 @@ def test_size_and_sha256_are_checked_when_given(srv, dest):
     good = fetch(dest, srv.url("/w"), sha256=hashlib.sha256(DATA).hexdigest(), size=len(DATA))
     assert good.sha256 == hashlib.sha256(DATA).hexdigest()
     other = dest.with_name("other")
-    with pytest.raises(DownloadError, match=f"the file has {len(DATA)} bytes, expected {len(DATA) + 1}"):
+    with pytest.raises(
+        DownloadError, match=f"the file has {len(DATA)} bytes, expected {len(DATA) + 1}"
+    ):
         fetch(other, srv.url("/w"), size=len(DATA) + 1, blobs_dir=dest.parent / "fresh-cache")
     assert_clean(other)
 
@@ -163,7 +173,9 @@ def test_dropped_connection_resumes_with_range_and_if_range(srv, dest):
 
 
 def test_weak_etag_is_not_used_but_last_modified_is(srv, dest):
-    srv.route("/w", DATA, drop_after=1000, etag='W/"weak"', last_modified="Wed, 21 Oct 2015 07:28:00 GMT")
+    srv.route(
+        "/w", DATA, drop_after=1000, etag='W/"weak"', last_modified="Wed, 21 Oct 2015 07:28:00 GMT"
+    )
     fetch(dest, srv.url("/w"))
     assert srv.requests_for("/w")[1].headers["if-range"] == "Wed, 21 Oct 2015 07:28:00 GMT"
 
@@ -295,7 +307,9 @@ def test_server_errors_then_success(srv, dest):
 
 def test_retries_are_bounded_with_a_clear_message(srv, dest):
     srv.route("/w", DATA, statuses=[502] * 10)
-    with pytest.raises(DownloadError, match=r"HTTP 502 Bad Gateway .* \(gave up after 3 attempts, 0 bytes kept\)"):
+    with pytest.raises(
+        DownloadError, match=r"HTTP 502 Bad Gateway .* \(gave up after 3 attempts, 0 bytes kept\)"
+    ):
         fetch(dest, srv.url("/w"), retries=2)
     assert len(srv.requests_for("/w")) == 3
     assert_clean(dest)
@@ -323,7 +337,9 @@ def test_connection_refused_is_retried_then_reported(dest):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]  # nothing listens here once closed
-    with pytest.raises(DownloadError, match=f"cannot connect to 127.0.0.1:{port}.*gave up after 2 attempts"):
+    with pytest.raises(
+        DownloadError, match=f"cannot connect to 127.0.0.1:{port}.*gave up after 2 attempts"
+    ):
         fetch(dest, f"http://127.0.0.1:{port}/w", retries=1)
     assert_clean(dest)
 
@@ -364,7 +380,9 @@ def test_bad_mirror_falls_through_to_the_url(srv, dest):
         mirror.route(f"/blobs/sha1/{SHA1}", blob(len(DATA), seed=7))  # wrong bytes
         srv.route("/w", DATA)
         events = []
-        got = fetch(dest, srv.url("/w"), mirrors=[mirror.url("/"), srv.url("/nothing")], events=events)
+        got = fetch(
+            dest, srv.url("/w"), mirrors=[mirror.url("/"), srv.url("/nothing")], events=events
+        )
         assert got.source == srv.url("/w")
         assert [e.kind for e in events].count("fail") == 2
 
@@ -408,7 +426,10 @@ def test_offline_uses_the_cache_and_fails_fast_without_it(srv, dest, tmp_path):
     assert fetch(dest, srv.url("/w"), offline=True).status == "cached"
     src = tmp_path / "local.bin"
     src.write_bytes(DATA)
-    assert fetch(tmp_path / "third", src, offline=True, blobs_dir=tmp_path / "c3").status == "downloaded"
+    assert (
+        fetch(tmp_path / "third", src, offline=True, blobs_dir=tmp_path / "c3").status
+        == "downloaded"
+    )
 
 
 def test_not_enough_disk_space_fails_before_any_request(srv, dest):
@@ -421,7 +442,7 @@ def test_not_enough_disk_space_fails_before_any_request(srv, dest):
 
 def test_google_drive_confirm_page(srv, dest):
     page = (
-        '<html><body>Google Drive can\'t scan this file for viruses.'
+        "<html><body>Google Drive can't scan this file for viruses."
         f'<form id="download-form" action="{srv.url("/download")}" method="get">'
         '<input type="submit" value="Download anyway"/>'
         '<input type="hidden" name="id" value="FILEID"><input type="hidden" name="export" value="download">'
@@ -430,9 +451,14 @@ def test_google_drive_confirm_page(srv, dest):
     ).encode()
     srv.route("/uc", page, content_type="text/html; charset=utf-8")
     srv.route("/download", DATA)
-    got = fetch_to(dest, [Source(srv.url("/uc?export=download&id=FILEID"), drive=True)], sha1=SHA1, **FAST)
+    got = fetch_to(
+        dest, [Source(srv.url("/uc?export=download&id=FILEID"), drive=True)], sha1=SHA1, **FAST
+    )
     assert got.status == "downloaded"
-    assert srv.requests_for("/download")[0].path == "/download?id=FILEID&export=download&confirm=t&uuid=u-1"
+    assert (
+        srv.requests_for("/download")[0].path
+        == "/download?id=FILEID&export=download&confirm=t&uuid=u-1"
+    )
 
 
 def test_google_drive_page_without_a_way_on(srv, dest):
@@ -462,13 +488,15 @@ def test_corrupt_cached_blob_is_detected_removed_and_fetched_again(srv, tmp_path
 
 def test_partial_of_a_dead_process_is_adopted_and_resumed(srv, caffezoo_home):
     srv.route("/w", DATA, etag='"e"')
-    done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
     dead = {**owner(), "pid": int(done.stdout), "start": "1"}
     pdir = caffezoo_home / "cache" / "blobs" / ".partial"
     pdir.mkdir(parents=True)
     (pdir / f"{SHA1}.dead.part").write_bytes(DATA[:120_000])
-    (pdir / f"{SHA1}.dead.json").write_text(
-        '{"owner": %s, "url": "%s", "etag": "\\"e\\""}' % (__import__("json").dumps(dead), srv.url("/w")))
+    meta = {"owner": dead, "url": srv.url("/w"), "etag": '"e"'}
+    (pdir / f"{SHA1}.dead.json").write_text(json.dumps(meta))
     got = fetch_blob([srv.url("/w")], sha1=SHA1, **FAST)
     assert got.status == "downloaded"
     (req,) = srv.requests_for("/w")
@@ -484,9 +512,9 @@ def test_partial_of_a_live_process_is_left_alone(srv, caffezoo_home):
         pdir.mkdir(parents=True)
         theirs = pdir / f"{SHA1}.live.part"
         theirs.write_bytes(DATA[:1000])
-        proc = open(f"/proc/{live.pid}/stat").read().rpartition(")")[2].split()
+        proc = Path(f"/proc/{live.pid}/stat").read_text().rpartition(")")[2].split()
         meta = {**owner(), "pid": live.pid, "start": proc[19]}
-        (pdir / f"{SHA1}.live.json").write_text(__import__("json").dumps({"owner": meta}))
+        (pdir / f"{SHA1}.live.json").write_text(json.dumps({"owner": meta}))
         fetch_blob([srv.url("/w")], sha1=SHA1, **FAST)
         assert "range" not in srv.requests_for("/w")[0].headers
         assert theirs.read_bytes() == DATA[:1000]
@@ -503,7 +531,9 @@ def test_a_hung_lock_holder_is_waited_for_only_while_its_bytes_move(srv, caffezo
     (caffezoo_home / "cache" / "blobs" / ".locks").mkdir(parents=True)
     with lock:  # held and never released by a "process" that makes no progress
         events = []
-        got = fetch_blob([srv.url("/w")], sha1=SHA1, progress=events.append, timeout=0.25, retries=1)
+        got = fetch_blob(
+            [srv.url("/w")], sha1=SHA1, progress=events.append, timeout=0.25, retries=1
+        )
     assert got.status == "downloaded"
     assert any(e.kind == "wait" for e in events)
 

@@ -33,7 +33,7 @@ DEFAULT_JOBS = 4
 
 
 def _auth(s: Settings) -> dict[str, str]:
-    """The token goes to the gist API's host (a caffezoo server also serves blobs) and nowhere else."""
+    """The token goes to the gist API's host (a caffezoo server also serves blobs), nowhere else."""
     return {origin(s.gist_api): f"Bearer {s.token}"} if s.token else {}
 
 
@@ -58,9 +58,21 @@ def download(
     assert dest is not None  # require() checked caffemodel
     s = settings()
     return fetch_to(
-        dest, [fm.caffemodel_url, *fm.mirrors], sha1=fm.sha1, sha256=fm.sha256, size=fm.size,
-        how=how, verify=verify, progress=progress, name=fm.caffemodel, blobs_dir=s.blobs_dir,
-        mirrors=s.mirrors, offline=s.offline, timeout=s.timeout, retries=s.retries, auth=_auth(s),
+        dest,
+        [fm.caffemodel_url, *fm.mirrors],
+        sha1=fm.sha1,
+        sha256=fm.sha256,
+        size=fm.size,
+        how=how,
+        verify=verify,
+        progress=progress,
+        name=fm.caffemodel,
+        blobs_dir=s.blobs_dir,
+        mirrors=s.mirrors,
+        offline=s.offline,
+        timeout=s.timeout,
+        retries=s.retries,
+        auth=_auth(s),
     )
 
 
@@ -108,8 +120,10 @@ def download_many(
                 outcomes[i] = out
                 done.notify()
 
-    workers = [threading.Thread(target=work, daemon=True, name=f"caffezoo-download-{n}")
-               for n in range(max(1, min(jobs, len(models))))]
+    workers = [
+        threading.Thread(target=work, daemon=True, name=f"caffezoo-download-{n}")
+        for n in range(max(1, min(jobs, len(models))))
+    ]
     for w in workers:
         w.start()
     with done:

@@ -7,15 +7,21 @@ import typer
 from ._app import JSON_OPTION, QUIET_OPTION, app, console, print_json
 
 cache_app = typer.Typer(
-    help="The blob cache: downloaded weights stored once by SHA-1 and linked into model directories.",
+    help="The blob cache: downloaded weights, stored once by SHA-1, linked into model directories.",
     no_args_is_help=True,
 )
 app.add_typer(cache_app, name="cache")
 
 
 def _blob_json(b) -> dict:
-    return {"sha1": b.sha1, "path": str(b.path), "size": b.size, "mtime": b.mtime, "links": b.links,
-            "used_by": b.users}
+    return {
+        "sha1": b.sha1,
+        "path": str(b.path),
+        "size": b.size,
+        "mtime": b.mtime,
+        "links": b.links,
+        "used_by": b.users,
+    }
 
 
 def _human(n: int) -> str:
@@ -43,12 +49,16 @@ def ls(json: bool = JSON_OPTION) -> None:
     for b in blobs:
         table.add_row(b.sha1, _human(b.size), "\n".join(b.users) or "-")
     console().print(table)
-    console().print(f"{len(blobs)} blob{'s' * (len(blobs) != 1)}, {_human(sum(b.size for b in blobs))}")
+    console().print(
+        f"{len(blobs)} blob{'s' * (len(blobs) != 1)}, {_human(sum(b.size for b in blobs))}"
+    )
 
 
 @cache_app.command()
 def verify(
-    sha1s: list[str] = typer.Argument(None, help="SHA-1s (7+ digits) of the blobs to check [default: all]."),
+    sha1s: list[str] = typer.Argument(
+        None, help="SHA-1s (7+ digits) of the blobs to check [default: all]."
+    ),
     json: bool = JSON_OPTION,
     quiet: bool = QUIET_OPTION,
 ) -> None:
@@ -69,8 +79,10 @@ def verify(
         from ._app import error_line
 
         for r in bad:
-            error_line(f"{r.blob.path}: {r.problem}; `caffezoo cache rm {r.blob.sha1[:12]}` removes it "
-                       "and the next download fetches it again")
+            error_line(
+                f"{r.blob.path}: {r.problem}; `caffezoo cache rm {r.blob.sha1[:12]}` removes it "
+                "and the next download fetches it again"
+            )
         raise typer.Exit(1)
 
 
@@ -93,7 +105,9 @@ def rm(
     if json:
         print_json({"removed": [b.sha1 for b in blobs], "freed": freed})
     elif not quiet:
-        console().print(f"removed {len(blobs)} blob{'s' * (len(blobs) != 1)}, freed {_human(freed)}")
+        console().print(
+            f"removed {len(blobs)} blob{'s' * (len(blobs) != 1)}, freed {_human(freed)}"
+        )
 
 
 @cache_app.command()
@@ -107,9 +121,18 @@ def prune(
 
     report = BlobCache().prune(dry_run=dry_run)
     if json:
-        print_json({"dry_run": dry_run, "blobs": report.blobs, "partials": report.partials,
-                    "other": report.other, "bytes": report.bytes})
+        print_json(
+            {
+                "dry_run": dry_run,
+                "blobs": report.blobs,
+                "partials": report.partials,
+                "other": report.other,
+                "bytes": report.bytes,
+            }
+        )
     elif not quiet:
         verb = "would remove" if dry_run else "removed"
-        console().print(f"{verb} {len(report.blobs)} blob(s), {len(report.partials)} partial download(s), "
-                        f"{len(report.other)} other file(s): {_human(report.bytes)}")
+        console().print(
+            f"{verb} {len(report.blobs)} blob(s), {len(report.partials)} partial download(s), "
+            f"{len(report.other)} other file(s): {_human(report.bytes)}"
+        )

@@ -21,21 +21,30 @@ def _size(n: int) -> str:
 def download(
     models: list[str] = typer.Argument(..., help="Model directories or bundled model names."),
     output: Path = typer.Option(
-        None, "--output", "-o", help="Install the weights at FILE instead of the model directory (one MODEL)."
+        None,
+        "--output",
+        "-o",
+        help="Install the weights at FILE instead of the model directory (one MODEL).",
     ),
     jobs: int = typer.Option(4, "--jobs", "-j", min=1, help="How many models to download at once."),
     verify: bool = typer.Option(
-        False, "--verify", help="Re-hash files already there instead of trusting the record of their last check."
+        False,
+        "--verify",
+        help="Re-hash files already there instead of trusting the record of their last check.",
     ),
-    symlink: bool = typer.Option(False, "--symlink", help="Install a symbolic link to the cached blob."),
-    copy: bool = typer.Option(False, "--copy", help="Install a copy of the cached blob, not a hard link."),
+    symlink: bool = typer.Option(
+        False, "--symlink", help="Install a symbolic link to the cached blob."
+    ),
+    copy: bool = typer.Option(
+        False, "--copy", help="Install a copy of the cached blob, not a hard link."
+    ),
     json: bool = JSON_OPTION,
     quiet: bool = QUIET_OPTION,
 ) -> None:
     """Download the weights (.caffemodel) named in each MODEL's readme.md and confirm their SHA-1.
 
     The file lands at MODEL/<caffemodel> (bundled models: under CAFFEZOO_HOME/models/) as a hard
-    link to a verified blob in the cache, so a model whose weights another one shares is fetched once.
+    link to a verified blob in the cache, so weights that several models share are fetched once.
     Sources, in order: the cache; each CAFFEZOO_MIRRORS base (<base>/blobs/sha1/<sha1>); caffemodel_url;
     the front matter's mirrors. Interrupted downloads resume on the next run; failed attempts are
     retried with backoff. Exit status 0 only when every file is in place and right.
@@ -58,7 +67,9 @@ def download(
             )
         except KeyboardInterrupt:
             display.close()
-            error_line("interrupted; the bytes received are kept and the next run resumes from them")
+            error_line(
+                "interrupted; the bytes received are kept and the next run resumes from them"
+            )
             raise typer.Exit(130) from None
         for o in outcomes:
             r = o.result
@@ -72,14 +83,30 @@ def download(
         if not isinstance(o.error, CaffezooError) or state["debug"]:
             raise o.error  # a bug: let it show its traceback
     if json:
-        print_json([
-            {"model": o.model, "ok": o.error is None, "error": None if o.error is None else str(o.error),
-             **({} if o.result is None else {
-                 "path": str(o.result.path), "status": o.result.status, "sha1": o.result.sha1,
-                 "sha256": o.result.sha256, "size": o.result.size, "source": o.result.source,
-                 "blob": None if o.result.blob is None else str(o.result.blob), "how": o.result.how})}
-            for o in outcomes
-        ])
+        print_json(
+            [
+                {
+                    "model": o.model,
+                    "ok": o.error is None,
+                    "error": None if o.error is None else str(o.error),
+                    **(
+                        {}
+                        if o.result is None
+                        else {
+                            "path": str(o.result.path),
+                            "status": o.result.status,
+                            "sha1": o.result.sha1,
+                            "sha256": o.result.sha256,
+                            "size": o.result.size,
+                            "source": o.result.source,
+                            "blob": None if o.result.blob is None else str(o.result.blob),
+                            "how": o.result.how,
+                        }
+                    ),
+                }
+                for o in outcomes
+            ]
+        )
     elif not quiet:
         from rich.markup import escape
 

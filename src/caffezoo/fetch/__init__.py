@@ -5,7 +5,7 @@ from URLs, mirrors or local files into a content-addressed cache, and
 installs it where it is wanted.
 
 >>> from caffezoo.fetch import fetch_blob, fetch_to                        # doctest: +SKIP
->>> fetch_to("w.caffemodel", ["https://host/w.caffemodel"], sha1="9116a64c...").status  # doctest: +SKIP
+>>> fetch_to("w.caffemodel", ["https://host/w.caffemodel"], sha1="9116...").status  # doctest: +SKIP
 'downloaded'
 
 Modules: ``core`` (fetch_blob, fetch_to, install), ``cache`` (the blob
@@ -20,7 +20,22 @@ from .hashing import Digests, Expected, hash_file
 from .urls import Source, mirror_url, normalize, origin, plan
 
 __all__ = [
-    "BlobCache", "BlobInfo", "Digests", "Event", "Expected", "Fetched", "Progress", "PruneReport",
-    "Source", "VerifyResult", "fetch_blob", "fetch_to", "hash_file", "install", "mirror_url",
-    "normalize", "origin", "plan",
+    "BlobCache",
+    "BlobInfo",
+    "Digests",
+    "Event",
+    "Expected",
+    "Fetched",
+    "Progress",
+    "PruneReport",
+    "Source",
+    "VerifyResult",
+    "fetch_blob",
+    "fetch_to",
+    "hash_file",
+    "install",
+    "mirror_url",
+    "normalize",
+    "origin",
+    "plan",
 ]

@@ -199,7 +199,9 @@ class BlobCache:
                 continue
             st = entry.stat()
             users = [u for u in self.records.users(entry.name) if u != os.path.abspath(entry.path)]
-            out.append(BlobInfo(entry.name, Path(entry.path), st.st_size, st.st_mtime, st.st_nlink, users))
+            out.append(
+                BlobInfo(entry.name, Path(entry.path), st.st_size, st.st_mtime, st.st_nlink, users)
+            )
         return out
 
     def find(self, prefixes: Iterable[str]) -> list[BlobInfo]:

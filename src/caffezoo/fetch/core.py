@@ -3,7 +3,7 @@
 >>> blob = fetch_blob(["https://example.org/w.caffemodel"], sha1="9116a64c...")   # doctest: +SKIP
 >>> blob.path, blob.status                                                          # doctest: +SKIP
 (PosixPath('~/.cache/caffezoo/blobs/sha1/9116a64c...'), 'downloaded')
->>> fetch_to("models/net/w.caffemodel", ["https://example.org/w.caffemodel"], sha1="9116a64c...")  # doctest: +SKIP
+>>> fetch_to("net/w.caffemodel", ["https://example.org/w.caffemodel"], sha1="9116...")  # doctest: +SKIP
 
 The order of work: the cache (a recorded blob costs a ``stat``), then, holding
 the blob's lock, each source in turn — mirrors first, see
@@ -109,12 +109,22 @@ def fetch_blob(
     cache = BlobCache(blobs_dir if blobs_dir is not None else s.blobs_dir)
     report = progress or _quiet
     label = name or expected.sha1
-    on_corrupt = lambda msg: report(Event("warning", message=msg))  # noqa: E731
-    on_hash = lambda n: report(Event("check", done=n, total=expected.size))  # noqa: E731
+
+    def on_corrupt(message: str) -> None:
+        report(Event("warning", message=message))
+
+    def on_hash(n: int) -> None:
+        report(Event("check", done=n, total=expected.size))
 
     def hit(digests: Digests) -> Fetched:
-        return Fetched(cache.path(expected.sha1), digests.sha1, digests.sha256, digests.size, "cached",
-                       blob=cache.path(expected.sha1))
+        return Fetched(
+            cache.path(expected.sha1),
+            digests.sha1,
+            digests.sha256,
+            digests.size,
+            "cached",
+            blob=cache.path(expected.sha1),
+        )
 
     found = cache.lookup(expected, verify=verify, on_hash=on_hash, on_corrupt=on_corrupt)
     if found:
@@ -136,9 +146,14 @@ def fetch_blob(
         return cache.lookup(expected, hash_unrecorded=False) is not None
 
     stall = 4 * timeout  # a holder whose bytes stand still this long is hung: go on without it
-    with cache.lock(expected.sha1, ready=ready, stall=stall,
-                    on_wait=lambda n: report(Event("wait", done=n, total=expected.size,
-                                                   message="another process is downloading it"))):
+    with cache.lock(
+        expected.sha1,
+        ready=ready,
+        stall=stall,
+        on_wait=lambda n: report(
+            Event("wait", done=n, total=expected.size, message="another process is downloading it")
+        ),
+    ):
         found = cache.lookup(expected, on_hash=on_hash, on_corrupt=on_corrupt)
         if found:
             return hit(found)
@@ -146,8 +161,9 @@ def fetch_blob(
         try:
             if expected.size is not None:
                 partial.ensure_space(expected.size)
-            source, digests = _download(candidates, partial, expected, label, timeout, retries,
-                                        auth or {}, report)
+            source, digests = _download(
+                candidates, partial, expected, label, timeout, retries, auth or {}, report
+            )
             path = cache.commit(partial, digests)
         except BaseException:
             if partial.size:
@@ -155,19 +171,28 @@ def fetch_blob(
             else:
                 partial.discard()
             raise
-    return Fetched(path, digests.sha1, digests.sha256, digests.size, "downloaded", str(source), blob=path)
+    return Fetched(
+        path, digests.sha1, digests.sha256, digests.size, "downloaded", str(source), blob=path
+    )
 
 
 def _download(
-    sources: list[Source], partial: Partial, expected: Expected, label: str, timeout: float,
-    retries: int, auth: Mapping[str, str], report: Progress,
+    sources: list[Source],
+    partial: Partial,
+    expected: Expected,
+    label: str,
+    timeout: float,
+    retries: int,
+    auth: Mapping[str, str],
+    report: Progress,
 ) -> tuple[Source, Digests]:
     failures: list[str] = []
     for source in sources:
         clean_retries = 1  # wrong bytes after a resume earn one download from the start
         while True:
             partial.on_bytes = lambda n, src=str(source): report(
-                Event("bytes", done=n, total=partial.meta.get("total") or expected.size, source=src))
+                Event("bytes", done=n, total=partial.meta.get("total") or expected.size, source=src)
+            )
             report(Event("start", done=partial.size, total=expected.size, source=str(source)))
             try:
                 _with_retries(source, partial, expected, timeout, retries, auth, report)
@@ -184,16 +209,29 @@ def _download(
             partial.restart()
             if was_resumed and clean_retries:
                 clean_retries -= 1
-                report(Event("retry", source=str(source),
-                             message=f"wrong bytes after resuming ({problem}); starting over"))
+                report(
+                    Event(
+                        "retry",
+                        source=str(source),
+                        message=f"wrong bytes after resuming ({problem}); starting over",
+                    )
+                )
                 continue
-            hint = (" — the server sent a web page, not the file (a Dropbox link needs ?dl=1; "
-                    "a Google Drive file must be shared publicly)") if html else ""
+            hint = (
+                (
+                    " — the server sent a web page, not the file (a Dropbox link needs ?dl=1; "
+                    "a Google Drive file must be shared publicly)"
+                )
+                if html
+                else ""
+            )
             failures.append(f"{source.role} {source}: wrong file: {problem}{hint}")
             report(Event("fail", source=str(source), message=f"wrong file: {problem}"))
             break
     lines = "\n".join(f"  {f}" for f in failures)
-    error = ChecksumError if failures and all(": wrong file:" in f for f in failures) else DownloadError
+    error = (
+        ChecksumError if failures and all(": wrong file:" in f for f in failures) else DownloadError
+    )
     raise error(
         f"{label}: could not download it from any of {len(sources)} source(s):\n{lines}\n"
         "Try again later, list a mirror that has it in CAFFEZOO_MIRRORS, or put the file in place "
@@ -202,8 +240,13 @@ def _download(
 
 
 def _with_retries(
-    source: Source, partial: Partial, expected: Expected, timeout: float, retries: int,
-    auth: Mapping[str, str], report: Progress,
+    source: Source,
+    partial: Partial,
+    expected: Expected,
+    timeout: float,
+    retries: int,
+    auth: Mapping[str, str],
+    report: Progress,
 ) -> None:
     """Attempts on one source until the body is complete; SourceFailed when they run out."""
     stuck = 0  # attempts in a row that added no byte
@@ -226,12 +269,20 @@ def _with_retries(
             stuck = 0 if partial.size > before else stuck + 1
             if stuck > retries or total_attempts >= limit:
                 attempts = f"{total_attempts} attempt{'s' * (total_attempts > 1)}"
-                raise SourceFailed(f"{e} (gave up after {attempts}, {partial.size} bytes kept)") from None
+                raise SourceFailed(
+                    f"{e} (gave up after {attempts}, {partial.size} bytes kept)"
+                ) from None
             delay = backoff(stuck or 1) if e.retry_after is None else e.retry_after
             if delay > MAX_RETRY_AFTER:
                 raise SourceFailed(f"{e}; the server asks to retry after {delay:.0f} s") from None
-            report(Event("retry", done=partial.size, source=str(source),
-                         message=f"{e}; retrying in {delay:.1f} s"))
+            report(
+                Event(
+                    "retry",
+                    done=partial.size,
+                    source=str(source),
+                    message=f"{e}; retrying in {delay:.1f} s",
+                )
+            )
             time.sleep(delay)
 
 
@@ -294,15 +345,30 @@ def fetch_to(
             if expected.size in (None, st.st_size):
                 rec = cache.records.load(expected.sha1)
                 return Fetched(dest, expected.sha1, rec.get("sha256"), st.st_size, "present")
-        got = hash_file(dest, sha256=expected.sha256 is not None,
-                        progress=lambda n: report(Event("check", done=n, total=expected.size)))
+        got = hash_file(
+            dest,
+            sha256=expected.sha256 is not None,
+            progress=lambda n: report(Event("check", done=n, total=expected.size)),
+        )
         problem = expected.mismatch(got)
         if problem is None:
             cache.records.add(expected.sha1, [dest], got.size, got.sha256)
             return Fetched(dest, got.sha1, got.sha256, got.size, "present")
-        report(Event("warning", message=f"{dest} is not the expected file ({problem}); replacing it"))
-    blob = fetch_blob(sources, sha1=expected.sha1, sha256=expected.sha256, size=expected.size,
-                      blobs_dir=cache.root, verify=verify, progress=progress, **options)
+        report(
+            Event("warning", message=f"{dest} is not the expected file ({problem}); replacing it")
+        )
+    blob = fetch_blob(
+        sources,
+        sha1=expected.sha1,
+        sha256=expected.sha256,
+        size=expected.size,
+        blobs_dir=cache.root,
+        verify=verify,
+        progress=progress,
+        **options,
+    )
     done = install(blob.path, dest, how)
     cache.records.add(expected.sha1, [blob.path, dest], blob.size, blob.sha256)
-    return Fetched(dest, blob.sha1, blob.sha256, blob.size, blob.status, blob.source, blob.path, done)
+    return Fetched(
+        dest, blob.sha1, blob.sha256, blob.size, blob.status, blob.source, blob.path, done
+    )

@@ -3,8 +3,8 @@
 >>> exp = Expected("9116A64C0FBE4459D18F4BB6B56D647B63920377", size=10)
 >>> exp.sha1
 '9116a64c0fbe4459d18f4bb6b56d647b63920377'
->>> exp.mismatch(Digests(sha1="0" * 40, sha256=None, size=9))
-'size: expected 10 bytes, got 9; sha1: expected 9116a64c0fbe4459d18f4bb6b56d647b63920377, got 0000000000000000000000000000000000000000'
+>>> exp.mismatch(Digests(sha1=exp.sha1, sha256=None, size=9))
+'size: expected 10 bytes, got 9'
 
 :class:`StreamHasher` hashes in a thread of its own, fed through a bounded
 queue: ``hashlib`` releases the GIL on large buffers, so the network thread
@@ -85,7 +85,9 @@ def _digests(hashes: list, size: int) -> Digests:
 
 
 def hash_file(
-    path: str | os.PathLike[str], sha256: bool = False, progress: Callable[[int], None] | None = None
+    path: str | os.PathLike[str],
+    sha256: bool = False,
+    progress: Callable[[int], None] | None = None,
 ) -> Digests:
     """Hash a whole file in 1 MiB reads into one reused buffer.
 

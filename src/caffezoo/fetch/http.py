@@ -44,7 +44,7 @@ def _import_httpx():
 
 
 httpx = _import_httpx()
-import httpcore  # noqa: E402  (after httpx, which imports it anyway)
+import httpcore
 
 from .hashing import Expected
 from .partial import Partial
@@ -77,7 +77,7 @@ def client() -> httpx.Client:
                 httpcore.HTTP11Connection.READ_NUM_BYTES = READ_SIZE
             _client = httpx.Client(
                 follow_redirects=True,
-                # identity: the bytes on the wire are the file, so Content-Length and Range apply to it.
+                # identity: the bytes on the wire are the file's, so Content-Length and Range apply.
                 headers={"User-Agent": _user_agent(), "Accept-Encoding": "identity"},
                 limits=httpx.Limits(max_connections=32, max_keepalive_connections=8),
             )
@@ -97,7 +97,12 @@ def get(
 
 
 def _attempt(
-    url: str, source: Source, partial: Partial, expected: Expected, timeout: float, auth: Mapping[str, str]
+    url: str,
+    source: Source,
+    partial: Partial,
+    expected: Expected,
+    timeout: float,
+    auth: Mapping[str, str],
 ) -> str | None:
     headers = {}
     if partial.size:
@@ -116,13 +121,17 @@ def _attempt(
             finally:
                 partial.flush()  # what arrived before a failure is kept, for the next attempt
     except httpx.TimeoutException:
-        raise Retry(f"no answer from {host} for {timeout:g} s ({partial.size} bytes received)") from None
+        raise Retry(
+            f"no answer from {host} for {timeout:g} s ({partial.size} bytes received)"
+        ) from None
     except httpx.ConnectError as e:
         if _unknown_host(e):
             raise SourceFailed(f"unknown host {host}") from None
         raise Retry(f"cannot connect to {host}: {_reason(e)}") from None
     except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError, httpx.CloseError) as e:
-        raise Retry(f"connection to {host} broke after {partial.size} bytes: {_reason(e)}") from None
+        raise Retry(
+            f"connection to {host} broke after {partial.size} bytes: {_reason(e)}"
+        ) from None
     except httpx.TooManyRedirects:
         raise SourceFailed(f"too many redirects from {host}") from None
     except (httpx.UnsupportedProtocol, httpx.InvalidURL) as e:
@@ -146,7 +155,12 @@ def _receive(
     if is_retryable_status(status):
         raise Retry(where, retry_after(r.headers.get("retry-after")))
     if status not in (200, 206):
-        hint = {401: " (credentials needed?)", 403: " (access denied)", 404: " (not there)", 410: " (gone)"}
+        hint = {
+            401: " (credentials needed?)",
+            403: " (access denied)",
+            404: " (not there)",
+            410: " (gone)",
+        }
         raise SourceFailed(where + hint.get(status, ""))
     if status == 206:
         start = _range_start(r.headers.get("content-range"))

@@ -19,7 +19,9 @@ def path_of(url: str) -> str:
     """The local path of a ``file://`` URL (only this machine's: no host, or localhost)."""
     parts = urlsplit(url)
     if parts.netloc not in ("", "localhost"):
-        raise SourceFailed(f"{url}: file:// URLs on another host ({parts.netloc}) are not supported")
+        raise SourceFailed(
+            f"{url}: file:// URLs on another host ({parts.netloc}) are not supported"
+        )
     return unquote(parts.path)
 
 
@@ -47,7 +49,11 @@ def copy(source: Source, partial: Partial, expected: Expected) -> None:
         except OSError as e:  # reading the source; a full disk is a DiskSpaceError instead
             raise SourceFailed(f"{path}: {e.strerror or e}") from None
         after = os.stat(path)
-        if (after.st_ino, after.st_size, after.st_mtime_ns) != (before.st_ino, total, before.st_mtime_ns):
+        if (after.st_ino, after.st_size, after.st_mtime_ns) != (
+            before.st_ino,
+            total,
+            before.st_mtime_ns,
+        ):
             partial.restart()
             raise Retry(f"{path} changed while it was being copied")
     finally:

@@ -230,7 +230,7 @@ class Partial:
             raise
 
     def restart(self) -> None:
-        """Throw the bytes away and start from zero (the server ignored Range, or they were wrong)."""
+        """Throw the bytes away and start from zero (Range was ignored, or the bytes were wrong)."""
         self._pending, self._pending_n = [], 0
         os.ftruncate(self._fd, 0)
         os.lseek(self._fd, 0, os.SEEK_SET)
@@ -243,7 +243,9 @@ class Partial:
 
     # -- what the server said ----------------------------------------------------------
 
-    def remember(self, url: str, etag: str | None, last_modified: str | None, total: int | None) -> None:
+    def remember(
+        self, url: str, etag: str | None, last_modified: str | None, total: int | None
+    ) -> None:
         """Keep the validators of the response being written, for If-Range on resume."""
         self.meta.update(url=url, etag=etag, last_modified=last_modified, total=total)
         write_json_atomic(self.meta_path, self.meta)
@@ -280,7 +282,9 @@ class Partial:
         self._fd = -1
         self._hasher.close()
         mode = os.stat(self.path).st_mode & 0o777 & ~0o222
-        os.chmod(self.path, mode)  # a hard-linked model file cannot be overwritten in place by mistake
+        os.chmod(
+            self.path, mode
+        )  # a hard-linked model file cannot be overwritten in place by mistake
         dest.parent.mkdir(parents=True, exist_ok=True)
         os.replace(self.path, dest)
         self.meta_path.unlink(missing_ok=True)
@@ -317,7 +321,13 @@ def _copy_range(src_fd: int, dst_fd: int, offset: int, count: int) -> int:
         try:
             return os.copy_file_range(src_fd, dst_fd, count, offset)
         except OSError as e:
-            if e.errno not in (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.EPERM):
+            if e.errno not in (
+                errno.EXDEV,
+                errno.ENOSYS,
+                errno.EINVAL,
+                errno.EOPNOTSUPP,
+                errno.EPERM,
+            ):
                 raise
     data = os.pread(src_fd, count, offset)
     return os.write(dst_fd, data) if data else 0

@@ -64,7 +64,9 @@ class Records:
             return {"sha1": sha1, "files": {}}
         return data
 
-    def is_verified(self, path: str | os.PathLike[str], sha1: str, sha256: str | None = None) -> bool:
+    def is_verified(
+        self, path: str | os.PathLike[str], sha1: str, sha256: str | None = None
+    ) -> bool:
         """Does ``path`` (symlinks followed) still hold the bytes recorded for ``sha1``?"""
         try:
             st = os.stat(path)
@@ -76,7 +78,11 @@ class Records:
         return identity(st) in record["files"].values()
 
     def add(
-        self, sha1: str, paths: Iterable[str | os.PathLike[str]], size: int, sha256: str | None = None
+        self,
+        sha1: str,
+        paths: Iterable[str | os.PathLike[str]],
+        size: int,
+        sha256: str | None = None,
     ) -> None:
         """Record that ``paths`` were just verified to hold ``sha1``; forget vanished paths."""
         record = self.load(sha1)
