@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from ._app import JSON_OPTION, QUIET_OPTION, app, console, print_json
+from .models import _size as _human
 
 cache_app = typer.Typer(
     help="The blob cache: downloaded weights, stored once by SHA-1, linked into model directories.",
@@ -24,10 +25,6 @@ def _blob_json(b) -> dict:
     }
 
 
-def _human(n: int) -> str:
-    from .download import _size
-
-    return _size(n)
 
 
 @cache_app.command("ls")

@@ -7,14 +7,7 @@ from pathlib import Path
 import typer
 
 from ._app import JSON_OPTION, QUIET_OPTION, app, console, error_line, print_json, state
-
-
-def _size(n: int) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return str(n)
+from .models import _size
 
 
 @app.command()
