@@ -148,6 +148,26 @@ def test_several_models_one_failing(cli, srv, tmp_path):
     assert not (bad / "net.caffemodel").exists()
 
 
+@pytest.mark.parametrize(
+    "faults, message",
+    [
+        ({"corrupt": True}, "wrong file: sha1: expected"),
+        ({"statuses": [404]}, "HTTP 404 Not Found"),
+        ({"statuses": [500] * 5}, "HTTP 500 Internal Server Error"),
+        ({"statuses": [429], "retry_after": "9999"}, "asks to retry after 9999 s"),
+        ({"content_length": 150_000}, "wrong file: sha1: expected"),
+        ({"content_type": "text/html", "body": b"<html>log in</html>"}, "sent a web page, not the file"),
+    ],
+)
+def test_every_failing_fault_exits_1_and_leaves_no_file(cli, srv, tmp_path, faults, message):
+    srv.route("/w", **{"body": DATA, **faults})
+    m = weights_model(tmp_path / "net", srv.url("/w"), DATA)
+    r = cli("download", m)
+    assert r.code == 1
+    assert message in r.stderr and srv.url("/w") in r.stderr
+    assert not (m / "net.caffemodel").exists() and no_temp_files(m)
+
+
 def test_missing_front_matter_keys_are_named(cli, tmp_path):
     from conftest import write_model
 
@@ -325,7 +345,7 @@ def test_progress_bar_on_a_terminal(srv, tmp_path):
         stdin=follower,
         stdout=follower,
         stderr=follower,
-        env={**os.environ, "COLUMNS": "150"},
+        env={**os.environ, "COLUMNS": "150", "TERM": "xterm"},
     )
     os.close(follower)
     chunks = []

@@ -202,6 +202,20 @@ def test_validator_change_between_attempts_restarts_from_zero(srv, dest):
     assert dest.read_bytes() == DATA
 
 
+def test_last_modified_change_between_attempts_restarts_from_zero(srv, dest):
+    route = srv.route("/w", DATA, drop_after=100_000, last_modified="Mon, 01 Jan 2024 00:00:00 GMT")
+
+    def serve(r, handler):
+        if r.hits > 1:
+            r.last_modified = "Tue, 02 Jan 2024 00:00:00 GMT"
+        handler._send_body(r, head=False)
+
+    route.handler = serve
+    assert fetch(dest, srv.url("/w")).status == "downloaded"
+    assert srv.requests_for("/w")[1].headers["if-range"] == "Mon, 01 Jan 2024 00:00:00 GMT"
+    assert route.bodies_sent == 1 and dest.read_bytes() == DATA
+
+
 def test_file_really_changed_on_the_server_fails_on_sha1(srv, dest):
     route = srv.route("/w", DATA, drop_after=100_000, etag='"v1"')
 
@@ -556,3 +570,7 @@ def test_cache_maintenance(srv, tmp_path, caffezoo_home):
     assert [b.sha1 for b in cache.entries()] == [SHA1]
     cache.remove(cache.find([SHA1[:8]]))
     assert cache.entries() == [] and (tmp_path / "m" / "a").read_bytes() == DATA
+    left = cache.partial_dir / f"{SHA1}.gone.part"  # of a process that died long ago
+    left.write_bytes(b"x")
+    (cache.partial_dir / f"{SHA1}.gone.json").write_text(json.dumps({"owner": {**owner(), "pid": 0}}))
+    assert cache.prune().partials == [left.name] and not left.exists()
