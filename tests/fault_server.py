@@ -155,12 +155,15 @@ class _Handler(BaseHTTPRequestHandler):
         step = route.trickle[0] if route.trickle else 64 * 1024
         stopping = self.server.owner.stopping
         while sent < len(body):
-            n = step
+            n = min(step, len(body) - sent)
             if drop is not None:
                 n = min(n, drop - sent)
             if stall is not None and sent < stall[0]:
                 n = min(n, stall[0] - sent)
             if n > 0:
+                if sent + n == len(body):  # counted before the last write, so a client never sees
+                    with self.server.owner.lock:  # the whole body before the count does
+                        route.bodies_sent += 1
                 self.wfile.write(body[sent : sent + n])
                 sent += n
             if drop is not None and sent >= drop:
@@ -182,8 +185,9 @@ class _Handler(BaseHTTPRequestHandler):
                     return
         if route.content_length is not None and route.content_length - start > len(body):
             self.close_connection = True  # the promised bytes never come: hang up
-        with self.server.owner.lock:
-            route.bodies_sent += 1
+        if not body:
+            with self.server.owner.lock:
+                route.bodies_sent += 1
 
 
 class _Server(ThreadingHTTPServer):

@@ -156,7 +156,10 @@ def test_several_models_one_failing(cli, srv, tmp_path):
         ({"statuses": [500] * 5}, "HTTP 500 Internal Server Error"),
         ({"statuses": [429], "retry_after": "9999"}, "asks to retry after 9999 s"),
         ({"content_length": 150_000}, "wrong file: sha1: expected"),
-        ({"content_type": "text/html", "body": b"<html>log in</html>"}, "sent a web page, not the file"),
+        (
+            {"content_type": "text/html", "body": b"<html>log in</html>"},
+            "sent a web page, not the file",
+        ),
     ],
 )
 def test_every_failing_fault_exits_1_and_leaves_no_file(cli, srv, tmp_path, faults, message):

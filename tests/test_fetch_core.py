@@ -446,6 +446,15 @@ def test_offline_uses_the_cache_and_fails_fast_without_it(srv, dest, tmp_path):
     )
 
 
+def test_an_unusable_cache_directory_is_a_clear_error(srv, dest, tmp_path):
+    srv.route("/w", DATA)
+    not_a_dir = tmp_path / "file"
+    not_a_dir.write_text("")
+    with pytest.raises(DownloadError, match=f"{not_a_dir}.*: Not a directory"):
+        fetch(dest, srv.url("/w"), blobs_dir=not_a_dir)
+    assert_clean(dest)
+
+
 def test_not_enough_disk_space_fails_before_any_request(srv, dest):
     srv.route("/w", DATA)
     with pytest.raises(DiskSpaceError, match="not enough disk space .* more bytes needed"):
@@ -572,5 +581,7 @@ def test_cache_maintenance(srv, tmp_path, caffezoo_home):
     assert cache.entries() == [] and (tmp_path / "m" / "a").read_bytes() == DATA
     left = cache.partial_dir / f"{SHA1}.gone.part"  # of a process that died long ago
     left.write_bytes(b"x")
-    (cache.partial_dir / f"{SHA1}.gone.json").write_text(json.dumps({"owner": {**owner(), "pid": 0}}))
+    (cache.partial_dir / f"{SHA1}.gone.json").write_text(
+        json.dumps({"owner": {**owner(), "pid": 0}})
+    )
     assert cache.prune().partials == [left.name] and not left.exists()

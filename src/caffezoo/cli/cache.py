@@ -25,8 +25,6 @@ def _blob_json(b) -> dict:
     }
 
 
-
-
 @cache_app.command("ls")
 def ls(json: bool = JSON_OPTION) -> None:
     """List cached blobs: SHA-1, size, and the model files known to use each."""

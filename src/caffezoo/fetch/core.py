@@ -15,6 +15,7 @@ linked into place. Nothing here prints: ``progress`` receives :class:`Event`\\ s
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import time
@@ -79,6 +80,21 @@ def _quiet(event: Event) -> None:
     pass
 
 
+def _os_errors(func):
+    """Turn a file-system failure (cache not writable, not a directory...) into a DownloadError."""
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        try:
+            return func(*args, **kwargs)
+        except OSError as e:
+            where = f"{e.filename}: " if e.filename else ""
+            raise DownloadError(f"{where}{e.strerror or e}") from e
+
+    return wrapper
+
+
+@_os_errors
 def fetch_blob(
     sources: Iterable[str | os.PathLike[str] | Source],
     *,
@@ -313,6 +329,7 @@ def install(blob: Path, dest: Path, how: How = "link") -> str:
     return how
 
 
+@_os_errors
 def fetch_to(
     dest: str | os.PathLike[str],
     sources: Iterable[str | os.PathLike[str] | Source],

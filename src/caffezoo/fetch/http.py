@@ -138,6 +138,8 @@ def _attempt(
         raise SourceFailed(f"{redact(url)}: {e}") from None
     except httpx.TransportError as e:
         raise Retry(f"{host}: {_reason(e)}") from None
+    except httpx.HTTPError as e:  # e.g. a body that does not decode
+        raise SourceFailed(f"{host}: {_reason(e)}") from None
 
 
 def _receive(
@@ -184,6 +186,7 @@ def _receive(
     if total is None and status == 206:
         total = _range_total(r.headers.get("content-range"))
     if expected.size is not None and total is not None and total != expected.size:
+        partial.restart()  # another file: bytes kept from before may be its bytes too
         raise SourceFailed(f"{where}: the file has {total} bytes, expected {expected.size}")
     if total is not None:
         partial.ensure_space(total)
@@ -193,6 +196,7 @@ def _receive(
     for chunk in r.iter_bytes() if encoded else r.iter_raw():
         received += len(chunk)
         if limit is not None and received > limit:
+            partial.restart()
             raise SourceFailed(f"{where}: more than the expected {limit} bytes")
         partial.write(chunk)
     if total is not None and received != total:
