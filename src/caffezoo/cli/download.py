@@ -10,6 +10,18 @@ from ._app import JSON_OPTION, QUIET_OPTION, app, console, error_line, print_jso
 from .models import _size
 
 
+def _as_json(outcome) -> dict:
+    """One model's line of `--json`: model, ok, error, and the result's fields when it has one."""
+    from dataclasses import asdict
+
+    out = {"model": outcome.model, "ok": outcome.error is None, "error": None}
+    if outcome.error is not None:
+        out["error"] = str(outcome.error)
+    if outcome.result is not None:
+        out.update(asdict(outcome.result))
+    return out
+
+
 @app.command()
 def download(
     models: list[str] = typer.Argument(..., help="Model directories or bundled model names."),
@@ -76,30 +88,7 @@ def download(
         if not isinstance(o.error, CaffezooError) or state["debug"]:
             raise o.error  # a bug: let it show its traceback
     if json:
-        print_json(
-            [
-                {
-                    "model": o.model,
-                    "ok": o.error is None,
-                    "error": None if o.error is None else str(o.error),
-                    **(
-                        {}
-                        if o.result is None
-                        else {
-                            "path": str(o.result.path),
-                            "status": o.result.status,
-                            "sha1": o.result.sha1,
-                            "sha256": o.result.sha256,
-                            "size": o.result.size,
-                            "source": o.result.source,
-                            "blob": None if o.result.blob is None else str(o.result.blob),
-                            "how": o.result.how,
-                        }
-                    ),
-                }
-                for o in outcomes
-            ]
-        )
+        print_json([_as_json(o) for o in outcomes])
     elif not quiet:
         from rich.markup import escape
 
