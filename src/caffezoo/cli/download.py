@@ -46,13 +46,17 @@ def download(
     json: bool = JSON_OPTION,
     quiet: bool = QUIET_OPTION,
 ) -> None:
-    """Download the weights (.caffemodel) named in each MODEL's readme.md and confirm their SHA-1.
+    """Download the weights named in each MODEL's readme.md; confirm their SHA-1.
 
-    The file lands at MODEL/<caffemodel> (bundled models: under CAFFEZOO_HOME/models/) as a hard
-    link to a verified blob in the cache, so weights that several models share are fetched once.
-    Sources, in order: the cache; each CAFFEZOO_MIRRORS base (<base>/blobs/sha1/<sha1>); caffemodel_url;
-    the front matter's mirrors. Interrupted downloads resume on the next run; failed attempts are
-    retried with backoff. Exit status 0 only when every file is in place and right.
+    Each file lands at MODEL/<caffemodel> (bundled models: under
+    CAFFEZOO_HOME/models/), hard-linked to a verified blob in the cache,
+    so weights that several models share are fetched once.
+
+    Sources, in order: the cache; each CAFFEZOO_MIRRORS base, as
+    <base>/blobs/sha1/<sha1>; caffemodel_url; the front matter's mirrors.
+
+    Interrupted downloads resume on the next run; failures are retried
+    with backoff. Exit status 0 only when every file is in place and right.
     """
     from ..errors import CaffezooError, UsageError
 
