@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import sys
 
-from . import cache as _cache  # noqa: F401  (registers commands)
+from . import models as _models  # noqa: F401  (registers commands)
 from . import download as _download  # noqa: F401
-from . import models as _models  # noqa: F401
+from . import cache as _cache  # noqa: F401
 from ._app import app, error_line, state
 
 __all__ = ["app", "main"]
