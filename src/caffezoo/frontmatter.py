@@ -27,7 +27,6 @@ quoting, prose and line endings stay byte for byte.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import tempfile
@@ -166,7 +165,8 @@ def _check_nodes(root: Any, path: str, first_line: int) -> None:
         line = first_line + node.start_mark.line
         if id(node) in seen:
             raise FrontMatterError(
-                path, "YAML anchors and aliases (&name, *name) are not supported in front matter",
+                path, "YAML anchors and aliases (&name, *name) are not supported in front matter "
+                "(the anchor is on this line)",
                 line=line,
             )
         seen.add(id(node))
@@ -233,7 +233,7 @@ def load_yaml_mapping(
 # --------------------------------------------------------------------------- writing
 
 
-def format_value(value: Any) -> str:
+def format_value(value: Any, _flow: bool = False) -> str:
     """Render ``value`` as a one-line YAML scalar or flow collection.
 
     One line, always: Caffe's script strips each line's indentation before
@@ -249,35 +249,65 @@ def format_value(value: Any) -> str:
     if isinstance(value, (int, float)):
         return repr(value)
     if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(format_value(v) for v in value) + "]"
+        return "[" + ", ".join(format_value(v, True) for v in value) + "]"
     if isinstance(value, Mapping):
-        return "{" + ", ".join(f"{format_value(str(k))}: {format_value(v)}" for k, v in value.items()) + "}"
+        items = (f"{format_value(str(k), True)}: {format_value(v, True)}" for k, v in value.items())
+        return "{" + ", ".join(items) + "}"
     text = str(value)
-    if _plain_ok(text):
+    if _plain_ok(text, _flow):
         return text
     if "'" not in text and text.isprintable():
         return "'" + text + "'"
-    return json.dumps(text, ensure_ascii=False)
+    return _double_quoted(text)
 
 
-_PLAIN_RE = re.compile(r"[A-Za-z0-9_./@+~-][A-Za-z0-9_./:@+~=&%?,() -]*")
+_PLAIN_RE = re.compile(r"[A-Za-z0-9_./+-][A-Za-z0-9_./:@+~=&%?,() -]*")
 
 
-def _plain_ok(text: str) -> bool:
+def _plain_ok(text: str, flow: bool = False) -> bool:
     if not _PLAIN_RE.fullmatch(text) or text != text.strip() or ": " in text or " #" in text:
         return False
-    if text.endswith(":"):
-        return False
-    try:
-        return _yaml("safe").load(f"k: {text}\n") == {"k": text}
-    except Exception:
-        return False
+    if text.endswith(":") or (flow and any(c in text for c in "?,[]{}")):
+        return False  # PyYAML (Caffe's parser) refuses '?' and ',' in flow plain scalars
+    # Plain only when YAML 1.2 (caffezoo) and YAML 1.1 (PyYAML, Caffe's scripts) both
+    # read it back as this very string: `on`, `0123` or `1e3` need quotes in 1.1.
+    for version in ((1, 2), (1, 1)):
+        loader = _yaml("safe")
+        loader.version = version
+        try:
+            if loader.load(f"k: {text}\n") != {"k": text}:
+                return False
+        except Exception:
+            return False
+    return True
+
+
+_ESCAPES = {"\n": "\\n", "\t": "\\t", "\r": "\\r", "\0": "\\0"}
+
+
+def _double_quoted(text: str) -> str:
+    """A YAML double-quoted scalar: printable characters as they are, the rest escaped."""
+    out = []
+    for c in text:
+        if c in '"\\':
+            out.append("\\" + c)
+        elif c.isprintable() and c not in "\u2028\u2029\ufeff":
+            out.append(c)
+        elif c in _ESCAPES:
+            out.append(_ESCAPES[c])
+        elif ord(c) <= 0xFF:
+            out.append(f"\\x{ord(c):02x}")
+        elif ord(c) <= 0xFFFF:
+            out.append(f"\\u{ord(c):04x}")
+        else:
+            out.append(f"\\U{ord(c):08x}")
+    return '"' + "".join(out) + '"'
 
 
 def _quoted_like(old_style: str | None, value: Any) -> str:
     """Render a string keeping the quoting style the user chose for the old value."""
     if isinstance(value, str) and old_style == '"':
-        return json.dumps(value, ensure_ascii=False)
+        return _double_quoted(value)
     if isinstance(value, str) and old_style == "'" and value.isprintable():
         return "'" + value.replace("'", "''") + "'"
     return format_value(value)

@@ -11,9 +11,11 @@ import os
 import re
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from .errors import ModelDirError, UsageError
 from .frontmatter import atomic_write_bytes, format_value
-from .schema import check_file_name
+from .schema import FrontMatter, check_file_name
 
 _TEMPLATE = """\
 ---
@@ -67,6 +69,13 @@ def new_model(
         check_file_name(caffemodel, "caffemodel file name")
     except ValueError as e:
         raise UsageError(f"--caffemodel {caffemodel!r}: {e}") from None
+    # The schema checks --url and --sha1 exactly as it checks a readme.
+    for option, key, value in (("--url", "caffemodel_url", caffemodel_url), ("--sha1", "sha1", sha1)):
+        if value is not None:
+            try:
+                FrontMatter.model_validate({key: value})
+            except ValidationError as e:
+                raise UsageError(f"{option} {value!r}: {e.errors()[0]['ctx']['error']}") from None
     url_line = f"caffemodel_url: {format_value(caffemodel_url)}" if caffemodel_url else (
         "# caffemodel_url: https://example.org/where/the/weights/live.caffemodel"
     )

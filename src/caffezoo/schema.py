@@ -181,6 +181,7 @@ def validate_front_matter(
             else:
                 msg = f"{err['msg'][0].lower()}{err['msg'][1:]}, found {err['input']!r}"
             problems.append(Problem(path, lines.get(key), f"{key}{where}: {msg}"))
+        problems.sort(key=lambda p: p.line or 0)  # file order reads best
         raise FrontMatterError(path, problems) from None
 
 

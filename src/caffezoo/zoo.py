@@ -1,7 +1,8 @@
 """What the zoo holds, and how a MODEL argument becomes a model directory.
 
-MODEL is, in this order: an existing directory path, or the name of a model
-bundled with caffezoo (``bvlc_alexnet``...). Bundled models live in the
+MODEL is, in this order: an existing directory path, the name of a model
+bundled with caffezoo (``bvlc_alexnet``...), or what a resolver in
+:data:`RESOLVERS` recognises (a gist id or URL). Bundled models live in the
 package; their weights go under ``CAFFEZOO_HOME`` since the package folder
 may be read-only.
 
@@ -26,7 +27,18 @@ BUNDLED_DIR = Path(__file__).parent / "models"
 
 # Other ways to find a model (e.g. a gist id), tried after paths and bundled
 # names. Each takes the MODEL string and returns a ModelDir, or None to pass.
-RESOLVERS: list[Callable[[str], ModelDir | None]] = []
+# A "module:function" string is imported on first use, so that modules with
+# heavy imports (httpx...) cost nothing until a MODEL needs them.
+RESOLVERS: list[Callable[[str], ModelDir | None] | str] = ["caffezoo.gist:resolve_model"]
+
+
+def _resolver(entry: Callable[[str], ModelDir | None] | str) -> Callable[[str], ModelDir | None]:
+    if isinstance(entry, str):
+        import importlib
+
+        module, _, name = entry.partition(":")
+        return getattr(importlib.import_module(module), name)
+    return entry
 
 
 def bundled_names() -> list[str]:
@@ -45,17 +57,17 @@ def resolve(model: str | os.PathLike[str]) -> ModelDir:
     """Turn a MODEL argument into a loaded :class:`ModelDir`."""
     text = os.fspath(model)
     path = Path(text).expanduser()
-    if path.exists() or os.sep in text or text.startswith("."):
+    if path.exists() or ("://" not in text and (os.sep in text or text.startswith("."))):
         return load(path)  # a path: its own errors (missing, not a dir...) are the right ones
     if text in bundled_names():
         return bundled(text)
     for resolver in RESOLVERS:
-        found = resolver(text)
+        found = _resolver(resolver)(text)
         if found is not None:
             return found
     raise ModelNotFoundError(
         f"{text!r}: no such directory, and not a bundled model "
-        f"(bundled: {', '.join(bundled_names())})"
+        f"(bundled: {', '.join(bundled_names())}) or a gist id or URL"
     )
 
 

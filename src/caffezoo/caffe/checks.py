@@ -30,6 +30,10 @@ def _error(path: Path, line: int | None, message: str) -> Problem:
     return Problem(str(path), line, message, "error")
 
 
+def _warning(path: Path, line: int | None, message: str) -> Problem:
+    return Problem(str(path), line, message, "warning")
+
+
 def check_prototxts(m: ModelDir) -> Iterator[Problem]:
     """Every problem of every prototxt file in the model directory."""
     for f in m.files:
@@ -139,9 +143,10 @@ def check_solver_file(path: Path, model_dir: Path) -> Iterator[Problem]:
     for key, value in names:
         line = (parsed.lines.get(key) or [None])[0]
         # Caffe resolves the path from where it runs (usually Caffe's root, hence
-        # "models/NAME/train_val.prototxt"); the file itself must be in this directory.
+        # "models/NAME/train_val.prototxt"); the file itself should be in this directory.
+        # A warning, not an error: the deploy net still runs without the training setup.
         if not ((model_dir / value).is_file() or (model_dir / Path(value).name).is_file()):
-            yield _error(path, line, f"{key}: {value!r} is not in the model directory "
+            yield _warning(path, line, f"{key}: {value!r} is not in the model directory "
                                      f"(no {Path(value).name} beside the solver)")
 
 

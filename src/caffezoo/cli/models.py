@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import typer
@@ -133,19 +134,19 @@ def validate(
             for d, ps in results.items()
         ])
     else:
-        from rich.markup import escape
-
-        out = console()
+        color = sys.stdout.isatty()
         for p in problems:
             if quiet and p.severity != "error":
                 continue
-            color = "red" if p.severity == "error" else "yellow"
             where = f"{p.path}:{p.line}" if p.line else p.path
-            out.print(f"{escape(where)}: [{color}]{p.severity}[/]: {escape(p.message)}")
+            severity = typer.style(p.severity, fg="red" if p.severity == "error" else "yellow") if color else p.severity
+            typer.echo(f"{where}: {severity}: {p.message}")
         if not quiet:
             n = len(directories)
-            verdict = "[green]ok[/]" if not errors else "[red]failed[/]"
-            out.print(f"{verdict}: {errors} error{'s' * (errors != 1)}, {warnings} "
-                      f"warning{'s' * (warnings != 1)} in {n} director{'ies' if n != 1 else 'y'}")
+            verdict = "ok" if not errors else "failed"
+            if color:
+                verdict = typer.style(verdict, fg="green" if not errors else "red")
+            typer.echo(f"{verdict}: {errors} error{'s' * (errors != 1)}, {warnings} "
+                       f"warning{'s' * (warnings != 1)} in {n} director{'ies' if n != 1 else 'y'}")
     if errors or (strict and warnings):
         raise typer.Exit(1)

@@ -1,0 +1,438 @@
+"""The Gist-compatible REST API: GitHub's paths, shapes and status codes.
+
+Mounted at the server's root, so ``CAFFEZOO_GIST_API=http://HOST:PORT`` points
+caffezoo's client (or any GitHub gist client that takes a base URL) at it.
+Bodies are parsed here, by hand, to answer bad input the way GitHub does:
+400 for unparseable JSON, 413 for oversized bodies, 422 with an ``errors``
+list for everything else. Storage does the work (:mod:`.storage`).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import threading
+import zipfile
+from collections import OrderedDict
+from datetime import datetime, timezone
+from typing import Any
+from urllib.parse import urlencode
+
+from fastapi import APIRouter, Request, Response
+from starlette.concurrency import run_in_threadpool
+
+from .auth import caller, require_caller
+from .errors import ApiError, validation
+from .shapes import commits_json, gist_json
+from .storage import (UNSET, FileChange, GistView, Invalid, NotFound, Storage, StorageError,
+                      check_filename)
+
+MAX_BODY_BYTES = 30 * 1024 * 1024
+JSON_TYPE = "application/json; charset=utf-8"
+_SHA_RE = re.compile(r"[0-9a-fA-F]{4,40}")
+_ID_RE = re.compile(r"[0-9A-Za-z_-]{1,64}")
+_LOGIN_RE = re.compile(r"[A-Za-z0-9-]{1,39}")
+MAX_PAGE = 1_000_000
+
+router = APIRouter()
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def storage(request: Request) -> Storage:
+    return request.app.state.storage
+
+
+def base_url(request: Request) -> str:
+    """The server's own URL as the client reached it, for ``url``/``raw_url``/``html_url``."""
+    scope = request.scope
+    host = request.headers.get("host")
+    if host is None:
+        server = scope.get("server") or ("127.0.0.1", 80)
+        host = f"{server[0]}:{server[1]}"
+    return f"{scope.get('scheme', 'http')}://{host}{scope.get('root_path', '')}".rstrip("/")
+
+
+def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    body = json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    return Response(body, status_code=status, media_type=JSON_TYPE, headers=headers)
+
+
+def not_found() -> ApiError:
+    return ApiError(404, "Not Found")
+
+
+class GistCache:
+    """Serialized JSON of gists, keyed on (id, serial, base URL): a write bumps the serial."""
+
+    def __init__(self, size: int = 2048):
+        self.size, self._data, self._lock = size, OrderedDict(), threading.Lock()
+
+    def get(self, key: tuple) -> bytes | None:
+        with self._lock:
+            body = self._data.get(key)
+            if body is not None:
+                self._data.move_to_end(key)
+            return body
+
+    def put(self, key: tuple, body: bytes) -> None:
+        with self._lock:
+            self._data[key] = body
+            while len(self._data) > self.size:
+                self._data.popitem(last=False)
+
+
+async def read_json(request: Request) -> dict[str, Any]:
+    """The request body as a JSON object, with GitHub's answers to bad bodies."""
+    length = request.headers.get("content-length")
+    if length and length.isdigit() and int(length) > MAX_BODY_BYTES:
+        raise ApiError(413, f"Request body too large: {length} bytes, the limit is {MAX_BODY_BYTES}")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise ApiError(413, f"Request body too large: the limit is {MAX_BODY_BYTES} bytes")
+        chunks.append(chunk)
+    raw = b"".join(chunks)
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise validation("files", "invalid",
+                         f"the body is not UTF-8 (byte {e.start}): binary content is not supported") from None
+    try:
+        data = json.loads(text)
+    except ValueError:
+        raise ApiError(400, "Problems parsing JSON") from None
+    if not isinstance(data, dict):
+        raise ApiError(400, "Body should be a JSON object")
+    return data
+
+
+def _unknown_keys(data: dict[str, Any], allowed: set[str], where: str = "") -> None:
+    extra = sorted(set(data) - allowed)
+    if extra:
+        raise validation(extra[0], "invalid",
+                         f"unknown field{'s' if len(extra) > 1 else ''} {', '.join(map(repr, extra))}"
+                         f"{where}; expected {', '.join(sorted(allowed))}")
+
+
+def _text(name: str, value: Any) -> bytes:
+    if not isinstance(value, str):
+        raise validation("files", "invalid", f"{name}: content must be a string")
+    try:
+        return value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise validation("files", "invalid",
+                         f"{name}: binary content (lone surrogate escapes) is not supported") from None
+
+
+def _description(data: dict[str, Any]) -> str | None:
+    value = data.get("description")
+    if value is not None and not isinstance(value, str):
+        raise validation("description", "invalid", "description must be a string or null")
+    return value
+
+
+def _files_object(data: dict[str, Any], required: bool) -> dict[str, Any] | None:
+    files = data.get("files")
+    if files is None:
+        if required:
+            raise validation("files", "missing_field", "files is required")
+        return None
+    if not isinstance(files, dict):
+        raise validation("files", "invalid", "files must be an object mapping file names to {content}")
+    return files
+
+
+def parse_create(data: dict[str, Any]) -> tuple[str | None, bool, dict[str, bytes]]:
+    _unknown_keys(data, {"description", "public", "files"})
+    public = data.get("public", False)
+    if public in ("true", "false"):
+        public = public == "true"
+    if not isinstance(public, bool):
+        raise validation("public", "invalid", "public must be true or false")
+    files = _files_object(data, required=True) or {}
+    if not files:
+        raise validation("files", "missing_field", "files must name at least one file")
+    out: dict[str, bytes] = {}
+    for name, spec in files.items():
+        if not isinstance(spec, dict):
+            raise validation("files", "invalid", f"{name}: expected an object with content")
+        _unknown_keys(spec, {"content"}, f" in file {name!r}")
+        if "content" not in spec:
+            raise validation("files", "missing_field", f"{name}: content is required")
+        out[name] = _text(name, spec["content"])
+    return _description(data), public, out
+
+
+def parse_update(data: dict[str, Any]) -> tuple[Any, dict[str, FileChange | None]]:
+    _unknown_keys(data, {"description", "files"})
+    if "description" not in data and "files" not in data:
+        raise validation("files", "missing_field", "at least one of description or files is required")
+    description = _description(data) if "description" in data else UNSET
+    files = _files_object(data, required=False) or {}
+    changes: dict[str, FileChange | None] = {}
+    for name, spec in files.items():
+        if spec is None:
+            changes[name] = None
+            continue
+        if not isinstance(spec, dict):
+            raise validation("files", "invalid", f"{name}: expected an object or null")
+        _unknown_keys(spec, {"content", "filename"}, f" in file {name!r}")
+        new_name = spec.get("filename")
+        if new_name is not None and not isinstance(new_name, str):
+            raise validation("files", "invalid", f"{name}: filename must be a string")
+        content = _text(name, spec["content"]) if spec.get("content") is not None else None
+        changes[name] = FileChange(content=content, filename=new_name)
+    return description, changes
+
+
+async def call(fn, *args, **kwargs):
+    """Run a storage call in the thread pool; its refusals become HTTP answers."""
+    try:
+        return await run_in_threadpool(fn, *args, **kwargs)
+    except NotFound:
+        raise not_found() from None
+    except Invalid as e:
+        raise ApiError(422, "Validation Failed", e.errors) from None
+    except StorageError as e:  # pragma: no cover - every subclass is mapped above
+        raise ApiError(422, str(e)) from None
+
+
+def page_params(request: Request) -> tuple[int, int, datetime | None]:
+    """``per_page`` (1-100, default 30), ``page`` (>= 1), ``since`` (ISO 8601)."""
+    q = request.query_params
+    values = {}
+    for name, default in (("per_page", 30), ("page", 1)):
+        raw = q.get(name)
+        if raw is None or raw == "":
+            values[name] = default
+            continue
+        try:
+            values[name] = int(raw)
+        except ValueError:
+            raise validation(name, "invalid", f"{name} must be a positive integer, got {raw!r}",
+                             resource="Search") from None
+        if not 1 <= values[name] <= MAX_PAGE:
+            raise validation(name, "invalid", f"{name} must be between 1 and {MAX_PAGE}, got {raw!r}",
+                             resource="Search")
+    since = None
+    if q.get("since"):
+        try:
+            since = datetime.fromisoformat(q["since"].replace("Z", "+00:00"))
+        except ValueError:
+            raise validation("since", "invalid",
+                             f"since must be an ISO 8601 time like 2024-01-31T12:00:00Z, got {q['since']!r}",
+                             resource="Search") from None
+        if since.tzinfo is not None:
+            since = since.astimezone(timezone.utc).replace(tzinfo=None)
+    return min(values["per_page"], 100), values["page"], since
+
+
+def link_header(request: Request, page: int, per_page: int, total: int) -> str | None:
+    last = max(1, -(-total // per_page))
+    params = dict(request.query_params)
+
+    def url(p: int) -> str:
+        params.update(page=str(p), per_page=str(per_page))
+        return f"{str(request.url).split('?', 1)[0]}?{urlencode(params)}"
+
+    links = []
+    if page < last:
+        links += [f'<{url(page + 1)}>; rel="next"', f'<{url(last)}>; rel="last"']
+    if page > 1:
+        links += [f'<{url(1)}>; rel="first"', f'<{url(min(page - 1, last))}>; rel="prev"']
+    return ", ".join(links) or None
+
+
+async def list_response(request: Request, owner: str | None, public_only: bool) -> Response:
+    per_page, page, since = page_params(request)
+    views, total = await call(storage(request).list_gists, owner, public_only=public_only, since=since,
+                              limit=per_page, offset=(page - 1) * per_page)
+    base = base_url(request)
+    link = link_header(request, page, per_page, total)
+    return json_response([gist_json(v, base, full=False) for v in views],
+                         headers={"Link": link} if link else None)
+
+
+def check_id(gist_id: str, user: str | None = None) -> None:
+    """Ids and logins that cannot exist are 404 before they reach the database."""
+    if not _ID_RE.fullmatch(gist_id) or (user is not None and not _LOGIN_RE.fullmatch(user)):
+        raise not_found()
+
+
+def gist_body(request: Request, view: GistView) -> bytes:
+    return json.dumps(gist_json(view, base_url(request), full=True), ensure_ascii=False,
+                      separators=(",", ":")).encode("utf-8")
+
+
+# --------------------------------------------------------------------------- endpoints
+
+
+@router.post("/gists")
+async def create_gist(request: Request) -> Response:
+    login = await run_in_threadpool(require_caller, request)
+    description, public, files = parse_create(await read_json(request))
+    view = await call(storage(request).create_gist, login, description, public, files)
+    body = gist_body(request, view)
+    return Response(body, status_code=201, media_type=JSON_TYPE,
+                    headers={"Location": f"{base_url(request)}/gists/{view.id}"})
+
+
+@router.get("/gists")
+async def list_gists(request: Request) -> Response:
+    login = await run_in_threadpool(caller, request)
+    # With a token: the caller's gists, secret ones too; anonymous: every public gist.
+    return await list_response(request, login, public_only=login is None)
+
+
+@router.get("/gists/public")
+async def list_public(request: Request) -> Response:
+    await run_in_threadpool(caller, request)
+    return await list_response(request, None, public_only=True)
+
+
+@router.get("/users/{user}/gists")
+async def list_user_gists(request: Request, user: str) -> Response:
+    await run_in_threadpool(caller, request)
+    if not _LOGIN_RE.fullmatch(user) or await run_in_threadpool(storage(request).login_of, user) is None:
+        raise not_found()
+    return await list_response(request, user, public_only=True)
+
+
+def _get_gist_bytes(request: Request, gist_id: str) -> bytes:
+    """The JSON of the newest revision, from the cache when the gist has not changed."""
+    if request.headers.get("authorization") is not None:
+        caller(request)
+    store = storage(request)
+    state = store.state(gist_id)
+    if state is None:
+        raise not_found()
+    cache: GistCache = request.app.state.gist_cache
+    key = (gist_id, state[1], base_url(request))
+    body = cache.get(key)
+    if body is None:
+        view = store.get_gist(gist_id)
+        if view is None:
+            raise not_found()
+        body = gist_body(request, view)
+        cache.put((gist_id, view.serial, key[2]), body)
+    return body
+
+
+@router.get("/gists/{gist_id}")
+async def get_gist(request: Request, gist_id: str) -> Response:
+    check_id(gist_id)
+    if storage(request).is_sqlite:
+        # SQLite answers the cache check in microseconds, without I/O waits: doing
+        # it on the event loop saves a thread hop on the hottest path.
+        body = _get_gist_bytes(request, gist_id)
+    else:
+        body = await run_in_threadpool(_get_gist_bytes, request, gist_id)
+    return Response(body, media_type=JSON_TYPE)
+
+
+async def _update(request: Request, gist_id: str) -> Response:
+    check_id(gist_id)
+    login = await run_in_threadpool(require_caller, request)
+    description, changes = parse_update(await read_json(request))
+    view = await call(storage(request).update_gist, gist_id, login, description=description,
+                      changes=changes)
+    return Response(gist_body(request, view), media_type=JSON_TYPE)
+
+
+@router.patch("/gists/{gist_id}")
+async def update_gist(request: Request, gist_id: str) -> Response:
+    return await _update(request, gist_id)
+
+
+@router.post("/gists/{gist_id}")
+async def update_gist_post(request: Request, gist_id: str) -> Response:
+    """The Ruby ``gist -u`` tool updates with POST; GitHub accepted it as PATCH."""
+    return await _update(request, gist_id)
+
+
+@router.delete("/gists/{gist_id}")
+async def delete_gist(request: Request, gist_id: str) -> Response:
+    check_id(gist_id)
+    login = await run_in_threadpool(require_caller, request)
+    await call(storage(request).delete_gist, gist_id, login)
+    return Response(status_code=204)
+
+
+@router.get("/gists/{gist_id}/commits")
+async def list_commits(request: Request, gist_id: str) -> Response:
+    check_id(gist_id)
+    await run_in_threadpool(caller, request)
+    view = await call(storage(request).get_gist, gist_id)
+    if view is None:
+        raise not_found()
+    return json_response(commits_json(view, base_url(request)))
+
+
+@router.get("/gists/{gist_id}/{sha}")
+async def get_revision(request: Request, gist_id: str, sha: str) -> Response:
+    check_id(gist_id)
+    await run_in_threadpool(caller, request)
+    if not _SHA_RE.fullmatch(sha):
+        raise validation("sha", "invalid", f"{sha!r} is not a revision: expected the hex `version` "
+                         "of an entry in the gist's history")
+    view = await call(storage(request).get_gist, gist_id, sha)
+    if view is None:
+        raise not_found()
+    return Response(gist_body(request, view), media_type=JSON_TYPE)
+
+
+@router.get("/{user}/{gist_id}/raw/{sha}/{filename}")
+async def raw_file(request: Request, user: str, gist_id: str, sha: str, filename: str) -> Response:
+    """A file's bytes, as GitHub's ``raw_url``: plain text that a browser will not sniff or run."""
+    check_id(gist_id, user)
+    if not _SHA_RE.fullmatch(sha) or len(sha) != 40:
+        raise not_found()
+    try:
+        check_filename(filename)
+    except Invalid:
+        raise not_found() from None
+    view_owner = await run_in_threadpool(storage(request).login_of, user)
+    data = await run_in_threadpool(storage(request).raw, gist_id, sha, filename)
+    if data is None or view_owner is None:
+        raise not_found()
+    return Response(data, media_type="text/plain; charset=utf-8",
+                    headers={"Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; sandbox"})
+
+
+def zip_bytes(view: GistView) -> bytes:
+    """The gist as ``<id>-<version>/<file>``: what Caffe's script unpacks with ``unzip -j``."""
+    buf = io.BytesIO()
+    top = f"{view.id}-{view.version}"
+    when = view.updated_at.timetuple()[:6]
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr(zipfile.ZipInfo(f"{top}/", when), b"")
+        for f in view.files:
+            info = zipfile.ZipInfo(f"{top}/{f.filename}", when)
+            info.compress_type = zipfile.ZIP_DEFLATED
+            info.external_attr = 0o644 << 16
+            z.writestr(info, f.content or b"")
+    return buf.getvalue()
+
+
+async def _download(request: Request, gist_id: str, user: str | None) -> Response:
+    check_id(gist_id, user)
+    view = await call(storage(request).get_gist, gist_id)
+    if view is None or (user is not None and user.lower() != view.owner.lower()):
+        raise not_found()
+    data = await run_in_threadpool(zip_bytes, view)
+    return Response(data, media_type="application/zip",
+                    headers={"Content-Disposition": f'attachment; filename="{view.id}.zip"'})
+
+
+@router.get("/{gist_id}/download")
+async def download_zip(request: Request, gist_id: str) -> Response:
+    return await _download(request, gist_id, None)
+
+
+@router.get("/{user}/{gist_id}/download")
+async def download_user_zip(request: Request, user: str, gist_id: str) -> Response:
+    return await _download(request, gist_id, user)

@@ -1,0 +1,49 @@
+"""GitHub-shaped error responses: ``{"message", "documentation_url", "errors"?, "status"}``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import Request
+from fastapi.responses import JSONResponse
+
+DOCS_URL = "https://docs.github.com/rest/gists/gists"
+
+
+class ApiError(Exception):
+    """An error answer; ``errors`` is GitHub's validation list (``resource, field, code, message``)."""
+
+    def __init__(self, status: int, message: str, errors: list[dict[str, Any]] | None = None,
+                 headers: dict[str, str] | None = None):
+        super().__init__(message)
+        self.status, self.message, self.errors, self.headers = status, message, errors, headers
+
+
+def validation(field: str, code: str, message: str, resource: str = "Gist") -> ApiError:
+    return ApiError(422, "Validation Failed",
+                    [{"resource": resource, "field": field, "code": code, "message": message}])
+
+
+def error_response(status: int, message: str, errors: list[dict[str, Any]] | None = None,
+                   headers: dict[str, str] | None = None) -> JSONResponse:
+    body: dict[str, Any] = {"message": message, "documentation_url": DOCS_URL, "status": str(status)}
+    if errors:
+        body["errors"] = errors
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+async def api_error_handler(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ApiError)
+    return error_response(exc.status, exc.message, exc.errors, exc.headers)
+
+
+async def http_error_handler(_request: Request, exc: Exception) -> JSONResponse:
+    status = getattr(exc, "status_code", 500)
+    names = {404: "Not Found", 405: "Method Not Allowed", 400: "Bad Request"}
+    message = names.get(status) or str(getattr(exc, "detail", "")) or "Error"
+    return error_response(status, message, headers=getattr(exc, "headers", None))
+
+
+async def unexpected_error_handler(_request: Request, _exc: Exception) -> JSONResponse:
+    # A bug: answer like GitHub does, without leaking details; uvicorn logs the traceback.
+    return error_response(500, "Server Error")

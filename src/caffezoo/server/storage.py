@@ -1,0 +1,509 @@
+"""Gist storage: the library the API (and the web pages) call; no HTTP here.
+
+>>> store = Storage("sqlite:///zoo.db")                                   # doctest: +SKIP
+>>> token = store.create_token("alice")                                   # doctest: +SKIP
+>>> g = store.create_gist("alice", "My Net", False, {"readme.md": b"---\\nname: My Net\\n---\\n"})  # doctest: +SKIP
+>>> store.update_gist(g.id, "alice", changes={"readme.md": FileChange(filename="README.md")})      # doctest: +SKIP
+
+Every change of a gist's files is a revision numbered 1, 2, 3... without
+gaps, even under concurrent writers: a writer locks the gist's row
+(``SELECT ... FOR UPDATE`` on PostgreSQL, ``BEGIN IMMEDIATE`` on SQLite)
+before reading the state it changes. Contents are checked here, not only in
+the API, so every caller gets the same rules.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+from collections import Counter
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import create_engine, delete, event, func, select
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session
+
+from ..schema import check_file_name
+from .models import Base, Blob, Gist, Revision, RevisionFile, Token, User
+
+MAX_FILE_BYTES = 10 * 1024 * 1024   # one file's content
+MAX_FILES = 1000                    # files in one gist
+MAX_LOGIN = 39                      # GitHub's limit on user names
+
+# Names that would shadow the server's own paths (/gists/..., /users/..., /{user}/{id}/...).
+RESERVED_LOGINS = frozenset({"gists", "users", "user", "api", "raw", "download", "static", "login",
+                             "logout", "search", "blobs", "wiki", "models", "admin", "settings"})
+_LOGIN_RE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9]|-(?=[A-Za-z0-9])){0,38}")
+
+UNSET: Any = object()  # "argument not given", distinct from None
+
+
+class StorageError(Exception):
+    """Base class of what storage refuses; the API maps each to a status code."""
+
+
+class NotFound(StorageError):
+    """No such gist, revision, file or user (or not the caller's to change)."""
+
+
+class Invalid(StorageError):
+    """The request breaks a rule; ``errors`` are GitHub-style ``{resource, field, code, message}``."""
+
+    def __init__(self, errors: list[dict[str, str]]):
+        self.errors = errors
+        super().__init__("; ".join(e.get("message", e["code"]) for e in errors))
+
+
+def invalid(field: str, code: str, message: str, resource: str = "Gist") -> Invalid:
+    return Invalid([{"resource": resource, "field": field, "code": code, "message": message}])
+
+
+@dataclass(frozen=True)
+class FileChange:
+    """One entry of an update: new ``content`` and/or a new ``filename`` (a rename)."""
+
+    content: bytes | None = None
+    filename: str | None = None
+
+
+@dataclass(frozen=True)
+class FileView:
+    filename: str
+    blob_sha: str
+    size: int
+    content: bytes | None = None  # None in lists, which carry no content
+
+
+@dataclass(frozen=True)
+class RevisionView:
+    number: int
+    version: str
+    committed_at: datetime
+    additions: int
+    deletions: int
+
+    @property
+    def total(self) -> int:
+        return self.additions + self.deletions
+
+
+@dataclass(frozen=True)
+class GistView:
+    """A gist as of one revision (the newest unless asked otherwise)."""
+
+    id: str
+    owner: str
+    owner_id: int
+    description: str | None
+    public: bool
+    created_at: datetime
+    updated_at: datetime
+    revision: int                 # the newest revision's number
+    serial: int                   # changes with every write: a cache key
+    version: str | None           # the shown revision's version (sha)
+    files: list[FileView] = field(default_factory=list)
+    history: list[RevisionView] = field(default_factory=list)
+
+
+def now() -> datetime:
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+def blob_sha(content: bytes) -> str:
+    return hashlib.sha1(content).hexdigest()
+
+
+def token_digest(token: str) -> str:
+    """What is stored for a token: its SHA-256 (tokens are random, so no salt is needed)."""
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def check_login(login: str) -> str:
+    if not _LOGIN_RE.fullmatch(login or "") or login.lower() in RESERVED_LOGINS:
+        raise invalid("login", "invalid",
+                      f"{login!r} is not a valid user name: 1-{MAX_LOGIN} letters, digits or single "
+                      "hyphens, not starting or ending with a hyphen, and not a reserved word",
+                      resource="User")
+    return login
+
+
+def check_filename(name: str) -> None:
+    """The rules of a gist file name (those of a model-directory file name, plus length)."""
+    if not isinstance(name, str) or name.strip() != name or len(name.encode("utf-8")) > 255:
+        raise invalid("files", "invalid", f"file name {name!r}: expected 1-255 bytes without "
+                      "leading or trailing blanks")
+    try:
+        check_file_name(name)
+    except ValueError as e:
+        raise invalid("files", "invalid", f"file name {name!r}: {e}") from None
+
+
+def check_content(name: str, content: bytes) -> None:
+    """Text only: UTF-8, no NUL bytes, not blank, not over :data:`MAX_FILE_BYTES`."""
+    if len(content) > MAX_FILE_BYTES:
+        raise invalid("files", "too_large",
+                      f"{name}: {len(content)} bytes, over the limit of {MAX_FILE_BYTES} per file")
+    if b"\0" in content:
+        raise invalid("files", "invalid", f"{name}: binary content (NUL bytes) is not supported")
+    try:
+        text = content.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise invalid("files", "invalid",
+                      f"{name}: binary content (not UTF-8 at byte {e.start}) is not supported") from None
+    if not text.strip():
+        raise invalid("files", "missing_field", f"{name}: contents can't be blank")
+
+
+def _line_changes(old: bytes | None, new: bytes | None) -> tuple[int, int]:
+    """(additions, deletions) in lines, as a multiset difference: linear time, close to git's."""
+    a = Counter((old or b"").splitlines())
+    b = Counter((new or b"").splitlines())
+    return sum((b - a).values()), sum((a - b).values())
+
+
+def normalize_url(url: str) -> str:
+    """``postgresql://`` means psycopg 3 here (the driver the server extra installs)."""
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix):]
+    return url
+
+
+def make_engine(url: str) -> Engine:
+    """An engine tuned for the server: SQLite in WAL mode with explicit transactions."""
+    url = normalize_url(url)
+    if url.startswith("sqlite"):
+        path = url.split("///", 1)[1] if "///" in url else ""
+        if path and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 60},
+                               pool_size=16, max_overflow=48)
+
+        @event.listens_for(engine, "connect")
+        def _on_connect(dbapi_conn, _record):  # pragma: no cover - driver callback
+            dbapi_conn.isolation_level = None  # we issue BEGIN ourselves (below)
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.execute("PRAGMA busy_timeout=60000")
+            cur.close()
+
+        @event.listens_for(engine, "begin")
+        def _on_begin(conn):  # pragma: no cover - driver callback
+            # A writer takes the write lock up front: two deferred transactions
+            # that both read then write would otherwise fail with "database is locked".
+            conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get("write")
+                                 else "BEGIN")
+        return engine
+    return create_engine(url, pool_size=16, max_overflow=48, pool_pre_ping=True)
+
+
+class Storage:
+    """Users, tokens and gists in one SQL database."""
+
+    def __init__(self, url: str):
+        self.url = normalize_url(url)
+        self.engine = make_engine(self.url)
+        self._write_engine = self.engine.execution_options(write=True)
+        self.is_sqlite = self.engine.dialect.name == "sqlite"
+        mark = "?" if self.is_sqlite else "%s"
+        self._state_sql = f"SELECT revision, serial FROM gists WHERE id = {mark}"
+        Base.metadata.create_all(self.engine)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    @contextmanager
+    def session(self, write: bool = False) -> Iterator[Session]:
+        """A transaction: committed when the block ends, rolled back on an exception."""
+        with Session(self._write_engine if write else self.engine, expire_on_commit=False) as s:
+            with s.begin():
+                yield s
+
+    # ------------------------------------------------------------------ users and tokens
+
+    def _user_id(self, s: Session, login: str, create: bool = False) -> int:
+        uid = s.scalar(select(User.id).where(func.lower(User.login) == login.lower()))
+        if uid is None:
+            if not create:
+                raise NotFound(f"no user {login!r}")
+            user = User(login=check_login(login), created_at=now())
+            s.add(user)
+            s.flush()
+            uid = user.id
+        return uid
+
+    def create_token(self, login: str) -> str:
+        """Make a new token for ``login`` (creating the user); only its digest is kept."""
+        check_login(login)
+        token = "czt_" + secrets.token_urlsafe(30)
+        with self.session(write=True) as s:
+            uid = self._user_id(s, login, create=True)
+            s.add(Token(user_id=uid, digest=token_digest(token), created_at=now()))
+        return token
+
+    def user_for_token(self, token: str) -> str | None:
+        """The login a token belongs to, or None."""
+        with self.session() as s:
+            return s.scalar(select(User.login).join(Token, Token.user_id == User.id)
+                            .where(Token.digest == token_digest(token)))
+
+    def login_of(self, login: str) -> str | None:
+        """The user's login as stored (case as registered), or None."""
+        with self.session() as s:
+            return s.scalar(select(User.login).where(func.lower(User.login) == login.lower()))
+
+    # ------------------------------------------------------------------ writing gists
+
+    def _put_blob(self, s: Session, content: bytes) -> str:
+        sha = blob_sha(content)
+        if self.is_sqlite:
+            from sqlalchemy.dialects.sqlite import insert
+        else:
+            from sqlalchemy.dialects.postgresql import insert
+        s.execute(insert(Blob).values(sha=sha, size=len(content), content=content)
+                  .on_conflict_do_nothing(index_elements=["sha"]))
+        return sha
+
+    def _commit(self, s: Session, gist: Gist, old: Mapping[str, str], new: Mapping[str, str],
+                added: Mapping[str, bytes], when: datetime) -> None:
+        """Record revision ``gist.revision + 1`` holding ``new`` (name -> blob sha).
+
+        ``added`` holds the contents of blobs that may not be stored yet, by sha.
+        """
+        for content in added.values():
+            self._put_blob(s, content)
+        changed = {n for n in set(old) | set(new) if old.get(n) != new.get(n)}
+        contents = dict(added)
+        contents.update(self._contents(s, {old[n] for n in changed if n in old} - set(added)))
+        adds = dels = 0
+        for name in changed:
+            a, d = _line_changes(contents.get(old.get(name, "")), contents.get(new.get(name, "")))
+            adds, dels = adds + a, dels + d
+        number = gist.revision + 1
+        listing = "".join(f"{n}\0{new[n]}\n" for n in sorted(new))
+        version = hashlib.sha1(
+            f"{gist.id}:{gist.revision}\n{number}\n{when.isoformat()}\n{listing}".encode()).hexdigest()
+        rev = Revision(gist_id=gist.id, number=number, version=version, committed_at=when,
+                       additions=adds, deletions=dels)
+        s.add(rev)
+        s.flush()
+        s.add_all(RevisionFile(revision_id=rev.id, filename=n, blob_sha=sha) for n, sha in new.items())
+        gist.revision = number
+
+    def _contents(self, s: Session, shas: set[str]) -> dict[str, bytes]:
+        if not shas:
+            return {}
+        return dict(s.execute(select(Blob.sha, Blob.content).where(Blob.sha.in_(shas))).all())
+
+    @staticmethod
+    def _check_files(files: Mapping[str, object]) -> None:
+        if not files:
+            raise invalid("files", "missing_field", "a gist needs at least one file")
+        if len(files) > MAX_FILES:
+            raise invalid("files", "too_large", f"{len(files)} files, over the limit of {MAX_FILES}")
+        lowered: dict[str, str] = {}
+        for name, content in files.items():
+            check_filename(name)
+            if name.lower() in lowered:
+                raise invalid("files", "already_exists",
+                              f"file names {lowered[name.lower()]!r} and {name!r} differ only in case")
+            lowered[name.lower()] = name
+            if isinstance(content, bytes):  # (a sha string: content checked on its way in)
+                check_content(name, content)
+
+    def create_gist(self, owner: str, description: str | None, public: bool,
+                    files: Mapping[str, bytes]) -> GistView:
+        """Create a gist with its first revision; return it as stored."""
+        self._check_files(files)
+        when = now()
+        with self.session(write=True) as s:
+            uid = self._user_id(s, owner)
+            gist = Gist(id=secrets.token_hex(16), owner_id=uid, description=description, public=public,
+                        created_at=when, updated_at=when, revision=0, serial=1)
+            s.add(gist)
+            s.flush()
+            self._commit(s, gist, {}, {n: blob_sha(c) for n, c in files.items()},
+                         {blob_sha(c): c for c in files.values()}, when)
+            gist_id = gist.id
+        return self.get_gist(gist_id)  # type: ignore[return-value]
+
+    def _lock_own(self, s: Session, gist_id: str, owner: str) -> Gist:
+        """The gist's row, locked for this transaction; NotFound unless ``owner`` owns it."""
+        gist = s.scalar(select(Gist).join(User, User.id == Gist.owner_id)
+                        .where(Gist.id == gist_id, func.lower(User.login) == owner.lower())
+                        .with_for_update(of=Gist))
+        if gist is None:
+            raise NotFound(f"no gist {gist_id!r} owned by {owner!r}")
+        return gist
+
+    def _head_blobs(self, s: Session, gist: Gist) -> dict[str, str]:
+        return dict(s.execute(
+            select(RevisionFile.filename, RevisionFile.blob_sha)
+            .join(Revision, Revision.id == RevisionFile.revision_id)
+            .where(Revision.gist_id == gist.id, Revision.number == gist.revision)).all())
+
+    def update_gist(self, gist_id: str, owner: str, *, description: str | None = UNSET,
+                    changes: Mapping[str, FileChange | None] | None = None) -> GistView:
+        """Apply GitHub's update semantics: add, replace, rename, delete; others unchanged.
+
+        ``changes`` maps a *current* file name to a :class:`FileChange`, or to
+        None (or an empty change) to delete it; an unknown name with content adds
+        a file. A new revision is recorded only when the files change.
+        """
+        changes = dict(changes or {})
+        for name, change in changes.items():
+            if change is not None and change.content is not None:
+                check_content(change.filename or name, change.content)
+        when = now()
+        with self.session(write=True) as s:
+            gist = self._lock_own(s, gist_id, owner)
+            old = self._head_blobs(s, gist)
+            new = dict(old)
+            added: dict[str, bytes] = {}
+            # Names that stop existing under their current name: deleted or renamed away.
+            leaving = {n for n, c in changes.items() if n in old and (
+                c is None or (c.content is None and c.filename is None) or (c.filename or n) != n)}
+            for name in leaving:
+                del new[name]
+            targets: set[str] = set()
+            for name, change in changes.items():
+                if change is None or (change.content is None and change.filename is None):
+                    if name not in old:
+                        raise invalid("files", "missing", f"cannot delete {name!r}: the gist has no such file")
+                    continue
+                if name not in old and change.content is None:
+                    raise invalid("files", "missing", f"cannot rename {name!r}: the gist has no such file")
+                target = change.filename or name
+                if target in targets or (target != name and target in old and target not in leaving):
+                    raise invalid("files", "already_exists",
+                                  f"cannot name a file {target!r}: another file has that name")
+                targets.add(target)
+                if change.content is not None:
+                    new[target] = blob_sha(change.content)
+                    added[new[target]] = change.content
+                else:
+                    new[target] = old[name]
+            self._check_files(new)
+            contents_changed = new != old
+            desc_changed = description is not UNSET and description != gist.description
+            if contents_changed:
+                self._commit(s, gist, old, new, added, when)
+            if desc_changed:
+                gist.description = description
+            if contents_changed or desc_changed:
+                gist.updated_at = when
+                gist.serial += 1
+        return self.get_gist(gist_id)  # type: ignore[return-value]
+
+    def delete_gist(self, gist_id: str, owner: str) -> None:
+        """Delete a gist with all its revisions; blobs no other revision uses go too."""
+        with self.session(write=True) as s:
+            gist = self._lock_own(s, gist_id, owner)
+            shas = set(s.scalars(select(RevisionFile.blob_sha).join(Revision)
+                                 .where(Revision.gist_id == gist.id)))
+            rev_ids = select(Revision.id).where(Revision.gist_id == gist.id)
+            s.execute(delete(RevisionFile).where(RevisionFile.revision_id.in_(rev_ids)))
+            s.execute(delete(Revision).where(Revision.gist_id == gist.id))
+            s.execute(delete(Gist).where(Gist.id == gist.id))
+            if shas:
+                used = select(RevisionFile.blob_sha).where(RevisionFile.blob_sha.in_(shas))
+                s.execute(delete(Blob).where(Blob.sha.in_(shas), Blob.sha.not_in(used)))
+
+    # ------------------------------------------------------------------ reading gists
+
+    def state(self, gist_id: str) -> tuple[int, int] | None:
+        """``(revision, serial)`` of a gist, or None: one indexed lookup, for cache checks.
+
+        On the hot path of every read, so it skips SQLAlchemy's statement
+        machinery: one SELECT on a pooled DB-API connection.
+        """
+        conn = self.engine.raw_connection()
+        try:
+            cur = conn.cursor()
+            cur.execute(self._state_sql, (gist_id,))
+            row = cur.fetchone()
+            cur.close()
+            if not self.is_sqlite:
+                conn.commit()  # end the read transaction here, not in the pool's reset
+        finally:
+            conn.close()
+        return None if row is None else (row[0], row[1])
+
+    def get_gist(self, gist_id: str, version: str | None = None) -> GistView | None:
+        """A gist with its files' contents as of ``version`` (default: the newest), and its history."""
+        with self.session() as s:
+            row = s.execute(select(Gist, User.login).join(User, User.id == Gist.owner_id)
+                            .where(Gist.id == gist_id)).first()
+            if row is None:
+                return None
+            gist, login = row
+            revs = s.execute(select(Revision).where(Revision.gist_id == gist_id)
+                             .order_by(Revision.number.desc())).scalars().all()
+            if version is None:
+                shown = next((r for r in revs if r.number == gist.revision), None)
+            else:
+                shown = next((r for r in revs if r.version == version.lower()), None)
+                if shown is None:
+                    return None
+            files: list[FileView] = []
+            if shown is not None:
+                rows = s.execute(select(RevisionFile.filename, Blob.sha, Blob.size, Blob.content)
+                                 .join(Blob, Blob.sha == RevisionFile.blob_sha)
+                                 .where(RevisionFile.revision_id == shown.id)
+                                 .order_by(RevisionFile.filename)).all()
+                files = [FileView(n, sha, size, content) for n, sha, size, content in rows]
+            return _view(gist, login, shown.version if shown else None, files, [
+                RevisionView(r.number, r.version, r.committed_at, r.additions, r.deletions) for r in revs])
+
+    def list_gists(self, owner: str | None = None, *, public_only: bool = True,
+                   since: datetime | None = None, limit: int = 30, offset: int = 0
+                   ) -> tuple[list[GistView], int]:
+        """Gists newest-updated first, with file names and sizes (no contents); and the total count."""
+        with self.session() as s:
+            q = select(Gist, User.login).join(User, User.id == Gist.owner_id)
+            if owner is not None:
+                q = q.where(func.lower(User.login) == owner.lower())
+            if public_only:
+                q = q.where(Gist.public.is_(True))
+            if since is not None:
+                q = q.where(Gist.updated_at >= since)
+            total = s.scalar(select(func.count()).select_from(q.subquery())) or 0
+            rows = s.execute(q.order_by(Gist.updated_at.desc(), Gist.id).limit(limit).offset(offset)).all()
+            ids = [g.id for g, _ in rows]
+            files: dict[str, list[FileView]] = {i: [] for i in ids}
+            versions: dict[str, str] = {}
+            if ids:
+                for gid, version, name, sha, size in s.execute(
+                    select(Revision.gist_id, Revision.version, RevisionFile.filename, Blob.sha, Blob.size)
+                    .join(Gist, (Gist.id == Revision.gist_id) & (Gist.revision == Revision.number))
+                    .join(RevisionFile, RevisionFile.revision_id == Revision.id)
+                    .join(Blob, Blob.sha == RevisionFile.blob_sha)
+                    .where(Revision.gist_id.in_(ids)).order_by(RevisionFile.filename)
+                ):
+                    files[gid].append(FileView(name, sha, size))
+                    versions[gid] = version
+            return [_view(g, login, versions.get(g.id), files[g.id], []) for g, login in rows], total
+
+    def raw(self, gist_id: str, blob_sha: str, filename: str) -> bytes | None:
+        """The bytes of ``filename`` as stored under ``blob_sha`` in any revision of the gist."""
+        with self.session() as s:
+            return s.scalar(
+                select(Blob.content).join(RevisionFile, RevisionFile.blob_sha == Blob.sha)
+                .join(Revision, Revision.id == RevisionFile.revision_id)
+                .where(Revision.gist_id == gist_id, RevisionFile.filename == filename,
+                       Blob.sha == blob_sha.lower()).limit(1))
+
+
+def _view(gist: Gist, login: str, version: str | None, files: list[FileView],
+          history: list[RevisionView]) -> GistView:
+    return GistView(id=gist.id, owner=login, owner_id=gist.owner_id, description=gist.description, public=gist.public,
+                    created_at=gist.created_at, updated_at=gist.updated_at, revision=gist.revision,
+                    serial=gist.serial, version=version, files=files, history=history)

@@ -1,0 +1,108 @@
+"""The command line as a user meets it: help, list, show, new, and errors without tracebacks."""
+
+from __future__ import annotations
+
+import json
+
+from caffezoo.validate import validate
+
+from conftest import GOOD_FRONT_MATTER, write_model
+
+
+def test_help_lists_the_commands(cli_process):
+    r = cli_process("--help")
+    assert r.code == 0
+    for command in ("list", "show", "new", "validate"):
+        assert command in r.stdout
+    assert "--strict" in cli_process("validate", "--help").stdout
+
+
+def test_no_arguments_shows_help(cli_process):
+    r = cli_process()
+    assert r.code != 0 or "Usage" in r.stdout
+    assert "Usage" in r.stdout + r.stderr
+
+
+def test_version(cli):
+    r = cli("--version")
+    assert r.code == 0 and r.stdout.startswith("caffezoo ")
+
+
+def test_list_table_and_json(cli, caffezoo_home):
+    r = cli("list")
+    assert r.code == 0
+    assert "bvlc_alexnet" in r.stdout and "BAIR/BVLC AlexNet Model" in r.stdout
+    data = json.loads(cli("list", "--json").stdout)
+    assert [m["name"] for m in data][:2] == ["bvlc_alexnet", "bvlc_googlenet"]
+    assert all(m["weights_present"] is False for m in data)
+    weights = caffezoo_home / "models" / "bvlc_alexnet" / "bvlc_alexnet.caffemodel"
+    weights.parent.mkdir(parents=True)
+    weights.write_bytes(b"x")
+    data = json.loads(cli("list", "--json").stdout)
+    assert data[0]["weights_present"] is True and data[0]["weights_path"] == str(weights)
+
+
+def test_show_bundled_and_directory(cli, tmp_path):
+    r = cli("show", "finetune_flickr_style")
+    assert r.code == 0
+    assert "034c6ac3865563b69e60" in r.stdout and "non-commercial" in r.stdout
+    m = write_model(tmp_path / "net", GOOD_FRONT_MATTER, files={"deploy.prototxt": "input: 'data'\n"})
+    data = json.loads(cli("show", "--json", m).stdout)
+    assert data["front_matter"]["sha1"] == "9116a64c0fbe4459d18f4bb6b56d647b63920377"
+    assert {"name": "deploy.prototxt", "kind": "deploy", "size": 14} in data["files"]
+    assert data["weights_path"] == str(m / "test_net.caffemodel")
+
+
+def test_new_scaffolds_a_directory_that_validates(cli, tmp_path):
+    target = tmp_path / "my_net"
+    r = cli("new", target, "--name", "My: Net", "--license", "CC-BY-4.0")
+    assert r.code == 0, r.stderr
+    problems = validate(target)
+    assert not [p for p in problems if p.severity == "error"]
+    readme = (target / "readme.md").read_text()
+    for section in ("## Training data", "## Results", "## License"):
+        assert section in readme
+    from caffezoo.modeldir import load
+
+    fm = load(target).front_matter
+    assert fm.name == "My: Net" and fm.caffemodel == "my_net.caffemodel" and fm.license == "CC-BY-4.0"
+
+
+def test_new_with_weights_info_and_refusals(cli, tmp_path):
+    target = tmp_path / "w"
+    r = cli("new", target, "--name", "W", "--url", "https://example.org/w.caffemodel", "--sha1", "A" * 40)
+    assert r.code == 0
+    from caffezoo.modeldir import load
+
+    fm = load(target).front_matter
+    assert fm.caffemodel_url == "https://example.org/w.caffemodel" and fm.sha1 == "a" * 40
+    before = (target / "readme.md").read_bytes()
+    r = cli("new", target, "--name", "Again")
+    assert r.code == 1 and "already exists" in r.stderr
+    assert (target / "readme.md").read_bytes() == before
+    r = cli("new", tmp_path / "x", "--name", "X", "--caffemodel", "../x.caffemodel")
+    assert r.code == 2 and "--caffemodel" in r.stderr and not (tmp_path / "x").exists()
+    r = cli("new", tmp_path / "y", "--name", "Y", "--sha1", "nothex")
+    assert r.code == 2 and "--sha1" in r.stderr and not (tmp_path / "y").exists()
+
+
+def test_errors_are_one_line_without_traceback(cli_process, tmp_path):
+    r = cli_process("show", tmp_path / "missing")
+    assert r.code == 1
+    assert r.stderr.strip() == f"error: {tmp_path / 'missing'}: no such directory"
+    assert "Traceback" not in r.stderr
+    bad = write_model(tmp_path / "bad", "name: x\nevil: !!python/object/apply:os.system ['echo pwned']\n")
+    r = cli_process("show", bad)
+    assert r.code == 1 and "Traceback" not in r.stderr and "pwned" not in r.stdout
+    assert f"{bad / 'readme.md'}:3: YAML tag" in r.stderr
+
+
+def test_debug_shows_the_traceback(cli_process, tmp_path):
+    r = cli_process("--debug", "show", tmp_path / "missing")
+    assert r.code == 1 and "Traceback" in r.stderr and "ModelDirError" in r.stderr
+
+
+def test_bad_environment_is_a_clear_error(cli_process):
+    r = cli_process("list", env={"CAFFEZOO_OFFLINE": "maybe"})
+    assert r.code == 1
+    assert "CAFFEZOO_OFFLINE='maybe': expected 1/0" in r.stderr

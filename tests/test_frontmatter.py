@@ -1,0 +1,192 @@
+"""Front matter: found as Caffe finds it, loaded safely, edited without touching anything else."""
+
+from __future__ import annotations
+
+import os
+import re
+import stat
+
+import pytest
+import yaml  # PyYAML: what Caffe's own scripts parse front matter with
+from hypothesis import given, settings, strategies as st
+
+from caffezoo.errors import FrontMatterError, ModelDirError
+from caffezoo.frontmatter import format_value, parse_readme, read_readme, set_keys, split_lines, write_keys
+
+
+def caffe_parse(text: str) -> dict:
+    """Caffe's `parse_readme_frontmatter`: strip every line, first two '---', YAML in between."""
+    lines = [line.strip() for line in re.split(r"\r\n|\r|\n", text)]  # text-mode readlines()
+    top = lines.index("---")
+    bottom = lines.index("---", top + 1)
+    return yaml.safe_load("\n".join(lines[top + 1 : bottom]))
+
+
+def test_block_found_like_caffe_with_prose_before_and_whitespace_and_crlf():
+    text = "Intro line\r\n   ---  \r\nname: Net\r\nsha1: 0123\r\n---\r\nbody\r\n---\r\n"
+    r = parse_readme(text)
+    assert r.data == {"name": "Net", "sha1": "0123"}
+    assert (r.start, r.end) == (2, 5)
+    assert r.lines == {"name": 3, "sha1": 4}
+    assert r.body == "body\r\n---\r\n"
+
+
+def test_string_keys_keep_their_source_text():
+    # YAML would read these as numbers; ids and hashes must keep every digit.
+    r = parse_readme("---\nsha1: 0000000000000000000000000000000000001234\ngist_id: 1234567\n"
+                     "caffe_version: 1.0\nsize: 12\n---\n")
+    assert r.data["sha1"] == "0000000000000000000000000000000000001234"
+    assert r.data["gist_id"] == "1234567"
+    assert r.data["caffe_version"] == "1.0"
+    assert r.data["size"] == 12
+
+
+@pytest.mark.parametrize(
+    "text, line, fragment",
+    [
+        ("no block at all\n", 1, "no front matter"),
+        ("prose\n---\nname: x\n", 2, "never closed"),
+        ("---\nname: [unclosed\n---\n", 3, "YAML syntax error"),
+        ("---\nname: x\n  bad: indent\n---\n", 3, "YAML syntax error"),
+        ("---\n- a\n- b\n---\n", 2, "expected a mapping"),
+        ("---\njust a string\n---\n", 2, "expected a mapping"),
+        ("---\nname: a\nname: b\n---\n", 3, "appears twice"),
+        ("---\na: &x [1]\nb: *x\n---\n", 2, "anchors and aliases"),  # the anchor's line
+        ("---\nname: !!binary aGVsbG8=\n---\n", 2, "not allowed"),
+        ("---\nname: !custom x\n---\n", 2, "not allowed"),
+    ],
+)
+def test_bad_front_matter_names_the_line(text, line, fragment):
+    with pytest.raises(FrontMatterError) as e:
+        parse_readme(text, "m/readme.md")
+    assert fragment in str(e.value)
+    assert e.value.problems[0].line == line
+    assert str(e.value).startswith(f"m/readme.md:{line}: ")
+
+
+def test_unsafe_tag_is_refused_and_never_executed(tmp_path):
+    marker = tmp_path / "pwned"
+    text = f"---\nname: x\nevil: !!python/object/apply:os.system ['touch {marker}']\n---\n"
+    with pytest.raises(FrontMatterError, match=r"readme.md:3: YAML tag '!!python/object/apply:os.system'"):
+        parse_readme(text)
+    assert not marker.exists()
+
+
+def test_non_utf8_readme_is_a_clear_error(tmp_path):
+    p = tmp_path / "readme.md"
+    p.write_bytes(b"---\nname: caf\xe9\n---\n")
+    with pytest.raises(FrontMatterError, match=r"readme.md:2: not UTF-8 text \(byte 0xe9"):
+        read_readme(p)
+
+
+def test_missing_and_directory_readme(tmp_path):
+    with pytest.raises(ModelDirError, match="no such file"):
+        read_readme(tmp_path / "readme.md")
+    with pytest.raises(ModelDirError, match="is a directory"):
+        read_readme(tmp_path)
+
+
+ORIGINAL = (
+    "# A title before the block\r\n"
+    "---\r\n"
+    "name: \"My Net\"   # the title\r\n"
+    "caffemodel: my.caffemodel\r\n"
+    "# a comment line\r\n"
+    "mirrors:\r\n"
+    "  - http://a.example/x\r\n"
+    "sha1: 'AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA'\r\n"
+    "custom_key: {kept: [1, 2]}\r\n"
+    "---\r\n"
+    "Prose with --- inside\r\n"
+    "---\r\n"
+)
+
+
+def test_set_keys_changes_only_the_lines_of_the_keys():
+    new = set_keys(ORIGINAL, {"sha1": "b" * 40, "gist_id": "034c6ac3865563b69e60"})
+    old_lines, new_lines = split_lines(ORIGINAL), split_lines(new)
+    assert new_lines[7] == "sha1: '" + "b" * 40 + "'\r\n"  # quoting style kept
+    assert new_lines[9] == "gist_id: 034c6ac3865563b69e60\r\n"  # appended, CRLF like the file
+    assert new_lines[:7] == old_lines[:7]
+    assert new_lines[8] == old_lines[8]
+    assert new_lines[10:] == old_lines[9:]
+
+
+def test_set_keys_in_place_keeps_comment_and_double_quotes():
+    new = set_keys(ORIGINAL, {"name": 'Other "net"'})
+    assert split_lines(new)[2] == 'name: "Other \\"net\\""   # the title\r\n'
+    assert parse_readme(new).data["name"] == 'Other "net"'
+
+
+def test_set_keys_replaces_a_block_value_with_one_line_and_keeps_comments_around_it():
+    new = set_keys(ORIGINAL, {"mirrors": ["http://b.example/y", "http://c.example/z"]})
+    assert "mirrors: [http://b.example/y, http://c.example/z]\r\n" in new
+    assert "# a comment line\r\n" in new
+    assert parse_readme(new).data["custom_key"] == {"kept": [1, 2]}
+
+
+def test_written_readme_parses_with_caffes_own_rule():
+    new = set_keys(ORIGINAL, {"gist_id": "0123", "size": 233, "inputs": {"data": [10, 3, 227, 227]},
+                              "tags": ["a", "b: c"]})
+    caffe = caffe_parse(new)
+    ours = parse_readme(new).data
+    for key in ("name", "caffemodel", "size", "inputs", "tags", "gist_id"):
+        assert caffe[key] == ours[key], key
+
+
+def test_empty_value_is_filled_in_place():
+    text = "---\nname: x\nsha1:\nlicense: MIT\n---\n"
+    assert set_keys(text, {"sha1": "c" * 40}) == f"---\nname: x\nsha1: {'c' * 40}\nlicense: MIT\n---\n"
+
+
+def test_block_without_final_newline_before_closing_is_mended():
+    text = "---\nname: x\n---"
+    assert set_keys(text, {"gist_id": "g1"}) == "---\nname: x\ngist_id: g1\n---"
+
+
+def test_set_keys_refuses_a_broken_block_and_changes_nothing(tmp_path):
+    p = tmp_path / "readme.md"
+    p.write_bytes(b"---\nname: [broken\n---\n")
+    with pytest.raises(FrontMatterError):
+        write_keys(p, {"gist_id": "x"})
+    assert p.read_bytes() == b"---\nname: [broken\n---\n"
+    assert [f.name for f in tmp_path.iterdir()] == ["readme.md"]  # no temp file left behind
+
+
+def test_write_keys_is_atomic_and_keeps_mode_and_bom(tmp_path):
+    p = tmp_path / "readme.md"
+    p.write_bytes("\ufeff---\nname: x\n---\nbody\n".encode())
+    os.chmod(p, 0o640)
+    write_keys(p, {"gist_id": "abc"})
+    assert p.read_bytes() == "\ufeff---\nname: x\ngist_id: abc\n---\nbody\n".encode()
+    assert stat.S_IMODE(p.stat().st_mode) == 0o640
+
+
+@pytest.mark.parametrize("value, text", [
+    ("plain", "plain"), ("0123", "'0123'"), ("true", "'true'"), ("a: b", "'a: b'"), ("", "''"),
+    ("it's", '"it\'s"'), ("x #y", "'x #y'"), (12, "12"), (None, "null"), (True, "true"),
+    ([1, "x"], "[1, x]"), ({"k": [1]}, "{k: [1]}"), ("line\nbreak", '"line\\nbreak"'),
+])
+def test_format_value(value, text):
+    assert format_value(value) == text
+
+
+scalars = st.one_of(
+    st.text(st.characters(blacklist_categories=("Cs",)), max_size=30),
+    st.integers(-10**12, 10**12),
+    st.booleans(),
+)
+values = st.one_of(scalars, st.lists(scalars, max_size=4), st.dictionaries(st.from_regex(r"[a-z]{1,6}", fullmatch=True), scalars, max_size=3))
+
+
+@settings(max_examples=int(os.environ.get("CAFFEZOO_FUZZ_EXAMPLES", "150")), deadline=None)
+@given(value=values, prose=st.text(max_size=60))
+def test_any_value_round_trips_and_prose_is_untouched(value, prose):
+    prose = prose.replace("\r", "")
+    text = "---\nname: Net\ncustom: 1\n---\n" + prose
+    new = set_keys(text, {"custom": value, "extra": value})
+    r = parse_readme(new)
+    assert r.data["custom"] == value and r.data["extra"] == value
+    assert new.endswith("---\n" + prose)
+    caffe = caffe_parse(new)  # Caffe's own rule (PyYAML, YAML 1.1) reads the same values
+    assert caffe["custom"] == value and caffe["extra"] == value

@@ -1,0 +1,86 @@
+"""The front-matter schema: types, normalisation, and every bad key named at once."""
+
+from __future__ import annotations
+
+import pytest
+
+from caffezoo.errors import FrontMatterError
+from caffezoo.schema import FrontMatter, missing_keys, require, validate_front_matter
+
+SHA1 = "9116a64c0fbe4459d18f4bb6b56d647b63920377"
+
+
+def test_seed_keys_and_extensions():
+    fm = validate_front_matter({
+        "name": "Net", "caffemodel": "net.caffemodel", "caffemodel_url": "https://x.org/net.caffemodel",
+        "sha1": SHA1.upper(), "caffe_commit": "709dc15", "gist_id": "abc", "license": "MIT",
+        "sha256": "A" * 64, "size": 233, "mirrors": ["http://m1/x", "file:///srv/x"],
+        "tags": "vision, imagenet", "inputs": {"data": [10, 3, 227, 227]}, "mean": [104, 117, 123],
+        "labels": "synsets.txt", "authors": "Ada",
+    })
+    assert fm.sha1 == SHA1
+    assert fm.sha256 == "a" * 64
+    assert fm.tags == ["vision", "imagenet"]
+    assert fm.authors == ["Ada"]
+    assert fm.inputs == {"data": [10, 3, 227, 227]}
+    assert fm.mean == [104.0, 117.0, 123.0]
+
+
+def test_unknown_keys_are_kept():
+    fm = validate_front_matter({"name": "Net", "x-lab-id": 7, "notes": {"a": 1}})
+    assert fm.model_extra == {"x-lab-id": 7, "notes": {"a": 1}}
+    assert fm.to_dict() == {"name": "Net", "x-lab-id": 7, "notes": {"a": 1}}
+
+
+def test_every_bad_key_is_named_at_once_with_its_line():
+    data = {"sha1": "abc", "caffemodel": "../evil.caffemodel", "size": -1,
+            "caffemodel_url": "dl.example.org/x", "mirrors": ["ssh://x"], "sha256": "zz"}
+    lines = {"sha1": 2, "caffemodel": 3, "size": 4, "caffemodel_url": 5, "mirrors": 6, "sha256": 7}
+    with pytest.raises(FrontMatterError) as e:
+        validate_front_matter(data, "m/readme.md", lines)
+    by_line = {p.line: p.message for p in e.value.problems}
+    assert set(by_line) == {2, 3, 4, 5, 6, 7}
+    assert "sha1: expected 40 hexadecimal digits" in by_line[2] and "'abc'" in by_line[2]
+    assert "caffemodel: expected a plain file name" in by_line[3]
+    assert "size: expected a number of bytes >= 0" in by_line[4]
+    assert "caffemodel_url: expected an http://" in by_line[5]
+    assert "mirrors" in by_line[6]
+    assert "sha256: expected 64 hexadecimal digits" in by_line[7]
+    assert str(e.value).splitlines()[0].startswith("m/readme.md:")
+
+
+@pytest.mark.parametrize("name", ["a/b.caffemodel", "a\\b.caffemodel", "..", ".", "x\0y", "CON", "nul.txt", "a\nb"])
+def test_caffemodel_must_be_a_plain_file_name(name):
+    with pytest.raises(FrontMatterError, match="caffemodel: "):
+        validate_front_matter({"caffemodel": name})
+
+
+@pytest.mark.parametrize("sha1", ["9116a64c", SHA1 + "0", "g" * 40, "91 16a64c0fbe4459d18f4bb6b56d647b6392037"])
+def test_sha1_must_be_40_hex_digits(sha1):
+    with pytest.raises(FrontMatterError, match="sha1: expected 40 hexadecimal digits"):
+        validate_front_matter({"sha1": sha1})
+
+
+def test_wrong_types_are_named():
+    with pytest.raises(FrontMatterError) as e:
+        validate_front_matter({"size": "big", "tags": {"a": 1}, "inputs": [1, 2], "name": ["x"]})
+    text = str(e.value)
+    for key in ("size", "tags", "inputs", "name"):
+        assert f"{key}" in text
+    assert "size: input should be a valid integer" in text
+    with pytest.raises(FrontMatterError, match="size: expected a number of bytes, found a boolean"):
+        validate_front_matter({"size": True})
+
+
+def test_empty_values_read_as_not_given():
+    fm = validate_front_matter({"sha1": "", "caffemodel_url": None, "mirrors": None})
+    assert fm.sha1 is None and fm.caffemodel_url is None and fm.mirrors == []
+
+
+def test_required_keys_depend_on_the_action():
+    fm = FrontMatter(caffemodel="x.caffemodel")
+    assert missing_keys(fm, "download") == ["caffemodel_url", "sha1"]
+    assert missing_keys(fm, "upload") == ["name"]
+    with pytest.raises(FrontMatterError, match="download needs the keys caffemodel_url, sha1"):
+        require(fm, "download", "m/readme.md")
+    require(FrontMatter(name="N"), "upload")

@@ -1,0 +1,108 @@
+"""`caffezoo validate`: every problem at once, errors apart from warnings, JSON for machines."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from caffezoo.validate import has_errors, validate, validate_model
+from caffezoo.zoo import bundled_names
+
+from conftest import DEPLOY, GOOD_FRONT_MATTER, write_model
+
+
+def test_good_directory_has_only_the_weights_warning(tmp_path):
+    m = write_model(tmp_path / "net", GOOD_FRONT_MATTER, files={"deploy.prototxt": DEPLOY})
+    problems = validate(m)
+    assert [(p.severity, p.message.split(":")[0]) for p in problems] == [("warning", "weights not downloaded yet")]
+    (m / "test_net.caffemodel").write_bytes(b"x")
+    assert validate(m) == []
+
+
+def test_all_front_matter_errors_reported_at_once(tmp_path):
+    m = write_model(tmp_path / "net", "name: x\nsha1: nothex\ncaffemodel: a/b\nsize: -3\n")
+    problems = validate(m)
+    errors = [p for p in problems if p.severity == "error"]
+    assert [(p.line, p.message.split(":")[0]) for p in errors] == [(3, "sha1"), (4, "caffemodel"), (5, "size")]
+    assert all(p.path == str(m / "readme.md") for p in errors)
+    assert has_errors(problems)
+
+
+def test_warnings_for_what_users_will_miss(tmp_path):
+    m = write_model(tmp_path / "net", "caffemodel: n.caffemodel\nlabels: labels.txt\n")
+    (m / "sub").mkdir()
+    messages = [p.message for p in validate(m)]
+    assert not has_errors(validate(m))
+    expected = ["no license", "no caffe_commit or caffe_version", "no name",
+                "caffemodel is set but caffemodel_url and sha1 are not",
+                "labels: file 'labels.txt' is not in the model directory",
+                "no .prototxt file", "subfolders are not part of the model info"]
+    for fragment in expected:
+        assert any(fragment in msg for msg in messages), fragment
+
+
+def test_nested_block_yaml_warns_that_caffe_reads_it_differently(tmp_path):
+    m = write_model(tmp_path / "net", GOOD_FRONT_MATTER + "inputs:\n  data: [1, 3, 8, 8]\n",
+                    files={"deploy.prototxt": DEPLOY})
+    assert any("Caffe's own scripts strip indentation" in p.message for p in validate(m))
+    m2 = write_model(tmp_path / "net2", GOOD_FRONT_MATTER + "inputs: {data: [1, 3, 8, 8]}\n",
+                     files={"deploy.prototxt": DEPLOY})
+    assert not any("strip indentation" in p.message for p in validate(m2))
+
+
+@pytest.mark.parametrize("make, fragment", [
+    (lambda p: None, "no such directory"),
+    (lambda p: p.write_text("x"), "is a file"),
+    (lambda p: p.mkdir(), "the directory is empty"),
+    (lambda p: (p.mkdir(), (p / "deploy.prototxt").write_text(DEPLOY)), "no readme.md"),
+    (lambda p: (p.mkdir(), (p / "readme.md").write_text("no front matter")), "no front matter"),
+    (lambda p: (p.mkdir(), (p / "readme.md").write_text("---\nname: x\n")), "never closed"),
+    (lambda p: (p.mkdir(), (p / "readme.md").write_bytes(b"---\nname: \xff\n---\n")), "not UTF-8"),
+    (lambda p: (p.mkdir(), (p / "readme.md").write_text("---\n[1, 2]\n---\n")), "expected a mapping"),
+])
+def test_unusable_directories_are_errors(tmp_path, make, fragment):
+    p = tmp_path / "m"
+    make(p)
+    problems = validate(p)
+    assert has_errors(problems)
+    assert any(fragment in pr.message for pr in problems)
+
+
+def test_validate_changes_nothing(tmp_path):
+    m = write_model(tmp_path / "net", "name: x\nsha1: bad\n", files={"deploy.prototxt": DEPLOY})
+    before = {f.name: f.read_bytes() for f in m.iterdir()}
+    validate(m)
+    assert {f.name: f.read_bytes() for f in m.iterdir()} == before
+
+
+@pytest.mark.parametrize("name", bundled_names())
+def test_bundled_models_validate_without_errors(name):
+    problems = validate_model(name)
+    assert not has_errors(problems), [str(p) for p in problems]
+
+
+def test_cli_exit_codes_and_output(tmp_path, cli):
+    good = write_model(tmp_path / "good", GOOD_FRONT_MATTER, files={"deploy.prototxt": DEPLOY})
+    bad = write_model(tmp_path / "bad", "name: x\nsha1: 123\n")
+    r = cli("validate", good)
+    assert r.code == 0 and "ok: 0 errors, 1 warning in 1 directory" in r.stdout
+    r = cli("validate", good, bad)
+    assert r.code == 1
+    assert f"{bad / 'readme.md'}:3: error: sha1: expected 40 hexadecimal digits" in r.stdout
+    assert "failed: 1 error" in r.stdout
+    r = cli("validate", "--strict", good)
+    assert r.code == 1
+    r = cli("validate", "--quiet", good, bad)
+    assert r.code == 1 and "warning" not in r.stdout and "sha1" in r.stdout
+
+
+def test_cli_json(tmp_path, cli):
+    bad = write_model(tmp_path / "bad", "name: x\nsha1: 123\n")
+    r = cli("validate", "--json", bad, "bvlc_alexnet")
+    assert r.code == 1
+    data = json.loads(r.stdout)
+    assert [d["ok"] for d in data] == [False, True]
+    assert data[0]["problems"][0] == {"path": str(bad / "readme.md"), "line": 3, "severity": "error",
+                                      "message": data[0]["problems"][0]["message"]}
+    assert "weights not downloaded yet: run `caffezoo download bvlc_alexnet`" in data[1]["problems"][0]["message"]
