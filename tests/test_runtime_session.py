@@ -78,6 +78,26 @@ def test_cache_follows_the_prototxt_and_the_weights(tmp_path):
     assert not np.allclose(first(data=x)["prob"], second(data=x)["prob"])
 
 
+def test_downloaded_weights_are_not_hashed_again(tmp_path):
+    """Weights `caffezoo download` verified: their SHA-1 comes from the blob cache's records."""
+    import hashlib
+
+    from caffezoo.download import download
+
+    source = model_dir(tmp_path / "source")
+    blob = source / "small.caffemodel"
+    sha1 = hashlib.sha1(blob.read_bytes()).hexdigest()
+    d = tmp_path / "fetched"
+    d.mkdir()
+    (d / "deploy.prototxt").write_text((source / "deploy.prototxt").read_text())
+    write_model(d, f"name: Small\ncaffemodel: small.caffemodel\ncaffemodel_url: {blob.as_uri()}\nsha1: {sha1}\n"
+                   "license: BSD-2-Clause\n")
+    download(d)
+    net = load(d)
+    assert net.source["sha1"] == sha1 and net.path.name.startswith(sha1)
+    assert not (settings().cache_dir / "onnx" / "sha1.json").exists()  # nothing was hashed
+
+
 def test_cache_off_converts_in_memory(tmp_path):
     net = load(model_dir(tmp_path), cache=False)
     assert net.path is None

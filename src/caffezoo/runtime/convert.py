@@ -29,7 +29,7 @@ import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ..errors import ConversionError, ModelDirError, NetError
 from . import detection as _detection  # noqa: F401  (registers converters)
@@ -145,19 +145,27 @@ def export(model: str | os.PathLike[str], output: str | os.PathLike[str] | None 
 
 def _convert(model: str | os.PathLike[str], weights: str | os.PathLike[str] | None,
              input_shapes: dict[str, Sequence[int]] | None, fill_missing: bool, **options: Any) -> Converted:
-    prototxt, weights_path = locate(model, weights)
+    prototxt, weights_path, _ = locate(model, weights)
     net = load(prototxt, weights_path, input_shapes=input_shapes, fill_missing=fill_missing)
     return convert_net(net, **options)
 
 
-def locate(model: str | os.PathLike[str], weights: str | os.PathLike[str] | None = None) -> tuple[Path, Path]:
+class Located(NamedTuple):
+    """Where a model's deploy net and weights are, and the weights' SHA-1 if the front matter says."""
+
+    prototxt: Path
+    weights: Path
+    sha1: str | None = None
+
+
+def locate(model: str | os.PathLike[str], weights: str | os.PathLike[str] | None = None) -> Located:
     """The deploy prototxt and weights of MODEL (a model directory, bundled name or prototxt file)."""
     text = os.fspath(model)
     if text.endswith(".prototxt") and Path(text).is_file():
         if weights is None:
             raise ConversionError(f"{text}: a prototxt alone has no weights; give the .caffemodel too "
                                   f"(--weights FILE)")
-        return Path(text), Path(weights)
+        return Located(Path(text), Path(weights))
     from ..zoo import resolve
 
     m = resolve(model)
@@ -166,14 +174,14 @@ def locate(model: str | os.PathLike[str], weights: str | os.PathLike[str] | None
         raise ModelDirError(f"{m.path}: no deploy prototxt (a file named *deploy*.prototxt, or one "
                             f"with an Input layer); conversion needs the deploy net")
     if weights is not None:
-        return deploy, Path(weights)
+        return Located(deploy, Path(weights))
     if m.weights_path is None:
         raise ModelDirError(f"{m.readme_path}: no `caffemodel` key in the front matter: which file holds "
                             f"the weights?")
     if not m.weights_path.is_file():
         raise ModelDirError(f"{m.weights_path}: the weights are not downloaded; "
                             f"`caffezoo download {model}` fetches them")
-    return deploy, m.weights_path
+    return Located(deploy, m.weights_path, m.front_matter.sha1)
 
 
 def load(prototxt: str | os.PathLike[str], weights: str | os.PathLike[str] | None, *,

@@ -90,10 +90,10 @@ def load(
     ``providers`` are onnxruntime execution providers in order of preference
     (default: CPU); ``threads`` caps onnxruntime's intra-op threads.
     """
-    prototxt, weights_path = locate(model, weights)
+    prototxt, weights_path, expected = locate(model, weights)
     options = {"opset": opset, "input_shapes": {k: list(v) for k, v in sorted((input_shapes or {}).items())},
                "fill_missing": fill_missing}
-    sha1 = weights_sha1(weights_path)
+    sha1 = weights_sha1(weights_path, expected)
     onnx_path = cached_path(sha1, prototxt, options) if cache else None
     session = None
     if onnx_path is not None and onnx_path.is_file():
@@ -151,34 +151,29 @@ def cached_path(weights_sha1: str, prototxt: Path, options: dict[str, Any]) -> P
     return cache_dir() / f"{weights_sha1}-{h.hexdigest()[:16]}.onnx"
 
 
-def weights_sha1(path: Path) -> str:
-    """SHA-1 of a weights file, remembered per file identity so that it is computed once."""
-    # TODO(merge downloads): caffezoo.fetch keeps verified records of the same kind; use them then.
-    st = os.stat(path)
-    identity = [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns]
+def weights_sha1(path: Path, expected: str | None = None) -> str:
+    """SHA-1 of a weights file, computed once per file identity (device, inode, size, mtime).
+
+    Weights that ``caffezoo download`` verified against the front matter's
+    ``expected`` SHA-1 are taken from the blob cache's records, unread.
+    """
+    from ..fetch import BlobCache, hash_file
+    from ..fetch.records import identity, write_json_atomic
+
+    if expected and BlobCache().records.is_verified(path, expected):
+        return expected
+    stamp = identity(os.stat(path))
     memo_path = cache_dir() / "sha1.json"
     try:
         memo = json.loads(memo_path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         memo = {}
-    key = str(Path(path).resolve())
-    entry = memo.get(key) if isinstance(memo, dict) else None
-    if isinstance(entry, dict) and entry.get("identity") == identity:
-        return str(entry["sha1"])
-    h = hashlib.sha1(usedforsecurity=False)
-    with open(path, "rb", buffering=0) as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    digest = h.hexdigest()
     memo = memo if isinstance(memo, dict) else {}
-    memo[key] = {"identity": identity, "sha1": digest}
-    _write_json(memo_path, memo)
+    key = str(Path(path).resolve())
+    entry = memo.get(key)
+    if isinstance(entry, dict) and entry.get("identity") == stamp:
+        return str(entry["sha1"])
+    digest = hash_file(path).sha1
+    memo[key] = {"identity": stamp, "sha1": digest}
+    write_json_atomic(memo_path, memo)
     return digest
-
-
-def _write_json(path: Path, data: Any) -> None:
-    from ..caffe._files import atomic_open
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_open(path) as f:
-        f.write(json.dumps(data, indent=1, sort_keys=True).encode())
