@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -96,7 +97,8 @@ def main() -> None:
     args = parser.parse_args()
     import cv2
 
-    print(f"OpenCV {cv2.__version__} with {cv2.getNumThreads()} threads; onnxruntime {_ort_version()}")
+    print(f"OpenCV {cv2.__version__} with {cv2.getNumThreads()} threads; onnxruntime {_ort_version()}; "
+          f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     with tempfile.TemporaryDirectory() as tmp:
         directory = Path(tmp)
         prototxt, caffemodel = nsfw_model(ROOT / ".cache" / "nsfw")
@@ -119,6 +121,7 @@ def main() -> None:
           f"(goal <= 3x)")
     print(f"peak RSS, process reading the bytes:   {rss_read / 2**20:8.1f} MiB   ratio {rss_read / size:.2f}x")
     print(f"peak RSS, process converting:          {rss_convert / 2**20:8.1f} MiB   ratio {rss_convert / size:.2f}x")
+    print(f"load average at the end: {os.getloadavg()[0]:.1f}")
 
 
 def _ort_version() -> str:

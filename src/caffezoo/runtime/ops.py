@@ -7,7 +7,8 @@ say where ONNX's defaults differ and how the difference is closed:
   in the padding) and reach ONNX as explicit, asymmetric pads, never
   ``ceil_mode``; AVE divides by the window clipped to the padded input, as
   Caffe does, through an explicit zero ``Pad`` plus ``count_include_pad=0``.
-- LRN keeps ``k``; WITHIN_CHANNEL is built from pooling (ONNX has none).
+- LRN keeps ``k``; both regions are built from pooling (ONNX has no
+  WITHIN_CHANNEL, and onnxruntime's LRN kernel is slow).
 - BatchNorm divides its statistics by the stored moving-average factor.
 - Scale/Bias/PReLU parameters are reshaped so that ONNX's right-aligned
   broadcasting lands on Caffe's ``axis``.
@@ -154,19 +155,42 @@ def inner_product(ctx: Ctx) -> None:
 
 @emits("LRN")
 def lrn(ctx: Ctx) -> None:
+    """x * (k + alpha/size * sum of x^2 over the window)^-beta; WITHIN_CHANNEL: 1 instead of k, size^2 window.
+
+    ACROSS_CHANNELS is ONNX's LRN exactly, but onnxruntime's LRN kernel runs
+    three times slower than this equivalent: the window sum as an average
+    pooling over the channel axis of a 5-D view.
+    """
     p = ctx.p
-    if p.norm_region == _LRN.ACROSS_CHANNELS:
-        # ONNX LRN divides alpha by size and adds bias, exactly Caffe's formula with k.
-        ctx.node("LRN", [ctx.x[0]], [ctx.y[0]], size=p.local_size, alpha=p.alpha, beta=p.beta, bias=p.k)
-        return
-    # WITHIN_CHANNEL: x * (1 + alpha * avgpool(x^2))^-beta, window size^2 always (k is not used).
-    x, pad = ctx.x[0], (p.local_size - 1) // 2
+    x, pad, size = ctx.x[0], (p.local_size - 1) // 2, p.local_size
     sq = ctx.op("Mul", x, x, step="square")
-    avg = ctx.op("AveragePool", sq, step="pool", kernel_shape=[p.local_size] * 2, pads=[pad] * 4,
-                 count_include_pad=1)
+    if p.norm_region == _LRN.ACROSS_CHANNELS:
+        channel_axis = ctx.const("channel_axis", [1])
+        planes = ctx.op("Unsqueeze", sq, channel_axis, step="as_volume")  # N x 1 x C x H x W
+        window = ctx.op("AveragePool", planes, step="window", kernel_shape=[size, 1, 1], pads=[pad, 0, 0] * 2,
+                        count_include_pad=1)
+        avg, shift = ctx.op("Squeeze", window, channel_axis, step="window_mean"), p.k
+    else:  # Caffe pools x^2 over size x size with pad (size-1)/2, then shifts by 1 (k is unused)
+        avg = ctx.op("AveragePool", sq, step="window", kernel_shape=[size] * 2, pads=[pad] * 4,
+                     count_include_pad=1)
+        shift = 1.0
     scaled = ctx.op("Mul", avg, ctx.scalar("alpha", p.alpha), step="scale")
-    shifted = ctx.op("Add", scaled, ctx.scalar("one", 1.0), step="shift")
-    factor = ctx.op("Pow", shifted, ctx.scalar("beta", -p.beta), step="power")
+    base = ctx.op("Add", scaled, ctx.scalar("k", shift), step="shift")
+    _divide_by_power(ctx, x, base, p.beta)
+
+
+def _divide_by_power(ctx: Ctx, x: str, base: str, beta: float) -> None:
+    """``x * base^-beta`` into the top, with square roots for the usual beta (0.75, 0.5, 1) instead of Pow."""
+    if beta == 1:
+        ctx.node("Div", [x, base], [ctx.y[0]])
+        return
+    if beta in (0.5, 0.75):
+        root = ctx.op("Sqrt", base, step="sqrt")
+        if beta == 0.75:
+            root = ctx.op("Mul", root, ctx.op("Sqrt", root, step="fourth_root"), step="power")
+        ctx.node("Div", [x, root], [ctx.y[0]])
+        return
+    factor = ctx.op("Pow", base, ctx.scalar("beta", -beta), step="power")
     ctx.node("Mul", [x, factor], [ctx.y[0]])
 
 

@@ -122,7 +122,7 @@ def load(
 
 
 def make_session(model: Path | bytes, *, providers: Sequence[str] | None = None, threads: int | None = None) -> Any:
-    """An onnxruntime session with every graph optimisation on."""
+    """An onnxruntime session with every graph optimisation on and non-spinning worker threads."""
     import onnxruntime as ort
 
     available = ort.get_available_providers()
@@ -134,6 +134,9 @@ def make_session(model: Path | bytes, *, providers: Sequence[str] | None = None,
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = 3  # errors reach the user as exceptions, not as log lines
+    # Idle worker threads sleep instead of spinning: on a machine shared with other work
+    # (the usual case for a CLI) spinning steals the cores the other threads need.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if threads:
         options.intra_op_num_threads = threads
     return ort.InferenceSession(model if isinstance(model, bytes) else str(model), options, providers=wanted)
