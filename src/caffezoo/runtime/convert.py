@@ -45,7 +45,7 @@ if TYPE_CHECKING:
     from ..caffe.net import Layer, Net
 
 # Bumped whenever the ONNX written for the same Caffe net changes: cached conversions are redone.
-CONVERTER_VERSION = "1"
+CONVERTER_VERSION = "2"
 DEFAULT_OPSET = 17
 MIN_OPSET = 13  # Softmax over one axis, Split/Unsqueeze with tensor inputs
 INPUT_TYPES = frozenset({"Input", "Data", "ImageData", "HDF5Data", "WindowData", "MemoryData", "DummyData"})

@@ -8,13 +8,15 @@
 
 The converted model lives under ``CAFFEZOO_HOME``'s cache, in ``onnx/``, named
 by the SHA-1 of the weights and a digest of everything else the ONNX depends
-on: the prototxt's bytes, the converter version, the opset and the options.
+on: the prototxt's bytes, the converter (its version and source), the opset
+and the options.
 The weights' SHA-1 is itself remembered per file identity (device, inode,
 size, mtime), so a warm load hashes nothing and converts nothing.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -150,8 +152,20 @@ def cached_path(weights_sha1: str, prototxt: Path, options: dict[str, Any]) -> P
     """Where the conversion of these weights, this prototxt and these options is cached."""
     h = hashlib.sha1(usedforsecurity=False)
     h.update(prototxt.read_bytes())
-    h.update(json.dumps({"converter": CONVERTER_VERSION, **options}, sort_keys=True).encode())
+    h.update(json.dumps({"converter": converter_digest(), **options}, sort_keys=True).encode())
     return cache_dir() / f"{weights_sha1}-{h.hexdigest()[:16]}.onnx"
+
+
+@functools.cache
+def converter_digest() -> str:
+    """CONVERTER_VERSION and the converter's own source: an edited rule never meets a stale cache."""
+    h = hashlib.sha1(CONVERTER_VERSION.encode(), usedforsecurity=False)
+    for name in sorted(_CONVERTER_MODULES):
+        h.update((Path(__file__).parent / name).read_bytes())
+    return h.hexdigest()
+
+
+_CONVERTER_MODULES = ("_emit.py", "_graph.py", "convert.py", "detection.py", "fill.py", "ops.py", "ops_fork.py")
 
 
 def weights_sha1(path: Path, expected: str | None = None) -> str:
