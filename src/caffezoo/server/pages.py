@@ -419,7 +419,9 @@ def wiki_page(request: Request) -> HTMLResponse:
     by_section: dict[int, list] = {}
     for e in entries:
         by_section.setdefault(e.section_id, []).append((e, weights_of(e, checks, mirror)))
-    shown = [(sec, markdown_html(sec.notes) if sec.notes else "", by_section.get(sec.id, []))
+    from .wiki import notes_text
+
+    shown = [(sec, markdown_html(notes_text(sec.notes)) if sec.notes else "", by_section.get(sec.id, []))
              for sec in sections]
     return render("wiki.html", sections=shown, q="")
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from ..config import settings
@@ -25,6 +27,16 @@ def create_token(user: str, url: str | None = None) -> str:
         store.close()
 
 
+@contextmanager
+def open_storage(database_url: str | None = None) -> Iterator[Storage]:
+    """The server's storage for a command run beside (or instead of) the server."""
+    store = Storage(_url(database_url))
+    try:
+        yield store
+    finally:
+        store.close()
+
+
 def _blobs_dir(blobs_dir: str | os.PathLike[str] | None) -> Path:
     return Path(blobs_dir) if blobs_dir else settings().server_blobs_dir
 
@@ -33,11 +45,8 @@ def seed(database_url: str | None = None) -> list:
     """Create or refresh the bundled models' gists (idempotent)."""
     from .seed import seed_bundled
 
-    store = Storage(_url(database_url))
-    try:
+    with open_storage(database_url) as store:
         return seed_bundled(store)
-    finally:
-        store.close()
 
 
 def check_links(database_url: str | None = None, *, all_urls: bool = False, rate: float = 1.0,
@@ -45,11 +54,8 @@ def check_links(database_url: str | None = None, *, all_urls: bool = False, rate
     """Probe the weights URLs that are due (or all of them); record and return what was seen."""
     from .links import check_links as check
 
-    store = Storage(_url(database_url))
-    try:
+    with open_storage(database_url) as store:
         return check(store, all_urls=all_urls, rate=rate, timeout=timeout, on_result=on_result)
-    finally:
-        store.close()
 
 
 def mirror_sync(database_url: str | None = None, blobs_dir: str | os.PathLike[str] | None = None,
@@ -57,11 +63,8 @@ def mirror_sync(database_url: str | None = None, blobs_dir: str | os.PathLike[st
     """Fetch every listed model's weights that the server's store lacks."""
     from .mirror import Mirror
 
-    store = Storage(_url(database_url))
-    try:
+    with open_storage(database_url) as store:
         return Mirror(_blobs_dir(blobs_dir)).sync(store, on_result=on_result)
-    finally:
-        store.close()
 
 
 def start_background(url: str, *, blobs_dir: Path, mirror_every: float | None,
