@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: install test run bench clean
+.PHONY: install test run bench clean proto bair
 
 install: $(STAMP)
 
@@ -26,6 +26,18 @@ run: $(STAMP)
 
 bench: $(STAMP)
 	for b in benchmarks/*.py; do $(PY) $$b || exit 1; done
+
+# The generated protobuf module, from the project's caffe.proto. protoc 25
+# (grpcio-tools 1.62) writes code that runs on every protobuf from 4.25 to 7.x;
+# newer protoc pins the runtime to its own version or later.
+proto: $(STAMP)
+	$(PY) -m pip install --quiet --no-warn-conflicts --target .cache/protoc25 'grpcio-tools==1.62.3'
+	PYTHONPATH=.cache/protoc25 $(PY) -m grpc_tools.protoc -Isrc/caffezoo/caffe \
+		--python_out=src/caffezoo/caffe caffe.proto
+
+# The bundled BAIR models' prototxt files, from their Python definitions.
+bair: $(STAMP)
+	$(PY) -m caffezoo.caffe.bair
 
 clean:
 	rm -rf $(VENV) .pytest_cache build dist src/*.egg-info

@@ -15,6 +15,7 @@ import pytest
 
 from conftest import DEPLOY, ROOT
 from gist_helpers import *  # noqa: F401,F403  (fixtures)
+from caffezoo.zoo import BUNDLED_DIR
 from caffezoo.errors import GistError, ModelDirError, UsageError
 from caffezoo.gist import GistClient, GistRef, download, list_gists, parse_ref, upload
 
@@ -259,7 +260,8 @@ def test_round_trip_of_a_bundled_model(zoo, tmp_path):
     readme_before = (src / "readme.md").read_text()
     r = upload(src)
     assert r.action == "create" and r.public is False and r.description == "BAIR/BVLC AlexNet Model"
-    assert r.sent == ["deploy.prototxt", "readme.md", "train_val.prototxt"]
+    assert r.sent == sorted(p.name for p in (BUNDLED_DIR / "bvlc_alexnet").iterdir())
+    assert {"deploy.prototxt", "readme.md", "solver.prototxt", "train_val.prototxt"} <= set(r.sent)
     skipped = {s.name: s.reason for s in r.skipped}
     assert set(skipped) == {"bvlc_alexnet.caffemodel", "bvlc_alexnet.caffemodel.partial", "mean.binaryproto",
                             "empty.txt", "extras", ".hidden"}
@@ -375,7 +377,7 @@ def test_download_of_a_missing_gist(zoo, tmp_path):
 
 def test_big_files_come_whole_through_raw_url(zoo, tmp_path):
     d = model_copy(tmp_path / "src")
-    big = "layer { name: \"x\" type: \"ReLU\" }  # é\n" * 40000  # ~1.6 MB
+    big = (d / "train_val.prototxt").read_text() + "# padding é\n" * 130000  # ~1.6 MB, still valid
     (d / "train_val.prototxt").write_text(big)
     r = upload(d)
     assert zoo.http.get(f"/gists/{r.gist_id}").json()["files"]["train_val.prototxt"]["truncated"] is True

@@ -72,7 +72,15 @@ class FrontMatterError(ModelDirError):
 
 
 class PrototxtError(CaffezooError):
-    """A prototxt file cannot be parsed; the message is ``file:line:col: what``."""
+    """A prototxt file cannot be parsed; the message is ``file:line:col: what``.
+
+    ``path``, ``line`` and ``column`` say where, when known (1-based).
+    """
+
+    def __init__(self, message: str, path: str | None = None, line: int | None = None,
+                 column: int | None = None):
+        self.path, self.line, self.column = path, line, column
+        super().__init__(message)
 
 
 class CaffemodelError(CaffezooError):
@@ -81,6 +89,10 @@ class CaffemodelError(CaffezooError):
 
 class NetError(CaffezooError):
     """A network definition is inconsistent: unknown bottoms, bad shapes, mismatched blobs."""
+
+
+class DrawError(CaffezooError):
+    """A net cannot be drawn: graphviz's ``dot`` is missing or failed."""
 
 
 class DownloadError(CaffezooError):

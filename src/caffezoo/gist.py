@@ -419,9 +419,11 @@ def _checked_model(path: str | os.PathLike[str]) -> ModelDir:
     """Load a model directory after validating it; refuse with every error listed."""
     problems = [p for p in validate(path) if p.severity == "error"]
     if problems:
+        shown = [str(p) for p in problems[:10]]
+        if len(problems) > 10:
+            shown.append(f"... and {len(problems) - 10} more (see `caffezoo validate {path}`)")
         raise ModelDirError(f"{path}: not uploaded, the model directory has "
-                            f"{len(problems)} error{'s' * (len(problems) != 1)}:\n"
-                            + "\n".join(str(p) for p in problems))
+                            f"{len(problems)} error{'s' * (len(problems) != 1)}:\n" + "\n".join(shown))
     m = load(path)
     require(m.front_matter, "upload", str(m.readme_path))
     return m

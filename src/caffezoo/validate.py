@@ -99,6 +99,10 @@ def validate(
     ``weights_dir`` says where the weights live when not in the directory itself
     (bundled models keep theirs under ``CAFFEZOO_HOME``).
     """
+    # The prototxt checks live with the Caffe reader (a higher layer); importing
+    # it adds them to CHECKS, so every caller of validate() gets them.
+    from .caffe import checks as _caffe_checks  # noqa: F401
+
     p = Path(path)
     if not p.exists():
         return [_err(p, None, "no such directory")]

@@ -1,0 +1,47 @@
+"""Caffe's file formats without Caffe: read, write, upgrade, inspect and draw nets.
+
+>>> from caffezoo import caffe
+>>> net = caffe.load_net("deploy.prototxt", weights="model.caffemodel")   # doctest: +SKIP
+>>> for layer in net.layers:                                              # doctest: +SKIP
+...     print(layer.name, layer.type, layer.bottoms, layer.tops, layer.top_shapes)
+
+Modules, lowest first:
+
+- :mod:`.caffe_pb2` -- generated from the project's ``caffe.proto`` (``make proto``);
+- :mod:`.prototxt` -- text nets and solvers: :func:`read_prototxt`, :func:`read_solver`,
+  :func:`write_prototxt`;
+- :mod:`.caffemodel` -- binary weights of any size as numpy views:
+  :func:`read_caffemodel`, :func:`write_caffemodel`;
+- :mod:`.upgrade` -- V0/V1 to V2 by Caffe's rules: :func:`upgrade_net`, :func:`upgrade_file`;
+- :mod:`.net` -- a net as Caffe builds it (phase filter, in-place layers, splits) with its
+  weights: :func:`load_net`;
+- :mod:`.shapes` -- output shapes, parameter counts and multiply-accumulates per layer;
+- :mod:`.inspect`, :mod:`.draw` -- what ``caffezoo inspect`` and ``caffezoo draw`` print;
+- :mod:`.builder`, :mod:`.bair` -- nets defined in Python; the bundled BAIR models.
+
+Names are imported on first use, so ``import caffezoo.caffe`` stays cheap.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "read_prototxt": "prototxt", "read_solver": "prototxt", "write_prototxt": "prototxt",
+    "load_prototxt": "prototxt", "parse_prototxt": "prototxt", "to_text": "prototxt",
+    "read_caffemodel": "caffemodel", "write_caffemodel": "caffemodel", "Caffemodel": "caffemodel",
+    "upgrade_net": "upgrade", "upgrade_file": "upgrade",
+    "load_net": "net", "Net": "net", "Layer": "net",
+    "infer_shapes": "shapes",
+    "NetBuilder": "builder",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{module}"), name)

@@ -1,0 +1,173 @@
+"""`caffezoo validate`'s checks of a model directory's prototxt files.
+
+Importing this module adds :func:`check_prototxts` to
+:data:`caffezoo.validate.CHECKS` (``validate()`` imports it). For each
+prototxt, what would stop Caffe, as errors with the file and line:
+
+- text syntax (line and column), unknown fields;
+- for nets, in each phase the file uses: include/exclude conflicts, layer
+  types no Caffe knows, bottoms no earlier layer produces, tops produced twice
+  other than in place, shapes that cannot be computed; a deploy net must
+  declare the shape of every input;
+- for solvers: a net named at all, and found in the model directory.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+from ..errors import NetError, Problem, PrototxtError
+from ..modeldir import ModelDir
+from . import caffe_pb2
+from .layertypes import KNOWN_TYPES
+from .net import assemble, wiring_problems
+from .prototxt import Prototxt, load_prototxt
+
+
+def _error(path: Path, line: int | None, message: str) -> Problem:
+    return Problem(str(path), line, message, "error")
+
+
+def _warning(path: Path, line: int | None, message: str) -> Problem:
+    return Problem(str(path), line, message, "warning")
+
+
+def check_prototxts(m: ModelDir) -> Iterator[Problem]:
+    """Every problem of every prototxt file in the model directory."""
+    for f in m.files:
+        if f.kind in ("deploy", "train_val", "prototxt"):
+            yield from check_net_file(m.path / f.name, deploy=f.kind == "deploy")
+        elif f.kind == "solver":
+            yield from check_solver_file(m.path / f.name, m.path)
+
+
+def _parse(path: Path, message_type: type) -> tuple[Prototxt | None, list[Problem]]:
+    """Parse strictly; on unknown fields report each one and go on without them."""
+    try:
+        return load_prototxt(path, message_type), []
+    except PrototxtError as e:
+        strict_error = e
+    try:
+        parsed = load_prototxt(path, message_type, skip_unknown=True)
+    except PrototxtError:
+        return None, [_error(path, strict_error.line, _without_location(strict_error))]
+    return parsed, [_error(path, s.line, f"column {s.column}: unknown field {s.path!r}; BVLC Caffe rejects "
+                                         f"it (a Caffe fork's parameter?)") for s in parsed.skipped]
+
+
+def _without_location(e: PrototxtError) -> str:
+    text = str(e)
+    prefix = f"{e.path}:{e.line}:{e.column}: " if e.line else f"{e.path}: "
+    text = text[len(prefix):] if text.startswith(prefix) else text
+    return f"column {e.column}: {text}" if e.column else text
+
+
+def check_net_file(path: Path, *, deploy: bool = False) -> Iterator[Problem]:
+    parsed, problems = _parse(path, caffe_pb2.NetParameter)
+    yield from problems
+    if parsed is None:
+        return
+    net_message: caffe_pb2.NetParameter = parsed.message  # type: ignore[assignment]
+    if deploy:
+        yield from _deploy_inputs(path, parsed)
+    uses_phases = any(rule.HasField("phase") for layer in net_message.layer for rule in [*layer.include,
+                                                                                         *layer.exclude])
+    seen: set[tuple[int | None, str]] = set()
+    for phase in ("TEST", "TRAIN") if uses_phases and not deploy else ("TEST",):
+        for problem in _net_problems(path, parsed, phase):
+            key = (problem.line, problem.message)
+            if key not in seen:
+                seen.add(key)
+                yield problem
+
+
+def _net_problems(path: Path, parsed: Prototxt, phase: str) -> Iterable[Problem]:
+    from .shapes import infer_shapes
+
+    try:
+        net = assemble(parsed.message, str(path), parsed.lines, phase=phase)  # type: ignore[arg-type]
+    except NetError as e:
+        yield _error(path, _line_of(parsed, str(e)), _strip_path(str(e), path))
+        return
+    for layer in net.layers:
+        if layer.type not in KNOWN_TYPES:
+            close = difflib.get_close_matches(layer.type, sorted(KNOWN_TYPES), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            what = f"unknown layer type {layer.type!r}{hint}" if layer.type else "the layer has no type"
+            yield _error(path, layer.line, f"layer {layer.name!r}: {what}")
+    wiring = wiring_problems(net.layers)
+    for layer, message in wiring:
+        yield _error(path, layer.line, f"layer {layer.name!r}: {message}" + (f" ({phase} phase)"
+                                                                            if phase == "TRAIN" else ""))
+    if wiring:
+        return
+    infer_shapes(net)
+    for layer in net.layers:
+        if layer.problem and layer.type in KNOWN_TYPES:
+            yield _error(path, layer.line, f"layer {layer.name!r} ({layer.type}): {layer.problem}")
+
+
+def _deploy_inputs(path: Path, parsed: Prototxt) -> Iterator[Problem]:
+    """A deploy net must say the shape of what it takes."""
+    net: caffe_pb2.NetParameter = parsed.message  # type: ignore[assignment]
+    first_input = (parsed.lines.get("input") or [None])[0]
+    if net.input and not (net.input_shape or net.input_dim):
+        yield _error(path, first_input, f"input {', '.join(map(repr, net.input))} has no shape: add input_shape "
+                                        f"{{ dim: ... }} (or four input_dim) per input")
+    layer_lines = parsed.lines.get("layer") or parsed.lines.get("layers") or []
+    for i, layer in enumerate(net.layer):
+        if layer.type == "Input" and not layer.input_param.shape:
+            line = layer_lines[i] if i < len(layer_lines) else None
+            yield _error(path, line, f"Input layer {layer.name!r} has no input_param {{ shape {{ ... }} }}")
+    has_source = net.input or any(
+        layer.type == "Input" or not layer.bottom for layer in net.layer) or net.layers
+    if not has_source:
+        yield _error(path, None, "the deploy net declares no input: add an Input layer with its shape")
+
+
+def check_solver_file(path: Path, model_dir: Path) -> Iterator[Problem]:
+    parsed, problems = _parse(path, caffe_pb2.SolverParameter)
+    yield from problems
+    if parsed is None:
+        return
+    solver: caffe_pb2.SolverParameter = parsed.message  # type: ignore[assignment]
+    names = [("net", solver.net)] if solver.HasField("net") else []
+    if solver.HasField("train_net"):
+        names.append(("train_net", solver.train_net))
+    names += [("test_net", t) for t in solver.test_net]
+    inline = solver.HasField("net_param") or solver.HasField("train_net_param")
+    if not names and not inline:
+        yield _error(path, None, "the solver names no net: add `net: \"train_val.prototxt\"`")
+    for key, value in names:
+        line = (parsed.lines.get(key) or [None])[0]
+        # Caffe resolves the path from where it runs (usually Caffe's root, hence
+        # "models/NAME/train_val.prototxt"); the file itself should be in this directory.
+        # A warning, not an error: the deploy net still runs without the training setup.
+        if not ((model_dir / value).is_file() or (model_dir / Path(value).name).is_file()):
+            yield _warning(path, line, f"{key}: {value!r} is not in the model directory "
+                                     f"(no {Path(value).name} beside the solver)")
+
+
+def _line_of(parsed: Prototxt, message: str) -> int | None:
+    import re
+
+    m = re.search(r":(\d+): ", message)
+    return int(m.group(1)) if m else None
+
+
+def _strip_path(message: str, path: Path) -> str:
+    import re
+
+    return re.sub(rf"^{re.escape(str(path))}(:\d+)?: ", "", message)
+
+
+def register() -> None:
+    from ..validate import CHECKS
+
+    if check_prototxts not in CHECKS:
+        CHECKS.append(check_prototxts)
+
+
+register()
