@@ -20,7 +20,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from sqlalchemy import Float, Integer, delete, func, insert, select, text, update
+from sqlalchemy import Float, Integer, delete, func, insert, literal_column, select, text, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
@@ -308,8 +308,8 @@ def find(s: Session, *, q: str | None = None, license: str | None = None, task: 
             order = [hits.c.score, *order]
         else:
             tsq = func.to_tsquery("simple", " & ".join(f"{w}:*" for w in words))
-            search = text("zoo_entries.search")
-            stmt = stmt.where(search.op("@@")(tsq))  # type: ignore[attr-defined]
+            search = literal_column("zoo_entries.search")
+            stmt = stmt.where(search.op("@@")(tsq))
             order = [func.ts_rank(search, tsq).desc(), *order]
     total = s.scalar(select(func.count()).select_from(stmt.order_by(None).subquery())) or 0
     entries = list(s.scalars(stmt.order_by(*order).limit(limit).offset(offset)))
