@@ -131,7 +131,10 @@ def parse_page(text: str) -> WikiPage:
 
     def finish() -> None:
         if current is not None:
-            current.notes = _clean(notes)
+            marks = (CITATION_MARK, MODELS_MARK)
+            kept = [ln for k, ln in enumerate(notes) if ln.strip() or not (
+                (k > 0 and notes[k - 1] in marks) or (k + 1 < len(notes) and notes[k + 1] in marks))]
+            current.notes = _clean(kept)
 
     while i < len(lines):
         line = lines[i]
