@@ -21,7 +21,7 @@ def caffezoo_home(tmp_path_factory, monkeypatch) -> Path:
     monkeypatch.setenv("HOME", str(home / "user"))
     (home / "user").mkdir()
     for var in ("CAFFEZOO_OFFLINE", "CAFFEZOO_GIST_API", "CAFFEZOO_TOKEN", "GITHUB_TOKEN",
-                "CAFFEZOO_MIRRORS", "CAFFEZOO_DATABASE_URL"):
+                "CAFFEZOO_MIRRORS", "CAFFEZOO_DATABASE_URL", "CAFFEZOO_TIMEOUT", "CAFFEZOO_RETRIES"):
         monkeypatch.delenv(var, raising=False)
     return home
 

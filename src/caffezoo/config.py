@@ -20,6 +20,10 @@ Variables:
     Whitespace- or comma-separated base URLs serving ``<base>/blobs/sha1/<sha1>``.
 ``CAFFEZOO_DATABASE_URL``
     The zoo server's SQLAlchemy URL (default: SQLite under the data directory).
+``CAFFEZOO_TIMEOUT``
+    Seconds a download may wait for a connection or for the next bytes (default 30).
+``CAFFEZOO_RETRIES``
+    Attempts per download source without progress before the next source (default 5).
 
 Settings are read on each call, not cached at import, so a test or a
 long-running server sees the environment as it is.
@@ -51,6 +55,8 @@ class Settings:
     gist_api: str = DEFAULT_GIST_API
     mirrors: tuple[str, ...] = ()
     database_url: str | None = None
+    timeout: float = 30.0
+    retries: int = 5
     _token: str | None = field(default=None, repr=False)
 
     @property
@@ -111,6 +117,19 @@ def _mirrors() -> tuple[str, ...]:
     return urls
 
 
+def _number(name: str, default: float, kind: type[int] | type[float], minimum: float) -> float:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = kind(raw)
+    except ValueError:
+        value = None
+    if value is None or value < minimum:
+        raise ConfigError(f"{name}={raw!r}: expected {'an integer' if kind is int else 'a number'} >= {minimum}")
+    return value
+
+
 def settings() -> Settings:
     """Read the environment and return the current :class:`Settings`."""
     home_raw = os.environ.get("CAFFEZOO_HOME", "").strip()
@@ -135,5 +154,7 @@ def settings() -> Settings:
         gist_api=gist_api,
         mirrors=_mirrors(),
         database_url=os.environ.get("CAFFEZOO_DATABASE_URL", "").strip() or None,
+        timeout=_number("CAFFEZOO_TIMEOUT", 30.0, float, 0.1),
+        retries=int(_number("CAFFEZOO_RETRIES", 5, int, 0)),
         _token=_token(),
     )

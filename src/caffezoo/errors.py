@@ -107,6 +107,10 @@ class OfflineError(DownloadError):
     """``CAFFEZOO_OFFLINE=1`` is set and what was asked for is not in the cache."""
 
 
+class DiskSpaceError(DownloadError):
+    """The disk is full, or a file-size limit or quota stops the download."""
+
+
 class GistError(CaffezooError):
     """A gist API call failed (HTTP status, rate limit, truncated content...)."""
 

@@ -1,0 +1,113 @@
+"""``caffezoo download``: fetch, verify and install models' weights."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from ._app import JSON_OPTION, QUIET_OPTION, app, console, error_line, print_json, state
+from .models import _size
+
+
+def _as_json(outcome) -> dict:
+    """One model's line of `--json`: model, ok, error, and the result's fields when it has one."""
+    from dataclasses import asdict
+
+    out = {"model": outcome.model, "ok": outcome.error is None, "error": None}
+    if outcome.error is not None:
+        out["error"] = str(outcome.error)
+    if outcome.result is not None:
+        out.update(asdict(outcome.result))
+    return out
+
+
+@app.command()
+def download(
+    models: list[str] = typer.Argument(..., help="Model directories or bundled model names."),
+    output: Path = typer.Option(
+        None,
+        "--output",
+        "-o",
+        help="Install the weights at FILE instead of the model directory (one MODEL).",
+    ),
+    jobs: int = typer.Option(4, "--jobs", "-j", min=1, help="How many models to download at once."),
+    verify: bool = typer.Option(
+        False,
+        "--verify",
+        help="Re-hash files already there instead of trusting the record of their last check.",
+    ),
+    symlink: bool = typer.Option(
+        False, "--symlink", help="Install a symbolic link to the cached blob."
+    ),
+    copy: bool = typer.Option(
+        False, "--copy", help="Install a copy of the cached blob, not a hard link."
+    ),
+    json: bool = JSON_OPTION,
+    quiet: bool = QUIET_OPTION,
+) -> None:
+    """Download the weights named in each MODEL's readme.md; confirm their SHA-1.
+
+    Each file lands at MODEL/<caffemodel> (bundled models: under
+    CAFFEZOO_HOME/models/), hard-linked to a verified blob in the cache,
+    so weights that several models share are fetched once.
+
+    Sources, in order: the cache; each CAFFEZOO_MIRRORS base, as
+    <base>/blobs/sha1/<sha1>; caffemodel_url; the front matter's mirrors.
+
+    Interrupted downloads resume on the next run; failures are retried
+    with backoff. Exit status 0 only when every file is in place and right.
+    """
+    from ..errors import CaffezooError, UsageError
+
+    if output is not None and len(models) != 1:
+        raise UsageError("--output takes exactly one MODEL")
+    if symlink and copy:
+        raise UsageError("--symlink and --copy exclude each other")
+    how = "symlink" if symlink else "copy" if copy else "link"
+
+    from ..download import download_many
+    from ._progress import Display
+
+    with Display(quiet=quiet) as display:
+        try:
+            outcomes = download_many(
+                models, jobs=jobs, progress=display.callback, verify=verify, how=how, output=output
+            )
+        except KeyboardInterrupt:
+            display.close()
+            error_line(
+                "interrupted; the bytes received are kept and the next run resumes from them"
+            )
+            raise typer.Exit(130) from None
+        for o in outcomes:
+            r = o.result
+            if r is None:
+                display.finish(o.model, "[red]failed[/]")
+            else:
+                display.finish(o.model, f"[green]{r.status}[/]", r.size)
+
+    failures = [o for o in outcomes if o.error is not None]
+    for o in failures:
+        if not isinstance(o.error, CaffezooError) or state["debug"]:
+            raise o.error  # a bug: let it show its traceback
+    if json:
+        print_json([_as_json(o) for o in outcomes])
+    elif not quiet:
+        from rich.markup import escape
+
+        out = console()
+        for o in outcomes:
+            r = o.result
+            if r is None:
+                continue
+            what = {
+                "present": "already there",
+                "cached": "installed from the cache",
+                "downloaded": f"downloaded {_size(r.size)} from {r.source}",
+            }[r.status]
+            out.print(f"{escape(o.model)}: {escape(what)}, sha1 ok: {escape(str(r.path))}")
+    for o in failures:
+        error_line(f"{o.model}: {o.error}")
+    if failures:
+        raise typer.Exit(max(getattr(o.error, "exit_code", 1) for o in failures))

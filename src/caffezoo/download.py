@@ -1,0 +1,132 @@
+"""``caffezoo download``: a model's weights, fetched by its front matter and verified.
+
+>>> import caffezoo.download
+>>> caffezoo.download.download("bvlc_alexnet").path          # doctest: +SKIP
+PosixPath('~/.local/share/caffezoo/models/bvlc_alexnet/bvlc_alexnet.caffemodel')
+
+The front matter gives ``caffemodel`` (the file name), ``caffemodel_url`` and
+``sha1``; ``sha256`` and ``size`` are checked when present, and ``mirrors``
+are tried after the URL. Mirrors in ``CAFFEZOO_MIRRORS`` come first. Weights
+of a model directory go into it; those of a bundled model under
+``CAFFEZOO_HOME`` (the package may be read-only). The bytes themselves live
+once in the blob cache, hard-linked into place.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from .config import Settings, settings
+from .fetch import Fetched, Progress, fetch_to
+from .fetch.core import How
+from .fetch.urls import origin
+from .modeldir import ModelDir
+from .schema import require
+from .zoo import resolve
+
+DEFAULT_JOBS = 4
+
+
+def _auth(s: Settings) -> dict[str, str]:
+    """The token goes to the gist API's host (a caffezoo server also serves blobs), nowhere else."""
+    return {origin(s.gist_api): f"Bearer {s.token}"} if s.token else {}
+
+
+def download(
+    model: str | os.PathLike[str] | ModelDir,
+    *,
+    verify: bool = False,
+    how: How = "link",
+    output: str | os.PathLike[str] | None = None,
+    progress: Progress | None = None,
+) -> Fetched:
+    """Install a model's weights (at ``output`` if given) and return where they are.
+
+    Raises :class:`~caffezoo.errors.FrontMatterError` when the front matter lacks
+    ``caffemodel``, ``caffemodel_url`` or ``sha1``, and a
+    :class:`~caffezoo.errors.DownloadError` when no source gives the right bytes.
+    """
+    m = model if isinstance(model, ModelDir) else resolve(model)
+    fm = m.front_matter
+    require(fm, "download", str(m.readme_path))
+    dest = Path(output) if output is not None else m.weights_path
+    assert dest is not None  # require() checked caffemodel
+    s = settings()
+    return fetch_to(
+        dest,
+        [fm.caffemodel_url, *fm.mirrors],
+        sha1=fm.sha1,
+        sha256=fm.sha256,
+        size=fm.size,
+        how=how,
+        verify=verify,
+        progress=progress,
+        name=fm.caffemodel,
+        blobs_dir=s.blobs_dir,
+        mirrors=s.mirrors,
+        offline=s.offline,
+        timeout=s.timeout,
+        retries=s.retries,
+        auth=_auth(s),
+    )
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """One model of :func:`download_many`: its result, or the error that stopped it."""
+
+    model: str
+    result: Fetched | None = None
+    error: Exception | None = None
+
+
+def download_many(
+    models: Sequence[str],
+    *,
+    jobs: int = DEFAULT_JOBS,
+    progress: Callable[[str], Progress | None] | None = None,
+    **options,
+) -> list[Outcome]:
+    """Download several models, at most ``jobs`` at a time; one failure does not stop the rest.
+
+    ``progress(model)`` returns the progress callback for that model.
+    Outcomes come back in the order of ``models``. The workers are daemon
+    threads: on Ctrl-C the caller may exit at once, and what each had written
+    stays on disk for the next run to resume.
+    """
+    outcomes: dict[int, Outcome] = {}
+    todo: queue.Queue = queue.Queue()
+    for item in enumerate(models):
+        todo.put(item)
+    done = threading.Condition()
+
+    def work() -> None:
+        while True:
+            try:
+                i, name = todo.get_nowait()
+            except queue.Empty:
+                return
+            try:
+                cb = progress(name) if progress else None
+                out = Outcome(name, result=download(name, progress=cb, **options))
+            except Exception as e:  # kept with its model; the other downloads go on
+                out = Outcome(name, error=e)
+            with done:
+                outcomes[i] = out
+                done.notify()
+
+    workers = [
+        threading.Thread(target=work, daemon=True, name=f"caffezoo-download-{n}")
+        for n in range(max(1, min(jobs, len(models))))
+    ]
+    for w in workers:
+        w.start()
+    with done:
+        while len(outcomes) < len(models):
+            done.wait(0.5)  # a timeout, so Ctrl-C reaches the main thread
+    return [outcomes[i] for i in range(len(models))]
