@@ -358,7 +358,7 @@ def _model_page(request: Request, entry_id: str, rev: str | None) -> HTMLRespons
                 rows, body = _front_matter_rows(parsed.data), parsed.body
             except Exception:  # a broken front matter: its problems are listed; show the text
                 body = text
-            readme_html = markdown_html(body)
+            readme_html = markdown_html(body, demote=1)
         files = _files(view, base)
         picture_name = pick_net([f.filename for f in view.files])
     picture = None
@@ -370,7 +370,7 @@ def _model_page(request: Request, entry_id: str, rev: str | None) -> HTMLRespons
         problems=problems, files=files, picture=picture, picture_name=picture_name, section=section,
         citation=section.citation if section else None,
         commands=commands_for(entry, view, base, weights.mirrored), base=base, q="",
-        wiki_description_html=markdown_html(entry.wiki_description) if entry.wiki_description else "")
+        wiki_description_html=markdown_html(entry.wiki_description, demote=1) if entry.wiki_description else "")
     cache.put(key, html)
     return HTMLResponse(html, headers=PAGE_HEADERS)
 
@@ -421,7 +421,7 @@ def wiki_page(request: Request) -> HTMLResponse:
         by_section.setdefault(e.section_id, []).append((e, weights_of(e, checks, mirror)))
     from .wiki import notes_text
 
-    shown = [(sec, markdown_html(notes_text(sec.notes)) if sec.notes else "", by_section.get(sec.id, []))
+    shown = [(sec, markdown_html(notes_text(sec.notes), demote=2) if sec.notes else "", by_section.get(sec.id, []))
              for sec in sections]
     return render("wiki.html", sections=shown, q="")
 

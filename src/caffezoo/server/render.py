@@ -66,9 +66,16 @@ def sanitize(html: str) -> str:
     return _cleaner.clean(html)
 
 
-def markdown_html(text: str) -> str:
-    """Untrusted Markdown as safe HTML."""
-    return sanitize(_markdown().render(text))
+def markdown_html(text: str, demote: int = 0) -> str:
+    """Untrusted Markdown as safe HTML; ``demote`` moves headings down (``# x`` -> ``<h2>``
+    with 1), so a readme's title does not compete with the page's own ``<h1>``."""
+    md = _markdown()
+    tokens = md.parse(text)
+    if demote:
+        for t in tokens:
+            if t.type in ("heading_open", "heading_close"):
+                t.tag = f"h{min(6, int(t.tag[1]) + demote)}"
+    return sanitize(md.renderer.render(tokens, md.options, {}))
 
 
 # --------------------------------------------------------------------------- prototxt
