@@ -17,12 +17,13 @@ prefix, so ``goog`` finds GoogLeNet.
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass, field
 
 from sqlalchemy import Float, Integer, delete, func, insert, literal_column, select, text, update
 from sqlalchemy.engine import Engine
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, defer
 
 from ..errors import CaffezooError
 from ..frontmatter import parse_readme
@@ -55,6 +56,7 @@ class ModelInfo:
     tags: list[str] = field(default_factory=list)
     body: str = ""
     problems: list[str] = field(default_factory=list)
+    data: dict = field(default_factory=dict)  # the front matter as written
 
 
 def framework_of(fm: FrontMatter) -> str | None:
@@ -128,7 +130,7 @@ def read_info(text: str, fallback_name: str | None = None) -> ModelInfo | None:
         name=(fm.name or fallback_name or "").strip(), summary=first_line(body), license=fm.license,
         task=fm.task, framework=framework_of(fm), caffemodel=fm.caffemodel,
         caffemodel_url=fm.caffemodel_url, sha1=fm.sha1 if not problems or _is_sha1(fm.sha1) else None,
-        size=size, tags=sorted(set(tags))[:50], body=body, problems=problems,
+        size=size, tags=sorted(set(tags))[:50], body=body, problems=problems, data=data,
     )
 
 
@@ -246,6 +248,7 @@ def _apply(entry: Entry, info: ModelInfo) -> None:
     entry.size, entry.tags = info.size, ",".join(info.tags)
     entry.readme = info.body[:MAX_SEARCH_TEXT]
     entry.problems = "\n".join(info.problems)
+    entry.front_matter = json.dumps(info.data, ensure_ascii=False, default=str)
 
 
 def forget_gist(s: Session, gist_id: str) -> None:
@@ -289,29 +292,35 @@ def query_words(q: str | None) -> list[str]:
 def find(s: Session, *, q: str | None = None, license: str | None = None, task: str | None = None,
          tag: str | None = None, limit: int = 20, offset: int = 0) -> Page:
     """Listed entries matching the filters and the search words; best match (or name) first."""
-    stmt = select(Entry).where(Entry.listed.is_(True))
+    where = [Entry.listed.is_(True)]
     if license:
-        stmt = stmt.where(Entry.license == license)
+        where.append(Entry.license == license)
     if task:
-        stmt = stmt.where(Entry.task == task)
+        where.append(Entry.task == task)
     if tag:
-        stmt = stmt.where(Entry.pk.in_(select(EntryTag.entry_pk).where(EntryTag.tag == tag.lower())))
+        where.append(Entry.pk.in_(select(EntryTag.entry_pk).where(EntryTag.tag == tag.lower())))
     words = query_words(q)
+    stmt = select(Entry)
     order = [Entry.sort_name, Entry.pk]
-    if words:
-        if _sqlite(s):
-            match = " ".join(f'"{w}"*' for w in words)
-            hits = (text("SELECT rowid AS pk, bm25(zoo_fts, 10.0, 5.0, 1.0) AS score FROM zoo_fts "
-                         "WHERE zoo_fts MATCH :match").bindparams(match=match)
-                    .columns(pk=Integer, score=Float).subquery())
-            stmt = stmt.join(hits, hits.c.pk == Entry.pk)
-            order = [hits.c.score, *order]
-        else:
-            tsq = func.to_tsquery("simple", " & ".join(f"{w}:*" for w in words))
-            search = literal_column("zoo_entries.search")
-            stmt = stmt.where(search.op("@@")(tsq))
-            order = [func.ts_rank(search, tsq).desc(), *order]
-    total = s.scalar(select(func.count()).select_from(stmt.order_by(None).subquery())) or 0
+    if words and _sqlite(s):
+        match = " ".join(f'"{w}"*' for w in words)
+        # Counting needs no ranking: bm25 over every match would cost more than the page.
+        where.append(Entry.pk.in_(text("SELECT rowid FROM zoo_fts WHERE zoo_fts MATCH :match")
+                                  .bindparams(match=match).columns(rowid=Integer)))
+        hits = (text("SELECT rowid AS pk, bm25(zoo_fts, 10.0, 5.0, 1.0) AS score FROM zoo_fts "
+                     "WHERE zoo_fts MATCH :match2").bindparams(match2=match)
+                .columns(pk=Integer, score=Float).subquery())
+        stmt = stmt.join(hits, hits.c.pk == Entry.pk)
+        order = [hits.c.score, *order]
+    elif words:
+        tsq = func.to_tsquery("simple", " & ".join(f"{w}:*" for w in words))
+        search = literal_column("zoo_entries.search")
+        where.append(search.op("@@")(tsq))
+        order = [func.ts_rank(search, tsq).desc(), *order]
+    total = s.scalar(select(func.count(Entry.pk)).where(*where)) or 0
+    if words and _sqlite(s):
+        where.pop()  # the join with the ranked matches already keeps only them
+    stmt = stmt.where(*where).options(defer(Entry.readme))  # cards never show the whole readme
     entries = list(s.scalars(stmt.order_by(*order).limit(limit).offset(offset)))
     return Page(entries, total)
 

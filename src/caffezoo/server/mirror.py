@@ -16,6 +16,7 @@ only when they are what the model's front matter promises.
 
 from __future__ import annotations
 
+import os
 import re
 import threading
 from collections.abc import Callable
@@ -45,6 +46,7 @@ class Mirror:
 
     def __init__(self, root: Path):
         self.root = Path(root)
+        self._prefix = os.path.join(str(self.root), "sha1", "")  # has() runs per card: no Path objects
         self._lock = threading.Lock()
 
     def _cache(self):
@@ -56,7 +58,7 @@ class Mirror:
         return self.root / "sha1" / sha1
 
     def has(self, sha1: str | None) -> bool:
-        return bool(sha1) and SHA1_RE.fullmatch(sha1 or "") is not None and self.path(sha1).is_file()
+        return bool(sha1) and SHA1_RE.fullmatch(sha1) is not None and os.path.isfile(self._prefix + sha1)
 
     def wanted(self, storage: Storage) -> list[tuple[str, str, int | None]]:
         """``(sha1, url, size)`` of listed models whose weights the store lacks."""

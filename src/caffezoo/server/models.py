@@ -129,7 +129,8 @@ class Entry(Base):
     sha1: Mapped[str | None] = mapped_column(String(40), nullable=True, index=True)
     size: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     tags: Mapped[str] = mapped_column(Text, default="")  # comma-separated, for display
-    readme: Mapped[str] = mapped_column(Text, default="")  # the readme's prose, for search
+    readme: Mapped[str] = mapped_column(Text, default="")  # the readme's prose, for search and the page
+    front_matter: Mapped[str] = mapped_column(Text, default="{}")  # as JSON: parsed once, on write
     problems: Mapped[str] = mapped_column(Text, default="")  # front-matter faults, one a line
     updated_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True, index=True)
     # From a wiki import.

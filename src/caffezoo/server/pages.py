@@ -29,6 +29,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
+from ..errors import CaffezooError
 from ..frontmatter import parse_readme
 from . import catalog
 from .api import JSON_TYPE, base_url, json_response
@@ -218,6 +219,7 @@ class IndexData:
     total: int
     facets: catalog.Facets
     checks: dict[str, LinkCheck] = field(default_factory=dict)
+    key: tuple = ()  # what the data is a function of: the query and the catalog's generation
 
 
 def _index_data(store: Storage, cache: PageCache, query: IndexQuery) -> IndexData:
@@ -231,7 +233,7 @@ def _index_data(store: Storage, cache: PageCache, query: IndexQuery) -> IndexDat
         page = catalog.find(s, q=query.q, license=query.license or None, task=query.task or None,
                             tag=query.tag or None, limit=PER_PAGE, offset=(query.page - 1) * PER_PAGE)
         checks = catalog.link_checks(s, [e.caffemodel_url for e in page.entries if e.caffemodel_url])
-        return cache.put(key, IndexData(page.entries, page.total, facets, checks))
+        return cache.put(key, IndexData(page.entries, page.total, facets, checks, key))
 
 
 def page_links(current: int, last: int) -> list[int | None]:
@@ -250,10 +252,17 @@ def index(request: Request) -> HTMLResponse:
     store, mirror, cache = _state(request)
     query = IndexQuery.from_request(request)
     data = _index_data(store, cache, query)
-    last = max(1, -(-data.total // PER_PAGE))
     cards = [(e, weights_of(e, data.checks, mirror)) for e in data.entries]
-    return render("index.html", query=query, q=query.q, cards=cards, total=data.total, facets=data.facets,
-                  page=query.page, last=last, pages=page_links(query.page, last))
+    # The page is a function of the query, the catalog's generation and which of the
+    # shown blobs are mirrored (a file-system fact): the rendered HTML is cached on that.
+    key = ("index-html", *data.key, tuple(w.mirrored for _, w in cards))
+    html = cache.get(key)
+    if html is None:
+        last = max(1, -(-data.total // PER_PAGE))
+        html = cache.put(key, templates().get_template("index.html").render(
+            query=query, q=query.q, cards=cards, total=data.total, facets=data.facets, page=query.page,
+            last=last, pages=page_links(query.page, last)))
+    return HTMLResponse(html, headers=PAGE_HEADERS)
 
 
 # --------------------------------------------------------------------------- a model
@@ -268,21 +277,25 @@ class FileShown:
     kind: str
 
 
+@lru_cache(maxsize=1024)
+def _file_html(blob_sha: str, prototxt: bool, content: bytes) -> str:
+    """A file as highlighted (or plain) lines; by blob, since many models share their nets."""
+    text = content.decode("utf-8", errors="replace")
+    return highlight_prototxt(text) if prototxt else plain_lines(text)
+
+
 def _files(view: GistView, base: str) -> list[FileShown]:
     from .shapes import raw_url
 
     out = []
     for f in view.files:
-        text = (f.content or b"").decode("utf-8", errors="replace")
         lower = f.filename.lower()
         if lower == "readme.md":
             continue
         if len(f.content or b"") > 2 * 1024 * 1024:
             html = None
-        elif lower.endswith(".prototxt"):
-            html = highlight_prototxt(text)
         else:
-            html = plain_lines(text)
+            html = _file_html(f.blob_sha, lower.endswith(".prototxt"), f.content or b"")
         kind = "prototxt" if lower.endswith(".prototxt") else "text"
         out.append(FileShown(f.filename, f.size, raw_url(base, view, f), html, kind))
     return out
@@ -351,12 +364,16 @@ def _model_page(request: Request, entry_id: str, rev: str | None) -> HTMLRespons
     files: list[FileShown] = []
     if view is not None:
         readme = next((f for f in view.files if f.filename.lower() == "readme.md"), None)
-        if readme is not None:
+        if readme is not None and rev is None and len(entry.readme) < catalog.MAX_SEARCH_TEXT:
+            # The newest revision: the catalog parsed it on write (YAML parsing is the slow part).
+            rows, body = _front_matter_rows(json.loads(entry.front_matter or "{}")), entry.readme
+            readme_html = markdown_html(body, demote=1)
+        elif readme is not None:
             text = (readme.content or b"").decode("utf-8", errors="replace")
             try:
                 parsed = parse_readme(text)
                 rows, body = _front_matter_rows(parsed.data), parsed.body
-            except Exception:  # a broken front matter: its problems are listed; show the text
+            except CaffezooError:  # a broken front matter: its problems are listed; show the text
                 body = text
             readme_html = markdown_html(body, demote=1)
         files = _files(view, base)
