@@ -33,6 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from gist_helpers import free_port  # noqa: E402
+from download import find, start_nginx  # noqa: E402
 from gist_server import process, wrk  # noqa: E402
 
 WORDS = ("alexnet caffenet googlenet resnet vgg inception segmentation detection flowers cars faces "
@@ -85,29 +86,6 @@ def generate(database_url: str, n: int) -> list[str]:
     return ids
 
 
-NGINX_CONF = """
-daemon off;
-worker_processes 1;
-pid {tmp}/nginx.pid;
-error_log {tmp}/nginx-error.log;
-events {{ worker_connections 256; }}
-http {{
-    access_log off;
-    sendfile on;
-    tcp_nopush on;
-    client_body_temp_path {tmp}/nginx-body;
-    proxy_temp_path {tmp}/nginx-proxy;
-    fastcgi_temp_path {tmp}/nginx-fastcgi;
-    uwsgi_temp_path {tmp}/nginx-uwsgi;
-    scgi_temp_path {tmp}/nginx-scgi;
-    server {{
-        listen 127.0.0.1:{port};
-        root {root};
-    }}
-}}
-"""
-
-
 def rotating(tmp: Path, name: str, paths: list[str]) -> str:
     """A wrk script that asks for a random one of ``paths`` each time (so caches mostly miss)."""
     script = tmp / f"{name}.lua"
@@ -133,8 +111,7 @@ def main() -> None:
     parser.add_argument("--blob-mb", type=int, default=256, help="size of the blob for the throughput test")
     args = parser.parse_args()
     for tool in ("wrk", "nginx"):
-        if shutil.which(tool) is None and not Path(f"/usr/sbin/{tool}").exists():
-            raise SystemExit(f"{tool} is not installed (Debian package `{tool}`)")
+        find(tool)
     tmp = Path(tempfile.mkdtemp(prefix="caffezoo-webbench-"))
     env = dict(os.environ, PYTHONPATH=str(ROOT / "src"), CAFFEZOO_HOME=str(tmp))
     database_url = f"sqlite:///{tmp / 'bench.db'}"
@@ -167,12 +144,12 @@ def main() -> None:
                 wrk(base + path, 8, 1, script)  # warm up: caches, the network picture, connection pools
                 results[name] = wrk(base + path, 8, args.duration, script)
             mirror = {c: transfer_mb_s(f"{base}/blobs/sha1/{sha1}", c, args.duration) for c in (1, 8)}
-        nport = free_port()
-        (tmp / "nginx.conf").write_text(NGINX_CONF.format(tmp=tmp, port=nport, root=blobs))
-        nginx = shutil.which("nginx") or "/usr/sbin/nginx"
-        with process([nginx, "-c", str(tmp / "nginx.conf"), "-p", str(tmp)],
-                     f"http://127.0.0.1:{nport}/sha1/none", env):
+        nginx, nport = start_nginx(tmp, blobs)
+        try:
             native = {c: transfer_mb_s(f"http://127.0.0.1:{nport}/sha1/{sha1}", c, args.duration) for c in (1, 8)}
+        finally:
+            nginx.terminate()
+            nginx.wait(20)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

@@ -174,3 +174,19 @@ def test_pages_read_well_on_a_phone_in_light_and_dark(web, browser, scheme):
         assert (bg == "rgb(18, 20, 22)") == (scheme == "dark")
     finally:
         context.close()
+
+
+def test_an_imported_wiki_page_reads_like_the_wiki(web, page):
+    from caffezoo.server.wiki import import_page, parse_page
+    from test_wiki import NIN_ID, page_text
+
+    import_page(web.storage, parse_page(page_text()), fetch=False)
+    page.goto(web.url + "/wiki")
+    assert page.locator("section.section h2").all_inner_texts() == [
+        "Network in Network model", "Models used by the VGG team in ILSVRC-2014", "Places-CNN"]
+    assert "lin2014nin" in page.locator("pre.citation").first.inner_text()
+    shot(page, "wiki")
+    page.click("text=NIN-Imagenet")
+    page.wait_for_url(f"**/models/{NIN_ID}")
+    assert f"caffezoo gist download mavenlin/{NIN_ID}" in page.locator("#get").inner_text()
+    shot(page, "wiki-entry")

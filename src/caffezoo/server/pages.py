@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import json
 import shlex
-import threading
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import lru_cache
@@ -32,7 +30,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from ..errors import CaffezooError
 from ..frontmatter import parse_readme
 from . import catalog
-from .api import JSON_TYPE, base_url, json_response
+from .api import JSON_TYPE, GistCache, base_url, json_response
 from .mirror import Mirror
 from .models import Entry, LinkCheck, WikiSection
 from .pictures import Pictures, pick_net
@@ -150,24 +148,14 @@ def entry_json(entry: Entry, weights: Weights, base: str) -> dict[str, Any]:
     }
 
 
-class PageCache:
-    """Small LRU of rendered pages and query results, keyed with the catalog's generation."""
+class PageCache(GistCache):
+    """Rendered pages and query results, keyed with the catalog's generation."""
 
     def __init__(self, size: int = 512):
-        self.size, self._data, self._lock = size, OrderedDict(), threading.Lock()
-
-    def get(self, key: tuple) -> Any:
-        with self._lock:
-            value = self._data.get(key)
-            if value is not None:
-                self._data.move_to_end(key)
-            return value
+        super().__init__(size)
 
     def put(self, key: tuple, value: Any) -> Any:
-        with self._lock:
-            self._data[key] = value
-            while len(self._data) > self.size:
-                self._data.popitem(last=False)
+        super().put(key, value)
         return value
 
 

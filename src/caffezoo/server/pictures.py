@@ -21,7 +21,6 @@ from __future__ import annotations
 import os
 import tempfile
 import threading
-from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -64,25 +63,19 @@ class Pictures:
     """SVGs by prototxt blob SHA-1: an LRU in memory over files in ``cache_dir``."""
 
     def __init__(self, cache_dir: Path | None, size: int = 256):
-        self.cache_dir, self.size = cache_dir, size
-        self._mem: OrderedDict[str, Picture] = OrderedDict()
+        from .api import GistCache  # the server's one LRU
+
+        self.cache_dir = cache_dir
+        self._mem = GistCache(size)
         self._lock = threading.Lock()
         self._drawing: dict[str, threading.Lock] = {}
 
     def _remember(self, key: str, picture: Picture) -> Picture:
-        with self._lock:
-            self._mem[key] = picture
-            self._mem.move_to_end(key)
-            while len(self._mem) > self.size:
-                self._mem.popitem(last=False)
+        self._mem.put(key, picture)
         return picture
 
     def cached(self, key: str) -> Picture | None:
-        with self._lock:
-            found = self._mem.get(key)
-            if found is not None:
-                self._mem.move_to_end(key)
-            return found
+        return self._mem.get(key)
 
     def get(self, key: str, prototxt: bytes) -> Picture:
         """The picture of ``prototxt`` (whose blob SHA-1 is ``key``), drawing it at most once."""
@@ -91,23 +84,25 @@ class Pictures:
             return found
         with self._lock:
             lock = self._drawing.setdefault(key, threading.Lock())
-        with lock:  # one drawing per net at a time; the others wait for its result
-            found = self.cached(key)
-            if found is not None:
-                return found
-            path = self.cache_dir / f"{key}.svg" if self.cache_dir else None
-            if path is not None and path.is_file():
-                return self._remember(key, Picture(path.read_text(encoding="utf-8")))
-            try:
-                svg = draw_svg(prototxt)
-            except CaffezooError as e:
-                return self._remember(key, Picture(None, str(e)))
-            if path is not None:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".svg-")
-                with os.fdopen(fd, "w", encoding="utf-8") as f:
-                    f.write(svg)
-                os.replace(tmp, path)
+        try:
+            with lock:  # one drawing per net at a time; the others wait for its result
+                return self.cached(key) or self._remember(key, self._draw(key, prototxt))
+        finally:
             with self._lock:
                 self._drawing.pop(key, None)
-            return self._remember(key, Picture(svg))
+
+    def _draw(self, key: str, prototxt: bytes) -> Picture:
+        path = self.cache_dir / f"{key}.svg" if self.cache_dir else None
+        if path is not None and path.is_file():
+            return Picture(path.read_text(encoding="utf-8"))
+        try:
+            svg = draw_svg(prototxt)
+        except CaffezooError as e:
+            return Picture(None, str(e))
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".svg-")
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                f.write(svg)
+            os.replace(tmp, path)
+        return Picture(svg)
