@@ -65,7 +65,7 @@ MODELS_MARK = "<!-- caffezoo:models -->"
 
 def notes_text(notes: str) -> str:
     """A section's notes without the position marks (for rendering)."""
-    return _clean([ln for ln in notes.split("\n") if ln.strip() not in (CITATION_MARK, MODELS_MARK)])
+    return _clean(["" if ln.strip() in (CITATION_MARK, MODELS_MARK) else ln for ln in notes.split("\n")])
 
 
 # --------------------------------------------------------------------------- the page as data
