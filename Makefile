@@ -20,9 +20,10 @@ $(STAMP): pyproject.toml
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+# The zoo on http://127.0.0.1:8000 with embedded SQLite (under CAFFEZOO_HOME),
+# seeded with the bundled models; seeding again on each start changes nothing.
 run: $(STAMP)
-	$(VENV)/bin/caffezoo list
-	$(VENV)/bin/caffezoo validate $$($(VENV)/bin/caffezoo list --json | $(PY) -c 'import json,sys; print(" ".join(m["name"] for m in json.load(sys.stdin)))')
+	$(VENV)/bin/caffezoo serve --seed-bundled --host 127.0.0.1 --port 8000
 
 bench: $(STAMP)
 	for b in benchmarks/*.py; do $(PY) $$b || exit 1; done

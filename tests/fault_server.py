@@ -106,7 +106,8 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header(k, v)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
-        self.wfile.write(body)
+        if self.command != "HEAD":  # an answer to HEAD has headers only
+            self.wfile.write(body)
 
     def _send_body(self, route: Route, head: bool) -> None:
         data = route.body

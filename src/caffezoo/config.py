@@ -75,6 +75,11 @@ class Settings:
         return self.database_url or f"sqlite:///{self.data_dir / 'server.db'}"
 
     @property
+    def server_blobs_dir(self) -> Path:
+        """The zoo server's weights store (its mirror), addressed by SHA-1."""
+        return self.data_dir / "server-blobs"
+
+    @property
     def models_dir(self) -> Path:
         """Writable home of bundled models' weights (the package itself may be read-only)."""
         return self.data_dir / "models"

@@ -517,6 +517,8 @@ class DownloadResult:
     html_url: str | None
     problems: list[Problem] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    owner: str | None = None
+    description: str | None = None
 
 
 def _contents(gist: Gist, client: GistClient) -> dict[str, bytes]:
@@ -570,7 +572,8 @@ def download(gist: str | GistRef, dest: str | os.PathLike[str] | None = None, *,
     finally:
         if own_client:
             client.close()
-    result = DownloadResult(target, g.id, sorted(contents), g.html_url)
+    result = DownloadResult(target, g.id, sorted(contents), g.html_url, owner=g.owner,
+                            description=g.description)
     if ref.user and g.owner and ref.user.lower() != g.owner.lower():
         result.warnings.append(f"gist {g.id} belongs to {g.owner}, not {ref.user}")
     target.parent.mkdir(parents=True, exist_ok=True)

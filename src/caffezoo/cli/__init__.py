@@ -15,6 +15,7 @@ from . import serve as _serve  # noqa: F401
 from . import caffe as _caffe  # noqa: F401  (registers commands)
 from . import download as _download  # noqa: F401
 from . import cache as _cache  # noqa: F401
+from . import wiki as _wiki  # noqa: F401
 from . import runtime as _runtime  # noqa: F401
 from ._app import app, error_line, state
 

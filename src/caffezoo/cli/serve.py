@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import typer
 
-from ._app import app, console
+from ._app import JSON_OPTION, QUIET_OPTION, app, console, print_json
 
-serve_app = typer.Typer(help="Run the caffezoo server, or manage its tokens.", rich_markup_mode=None)
+serve_app = typer.Typer(help="Run the caffezoo server (web wiki, Gist API, mirror), or manage it.", rich_markup_mode=None)
 token_app = typer.Typer(help="API tokens of the server's users.", no_args_is_help=True, rich_markup_mode=None)
 serve_app.add_typer(token_app, name="token")
 app.add_typer(serve_app, name="serve")
@@ -14,6 +14,9 @@ app.add_typer(serve_app, name="serve")
 DB_OPTION = typer.Option(None, "--database-url", envvar="CAFFEZOO_DATABASE_URL", show_envvar=True,
                          help="SQLAlchemy URL, e.g. postgresql://user@host/db "
                               "[default: SQLite under CAFFEZOO_HOME].")
+
+BLOBS_OPTION = typer.Option(None, "--blobs-dir", help="The server's weights store "
+                                 "[default: CAFFEZOO_HOME/server-blobs].")
 
 
 @serve_app.callback(invoke_without_command=True)
@@ -25,13 +28,107 @@ def serve(
     workers: int = typer.Option(1, "--workers", help="Server processes (each with its own cache)."),
     log_level: str = typer.Option("info", "--log-level",
                                   help="uvicorn's log level: 'warning' drops the per-request access log."),
+    seed_bundled: bool = typer.Option(False, "--seed-bundled",
+                                      help="First create (or refresh) one public gist per bundled model."),
+    mirror: bool = typer.Option(False, "--mirror",
+                                help="Fetch the weights of listed models into the blob store and keep "
+                                     "them served at /blobs/sha1/SHA1."),
+    mirror_every: float = typer.Option(60.0, "--mirror-every", min=0.1,
+                                       help="Seconds between mirror rounds (with --mirror)."),
+    blobs_dir: str = BLOBS_OPTION,
+    check_links: bool = typer.Option(True, "--check-links/--no-check-links",
+                                     help="Probe weights URLs in the background."),
+    check_every: float = typer.Option(600.0, "--check-every", min=0.1,
+                                      help="Seconds between link-checker rounds (each probes what is due)."),
+    link_rate: float = typer.Option(1.0, "--link-rate", min=0.01, help="Link probes per second, at most."),
 ) -> None:
-    """Serve the Gist API: point clients at it with CAFFEZOO_GIST_API=http://HOST:PORT."""
+    """Serve the zoo: web wiki at http://HOST:PORT/, and the Gist API for CAFFEZOO_GIST_API=http://HOST:PORT."""
     if ctx.invoked_subcommand is not None:
         return
     from ..server.run import run
 
-    run(host=host, port=port, database_url=database_url, workers=workers, log_level=log_level)
+    run(host=host, port=port, database_url=database_url, workers=workers, log_level=log_level,
+        seed_bundled=seed_bundled, blobs_dir=blobs_dir, mirror_every=mirror_every if mirror else None,
+        check_every=check_every if check_links else None, link_rate=link_rate)
+
+
+@serve_app.command("check-links")
+def check_links_command(
+    database_url: str = DB_OPTION,
+    all_urls: bool = typer.Option(False, "--all", help="Probe every weights URL, not only those due."),
+    rate: float = typer.Option(1.0, "--rate", min=0.01, help="Probes per second, at most."),
+    timeout: float = typer.Option(10.0, "--timeout", min=0.1, help="Seconds to wait for each answer."),
+    as_json: bool = JSON_OPTION,
+    quiet: bool = QUIET_OPTION,
+) -> None:
+    """Probe the models' weights URLs (HEAD, or a one-byte Range GET) and record what answers.
+
+    URLs are due when never checked, a day after a success, or after a backoff
+    that doubles with each failure (1 hour up to 7 days). Exits 1 if any is unreachable.
+    """
+    from ..server.run import check_links
+
+    out = console(stderr=True)
+
+    def show(p) -> None:
+        if not (quiet or as_json):
+            mark = "[green]ok[/]" if p.reachable else "[red]unreachable[/]"
+            detail = f"HTTP {p.status}" if p.status else ""
+            out.print(f"{mark} {p.url} {detail} {p.error or ''}".rstrip(), markup=True, highlight=False)
+
+    results = check_links(database_url, all_urls=all_urls, rate=rate, timeout=timeout, on_result=show)
+    if as_json:
+        print_json([{"url": p.url, "reachable": p.reachable, "status": p.status, "size": p.size,
+                     "error": p.error} for p in results])
+    elif not quiet:
+        bad = sum(not p.reachable for p in results)
+        out.print(f"{len(results)} checked, {bad} unreachable" if results else "nothing is due")
+    if any(not p.reachable for p in results):
+        raise typer.Exit(1)
+
+
+@serve_app.command("mirror")
+def mirror_command(
+    database_url: str = DB_OPTION,
+    blobs_dir: str = BLOBS_OPTION,
+    as_json: bool = JSON_OPTION,
+    quiet: bool = QUIET_OPTION,
+) -> None:
+    """Fetch, once, every listed model's weights that the server's blob store lacks.
+
+    Each file is checked against its front matter's SHA-1 before it is kept.
+    `caffezoo serve --mirror` does the same in the background. Exits 1 if any fetch failed.
+    """
+    from ..server.run import mirror_sync
+
+    out = console(stderr=True)
+
+    def show(r) -> None:
+        if not (quiet or as_json):
+            mark = "[green]mirrored[/]" if r.status == "mirrored" else "[red]failed[/]"
+            out.print(f"{mark} {r.sha1} from {r.url}" + (f": {r.error}" if r.error else ""), markup=True,
+                      highlight=False)
+
+    results = mirror_sync(database_url, blobs_dir, on_result=show)
+    if as_json:
+        print_json([{"sha1": r.sha1, "url": r.url, "status": r.status, "error": r.error} for r in results])
+    elif not quiet and not results:
+        out.print("nothing to fetch: every listed model's weights are here")
+    if any(r.status == "failed" for r in results):
+        raise typer.Exit(1)
+
+
+@serve_app.command("seed")
+def seed_command(database_url: str = DB_OPTION, as_json: bool = JSON_OPTION, quiet: bool = QUIET_OPTION) -> None:
+    """Create or refresh one public gist per bundled model (owner `bvlc`); safe to repeat."""
+    from ..server.run import seed
+
+    results = seed(database_url)
+    if as_json:
+        print_json([r.__dict__ for r in results])
+    elif not quiet:
+        for r in results:
+            typer.echo(f"{r.status:9} {r.name} ({r.gist_id})")
 
 
 @token_app.command("create")

@@ -9,16 +9,28 @@ one :class:`~.storage.Storage` kept in ``app.state.storage``.
 
 from __future__ import annotations
 
-from fastapi import FastAPI
+from pathlib import Path
+
+from fastapi import FastAPI, Request
+from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..config import settings
-from . import api
+from . import api, blobs, pages
 from .errors import ApiError, api_error_handler, http_error_handler, unexpected_error_handler
+from .mirror import Mirror
+from .pictures import Pictures
 from .storage import Storage
 
-# What GitHub's API sends on every answer: no sniffing, no active content.
-SECURITY_HEADERS = [(b"x-content-type-options", b"nosniff")]
+# On every answer: no sniffing, no framing, no referrer leaks, no powerful features.
+# Pages add their own script-free CSP; everything else gets GitHub's API one.
+SECURITY_HEADERS = [
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-frame-options", b"DENY"),
+    (b"referrer-policy", b"no-referrer"),
+    (b"cross-origin-opener-policy", b"same-origin"),
+    (b"permissions-policy", b"camera=(), microphone=(), geolocation=(), payment=(), usb=()"),
+]
 API_CSP = (b"content-security-policy", b"default-src 'none'")
 
 
@@ -45,21 +57,42 @@ class SecurityHeaders:
         await self.app(scope, receive, send_with_headers)
 
 
-def create_app(database_url: str | None = None, *, storage: Storage | None = None) -> FastAPI:
+async def _http_error(request: Request, exc: Exception):
+    """A browser asking for a page that is not there gets a page; API clients get JSON."""
+    if getattr(exc, "status_code", None) == 404 and "text/html" in request.headers.get("accept", ""):
+        return pages.not_found_page(f"Nothing lives at {request.url.path}.")
+    return await http_error_handler(request, exc)
+
+
+def create_app(database_url: str | None = None, *, storage: Storage | None = None,
+               blobs_dir: str | Path | None = None, cache_dir: str | Path | None = None) -> FastAPI:
     """A FastAPI app over ``storage``, or over a new one at ``database_url``
-    (default: ``CAFFEZOO_DATABASE_URL``, else SQLite under ``CAFFEZOO_HOME``)."""
-    store = storage or Storage(database_url or settings().server_database_url)
+    (default: ``CAFFEZOO_DATABASE_URL``, else SQLite under ``CAFFEZOO_HOME``).
+
+    ``blobs_dir`` is the weights store (default ``CAFFEZOO_HOME/server-blobs``);
+    ``cache_dir`` keeps drawn network pictures (default under the cache dir).
+    """
+    s = settings()
+    store = storage or Storage(database_url or s.server_database_url)
     app = FastAPI(title="caffezoo", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.storage = store
     app.state.gist_cache = api.GistCache()
+    app.state.page_cache = pages.PageCache()
+    app.state.mirror = Mirror(Path(blobs_dir) if blobs_dir else s.server_blobs_dir)
+    app.state.pictures = Pictures(Path(cache_dir) if cache_dir else s.cache_dir / "server" / "svg")
     app.add_exception_handler(ApiError, api_error_handler)
-    app.add_exception_handler(StarletteHTTPException, http_error_handler)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(Exception, unexpected_error_handler)
     app.add_middleware(SecurityHeaders)
+    app.mount("/static", StaticFiles(directory=Path(__file__).parent / "static"), name="static")
     app.include_router(api.router)
+    app.include_router(blobs.router)
+    app.include_router(pages.router)  # last: it ends with the catch-all /{user}/{id}
     return app
 
 
 def app_from_env() -> FastAPI:
     """For ``uvicorn --factory caffezoo.server.app:app_from_env`` (several workers)."""
-    return create_app()
+    import os
+
+    return create_app(blobs_dir=os.environ.get("CAFFEZOO_SERVER_BLOBS") or None)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from sqlalchemy import (
-    Boolean, DateTime, ForeignKey, Index, Integer, LargeBinary, String, Text, UniqueConstraint,
+    BigInteger, Boolean, DateTime, ForeignKey, Index, Integer, LargeBinary, String, Text, UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -84,3 +84,93 @@ class Blob(Base):
 
 
 Index("ix_gists_public_updated", Gist.public, Gist.updated_at)
+
+
+# --------------------------------------------------------------------------- the zoo (web wiki)
+#
+# A zoo entry is what the web pages list: every gist whose files include a
+# readme.md with front matter (indexed from it on every write, in the same
+# transaction), and every model a wiki import found, gist or not. Gist-derived
+# columns and wiki columns are written by different code and never overwrite
+# each other.
+
+
+class WikiSection(Base):
+    """A ``###`` section of an imported Caffe wiki page: title, citation, notes."""
+
+    __tablename__ = "wiki_sections"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    position: Mapped[int] = mapped_column(Integer, index=True)
+    title: Mapped[str] = mapped_column(Text)
+    anchor: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    citation: Mapped[str | None] = mapped_column(Text, nullable=True)
+    notes: Mapped[str] = mapped_column(Text, default="")  # the section's other Markdown
+
+
+class Entry(Base):
+    __tablename__ = "zoo_entries"
+
+    pk: Mapped[int] = mapped_column(Integer, primary_key=True)
+    id: Mapped[str] = mapped_column(String(64), unique=True)  # the gist id, or link-<hex>
+    gist_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    owner: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    public: Mapped[bool] = mapped_column(Boolean, default=True)
+    listed: Mapped[bool] = mapped_column(Boolean, default=False, index=True)  # shown in the index
+    indexed_serial: Mapped[int] = mapped_column(Integer, default=0)  # gist serial indexed; 0: none
+    name: Mapped[str] = mapped_column(Text, default="")
+    sort_name: Mapped[str] = mapped_column(String(200), default="", index=True)
+    summary: Mapped[str] = mapped_column(Text, default="")
+    license: Mapped[str | None] = mapped_column(String(200), nullable=True, index=True)
+    task: Mapped[str | None] = mapped_column(String(200), nullable=True, index=True)
+    framework: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    caffemodel: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    caffemodel_url: Mapped[str | None] = mapped_column(Text, nullable=True)
+    sha1: Mapped[str | None] = mapped_column(String(40), nullable=True, index=True)
+    size: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    tags: Mapped[str] = mapped_column(Text, default="")  # comma-separated, for display
+    readme: Mapped[str] = mapped_column(Text, default="")  # the readme's prose, for search and the page
+    front_matter: Mapped[str] = mapped_column(Text, default="{}")  # as JSON: parsed once, on write
+    problems: Mapped[str] = mapped_column(Text, default="")  # front-matter faults, one a line
+    updated_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True, index=True)
+    # From a wiki import.
+    section_id: Mapped[int | None] = mapped_column(ForeignKey("wiki_sections.id", ondelete="SET NULL"),
+                                                   nullable=True, index=True)
+    position: Mapped[int] = mapped_column(Integer, default=0)
+    wiki_name: Mapped[str | None] = mapped_column(Text, nullable=True)
+    wiki_description: Mapped[str | None] = mapped_column(Text, nullable=True)
+    source_url: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+class EntryTag(Base):
+    __tablename__ = "zoo_entry_tags"
+
+    entry_pk: Mapped[int] = mapped_column(ForeignKey("zoo_entries.pk", ondelete="CASCADE"), primary_key=True)
+    tag: Mapped[str] = mapped_column(String(100), primary_key=True, index=True)
+
+
+class LinkCheck(Base):
+    """What the link checker last saw at a weights URL."""
+
+    __tablename__ = "link_checks"
+
+    url: Mapped[str] = mapped_column(String(2048), primary_key=True)
+    reachable: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
+    status: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    size: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    checked_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    failures: Mapped[int] = mapped_column(Integer, default=0)  # in a row; drives the backoff
+    next_check: Mapped[datetime | None] = mapped_column(DateTime, nullable=True, index=True)
+
+
+Index("ix_zoo_entries_listed_sort", Entry.listed, Entry.sort_name)
+
+
+class Meta(Base):
+    """Counters: ``generation`` grows with every change the pages show (a cache key)."""
+
+    __tablename__ = "zoo_meta"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[int] = mapped_column(Integer, default=0)

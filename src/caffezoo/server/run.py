@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 from ..config import settings
 from ..errors import UsageError
@@ -24,14 +27,82 @@ def create_token(user: str, url: str | None = None) -> str:
         store.close()
 
 
+@contextmanager
+def open_storage(database_url: str | None = None) -> Iterator[Storage]:
+    """The server's storage for a command run beside (or instead of) the server."""
+    store = Storage(_url(database_url))
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+def _blobs_dir(blobs_dir: str | os.PathLike[str] | None) -> Path:
+    return Path(blobs_dir) if blobs_dir else settings().server_blobs_dir
+
+
+def seed(database_url: str | None = None) -> list:
+    """Create or refresh the bundled models' gists (idempotent)."""
+    from .seed import seed_bundled
+
+    with open_storage(database_url) as store:
+        return seed_bundled(store)
+
+
+def check_links(database_url: str | None = None, *, all_urls: bool = False, rate: float = 1.0,
+                timeout: float = 10.0, on_result=None) -> list:
+    """Probe the weights URLs that are due (or all of them); record and return what was seen."""
+    from .links import check_links as check
+
+    with open_storage(database_url) as store:
+        return check(store, all_urls=all_urls, rate=rate, timeout=timeout, on_result=on_result)
+
+
+def mirror_sync(database_url: str | None = None, blobs_dir: str | os.PathLike[str] | None = None,
+                on_result=None) -> list:
+    """Fetch every listed model's weights that the server's store lacks."""
+    from .mirror import Mirror
+
+    with open_storage(database_url) as store:
+        return Mirror(_blobs_dir(blobs_dir)).sync(store, on_result=on_result)
+
+
+def start_background(url: str, *, blobs_dir: Path, mirror_every: float | None,
+                     check_every: float | None, link_rate: float) -> list:
+    """The server's helpers: the link checker and the mirror, each in a daemon thread."""
+    from .links import Background, check_links as check
+    from .mirror import Mirror
+
+    store = Storage(url)
+    threads = []
+    if check_every:
+        threads.append(Background("link-checker", lambda stop: check(store, rate=link_rate, stop=stop),
+                                  check_every))
+    if mirror_every:
+        mirror = Mirror(blobs_dir)
+        threads.append(Background("mirror", lambda stop: mirror.sync(store, stop=stop), mirror_every))
+    for t in threads:
+        t.start()
+    return threads
+
+
 def run(host: str = "127.0.0.1", port: int = 8000, database_url: str | None = None, workers: int = 1,
-        log_level: str = "info") -> None:
-    """Serve until interrupted, with uvicorn's fastest loop and parser when installed."""
+        log_level: str = "info", *, seed_bundled: bool = False, blobs_dir: str | os.PathLike[str] | None = None,
+        mirror_every: float | None = None, check_every: float | None = 600.0, link_rate: float = 1.0) -> None:
+    """Serve until interrupted, with uvicorn's fastest loop and parser when installed.
+
+    ``seed_bundled`` first creates or refreshes the bundled models' gists;
+    ``check_every`` (seconds; None: never) runs the link checker over the URLs
+    that are due; ``mirror_every`` (None: no mirroring) fetches missing weights.
+    """
     import uvicorn
 
     from .app import create_app
 
     url = _url(database_url)
+    blobs = _blobs_dir(blobs_dir)
+    if seed_bundled:
+        seed(url)
     options = dict(host=host, port=port, log_level=log_level, proxy_headers=False)
     try:
         import uvloop  # noqa: F401
@@ -45,9 +116,16 @@ def run(host: str = "127.0.0.1", port: int = 8000, database_url: str | None = No
         options["http"] = "httptools"
     except ImportError:
         pass
-    if workers > 1:
-        os.environ["CAFFEZOO_DATABASE_URL"] = url  # the workers build their app from the environment
-        Storage(url).close()  # create the tables once, before the workers race to
-        uvicorn.run("caffezoo.server.app:app_from_env", factory=True, workers=workers, **options)
-    else:
-        uvicorn.run(create_app(url), **options)
+    background = start_background(url, blobs_dir=blobs, mirror_every=mirror_every,
+                                  check_every=check_every, link_rate=link_rate)
+    try:
+        if workers > 1:
+            os.environ["CAFFEZOO_DATABASE_URL"] = url  # the workers build their app from the environment
+            os.environ["CAFFEZOO_SERVER_BLOBS"] = str(blobs)
+            Storage(url).close()  # create the tables once, before the workers race to
+            uvicorn.run("caffezoo.server.app:app_from_env", factory=True, workers=workers, **options)
+        else:
+            uvicorn.run(create_app(url, blobs_dir=blobs), **options)
+    finally:
+        for t in background:
+            t.stop()

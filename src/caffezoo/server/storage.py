@@ -30,6 +30,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 from ..schema import check_file_name
+from . import catalog
 from .models import Base, Blob, Gist, Revision, RevisionFile, Token, User
 
 MAX_FILE_BYTES = 10 * 1024 * 1024   # one file's content
@@ -39,6 +40,7 @@ MAX_LOGIN = 39                      # GitHub's limit on user names
 # Names that would shadow the server's own paths (/gists/..., /users/..., /{user}/{id}/...).
 RESERVED_LOGINS = frozenset({"gists", "users", "user", "api", "raw", "download", "static", "login",
                              "logout", "search", "blobs", "wiki", "models", "admin", "settings"})
+GIST_ID_RE = re.compile(r"[0-9A-Za-z_-]{1,32}")
 _LOGIN_RE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9]|-(?=[A-Za-z0-9])){0,38}")
 
 UNSET: Any = object()  # "argument not given", distinct from None
@@ -216,9 +218,21 @@ class Storage:
         mark = "?" if self.is_sqlite else "%s"
         self._state_sql = f"SELECT revision, serial FROM gists WHERE id = {mark}"
         Base.metadata.create_all(self.engine)
+        catalog.setup(self.engine)
+        self.reindex()
 
     def close(self) -> None:
         self.engine.dispose()
+
+    def reindex(self) -> int:
+        """Index the gists the catalog has not seen at their newest state (a database
+        written before the catalog existed); return how many."""
+        with self.session() as s:
+            stale = catalog.stale_gists(s)
+        for gist_id in stale:
+            with self.session(write=True) as s:
+                catalog.index_gist(s, gist_id)
+        return len(stale)
 
     @contextmanager
     def session(self, write: bool = False) -> Iterator[Session]:
@@ -248,6 +262,13 @@ class Storage:
             uid = self._user_id(s, login, create=True)
             s.add(Token(user_id=uid, digest=token_digest(token), created_at=now()))
         return token
+
+    def ensure_user(self, login: str) -> str:
+        """Create ``login`` (without a token) unless it exists; return the login as stored."""
+        check_login(login)
+        with self.session(write=True) as s:
+            self._user_id(s, login, create=True)
+        return self.login_of(login) or login
 
     def user_for_token(self, token: str) -> str | None:
         """The login a token belongs to, or None."""
@@ -320,19 +341,28 @@ class Storage:
                 check_content(name, content)
 
     def create_gist(self, owner: str, description: str | None, public: bool,
-                    files: Mapping[str, bytes]) -> GistView:
-        """Create a gist with its first revision; return it as stored."""
+                    files: Mapping[str, bytes], *, gist_id: str | None = None) -> GistView:
+        """Create a gist with its first revision; return it as stored.
+
+        ``gist_id`` keeps an id given elsewhere (a gist imported from GitHub, a
+        bundled model); by default a new random one is made.
+        """
         self._check_files(files)
+        if gist_id is not None and not GIST_ID_RE.fullmatch(gist_id):
+            raise invalid("id", "invalid", f"gist id {gist_id!r}: expected 1-32 letters, digits, '_' or '-'")
         when = now()
         with self.session(write=True) as s:
             uid = self._user_id(s, owner)
-            gist = Gist(id=secrets.token_hex(16), owner_id=uid, description=description, public=public,
+            if gist_id is not None and s.get(Gist, gist_id) is not None:
+                raise invalid("id", "already_exists", f"a gist with id {gist_id!r} already exists")
+            gist = Gist(id=gist_id or secrets.token_hex(16), owner_id=uid, description=description, public=public,
                         created_at=when, updated_at=when, revision=0, serial=1)
             s.add(gist)
             s.flush()
             self._commit(s, gist, {}, {n: blob_sha(c) for n, c in files.items()},
                          {blob_sha(c): c for c in files.values()}, when)
             gist_id = gist.id
+            catalog.index_gist(s, gist_id)
         return self.get_gist(gist_id)  # type: ignore[return-value]
 
     def _lock_own(self, s: Session, gist_id: str, owner: str) -> Gist:
@@ -401,6 +431,8 @@ class Storage:
             if contents_changed or desc_changed:
                 gist.updated_at = when
                 gist.serial += 1
+                s.flush()
+                catalog.index_gist(s, gist_id)
         return self.get_gist(gist_id)  # type: ignore[return-value]
 
     def delete_gist(self, gist_id: str, owner: str) -> None:
@@ -413,6 +445,7 @@ class Storage:
             s.execute(delete(RevisionFile).where(RevisionFile.revision_id.in_(rev_ids)))
             s.execute(delete(Revision).where(Revision.gist_id == gist.id))
             s.execute(delete(Gist).where(Gist.id == gist.id))
+            catalog.forget_gist(s, gist_id)
             if shas:
                 used = select(RevisionFile.blob_sha).where(RevisionFile.blob_sha.in_(shas))
                 s.execute(delete(Blob).where(Blob.sha.in_(shas), Blob.sha.not_in(used)))

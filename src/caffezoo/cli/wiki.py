@@ -1,0 +1,86 @@
+"""`caffezoo wiki import|export`: Caffe's Model-Zoo wiki page, into and out of a zoo server."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from ._app import JSON_OPTION, QUIET_OPTION, app, console, print_json
+
+wiki_app = typer.Typer(help="Import a Caffe Model-Zoo wiki page into a zoo server's database, or "
+                            "export the zoo as such a page.", no_args_is_help=True, rich_markup_mode=None)
+app.add_typer(wiki_app, name="wiki")
+
+DB_OPTION = typer.Option(None, "--database-url", envvar="CAFFEZOO_DATABASE_URL", show_envvar=True,
+                         help="The zoo server's database [default: SQLite under CAFFEZOO_HOME].")
+
+
+@wiki_app.command("import")
+def wiki_import(
+    page: Path = typer.Argument(..., help="The wiki page, e.g. Model-Zoo.md from a clone of the wiki."),
+    no_fetch: bool = typer.Option(False, "--no-fetch",
+                                  help="Do not fetch the gists: keep only the page's names and links."),
+    database_url: str = DB_OPTION,
+    as_json: bool = JSON_OPTION,
+    quiet: bool = QUIET_OPTION,
+) -> None:
+    """Read a page shaped like Caffe's Model-Zoo wiki into the zoo.
+
+    Each heading becomes a section with its citation and notes; each bullet
+    `[Name](URL): description` an entry that keeps its section, description and
+    link. Gist links are fetched through the Gist API (CAFFEZOO_GIST_API,
+    GitHub by default) and stored with their own id and owner, unless
+    --no-fetch or CAFFEZOO_OFFLINE=1. Importing again replaces the previous page.
+    """
+    from ..config import settings
+    from ..errors import UsageError
+    from ..frontmatter import read_text
+    from ..server.run import open_storage
+    from ..server.wiki import import_page, parse_page
+
+    parsed = parse_page(read_text(page))
+    if not parsed.sections:
+        raise UsageError(f"{page}: no section headings found (expected '### Title' lines as on "
+                         "Caffe's Model-Zoo wiki page)")
+    out = console(stderr=True)
+
+    def show(gist_id: str, status: str, error: str | None) -> None:
+        if not (quiet or as_json):
+            mark = {"fetched": "[green]fetched[/]", "unchanged": "unchanged", "failed": "[red]failed[/]"}[status]
+            out.print(f"{mark} gist {gist_id}" + (f": {error}" if error else ""), markup=True, highlight=False)
+
+    fetch = not no_fetch and not settings().offline
+    with open_storage(database_url) as store:
+        report = import_page(store, parsed, fetch=fetch, on_gist=show)
+    if as_json:
+        print_json(report.__dict__)
+    elif not quiet:
+        out.print(f"{report.sections} sections, {report.gists} gist entries, {report.links} other links; "
+                  f"{len(report.fetched)} gists fetched, {len(report.failed)} failed"
+                  + ("" if fetch else " (not fetching)"))
+    if report.failed:
+        raise typer.Exit(1)
+
+
+@wiki_app.command("export")
+def wiki_export(
+    output: Path = typer.Option(None, "--output", "-o", help="Write the page here [default: stdout]."),
+    base_url: str = typer.Option(None, "--base-url",
+                                 help="This server's URL, for links to gists that were not imported "
+                                      "[default: https://gist.github.com/OWNER/ID]."),
+    sections_only: bool = typer.Option(False, "--sections-only",
+                                       help="Only the imported sections, not the zoo's other models."),
+    database_url: str = DB_OPTION,
+) -> None:
+    """Write the zoo as a page shaped like Caffe's Model-Zoo wiki, for those who keep a GitHub wiki."""
+    from ..frontmatter import atomic_write_bytes
+    from ..server.run import open_storage
+    from ..server.wiki import export_page, render_page
+
+    with open_storage(database_url) as store:
+        text = render_page(export_page(store, base_url=base_url, include_unsectioned=not sections_only))
+    if output is None:
+        typer.echo(text, nl=False)
+    else:
+        atomic_write_bytes(output, text.encode("utf-8"))

@@ -1,0 +1,189 @@
+"""Link health: is each model's ``caffemodel_url`` still there?
+
+>>> report = check_links(storage)                     # what is due, at 1 request/s    # doctest: +SKIP
+>>> [(r.url, r.reachable, r.status, r.size) for r in report]                            # doctest: +SKIP
+[('http://dl.example.org/net.caffemodel', True, 200, 243862414)]
+
+Each URL is probed with ``HEAD``; a server that refuses ``HEAD`` (405, 403,
+501...) gets a one-byte ``Range`` GET, whose ``Content-Range`` also tells the
+size. Nothing more is downloaded. Transient failures (timeouts, 429, 5xx) are
+retried a few times with exponential backoff, honouring ``Retry-After``; all
+requests together stay under ``rate`` per second. What is seen is recorded in
+``link_checks`` (reachable, status, size, error, when) and shown on the pages
+and in ``/api/models``. A URL is checked again ``ok_every`` after a success;
+after failures, the wait doubles from ``fail_every`` up to ``max_backoff``, so
+dead hosts are not hammered but a host that comes back is noticed.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import httpx
+from sqlalchemy import select
+
+from . import catalog
+from .models import Entry, LinkCheck
+from .storage import Storage, now
+
+USER_AGENT = "caffezoo-link-checker"
+OK_EVERY = timedelta(days=1)
+FAIL_EVERY = timedelta(hours=1)
+MAX_BACKOFF = timedelta(days=7)
+MAX_RETRY_AFTER = 30.0
+_RANGE_TOTAL_RE = re.compile(r"bytes\s+\d+-\d+/(\d+)")
+
+
+@dataclass(frozen=True)
+class Probe:
+    url: str
+    reachable: bool
+    status: int | None = None
+    size: int | None = None
+    error: str | None = None
+
+
+class RateLimit:
+    """At most ``rate`` calls per second, across threads."""
+
+    def __init__(self, rate: float):
+        self.interval = 1.0 / rate if rate > 0 else 0.0
+        self._next = 0.0
+        self._lock = threading.Lock()
+
+    def wait(self) -> None:
+        with self._lock:
+            t = time.monotonic()
+            delay = self._next - t
+            self._next = max(t, self._next) + self.interval
+        if delay > 0:
+            time.sleep(delay)
+
+
+def _size(r: httpx.Response) -> int | None:
+    m = _RANGE_TOTAL_RE.match(r.headers.get("content-range", ""))
+    if m:
+        return int(m.group(1))
+    length = r.headers.get("content-length", "")
+    return int(length) if length.isdigit() and r.status_code == 200 else None
+
+
+def _transient(status: int) -> bool:
+    return status == 429 or status >= 500
+
+
+def _retry_after(r: httpx.Response, default: float) -> float:
+    value = r.headers.get("retry-after", "")
+    return min(float(value), MAX_RETRY_AFTER) if value.isdigit() else default
+
+
+def probe(client: httpx.Client, url: str, *, limit: RateLimit | None = None, retries: int = 2,
+          backoff: float = 0.5) -> Probe:
+    """Probe one URL: ``HEAD``, else a one-byte ``Range`` GET; retry transient failures."""
+    limit = limit or RateLimit(0)
+    if not url.lower().startswith(("http://", "https://")):
+        return Probe(url, False, error="not checked: only http:// and https:// URLs are probed")
+    delay = backoff
+    last: Probe | None = None
+    for attempt in range(retries + 1):
+        if attempt:
+            time.sleep(delay)
+            delay *= 2
+        try:
+            limit.wait()
+            r = client.head(url)
+            if r.status_code >= 400 and not _transient(r.status_code) or r.status_code in (501,):
+                # Some hosts (S3 presigned URLs, old CGI) refuse HEAD but serve GET.
+                limit.wait()
+                with client.stream("GET", url, headers={"Range": "bytes=0-0"}) as g:
+                    r = g  # the body is never read: closing drops the connection
+            if r.status_code < 400:
+                return Probe(url, True, r.status_code, _size(r))
+            last = Probe(url, False, r.status_code, error=f"HTTP {r.status_code} {r.reason_phrase}")
+            if not _transient(r.status_code):
+                return last
+            delay = max(delay, _retry_after(r, delay))
+        except httpx.TooManyRedirects:
+            return Probe(url, False, error="too many redirects")
+        except httpx.HTTPError as e:
+            last = Probe(url, False, error=f"{type(e).__name__}: {e}" if str(e) else type(e).__name__)
+    return last  # type: ignore[return-value]
+
+
+def due_urls(storage: Storage, when: datetime | None = None, all_urls: bool = False) -> list[str]:
+    """The listed models' weights URLs not checked yet, or whose next check is due."""
+    when = when or now()
+    with storage.session() as s:
+        q = (select(Entry.caffemodel_url).outerjoin(LinkCheck, LinkCheck.url == Entry.caffemodel_url)
+             .where(Entry.listed.is_(True), Entry.caffemodel_url.is_not(None)).distinct())
+        if not all_urls:
+            q = q.where(LinkCheck.url.is_(None) | (LinkCheck.next_check <= when))
+        return sorted(u for u in s.scalars(q) if u)
+
+
+def record(storage: Storage, result: Probe, when: datetime | None = None, *, ok_every: timedelta = OK_EVERY,
+           fail_every: timedelta = FAIL_EVERY, max_backoff: timedelta = MAX_BACKOFF) -> None:
+    """Store what a probe saw and when to look again."""
+    when = when or now()
+    with storage.session(write=True) as s:
+        row = s.get(LinkCheck, result.url)
+        if row is None:
+            row = LinkCheck(url=result.url, failures=0)
+            s.add(row)
+        row.reachable, row.status, row.error, row.checked_at = (result.reachable, result.status,
+                                                                result.error, when)
+        if result.reachable:
+            row.failures, row.size = 0, result.size
+            row.next_check = when + ok_every
+        else:
+            row.failures = (row.failures or 0) + 1
+            row.next_check = when + min(fail_every * 2 ** (row.failures - 1), max_backoff)
+        catalog.bump(s)
+
+
+def check_links(storage: Storage, urls: Iterable[str] | None = None, *, all_urls: bool = False,
+                rate: float = 1.0, timeout: float = 10.0, retries: int = 2, backoff: float = 0.5,
+                on_result: Callable[[Probe], None] | None = None,
+                stop: threading.Event | None = None) -> list[Probe]:
+    """Probe ``urls`` (default: those due) at most ``rate`` per second; record and return what was seen."""
+    todo = list(urls) if urls is not None else due_urls(storage, all_urls=all_urls)
+    limit = RateLimit(rate)
+    results = []
+    with httpx.Client(follow_redirects=True, max_redirects=10, timeout=timeout,
+                      headers={"User-Agent": USER_AGENT}) as client:
+        for url in todo:
+            if stop is not None and stop.is_set():
+                break
+            result = probe(client, url, limit=limit, retries=retries, backoff=backoff)
+            record(storage, result)
+            results.append(result)
+            if on_result:
+                on_result(result)
+    return results
+
+
+class Background(threading.Thread):
+    """Runs ``job()`` now and then every ``every`` seconds until :meth:`stop`; errors are logged."""
+
+    def __init__(self, name: str, job: Callable[[threading.Event], object], every: float):
+        super().__init__(name=name, daemon=True)
+        self.job, self.every, self._stop_event = job, every, threading.Event()
+
+    def run(self) -> None:
+        import logging
+
+        log = logging.getLogger("caffezoo.server")
+        while not self._stop_event.is_set():
+            try:
+                self.job(self._stop_event)
+            except Exception:  # keep the server's helper alive; the next round may succeed
+                log.exception("%s failed", self.name)
+            self._stop_event.wait(self.every)
+
+    def stop(self) -> None:
+        self._stop_event.set()

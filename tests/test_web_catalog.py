@@ -1,0 +1,140 @@
+"""The catalog: which gists are models, indexed on every write; search and filters.
+
+Runs on SQLite (FTS5) and PostgreSQL (tsvector), whose full-text search differ.
+"""
+
+from __future__ import annotations
+
+from caffezoo.server import catalog
+from caffezoo.server.storage import FileChange
+from web_helpers import *  # noqa: F403
+from web_helpers import publish, readme
+
+
+def find(store, **kw):
+    with store.session() as s:
+        page = catalog.find(s, **kw)
+        return [e.name for e in page.entries], page.total
+
+
+def entry(store, gist_id):
+    with store.session() as s:
+        return catalog.get_entry(s, gist_id)
+
+
+def test_a_gist_with_front_matter_is_a_model_and_others_are_not(store):
+    model = publish(store, "alice", "Flower Net", license="MIT", task="classification",
+                    tags=["Flowers", "fine-tuned"], caffe_version="1.0", size=1234,
+                    sha1="9116a64c0fbe4459d18f4bb6b56d647b63920377",
+                    caffemodel="f.caffemodel", caffemodel_url="http://127.0.0.1:9/f.caffemodel",
+                    body="# Flowers\n\nCaffeNet fine-tuned on **Oxford flowers**. It works.\n")
+    store.create_gist("alice", "notes", True, {"notes.txt": b"just text"})
+    store.create_gist("alice", "a readme but no front matter", True, {"readme.md": b"# Hello\n"})
+    names, total = find(store)
+    assert (names, total) == (["Flower Net"], 1)
+    e = entry(store, model)
+    assert (e.license, e.task, e.framework, e.size) == ("MIT", "classification", "Caffe 1.0", 1234)
+    assert e.tags == "fine-tuned,flowers"
+    assert e.summary == "CaffeNet fine-tuned on Oxford flowers."
+    assert e.owner == "alice" and e.sha1 == "9116a64c0fbe4459d18f4bb6b56d647b63920377"
+
+
+def test_secret_gists_are_not_listed(store):
+    publish(store, "bob", "Hidden Net", public=False)
+    assert find(store) == ([], 0)
+    assert find(store, q="hidden") == ([], 0)
+
+
+def test_updates_reindex_and_deletes_remove(store):
+    gid = publish(store, "carol", "Old Name", license="MIT")
+    store.update_gist(gid, "carol", changes={"readme.md": FileChange(content=readme("New Name", license="GPL").encode())})
+    assert find(store, q="old") == ([], 0)
+    assert find(store, q="new") == (["New Name"], 1)
+    assert find(store, license="GPL") == (["New Name"], 1)
+    # Renaming the readme away makes it an ordinary gist.
+    store.update_gist(gid, "carol", changes={"readme.md": FileChange(filename="about.md")})
+    assert find(store) == ([], 0)
+    store.update_gist(gid, "carol", changes={"about.md": FileChange(filename="readme.md")})
+    assert find(store) == (["New Name"], 1)
+    store.delete_gist(gid, "carol")
+    assert find(store) == ([], 0) and entry(store, gid) is None
+
+
+def test_search_covers_name_readme_and_tags_with_prefixes_and_ranks_names_first(store):
+    publish(store, "dan", "Segmenter", tags=["pascal"], body="Fully convolutional network.\n")
+    publish(store, "dan", "Other", body="This one mentions a segmenter in passing.\n")
+    publish(store, "dan", "Tagged", tags=["segmenter-ish"], body="Nothing.\n")
+    names, total = find(store, q="segment")
+    assert total == 3 and names[0] == "Segmenter"
+    assert find(store, q="convolutional") == (["Segmenter"], 1)
+    assert find(store, q="pascal") == (["Segmenter"], 1)
+    assert find(store, q="segmenter passing") == (["Other"], 1)  # every word must match
+
+
+def test_search_words_are_never_query_syntax(store):
+    publish(store, "erin", "Plain Net")
+    for q in ['"', "NEAR(", "a OR", "*", "x:*", "'; DROP TABLE gists; --", "(((", "!", "\\", "é"]:
+        names, total = find(store, q=q)
+        assert total == len(names)
+    assert find(store, q="plain OR nothing") == ([], 0)  # OR is a word here, not an operator
+
+
+def test_filters_combine_with_search_and_paginate(store):
+    for i in range(25):
+        publish(store, "fay", f"Net {i:02d}", license="MIT" if i % 2 else "GPL",
+                task="detection" if i % 3 == 0 else "classification", tags=["even" if i % 2 == 0 else "odd"])
+    names, total = find(store, license="MIT", limit=5)
+    assert total == 12 and names == ["Net 01", "Net 03", "Net 05", "Net 07", "Net 09"]
+    names, total = find(store, license="MIT", limit=5, offset=10)
+    assert total == 12 and names == ["Net 21", "Net 23"]
+    assert find(store, tag="even", task="detection")[1] == 5  # 0, 6, 12, 18, 24
+    assert find(store, tag="EVEN", task="detection")[1] == 5
+    assert find(store, q="net", license="GPL", tag="odd") == ([], 0)
+    with store.session() as s:
+        f = catalog.facets(s)
+    assert dict(f.licenses) == {"MIT": 12, "GPL": 13}
+    assert dict(f.tasks) == {"classification": 16, "detection": 9}
+    assert dict(f.tags) == {"even": 13, "odd": 12}
+
+
+def test_broken_front_matter_is_listed_with_its_problems(store):
+    store.ensure_user("gus")
+    gid = store.create_gist("gus", "Broken", True, {"readme.md": b"---\nname: Broken\nsha1: nothex\n---\nText.\n"})
+    e = entry(store, gid.id)
+    assert e.listed and e.name == "Broken" and "sha1" in e.problems and e.sha1 is None
+    bad_yaml = store.create_gist("gus", "Bad YAML", True, {"readme.md": b"---\nname: [unclosed\n---\n"})
+    e = entry(store, bad_yaml.id)
+    assert e.listed and e.name == "Bad YAML" and e.problems
+
+
+def test_a_database_from_before_the_catalog_is_indexed_on_open(database_url):
+    from sqlalchemy import delete
+
+    from caffezoo.server import Storage
+    from caffezoo.server.models import Entry
+
+    s1 = Storage(database_url)
+    publish(s1, "hal", "Early Net")
+    with s1.session(write=True) as s:
+        s.execute(delete(Entry))
+    assert find(s1) == ([], 0)
+    s1.close()
+    s2 = Storage(database_url)
+    try:
+        assert find(s2) == (["Early Net"], 1)
+        assert s2.reindex() == 0  # nothing left to do
+    finally:
+        s2.close()
+
+
+def test_generation_moves_on_every_change_pages_show(store):
+    def gen():
+        with store.session() as s:
+            return catalog.generation(s)
+
+    g0 = gen()
+    gid = publish(store, "ida", "Counter Net")
+    g1 = gen()
+    store.update_gist(gid, "ida", description="only the description")
+    g2 = gen()
+    assert g0 < g1 < g2

@@ -1,0 +1,183 @@
+"""Link health: the checker against the fault-injecting server; the CLI; the server's
+background checker; what pages and the API show."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import timedelta
+
+import httpx
+import pytest
+
+from caffezoo.server import catalog
+from caffezoo.server.links import check_links, due_urls, probe
+from caffezoo.server.models import LinkCheck
+from fault_server import FaultServer
+from gist_helpers import free_port
+from web_helpers import *  # noqa: F403
+from web_helpers import publish
+
+BODY = bytes(range(256)) * 40  # 10,240 bytes
+
+
+def model_for(store, url: str, name: str = "Linked Net") -> str:
+    return publish(store, "lena", name, caffemodel="n.caffemodel", caffemodel_url=url, sha1="2" * 40)
+
+
+def row(store, url: str) -> LinkCheck:
+    with store.session() as s:
+        return s.get(LinkCheck, url)
+
+
+def head_refused(route, h) -> None:
+    if h.command == "HEAD":
+        return h._small(405, b"no HEAD here")
+    h._send_body(route, False)
+
+
+@pytest.fixture
+def origin():
+    with FaultServer() as srv:
+        yield srv
+
+
+def test_head_is_enough_when_it_works(store, origin):
+    origin.route("/w.caffemodel", BODY)
+    url = origin.url("/w.caffemodel")
+    model_for(store, url)
+    [result] = check_links(store, rate=100)
+    assert (result.reachable, result.status, result.size) == (True, 200, len(BODY))
+    assert [r.method for r in origin.requests_for("/w.caffemodel")] == ["HEAD"]
+    r = row(store, url)
+    assert r.reachable and r.size == len(BODY) and r.failures == 0
+    assert r.next_check - r.checked_at == timedelta(days=1)
+    assert due_urls(store) == [] and due_urls(store, all_urls=True) == [url]
+
+
+def test_a_server_refusing_head_gets_a_one_byte_range_get(store, origin):
+    origin.route("/w.caffemodel", BODY, handler=head_refused)
+    result = probe(httpx.Client(), origin.url("/w.caffemodel"))
+    assert (result.reachable, result.status, result.size) == (True, 206, len(BODY))
+    methods = [(r.method, r.headers.get("range")) for r in origin.requests_for("/w.caffemodel")]
+    assert methods == [("HEAD", None), ("GET", "bytes=0-0")]
+
+
+def test_dead_links_back_off_doubling_and_recover(store, origin):
+    origin.route("/gone", b"", statuses=[404] * 100)
+    url = origin.url("/gone")
+    model_for(store, url)
+    [r1] = check_links(store, rate=100, retries=0)
+    assert (r1.reachable, r1.status) == (False, 404) and "404" in r1.error
+    first = row(store, url)
+    assert first.failures == 1 and first.next_check - first.checked_at == timedelta(hours=1)
+    assert due_urls(store) == []  # not due again yet
+    check_links(store, [url], rate=100, retries=0)
+    second = row(store, url)
+    assert second.failures == 2 and second.next_check - second.checked_at == timedelta(hours=2)
+    for _ in range(10):
+        check_links(store, [url], rate=100, retries=0)
+    assert row(store, url).next_check - row(store, url).checked_at == timedelta(days=7)  # capped
+    origin.route("/gone", BODY)  # the host is back
+    check_links(store, [url], rate=100)
+    assert row(store, url).reachable and row(store, url).failures == 0
+
+
+def test_transient_errors_are_retried_and_retry_after_is_honoured(store, origin):
+    origin.route("/flaky", BODY, statuses=[503, 502])
+    assert probe(httpx.Client(), origin.url("/flaky"), retries=2, backoff=0.01).reachable
+    assert len(origin.requests_for("/flaky")) == 3
+    origin.route("/busy", BODY, statuses=[429], retry_after="1")
+    t0 = time.monotonic()
+    assert probe(httpx.Client(), origin.url("/busy"), retries=1, backoff=0.01).reachable
+    assert time.monotonic() - t0 >= 0.9  # waited as told, not the 10 ms backoff
+    origin.route("/down", BODY, statuses=[500] * 10)
+    result = probe(httpx.Client(), origin.url("/down"), retries=2, backoff=0.01)
+    assert (result.reachable, result.status) == (False, 500) and len(origin.requests_for("/down")) == 3
+
+
+def test_unreachable_hosts_and_odd_urls(store):
+    dead = f"http://127.0.0.1:{free_port()}/w.caffemodel"
+    result = probe(httpx.Client(timeout=2), dead, retries=1, backoff=0.01)
+    assert not result.reachable and result.status is None and "Connect" in result.error
+    ftp = probe(httpx.Client(), "ftp://example.org/w.caffemodel")
+    assert not ftp.reachable and "only http" in ftp.error
+
+
+def test_redirects_are_followed_and_loops_stop(origin):
+    origin.route("/real", BODY)
+    origin.route("/moved", redirect=origin.url("/real"))
+    assert probe(httpx.Client(follow_redirects=True), origin.url("/moved")).size == len(BODY)
+    origin.route("/loop", redirect=origin.url("/loop"))
+    result = probe(httpx.Client(follow_redirects=True, max_redirects=3), origin.url("/loop"))
+    assert not result.reachable and "redirect" in result.error
+
+
+def test_requests_stay_under_the_rate(store, origin):
+    for i in range(5):
+        origin.route(f"/w{i}", BODY)
+        model_for(store, origin.url(f"/w{i}"), name=f"Rate Net {i}")
+    check_links(store, rate=10)
+    times = sorted(r.time for r in origin.requests)
+    assert len(times) == 5
+    gaps = [b - a for a, b in zip(times, times[1:])]
+    assert min(gaps) >= 0.09  # 10 a second at most
+
+
+def test_check_links_cli_and_what_pages_show(cli, origin, tmp_path, monkeypatch):
+    db = f"sqlite:///{tmp_path / 'links.db'}"
+    monkeypatch.setenv("CAFFEZOO_DATABASE_URL", db)
+    origin.route("/ok", BODY)
+    origin.route("/dead", b"", statuses=[410] * 10)
+    with web_for(db, tmp_path, seed=False) as w:
+        good = model_for(w.storage, origin.url("/ok"), "Good Link Net")
+        bad = model_for(w.storage, origin.url("/dead"), "Dead Link Net")
+        r = cli("serve", "check-links", "--json", "--rate", "100")
+        assert r.code == 1  # one is unreachable
+        results = {x["url"]: x for x in json.loads(r.stdout)}
+        assert results[origin.url("/ok")]["reachable"] and results[origin.url("/dead")]["status"] == 410
+        assert cli("serve", "check-links").stderr.strip() == "nothing is due"
+        html = w.get("/").text
+        assert html.count("weights reachable") == 1 and html.count("weights unreachable") == 1
+        assert "10.2 KB" in html  # the size the checker saw
+        page = w.get(f"/models/{bad}").text
+        assert "unreachable: HTTP 410" in page
+        api = w.http.get(f"/api/models/{good}").json()["weights"]
+        assert api["reachable"] is True and api["status"] == 200 and api["checked_size"] == len(BODY)
+        assert api["checked_at"].endswith("Z")
+
+
+def test_the_server_checks_links_in_the_background(origin, tmp_path):
+    """`caffezoo serve` as a real process: its checker thread probes what is due."""
+    from caffezoo.server import Storage
+
+    db = f"sqlite:///{tmp_path / 'bg.db'}"
+    origin.route("/w", BODY)
+    store = Storage(db)
+    gid = model_for(store, origin.url("/w"))
+    store.close()
+    port = free_port()
+    env = dict(os.environ, CAFFEZOO_DATABASE_URL=db)
+    proc = subprocess.Popen([sys.executable, "-m", "caffezoo", "serve", "--port", str(port), "--check-every",
+                             "0.2", "--link-rate", "50", "--log-level", "warning"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 60
+        data = None
+        while time.monotonic() < deadline:
+            try:
+                data = httpx.get(f"http://127.0.0.1:{port}/api/models/{gid}").json()["weights"]
+                if data["checked_at"]:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        assert data is not None and data["reachable"] is True and data["checked_size"] == len(BODY)
+        assert [r.method for r in origin.requests_for("/w")] == ["HEAD"]
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(30)

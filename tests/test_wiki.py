@@ -1,0 +1,190 @@
+"""caffezoo wiki import|export: parsing Caffe's Model-Zoo page, importing it (with and
+without fetching the gists from a real Gist API server), and the round trip."""
+
+from __future__ import annotations
+
+import httpx
+
+from caffezoo.server import Storage, catalog
+from caffezoo.server.wiki import WikiItem, export_page, import_page, parse_page, render_page
+from gist_helpers import *  # noqa: F403
+from web_helpers import *  # noqa: F403
+from web_helpers import publish, readme, web_for
+
+PAGE = """\
+# Model Zoo
+
+Trained models are posted here as links to gists. Fetch one with the scripts.
+
+<a name="nin"></a>
+### Network in Network model
+
+The Network in Network model is described in the following paper:
+
+```bibtex
+@inproceedings{lin2014nin,
+  title={Network In Network},
+  author={Lin, Min and Chen, Qiang and Yan, Shuicheng},
+  year={2014}
+}
+```
+
+Please cite the paper if you use the models.
+
+**Models:**
+
+* [NIN-Imagenet]({nin}): NIN on ImageNet, 59.36% top-1
+  error with a small model
+* [NIN-CIFAR10](https://github.com/mavenlin/nin-cifar10): NIN on CIFAR-10, no gist
+
+License: non-commercial.
+
+### Models used by the VGG team in ILSVRC-2014
+
+    Very Deep Convolutional Networks for Large-Scale Image Recognition
+    K. Simonyan, A. Zisserman
+    arXiv:1409.1556, 2014
+
+- [16-layer]({vgg}) - the 16-layer net
+- [Project page](http://www.robots.ox.ac.uk/~vgg/research/very_deep/)
+
+### Places-CNN
+
+A [project site](http://places.csail.mit.edu) with no model list.
+"""
+
+NIN_ID, VGG_ID = "d802a5849de39225bcc6", "211839e770f7b538e2d8"
+
+
+def page_text(nin: str = f"https://gist.github.com/mavenlin/{NIN_ID}#file-readme-md",
+              vgg: str = f"https://gist.github.com/ksimonyan/{VGG_ID}#file-readme-md") -> str:
+    return PAGE.replace("{nin}", nin).replace("{vgg}", vgg)
+
+
+def test_parse_keeps_sections_citations_items_and_notes():
+    page = parse_page(page_text())
+    assert page.title == "Model Zoo" and page.preamble.startswith("Trained models are posted")
+    assert [s.title for s in page.sections] == ["Network in Network model",
+                                                "Models used by the VGG team in ILSVRC-2014", "Places-CNN"]
+    nin, vgg, places = page.sections
+    assert nin.anchor == "nin" and nin.citation.startswith("@inproceedings{lin2014nin,")
+    assert nin.items == [
+        WikiItem("NIN-Imagenet", f"https://gist.github.com/mavenlin/{NIN_ID}#file-readme-md",
+                 "NIN on ImageNet, 59.36% top-1 error with a small model"),
+        WikiItem("NIN-CIFAR10", "https://github.com/mavenlin/nin-cifar10", "NIN on CIFAR-10, no gist"),
+    ]
+    assert nin.items[0].gist.id == NIN_ID and nin.items[0].gist.user == "mavenlin" and nin.items[1].gist is None
+    assert "License: non-commercial." in nin.notes and "Please cite" in nin.notes
+    assert vgg.citation.startswith("Very Deep Convolutional Networks") and "arXiv:1409.1556" in vgg.citation
+    assert [i.name for i in vgg.items] == ["16-layer", "Project page"] and vgg.items[0].description == "the 16-layer net"
+    assert places.items == [] and "project site" in places.notes
+
+
+def test_odd_pages_do_not_break_the_parser():
+    for text in ("", "no headings at all\n* [x](http://y)", "### Only a heading", "###\n* [a](b)",
+                 "### T\n```\nunclosed fence\n* [a](https://gist.github.com/u/abc)",
+                 "### T\r\n* [CRLF](https://gist.github.com/u/0123456789abcdef0123): d\r\n",
+                 "### T\n* [a [nested] name](https://x.org/a(b)): d"):
+        page = parse_page(text)
+        assert render_page(page)  # and writes back without error
+    crlf = parse_page("### T\r\n* [CRLF](https://gist.github.com/u/0123456789abcdef0123): d\r\n")
+    assert crlf.sections[0].items[0].gist.id == "0123456789abcdef0123"
+
+
+def test_import_without_fetching_keeps_the_page(store):
+    report = import_page(store, parse_page(page_text()), fetch=False)
+    assert (report.sections, report.gists, report.links) == (3, 2, 2)
+    with store.session() as s:
+        page = catalog.find(s, limit=50)
+        assert page.total == 4
+        nin = catalog.get_entry(s, NIN_ID)
+        assert nin.wiki_name == "NIN-Imagenet" and nin.indexed_serial == 0 and nin.listed
+        assert catalog.section_of(s, nin).citation.startswith("@inproceedings")
+        assert [e.name for e in catalog.find(s, q="cifar").entries] == ["NIN-CIFAR10"]
+        assert sorted(e.name for e in catalog.find(s, q="vgg").entries) == ["16-layer", "Project page"]  # section title
+
+
+def test_reimport_replaces_the_page_and_keeps_gist_models(store):
+    import_page(store, parse_page(page_text()), fetch=False)
+    publish(store, "zed", "Unrelated Model")
+    smaller = "### Only section\n\n* [NIN again](https://gist.github.com/mavenlin/%s): renamed\n" % NIN_ID
+    import_page(store, parse_page(smaller), fetch=False)
+    with store.session() as s:
+        names = sorted(e.name for e in catalog.find(s, limit=50).entries)
+        assert names == ["NIN again", "Unrelated Model"]
+    import_page(store, parse_page(smaller), fetch=False)  # idempotent
+    with store.session() as s:
+        assert catalog.find(s).total == 2
+
+
+def test_import_fetches_gists_from_the_api_and_export_round_trips(zoo, tmp_path, monkeypatch):
+    """A second caffezoo server plays GitHub: gists are fetched with their id and owner."""
+    source = zoo  # CAFFEZOO_GIST_API and the token point at the source server
+    nin = source.create({"readme.md": readme("NIN ImageNet", license="non-commercial", tags=["nin"],
+                                             body="Network in Network, trained on ImageNet.\n"),
+                         "deploy.prototxt": 'name: "nin"\n'}, public=True)
+    vgg = source.create({"readme.md": readme("VGG 16", license="CC-BY-4.0")}, public=True)
+    text = page_text(nin=f"https://gist.github.com/{source.login}/{nin['id']}#file-readme-md",
+                     vgg=f"https://gist.github.com/{source.login}/{vgg['id']}#file-readme-md")
+    text = text.replace("* [NIN-CIFAR10]", f"* [Missing](https://gist.github.com/{source.login}/{'f' * 32}): gone\n* [NIN-CIFAR10]")
+    monkeypatch.delenv("CAFFEZOO_TOKEN")  # public gists need none, as on GitHub
+    target = Storage(f"sqlite:///{tmp_path / 'target.db'}")
+    try:
+        report = import_page(target, parse_page(text), fetch=True)
+        assert sorted(report.fetched) == sorted([nin["id"], vgg["id"]])
+        assert list(report.failed) == ["f" * 32] and "404" in report.failed["f" * 32]
+        copy = target.get_gist(nin["id"])
+        assert copy.owner == source.login and copy.public
+        assert {f.filename for f in copy.files} == {"readme.md", "deploy.prototxt"}
+        with target.session() as s:
+            e = catalog.get_entry(s, nin["id"])
+            assert e.name == "NIN ImageNet" and e.license == "non-commercial" and e.wiki_name == "NIN-Imagenet"
+            assert catalog.section_of(s, e).title == "Network in Network model"
+        # A second import with nothing changed at the source changes nothing.
+        again = import_page(target, parse_page(text), fetch=True)
+        assert sorted(again.unchanged) == sorted([nin["id"], vgg["id"]])
+        assert len(target.get_gist(nin["id"]).history) == 1
+        # Export, parse: the same sections, citations, items and notes.
+        exported = render_page(export_page(target, include_unsectioned=False))
+        a, b = parse_page(text), parse_page(exported)
+        assert b.sections == a.sections
+        assert b.title == a.title and b.preamble == a.preamble
+    finally:
+        target.close()
+
+
+def test_wiki_cli_import_export_round_trip_and_pages(cli, tmp_path, monkeypatch):
+    db = f"sqlite:///{tmp_path / 'cli.db'}"
+    monkeypatch.setenv("CAFFEZOO_DATABASE_URL", db)
+    page = tmp_path / "Model-Zoo.md"
+    page.write_text(page_text())
+    r = cli("wiki", "import", page, "--no-fetch")
+    assert r.code == 0, r.stderr
+    assert "3 sections, 2 gist entries, 2 other links" in r.stderr
+    out = tmp_path / "exported.md"
+    r = cli("wiki", "export", "-o", out, "--sections-only")
+    assert r.code == 0, r.stderr
+    assert parse_page(out.read_text()).sections == parse_page(page.read_text()).sections
+    r = cli("wiki", "import", tmp_path / "missing.md")
+    assert r.code != 0 and "missing.md" in r.stderr and "Traceback" not in r.stderr
+    (tmp_path / "flat.md").write_text("no sections here\n")
+    r = cli("wiki", "import", tmp_path / "flat.md", "--no-fetch")
+    assert r.code == 2 and "no section headings" in r.stderr
+    with web_for(db, tmp_path, seed=False) as w:
+        html = w.get("/wiki").text
+        assert "Network in Network model" in html and "lin2014nin" in html and "NIN-CIFAR10" in html
+        assert "gist not fetched" in html and "external link" in html
+        nin = w.get(f"/models/{NIN_ID}").text
+        assert f"caffezoo gist download mavenlin/{NIN_ID}" in nin and "Please cite" in nin
+        assert httpx.get(f"{w.url}/api/models/{NIN_ID}").json()["source_url"].startswith("https://gist.github.com/")
+
+
+def test_offline_import_does_not_fetch(cli, tmp_path, monkeypatch, scripted):
+    srv = scripted()
+    monkeypatch.setenv("CAFFEZOO_GIST_API", srv.url)
+    monkeypatch.setenv("CAFFEZOO_OFFLINE", "1")
+    monkeypatch.setenv("CAFFEZOO_DATABASE_URL", f"sqlite:///{tmp_path / 'o.db'}")
+    page = tmp_path / "p.md"
+    page.write_text(page_text())
+    r = cli("wiki", "import", page)
+    assert r.code == 0 and "not fetching" in r.stderr and srv.seen == []
