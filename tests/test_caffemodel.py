@@ -93,6 +93,19 @@ def test_diff_only_blob_is_reported_not_crashed(tmp_path):
     assert blob.data is None and "only `diff`" in blob.note
 
 
+def test_a_blob_without_dims_is_zero_axis_as_in_caffe(tmp_path):
+    # Caffe writes a shared PReLU slope or a `num_axes: 0` Scale factor with no dims at all.
+    layer = caffe_pb2.LayerParameter(name="prelu", type="PReLU")
+    layer.blobs.add(data=[0.25])
+    layer.blobs.add(data=[1.0, 2.0])  # no dims but several values: read as a vector
+    path = tmp_path / "scalar.caffemodel"
+    path.write_bytes(v2_model(layer.SerializeToString()))
+    with read_caffemodel(path) as model:
+        scalar, vector = model["prelu"].blobs
+        assert scalar.shape == () and float(scalar.data) == 0.25
+        assert vector.shape == (2,)
+
+
 def test_packed_data_in_several_chunks_is_joined(tmp_path):
     chunk = w.length_delimited(5, np.arange(3, dtype="<f4").tobytes())
     blob = w.length_delimited(7, w.length_delimited(1, w.encode_varint(6))) + chunk + chunk

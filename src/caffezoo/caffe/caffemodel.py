@@ -389,7 +389,9 @@ def _blob(buf, start: int, end: int) -> Blob:
             note = f"declares shape {shape} but holds no values"
             return Blob(shape, None, legacy_given, encoding, note)
         data = np.zeros(0, np.float32)
-    if not shape and data.size:
+    if not shape and data.size > 1:
+        # Caffe would refuse this (no dims means a 0-axis blob of one value); other
+        # writers leave dims out of 1-D blobs, so read the values as a vector.
         shape = (data.size,)
     count = 1
     for d in shape:

@@ -170,7 +170,7 @@ def _data(layer: Layer, bottoms: list[Shape]) -> tuple:
     return tops[:len(layer.tops)], [], 0
 
 
-def _conv_geometry(p: caffe_pb2.ConvolutionParameter, spatial: int) -> tuple[list[int], ...]:
+def conv_geometry(p: caffe_pb2.ConvolutionParameter, spatial: int) -> tuple[list[int], ...]:
     """Kernel, stride, pad and dilation per spatial axis, by Caffe's BaseConvolutionLayer rules."""
     def per_axis(values: Sequence[int], h_field: str, w_field: str, default: int, what: str) -> list[int]:
         if p.HasField(h_field) or p.HasField(w_field):
@@ -207,7 +207,7 @@ def _convolution(layer: Layer, bottoms: list[Shape], deconv: bool = False) -> tu
     axis = _axis(p.axis, len(shape))
     spatial = len(shape) - axis - 1
     _check(spatial >= 1, f"a {_fmt(shape)} input has no spatial axis after axis {axis}")
-    kernel, stride, pad, dilation = _conv_geometry(p, spatial)
+    kernel, stride, pad, dilation = conv_geometry(p, spatial)
     channels, group, out = shape[axis], p.group, p.num_output
     _check(out > 0, "num_output must be positive")
     _check(group > 0 and channels % group == 0, f"input channels ({channels}) must be a multiple of group ({group})")
@@ -237,7 +237,7 @@ def _im2col(layer: Layer, bottoms: list[Shape]) -> tuple:
     shape = bottoms[0]
     axis = _axis(p.axis, len(shape))
     spatial = len(shape) - axis - 1
-    kernel, stride, pad, dilation = _conv_geometry(p, spatial)
+    kernel, stride, pad, dilation = conv_geometry(p, spatial)
     size = [_cdiv(shape[axis + 1 + i] + 2 * pad[i] - (dilation[i] * (kernel[i] - 1) + 1), stride[i]) + 1
             for i in range(spatial)]
     return [tuple(shape[:axis]) + (shape[axis] * math.prod(kernel),) + tuple(size)], [], 0

@@ -24,7 +24,6 @@ reported together in one :class:`~caffezoo.errors.ConversionError`.
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -207,17 +206,6 @@ def attach(net: Net, weights: str | os.PathLike[str]) -> None:
 
     model = read_caffemodel(weights)
     attach_weights(net, model, strict=False)
-    # Caffe writes a 0-axis blob (a shared PReLU slope, a num_axes: 0 Scale) with no shape at
-    # all, which caffezoo.caffe reads as shape (1,): take such a blob's single value as is.
-    for layer in net.layers:
-        expected = layer.param_shapes or []
-        if layer.blobs or () not in expected or layer.name not in model:
-            continue
-        stored = model[layer.name].blobs
-        if len(stored) == len(expected) and all(b.data is not None and b.data.size == math.prod(s)
-                                                for b, s in zip(stored, expected)):
-            layer.blobs = [b.data.reshape(s) for b, s in zip(stored, expected)]
-            net.weight_problems = [p for p in net.weight_problems if p.layer != layer.name]
     fatal = [p for p in net.weight_problems if p.fatal]
     if fatal:
         raise NetError(f"{model.path} does not fit {net.path or net.name}:\n" + "\n".join(map(str, fatal)))

@@ -24,7 +24,7 @@ import math
 import numpy as np
 
 from ..caffe import caffe_pb2
-from ..caffe.shapes import _conv_geometry
+from ..caffe.shapes import conv_geometry
 from ._emit import FLT_MAX, Ctx, axis_index, emits
 
 _Pool = caffe_pb2.PoolingParameter
@@ -62,7 +62,7 @@ def _conv_check(layer) -> str | None:
 @emits("Convolution", "Deconvolution", "ConvolutionDepthwise", "DepthwiseConvolution", check=_conv_check)
 def convolution(ctx: Ctx) -> None:
     p = ctx.p
-    kernel, stride, pad, dilation = _conv_geometry(p, len(ctx.shapes[0]) - 2)
+    kernel, stride, pad, dilation = conv_geometry(p, len(ctx.shapes[0]) - 2)
     params = [ctx.weight(0, "weight")] + ([ctx.weight(1, "bias")] if p.bias_term else [])
     op = "ConvTranspose" if ctx.layer.type == "Deconvolution" else "Conv"
     # Several bottoms: the same weights applied to each (Caffe shares them too).
