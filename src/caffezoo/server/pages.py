@@ -26,6 +26,7 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader, select_autoescape
+from starlette.concurrency import run_in_threadpool
 
 from ..errors import CaffezooError
 from ..frontmatter import parse_readme
@@ -235,8 +236,24 @@ def page_links(current: int, last: int) -> list[int | None]:
     return out
 
 
+async def _answer(request: Request, page: Any, *args: Any) -> Response:
+    """Run a page function: on the event loop on SQLite, in the thread pool otherwise.
+
+    SQLite reads never wait on a network, so a thread hop costs more than it saves:
+    under 8 concurrent clients it doubled a cold model page's p99. Pages that may
+    run a subprocess (the network picture) stay in the pool whatever the database.
+    """
+    if _state(request)[0].is_sqlite:
+        return page(request, *args)
+    return await run_in_threadpool(page, request, *args)
+
+
 @router.get("/", response_class=HTMLResponse)
-def index(request: Request) -> HTMLResponse:
+async def index(request: Request) -> Response:
+    return await _answer(request, _index)
+
+
+def _index(request: Request) -> HTMLResponse:
     store, mirror, cache = _state(request)
     query = IndexQuery.from_request(request)
     data = _index_data(store, cache, query)
@@ -381,10 +398,10 @@ def _model_page(request: Request, entry_id: str, rev: str | None) -> HTMLRespons
 
 
 @router.get("/models/{entry_id}", response_class=HTMLResponse)
-def model_page(request: Request, entry_id: str, rev: str | None = None) -> HTMLResponse:
+async def model_page(request: Request, entry_id: str, rev: str | None = None) -> HTMLResponse:
     if rev is not None and not (4 <= len(rev) <= 40 and all(c in "0123456789abcdef" for c in rev.lower())):
         return not_found_page(f"{rev!r} is not a revision: expected the hex version from the history.")
-    return _model_page(request, entry_id, rev)
+    return await _answer(request, _model_page, entry_id, rev)
 
 
 @router.get("/models/{entry_id}/net.svg")
@@ -432,7 +449,11 @@ def wiki_page(request: Request) -> HTMLResponse:
 
 
 @router.get("/api/models")
-def api_models(request: Request) -> Response:
+async def api_models(request: Request) -> Response:
+    return await _answer(request, _api_models)
+
+
+def _api_models(request: Request) -> Response:
     store, mirror, cache = _state(request)
     query = IndexQuery.from_request(request)
     data = _index_data(store, cache, query)
@@ -442,7 +463,11 @@ def api_models(request: Request) -> Response:
 
 
 @router.get("/api/models/{entry_id}")
-def api_model(request: Request, entry_id: str) -> Response:
+async def api_model(request: Request, entry_id: str) -> Response:
+    return await _answer(request, _api_model, entry_id)
+
+
+def _api_model(request: Request, entry_id: str) -> Response:
     store, mirror, _ = _state(request)
     with store.session() as s:
         entry = catalog.get_entry(s, entry_id)
