@@ -395,3 +395,18 @@ def test_serve_runs_uvicorn_on_the_given_port(tmp_path):
     finally:
         p.terminate()
         p.wait(20)
+
+
+def test_serve_refuses_a_taken_port_or_a_bad_one_clearly(cli_process, tmp_path):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        r = cli_process("serve", "--port", port, "--no-check-links", env={"CAFFEZOO_HOME": str(tmp_path)},
+                        timeout=60)
+    assert r.code == 2 and "Traceback" not in r.stderr
+    assert f"cannot listen on 127.0.0.1:{port}: Address already in use; choose another --port" in r.stderr
+    r = cli_process("serve", "--port", "99999")
+    assert r.code == 2 and "--port" in r.stderr

@@ -23,7 +23,7 @@ BLOBS_OPTION = typer.Option(None, "--blobs-dir", help="The server's weights stor
 def serve(
     ctx: typer.Context,
     host: str = typer.Option("127.0.0.1", "--host", help="Interface to listen on."),
-    port: int = typer.Option(8000, "--port", "-p", help="TCP port."),
+    port: int = typer.Option(8000, "--port", "-p", min=1, max=65535, help="TCP port."),
     database_url: str = DB_OPTION,
     workers: int = typer.Option(1, "--workers", help="Server processes (each with its own cache)."),
     log_level: str = typer.Option("info", "--log-level",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -86,6 +87,24 @@ def start_background(url: str, *, blobs_dir: Path, mirror_every: float | None,
     return threads
 
 
+def _check_free(host: str, port: int) -> None:
+    """Refuse a host:port that cannot be bound, with a message that says what to do."""
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as e:
+        raise UsageError(f"--host {host!r}: cannot resolve it ({e.strerror})") from None
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            sock.bind(address)
+        except OSError as e:
+            hint = "choose another --port" if e.errno == errno.EADDRINUSE else "check --host and --port"
+            raise UsageError(f"cannot listen on {host}:{port}: {e.strerror}; {hint}") from None
+
+
 def run(host: str = "127.0.0.1", port: int = 8000, database_url: str | None = None, workers: int = 1,
         log_level: str = "info", *, seed_bundled: bool = False, blobs_dir: str | os.PathLike[str] | None = None,
         mirror_every: float | None = None, check_every: float | None = 600.0, link_rate: float = 1.0) -> None:
@@ -101,6 +120,7 @@ def run(host: str = "127.0.0.1", port: int = 8000, database_url: str | None = No
 
     url = _url(database_url)
     blobs = _blobs_dir(blobs_dir)
+    _check_free(host, port)  # before seeding or threads: a taken port should fail at once, clearly
     if seed_bundled:
         seed(url)
     options = dict(host=host, port=port, log_level=log_level, proxy_headers=False)
