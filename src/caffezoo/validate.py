@@ -18,7 +18,7 @@ from pathlib import Path
 
 from .errors import CaffezooError, FrontMatterError, Problem
 from .frontmatter import Readme, read_readme
-from .modeldir import README, ModelDir, list_files
+from .modeldir import PROTOTXT_KINDS, README, ModelDir, list_files
 from .schema import FrontMatter, validate_front_matter
 
 Check = Callable[[ModelDir], Iterable[Problem]]
@@ -99,10 +99,6 @@ def validate(
     ``weights_dir`` says where the weights live when not in the directory itself
     (bundled models keep theirs under ``CAFFEZOO_HOME``).
     """
-    # The prototxt checks live with the Caffe reader (a higher layer); importing
-    # it adds them to CHECKS, so every caller of validate() gets them.
-    from .caffe import checks as _caffe_checks  # noqa: F401
-
     p = Path(path)
     if not p.exists():
         return [_err(p, None, "no such directory")]
@@ -114,6 +110,12 @@ def validate(
         return [_err(p, None, f"cannot list the directory: {e.strerror}")]
     if not files:
         return [_err(p, None, "the directory is empty: expected a readme.md and prototxt files")]
+
+    if any(f.kind in PROTOTXT_KINDS for f in files):
+        # The prototxt checks live with the Caffe reader (a higher layer); importing
+        # it adds them to CHECKS, so every caller of validate() gets them. Only when
+        # there is a prototxt: protobuf costs start-up time a readme check does not need.
+        from .caffe import checks as _caffe_checks  # noqa: F401
 
     problems: list[Problem] = []
     readme_path = p / README
