@@ -64,6 +64,9 @@ def test_cli_errors(cli, tmp_path):
     r = cli("draw", BUNDLED_DIR / "bvlc_alexnet" / "deploy.prototxt", "-o", tmp_path / "net.gif")
     assert r.code == 1 and "cannot tell the format from the suffix" in r.stderr
     assert not (tmp_path / "net.gif").exists()
+    r = cli("draw", BUNDLED_DIR / "bvlc_alexnet" / "deploy.prototxt", "-o", tmp_path / "nowhere" / "net.dot")
+    assert r.code == 1 and r.stderr == f"error: {tmp_path / 'nowhere' / 'net.dot'}: cannot write: No such file or directory\n"
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_without_graphviz_dot_output_still_works(cli_process, tmp_path):

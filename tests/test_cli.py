@@ -86,6 +86,13 @@ def test_new_with_weights_info_and_refusals(cli, tmp_path):
     assert r.code == 2 and "--sha1" in r.stderr and not (tmp_path / "y").exists()
 
 
+def test_new_where_no_directory_can_be_made_is_one_line(cli_process, tmp_path):
+    (tmp_path / "afile").write_text("x")
+    r = cli_process("new", tmp_path / "afile" / "m", "--name", "M")
+    assert r.code == 1
+    assert r.stderr == f"error: {tmp_path / 'afile' / 'm'}: cannot create the directory: Not a directory\n"
+
+
 def test_errors_are_one_line_without_traceback(cli_process, tmp_path):
     r = cli_process("show", tmp_path / "missing")
     assert r.code == 1

@@ -87,3 +87,15 @@ def test_upgrade_prototxt_and_caffemodel(cli, tmp_path):
     assert "already up to date" in r.stdout
     assert read_prototxt(tmp_path / "same.prototxt") == parse_prototxt(
         (tmp_path / "new.prototxt").read_text()).message
+
+
+def test_upgrade_into_a_folder_that_cannot_take_it_is_one_line(cli_process, tmp_path):
+    caffemodel = write_caffemodel(tmp_path / "old.caffemodel", small_net(), small_weights(), version="V1")
+    for source in (write(tmp_path), caffemodel):
+        r = cli_process("upgrade", source, tmp_path / "nowhere" / "new")
+        assert r.code == 1
+        assert r.stderr == f"error: {tmp_path / 'nowhere' / 'new'}: cannot write: No such file or directory\n"
+        (tmp_path / "taken").mkdir(exist_ok=True)
+        r = cli_process("upgrade", source, tmp_path / "taken")
+        assert r.code == 1 and r.stderr == f"error: {tmp_path / 'taken'}: cannot write: Is a directory\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["deploy.prototxt", "old.caffemodel", "taken"]

@@ -10,8 +10,10 @@ import pytest
 import yaml  # PyYAML: what Caffe's own scripts parse front matter with
 from hypothesis import given, settings, strategies as st
 
-from caffezoo.errors import FrontMatterError, ModelDirError
-from caffezoo.frontmatter import format_value, parse_readme, read_readme, set_keys, split_lines, write_keys
+from caffezoo.errors import FrontMatterError, ModelDirError, WriteError
+from caffezoo.frontmatter import (
+    atomic_open, atomic_write_bytes, format_value, parse_readme, read_readme, set_keys, split_lines, write_keys,
+)
 
 
 def caffe_parse(text: str) -> dict:
@@ -160,6 +162,28 @@ def test_write_keys_is_atomic_and_keeps_mode_and_bom(tmp_path):
     write_keys(p, {"gist_id": "abc"})
     assert p.read_bytes() == "\ufeff---\nname: x\ngist_id: abc\n---\nbody\n".encode()
     assert stat.S_IMODE(p.stat().st_mode) == 0o640
+
+
+def test_atomic_writes_name_the_file_they_cannot_write_and_leave_nothing(tmp_path):
+    with pytest.raises(WriteError, match=r"nowhere/readme.md: cannot write: No such file or directory"):
+        atomic_write_bytes(tmp_path / "nowhere" / "readme.md", b"x")
+    (tmp_path / "sub").mkdir()
+    with pytest.raises(WriteError, match="sub: cannot write: Is a directory"):
+        atomic_write_bytes(tmp_path / "sub", b"x")
+    # An OSError about another file is the caller's own: it passes through as it is.
+    with pytest.raises(FileNotFoundError), atomic_open(tmp_path / "out") as f:
+        f.write(b"half")
+        (tmp_path / "missing").read_bytes()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sub"]
+
+
+def test_a_new_file_gets_the_mode_open_would_give_it(tmp_path):
+    umask = os.umask(0o022)
+    try:
+        atomic_write_bytes(tmp_path / "readme.md", b"x")
+    finally:
+        os.umask(umask)
+    assert stat.S_IMODE((tmp_path / "readme.md").stat().st_mode) == 0o644
 
 
 @pytest.mark.parametrize("value, text", [

@@ -83,6 +83,10 @@ class PrototxtError(CaffezooError):
         super().__init__(message)
 
 
+class WriteError(CaffezooError):
+    """A file cannot be written: its folder is missing or read-only, or the disk is full."""
+
+
 class CaffemodelError(CaffezooError):
     """A ``.caffemodel`` (binary NetParameter) cannot be read."""
 

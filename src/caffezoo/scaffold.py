@@ -13,7 +13,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from .errors import ModelDirError, UsageError
+from .errors import ModelDirError, UsageError, WriteError
 from .frontmatter import atomic_write_bytes, format_value
 from .schema import FrontMatter, check_file_name
 
@@ -89,6 +89,9 @@ def new_model(
         sha1_line=sha1_line, caffe_version=format_value(caffe_version), license=format_value(license),
         title=name, license_text=license_text,
     )
-    p.mkdir(parents=True, exist_ok=True)
+    try:
+        p.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise WriteError(f"{p}: cannot create the directory: {e.strerror}") from e
     atomic_write_bytes(p / "readme.md", text.encode("utf-8"))
     return p

@@ -2,41 +2,9 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from typing import BinaryIO
 
-
-@contextmanager
-def atomic_open(path: str | os.PathLike[str]) -> Iterator[BinaryIO]:
-    """Open a temporary file beside ``path``; rename it over ``path`` only on success.
-
-    >>> with atomic_open("net.caffemodel") as f:     # doctest: +SKIP
-    ...     f.write(b"...")
-
-    A failure (or Ctrl-C) half-way leaves ``path`` as it was: never a torn file.
-    """
-    path = Path(path)
-    try:
-        mode = path.stat().st_mode & 0o7777  # keep an existing file's mode
-    except FileNotFoundError:
-        umask = os.umask(0)
-        os.umask(umask)
-        mode = 0o666 & ~umask  # what open() would give a new file (mkstemp's is 0600)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+from ..frontmatter import atomic_open  # noqa: F401  (the writers' one atomic-write mechanism)
 
 
 def open_error(kind: type[Exception], path: Path, error: OSError, expected: str) -> Exception:

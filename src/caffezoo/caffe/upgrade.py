@@ -30,7 +30,7 @@ from pathlib import Path
 
 from google.protobuf.message import Message
 
-from ..errors import CaffemodelError, NetError, PrototxtError
+from ..errors import NetError, PrototxtError
 from . import _wire as w
 from . import caffe_pb2
 from ._files import atomic_open, looks_binary, open_error
@@ -380,19 +380,16 @@ def _upgrade_binary(src: Path, dst: Path) -> Upgrade:
         head = caffe_pb2.NetParameter()
         head.CopyFrom(result.net)
         head.ClearField("layer")
-        try:
-            with atomic_open(dst) as out:
-                out.write(head.SerializeToString())
-                for layer, origin in zip(result.net.layer, result.origin):
-                    blobs = [model.raw(a, b) for a, b in model.layers[origin].blob_spans] if origin is not None else []
-                    header = layer.SerializeToString()
-                    total = len(header) + sum(len(_blob_key(b)) + b.nbytes for b in blobs)
-                    out.write(w.tag(100, w.BYTES) + w.encode_varint(total) + header)
-                    for b in blobs:
-                        out.write(_blob_key(b))
-                        out.write(b)
-        except OSError as e:
-            raise CaffemodelError(f"{dst}: cannot write: {e.strerror}") from None
+        with atomic_open(dst) as out:
+            out.write(head.SerializeToString())
+            for layer, origin in zip(result.net.layer, result.origin):
+                blobs = [model.raw(a, b) for a, b in model.layers[origin].blob_spans] if origin is not None else []
+                header = layer.SerializeToString()
+                total = len(header) + sum(len(_blob_key(b)) + b.nbytes for b in blobs)
+                out.write(w.tag(100, w.BYTES) + w.encode_varint(total) + header)
+                for b in blobs:
+                    out.write(_blob_key(b))
+                    out.write(b)
     return result
 
 
