@@ -53,6 +53,16 @@ def test_show_bundled_and_directory(cli, tmp_path):
     assert data["weights_path"] == str(m / "test_net.caffemodel")
 
 
+def test_text_from_the_readme_and_paths_is_printed_as_it_is(cli, tmp_path):
+    # Square brackets are rich markup: unescaped, `[/x]` crashed `show` and `[bold]` vanished.
+    m = write_model(tmp_path / "m[/x]", 'name: "[/x] net"\nlicense: "[bold]MIT"\n')
+    r = cli("show", m)
+    assert r.code == 0, r.stderr
+    assert "[/x] net" in r.stdout and "license: [bold]MIT" in r.stdout and f"({m})" in r.stdout
+    r = cli("new", tmp_path / "n[/y]", "--name", "N")
+    assert r.code == 0 and f"created {tmp_path / 'n[/y]' / 'readme.md'};" in r.stdout
+
+
 def test_new_scaffolds_a_directory_that_validates(cli, tmp_path):
     target = tmp_path / "my_net"
     r = cli("new", target, "--name", "My: Net", "--license", "CC-BY-4.0")

@@ -132,4 +132,6 @@ def draw(
     prototxt, _ = resolve_prototxt(target)
     path = draw_net(prototxt, output, rankdir=rankdir.upper(), phase=phase.upper(), skip_unknown=skip_unknown)
     if not quiet:
-        console().print(f"wrote {path}")
+        from rich.markup import escape
+
+        console().print(f"wrote {escape(str(path))}")

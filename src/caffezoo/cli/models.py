@@ -42,6 +42,7 @@ def list_cmd(json: bool = JSON_OPTION) -> None:
     if json:
         print_json([model_summary(m) for m in models])
         return
+    from rich.markup import escape
     from rich.table import Table
 
     table = Table(title="caffezoo models", title_justify="left")
@@ -49,7 +50,8 @@ def list_cmd(json: bool = JSON_OPTION) -> None:
         table.add_column(col)
     for m in models:
         fm = m.front_matter
-        table.add_row(m.name, fm.title, fm.license or "-", "[green]yes[/]" if m.has_weights else "no")
+        table.add_row(escape(m.name), escape(fm.title), escape(fm.license or "-"),
+                      "[green]yes[/]" if m.has_weights else "no")
     console().print(table)
 
 
@@ -69,22 +71,24 @@ def show(
         out["files"] = [{"name": f.name, "kind": f.kind, "size": f.size} for f in m.files]
         print_json(out)
         return
+    from rich.markup import escape
     from rich.table import Table
 
+    # Values come from the readme: escaped, so `[/x]` in a name is text, not rich markup.
     out = console()
-    out.print(f"[bold]{fm.title or m.name}[/]  ({m.path})")
+    out.print(f"[bold]{escape(fm.title or m.name)}[/]  ({escape(str(m.path))})")
     table = Table("key", "value", title="front matter", title_justify="left")
     for key, value in m.readme.data.items():
-        table.add_row(key, str(value))
+        table.add_row(escape(key), escape(str(value)))
     out.print(table)
     files = Table("file", "kind", "size", title="files", title_justify="left")
     for f in m.files:
-        files.add_row(f.name, f.kind, "" if f.kind == "directory" else _size(f.size))
+        files.add_row(escape(f.name), f.kind, "" if f.kind == "directory" else _size(f.size))
     out.print(files)
-    out.print(f"license: {fm.license or '[yellow]not stated[/]'}")
+    out.print(f"license: {escape(fm.license) if fm.license else '[yellow]not stated[/]'}")
     if m.weights_path:
         state = "[green]present[/]" if m.has_weights else "not downloaded"
-        out.print(f"weights: {m.weights_path} ({state})")
+        out.print(f"weights: {escape(str(m.weights_path))} ({state})")
     else:
         out.print("weights: [yellow]no caffemodel key in the front matter[/]")
 
@@ -105,8 +109,10 @@ def new(
     path = new_model(directory, name=name, license=license, caffemodel=caffemodel,
                      caffemodel_url=url, sha1=sha1)
     if not quiet:
-        console().print(f"created {path / 'readme.md'}; add your prototxt files, then run "
-                        f"`caffezoo validate {path}`")
+        from rich.markup import escape
+
+        console().print(escape(f"created {path / 'readme.md'}; add your prototxt files, then run "
+                               f"`caffezoo validate {path}`"))
 
 
 @app.command()
