@@ -42,6 +42,19 @@ def test_warnings_for_what_users_will_miss(tmp_path):
         assert any(fragment in msg for msg in messages), fragment
 
 
+def test_a_symbolic_link_to_nothing_is_a_warning_not_a_crash(tmp_path, cli):
+    m = write_model(tmp_path / "net", GOOD_FRONT_MATTER, files={"deploy.prototxt": DEPLOY})
+    (m / "test_net.caffemodel").symlink_to(tmp_path / "gone.caffemodel")
+    (m / "notes.txt").symlink_to(tmp_path / "gone.txt")
+    assert [(p.severity, p.path, p.message) for p in validate(m) if p.message.startswith("a symbolic")] == [
+        ("warning", str(m / "notes.txt"), "a symbolic link to nothing: its target is missing"),
+        ("warning", str(m / "test_net.caffemodel"), "a symbolic link to nothing: its target is missing")]
+    r = cli("show", "--json", m)
+    assert r.code == 0, r.stderr
+    files = {f["name"]: (f["kind"], f["size"]) for f in json.loads(r.stdout)["files"]}
+    assert files["test_net.caffemodel"] == ("weights", 0) and files["notes.txt"] == ("binary", 0)
+
+
 def test_nested_block_yaml_warns_that_caffe_reads_it_differently(tmp_path):
     m = write_model(tmp_path / "net", GOOD_FRONT_MATTER + "inputs:\n  data: [1, 3, 8, 8]\n",
                     files={"deploy.prototxt": DEPLOY})

@@ -157,7 +157,10 @@ def list_files(path: Path) -> list[ModelFile]:
             continue
         p = Path(entry.path)
         kind = classify(p)
-        size = 0 if kind == "directory" else entry.stat().st_size
+        try:
+            size = 0 if kind == "directory" else entry.stat().st_size
+        except OSError:  # a symbolic link to nothing: listed, and `validate` says so
+            size = 0
         out.append(ModelFile(entry.name, kind, size))
     return out
 

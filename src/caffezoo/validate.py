@@ -70,6 +70,8 @@ def check_files(m: ModelDir) -> Iterable[Problem]:
         if f.kind == "directory":
             yield _warn(m.path / f.name, None,
                         "subfolders are not part of the model info (a gist cannot hold them)")
+        elif not (m.path / f.name).exists():
+            yield _warn(m.path / f.name, None, "a symbolic link to nothing: its target is missing")
 
 
 def check_caffe_compat(m: ModelDir) -> Iterable[Problem]:
