@@ -9,7 +9,7 @@ from caffe_helpers import SMALL_NET, small_net, small_weights
 from caffezoo.caffe import caffe_pb2
 from caffezoo.caffe.caffemodel import write_caffemodel
 from caffezoo.caffe.net import insert_splits, load_net
-from caffezoo.caffe.prototxt import parse_prototxt
+from caffezoo.caffe.prototxt import load_prototxt, parse_prototxt
 from caffezoo.errors import NetError
 
 PHASED = """\
@@ -47,12 +47,13 @@ def test_include_and_exclude_together_is_an_error(tmp_path):
         load_net(path)
 
 
-def test_bottom_never_produced_names_file_line_and_layer(tmp_path):
+@pytest.mark.parametrize("read_first", [False, True])
+def test_bottom_never_produced_names_file_line_and_layer(tmp_path, read_first):
     path = tmp_path / "net.prototxt"
     path.write_text(SMALL_NET.replace('bottom: "conv" top: "ip"', 'bottom: "conv9" top: "ip"'))
     with pytest.raises(NetError, match=r"net.prototxt:7: layer 'ip' \(InnerProduct\): bottom 'conv9' \(index 0\) "
                                        r"is not produced"):
-        load_net(path)
+        load_net(load_prototxt(path) if read_first else path)  # a file already read keeps its lines
 
 
 def test_duplicate_tops_only_in_place():

@@ -48,6 +48,7 @@ if TYPE_CHECKING:
     import numpy as np
 
     from .caffemodel import Blob, Caffemodel
+    from .prototxt import Prototxt
 
 Shape = tuple[int, ...]
 PHASES = {"TRAIN": caffe_pb2.TRAIN, "TEST": caffe_pb2.TEST}
@@ -179,7 +180,7 @@ class Net:
 # ------------------------------------------------------------------ loading
 
 def load_net(
-    prototxt: str | os.PathLike[str] | caffe_pb2.NetParameter,
+    prototxt: str | os.PathLike[str] | caffe_pb2.NetParameter | Prototxt,
     weights: str | os.PathLike[str] | Caffemodel | None = None,
     *,
     phase: str = "TEST",
@@ -192,6 +193,8 @@ def load_net(
 ) -> Net:
     """Build the net at ``prototxt`` for ``phase``, with ``weights`` if given.
 
+    ``prototxt`` is a path, a NetParameter, or a file already read with
+    :func:`~caffezoo.caffe.prototxt.load_prototxt` (whose lines then name layers in errors).
     ``input_shapes`` overrides the shapes of input blobs (e.g. a batch of 1).
     With ``strict`` (the default), what would stop Caffe raises
     :class:`~caffezoo.errors.NetError`: shapes that cannot be computed,
@@ -199,7 +202,7 @@ def load_net(
     the layers (:attr:`Layer.problem`) and in :attr:`Net.weight_problems`
     instead, which is what ``caffezoo inspect`` wants.
     """
-    from .prototxt import load_prototxt
+    from .prototxt import Prototxt, load_prototxt
     from .shapes import infer_shapes
 
     if phase not in PHASES:
@@ -207,7 +210,7 @@ def load_net(
     if isinstance(prototxt, caffe_pb2.NetParameter):
         path, message, lines = None, prototxt, {}
     else:
-        parsed = load_prototxt(prototxt, skip_unknown=skip_unknown)
+        parsed = prototxt if isinstance(prototxt, Prototxt) else load_prototxt(prototxt, skip_unknown=skip_unknown)
         path, message, lines = parsed.path, parsed.message, parsed.lines
     net = assemble(message, path, lines, phase=phase, level=level, stages=stages)
     check_wiring(net)

@@ -92,8 +92,8 @@ def inspect_net(target: str | os.PathLike[str], weights: str | os.PathLike[str] 
 
     prototxt, model_weights = resolve_prototxt(target)
     weights_path = Path(weights) if weights is not None else model_weights
-    parsed = load_prototxt(prototxt, skip_unknown=skip_unknown)
-    net = load_net(prototxt, phase=phase, skip_unknown=skip_unknown, input_shapes=input_shapes, strict=False)
+    parsed = load_prototxt(prototxt, skip_unknown=skip_unknown)  # read once: the net and its skipped fields
+    net = load_net(parsed, phase=phase, input_shapes=input_shapes, strict=False)
     summary = Summary(net, str(prototxt), str(weights_path) if weights_path else None,
                       skipped=[f"{prototxt}:{s}" for s in parsed.skipped])
     for layer in net.layers:
