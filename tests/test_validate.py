@@ -55,6 +55,15 @@ def test_a_symbolic_link_to_nothing_is_a_warning_not_a_crash(tmp_path, cli):
     assert files["test_net.caffemodel"] == ("weights", 0) and files["notes.txt"] == ("binary", 0)
 
 
+def test_a_byte_order_mark_is_a_warning(tmp_path):
+    m = write_model(tmp_path / "net", GOOD_FRONT_MATTER, files={"deploy.prototxt": DEPLOY})
+    (m / "readme.md").write_bytes(b"\xef\xbb\xbf" + (m / "readme.md").read_bytes())
+    problems = validate(m)
+    assert not has_errors(problems)
+    assert [(p.line, p.message.split(",")[0]) for p in problems if p.path == str(m / "readme.md")] == [
+        (1, "starts with a byte-order mark")]
+
+
 def test_nested_block_yaml_warns_that_caffe_reads_it_differently(tmp_path):
     m = write_model(tmp_path / "net", GOOD_FRONT_MATTER + "inputs:\n  data: [1, 3, 8, 8]\n",
                     files={"deploy.prototxt": DEPLOY})

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from .errors import CaffezooError, FrontMatterError, Problem
-from .frontmatter import Readme, read_readme
+from .frontmatter import Readme, parse_readme, read_text
 from .modeldir import PROTOTXT_KINDS, README, ModelDir, list_files
 from .schema import FrontMatter, validate_front_matter
 
@@ -129,8 +129,9 @@ def validate(
         problems.append(_err(readme_path, None, f"no readme.md{hint}"))
     else:
         try:
-            readme = read_readme(readme_path)
-            if readme_path.read_bytes().startswith(b"\xef\xbb\xbf"):
+            text = read_text(readme_path)
+            readme = parse_readme(text, readme_path)
+            if text.startswith("\ufeff"):
                 problems.append(_warn(readme_path, 1, "starts with a byte-order mark, which Caffe's "
                                       "scripts do not expect before the first '---'"))
             fm = validate_front_matter(readme.data, str(readme_path), readme.lines)
