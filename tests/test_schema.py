@@ -64,10 +64,13 @@ def test_sha1_must_be_40_hex_digits(sha1):
 def test_wrong_types_are_named():
     with pytest.raises(FrontMatterError) as e:
         validate_front_matter({"size": "big", "tags": {"a": 1}, "inputs": [1, 2], "name": ["x"]})
-    text = str(e.value)
-    for key in ("size", "tags", "inputs", "name"):
-        assert f"{key}" in text
-    assert "size: input should be a valid integer" in text
+    # Every bad key, each with what it should be (a bare `key in text` passed on any mention).
+    messages = sorted(p.message for p in e.value.problems)
+    assert [m.split(": ")[0] for m in messages] == ["inputs", "name", "size", "tags"]
+    assert messages[0].startswith("inputs: input should be a valid dictionary, found [1, 2]")
+    assert messages[1].startswith("name: input should be a valid string, found ['x']")
+    assert messages[2].startswith("size: input should be a valid integer")
+    assert messages[3].startswith("tags: input should be a valid list, found {'a': 1}")
     with pytest.raises(FrontMatterError, match="size: expected a number of bytes, found a boolean"):
         validate_front_matter({"size": True})
 

@@ -125,6 +125,7 @@ def test_cli_json(tmp_path, cli):
     assert r.code == 1
     data = json.loads(r.stdout)
     assert [d["ok"] for d in data] == [False, True]
-    assert data[0]["problems"][0] == {"path": str(bad / "readme.md"), "line": 3, "severity": "error",
-                                      "message": data[0]["problems"][0]["message"]}
+    assert data[0]["problems"][0] == {
+        "path": str(bad / "readme.md"), "line": 3, "severity": "error",
+        "message": "sha1: expected 40 hexadecimal digits (the output of `sha1sum`), found '123'"}
     assert "weights not downloaded yet: run `caffezoo download bvlc_alexnet`" in data[1]["problems"][0]["message"]
