@@ -49,11 +49,9 @@ def main() -> int:
     med = {k: statistics.median(v) for k, v in results.items()}
     base = med["python -c pass (baseline)"]
     print(f"{'command':34} {'median':>9} {'ratio':>7}  goal")
-    ok = True
     for name, t in med.items():
         ratio = t / base
         goal = "" if "baseline" in name else f"<= {GOAL:.0f}x {'ok' if ratio <= GOAL else 'MISSED'}"
-        ok &= "MISSED" not in goal
         print(f"{name:34} {t * 1000:7.1f}ms {ratio:6.2f}x  {goal}")
     return 0
 

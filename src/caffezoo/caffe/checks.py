@@ -15,6 +15,7 @@ prototxt, what would stop Caffe, as errors with the file and line:
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -89,7 +90,7 @@ def _net_problems(path: Path, parsed: Prototxt, phase: str) -> Iterable[Problem]
     try:
         net = assemble(parsed.message, str(path), parsed.lines, phase=phase)  # type: ignore[arg-type]
     except NetError as e:
-        yield _error(path, _line_of(parsed, str(e)), _strip_path(str(e), path))
+        yield _error(path, _line_of(str(e)), _strip_path(str(e), path))
         return
     for layer in net.layers:
         if layer.type not in KNOWN_TYPES:
@@ -150,16 +151,12 @@ def check_solver_file(path: Path, model_dir: Path) -> Iterator[Problem]:
                                      f"(no {Path(value).name} beside the solver)")
 
 
-def _line_of(parsed: Prototxt, message: str) -> int | None:
-    import re
-
+def _line_of(message: str) -> int | None:
     m = re.search(r":(\d+): ", message)
     return int(m.group(1)) if m else None
 
 
 def _strip_path(message: str, path: Path) -> str:
-    import re
-
     return re.sub(rf"^{re.escape(str(path))}(:\d+)?: ", "", message)
 
 

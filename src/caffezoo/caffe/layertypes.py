@@ -49,13 +49,6 @@ Axpy ReLU6 ShuffleChannel ROIPooling Proposal
 """.split())
 KNOWN_TYPES = BVLC_TYPES | FORK_TYPES
 
-# Layers that only exist for training: data sources, losses, metrics.
-DATA_TYPES = frozenset({"Data", "ImageData", "HDF5Data", "WindowData", "MemoryData", "DummyData"})
-TRAINING_TYPES = DATA_TYPES | frozenset({
-    "Accuracy", "SoftmaxWithLoss", "EuclideanLoss", "HingeLoss", "InfogainLoss",
-    "MultinomialLogisticLoss", "SigmoidCrossEntropyLoss", "ContrastiveLoss", "HDF5Output",
-})
-
 # Type -> the LayerParameter field holding its parameters, where the name
 # does not follow the snake_case rule below.
 _PARAM_FIELDS = {

@@ -124,15 +124,6 @@ class Net:
         return iter(self.layers)
 
     @property
-    def blob_shapes(self) -> dict[str, Shape | None]:
-        """Every blob's shape (after the last layer writing it)."""
-        shapes: dict[str, Shape | None] = {}
-        for layer in self.layers:
-            for top, shape in zip(layer.tops, layer.top_shapes):
-                shapes[top] = shape
-        return shapes
-
-    @property
     def inputs(self) -> dict[str, Shape | None]:
         """Blobs no layer of the net computes: the tops of Input and data layers."""
         return {top: shape for layer in self.layers if not layer.bottoms

@@ -89,10 +89,6 @@ def infer_shapes(net: Net, input_shapes: dict[str, Sequence[int]] | None = None)
             shapes[top] = shape
 
 
-def _error(message: str) -> ShapeError:
-    return ShapeError(message)
-
-
 def _check(condition: bool, message: str) -> None:
     if not condition:
         raise ShapeError(message)
@@ -603,7 +599,7 @@ def _interp(layer: Layer, bottoms: list[Shape]) -> tuple:
     elif len(bottoms) == 2:  # the size of a second bottom
         h_out, w_out = bottoms[1][2], bottoms[1][3]
     else:
-        raise _error("give zoom_factor, shrink_factor, height and width, or a second bottom")
+        raise ShapeError("give zoom_factor, shrink_factor, height and width, or a second bottom")
     _check(h_out > 0 and w_out > 0, f"output {h_out}x{w_out} is empty")
     return [(n, c, h_out, w_out)], [], 0
 

@@ -373,7 +373,7 @@ def upgrade_file(source: str | os.PathLike[str], target: str | os.PathLike[str],
 
 
 def _upgrade_binary(src: Path, dst: Path) -> Upgrade:
-    from .caffemodel import read_caffemodel
+    from .caffemodel import iter_blob_records, read_caffemodel
 
     with read_caffemodel(src) as model:
         result = upgrade_net(model.net_header(), str(src))
@@ -383,7 +383,7 @@ def _upgrade_binary(src: Path, dst: Path) -> Upgrade:
         with atomic_open(dst) as out:
             out.write(head.SerializeToString())
             for layer, origin in zip(result.net.layer, result.origin):
-                blobs = [model.raw(a, b) for a, b in model.layers[origin].blob_spans] if origin is not None else []
+                blobs = list(iter_blob_records(model, model.layers[origin])) if origin is not None else []
                 header = layer.SerializeToString()
                 total = len(header) + sum(len(_blob_key(b)) + b.nbytes for b in blobs)
                 out.write(w.tag(100, w.BYTES) + w.encode_varint(total) + header)
