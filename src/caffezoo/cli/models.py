@@ -126,7 +126,7 @@ def validate(
 
     Exits 1 when any directory has an error (or, with --strict, a warning).
     """
-    from ..validate import validate_model as run
+    from ..validate import has_errors, validate_model as run
 
     results = {str(d): run(d) for d in directories}
     problems = [p for ps in results.values() for p in ps]
@@ -134,7 +134,7 @@ def validate(
     warnings = len(problems) - errors
     if json:
         print_json([
-            {"directory": d, "ok": not any(p.severity == "error" for p in ps),
+            {"directory": d, "ok": not has_errors(ps),
              "problems": [{"path": p.path, "line": p.line, "severity": p.severity, "message": p.message}
                           for p in ps]}
             for d, ps in results.items()
