@@ -7,7 +7,6 @@ neither the server nor the runtime stacks.
 
 from __future__ import annotations
 
-import json
 import sys
 from typing import Any
 
@@ -64,6 +63,8 @@ def console(stderr: bool = False):
 
 def print_json(data: Any) -> None:
     """Dump ``data`` as indented JSON on stdout."""
+    import json  # here: `caffezoo --help` and table output do not need it
+
     sys.stdout.write(json.dumps(data, indent=2, default=str, ensure_ascii=False) + "\n")
 
 
