@@ -24,17 +24,18 @@ __all__ = ["app", "main"]
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``caffezoo`` console script and ``python -m caffezoo``."""
-    from ..errors import CaffezooError
-
     try:
         app(args=argv, prog_name="caffezoo")
-    except CaffezooError as e:
-        if state["debug"]:
-            raise
-        error_line(str(e))
-        sys.exit(e.exit_code)
     except KeyboardInterrupt:
         if state["debug"]:
             raise
         error_line("interrupted")
         sys.exit(130)
+    except Exception as e:
+        # errors is imported only now: `caffezoo --help` and commands that succeed do not need it.
+        from ..errors import CaffezooError
+
+        if state["debug"] or not isinstance(e, CaffezooError):
+            raise
+        error_line(str(e))
+        sys.exit(e.exit_code)
