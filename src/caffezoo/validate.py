@@ -64,7 +64,7 @@ def check_front_matter(m: ModelDir) -> Iterable[Problem]:
 
 def check_files(m: ModelDir) -> Iterable[Problem]:
     kinds = {f.kind for f in m.files}
-    if not kinds & {"deploy", "train_val", "solver", "prototxt"}:
+    if not kinds.intersection(PROTOTXT_KINDS):
         yield _warn(m.path, None, "no .prototxt file: a model needs at least its deploy net")
     for f in m.files:
         if f.kind == "directory":
