@@ -46,6 +46,10 @@ def test_token_order_and_never_in_repr(monkeypatch, caffezoo_home):
     ("CAFFEZOO_OFFLINE", "perhaps", "expected 1/0"),
     ("CAFFEZOO_GIST_API", "api.github.com", "expected an http:// or https:// URL"),
     ("CAFFEZOO_MIRRORS", "ftp://x", "is not an http(s):// or file:// URL"),
+    ("CAFFEZOO_TIMEOUT", "nan", "expected a number from 0.1 to 86400"),  # NaN compares false with everything
+    ("CAFFEZOO_TIMEOUT", "0", "expected a number from 0.1 to 86400"),
+    ("CAFFEZOO_TIMEOUT", "inf", "expected a number from 0.1 to 86400"),  # overflowed the socket's time_t
+    ("CAFFEZOO_RETRIES", "2.5", "expected an integer >= 0"),
 ])
 def test_bad_values_name_the_variable(monkeypatch, var, value, fragment):
     monkeypatch.setenv(var, value)

@@ -21,7 +21,7 @@ Variables:
 ``CAFFEZOO_DATABASE_URL``
     The zoo server's SQLAlchemy URL (default: SQLite under the data directory).
 ``CAFFEZOO_TIMEOUT``
-    Seconds a download may wait for a connection or for the next bytes (default 30).
+    Seconds a download may wait for a connection or for the next bytes (default 30, at most 86400).
 ``CAFFEZOO_RETRIES``
     Attempts per download source without progress before the next source (default 5).
 
@@ -31,6 +31,7 @@ long-running server sees the environment as it is.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from dataclasses import dataclass, field
@@ -117,7 +118,8 @@ def _mirrors() -> tuple[str, ...]:
     return urls
 
 
-def _number(name: str, default: float, kind: type[int] | type[float], minimum: float) -> float:
+def _number(name: str, default: float, kind: type[int] | type[float], minimum: float,
+            maximum: float = math.inf) -> float:
     raw = os.environ.get(name, "").strip()
     if not raw:
         return default
@@ -125,8 +127,9 @@ def _number(name: str, default: float, kind: type[int] | type[float], minimum: f
         value = kind(raw)
     except ValueError:
         value = None
-    if value is None or value < minimum:
-        raise ConfigError(f"{name}={raw!r}: expected {'an integer' if kind is int else 'a number'} >= {minimum}")
+    if value is None or not minimum <= value <= maximum:  # refuses NaN too: it compares false
+        bounds = f">= {minimum}" if maximum == math.inf else f"from {minimum} to {maximum}"
+        raise ConfigError(f"{name}={raw!r}: expected {'an integer' if kind is int else 'a number'} {bounds}")
     return value
 
 
@@ -154,7 +157,8 @@ def settings() -> Settings:
         gist_api=gist_api,
         mirrors=_mirrors(),
         database_url=os.environ.get("CAFFEZOO_DATABASE_URL", "").strip() or None,
-        timeout=_number("CAFFEZOO_TIMEOUT", 30.0, float, 0.1),
+        # At most a day: the socket layer overflows on huge timeouts (and on inf).
+        timeout=_number("CAFFEZOO_TIMEOUT", 30.0, float, 0.1, 86400),
         retries=int(_number("CAFFEZOO_RETRIES", 5, int, 0)),
         _token=_token(),
     )
