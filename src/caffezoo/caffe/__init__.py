@@ -16,7 +16,8 @@ Modules, lowest first:
 - :mod:`.net` -- a net as Caffe builds it (phase filter, in-place layers, splits) with its
   weights: :func:`load_net`;
 - :mod:`.shapes` -- output shapes, parameter counts and multiply-accumulates per layer;
-- :mod:`.inspect`, :mod:`.draw` -- what ``caffezoo inspect`` and ``caffezoo draw`` print;
+- :mod:`.summary`, :mod:`.draw` -- what ``caffezoo inspect`` and ``caffezoo draw`` print;
+- :mod:`.checks` -- the prototxt checks of ``caffezoo validate``;
 - :mod:`.builder`, :mod:`.bair` -- nets defined in Python; the bundled BAIR models.
 
 Names are imported on first use, so ``import caffezoo.caffe`` stays cheap.
