@@ -171,6 +171,14 @@ def test_every_failing_fault_exits_1_and_leaves_no_file(cli, srv, tmp_path, faul
     assert not (m / "net.caffemodel").exists() and no_temp_files(m)
 
 
+def test_a_weights_url_that_does_not_parse_is_an_error_line(cli_process, tmp_path):
+    m = weights_model(tmp_path / "net", "http://127.0.0.1:99999/w", DATA)
+    r = cli_process("download", m)
+    assert r.code == 1 and "Traceback" not in r.stderr
+    assert "url http://127.0.0.1:99999/w: not a valid URL: Port out of range" in r.stderr
+    assert not (m / "net.caffemodel").exists() and no_temp_files(m)
+
+
 def test_missing_front_matter_keys_are_named(cli, tmp_path):
     from conftest import write_model
 

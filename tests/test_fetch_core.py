@@ -413,6 +413,20 @@ def test_every_source_failing_lists_each(srv, dest):
     assert "CAFFEZOO_MIRRORS" in lines[-1]
 
 
+def test_a_url_that_does_not_parse_fails_alone(srv, dest):
+    srv.route("/w", DATA)
+    events = []
+    got = fetch(dest, "http://127.0.0.1:99999/w", "http://[::1/w", srv.url("/w"), events=events)
+    assert got.source == srv.url("/w") and dest.read_bytes() == DATA
+    assert [e.message for e in events if e.kind == "fail"] == [
+        "not a valid URL: Port out of range 0-65535",
+        "not a valid URL: Invalid IPv6 URL",
+    ]
+    with pytest.raises(DownloadError, match=r"url http://\[::1/w: not a valid URL"):
+        fetch(dest.with_name("other"), "http://[::1/w", blobs_dir=dest.parent / "fresh-cache")
+    assert_clean(dest.with_name("other"))
+
+
 def test_local_path_and_file_url_sources(tmp_path, dest):
     src = tmp_path / "w.bin"
     src.write_bytes(DATA)
