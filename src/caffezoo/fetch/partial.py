@@ -208,11 +208,11 @@ class Partial:
     def write_file_range(self, src_fd: int, src_path: str, offset: int, length: int) -> None:
         """Append ``length`` bytes of an open file from ``offset``, copied by the kernel.
 
-        The hasher reads the same source range in its thread meanwhile; the
-        caller checks that the source did not change during the copy.
+        Each copied piece is then hashed from this file, by the hasher's thread
+        while the kernel copies the next: the hash covers exactly the bytes
+        written, even when the copy stops half-way.
         """
         self.flush()
-        self._hasher.feed_file(src_path, offset, length)
         done = 0
         chunk = 8 * BUFFER_SIZE
         try:
@@ -220,6 +220,7 @@ class Partial:
                 n = _copy_range(src_fd, self._fd, offset + done, min(chunk, length - done))
                 if n == 0:
                     raise OSError(errno.EIO, f"{src_path} ended early")
+                self._hasher.feed_file(self.path, self.size, n)
                 done += n
                 self.size += n
                 if self.on_bytes is not None:
