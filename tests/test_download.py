@@ -229,7 +229,7 @@ def test_mirrors_from_the_environment_and_the_front_matter(cli, monkeypatch, srv
             "/fm-mirror"
         )  # url 404, then front-matter mirror
         (m / "net.caffemodel").unlink()
-        r = cli("cache", "rm", "--all")
+        assert cli("cache", "rm", "--all").code == 0
         monkeypatch.setenv("CAFFEZOO_MIRRORS", mirror.url(""))
         r = cli("download", "--json", m)
         assert json.loads(r.stdout)[0]["source"] == f"{mirror.url('')}/blobs/sha1/{digest}"
