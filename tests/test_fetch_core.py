@@ -408,6 +408,7 @@ def test_every_source_failing_lists_each(srv, dest):
     srv.route("/bad", blob(10, seed=3))
     with pytest.raises(DownloadError) as err:
         fetch(dest, srv.url("/bad"), srv.url("/missing"), mirrors=[srv.url("/m")])
+    assert type(err.value) is DownloadError  # not a ChecksumError: not every source sent bytes
     lines = str(err.value).splitlines()
     assert "from any of 3 source(s)" in lines[0]
     assert lines[1].startswith(f"  mirror {srv.url('/m')}/blobs/sha1/{SHA1}: HTTP 404")

@@ -203,6 +203,7 @@ def _download(
     report: Progress,
 ) -> tuple[Source, Digests]:
     failures: list[str] = []
+    wrong_files = 0  # sources that answered with other bytes: if all did, it is a ChecksumError
     for source in sources:
         clean_retries = 1  # wrong bytes after a resume earn one download from the start
         while True:
@@ -242,12 +243,11 @@ def _download(
                 else ""
             )
             failures.append(f"{source.role} {source}: wrong file: {problem}{hint}")
+            wrong_files += 1
             report(Event("fail", source=str(source), message=f"wrong file: {problem}"))
             break
     lines = "\n".join(f"  {f}" for f in failures)
-    error = (
-        ChecksumError if failures and all(": wrong file:" in f for f in failures) else DownloadError
-    )
+    error = ChecksumError if wrong_files == len(sources) else DownloadError
     raise error(
         f"{label}: could not download it from any of {len(sources)} source(s):\n{lines}\n"
         "Try again later, list a mirror that has it in CAFFEZOO_MIRRORS, or put the file in place "
