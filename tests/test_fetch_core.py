@@ -629,4 +629,9 @@ def test_cache_maintenance(srv, tmp_path, caffezoo_home):
     (cache.partial_dir / f"{SHA1}.gone.json").write_text(
         json.dumps({"owner": {**owner(), "pid": 0}})
     )
-    assert cache.prune().partials == [left.name] and not left.exists()
+    torn = cache.partial_dir / f".{SHA1}.gone.json.0123.tmp"  # a sidecar's write, killed
+    torn.write_text("{")
+    os.utime(torn, (0, 0))
+    report = cache.prune()
+    assert report.partials == [left.name] and not left.exists()
+    assert report.other == [torn.name] and not torn.exists()

@@ -280,7 +280,7 @@ class BlobCache:
                     report.other.append(meta_path.name)
                     if not dry_run:
                         meta_path.unlink(missing_ok=True)
-        for d in (self.root / "sha1", self.records.dir):
+        for d in (self.root / "sha1", self.partial_dir, self.records.dir):
             for tmp in d.glob(".*.tmp") if d.is_dir() else ():
                 if _old(tmp):
                     report.other.append(tmp.name)
