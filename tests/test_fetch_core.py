@@ -554,6 +554,18 @@ def test_corrupt_cached_blob_is_detected_removed_and_fetched_again(srv, tmp_path
     assert len(srv.requests_for("/w")) == 2
 
 
+def test_a_blob_that_cannot_be_put_in_place_leaves_a_writable_partial(srv, tmp_path):
+    srv.route("/w", DATA)
+    blobs = tmp_path / "blobs"
+    blobs.mkdir()
+    (blobs / "sha1").write_text("in the way")  # the rename into sha1/ fails
+    with pytest.raises(DownloadError, match=f"{blobs / 'sha1'}: File exists"):
+        fetch_blob([srv.url("/w")], sha1=SHA1, blobs_dir=blobs, **FAST)
+    (kept,) = (blobs / ".partial").glob("*.part")
+    assert kept.read_bytes() == DATA
+    assert kept.stat().st_mode & 0o200  # the next run (not root) can open it to resume
+
+
 def test_partial_of_a_dead_process_is_adopted_and_resumed(srv, caffezoo_home):
     srv.route("/w", DATA, etag='"e"')
     done = subprocess.run(

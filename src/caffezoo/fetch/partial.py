@@ -277,17 +277,19 @@ class Partial:
         return self._hasher.result()
 
     def commit(self, dest: Path) -> None:
-        """Make the (verified) file read-only and rename it to ``dest`` atomically."""
+        """Rename the (verified) file to ``dest`` atomically, then make it read-only.
+
+        Read-only, so that a hard-linked model file cannot be overwritten in place
+        by mistake; only once renamed, so that a rename that fails leaves a partial
+        file the next run can still open for writing.
+        """
         self.flush()
         os.close(self._fd)
         self._fd = -1
         self._hasher.close()
-        mode = os.stat(self.path).st_mode & 0o777 & ~0o222
-        os.chmod(
-            self.path, mode
-        )  # a hard-linked model file cannot be overwritten in place by mistake
         dest.parent.mkdir(parents=True, exist_ok=True)
         os.replace(self.path, dest)
+        os.chmod(dest, os.stat(dest).st_mode & 0o777 & ~0o222)
         self.meta_path.unlink(missing_ok=True)
 
     def close(self) -> None:
