@@ -111,6 +111,15 @@ def test_json_output_and_verify(cli, srv, tmp_path, caffezoo_home):
     }
     r = cli("download", "--json", "--verify", m)
     assert json.loads(r.stdout)[0]["status"] == "present"
+    weights = m / "net.caffemodel"
+    st = weights.stat()
+    os.chmod(weights, 0o644)
+    with open(weights, "r+b") as f:  # rot that keeps size and mtime: the record cannot see it
+        f.write(bytes([DATA[0] ^ 0xFF]))
+    os.utime(weights, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert json.loads(cli("download", "--json", m).stdout)[0]["status"] == "present"
+    r = cli("download", "--json", "--verify", m)
+    assert json.loads(r.stdout)[0]["status"] == "downloaded" and weights.read_bytes() == DATA
 
 
 def test_quiet_prints_nothing_on_success(cli, srv, tmp_path):

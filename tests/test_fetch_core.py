@@ -242,8 +242,9 @@ def test_stall_longer_than_the_timeout_is_retried_and_resumed(srv, dest):
 
 def test_trickle_is_slow_but_not_a_failure(srv, dest):
     data = blob(40_000, seed=2)
-    srv.route("/slow", data, trickle=(2000, 0.01))
-    got = fetch(dest, srv.url("/slow"), sha1=sha1(data), timeout=1)
+    # ten pauses of 0.1 s: the whole answer takes longer than the timeout, no pause does
+    srv.route("/slow", data, trickle=(4000, 0.1))
+    got = fetch(dest, srv.url("/slow"), sha1=sha1(data), timeout=0.5)
     assert got.status == "downloaded" and dest.read_bytes() == data
     assert len(srv.requests_for("/slow")) == 1
 
