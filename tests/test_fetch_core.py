@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -490,6 +491,26 @@ def test_offline_uses_the_cache_and_fails_fast_without_it(srv, dest, tmp_path):
         fetch(tmp_path / "third", src, offline=True, blobs_dir=tmp_path / "c3").status
         == "downloaded"
     )
+
+
+def test_a_destination_that_is_not_a_file_is_refused_untouched(srv, tmp_path):
+    # (a pipe too, but a test of it would hang where the check is missing: hashing waits forever)
+    import socket
+
+    srv.route("/w", DATA)
+    null = tmp_path / "null"
+    os.mknod(null, 0o666 | stat.S_IFCHR, os.makedev(1, 3))  # a /dev/null of our own
+    link = tmp_path / "link"
+    link.symlink_to(null)
+    sock = tmp_path / "sock"
+    with socket.socket(socket.AF_UNIX) as s:
+        s.bind(str(sock))
+        for target in (null, link, sock):
+            with pytest.raises(DownloadError, match=f"{target} is not a regular file"):
+                fetch(target, srv.url("/w"))
+        assert stat.S_ISSOCK(os.lstat(sock).st_mode)
+    assert stat.S_ISCHR(os.lstat(null).st_mode) and link.is_symlink()
+    assert srv.requests == []
 
 
 def test_an_unusable_cache_directory_is_a_clear_error(srv, dest, tmp_path):

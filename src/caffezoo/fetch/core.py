@@ -357,6 +357,8 @@ def fetch_to(
     if dest.is_dir():
         raise DownloadError(f"{dest} is a directory, expected a file name")
     if os.path.exists(dest):
+        if not dest.is_file():  # reading a pipe never ends; replacing /dev/null breaks the system
+            raise DownloadError(f"{dest} is not a regular file (a device, pipe or socket)")
         if not verify and cache.records.is_verified(dest, expected.sha1, expected.sha256):
             st = dest.stat()
             if expected.size in (None, st.st_size):
