@@ -146,7 +146,7 @@ class Partial:
         meta: dict[str, Any] = {"owner": owner()}
         write_json_atomic(mine.with_suffix(".json"), meta)  # owner first: never a part without one
         adopted = False
-        for other in sorted(partials_of(directory, sha1), key=_size, reverse=True):
+        for other in sorted(partials_of(directory, sha1), key=size_of, reverse=True):
             if other == mine:
                 continue
             other_meta = _load_meta(other.with_suffix(".json"))
@@ -311,11 +311,12 @@ class Partial:
         self.meta_path.unlink(missing_ok=True)
 
 
-def _size(p: Path) -> int:
+def size_of(p: Path) -> int:
+    """Bytes in ``p``; 0 once it is gone (another process adopted or removed it)."""
     try:
         return p.stat().st_size
     except OSError:
-        return -1
+        return 0
 
 
 def _copy_range(src_fd: int, dst_fd: int, offset: int, count: int) -> int:
