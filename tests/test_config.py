@@ -56,3 +56,13 @@ def test_bad_values_name_the_variable(monkeypatch, var, value, fragment):
     with pytest.raises(ConfigError, match=var) as e:
         settings()
     assert fragment in str(e.value)
+
+
+@pytest.mark.parametrize("var, value", [
+    ("CAFFEZOO_GIST_API", "http://127.0.0.1:99999"),
+    ("CAFFEZOO_MIRRORS", "http://[::1/zoo"),
+])
+def test_urls_that_do_not_parse_name_the_variable(monkeypatch, var, value):
+    monkeypatch.setenv(var, value)
+    with pytest.raises(ConfigError, match=f"{var}: .* is not a valid URL"):
+        settings()

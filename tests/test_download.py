@@ -111,6 +111,15 @@ def test_json_output_and_verify(cli, srv, tmp_path, caffezoo_home):
     }
     r = cli("download", "--json", "--verify", m)
     assert json.loads(r.stdout)[0]["status"] == "present"
+    weights = m / "net.caffemodel"
+    st = weights.stat()
+    os.chmod(weights, 0o644)
+    with open(weights, "r+b") as f:  # rot that keeps size and mtime: the record cannot see it
+        f.write(bytes([DATA[0] ^ 0xFF]))
+    os.utime(weights, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert json.loads(cli("download", "--json", m).stdout)[0]["status"] == "present"
+    r = cli("download", "--json", "--verify", m)
+    assert json.loads(r.stdout)[0]["status"] == "downloaded" and weights.read_bytes() == DATA
 
 
 def test_quiet_prints_nothing_on_success(cli, srv, tmp_path):
@@ -171,6 +180,14 @@ def test_every_failing_fault_exits_1_and_leaves_no_file(cli, srv, tmp_path, faul
     assert not (m / "net.caffemodel").exists() and no_temp_files(m)
 
 
+def test_a_weights_url_that_does_not_parse_is_an_error_line(cli_process, tmp_path):
+    m = weights_model(tmp_path / "net", "http://127.0.0.1:99999/w", DATA)
+    r = cli_process("download", m)
+    assert r.code == 1 and "Traceback" not in r.stderr
+    assert "url http://127.0.0.1:99999/w: not a valid URL: Port out of range" in r.stderr
+    assert not (m / "net.caffemodel").exists() and no_temp_files(m)
+
+
 def test_missing_front_matter_keys_are_named(cli, tmp_path):
     from conftest import write_model
 
@@ -221,7 +238,7 @@ def test_mirrors_from_the_environment_and_the_front_matter(cli, monkeypatch, srv
             "/fm-mirror"
         )  # url 404, then front-matter mirror
         (m / "net.caffemodel").unlink()
-        r = cli("cache", "rm", "--all")
+        assert cli("cache", "rm", "--all").code == 0
         monkeypatch.setenv("CAFFEZOO_MIRRORS", mirror.url(""))
         r = cli("download", "--json", m)
         assert json.loads(r.stdout)[0]["source"] == f"{mirror.url('')}/blobs/sha1/{digest}"

@@ -109,12 +109,23 @@ def _token() -> str | None:
     return value or None
 
 
+def _parses(name: str, url: str) -> None:
+    """A ConfigError unless the host and port of ``url`` parse (credentials are scoped by them)."""
+    from urllib.parse import urlsplit
+
+    try:
+        urlsplit(url).port
+    except ValueError as e:
+        raise ConfigError(f"{name}: {url!r} is not a valid URL: {e}") from None
+
+
 def _mirrors() -> tuple[str, ...]:
     raw = os.environ.get("CAFFEZOO_MIRRORS", "")
     urls = tuple(u.rstrip("/") for u in re.split(r"[\s,]+", raw) if u)
     for url in urls:
         if not re.match(r"^(https?|file)://", url):
             raise ConfigError(f"CAFFEZOO_MIRRORS: {url!r} is not an http(s):// or file:// URL")
+        _parses("CAFFEZOO_MIRRORS", url)
     return urls
 
 
@@ -149,6 +160,7 @@ def settings() -> Settings:
     gist_api = os.environ.get("CAFFEZOO_GIST_API", "").strip().rstrip("/") or DEFAULT_GIST_API
     if not re.match(r"^https?://", gist_api):
         raise ConfigError(f"CAFFEZOO_GIST_API={gist_api!r}: expected an http:// or https:// URL")
+    _parses("CAFFEZOO_GIST_API", gist_api)
     return Settings(
         home=home,
         cache_dir=cache_dir,

@@ -56,7 +56,6 @@ def download(
     require(fm, "download", str(m.readme_path))
     dest = Path(output) if output is not None else m.weights_path
     assert dest is not None  # require() checked caffemodel
-    s = settings()
     return fetch_to(
         dest,
         [fm.caffemodel_url, *fm.mirrors],
@@ -67,12 +66,7 @@ def download(
         verify=verify,
         progress=progress,
         name=fm.caffemodel,
-        blobs_dir=s.blobs_dir,
-        mirrors=s.mirrors,
-        offline=s.offline,
-        timeout=s.timeout,
-        retries=s.retries,
-        auth=_auth(s),
+        auth=_auth(settings()),  # the cache, mirrors, offline, timeout...: fetch reads settings()
     )
 
 

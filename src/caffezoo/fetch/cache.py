@@ -29,7 +29,7 @@ from pathlib import Path
 from ..config import settings
 from ..errors import ChecksumError, UsageError
 from .hashing import Digests, Expected, hash_file
-from .partial import Partial, _load_meta, owner_alive, partials_of
+from .partial import Partial, _load_meta, owner_alive, partials_of, size_of
 from .records import Records
 
 # Temporary files older than this are leftovers of a crash, removed by prune.
@@ -137,13 +137,7 @@ class BlobCache:
 
     def partial_bytes(self, sha1: str) -> int:
         """Bytes in every partial file of ``sha1`` (how far another process has got)."""
-        total = 0
-        for p in partials_of(self.partial_dir, sha1):
-            try:
-                total += p.stat().st_size
-            except OSError:
-                pass
-        return total
+        return sum(size_of(p) for p in partials_of(self.partial_dir, sha1))
 
     @contextmanager
     def lock(
@@ -271,7 +265,7 @@ class BlobCache:
                 if owner_alive(_load_meta(meta_path).get("owner", {}), part):
                     continue
                 report.partials.append(part.name)
-                report.bytes += _size(part)
+                report.bytes += size_of(part)
                 if not dry_run:
                     part.unlink(missing_ok=True)
                     meta_path.unlink(missing_ok=True)
@@ -280,7 +274,7 @@ class BlobCache:
                     report.other.append(meta_path.name)
                     if not dry_run:
                         meta_path.unlink(missing_ok=True)
-        for d in (self.root / "sha1", self.records.dir):
+        for d in (self.root / "sha1", self.partial_dir, self.records.dir):
             for tmp in d.glob(".*.tmp") if d.is_dir() else ():
                 if _old(tmp):
                     report.other.append(tmp.name)
@@ -301,13 +295,6 @@ def _same(a: str, b: Path) -> bool:
         return os.path.samefile(a, b)
     except OSError:
         return False
-
-
-def _size(p: Path) -> int:
-    try:
-        return p.stat().st_size
-    except OSError:
-        return 0
 
 
 def _old(p: Path) -> bool:

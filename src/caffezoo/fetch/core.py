@@ -203,6 +203,7 @@ def _download(
     report: Progress,
 ) -> tuple[Source, Digests]:
     failures: list[str] = []
+    wrong_files = 0  # sources that answered with other bytes: if all did, it is a ChecksumError
     for source in sources:
         clean_retries = 1  # wrong bytes after a resume earn one download from the start
         while True:
@@ -242,12 +243,11 @@ def _download(
                 else ""
             )
             failures.append(f"{source.role} {source}: wrong file: {problem}{hint}")
+            wrong_files += 1
             report(Event("fail", source=str(source), message=f"wrong file: {problem}"))
             break
     lines = "\n".join(f"  {f}" for f in failures)
-    error = (
-        ChecksumError if failures and all(": wrong file:" in f for f in failures) else DownloadError
-    )
+    error = ChecksumError if wrong_files == len(sources) else DownloadError
     raise error(
         f"{label}: could not download it from any of {len(sources)} source(s):\n{lines}\n"
         "Try again later, list a mirror that has it in CAFFEZOO_MIRRORS, or put the file in place "
@@ -357,6 +357,8 @@ def fetch_to(
     if dest.is_dir():
         raise DownloadError(f"{dest} is a directory, expected a file name")
     if os.path.exists(dest):
+        if not dest.is_file():  # reading a pipe never ends; replacing /dev/null breaks the system
+            raise DownloadError(f"{dest} is not a regular file (a device, pipe or socket)")
         if not verify and cache.records.is_verified(dest, expected.sha1, expected.sha256):
             st = dest.stat()
             if expected.size in (None, st.st_size):

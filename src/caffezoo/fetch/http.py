@@ -110,7 +110,10 @@ def _attempt(
         validator = partial.validator(url)
         if validator:
             headers["If-Range"] = validator
-    token = auth.get(origin(url))
+    try:
+        token = auth.get(origin(url))
+    except ValueError as e:  # a bad port, a broken IPv6 address: httpx would refuse it too
+        raise SourceFailed(f"{_unless_source(url, source)}not a valid URL: {e}") from None
     if token:
         headers["Authorization"] = token
     host = source.host
@@ -135,7 +138,7 @@ def _attempt(
     except httpx.TooManyRedirects:
         raise SourceFailed(f"too many redirects from {host}") from None
     except (httpx.UnsupportedProtocol, httpx.InvalidURL) as e:
-        raise SourceFailed(f"{redact(url)}: {e}") from None
+        raise SourceFailed(f"{_unless_source(url, source)}{e}") from None
     except httpx.TransportError as e:
         raise Retry(f"{host}: {_reason(e)}") from None
     except httpx.HTTPError as e:  # e.g. a body that does not decode
@@ -202,6 +205,11 @@ def _receive(
     if total is not None and received != total:
         raise Retry(f"{where}: connection closed after {received} of {total} bytes")
     return None
+
+
+def _unless_source(url: str, source: Source) -> str:
+    """``url: `` unless it is the source's own URL, which the failure line names anyway."""
+    return "" if url == source.url else f"{redact(url)}: "
 
 
 def _range_start(value: str | None) -> int | None:

@@ -1,4 +1,4 @@
-"""``file://`` sources: a kernel copy (``copy_file_range``) while a thread hashes the source.
+"""``file://`` sources: a kernel copy (``copy_file_range``) while a thread hashes what it copied.
 
 >>> path_of("file:///srv/zoo/blobs/sha1/ab")
 '/srv/zoo/blobs/sha1/ab'
@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import os
+import stat
 from urllib.parse import unquote, urlsplit
 
 from .hashing import Expected
@@ -36,6 +37,8 @@ def copy(source: Source, partial: Partial, expected: Expected) -> None:
         raise SourceFailed(f"{path}: {e.strerror}") from None
     try:
         before = os.fstat(fd)
+        if not stat.S_ISREG(before.st_mode):
+            raise SourceFailed(f"{path} is not a file")
         total = before.st_size
         if expected.size is not None and total != expected.size:
             raise SourceFailed(f"{path} has {total} bytes, expected {expected.size}")

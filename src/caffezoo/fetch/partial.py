@@ -146,7 +146,7 @@ class Partial:
         meta: dict[str, Any] = {"owner": owner()}
         write_json_atomic(mine.with_suffix(".json"), meta)  # owner first: never a part without one
         adopted = False
-        for other in sorted(partials_of(directory, sha1), key=_size, reverse=True):
+        for other in sorted(partials_of(directory, sha1), key=size_of, reverse=True):
             if other == mine:
                 continue
             other_meta = _load_meta(other.with_suffix(".json"))
@@ -208,11 +208,11 @@ class Partial:
     def write_file_range(self, src_fd: int, src_path: str, offset: int, length: int) -> None:
         """Append ``length`` bytes of an open file from ``offset``, copied by the kernel.
 
-        The hasher reads the same source range in its thread meanwhile; the
-        caller checks that the source did not change during the copy.
+        Each copied piece is then hashed from this file, by the hasher's thread
+        while the kernel copies the next: the hash covers exactly the bytes
+        written, even when the copy stops half-way.
         """
         self.flush()
-        self._hasher.feed_file(src_path, offset, length)
         done = 0
         chunk = 8 * BUFFER_SIZE
         try:
@@ -220,6 +220,7 @@ class Partial:
                 n = _copy_range(src_fd, self._fd, offset + done, min(chunk, length - done))
                 if n == 0:
                     raise OSError(errno.EIO, f"{src_path} ended early")
+                self._hasher.feed_file(self.path, self.size, n)
                 done += n
                 self.size += n
                 if self.on_bytes is not None:
@@ -276,17 +277,19 @@ class Partial:
         return self._hasher.result()
 
     def commit(self, dest: Path) -> None:
-        """Make the (verified) file read-only and rename it to ``dest`` atomically."""
+        """Rename the (verified) file to ``dest`` atomically, then make it read-only.
+
+        Read-only, so that a hard-linked model file cannot be overwritten in place
+        by mistake; only once renamed, so that a rename that fails leaves a partial
+        file the next run can still open for writing.
+        """
         self.flush()
         os.close(self._fd)
         self._fd = -1
         self._hasher.close()
-        mode = os.stat(self.path).st_mode & 0o777 & ~0o222
-        os.chmod(
-            self.path, mode
-        )  # a hard-linked model file cannot be overwritten in place by mistake
         dest.parent.mkdir(parents=True, exist_ok=True)
         os.replace(self.path, dest)
+        os.chmod(dest, os.stat(dest).st_mode & 0o777 & ~0o222)
         self.meta_path.unlink(missing_ok=True)
 
     def close(self) -> None:
@@ -308,11 +311,12 @@ class Partial:
         self.meta_path.unlink(missing_ok=True)
 
 
-def _size(p: Path) -> int:
+def size_of(p: Path) -> int:
+    """Bytes in ``p``; 0 once it is gone (another process adopted or removed it)."""
     try:
         return p.stat().st_size
     except OSError:
-        return -1
+        return 0
 
 
 def _copy_range(src_fd: int, dst_fd: int, offset: int, count: int) -> int:

@@ -53,16 +53,21 @@ class Source:
         return redact(self.url)
 
 
+# scheme://user:password@ — matched as text, so that even a URL that does not parse is redacted.
+_USERINFO = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://)[^/?#]*@")
+
+
 def redact(url: str) -> str:
     """The URL without any ``user:password@`` part, safe to print."""
-    parts = urlsplit(url)
-    if "@" not in parts.netloc:
-        return url
-    return urlunsplit(parts._replace(netloc="***@" + parts.netloc.rpartition("@")[2]))
+    return _USERINFO.sub(r"\1***@", url)
 
 
 def origin(url: str) -> str:
-    """``scheme://host:port`` of ``url``, the unit credentials are scoped to."""
+    """``scheme://host:port`` of ``url``, the unit credentials are scoped to.
+
+    Raises ``ValueError`` for a URL whose host or port does not parse: such a URL
+    has no origin, so no credentials may go to it.
+    """
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
     port = parts.port or {"http": 80, "https": 443}.get(scheme)
@@ -82,8 +87,11 @@ def normalize(url_or_path: str | os.PathLike[str] | Source, role: str = "url") -
     text = os.fspath(url_or_path).strip()
     if not re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", text):
         return Source(Path(text).expanduser().resolve().as_uri(), role=role)
-    parts = urlsplit(text)
-    host = (parts.hostname or "").lower()
+    try:
+        parts = urlsplit(text)
+        host = (parts.hostname or "").lower()
+    except ValueError:  # e.g. "http://[::1/x": refused when tried, as a failure of this source
+        return Source(text, role=role)
     if host in ("dropbox.com", "www.dropbox.com"):
         return Source(_with_query(parts, dl="1"), role=role)
     if host in _DRIVE_HOSTS:
