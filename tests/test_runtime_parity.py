@@ -183,6 +183,9 @@ CASES = [
     Case("max-hw", lambda n, x: pool(n, x, pool="MAX", kernel_h=3, kernel_w=2, stride_h=2, stride_w=1,
                                      pad_h=1, pad_w=0), shapes=[(2, 3, 9, 8)]),
     Case("max-global", lambda n, x: pool(n, x, pool="MAX", global_pooling=True)),
+    # kernel_size and a lone kernel_h: Caffe takes kernel_size (kernel_h counts only with kernel_w)
+    Case("max-kernel-size-wins", lambda n, x: pool(n, x, pool="MAX", kernel_size=3, kernel_h=2, stride=2),
+         numpy=lambda x, w: pool_ref(x, (3, 3), (2, 2), (0, 0))[0]),
     Case("ave-ceil", lambda n, x: pool(n, x, pool="AVE", kernel_size=3, stride=2)),
     Case("ave-pad", lambda n, x: pool(n, x, pool="AVE", kernel_size=3, stride=1, pad=1)),
     Case("ave-pad-ceil", lambda n, x: pool(n, x, pool="AVE", kernel_size=3, stride=2, pad=1),

@@ -243,11 +243,8 @@ def _im2col(layer: Layer, bottoms: list[Shape]) -> tuple:
     return [tuple(shape[:axis]) + (shape[axis] * math.prod(kernel),) + tuple(size)], [], 0
 
 
-def _pooling(layer: Layer, bottoms: list[Shape]) -> tuple:
-    p = layer.param.pooling_param
-    shape = bottoms[0]
-    _check(len(shape) == 4, f"needs a 4-D input (N, C, H, W), got {_fmt(shape)}")
-    n, c, h, w = shape
+def pool_geometry(p: caffe_pb2.PoolingParameter, h: int, w: int) -> tuple[tuple[int, int], ...]:
+    """Kernel, stride and pad as (h, w) pairs over an H x W input, by Caffe's PoolingLayer rules."""
     if p.global_pooling:
         _check(not (p.HasField("kernel_size") or p.HasField("kernel_h") or p.HasField("kernel_w")),
                "with global_pooling the kernel size is the input's; give no kernel_size")
@@ -275,6 +272,15 @@ def _pooling(layer: Layer, bottoms: list[Shape]) -> tuple:
     if ph or pw:
         _check(p.pool in (_P.PoolingParameter.AVE, _P.PoolingParameter.MAX), "padding works with MAX and AVE only")
         _check(ph < kh and pw < kw, f"pad ({ph}, {pw}) must be smaller than the kernel ({kh}, {kw})")
+    return (kh, kw), (sh, sw), (ph, pw)
+
+
+def _pooling(layer: Layer, bottoms: list[Shape]) -> tuple:
+    p = layer.param.pooling_param
+    shape = bottoms[0]
+    _check(len(shape) == 4, f"needs a 4-D input (N, C, H, W), got {_fmt(shape)}")
+    n, c, h, w = shape
+    (kh, kw), (sh, sw), (ph, pw) = pool_geometry(p, h, w)
 
     def size(n_in: int, k: int, s: int, pad: int) -> int:
         span = n_in + 2 * pad - k

@@ -24,7 +24,7 @@ import math
 import numpy as np
 
 from ..caffe import caffe_pb2
-from ..caffe.shapes import conv_geometry
+from ..caffe.shapes import conv_geometry, pool_geometry
 from ._emit import FLT_MAX, Ctx, axis_index, emits
 
 _Pool = caffe_pb2.PoolingParameter
@@ -77,16 +77,6 @@ def _pool_check(layer) -> str | None:
     if layer.type_param.pool == _Pool.STOCHASTIC:
         return "pool: STOCHASTIC (random at training time; CPU Caffe cannot run it either)"
     return None
-
-
-def pool_geometry(p, h: int, w: int) -> tuple[tuple[int, int], tuple[int, int], tuple[int, int]]:
-    """Kernel, stride and pad as (h, w) pairs, resolved as Caffe's PoolingLayer does."""
-    if p.global_pooling:
-        return (h, w), (1, 1), (0, 0)
-    kernel = (p.kernel_h, p.kernel_w) if p.HasField("kernel_h") else (p.kernel_size, p.kernel_size)
-    stride = (p.stride_h, p.stride_w) if p.HasField("stride_h") else (p.stride, p.stride)
-    pad = (p.pad_h, p.pad_w) if p.HasField("pad_h") or p.HasField("pad_w") else (p.pad, p.pad)
-    return kernel, stride, pad
 
 
 @emits("Pooling", check=_pool_check)
