@@ -366,7 +366,7 @@ def _eltwise(layer: Layer, bottoms: list[Shape]) -> tuple:
     return [bottoms[0]], [], 0
 
 
-def _legacy_axis(p, legacy: str, shape: Shape) -> int:
+def legacy_axis(p, legacy: str, shape: Shape) -> int:
     """``axis``, or the deprecated ``concat_dim``/``slice_dim`` (not negative, not both)."""
     _check(not (p.HasField("axis") and p.HasField(legacy)), f"give axis or {legacy}, not both")
     axis = getattr(p, legacy) if p.HasField(legacy) else _axis(p.axis, len(shape))
@@ -376,7 +376,7 @@ def _legacy_axis(p, legacy: str, shape: Shape) -> int:
 
 def _concat(layer: Layer, bottoms: list[Shape]) -> tuple:
     shape = bottoms[0]
-    axis = _legacy_axis(layer.param.concat_param, "concat_dim", shape)
+    axis = legacy_axis(layer.param.concat_param, "concat_dim", shape)
     total = 0
     for i, other in enumerate(bottoms):
         _check(len(other) == len(shape) and all(a == b for j, (a, b) in enumerate(zip(shape, other)) if j != axis),
@@ -388,7 +388,7 @@ def _concat(layer: Layer, bottoms: list[Shape]) -> tuple:
 def _slice(layer: Layer, bottoms: list[Shape]) -> tuple:
     p = layer.param.slice_param
     shape = bottoms[0]
-    axis = _legacy_axis(p, "slice_dim", shape)
+    axis = legacy_axis(p, "slice_dim", shape)
     dim, n = shape[axis], len(layer.tops)
     if p.slice_point:
         points = list(p.slice_point)
@@ -454,18 +454,22 @@ def _reshape(layer: Layer, bottoms: list[Shape]) -> tuple:
     return [tuple(top)], [], 0
 
 
+def crop_offsets(p: caffe_pb2.CropParameter, ndim: int) -> dict[int, int]:
+    """Where Crop starts on each axis it crops (``axis`` and those after it)."""
+    start = _axis(p.axis, ndim)
+    offsets = list(p.offset)
+    _check(len(offsets) <= 1 or start + len(offsets) == ndim,
+           f"give one offset, or one per axis from {start} ({ndim - start}), not {len(offsets)}")
+    return {i: 0 if not offsets else offsets[0] if len(offsets) == 1 else offsets[i - start]
+            for i in range(start, ndim)}
+
+
 def _crop(layer: Layer, bottoms: list[Shape]) -> tuple:
-    p = layer.param.crop_param
     _check(len(bottoms) == 2, "needs two bottoms: the blob to crop and one of the target size")
     a, b = bottoms
     _check(len(a) == len(b), f"bottoms must have as many axes: {_fmt(a)} vs {_fmt(b)}")
-    start = _axis(p.axis, len(a))
-    offsets = list(p.offset)
-    _check(len(offsets) <= 1 or start + len(offsets) == len(a),
-           f"give one offset, or one per axis from {start} ({len(a) - start}), not {len(offsets)}")
     top = list(a)
-    for i in range(start, len(a)):
-        offset = 0 if not offsets else offsets[0] if len(offsets) == 1 else offsets[i - start]
+    for i, offset in crop_offsets(layer.param.crop_param, len(a)).items():
         _check(a[i] - offset >= b[i], f"axis {i}: cannot crop {b[i]} from {a[i]} at offset {offset}")
         top[i] = b[i]
     return [tuple(top)], [], 0
@@ -560,13 +564,17 @@ def _no_tops(layer: Layer, bottoms: list[Shape]) -> tuple:
 
 # ------------------------------------------------------------- fork layers
 
+def permute_order(p: caffe_pb2.PermuteParameter, ndim: int) -> list[int]:
+    """Permute's ``order``, completed with the axes it leaves out, in increasing order."""
+    order = list(p.order)
+    _check(len(set(order)) == len(order) and all(o < ndim for o in order),
+           f"order {order} must name distinct axes of a {ndim}-D input")
+    return order + [i for i in range(ndim) if i not in order]
+
+
 def _permute(layer: Layer, bottoms: list[Shape]) -> tuple:
     shape = bottoms[0]
-    order = list(layer.param.permute_param.order)
-    _check(len(set(order)) == len(order) and all(o < len(shape) for o in order),
-           f"order {order} must name distinct axes of a {len(shape)}-D input")
-    order += [i for i in range(len(shape)) if i not in order]
-    return [tuple(shape[i] for i in order)], [], 0
+    return [tuple(shape[i] for i in permute_order(layer.param.permute_param, len(shape)))], [], 0
 
 
 def _normalize(layer: Layer, bottoms: list[Shape]) -> tuple:
@@ -575,17 +583,22 @@ def _normalize(layer: Layer, bottoms: list[Shape]) -> tuple:
     return [shape], [(channels,)], math.prod(shape)
 
 
-def _prior_box(layer: Layer, bottoms: list[Shape]) -> tuple:
-    p = layer.param.prior_box_param
-    _check(len(p.min_size) > 0, "give at least one min_size")
-    _check(len(p.max_size) in (0, len(p.min_size)), "give one max_size per min_size, or none")
+def prior_aspect_ratios(p: caffe_pb2.PriorBoxParameter) -> list[float]:
+    """1, then each distinct ``aspect_ratio`` (and, with ``flip``, its inverse), as weiliu89's PriorBox."""
     ratios = [1.0]
     for ar in p.aspect_ratio:
         if all(abs(ar - r) >= 1e-6 for r in ratios):
             ratios.append(ar)
             if p.flip:
                 ratios.append(1.0 / ar)
-    priors = len(ratios) * len(p.min_size) + len(p.max_size)
+    return ratios
+
+
+def _prior_box(layer: Layer, bottoms: list[Shape]) -> tuple:
+    p = layer.param.prior_box_param
+    _check(len(p.min_size) > 0, "give at least one min_size")
+    _check(len(p.max_size) in (0, len(p.min_size)), "give one max_size per min_size, or none")
+    priors = len(prior_aspect_ratios(p)) * len(p.min_size) + len(p.max_size)
     h, w = bottoms[0][2], bottoms[0][3]
     return [(1, 2, h * w * priors * 4)], [], 0
 
