@@ -8,8 +8,8 @@
 
 The converted model lives under ``CAFFEZOO_HOME``'s cache, in ``onnx/``, named
 by the SHA-1 of the weights and a digest of everything else the ONNX depends
-on: the prototxt's bytes, the converter (its version and source), the opset
-and the options.
+on: the prototxt's bytes, the converter (its version, and the source of
+:mod:`caffezoo.runtime` and :mod:`caffezoo.caffe`), the opset and the options.
 The weights' SHA-1 is itself remembered per file identity (device, inode,
 size, mtime), so a warm load hashes nothing and converts nothing.
 """
@@ -158,14 +158,17 @@ def cached_path(weights_sha1: str, prototxt: Path, options: dict[str, Any]) -> P
 
 @functools.cache
 def converter_digest() -> str:
-    """CONVERTER_VERSION and the converter's own source: an edited rule never meets a stale cache."""
+    """CONVERTER_VERSION and the converter's source: an edited rule never meets a stale cache."""
     h = hashlib.sha1(CONVERTER_VERSION.encode(), usedforsecurity=False)
-    for name in sorted(_CONVERTER_MODULES):
-        h.update((Path(__file__).parent / name).read_bytes())
+    for path in converter_sources():
+        h.update(path.name.encode() + b"\0" + path.read_bytes())
     return h.hexdigest()
 
 
-_CONVERTER_MODULES = ("_emit.py", "_graph.py", "convert.py", "detection.py", "fill.py", "ops.py", "ops_fork.py")
+def converter_sources() -> list[Path]:
+    """Every module the ONNX depends on: the runtime's and caffe's (prototxt, upgrade, shapes, weights)."""
+    package = Path(__file__).parent.parent
+    return sorted([*(package / "runtime").glob("*.py"), *(package / "caffe").glob("*.py")])
 
 
 def weights_sha1(path: Path, expected: str | None = None) -> str:
