@@ -44,6 +44,18 @@ def test_convert_prints_a_summary_and_defaults_to_the_model_name(tmp_path, cli_p
     assert "fixed batch size: a fixed batch size was asked for" in result.stdout
 
 
+def test_convert_to_a_place_it_cannot_write(tmp_path, cli_process):
+    d = model_dir(tmp_path)
+    (tmp_path / "taken").mkdir()
+    for target, why in [(tmp_path / "no" / "such" / "dir.onnx", "No such file or directory"),
+                        (tmp_path / "taken", "Is a directory")]:
+        result = cli_process("convert", d, "-o", target)
+        assert result.code == 1 and "Traceback" not in result.stderr, result.stderr
+        assert result.stderr.strip() == f"error: {target}: cannot write the ONNX file: {why}"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["small_model", "taken"]  # no temporary file left
+    assert not list((tmp_path / "taken").iterdir())
+
+
 def test_convert_without_weights_says_how_to_get_them(cli_process):
     result = cli_process("convert", "bvlc_googlenet")
     assert result.code == 1 and "Traceback" not in result.stderr
