@@ -219,6 +219,18 @@ def test_fill_missing_uses_constant_and_bilinear_fillers(tmp_path):
     assert_close(ours, run_opencv(prototxt, filled, inputs, ["prelu"])["prelu"])
 
 
+def test_fill_missing_refuses_a_bilinear_filler_on_a_non_square_kernel(tmp_path):
+    n = NetBuilder("fcn")
+    x = n.Input("data", shape=dict(dim=[1, 2, 4, 4]))
+    n.Deconvolution("up", x, convolution_param=dict(num_output=2, group=2, kernel_h=4, kernel_w=2, stride=2,
+                                                     bias_term=False, weight_filler=dict(type="bilinear")))
+    prototxt, caffemodel = write_net(tmp_path, n, {})
+    _only(caffemodel, n, {})
+    with pytest.raises(ConversionError, match=r"layer 'up' \(Deconvolution\): no weights for blob 0, and the "
+                                              r"bilinear filler needs a square kernel, not 2x1x4x2"):
+        to_onnx(prototxt, weights=caffemodel, fill_missing=True)
+
+
 def test_weights_that_do_not_fit_are_named_per_layer(tmp_path):
     n = NetBuilder("net")
     x = n.Input("data", shape=dict(dim=[1, 3, 8, 8]))

@@ -257,7 +257,11 @@ def check_weights(net: Net, *, fill_missing: bool) -> None:
         arrays = []
         for i, shape in enumerate(expected):
             filler = fillers[i] if i < len(fillers) else None
-            value = fill(filler, shape) if filler is not None else None
+            try:
+                value = fill(filler, shape) if filler is not None else None
+            except ValueError as e:  # a filler that cannot fill this blob (Caffe aborts there too)
+                missing.append(f"{layer.where(net.path)}: no weights for blob {i}, and {e}")
+                break
             if value is None:
                 kind = f"the random filler {filler.type!r}" if filler is not None else "no known filler"
                 missing.append(f"{layer.where(net.path)}: no weights for blob {i}, and {kind} cannot stand "
