@@ -56,6 +56,16 @@ def test_convert_to_a_place_it_cannot_write(tmp_path, cli_process):
     assert not list((tmp_path / "taken").iterdir())
 
 
+def test_convert_refuses_input_shapes_that_fit_no_input(tmp_path, cli_process):
+    d = model_dir(tmp_path)
+    for value, message in [("image=1,3,16,16", "no input blob named 'image' (the net's inputs: 'data')"),
+                           ("data=0,3,16,16", "'data' needs positive sizes, not 0x3x16x16")]:
+        result = cli_process("convert", d, "-o", tmp_path / "out.onnx", "--input", value)
+        assert result.code == 1 and "Traceback" not in result.stderr, result.stderr
+        assert result.stderr.strip() == f"error: input_shapes: {message}"
+    assert not (tmp_path / "out.onnx").exists()
+
+
 def test_convert_without_weights_says_how_to_get_them(cli_process):
     result = cli_process("convert", "bvlc_googlenet")
     assert result.code == 1 and "Traceback" not in result.stderr

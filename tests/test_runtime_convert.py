@@ -268,6 +268,18 @@ def test_data_layer_needs_a_shape(tmp_path):
     assert [o.name for o in model.graph.output] == ["fc"]  # the loss (and the label) are training-only
 
 
+@pytest.mark.parametrize("shapes, message", [
+    ({"image": [1, 3, 12, 12]}, r"input_shapes: no input blob named 'image' \(the net's inputs: 'data'\)"),
+    ({"data": [0, 3, 12, 12]}, r"input_shapes: 'data' needs positive sizes, not 0x3x12x12"),
+    ({"data": [-1, 3, 12, 12]}, r"input_shapes: 'data' needs positive sizes, not -1x3x12x12"),
+    ({"data": []}, r"input_shapes: 'data' needs positive sizes, not scalar"),
+])
+def test_input_shapes_that_fit_no_input(tmp_path, shapes, message):
+    prototxt, caffemodel = write_net(tmp_path, resnet_block())
+    with pytest.raises(NetError, match=message):
+        to_onnx(prototxt, weights=caffemodel, input_shapes=shapes)
+
+
 def test_unknown_output_blob(tmp_path):
     prototxt, caffemodel = write_net(tmp_path, resnet_block())
     with pytest.raises(ConversionError, match="no blob named 'nope'"):

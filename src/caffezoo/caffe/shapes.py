@@ -54,7 +54,7 @@ def infer_shapes(net: Net, input_shapes: dict[str, Sequence[int]] | None = None)
     A layer whose shapes cannot be computed gets ``problem`` set and unknown
     (None) shapes, and so do the layers after it that depend on it.
     """
-    overrides = {k: tuple(int(d) for d in v) for k, v in (input_shapes or {}).items()}
+    overrides = _overrides(net, input_shapes or {})
     shapes: dict[str, Shape | None] = {}
     for layer in net.layers:
         bottoms = [shapes.get(b) for b in layer.bottoms]
@@ -87,6 +87,19 @@ def infer_shapes(net: Net, input_shapes: dict[str, Sequence[int]] | None = None)
         layer.macs = macs
         for top, shape in zip(layer.tops, tops):
             shapes[top] = shape
+
+
+def _overrides(net: Net, input_shapes: dict[str, Sequence[int]]) -> dict[str, Shape]:
+    """``input_shapes`` checked: each names an input blob and gives it positive sizes."""
+    inputs = [top for layer in net.layers if not layer.bottoms for top in layer.tops]
+    unknown = [name for name in input_shapes if name not in inputs]
+    _check(not unknown, f"input_shapes: no input blob named {', '.join(map(repr, unknown))} "
+                        f"(the net's inputs: {', '.join(map(repr, inputs)) or 'none'})")
+    shapes = {name: tuple(int(d) for d in dims) for name, dims in input_shapes.items()}
+    for name, shape in shapes.items():
+        _check(bool(shape) and all(d > 0 for d in shape),
+               f"input_shapes: {name!r} needs positive sizes, not {_fmt(shape)}")
+    return shapes
 
 
 def _error(message: str) -> ShapeError:
