@@ -106,6 +106,10 @@ def test_run_options_reach_the_preprocessing(tmp_path, cli):
     other = json.loads(cli("run", d, *images, "--json", "--top", "4", "--mean", "104,117,123", "--resize", "20",
                            "--oversample", "--batch-size", "1").stdout)
     assert [c["score"] for c in plain[0]["top"]] != [c["score"] for c in other[0]["top"]]
+    # One mean value stands for every channel.
+    one, three = (json.loads(cli("run", d, *images, "--json", "--top", "4", "--mean", value).stdout)
+                  for value in ("100", "100,100,100"))
+    assert one == three and one != plain
 
 
 def test_run_errors_are_one_line(tmp_path, cli_process):
@@ -117,6 +121,10 @@ def test_run_errors_are_one_line(tmp_path, cli_process):
         ((d, tmp_path / "missing.jpg"), "missing.jpg: no such image file"),
         ((d, *_images(tmp_path, 1), "--top", "0"), "--top must be 1 or more"),
         ((d, *_images(tmp_path, 1), "--mean", "1,2"), "mean of shape 2 does not fit a 3-channel input"),
+        ((d, *_images(tmp_path, 1), "--mean", "1,2,x"), "--mean '1,2,x': expected per-channel values"),
+        ((d, *_images(tmp_path, 1), "--batch-size", "-1"), "--batch-size must be 1 or more, not -1"),
+        ((d, *_images(tmp_path, 1), "--resize", "20,20,3"), "--resize '20,20,3': expected H or H,W"),
+        ((d, *_images(tmp_path, 1), "--resize", "8"), "resize 8x8 is smaller than the net's input 16x16"),
         (("bvlc_alexnet", *_images(tmp_path, 1)), "`caffezoo download bvlc_alexnet` fetches them"),
     ]:
         result = cli_process("run", *args)

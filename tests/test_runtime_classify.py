@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from caffezoo.caffe.caffemodel import blob_to_proto
-from caffezoo.errors import ModelDirError, RuntimeInputError
+from caffezoo.errors import ModelDirError, RuntimeInputError, UsageError
 from caffezoo.runtime import classify, load
 from caffezoo.runtime.preprocess import Preprocessor, read_mean
 from runtime_helpers import assert_close, natural_image, run_opencv
@@ -140,6 +140,18 @@ def test_classify_with_a_fixed_batch_pads_the_last_one(tmp_path, images):
     d = model_dir(tmp_path, n)
     got = classify(d, images[:6], top=1)
     assert len(got) == 6 and load(d).inputs["data"][0] == 4
+
+
+@pytest.mark.parametrize("options, message", [
+    (dict(batch_size=0), "--batch-size must be 1 or more, not 0"),
+    (dict(batch_size=-1), "--batch-size must be 1 or more, not -1"),
+    (dict(resize=(12, 20)), "resize 12x20 is smaller than the net's input 16x16: there would be nothing to crop"),
+    (dict(resize=(0, 20)), r"resize: expected a height and a width of 1 or more, got \(0, 20\)"),
+    (dict(resize=(20,)), r"resize: expected a height and a width of 1 or more, got \(20,\)"),
+])
+def test_bad_options_are_refused(tmp_path, images, options, message):
+    with pytest.raises(UsageError, match=message):
+        classify(model_dir(tmp_path), images[:2], **options)
 
 
 def test_labels_must_match_the_classes(tmp_path, images):

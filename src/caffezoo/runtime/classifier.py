@@ -66,6 +66,8 @@ def classify(
 
     if top < 1:
         raise UsageError(f"--top must be 1 or more, not {top}")
+    if batch_size is not None and batch_size < 1:
+        raise UsageError(f"--batch-size must be 1 or more, not {batch_size}")
     m = resolve(model)
     check_images(images)
     net = net or load(model, **load_options)
