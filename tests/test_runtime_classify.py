@@ -154,6 +154,22 @@ def test_bad_options_are_refused(tmp_path, images, options, message):
         classify(model_dir(tmp_path), images[:2], **options)
 
 
+def test_mean_files_given_are_found_from_the_working_directory(tmp_path, images, monkeypatch):
+    """The front matter's ``mean`` is in the model directory; a ``mean`` given to classify is the caller's path."""
+    d = model_dir(tmp_path, mean="mean.npy")
+    np.save(d / "mean.npy", np.array([104, 117, 123], np.float32))
+    np.save(tmp_path / "mine.npy", np.array([90, 100, 110], np.float32))
+    monkeypatch.chdir(tmp_path)
+
+    def scores(**options) -> list[float]:
+        return [s.score for p in classify(d, images[:2], top=4, **options) for s in p.top]
+
+    assert scores() == scores(mean=[104, 117, 123])
+    assert scores(mean="mine.npy") == scores(mean=[90, 100, 110]) != scores()
+    with pytest.raises(ModelDirError, match="^mean.npy: mean file not found"):  # not the model directory's
+        classify(d, images[:1], mean="mean.npy")
+
+
 def test_labels_must_match_the_classes(tmp_path, images):
     d = model_dir(tmp_path, labels="classes.txt")
     (d / "classes.txt").write_text("cat\ndog\n")
