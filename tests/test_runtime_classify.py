@@ -7,6 +7,7 @@ import pytest
 from PIL import Image
 
 from caffezoo.caffe.caffemodel import blob_to_proto
+from caffezoo.config import settings
 from caffezoo.errors import ModelDirError, RuntimeInputError, UsageError
 from caffezoo.runtime import classify, load
 from caffezoo.runtime.preprocess import Preprocessor, read_mean
@@ -183,4 +184,6 @@ def test_a_bad_image_stops_before_any_work(tmp_path, images):
     bad.write_text("not a picture")
     with pytest.raises(RuntimeInputError, match="notes.jpg: not an image"):
         classify(d, [*images, bad])
-    assert not list((tmp_path / "caffezoo_home").glob("**/*.onnx"))
+    assert not list(settings().cache_dir.glob("**/*.onnx"))  # nothing was converted
+    classify(d, images[:1])
+    assert len(list(settings().cache_dir.glob("**/*.onnx"))) == 1  # where a conversion would have gone
