@@ -182,3 +182,5 @@ def test_prototxt_and_weights_directly(tmp_path):
     assert net.outputs == ["prob"]
     with pytest.raises(ConversionError, match="a prototxt alone has no weights"):
         load(prototxt)
+    with pytest.raises(ConversionError, match="deploy.prototxt: no such prototxt file"):
+        load(tmp_path / "deploy.prototxt", weights=caffemodel)

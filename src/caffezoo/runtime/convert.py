@@ -163,7 +163,9 @@ class Located(NamedTuple):
 def locate(model: str | os.PathLike[str], weights: str | os.PathLike[str] | None = None) -> Located:
     """The deploy prototxt and weights of MODEL (a model directory, bundled name or prototxt file)."""
     text = os.fspath(model)
-    if text.endswith(".prototxt") and Path(text).is_file():
+    if text.endswith(".prototxt") and not Path(text).is_dir():
+        if not Path(text).is_file():
+            raise ConversionError(f"{text}: no such prototxt file")
         if weights is None:
             raise ConversionError(f"{text}: a prototxt alone has no weights; give the .caffemodel too "
                                   f"(--weights FILE)")
