@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import onnx
@@ -278,6 +279,15 @@ def test_input_shapes_that_fit_no_input(tmp_path, shapes, message):
     prototxt, caffemodel = write_net(tmp_path, resnet_block())
     with pytest.raises(NetError, match=message):
         to_onnx(prototxt, weights=caffemodel, input_shapes=shapes)
+
+
+def test_a_layer_refused_while_converting_is_named_with_its_line(tmp_path):
+    n = NetBuilder("net")
+    x = n.Input("data", shape=dict(dim=[1, 2, 6, 6]))
+    n.Pooling("pool", x, pool="AVE", kernel_size=2, stride=3)  # its last window starts past the input
+    prototxt, caffemodel = write_net(tmp_path, n)
+    with pytest.raises(ConversionError, match=rf"^{re.escape(str(prototxt))}:\d+: layer 'pool' \(Pooling\): a window "):
+        to_onnx(prototxt, weights=caffemodel)
 
 
 def test_unknown_output_blob(tmp_path):

@@ -336,7 +336,7 @@ def _build(net: Net, opset: int, wanted: Sequence[str], *, dynamic: bool) -> Con
             x.append(tensors[b])
         y = [top if last_writer[top] == i else g.unique(f"{top}@{layer.name}") for top in layer.tops]
         ctx = Ctx(g, layer, x, [shapes[b] for b in layer.bottoms], y, list(layer.top_shapes),
-                  list(layer.blobs), dynamic)
+                  list(layer.blobs), dynamic, net.path)
         EMITTERS[layer.type](ctx)
         for top, name, shape in zip(layer.tops, y, layer.top_shapes):
             tensors[top] = name
