@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from ..errors import ConversionError, ModelDirError, NetError
+from ..errors import ConversionError, ModelDirError
 from . import detection as _detection  # noqa: F401  (registers converters)
 from . import ops as _ops  # noqa: F401
 from . import ops_fork as _ops_fork  # noqa: F401
@@ -191,7 +191,7 @@ def locate(model: str | os.PathLike[str], weights: str | os.PathLike[str] | None
 def load(prototxt: str | os.PathLike[str], weights: str | os.PathLike[str] | None, *,
          input_shapes: dict[str, Sequence[int]] | None = None, fill_missing: bool = False) -> Net:
     """Load the net for conversion: every problem reported at once, before reading weights."""
-    from ..caffe.net import load_net
+    from ..caffe.net import attach_weights, load_net
 
     net = load_net(prototxt, input_shapes=input_shapes, strict=False)
     check_supported(net)
@@ -199,21 +199,9 @@ def load(prototxt: str | os.PathLike[str], weights: str | os.PathLike[str] | Non
     if broken:
         raise ConversionError("the net's shapes do not work out:\n" + "\n".join(broken))
     if weights is not None:
-        attach(net, weights)
+        attach_weights(net, weights)  # NetError naming every layer whose blobs do not fit, as Caffe would
     check_weights(net, fill_missing=fill_missing)
     return net
-
-
-def attach(net: Net, weights: str | os.PathLike[str]) -> None:
-    """Caffe's CopyTrainedLayersFrom; raises NetError naming every layer whose blobs do not fit."""
-    from ..caffe.caffemodel import read_caffemodel
-    from ..caffe.net import attach_weights
-
-    model = read_caffemodel(weights)
-    attach_weights(net, model, strict=False)
-    fatal = [p for p in net.weight_problems if p.fatal]
-    if fatal:
-        raise NetError(f"{model.path} does not fit {net.path or net.name}:\n" + "\n".join(map(str, fatal)))
 
 
 def check_supported(net: Net) -> None:
