@@ -11,6 +11,7 @@ from caffezoo.config import settings
 from caffezoo.errors import ModelDirError, RuntimeInputError, UsageError
 from caffezoo.runtime import classify, load
 from caffezoo.runtime.preprocess import Preprocessor, read_mean
+from gist_helpers import scripted  # noqa: F401  (a fixture)
 from runtime_helpers import assert_close, natural_image, run_opencv
 from test_runtime_session import model_dir, small_classifier
 
@@ -169,6 +170,25 @@ def test_mean_files_given_are_found_from_the_working_directory(tmp_path, images,
     assert scores(mean="mine.npy") == scores(mean=[90, 100, 110]) != scores()
     with pytest.raises(ModelDirError, match="^mean.npy: mean file not found"):  # not the model directory's
         classify(d, images[:1], mean="mean.npy")
+
+
+def test_a_gist_model_is_fetched_once(tmp_path, images, scripted, monkeypatch):  # noqa: F811
+    """MODEL as a gist id: classify reads its model info from the API once, not once per step."""
+    d = model_dir(tmp_path, mean="[104, 117, 123]", labels="classes.txt")
+    (d / "classes.txt").write_text("cat\ndog\nbird\nfish\n")
+    gist_id = "a1b2c3d4e5f60718293a"
+    files = {name: {"filename": name, "content": (d / name).read_text(), "truncated": False}
+             for name in ("readme.md", "deploy.prototxt", "classes.txt")}
+    api = scripted()
+    api.script("GET", f"/gists/{gist_id}", (200, {"id": gist_id, "files": files, "truncated": False}))
+    monkeypatch.setenv("CAFFEZOO_GIST_API", api.url)
+    weights = settings().models_dir / f"gist-{gist_id}" / "small.caffemodel"
+    weights.parent.mkdir(parents=True)
+    weights.write_bytes((d / "small.caffemodel").read_bytes())
+    got = classify(gist_id, images[:2], top=2)
+    assert [[(s.index, s.label) for s in p.top] for p in got] == \
+        [[(s.index, s.label) for s in p.top] for p in classify(d, images[:2], top=2)]
+    assert len(api.requests("GET", f"/gists/{gist_id}")) == 1
 
 
 def test_labels_must_match_the_classes(tmp_path, images):

@@ -61,7 +61,8 @@ def classify(
     net: Net | None = None,
     **load_options,
 ) -> list[Prediction]:
-    """Classify ``images`` with MODEL; ``mean``/``labels`` override the front matter's.
+    """Classify ``images`` with MODEL (or an already loaded ``net``); ``mean``/``labels`` override the front
+    matter's.
 
     Files given here are found from the working directory; those the front
     matter names, in the model directory.
@@ -72,9 +73,9 @@ def classify(
         raise UsageError(f"--top must be 1 or more, not {top}")
     if batch_size is not None and batch_size < 1:
         raise UsageError(f"--batch-size must be 1 or more, not {batch_size}")
-    m = resolve(model)
     check_images(images)
     net = net or load(model, **load_options)
+    m = net.model or resolve(model)  # resolved once: a gist MODEL is fetched once
     name, shape = _image_input(net)
     blob = _output(net, output)
     fm = m.front_matter

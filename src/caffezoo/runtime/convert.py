@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     import onnx
 
     from ..caffe.net import Layer, Net
+    from ..modeldir import ModelDir
 
 # Bumped whenever the ONNX written for the same Caffe net changes: cached conversions are redone.
 CONVERTER_VERSION = "2"
@@ -147,17 +148,19 @@ def export(model: str | os.PathLike[str], output: str | os.PathLike[str] | None 
 
 def _convert(model: str | os.PathLike[str], weights: str | os.PathLike[str] | None,
              input_shapes: dict[str, Sequence[int]] | None, fill_missing: bool, **options: Any) -> Converted:
-    prototxt, weights_path, _ = locate(model, weights)
-    net = load(prototxt, weights_path, input_shapes=input_shapes, fill_missing=fill_missing)
+    where = locate(model, weights)
+    net = load(where.prototxt, where.weights, input_shapes=input_shapes, fill_missing=fill_missing)
     return convert_net(net, **options)
 
 
 class Located(NamedTuple):
-    """Where a model's deploy net and weights are, and the weights' SHA-1 if the front matter says."""
+    """Where a model's deploy net and weights are, the weights' SHA-1 if the front matter says, and the
+    model directory (None for a bare prototxt)."""
 
     prototxt: Path
     weights: Path
     sha1: str | None = None
+    model: ModelDir | None = None
 
 
 def locate(model: str | os.PathLike[str], weights: str | os.PathLike[str] | None = None) -> Located:
@@ -178,14 +181,14 @@ def locate(model: str | os.PathLike[str], weights: str | os.PathLike[str] | None
         raise ModelDirError(f"{m.path}: no deploy prototxt (a file named *deploy*.prototxt, or one "
                             f"with an Input layer); conversion needs the deploy net")
     if weights is not None:
-        return Located(deploy, Path(weights))
+        return Located(deploy, Path(weights), model=m)
     if m.weights_path is None:
         raise ModelDirError(f"{m.readme_path}: no `caffemodel` key in the front matter: which file holds "
                             f"the weights?")
     if not m.weights_path.is_file():
         raise ModelDirError(f"{m.weights_path}: the weights are not downloaded; "
                             f"`caffezoo download {model}` fetches them")
-    return Located(deploy, m.weights_path, m.front_matter.sha1)
+    return Located(deploy, m.weights_path, m.front_matter.sha1, m)
 
 
 def load(prototxt: str | os.PathLike[str], weights: str | os.PathLike[str] | None, *,
