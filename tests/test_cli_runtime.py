@@ -44,6 +44,28 @@ def test_convert_prints_a_summary_and_defaults_to_the_model_name(tmp_path, cli_p
     assert "fixed batch size: a fixed batch size was asked for" in result.stdout
 
 
+def test_convert_to_a_place_it_cannot_write(tmp_path, cli_process):
+    d = model_dir(tmp_path)
+    (tmp_path / "taken").mkdir()
+    for target, why in [(tmp_path / "no" / "such" / "dir.onnx", "No such file or directory"),
+                        (tmp_path / "taken", "Is a directory")]:
+        result = cli_process("convert", d, "-o", target)
+        assert result.code == 1 and "Traceback" not in result.stderr, result.stderr
+        assert result.stderr.strip() == f"error: {target}: cannot write the ONNX file: {why}"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["small_model", "taken"]  # no temporary file left
+    assert not list((tmp_path / "taken").iterdir())
+
+
+def test_convert_refuses_input_shapes_that_fit_no_input(tmp_path, cli_process):
+    d = model_dir(tmp_path)
+    for value, message in [("image=1,3,16,16", "no input blob named 'image' (the net's inputs: 'data')"),
+                           ("data=0,3,16,16", "'data' needs positive sizes, not 0x3x16x16")]:
+        result = cli_process("convert", d, "-o", tmp_path / "out.onnx", "--input", value)
+        assert result.code == 1 and "Traceback" not in result.stderr, result.stderr
+        assert result.stderr.strip() == f"error: input_shapes: {message}"
+    assert not (tmp_path / "out.onnx").exists()
+
+
 def test_convert_without_weights_says_how_to_get_them(cli_process):
     result = cli_process("convert", "bvlc_googlenet")
     assert result.code == 1 and "Traceback" not in result.stderr
@@ -84,6 +106,10 @@ def test_run_options_reach_the_preprocessing(tmp_path, cli):
     other = json.loads(cli("run", d, *images, "--json", "--top", "4", "--mean", "104,117,123", "--resize", "20",
                            "--oversample", "--batch-size", "1").stdout)
     assert [c["score"] for c in plain[0]["top"]] != [c["score"] for c in other[0]["top"]]
+    # One mean value stands for every channel.
+    one, three = (json.loads(cli("run", d, *images, "--json", "--top", "4", "--mean", value).stdout)
+                  for value in ("100", "100,100,100"))
+    assert one == three and one != plain
 
 
 def test_run_errors_are_one_line(tmp_path, cli_process):
@@ -95,6 +121,10 @@ def test_run_errors_are_one_line(tmp_path, cli_process):
         ((d, tmp_path / "missing.jpg"), "missing.jpg: no such image file"),
         ((d, *_images(tmp_path, 1), "--top", "0"), "--top must be 1 or more"),
         ((d, *_images(tmp_path, 1), "--mean", "1,2"), "mean of shape 2 does not fit a 3-channel input"),
+        ((d, *_images(tmp_path, 1), "--mean", "1,2,x"), "--mean '1,2,x': expected per-channel values"),
+        ((d, *_images(tmp_path, 1), "--batch-size", "-1"), "--batch-size must be 1 or more, not -1"),
+        ((d, *_images(tmp_path, 1), "--resize", "20,20,3"), "--resize '20,20,3': expected H or H,W"),
+        ((d, *_images(tmp_path, 1), "--resize", "8"), "resize 8x8 is smaller than the net's input 16x16"),
         (("bvlc_alexnet", *_images(tmp_path, 1)), "`caffezoo download bvlc_alexnet` fetches them"),
     ]:
         result = cli_process("run", *args)

@@ -7,9 +7,11 @@ import pytest
 from PIL import Image
 
 from caffezoo.caffe.caffemodel import blob_to_proto
-from caffezoo.errors import ModelDirError, RuntimeInputError
+from caffezoo.config import settings
+from caffezoo.errors import ModelDirError, RuntimeInputError, UsageError
 from caffezoo.runtime import classify, load
 from caffezoo.runtime.preprocess import Preprocessor, read_mean
+from gist_helpers import scripted  # noqa: F401  (a fixture)
 from runtime_helpers import assert_close, natural_image, run_opencv
 from test_runtime_session import model_dir, small_classifier
 
@@ -142,6 +144,53 @@ def test_classify_with_a_fixed_batch_pads_the_last_one(tmp_path, images):
     assert len(got) == 6 and load(d).inputs["data"][0] == 4
 
 
+@pytest.mark.parametrize("options, message", [
+    (dict(batch_size=0), "--batch-size must be 1 or more, not 0"),
+    (dict(batch_size=-1), "--batch-size must be 1 or more, not -1"),
+    (dict(resize=(12, 20)), "resize 12x20 is smaller than the net's input 16x16: there would be nothing to crop"),
+    (dict(resize=(0, 20)), r"resize: expected a height and a width of 1 or more, got \(0, 20\)"),
+    (dict(resize=(20,)), r"resize: expected a height and a width of 1 or more, got \(20,\)"),
+])
+def test_bad_options_are_refused(tmp_path, images, options, message):
+    with pytest.raises(UsageError, match=message):
+        classify(model_dir(tmp_path), images[:2], **options)
+
+
+def test_mean_files_given_are_found_from_the_working_directory(tmp_path, images, monkeypatch):
+    """The front matter's ``mean`` is in the model directory; a ``mean`` given to classify is the caller's path."""
+    d = model_dir(tmp_path, mean="mean.npy")
+    np.save(d / "mean.npy", np.array([104, 117, 123], np.float32))
+    np.save(tmp_path / "mine.npy", np.array([90, 100, 110], np.float32))
+    monkeypatch.chdir(tmp_path)
+
+    def scores(**options) -> list[float]:
+        return [s.score for p in classify(d, images[:2], top=4, **options) for s in p.top]
+
+    assert scores() == scores(mean=[104, 117, 123])
+    assert scores(mean="mine.npy") == scores(mean=[90, 100, 110]) != scores()
+    with pytest.raises(ModelDirError, match="^mean.npy: mean file not found"):  # not the model directory's
+        classify(d, images[:1], mean="mean.npy")
+
+
+def test_a_gist_model_is_fetched_once(tmp_path, images, scripted, monkeypatch):  # noqa: F811
+    """MODEL as a gist id: classify reads its model info from the API once, not once per step."""
+    d = model_dir(tmp_path, mean="[104, 117, 123]", labels="classes.txt")
+    (d / "classes.txt").write_text("cat\ndog\nbird\nfish\n")
+    gist_id = "a1b2c3d4e5f60718293a"
+    files = {name: {"filename": name, "content": (d / name).read_text(), "truncated": False}
+             for name in ("readme.md", "deploy.prototxt", "classes.txt")}
+    api = scripted()
+    api.script("GET", f"/gists/{gist_id}", (200, {"id": gist_id, "files": files, "truncated": False}))
+    monkeypatch.setenv("CAFFEZOO_GIST_API", api.url)
+    weights = settings().models_dir / f"gist-{gist_id}" / "small.caffemodel"
+    weights.parent.mkdir(parents=True)
+    weights.write_bytes((d / "small.caffemodel").read_bytes())
+    got = classify(gist_id, images[:2], top=2)
+    assert [[(s.index, s.label) for s in p.top] for p in got] == \
+        [[(s.index, s.label) for s in p.top] for p in classify(d, images[:2], top=2)]
+    assert len(api.requests("GET", f"/gists/{gist_id}")) == 1
+
+
 def test_labels_must_match_the_classes(tmp_path, images):
     d = model_dir(tmp_path, labels="classes.txt")
     (d / "classes.txt").write_text("cat\ndog\n")
@@ -155,4 +204,6 @@ def test_a_bad_image_stops_before_any_work(tmp_path, images):
     bad.write_text("not a picture")
     with pytest.raises(RuntimeInputError, match="notes.jpg: not an image"):
         classify(d, [*images, bad])
-    assert not list((tmp_path / "caffezoo_home").glob("**/*.onnx"))
+    assert not list(settings().cache_dir.glob("**/*.onnx"))  # nothing was converted
+    classify(d, images[:1])
+    assert len(list(settings().cache_dir.glob("**/*.onnx"))) == 1  # where a conversion would have gone

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import onnx
@@ -219,6 +220,18 @@ def test_fill_missing_uses_constant_and_bilinear_fillers(tmp_path):
     assert_close(ours, run_opencv(prototxt, filled, inputs, ["prelu"])["prelu"])
 
 
+def test_fill_missing_refuses_a_bilinear_filler_on_a_non_square_kernel(tmp_path):
+    n = NetBuilder("fcn")
+    x = n.Input("data", shape=dict(dim=[1, 2, 4, 4]))
+    n.Deconvolution("up", x, convolution_param=dict(num_output=2, group=2, kernel_h=4, kernel_w=2, stride=2,
+                                                     bias_term=False, weight_filler=dict(type="bilinear")))
+    prototxt, caffemodel = write_net(tmp_path, n, {})
+    _only(caffemodel, n, {})
+    with pytest.raises(ConversionError, match=r"layer 'up' \(Deconvolution\): no weights for blob 0, and the "
+                                              r"bilinear filler needs a square kernel, not 2x1x4x2"):
+        to_onnx(prototxt, weights=caffemodel, fill_missing=True)
+
+
 def test_weights_that_do_not_fit_are_named_per_layer(tmp_path):
     n = NetBuilder("net")
     x = n.Input("data", shape=dict(dim=[1, 3, 8, 8]))
@@ -254,6 +267,27 @@ def test_data_layer_needs_a_shape(tmp_path):
         to_onnx(prototxt, weights=caffemodel)
     model = to_onnx(prototxt, weights=caffemodel, input_shapes={"data": [4, 3, 2, 2]})
     assert [o.name for o in model.graph.output] == ["fc"]  # the loss (and the label) are training-only
+
+
+@pytest.mark.parametrize("shapes, message", [
+    ({"image": [1, 3, 12, 12]}, r"input_shapes: no input blob named 'image' \(the net's inputs: 'data'\)"),
+    ({"data": [0, 3, 12, 12]}, r"input_shapes: 'data' needs positive sizes, not 0x3x12x12"),
+    ({"data": [-1, 3, 12, 12]}, r"input_shapes: 'data' needs positive sizes, not -1x3x12x12"),
+    ({"data": []}, r"input_shapes: 'data' needs positive sizes, not scalar"),
+])
+def test_input_shapes_that_fit_no_input(tmp_path, shapes, message):
+    prototxt, caffemodel = write_net(tmp_path, resnet_block())
+    with pytest.raises(NetError, match=message):
+        to_onnx(prototxt, weights=caffemodel, input_shapes=shapes)
+
+
+def test_a_layer_refused_while_converting_is_named_with_its_line(tmp_path):
+    n = NetBuilder("net")
+    x = n.Input("data", shape=dict(dim=[1, 2, 6, 6]))
+    n.Pooling("pool", x, pool="AVE", kernel_size=2, stride=3)  # its last window starts past the input
+    prototxt, caffemodel = write_net(tmp_path, n)
+    with pytest.raises(ConversionError, match=rf"^{re.escape(str(prototxt))}:\d+: layer 'pool' \(Pooling\): a window "):
+        to_onnx(prototxt, weights=caffemodel)
 
 
 def test_unknown_output_blob(tmp_path):

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -76,6 +78,33 @@ def test_cache_follows_the_prototxt_and_the_weights(tmp_path):
     assert second.source["sha1"] != first.source["sha1"] and second.path != first.path
     x = np.ones((1, 3, 16, 16), np.float32)
     assert not np.allclose(first(data=x)["prob"], second(data=x)["prob"])
+
+
+def test_cache_follows_the_converter_source(tmp_path):
+    """An edit to caffe's shape rules (not only to the runtime) must not meet a conversion cached before it."""
+    import shutil
+    import subprocess
+    import sys
+
+    import caffezoo
+
+    d = model_dir(tmp_path)
+    cached = load(d).path
+
+    def cached_by(package: Path) -> Path:
+        code = ("import caffezoo, sys; from caffezoo.runtime import load; "
+                "print(caffezoo.__file__); print(load(sys.argv[1]).path)")
+        out = subprocess.run([sys.executable, "-c", code, str(d)], env={**os.environ, "PYTHONPATH": str(package)},
+                             capture_output=True, text=True, check=True).stdout.splitlines()
+        assert out[0] == str(package / "caffezoo" / "__init__.py")
+        return Path(out[1])
+
+    copy = tmp_path / "copy"
+    shutil.copytree(Path(caffezoo.__file__).parent, copy / "caffezoo", ignore=shutil.ignore_patterns("__pycache__"))
+    assert cached_by(copy) == cached  # the same source: the same cache entry
+    with open(copy / "caffezoo" / "caffe" / "shapes.py", "a") as f:
+        f.write("# an edited rule\n")
+    assert cached_by(copy) != cached
 
 
 def test_downloaded_weights_are_not_hashed_again(tmp_path):
@@ -153,3 +182,5 @@ def test_prototxt_and_weights_directly(tmp_path):
     assert net.outputs == ["prob"]
     with pytest.raises(ConversionError, match="a prototxt alone has no weights"):
         load(prototxt)
+    with pytest.raises(ConversionError, match="deploy.prototxt: no such prototxt file"):
+        load(tmp_path / "deploy.prototxt", weights=caffemodel)

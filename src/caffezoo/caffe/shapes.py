@@ -54,7 +54,7 @@ def infer_shapes(net: Net, input_shapes: dict[str, Sequence[int]] | None = None)
     A layer whose shapes cannot be computed gets ``problem`` set and unknown
     (None) shapes, and so do the layers after it that depend on it.
     """
-    overrides = {k: tuple(int(d) for d in v) for k, v in (input_shapes or {}).items()}
+    overrides = _overrides(net, input_shapes or {})
     shapes: dict[str, Shape | None] = {}
     for layer in net.layers:
         bottoms = [shapes.get(b) for b in layer.bottoms]
@@ -87,6 +87,19 @@ def infer_shapes(net: Net, input_shapes: dict[str, Sequence[int]] | None = None)
         layer.macs = macs
         for top, shape in zip(layer.tops, tops):
             shapes[top] = shape
+
+
+def _overrides(net: Net, input_shapes: dict[str, Sequence[int]]) -> dict[str, Shape]:
+    """``input_shapes`` checked: each names an input blob and gives it positive sizes."""
+    inputs = [top for layer in net.layers if not layer.bottoms for top in layer.tops]
+    unknown = [name for name in input_shapes if name not in inputs]
+    _check(not unknown, f"input_shapes: no input blob named {', '.join(map(repr, unknown))} "
+                        f"(the net's inputs: {', '.join(map(repr, inputs)) or 'none'})")
+    shapes = {name: tuple(int(d) for d in dims) for name, dims in input_shapes.items()}
+    for name, shape in shapes.items():
+        _check(bool(shape) and all(d > 0 for d in shape),
+               f"input_shapes: {name!r} needs positive sizes, not {_fmt(shape)}")
+    return shapes
 
 
 def _check(condition: bool, message: str) -> None:
@@ -239,11 +252,8 @@ def _im2col(layer: Layer, bottoms: list[Shape]) -> tuple:
     return [tuple(shape[:axis]) + (shape[axis] * math.prod(kernel),) + tuple(size)], [], 0
 
 
-def _pooling(layer: Layer, bottoms: list[Shape]) -> tuple:
-    p = layer.param.pooling_param
-    shape = bottoms[0]
-    _check(len(shape) == 4, f"needs a 4-D input (N, C, H, W), got {_fmt(shape)}")
-    n, c, h, w = shape
+def pool_geometry(p: caffe_pb2.PoolingParameter, h: int, w: int) -> tuple[tuple[int, int], ...]:
+    """Kernel, stride and pad as (h, w) pairs over an H x W input, by Caffe's PoolingLayer rules."""
     if p.global_pooling:
         _check(not (p.HasField("kernel_size") or p.HasField("kernel_h") or p.HasField("kernel_w")),
                "with global_pooling the kernel size is the input's; give no kernel_size")
@@ -271,6 +281,15 @@ def _pooling(layer: Layer, bottoms: list[Shape]) -> tuple:
     if ph or pw:
         _check(p.pool in (_P.PoolingParameter.AVE, _P.PoolingParameter.MAX), "padding works with MAX and AVE only")
         _check(ph < kh and pw < kw, f"pad ({ph}, {pw}) must be smaller than the kernel ({kh}, {kw})")
+    return (kh, kw), (sh, sw), (ph, pw)
+
+
+def _pooling(layer: Layer, bottoms: list[Shape]) -> tuple:
+    p = layer.param.pooling_param
+    shape = bottoms[0]
+    _check(len(shape) == 4, f"needs a 4-D input (N, C, H, W), got {_fmt(shape)}")
+    n, c, h, w = shape
+    (kh, kw), (sh, sw), (ph, pw) = pool_geometry(p, h, w)
 
     def size(n_in: int, k: int, s: int, pad: int) -> int:
         span = n_in + 2 * pad - k
@@ -356,7 +375,7 @@ def _eltwise(layer: Layer, bottoms: list[Shape]) -> tuple:
     return [bottoms[0]], [], 0
 
 
-def _legacy_axis(p, legacy: str, shape: Shape) -> int:
+def legacy_axis(p, legacy: str, shape: Shape) -> int:
     """``axis``, or the deprecated ``concat_dim``/``slice_dim`` (not negative, not both)."""
     _check(not (p.HasField("axis") and p.HasField(legacy)), f"give axis or {legacy}, not both")
     axis = getattr(p, legacy) if p.HasField(legacy) else _axis(p.axis, len(shape))
@@ -366,7 +385,7 @@ def _legacy_axis(p, legacy: str, shape: Shape) -> int:
 
 def _concat(layer: Layer, bottoms: list[Shape]) -> tuple:
     shape = bottoms[0]
-    axis = _legacy_axis(layer.param.concat_param, "concat_dim", shape)
+    axis = legacy_axis(layer.param.concat_param, "concat_dim", shape)
     total = 0
     for i, other in enumerate(bottoms):
         _check(len(other) == len(shape) and all(a == b for j, (a, b) in enumerate(zip(shape, other)) if j != axis),
@@ -378,7 +397,7 @@ def _concat(layer: Layer, bottoms: list[Shape]) -> tuple:
 def _slice(layer: Layer, bottoms: list[Shape]) -> tuple:
     p = layer.param.slice_param
     shape = bottoms[0]
-    axis = _legacy_axis(p, "slice_dim", shape)
+    axis = legacy_axis(p, "slice_dim", shape)
     dim, n = shape[axis], len(layer.tops)
     if p.slice_point:
         points = list(p.slice_point)
@@ -444,18 +463,22 @@ def _reshape(layer: Layer, bottoms: list[Shape]) -> tuple:
     return [tuple(top)], [], 0
 
 
+def crop_offsets(p: caffe_pb2.CropParameter, ndim: int) -> dict[int, int]:
+    """Where Crop starts on each axis it crops (``axis`` and those after it)."""
+    start = _axis(p.axis, ndim)
+    offsets = list(p.offset)
+    _check(len(offsets) <= 1 or start + len(offsets) == ndim,
+           f"give one offset, or one per axis from {start} ({ndim - start}), not {len(offsets)}")
+    return {i: 0 if not offsets else offsets[0] if len(offsets) == 1 else offsets[i - start]
+            for i in range(start, ndim)}
+
+
 def _crop(layer: Layer, bottoms: list[Shape]) -> tuple:
-    p = layer.param.crop_param
     _check(len(bottoms) == 2, "needs two bottoms: the blob to crop and one of the target size")
     a, b = bottoms
     _check(len(a) == len(b), f"bottoms must have as many axes: {_fmt(a)} vs {_fmt(b)}")
-    start = _axis(p.axis, len(a))
-    offsets = list(p.offset)
-    _check(len(offsets) <= 1 or start + len(offsets) == len(a),
-           f"give one offset, or one per axis from {start} ({len(a) - start}), not {len(offsets)}")
     top = list(a)
-    for i in range(start, len(a)):
-        offset = 0 if not offsets else offsets[0] if len(offsets) == 1 else offsets[i - start]
+    for i, offset in crop_offsets(layer.param.crop_param, len(a)).items():
         _check(a[i] - offset >= b[i], f"axis {i}: cannot crop {b[i]} from {a[i]} at offset {offset}")
         top[i] = b[i]
     return [tuple(top)], [], 0
@@ -550,13 +573,17 @@ def _no_tops(layer: Layer, bottoms: list[Shape]) -> tuple:
 
 # ------------------------------------------------------------- fork layers
 
+def permute_order(p: caffe_pb2.PermuteParameter, ndim: int) -> list[int]:
+    """Permute's ``order``, completed with the axes it leaves out, in increasing order."""
+    order = list(p.order)
+    _check(len(set(order)) == len(order) and all(o < ndim for o in order),
+           f"order {order} must name distinct axes of a {ndim}-D input")
+    return order + [i for i in range(ndim) if i not in order]
+
+
 def _permute(layer: Layer, bottoms: list[Shape]) -> tuple:
     shape = bottoms[0]
-    order = list(layer.param.permute_param.order)
-    _check(len(set(order)) == len(order) and all(o < len(shape) for o in order),
-           f"order {order} must name distinct axes of a {len(shape)}-D input")
-    order += [i for i in range(len(shape)) if i not in order]
-    return [tuple(shape[i] for i in order)], [], 0
+    return [tuple(shape[i] for i in permute_order(layer.param.permute_param, len(shape)))], [], 0
 
 
 def _normalize(layer: Layer, bottoms: list[Shape]) -> tuple:
@@ -565,17 +592,22 @@ def _normalize(layer: Layer, bottoms: list[Shape]) -> tuple:
     return [shape], [(channels,)], math.prod(shape)
 
 
-def _prior_box(layer: Layer, bottoms: list[Shape]) -> tuple:
-    p = layer.param.prior_box_param
-    _check(len(p.min_size) > 0, "give at least one min_size")
-    _check(len(p.max_size) in (0, len(p.min_size)), "give one max_size per min_size, or none")
+def prior_aspect_ratios(p: caffe_pb2.PriorBoxParameter) -> list[float]:
+    """1, then each distinct ``aspect_ratio`` (and, with ``flip``, its inverse), as weiliu89's PriorBox."""
     ratios = [1.0]
     for ar in p.aspect_ratio:
         if all(abs(ar - r) >= 1e-6 for r in ratios):
             ratios.append(ar)
             if p.flip:
                 ratios.append(1.0 / ar)
-    priors = len(ratios) * len(p.min_size) + len(p.max_size)
+    return ratios
+
+
+def _prior_box(layer: Layer, bottoms: list[Shape]) -> tuple:
+    p = layer.param.prior_box_param
+    _check(len(p.min_size) > 0, "give at least one min_size")
+    _check(len(p.max_size) in (0, len(p.min_size)), "give one max_size per min_size, or none")
+    priors = len(prior_aspect_ratios(p)) * len(p.min_size) + len(p.max_size)
     h, w = bottoms[0][2], bottoms[0][3]
     return [(1, 2, h * w * priors * 4)], [], 0
 

@@ -73,7 +73,8 @@ def run(
                                "mean image's size, else the net's input."),
     raw_scale: float = typer.Option(255.0, "--raw-scale", help="Pixel values are scaled from [0, 1] to this."),
     mean: str = typer.Option(None, "--mean", help="Mean file (.binaryproto, .npy) or per-channel values in the "
-                             "net's channel order, e.g. 104,117,123; default: the front matter's `mean`."),
+                             "net's channel order, e.g. 104,117,123 (one value: every channel); default: the "
+                             "front matter's `mean`."),
     labels: Path = typer.Option(None, "--labels", help="Class names, one per line; default: the front matter's "
                                 "`labels`."),
     output: str = typer.Option(None, "--output", help="Which output blob holds the scores; default: the only one."),
@@ -83,17 +84,10 @@ def run(
     json: bool = JSON_OPTION,
 ) -> None:
     """Classify images: Caffe-style preprocessing, then the top classes with their scores."""
-    from ..errors import UsageError
     from ..runtime.classifier import classify
 
-    try:
-        size = tuple(int(v) for v in resize.replace("x", ",").split(",")) if resize else None
-        mean_value = [float(v) for v in mean.split(",")] if mean and "," in mean else mean
-    except ValueError:
-        raise UsageError(f"--resize {resize!r} / --mean {mean!r}: expected numbers like 256,256 or 104,117,123") \
-            from None
-    if size is not None and len(size) == 1:
-        size = size * 2
+    size = _resize(resize) if resize else None
+    mean_value = _mean(mean) if mean else None
     predictions = classify(model, images, top=top, batch_size=batch_size, oversample=oversample, resize=size,
                            raw_scale=raw_scale, mean=mean_value, labels=labels, output=output,
                            weights=weights, providers=provider or None)
@@ -108,3 +102,29 @@ def run(
         for s in p.top:
             label = f"  {escape(s.label)}" if s.label else ""
             out.print(f"  {s.score:.4f}  {s.index:>5}{label}")
+
+
+def _resize(text: str) -> tuple[int, ...]:
+    """``H`` (a square) or ``H,W`` (also ``HxW``)."""
+    from ..errors import UsageError
+
+    try:
+        size = tuple(int(v) for v in text.replace("x", ",").split(","))
+    except ValueError:
+        size = ()
+    if len(size) not in (1, 2):
+        raise UsageError(f"--resize {text!r}: expected H or H,W, e.g. 256 or 256,256")
+    return size * (3 - len(size))
+
+
+def _mean(text: str) -> str | list[float]:
+    """Per-channel values (one for all channels, or comma-separated), else the path of a mean file."""
+    from ..errors import UsageError
+
+    try:
+        return [float(v) for v in text.split(",")]
+    except ValueError:
+        if "," in text:
+            raise UsageError(f"--mean {text!r}: expected per-channel values like 104,117,123, or a mean file") \
+                from None
+        return text

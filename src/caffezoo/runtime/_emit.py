@@ -65,6 +65,7 @@ class Ctx:
     out_shapes: list[Shape | None]
     blobs: list[np.ndarray] = field(default_factory=list)
     dynamic: bool = False  # the graph's batch axis is symbolic
+    path: str | None = None  # the prototxt, for messages
 
     @property
     def name(self) -> str:
@@ -129,8 +130,7 @@ class Ctx:
                          step=None if out else step)[0]
 
     def fail(self, message: str) -> ConversionError:
-        where = self.layer.where(None)
-        return ConversionError(f"{where}: {message}")
+        return ConversionError(f"{self.layer.where(self.path)}: {message}")
 
 
 def axis_index(axis: int, ndim: int) -> int:

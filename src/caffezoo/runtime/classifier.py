@@ -61,20 +61,27 @@ def classify(
     net: Net | None = None,
     **load_options,
 ) -> list[Prediction]:
-    """Classify ``images`` with MODEL; ``mean``/``labels`` override the front matter's."""
+    """Classify ``images`` with MODEL (or an already loaded ``net``); ``mean``/``labels`` override the front
+    matter's.
+
+    Files given here are found from the working directory; those the front
+    matter names, in the model directory.
+    """
     from ..zoo import resolve
 
     if top < 1:
         raise UsageError(f"--top must be 1 or more, not {top}")
-    m = resolve(model)
+    if batch_size is not None and batch_size < 1:
+        raise UsageError(f"--batch-size must be 1 or more, not {batch_size}")
     check_images(images)
     net = net or load(model, **load_options)
+    m = net.model or resolve(model)  # resolved once: a gist MODEL is fetched once
     name, shape = _image_input(net)
     blob = _output(net, output)
     fm = m.front_matter
-    mean_source = mean if mean is not None else fm.mean
+    mean_array = read_mean(mean) if mean is not None else None if fm.mean is None else read_mean(fm.mean, m.path)
     pre = Preprocessor(shape[1], shape[2], shape[3], resize=resize, raw_scale=raw_scale, oversample=oversample,
-                       mean=None if mean_source is None else read_mean(mean_source, m.path))
+                       mean=mean_array)
     names = read_labels(Path(labels) if labels else m.path / fm.labels) if (labels or fm.labels) else None
     fixed = shape[0]
     size = fixed or batch_size or DEFAULT_BATCH

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from ..errors import ConversionError, ModelDirError, NetError
+from ..errors import ConversionError, ModelDirError
 from . import detection as _detection  # noqa: F401  (registers converters)
 from . import ops as _ops  # noqa: F401
 from . import ops_fork as _ops_fork  # noqa: F401
@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     import onnx
 
     from ..caffe.net import Layer, Net
+    from ..modeldir import ModelDir
 
 # Bumped whenever the ONNX written for the same Caffe net changes: cached conversions are redone.
 CONVERTER_VERSION = "2"
@@ -91,8 +92,11 @@ class Converted:
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write the model to ``path`` atomically, weights streamed from the caffemodel."""
-        return self.graph.save(path, self.inputs, self.outputs, name=self.net.name or "caffezoo",
-                               doc=self._doc(), metadata=self.metadata)
+        try:
+            return self.graph.save(path, self.inputs, self.outputs, name=self.net.name or "caffezoo",
+                                   doc=self._doc(), metadata=self.metadata)
+        except OSError as e:  # no such folder, a folder in the way, a full disk: nothing was written
+            raise ConversionError(f"{path}: cannot write the ONNX file: {e.strerror or e}") from None
 
     def _doc(self) -> str:
         source = Path(self.net.path).name if self.net.path else "a Caffe net"
@@ -144,23 +148,27 @@ def export(model: str | os.PathLike[str], output: str | os.PathLike[str] | None 
 
 def _convert(model: str | os.PathLike[str], weights: str | os.PathLike[str] | None,
              input_shapes: dict[str, Sequence[int]] | None, fill_missing: bool, **options: Any) -> Converted:
-    prototxt, weights_path, _ = locate(model, weights)
-    net = load(prototxt, weights_path, input_shapes=input_shapes, fill_missing=fill_missing)
+    where = locate(model, weights)
+    net = load(where.prototxt, where.weights, input_shapes=input_shapes, fill_missing=fill_missing)
     return convert_net(net, **options)
 
 
 class Located(NamedTuple):
-    """Where a model's deploy net and weights are, and the weights' SHA-1 if the front matter says."""
+    """Where a model's deploy net and weights are, the weights' SHA-1 if the front matter says, and the
+    model directory (None for a bare prototxt)."""
 
     prototxt: Path
     weights: Path
     sha1: str | None = None
+    model: ModelDir | None = None
 
 
 def locate(model: str | os.PathLike[str], weights: str | os.PathLike[str] | None = None) -> Located:
     """The deploy prototxt and weights of MODEL (a model directory, bundled name or prototxt file)."""
     text = os.fspath(model)
-    if text.endswith(".prototxt") and Path(text).is_file():
+    if text.endswith(".prototxt") and not Path(text).is_dir():
+        if not Path(text).is_file():
+            raise ConversionError(f"{text}: no such prototxt file")
         if weights is None:
             raise ConversionError(f"{text}: a prototxt alone has no weights; give the .caffemodel too "
                                   f"(--weights FILE)")
@@ -173,20 +181,20 @@ def locate(model: str | os.PathLike[str], weights: str | os.PathLike[str] | None
         raise ModelDirError(f"{m.path}: no deploy prototxt (a file named *deploy*.prototxt, or one "
                             f"with an Input layer); conversion needs the deploy net")
     if weights is not None:
-        return Located(deploy, Path(weights))
+        return Located(deploy, Path(weights), model=m)
     if m.weights_path is None:
         raise ModelDirError(f"{m.readme_path}: no `caffemodel` key in the front matter: which file holds "
                             f"the weights?")
     if not m.weights_path.is_file():
         raise ModelDirError(f"{m.weights_path}: the weights are not downloaded; "
                             f"`caffezoo download {model}` fetches them")
-    return Located(deploy, m.weights_path, m.front_matter.sha1)
+    return Located(deploy, m.weights_path, m.front_matter.sha1, m)
 
 
 def load(prototxt: str | os.PathLike[str], weights: str | os.PathLike[str] | None, *,
          input_shapes: dict[str, Sequence[int]] | None = None, fill_missing: bool = False) -> Net:
     """Load the net for conversion: every problem reported at once, before reading weights."""
-    from ..caffe.net import load_net
+    from ..caffe.net import attach_weights, load_net
 
     net = load_net(prototxt, input_shapes=input_shapes, strict=False)
     check_supported(net)
@@ -194,21 +202,9 @@ def load(prototxt: str | os.PathLike[str], weights: str | os.PathLike[str] | Non
     if broken:
         raise ConversionError("the net's shapes do not work out:\n" + "\n".join(broken))
     if weights is not None:
-        attach(net, weights)
+        attach_weights(net, weights)  # NetError naming every layer whose blobs do not fit, as Caffe would
     check_weights(net, fill_missing=fill_missing)
     return net
-
-
-def attach(net: Net, weights: str | os.PathLike[str]) -> None:
-    """Caffe's CopyTrainedLayersFrom; raises NetError naming every layer whose blobs do not fit."""
-    from ..caffe.caffemodel import read_caffemodel
-    from ..caffe.net import attach_weights
-
-    model = read_caffemodel(weights)
-    attach_weights(net, model, strict=False)
-    fatal = [p for p in net.weight_problems if p.fatal]
-    if fatal:
-        raise NetError(f"{model.path} does not fit {net.path or net.name}:\n" + "\n".join(map(str, fatal)))
 
 
 def check_supported(net: Net) -> None:
@@ -254,7 +250,11 @@ def check_weights(net: Net, *, fill_missing: bool) -> None:
         arrays = []
         for i, shape in enumerate(expected):
             filler = fillers[i] if i < len(fillers) else None
-            value = fill(filler, shape) if filler is not None else None
+            try:
+                value = fill(filler, shape) if filler is not None else None
+            except ValueError as e:  # a filler that cannot fill this blob (Caffe aborts there too)
+                missing.append(f"{layer.where(net.path)}: no weights for blob {i}, and {e}")
+                break
             if value is None:
                 kind = f"the random filler {filler.type!r}" if filler is not None else "no known filler"
                 missing.append(f"{layer.where(net.path)}: no weights for blob {i}, and {kind} cannot stand "
@@ -327,7 +327,7 @@ def _build(net: Net, opset: int, wanted: Sequence[str], *, dynamic: bool) -> Con
             x.append(tensors[b])
         y = [top if last_writer[top] == i else g.unique(f"{top}@{layer.name}") for top in layer.tops]
         ctx = Ctx(g, layer, x, [shapes[b] for b in layer.bottoms], y, list(layer.top_shapes),
-                  list(layer.blobs), dynamic)
+                  list(layer.blobs), dynamic, net.path)
         EMITTERS[layer.type](ctx)
         for top, name, shape in zip(layer.tops, y, layer.top_shapes):
             tensors[top] = name

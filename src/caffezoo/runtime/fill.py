@@ -62,7 +62,7 @@ def fill(filler: caffe_pb2.FillerParameter, shape: Sequence[int]) -> np.ndarray 
 def bilinear(shape: Sequence[int]) -> np.ndarray:
     """Caffe's BilinearFiller: an upsampling kernel for Deconvolution, the same for every channel."""
     if len(shape) != 4 or shape[2] != shape[3]:
-        raise ValueError(f"the bilinear filler needs a square 4-D blob, not {tuple(shape)}")
+        raise ValueError(f"the bilinear filler needs a square kernel, not {'x'.join(map(str, shape))}")
     k = shape[3]
     f = math.ceil(k / 2)
     c = (2 * f - 1 - f % 2) / (2.0 * f)

@@ -24,7 +24,7 @@ import math
 import numpy as np
 
 from ..caffe import caffe_pb2
-from ..caffe.shapes import conv_geometry
+from ..caffe.shapes import conv_geometry, crop_offsets, legacy_axis, pool_geometry
 from ._emit import FLT_MAX, Ctx, axis_index, emits
 
 _Pool = caffe_pb2.PoolingParameter
@@ -77,16 +77,6 @@ def _pool_check(layer) -> str | None:
     if layer.type_param.pool == _Pool.STOCHASTIC:
         return "pool: STOCHASTIC (random at training time; CPU Caffe cannot run it either)"
     return None
-
-
-def pool_geometry(p, h: int, w: int) -> tuple[tuple[int, int], tuple[int, int], tuple[int, int]]:
-    """Kernel, stride and pad as (h, w) pairs, resolved as Caffe's PoolingLayer does."""
-    if p.global_pooling:
-        return (h, w), (1, 1), (0, 0)
-    kernel = (p.kernel_h, p.kernel_w) if p.HasField("kernel_h") else (p.kernel_size, p.kernel_size)
-    stride = (p.stride_h, p.stride_w) if p.HasField("stride_h") else (p.stride, p.stride)
-    pad = (p.pad_h, p.pad_w) if p.HasField("pad_h") or p.HasField("pad_w") else (p.pad, p.pad)
-    return kernel, stride, pad
 
 
 @emits("Pooling", check=_pool_check)
@@ -443,16 +433,12 @@ def eltwise(ctx: Ctx) -> None:
     ctx.node("Sum", terms, [ctx.y[0]])
 
 
-def _concat_axis(p, ndim: int) -> int:
-    return axis_index(p.concat_dim if p.HasField("concat_dim") and not p.HasField("axis") else p.axis, ndim)
-
-
 @emits("Concat")
 def concat(ctx: Ctx) -> None:
     if len(ctx.x) == 1:
         identity(ctx)
         return
-    axis = _concat_axis(ctx.p, len(ctx.shapes[0]))
+    axis = legacy_axis(ctx.p, "concat_dim", ctx.shapes[0])
     if axis == 0:
         ctx.batch_dependent("concatenates along the batch axis")
     ctx.node("Concat", ctx.x, [ctx.y[0]], axis=axis)
@@ -465,7 +451,7 @@ def slice_(ctx: Ctx) -> None:
         identity(ctx)
         return
     shape = ctx.shapes[0]
-    axis = axis_index(p.slice_dim if p.HasField("slice_dim") and not p.HasField("axis") else p.axis, len(shape))
+    axis = legacy_axis(p, "slice_dim", shape)
     if axis == 0:
         ctx.batch_dependent("slices along the batch axis")
     sizes = [s[axis] for s in ctx.out_shapes]
@@ -487,14 +473,11 @@ def reshape(ctx: Ctx) -> None:
 
 @emits("Crop")
 def crop(ctx: Ctx) -> None:
-    p = ctx.p
-    shape, ref = ctx.shapes[0], ctx.shapes[1]
-    axis = axis_index(p.axis, len(shape))
-    if axis == 0:
+    ref = ctx.shapes[1]
+    by_axis = crop_offsets(ctx.p, len(ctx.shapes[0]))
+    if 0 in by_axis:
         ctx.batch_dependent("crops the batch axis")
-    offsets = list(p.offset)
-    axes = list(range(axis, len(shape)))
-    starts = [offsets[0] if len(offsets) == 1 else offsets[i - axis] if offsets else 0 for i in axes]
+    axes, starts = list(by_axis), list(by_axis.values())
     ends = [s + ref[i] for s, i in zip(starts, axes)]
     ctx.node("Slice", [ctx.x[0], ctx.const("starts", starts), ctx.const("ends", ends), ctx.const("axes", axes)],
              [ctx.y[0]])

@@ -14,21 +14,16 @@ import math
 import numpy as np
 
 from ..caffe import caffe_pb2
+from ..caffe.shapes import permute_order, prior_aspect_ratios
 from ._emit import Ctx, emits
 from .ops import channel_shaped, reduce
 
 _BN = caffe_pb2.BNParameter
 
 
-def permutation(order, ndim: int) -> list[int]:
-    """Caffe's Permute order, completed with the axes it leaves out, in increasing order."""
-    perm = [int(a) for a in order]
-    return perm + [a for a in range(ndim) if a not in perm]
-
-
 @emits("Permute")
 def permute(ctx: Ctx) -> None:
-    perm = permutation(ctx.p.order, len(ctx.shapes[0]))
+    perm = permute_order(ctx.p, len(ctx.shapes[0]))
     if perm[0] != 0:
         ctx.batch_dependent("moves the batch axis")
     if perm == sorted(perm):
@@ -64,13 +59,7 @@ def prior_boxes(p, layer_hw: tuple[int, int], image_hw: tuple[int, int]) -> np.n
         step_h = step_w = float(p.step)
     else:
         step_h, step_w = float(np.float32(img_h) / lh), float(np.float32(img_w) / lw)
-    ratios = [1.0]
-    for ar in p.aspect_ratio:
-        if any(abs(ar - r) < 1e-6 for r in ratios):
-            continue
-        ratios.append(ar)
-        if p.flip:
-            ratios.append(1.0 / ar)
+    ratios = prior_aspect_ratios(p)
     sizes: list[tuple[float, float]] = []  # (width, height) of each prior of a cell
     for s, min_size in enumerate(p.min_size):
         m = int(min_size)

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ModelDirError, RuntimeInputError
+from ..errors import ModelDirError, RuntimeInputError, UsageError
 
 CROPS = 10  # oversampling: 4 corners + centre, and their mirror images
 
@@ -90,6 +90,12 @@ class Preprocessor:
     oversample: bool = False
 
     def __post_init__(self) -> None:
+        if self.resize is not None:
+            if len(self.resize) != 2 or min(self.resize) < 1:
+                raise UsageError(f"resize: expected a height and a width of 1 or more, got {tuple(self.resize)}")
+            if self.resize[0] < self.height or self.resize[1] < self.width:
+                raise UsageError(f"resize {self.resize[0]}x{self.resize[1]} is smaller than the net's input "
+                                 f"{self.height}x{self.width}: there would be nothing to crop it from")
         if self.mean is not None:
             m = self.mean
             if m.shape[0] not in (1, self.channels) or (m.ndim == 1 and m.size not in (1, self.channels)):

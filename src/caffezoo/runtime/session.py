@@ -8,8 +8,8 @@
 
 The converted model lives under ``CAFFEZOO_HOME``'s cache, in ``onnx/``, named
 by the SHA-1 of the weights and a digest of everything else the ONNX depends
-on: the prototxt's bytes, the converter (its version and source), the opset
-and the options.
+on: the prototxt's bytes, the converter (its version, and the source of
+:mod:`caffezoo.runtime` and :mod:`caffezoo.caffe`), the opset and the options.
 The weights' SHA-1 is itself remembered per file identity (device, inode,
 size, mtime), so a warm load hashes nothing and converts nothing.
 """
@@ -23,13 +23,16 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..config import settings
 from ..errors import CaffezooError, RuntimeInputError, UsageError
 from .convert import CONVERTER_VERSION, DEFAULT_OPSET, convert_net, load as load_caffe, locate
+
+if TYPE_CHECKING:
+    from ..modeldir import ModelDir
 
 Shape = tuple[int | None, ...]
 
@@ -43,6 +46,7 @@ class Net:
     inputs: dict[str, Shape]  # None where the size may vary (the batch axis)
     outputs: list[str]
     source: dict[str, str] = field(default_factory=dict)  # prototxt, weights, sha1
+    model: ModelDir | None = None  # the model directory MODEL named (None for a bare prototxt)
 
     def forward(self, **inputs: Any) -> dict[str, np.ndarray]:
         """Run the net; every input by its blob name, as an N x C x H x W float array."""
@@ -92,7 +96,7 @@ def load(
     ``providers`` are onnxruntime execution providers in order of preference
     (default: CPU); ``threads`` caps onnxruntime's intra-op threads.
     """
-    prototxt, weights_path, expected = locate(model, weights)
+    prototxt, weights_path, expected, model_dir = locate(model, weights)
     options = {"opset": opset, "input_shapes": {k: list(v) for k, v in sorted((input_shapes or {}).items())},
                "fill_missing": fill_missing}
     sha1 = weights_sha1(weights_path, expected)
@@ -120,7 +124,7 @@ def load(
     info = {"prototxt": str(prototxt), "weights": str(weights_path), "sha1": sha1}
     if meta.get("caffezoo.static_batch"):
         info["static_batch"] = meta["caffezoo.static_batch"]
-    return Net(onnx_path, session, inputs, outputs, info)
+    return Net(onnx_path, session, inputs, outputs, info, model_dir)
 
 
 def make_session(model: Path | bytes, *, providers: Sequence[str] | None = None, threads: int | None = None) -> Any:
@@ -158,14 +162,17 @@ def cached_path(weights_sha1: str, prototxt: Path, options: dict[str, Any]) -> P
 
 @functools.cache
 def converter_digest() -> str:
-    """CONVERTER_VERSION and the converter's own source: an edited rule never meets a stale cache."""
+    """CONVERTER_VERSION and the converter's source: an edited rule never meets a stale cache."""
     h = hashlib.sha1(CONVERTER_VERSION.encode(), usedforsecurity=False)
-    for name in sorted(_CONVERTER_MODULES):
-        h.update((Path(__file__).parent / name).read_bytes())
+    for path in converter_sources():
+        h.update(path.name.encode() + b"\0" + path.read_bytes())
     return h.hexdigest()
 
 
-_CONVERTER_MODULES = ("_emit.py", "_graph.py", "convert.py", "detection.py", "fill.py", "ops.py", "ops_fork.py")
+def converter_sources() -> list[Path]:
+    """Every module the ONNX depends on: the runtime's and caffe's (prototxt, upgrade, shapes, weights)."""
+    package = Path(__file__).parent.parent
+    return sorted([*(package / "runtime").glob("*.py"), *(package / "caffe").glob("*.py")])
 
 
 def weights_sha1(path: Path, expected: str | None = None) -> str:
