@@ -51,7 +51,7 @@ def test_convert_to_a_place_it_cannot_write(tmp_path, cli_process):
                         (tmp_path / "taken", "Is a directory")]:
         result = cli_process("convert", d, "-o", target)
         assert result.code == 1 and "Traceback" not in result.stderr, result.stderr
-        assert result.stderr.strip() == f"error: {target}: cannot write the ONNX file: {why}"
+        assert result.stderr.strip() == f"error: {target}: cannot write: {why}"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["small_model", "taken"]  # no temporary file left
     assert not list((tmp_path / "taken").iterdir())
 

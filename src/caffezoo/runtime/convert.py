@@ -91,12 +91,13 @@ class Converted:
                                 doc=self._doc(), metadata=self.metadata)
 
     def save(self, path: str | os.PathLike[str]) -> Path:
-        """Write the model to ``path`` atomically, weights streamed from the caffemodel."""
-        try:
-            return self.graph.save(path, self.inputs, self.outputs, name=self.net.name or "caffezoo",
-                                   doc=self._doc(), metadata=self.metadata)
-        except OSError as e:  # no such folder, a folder in the way, a full disk: nothing was written
-            raise ConversionError(f"{path}: cannot write the ONNX file: {e.strerror or e}") from None
+        """Write the model to ``path`` atomically, weights streamed from the caffemodel.
+
+        A place that cannot be written (no such folder, a folder in the way, a full
+        disk) raises :class:`~caffezoo.errors.WriteError` from the shared atomic writer.
+        """
+        return self.graph.save(path, self.inputs, self.outputs, name=self.net.name or "caffezoo",
+                               doc=self._doc(), metadata=self.metadata)
 
     def _doc(self) -> str:
         source = Path(self.net.path).name if self.net.path else "a Caffe net"
