@@ -81,3 +81,28 @@ def error_line(message: str) -> None:
 
 def warning_line(message: str) -> None:
     typer.echo(f"{_styled('warning:', fg='yellow')} {message}", err=True)
+
+
+def human_size(n: float) -> str:
+    """``233.0 MiB``: a byte count as people read it."""
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+def parse_input_shapes(values: list[str] | None) -> dict[str, list[int]] | None:
+    """``--input data=1,3,224,224`` options (``x`` works as a separator too) as a dict."""
+    from ..errors import UsageError
+
+    shapes = {}
+    for value in values or []:
+        name, sep, dims = value.partition("=")
+        try:
+            shapes[name] = [int(d) for d in dims.replace("x", ",").split(",")]
+        except ValueError:
+            sep = ""
+        if not sep or not name:
+            raise UsageError(f"--input {value!r}: expected NAME=DIMS, e.g. data=1,3,224,224")
+    return shapes or None

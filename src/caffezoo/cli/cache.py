@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from ._app import JSON_OPTION, QUIET_OPTION, app, console, print_json
-from .models import _size as _human
+from ._app import JSON_OPTION, QUIET_OPTION, app, console, human_size, print_json
 
 cache_app = typer.Typer(
     help="The blob cache: downloaded weights, stored once by SHA-1, linked into model directories.",
@@ -42,10 +41,10 @@ def ls(json: bool = JSON_OPTION) -> None:
     table.add_column("size", justify="right")
     table.add_column("used by")
     for b in blobs:
-        table.add_row(b.sha1, _human(b.size), "\n".join(b.users) or "-")
+        table.add_row(b.sha1, human_size(b.size), "\n".join(b.users) or "-")
     console().print(table)
     console().print(
-        f"{len(blobs)} blob{'s' * (len(blobs) != 1)}, {_human(sum(b.size for b in blobs))}"
+        f"{len(blobs)} blob{'s' * (len(blobs) != 1)}, {human_size(sum(b.size for b in blobs))}"
     )
 
 
@@ -101,7 +100,7 @@ def rm(
         print_json({"removed": [b.sha1 for b in blobs], "freed": freed})
     elif not quiet:
         console().print(
-            f"removed {len(blobs)} blob{'s' * (len(blobs) != 1)}, freed {_human(freed)}"
+            f"removed {len(blobs)} blob{'s' * (len(blobs) != 1)}, freed {human_size(freed)}"
         )
 
 
@@ -129,5 +128,5 @@ def prune(
         verb = "would remove" if dry_run else "removed"
         console().print(
             f"{verb} {len(report.blobs)} blob(s), {len(report.partials)} partial download(s), "
-            f"{len(report.other)} other file(s): {_human(report.bytes)}"
+            f"{len(report.other)} other file(s): {human_size(report.bytes)}"
         )

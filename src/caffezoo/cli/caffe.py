@@ -6,27 +6,12 @@ from pathlib import Path
 
 import typer
 
-from ._app import JSON_OPTION, QUIET_OPTION, app, console, print_json
+from ._app import JSON_OPTION, QUIET_OPTION, app, console, parse_input_shapes, print_json
 
 PHASE_OPTION = typer.Option("TEST", "--phase", help="Which layers to keep: TEST (deployment) or TRAIN.",
                             case_sensitive=False)
 SKIP_UNKNOWN_OPTION = typer.Option(
     False, "--skip-unknown", help="Skip parameter blocks the schema does not know (Caffe forks) instead of failing.")
-
-
-def _input_shapes(values: list[str] | None) -> dict[str, list[int]] | None:
-    from ..errors import UsageError
-
-    shapes = {}
-    for value in values or []:
-        name, sep, dims = value.partition("=")
-        try:
-            shapes[name] = [int(d) for d in dims.replace("x", ",").split(",")]
-        except ValueError:
-            sep = ""
-        if not sep or not name:
-            raise UsageError(f"--input {value!r}: expected NAME=DIMS, e.g. data=1,3,224,224")
-    return shapes or None
 
 
 @app.command()
@@ -49,7 +34,7 @@ def inspect(
     from ..caffe.summary import format_count, format_macs, inspect_net, shape_text
 
     summary = inspect_net(target, weights, phase=phase.upper(), skip_unknown=skip_unknown,
-                          input_shapes=_input_shapes(inputs))
+                          input_shapes=parse_input_shapes(inputs))
     if json:
         print_json(summary.as_dict())
     else:

@@ -6,8 +6,7 @@ from pathlib import Path
 
 import typer
 
-from ._app import JSON_OPTION, QUIET_OPTION, app, console, error_line, print_json, state
-from .models import _size
+from ._app import JSON_OPTION, QUIET_OPTION, app, console, error_line, human_size, print_json, state
 
 
 def _as_json(outcome) -> dict:
@@ -104,7 +103,7 @@ def download(
             what = {
                 "present": "already there",
                 "cached": "installed from the cache",
-                "downloaded": f"downloaded {_size(r.size)} from {r.source}",
+                "downloaded": f"downloaded {human_size(r.size)} from {r.source}",
             }[r.status]
             out.print(f"{escape(o.model)}: {escape(what)}, sha1 ok: {escape(str(r.path))}")
     for o in failures:

@@ -7,15 +7,7 @@ from pathlib import Path
 
 import typer
 
-from ._app import JSON_OPTION, QUIET_OPTION, app, console, print_json
-
-
-def _size(n: int) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return str(n)
+from ._app import JSON_OPTION, QUIET_OPTION, app, console, human_size, print_json
 
 
 def model_summary(m) -> dict:
@@ -83,7 +75,7 @@ def show(
     out.print(table)
     files = Table("file", "kind", "size", title="files", title_justify="left")
     for f in m.files:
-        files.add_row(escape(f.name), f.kind, "" if f.kind == "directory" else _size(f.size))
+        files.add_row(escape(f.name), f.kind, "" if f.kind == "directory" else human_size(f.size))
     out.print(files)
     out.print(f"license: {escape(fm.license) if fm.license else '[yellow]not stated[/]'}")
     if m.weights_path:

@@ -6,8 +6,7 @@ from pathlib import Path
 
 import typer
 
-from ._app import JSON_OPTION, QUIET_OPTION, app, console, print_json
-from .caffe import _input_shapes
+from ._app import JSON_OPTION, QUIET_OPTION, app, console, parse_input_shapes, print_json
 
 MODEL_ARGUMENT = typer.Argument(..., help="A model directory, a bundled model name, or a deploy .prototxt "
                                 "(then give --weights).")
@@ -39,7 +38,7 @@ def convert(
     """
     from ..runtime.convert import export
 
-    converted = export(model, output, weights=weights, input_shapes=_input_shapes(inputs), opset=opset,
+    converted = export(model, output, weights=weights, input_shapes=parse_input_shapes(inputs), opset=opset,
                        outputs=extra or (), fill_missing=fill_missing, dynamic_batch=not fixed_batch)
     info = converted.summary()
     if json:
