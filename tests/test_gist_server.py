@@ -250,7 +250,8 @@ def test_lists_page_with_link_headers_and_since(zoo):
     assert len(page2.json()) == 1 and 'rel="prev"' in page2.headers["link"]
 
 
-@pytest.mark.parametrize("params", [{"per_page": "x"}, {"per_page": "0"}, {"page": "-1"}, {"since": "yesterday"}])
+@pytest.mark.parametrize("params", [{"per_page": "x"}, {"per_page": "0"}, {"page": "-1"}, {"since": "yesterday"},
+                                    {"since": "9999-12-31T23:59:59-23:59"}, {"since": "0001-01-01T00:00:00+14:00"}])
 def test_bad_list_parameters_are_422(zoo, params):
     r = httpx.get(f"{zoo.url}/users/{zoo.login}/gists", params=params)
     assert r.status_code == 422 and r.json()["errors"]

@@ -222,12 +222,12 @@ def page_params(request: Request) -> tuple[int, int, datetime | None]:
     if q.get("since"):
         try:
             since = datetime.fromisoformat(q["since"].replace("Z", "+00:00"))
-        except ValueError:
+            if since.tzinfo is not None:  # (in UTC it may fall outside years 1-9999: OverflowError)
+                since = since.astimezone(timezone.utc).replace(tzinfo=None)
+        except (ValueError, OverflowError):
             raise validation("since", "invalid",
                              f"since must be an ISO 8601 time like 2024-01-31T12:00:00Z, got {q['since']!r}",
                              resource="Search") from None
-        if since.tzinfo is not None:
-            since = since.astimezone(timezone.utc).replace(tzinfo=None)
     return min(values["per_page"], 100), values["page"], since
 
 
