@@ -153,6 +153,7 @@ BAD_CREATES = [
     ({"files": {"a.txt": {"content": "x"}}, "secret": True}, "secret", "invalid"),
     ({"files": {"a.txt": {"content": "x"}}, "public": "yes"}, "public", "invalid"),
     ({"files": {"a.txt": {"content": "x"}}, "description": 3}, "description", "invalid"),
+    ({"files": {"a.txt": {"content": "x"}}, "description": "a\u0000b"}, "description", "invalid"),
     ({"files": {"A.txt": {"content": "x"}, "a.txt": {"content": "y"}}}, "files", "already_exists"),
     ({"files": {"big.txt": {"content": "x" * (10 * 1024 * 1024 + 1)}}}, "files", "too_large"),
 ]
@@ -204,6 +205,8 @@ def test_bad_updates_are_422_and_change_nothing(zoo, files, code):
 def test_update_needs_description_or_files_and_refuses_public(zoo):
     g = zoo.create({"a.txt": "a"})
     assert _post(zoo, {}, f"/gists/{g['id']}", "PATCH").status_code == 422
+    r = _post(zoo, {"description": "a\u0000b"}, f"/gists/{g['id']}", "PATCH")
+    assert r.status_code == 422 and r.json()["errors"][0]["field"] == "description"
     r = _post(zoo, {"public": True}, f"/gists/{g['id']}", "PATCH")
     assert r.status_code == 422 and r.json()["errors"][0]["field"] == "public"
 

@@ -5,6 +5,8 @@ Runs on SQLite (FTS5) and PostgreSQL (tsvector), whose full-text search differ.
 
 from __future__ import annotations
 
+import json
+
 from caffezoo.server import catalog
 from caffezoo.server.storage import FileChange
 from web_helpers import *  # noqa: F403
@@ -105,6 +107,17 @@ def test_broken_front_matter_is_listed_with_its_problems(store):
     bad_yaml = store.create_gist("gus", "Bad YAML", True, {"readme.md": b"---\nname: [unclosed\n---\n"})
     e = entry(store, bad_yaml.id)
     assert e.listed and e.name == "Bad YAML" and e.problems
+
+
+def test_nul_characters_in_front_matter_are_kept_visible_on_every_database(store):
+    """YAML's "\\0" escape puts a NUL in a value, which PostgreSQL text cannot hold."""
+    gid = publish(store, "nia", '"Nul\\0Net"', license='"MIT\\0"', tags=['"a\\0b"'], task='"x\\0"',
+                  extra='"\\0"', body="Prose.\n")
+    e = entry(store, gid)
+    assert (e.name, e.license, e.task, e.tags) == ("Nul\ufffdNet", "MIT\ufffd", "x\ufffd", "a\ufffdb")
+    assert json.loads(e.front_matter)["extra"] == "\ufffd"
+    assert find(store, license="MIT\ufffd") == (["Nul\ufffdNet"], 1)
+    assert find(store, q="nul") == (["Nul\ufffdNet"], 1)
 
 
 def test_a_database_from_before_the_catalog_is_indexed_on_open(database_url):

@@ -89,6 +89,8 @@ def test_odd_pages_do_not_break_the_parser():
         assert render_page(page)  # and writes back without error
     crlf = parse_page("### T\r\n* [CRLF](https://gist.github.com/u/0123456789abcdef0123): d\r\n")
     assert crlf.sections[0].items[0].gist.id == "0123456789abcdef0123"
+    nul = parse_page("# T\0\n\n### S\0\n\nnote\0\n\n* [a\0](https://x.org/\0): d\0\n")  # (PostgreSQL holds no NUL)
+    assert "\0" not in render_page(nul) and nul.sections[0].items[0].name == "a\ufffd"
 
 
 def test_import_without_fetching_keeps_the_page(store):

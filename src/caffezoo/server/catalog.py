@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field
+from typing import Any
 
 from sqlalchemy import Float, Integer, delete, func, insert, literal_column, select, text, update
 from sqlalchemy.engine import Engine
@@ -103,6 +104,21 @@ def first_line(markdown: str, limit: int = 220) -> str:
     return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
 
 
+def without_nul(value: Any) -> Any:
+    """``value`` with every NUL character as U+FFFD, through lists and mappings.
+
+    PostgreSQL text cannot hold NUL, and YAML's ``"\\0"`` escape makes one in a
+    front-matter value; the catalog keeps a visible stand-in, on every database.
+    """
+    if isinstance(value, str):
+        return value.replace("\0", "\ufffd")
+    if isinstance(value, list):
+        return [without_nul(v) for v in value]
+    if isinstance(value, dict):
+        return {without_nul(k): without_nul(v) for k, v in value.items()}
+    return value
+
+
 def read_info(text: str, fallback_name: str | None = None) -> ModelInfo | None:
     """The catalog's view of a readme; None when it has no front matter (not a model).
 
@@ -116,7 +132,7 @@ def read_info(text: str, fallback_name: str | None = None) -> ModelInfo | None:
         readme = parse_readme(text)
     except CaffezooError as e:
         return ModelInfo(name=fallback_name or "", problems=str(e).splitlines(), body=text)
-    data, body = readme.data, readme.body
+    data, body = without_nul(readme.data), readme.body
     try:
         fm = validate_front_matter(data)
     except CaffezooError as e:
@@ -364,4 +380,4 @@ def section_of(s: Session, entry: Entry) -> WikiSection | None:
 
 __all__ = ["Facets", "ModelInfo", "Page", "facets", "find", "first_line", "forget_gist", "framework_of",
            "generation", "get_entry", "index_gist", "link_checks", "read_info", "refresh_search",
-           "section_of", "setup", "stale_gists"]
+           "section_of", "setup", "stale_gists", "without_nul"]

@@ -162,6 +162,11 @@ def check_content(name: str, content: bytes) -> None:
         raise invalid("files", "missing_field", f"{name}: contents can't be blank")
 
 
+def check_description(description: str | None) -> None:
+    if description is not None and "\0" in description:
+        raise invalid("description", "invalid", "description: NUL characters are not supported")
+
+
 def _line_changes(old: bytes | None, new: bytes | None) -> tuple[int, int]:
     """(additions, deletions) in lines, as a multiset difference: linear time, close to git's."""
     a = Counter((old or b"").splitlines())
@@ -348,6 +353,7 @@ class Storage:
         bundled model); by default a new random one is made.
         """
         self._check_files(files)
+        check_description(description)
         if gist_id is not None and not GIST_ID_RE.fullmatch(gist_id):
             raise invalid("id", "invalid", f"gist id {gist_id!r}: expected 1-32 letters, digits, '_' or '-'")
         when = now()
@@ -389,6 +395,8 @@ class Storage:
         a file. A new revision is recorded only when the files change.
         """
         changes = dict(changes or {})
+        if description is not UNSET:
+            check_description(description)
         for name, change in changes.items():
             if change is not None and change.content is not None:
                 check_content(change.filename or name, change.content)

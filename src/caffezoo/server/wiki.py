@@ -122,7 +122,7 @@ def _clean(lines: list[str]) -> str:
 def parse_page(text: str) -> WikiPage:
     """Read a Model-Zoo-shaped Markdown page into sections, citations, notes and items."""
     page = WikiPage()
-    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    lines = catalog.without_nul(text).replace("\r\n", "\n").replace("\r", "\n").split("\n")
     preamble: list[str] = []
     notes: list[str] = []
     current: Section | None = None
