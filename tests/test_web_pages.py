@@ -212,3 +212,20 @@ def test_pages_on_postgresql(postgres_url, tmp_path):
         assert "1 model found" in w.get("/", params={"tag": "street"}).text
         gid = w.http.get("/api/models", params={"q": "vera"}).json()["models"][0]["id"]
         assert "Cuts street scenes apart." in w.get(f"/models/{gid}").text
+
+
+def test_odd_page_requests_never_answer_500(database_url, tmp_path):
+    """Ids, filters and revisions no model has (NUL bytes, which PostgreSQL refuses, overlong
+    ids, markup): a 4xx or an empty result, on either database, as a page or as JSON."""
+    with web_for(database_url, tmp_path, seed=False) as w:
+        gid = publish(w.storage, "odd", "Odd Net")
+        paths = ["/models/%00", "/models/%00/net.svg", "/api/models/%00", "/odd/%00", "/%00/" + gid,
+                 "/models/" + "a" * 300, "/api/models/" + "a" * 300, "/odd/" + "a" * 100,
+                 f"/models/{gid}?rev=%00", f"/models/{gid}/net.svg?rev=%00", "/models/%3Cb%3E",
+                 "/?license=%00", "/?task=%00", "/?tag=%00", "/?q=%00", "/api/models?license=%00&tag=%00"]
+        for accept in ("text/html", "application/json"):
+            for path in paths:
+                r = w.http.get(path, headers={"Accept": accept})
+                assert r.status_code < 500, (accept, path, r.status_code, r.text[:200])
+        assert w.get("/", params={"license": "\0"}).status_code == 200
+        assert w.get("/models/%00").status_code == 404 and w.http.get("/api/models/%00").status_code == 404

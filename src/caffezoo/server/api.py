@@ -257,9 +257,15 @@ async def list_response(request: Request, owner: str | None, public_only: bool) 
                          headers={"Link": link} if link else None)
 
 
+def valid_id(gist_id: str, user: str | None = None) -> bool:
+    """Whether a gist (or zoo entry) id and a login could exist here: what cannot is
+    refused before it reaches the database (PostgreSQL would choke on a NUL in it)."""
+    return _ID_RE.fullmatch(gist_id) is not None and (user is None or _LOGIN_RE.fullmatch(user) is not None)
+
+
 def check_id(gist_id: str, user: str | None = None) -> None:
     """Ids and logins that cannot exist are 404 before they reach the database."""
-    if not _ID_RE.fullmatch(gist_id) or (user is not None and not _LOGIN_RE.fullmatch(user)):
+    if not valid_id(gist_id, user):
         raise not_found()
 
 

@@ -31,7 +31,7 @@ from starlette.concurrency import run_in_threadpool
 from ..errors import CaffezooError
 from ..frontmatter import parse_readme
 from . import catalog
-from .api import JSON_TYPE, GistCache, base_url, json_response
+from .api import JSON_TYPE, GistCache, base_url, json_response, valid_id
 from .mirror import Mirror
 from .models import Entry, LinkCheck, WikiSection
 from .pictures import Pictures, pick_net
@@ -188,8 +188,10 @@ class IndexQuery:
             page = min(max(int(p.get("page", "1") or 1), 1), MAX_PAGE)
         except ValueError:
             page = 1
-        return cls(q=p.get("q", "")[:200].strip(), license=p.get("license", "")[:200],
-                   task=p.get("task", "")[:200], tag=p.get("tag", "")[:100].lower(), page=page)
+        # Filters compare with the catalog's values, which hold U+FFFD for NUL.
+        return cls(q=p.get("q", "")[:200].strip(), license=catalog.without_nul(p.get("license", "")[:200]),
+                   task=catalog.without_nul(p.get("task", "")[:200]),
+                   tag=catalog.without_nul(p.get("tag", "")[:100].lower()), page=page)
 
     def url(self, **changes: Any) -> str:
         values = {"q": self.q, "license": self.license, "task": self.task, "tag": self.tag, "page": self.page}
@@ -399,6 +401,8 @@ def _model_page(request: Request, entry_id: str, rev: str | None) -> HTMLRespons
 
 @router.get("/models/{entry_id}", response_class=HTMLResponse)
 async def model_page(request: Request, entry_id: str, rev: str | None = None) -> HTMLResponse:
+    if not valid_id(entry_id):
+        return not_found_page(f"There is no model {entry_id!r} in this zoo.")
     if rev is not None and not (4 <= len(rev) <= 40 and all(c in "0123456789abcdef" for c in rev.lower())):
         return not_found_page(f"{rev!r} is not a revision: expected the hex version from the history.")
     return await _answer(request, _model_page, entry_id, rev)
@@ -406,6 +410,8 @@ async def model_page(request: Request, entry_id: str, rev: str | None = None) ->
 
 @router.get("/models/{entry_id}/net.svg")
 def model_svg(request: Request, entry_id: str, rev: str | None = None) -> Response:
+    if not valid_id(entry_id):
+        return Response("no such model", status_code=404, media_type="text/plain")
     store = request.app.state.storage
     with store.session() as s:
         entry = catalog.get_entry(s, entry_id)
@@ -464,6 +470,8 @@ def _api_models(request: Request) -> Response:
 
 @router.get("/api/models/{entry_id}")
 async def api_model(request: Request, entry_id: str) -> Response:
+    if not valid_id(entry_id):
+        return json_response({"message": "Not Found"}, status=404)
     return await _answer(request, _api_model, entry_id)
 
 
@@ -482,7 +490,7 @@ def _api_model(request: Request, entry_id: str) -> Response:
 def gist_html_url(request: Request, user: str, gist_id: str) -> Response:
     """A gist's ``html_url``: its model page (or a 404 page)."""
     store = request.app.state.storage
-    view = store.get_gist(gist_id) if len(gist_id) <= 64 else None
+    view = store.get_gist(gist_id) if valid_id(gist_id, user) else None
     if view is None or view.owner.lower() != user.lower():
         return not_found_page(f"There is no gist {user}/{gist_id} here.")
     return RedirectResponse(f"/models/{gist_id}", status_code=302)
