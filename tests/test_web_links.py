@@ -14,7 +14,7 @@ from datetime import timedelta
 import httpx
 import pytest
 
-from caffezoo.server import catalog
+from caffezoo.server import Storage, catalog
 from caffezoo.server.links import check_links, due_urls, probe
 from caffezoo.server.models import LinkCheck
 from fault_server import FaultServer
@@ -181,3 +181,18 @@ def test_the_server_checks_links_in_the_background(origin, tmp_path):
     finally:
         proc.send_signal(signal.SIGINT)
         proc.wait(30)
+
+
+def test_urls_and_errors_are_printed_as_text_not_markup(cli, origin, tmp_path, monkeypatch):
+    """A weights URL is the front matter's words: rich markup in it is printed, not obeyed."""
+    db = f"sqlite:///{tmp_path / 'markup.db'}"
+    monkeypatch.setenv("CAFFEZOO_DATABASE_URL", db)
+    origin.route("/[/red]w[bold]", b"", statuses=[404] * 10)
+    url = origin.url("/[/red]w[bold]")
+    store = Storage(db)
+    model_for(store, url)
+    store.close()
+    r = cli("serve", "check-links", "--rate", "100")
+    assert r.code == 1 and f"unreachable {url} HTTP 404" in r.stderr
+    r = cli("serve", "mirror", "--blobs-dir", tmp_path / "blobs")
+    assert r.code == 1 and f"failed {'2' * 40} from {url}: " in r.stderr

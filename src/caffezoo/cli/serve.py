@@ -66,6 +66,8 @@ def check_links_command(
     URLs are due when never checked, a day after a success, or after a backoff
     that doubles with each failure (1 hour up to 7 days). Exits 1 if any is unreachable.
     """
+    from rich.markup import escape
+
     from ..server.run import check_links
 
     out = console(stderr=True)
@@ -74,7 +76,9 @@ def check_links_command(
         if not (quiet or as_json):
             mark = "[green]ok[/]" if p.reachable else "[red]unreachable[/]"
             detail = f"HTTP {p.status}" if p.status else ""
-            out.print(f"{mark} {p.url} {detail} {p.error or ''}".rstrip(), markup=True, highlight=False)
+            # The URL and the error are the front matter's and the host's words: never markup.
+            out.print(f"{mark} {escape(p.url)} {detail} {escape(p.error or '')}".rstrip(), markup=True,
+                      highlight=False)
 
     results = check_links(database_url, all_urls=all_urls, rate=rate, timeout=timeout, on_result=show)
     if as_json:
@@ -99,6 +103,8 @@ def mirror_command(
     Each file is checked against its front matter's SHA-1 before it is kept.
     `caffezoo serve --mirror` does the same in the background. Exits 1 if any fetch failed.
     """
+    from rich.markup import escape
+
     from ..server.run import mirror_sync
 
     out = console(stderr=True)
@@ -106,8 +112,8 @@ def mirror_command(
     def show(r) -> None:
         if not (quiet or as_json):
             mark = "[green]mirrored[/]" if r.status == "mirrored" else "[red]failed[/]"
-            out.print(f"{mark} {r.sha1} from {r.url}" + (f": {r.error}" if r.error else ""), markup=True,
-                      highlight=False)
+            out.print(f"{mark} {r.sha1} from {escape(r.url)}" + (f": {escape(r.error)}" if r.error else ""),
+                      markup=True, highlight=False)
 
     results = mirror_sync(database_url, blobs_dir, on_result=show)
     if as_json:

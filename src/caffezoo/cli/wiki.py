@@ -47,8 +47,11 @@ def wiki_import(
 
     def show(gist_id: str, status: str, error: str | None) -> None:
         if not (quiet or as_json):
+            from rich.markup import escape
+
             mark = {"fetched": "[green]fetched[/]", "unchanged": "unchanged", "failed": "[red]failed[/]"}[status]
-            out.print(f"{mark} gist {gist_id}" + (f": {error}" if error else ""), markup=True, highlight=False)
+            out.print(f"{mark} gist {gist_id}" + (f": {escape(error)}" if error else ""), markup=True,
+                      highlight=False)
 
     fetch = not no_fetch and not settings().offline
     with open_storage(database_url) as store:
