@@ -154,20 +154,36 @@ class Gist:
     def from_json(cls, data: Any) -> Gist:
         if not isinstance(data, dict) or not isinstance(data.get("id"), (str, int)):
             raise GistError(f"the API answered something that is not a gist: {str(data)[:200]!r}")
+        gist_id = str(data["id"])
         files: dict[str, GistFile] = {}
-        for key, f in (data.get("files") or {}).items():
+        for key, f in _typed(data, "files", dict, gist_id, {}).items():
             if not isinstance(f, dict):
                 continue
-            files[f.get("filename") or key] = GistFile(
-                filename=f.get("filename") or key, size=f.get("size"), raw_url=f.get("raw_url"),
-                content=f.get("content"), truncated=bool(f.get("truncated")),
-                encoding=f.get("encoding") or "utf-8")
-        owner = data.get("owner") or {}
-        return cls(id=str(data["id"]), description=data.get("description"), public=bool(data.get("public")),
-                   html_url=data.get("html_url"), git_pull_url=data.get("git_pull_url"),
-                   owner=owner.get("login") if isinstance(owner, dict) else None,
-                   updated_at=data.get("updated_at"), files=files, truncated=bool(data.get("truncated")),
+            name = _typed(f, "filename", str, gist_id) or key
+            files[name] = GistFile(
+                filename=name, size=_typed(f, "size", int, gist_id), raw_url=_typed(f, "raw_url", str, gist_id),
+                content=_typed(f, "content", str, gist_id), truncated=bool(f.get("truncated")),
+                encoding=_typed(f, "encoding", str, gist_id) or "utf-8")
+        owner = data.get("owner")
+        return cls(id=gist_id, description=_typed(data, "description", str, gist_id),
+                   public=bool(data.get("public")), html_url=_typed(data, "html_url", str, gist_id),
+                   git_pull_url=_typed(data, "git_pull_url", str, gist_id),
+                   owner=_typed(owner, "login", str, gist_id) if isinstance(owner, dict) else None,
+                   updated_at=_typed(data, "updated_at", str, gist_id), files=files,
+                   truncated=bool(data.get("truncated")),
                    versions=[h.get("version") for h in data.get("history") or [] if isinstance(h, dict)])
+
+
+def _typed(data: dict, key: str, kind: type, gist_id: str, default: Any = None) -> Any:
+    """``data[key]`` when it is missing, null or a ``kind``; a :class:`GistError` otherwise."""
+    value = data.get(key)
+    if value is None:
+        return default
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        expected = {dict: "an object", str: "a string", int: "an integer"}[kind]
+        raise GistError(f"the API answered a malformed gist {gist_id}: {key!r} is {repr(value)[:100]}, "
+                        f"expected {expected}")
+    return value
 
 
 _FROM_SETTINGS = object()  # GistClient(token=...) not given: use settings().token
@@ -274,12 +290,7 @@ class GistClient:
         r = self.request(method, url, **kwargs)
         if r.status_code >= 400:
             raise self._error(r, method, what)
-        if r.status_code == 204:
-            return None
-        try:
-            return r.json()
-        except ValueError:
-            raise GistError(f"{method} {r.url}: expected JSON, got {r.headers.get('content-type')!r}") from None
+        return None if r.status_code == 204 else _decode(r, method)
 
     def _error(self, r: httpx.Response, method: str, what: str) -> GistError:
         try:
@@ -334,7 +345,10 @@ class GistClient:
             r = self.request("GET", url, params=params)
             if r.status_code >= 400:
                 raise self._error(r, "GET", f"gists of {user}" if user else "your gists")
-            out += [Gist.from_json(g) for g in r.json()]
+            page = _decode(r, "GET")
+            if not isinstance(page, list):
+                raise GistError(f"GET {r.url}: expected a list of gists, got {str(page)[:200]!r}")
+            out += [Gist.from_json(g) for g in page]
             url, params = r.links.get("next", {}).get("url"), None
         return out[:limit]
 
@@ -349,6 +363,13 @@ class GistClient:
     def _need_token(self) -> None:
         if not self.has_token:
             raise GistError(NO_TOKEN)
+
+
+def _decode(r: httpx.Response, method: str) -> Any:
+    try:
+        return r.json()
+    except ValueError:
+        raise GistError(f"{method} {r.url}: expected JSON, got {r.headers.get('content-type')!r}") from None
 
 
 # --------------------------------------------------------------------------- upload
