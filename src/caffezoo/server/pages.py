@@ -242,8 +242,8 @@ async def _answer(request: Request, page: Any, *args: Any) -> Response:
     """Run a page function: on the event loop on SQLite, in the thread pool otherwise.
 
     SQLite reads never wait on a network, so a thread hop costs more than it saves:
-    under 8 concurrent clients it doubled a cold model page's p99. Pages that may
-    run a subprocess (the network picture) stay in the pool whatever the database.
+    under 8 concurrent clients it doubled a cold model page's p99. A page that may
+    run a subprocess (the model page's network picture) must not use this as is.
     """
     if _state(request)[0].is_sqlite:
         return page(request, *args)
@@ -347,7 +347,8 @@ def commands_for(entry: Entry, view: GistView | None, base: str, mirrored: bool)
     return []
 
 
-def _model_page(request: Request, entry_id: str, rev: str | None) -> HTMLResponse:
+def _model_page(request: Request, entry_id: str, rev: str | None, draw: bool = True) -> HTMLResponse | None:
+    """The model page; None when it would have to draw its network and ``draw`` is false."""
     store, mirror, cache = _state(request)
     base = base_url(request)
     with store.session() as s:
@@ -365,9 +366,17 @@ def _model_page(request: Request, entry_id: str, rev: str | None) -> HTMLRespons
     view = store.get_gist(entry.gist_id, rev) if entry.gist_id and entry.indexed_serial else None
     if rev and view is None:
         return not_found_page(f"The model {entry_id!r} has no revision {rev!r}.")
+    picture_name = pick_net([f.filename for f in view.files]) if view is not None else None
+    picture = None
+    if picture_name:
+        blob = next(f for f in view.files if f.filename == picture_name)
+        picture = request.app.state.pictures.cached(blob.blob_sha)
+        if picture is None:
+            if not draw:
+                return None  # drawing runs `dot`, for seconds on a big net
+            picture = request.app.state.pictures.get(blob.blob_sha, blob.content or b"")
     weights = weights_of(entry, checks, mirror)
     readme_html, rows, problems = "", [], [p for p in entry.problems.splitlines() if p]
-    picture_name = None
     files: list[FileShown] = []
     if view is not None:
         readme = next((f for f in view.files if f.filename.lower() == "readme.md"), None)
@@ -384,11 +393,6 @@ def _model_page(request: Request, entry_id: str, rev: str | None) -> HTMLRespons
                 body = text
             readme_html = markdown_html(body, demote=1)
         files = _files(view, base)
-        picture_name = pick_net([f.filename for f in view.files])
-    picture = None
-    if picture_name and view is not None:
-        blob = next(f for f in view.files if f.filename == picture_name)
-        picture = request.app.state.pictures.get(blob.blob_sha, blob.content or b"")
     html = templates().get_template("model.html").render(
         entry=entry, view=view, rev=rev, weights=weights, readme_html=readme_html, rows=rows,
         problems=problems, files=files, picture=picture, picture_name=picture_name, section=section,
@@ -405,7 +409,12 @@ async def model_page(request: Request, entry_id: str, rev: str | None = None) ->
         return not_found_page(f"There is no model {entry_id!r} in this zoo.")
     if rev is not None and not (4 <= len(rev) <= 40 and all(c in "0123456789abcdef" for c in rev.lower())):
         return not_found_page(f"{rev!r} is not a revision: expected the hex version from the history.")
-    return await _answer(request, _model_page, entry_id, rev)
+    if _state(request)[0].is_sqlite:  # on the event loop, as _answer does, unless it must draw
+        page = _model_page(request, entry_id, rev, draw=False)
+        if page is not None:
+            return page
+    # PostgreSQL, or a network not drawn yet: `dot` must not hold up every other request.
+    return await run_in_threadpool(_model_page, request, entry_id, rev)
 
 
 @router.get("/models/{entry_id}/net.svg")
