@@ -190,3 +190,15 @@ def test_offline_import_does_not_fetch(cli, tmp_path, monkeypatch, scripted):
     page.write_text(page_text())
     r = cli("wiki", "import", page)
     assert r.code == 0 and "not fetching" in r.stderr and srv.seen == []
+
+
+def test_a_wiki_link_that_is_not_http_is_shown_as_text(tmp_path):
+    """The wiki page is anyone's words: a javascript: link must not become a link on a page."""
+    from caffezoo.server.wiki import link_entry_id
+
+    url = "javascript:alert`1`"
+    with web_for(f"sqlite:///{tmp_path / 'w.db'}", tmp_path, seed=False) as w:
+        import_page(w.storage, parse_page(f"### Evil\n\n* [Evil]({url}): a trap\n"), fetch=False)
+        html = w.get(f"/models/{link_entry_id(url)}").text
+        assert "<th>Source</th><td>javascript:alert`1`</td>" in html
+        assert "href=\"javascript" not in html.lower()

@@ -63,6 +63,11 @@ def _filesize(n: int | None) -> str:
     return f"{n} B"  # pragma: no cover
 
 
+def _web_url(value: object) -> bool:
+    """Whether a user's URL may be a link: http(s) only (a ``javascript:`` one stays text)."""
+    return isinstance(value, str) and value.lower().startswith(("http://", "https://"))
+
+
 def _when(value: datetime | None) -> str:
     return value.strftime("%Y-%m-%d %H:%M UTC") if value else "never"
 
@@ -72,6 +77,7 @@ def templates() -> Environment:
     env = Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape(default=True),
                       trim_blocks=True, lstrip_blocks=True, auto_reload=False)
     env.filters.update(filesize=_filesize, when=_when, thousands=lambda n: f"{n:,}")
+    env.tests["web_url"] = _web_url
     env.globals["static_version"] = _static_version()
     return env
 
@@ -318,8 +324,7 @@ def _front_matter_rows(data: dict[str, Any]) -> list[tuple[str, Any, bool]]:
             shown = json.dumps(value, ensure_ascii=False)
         else:
             shown = "" if value is None else str(value)
-        link = isinstance(value, str) and value.lower().startswith(("http://", "https://"))
-        rows.append((str(key), shown, link))
+        rows.append((str(key), shown, _web_url(value)))
     return rows
 
 
