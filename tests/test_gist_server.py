@@ -272,6 +272,8 @@ def test_big_files_are_truncated_in_json_and_whole_at_raw_url(zoo):
     assert big.startswith(f["content"]) and 1024 * 1024 - 2 <= len(f["content"].encode()) <= 1024 * 1024
     raw = httpx.get(f["raw_url"])
     assert raw.content == big.encode()
+    other = zoo.other().login  # (the other user exists: it is the owner who must match)
+    assert httpx.get(f["raw_url"].replace(f"/{zoo.login}/", f"/{other}/")).status_code == 404
     assert raw.headers["content-type"] == "text/plain; charset=utf-8"
     assert raw.headers["x-content-type-options"] == "nosniff" and "sandbox" in raw.headers["content-security-policy"]
 

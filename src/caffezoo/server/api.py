@@ -401,9 +401,8 @@ async def raw_file(request: Request, user: str, gist_id: str, sha: str, filename
         check_filename(filename)
     except Invalid:
         raise not_found() from None
-    view_owner = await run_in_threadpool(storage(request).login_of, user)
-    data = await run_in_threadpool(storage(request).raw, gist_id, sha, filename)
-    if data is None or view_owner is None:
+    data = await run_in_threadpool(storage(request).raw, user, gist_id, sha, filename)
+    if data is None:
         raise not_found()
     return Response(data, media_type="text/plain; charset=utf-8",
                     headers={"Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; sandbox"})

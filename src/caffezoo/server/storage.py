@@ -533,14 +533,16 @@ class Storage:
                     versions[gid] = version
             return [_view(g, login, versions.get(g.id), files[g.id], []) for g, login in rows], total
 
-    def raw(self, gist_id: str, blob_sha: str, filename: str) -> bytes | None:
-        """The bytes of ``filename`` as stored under ``blob_sha`` in any revision of the gist."""
+    def raw(self, owner: str, gist_id: str, blob_sha: str, filename: str) -> bytes | None:
+        """The bytes of ``filename`` as stored under ``blob_sha`` in any revision of
+        ``owner``'s gist ``gist_id`` (None for any other owner, as its ``raw_url`` says)."""
         with self.session() as s:
             return s.scalar(
                 select(Blob.content).join(RevisionFile, RevisionFile.blob_sha == Blob.sha)
                 .join(Revision, Revision.id == RevisionFile.revision_id)
+                .join(Gist, Gist.id == Revision.gist_id).join(User, User.id == Gist.owner_id)
                 .where(Revision.gist_id == gist_id, RevisionFile.filename == filename,
-                       Blob.sha == blob_sha.lower()).limit(1))
+                       Blob.sha == blob_sha.lower(), func.lower(User.login) == owner.lower()).limit(1))
 
 
 def _view(gist: Gist, login: str, version: str | None, files: list[FileView],
