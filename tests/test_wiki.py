@@ -202,3 +202,28 @@ def test_a_wiki_link_that_is_not_http_is_shown_as_text(tmp_path):
         html = w.get(f"/models/{link_entry_id(url)}").text
         assert "<th>Source</th><td>javascript:alert`1`</td>" in html
         assert "href=\"javascript" not in html.lower()
+
+
+def test_the_wiki_page_follows_imports_mirrored_blobs_and_link_checks(tmp_path):
+    """The rendered page is cached: each change it shows must still show at once."""
+    from caffezoo.server.links import Probe, record
+
+    with web_for(f"sqlite:///{tmp_path / 'w.db'}", tmp_path, seed=False) as w:
+        assert "No wiki page has been imported yet" in w.get("/wiki").text
+        gid = publish(w.storage, "wes", "Wes Net", sha1="6" * 40, caffemodel="w.caffemodel",
+                      caffemodel_url="http://127.0.0.1:9/w.caffemodel")
+        import_page(w.storage, parse_page(f"### Wes\n\n* [Wes on the wiki](https://gist.github.com/wes/{gid})\n"),
+                    fetch=False)
+        html = w.get("/wiki").text
+        assert "Wes on the wiki" in html and "link not checked yet" in html and "mirrored here" not in html
+        blob = w.app.state.mirror.path("6" * 40)
+        blob.parent.mkdir(parents=True)
+        blob.write_bytes(b"weights")  # a file-system fact: no database write tells the page
+        assert "mirrored here" in w.get("/wiki").text
+        record(w.storage, Probe("http://127.0.0.1:9/w.caffemodel", False, error="refused"))
+        html = w.get("/wiki").text
+        assert "weights unreachable" in html and "link not checked yet" not in html
+        import_page(w.storage, parse_page("### Another section\n\n* [Other](https://example.org/o)\n"),
+                    fetch=False)
+        html = w.get("/wiki").text
+        assert "Another section" in html and "Wes on the wiki" not in html

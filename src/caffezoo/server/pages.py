@@ -26,6 +26,8 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader, select_autoescape
+from sqlalchemy import select
+from sqlalchemy.orm import defer
 from starlette.concurrency import run_in_threadpool
 
 from ..errors import CaffezooError
@@ -169,11 +171,6 @@ class PageCache(GistCache):
 def _state(request: Request) -> tuple[Storage, Mirror | None, PageCache]:
     app = request.app.state
     return app.storage, app.mirror, app.page_cache
-
-
-def _generation(store: Storage) -> int:
-    with store.session() as s:
-        return catalog.generation(s)
 
 
 # --------------------------------------------------------------------------- the index
@@ -450,22 +447,31 @@ def publish_page(request: Request) -> HTMLResponse:
 
 @router.get("/wiki", response_class=HTMLResponse)
 def wiki_page(request: Request) -> HTMLResponse:
-    store, mirror, _ = _state(request)
-    from sqlalchemy import select
-
+    store, mirror, cache = _state(request)
     with store.session() as s:
-        sections = list(s.scalars(select(WikiSection).order_by(WikiSection.position)))
-        entries = list(s.scalars(select(Entry).where(Entry.section_id.is_not(None))
-                                 .order_by(Entry.section_id, Entry.position)))
-        checks = catalog.link_checks(s, [e.caffemodel_url for e in entries if e.caffemodel_url])
-    by_section: dict[int, list] = {}
-    for e in entries:
-        by_section.setdefault(e.section_id, []).append((e, weights_of(e, checks, mirror)))
-    from .wiki import notes_text
+        gen = catalog.generation(s)
+        data = cache.get(("wiki", gen))
+        if data is None:
+            sections = list(s.scalars(select(WikiSection).order_by(WikiSection.position)))
+            entries = list(s.scalars(select(Entry).where(Entry.section_id.is_not(None))
+                                     .order_by(Entry.section_id, Entry.position).options(defer(Entry.readme))))
+            checks = catalog.link_checks(s, [e.caffemodel_url for e in entries if e.caffemodel_url])
+            data = cache.put(("wiki", gen), (sections, entries, checks))
+    sections, entries, checks = data
+    items = [(e, weights_of(e, checks, mirror)) for e in entries]
+    # As the index: a function of the catalog's generation and of which blobs are mirrored.
+    key = ("wiki-html", gen, tuple(w.mirrored for _, w in items))
+    html = cache.get(key)
+    if html is None:
+        from .wiki import notes_text
 
-    shown = [(sec, markdown_html(notes_text(sec.notes), demote=2) if sec.notes else "", by_section.get(sec.id, []))
-             for sec in sections]
-    return render("wiki.html", sections=shown, q="")
+        by_section: dict[int, list] = {}
+        for e, w in items:
+            by_section.setdefault(e.section_id, []).append((e, w))
+        shown = [(sec, markdown_html(notes_text(sec.notes), demote=2) if sec.notes else "",
+                  by_section.get(sec.id, [])) for sec in sections]
+        html = cache.put(key, templates().get_template("wiki.html").render(sections=shown, q=""))
+    return HTMLResponse(html, headers=PAGE_HEADERS)
 
 
 @router.get("/api/models")
