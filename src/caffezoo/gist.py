@@ -542,8 +542,11 @@ class DownloadResult:
     description: str | None = None
 
 
-def _contents(gist: Gist, client: GistClient) -> dict[str, bytes]:
-    """Every file's bytes: from the JSON, or from ``raw_url`` when the API cut it short."""
+def contents(gist: Gist, client: GistClient) -> dict[str, bytes]:
+    """Every file's bytes: from the JSON, or from ``raw_url`` when the API cut it short.
+
+    Refuses (:class:`GistError`) file names that are unsafe to write, or that differ only in case.
+    """
     if gist.truncated:
         raise GistError(f"gist {gist.id} has more files than the API lists (300): clone "
                         f"{gist.git_pull_url or 'it with git'} instead")
@@ -589,18 +592,18 @@ def download(gist: str | GistRef, dest: str | os.PathLike[str] | None = None, *,
     client = client or GistClient()
     try:
         g = client.get(ref.id)
-        contents = _contents(g, client)
+        files = contents(g, client)
     finally:
         if own_client:
             client.close()
-    result = DownloadResult(target, g.id, sorted(contents), g.html_url, owner=g.owner,
+    result = DownloadResult(target, g.id, sorted(files), g.html_url, owner=g.owner,
                             description=g.description)
     if ref.user and g.owner and ref.user.lower() != g.owner.lower():
         result.warnings.append(f"gist {g.id} belongs to {g.owner}, not {ref.user}")
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent))
     try:
-        for name, data in contents.items():
+        for name, data in files.items():
             (tmp / name).write_bytes(data)
         tmp.chmod(0o755)
         if target.exists():
@@ -660,4 +663,4 @@ def resolve_model(text: str) -> ModelDir | None:
 
 
 __all__ = ["Gist", "GistClient", "GistFile", "GistRef", "DownloadResult", "Skipped", "UploadResult",
-           "download", "list_gists", "parse_ref", "resolve_model", "upload"]
+           "contents", "download", "list_gists", "parse_ref", "resolve_model", "upload"]

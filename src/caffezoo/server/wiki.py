@@ -26,16 +26,14 @@ from __future__ import annotations
 
 import hashlib
 import re
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from urllib.parse import urlsplit
 
 from sqlalchemy import delete, select, update
 
 from ..errors import CaffezooError, UsageError
-from ..gist import GistClient, GistRef, download, parse_ref
+from ..gist import GistClient, GistRef, contents, parse_ref
 from . import catalog
 from .models import Entry, EntryTag, WikiSection
 from .storage import FileChange, Invalid, Storage, check_login
@@ -284,14 +282,17 @@ def _owner_for(storage: Storage, login: str | None) -> str:
 
 
 def fetch_gist(storage: Storage, ref: GistRef, client: GistClient) -> str:
-    """Copy a gist from the Gist API into the zoo with its id and owner; ``fetched`` or ``unchanged``."""
-    with tempfile.TemporaryDirectory(prefix="caffezoo-wiki-") as tmp:
-        result = download(ref, Path(tmp) / "gist", client=client)
-        files = {p.name: p.read_bytes() for p in (Path(tmp) / "gist").iterdir() if p.is_file()}
+    """Copy a gist from the Gist API into the zoo with its id and owner; ``fetched`` or ``unchanged``.
+
+    The files go from the API to the database: no model directory is written or validated
+    on the way (the catalog reads the readme when the gist is stored).
+    """
+    gist = client.get(ref.id)
+    files = contents(gist, client)
     current = storage.get_gist(ref.id)
     if current is None:
-        owner = _owner_for(storage, result.owner or ref.user)
-        storage.create_gist(owner, result.description, True, files, gist_id=ref.id)
+        owner = _owner_for(storage, gist.owner or ref.user)
+        storage.create_gist(owner, gist.description, True, files, gist_id=ref.id)
         return "fetched"
     have = {f.filename: f.content for f in current.files}
     changes: dict[str, FileChange | None] = {n: FileChange(content=c) for n, c in files.items()
