@@ -273,10 +273,7 @@ def forget_gist(s: Session, gist_id: str) -> None:
     if entry is None:
         return
     if entry.wiki_name is None:
-        if _sqlite(s):
-            s.execute(text("DELETE FROM zoo_fts WHERE rowid = :pk"), {"pk": entry.pk})
-        s.execute(delete(EntryTag).where(EntryTag.entry_pk == entry.pk))
-        s.delete(entry)
+        drop_entry(s, entry)
     else:
         entry.indexed_serial, entry.owner, entry.listed = 0, None, True
         _apply(entry, ModelInfo(name=entry.wiki_name))
@@ -284,6 +281,14 @@ def forget_gist(s: Session, gist_id: str) -> None:
         _set_tags(s, entry, [])
         refresh_search(s, entry)
     bump(s)
+
+
+def drop_entry(s: Session, entry: Entry) -> None:
+    """Delete an entry with its tags and its full-text document."""
+    if _sqlite(s):
+        s.execute(text("DELETE FROM zoo_fts WHERE rowid = :pk"), {"pk": entry.pk})
+    s.execute(delete(EntryTag).where(EntryTag.entry_pk == entry.pk))
+    s.delete(entry)
 
 
 def stale_gists(s: Session) -> list[str]:
@@ -378,6 +383,6 @@ def section_of(s: Session, entry: Entry) -> WikiSection | None:
     return s.get(WikiSection, entry.section_id) if entry.section_id else None
 
 
-__all__ = ["Facets", "ModelInfo", "Page", "facets", "find", "first_line", "forget_gist", "framework_of",
+__all__ = ["Facets", "ModelInfo", "Page", "drop_entry", "facets", "find", "first_line", "forget_gist", "framework_of",
            "generation", "get_entry", "index_gist", "link_checks", "read_info", "refresh_search",
            "section_of", "setup", "stale_gists", "without_nul"]

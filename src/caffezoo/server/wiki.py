@@ -35,7 +35,7 @@ from sqlalchemy import delete, select, update
 from ..errors import CaffezooError, UsageError
 from ..gist import GistClient, GistRef, contents, parse_ref
 from . import catalog
-from .models import Entry, EntryTag, WikiSection
+from .models import Entry, WikiSection
 from .storage import FileChange, Invalid, Storage, check_login
 
 DEFAULT_OWNER = "wiki"
@@ -378,12 +378,7 @@ def import_page(storage: Storage, page: WikiPage, *, fetch: bool = True, client:
             if entry.indexed_serial:
                 touched[entry.id] = entry  # a gist model: stays, without its wiki words
             else:
-                s.execute(delete(EntryTag).where(EntryTag.entry_pk == entry.pk))
-                if catalog._sqlite(s):
-                    from sqlalchemy import text
-
-                    s.execute(text("DELETE FROM zoo_fts WHERE rowid = :pk"), {"pk": entry.pk})
-                s.delete(entry)
+                catalog.drop_entry(s, entry)
         s.flush()
         for entry in touched.values():
             catalog.refresh_search(s, entry)
