@@ -14,7 +14,7 @@ from datetime import timedelta
 import httpx
 import pytest
 
-from caffezoo.server import Storage, catalog
+from caffezoo.server import Storage
 from caffezoo.server.links import check_links, due_urls, probe
 from caffezoo.server.models import LinkCheck
 from fault_server import FaultServer

@@ -31,7 +31,6 @@ from ..frontmatter import parse_readme
 from ..schema import FrontMatter, validate_front_matter
 from .models import Blob, Entry, EntryTag, Gist, LinkCheck, Meta, Revision, RevisionFile, User, WikiSection
 
-README_NAMES = ("readme.md",)
 MAX_SEARCH_TEXT = 200_000  # characters of a readme that search sees (a tsvector tops out at 1 MB)
 MAX_QUERY_WORDS = 12
 _WORD_RE = re.compile(r"\w+", re.UNICODE)

@@ -36,7 +36,7 @@ from . import catalog
 from .api import JSON_TYPE, GistCache, base_url, json_response, valid_id
 from .mirror import Mirror
 from .models import Entry, LinkCheck, WikiSection
-from .pictures import Pictures, pick_net
+from .pictures import pick_net
 from .render import highlight_prototxt, markdown_html, plain_lines
 from .storage import GistView, Storage
 
