@@ -121,11 +121,13 @@ def test_requests_stay_under_the_rate(store, origin):
     for i in range(5):
         origin.route(f"/w{i}", BODY)
         model_for(store, origin.url(f"/w{i}"), name=f"Rate Net {i}")
-    check_links(store, rate=10)
+    # 2 a second: the gaps are seen where the requests arrive, after the loopback's and the
+    # scheduler's jitter (15 ms and more on a loaded machine), which must stay small beside them.
+    check_links(store, rate=2)
     times = sorted(r.time for r in origin.requests)
     assert len(times) == 5
     gaps = [b - a for a, b in zip(times, times[1:])]
-    assert min(gaps) >= 0.09  # 10 a second at most
+    assert min(gaps) >= 0.45  # 2 a second at most
 
 
 def test_check_links_cli_and_what_pages_show(cli, origin, tmp_path, monkeypatch):
