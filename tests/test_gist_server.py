@@ -378,6 +378,19 @@ def test_token_create_prints_once_and_stores_only_a_hash(cli_process, tmp_path):
     assert bad.code == 2 and "not a valid user name" in bad.stderr and "Traceback" not in bad.stderr
 
 
+def test_a_database_that_cannot_be_opened_is_one_clear_line(cli, tmp_path):
+    (tmp_path / "file").write_text("a file, not a folder")
+    urls = ["not a url", "nonsense://x", f"postgresql://zoo:s3cret@127.0.0.1:{free_port()}/zoo",
+            f"sqlite:///{tmp_path / 'file' / 'zoo.db'}"]
+    for url in urls:
+        for args in (["serve", "token", "create", "alice"], ["wiki", "export"],
+                     ["serve", "--no-check-links", "--port", str(free_port())]):
+            r = cli(*args, "--database-url", url)
+            assert r.code == 1 and r.stderr.startswith("error: cannot open the database "), (url, args, r)
+            assert "--database-url or CAFFEZOO_DATABASE_URL" in r.stderr and "s3cret" not in r.stderr
+            assert len(r.stderr.splitlines()) == 1 and r.stdout == ""
+
+
 def test_serve_runs_uvicorn_on_the_given_port(tmp_path):
     import os
     import sys

@@ -27,8 +27,10 @@ from typing import Any
 
 from sqlalchemy import create_engine, delete, event, func, select
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
+from ..errors import ConfigError
 from ..schema import check_file_name
 from . import catalog
 from .models import Base, Blob, Gist, Revision, RevisionFile, Token, User
@@ -182,6 +184,11 @@ def normalize_url(url: str) -> str:
     return url
 
 
+def _shown(url: str) -> str:
+    """``url`` fit for a message: its password hidden."""
+    return re.sub(r"(://[^:/@]*:)[^@/]*@", r"\1***@", url)
+
+
 def make_engine(url: str) -> Engine:
     """An engine tuned for the server: SQLite in WAL mode with explicit transactions."""
     url = normalize_url(url)
@@ -216,15 +223,25 @@ class Storage:
     """Users, tokens and gists in one SQL database."""
 
     def __init__(self, url: str):
+        """Open (creating its tables if new) the database at ``url``; :class:`ConfigError`
+        names the URL, password hidden, when it cannot be opened."""
         self.url = normalize_url(url)
-        self.engine = make_engine(self.url)
-        self._write_engine = self.engine.execution_options(write=True)
-        self.is_sqlite = self.engine.dialect.name == "sqlite"
+        engine = None
+        try:
+            engine = self.engine = make_engine(self.url)
+            self._write_engine = self.engine.execution_options(write=True)
+            self.is_sqlite = self.engine.dialect.name == "sqlite"
+            Base.metadata.create_all(self.engine)
+            catalog.setup(self.engine)
+            self.reindex()
+        except (SQLAlchemyError, ImportError, OSError) as e:  # a bad URL, a missing driver, no server
+            if engine is not None:
+                engine.dispose()
+            why = str(getattr(e, "orig", None) or e).strip().split("\n")[0] or type(e).__name__
+            raise ConfigError(f"cannot open the database {_shown(self.url)}: {why}; check --database-url "
+                              "or CAFFEZOO_DATABASE_URL") from e
         mark = "?" if self.is_sqlite else "%s"
         self._state_sql = f"SELECT revision, serial FROM gists WHERE id = {mark}"
-        Base.metadata.create_all(self.engine)
-        catalog.setup(self.engine)
-        self.reindex()
 
     def close(self) -> None:
         self.engine.dispose()
