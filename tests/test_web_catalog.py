@@ -75,9 +75,11 @@ def test_search_covers_name_readme_and_tags_with_prefixes_and_ranks_names_first(
 
 def test_search_words_are_never_query_syntax(store):
     publish(store, "erin", "Plain Net")
-    for q in ['"', "NEAR(", "a OR", "*", "x:*", "'; DROP TABLE gists; --", "(((", "!", "\\", "é"]:
-        names, total = find(store, q=q)
-        assert total == len(names)
+    # Punctuation is no word: alone it makes no search (every model is found), else it is dropped.
+    for q in ['"', "*", "(((", "!", "\\", "(plain)", "pla*", "'plain'"]:
+        assert find(store, q=q) == (["Plain Net"], 1), q
+    for q in ["NEAR(", "NEAR(plain", "a OR", "x:*", "'; DROP TABLE gists; --", "é", "NEAR(plain, net)x"]:
+        assert find(store, q=q) == ([], 0), q
     assert find(store, q="plain OR nothing") == ([], 0)  # OR is a word here, not an operator
 
 
