@@ -14,7 +14,7 @@ from datetime import timedelta
 import httpx
 import pytest
 
-from caffezoo.server import Storage
+from caffezoo.server import Storage, catalog
 from caffezoo.server.links import check_links, due_urls, probe
 from caffezoo.server.models import LinkCheck
 from fault_server import FaultServer
@@ -130,6 +130,30 @@ def test_requests_stay_under_the_rate(store, origin):
     assert min(gaps) >= 0.45  # 2 a second at most
 
 
+def test_a_round_of_checks_is_recorded_in_batches(store, origin):
+    """Each record moves the pages' cache generation on: not once per probe."""
+    for i in range(4):
+        origin.route(f"/b{i}", BODY)
+        model_for(store, origin.url(f"/b{i}"), name=f"Batch Net {i}")
+
+    def generation() -> int:
+        with store.session() as s:
+            return catalog.generation(s)
+
+    seen: list[tuple[str, int]] = []
+    before = generation()
+    results = check_links(store, rate=100, record_every=3600,
+                          on_result=lambda p: seen.append((p.url, generation())))
+    assert len(results) == 4 and all(r.reachable for r in results)
+    assert [g for _, g in seen] == [before] * 4  # nothing written during the round...
+    assert generation() == before + 1  # ...and all of it at its end, at once
+    assert all(row(store, r.url).reachable for r in results)
+    seen.clear()
+    check_links(store, [r.url for r in results], rate=100, record_every=0,
+                on_result=lambda p: seen.append((p.url, generation())))
+    assert [g for _, g in seen] == [before + 1, before + 2, before + 3, before + 4]  # each, when asked
+
+
 def test_check_links_cli_and_what_pages_show(cli, origin, tmp_path, monkeypatch):
     db = f"sqlite:///{tmp_path / 'links.db'}"
     monkeypatch.setenv("CAFFEZOO_DATABASE_URL", db)
@@ -155,7 +179,7 @@ def test_check_links_cli_and_what_pages_show(cli, origin, tmp_path, monkeypatch)
 
 def test_the_server_checks_links_in_the_background(origin, tmp_path):
     """`caffezoo serve` as a real process: its checker thread probes what is due."""
-    from caffezoo.server import Storage
+    from caffezoo.server import Storage, catalog
 
     db = f"sqlite:///{tmp_path / 'bg.db'}"
     origin.route("/w", BODY)

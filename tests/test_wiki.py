@@ -220,7 +220,7 @@ def test_the_wiki_page_follows_imports_mirrored_blobs_and_link_checks(tmp_path):
         blob.parent.mkdir(parents=True)
         blob.write_bytes(b"weights")  # a file-system fact: no database write tells the page
         assert "mirrored here" in w.get("/wiki").text
-        record(w.storage, Probe("http://127.0.0.1:9/w.caffemodel", False, error="refused"))
+        record(w.storage, [Probe("http://127.0.0.1:9/w.caffemodel", False, error="refused")])
         html = w.get("/wiki").text
         assert "weights unreachable" in html and "link not checked yet" not in html
         import_page(w.storage, parse_page("### Another section\n\n* [Other](https://example.org/o)\n"),
