@@ -444,6 +444,24 @@ def test_cli_upload_download_list(zoo, cli, tmp_path):
     assert data["gist_id"] in r.stdout
 
 
+def test_cli_prints_the_apis_words_as_text_not_markup(scripted, cli, tmp_path, monkeypatch):
+    """Descriptions and file names are anyone's: rich markup in them is shown, never obeyed."""
+    api = scripted()
+    monkeypatch.setenv("CAFFEZOO_GIST_API", api.url)
+    monkeypatch.setenv("CAFFEZOO_TOKEN", "t")
+    monkeypatch.setenv("COLUMNS", "250")  # a table row on one line
+    g = github_gist(api.url) | {"description": "x[/red]"}
+    g["files"]["a[bold]b.txt"] = {"filename": "a[bold]b.txt", "content": "text"}
+    api.script("GET", "/gists", (200, [g]))
+    api.script("GET", f"/gists/{GIST_ID}", (200, g))
+    api.script("GET", f"/octocat/{GIST_ID}/raw/db9c55113504e46fa076e7df3a04ce592e2e86d8/deploy.prototxt",
+               (200, DEPLOY.encode()))
+    r = cli("gist", "list")
+    assert r.code == 0 and "x[/red]" in r.stdout and "a[bold]b.txt" in r.stdout
+    r = cli("gist", "download", GIST_ID, tmp_path / "m")
+    assert r.code == 0 and "a[bold]b.txt" in r.stdout
+
+
 def test_model_argument_may_be_a_gist(zoo, cli, tmp_path, monkeypatch):
     d = model_copy(tmp_path)
     gist_id = upload(d).gist_id
