@@ -17,17 +17,6 @@ def _url(url: str | None) -> str:
     return url or settings().server_database_url
 
 
-def create_token(user: str, url: str | None = None) -> str:
-    """A new token for ``user`` (created if new) in the server's database."""
-    store = Storage(_url(url))
-    try:
-        return store.create_token(user)
-    except Invalid as e:
-        raise UsageError(str(e)) from None
-    finally:
-        store.close()
-
-
 @contextmanager
 def open_storage(database_url: str | None = None) -> Iterator[Storage]:
     """The server's storage for a command run beside (or instead of) the server."""
@@ -36,6 +25,15 @@ def open_storage(database_url: str | None = None) -> Iterator[Storage]:
         yield store
     finally:
         store.close()
+
+
+def create_token(user: str, url: str | None = None) -> str:
+    """A new token for ``user`` (created if new) in the server's database."""
+    with open_storage(url) as store:
+        try:
+            return store.create_token(user)
+        except Invalid as e:
+            raise UsageError(str(e)) from None
 
 
 def _blobs_dir(blobs_dir: str | os.PathLike[str] | None) -> Path:
