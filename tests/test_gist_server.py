@@ -376,6 +376,9 @@ def test_token_create_prints_once_and_stores_only_a_hash(cli_process, tmp_path):
     store.close()
     bad = cli_process("serve", "token", "create", "bad/name", "--database-url", f"sqlite:///{db}")
     assert bad.code == 2 and "not a valid user name" in bad.stderr and "Traceback" not in bad.stderr
+    bad = cli_process("serve", "token", "create", "x--y", "--database-url", f"sqlite:///{tmp_path / 'new.db'}")
+    assert bad.code == 2 and "not a valid user name" in bad.stderr
+    assert not (tmp_path / "new.db").exists()  # a refused name makes no database
 
 
 def test_a_database_that_cannot_be_opened_is_one_clear_line(cli, tmp_path):
