@@ -122,6 +122,17 @@ def test_nul_characters_in_front_matter_are_kept_visible_on_every_database(store
     assert find(store, q="nul") == (["Nul\ufffdNet"], 1)
 
 
+def test_deeply_nested_front_matter_is_a_problem_not_a_crash(store):
+    """Nesting hundreds deep made the YAML composer raise RecursionError: a 500 on every write."""
+    store.ensure_user("ned")
+    for depth in (40, 5000):
+        text = f"---\nname: Deep {depth}\nd: {'[' * depth}1{']' * depth}\n---\nProse.\n"
+        view = store.create_gist("ned", f"Deep {depth}", True, {"readme.md": text.encode()})
+        e = entry(store, view.id)
+        assert e.listed and e.name == f"Deep {depth}"  # from the description: the YAML is refused
+        assert "nested more than 32 levels deep" in e.problems
+
+
 def test_a_database_from_before_the_catalog_is_indexed_on_open(database_url):
     from sqlalchemy import delete
 
