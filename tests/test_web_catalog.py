@@ -133,6 +133,22 @@ def test_deeply_nested_front_matter_is_a_problem_not_a_crash(store):
         assert "nested more than 32 levels deep" in e.problems
 
 
+def test_values_too_big_for_the_catalogs_columns_never_fail_a_write(store):
+    """PostgreSQL refuses a string longer than its column and both databases an int past
+    64 bits: the gist is stored all the same, its catalog entry keeps what fits."""
+    long_tag = "t" * 150
+    gid = publish(store, "vic", "Big Values", license="L" * 5000, task="T" * 5000, caffemodel="c" * 400,
+                  caffe_version="v" * 500, size=10**25, tags=[long_tag, long_tag[:100] + "x" * 50])
+    e = entry(store, gid)
+    assert (e.license, e.task, e.caffemodel) == ("L" * 200, "T" * 200, "c" * 255)
+    assert e.framework == ("Caffe " + "v" * 500)[:100] and e.size is None and e.tags == "t" * 100
+    assert find(store, license="L" * 200) == (["Big Values"], 1)
+    huge = publish(store, "vic", "Huge Int", size=2**63)
+    assert entry(store, huge).size is None and entry(store, huge).listed
+    digits = publish(store, "vic", "Many Digits", extra="9" * 5000)
+    assert "a value YAML cannot read" in entry(store, digits).problems
+
+
 def test_a_database_from_before_the_catalog_is_indexed_on_open(database_url):
     from sqlalchemy import delete
 

@@ -233,6 +233,8 @@ def load_yaml_mapping(
         loaded = _yaml("safe").load(yaml_text)
     except YAMLError as e:  # e.g. an int too odd to construct
         raise _yaml_error(e, path, first_line) from None
+    except ValueError as e:  # an int of more than 4300 digits: Python's int() refuses it
+        raise FrontMatterError(path, f"a value YAML cannot read: {str(e).split(';')[0]}") from None
     data: dict[str, Any] = {str(k): v for k, v in loaded.items()}
     data.update(raw)
     return data, key_lines

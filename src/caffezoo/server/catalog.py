@@ -118,6 +118,16 @@ def without_nul(value: Any) -> Any:
     return value
 
 
+def clip(column: Any, value: str | None) -> str | None:
+    """``value`` cut to the length ``column`` (a bounded ``String``) declares: PostgreSQL
+    refuses a longer one, and the catalog's copy of a 5,000-character license is no loss."""
+    limit = column.type.length
+    return value[:limit] if value is not None and limit is not None else value
+
+
+MAX_SIZE = 2**63 - 1  # a BigInteger column's largest value
+
+
 def read_info(text: str, fallback_name: str | None = None) -> ModelInfo | None:
     """The catalog's view of a readme; None when it has no front matter (not a model).
 
@@ -139,8 +149,9 @@ def read_info(text: str, fallback_name: str | None = None) -> ModelInfo | None:
         # Keep what is usable: every value that is a plain string.
         fm = FrontMatter.model_construct(**{k: v for k, v in data.items()
                                             if isinstance(v, str) and k in FrontMatter.model_fields})
-    tags = [t.strip().lower() for t in (fm.tags if isinstance(fm.tags, list) else []) if str(t).strip()]
-    size = fm.size if isinstance(fm.size, int) else None
+    tags = [clip(EntryTag.tag, t.strip().lower()) for t in (fm.tags if isinstance(fm.tags, list) else [])
+            if str(t).strip()]
+    size = fm.size if isinstance(fm.size, int) and 0 <= fm.size <= MAX_SIZE else None
     return ModelInfo(
         name=(fm.name or fallback_name or "").strip(), summary=first_line(body), license=fm.license,
         task=fm.task, framework=framework_of(fm), caffemodel=fm.caffemodel,
@@ -223,7 +234,7 @@ def refresh_search(s: Session, entry: Entry) -> None:
 def _set_tags(s: Session, entry: Entry, tags: list[str]) -> None:
     s.execute(delete(EntryTag).where(EntryTag.entry_pk == entry.pk))
     if tags:
-        s.execute(insert(EntryTag), [{"entry_pk": entry.pk, "tag": t[:100]} for t in tags])
+        s.execute(insert(EntryTag), [{"entry_pk": entry.pk, "tag": t} for t in tags])
 
 
 def index_gist(s: Session, gist_id: str) -> None:
@@ -258,8 +269,9 @@ def _apply(entry: Entry, info: ModelInfo) -> None:
     entry.name = info.name or entry.wiki_name or entry.id
     entry.sort_name = entry.name.lower()[:200]
     entry.summary = info.summary
-    entry.license, entry.task, entry.framework = info.license, info.task, info.framework
-    entry.caffemodel, entry.caffemodel_url, entry.sha1 = info.caffemodel, info.caffemodel_url, info.sha1
+    entry.license, entry.task = clip(Entry.license, info.license), clip(Entry.task, info.task)
+    entry.framework, entry.caffemodel = clip(Entry.framework, info.framework), clip(Entry.caffemodel, info.caffemodel)
+    entry.caffemodel_url, entry.sha1 = info.caffemodel_url, info.sha1
     entry.size, entry.tags = info.size, ",".join(info.tags)
     entry.readme = info.body[:MAX_SEARCH_TEXT]
     entry.problems = "\n".join(info.problems)
@@ -382,6 +394,6 @@ def section_of(s: Session, entry: Entry) -> WikiSection | None:
     return s.get(WikiSection, entry.section_id) if entry.section_id else None
 
 
-__all__ = ["Facets", "ModelInfo", "Page", "drop_entry", "facets", "find", "first_line", "forget_gist", "framework_of",
+__all__ = ["Facets", "ModelInfo", "Page", "clip", "drop_entry", "facets", "find", "first_line", "forget_gist", "framework_of",
            "generation", "get_entry", "index_gist", "link_checks", "read_info", "refresh_search",
            "section_of", "setup", "stale_gists", "without_nul"]
