@@ -106,6 +106,16 @@ def test_import_without_fetching_keeps_the_page(store):
         assert sorted(e.name for e in catalog.find(s, q="vgg").entries) == ["16-layer", "Project page"]  # section title
 
 
+def test_overlong_titles_and_anchors_are_imported(store):
+    """An anchor longer than its column (and the page title, kept in the same column) is cut to fit."""
+    title, anchor = "T" * 300, "a" * 300
+    report = import_page(store, parse_page(f"# {title}\n\n<a name=\"{anchor}\"></a>\n### S\n\n* [x](https://x.org)\n"),
+                         fetch=False)
+    assert report.sections == 1
+    page = export_page(store, include_unsectioned=False)
+    assert page.title == "T" * 200 and page.sections[0].anchor == "a" * 200
+
+
 def test_reimport_replaces_the_page_and_keeps_gist_models(store):
     import_page(store, parse_page(page_text()), fetch=False)
     publish(store, "zed", "Unrelated Model")

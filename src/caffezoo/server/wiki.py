@@ -344,11 +344,12 @@ def import_page(storage: Storage, page: WikiPage, *, fetch: bool = True, client:
         s.execute(update(Entry).where(Entry.section_id.is_not(None)).values(section_id=None))
         s.execute(delete(WikiSection))
         if page.preamble or page.title:
-            s.add(WikiSection(position=0, title="", anchor=page.title, notes=page.preamble))
+            s.add(WikiSection(position=0, title="", anchor=catalog.clip(WikiSection.anchor, page.title),
+                              notes=page.preamble))
         touched: dict[str, Entry] = {}
         for pos, sec in enumerate(page.sections, start=1):
-            row = WikiSection(position=pos, title=sec.title, anchor=sec.anchor, citation=sec.citation,
-                              notes=sec.notes)
+            row = WikiSection(position=pos, title=sec.title, anchor=catalog.clip(WikiSection.anchor, sec.anchor),
+                              citation=sec.citation, notes=sec.notes)
             s.add(row)
             s.flush()
             for ipos, item in enumerate(sec.items):
