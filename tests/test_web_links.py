@@ -59,6 +59,15 @@ def test_head_is_enough_when_it_works(store, origin):
     assert due_urls(store) == [] and due_urls(store, all_urls=True) == [url]
 
 
+def test_a_url_too_long_to_record_is_not_probed(store, origin):
+    origin.route("/w.caffemodel", BODY)
+    model_for(store, origin.url("/w.caffemodel"), "Short URL Net")
+    model_for(store, origin.url("/w.caffemodel?" + "x" * 3000), "Long URL Net")
+    results = check_links(store, rate=100)
+    assert [r.url for r in results] == [origin.url("/w.caffemodel")] and results[0].reachable
+    assert len(origin.requests) == 1
+
+
 def test_a_server_refusing_head_gets_a_one_byte_range_get(store, origin):
     origin.route("/w.caffemodel", BODY, handler=head_refused)
     result = probe(httpx.Client(), origin.url("/w.caffemodel"))

@@ -156,6 +156,8 @@ def check_links(storage: Storage, urls: Iterable[str] | None = None, *, all_urls
     """Probe ``urls`` (default: those due) at most ``rate`` per second; return what was seen,
     recorded every ``record_every`` seconds and at the end."""
     todo = list(urls) if urls is not None else due_urls(storage, all_urls=all_urls)
+    # A URL longer than link_checks can key on is never probed: its check could not be kept.
+    todo = [u for u in todo if len(u) <= LinkCheck.url.type.length]
     limit = RateLimit(rate)
     results: list[Probe] = []
     recorded, last_record = 0, time.monotonic()
