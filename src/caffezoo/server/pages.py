@@ -287,11 +287,22 @@ class FileShown:
     kind: str
 
 
-@lru_cache(maxsize=1024)
+_FILE_HTML = GistCache(1024)
+
+
 def _file_html(blob_sha: str, prototxt: bool, content: bytes) -> str:
-    """A file as highlighted (or plain) lines; by blob, since many models share their nets."""
-    text = content.decode("utf-8", errors="replace")
-    return highlight_prototxt(text) if prototxt else plain_lines(text)
+    """A file as highlighted (or plain) lines; by blob, since many models share their nets.
+
+    Keyed on the blob's SHA-1 alone (an lru_cache would keep, hash and compare each
+    file's whole content as part of its key).
+    """
+    key = (blob_sha, prototxt)
+    html = _FILE_HTML.get(key)
+    if html is None:
+        text = content.decode("utf-8", errors="replace")
+        html = highlight_prototxt(text) if prototxt else plain_lines(text)
+        _FILE_HTML.put(key, html)
+    return html
 
 
 def _files(view: GistView, base: str) -> list[FileShown]:
