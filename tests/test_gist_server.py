@@ -434,3 +434,5 @@ def test_serve_refuses_a_taken_port_or_a_bad_one_clearly(cli_process, tmp_path):
     assert f"cannot listen on 127.0.0.1:{port}: Address already in use; choose another --port" in r.stderr
     r = cli_process("serve", "--port", "99999")
     assert r.code == 2 and "--port" in r.stderr
+    r = cli_process("serve", "--log-level", "bogus", "--port", free_port(), env={"CAFFEZOO_HOME": str(tmp_path)})
+    assert r.code == 2 and "Invalid value for '--log-level'" in r.stderr and "Traceback" not in r.stderr
