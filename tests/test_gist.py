@@ -160,6 +160,14 @@ def test_a_malformed_gist_is_an_error_not_a_crash(scripted, tmp_path, monkeypatc
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("user", ["bad/user", "../gists", "a b", "x?per_page=1", ""])
+def test_a_user_name_that_is_no_name_is_refused_before_any_request(scripted, user):
+    api = scripted()
+    with GistClient(api.url) as c, pytest.raises(UsageError, match="is not a user name"):
+        c.list(user)
+    assert api.seen == []
+
+
 def test_a_gist_list_that_is_not_a_list_of_gists_is_an_error(scripted, monkeypatch):
     api = scripted()
     api.script("GET", "/gists", (200, b"<html>a captive portal</html>"))

@@ -338,6 +338,8 @@ class GistClient:
         """A user's public gists, or (no user) the token owner's; following ``Link: rel=next``."""
         if user is None:
             self._need_token()
+        elif not _USER_RE.fullmatch(user):  # it goes into the URL's path
+            raise UsageError(f"{user!r} is not a user name: expected letters, digits, '-', '_' or '.'")
         url: str | None = f"/users/{user}/gists" if user else "/gists"
         out: list[Gist] = []
         params: dict[str, Any] | None = {"per_page": min(100, max(1, limit))}
