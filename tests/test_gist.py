@@ -5,6 +5,7 @@ scripted server on 127.0.0.1."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -140,6 +141,42 @@ def test_client_tolerates_missing_and_null_fields():
     assert (g.id, g.files, g.owner, g.truncated) == ("2729810", {}, None, False)
     with pytest.raises(GistError, match="not a gist"):
         Gist.from_json(["not", "a", "gist"])
+
+
+@pytest.mark.parametrize("change,complaint", [
+    ({"files": ["readme.md"]}, "'files' is ['readme.md'], expected an object"),
+    ({"files": {"a.txt": {"filename": 5, "content": "x"}}}, "'filename' is 5, expected a string"),
+    ({"files": {"a.txt": {"content": 5}}}, "'content' is 5, expected a string"),
+    ({"files": {"a.txt": {"content": "x", "size": "big", "truncated": True}}}, "'size' is 'big', expected an integer"),
+    ({"owner": {"login": ["octocat"]}}, "'login' is ['octocat'], expected a string"),
+    ({"description": {"text": "d"}}, "'description' is {'text': 'd'}, expected a string"),
+])
+def test_a_malformed_gist_is_an_error_not_a_crash(scripted, tmp_path, monkeypatch, change, complaint):
+    api = scripted()
+    monkeypatch.setenv("CAFFEZOO_GIST_API", api.url)
+    api.script("GET", f"/gists/{GIST_ID}", (200, github_gist(api.url) | change))
+    with pytest.raises(GistError, match=f"malformed gist {GIST_ID}: " + re.escape(complaint)):
+        download(GIST_ID, tmp_path / "m")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("user", ["bad/user", "../gists", "a b", "x?per_page=1", ""])
+def test_a_user_name_that_is_no_name_is_refused_before_any_request(scripted, user):
+    api = scripted()
+    with GistClient(api.url) as c, pytest.raises(UsageError, match="is not a user name"):
+        c.list(user)
+    assert api.seen == []
+
+
+def test_a_gist_list_that_is_not_a_list_of_gists_is_an_error(scripted, monkeypatch):
+    api = scripted()
+    api.script("GET", "/gists", (200, b"<html>a captive portal</html>"))
+    api.script("GET", "/users/octocat/gists", (200, {"message": "not a list"}))
+    with GistClient(api.url, token="t") as c:
+        with pytest.raises(GistError, match="GET .*/gists.*: expected JSON, got 'text/plain'"):
+            c.list()
+        with pytest.raises(GistError, match="expected a list of gists"):
+            c.list("octocat")
 
 
 def test_more_than_300_files_or_over_10_mb_is_reported(scripted, tmp_path, monkeypatch):
@@ -413,6 +450,24 @@ def test_cli_upload_download_list(zoo, cli, tmp_path):
     assert [g["id"] for g in json.loads(r.stdout)] == [data["gist_id"]]
     r = cli("gist", "list")
     assert data["gist_id"] in r.stdout
+
+
+def test_cli_prints_the_apis_words_as_text_not_markup(scripted, cli, tmp_path, monkeypatch):
+    """Descriptions and file names are anyone's: rich markup in them is shown, never obeyed."""
+    api = scripted()
+    monkeypatch.setenv("CAFFEZOO_GIST_API", api.url)
+    monkeypatch.setenv("CAFFEZOO_TOKEN", "t")
+    monkeypatch.setenv("COLUMNS", "250")  # a table row on one line
+    g = github_gist(api.url) | {"description": "x[/red]"}
+    g["files"]["a[bold]b.txt"] = {"filename": "a[bold]b.txt", "content": "text"}
+    api.script("GET", "/gists", (200, [g]))
+    api.script("GET", f"/gists/{GIST_ID}", (200, g))
+    api.script("GET", f"/octocat/{GIST_ID}/raw/db9c55113504e46fa076e7df3a04ce592e2e86d8/deploy.prototxt",
+               (200, DEPLOY.encode()))
+    r = cli("gist", "list")
+    assert r.code == 0 and "x[/red]" in r.stdout and "a[bold]b.txt" in r.stdout
+    r = cli("gist", "download", GIST_ID, tmp_path / "m")
+    assert r.code == 0 and "a[bold]b.txt" in r.stdout
 
 
 def test_model_argument_may_be_a_gist(zoo, cli, tmp_path, monkeypatch):

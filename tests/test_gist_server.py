@@ -153,6 +153,7 @@ BAD_CREATES = [
     ({"files": {"a.txt": {"content": "x"}}, "secret": True}, "secret", "invalid"),
     ({"files": {"a.txt": {"content": "x"}}, "public": "yes"}, "public", "invalid"),
     ({"files": {"a.txt": {"content": "x"}}, "description": 3}, "description", "invalid"),
+    ({"files": {"a.txt": {"content": "x"}}, "description": "a\u0000b"}, "description", "invalid"),
     ({"files": {"A.txt": {"content": "x"}, "a.txt": {"content": "y"}}}, "files", "already_exists"),
     ({"files": {"big.txt": {"content": "x" * (10 * 1024 * 1024 + 1)}}}, "files", "too_large"),
 ]
@@ -204,6 +205,8 @@ def test_bad_updates_are_422_and_change_nothing(zoo, files, code):
 def test_update_needs_description_or_files_and_refuses_public(zoo):
     g = zoo.create({"a.txt": "a"})
     assert _post(zoo, {}, f"/gists/{g['id']}", "PATCH").status_code == 422
+    r = _post(zoo, {"description": "a\u0000b"}, f"/gists/{g['id']}", "PATCH")
+    assert r.status_code == 422 and r.json()["errors"][0]["field"] == "description"
     r = _post(zoo, {"public": True}, f"/gists/{g['id']}", "PATCH")
     assert r.status_code == 422 and r.json()["errors"][0]["field"] == "public"
 
@@ -250,7 +253,8 @@ def test_lists_page_with_link_headers_and_since(zoo):
     assert len(page2.json()) == 1 and 'rel="prev"' in page2.headers["link"]
 
 
-@pytest.mark.parametrize("params", [{"per_page": "x"}, {"per_page": "0"}, {"page": "-1"}, {"since": "yesterday"}])
+@pytest.mark.parametrize("params", [{"per_page": "x"}, {"per_page": "0"}, {"page": "-1"}, {"since": "yesterday"},
+                                    {"since": "9999-12-31T23:59:59-23:59"}, {"since": "0001-01-01T00:00:00+14:00"}])
 def test_bad_list_parameters_are_422(zoo, params):
     r = httpx.get(f"{zoo.url}/users/{zoo.login}/gists", params=params)
     assert r.status_code == 422 and r.json()["errors"]
@@ -268,6 +272,8 @@ def test_big_files_are_truncated_in_json_and_whole_at_raw_url(zoo):
     assert big.startswith(f["content"]) and 1024 * 1024 - 2 <= len(f["content"].encode()) <= 1024 * 1024
     raw = httpx.get(f["raw_url"])
     assert raw.content == big.encode()
+    other = zoo.other().login  # (the other user exists: it is the owner who must match)
+    assert httpx.get(f["raw_url"].replace(f"/{zoo.login}/", f"/{other}/")).status_code == 404
     assert raw.headers["content-type"] == "text/plain; charset=utf-8"
     assert raw.headers["x-content-type-options"] == "nosniff" and "sandbox" in raw.headers["content-security-policy"]
 
@@ -370,6 +376,22 @@ def test_token_create_prints_once_and_stores_only_a_hash(cli_process, tmp_path):
     store.close()
     bad = cli_process("serve", "token", "create", "bad/name", "--database-url", f"sqlite:///{db}")
     assert bad.code == 2 and "not a valid user name" in bad.stderr and "Traceback" not in bad.stderr
+    bad = cli_process("serve", "token", "create", "x--y", "--database-url", f"sqlite:///{tmp_path / 'new.db'}")
+    assert bad.code == 2 and "not a valid user name" in bad.stderr
+    assert not (tmp_path / "new.db").exists()  # a refused name makes no database
+
+
+def test_a_database_that_cannot_be_opened_is_one_clear_line(cli, tmp_path):
+    (tmp_path / "file").write_text("a file, not a folder")
+    urls = ["not a url", "nonsense://x", f"postgresql://zoo:s3cret@127.0.0.1:{free_port()}/zoo",
+            f"sqlite:///{tmp_path / 'file' / 'zoo.db'}"]
+    for url in urls:
+        for args in (["serve", "token", "create", "alice"], ["wiki", "export"],
+                     ["serve", "--no-check-links", "--port", str(free_port())]):
+            r = cli(*args, "--database-url", url)
+            assert r.code == 1 and r.stderr.startswith("error: cannot open the database "), (url, args, r)
+            assert "--database-url or CAFFEZOO_DATABASE_URL" in r.stderr and "s3cret" not in r.stderr
+            assert len(r.stderr.splitlines()) == 1 and r.stdout == ""
 
 
 def test_serve_runs_uvicorn_on_the_given_port(tmp_path):
@@ -388,7 +410,9 @@ def test_serve_runs_uvicorn_on_the_given_port(tmp_path):
                 r = httpx.get(f"http://127.0.0.1:{port}/gists/0123456789abcdef0123")
                 break
             except httpx.TransportError:
-                assert p.poll() is None and time.monotonic() < deadline, p.stdout.read().decode()
+                if p.poll() is not None or time.monotonic() > deadline:
+                    p.kill()  # (reading its output while it runs would wait for ever)
+                    pytest.fail(f"caffezoo serve did not answer: {p.communicate()[0].decode()}")
                 time.sleep(0.2)
         assert r.status_code == 404 and r.json()["message"] == "Not Found"
         assert (tmp_path / "server.db").is_file()
@@ -410,3 +434,5 @@ def test_serve_refuses_a_taken_port_or_a_bad_one_clearly(cli_process, tmp_path):
     assert f"cannot listen on 127.0.0.1:{port}: Address already in use; choose another --port" in r.stderr
     r = cli_process("serve", "--port", "99999")
     assert r.code == 2 and "--port" in r.stderr
+    r = cli_process("serve", "--log-level", "bogus", "--port", free_port(), env={"CAFFEZOO_HOME": str(tmp_path)})
+    assert r.code == 2 and "Invalid value for '--log-level'" in r.stderr and "Traceback" not in r.stderr

@@ -5,6 +5,8 @@ Runs on SQLite (FTS5) and PostgreSQL (tsvector), whose full-text search differ.
 
 from __future__ import annotations
 
+import json
+
 from caffezoo.server import catalog
 from caffezoo.server.storage import FileChange
 from web_helpers import *  # noqa: F403
@@ -73,9 +75,11 @@ def test_search_covers_name_readme_and_tags_with_prefixes_and_ranks_names_first(
 
 def test_search_words_are_never_query_syntax(store):
     publish(store, "erin", "Plain Net")
-    for q in ['"', "NEAR(", "a OR", "*", "x:*", "'; DROP TABLE gists; --", "(((", "!", "\\", "é"]:
-        names, total = find(store, q=q)
-        assert total == len(names)
+    # Punctuation is no word: alone it makes no search (every model is found), else it is dropped.
+    for q in ['"', "*", "(((", "!", "\\", "(plain)", "pla*", "'plain'"]:
+        assert find(store, q=q) == (["Plain Net"], 1), q
+    for q in ["NEAR(", "NEAR(plain", "a OR", "x:*", "'; DROP TABLE gists; --", "é", "NEAR(plain, net)x"]:
+        assert find(store, q=q) == ([], 0), q
     assert find(store, q="plain OR nothing") == ([], 0)  # OR is a word here, not an operator
 
 
@@ -105,6 +109,44 @@ def test_broken_front_matter_is_listed_with_its_problems(store):
     bad_yaml = store.create_gist("gus", "Bad YAML", True, {"readme.md": b"---\nname: [unclosed\n---\n"})
     e = entry(store, bad_yaml.id)
     assert e.listed and e.name == "Bad YAML" and e.problems
+
+
+def test_nul_characters_in_front_matter_are_kept_visible_on_every_database(store):
+    """YAML's "\\0" escape puts a NUL in a value, which PostgreSQL text cannot hold."""
+    gid = publish(store, "nia", '"Nul\\0Net"', license='"MIT\\0"', tags=['"a\\0b"'], task='"x\\0"',
+                  extra='"\\0"', body="Prose.\n")
+    e = entry(store, gid)
+    assert (e.name, e.license, e.task, e.tags) == ("Nul\ufffdNet", "MIT\ufffd", "x\ufffd", "a\ufffdb")
+    assert json.loads(e.front_matter)["extra"] == "\ufffd"
+    assert find(store, license="MIT\ufffd") == (["Nul\ufffdNet"], 1)
+    assert find(store, q="nul") == (["Nul\ufffdNet"], 1)
+
+
+def test_deeply_nested_front_matter_is_a_problem_not_a_crash(store):
+    """Nesting hundreds deep made the YAML composer raise RecursionError: a 500 on every write."""
+    store.ensure_user("ned")
+    for depth in (40, 5000):
+        text = f"---\nname: Deep {depth}\nd: {'[' * depth}1{']' * depth}\n---\nProse.\n"
+        view = store.create_gist("ned", f"Deep {depth}", True, {"readme.md": text.encode()})
+        e = entry(store, view.id)
+        assert e.listed and e.name == f"Deep {depth}"  # from the description: the YAML is refused
+        assert "nested more than 32 levels deep" in e.problems
+
+
+def test_values_too_big_for_the_catalogs_columns_never_fail_a_write(store):
+    """PostgreSQL refuses a string longer than its column and both databases an int past
+    64 bits: the gist is stored all the same, its catalog entry keeps what fits."""
+    long_tag = "t" * 150
+    gid = publish(store, "vic", "Big Values", license="L" * 5000, task="T" * 5000, caffemodel="c" * 400,
+                  caffe_version="v" * 500, size=10**25, tags=[long_tag, long_tag[:100] + "x" * 50])
+    e = entry(store, gid)
+    assert (e.license, e.task, e.caffemodel) == ("L" * 200, "T" * 200, "c" * 255)
+    assert e.framework == ("Caffe " + "v" * 500)[:100] and e.size is None and e.tags == "t" * 100
+    assert find(store, license="L" * 200) == (["Big Values"], 1)
+    huge = publish(store, "vic", "Huge Int", size=2**63)
+    assert entry(store, huge).size is None and entry(store, huge).listed
+    digits = publish(store, "vic", "Many Digits", extra="9" * 5000)
+    assert "a value YAML cannot read" in entry(store, digits).problems
 
 
 def test_a_database_from_before_the_catalog_is_indexed_on_open(database_url):

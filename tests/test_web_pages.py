@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 
 import pytest
@@ -212,3 +213,59 @@ def test_pages_on_postgresql(postgres_url, tmp_path):
         assert "1 model found" in w.get("/", params={"tag": "street"}).text
         gid = w.http.get("/api/models", params={"q": "vera"}).json()["models"][0]["id"]
         assert "Cuts street scenes apart." in w.get(f"/models/{gid}").text
+
+
+def test_odd_page_requests_never_answer_500(database_url, tmp_path):
+    """Ids, filters and revisions no model has (NUL bytes, which PostgreSQL refuses, overlong
+    ids, markup): a 4xx or an empty result, on either database, as a page or as JSON."""
+    with web_for(database_url, tmp_path, seed=False) as w:
+        gid = publish(w.storage, "odd", "Odd Net")
+        paths = ["/models/%00", "/models/%00/net.svg", "/api/models/%00", "/odd/%00", "/%00/" + gid,
+                 "/models/" + "a" * 300, "/api/models/" + "a" * 300, "/odd/" + "a" * 100,
+                 f"/models/{gid}?rev=%00", f"/models/{gid}/net.svg?rev=%00", "/models/%3Cb%3E",
+                 "/?license=%00", "/?task=%00", "/?tag=%00", "/?q=%00", "/api/models?license=%00&tag=%00"]
+        for accept in ("text/html", "application/json"):
+            for path in paths:
+                r = w.http.get(path, headers={"Accept": accept})
+                assert r.status_code < 500, (accept, path, r.status_code, r.text[:200])
+        assert w.get("/", params={"license": "\0"}).status_code == 200
+        assert w.get("/models/%00").status_code == 404 and w.http.get("/api/models/%00").status_code == 404
+
+
+def test_drawing_a_network_does_not_hold_up_other_requests(web, tmp_path, monkeypatch):
+    """A big net keeps `dot` busy for seconds: meanwhile the server must go on answering.
+
+    The `dot` found first on PATH waits for a go-ahead before it runs the real one; the
+    index must be answered while it still waits.
+    """
+    import shutil
+    import threading
+
+    real = shutil.which("dot")
+    assert real, "graphviz's dot is missing (Debian package `graphviz`, see .ci/run)"
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "dot").write_text(
+        "#!/bin/sh\n"
+        f"touch {tmp_path}/started\n"
+        f"i=0; while [ ! -e {tmp_path}/go ] && [ $i -lt 600 ]; do sleep 0.05; i=$((i+1)); done\n"
+        f"touch {tmp_path}/finished\n"
+        f'exec {real} "$@"\n')
+    (bin_dir / "dot").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    gid = publish(web.storage, "dora", "Slow Drawing Net")
+    model: dict = {}
+    thread = threading.Thread(target=lambda: model.setdefault("r", web.get(f"/models/{gid}")))
+    thread.start()
+    try:
+        for _ in range(600):
+            if (tmp_path / "started").exists() or not thread.is_alive():
+                break
+            threading.Event().wait(0.05)
+        assert (tmp_path / "started").exists(), "the model page did not draw its network"
+        index = web.get("/")
+        assert index.status_code == 200 and not (tmp_path / "finished").exists()
+    finally:
+        (tmp_path / "go").touch()
+        thread.join(60)
+    assert model["r"].status_code == 200 and f'src="/models/{gid}/net.svg"' in model["r"].text

@@ -89,6 +89,8 @@ def test_odd_pages_do_not_break_the_parser():
         assert render_page(page)  # and writes back without error
     crlf = parse_page("### T\r\n* [CRLF](https://gist.github.com/u/0123456789abcdef0123): d\r\n")
     assert crlf.sections[0].items[0].gist.id == "0123456789abcdef0123"
+    nul = parse_page("# T\0\n\n### S\0\n\nnote\0\n\n* [a\0](https://x.org/\0): d\0\n")  # (PostgreSQL holds no NUL)
+    assert "\0" not in render_page(nul) and nul.sections[0].items[0].name == "a\ufffd"
 
 
 def test_import_without_fetching_keeps_the_page(store):
@@ -102,6 +104,16 @@ def test_import_without_fetching_keeps_the_page(store):
         assert catalog.section_of(s, nin).citation.startswith("@inproceedings")
         assert [e.name for e in catalog.find(s, q="cifar").entries] == ["NIN-CIFAR10"]
         assert sorted(e.name for e in catalog.find(s, q="vgg").entries) == ["16-layer", "Project page"]  # section title
+
+
+def test_overlong_titles_and_anchors_are_imported(store):
+    """An anchor longer than its column (and the page title, kept in the same column) is cut to fit."""
+    title, anchor = "T" * 300, "a" * 300
+    report = import_page(store, parse_page(f"# {title}\n\n<a name=\"{anchor}\"></a>\n### S\n\n* [x](https://x.org)\n"),
+                         fetch=False)
+    assert report.sections == 1
+    page = export_page(store, include_unsectioned=False)
+    assert page.title == "T" * 200 and page.sections[0].anchor == "a" * 200
 
 
 def test_reimport_replaces_the_page_and_keeps_gist_models(store):
@@ -188,3 +200,40 @@ def test_offline_import_does_not_fetch(cli, tmp_path, monkeypatch, scripted):
     page.write_text(page_text())
     r = cli("wiki", "import", page)
     assert r.code == 0 and "not fetching" in r.stderr and srv.seen == []
+
+
+def test_a_wiki_link_that_is_not_http_is_shown_as_text(tmp_path):
+    """The wiki page is anyone's words: a javascript: link must not become a link on a page."""
+    from caffezoo.server.wiki import link_entry_id
+
+    url = "javascript:alert`1`"
+    with web_for(f"sqlite:///{tmp_path / 'w.db'}", tmp_path, seed=False) as w:
+        import_page(w.storage, parse_page(f"### Evil\n\n* [Evil]({url}): a trap\n"), fetch=False)
+        html = w.get(f"/models/{link_entry_id(url)}").text
+        assert "<th>Source</th><td>javascript:alert`1`</td>" in html
+        assert "href=\"javascript" not in html.lower()
+
+
+def test_the_wiki_page_follows_imports_mirrored_blobs_and_link_checks(tmp_path):
+    """The rendered page is cached: each change it shows must still show at once."""
+    from caffezoo.server.links import Probe, record
+
+    with web_for(f"sqlite:///{tmp_path / 'w.db'}", tmp_path, seed=False) as w:
+        assert "No wiki page has been imported yet" in w.get("/wiki").text
+        gid = publish(w.storage, "wes", "Wes Net", sha1="6" * 40, caffemodel="w.caffemodel",
+                      caffemodel_url="http://127.0.0.1:9/w.caffemodel")
+        import_page(w.storage, parse_page(f"### Wes\n\n* [Wes on the wiki](https://gist.github.com/wes/{gid})\n"),
+                    fetch=False)
+        html = w.get("/wiki").text
+        assert "Wes on the wiki" in html and "link not checked yet" in html and "mirrored here" not in html
+        blob = w.app.state.mirror.path("6" * 40)
+        blob.parent.mkdir(parents=True)
+        blob.write_bytes(b"weights")  # a file-system fact: no database write tells the page
+        assert "mirrored here" in w.get("/wiki").text
+        record(w.storage, [Probe("http://127.0.0.1:9/w.caffemodel", False, error="refused")])
+        html = w.get("/wiki").text
+        assert "weights unreachable" in html and "link not checked yet" not in html
+        import_page(w.storage, parse_page("### Another section\n\n* [Other](https://example.org/o)\n"),
+                    fetch=False)
+        html = w.get("/wiki").text
+        assert "Another section" in html and "Wes on the wiki" not in html

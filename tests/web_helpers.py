@@ -23,7 +23,7 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backg
                  "--disable-component-update", "--disable-sync", "--no-first-run",
                  "--disable-dev-shm-usage"]
 
-__all__ = ["OUTPUT", "Web", "browser", "database_url", "make_store", "postgres_url", "publish", "readme",
+__all__ = ["OUTPUT", "Web", "browser", "database_url", "postgres_url", "publish", "readme",
            "store", "web", "web_for", "fresh_postgres"]
 
 DEPLOY = """\
@@ -62,17 +62,9 @@ def fresh_postgres(server_url: str) -> str:
     import psycopg
 
     name = "zoo_" + uuid.uuid4().hex[:12]
-    with psycopg.connect(server_url.replace("postgresql://", "postgresql://", 1), autocommit=True) as conn:
+    with psycopg.connect(server_url, autocommit=True) as conn:
         conn.execute(f"CREATE DATABASE {name}")
     return server_url.rsplit("/", 1)[0] + "/" + name
-
-
-def make_store(kind: str, tmp_path: Path, request):
-    from caffezoo.server import Storage
-
-    if kind == "sqlite":
-        return Storage(f"sqlite:///{tmp_path / 'zoo.db'}")
-    return Storage(fresh_postgres(request.getfixturevalue("postgres_url")))
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -49,6 +49,9 @@ _CORE_TAGS = {
     "tag:yaml.org,2002:" + t
     for t in ("str", "int", "float", "bool", "null", "map", "seq", "timestamp")
 }
+# Front matter is a flat mapping of small values; nesting deeper than this is refused
+# before anything recursive (the YAML constructor, validation, JSON) walks it.
+MAX_DEPTH = 32
 
 # A universal-newline line splitter that keeps each line's own ending, as
 # Python's text mode (which Caffe's script uses) splits lines.
@@ -160,10 +163,12 @@ def _check_nodes(root: Any, path: str, first_line: int) -> None:
     from ruamel.yaml.nodes import MappingNode, SequenceNode
 
     seen: set[int] = set()
-    stack = [root]
+    stack = [(root, 0)]
     while stack:
-        node = stack.pop()
+        node, depth = stack.pop()
         line = first_line + node.start_mark.line
+        if depth > MAX_DEPTH:
+            raise FrontMatterError(path, f"values nested more than {MAX_DEPTH} levels deep", line=line)
         if id(node) in seen:
             raise FrontMatterError(
                 path, "YAML anchors and aliases (&name, *name) are not supported in front matter "
@@ -181,9 +186,9 @@ def _check_nodes(root: Any, path: str, first_line: int) -> None:
             )
         if isinstance(node, MappingNode):
             for k, v in node.value:
-                stack.extend((k, v))
+                stack.extend(((k, depth + 1), (v, depth + 1)))
         elif isinstance(node, SequenceNode):
-            stack.extend(node.value)
+            stack.extend((v, depth + 1) for v in node.value)
 
 
 def load_yaml_mapping(
@@ -197,6 +202,9 @@ def load_yaml_mapping(
         root = _yaml("rt").compose(yaml_text)
     except YAMLError as e:
         raise _yaml_error(e, path, first_line) from None
+    except RecursionError:  # the composer recurses: [[[[...]]]] hundreds deep
+        raise FrontMatterError(path, f"values nested more than {MAX_DEPTH} levels deep", line=first_line) \
+            from None
     if root is None:
         return {}, {}
     if not isinstance(root, MappingNode):
@@ -226,6 +234,8 @@ def load_yaml_mapping(
         loaded = _yaml("safe").load(yaml_text)
     except YAMLError as e:  # e.g. an int too odd to construct
         raise _yaml_error(e, path, first_line) from None
+    except ValueError as e:  # an int of more than 4300 digits: Python's int() refuses it
+        raise FrontMatterError(path, f"a value YAML cannot read: {str(e).split(';')[0]}") from None
     data: dict[str, Any] = {str(k): v for k, v in loaded.items()}
     data.update(raw)
     return data, key_lines

@@ -154,20 +154,36 @@ class Gist:
     def from_json(cls, data: Any) -> Gist:
         if not isinstance(data, dict) or not isinstance(data.get("id"), (str, int)):
             raise GistError(f"the API answered something that is not a gist: {str(data)[:200]!r}")
+        gist_id = str(data["id"])
         files: dict[str, GistFile] = {}
-        for key, f in (data.get("files") or {}).items():
+        for key, f in _typed(data, "files", dict, gist_id, {}).items():
             if not isinstance(f, dict):
                 continue
-            files[f.get("filename") or key] = GistFile(
-                filename=f.get("filename") or key, size=f.get("size"), raw_url=f.get("raw_url"),
-                content=f.get("content"), truncated=bool(f.get("truncated")),
-                encoding=f.get("encoding") or "utf-8")
-        owner = data.get("owner") or {}
-        return cls(id=str(data["id"]), description=data.get("description"), public=bool(data.get("public")),
-                   html_url=data.get("html_url"), git_pull_url=data.get("git_pull_url"),
-                   owner=owner.get("login") if isinstance(owner, dict) else None,
-                   updated_at=data.get("updated_at"), files=files, truncated=bool(data.get("truncated")),
+            name = _typed(f, "filename", str, gist_id) or key
+            files[name] = GistFile(
+                filename=name, size=_typed(f, "size", int, gist_id), raw_url=_typed(f, "raw_url", str, gist_id),
+                content=_typed(f, "content", str, gist_id), truncated=bool(f.get("truncated")),
+                encoding=_typed(f, "encoding", str, gist_id) or "utf-8")
+        owner = data.get("owner")
+        return cls(id=gist_id, description=_typed(data, "description", str, gist_id),
+                   public=bool(data.get("public")), html_url=_typed(data, "html_url", str, gist_id),
+                   git_pull_url=_typed(data, "git_pull_url", str, gist_id),
+                   owner=_typed(owner, "login", str, gist_id) if isinstance(owner, dict) else None,
+                   updated_at=_typed(data, "updated_at", str, gist_id), files=files,
+                   truncated=bool(data.get("truncated")),
                    versions=[h.get("version") for h in data.get("history") or [] if isinstance(h, dict)])
+
+
+def _typed(data: dict, key: str, kind: type, gist_id: str, default: Any = None) -> Any:
+    """``data[key]`` when it is missing, null or a ``kind``; a :class:`GistError` otherwise."""
+    value = data.get(key)
+    if value is None:
+        return default
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        expected = {dict: "an object", str: "a string", int: "an integer"}[kind]
+        raise GistError(f"the API answered a malformed gist {gist_id}: {key!r} is {repr(value)[:100]}, "
+                        f"expected {expected}")
+    return value
 
 
 _FROM_SETTINGS = object()  # GistClient(token=...) not given: use settings().token
@@ -274,12 +290,7 @@ class GistClient:
         r = self.request(method, url, **kwargs)
         if r.status_code >= 400:
             raise self._error(r, method, what)
-        if r.status_code == 204:
-            return None
-        try:
-            return r.json()
-        except ValueError:
-            raise GistError(f"{method} {r.url}: expected JSON, got {r.headers.get('content-type')!r}") from None
+        return None if r.status_code == 204 else _decode(r, method)
 
     def _error(self, r: httpx.Response, method: str, what: str) -> GistError:
         try:
@@ -327,6 +338,8 @@ class GistClient:
         """A user's public gists, or (no user) the token owner's; following ``Link: rel=next``."""
         if user is None:
             self._need_token()
+        elif not _USER_RE.fullmatch(user):  # it goes into the URL's path
+            raise UsageError(f"{user!r} is not a user name: expected letters, digits, '-', '_' or '.'")
         url: str | None = f"/users/{user}/gists" if user else "/gists"
         out: list[Gist] = []
         params: dict[str, Any] | None = {"per_page": min(100, max(1, limit))}
@@ -334,7 +347,10 @@ class GistClient:
             r = self.request("GET", url, params=params)
             if r.status_code >= 400:
                 raise self._error(r, "GET", f"gists of {user}" if user else "your gists")
-            out += [Gist.from_json(g) for g in r.json()]
+            page = _decode(r, "GET")
+            if not isinstance(page, list):
+                raise GistError(f"GET {r.url}: expected a list of gists, got {str(page)[:200]!r}")
+            out += [Gist.from_json(g) for g in page]
             url, params = r.links.get("next", {}).get("url"), None
         return out[:limit]
 
@@ -349,6 +365,13 @@ class GistClient:
     def _need_token(self) -> None:
         if not self.has_token:
             raise GistError(NO_TOKEN)
+
+
+def _decode(r: httpx.Response, method: str) -> Any:
+    try:
+        return r.json()
+    except ValueError:
+        raise GistError(f"{method} {r.url}: expected JSON, got {r.headers.get('content-type')!r}") from None
 
 
 # --------------------------------------------------------------------------- upload
@@ -521,8 +544,11 @@ class DownloadResult:
     description: str | None = None
 
 
-def _contents(gist: Gist, client: GistClient) -> dict[str, bytes]:
-    """Every file's bytes: from the JSON, or from ``raw_url`` when the API cut it short."""
+def contents(gist: Gist, client: GistClient) -> dict[str, bytes]:
+    """Every file's bytes: from the JSON, or from ``raw_url`` when the API cut it short.
+
+    Refuses (:class:`GistError`) file names that are unsafe to write, or that differ only in case.
+    """
     if gist.truncated:
         raise GistError(f"gist {gist.id} has more files than the API lists (300): clone "
                         f"{gist.git_pull_url or 'it with git'} instead")
@@ -568,18 +594,18 @@ def download(gist: str | GistRef, dest: str | os.PathLike[str] | None = None, *,
     client = client or GistClient()
     try:
         g = client.get(ref.id)
-        contents = _contents(g, client)
+        files = contents(g, client)
     finally:
         if own_client:
             client.close()
-    result = DownloadResult(target, g.id, sorted(contents), g.html_url, owner=g.owner,
+    result = DownloadResult(target, g.id, sorted(files), g.html_url, owner=g.owner,
                             description=g.description)
     if ref.user and g.owner and ref.user.lower() != g.owner.lower():
         result.warnings.append(f"gist {g.id} belongs to {g.owner}, not {ref.user}")
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent))
     try:
-        for name, data in contents.items():
+        for name, data in files.items():
             (tmp / name).write_bytes(data)
         tmp.chmod(0o755)
         if target.exists():
@@ -639,4 +665,4 @@ def resolve_model(text: str) -> ModelDir | None:
 
 
 __all__ = ["Gist", "GistClient", "GistFile", "GistRef", "DownloadResult", "Skipped", "UploadResult",
-           "download", "list_gists", "parse_ref", "resolve_model", "upload"]
+           "contents", "download", "list_gists", "parse_ref", "resolve_model", "upload"]

@@ -56,7 +56,7 @@ def upload_cmd(
             "update": "would update" if r.dry_run else "updated",
             "unchanged": "up to date:"}[r.action]
     visibility = "public" if r.public else "secret"
-    out.print(f"{verb} {visibility} gist {r.gist_id or ''} {escape(repr(r.description))}".replace("  ", " "))
+    out.print(f"{verb} {visibility} gist {escape(r.gist_id or '')} {escape(repr(r.description))}".replace("  ", " "))
     for name in r.sent:
         out.print(f"  [green]send[/]    {escape(name)}")
     for old, new in r.renamed:
@@ -68,7 +68,7 @@ def upload_cmd(
     for s in r.skipped:
         out.print(f"  [dim]skip[/]    {escape(s.name)}: {escape(s.reason)}")
     if r.html_url and not r.dry_run:
-        out.print(r.html_url)
+        out.print(escape(r.html_url))
 
 
 @gist_app.command("download")
@@ -101,7 +101,8 @@ def download_cmd(
 
     errors = [p for p in r.problems if p.severity == "error"]
     if not quiet:
-        console().print(f"downloaded gist {r.gist_id} into {escape(str(r.path))}: {', '.join(r.files)}")
+        console().print(f"downloaded gist {escape(r.gist_id)} into {escape(str(r.path))}: "
+                        + escape(", ".join(r.files)))
     for p in r.problems:
         if p.severity == "error" or not quiet:
             warning_line(f"{p} ({p.severity})")
@@ -125,13 +126,15 @@ def list_cmd(
                      "html_url": g.html_url, "updated_at": g.updated_at, "files": sorted(g.files)}
                     for g in gists])
         return
+    from rich.markup import escape
     from rich.table import Table
 
-    table = Table(title=f"gists of {user}" if user else "your gists", title_justify="left")
+    # Every cell is the API's (anyone's) words: shown as text, never as rich markup.
+    table = Table(title=escape(f"gists of {user}") if user else "your gists", title_justify="left")
     table.add_column("id", no_wrap=True)  # ids are what users copy: never cut them
     for col in ("description", "files", "visibility", "updated"):
         table.add_column(col)
     for g in gists:
-        table.add_row(g.id, g.description or "", ", ".join(sorted(g.files)),
-                      "public" if g.public else "secret", g.updated_at or "")
+        table.add_row(escape(g.id), escape(g.description or ""), escape(", ".join(sorted(g.files))),
+                      "public" if g.public else "secret", escape(g.updated_at or ""))
     console().print(table)

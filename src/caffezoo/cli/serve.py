@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from enum import Enum
+
 import typer
 
 from ._app import JSON_OPTION, QUIET_OPTION, app, console, print_json
@@ -15,6 +17,17 @@ DB_OPTION = typer.Option(None, "--database-url", envvar="CAFFEZOO_DATABASE_URL",
                          help="SQLAlchemy URL, e.g. postgresql://user@host/db "
                               "[default: SQLite under CAFFEZOO_HOME].")
 
+class LogLevel(str, Enum):
+    """uvicorn's log levels (named here: importing uvicorn would slow every command's start)."""
+
+    critical = "critical"
+    error = "error"
+    warning = "warning"
+    info = "info"
+    debug = "debug"
+    trace = "trace"
+
+
 BLOBS_OPTION = typer.Option(None, "--blobs-dir", help="The server's weights store "
                                  "[default: CAFFEZOO_HOME/server-blobs].")
 
@@ -26,8 +39,8 @@ def serve(
     port: int = typer.Option(8000, "--port", "-p", min=1, max=65535, help="TCP port."),
     database_url: str = DB_OPTION,
     workers: int = typer.Option(1, "--workers", help="Server processes (each with its own cache)."),
-    log_level: str = typer.Option("info", "--log-level",
-                                  help="uvicorn's log level: 'warning' drops the per-request access log."),
+    log_level: LogLevel = typer.Option(LogLevel.info, "--log-level", case_sensitive=False,
+                                       help="uvicorn's log level: 'warning' drops the per-request access log."),
     seed_bundled: bool = typer.Option(False, "--seed-bundled",
                                       help="First create (or refresh) one public gist per bundled model."),
     mirror: bool = typer.Option(False, "--mirror",
@@ -47,7 +60,7 @@ def serve(
         return
     from ..server.run import run
 
-    run(host=host, port=port, database_url=database_url, workers=workers, log_level=log_level,
+    run(host=host, port=port, database_url=database_url, workers=workers, log_level=log_level.value,
         seed_bundled=seed_bundled, blobs_dir=blobs_dir, mirror_every=mirror_every if mirror else None,
         check_every=check_every if check_links else None, link_rate=link_rate)
 
@@ -66,6 +79,8 @@ def check_links_command(
     URLs are due when never checked, a day after a success, or after a backoff
     that doubles with each failure (1 hour up to 7 days). Exits 1 if any is unreachable.
     """
+    from rich.markup import escape
+
     from ..server.run import check_links
 
     out = console(stderr=True)
@@ -74,7 +89,9 @@ def check_links_command(
         if not (quiet or as_json):
             mark = "[green]ok[/]" if p.reachable else "[red]unreachable[/]"
             detail = f"HTTP {p.status}" if p.status else ""
-            out.print(f"{mark} {p.url} {detail} {p.error or ''}".rstrip(), markup=True, highlight=False)
+            # The URL and the error are the front matter's and the host's words: never markup.
+            out.print(f"{mark} {escape(p.url)} {detail} {escape(p.error or '')}".rstrip(), markup=True,
+                      highlight=False)
 
     results = check_links(database_url, all_urls=all_urls, rate=rate, timeout=timeout, on_result=show)
     if as_json:
@@ -99,6 +116,8 @@ def mirror_command(
     Each file is checked against its front matter's SHA-1 before it is kept.
     `caffezoo serve --mirror` does the same in the background. Exits 1 if any fetch failed.
     """
+    from rich.markup import escape
+
     from ..server.run import mirror_sync
 
     out = console(stderr=True)
@@ -106,8 +125,8 @@ def mirror_command(
     def show(r) -> None:
         if not (quiet or as_json):
             mark = "[green]mirrored[/]" if r.status == "mirrored" else "[red]failed[/]"
-            out.print(f"{mark} {r.sha1} from {r.url}" + (f": {r.error}" if r.error else ""), markup=True,
-                      highlight=False)
+            out.print(f"{mark} {r.sha1} from {escape(r.url)}" + (f": {escape(r.error)}" if r.error else ""),
+                      markup=True, highlight=False)
 
     results = mirror_sync(database_url, blobs_dir, on_result=show)
     if as_json:

@@ -7,13 +7,12 @@ from pathlib import Path
 import typer
 
 from ._app import JSON_OPTION, QUIET_OPTION, app, console, print_json
+from .serve import DB_OPTION  # the zoo server's database, as `caffezoo serve` takes it
 
 wiki_app = typer.Typer(help="Import a Caffe Model-Zoo wiki page into a zoo server's database, or "
                             "export the zoo as such a page.", no_args_is_help=True, rich_markup_mode=None)
 app.add_typer(wiki_app, name="wiki")
 
-DB_OPTION = typer.Option(None, "--database-url", envvar="CAFFEZOO_DATABASE_URL", show_envvar=True,
-                         help="The zoo server's database [default: SQLite under CAFFEZOO_HOME].")
 
 
 @wiki_app.command("import")
@@ -47,8 +46,11 @@ def wiki_import(
 
     def show(gist_id: str, status: str, error: str | None) -> None:
         if not (quiet or as_json):
+            from rich.markup import escape
+
             mark = {"fetched": "[green]fetched[/]", "unchanged": "unchanged", "failed": "[red]failed[/]"}[status]
-            out.print(f"{mark} gist {gist_id}" + (f": {error}" if error else ""), markup=True, highlight=False)
+            out.print(f"{mark} gist {gist_id}" + (f": {escape(error)}" if error else ""), markup=True,
+                      highlight=False)
 
     fetch = not no_fetch and not settings().offline
     with open_storage(database_url) as store:

@@ -222,12 +222,12 @@ def page_params(request: Request) -> tuple[int, int, datetime | None]:
     if q.get("since"):
         try:
             since = datetime.fromisoformat(q["since"].replace("Z", "+00:00"))
-        except ValueError:
+            if since.tzinfo is not None:  # (in UTC it may fall outside years 1-9999: OverflowError)
+                since = since.astimezone(timezone.utc).replace(tzinfo=None)
+        except (ValueError, OverflowError):
             raise validation("since", "invalid",
                              f"since must be an ISO 8601 time like 2024-01-31T12:00:00Z, got {q['since']!r}",
                              resource="Search") from None
-        if since.tzinfo is not None:
-            since = since.astimezone(timezone.utc).replace(tzinfo=None)
     return min(values["per_page"], 100), values["page"], since
 
 
@@ -257,9 +257,15 @@ async def list_response(request: Request, owner: str | None, public_only: bool) 
                          headers={"Link": link} if link else None)
 
 
+def valid_id(gist_id: str, user: str | None = None) -> bool:
+    """Whether a gist (or zoo entry) id and a login could exist here: what cannot is
+    refused before it reaches the database (PostgreSQL would choke on a NUL in it)."""
+    return _ID_RE.fullmatch(gist_id) is not None and (user is None or _LOGIN_RE.fullmatch(user) is not None)
+
+
 def check_id(gist_id: str, user: str | None = None) -> None:
     """Ids and logins that cannot exist are 404 before they reach the database."""
-    if not _ID_RE.fullmatch(gist_id) or (user is not None and not _LOGIN_RE.fullmatch(user)):
+    if not valid_id(gist_id, user):
         raise not_found()
 
 
@@ -395,9 +401,8 @@ async def raw_file(request: Request, user: str, gist_id: str, sha: str, filename
         check_filename(filename)
     except Invalid:
         raise not_found() from None
-    view_owner = await run_in_threadpool(storage(request).login_of, user)
-    data = await run_in_threadpool(storage(request).raw, gist_id, sha, filename)
-    if data is None or view_owner is None:
+    data = await run_in_threadpool(storage(request).raw, user, gist_id, sha, filename)
+    if data is None:
         raise not_found()
     return Response(data, media_type="text/plain; charset=utf-8",
                     headers={"Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; sandbox"})

@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field
+from typing import Any
 
 from sqlalchemy import Float, Integer, delete, func, insert, literal_column, select, text, update
 from sqlalchemy.engine import Engine
@@ -30,7 +31,6 @@ from ..frontmatter import parse_readme
 from ..schema import FrontMatter, validate_front_matter
 from .models import Blob, Entry, EntryTag, Gist, LinkCheck, Meta, Revision, RevisionFile, User, WikiSection
 
-README_NAMES = ("readme.md",)
 MAX_SEARCH_TEXT = 200_000  # characters of a readme that search sees (a tsvector tops out at 1 MB)
 MAX_QUERY_WORDS = 12
 _WORD_RE = re.compile(r"\w+", re.UNICODE)
@@ -103,6 +103,31 @@ def first_line(markdown: str, limit: int = 220) -> str:
     return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
 
 
+def without_nul(value: Any) -> Any:
+    """``value`` with every NUL character as U+FFFD, through lists and mappings.
+
+    PostgreSQL text cannot hold NUL, and YAML's ``"\\0"`` escape makes one in a
+    front-matter value; the catalog keeps a visible stand-in, on every database.
+    """
+    if isinstance(value, str):
+        return value.replace("\0", "\ufffd")
+    if isinstance(value, list):
+        return [without_nul(v) for v in value]
+    if isinstance(value, dict):
+        return {without_nul(k): without_nul(v) for k, v in value.items()}
+    return value
+
+
+def clip(column: Any, value: str | None) -> str | None:
+    """``value`` cut to the length ``column`` (a bounded ``String``) declares: PostgreSQL
+    refuses a longer one, and the catalog's copy of a 5,000-character license is no loss."""
+    limit = column.type.length
+    return value[:limit] if value is not None and limit is not None else value
+
+
+MAX_SIZE = 2**63 - 1  # a BigInteger column's largest value
+
+
 def read_info(text: str, fallback_name: str | None = None) -> ModelInfo | None:
     """The catalog's view of a readme; None when it has no front matter (not a model).
 
@@ -116,7 +141,7 @@ def read_info(text: str, fallback_name: str | None = None) -> ModelInfo | None:
         readme = parse_readme(text)
     except CaffezooError as e:
         return ModelInfo(name=fallback_name or "", problems=str(e).splitlines(), body=text)
-    data, body = readme.data, readme.body
+    data, body = without_nul(readme.data), readme.body
     try:
         fm = validate_front_matter(data)
     except CaffezooError as e:
@@ -124,8 +149,9 @@ def read_info(text: str, fallback_name: str | None = None) -> ModelInfo | None:
         # Keep what is usable: every value that is a plain string.
         fm = FrontMatter.model_construct(**{k: v for k, v in data.items()
                                             if isinstance(v, str) and k in FrontMatter.model_fields})
-    tags = [t.strip().lower() for t in (fm.tags if isinstance(fm.tags, list) else []) if str(t).strip()]
-    size = fm.size if isinstance(fm.size, int) else None
+    tags = [clip(EntryTag.tag, t.strip().lower()) for t in (fm.tags if isinstance(fm.tags, list) else [])
+            if str(t).strip()]
+    size = fm.size if isinstance(fm.size, int) and 0 <= fm.size <= MAX_SIZE else None
     return ModelInfo(
         name=(fm.name or fallback_name or "").strip(), summary=first_line(body), license=fm.license,
         task=fm.task, framework=framework_of(fm), caffemodel=fm.caffemodel,
@@ -208,7 +234,7 @@ def refresh_search(s: Session, entry: Entry) -> None:
 def _set_tags(s: Session, entry: Entry, tags: list[str]) -> None:
     s.execute(delete(EntryTag).where(EntryTag.entry_pk == entry.pk))
     if tags:
-        s.execute(insert(EntryTag), [{"entry_pk": entry.pk, "tag": t[:100]} for t in tags])
+        s.execute(insert(EntryTag), [{"entry_pk": entry.pk, "tag": t} for t in tags])
 
 
 def index_gist(s: Session, gist_id: str) -> None:
@@ -243,8 +269,9 @@ def _apply(entry: Entry, info: ModelInfo) -> None:
     entry.name = info.name or entry.wiki_name or entry.id
     entry.sort_name = entry.name.lower()[:200]
     entry.summary = info.summary
-    entry.license, entry.task, entry.framework = info.license, info.task, info.framework
-    entry.caffemodel, entry.caffemodel_url, entry.sha1 = info.caffemodel, info.caffemodel_url, info.sha1
+    entry.license, entry.task = clip(Entry.license, info.license), clip(Entry.task, info.task)
+    entry.framework, entry.caffemodel = clip(Entry.framework, info.framework), clip(Entry.caffemodel, info.caffemodel)
+    entry.caffemodel_url, entry.sha1 = info.caffemodel_url, info.sha1
     entry.size, entry.tags = info.size, ",".join(info.tags)
     entry.readme = info.body[:MAX_SEARCH_TEXT]
     entry.problems = "\n".join(info.problems)
@@ -257,10 +284,7 @@ def forget_gist(s: Session, gist_id: str) -> None:
     if entry is None:
         return
     if entry.wiki_name is None:
-        if _sqlite(s):
-            s.execute(text("DELETE FROM zoo_fts WHERE rowid = :pk"), {"pk": entry.pk})
-        s.execute(delete(EntryTag).where(EntryTag.entry_pk == entry.pk))
-        s.delete(entry)
+        drop_entry(s, entry)
     else:
         entry.indexed_serial, entry.owner, entry.listed = 0, None, True
         _apply(entry, ModelInfo(name=entry.wiki_name))
@@ -268,6 +292,14 @@ def forget_gist(s: Session, gist_id: str) -> None:
         _set_tags(s, entry, [])
         refresh_search(s, entry)
     bump(s)
+
+
+def drop_entry(s: Session, entry: Entry) -> None:
+    """Delete an entry with its tags and its full-text document."""
+    if _sqlite(s):
+        s.execute(text("DELETE FROM zoo_fts WHERE rowid = :pk"), {"pk": entry.pk})
+    s.execute(delete(EntryTag).where(EntryTag.entry_pk == entry.pk))
+    s.delete(entry)
 
 
 def stale_gists(s: Session) -> list[str]:
@@ -362,6 +394,6 @@ def section_of(s: Session, entry: Entry) -> WikiSection | None:
     return s.get(WikiSection, entry.section_id) if entry.section_id else None
 
 
-__all__ = ["Facets", "ModelInfo", "Page", "facets", "find", "first_line", "forget_gist", "framework_of",
+__all__ = ["Facets", "ModelInfo", "Page", "clip", "drop_entry", "facets", "find", "first_line", "forget_gist", "framework_of",
            "generation", "get_entry", "index_gist", "link_checks", "read_info", "refresh_search",
-           "section_of", "setup", "stale_gists"]
+           "section_of", "setup", "stale_gists", "without_nul"]

@@ -36,6 +36,7 @@ OK_EVERY = timedelta(days=1)
 FAIL_EVERY = timedelta(hours=1)
 MAX_BACKOFF = timedelta(days=7)
 MAX_RETRY_AFTER = 30.0
+RECORD_EVERY = 5.0  # seconds: what probes saw is stored (and shown) in batches at most this old
 _RANGE_TOTAL_RE = re.compile(r"bytes\s+\d+-\d+/(\d+)")
 
 
@@ -126,44 +127,58 @@ def due_urls(storage: Storage, when: datetime | None = None, all_urls: bool = Fa
         return sorted(u for u in s.scalars(q) if u)
 
 
-def record(storage: Storage, result: Probe, when: datetime | None = None, *, ok_every: timedelta = OK_EVERY,
-           fail_every: timedelta = FAIL_EVERY, max_backoff: timedelta = MAX_BACKOFF) -> None:
-    """Store what a probe saw and when to look again."""
+def record(storage: Storage, results: Iterable[Probe], when: datetime | None = None, *,
+           ok_every: timedelta = OK_EVERY, fail_every: timedelta = FAIL_EVERY,
+           max_backoff: timedelta = MAX_BACKOFF) -> None:
+    """Store what probes saw and when to look again, in one transaction."""
     when = when or now()
     with storage.session(write=True) as s:
-        row = s.get(LinkCheck, result.url)
-        if row is None:
-            row = LinkCheck(url=result.url, failures=0)
-            s.add(row)
-        row.reachable, row.status, row.error, row.checked_at = (result.reachable, result.status,
-                                                                result.error, when)
-        if result.reachable:
-            row.failures, row.size = 0, result.size
-            row.next_check = when + ok_every
-        else:
-            row.failures = (row.failures or 0) + 1
-            row.next_check = when + min(fail_every * 2 ** (row.failures - 1), max_backoff)
+        for result in results:
+            row = s.get(LinkCheck, result.url)
+            if row is None:
+                row = LinkCheck(url=result.url, failures=0)
+                s.add(row)
+            row.reachable, row.status, row.error, row.checked_at = (result.reachable, result.status,
+                                                                    result.error, when)
+            if result.reachable:
+                row.failures, row.size = 0, result.size
+                row.next_check = when + ok_every
+            else:
+                row.failures = (row.failures or 0) + 1
+                row.next_check = when + min(fail_every * 2 ** (row.failures - 1), max_backoff)
         catalog.bump(s)
 
 
 def check_links(storage: Storage, urls: Iterable[str] | None = None, *, all_urls: bool = False,
                 rate: float = 1.0, timeout: float = 10.0, retries: int = 2, backoff: float = 0.5,
-                on_result: Callable[[Probe], None] | None = None,
-                stop: threading.Event | None = None) -> list[Probe]:
-    """Probe ``urls`` (default: those due) at most ``rate`` per second; record and return what was seen."""
+                on_result: Callable[[Probe], None] | None = None, stop: threading.Event | None = None,
+                record_every: float = RECORD_EVERY) -> list[Probe]:
+    """Probe ``urls`` (default: those due) at most ``rate`` per second; return what was seen,
+    recorded every ``record_every`` seconds and at the end."""
     todo = list(urls) if urls is not None else due_urls(storage, all_urls=all_urls)
+    # A URL longer than link_checks can key on is never probed: its check could not be kept.
+    todo = [u for u in todo if len(u) <= LinkCheck.url.type.length]
     limit = RateLimit(rate)
-    results = []
+    results: list[Probe] = []
+    recorded, last_record = 0, time.monotonic()
     with httpx.Client(follow_redirects=True, max_redirects=10, timeout=timeout,
                       headers={"User-Agent": USER_AGENT}) as client:
-        for url in todo:
-            if stop is not None and stop.is_set():
-                break
-            result = probe(client, url, limit=limit, retries=retries, backoff=backoff)
-            record(storage, result)
-            results.append(result)
-            if on_result:
-                on_result(result)
+        try:
+            for url in todo:
+                if stop is not None and stop.is_set():
+                    break
+                result = probe(client, url, limit=limit, retries=retries, backoff=backoff)
+                results.append(result)
+                if on_result:
+                    on_result(result)
+                # Recording moves the pages' cache generation on: once per probe, a round over
+                # many URLs would leave every page uncached while it runs.
+                if time.monotonic() - last_record >= record_every:
+                    record(storage, results[recorded:])
+                    recorded, last_record = len(results), time.monotonic()
+        finally:
+            if len(results) > recorded:
+                record(storage, results[recorded:])
     return results
 
 

@@ -26,15 +26,17 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader, select_autoescape
+from sqlalchemy import select
+from sqlalchemy.orm import defer
 from starlette.concurrency import run_in_threadpool
 
 from ..errors import CaffezooError
 from ..frontmatter import parse_readme
 from . import catalog
-from .api import JSON_TYPE, GistCache, base_url, json_response
+from .api import JSON_TYPE, GistCache, base_url, json_response, valid_id
 from .mirror import Mirror
 from .models import Entry, LinkCheck, WikiSection
-from .pictures import Pictures, pick_net
+from .pictures import pick_net
 from .render import highlight_prototxt, markdown_html, plain_lines
 from .storage import GistView, Storage
 
@@ -63,6 +65,11 @@ def _filesize(n: int | None) -> str:
     return f"{n} B"  # pragma: no cover
 
 
+def _web_url(value: object) -> bool:
+    """Whether a user's URL may be a link: http(s) only (a ``javascript:`` one stays text)."""
+    return isinstance(value, str) and value.lower().startswith(("http://", "https://"))
+
+
 def _when(value: datetime | None) -> str:
     return value.strftime("%Y-%m-%d %H:%M UTC") if value else "never"
 
@@ -72,6 +79,7 @@ def templates() -> Environment:
     env = Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape(default=True),
                       trim_blocks=True, lstrip_blocks=True, auto_reload=False)
     env.filters.update(filesize=_filesize, when=_when, thousands=lambda n: f"{n:,}")
+    env.tests["web_url"] = _web_url
     env.globals["static_version"] = _static_version()
     return env
 
@@ -165,11 +173,6 @@ def _state(request: Request) -> tuple[Storage, Mirror | None, PageCache]:
     return app.storage, app.mirror, app.page_cache
 
 
-def _generation(store: Storage) -> int:
-    with store.session() as s:
-        return catalog.generation(s)
-
-
 # --------------------------------------------------------------------------- the index
 
 
@@ -188,8 +191,10 @@ class IndexQuery:
             page = min(max(int(p.get("page", "1") or 1), 1), MAX_PAGE)
         except ValueError:
             page = 1
-        return cls(q=p.get("q", "")[:200].strip(), license=p.get("license", "")[:200],
-                   task=p.get("task", "")[:200], tag=p.get("tag", "")[:100].lower(), page=page)
+        # Filters compare with the catalog's values, which hold U+FFFD for NUL.
+        return cls(q=p.get("q", "")[:200].strip(), license=catalog.without_nul(p.get("license", "")[:200]),
+                   task=catalog.without_nul(p.get("task", "")[:200]),
+                   tag=catalog.without_nul(p.get("tag", "")[:100].lower()), page=page)
 
     def url(self, **changes: Any) -> str:
         values = {"q": self.q, "license": self.license, "task": self.task, "tag": self.tag, "page": self.page}
@@ -240,8 +245,8 @@ async def _answer(request: Request, page: Any, *args: Any) -> Response:
     """Run a page function: on the event loop on SQLite, in the thread pool otherwise.
 
     SQLite reads never wait on a network, so a thread hop costs more than it saves:
-    under 8 concurrent clients it doubled a cold model page's p99. Pages that may
-    run a subprocess (the network picture) stay in the pool whatever the database.
+    under 8 concurrent clients it doubled a cold model page's p99. A page that may
+    run a subprocess (the model page's network picture) must not use this as is.
     """
     if _state(request)[0].is_sqlite:
         return page(request, *args)
@@ -282,11 +287,22 @@ class FileShown:
     kind: str
 
 
-@lru_cache(maxsize=1024)
+_FILE_HTML = GistCache(1024)
+
+
 def _file_html(blob_sha: str, prototxt: bool, content: bytes) -> str:
-    """A file as highlighted (or plain) lines; by blob, since many models share their nets."""
-    text = content.decode("utf-8", errors="replace")
-    return highlight_prototxt(text) if prototxt else plain_lines(text)
+    """A file as highlighted (or plain) lines; by blob, since many models share their nets.
+
+    Keyed on the blob's SHA-1 alone (an lru_cache would keep, hash and compare each
+    file's whole content as part of its key).
+    """
+    key = (blob_sha, prototxt)
+    html = _FILE_HTML.get(key)
+    if html is None:
+        text = content.decode("utf-8", errors="replace")
+        html = highlight_prototxt(text) if prototxt else plain_lines(text)
+        _FILE_HTML.put(key, html)
+    return html
 
 
 def _files(view: GistView, base: str) -> list[FileShown]:
@@ -316,8 +332,7 @@ def _front_matter_rows(data: dict[str, Any]) -> list[tuple[str, Any, bool]]:
             shown = json.dumps(value, ensure_ascii=False)
         else:
             shown = "" if value is None else str(value)
-        link = isinstance(value, str) and value.lower().startswith(("http://", "https://"))
-        rows.append((str(key), shown, link))
+        rows.append((str(key), shown, _web_url(value)))
     return rows
 
 
@@ -345,7 +360,8 @@ def commands_for(entry: Entry, view: GistView | None, base: str, mirrored: bool)
     return []
 
 
-def _model_page(request: Request, entry_id: str, rev: str | None) -> HTMLResponse:
+def _model_page(request: Request, entry_id: str, rev: str | None, draw: bool = True) -> HTMLResponse | None:
+    """The model page; None when it would have to draw its network and ``draw`` is false."""
     store, mirror, cache = _state(request)
     base = base_url(request)
     with store.session() as s:
@@ -363,9 +379,17 @@ def _model_page(request: Request, entry_id: str, rev: str | None) -> HTMLRespons
     view = store.get_gist(entry.gist_id, rev) if entry.gist_id and entry.indexed_serial else None
     if rev and view is None:
         return not_found_page(f"The model {entry_id!r} has no revision {rev!r}.")
+    picture_name = pick_net([f.filename for f in view.files]) if view is not None else None
+    picture = None
+    if picture_name:
+        blob = next(f for f in view.files if f.filename == picture_name)
+        picture = request.app.state.pictures.cached(blob.blob_sha)
+        if picture is None:
+            if not draw:
+                return None  # drawing runs `dot`, for seconds on a big net
+            picture = request.app.state.pictures.get(blob.blob_sha, blob.content or b"")
     weights = weights_of(entry, checks, mirror)
     readme_html, rows, problems = "", [], [p for p in entry.problems.splitlines() if p]
-    picture_name = None
     files: list[FileShown] = []
     if view is not None:
         readme = next((f for f in view.files if f.filename.lower() == "readme.md"), None)
@@ -382,11 +406,6 @@ def _model_page(request: Request, entry_id: str, rev: str | None) -> HTMLRespons
                 body = text
             readme_html = markdown_html(body, demote=1)
         files = _files(view, base)
-        picture_name = pick_net([f.filename for f in view.files])
-    picture = None
-    if picture_name and view is not None:
-        blob = next(f for f in view.files if f.filename == picture_name)
-        picture = request.app.state.pictures.get(blob.blob_sha, blob.content or b"")
     html = templates().get_template("model.html").render(
         entry=entry, view=view, rev=rev, weights=weights, readme_html=readme_html, rows=rows,
         problems=problems, files=files, picture=picture, picture_name=picture_name, section=section,
@@ -399,13 +418,22 @@ def _model_page(request: Request, entry_id: str, rev: str | None) -> HTMLRespons
 
 @router.get("/models/{entry_id}", response_class=HTMLResponse)
 async def model_page(request: Request, entry_id: str, rev: str | None = None) -> HTMLResponse:
+    if not valid_id(entry_id):
+        return not_found_page(f"There is no model {entry_id!r} in this zoo.")
     if rev is not None and not (4 <= len(rev) <= 40 and all(c in "0123456789abcdef" for c in rev.lower())):
         return not_found_page(f"{rev!r} is not a revision: expected the hex version from the history.")
-    return await _answer(request, _model_page, entry_id, rev)
+    if _state(request)[0].is_sqlite:  # on the event loop, as _answer does, unless it must draw
+        page = _model_page(request, entry_id, rev, draw=False)
+        if page is not None:
+            return page
+    # PostgreSQL, or a network not drawn yet: `dot` must not hold up every other request.
+    return await run_in_threadpool(_model_page, request, entry_id, rev)
 
 
 @router.get("/models/{entry_id}/net.svg")
 def model_svg(request: Request, entry_id: str, rev: str | None = None) -> Response:
+    if not valid_id(entry_id):
+        return Response("no such model", status_code=404, media_type="text/plain")
     store = request.app.state.storage
     with store.session() as s:
         entry = catalog.get_entry(s, entry_id)
@@ -430,22 +458,31 @@ def publish_page(request: Request) -> HTMLResponse:
 
 @router.get("/wiki", response_class=HTMLResponse)
 def wiki_page(request: Request) -> HTMLResponse:
-    store, mirror, _ = _state(request)
-    from sqlalchemy import select
-
+    store, mirror, cache = _state(request)
     with store.session() as s:
-        sections = list(s.scalars(select(WikiSection).order_by(WikiSection.position)))
-        entries = list(s.scalars(select(Entry).where(Entry.section_id.is_not(None))
-                                 .order_by(Entry.section_id, Entry.position)))
-        checks = catalog.link_checks(s, [e.caffemodel_url for e in entries if e.caffemodel_url])
-    by_section: dict[int, list] = {}
-    for e in entries:
-        by_section.setdefault(e.section_id, []).append((e, weights_of(e, checks, mirror)))
-    from .wiki import notes_text
+        gen = catalog.generation(s)
+        data = cache.get(("wiki", gen))
+        if data is None:
+            sections = list(s.scalars(select(WikiSection).order_by(WikiSection.position)))
+            entries = list(s.scalars(select(Entry).where(Entry.section_id.is_not(None))
+                                     .order_by(Entry.section_id, Entry.position).options(defer(Entry.readme))))
+            checks = catalog.link_checks(s, [e.caffemodel_url for e in entries if e.caffemodel_url])
+            data = cache.put(("wiki", gen), (sections, entries, checks))
+    sections, entries, checks = data
+    items = [(e, weights_of(e, checks, mirror)) for e in entries]
+    # As the index: a function of the catalog's generation and of which blobs are mirrored.
+    key = ("wiki-html", gen, tuple(w.mirrored for _, w in items))
+    html = cache.get(key)
+    if html is None:
+        from .wiki import notes_text
 
-    shown = [(sec, markdown_html(notes_text(sec.notes), demote=2) if sec.notes else "", by_section.get(sec.id, []))
-             for sec in sections]
-    return render("wiki.html", sections=shown, q="")
+        by_section: dict[int, list] = {}
+        for e, w in items:
+            by_section.setdefault(e.section_id, []).append((e, w))
+        shown = [(sec, markdown_html(notes_text(sec.notes), demote=2) if sec.notes else "",
+                  by_section.get(sec.id, [])) for sec in sections]
+        html = cache.put(key, templates().get_template("wiki.html").render(sections=shown, q=""))
+    return HTMLResponse(html, headers=PAGE_HEADERS)
 
 
 @router.get("/api/models")
@@ -464,6 +501,8 @@ def _api_models(request: Request) -> Response:
 
 @router.get("/api/models/{entry_id}")
 async def api_model(request: Request, entry_id: str) -> Response:
+    if not valid_id(entry_id):
+        return json_response({"message": "Not Found"}, status=404)
     return await _answer(request, _api_model, entry_id)
 
 
@@ -482,7 +521,7 @@ def _api_model(request: Request, entry_id: str) -> Response:
 def gist_html_url(request: Request, user: str, gist_id: str) -> Response:
     """A gist's ``html_url``: its model page (or a 404 page)."""
     store = request.app.state.storage
-    view = store.get_gist(gist_id) if len(gist_id) <= 64 else None
+    view = store.get_gist(gist_id) if valid_id(gist_id, user) else None
     if view is None or view.owner.lower() != user.lower():
         return not_found_page(f"There is no gist {user}/{gist_id} here.")
     return RedirectResponse(f"/models/{gist_id}", status_code=302)

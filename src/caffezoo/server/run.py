@@ -10,22 +10,11 @@ from pathlib import Path
 
 from ..config import settings
 from ..errors import UsageError
-from .storage import Invalid, Storage
+from .storage import Invalid, Storage, check_login
 
 
 def _url(url: str | None) -> str:
     return url or settings().server_database_url
-
-
-def create_token(user: str, url: str | None = None) -> str:
-    """A new token for ``user`` (created if new) in the server's database."""
-    store = Storage(_url(url))
-    try:
-        return store.create_token(user)
-    except Invalid as e:
-        raise UsageError(str(e)) from None
-    finally:
-        store.close()
 
 
 @contextmanager
@@ -36,6 +25,16 @@ def open_storage(database_url: str | None = None) -> Iterator[Storage]:
         yield store
     finally:
         store.close()
+
+
+def create_token(user: str, url: str | None = None) -> str:
+    """A new token for ``user`` (created if new) in the server's database."""
+    try:
+        check_login(user)  # before the database is opened, or made
+    except Invalid as e:
+        raise UsageError(str(e)) from None
+    with open_storage(url) as store:
+        return store.create_token(user)
 
 
 def _blobs_dir(blobs_dir: str | os.PathLike[str] | None) -> Path:

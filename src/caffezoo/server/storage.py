@@ -27,8 +27,10 @@ from typing import Any
 
 from sqlalchemy import create_engine, delete, event, func, select
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
+from ..errors import ConfigError
 from ..schema import check_file_name
 from . import catalog
 from .models import Base, Blob, Gist, Revision, RevisionFile, Token, User
@@ -162,6 +164,11 @@ def check_content(name: str, content: bytes) -> None:
         raise invalid("files", "missing_field", f"{name}: contents can't be blank")
 
 
+def check_description(description: str | None) -> None:
+    if description is not None and "\0" in description:
+        raise invalid("description", "invalid", "description: NUL characters are not supported")
+
+
 def _line_changes(old: bytes | None, new: bytes | None) -> tuple[int, int]:
     """(additions, deletions) in lines, as a multiset difference: linear time, close to git's."""
     a = Counter((old or b"").splitlines())
@@ -175,6 +182,11 @@ def normalize_url(url: str) -> str:
         if url.startswith(prefix):
             return "postgresql+psycopg://" + url[len(prefix):]
     return url
+
+
+def _shown(url: str) -> str:
+    """``url`` fit for a message: its password hidden."""
+    return re.sub(r"(://[^:/@]*:)[^@/]*@", r"\1***@", url)
 
 
 def make_engine(url: str) -> Engine:
@@ -211,15 +223,25 @@ class Storage:
     """Users, tokens and gists in one SQL database."""
 
     def __init__(self, url: str):
+        """Open (creating its tables if new) the database at ``url``; :class:`ConfigError`
+        names the URL, password hidden, when it cannot be opened."""
         self.url = normalize_url(url)
-        self.engine = make_engine(self.url)
-        self._write_engine = self.engine.execution_options(write=True)
-        self.is_sqlite = self.engine.dialect.name == "sqlite"
+        engine = None
+        try:
+            engine = self.engine = make_engine(self.url)
+            self._write_engine = self.engine.execution_options(write=True)
+            self.is_sqlite = self.engine.dialect.name == "sqlite"
+            Base.metadata.create_all(self.engine)
+            catalog.setup(self.engine)
+            self.reindex()
+        except (SQLAlchemyError, ImportError, OSError) as e:  # a bad URL, a missing driver, no server
+            if engine is not None:
+                engine.dispose()
+            why = str(getattr(e, "orig", None) or e).strip().split("\n")[0] or type(e).__name__
+            raise ConfigError(f"cannot open the database {_shown(self.url)}: {why}; check --database-url "
+                              "or CAFFEZOO_DATABASE_URL") from e
         mark = "?" if self.is_sqlite else "%s"
         self._state_sql = f"SELECT revision, serial FROM gists WHERE id = {mark}"
-        Base.metadata.create_all(self.engine)
-        catalog.setup(self.engine)
-        self.reindex()
 
     def close(self) -> None:
         self.engine.dispose()
@@ -348,6 +370,7 @@ class Storage:
         bundled model); by default a new random one is made.
         """
         self._check_files(files)
+        check_description(description)
         if gist_id is not None and not GIST_ID_RE.fullmatch(gist_id):
             raise invalid("id", "invalid", f"gist id {gist_id!r}: expected 1-32 letters, digits, '_' or '-'")
         when = now()
@@ -389,6 +412,8 @@ class Storage:
         a file. A new revision is recorded only when the files change.
         """
         changes = dict(changes or {})
+        if description is not UNSET:
+            check_description(description)
         for name, change in changes.items():
             if change is not None and change.content is not None:
                 check_content(change.filename or name, change.content)
@@ -525,14 +550,16 @@ class Storage:
                     versions[gid] = version
             return [_view(g, login, versions.get(g.id), files[g.id], []) for g, login in rows], total
 
-    def raw(self, gist_id: str, blob_sha: str, filename: str) -> bytes | None:
-        """The bytes of ``filename`` as stored under ``blob_sha`` in any revision of the gist."""
+    def raw(self, owner: str, gist_id: str, blob_sha: str, filename: str) -> bytes | None:
+        """The bytes of ``filename`` as stored under ``blob_sha`` in any revision of
+        ``owner``'s gist ``gist_id`` (None for any other owner, as its ``raw_url`` says)."""
         with self.session() as s:
             return s.scalar(
                 select(Blob.content).join(RevisionFile, RevisionFile.blob_sha == Blob.sha)
                 .join(Revision, Revision.id == RevisionFile.revision_id)
+                .join(Gist, Gist.id == Revision.gist_id).join(User, User.id == Gist.owner_id)
                 .where(Revision.gist_id == gist_id, RevisionFile.filename == filename,
-                       Blob.sha == blob_sha.lower()).limit(1))
+                       Blob.sha == blob_sha.lower(), func.lower(User.login) == owner.lower()).limit(1))
 
 
 def _view(gist: Gist, login: str, version: str | None, files: list[FileView],

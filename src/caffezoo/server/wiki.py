@@ -26,18 +26,16 @@ from __future__ import annotations
 
 import hashlib
 import re
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from urllib.parse import urlsplit
 
 from sqlalchemy import delete, select, update
 
 from ..errors import CaffezooError, UsageError
-from ..gist import GistClient, GistRef, download, parse_ref
+from ..gist import GistClient, GistRef, contents, parse_ref
 from . import catalog
-from .models import Entry, EntryTag, WikiSection
+from .models import Entry, WikiSection
 from .storage import FileChange, Invalid, Storage, check_login
 
 DEFAULT_OWNER = "wiki"
@@ -122,7 +120,7 @@ def _clean(lines: list[str]) -> str:
 def parse_page(text: str) -> WikiPage:
     """Read a Model-Zoo-shaped Markdown page into sections, citations, notes and items."""
     page = WikiPage()
-    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    lines = catalog.without_nul(text).replace("\r\n", "\n").replace("\r", "\n").split("\n")
     preamble: list[str] = []
     notes: list[str] = []
     current: Section | None = None
@@ -284,14 +282,17 @@ def _owner_for(storage: Storage, login: str | None) -> str:
 
 
 def fetch_gist(storage: Storage, ref: GistRef, client: GistClient) -> str:
-    """Copy a gist from the Gist API into the zoo with its id and owner; ``fetched`` or ``unchanged``."""
-    with tempfile.TemporaryDirectory(prefix="caffezoo-wiki-") as tmp:
-        result = download(ref, Path(tmp) / "gist", client=client)
-        files = {p.name: p.read_bytes() for p in (Path(tmp) / "gist").iterdir() if p.is_file()}
+    """Copy a gist from the Gist API into the zoo with its id and owner; ``fetched`` or ``unchanged``.
+
+    The files go from the API to the database: no model directory is written or validated
+    on the way (the catalog reads the readme when the gist is stored).
+    """
+    gist = client.get(ref.id)
+    files = contents(gist, client)
     current = storage.get_gist(ref.id)
     if current is None:
-        owner = _owner_for(storage, result.owner or ref.user)
-        storage.create_gist(owner, result.description, True, files, gist_id=ref.id)
+        owner = _owner_for(storage, gist.owner or ref.user)
+        storage.create_gist(owner, gist.description, True, files, gist_id=ref.id)
         return "fetched"
     have = {f.filename: f.content for f in current.files}
     changes: dict[str, FileChange | None] = {n: FileChange(content=c) for n, c in files.items()
@@ -343,11 +344,12 @@ def import_page(storage: Storage, page: WikiPage, *, fetch: bool = True, client:
         s.execute(update(Entry).where(Entry.section_id.is_not(None)).values(section_id=None))
         s.execute(delete(WikiSection))
         if page.preamble or page.title:
-            s.add(WikiSection(position=0, title="", anchor=page.title, notes=page.preamble))
+            s.add(WikiSection(position=0, title="", anchor=catalog.clip(WikiSection.anchor, page.title),
+                              notes=page.preamble))
         touched: dict[str, Entry] = {}
         for pos, sec in enumerate(page.sections, start=1):
-            row = WikiSection(position=pos, title=sec.title, anchor=sec.anchor, citation=sec.citation,
-                              notes=sec.notes)
+            row = WikiSection(position=pos, title=sec.title, anchor=catalog.clip(WikiSection.anchor, sec.anchor),
+                              citation=sec.citation, notes=sec.notes)
             s.add(row)
             s.flush()
             for ipos, item in enumerate(sec.items):
@@ -377,12 +379,7 @@ def import_page(storage: Storage, page: WikiPage, *, fetch: bool = True, client:
             if entry.indexed_serial:
                 touched[entry.id] = entry  # a gist model: stays, without its wiki words
             else:
-                s.execute(delete(EntryTag).where(EntryTag.entry_pk == entry.pk))
-                if catalog._sqlite(s):
-                    from sqlalchemy import text
-
-                    s.execute(text("DELETE FROM zoo_fts WHERE rowid = :pk"), {"pk": entry.pk})
-                s.delete(entry)
+                catalog.drop_entry(s, entry)
         s.flush()
         for entry in touched.values():
             catalog.refresh_search(s, entry)
