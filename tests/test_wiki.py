@@ -179,6 +179,8 @@ def test_wiki_cli_import_export_round_trip_and_pages(cli, tmp_path, monkeypatch)
     assert parse_page(out.read_text()).sections == parse_page(page.read_text()).sections
     r = cli("wiki", "import", tmp_path / "missing.md")
     assert r.code != 0 and "missing.md" in r.stderr and "Traceback" not in r.stderr
+    r = cli("wiki", "import", tmp_path)
+    assert r.code == 1 and f"{tmp_path}: is a directory, expected a wiki page (Markdown file)" in r.stderr
     (tmp_path / "flat.md").write_text("no sections here\n")
     r = cli("wiki", "import", tmp_path / "flat.md", "--no-fetch")
     assert r.code == 2 and "no section headings" in r.stderr

@@ -104,15 +104,15 @@ def find_block(lines: list[str], path: str = "readme.md") -> tuple[int, int]:
     return marks[0], marks[1]
 
 
-def read_text(path: str | os.PathLike[str]) -> str:
-    """Read a readme as UTF-8, with errors that name the file."""
+def read_text(path: str | os.PathLike[str], what: str = "a readme.md file") -> str:
+    """Read a readme (or, naming ``what``, another Markdown file) as UTF-8, with errors that name it."""
     p = Path(path)
     try:
         raw = p.read_bytes()
     except FileNotFoundError:
         raise ModelDirError(f"{p}: no such file") from None
     except IsADirectoryError:
-        raise ModelDirError(f"{p}: is a directory, expected a readme.md file") from None
+        raise ModelDirError(f"{p}: is a directory, expected {what}") from None
     except OSError as e:
         raise ModelDirError(f"{p}: cannot read: {e.strerror}") from None
     try:

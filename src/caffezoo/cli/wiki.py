@@ -38,7 +38,7 @@ def wiki_import(
     from ..server.run import open_storage
     from ..server.wiki import import_page, parse_page
 
-    parsed = parse_page(read_text(page))
+    parsed = parse_page(read_text(page, "a wiki page (Markdown file)"))
     if not parsed.sections:
         raise UsageError(f"{page}: no section headings found (expected '### Title' lines as on "
                          "Caffe's Model-Zoo wiki page)")
