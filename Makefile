@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: install test run bench clean proto bair
+.PHONY: install test test-fast lint format run bench clean proto bair
 
 install: $(STAMP)
 
@@ -19,6 +19,20 @@ $(STAMP): pyproject.toml
 
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The edit-test loop: everything but the PostgreSQL and browser tests.
+test-fast: $(STAMP)
+	$(PY) -m pytest -m "not postgresql and not browser" $(PYTEST_ARGS)
+
+LINTED := src tests benchmarks scripts
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check $(LINTED)
+	$(VENV)/bin/ruff format --check $(LINTED)
+
+format: $(STAMP)
+	$(VENV)/bin/ruff check --fix $(LINTED)
+	$(VENV)/bin/ruff format $(LINTED)
 
 # The zoo on http://127.0.0.1:8000 with embedded SQLite (under CAFFEZOO_HOME),
 # seeded with the bundled models; seeding again on each start changes nothing.

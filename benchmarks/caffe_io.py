@@ -56,11 +56,13 @@ print(json.dumps({"maxrss": peak, "total": total}))
 def make_model(directory: Path) -> Path:
     net = load_net(DEPLOY)
     rng = np.random.default_rng(0)
+
     def weights(layer):
         return [rng.standard_normal(s, np.float32) for s in net[layer.name].param_shapes or []]
 
-    return write_caffemodel(directory / "bvlc_alexnet.caffemodel", net.to_proto(), weights, version="V1",
-                            legacy_shape=True)
+    return write_caffemodel(
+        directory / "bvlc_alexnet.caffemodel", net.to_proto(), weights, version="V1", legacy_shape=True
+    )
 
 
 def best(runs: int, fn) -> float:
@@ -88,8 +90,12 @@ def index_only(path: Path) -> None:
 
 
 def peak_rss(mode: str, path: Path) -> int:
-    out = subprocess.run([sys.executable, "-c", CHILD, mode, str(path), str(DEPLOY)], check=True,
-                         capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "-c", CHILD, mode, str(path), str(DEPLOY)],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     return json.loads(out.stdout)["maxrss"]
 
 
@@ -116,12 +122,20 @@ def main() -> None:
 
     print(f"caffemodel: {path.name}, {size / 2**20:.1f} MiB (V1, legacy shapes, random weights)")
     print(f"baseline  read the file's bytes:            {t_read * 1000:8.1f} ms")
-    print(f"load_net with weights + read every weight:  {t_load * 1000:8.1f} ms   "
-          f"ratio {t_load / t_read:.2f}x (goal <= 2x)")
-    print(f"read_caffemodel alone (index, no copy):     {t_index * 1000:8.1f} ms   ratio {t_index / t_read:.3f}x")
-    print(f"peak RSS, process reading the bytes:        {rss_read / 2**20:8.1f} MiB   ratio {rss_read / size:.2f}x")
-    print(f"peak RSS, process loading net + weights:    {rss_load / 2**20:8.1f} MiB   "
-          f"ratio {rss_load / size:.2f}x (goal <= 1.5x)")
+    print(
+        f"load_net with weights + read every weight:  {t_load * 1000:8.1f} ms   "
+        f"ratio {t_load / t_read:.2f}x (goal <= 2x)"
+    )
+    print(
+        f"read_caffemodel alone (index, no copy):     {t_index * 1000:8.1f} ms   ratio {t_index / t_read:.3f}x"
+    )
+    print(
+        f"peak RSS, process reading the bytes:        {rss_read / 2**20:8.1f} MiB   ratio {rss_read / size:.2f}x"
+    )
+    print(
+        f"peak RSS, process loading net + weights:    {rss_load / 2**20:8.1f} MiB   "
+        f"ratio {rss_load / size:.2f}x (goal <= 1.5x)"
+    )
     print(f"parse GoogLeNet train_val.prototxt:         {statistics.median(parse) * 1000:8.1f} ms (median)")
 
 

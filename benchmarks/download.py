@@ -182,9 +182,7 @@ def main() -> None:
     )
     out = tmp / "out.bin"
     env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}  # as users run it
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "src"), env.get("PYTHONPATH", "")]).rstrip(
-        os.pathsep
-    )
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "src"), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     env["CAFFEZOO_HOME"] = str(tmp / "home")
     cz = [sys.executable, "-m", "caffezoo", "download", "--quiet", str(model)]
 
@@ -209,9 +207,7 @@ def main() -> None:
     try:
         t, _ = timed([curl, "-sS", "-o", "/dev/null", url], env, rss_file)
         print(f"nginx check: curl -o /dev/null moves {size / t / 1e6:.0f} MB/s (whole process)")
-        for rnd in range(
-            args.runs + 1
-        ):  # round 0 warms up (page cache, bytecode) and is not counted
+        for rnd in range(args.runs + 1):  # round 0 warms up (page cache, bytecode) and is not counted
             names = list(contenders)
             names = names[rnd % len(names) :] + names[: rnd % len(names)]  # rotate the order
             for name in names:
@@ -221,9 +217,7 @@ def main() -> None:
                     times[name].append(t)
                     rss[name] = max(rss[name], peak)
                 if name == "caffezoo download":
-                    t, peak = timed(
-                        cz, env, rss_file
-                    )  # weights in place and verified: the O(1) path
+                    t, peak = timed(cz, env, rss_file)  # weights in place and verified: the O(1) path
                     if rnd:
                         rerun.append(t)
                         rss_rerun = max(rss_rerun, peak)
@@ -235,9 +229,7 @@ def main() -> None:
 
     med = {name: statistics.median(ts) for name, ts in times.items()}
     ours = med["caffezoo download"]
-    print(
-        f"\n{args.size_mib} MiB over loopback from nginx, median of {args.runs} runs, whole processes"
-    )
+    print(f"\n{args.size_mib} MiB over loopback from nginx, median of {args.runs} runs, whole processes")
     print(f"{'':22} {'median s':>9} {'MB/s':>7} {'caffezoo/this':>14} {'peak RSS MiB':>13}")
     for name in contenders:
         print(

@@ -33,7 +33,7 @@ from gist_helpers import free_port, temporary_postgres  # noqa: E402
 
 CONCURRENCY = (1, 8, 32)
 
-BASELINE_APP = '''
+BASELINE_APP = """
 import sys
 BODY = open(sys.argv[1], "rb").read()
 async def app(scope, receive, send):
@@ -45,7 +45,7 @@ async def app(scope, receive, send):
 import uvicorn
 uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[2]), log_level="warning",
             loop="uvloop", http="httptools")
-'''
+"""
 
 
 def wait_up(url: str, proc: subprocess.Popen) -> None:
@@ -80,12 +80,20 @@ def seed(base: str, database_url: str) -> str:
     store = Storage(database_url)
     token = store.create_token("bench")
     store.close()
-    deploy = "".join(f'layer {{ name: "conv{i}" type: "Convolution" bottom: "x" top: "x" '
-                     f'convolution_param {{ num_output: 64 kernel_size: 3 }} }}\n' for i in range(60))
+    deploy = "".join(
+        f'layer {{ name: "conv{i}" type: "Convolution" bottom: "x" top: "x" '
+        f"convolution_param {{ num_output: 64 kernel_size: 3 }} }}\n"
+        for i in range(60)
+    )
     readme = "---\nname: Bench Net\ncaffemodel: bench.caffemodel\nlicense: MIT\n---\n\n" + "Prose. " * 200
-    r = httpx.post(f"{base}/gists", headers={"Authorization": f"Bearer {token}"},
-                   json={"description": "Bench Net", "files": {"readme.md": {"content": readme},
-                                                               "deploy.prototxt": {"content": deploy}}})
+    r = httpx.post(
+        f"{base}/gists",
+        headers={"Authorization": f"Bearer {token}"},
+        json={
+            "description": "Bench Net",
+            "files": {"readme.md": {"content": readme}, "deploy.prototxt": {"content": deploy}},
+        },
+    )
     r.raise_for_status()
     return f"{base}/gists/{r.json()['id']}"
 
@@ -97,9 +105,16 @@ def wrk(url: str, connections: int, duration: int, script: str | None = None) ->
     """Drive ``url`` (with a wrk Lua ``script`` choosing the paths, when given)."""
     threads = min(connections, 2)
     extra = ["-s", script] if script else []
-    out = subprocess.run(["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration}s", "--latency", *extra, url],
-                         capture_output=True, text=True, check=True).stdout
-    pct = {m[0]: float(m[1]) * _UNITS[m[2]] for m in re.findall(r"^\s+(50|99)%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)}
+    out = subprocess.run(
+        ["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration}s", "--latency", *extra, url],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    pct = {
+        m[0]: float(m[1]) * _UNITS[m[2]]
+        for m in re.findall(r"^\s+(50|99)%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
+    }
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     if errors:
@@ -124,12 +139,24 @@ def main() -> None:
     body = b""
     try:
         for kind in ("sqlite", "postgresql"):
-            ctx = temporary_postgres() if kind == "postgresql" else nullcontext(f"sqlite:///{tmp / 'bench.db'}")
+            ctx = (
+                temporary_postgres() if kind == "postgresql" else nullcontext(f"sqlite:///{tmp / 'bench.db'}")
+            )
             with ctx as database_url:
                 port = free_port()
                 base = f"http://127.0.0.1:{port}"
-                cmd = [sys.executable, "-m", "caffezoo", "serve", "--port", str(port), "--database-url", database_url,
-                       "--log-level", "warning"]
+                cmd = [
+                    sys.executable,
+                    "-m",
+                    "caffezoo",
+                    "serve",
+                    "--port",
+                    str(port),
+                    "--database-url",
+                    database_url,
+                    "--log-level",
+                    "warning",
+                ]
                 with process(cmd, f"{base}/gists/none", env):
                     url = seed(base, database_url)
                     body = httpx.get(url).content
@@ -137,23 +164,32 @@ def main() -> None:
         (tmp / "body.json").write_bytes(body)
         port = free_port()
         (tmp / "baseline.py").write_text(BASELINE_APP)
-        with process([sys.executable, str(tmp / "baseline.py"), str(tmp / "body.json"), str(port)],
-                     f"http://127.0.0.1:{port}/", env):
+        with process(
+            [sys.executable, str(tmp / "baseline.py"), str(tmp / "body.json"), str(port)],
+            f"http://127.0.0.1:{port}/",
+            env,
+        ):
             results["baseline"] = measure(f"http://127.0.0.1:{port}/", args.duration)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
-    print(f"GET /gists/{{id}} ({len(body)} bytes of JSON), wrk --latency, {args.duration} s per point, "
-          f"{os.cpu_count()} CPUs; baseline = bare uvicorn app answering the same bytes")
+    print(
+        f"GET /gists/{{id}} ({len(body)} bytes of JSON), wrk --latency, {args.duration} s per point, "
+        f"{os.cpu_count()} CPUs; baseline = bare uvicorn app answering the same bytes"
+    )
     print(f"{'target':<11} {'clients':>7} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'vs baseline':>12}")
     for kind in ("baseline", "sqlite", "postgresql"):
         for c, r in results[kind].items():
             ratio = r["rps"] / results["baseline"][c]["rps"]
-            print(f"{kind:<11} {c:>7} {r['rps']:>9.0f} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} {ratio:>11.2f}x")
+            print(
+                f"{kind:<11} {c:>7} {r['rps']:>9.0f} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} {ratio:>11.2f}x"
+            )
     goal = results["sqlite"][32]
     ok = goal["rps"] >= 1000 and goal["p99_ms"] < 50
-    print(f"goal (SQLite, 32 clients: >= 1000 req/s, p99 < 50 ms): {'met' if ok else 'MISSED'} "
-          f"({goal['rps']:.0f} req/s, p99 {goal['p99_ms']:.1f} ms)")
+    print(
+        f"goal (SQLite, 32 clients: >= 1000 req/s, p99 < 50 ms): {'met' if ok else 'MISSED'} "
+        f"({goal['rps']:.0f} req/s, p99 {goal['p99_ms']:.1f} ms)"
+    )
     print(json.dumps(results))
 
 

@@ -30,7 +30,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
-from caffe_io import CHILD as READ_CHILD, best, make_model, read_bytes  # noqa: E402  (benchmarks/caffe_io.py)
+from caffe_io import CHILD as READ_CHILD  # noqa: E402  (benchmarks/caffe_io.py)
+from caffe_io import best, make_model, read_bytes
 from runtime_helpers import natural_image, nsfw_model, random_weights  # noqa: E402  (tests/runtime_helpers.py)
 
 from caffezoo.caffe.caffemodel import write_caffemodel  # noqa: E402
@@ -55,7 +56,9 @@ print(json.dumps({"maxrss": peak}))
 def images(batch: int, size: int) -> np.ndarray:
     """Photograph-like images, BGR, mean-subtracted: what a deployed net sees."""
     rng = np.random.default_rng(batch)
-    x = [natural_image(rng, size, size).astype(np.float32)[:, :, ::-1] - [104, 117, 123] for _ in range(batch)]
+    x = [
+        natural_image(rng, size, size).astype(np.float32)[:, :, ::-1] - [104, 117, 123] for _ in range(batch)
+    ]
     return np.ascontiguousarray(np.stack(x).transpose(0, 3, 1, 2), np.float32)
 
 
@@ -81,8 +84,10 @@ def latency(name: str, prototxt: Path, caffemodel: Path, output: str, runs: int,
                 theirs.append(end - mid)
         a, b = statistics.median(ours), statistics.median(theirs)
         diff = float(np.abs(y - z).max())
-        print(f"{name:<28} batch {batch}:  caffezoo {a * 1000:8.1f} ms   OpenCV {b * 1000:8.1f} ms   "
-              f"ratio {a / b:.2f}x (goal <= 0.8x)   max |diff| {diff:.2e}")
+        print(
+            f"{name:<28} batch {batch}:  caffezoo {a * 1000:8.1f} ms   OpenCV {b * 1000:8.1f} ms   "
+            f"ratio {a / b:.2f}x (goal <= 0.8x)   max |diff| {diff:.2e}"
+        )
 
 
 def child_rss(code: str, *args: str) -> int:
@@ -97,8 +102,10 @@ def main() -> None:
     args = parser.parse_args()
     import cv2
 
-    print(f"OpenCV {cv2.__version__} with {cv2.getNumThreads()} threads; onnxruntime {_ort_version()}; "
-          f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
+    print(
+        f"OpenCV {cv2.__version__} with {cv2.getNumThreads()} threads; onnxruntime {_ort_version()}; "
+        f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs"
+    )
     with tempfile.TemporaryDirectory() as tmp:
         directory = Path(tmp)
         os.environ["CAFFEZOO_HOME"] = str(directory / "home")  # a fresh conversion cache, not the user's
@@ -118,10 +125,16 @@ def main() -> None:
         rss_convert = child_rss(CONVERT_CHILD, str(ALEXNET), str(alexnet), str(directory / "child.onnx"))
     print(f"AlexNet caffemodel {size / 2**20:.1f} MiB (V1, legacy shapes, random weights)")
     print(f"baseline  read the file's bytes:       {t_read * 1000:8.1f} ms")
-    print(f"to_onnx into a file:                   {t_convert * 1000:8.1f} ms   ratio {t_convert / t_read:.2f}x "
-          f"(goal <= 3x)")
-    print(f"peak RSS, process reading the bytes:   {rss_read / 2**20:8.1f} MiB   ratio {rss_read / size:.2f}x")
-    print(f"peak RSS, process converting:          {rss_convert / 2**20:8.1f} MiB   ratio {rss_convert / size:.2f}x")
+    print(
+        f"to_onnx into a file:                   {t_convert * 1000:8.1f} ms   ratio {t_convert / t_read:.2f}x "
+        f"(goal <= 3x)"
+    )
+    print(
+        f"peak RSS, process reading the bytes:   {rss_read / 2**20:8.1f} MiB   ratio {rss_read / size:.2f}x"
+    )
+    print(
+        f"peak RSS, process converting:          {rss_convert / 2**20:8.1f} MiB   ratio {rss_convert / size:.2f}x"
+    )
     print(f"load average at the end: {os.getloadavg()[0]:.1f}")
 
 

@@ -31,7 +31,9 @@ def wall(cmd: list[str], env: dict[str, str], runs: int) -> float:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--runs", type=int, default=21)
     args = parser.parse_args()
     env = dict(os.environ, CAFFEZOO_HOME=tempfile.mkdtemp(prefix="caffezoo-bench-"))

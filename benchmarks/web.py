@@ -32,21 +32,27 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from gist_helpers import free_port  # noqa: E402
 from download import find, start_nginx  # noqa: E402
+from gist_helpers import free_port  # noqa: E402
 from gist_server import process, wrk  # noqa: E402
 
-WORDS = ("alexnet caffenet googlenet resnet vgg inception segmentation detection flowers cars faces "
-         "places scenes style depth pose saliency optical flow siamese retrieval captioning fcn nin "
-         "squeezenet mobilenet dense residual pascal imagenet coco cityscapes kitti voc street "
-         "medical retina digits mnist cifar fine-tuned pretrained binary compact fast accurate").split()
+WORDS = (
+    "alexnet caffenet googlenet resnet vgg inception segmentation detection flowers cars faces "
+    "places scenes style depth pose saliency optical flow siamese retrieval captioning fcn nin "
+    "squeezenet mobilenet dense residual pascal imagenet coco cityscapes kitti voc street "
+    "medical retina digits mnist cifar fine-tuned pretrained binary compact fast accurate"
+).split()
 LICENSES = ("MIT", "BSD-2-Clause", "Apache-2.0", "CC-BY-4.0", "non-commercial", "unrestricted")
 TASKS = ("classification", "detection", "segmentation", "depth estimation", "style", "retrieval")
-DEPLOY = "".join(f'layer {{ name: "conv{i}" type: "Convolution" bottom: "{"data" if i == 0 else f"conv{i-1}"}" '
-                 f'top: "conv{i}" convolution_param {{ num_output: 32 kernel_size: 3 pad: 1 }} }}\n'
-                 for i in range(12))
-DEPLOY = ('name: "BenchNet"\nlayer { name: "data" type: "Input" top: "data" '
-          'input_param { shape { dim: 1 dim: 3 dim: 64 dim: 64 } } }\n' + DEPLOY)
+DEPLOY = "".join(
+    f'layer {{ name: "conv{i}" type: "Convolution" bottom: "{"data" if i == 0 else f"conv{i - 1}"}" '
+    f'top: "conv{i}" convolution_param {{ num_output: 32 kernel_size: 3 pad: 1 }} }}\n'
+    for i in range(12)
+)
+DEPLOY = (
+    'name: "BenchNet"\nlayer { name: "data" type: "Input" top: "data" '
+    "input_param { shape { dim: 1 dim: 3 dim: 64 dim: 64 } } }\n" + DEPLOY
+)
 
 
 def vocabulary(rnd: random.Random, size: int = 5000) -> list[str]:
@@ -73,13 +79,19 @@ def generate(database_url: str, n: int) -> list[str]:
     for i in range(n):
         tags = rnd.sample(WORDS, 3)
         prose = " ".join(rnd.choices(vocab, weights, k=300))
-        readme = (f"---\nname: Bench {tags[0].title()} Net {i}\ncaffemodel: net{i}.caffemodel\n"
-                  f"caffemodel_url: http://127.0.0.1:9/net{i}.caffemodel\nsha1: {i:040x}\n"
-                  f"license: {rnd.choice(LICENSES)}\ntask: {rnd.choice(TASKS)}\ntags: [{', '.join(tags)}]\n"
-                  f"caffe_version: '1.0'\nsize: {rnd.randrange(1, 600) * 1_000_000}\n---\n\n"
-                  f"# Bench net {i}\n\nA generated model about {tags[0]} and {tags[1]}, for {tags[2]}.\n\n{prose}\n")
-        view = store.create_gist("bench", f"Bench Net {i}", True,
-                                 {"readme.md": readme.encode(), "deploy.prototxt": DEPLOY.encode()})
+        readme = (
+            f"---\nname: Bench {tags[0].title()} Net {i}\ncaffemodel: net{i}.caffemodel\n"
+            f"caffemodel_url: http://127.0.0.1:9/net{i}.caffemodel\nsha1: {i:040x}\n"
+            f"license: {rnd.choice(LICENSES)}\ntask: {rnd.choice(TASKS)}\ntags: [{', '.join(tags)}]\n"
+            f"caffe_version: '1.0'\nsize: {rnd.randrange(1, 600) * 1_000_000}\n---\n\n"
+            f"# Bench net {i}\n\nA generated model about {tags[0]} and {tags[1]}, for {tags[2]}.\n\n{prose}\n"
+        )
+        view = store.create_gist(
+            "bench",
+            f"Bench Net {i}",
+            True,
+            {"readme.md": readme.encode(), "deploy.prototxt": DEPLOY.encode()},
+        )
         ids.append(view.id)
     store.close()
     print(f"generated {n} models in {time.monotonic() - t0:.0f} s", file=sys.stderr)
@@ -89,14 +101,20 @@ def generate(database_url: str, n: int) -> list[str]:
 def rotating(tmp: Path, name: str, paths: list[str]) -> str:
     """A wrk script that asks for a random one of ``paths`` each time (so caches mostly miss)."""
     script = tmp / f"{name}.lua"
-    script.write_text("paths = {" + ",".join(json.dumps(p) for p in paths) + "}\n"
-                      "request = function() return wrk.format(\"GET\", paths[math.random(#paths)]) end\n")
+    script.write_text(
+        "paths = {" + ",".join(json.dumps(p) for p in paths) + "}\n"
+        'request = function() return wrk.format("GET", paths[math.random(#paths)]) end\n'
+    )
     return str(script)
 
 
 def transfer_mb_s(url: str, connections: int, duration: int) -> float:
-    out = subprocess.run(["wrk", f"-t{min(connections, 2)}", f"-c{connections}", f"-d{duration}s", url],
-                         capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        ["wrk", f"-t{min(connections, 2)}", f"-c{connections}", f"-d{duration}s", url],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     if "Non-2xx" in out:
         raise SystemExit(f"wrk saw error responses from {url}:\n{out}")
     m = re.search(r"Transfer/sec:\s+([\d.]+)([KMG]?B)", out)
@@ -129,45 +147,77 @@ def main() -> None:
                 f.write(chunk)
         port = free_port()
         base = f"http://127.0.0.1:{port}"
-        cmd = [sys.executable, "-m", "caffezoo", "serve", "--port", str(port), "--database-url", database_url,
-               "--blobs-dir", str(blobs), "--no-check-links", "--log-level", "warning"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "caffezoo",
+            "serve",
+            "--port",
+            str(port),
+            "--database-url",
+            database_url,
+            "--blobs-dir",
+            str(blobs),
+            "--no-check-links",
+            "--log-level",
+            "warning",
+        ]
         with process(cmd, f"{base}/static/style.css", env):
             model = ids[len(ids) // 2]
             rnd = random.Random(2)
             searches = [f"/?q={a}+{b}" for a in WORDS for b in rnd.sample(WORDS, 12)]
-            pages = {"static css (baseline)": ("/static/style.css", None), "index page 1": ("/", None),
-                     "search, one query": ("/?q=segmentation+street", None),
-                     f"search, {len(searches)} queries": ("/", rotating(tmp, "search", searches)),
-                     "model page, one model": (f"/models/{model}", None),
-                     f"model page, random of {len(ids):,}": ("/", rotating(tmp, "models", [f"/models/{i}" for i in ids]))}
+            pages = {
+                "static css (baseline)": ("/static/style.css", None),
+                "index page 1": ("/", None),
+                "search, one query": ("/?q=segmentation+street", None),
+                f"search, {len(searches)} queries": ("/", rotating(tmp, "search", searches)),
+                "model page, one model": (f"/models/{model}", None),
+                f"model page, random of {len(ids):,}": (
+                    "/",
+                    rotating(tmp, "models", [f"/models/{i}" for i in ids]),
+                ),
+            }
             for name, (path, script) in pages.items():
                 wrk(base + path, 8, 1, script)  # warm up: caches, the network picture, connection pools
                 results[name] = wrk(base + path, 8, args.duration, script)
             mirror = {c: transfer_mb_s(f"{base}/blobs/sha1/{sha1}", c, args.duration) for c in (1, 8)}
         nginx, nport = start_nginx(tmp, blobs)
         try:
-            native = {c: transfer_mb_s(f"http://127.0.0.1:{nport}/sha1/{sha1}", c, args.duration) for c in (1, 8)}
+            native = {
+                c: transfer_mb_s(f"http://127.0.0.1:{nport}/sha1/{sha1}", c, args.duration) for c in (1, 8)
+            }
         finally:
             nginx.terminate()
             nginx.wait(20)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
-    print(f"{args.models:,} models, SQLite, one uvicorn worker, wrk -c8 --latency, {args.duration} s per point, "
-          f"{os.cpu_count()} CPUs")
+    print(
+        f"{args.models:,} models, SQLite, one uvicorn worker, wrk -c8 --latency, {args.duration} s per point, "
+        f"{os.cpu_count()} CPUs"
+    )
     base_rps = results["static css (baseline)"]["rps"]
     print(f"{'page':<34} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'req/s vs css':>13}")
     for name, r in results.items():
-        print(f"{name:<34} {r['rps']:>8.0f} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} {r['rps'] / base_rps:>12.2f}x")
-    goals = {"index page 1": 50, "model page, one model": 50, f"model page, random of {args.models:,}": 50,
-             "search, one query": 100, f"search, {len(WORDS) * 12} queries": 100}
+        print(
+            f"{name:<34} {r['rps']:>8.0f} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} {r['rps'] / base_rps:>12.2f}x"
+        )
+    goals = {
+        "index page 1": 50,
+        "model page, one model": 50,
+        f"model page, random of {args.models:,}": 50,
+        "search, one query": 100,
+        f"search, {len(WORDS) * 12} queries": 100,
+    }
     for name, limit in goals.items():
         p99 = results[name]["p99_ms"]
         print(f"goal {name}: p99 < {limit} ms: {'met' if p99 < limit else 'MISSED'} ({p99:.1f} ms)")
     print(f"blob download, {args.blob_mb} MiB file: MB/s (mirror / nginx)")
     for c in (1, 8):
-        print(f"  {c} connection{'s' if c > 1 else ''}: mirror {mirror[c]:.0f}, nginx {native[c]:.0f}, "
-              f"ratio {mirror[c] / native[c]:.2f}")
+        print(
+            f"  {c} connection{'s' if c > 1 else ''}: mirror {mirror[c]:.0f}, nginx {native[c]:.0f}, "
+            f"ratio {mirror[c] / native[c]:.2f}"
+        )
     print(json.dumps({"pages": results, "mirror_mb_s": mirror, "nginx_mb_s": native}))
 
 

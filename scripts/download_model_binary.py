@@ -65,7 +65,7 @@ class Reporter:
         duration = (now - self.start) or 0.01
         percent = int(event.done * 100 / event.total) if event.total else 0
         sys.stdout.write(
-            "\r...%d%%, %d MB, %d KB/s, %d seconds passed"
+            "\r...%d%%, %d MB, %d KB/s, %d seconds passed"  # noqa: UP031  (the seed script's own format)
             % (percent, event.done / (1024 * 1024), event.done / (1024 * duration), duration)
         )
         sys.stdout.flush()

@@ -1,4 +1,8 @@
-"""Shared fixtures: an isolated CAFFEZOO_HOME for every test, and a CLI runner."""
+"""Shared fixtures: an isolated CAFFEZOO_HOME for every test, and a CLI runner.
+
+The helper modules' fixtures are registered here as plugins; their plain helpers
+are imported by name where a test uses them (``from model_helpers import write_model``).
+"""
 
 from __future__ import annotations
 
@@ -10,7 +14,18 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+pytest_plugins = ["gist_helpers", "web_helpers"]
+
+
+def pytest_collection_modifyitems(items) -> None:
+    """Mark what needs PostgreSQL or Chromium, so ``make test-fast`` can leave it out."""
+    for item in items:
+        names = set(getattr(item, "fixturenames", ()))
+        callspec = getattr(item, "callspec", None)
+        if "postgres_url" in names or (callspec and "postgresql" in callspec.id.split("-")):
+            item.add_marker(pytest.mark.postgresql)
+        if "browser" in names:
+            item.add_marker(pytest.mark.browser)
 
 
 @pytest.fixture(autouse=True)
@@ -20,8 +35,16 @@ def caffezoo_home(tmp_path_factory, monkeypatch) -> Path:
     monkeypatch.setenv("CAFFEZOO_HOME", str(home))
     monkeypatch.setenv("HOME", str(home / "user"))
     (home / "user").mkdir()
-    for var in ("CAFFEZOO_OFFLINE", "CAFFEZOO_GIST_API", "CAFFEZOO_TOKEN", "GITHUB_TOKEN",
-                "CAFFEZOO_MIRRORS", "CAFFEZOO_DATABASE_URL", "CAFFEZOO_TIMEOUT", "CAFFEZOO_RETRIES"):
+    for var in (
+        "CAFFEZOO_OFFLINE",
+        "CAFFEZOO_GIST_API",
+        "CAFFEZOO_TOKEN",
+        "GITHUB_TOKEN",
+        "CAFFEZOO_MIRRORS",
+        "CAFFEZOO_DATABASE_URL",
+        "CAFFEZOO_TIMEOUT",
+        "CAFFEZOO_RETRIES",
+    ):
         monkeypatch.delenv(var, raising=False)
     return home
 
@@ -60,36 +83,12 @@ def cli_process():
         full_env.update(env or {})
         p = subprocess.run(
             [sys.executable, "-m", "caffezoo", *map(str, args)],
-            capture_output=True, text=True, env=full_env, cwd=cwd, timeout=timeout,
+            capture_output=True,
+            text=True,
+            env=full_env,
+            cwd=cwd,
+            timeout=timeout,
         )
         return Result(p.returncode, p.stdout, p.stderr)
 
     return run
-
-
-def write_model(path: Path, front_matter: str, body: str = "\nProse.\n", files: dict[str, str] | None = None,
-                newline: str = "\n") -> Path:
-    """Make a model directory with ``readme.md`` = ``---`` front matter ``---`` body."""
-    path.mkdir(parents=True, exist_ok=True)
-    text = "---\n" + front_matter.strip("\n") + "\n---\n" + body
-    (path / "readme.md").write_bytes(text.replace("\n", newline).encode())
-    for name, content in (files or {}).items():
-        (path / name).write_text(content)
-    return path
-
-
-GOOD_FRONT_MATTER = """\
-name: Test Net
-caffemodel: test_net.caffemodel
-caffemodel_url: http://127.0.0.1:1/test_net.caffemodel
-license: BSD-2-Clause
-sha1: 9116a64c0fbe4459d18f4bb6b56d647b63920377
-caffe_commit: 709dc15af4a06bebda027c1eb2b3f3e3375d5077
-"""
-
-DEPLOY = """\
-name: "TestNet"
-layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 1 dim: 3 dim: 8 dim: 8 } } }
-layer { name: "conv" type: "Convolution" bottom: "data" top: "conv"
-        convolution_param { num_output: 4 kernel_size: 3 } }
-"""

@@ -8,7 +8,7 @@ import random
 import time
 from pathlib import Path
 
-from conftest import write_model
+from model_helpers import write_model
 
 
 def blob(size: int, seed: int = 0) -> bytes:
@@ -20,9 +20,7 @@ def sha1(data: bytes) -> str:
     return hashlib.sha1(data).hexdigest()
 
 
-def weights_model(
-    path: Path, url: str, data: bytes, caffemodel: str = "net.caffemodel", **extra
-) -> Path:
+def weights_model(path: Path, url: str, data: bytes, caffemodel: str = "net.caffemodel", **extra) -> Path:
     """A model directory whose front matter names ``url`` and the SHA-1 of ``data``."""
     lines = [
         "name: Test Net",

@@ -199,9 +199,7 @@ class _Server(ThreadingHTTPServer):
     def handle_error(self, request: Any, client_address: Any) -> None:
         import sys
 
-        if not isinstance(
-            sys.exc_info()[1], ConnectionError
-        ):  # clients hanging up is expected here
+        if not isinstance(sys.exc_info()[1], ConnectionError):  # clients hanging up is expected here
             super().handle_error(request, client_address)
 
 

@@ -3,7 +3,7 @@
 scripted HTTP server for what the real one never answers (GitHub's own JSON,
 rate limits, 5xx, unsafe file names).
 
-Import the fixtures into a test module: ``from gist_helpers import *``.
+Registered as a pytest plugin by conftest; import plain helpers by name.
 """
 
 from __future__ import annotations
@@ -27,8 +27,17 @@ from pathlib import Path
 import httpx
 import pytest
 
-__all__ = ["postgres_url", "temporary_postgres", "zoo_server", "zoo", "scripted", "free_port", "ScriptedServer", "ZooUser",
-           "start_uvicorn"]
+__all__ = [
+    "postgres_url",
+    "temporary_postgres",
+    "zoo_server",
+    "zoo",
+    "scripted",
+    "free_port",
+    "ScriptedServer",
+    "ZooUser",
+    "start_uvicorn",
+]
 
 
 def free_port() -> int:
@@ -41,11 +50,15 @@ def free_port() -> int:
 
 
 def _pg_bin() -> Path:
-    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"),
-                   key=lambda p: int(Path(p).parent.parent.name.split(".")[0]))
+    found = sorted(
+        glob.glob("/usr/lib/postgresql/*/bin/initdb"),
+        key=lambda p: int(Path(p).parent.parent.name.split(".")[0]),
+    )
     if not found:
-        raise RuntimeError("PostgreSQL is not installed (Debian package `postgresql`, see .ci/run): "
-                    "the gist server suite runs on it as well as on SQLite")
+        raise RuntimeError(
+            "PostgreSQL is not installed (Debian package `postgresql`, see .ci/run): "
+            "the gist server suite runs on it as well as on SQLite"
+        )
     return Path(found[-1]).parent
 
 
@@ -67,12 +80,27 @@ def temporary_postgres():
     port = free_port()
     run = dict(check=True, capture_output=True, text=True, user=user, cwd=root)
     try:
-        subprocess.run([bindir / "initdb", "-D", root / "data", "-U", "zoo", "-A", "trust", "-E", "UTF8",
-                        "--no-sync"], **run)
-        subprocess.run([bindir / "pg_ctl", "-D", root / "data", "-l", root / "log", "-w", "-t", "60", "-o",
-                        f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off "
-                        "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200",
-                        "start"], **run)
+        subprocess.run(
+            [bindir / "initdb", "-D", root / "data", "-U", "zoo", "-A", "trust", "-E", "UTF8", "--no-sync"],
+            **run,
+        )
+        subprocess.run(
+            [
+                bindir / "pg_ctl",
+                "-D",
+                root / "data",
+                "-l",
+                root / "log",
+                "-w",
+                "-t",
+                "60",
+                "-o",
+                f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off "
+                "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200",
+                "start",
+            ],
+            **run,
+        )
     except subprocess.CalledProcessError as e:
         log = (root / "log").read_text() if (root / "log").exists() else ""
         shutil.rmtree(root, ignore_errors=True)
@@ -80,8 +108,12 @@ def temporary_postgres():
     try:
         yield f"postgresql://zoo@127.0.0.1:{port}/postgres"
     finally:
-        subprocess.run([bindir / "pg_ctl", "-D", root / "data", "-m", "immediate", "stop"],
-                       capture_output=True, user=user, cwd=root)
+        subprocess.run(
+            [bindir / "pg_ctl", "-D", root / "data", "-m", "immediate", "stop"],
+            capture_output=True,
+            user=user,
+            cwd=root,
+        )
         shutil.rmtree(root, ignore_errors=True)
 
 
@@ -107,8 +139,9 @@ def start_uvicorn(app, port: int | None = None):
     import uvicorn
 
     port = port or free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
-                                           lifespan="off"))
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
+    )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
@@ -163,8 +196,14 @@ class ZooUser:
         return _new_user(self.server)
 
     def create(self, files: dict[str, str], description: str = "d", public: bool = False) -> dict:
-        r = self.http.post("/gists", json={"description": description, "public": public,
-                                           "files": {n: {"content": c} for n, c in files.items()}})
+        r = self.http.post(
+            "/gists",
+            json={
+                "description": description,
+                "public": public,
+                "files": {n: {"content": c} for n, c in files.items()},
+            },
+        )
         assert r.status_code == 201, r.text
         return r.json()
 
@@ -213,8 +252,9 @@ class ScriptedServer:
                 length = int(self.headers.get("content-length") or 0)
                 body = self.rfile.read(length) if length else b""
                 path = self.path.split("?", 1)[0]
-                outer.seen.append(Seen(self.command, path, {k.lower(): v for k, v in self.headers.items()},
-                                       body))
+                outer.seen.append(
+                    Seen(self.command, path, {k.lower(): v for k, v in self.headers.items()}, body)
+                )
                 queue = outer.routes.get((self.command, path))
                 if not queue:
                     status, payload, headers = 404, {"message": "Not Found"}, {}
@@ -244,8 +284,11 @@ class ScriptedServer:
         self.routes[(method, path)] = [r if len(r) == 3 else (r[0], r[1], {}) for r in responses]
 
     def requests(self, method: str | None = None, path: str | None = None) -> list[Seen]:
-        return [s for s in self.seen if (method is None or s.method == method)
-                and (path is None or s.path == path)]
+        return [
+            s
+            for s in self.seen
+            if (method is None or s.method == method) and (path is None or s.path == path)
+        ]
 
     def close(self) -> None:
         self.httpd.shutdown()

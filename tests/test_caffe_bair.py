@@ -27,19 +27,25 @@ def test_regenerating_into_an_empty_tree(tmp_path):
     assert len(written) == len(render()) == 14
     assert stale(tmp_path) == [] and write_all(tmp_path) == []
     (tmp_path / "bvlc_alexnet" / "deploy.prototxt").write_text("# edited by hand\n")
-    r = subprocess.run([sys.executable, "-m", "caffezoo.caffe.bair", "--check", "--root", str(tmp_path)],
-                       capture_output=True, text=True)
+    r = subprocess.run(
+        [sys.executable, "-m", "caffezoo.caffe.bair", "--check", "--root", str(tmp_path)],
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 1 and "bvlc_alexnet/deploy.prototxt" in r.stderr
 
 
-@pytest.mark.parametrize("model,params,outputs", [
-    # Published parameter counts of these architectures.
-    ("bvlc_alexnet", 60_965_224, ["prob"]),
-    ("bvlc_reference_caffenet", 60_965_224, ["prob"]),
-    ("bvlc_googlenet", 6_998_552, ["prob"]),
-    ("bvlc_reference_rcnn_ilsvrc13", 60_965_224 - 4097 * 1000 + 4097 * 200, ["fc-rcnn"]),
-    ("finetune_flickr_style", 60_965_224 - 4097 * 1000 + 4097 * 20, ["prob"]),
-])
+@pytest.mark.parametrize(
+    "model,params,outputs",
+    [
+        # Published parameter counts of these architectures.
+        ("bvlc_alexnet", 60_965_224, ["prob"]),
+        ("bvlc_reference_caffenet", 60_965_224, ["prob"]),
+        ("bvlc_googlenet", 6_998_552, ["prob"]),
+        ("bvlc_reference_rcnn_ilsvrc13", 60_965_224 - 4097 * 1000 + 4097 * 200, ["fc-rcnn"]),
+        ("finetune_flickr_style", 60_965_224 - 4097 * 1000 + 4097 * 20, ["prob"]),
+    ],
+)
 def test_deploy_nets_load(model, params, outputs):
     net = load_net(BUNDLED_DIR / model / "deploy.prototxt")
     assert net.params == params and net.outputs == outputs
@@ -52,12 +58,15 @@ def test_googlenet_pooling_depends_on_ceil():
     assert net["prob"].top_shapes == [(10, 1000)]
 
 
-@pytest.mark.parametrize("model", ["bvlc_alexnet", "bvlc_reference_caffenet", "bvlc_googlenet",
-                                   "finetune_flickr_style"])
+@pytest.mark.parametrize(
+    "model", ["bvlc_alexnet", "bvlc_reference_caffenet", "bvlc_googlenet", "finetune_flickr_style"]
+)
 def test_train_val_nets_load_in_both_phases(model):
     test = load_net(BUNDLED_DIR / model / "train_val.prototxt", phase="TEST")
     train = load_net(BUNDLED_DIR / model / "train_val.prototxt", phase="TRAIN")
-    assert any(x.type == "Accuracy" for x in test.layers) and not any(x.type == "Accuracy" for x in train.layers)
+    assert any(x.type == "Accuracy" for x in test.layers) and not any(
+        x.type == "Accuracy" for x in train.layers
+    )
     assert [x.name for x in train.layers].count("data") == 1
     solver = read_solver(BUNDLED_DIR / model / "solver.prototxt")
     assert solver.net == f"models/{model}/train_val.prototxt"
@@ -91,8 +100,9 @@ def test_full_size_alexnet_weights_fit_the_bundled_net(cli, tmp_path):
         shapes = net[layer.name].param_shapes or []
         return [rng.standard_normal(shape, np.float32) for shape in shapes]
 
-    path = write_caffemodel(tmp_path / "bvlc_alexnet.caffemodel", net.to_proto(), weights, version="V1",
-                            legacy_shape=True)
+    path = write_caffemodel(
+        tmp_path / "bvlc_alexnet.caffemodel", net.to_proto(), weights, version="V1", legacy_shape=True
+    )
     assert path.stat().st_size > 230_000_000
     r = cli("inspect", "bvlc_alexnet", "--weights", path)
     assert r.code == 0 and "the weights fit the net" in r.stdout

@@ -53,8 +53,15 @@ def test_cli_draws_png_and_svg(cli, tmp_path):
     r = cli("draw", "bvlc_reference_caffenet", "-o", tmp_path / "net.png", "--rankdir", "tb")
     assert r.code == 0, r.stderr
     assert (tmp_path / "net.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    r = cli("draw", BUNDLED_DIR / "bvlc_alexnet" / "train_val.prototxt", "-o", tmp_path / "train.svg",
-            "--phase", "TRAIN", "-q")
+    r = cli(
+        "draw",
+        BUNDLED_DIR / "bvlc_alexnet" / "train_val.prototxt",
+        "-o",
+        tmp_path / "train.svg",
+        "--phase",
+        "TRAIN",
+        "-q",
+    )
     assert r.code == 0 and r.stdout == ""
     svg = (tmp_path / "train.svg").read_text()
     assert "(Data)" in svg and "(SoftmaxWithLoss)" in svg and "(Accuracy)" not in svg
@@ -65,7 +72,11 @@ def test_cli_errors(cli, tmp_path):
     assert r.code == 1 and "cannot tell the format from the suffix" in r.stderr
     assert not (tmp_path / "net.gif").exists()
     r = cli("draw", BUNDLED_DIR / "bvlc_alexnet" / "deploy.prototxt", "-o", tmp_path / "nowhere" / "net.dot")
-    assert r.code == 1 and r.stderr == f"error: {tmp_path / 'nowhere' / 'net.dot'}: cannot write: No such file or directory\n"
+    assert (
+        r.code == 1
+        and r.stderr
+        == f"error: {tmp_path / 'nowhere' / 'net.dot'}: cannot write: No such file or directory\n"
+    )
     assert list(tmp_path.iterdir()) == []
 
 

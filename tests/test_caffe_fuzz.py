@@ -20,20 +20,89 @@ from caffezoo.errors import CaffemodelError, NetError, PrototxtError
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 # Pieces of real prototxts, so the fuzzer reaches past the first token.
-TOKENS = st.sampled_from([
-    "layer", "layers", "{", "}", "<", ">", ":", ";", ",", "[", "]", '"', "'", "#", "\n", " ", "name", "type",
-    "bottom", "top", '"data"', '"conv"', '"Convolution"', '"Pooling"', '"Input"', '"Reshape"', '"Crop"',
-    '"Slice"', '"Concat"', '"Interp"', '"ArgMax"', "CONVOLUTION", "input", "input_dim", "input_shape", "dim",
-    "shape", "convolution_param", "pooling_param", "reshape_param", "slice_param", "interp_param",
-    "num_output", "kernel_size", "stride", "pad", "group", "axis", "slice_point", "zoom_factor",
-    "shrink_factor", "pool", "MAX", "AVE", "include", "phase", "TEST", "TRAIN", "0", "1", "3", "-1", "-7",
-    "99999999999999999999", "1e40", "nan", "inf", "true", "False", "\\", "\\x", "unknown_param", "a",
-])
+TOKENS = st.sampled_from(
+    [
+        "layer",
+        "layers",
+        "{",
+        "}",
+        "<",
+        ">",
+        ":",
+        ";",
+        ",",
+        "[",
+        "]",
+        '"',
+        "'",
+        "#",
+        "\n",
+        " ",
+        "name",
+        "type",
+        "bottom",
+        "top",
+        '"data"',
+        '"conv"',
+        '"Convolution"',
+        '"Pooling"',
+        '"Input"',
+        '"Reshape"',
+        '"Crop"',
+        '"Slice"',
+        '"Concat"',
+        '"Interp"',
+        '"ArgMax"',
+        "CONVOLUTION",
+        "input",
+        "input_dim",
+        "input_shape",
+        "dim",
+        "shape",
+        "convolution_param",
+        "pooling_param",
+        "reshape_param",
+        "slice_param",
+        "interp_param",
+        "num_output",
+        "kernel_size",
+        "stride",
+        "pad",
+        "group",
+        "axis",
+        "slice_point",
+        "zoom_factor",
+        "shrink_factor",
+        "pool",
+        "MAX",
+        "AVE",
+        "include",
+        "phase",
+        "TEST",
+        "TRAIN",
+        "0",
+        "1",
+        "3",
+        "-1",
+        "-7",
+        "99999999999999999999",
+        "1e40",
+        "nan",
+        "inf",
+        "true",
+        "False",
+        "\\",
+        "\\x",
+        "unknown_param",
+        "a",
+    ]
+)
 PROTOTXT_TEXT = st.one_of(
     st.text(max_size=400),
     st.lists(TOKENS, max_size=120).map(" ".join),
     st.tuples(st.integers(0, len(SMALL_NET)), st.integers(0, 40), st.text(max_size=20)).map(
-        lambda t: SMALL_NET[:t[0]] + t[2] + SMALL_NET[t[0] + t[1]:]),
+        lambda t: SMALL_NET[: t[0]] + t[2] + SMALL_NET[t[0] + t[1] :]
+    ),
 )
 
 
@@ -76,7 +145,7 @@ def model_bytes(tmp_path_factory):
 def mutate(data: bytes, edits: list[tuple[int, int, bytes]]) -> bytes:
     for position, delete, insert in edits:
         position %= len(data) + 1
-        data = data[:position] + insert + data[position + delete:]
+        data = data[:position] + insert + data[position + delete :]
     return data
 
 
@@ -88,7 +157,7 @@ EDITS = st.lists(st.tuples(st.integers(0, 10_000), st.integers(0, 8), st.binary(
 @pytest.mark.timeout(300)
 def test_caffemodel_reader_on_mutated_files(tmp_path, model_bytes, which, edits, cut):
     data = mutate(model_bytes[which], edits)
-    data = data[:max(1, len(data) - cut % 50)] if cut % 3 == 0 else data
+    data = data[: max(1, len(data) - cut % 50)] if cut % 3 == 0 else data
     check_caffemodel(tmp_path, data)
 
 

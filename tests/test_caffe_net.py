@@ -42,7 +42,9 @@ def test_phase_level_and_stage_rules():
 
 def test_include_and_exclude_together_is_an_error(tmp_path):
     path = tmp_path / "both.prototxt"
-    path.write_text('layer { name: "x" type: "Input" top: "x" include { phase: TEST } exclude { phase: TRAIN } }')
+    path.write_text(
+        'layer { name: "x" type: "Input" top: "x" include { phase: TEST } exclude { phase: TRAIN } }'
+    )
     with pytest.raises(NetError, match=r"both.prototxt:1: layer 'x': give include rules or exclude rules"):
         load_net(path)
 
@@ -51,8 +53,11 @@ def test_include_and_exclude_together_is_an_error(tmp_path):
 def test_bottom_never_produced_names_file_line_and_layer(tmp_path, read_first):
     path = tmp_path / "net.prototxt"
     path.write_text(SMALL_NET.replace('bottom: "conv" top: "ip"', 'bottom: "conv9" top: "ip"'))
-    with pytest.raises(NetError, match=r"net.prototxt:7: layer 'ip' \(InnerProduct\): bottom 'conv9' \(index 0\) "
-                                       r"is not produced"):
+    with pytest.raises(
+        NetError,
+        match=r"net.prototxt:7: layer 'ip' \(InnerProduct\): bottom 'conv9' \(index 0\) "
+        r"is not produced",
+    ):
         load_net(load_prototxt(path) if read_first else path)  # a file already read keeps its lines
 
 
@@ -60,10 +65,17 @@ def test_duplicate_tops_only_in_place():
     base = 'layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 1 dim: 2 } } }\n'
     load_net(parse_prototxt(base + 'layer { name: "r" type: "ReLU" bottom: "data" top: "data" }').message)
     with pytest.raises(NetError, match="top 'data' is already produced"):
-        load_net(parse_prototxt(base + 'layer { name: "again" type: "Input" top: "data" '
-                                       'input_param { shape { dim: 1 } } }').message)
+        load_net(
+            parse_prototxt(
+                base + 'layer { name: "again" type: "Input" top: "data" input_param { shape { dim: 1 } } }'
+            ).message
+        )
     with pytest.raises(NetError, match=r"top\[1\] == bottom\[1\]"):  # in place only at the same index
-        load_net(parse_prototxt(base + 'layer { name: "s" type: "Split" bottom: "data" top: "x" top: "data" }').message)
+        load_net(
+            parse_prototxt(
+                base + 'layer { name: "s" type: "Split" bottom: "data" top: "x" top: "data" }'
+            ).message
+        )
 
 
 def test_in_place_flags_and_type_param():
@@ -101,8 +113,9 @@ def test_splits_are_named_as_caffe_names_them():
 
 @pytest.fixture
 def weights_file(tmp_path):
-    return write_caffemodel(tmp_path / "w.caffemodel", small_net(), small_weights(), version="V1",
-                            legacy_shape=True)
+    return write_caffemodel(
+        tmp_path / "w.caffemodel", small_net(), small_weights(), version="V1", legacy_shape=True
+    )
 
 
 def test_weights_attach_by_name_and_reshape_legacy_dims(weights_file):
@@ -116,9 +129,11 @@ def test_weights_attach_by_name_and_reshape_legacy_dims(weights_file):
 
 
 def test_weight_mismatches_are_named(tmp_path, weights_file):
-    text = (SMALL_NET.replace("num_output: 5", "num_output: 6")
-            .replace('name: "conv" type', 'name: "conv_new" type')
-            .replace('name: "relu"', 'name: "relu" param { lr_mult: 1 }'))
+    text = (
+        SMALL_NET.replace("num_output: 5", "num_output: 6")
+        .replace('name: "conv" type', 'name: "conv_new" type')
+        .replace('name: "relu"', 'name: "relu" param { lr_mult: 1 }')
+    )
     net = load_net(parse_prototxt(text).message, weights_file, strict=False)
     messages = sorted(str(p) for p in net.weight_problems)
     assert messages == [

@@ -47,9 +47,12 @@ def opencv_shapes(tmp_path, net, options=None):
     """Write ``net`` with random weights our way, let OpenCV read and run it; its output shapes."""
     rng = np.random.default_rng(0)
     prototxt = write_prototxt(tmp_path / "net.prototxt", net.to_proto())
-    weights = write_caffemodel(tmp_path / "net.caffemodel", net.to_proto(),
-                               lambda layer: [rng.standard_normal(s).astype(np.float32)
-                                              for s in net[layer.name].param_shapes or []], **(options or {}))
+    weights = write_caffemodel(
+        tmp_path / "net.caffemodel",
+        net.to_proto(),
+        lambda layer: [rng.standard_normal(s).astype(np.float32) for s in net[layer.name].param_shapes or []],
+        **(options or {}),
+    )
     cv = cv2.dnn.readNetFromCaffe(str(prototxt), str(weights))
     cv.enableFusion(False)
     shape = next(iter(net.inputs.values()))
@@ -77,7 +80,10 @@ def test_opencv_reads_our_weights(tmp_path):
 
 
 def test_opencv_agrees_on_googlenet(tmp_path):
-    net = load_net(BUNDLED_DIR / "bvlc_googlenet" / "deploy.prototxt", input_shapes={"data": (1, 3, 224, 224)})
+    net = load_net(
+        BUNDLED_DIR / "bvlc_googlenet" / "deploy.prototxt", input_shapes={"data": (1, 3, 224, 224)}
+    )
     _, theirs = opencv_shapes(tmp_path, net)
     assert {n: s for n, s in theirs.items() if "pool" in n or n == "prob"} == {
-        x.name: x.top_shapes[0] for x in net.layers if "pool" in x.name or x.name == "prob"}
+        x.name: x.top_shapes[0] for x in net.layers if "pool" in x.name or x.name == "prob"
+    }

@@ -6,7 +6,12 @@ import pytest
 
 from caffezoo.caffe import caffe_pb2
 from caffezoo.caffe.prototxt import (
-    load_prototxt, parse_prototxt, read_prototxt, read_solver, to_text, write_prototxt,
+    load_prototxt,
+    parse_prototxt,
+    read_prototxt,
+    read_solver,
+    to_text,
+    write_prototxt,
 )
 from caffezoo.errors import PrototxtError
 
@@ -45,15 +50,22 @@ def test_layer_lines_are_kept(tmp_path):
     assert parsed.lines["name"] == [2]
 
 
-@pytest.mark.parametrize("text,line,col,words", [
-    ('layer {\n  name: "conv\n}\n', 2, 9, "String missing ending quote"),
-    ("layer {\n  name: \"a\"\n", 2, 9, 'Expected "}"'),  # at the end of the last token
-    ('layer { name: "a" }\n}\n', 2, 1, "Expected identifier"),
-    ("layer {\n  pooling_param { pool: MAXIMUM }\n}", 2, 25, "has no value named MAXIMUM"),
-    ('layer {\n  name: "x"\n  norm_param { across_spatial: false }\n  foo_param { a: 1 }\n}', 4, 3,
-     "unknown field 'foo_param' in caffe.LayerParameter"),
-    ("name: 5\n", 1, 7, "Expected string"),
-])
+@pytest.mark.parametrize(
+    "text,line,col,words",
+    [
+        ('layer {\n  name: "conv\n}\n', 2, 9, "String missing ending quote"),
+        ('layer {\n  name: "a"\n', 2, 9, 'Expected "}"'),  # at the end of the last token
+        ('layer { name: "a" }\n}\n', 2, 1, "Expected identifier"),
+        ("layer {\n  pooling_param { pool: MAXIMUM }\n}", 2, 25, "has no value named MAXIMUM"),
+        (
+            'layer {\n  name: "x"\n  norm_param { across_spatial: false }\n  foo_param { a: 1 }\n}',
+            4,
+            3,
+            "unknown field 'foo_param' in caffe.LayerParameter",
+        ),
+        ("name: 5\n", 1, 7, "Expected string"),
+    ],
+)
 def test_errors_say_file_line_column(tmp_path, text, line, col, words):
     path = tmp_path / "bad.prototxt"
     path.write_text(text)
@@ -75,10 +87,13 @@ def test_skip_unknown_names_every_skipped_block(tmp_path):
     path = tmp_path / "fork.prototxt"
     path.write_text(
         'layer { name: "a" type: "Foo"\n  foo_param { a: 1 nested { b: "}" } }\n}\n'
-        'layer { name: "b" type: "ReLU"\n  convolution_param { bogus: [1, 2] num_output: 3 }\n}\n')
+        'layer { name: "b" type: "ReLU"\n  convolution_param { bogus: [1, 2] num_output: 3 }\n}\n'
+    )
     parsed = load_prototxt(path, skip_unknown=True)
     assert [(s.path, s.line, s.column) for s in parsed.skipped] == [
-        ("layer[0].foo_param", 2, 3), ("layer[1].convolution_param.bogus", 5, 23)]
+        ("layer[0].foo_param", 2, 3),
+        ("layer[1].convolution_param.bogus", 5, 23),
+    ]
     net = parsed.message
     assert [layer.name for layer in net.layer] == ["a", "b"]
     assert net.layer[1].convolution_param.num_output == 3
@@ -137,7 +152,7 @@ def test_writer_round_trips_in_caffe_layout(tmp_path):
     net = parse_prototxt(QUIRKY).message
     out = write_prototxt(tmp_path / "out.prototxt", net, header="written by a test\nsecond line")
     text = out.read_text()
-    assert text.startswith("# written by a test\n# second line\nname: \"quirky\"\nlayer {\n  name: \"data\"\n")
+    assert text.startswith('# written by a test\n# second line\nname: "quirky"\nlayer {\n  name: "data"\n')
     assert "    bias_term: false\n" in text
     assert read_prototxt(out) == net
     assert to_text(net) == text.split("\n", 2)[2]

@@ -38,8 +38,13 @@ def test_v1_net_with_input_dims():
     net = result.net
     assert not net.layers and not net.input and not net.input_dim
     assert [(x.name, x.type) for x in net.layer] == [
-        ("input", "Input"), ("conv1_1", "Convolution"), ("relu1_1", "ReLU"), ("pool1", "Pooling"),
-        ("fc8", "InnerProduct"), ("prob", "Softmax")]
+        ("input", "Input"),
+        ("conv1_1", "Convolution"),
+        ("relu1_1", "ReLU"),
+        ("pool1", "Pooling"),
+        ("fc8", "InnerProduct"),
+        ("prob", "Softmax"),
+    ]
     assert list(net.layer[0].top) == ["data"]
     assert list(net.layer[0].input_param.shape[0].dim) == [10, 3, 224, 224]
     conv = net.layer[1]
@@ -94,12 +99,30 @@ def v0_net() -> caffe_pb2.NetParameter:
         return layer
 
     add("pad1", "padding", ["data"], ["pad1"], pad=2)
-    add("conv1", "conv", ["pad1"], ["conv1"], num_output=8, kernelsize=5, stride=1, group=1, biasterm=False,
+    add(
+        "conv1",
+        "conv",
+        ["pad1"],
+        ["conv1"],
+        num_output=8,
+        kernelsize=5,
+        stride=1,
+        group=1,
+        biasterm=False,
         weight_filler=caffe_pb2.FillerParameter(type="gaussian", std=0.01),
-        blobs=[caffe_pb2.BlobProto(num=8, channels=3, height=5, width=5, data=[0.25] * 600)])
+        blobs=[caffe_pb2.BlobProto(num=8, channels=3, height=5, width=5, data=[0.25] * 600)],
+    )
     add("relu1", "relu", ["conv1"], ["conv1"])
-    add("pool1", "pool", ["conv1"], ["pool1"], pool=caffe_pb2.V0LayerParameter.AVE, kernelsize=3, stride=2,
-        num_output=3)  # num_output means nothing to a pool layer: Caffe warns and drops it
+    add(
+        "pool1",
+        "pool",
+        ["conv1"],
+        ["pool1"],
+        pool=caffe_pb2.V0LayerParameter.AVE,
+        kernelsize=3,
+        stride=2,
+        num_output=3,
+    )  # num_output means nothing to a pool layer: Caffe warns and drops it
     add("norm1", "lrn", ["pool1"], ["norm1"], local_size=3, alpha=0.1, beta=0.5, k=2)
     add("drop1", "dropout", ["norm1"], ["norm1"], dropout_ratio=0.3)
     add("fc", "innerproduct", ["norm1"], ["fc"], num_output=10)
@@ -111,8 +134,15 @@ def test_v0_net():
     result = upgrade_net(v0_net())
     net = result.net
     assert [(x.name, x.type) for x in net.layer] == [
-        ("input", "Input"), ("conv1", "Convolution"), ("relu1", "ReLU"), ("pool1", "Pooling"),
-        ("norm1", "LRN"), ("drop1", "Dropout"), ("fc", "InnerProduct"), ("cat", "Concat")]
+        ("input", "Input"),
+        ("conv1", "Convolution"),
+        ("relu1", "ReLU"),
+        ("pool1", "Pooling"),
+        ("norm1", "LRN"),
+        ("drop1", "Dropout"),
+        ("fc", "InnerProduct"),
+        ("cat", "Concat"),
+    ]
     conv = net.layer[1]
     assert list(conv.bottom) == ["data"]  # rewired past the padding layer...
     p = conv.convolution_param
@@ -191,8 +221,12 @@ def test_upgrade_binary_file(tmp_path):
     with read_caffemodel(src) as old, read_caffemodel(dst) as new:
         assert new.version == "V2"
         assert [(x.name, x.type) for x in new.layers] == [
-            ("input", "Input"), ("conv", "Convolution"), ("relu", "ReLU"), ("ip", "InnerProduct"),
-            ("prob", "Softmax")]
+            ("input", "Input"),
+            ("conv", "Convolution"),
+            ("relu", "ReLU"),
+            ("ip", "InnerProduct"),
+            ("prob", "Softmax"),
+        ]
         for name in weights:  # weights copied byte for byte, legacy dims and all
             for a, b in zip(old[name].blobs, new[name].blobs):
                 assert a.shape == b.shape and a.legacy and b.legacy
@@ -207,8 +241,9 @@ def test_fork_fields_survive_a_binary_upgrade(tmp_path):
 
     layer = caffe_pb2.LayerParameter(name="det", type="DetectionOutput", bottom=["a"], top=["b"])
     odd = w.length_delimited(147, b"\x08\x15\x10\x01") + w.tag(8266711, w.VARINT) + w.encode_varint(7)
-    blob = w.length_delimited(7, caffe_pb2.BlobProto(data=[1.5], shape=caffe_pb2.BlobShape(dim=[1]))
-                              .SerializeToString())
+    blob = w.length_delimited(
+        7, caffe_pb2.BlobProto(data=[1.5], shape=caffe_pb2.BlobShape(dim=[1])).SerializeToString()
+    )
     src = tmp_path / "ssd.caffemodel"
     src.write_bytes(w.length_delimited(100, layer.SerializeToString() + odd + blob))
     upgrade_file(src, tmp_path / "copy.caffemodel")

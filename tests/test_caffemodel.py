@@ -12,10 +12,19 @@ from caffezoo.caffe.caffemodel import read_caffemodel, write_caffemodel
 from caffezoo.errors import CaffemodelError
 
 
-@pytest.mark.parametrize("options", [
-    {}, {"version": "V1"}, {"legacy_shape": True}, {"encoding": "float64"}, {"encoding": "float16"},
-    {"packed": False}, {"version": "V1", "legacy_shape": True, "packed": False, "encoding": "float64"},
-], ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()) or "default")
+@pytest.mark.parametrize(
+    "options",
+    [
+        {},
+        {"version": "V1"},
+        {"legacy_shape": True},
+        {"encoding": "float64"},
+        {"encoding": "float16"},
+        {"packed": False},
+        {"version": "V1", "legacy_shape": True, "packed": False, "encoding": "float64"},
+    ],
+    ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()) or "default",
+)
 def test_round_trip(tmp_path, options):
     weights = small_weights()
     path = write_caffemodel(tmp_path / "m.caffemodel", small_net(), weights, **options)
@@ -23,8 +32,11 @@ def test_round_trip(tmp_path, options):
         assert model.version == options.get("version", "V2")
         names = [layer.name for layer in model.layers]
         # V1 files had no Input layer: the input is a net field again.
-        assert names == (["conv", "relu", "ip", "prob"] if model.version == "V1" else
-                         ["data", "conv", "relu", "ip", "prob"])
+        assert names == (
+            ["conv", "relu", "ip", "prob"]
+            if model.version == "V1"
+            else ["data", "conv", "relu", "ip", "prob"]
+        )
         assert model["conv"].type == "Convolution" and model["ip"].bottoms == ["conv"]
         for name, arrays in weights.items():
             blobs = model[name].blobs
@@ -39,14 +51,19 @@ def test_round_trip(tmp_path, options):
 
 
 def test_agrees_with_protobufs_own_parser(tmp_path):
-    path = write_caffemodel(tmp_path / "m.caffemodel", small_net(), small_weights(), version="V1",
-                            legacy_shape=True)
+    path = write_caffemodel(
+        tmp_path / "m.caffemodel", small_net(), small_weights(), version="V1", legacy_shape=True
+    )
     reference = caffe_pb2.NetParameter()
     reference.ParseFromString(path.read_bytes())
     with read_caffemodel(path) as model:
         assert model.inputs == list(reference.input) == ["data"]
         for ours, theirs in zip(model.layers, reference.layers):
-            assert (ours.name, ours.bottoms, ours.tops) == (theirs.name, list(theirs.bottom), list(theirs.top))
+            assert (ours.name, ours.bottoms, ours.tops) == (
+                theirs.name,
+                list(theirs.bottom),
+                list(theirs.top),
+            )
             for blob, proto in zip(ours.blobs, theirs.blobs):
                 assert blob.shape == (proto.num, proto.channels, proto.height, proto.width)
                 assert blob.data.ravel().tolist() == list(proto.data)
@@ -166,19 +183,26 @@ def test_every_truncation_is_a_clear_error(tmp_path, small_file):
     assert failures >= len(small_file) - 10
 
 
-@pytest.mark.parametrize("content,words", [
-    (b"", "empty"),
-    (b'name: "AlexNet"\nlayer {\n  name: "data"\n}\n', "text file"),
-    (caffe_pb2.BlobProto(num=1, channels=3, height=2, width=2, data=[0] * 12).SerializeToString(),
-     "no layers found"),
-    (b"\x0b" * 100_000, "never closed"),  # 100k nested groups: no recursion to blow up
-    (w.tag(100, w.BYTES) + w.encode_varint(1 << 60) + b"xx", "truncated"),
-    (w.tag(100, w.BYTES) + b"\xff" * 11, "varint"),
-    (b"\x0fgarbage", "invalid wire type"),
-    (v2_model(w.length_delimited(7, blob_bytes(shape=caffe_pb2.BlobShape(dim=[3]), data=[1.0]))),
-     "needs 3 values but 1 are stored"),
-    (v2_model(w.length_delimited(7, blob_bytes(raw_data=b"abc", raw_data_type=2))), "not a multiple"),
-])
+@pytest.mark.parametrize(
+    "content,words",
+    [
+        (b"", "empty"),
+        (b'name: "AlexNet"\nlayer {\n  name: "data"\n}\n', "text file"),
+        (
+            caffe_pb2.BlobProto(num=1, channels=3, height=2, width=2, data=[0] * 12).SerializeToString(),
+            "no layers found",
+        ),
+        (b"\x0b" * 100_000, "never closed"),  # 100k nested groups: no recursion to blow up
+        (w.tag(100, w.BYTES) + w.encode_varint(1 << 60) + b"xx", "truncated"),
+        (w.tag(100, w.BYTES) + b"\xff" * 11, "varint"),
+        (b"\x0fgarbage", "invalid wire type"),
+        (
+            v2_model(w.length_delimited(7, blob_bytes(shape=caffe_pb2.BlobShape(dim=[3]), data=[1.0]))),
+            "needs 3 values but 1 are stored",
+        ),
+        (v2_model(w.length_delimited(7, blob_bytes(raw_data=b"abc", raw_data_type=2))), "not a multiple"),
+    ],
+)
 def test_bad_files(tmp_path, content, words):
     path = tmp_path / "bad.caffemodel"
     path.write_bytes(content)
@@ -208,8 +232,13 @@ def test_a_file_over_300_mb(tmp_path):
     rows, cols = 9216, 8500  # 313 MB of float32
     net = caffe_pb2.NetParameter(name="big")
     net.layer.add(name="data", type="Input", top=["data"]).input_param.shape.add(dim=[1, cols])
-    net.layer.add(name="fc", type="InnerProduct", bottom=["data"], top=["fc"],
-                  inner_product_param=caffe_pb2.InnerProductParameter(num_output=rows))
+    net.layer.add(
+        name="fc",
+        type="InnerProduct",
+        bottom=["data"],
+        top=["fc"],
+        inner_product_param=caffe_pb2.InnerProductParameter(num_output=rows),
+    )
 
     def value(index):  # a cheap, position-dependent pattern
         return ((index * 2654435761) % 1000003).astype(np.float32)
@@ -217,10 +246,11 @@ def test_a_file_over_300_mb(tmp_path):
     weight = np.empty(rows * cols, np.float32)
     step = 1 << 22
     for start in range(0, weight.size, step):
-        weight[start:start + step] = value(np.arange(start, min(start + step, weight.size), dtype=np.int64))
+        weight[start : start + step] = value(np.arange(start, min(start + step, weight.size), dtype=np.int64))
     checksum = float(weight.sum(dtype=np.float64))
-    path = write_caffemodel(tmp_path / "big.caffemodel", net, {"fc": [weight.reshape(rows, cols),
-                                                                      np.ones(rows, np.float32)]})
+    path = write_caffemodel(
+        tmp_path / "big.caffemodel", net, {"fc": [weight.reshape(rows, cols), np.ones(rows, np.float32)]}
+    )
     del weight
     assert path.stat().st_size > 300_000_000
     with read_caffemodel(path) as model:

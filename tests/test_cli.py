@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 
-from caffezoo.validate import validate
+from model_helpers import GOOD_FRONT_MATTER, write_model
 
-from conftest import GOOD_FRONT_MATTER, write_model
+from caffezoo.validate import validate
 
 
 def test_help_lists_the_commands(cli_process):

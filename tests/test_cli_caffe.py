@@ -53,8 +53,11 @@ def test_inspect_names_every_mismatch(cli, tmp_path):
 
 
 def test_inspect_bad_prototxt_is_one_line(cli_process, tmp_path):
-    path = write(tmp_path, 'layer {\n  name: "x" type: "Input" top: "x"\n  bogus_param { a: 1 }\n'
-                           '  input_param { shape { dim: 1 } }\n}\n')
+    path = write(
+        tmp_path,
+        'layer {\n  name: "x" type: "Input" top: "x"\n  bogus_param { a: 1 }\n'
+        "  input_param { shape { dim: 1 } }\n}\n",
+    )
     r = cli_process("inspect", path)
     assert r.code == 1 and "Traceback" not in r.stderr
     assert f"{path}:3:3: unknown field 'bogus_param'" in r.stderr
@@ -69,9 +72,11 @@ def test_inspect_prototxt_passed_as_weights(cli, tmp_path):
 
 
 def test_upgrade_prototxt_and_caffemodel(cli, tmp_path):
-    v1 = ('name: "old" input: "data" input_dim: 1 input_dim: 3 input_dim: 4 input_dim: 4\n'
-          'layers { name: "conv" type: CONVOLUTION bottom: "data" top: "conv" blobs_lr: 1 blobs_lr: 2 '
-          'convolution_param { num_output: 2 kernel_size: 3 } }')
+    v1 = (
+        'name: "old" input: "data" input_dim: 1 input_dim: 3 input_dim: 4 input_dim: 4\n'
+        'layers { name: "conv" type: CONVOLUTION bottom: "data" top: "conv" blobs_lr: 1 blobs_lr: 2 '
+        "convolution_param { num_output: 2 kernel_size: 3 } }"
+    )
     r = cli("upgrade", write(tmp_path, v1, "old.prototxt"), tmp_path / "new.prototxt")
     assert r.code == 0 and "V1 layers -> V2 layers (1 layers)" in r.stdout
     net = read_prototxt(tmp_path / "new.prototxt")
@@ -85,8 +90,10 @@ def test_upgrade_prototxt_and_caffemodel(cli, tmp_path):
 
     r = cli("upgrade", tmp_path / "new.prototxt", tmp_path / "same.prototxt")
     assert "already up to date" in r.stdout
-    assert read_prototxt(tmp_path / "same.prototxt") == parse_prototxt(
-        (tmp_path / "new.prototxt").read_text()).message
+    assert (
+        read_prototxt(tmp_path / "same.prototxt")
+        == parse_prototxt((tmp_path / "new.prototxt").read_text()).message
+    )
 
 
 def test_upgrade_into_a_folder_that_cannot_take_it_is_one_line(cli_process, tmp_path):

@@ -7,10 +7,10 @@ import json
 import numpy as np
 import onnx
 from PIL import Image
-
-from caffezoo.caffe.builder import NetBuilder
 from runtime_helpers import natural_image
 from test_runtime_session import model_dir
+
+from caffezoo.caffe.builder import NetBuilder
 
 
 def _images(tmp_path, count=3):
@@ -47,8 +47,10 @@ def test_convert_prints_a_summary_and_defaults_to_the_model_name(tmp_path, cli_p
 def test_convert_to_a_place_it_cannot_write(tmp_path, cli_process):
     d = model_dir(tmp_path)
     (tmp_path / "taken").mkdir()
-    for target, why in [(tmp_path / "no" / "such" / "dir.onnx", "No such file or directory"),
-                        (tmp_path / "taken", "Is a directory")]:
+    for target, why in [
+        (tmp_path / "no" / "such" / "dir.onnx", "No such file or directory"),
+        (tmp_path / "taken", "Is a directory"),
+    ]:
         result = cli_process("convert", d, "-o", target)
         assert result.code == 1 and "Traceback" not in result.stderr, result.stderr
         assert result.stderr.strip() == f"error: {target}: cannot write: {why}"
@@ -58,8 +60,10 @@ def test_convert_to_a_place_it_cannot_write(tmp_path, cli_process):
 
 def test_convert_refuses_input_shapes_that_fit_no_input(tmp_path, cli_process):
     d = model_dir(tmp_path)
-    for value, message in [("image=1,3,16,16", "no input blob named 'image' (the net's inputs: 'data')"),
-                           ("data=0,3,16,16", "'data' needs positive sizes, not 0x3x16x16")]:
+    for value, message in [
+        ("image=1,3,16,16", "no input blob named 'image' (the net's inputs: 'data')"),
+        ("data=0,3,16,16", "'data' needs positive sizes, not 0x3x16x16"),
+    ]:
         result = cli_process("convert", d, "-o", tmp_path / "out.onnx", "--input", value)
         assert result.code == 1 and "Traceback" not in result.stderr, result.stderr
         assert result.stderr.strip() == f"error: input_shapes: {message}"
@@ -103,12 +107,29 @@ def test_run_options_reach_the_preprocessing(tmp_path, cli):
     d = model_dir(tmp_path)
     images = _images(tmp_path, 2)
     plain = json.loads(cli("run", d, *images, "--json", "--top", "4").stdout)
-    other = json.loads(cli("run", d, *images, "--json", "--top", "4", "--mean", "104,117,123", "--resize", "20",
-                           "--oversample", "--batch-size", "1").stdout)
+    other = json.loads(
+        cli(
+            "run",
+            d,
+            *images,
+            "--json",
+            "--top",
+            "4",
+            "--mean",
+            "104,117,123",
+            "--resize",
+            "20",
+            "--oversample",
+            "--batch-size",
+            "1",
+        ).stdout
+    )
     assert [c["score"] for c in plain[0]["top"]] != [c["score"] for c in other[0]["top"]]
     # One mean value stands for every channel.
-    one, three = (json.loads(cli("run", d, *images, "--json", "--top", "4", "--mean", value).stdout)
-                  for value in ("100", "100,100,100"))
+    one, three = (
+        json.loads(cli("run", d, *images, "--json", "--top", "4", "--mean", value).stdout)
+        for value in ("100", "100,100,100")
+    )
     assert one == three and one != plain
 
 

@@ -42,15 +42,22 @@ def test_token_order_and_never_in_repr(monkeypatch, caffezoo_home):
     assert s.token == "from-caffezoo" and "from-caffezoo" not in repr(s)
 
 
-@pytest.mark.parametrize("var, value, fragment", [
-    ("CAFFEZOO_OFFLINE", "perhaps", "expected 1/0"),
-    ("CAFFEZOO_GIST_API", "api.github.com", "expected an http:// or https:// URL"),
-    ("CAFFEZOO_MIRRORS", "ftp://x", "is not an http(s):// or file:// URL"),
-    ("CAFFEZOO_TIMEOUT", "nan", "expected a number from 0.1 to 86400"),  # NaN compares false with everything
-    ("CAFFEZOO_TIMEOUT", "0", "expected a number from 0.1 to 86400"),
-    ("CAFFEZOO_TIMEOUT", "inf", "expected a number from 0.1 to 86400"),  # overflowed the socket's time_t
-    ("CAFFEZOO_RETRIES", "2.5", "expected an integer >= 0"),
-])
+@pytest.mark.parametrize(
+    "var, value, fragment",
+    [
+        ("CAFFEZOO_OFFLINE", "perhaps", "expected 1/0"),
+        ("CAFFEZOO_GIST_API", "api.github.com", "expected an http:// or https:// URL"),
+        ("CAFFEZOO_MIRRORS", "ftp://x", "is not an http(s):// or file:// URL"),
+        (
+            "CAFFEZOO_TIMEOUT",
+            "nan",
+            "expected a number from 0.1 to 86400",
+        ),  # NaN compares false with everything
+        ("CAFFEZOO_TIMEOUT", "0", "expected a number from 0.1 to 86400"),
+        ("CAFFEZOO_TIMEOUT", "inf", "expected a number from 0.1 to 86400"),  # overflowed the socket's time_t
+        ("CAFFEZOO_RETRIES", "2.5", "expected an integer >= 0"),
+    ],
+)
 def test_bad_values_name_the_variable(monkeypatch, var, value, fragment):
     monkeypatch.setenv(var, value)
     with pytest.raises(ConfigError, match=var) as e:
@@ -58,10 +65,13 @@ def test_bad_values_name_the_variable(monkeypatch, var, value, fragment):
     assert fragment in str(e.value)
 
 
-@pytest.mark.parametrize("var, value", [
-    ("CAFFEZOO_GIST_API", "http://127.0.0.1:99999"),
-    ("CAFFEZOO_MIRRORS", "http://[::1/zoo"),
-])
+@pytest.mark.parametrize(
+    "var, value",
+    [
+        ("CAFFEZOO_GIST_API", "http://127.0.0.1:99999"),
+        ("CAFFEZOO_MIRRORS", "http://[::1/zoo"),
+    ],
+)
 def test_urls_that_do_not_parse_name_the_variable(monkeypatch, var, value):
     monkeypatch.setenv(var, value)
     with pytest.raises(ConfigError, match=f"{var}: .* is not a valid URL"):

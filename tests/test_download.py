@@ -15,7 +15,6 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import ROOT
 from download_helpers import (
     blob,
     cache_blob,
@@ -27,6 +26,7 @@ from download_helpers import (
     weights_model,
 )
 from fault_server import FaultServer
+from model_helpers import ROOT
 
 import caffezoo.download
 from caffezoo.errors import FrontMatterError
@@ -85,9 +85,7 @@ def test_already_there_needs_no_network_stack(cli, srv, tmp_path):
         "import sys, caffezoo.download as d; r = d.download(sys.argv[1]); "
         "print(r.status, 'httpx' in sys.modules, 'filelock' in sys.modules)"
     )
-    p = subprocess.run(
-        [sys.executable, "-c", code, str(m)], capture_output=True, text=True, timeout=60
-    )
+    p = subprocess.run([sys.executable, "-c", code, str(m)], capture_output=True, text=True, timeout=60)
     assert p.stdout.split() == ["present", "False", "False"], p.stderr
 
 
@@ -189,15 +187,12 @@ def test_a_weights_url_that_does_not_parse_is_an_error_line(cli_process, tmp_pat
 
 
 def test_missing_front_matter_keys_are_named(cli, tmp_path):
-    from conftest import write_model
+    from model_helpers import write_model
 
     m = write_model(tmp_path / "nourl", "name: X\ncaffemodel: x.caffemodel\n")
     r = cli("download", m)
     assert r.code == 1
-    assert (
-        f"{m / 'readme.md'}: download needs the keys caffemodel_url, sha1 in the front matter"
-        in r.stderr
-    )
+    assert f"{m / 'readme.md'}: download needs the keys caffemodel_url, sha1 in the front matter" in r.stderr
     with pytest.raises(FrontMatterError):
         caffezoo.download.download(m)
 
@@ -206,10 +201,7 @@ def test_bundled_model_offline_fails_fast_and_clearly(cli, monkeypatch, caffezoo
     monkeypatch.setenv("CAFFEZOO_OFFLINE", "1")
     r = cli("download", "bvlc_alexnet")
     assert r.code == 1
-    assert (
-        "bvlc_alexnet.caffemodel: not in the cache" in r.stderr
-        and "CAFFEZOO_OFFLINE is set" in r.stderr
-    )
+    assert "bvlc_alexnet.caffemodel: not in the cache" in r.stderr and "CAFFEZOO_OFFLINE is set" in r.stderr
     assert not (caffezoo_home / "models" / "bvlc_alexnet" / "bvlc_alexnet.caffemodel").exists()
 
 
@@ -229,14 +221,10 @@ def test_mirrors_from_the_environment_and_the_front_matter(cli, monkeypatch, srv
     digest = sha1(DATA)
     with FaultServer("127.0.0.2") as mirror:
         mirror.route(f"/blobs/sha1/{digest}", DATA)
-        m = weights_model(
-            tmp_path / "net", srv.url("/gone"), DATA, mirrors=f"[{srv.url('/fm-mirror')}]"
-        )
+        m = weights_model(tmp_path / "net", srv.url("/gone"), DATA, mirrors=f"[{srv.url('/fm-mirror')}]")
         srv.route("/fm-mirror", DATA)
         r = cli("download", "--json", m)
-        assert json.loads(r.stdout)[0]["source"] == srv.url(
-            "/fm-mirror"
-        )  # url 404, then front-matter mirror
+        assert json.loads(r.stdout)[0]["source"] == srv.url("/fm-mirror")  # url 404, then front-matter mirror
         (m / "net.caffemodel").unlink()
         assert cli("cache", "rm", "--all").code == 0
         monkeypatch.setenv("CAFFEZOO_MIRRORS", mirror.url(""))
@@ -391,9 +379,7 @@ SEED = ROOT / "scripts" / "download_model_binary.py"
 
 
 def seed(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, str(SEED), *args], capture_output=True, text=True, timeout=60
-    )
+    return subprocess.run([sys.executable, str(SEED), *args], capture_output=True, text=True, timeout=60)
 
 
 def test_seed_script_downloads_then_says_already_exists(srv, tmp_path):
@@ -417,20 +403,15 @@ def test_seed_script_wrong_bytes(srv, tmp_path):
 
 
 def test_seed_script_bad_directory(tmp_path):
-    from conftest import write_model
+    from model_helpers import write_model
 
     r = seed(str(tmp_path / "nothing"))
     assert r.returncode == 2
     assert r.stdout == f"ERROR: {tmp_path / 'nothing'}: no such directory\n"
-    assert (
-        "error: argument dirname: Must be valid Caffe model directory with a correct readme.md"
-        in r.stderr
-    )
+    assert "error: argument dirname: Must be valid Caffe model directory with a correct readme.md" in r.stderr
     m = write_model(tmp_path / "nokeys", "name: X\n")
     r = seed(str(m))
-    assert (
-        r.returncode == 2 and "download needs the keys caffemodel, caffemodel_url, sha1" in r.stdout
-    )
+    assert r.returncode == 2 and "download needs the keys caffemodel, caffemodel_url, sha1" in r.stdout
 
 
 def test_seed_script_accepts_caffes_models_path_for_bundled_models(monkeypatch):

@@ -144,9 +144,7 @@ def test_size_and_sha256_are_checked_when_given(srv, dest):
     good = fetch(dest, srv.url("/w"), sha256=hashlib.sha256(DATA).hexdigest(), size=len(DATA))
     assert good.sha256 == hashlib.sha256(DATA).hexdigest()
     other = dest.with_name("other")
-    with pytest.raises(
-        DownloadError, match=f"the file has {len(DATA)} bytes, expected {len(DATA) + 1}"
-    ):
+    with pytest.raises(DownloadError, match=f"the file has {len(DATA)} bytes, expected {len(DATA) + 1}"):
         fetch(other, srv.url("/w"), size=len(DATA) + 1, blobs_dir=dest.parent / "fresh-cache")
     assert_clean(other)
 
@@ -174,9 +172,7 @@ def test_dropped_connection_resumes_with_range_and_if_range(srv, dest):
 
 
 def test_weak_etag_is_not_used_but_last_modified_is(srv, dest):
-    srv.route(
-        "/w", DATA, drop_after=1000, etag='W/"weak"', last_modified="Wed, 21 Oct 2015 07:28:00 GMT"
-    )
+    srv.route("/w", DATA, drop_after=1000, etag='W/"weak"', last_modified="Wed, 21 Oct 2015 07:28:00 GMT")
     fetch(dest, srv.url("/w"))
     assert srv.requests_for("/w")[1].headers["if-range"] == "Wed, 21 Oct 2015 07:28:00 GMT"
 
@@ -355,9 +351,7 @@ def test_connection_refused_is_retried_then_reported(dest):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]  # nothing listens here once closed
-    with pytest.raises(
-        DownloadError, match=f"cannot connect to 127.0.0.1:{port}.*gave up after 2 attempts"
-    ):
+    with pytest.raises(DownloadError, match=f"cannot connect to 127.0.0.1:{port}.*gave up after 2 attempts"):
         fetch(dest, f"http://127.0.0.1:{port}/w", retries=1)
     assert_clean(dest)
 
@@ -399,9 +393,7 @@ def test_bad_mirror_falls_through_to_the_url(srv, dest):
         mirror.route(f"/blobs/sha1/{SHA1}", blob(len(DATA), seed=7))  # wrong bytes
         srv.route("/w", DATA)
         events = []
-        got = fetch(
-            dest, srv.url("/w"), mirrors=[mirror.url("/"), srv.url("/nothing")], events=events
-        )
+        got = fetch(dest, srv.url("/w"), mirrors=[mirror.url("/"), srv.url("/nothing")], events=events)
         assert got.source == srv.url("/w")
         assert [e.kind for e in events].count("fail") == 2
 
@@ -487,10 +479,7 @@ def test_offline_uses_the_cache_and_fails_fast_without_it(srv, dest, tmp_path):
     assert fetch(dest, srv.url("/w"), offline=True).status == "cached"
     src = tmp_path / "local.bin"
     src.write_bytes(DATA)
-    assert (
-        fetch(tmp_path / "third", src, offline=True, blobs_dir=tmp_path / "c3").status
-        == "downloaded"
-    )
+    assert fetch(tmp_path / "third", src, offline=True, blobs_dir=tmp_path / "c3").status == "downloaded"
 
 
 def test_a_destination_that_is_not_a_file_is_refused_untouched(srv, tmp_path):
@@ -541,14 +530,9 @@ def test_google_drive_confirm_page(srv, dest):
     ).encode()
     srv.route("/uc", page, content_type="text/html; charset=utf-8")
     srv.route("/download", DATA)
-    got = fetch_to(
-        dest, [Source(srv.url("/uc?export=download&id=FILEID"), drive=True)], sha1=SHA1, **FAST
-    )
+    got = fetch_to(dest, [Source(srv.url("/uc?export=download&id=FILEID"), drive=True)], sha1=SHA1, **FAST)
     assert got.status == "downloaded"
-    assert (
-        srv.requests_for("/download")[0].path
-        == "/download?id=FILEID&export=download&confirm=t&uuid=u-1"
-    )
+    assert srv.requests_for("/download")[0].path == "/download?id=FILEID&export=download&confirm=t&uuid=u-1"
 
 
 def test_google_drive_page_without_a_way_on(srv, dest):
@@ -633,9 +617,7 @@ def test_a_hung_lock_holder_is_waited_for_only_while_its_bytes_move(srv, caffezo
     (caffezoo_home / "cache" / "blobs" / ".locks").mkdir(parents=True)
     with lock:  # held and never released by a "process" that makes no progress
         events = []
-        got = fetch_blob(
-            [srv.url("/w")], sha1=SHA1, progress=events.append, timeout=0.25, retries=1
-        )
+        got = fetch_blob([srv.url("/w")], sha1=SHA1, progress=events.append, timeout=0.25, retries=1)
     assert got.status == "downloaded"
     assert any(e.kind == "wait" for e in events)
 
@@ -660,9 +642,7 @@ def test_cache_maintenance(srv, tmp_path, caffezoo_home):
     assert cache.entries() == [] and (tmp_path / "m" / "a").read_bytes() == DATA
     left = cache.partial_dir / f"{SHA1}.gone.part"  # of a process that died long ago
     left.write_bytes(b"x")
-    (cache.partial_dir / f"{SHA1}.gone.json").write_text(
-        json.dumps({"owner": {**owner(), "pid": 0}})
-    )
+    (cache.partial_dir / f"{SHA1}.gone.json").write_text(json.dumps({"owner": {**owner(), "pid": 0}}))
     torn = cache.partial_dir / f".{SHA1}.gone.json.0123.tmp"  # a sidecar's write, killed
     torn.write_text("{")
     os.utime(torn, (0, 0))

@@ -59,9 +59,7 @@ def test_expected_values_are_checked_and_normalised():
     e = Expected("A" * 40, "B" * 64, 3)
     assert (e.sha1, e.sha256) == ("a" * 40, "b" * 64)
     assert e.mismatch(Digests("a" * 40, "b" * 64, 3)) is None
-    assert (
-        e.mismatch(Digests("a" * 40, "c" * 64, 3)) == f"sha256: expected {'b' * 64}, got {'c' * 64}"
-    )
+    assert e.mismatch(Digests("a" * 40, "c" * 64, 3)) == f"sha256: expected {'b' * 64}, got {'c' * 64}"
     with pytest.raises(UsageError, match="sha1: expected 40 hexadecimal digits"):
         Expected("xyz")
     with pytest.raises(UsageError, match="size"):
@@ -79,9 +77,7 @@ def test_records_follow_identity_not_names(tmp_path):
     link = tmp_path / "link"
     os.link(f, link)
     assert r.is_verified(link, digest)  # a hard link shares the inode, so the record
-    assert not r.is_verified(
-        f, digest, sha256="0" * 64
-    )  # a sha256 never recorded is not vouched for
+    assert not r.is_verified(f, digest, sha256="0" * 64)  # a sha256 never recorded is not vouched for
     st = f.stat()
     os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns + 1))
     assert not r.is_verified(f, digest)  # touched: hash again

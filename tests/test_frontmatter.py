@@ -8,11 +8,19 @@ import stat
 
 import pytest
 import yaml  # PyYAML: what Caffe's own scripts parse front matter with
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from caffezoo.errors import FrontMatterError, ModelDirError, WriteError
 from caffezoo.frontmatter import (
-    atomic_open, atomic_write_bytes, format_value, parse_readme, read_readme, set_keys, split_lines, write_keys,
+    atomic_open,
+    atomic_write_bytes,
+    format_value,
+    parse_readme,
+    read_readme,
+    set_keys,
+    split_lines,
+    write_keys,
 )
 
 
@@ -35,8 +43,10 @@ def test_block_found_like_caffe_with_prose_before_and_whitespace_and_crlf():
 
 def test_string_keys_keep_their_source_text():
     # YAML would read these as numbers; ids and hashes must keep every digit.
-    r = parse_readme("---\nsha1: 0000000000000000000000000000000000001234\ngist_id: 1234567\n"
-                     "caffe_version: 1.0\nsize: 12\n---\n")
+    r = parse_readme(
+        "---\nsha1: 0000000000000000000000000000000000001234\ngist_id: 1234567\n"
+        "caffe_version: 1.0\nsize: 12\n---\n"
+    )
     assert r.data["sha1"] == "0000000000000000000000000000000000001234"
     assert r.data["gist_id"] == "1234567"
     assert r.data["caffe_version"] == "1.0"
@@ -91,7 +101,7 @@ def test_missing_and_directory_readme(tmp_path):
 ORIGINAL = (
     "# A title before the block\r\n"
     "---\r\n"
-    "name: \"My Net\"   # the title\r\n"
+    'name: "My Net"   # the title\r\n'
     "caffemodel: my.caffemodel\r\n"
     "# a comment line\r\n"
     "mirrors:\r\n"
@@ -128,8 +138,10 @@ def test_set_keys_replaces_a_block_value_with_one_line_and_keeps_comments_around
 
 
 def test_written_readme_parses_with_caffes_own_rule():
-    new = set_keys(ORIGINAL, {"gist_id": "0123", "size": 233, "inputs": {"data": [10, 3, 227, 227]},
-                              "tags": ["a", "b: c"]})
+    new = set_keys(
+        ORIGINAL,
+        {"gist_id": "0123", "size": 233, "inputs": {"data": [10, 3, 227, 227]}, "tags": ["a", "b: c"]},
+    )
     caffe = caffe_parse(new)
     ours = parse_readme(new).data
     for key in ("name", "caffemodel", "size", "inputs", "tags", "gist_id"):
@@ -186,21 +198,38 @@ def test_a_new_file_gets_the_mode_open_would_give_it(tmp_path):
     assert stat.S_IMODE((tmp_path / "readme.md").stat().st_mode) == 0o644
 
 
-@pytest.mark.parametrize("value, text", [
-    ("plain", "plain"), ("0123", "'0123'"), ("true", "'true'"), ("a: b", "'a: b'"), ("", "''"),
-    ("it's", '"it\'s"'), ("x #y", "'x #y'"), (12, "12"), (None, "null"), (True, "true"),
-    ([1, "x"], "[1, x]"), ({"k": [1]}, "{k: [1]}"), ("line\nbreak", '"line\\nbreak"'),
-])
+@pytest.mark.parametrize(
+    "value, text",
+    [
+        ("plain", "plain"),
+        ("0123", "'0123'"),
+        ("true", "'true'"),
+        ("a: b", "'a: b'"),
+        ("", "''"),
+        ("it's", '"it\'s"'),
+        ("x #y", "'x #y'"),
+        (12, "12"),
+        (None, "null"),
+        (True, "true"),
+        ([1, "x"], "[1, x]"),
+        ({"k": [1]}, "{k: [1]}"),
+        ("line\nbreak", '"line\\nbreak"'),
+    ],
+)
 def test_format_value(value, text):
     assert format_value(value) == text
 
 
 scalars = st.one_of(
     st.text(st.characters(blacklist_categories=("Cs",)), max_size=30),
-    st.integers(-10**12, 10**12),
+    st.integers(-(10**12), 10**12),
     st.booleans(),
 )
-values = st.one_of(scalars, st.lists(scalars, max_size=4), st.dictionaries(st.from_regex(r"[a-z]{1,6}", fullmatch=True), scalars, max_size=3))
+values = st.one_of(
+    scalars,
+    st.lists(scalars, max_size=4),
+    st.dictionaries(st.from_regex(r"[a-z]{1,6}", fullmatch=True), scalars, max_size=3),
+)
 
 
 @settings(max_examples=int(os.environ.get("CAFFEZOO_FUZZ_EXAMPLES", "150")), deadline=None)

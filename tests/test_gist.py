@@ -13,12 +13,11 @@ import time
 from pathlib import Path
 
 import pytest
+from model_helpers import DEPLOY, ROOT
 
-from conftest import DEPLOY, ROOT
-from gist_helpers import *  # noqa: F401,F403  (fixtures)
-from caffezoo.zoo import BUNDLED_DIR
 from caffezoo.errors import GistError, ModelDirError, UsageError
 from caffezoo.gist import GistClient, GistRef, download, list_gists, parse_ref, upload
+from caffezoo.zoo import BUNDLED_DIR
 
 BUNDLED = ROOT / "src" / "caffezoo" / "models"
 GIST_ID = "aa5a315d61ae9438b18d"
@@ -47,24 +46,39 @@ def remote_files(zoo, gist_id: str) -> dict[str, str]:
 # --------------------------------------------------------------------------- references
 
 
-@pytest.mark.parametrize("text,ref", [
-    ("034c6ac3865563b69e60", GistRef("034c6ac3865563b69e60")),
-    ("shelhamer/034c6ac3865563b69e60", GistRef("034c6ac3865563b69e60", "shelhamer")),
-    ("https://gist.github.com/shelhamer/034c6ac3865563b69e60#file-readme-md",
-     GistRef("034c6ac3865563b69e60", "shelhamer")),
-    ("https://gist.github.com/034c6ac3865563b69e60", GistRef("034c6ac3865563b69e60")),
-    ("https://gist.github.com/ksimonyan/211839e770f7b538e2d8/download", GistRef("211839e770f7b538e2d8", "ksimonyan")),
-    ("https://api.github.com/gists/7ea9f8ac0da259866b854460f4526034", GistRef("7ea9f8ac0da259866b854460f4526034")),
-    ("https://gist.github.com/7ea9f8ac0da259866b854460f4526034.git", GistRef("7ea9f8ac0da259866b854460f4526034")),
-    ("https://ghe.example.org/gist/lab/0123abcd", GistRef("0123abcd", "lab")),
-])
+@pytest.mark.parametrize(
+    "text,ref",
+    [
+        ("034c6ac3865563b69e60", GistRef("034c6ac3865563b69e60")),
+        ("shelhamer/034c6ac3865563b69e60", GistRef("034c6ac3865563b69e60", "shelhamer")),
+        (
+            "https://gist.github.com/shelhamer/034c6ac3865563b69e60#file-readme-md",
+            GistRef("034c6ac3865563b69e60", "shelhamer"),
+        ),
+        ("https://gist.github.com/034c6ac3865563b69e60", GistRef("034c6ac3865563b69e60")),
+        (
+            "https://gist.github.com/ksimonyan/211839e770f7b538e2d8/download",
+            GistRef("211839e770f7b538e2d8", "ksimonyan"),
+        ),
+        (
+            "https://api.github.com/gists/7ea9f8ac0da259866b854460f4526034",
+            GistRef("7ea9f8ac0da259866b854460f4526034"),
+        ),
+        (
+            "https://gist.github.com/7ea9f8ac0da259866b854460f4526034.git",
+            GistRef("7ea9f8ac0da259866b854460f4526034"),
+        ),
+        ("https://ghe.example.org/gist/lab/0123abcd", GistRef("0123abcd", "lab")),
+    ],
+)
 def test_gist_references(text, ref):
     assert parse_ref(text) == ref
     assert ref.dirname == (f"{ref.user}-{ref.id}" if ref.user else ref.id)
 
 
-@pytest.mark.parametrize("text", ["", "a/b/c", "../etc", "id with space", "https://gist.github.com/",
-                                  "user/..", "a;rm -rf"])
+@pytest.mark.parametrize(
+    "text", ["", "a/b/c", "../etc", "id with space", "https://gist.github.com/", "user/..", "a;rm -rf"]
+)
 def test_bad_gist_references(text):
     with pytest.raises(UsageError, match="is not a gist"):
         parse_ref(text)
@@ -75,55 +89,97 @@ def test_bad_gist_references(text):
 
 def github_gist(raw_base: str) -> dict:
     """A `GET /gists/{id}` answer shaped field by field as GitHub documents gist-simple."""
-    owner = {"login": "octocat", "id": 1, "node_id": "MDQ6VXNlcjE=", "avatar_url": "https://github.com/images/error/octocat_happy.gif",
-             "gravatar_id": "", "url": "https://api.github.com/users/octocat", "html_url": "https://github.com/octocat",
-             "followers_url": "https://api.github.com/users/octocat/followers",
-             "following_url": "https://api.github.com/users/octocat/following{/other_user}",
-             "gists_url": "https://api.github.com/users/octocat/gists{/gist_id}",
-             "starred_url": "https://api.github.com/users/octocat/starred{/owner}{/repo}",
-             "subscriptions_url": "https://api.github.com/users/octocat/subscriptions",
-             "organizations_url": "https://api.github.com/users/octocat/orgs",
-             "repos_url": "https://api.github.com/users/octocat/repos",
-             "events_url": "https://api.github.com/users/octocat/events{/privacy}",
-             "received_events_url": "https://api.github.com/users/octocat/received_events",
-             "type": "User", "site_admin": False}
+    owner = {
+        "login": "octocat",
+        "id": 1,
+        "node_id": "MDQ6VXNlcjE=",
+        "avatar_url": "https://github.com/images/error/octocat_happy.gif",
+        "gravatar_id": "",
+        "url": "https://api.github.com/users/octocat",
+        "html_url": "https://github.com/octocat",
+        "followers_url": "https://api.github.com/users/octocat/followers",
+        "following_url": "https://api.github.com/users/octocat/following{/other_user}",
+        "gists_url": "https://api.github.com/users/octocat/gists{/gist_id}",
+        "starred_url": "https://api.github.com/users/octocat/starred{/owner}{/repo}",
+        "subscriptions_url": "https://api.github.com/users/octocat/subscriptions",
+        "organizations_url": "https://api.github.com/users/octocat/orgs",
+        "repos_url": "https://api.github.com/users/octocat/repos",
+        "events_url": "https://api.github.com/users/octocat/events{/privacy}",
+        "received_events_url": "https://api.github.com/users/octocat/received_events",
+        "type": "User",
+        "site_admin": False,
+    }
     sha = "db9c55113504e46fa076e7df3a04ce592e2e86d8"
     return {
-        "url": f"https://api.github.com/gists/{GIST_ID}", "forks_url": f"https://api.github.com/gists/{GIST_ID}/forks",
-        "commits_url": f"https://api.github.com/gists/{GIST_ID}/commits", "id": GIST_ID,
+        "url": f"https://api.github.com/gists/{GIST_ID}",
+        "forks_url": f"https://api.github.com/gists/{GIST_ID}/forks",
+        "commits_url": f"https://api.github.com/gists/{GIST_ID}/commits",
+        "id": GIST_ID,
         "node_id": "MDQ6R2lzdGFhNWEzMTVkNjFhZTk0MzhiMThk",
-        "git_pull_url": f"https://gist.github.com/{GIST_ID}.git", "git_push_url": f"https://gist.github.com/{GIST_ID}.git",
+        "git_pull_url": f"https://gist.github.com/{GIST_ID}.git",
+        "git_push_url": f"https://gist.github.com/{GIST_ID}.git",
         "html_url": f"https://gist.github.com/{GIST_ID}",
         "files": {
-            "readme.md": {"filename": "readme.md", "type": "text/markdown", "language": "Markdown",
-                          "raw_url": f"{raw_base}/octocat/{GIST_ID}/raw/{sha}/readme.md", "size": 58,
-                          "truncated": False, "encoding": "utf-8",
-                          "content": "---\nname: Octo Net\nlicense: MIT\ncaffe_version: '1.0'\n---\n\nA net.\n"},
-            "deploy.prototxt": {"filename": "deploy.prototxt", "type": "text/plain", "language": None,
-                                "raw_url": f"{raw_base}/octocat/{GIST_ID}/raw/{sha}/deploy.prototxt",
-                                "size": len(DEPLOY.encode()), "truncated": True, "encoding": "utf-8",
-                                "content": DEPLOY[:40]},
+            "readme.md": {
+                "filename": "readme.md",
+                "type": "text/markdown",
+                "language": "Markdown",
+                "raw_url": f"{raw_base}/octocat/{GIST_ID}/raw/{sha}/readme.md",
+                "size": 58,
+                "truncated": False,
+                "encoding": "utf-8",
+                "content": "---\nname: Octo Net\nlicense: MIT\ncaffe_version: '1.0'\n---\n\nA net.\n",
+            },
+            "deploy.prototxt": {
+                "filename": "deploy.prototxt",
+                "type": "text/plain",
+                "language": None,
+                "raw_url": f"{raw_base}/octocat/{GIST_ID}/raw/{sha}/deploy.prototxt",
+                "size": len(DEPLOY.encode()),
+                "truncated": True,
+                "encoding": "utf-8",
+                "content": DEPLOY[:40],
+            },
         },
-        "public": True, "created_at": "2010-04-14T02:15:15Z", "updated_at": "2011-06-20T11:34:15Z",
-        "description": "Octo Net", "comments": 0, "comments_enabled": True, "user": None,
-        "comments_url": f"https://api.github.com/gists/{GIST_ID}/comments/", "owner": owner,
-        "forks": [], "history": [{"user": owner, "version": "57a7f021a713b1c5a6a199b54cc514735d2d462f",
-                                  "committed_at": "2010-04-14T02:15:15Z",
-                                  "change_status": {"deletions": 0, "additions": 180, "total": 180},
-                                  "url": f"https://api.github.com/gists/{GIST_ID}/57a7f021a713b1c5a6a199b54cc514735d2d462f"}],
-        "fork_of": None, "truncated": False,
+        "public": True,
+        "created_at": "2010-04-14T02:15:15Z",
+        "updated_at": "2011-06-20T11:34:15Z",
+        "description": "Octo Net",
+        "comments": 0,
+        "comments_enabled": True,
+        "user": None,
+        "comments_url": f"https://api.github.com/gists/{GIST_ID}/comments/",
+        "owner": owner,
+        "forks": [],
+        "history": [
+            {
+                "user": owner,
+                "version": "57a7f021a713b1c5a6a199b54cc514735d2d462f",
+                "committed_at": "2010-04-14T02:15:15Z",
+                "change_status": {"deletions": 0, "additions": 180, "total": 180},
+                "url": f"https://api.github.com/gists/{GIST_ID}/57a7f021a713b1c5a6a199b54cc514735d2d462f",
+            }
+        ],
+        "fork_of": None,
+        "truncated": False,
     }
 
 
 def test_download_parses_githubs_documented_json_and_keeps_the_token_home(scripted, tmp_path, monkeypatch):
-    api, raw = scripted(), scripted()   # two origins, like api.github.com and gist.githubusercontent.com
+    api, raw = scripted(), scripted()  # two origins, like api.github.com and gist.githubusercontent.com
     api.script("GET", f"/gists/{GIST_ID}", (200, github_gist(raw.url)))
-    raw.script("GET", f"/octocat/{GIST_ID}/raw/db9c55113504e46fa076e7df3a04ce592e2e86d8/deploy.prototxt",
-               (200, DEPLOY.encode()))
+    raw.script(
+        "GET",
+        f"/octocat/{GIST_ID}/raw/db9c55113504e46fa076e7df3a04ce592e2e86d8/deploy.prototxt",
+        (200, DEPLOY.encode()),
+    )
     monkeypatch.setenv("CAFFEZOO_GIST_API", api.url)
     monkeypatch.setenv("CAFFEZOO_TOKEN", "ghp_secret_token_value")
     r = download(f"octocat/{GIST_ID}", into=tmp_path / "models")
-    assert r.path == tmp_path / "models" / f"octocat-{GIST_ID}" and r.html_url == f"https://gist.github.com/{GIST_ID}"
+    assert (
+        r.path == tmp_path / "models" / f"octocat-{GIST_ID}"
+        and r.html_url == f"https://gist.github.com/{GIST_ID}"
+    )
     assert (r.path / "deploy.prototxt").read_text() == DEPLOY  # whole, through raw_url
     assert (r.path / "readme.md").read_text().startswith("---\nname: Octo Net\n")
     assert not [p for p in r.problems if p.severity == "error"]
@@ -143,14 +199,20 @@ def test_client_tolerates_missing_and_null_fields():
         Gist.from_json(["not", "a", "gist"])
 
 
-@pytest.mark.parametrize("change,complaint", [
-    ({"files": ["readme.md"]}, "'files' is ['readme.md'], expected an object"),
-    ({"files": {"a.txt": {"filename": 5, "content": "x"}}}, "'filename' is 5, expected a string"),
-    ({"files": {"a.txt": {"content": 5}}}, "'content' is 5, expected a string"),
-    ({"files": {"a.txt": {"content": "x", "size": "big", "truncated": True}}}, "'size' is 'big', expected an integer"),
-    ({"owner": {"login": ["octocat"]}}, "'login' is ['octocat'], expected a string"),
-    ({"description": {"text": "d"}}, "'description' is {'text': 'd'}, expected a string"),
-])
+@pytest.mark.parametrize(
+    "change,complaint",
+    [
+        ({"files": ["readme.md"]}, "'files' is ['readme.md'], expected an object"),
+        ({"files": {"a.txt": {"filename": 5, "content": "x"}}}, "'filename' is 5, expected a string"),
+        ({"files": {"a.txt": {"content": 5}}}, "'content' is 5, expected a string"),
+        (
+            {"files": {"a.txt": {"content": "x", "size": "big", "truncated": True}}},
+            "'size' is 'big', expected an integer",
+        ),
+        ({"owner": {"login": ["octocat"]}}, "'login' is ['octocat'], expected a string"),
+        ({"description": {"text": "d"}}, "'description' is {'text': 'd'}, expected a string"),
+    ],
+)
 def test_a_malformed_gist_is_an_error_not_a_crash(scripted, tmp_path, monkeypatch, change, complaint):
     api = scripted()
     monkeypatch.setenv("CAFFEZOO_GIST_API", api.url)
@@ -184,7 +246,9 @@ def test_more_than_300_files_or_over_10_mb_is_reported(scripted, tmp_path, monke
     monkeypatch.setenv("CAFFEZOO_GIST_API", api.url)
     many = github_gist(api.url) | {"truncated": True}
     api.script("GET", f"/gists/{GIST_ID}", (200, many))
-    with pytest.raises(GistError, match="more files than the API lists .300.: clone https://gist.github.com/"):
+    with pytest.raises(
+        GistError, match="more files than the API lists .300.: clone https://gist.github.com/"
+    ):
         download(GIST_ID, tmp_path / "m")
     huge = github_gist(api.url)
     huge["files"]["deploy.prototxt"]["size"] = 11 * 1024 * 1024
@@ -194,8 +258,20 @@ def test_more_than_300_files_or_over_10_mb_is_reported(scripted, tmp_path, monke
     assert not (tmp_path / "m").exists() and list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.parametrize("name", ["../evil.sh", "a/b.txt", "/etc/passwd", "con.txt", "nul", "bell\u0007.txt",
-                                  "..", ".bashrc", "back\\slash"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "../evil.sh",
+        "a/b.txt",
+        "/etc/passwd",
+        "con.txt",
+        "nul",
+        "bell\u0007.txt",
+        "..",
+        ".bashrc",
+        "back\\slash",
+    ],
+)
 def test_unsafe_file_names_are_refused_and_nothing_is_written(scripted, tmp_path, monkeypatch, name):
     api = scripted()
     monkeypatch.setenv("CAFFEZOO_GIST_API", api.url)
@@ -223,12 +299,22 @@ def test_names_differing_only_in_case_are_refused(scripted, tmp_path, monkeypatc
 def test_short_rate_limit_waits_are_waited_out(scripted, monkeypatch, tmp_path):
     api = scripted()
     reset = str(int(time.time()) + 1)
-    api.script("GET", f"/gists/{GIST_ID}",
-               (403, {"message": "API rate limit exceeded"}, {"x-ratelimit-remaining": "0", "x-ratelimit-reset": reset}),
-               (429, {"message": "secondary rate limit"}, {"retry-after": "1"}),
-               (200, github_gist(api.url)))
-    api.script("GET", f"/octocat/{GIST_ID}/raw/db9c55113504e46fa076e7df3a04ce592e2e86d8/deploy.prototxt",
-               (200, DEPLOY.encode()))
+    api.script(
+        "GET",
+        f"/gists/{GIST_ID}",
+        (
+            403,
+            {"message": "API rate limit exceeded"},
+            {"x-ratelimit-remaining": "0", "x-ratelimit-reset": reset},
+        ),
+        (429, {"message": "secondary rate limit"}, {"retry-after": "1"}),
+        (200, github_gist(api.url)),
+    )
+    api.script(
+        "GET",
+        f"/octocat/{GIST_ID}/raw/db9c55113504e46fa076e7df3a04ce592e2e86d8/deploy.prototxt",
+        (200, DEPLOY.encode()),
+    )
     monkeypatch.setenv("CAFFEZOO_GIST_API", api.url)
     start = time.monotonic()
     download(GIST_ID, tmp_path / "m")
@@ -239,8 +325,15 @@ def test_short_rate_limit_waits_are_waited_out(scripted, monkeypatch, tmp_path):
 def test_long_rate_limit_waits_fail_with_the_reset_time(scripted):
     api = scripted()
     reset = int(time.time()) + 3600
-    api.script("GET", f"/gists/{GIST_ID}", (403, {"message": "API rate limit exceeded"},
-                                            {"x-ratelimit-remaining": "0", "x-ratelimit-reset": str(reset)}))
+    api.script(
+        "GET",
+        f"/gists/{GIST_ID}",
+        (
+            403,
+            {"message": "API rate limit exceeded"},
+            {"x-ratelimit-remaining": "0", "x-ratelimit-reset": str(reset)},
+        ),
+    )
     stamp = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(reset))
     with GistClient(api.url, max_wait=60) as c, pytest.raises(GistError, match=f"resets at {stamp}"):
         c.get(GIST_ID)
@@ -249,12 +342,20 @@ def test_long_rate_limit_waits_fail_with_the_reset_time(scripted):
 
 def test_server_errors_are_retried_with_backoff_then_reported(scripted):
     api = scripted()
-    api.script("GET", f"/gists/{GIST_ID}", (502, {"message": "Bad Gateway"}), (503, {"message": "busy"}),
-               (200, github_gist(api.url)))
+    api.script(
+        "GET",
+        f"/gists/{GIST_ID}",
+        (502, {"message": "Bad Gateway"}),
+        (503, {"message": "busy"}),
+        (200, github_gist(api.url)),
+    )
     with GistClient(api.url, backoff=0.01) as c:
         assert c.get(GIST_ID).description == "Octo Net"
     api.script("GET", "/gists/broken", (500, {"message": "Server Error"}))
-    with GistClient(api.url, backoff=0.01, retries=2) as c, pytest.raises(GistError, match="500 Server Error"):
+    with (
+        GistClient(api.url, backoff=0.01, retries=2) as c,
+        pytest.raises(GistError, match="500 Server Error"),
+    ):
         c.get("broken")
     assert len(api.requests("GET", "/gists/broken")) == 3
 
@@ -300,8 +401,14 @@ def test_round_trip_of_a_bundled_model(zoo, tmp_path):
     assert r.sent == sorted(p.name for p in (BUNDLED_DIR / "bvlc_alexnet").iterdir())
     assert {"deploy.prototxt", "readme.md", "solver.prototxt", "train_val.prototxt"} <= set(r.sent)
     skipped = {s.name: s.reason for s in r.skipped}
-    assert set(skipped) == {"bvlc_alexnet.caffemodel", "bvlc_alexnet.caffemodel.partial", "mean.binaryproto",
-                            "empty.txt", "extras", ".hidden"}
+    assert set(skipped) == {
+        "bvlc_alexnet.caffemodel",
+        "bvlc_alexnet.caffemodel.partial",
+        "mean.binaryproto",
+        "empty.txt",
+        "extras",
+        ".hidden",
+    }
     assert "never uploaded" in skipped["bvlc_alexnet.caffemodel"] and "binary" in skipped["mean.binaryproto"]
     assert "subfolder" in skipped["extras"] and "empty" in skipped["empty.txt"]
     # gist_id written back: exactly one line added, the rest byte for byte.
@@ -344,7 +451,12 @@ def test_update_prune_and_rename(zoo, tmp_path):
     r = upload(d, prune=True)
     assert r.renamed == [("train_val.prototxt", "train.prototxt")] and r.deleted == ["notes.txt"]
     assert r.sent == []
-    assert set(remote_files(zoo, gist_id)) == {"readme.md", "deploy.prototxt", "solver.prototxt", "train.prototxt"}
+    assert set(remote_files(zoo, gist_id)) == {
+        "readme.md",
+        "deploy.prototxt",
+        "solver.prototxt",
+        "train.prototxt",
+    }
     assert len(history()) == 4
 
 
@@ -356,7 +468,10 @@ def test_upload_changes_the_description_with_the_name(zoo, tmp_path):
     write_keys(d / "readme.md", {"name": "AlexNet, retrained"})
     upload(d)
     g = zoo.http.get(f"/gists/{gist_id}").json()
-    assert g["description"] == "AlexNet, retrained" and "name: AlexNet, retrained" in g["files"]["readme.md"]["content"]
+    assert (
+        g["description"] == "AlexNet, retrained"
+        and "name: AlexNet, retrained" in g["files"]["readme.md"]["content"]
+    )
 
 
 def test_dry_run_sends_and_writes_nothing(zoo, tmp_path):
@@ -403,7 +518,9 @@ def test_download_refuses_to_overwrite_unless_forced(zoo, tmp_path, monkeypatch)
     assert (first.path / "local.txt").exists()
     again = download(f"{zoo.url}/{zoo.login}/{gist_id}#file-readme-md", force=True)
     assert again.path == first.path and not (first.path / "local.txt").exists()
-    assert sorted(p.name for p in (tmp_path / "models").iterdir()) == [f"{zoo.login}-{gist_id}"]  # no leftovers
+    assert sorted(p.name for p in (tmp_path / "models").iterdir()) == [
+        f"{zoo.login}-{gist_id}"
+    ]  # no leftovers
 
 
 def test_download_of_a_missing_gist(zoo, tmp_path):
@@ -436,7 +553,11 @@ def test_list_own_and_a_users_gists(zoo, tmp_path):
 def test_cli_upload_download_list(zoo, cli, tmp_path):
     d = model_copy(tmp_path)
     r = cli("gist", "upload", d, "--dry-run")
-    assert r.code == 0 and "would create secret gist" in r.stdout and "skip    bvlc_alexnet.caffemodel" in r.stdout
+    assert (
+        r.code == 0
+        and "would create secret gist" in r.stdout
+        and "skip    bvlc_alexnet.caffemodel" in r.stdout
+    )
     r = cli("gist", "upload", d, "--json")
     import json
 
@@ -462,8 +583,11 @@ def test_cli_prints_the_apis_words_as_text_not_markup(scripted, cli, tmp_path, m
     g["files"]["a[bold]b.txt"] = {"filename": "a[bold]b.txt", "content": "text"}
     api.script("GET", "/gists", (200, [g]))
     api.script("GET", f"/gists/{GIST_ID}", (200, g))
-    api.script("GET", f"/octocat/{GIST_ID}/raw/db9c55113504e46fa076e7df3a04ce592e2e86d8/deploy.prototxt",
-               (200, DEPLOY.encode()))
+    api.script(
+        "GET",
+        f"/octocat/{GIST_ID}/raw/db9c55113504e46fa076e7df3a04ce592e2e86d8/deploy.prototxt",
+        (200, DEPLOY.encode()),
+    )
     r = cli("gist", "list")
     assert r.code == 0 and "x[/red]" in r.stdout and "a[bold]b.txt" in r.stdout
     r = cli("gist", "download", GIST_ID, tmp_path / "m")
@@ -490,18 +614,29 @@ def test_model_argument_may_be_a_gist(zoo, cli, tmp_path, monkeypatch):
 def test_seed_scripts_wrap_the_commands(zoo, tmp_path):
     shim = tmp_path / "bin"
     shim.mkdir()
-    (shim / "caffezoo").write_text(f"#!/bin/sh\nexec {sys.executable} -m caffezoo \"$@\"\n")
+    (shim / "caffezoo").write_text(f'#!/bin/sh\nexec {sys.executable} -m caffezoo "$@"\n')
     (shim / "caffezoo").chmod(0o755)
     env = dict(os.environ, PATH=f"{shim}:/usr/bin:/bin", PYTHONPATH=str(ROOT / "src"))
     d = model_copy(tmp_path / "work")
-    up = subprocess.run(["bash", ROOT / "scripts" / "upload_model_to_gist.sh", d], env=env,
-                        capture_output=True, text=True, timeout=120)
+    up = subprocess.run(
+        ["bash", ROOT / "scripts" / "upload_model_to_gist.sh", d],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert up.returncode == 0, up.stderr
     gist_id = (d / "readme.md").read_text().split("gist_id: ")[1].split()[0]
-    down = subprocess.run(["bash", ROOT / "scripts" / "download_model_from_gist.sh", gist_id, tmp_path / "m"],
-                          env=env, capture_output=True, text=True, timeout=120)
+    down = subprocess.run(
+        ["bash", ROOT / "scripts" / "download_model_from_gist.sh", gist_id, tmp_path / "m"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert down.returncode == 0, down.stderr
     assert (tmp_path / "m" / gist_id / "deploy.prototxt").read_text() == DEPLOY
-    usage = subprocess.run(["bash", ROOT / "scripts" / "download_model_from_gist.sh"], env=env,
-                           capture_output=True, text=True)
+    usage = subprocess.run(
+        ["bash", ROOT / "scripts" / "download_model_from_gist.sh"], env=env, capture_output=True, text=True
+    )
     assert usage.returncode == 2 and "usage: download_model_from_gist.sh <gist_id> <dirname>" in usage.stderr

@@ -12,20 +12,46 @@ from pathlib import Path
 
 import httpx
 import pytest
-
-from gist_helpers import *  # noqa: F401,F403  (fixtures)
 from gist_helpers import free_port
 
-GIST_SIMPLE_KEYS = {"url", "forks_url", "commits_url", "id", "node_id", "git_pull_url", "git_push_url",
-                    "html_url", "files", "public", "created_at", "updated_at", "description", "comments",
-                    "comments_enabled", "user", "comments_url", "owner", "forks", "history", "fork_of",
-                    "truncated"}
+GIST_SIMPLE_KEYS = {
+    "url",
+    "forks_url",
+    "commits_url",
+    "id",
+    "node_id",
+    "git_pull_url",
+    "git_push_url",
+    "html_url",
+    "files",
+    "public",
+    "created_at",
+    "updated_at",
+    "description",
+    "comments",
+    "comments_enabled",
+    "user",
+    "comments_url",
+    "owner",
+    "forks",
+    "history",
+    "fork_of",
+    "truncated",
+}
 BASE_GIST_KEYS = GIST_SIMPLE_KEYS - {"forks", "history", "fork_of"}
 
 
 def test_create_answers_201_with_location_and_github_shape(zoo):
-    r = zoo.http.post("/gists", json={"description": "My Net", "files": {
-        "readme.md": {"content": "---\nname: My Net\n---\n"}, "deploy.prototxt": {"content": 'name: "n"\n'}}})
+    r = zoo.http.post(
+        "/gists",
+        json={
+            "description": "My Net",
+            "files": {
+                "readme.md": {"content": "---\nname: My Net\n---\n"},
+                "deploy.prototxt": {"content": 'name: "n"\n'},
+            },
+        },
+    )
     assert r.status_code == 201
     g = r.json()
     assert r.headers["location"] == f"{zoo.url}/gists/{g['id']}" == g["url"]
@@ -34,8 +60,12 @@ def test_create_answers_201_with_location_and_github_shape(zoo):
     assert g["owner"]["login"] == zoo.login and g["user"] is None
     f = g["files"]["readme.md"]
     assert set(f) == {"filename", "type", "language", "raw_url", "size", "truncated", "content", "encoding"}
-    assert (f["content"], f["size"], f["truncated"], f["language"]) == ("---\nname: My Net\n---\n", 21, False,
-                                                                        "Markdown")
+    assert (f["content"], f["size"], f["truncated"], f["language"]) == (
+        "---\nname: My Net\n---\n",
+        21,
+        False,
+        "Markdown",
+    )
     assert [h["change_status"] for h in g["history"]] == [{"total": 4, "additions": 4, "deletions": 0}]
     assert g["history"][0]["url"] == f"{zoo.url}/gists/{g['id']}/{g['history'][0]['version']}"
     assert r.headers["content-type"].startswith("application/json")
@@ -59,9 +89,17 @@ def test_anyone_reads_by_id_and_unknown_ids_are_404(zoo):
 
 def test_update_adds_replaces_renames_deletes_and_keeps_the_rest(zoo):
     g = zoo.create({"keep.txt": "k", "old.txt": "o", "gone.txt": "g", "change.txt": "1"})
-    r = zoo.http.patch(f"/gists/{g['id']}", json={"files": {
-        "old.txt": {"filename": "new.txt"}, "gone.txt": None, "change.txt": {"content": "2"},
-        "added.txt": {"content": "a"}}})
+    r = zoo.http.patch(
+        f"/gists/{g['id']}",
+        json={
+            "files": {
+                "old.txt": {"filename": "new.txt"},
+                "gone.txt": None,
+                "change.txt": {"content": "2"},
+                "added.txt": {"content": "a"},
+            }
+        },
+    )
     assert r.status_code == 200, r.text
     files = {n: f["content"] for n, f in r.json()["files"].items()}
     assert files == {"keep.txt": "k", "new.txt": "o", "change.txt": "2", "added.txt": "a"}
@@ -90,7 +128,9 @@ def test_description_only_or_same_content_makes_no_revision(zoo):
 
 def test_every_revision_stays_readable(zoo):
     g = zoo.create({"a.txt": "one"})
-    zoo.http.patch(f"/gists/{g['id']}", json={"files": {"a.txt": {"content": "two"}, "b.txt": {"content": "b"}}})
+    zoo.http.patch(
+        f"/gists/{g['id']}", json={"files": {"a.txt": {"content": "two"}, "b.txt": {"content": "b"}}}
+    )
     head = zoo.http.get(f"/gists/{g['id']}").json()
     first, second = head["history"][1]["version"], head["history"][0]["version"]
     old = httpx.get(f"{zoo.url}/gists/{g['id']}/{first}").json()
@@ -108,7 +148,9 @@ def test_every_revision_stays_readable(zoo):
 def test_only_the_owner_changes_a_gist_others_get_404(zoo):
     g = zoo.create({"a.txt": "1"})
     other = zoo.other()
-    assert other.http.patch(f"/gists/{g['id']}", json={"files": {"a.txt": {"content": "x"}}}).status_code == 404
+    assert (
+        other.http.patch(f"/gists/{g['id']}", json={"files": {"a.txt": {"content": "x"}}}).status_code == 404
+    )
     assert other.http.post(f"/gists/{g['id']}", json={"description": "x"}).status_code == 404
     assert other.http.delete(f"/gists/{g['id']}").status_code == 404
     anon = httpx.patch(f"{zoo.url}/gists/{g['id']}", json={"description": "x"})
@@ -119,8 +161,11 @@ def test_only_the_owner_changes_a_gist_others_get_404(zoo):
 
 @pytest.mark.parametrize("header", ["Bearer {}", "token {}", "bearer {}"])
 def test_both_auth_schemes_are_accepted(zoo, header):
-    r = httpx.post(f"{zoo.url}/gists", json={"files": {"a.txt": {"content": "a"}}},
-                   headers={"Authorization": header.format(zoo.token)})
+    r = httpx.post(
+        f"{zoo.url}/gists",
+        json={"files": {"a.txt": {"content": "a"}}},
+        headers={"Authorization": header.format(zoo.token)},
+    )
     assert r.status_code == 201 and r.json()["owner"]["login"] == zoo.login
 
 
@@ -167,13 +212,16 @@ def test_bad_creates_are_422_with_a_github_errors_list(zoo, body, field, code):
     assert (r.json()["errors"][0]["field"], r.json()["errors"][0]["code"]) == (field, code)
 
 
-@pytest.mark.parametrize("raw,status", [
-    (b'{"files": {"a.txt": {"content": "\xff\xfe binary"}}}', 422),   # not UTF-8
-    (b'{"files": {"a.txt": {"content": "\\ud800"}}}', 422),           # a lone surrogate escape
-    (b'{"files": ', 400),
-    (b'["files"]', 400),
-    (b"", 400),
-])
+@pytest.mark.parametrize(
+    "raw,status",
+    [
+        (b'{"files": {"a.txt": {"content": "\xff\xfe binary"}}}', 422),  # not UTF-8
+        (b'{"files": {"a.txt": {"content": "\\ud800"}}}', 422),  # a lone surrogate escape
+        (b'{"files": ', 400),
+        (b'["files"]', 400),
+        (b"", 400),
+    ],
+)
 def test_undecodable_bodies(zoo, raw, status):
     r = _post(zoo, raw)
     assert r.status_code == status, r.text
@@ -186,13 +234,16 @@ def test_oversized_bodies_are_413(zoo):
     assert r.status_code == 413 and "too large" in r.json()["message"]
 
 
-@pytest.mark.parametrize("files,code", [
-    ({"missing.txt": None}, "missing"),
-    ({"missing.txt": {"filename": "x.txt"}}, "missing"),
-    ({"a.txt": {"filename": "b.txt"}}, "already_exists"),
-    ({"a.txt": {"filename": "c/d"}}, "invalid"),
-    ({"a.txt": None, "b.txt": None}, "missing_field"),
-])
+@pytest.mark.parametrize(
+    "files,code",
+    [
+        ({"missing.txt": None}, "missing"),
+        ({"missing.txt": {"filename": "x.txt"}}, "missing"),
+        ({"a.txt": {"filename": "b.txt"}}, "already_exists"),
+        ({"a.txt": {"filename": "c/d"}}, "invalid"),
+        ({"a.txt": None, "b.txt": None}, "missing_field"),
+    ],
+)
 def test_bad_updates_are_422_and_change_nothing(zoo, files, code):
     g = zoo.create({"a.txt": "a", "b.txt": "b"})
     r = zoo.http.patch(f"/gists/{g['id']}", json={"files": files})
@@ -213,8 +264,9 @@ def test_update_needs_description_or_files_and_refuses_public(zoo):
 
 def test_swapping_two_names_in_one_update_loses_nothing(zoo):
     g = zoo.create({"a.txt": "A", "b.txt": "B"})
-    r = zoo.http.patch(f"/gists/{g['id']}", json={"files": {"a.txt": {"filename": "b.txt"},
-                                                            "b.txt": {"filename": "a.txt"}}})
+    r = zoo.http.patch(
+        f"/gists/{g['id']}", json={"files": {"a.txt": {"filename": "b.txt"}, "b.txt": {"filename": "a.txt"}}}
+    )
     assert {n: f["content"] for n, f in r.json()["files"].items()} == {"a.txt": "B", "b.txt": "A"}
 
 
@@ -253,8 +305,17 @@ def test_lists_page_with_link_headers_and_since(zoo):
     assert len(page2.json()) == 1 and 'rel="prev"' in page2.headers["link"]
 
 
-@pytest.mark.parametrize("params", [{"per_page": "x"}, {"per_page": "0"}, {"page": "-1"}, {"since": "yesterday"},
-                                    {"since": "9999-12-31T23:59:59-23:59"}, {"since": "0001-01-01T00:00:00+14:00"}])
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"per_page": "x"},
+        {"per_page": "0"},
+        {"page": "-1"},
+        {"since": "yesterday"},
+        {"since": "9999-12-31T23:59:59-23:59"},
+        {"since": "0001-01-01T00:00:00+14:00"},
+    ],
+)
 def test_bad_list_parameters_are_422(zoo, params):
     r = httpx.get(f"{zoo.url}/users/{zoo.login}/gists", params=params)
     assert r.status_code == 422 and r.json()["errors"]
@@ -265,7 +326,7 @@ def test_unknown_user_list_is_404(zoo):
 
 
 def test_big_files_are_truncated_in_json_and_whole_at_raw_url(zoo):
-    big = ("0123456789abcdé\n" * 70000)  # ~1.1 MB, with 2-byte characters to cut through
+    big = "0123456789abcdé\n" * 70000  # ~1.1 MB, with 2-byte characters to cut through
     g = zoo.create({"big.prototxt": big, "small.txt": "s"})
     f = zoo.http.get(f"/gists/{g['id']}").json()["files"]["big.prototxt"]
     assert f["truncated"] is True and f["size"] == len(big.encode())
@@ -275,7 +336,10 @@ def test_big_files_are_truncated_in_json_and_whole_at_raw_url(zoo):
     other = zoo.other().login  # (the other user exists: it is the owner who must match)
     assert httpx.get(f["raw_url"].replace(f"/{zoo.login}/", f"/{other}/")).status_code == 404
     assert raw.headers["content-type"] == "text/plain; charset=utf-8"
-    assert raw.headers["x-content-type-options"] == "nosniff" and "sandbox" in raw.headers["content-security-policy"]
+    assert (
+        raw.headers["x-content-type-options"] == "nosniff"
+        and "sandbox" in raw.headers["content-security-policy"]
+    )
 
 
 def test_more_than_300_files_truncates_the_list(zoo):
@@ -299,8 +363,12 @@ rm $MODEL_DIR/gist.zip
     for tool in ("wget", "unzip"):
         if shutil.which(tool) is None:
             pytest.fail(f"{tool} is not installed (Debian package `{tool}`, see .ci/run)")
-    subprocess.run(["bash", "-c", script, "caffe", gist, str(models)], check=True, env={"BASE": base,
-                   "PATH": "/usr/bin:/bin"}, timeout=60)
+    subprocess.run(
+        ["bash", "-c", script, "caffe", gist, str(models)],
+        check=True,
+        env={"BASE": base, "PATH": "/usr/bin:/bin"},
+        timeout=60,
+    )
     return models / gist.replace("/", "-")
 
 
@@ -326,9 +394,13 @@ def test_concurrent_updates_lose_nothing_and_number_revisions_without_gaps(zoo):
     errors: list[str] = []
 
     def patch(i: int) -> None:
-        with httpx.Client(base_url=zoo.url, headers={"Authorization": f"Bearer {zoo.token}"}, timeout=120) as c:
-            r = c.patch(f"/gists/{g['id']}", json={"files": {f"f{i:02}.txt": {"content": str(i)},
-                                                              "shared.txt": {"content": f"by {i}"}}})
+        with httpx.Client(
+            base_url=zoo.url, headers={"Authorization": f"Bearer {zoo.token}"}, timeout=120
+        ) as c:
+            r = c.patch(
+                f"/gists/{g['id']}",
+                json={"files": {f"f{i:02}.txt": {"content": str(i)}, "shared.txt": {"content": f"by {i}"}}},
+            )
             if r.status_code != 200:
                 errors.append(f"{r.status_code} {r.text}")
 
@@ -351,11 +423,20 @@ def test_concurrent_updates_lose_nothing_and_number_revisions_without_gaps(zoo):
 def test_server_errors_never_leak_as_500(zoo):
     """A sweep of odd requests: every answer is a 4xx in GitHub's shape, never a 500."""
     g = zoo.create({"a.txt": "a"})
-    odd = [("GET", "/gists/%2e%2e"), ("GET", f"/gists/{g['id']}/{'f' * 40}"), ("PUT", "/gists"),
-           ("GET", "/users/%00/gists"), ("GET", f"/x/{g['id']}/raw/{'0' * 40}/a.txt"),
-           ("PATCH", f"/gists/{g['id']}"), ("GET", "/gists?page=99999999999999999999"), ("GET", f"/{zoo.login}/{g['id']}/raw/{'0' * 40}/a%00"),
-           ("GET", "/users/a%00b/gists"), ("GET", f"/a%00/{g['id']}/download"),
-           ("GET", "/a.b/download"), ("DELETE", "/gists/" + "a" * 100)]
+    odd = [
+        ("GET", "/gists/%2e%2e"),
+        ("GET", f"/gists/{g['id']}/{'f' * 40}"),
+        ("PUT", "/gists"),
+        ("GET", "/users/%00/gists"),
+        ("GET", f"/x/{g['id']}/raw/{'0' * 40}/a.txt"),
+        ("PATCH", f"/gists/{g['id']}"),
+        ("GET", "/gists?page=99999999999999999999"),
+        ("GET", f"/{zoo.login}/{g['id']}/raw/{'0' * 40}/a%00"),
+        ("GET", "/users/a%00b/gists"),
+        ("GET", f"/a%00/{g['id']}/download"),
+        ("GET", "/a.b/download"),
+        ("DELETE", "/gists/" + "a" * 100),
+    ]
     for method, path in odd:
         r = zoo.http.request(method, path)
         assert 400 <= r.status_code < 500, (method, path, r.status_code, r.text)
@@ -376,18 +457,27 @@ def test_token_create_prints_once_and_stores_only_a_hash(cli_process, tmp_path):
     store.close()
     bad = cli_process("serve", "token", "create", "bad/name", "--database-url", f"sqlite:///{db}")
     assert bad.code == 2 and "not a valid user name" in bad.stderr and "Traceback" not in bad.stderr
-    bad = cli_process("serve", "token", "create", "x--y", "--database-url", f"sqlite:///{tmp_path / 'new.db'}")
+    bad = cli_process(
+        "serve", "token", "create", "x--y", "--database-url", f"sqlite:///{tmp_path / 'new.db'}"
+    )
     assert bad.code == 2 and "not a valid user name" in bad.stderr
     assert not (tmp_path / "new.db").exists()  # a refused name makes no database
 
 
 def test_a_database_that_cannot_be_opened_is_one_clear_line(cli, tmp_path):
     (tmp_path / "file").write_text("a file, not a folder")
-    urls = ["not a url", "nonsense://x", f"postgresql://zoo:s3cret@127.0.0.1:{free_port()}/zoo",
-            f"sqlite:///{tmp_path / 'file' / 'zoo.db'}"]
+    urls = [
+        "not a url",
+        "nonsense://x",
+        f"postgresql://zoo:s3cret@127.0.0.1:{free_port()}/zoo",
+        f"sqlite:///{tmp_path / 'file' / 'zoo.db'}",
+    ]
     for url in urls:
-        for args in (["serve", "token", "create", "alice"], ["wiki", "export"],
-                     ["serve", "--no-check-links", "--port", str(free_port())]):
+        for args in (
+            ["serve", "token", "create", "alice"],
+            ["wiki", "export"],
+            ["serve", "--no-check-links", "--port", str(free_port())],
+        ):
             r = cli(*args, "--database-url", url)
             assert r.code == 1 and r.stderr.startswith("error: cannot open the database "), (url, args, r)
             assert "--database-url or CAFFEZOO_DATABASE_URL" in r.stderr and "s3cret" not in r.stderr
@@ -401,8 +491,12 @@ def test_serve_runs_uvicorn_on_the_given_port(tmp_path):
 
     port = free_port()
     env = dict(os.environ, CAFFEZOO_HOME=str(tmp_path))
-    p = subprocess.Popen([sys.executable, "-m", "caffezoo", "serve", "--host", "127.0.0.1", "--port", str(port)],
-                         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    p = subprocess.Popen(
+        [sys.executable, "-m", "caffezoo", "serve", "--host", "127.0.0.1", "--port", str(port)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     try:
         deadline = time.monotonic() + 60
         while True:
@@ -428,11 +522,14 @@ def test_serve_refuses_a_taken_port_or_a_bad_one_clearly(cli_process, tmp_path):
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        r = cli_process("serve", "--port", port, "--no-check-links", env={"CAFFEZOO_HOME": str(tmp_path)},
-                        timeout=60)
+        r = cli_process(
+            "serve", "--port", port, "--no-check-links", env={"CAFFEZOO_HOME": str(tmp_path)}, timeout=60
+        )
     assert r.code == 2 and "Traceback" not in r.stderr
     assert f"cannot listen on 127.0.0.1:{port}: Address already in use; choose another --port" in r.stderr
     r = cli_process("serve", "--port", "99999")
     assert r.code == 2 and "--port" in r.stderr
-    r = cli_process("serve", "--log-level", "bogus", "--port", free_port(), env={"CAFFEZOO_HOME": str(tmp_path)})
+    r = cli_process(
+        "serve", "--log-level", "bogus", "--port", free_port(), env={"CAFFEZOO_HOME": str(tmp_path)}
+    )
     assert r.code == 2 and "Invalid value for '--log-level'" in r.stderr and "Traceback" not in r.stderr

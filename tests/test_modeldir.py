@@ -3,23 +3,30 @@
 from __future__ import annotations
 
 import pytest
+from model_helpers import DEPLOY, GOOD_FRONT_MATTER, write_model
 
 from caffezoo.errors import FrontMatterError, ModelDirError, ModelNotFoundError
 from caffezoo.modeldir import classify, load
 from caffezoo.zoo import BUNDLED_DIR, bundled_names, resolve
-
-from conftest import DEPLOY, GOOD_FRONT_MATTER, write_model
 
 SOLVER = 'net: "train_val.prototxt"\nbase_lr: 0.01\nmax_iter: 1000\n'
 TRAIN_VAL = 'name: "N"\nlayer { name: "d" type: "Data" top: "data" include { phase: TRAIN } }\n'
 
 
 def test_load_classifies_files_by_name_and_content(tmp_path):
-    m = write_model(tmp_path / "net", GOOD_FRONT_MATTER, files={
-        "net.prototxt": DEPLOY, "a.prototxt": SOLVER, "b.prototxt": TRAIN_VAL, "odd.prototxt": 'name: "x"\n',
-        "deploy_v2.prototxt": SOLVER,  # the name wins over the content
-        "helper.py": "print('hi')\n", "labels.txt": "cat\ndog\n",
-    })
+    m = write_model(
+        tmp_path / "net",
+        GOOD_FRONT_MATTER,
+        files={
+            "net.prototxt": DEPLOY,
+            "a.prototxt": SOLVER,
+            "b.prototxt": TRAIN_VAL,
+            "odd.prototxt": 'name: "x"\n',
+            "deploy_v2.prototxt": SOLVER,  # the name wins over the content
+            "helper.py": "print('hi')\n",
+            "labels.txt": "cat\ndog\n",
+        },
+    )
     (m / "test_net.caffemodel").write_bytes(b"\x0a\x03abc")
     (m / "test_net.caffemodel.partial").write_bytes(b"\x00")
     (m / "mean.binaryproto").write_bytes(b"\x08\x01\x00\x10")
@@ -28,17 +35,33 @@ def test_load_classifies_files_by_name_and_content(tmp_path):
     model = load(m)
     kinds = {f.name: f.kind for f in model.files}
     assert kinds == {
-        "readme.md": "readme", "net.prototxt": "deploy", "a.prototxt": "solver", "b.prototxt": "train_val",
-        "odd.prototxt": "prototxt", "deploy_v2.prototxt": "deploy", "helper.py": "text", "labels.txt": "text",
-        "test_net.caffemodel": "weights", "test_net.caffemodel.partial": "partial",
-        "mean.binaryproto": "binary", "sub": "directory",
+        "readme.md": "readme",
+        "net.prototxt": "deploy",
+        "a.prototxt": "solver",
+        "b.prototxt": "train_val",
+        "odd.prototxt": "prototxt",
+        "deploy_v2.prototxt": "deploy",
+        "helper.py": "text",
+        "labels.txt": "text",
+        "test_net.caffemodel": "weights",
+        "test_net.caffemodel.partial": "partial",
+        "mean.binaryproto": "binary",
+        "sub": "directory",
     }
     assert model.prototxt("deploy") == m / "deploy_v2.prototxt"
     assert model.prototxt("solver") == m / "a.prototxt"
     assert model.has_weights and model.weights_path == m / "test_net.caffemodel"
     info = {f.name for f in model.info_files()}
-    assert info == {"readme.md", "net.prototxt", "a.prototxt", "b.prototxt", "odd.prototxt",
-                    "deploy_v2.prototxt", "helper.py", "labels.txt"}
+    assert info == {
+        "readme.md",
+        "net.prototxt",
+        "a.prototxt",
+        "b.prototxt",
+        "odd.prototxt",
+        "deploy_v2.prototxt",
+        "helper.py",
+        "labels.txt",
+    }
 
 
 def test_classify_utf8_cut_at_the_read_boundary_is_text(tmp_path):
@@ -49,13 +72,22 @@ def test_classify_utf8_cut_at_the_read_boundary_is_text(tmp_path):
     assert classify(p) == "binary"
 
 
-@pytest.mark.parametrize("setup, message", [
-    (lambda p: None, "no such directory"),
-    (lambda p: p.write_text("x"), "is a file, expected a model directory"),
-    (lambda p: p.mkdir(), "the directory is empty"),
-    (lambda p: (p.mkdir(), (p / "deploy.prototxt").write_text("x")), "no readme.md in the model directory"),
-    (lambda p: (p.mkdir(), (p / "README.md").write_text("x")), "found 'README.md'; Caffe's scripts need the lower-case name"),
-])
+@pytest.mark.parametrize(
+    "setup, message",
+    [
+        (lambda p: None, "no such directory"),
+        (lambda p: p.write_text("x"), "is a file, expected a model directory"),
+        (lambda p: p.mkdir(), "the directory is empty"),
+        (
+            lambda p: (p.mkdir(), (p / "deploy.prototxt").write_text("x")),
+            "no readme.md in the model directory",
+        ),
+        (
+            lambda p: (p.mkdir(), (p / "README.md").write_text("x")),
+            "found 'README.md'; Caffe's scripts need the lower-case name",
+        ),
+    ],
+)
 def test_not_a_model_directory(tmp_path, setup, message):
     p = tmp_path / "m"
     setup(p)
@@ -76,15 +108,22 @@ def test_resolve_paths_bundled_names_and_unknowns(tmp_path, caffezoo_home):
     alex = resolve("bvlc_alexnet")
     assert alex.bundled and alex.path == BUNDLED_DIR / "bvlc_alexnet"
     assert alex.weights_path == caffezoo_home / "models" / "bvlc_alexnet" / "bvlc_alexnet.caffemodel"
-    with pytest.raises(ModelNotFoundError, match="'no_such_model': no such directory, and not a bundled model"):
+    with pytest.raises(
+        ModelNotFoundError, match="'no_such_model': no such directory, and not a bundled model"
+    ):
         resolve("no_such_model")
     with pytest.raises(ModelDirError, match="no such directory"):
         resolve("./missing/dir")
 
 
 def test_the_five_bundled_models_carry_the_seed_values():
-    assert bundled_names() == ["bvlc_alexnet", "bvlc_googlenet", "bvlc_reference_caffenet",
-                               "bvlc_reference_rcnn_ilsvrc13", "finetune_flickr_style"]
+    assert bundled_names() == [
+        "bvlc_alexnet",
+        "bvlc_googlenet",
+        "bvlc_reference_caffenet",
+        "bvlc_reference_rcnn_ilsvrc13",
+        "finetune_flickr_style",
+    ]
     flickr = resolve("finetune_flickr_style").front_matter
     assert flickr.gist_id == "034c6ac3865563b69e60" and flickr.license == "non-commercial"
     google = resolve("bvlc_googlenet").front_matter

@@ -13,17 +13,23 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+from runtime_helpers import assert_close, natural_image, random_weights, run_opencv
 
 from caffezoo.caffe.caffemodel import write_caffemodel
 from caffezoo.caffe.prototxt import read_prototxt
 from caffezoo.runtime import to_onnx
 from caffezoo.zoo import bundled
-from runtime_helpers import assert_close, natural_image, random_weights, run_opencv
 
 BLOBS = {
     "bvlc_alexnet": ["norm1", "norm2", "pool5", "fc8", "prob"],
-    "bvlc_googlenet": ["pool1/norm1", "inception_3a/output", "inception_4e/output", "pool5/7x7_s1",
-                       "loss3/classifier", "prob"],
+    "bvlc_googlenet": [
+        "pool1/norm1",
+        "inception_3a/output",
+        "inception_4e/output",
+        "pool5/7x7_s1",
+        "loss3/classifier",
+        "prob",
+    ],
     "bvlc_reference_rcnn_ilsvrc13": ["norm2", "pool5", "fc-rcnn"],
 }
 

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from gist_helpers import scripted  # noqa: F401  (a fixture)
 from PIL import Image
+from runtime_helpers import assert_close, natural_image, run_opencv
+from test_runtime_session import model_dir, small_classifier
 
 from caffezoo.caffe.caffemodel import blob_to_proto
 from caffezoo.config import settings
 from caffezoo.errors import ModelDirError, RuntimeInputError, UsageError
 from caffezoo.runtime import classify, load
 from caffezoo.runtime.preprocess import Preprocessor, read_mean
-from gist_helpers import scripted  # noqa: F401  (a fixture)
-from runtime_helpers import assert_close, natural_image, run_opencv
-from test_runtime_session import model_dir, small_classifier
 
 
 def save(path, array) -> str:
@@ -31,7 +31,9 @@ def test_image_at_input_size_with_channel_means(tmp_path):
     rgb = np.random.default_rng(0).integers(0, 256, (16, 16, 3), np.uint8)
     path = save(tmp_path / "x.png", rgb)
     x = Preprocessor(3, 16, 16, mean=np.array([104, 117, 123], np.float32))([path])
-    expected = rgb[:, :, ::-1].transpose(2, 0, 1).astype(np.float32) - np.array([104, 117, 123]).reshape(3, 1, 1)
+    expected = rgb[:, :, ::-1].transpose(2, 0, 1).astype(np.float32) - np.array([104, 117, 123]).reshape(
+        3, 1, 1
+    )
     assert x.shape == (1, 3, 16, 16) and np.allclose(x[0], expected, atol=1e-3)
 
 
@@ -53,14 +55,26 @@ def test_binaryproto_and_list_means(tmp_path):
     assert np.array_equal(read_mean([104, 117, 123]), np.array([104, 117, 123], np.float32))
 
 
-@pytest.mark.parametrize("make, message", [
-    (lambda d: np.save(d / "m.npy", np.zeros((4, 8, 8))), "mean of shape 4x8x8 does not fit a 3-channel input"),
-    (lambda d: np.save(d / "m.npy", np.zeros((3, 5, 5))), "mean image 5x5 is smaller than the net's input 8x8"),
-    (lambda d: np.save(d / "m.npy", np.zeros((3, 8))), "a mean must be C values or a C x H x W image, not shape 3x8"),
-    (lambda d: (d / "m.npy").write_bytes(b"not numpy"), "not a readable .npy array"),
-    (lambda d: (d / "m.binaryproto").write_bytes(b"\xff" * 40), "not a Caffe mean file"),
-    (lambda d: None, "m.npy: mean file not found"),
-])
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (
+            lambda d: np.save(d / "m.npy", np.zeros((4, 8, 8))),
+            "mean of shape 4x8x8 does not fit a 3-channel input",
+        ),
+        (
+            lambda d: np.save(d / "m.npy", np.zeros((3, 5, 5))),
+            "mean image 5x5 is smaller than the net's input 8x8",
+        ),
+        (
+            lambda d: np.save(d / "m.npy", np.zeros((3, 8))),
+            "a mean must be C values or a C x H x W image, not shape 3x8",
+        ),
+        (lambda d: (d / "m.npy").write_bytes(b"not numpy"), "not a readable .npy array"),
+        (lambda d: (d / "m.binaryproto").write_bytes(b"\xff" * 40), "not a Caffe mean file"),
+        (lambda d: None, "m.npy: mean file not found"),
+    ],
+)
 def test_bad_means(tmp_path, make, message):
     make(tmp_path)
     name = "m.binaryproto" if (tmp_path / "m.binaryproto").exists() else "m.npy"
@@ -84,12 +98,15 @@ def test_oversample_is_ten_crops(tmp_path):
         assert np.array_equal(crops[i], c) and np.array_equal(crops[i + 5], c[:, :, ::-1])
 
 
-@pytest.mark.parametrize("make, message", [
-    (lambda p: p.write_text("hello"), "not an image"),
-    (lambda p: p.mkdir(), "is a directory, not an image"),
-    (lambda p: None, "no such image file"),
-    (lambda p: p.write_bytes(_jpeg()[:300]), "cannot decode the image"),
-])
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda p: p.write_text("hello"), "not an image"),
+        (lambda p: p.mkdir(), "is a directory, not an image"),
+        (lambda p: None, "no such image file"),
+        (lambda p: p.write_bytes(_jpeg()[:300]), "cannot decode the image"),
+    ],
+)
 def test_bad_images_are_named(tmp_path, make, message):
     path = tmp_path / "photo.jpg"
     make(path)
@@ -128,8 +145,9 @@ def test_classify_oversample_averages_the_crops(tmp_path, images):
     d = model_dir(tmp_path, mean="[104, 117, 123]")
     got = classify(d, images[:2], top=4, oversample=True, resize=(24, 24))
     net = load(d)
-    crops = Preprocessor(3, 16, 16, mean=np.array([104, 117, 123], np.float32), resize=(24, 24),
-                         oversample=True)(images[:2])
+    crops = Preprocessor(
+        3, 16, 16, mean=np.array([104, 117, 123], np.float32), resize=(24, 24), oversample=True
+    )(images[:2])
     expected = net(data=crops)["prob"].reshape(2, 10, 4).mean(1)
     for p, row in zip(got, expected):
         assert_close(np.array([s.score for s in sorted(p.top, key=lambda s: s.index)]), row)
@@ -144,13 +162,19 @@ def test_classify_with_a_fixed_batch_pads_the_last_one(tmp_path, images):
     assert len(got) == 6 and load(d).inputs["data"][0] == 4
 
 
-@pytest.mark.parametrize("options, message", [
-    (dict(batch_size=0), "--batch-size must be 1 or more, not 0"),
-    (dict(batch_size=-1), "--batch-size must be 1 or more, not -1"),
-    (dict(resize=(12, 20)), "resize 12x20 is smaller than the net's input 16x16: there would be nothing to crop"),
-    (dict(resize=(0, 20)), r"resize: expected a height and a width of 1 or more, got \(0, 20\)"),
-    (dict(resize=(20,)), r"resize: expected a height and a width of 1 or more, got \(20,\)"),
-])
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        (dict(batch_size=0), "--batch-size must be 1 or more, not 0"),
+        (dict(batch_size=-1), "--batch-size must be 1 or more, not -1"),
+        (
+            dict(resize=(12, 20)),
+            "resize 12x20 is smaller than the net's input 16x16: there would be nothing to crop",
+        ),
+        (dict(resize=(0, 20)), r"resize: expected a height and a width of 1 or more, got \(0, 20\)"),
+        (dict(resize=(20,)), r"resize: expected a height and a width of 1 or more, got \(20,\)"),
+    ],
+)
 def test_bad_options_are_refused(tmp_path, images, options, message):
     with pytest.raises(UsageError, match=message):
         classify(model_dir(tmp_path), images[:2], **options)
@@ -177,8 +201,10 @@ def test_a_gist_model_is_fetched_once(tmp_path, images, scripted, monkeypatch): 
     d = model_dir(tmp_path, mean="[104, 117, 123]", labels="classes.txt")
     (d / "classes.txt").write_text("cat\ndog\nbird\nfish\n")
     gist_id = "a1b2c3d4e5f60718293a"
-    files = {name: {"filename": name, "content": (d / name).read_text(), "truncated": False}
-             for name in ("readme.md", "deploy.prototxt", "classes.txt")}
+    files = {
+        name: {"filename": name, "content": (d / name).read_text(), "truncated": False}
+        for name in ("readme.md", "deploy.prototxt", "classes.txt")
+    }
     api = scripted()
     api.script("GET", f"/gists/{gist_id}", (200, {"id": gist_id, "files": files, "truncated": False}))
     monkeypatch.setenv("CAFFEZOO_GIST_API", api.url)
@@ -186,8 +212,9 @@ def test_a_gist_model_is_fetched_once(tmp_path, images, scripted, monkeypatch): 
     weights.parent.mkdir(parents=True)
     weights.write_bytes((d / "small.caffemodel").read_bytes())
     got = classify(gist_id, images[:2], top=2)
-    assert [[(s.index, s.label) for s in p.top] for p in got] == \
-        [[(s.index, s.label) for s in p.top] for p in classify(d, images[:2], top=2)]
+    assert [[(s.index, s.label) for s in p.top] for p in got] == [
+        [(s.index, s.label) for s in p.top] for p in classify(d, images[:2], top=2)
+    ]
     assert len(api.requests("GET", f"/gists/{gist_id}")) == 1
 
 

@@ -8,13 +8,13 @@ import re
 import numpy as np
 import onnx
 import pytest
+from runtime_helpers import assert_close, random_weights, run_caffezoo, run_opencv, write_net
 
 from caffezoo.caffe.builder import NetBuilder
 from caffezoo.caffe.caffemodel import write_caffemodel
 from caffezoo.errors import CaffemodelError, ConversionError, NetError
 from caffezoo.runtime import to_onnx
 from caffezoo.runtime.convert import export
-from runtime_helpers import assert_close, random_weights, run_caffezoo, run_opencv, write_net
 
 
 def resnet_block() -> NetBuilder:
@@ -25,10 +25,12 @@ def resnet_block() -> NetBuilder:
     n.BatchNorm("bn1", x, in_place=True)
     n.Scale("scale1", x, bias_term=True, in_place=True)
     n.ReLU("relu1", x, in_place=True)
-    y = n.Convolution("conv2", x, num_output=8, kernel_size=3, pad=1, param=[dict(name="shared_w"),
-                                                                             dict(name="shared_b")])
-    z = n.Convolution("conv3", y, num_output=8, kernel_size=3, pad=1, param=[dict(name="shared_w"),
-                                                                             dict(name="shared_b")])
+    y = n.Convolution(
+        "conv2", x, num_output=8, kernel_size=3, pad=1, param=[dict(name="shared_w"), dict(name="shared_b")]
+    )
+    z = n.Convolution(
+        "conv3", y, num_output=8, kernel_size=3, pad=1, param=[dict(name="shared_w"), dict(name="shared_b")]
+    )
     s = n.Eltwise("sum", x, z)
     n.ReLU("relu2", s, in_place=True)
     p = n.Pooling("pool", s, pool="MAX", kernel_size=3, stride=2)
@@ -50,11 +52,35 @@ def test_names_checker_and_shapes(tmp_path):
     onnx.checker.check_model(str(path), full_check=True)
     model = onnx.shape_inference.infer_shapes(onnx.load(path), strict_mode=True)
     nodes = {node.name for node in model.graph.node}
-    assert {"conv1", "bn1", "scale1", "relu1", "conv2", "conv3", "sum", "relu2", "pool", "fc", "prob"} <= nodes
+    assert {
+        "conv1",
+        "bn1",
+        "scale1",
+        "relu1",
+        "conv2",
+        "conv3",
+        "sum",
+        "relu2",
+        "pool",
+        "fc",
+        "prob",
+    } <= nodes
     # A blob rewritten in place is blob@layer until its last writer, which gets the plain name.
     outputs = {o for node in model.graph.node for o in node.output}
-    assert {"conv1@conv1", "conv1@bn1", "conv1@scale1", "conv1", "sum@sum", "sum", "pool", "fc", "prob"} <= outputs
-    assert [i.name for i in model.graph.input] == ["data"] and [o.name for o in model.graph.output] == ["prob"]
+    assert {
+        "conv1@conv1",
+        "conv1@bn1",
+        "conv1@scale1",
+        "conv1",
+        "sum@sum",
+        "sum",
+        "pool",
+        "fc",
+        "prob",
+    } <= outputs
+    assert [i.name for i in model.graph.input] == ["data"] and [o.name for o in model.graph.output] == [
+        "prob"
+    ]
     # Every Caffe blob's shape, as ONNX infers it, is the one Caffe computes (batch symbolic).
     from caffezoo.caffe.net import load_net
 
@@ -89,7 +115,10 @@ def test_conv_on_two_bottoms_shares_its_weights(tmp_path):
     model = to_onnx(prototxt, weights=caffemodel)
     assert sorted(i.name for i in model.graph.initializer) == ["conv.bias", "conv.weight"]
     rng = np.random.default_rng(0)
-    inputs = {"a": rng.standard_normal((1, 3, 6, 6), np.float32), "b": rng.standard_normal((1, 3, 6, 6), np.float32)}
+    inputs = {
+        "a": rng.standard_normal((1, 3, 6, 6), np.float32),
+        "b": rng.standard_normal((1, 3, 6, 6), np.float32),
+    }
     ours = run_caffezoo(prototxt, caffemodel, inputs, ["ya", "yb"])
     swapped = run_caffezoo(prototxt, caffemodel, {"a": inputs["b"], "b": inputs["a"]}, ["ya", "yb"])
     assert_close(ours["ya"], swapped["yb"])
@@ -143,14 +172,21 @@ def test_caffe_era_encodings_convert_alike(tmp_path):
     half = {k: [b.astype(np.float16).astype(np.float32) for b in v] for k, v in weights.items()}
     _, rounded = write_net(tmp_path, n, half, name="rounded")
     half_reference = run_caffezoo(prototxt, rounded, inputs, ["fc"])["fc"]
-    for i, options in enumerate([dict(version="V1", legacy_shape=True), dict(encoding="float64"),
-                                 dict(encoding="float16"), dict(packed=False)]):
+    for i, options in enumerate(
+        [
+            dict(version="V1", legacy_shape=True),
+            dict(encoding="float64"),
+            dict(encoding="float16"),
+            dict(packed=False),
+        ]
+    ):
         _, other = write_net(tmp_path, n, weights, name=f"v{i}", **options)
         expected = half_reference if options.get("encoding") == "float16" else reference
         assert_close(run_caffezoo(prototxt, other, inputs, ["fc"])["fc"], expected, str(options))
 
 
 # ------------------------------------------------------------ refusing, clearly
+
 
 def test_unsupported_layers_are_all_listed_before_any_work(tmp_path):
     n = NetBuilder("odd")
@@ -195,7 +231,9 @@ def _only(caffemodel, n: NetBuilder, weights: dict) -> None:
     from caffezoo.caffe import caffe_pb2
 
     partial = caffe_pb2.NetParameter(name="partial")
-    partial.layer.extend(layer for layer in n.to_proto().layer if layer.name in weights or layer.type == "Input")
+    partial.layer.extend(
+        layer for layer in n.to_proto().layer if layer.name in weights or layer.type == "Input"
+    )
     write_caffemodel(caffemodel, partial, weights)
 
 
@@ -203,8 +241,19 @@ def test_fill_missing_uses_constant_and_bilinear_fillers(tmp_path):
     n = NetBuilder("fcn")
     x = n.Input("data", shape=dict(dim=[1, 2, 4, 4]))
     x = n.Scale("scale", x, filler=dict(type="constant", value=2.5))
-    up = n.Deconvolution("up", x, convolution_param=dict(num_output=2, group=2, kernel_size=4, stride=2, pad=1,
-                                                          bias_term=False, weight_filler=dict(type="bilinear")))
+    up = n.Deconvolution(
+        "up",
+        x,
+        convolution_param=dict(
+            num_output=2,
+            group=2,
+            kernel_size=4,
+            stride=2,
+            pad=1,
+            bias_term=False,
+            weight_filler=dict(type="bilinear"),
+        ),
+    )
     n.PReLU("prelu", up)
     prototxt, caffemodel = write_net(tmp_path, n, {})
     _only(caffemodel, n, {})
@@ -214,8 +263,11 @@ def test_fill_missing_uses_constant_and_bilinear_fillers(tmp_path):
     f = math.ceil(4 / 2)
     c = (2 * f - 1 - f % 2) / (2 * f)
     kernel = np.array([[(1 - abs(x / f - c)) * (1 - abs(y / f - c)) for x in range(4)] for y in range(4)])
-    weights = {"scale": [np.full(2, 2.5, np.float32)], "up": [np.tile(kernel, (2, 1, 1, 1)).astype(np.float32)],
-               "prelu": [np.full(2, 0.25, np.float32)]}
+    weights = {
+        "scale": [np.full(2, 2.5, np.float32)],
+        "up": [np.tile(kernel, (2, 1, 1, 1)).astype(np.float32)],
+        "prelu": [np.full(2, 0.25, np.float32)],
+    }
     _, filled = write_net(tmp_path, n, weights, name="filled")
     assert_close(ours, run_opencv(prototxt, filled, inputs, ["prelu"])["prelu"])
 
@@ -223,12 +275,26 @@ def test_fill_missing_uses_constant_and_bilinear_fillers(tmp_path):
 def test_fill_missing_refuses_a_bilinear_filler_on_a_non_square_kernel(tmp_path):
     n = NetBuilder("fcn")
     x = n.Input("data", shape=dict(dim=[1, 2, 4, 4]))
-    n.Deconvolution("up", x, convolution_param=dict(num_output=2, group=2, kernel_h=4, kernel_w=2, stride=2,
-                                                     bias_term=False, weight_filler=dict(type="bilinear")))
+    n.Deconvolution(
+        "up",
+        x,
+        convolution_param=dict(
+            num_output=2,
+            group=2,
+            kernel_h=4,
+            kernel_w=2,
+            stride=2,
+            bias_term=False,
+            weight_filler=dict(type="bilinear"),
+        ),
+    )
     prototxt, caffemodel = write_net(tmp_path, n, {})
     _only(caffemodel, n, {})
-    with pytest.raises(ConversionError, match=r"layer 'up' \(Deconvolution\): no weights for blob 0, and the "
-                                              r"bilinear filler needs a square kernel, not 2x1x4x2"):
+    with pytest.raises(
+        ConversionError,
+        match=r"layer 'up' \(Deconvolution\): no weights for blob 0, and the "
+        r"bilinear filler needs a square kernel, not 2x1x4x2",
+    ):
         to_onnx(prototxt, weights=caffemodel, fill_missing=True)
 
 
@@ -262,19 +328,27 @@ def test_data_layer_needs_a_shape(tmp_path):
     data, label = n.Data("data", tops=["data", "label"], source="lmdb", batch_size=4)
     x = n.InnerProduct("fc", data, num_output=3)
     n.SoftmaxWithLoss("loss", x, label)
-    prototxt, caffemodel = write_net(tmp_path, n, {"fc": [np.zeros((3, 12), np.float32), np.zeros(3, np.float32)]})
+    prototxt, caffemodel = write_net(
+        tmp_path, n, {"fc": [np.zeros((3, 12), np.float32), np.zeros(3, np.float32)]}
+    )
     with pytest.raises(ConversionError, match="the shape of 'data' is unknown.*input_shapes="):
         to_onnx(prototxt, weights=caffemodel)
     model = to_onnx(prototxt, weights=caffemodel, input_shapes={"data": [4, 3, 2, 2]})
     assert [o.name for o in model.graph.output] == ["fc"]  # the loss (and the label) are training-only
 
 
-@pytest.mark.parametrize("shapes, message", [
-    ({"image": [1, 3, 12, 12]}, r"input_shapes: no input blob named 'image' \(the net's inputs: 'data'\)"),
-    ({"data": [0, 3, 12, 12]}, r"input_shapes: 'data' needs positive sizes, not 0x3x12x12"),
-    ({"data": [-1, 3, 12, 12]}, r"input_shapes: 'data' needs positive sizes, not -1x3x12x12"),
-    ({"data": []}, r"input_shapes: 'data' needs positive sizes, not scalar"),
-])
+@pytest.mark.parametrize(
+    "shapes, message",
+    [
+        (
+            {"image": [1, 3, 12, 12]},
+            r"input_shapes: no input blob named 'image' \(the net's inputs: 'data'\)",
+        ),
+        ({"data": [0, 3, 12, 12]}, r"input_shapes: 'data' needs positive sizes, not 0x3x12x12"),
+        ({"data": [-1, 3, 12, 12]}, r"input_shapes: 'data' needs positive sizes, not -1x3x12x12"),
+        ({"data": []}, r"input_shapes: 'data' needs positive sizes, not scalar"),
+    ],
+)
 def test_input_shapes_that_fit_no_input(tmp_path, shapes, message):
     prototxt, caffemodel = write_net(tmp_path, resnet_block())
     with pytest.raises(NetError, match=message):
@@ -286,7 +360,9 @@ def test_a_layer_refused_while_converting_is_named_with_its_line(tmp_path):
     x = n.Input("data", shape=dict(dim=[1, 2, 6, 6]))
     n.Pooling("pool", x, pool="AVE", kernel_size=2, stride=3)  # its last window starts past the input
     prototxt, caffemodel = write_net(tmp_path, n)
-    with pytest.raises(ConversionError, match=rf"^{re.escape(str(prototxt))}:\d+: layer 'pool' \(Pooling\): a window "):
+    with pytest.raises(
+        ConversionError, match=rf"^{re.escape(str(prototxt))}:\d+: layer 'pool' \(Pooling\): a window "
+    ):
         to_onnx(prototxt, weights=caffemodel)
 
 
@@ -303,7 +379,9 @@ def test_export_writes_next_to_the_working_directory(tmp_path, monkeypatch):
     info = converted.summary()
     assert info["path"] == "net.onnx" and (tmp_path / "net.onnx").stat().st_size == info["bytes"]
     assert info["inputs"] == {"data": ["batch", 3, 12, 12]} and info["dynamic_batch"]
-    assert info["parameters"] == sum(np.prod(i.dims) for i in onnx.load(tmp_path / "net.onnx").graph.initializer)
+    assert info["parameters"] == sum(
+        np.prod(i.dims) for i in onnx.load(tmp_path / "net.onnx").graph.initializer
+    )
 
 
 def test_v1_prototxt_with_legacy_input_fields(tmp_path):
@@ -322,8 +400,9 @@ layers { name: "prob" type: SOFTMAX bottom: "fc" top: "prob" }
     from caffezoo.caffe.net import load_net
 
     net = load_net(prototxt).to_proto()
-    caffemodel = write_caffemodel(tmp_path / "vgg.caffemodel", net, random_weights(net), version="V1",
-                                  legacy_shape=True)
+    caffemodel = write_caffemodel(
+        tmp_path / "vgg.caffemodel", net, random_weights(net), version="V1", legacy_shape=True
+    )
     inputs = {"data": np.random.default_rng(0).standard_normal((1, 3, 12, 12), np.float32)}
     ours = run_caffezoo(prototxt, caffemodel, inputs, ["prob"])["prob"]
     assert_close(ours, run_opencv(prototxt, caffemodel, inputs, ["prob"])["prob"])

@@ -8,13 +8,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from model_helpers import write_model
+from runtime_helpers import assert_close, random_weights, run_opencv, write_net
 
 from caffezoo.caffe.builder import NetBuilder
 from caffezoo.config import settings
 from caffezoo.errors import ConversionError, ModelDirError, NetError, RuntimeInputError, UsageError
 from caffezoo.runtime import load
-from conftest import write_model
-from runtime_helpers import assert_close, random_weights, run_opencv, write_net
 
 
 def small_classifier(batch: int = 10, size: int = 16, classes: int = 4) -> NetBuilder:
@@ -69,9 +69,12 @@ def test_a_damaged_cache_entry_is_converted_again(tmp_path):
 def test_cache_follows_the_prototxt_and_the_weights(tmp_path):
     d = model_dir(tmp_path)
     first = load(d)
-    (d / "deploy.prototxt").write_text((d / "deploy.prototxt").read_text().replace("num_output: 6", "num_output: 6 "
-                                                                                   "pad: 1"))
-    with pytest.raises(NetError, match="layer 'fc': blob 0 is 4x54 .* expects 4x96"):  # read again, not cached
+    (d / "deploy.prototxt").write_text(
+        (d / "deploy.prototxt").read_text().replace("num_output: 6", "num_output: 6 pad: 1")
+    )
+    with pytest.raises(
+        NetError, match="layer 'fc': blob 0 is 4x54 .* expects 4x96"
+    ):  # read again, not cached
         load(d)
     d2 = model_dir(tmp_path / "other", seed=1)
     second = load(d2)
@@ -92,15 +95,24 @@ def test_cache_follows_the_converter_source(tmp_path):
     cached = load(d).path
 
     def cached_by(package: Path) -> Path:
-        code = ("import caffezoo, sys; from caffezoo.runtime import load; "
-                "print(caffezoo.__file__); print(load(sys.argv[1]).path)")
-        out = subprocess.run([sys.executable, "-c", code, str(d)], env={**os.environ, "PYTHONPATH": str(package)},
-                             capture_output=True, text=True, check=True).stdout.splitlines()
+        code = (
+            "import caffezoo, sys; from caffezoo.runtime import load; "
+            "print(caffezoo.__file__); print(load(sys.argv[1]).path)"
+        )
+        out = subprocess.run(
+            [sys.executable, "-c", code, str(d)],
+            env={**os.environ, "PYTHONPATH": str(package)},
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.splitlines()
         assert out[0] == str(package / "caffezoo" / "__init__.py")
         return Path(out[1])
 
     copy = tmp_path / "copy"
-    shutil.copytree(Path(caffezoo.__file__).parent, copy / "caffezoo", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(
+        Path(caffezoo.__file__).parent, copy / "caffezoo", ignore=shutil.ignore_patterns("__pycache__")
+    )
     assert cached_by(copy) == cached  # the same source: the same cache entry
     with open(copy / "caffezoo" / "caffe" / "shapes.py", "a") as f:
         f.write("# an edited rule\n")
@@ -119,8 +131,11 @@ def test_downloaded_weights_are_not_hashed_again(tmp_path):
     d = tmp_path / "fetched"
     d.mkdir()
     (d / "deploy.prototxt").write_text((source / "deploy.prototxt").read_text())
-    write_model(d, f"name: Small\ncaffemodel: small.caffemodel\ncaffemodel_url: {blob.as_uri()}\nsha1: {sha1}\n"
-                   "license: BSD-2-Clause\n")
+    write_model(
+        d,
+        f"name: Small\ncaffemodel: small.caffemodel\ncaffemodel_url: {blob.as_uri()}\nsha1: {sha1}\n"
+        "license: BSD-2-Clause\n",
+    )
     download(d)
     net = load(d)
     assert net.source["sha1"] == sha1 and net.path.name.startswith(sha1)
@@ -134,14 +149,17 @@ def test_cache_off_converts_in_memory(tmp_path):
     assert net(data=np.zeros((2, 3, 16, 16)))["prob"].shape == (2, 4)
 
 
-@pytest.mark.parametrize("value, message", [
-    (np.zeros((2, 3, 15, 16), np.float32), r"input 'data': expected shape Nx3x16x16, got 2x3x15x16"),
-    (np.zeros((3, 16, 16), np.float32), r"expected shape Nx3x16x16, got 3x16x16"),
-    (np.zeros((0, 3, 16, 16), np.float32), r"got 0x3x16x16"),
-    (np.zeros((1, 3, 16, 16), np.complex64), r"expected numbers \(float32\), got dtype complex64"),
-    (np.array([["a"]]), r"expected numbers \(float32\), got dtype <U1"),
-    (None, r"input 'data' is missing: give a Nx3x16x16 float array"),
-])
+@pytest.mark.parametrize(
+    "value, message",
+    [
+        (np.zeros((2, 3, 15, 16), np.float32), r"input 'data': expected shape Nx3x16x16, got 2x3x15x16"),
+        (np.zeros((3, 16, 16), np.float32), r"expected shape Nx3x16x16, got 3x16x16"),
+        (np.zeros((0, 3, 16, 16), np.float32), r"got 0x3x16x16"),
+        (np.zeros((1, 3, 16, 16), np.complex64), r"expected numbers \(float32\), got dtype complex64"),
+        (np.array([["a"]]), r"expected numbers \(float32\), got dtype <U1"),
+        (None, r"input 'data' is missing: give a Nx3x16x16 float array"),
+    ],
+)
 def test_bad_inputs(tmp_path, value, message):
     net = load(model_dir(tmp_path))
     with pytest.raises(RuntimeInputError, match=message):
@@ -167,17 +185,23 @@ def test_fixed_batch_is_explained(tmp_path):
 
 
 def test_missing_weights_point_to_download(tmp_path):
-    with pytest.raises(ModelDirError, match=r"the weights are not downloaded; `caffezoo download bvlc_alexnet`"):
+    with pytest.raises(
+        ModelDirError, match=r"the weights are not downloaded; `caffezoo download bvlc_alexnet`"
+    ):
         load("bvlc_alexnet")
 
 
 def test_provider_must_be_installed(tmp_path):
-    with pytest.raises(UsageError, match="provider TensorrtExecutionProvider not installed .*CPUExecutionProvider"):
+    with pytest.raises(
+        UsageError, match="provider TensorrtExecutionProvider not installed .*CPUExecutionProvider"
+    ):
         load(model_dir(tmp_path), providers=["TensorrtExecutionProvider"])
 
 
 def test_prototxt_and_weights_directly(tmp_path):
-    prototxt, caffemodel = write_net(tmp_path, small_classifier(), random_weights(small_classifier().to_proto()))
+    prototxt, caffemodel = write_net(
+        tmp_path, small_classifier(), random_weights(small_classifier().to_proto())
+    )
     net = load(prototxt, weights=caffemodel)
     assert net.outputs == ["prob"]
     with pytest.raises(ConversionError, match="a prototxt alone has no weights"):

@@ -11,13 +11,23 @@ import math
 
 import numpy as np
 import pytest
-
-from caffezoo.caffe.builder import NetBuilder
 from runtime_helpers import assert_close, run_caffezoo, run_opencv, write_net
 
+from caffezoo.caffe.builder import NetBuilder
 
-def prior_box_ref(layer_hw, image_hw, min_sizes, max_sizes=(), ratios=(), flip=True, clip=False,
-                  variance=(0.1,), step=0.0, offset=0.5):
+
+def prior_box_ref(
+    layer_hw,
+    image_hw,
+    min_sizes,
+    max_sizes=(),
+    ratios=(),
+    flip=True,
+    clip=False,
+    variance=(0.1,),
+    step=0.0,
+    offset=0.5,
+):
     """weiliu89's PriorBoxLayer::Forward_cpu, transcribed loop by loop."""
     lh, lw = layer_hw
     ih, iw = image_hw
@@ -57,11 +67,26 @@ def _prior_net(image=(1, 3, 60, 80), feature=(1, 4, 5, 7), **params) -> NetBuild
 
 
 PRIOR_CASES = {
-    "basic": dict(min_size=[20.0], max_size=[40.0], aspect_ratio=[2.0], flip=True, clip=False,
-                  variance=[0.1, 0.1, 0.2, 0.2]),
-    "clip-step": dict(min_size=[30.0], aspect_ratio=[2.0, 3.0], flip=True, clip=True, variance=[0.1], step=16.0),
-    "no-flip-offset": dict(min_size=[25.0], max_size=[50.0], aspect_ratio=[3.0], flip=False, clip=False,
-                           variance=[0.1, 0.1, 0.2, 0.2], offset=0.25),
+    "basic": dict(
+        min_size=[20.0],
+        max_size=[40.0],
+        aspect_ratio=[2.0],
+        flip=True,
+        clip=False,
+        variance=[0.1, 0.1, 0.2, 0.2],
+    ),
+    "clip-step": dict(
+        min_size=[30.0], aspect_ratio=[2.0, 3.0], flip=True, clip=True, variance=[0.1], step=16.0
+    ),
+    "no-flip-offset": dict(
+        min_size=[25.0],
+        max_size=[50.0],
+        aspect_ratio=[3.0],
+        flip=False,
+        clip=False,
+        variance=[0.1, 0.1, 0.2, 0.2],
+        offset=0.25,
+    ),
 }
 
 
@@ -69,26 +94,46 @@ PRIOR_CASES = {
 def test_prior_box_matches_opencv(case, tmp_path):
     prototxt, caffemodel = write_net(tmp_path, _prior_net(**PRIOR_CASES[case]), {})
     rng = np.random.default_rng(0)
-    inputs = {"data": rng.standard_normal((1, 3, 60, 80), np.float32),
-              "fmap": rng.standard_normal((1, 4, 5, 7), np.float32)}
+    inputs = {
+        "data": rng.standard_normal((1, 3, 60, 80), np.float32),
+        "fmap": rng.standard_normal((1, 4, 5, 7), np.float32),
+    }
     ours = run_caffezoo(prototxt, caffemodel, inputs, ["out"])["out"]
     assert_close(ours, run_opencv(prototxt, caffemodel, inputs, ["out"])["out"], case)
 
 
 def test_prior_box_truncates_sizes_like_weiliu89(tmp_path):
-    params = dict(min_size=[20.7, 41.2], max_size=[41.9, 60.5], aspect_ratio=[2.0, 0.5, 2.0000001], flip=True,
-                  clip=False, variance=[0.1, 0.1, 0.2, 0.2])
+    params = dict(
+        min_size=[20.7, 41.2],
+        max_size=[41.9, 60.5],
+        aspect_ratio=[2.0, 0.5, 2.0000001],
+        flip=True,
+        clip=False,
+        variance=[0.1, 0.1, 0.2, 0.2],
+    )
     prototxt, caffemodel = write_net(tmp_path, _prior_net(**params), {})
     inputs = {"data": np.zeros((1, 3, 60, 80), np.float32), "fmap": np.zeros((1, 4, 5, 7), np.float32)}
     ours = run_caffezoo(prototxt, caffemodel, inputs, ["out"])["out"]
-    expected = prior_box_ref((5, 7), (60, 80), params["min_size"], params["max_size"], params["aspect_ratio"],
-                             variance=params["variance"])
+    expected = prior_box_ref(
+        (5, 7),
+        (60, 80),
+        params["min_size"],
+        params["max_size"],
+        params["aspect_ratio"],
+        variance=params["variance"],
+    )
     assert ours.shape == expected.shape == (1, 2, 5 * 7 * 2 * 4 * 4)  # ratios 1, 2, 1/2: duplicates dropped
     assert_close(ours, expected)
 
 
-def _ssd(classes: int = 4, keep_top_k: int = 20, threshold: float = 0.2, code: str = "CENTER_SIZE",
-         top_k: int = 30, background: int = 0) -> NetBuilder:
+def _ssd(
+    classes: int = 4,
+    keep_top_k: int = 20,
+    threshold: float = 0.2,
+    code: str = "CENTER_SIZE",
+    top_k: int = 30,
+    background: int = 0,
+) -> NetBuilder:
     """Two feature maps, each with loc/conf heads and priors, merged as MobileNet-SSD does."""
     n = NetBuilder("mini_ssd")
     data = n.Input("data", shape=dict(dim=[1, 3, 64, 64]))
@@ -101,17 +146,38 @@ def _ssd(classes: int = 4, keep_top_k: int = 20, threshold: float = 0.2, code: s
         conf = n.Convolution(f"{name}_conf", f, num_output=priors_per_cell * classes, kernel_size=3, pad=1)
         locs.append(n.Flatten(f"{name}_loc_flat", n.Permute(f"{name}_loc_perm", loc, order=[0, 2, 3, 1])))
         confs.append(n.Flatten(f"{name}_conf_flat", n.Permute(f"{name}_conf_perm", conf, order=[0, 2, 3, 1])))
-        priors.append(n.PriorBox(f"{name}_priors", f, data, min_size=[size], max_size=[size * 2],
-                                 aspect_ratio=[2.0], flip=True, clip=False, variance=[0.1, 0.1, 0.2, 0.2]))
+        priors.append(
+            n.PriorBox(
+                f"{name}_priors",
+                f,
+                data,
+                min_size=[size],
+                max_size=[size * 2],
+                aspect_ratio=[2.0],
+                flip=True,
+                clip=False,
+                variance=[0.1, 0.1, 0.2, 0.2],
+            )
+        )
     loc = n.Concat("mbox_loc", *locs, axis=1)
     conf = n.Concat("mbox_conf", *confs, axis=1)
     prior = n.Concat("mbox_priorbox", *priors, axis=2)
     conf = n.Reshape("mbox_conf_reshape", conf, shape=dict(dim=[0, -1, classes]))
     conf = n.Softmax("mbox_conf_softmax", conf, axis=2)
     conf = n.Flatten("mbox_conf_flatten", conf)
-    n.DetectionOutput("detection_out", loc, conf, prior, num_classes=classes, share_location=True,
-                      background_label_id=background, nms_param=dict(nms_threshold=0.45, top_k=top_k),
-                      code_type=code, keep_top_k=keep_top_k, confidence_threshold=threshold)
+    n.DetectionOutput(
+        "detection_out",
+        loc,
+        conf,
+        prior,
+        num_classes=classes,
+        share_location=True,
+        background_label_id=background,
+        nms_param=dict(nms_threshold=0.45, top_k=top_k),
+        code_type=code,
+        keep_top_k=keep_top_k,
+        confidence_threshold=threshold,
+    )
     return n
 
 
@@ -141,8 +207,9 @@ def detection_output_ref(loc, conf, prior, classes, background, code, threshold,
     for c in range(classes):
         if c == background:
             continue
-        candidates = sorted((i for i in range(len(dec)) if scores[i, c] > threshold),
-                            key=lambda i: -scores[i, c])[:top_k]
+        candidates = sorted(
+            (i for i in range(len(dec)) if scores[i, c] > threshold), key=lambda i: -scores[i, c]
+        )[:top_k]
         chosen = []
         for i in candidates:
             if all(iou(dec[i], dec[j]) <= nms for j in chosen):
@@ -151,7 +218,9 @@ def detection_output_ref(loc, conf, prior, classes, background, code, threshold,
     pairs = sorted(((scores[i, c], c, i) for c, idx in kept.items() for i in idx), key=lambda t: -t[0])
     if keep_top_k > -1:
         pairs = pairs[:keep_top_k]
-    rows = [[0, c, scores[i, c], *dec[i]] for c in sorted(kept) for i in kept[c] if (scores[i, c], c, i) in pairs]
+    rows = [
+        [0, c, scores[i, c], *dec[i]] for c in sorted(kept) for i in kept[c] if (scores[i, c], c, i) in pairs
+    ]
     return np.array(rows or [[0, -1, -1, -1, -1, -1, -1]], np.float32)[None, None]
 
 
@@ -159,7 +228,9 @@ VARIANTS = {
     "center-size": dict(),
     "keep-top-k": dict(keep_top_k=5),
     "corner": dict(code="CORNER", threshold=0.3),
-    "corner-size-background": dict(code="CORNER_SIZE", top_k=5, background=2),  # OpenCV cannot read CORNER_SIZE
+    "corner-size-background": dict(
+        code="CORNER_SIZE", top_k=5, background=2
+    ),  # OpenCV cannot read CORNER_SIZE
     "nothing-found": dict(threshold=0.9999),  # Caffe: one row of -1s per image
 }
 
@@ -180,9 +251,18 @@ def test_ssd_detection_output(name, tmp_path):
     outs = ["detection_out", "mbox_loc", "mbox_conf_flatten", "mbox_priorbox"]
     ours = run_caffezoo(prototxt, caffemodel, inputs, outs)
     got = ours["detection_out"]
-    expected = detection_output_ref(ours["mbox_loc"], ours["mbox_conf_flatten"], ours["mbox_priorbox"],
-                                    params["classes"], params["background"], params["code"],
-                                    params["threshold"], 0.45, params["top_k"], params["keep_top_k"])
+    expected = detection_output_ref(
+        ours["mbox_loc"],
+        ours["mbox_conf_flatten"],
+        ours["mbox_priorbox"],
+        params["classes"],
+        params["background"],
+        params["code"],
+        params["threshold"],
+        0.45,
+        params["top_k"],
+        params["keep_top_k"],
+    )
     assert got.shape == expected.shape, f"{got.shape[2]} detections, numpy {expected.shape[2]}"
     assert_close(got, expected, "detections vs numpy")
     if name == "nothing-found":

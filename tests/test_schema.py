@@ -11,13 +11,25 @@ SHA1 = "9116a64c0fbe4459d18f4bb6b56d647b63920377"
 
 
 def test_seed_keys_and_extensions():
-    fm = validate_front_matter({
-        "name": "Net", "caffemodel": "net.caffemodel", "caffemodel_url": "https://x.org/net.caffemodel",
-        "sha1": SHA1.upper(), "caffe_commit": "709dc15", "gist_id": "abc", "license": "MIT",
-        "sha256": "A" * 64, "size": 233, "mirrors": ["http://m1/x", "file:///srv/x"],
-        "tags": "vision, imagenet", "inputs": {"data": [10, 3, 227, 227]}, "mean": [104, 117, 123],
-        "labels": "synsets.txt", "authors": "Ada",
-    })
+    fm = validate_front_matter(
+        {
+            "name": "Net",
+            "caffemodel": "net.caffemodel",
+            "caffemodel_url": "https://x.org/net.caffemodel",
+            "sha1": SHA1.upper(),
+            "caffe_commit": "709dc15",
+            "gist_id": "abc",
+            "license": "MIT",
+            "sha256": "A" * 64,
+            "size": 233,
+            "mirrors": ["http://m1/x", "file:///srv/x"],
+            "tags": "vision, imagenet",
+            "inputs": {"data": [10, 3, 227, 227]},
+            "mean": [104, 117, 123],
+            "labels": "synsets.txt",
+            "authors": "Ada",
+        }
+    )
     assert fm.sha1 == SHA1
     assert fm.sha256 == "a" * 64
     assert fm.tags == ["vision", "imagenet"]
@@ -33,8 +45,14 @@ def test_unknown_keys_are_kept():
 
 
 def test_every_bad_key_is_named_at_once_with_its_line():
-    data = {"sha1": "abc", "caffemodel": "../evil.caffemodel", "size": -1,
-            "caffemodel_url": "dl.example.org/x", "mirrors": ["ssh://x"], "sha256": "zz"}
+    data = {
+        "sha1": "abc",
+        "caffemodel": "../evil.caffemodel",
+        "size": -1,
+        "caffemodel_url": "dl.example.org/x",
+        "mirrors": ["ssh://x"],
+        "sha256": "zz",
+    }
     lines = {"sha1": 2, "caffemodel": 3, "size": 4, "caffemodel_url": 5, "mirrors": 6, "sha256": 7}
     with pytest.raises(FrontMatterError) as e:
         validate_front_matter(data, "m/readme.md", lines)
@@ -49,13 +67,17 @@ def test_every_bad_key_is_named_at_once_with_its_line():
     assert str(e.value).splitlines()[0].startswith("m/readme.md:")
 
 
-@pytest.mark.parametrize("name", ["a/b.caffemodel", "a\\b.caffemodel", "..", ".", "x\0y", "CON", "nul.txt", "a\nb"])
+@pytest.mark.parametrize(
+    "name", ["a/b.caffemodel", "a\\b.caffemodel", "..", ".", "x\0y", "CON", "nul.txt", "a\nb"]
+)
 def test_caffemodel_must_be_a_plain_file_name(name):
     with pytest.raises(FrontMatterError, match="caffemodel: "):
         validate_front_matter({"caffemodel": name})
 
 
-@pytest.mark.parametrize("sha1", ["9116a64c", SHA1 + "0", "g" * 40, "91 16a64c0fbe4459d18f4bb6b56d647b6392037"])
+@pytest.mark.parametrize(
+    "sha1", ["9116a64c", SHA1 + "0", "g" * 40, "91 16a64c0fbe4459d18f4bb6b56d647b6392037"]
+)
 def test_sha1_must_be_40_hex_digits(sha1):
     with pytest.raises(FrontMatterError, match="sha1: expected 40 hexadecimal digits"):
         validate_front_matter({"sha1": sha1})

@@ -5,17 +5,18 @@ from __future__ import annotations
 import json
 
 import pytest
+from model_helpers import DEPLOY, GOOD_FRONT_MATTER, write_model
 
 from caffezoo.validate import has_errors, validate, validate_model
 from caffezoo.zoo import bundled_names
-
-from conftest import DEPLOY, GOOD_FRONT_MATTER, write_model
 
 
 def test_good_directory_has_only_the_weights_warning(tmp_path):
     m = write_model(tmp_path / "net", GOOD_FRONT_MATTER, files={"deploy.prototxt": DEPLOY})
     problems = validate(m)
-    assert [(p.severity, p.message.split(":")[0]) for p in problems] == [("warning", "weights not downloaded yet")]
+    assert [(p.severity, p.message.split(":")[0]) for p in problems] == [
+        ("warning", "weights not downloaded yet")
+    ]
     (m / "test_net.caffemodel").write_bytes(b"x")
     assert validate(m) == []
 
@@ -24,7 +25,11 @@ def test_all_front_matter_errors_reported_at_once(tmp_path):
     m = write_model(tmp_path / "net", "name: x\nsha1: nothex\ncaffemodel: a/b\nsize: -3\n")
     problems = validate(m)
     errors = [p for p in problems if p.severity == "error"]
-    assert [(p.line, p.message.split(":")[0]) for p in errors] == [(3, "sha1"), (4, "caffemodel"), (5, "size")]
+    assert [(p.line, p.message.split(":")[0]) for p in errors] == [
+        (3, "sha1"),
+        (4, "caffemodel"),
+        (5, "size"),
+    ]
     assert all(p.path == str(m / "readme.md") for p in errors)
     assert has_errors(problems)
 
@@ -34,10 +39,15 @@ def test_warnings_for_what_users_will_miss(tmp_path):
     (m / "sub").mkdir()
     messages = [p.message for p in validate(m)]
     assert not has_errors(validate(m))
-    expected = ["no license", "no caffe_commit or caffe_version", "no name",
-                "caffemodel is set but caffemodel_url and sha1 are not",
-                "labels: file 'labels.txt' is not in the model directory",
-                "no .prototxt file", "subfolders are not part of the model info"]
+    expected = [
+        "no license",
+        "no caffe_commit or caffe_version",
+        "no name",
+        "caffemodel is set but caffemodel_url and sha1 are not",
+        "labels: file 'labels.txt' is not in the model directory",
+        "no .prototxt file",
+        "subfolders are not part of the model info",
+    ]
     for fragment in expected:
         assert any(fragment in msg for msg in messages), fragment
 
@@ -48,7 +58,8 @@ def test_a_symbolic_link_to_nothing_is_a_warning_not_a_crash(tmp_path, cli):
     (m / "notes.txt").symlink_to(tmp_path / "gone.txt")
     assert [(p.severity, p.path, p.message) for p in validate(m) if p.message.startswith("a symbolic")] == [
         ("warning", str(m / "notes.txt"), "a symbolic link to nothing: its target is missing"),
-        ("warning", str(m / "test_net.caffemodel"), "a symbolic link to nothing: its target is missing")]
+        ("warning", str(m / "test_net.caffemodel"), "a symbolic link to nothing: its target is missing"),
+    ]
     r = cli("show", "--json", m)
     assert r.code == 0, r.stderr
     files = {f["name"]: (f["kind"], f["size"]) for f in json.loads(r.stdout)["files"]}
@@ -61,28 +72,38 @@ def test_a_byte_order_mark_is_a_warning(tmp_path):
     problems = validate(m)
     assert not has_errors(problems)
     assert [(p.line, p.message.split(",")[0]) for p in problems if p.path == str(m / "readme.md")] == [
-        (1, "starts with a byte-order mark")]
+        (1, "starts with a byte-order mark")
+    ]
 
 
 def test_nested_block_yaml_warns_that_caffe_reads_it_differently(tmp_path):
-    m = write_model(tmp_path / "net", GOOD_FRONT_MATTER + "inputs:\n  data: [1, 3, 8, 8]\n",
-                    files={"deploy.prototxt": DEPLOY})
+    m = write_model(
+        tmp_path / "net",
+        GOOD_FRONT_MATTER + "inputs:\n  data: [1, 3, 8, 8]\n",
+        files={"deploy.prototxt": DEPLOY},
+    )
     assert any("Caffe's own scripts strip indentation" in p.message for p in validate(m))
-    m2 = write_model(tmp_path / "net2", GOOD_FRONT_MATTER + "inputs: {data: [1, 3, 8, 8]}\n",
-                     files={"deploy.prototxt": DEPLOY})
+    m2 = write_model(
+        tmp_path / "net2",
+        GOOD_FRONT_MATTER + "inputs: {data: [1, 3, 8, 8]}\n",
+        files={"deploy.prototxt": DEPLOY},
+    )
     assert not any("strip indentation" in p.message for p in validate(m2))
 
 
-@pytest.mark.parametrize("make, fragment", [
-    (lambda p: None, "no such directory"),
-    (lambda p: p.write_text("x"), "is a file"),
-    (lambda p: p.mkdir(), "the directory is empty"),
-    (lambda p: (p.mkdir(), (p / "deploy.prototxt").write_text(DEPLOY)), "no readme.md"),
-    (lambda p: (p.mkdir(), (p / "readme.md").write_text("no front matter")), "no front matter"),
-    (lambda p: (p.mkdir(), (p / "readme.md").write_text("---\nname: x\n")), "never closed"),
-    (lambda p: (p.mkdir(), (p / "readme.md").write_bytes(b"---\nname: \xff\n---\n")), "not UTF-8"),
-    (lambda p: (p.mkdir(), (p / "readme.md").write_text("---\n[1, 2]\n---\n")), "expected a mapping"),
-])
+@pytest.mark.parametrize(
+    "make, fragment",
+    [
+        (lambda p: None, "no such directory"),
+        (lambda p: p.write_text("x"), "is a file"),
+        (lambda p: p.mkdir(), "the directory is empty"),
+        (lambda p: (p.mkdir(), (p / "deploy.prototxt").write_text(DEPLOY)), "no readme.md"),
+        (lambda p: (p.mkdir(), (p / "readme.md").write_text("no front matter")), "no front matter"),
+        (lambda p: (p.mkdir(), (p / "readme.md").write_text("---\nname: x\n")), "never closed"),
+        (lambda p: (p.mkdir(), (p / "readme.md").write_bytes(b"---\nname: \xff\n---\n")), "not UTF-8"),
+        (lambda p: (p.mkdir(), (p / "readme.md").write_text("---\n[1, 2]\n---\n")), "expected a mapping"),
+    ],
+)
 def test_unusable_directories_are_errors(tmp_path, make, fragment):
     p = tmp_path / "m"
     make(p)
@@ -126,6 +147,12 @@ def test_cli_json(tmp_path, cli):
     data = json.loads(r.stdout)
     assert [d["ok"] for d in data] == [False, True]
     assert data[0]["problems"][0] == {
-        "path": str(bad / "readme.md"), "line": 3, "severity": "error",
-        "message": "sha1: expected 40 hexadecimal digits (the output of `sha1sum`), found '123'"}
-    assert "weights not downloaded yet: run `caffezoo download bvlc_alexnet`" in data[1]["problems"][0]["message"]
+        "path": str(bad / "readme.md"),
+        "line": 3,
+        "severity": "error",
+        "message": "sha1: expected 40 hexadecimal digits (the output of `sha1sum`), found '123'",
+    }
+    assert (
+        "weights not downloaded yet: run `caffezoo download bvlc_alexnet`"
+        in data[1]["problems"][0]["message"]
+    )

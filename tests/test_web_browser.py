@@ -12,9 +12,7 @@ import subprocess
 import sys
 
 import pytest
-
 from fault_server import FaultServer
-from web_helpers import *  # noqa: F403
 from web_helpers import OUTPUT, publish
 
 WEIGHTS = os.urandom(50_000)
@@ -89,8 +87,10 @@ def test_browse_search_filter_and_open_a_model(web, page):
     picture = page.locator("#net-picture")
     picture.wait_for()
     # The graph really arrived and decoded (an <img> of an SVG: no script can run in it).
-    assert page.evaluate("() => { const i = document.getElementById('net-picture');"
-                         " return i.complete && i.naturalWidth > 50 && i.naturalHeight > 50 }")
+    assert page.evaluate(
+        "() => { const i = document.getElementById('net-picture');"
+        " return i.complete && i.naturalWidth > 50 && i.naturalHeight > 50 }"
+    )
     assert page.locator("details.file[open] .k").count() > 10  # the prototxt, highlighted
     shot(page, "model")
     assert watch.dialogs == [] and watch.errors == []
@@ -100,8 +100,15 @@ def test_command_hints_work_when_followed(web, page, tmp_path):
     """Copy the commands from a model page and run them: model info, then verified weights."""
     with FaultServer() as origin:
         origin.route("/tiny.caffemodel", WEIGHTS)
-        gid = publish(web.storage, "cora", "Tiny Commands Net", caffemodel="tiny.caffemodel",
-                      caffemodel_url=origin.url("/tiny.caffemodel"), sha1=SHA1, license="MIT")
+        gid = publish(
+            web.storage,
+            "cora",
+            "Tiny Commands Net",
+            caffemodel="tiny.caffemodel",
+            caffemodel_url=origin.url("/tiny.caffemodel"),
+            sha1=SHA1,
+            license="MIT",
+        )
         page.goto(f"{web.url}/models/{gid}")
         commands = page.locator("#get code.cmd").all_inner_texts()
         assert commands[0] == f"export CAFFEZOO_GIST_API={web.url}"
@@ -109,10 +116,13 @@ def test_command_hints_work_when_followed(web, page, tmp_path):
         work.mkdir()
         env = {k: v for k, v in os.environ.items() if not k.startswith("CAFFEZOO_")}
         env["CAFFEZOO_HOME"] = str(tmp_path / "client-home")
-        script = "set -e\n" + "\n".join(c.replace("caffezoo ", f"{sys.executable} -m caffezoo ", 1)
-                                        if c.startswith("caffezoo ") else c for c in commands)
-        run = subprocess.run(["bash", "-c", script], cwd=work, env=env, capture_output=True, text=True,
-                             timeout=180)
+        script = "set -e\n" + "\n".join(
+            c.replace("caffezoo ", f"{sys.executable} -m caffezoo ", 1) if c.startswith("caffezoo ") else c
+            for c in commands
+        )
+        run = subprocess.run(
+            ["bash", "-c", script], cwd=work, env=env, capture_output=True, text=True, timeout=180
+        )
         assert run.returncode == 0, run.stderr
         model = work / "models" / f"cora-{gid}"
         assert (model / "readme.md").is_file() and (model / "deploy.prototxt").is_file()
@@ -121,7 +131,9 @@ def test_command_hints_work_when_followed(web, page, tmp_path):
 
 def test_a_malicious_readme_runs_nothing(web, page):
     watch = Watch(page)
-    gid = publish(web.storage, "mallory", "Totally Normal Net", body=EVIL, license="<script>alert('fm')</script>")
+    gid = publish(
+        web.storage, "mallory", "Totally Normal Net", body=EVIL, license="<script>alert('fm')</script>"
+    )
     page.goto(f"{web.url}/models/{gid}")
     title = page.title()
     page.click("text=click me")  # a javascript: link is not a link any more: nothing happens
@@ -147,8 +159,11 @@ def test_the_csp_stops_scripts_even_if_the_sanitizer_did_not(web, page):
 
     @web.app.get("/__test_unsanitized")
     def unsanitized():
-        return HTMLResponse("<p id=ok>static</p><script>document.title='ran'</script>"
-                            "<img src=x onerror=\"document.title='ran'\">", headers=PAGE_HEADERS)
+        return HTMLResponse(
+            "<p id=ok>static</p><script>document.title='ran'</script>"
+            "<img src=x onerror=\"document.title='ran'\">",
+            headers=PAGE_HEADERS,
+        )
 
     watch = Watch(page)
     page.goto(web.url + "/__test_unsanitized")
@@ -159,13 +174,18 @@ def test_the_csp_stops_scripts_even_if_the_sanitizer_did_not(web, page):
 
 @pytest.mark.parametrize("scheme", ["light", "dark"])
 def test_pages_read_well_on_a_phone_in_light_and_dark(web, browser, scheme):
-    context = browser.new_context(viewport={"width": 390, "height": 844}, color_scheme=scheme,
-                                  device_scale_factor=2, is_mobile=True)
+    context = browser.new_context(
+        viewport={"width": 390, "height": 844}, color_scheme=scheme, device_scale_factor=2, is_mobile=True
+    )
     p = context.new_page()
     try:
         gid = web.http.get("/api/models", params={"q": "alexnet"}).json()["models"][0]["id"]
-        for name, path in (("index", "/"), ("model", f"/models/{gid}"), ("publish", "/publish"),
-                           ("wiki", "/wiki")):
+        for name, path in (
+            ("index", "/"),
+            ("model", f"/models/{gid}"),
+            ("publish", "/publish"),
+            ("wiki", "/wiki"),
+        ):
             p.goto(web.url + path)
             # Nothing wider than the screen: no sideways scrolling of the page itself.
             assert p.evaluate("() => document.documentElement.scrollWidth") <= 390, name
@@ -177,13 +197,17 @@ def test_pages_read_well_on_a_phone_in_light_and_dark(web, browser, scheme):
 
 
 def test_an_imported_wiki_page_reads_like_the_wiki(web, page):
-    from caffezoo.server.wiki import import_page, parse_page
     from test_wiki import NIN_ID, page_text
+
+    from caffezoo.server.wiki import import_page, parse_page
 
     import_page(web.storage, parse_page(page_text()), fetch=False)
     page.goto(web.url + "/wiki")
     assert page.locator("section.section h2").all_inner_texts() == [
-        "Network in Network model", "Models used by the VGG team in ILSVRC-2014", "Places-CNN"]
+        "Network in Network model",
+        "Models used by the VGG team in ILSVRC-2014",
+        "Places-CNN",
+    ]
     assert "lin2014nin" in page.locator("pre.citation").first.inner_text()
     shot(page, "wiki")
     page.click("text=NIN-Imagenet")

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import json
 
+from web_helpers import publish, readme
+
 from caffezoo.server import catalog
 from caffezoo.server.storage import FileChange
-from web_helpers import *  # noqa: F403
-from web_helpers import publish, readme
 
 
 def find(store, **kw):
@@ -25,11 +25,20 @@ def entry(store, gist_id):
 
 
 def test_a_gist_with_front_matter_is_a_model_and_others_are_not(store):
-    model = publish(store, "alice", "Flower Net", license="MIT", task="classification",
-                    tags=["Flowers", "fine-tuned"], caffe_version="1.0", size=1234,
-                    sha1="9116a64c0fbe4459d18f4bb6b56d647b63920377",
-                    caffemodel="f.caffemodel", caffemodel_url="http://127.0.0.1:9/f.caffemodel",
-                    body="# Flowers\n\nCaffeNet fine-tuned on **Oxford flowers**. It works.\n")
+    model = publish(
+        store,
+        "alice",
+        "Flower Net",
+        license="MIT",
+        task="classification",
+        tags=["Flowers", "fine-tuned"],
+        caffe_version="1.0",
+        size=1234,
+        sha1="9116a64c0fbe4459d18f4bb6b56d647b63920377",
+        caffemodel="f.caffemodel",
+        caffemodel_url="http://127.0.0.1:9/f.caffemodel",
+        body="# Flowers\n\nCaffeNet fine-tuned on **Oxford flowers**. It works.\n",
+    )
     store.create_gist("alice", "notes", True, {"notes.txt": b"just text"})
     store.create_gist("alice", "a readme but no front matter", True, {"readme.md": b"# Hello\n"})
     names, total = find(store)
@@ -49,7 +58,9 @@ def test_secret_gists_are_not_listed(store):
 
 def test_updates_reindex_and_deletes_remove(store):
     gid = publish(store, "carol", "Old Name", license="MIT")
-    store.update_gist(gid, "carol", changes={"readme.md": FileChange(content=readme("New Name", license="GPL").encode())})
+    store.update_gist(
+        gid, "carol", changes={"readme.md": FileChange(content=readme("New Name", license="GPL").encode())}
+    )
     assert find(store, q="old") == ([], 0)
     assert find(store, q="new") == (["New Name"], 1)
     assert find(store, license="GPL") == (["New Name"], 1)
@@ -85,8 +96,14 @@ def test_search_words_are_never_query_syntax(store):
 
 def test_filters_combine_with_search_and_paginate(store):
     for i in range(25):
-        publish(store, "fay", f"Net {i:02d}", license="MIT" if i % 2 else "GPL",
-                task="detection" if i % 3 == 0 else "classification", tags=["even" if i % 2 == 0 else "odd"])
+        publish(
+            store,
+            "fay",
+            f"Net {i:02d}",
+            license="MIT" if i % 2 else "GPL",
+            task="detection" if i % 3 == 0 else "classification",
+            tags=["even" if i % 2 == 0 else "odd"],
+        )
     names, total = find(store, license="MIT", limit=5)
     assert total == 12 and names == ["Net 01", "Net 03", "Net 05", "Net 07", "Net 09"]
     names, total = find(store, license="MIT", limit=5, offset=10)
@@ -103,7 +120,9 @@ def test_filters_combine_with_search_and_paginate(store):
 
 def test_broken_front_matter_is_listed_with_its_problems(store):
     store.ensure_user("gus")
-    gid = store.create_gist("gus", "Broken", True, {"readme.md": b"---\nname: Broken\nsha1: nothex\n---\nText.\n"})
+    gid = store.create_gist(
+        "gus", "Broken", True, {"readme.md": b"---\nname: Broken\nsha1: nothex\n---\nText.\n"}
+    )
     e = entry(store, gid.id)
     assert e.listed and e.name == "Broken" and "sha1" in e.problems and e.sha1 is None
     bad_yaml = store.create_gist("gus", "Bad YAML", True, {"readme.md": b"---\nname: [unclosed\n---\n"})
@@ -113,8 +132,16 @@ def test_broken_front_matter_is_listed_with_its_problems(store):
 
 def test_nul_characters_in_front_matter_are_kept_visible_on_every_database(store):
     """YAML's "\\0" escape puts a NUL in a value, which PostgreSQL text cannot hold."""
-    gid = publish(store, "nia", '"Nul\\0Net"', license='"MIT\\0"', tags=['"a\\0b"'], task='"x\\0"',
-                  extra='"\\0"', body="Prose.\n")
+    gid = publish(
+        store,
+        "nia",
+        '"Nul\\0Net"',
+        license='"MIT\\0"',
+        tags=['"a\\0b"'],
+        task='"x\\0"',
+        extra='"\\0"',
+        body="Prose.\n",
+    )
     e = entry(store, gid)
     assert (e.name, e.license, e.task, e.tags) == ("Nul\ufffdNet", "MIT\ufffd", "x\ufffd", "a\ufffdb")
     assert json.loads(e.front_matter)["extra"] == "\ufffd"
@@ -137,8 +164,17 @@ def test_values_too_big_for_the_catalogs_columns_never_fail_a_write(store):
     """PostgreSQL refuses a string longer than its column and both databases an int past
     64 bits: the gist is stored all the same, its catalog entry keeps what fits."""
     long_tag = "t" * 150
-    gid = publish(store, "vic", "Big Values", license="L" * 5000, task="T" * 5000, caffemodel="c" * 400,
-                  caffe_version="v" * 500, size=10**25, tags=[long_tag, long_tag[:100] + "x" * 50])
+    gid = publish(
+        store,
+        "vic",
+        "Big Values",
+        license="L" * 5000,
+        task="T" * 5000,
+        caffemodel="c" * 400,
+        caffe_version="v" * 500,
+        size=10**25,
+        tags=[long_tag, long_tag[:100] + "x" * 50],
+    )
     e = entry(store, gid)
     assert (e.license, e.task, e.caffemodel) == ("L" * 200, "T" * 200, "c" * 255)
     assert e.framework == ("Caffe " + "v" * 500)[:100] and e.size is None and e.tags == "t" * 100

@@ -13,14 +13,13 @@ from datetime import timedelta
 
 import httpx
 import pytest
+from fault_server import FaultServer
+from gist_helpers import free_port
+from web_helpers import publish, web_for
 
 from caffezoo.server import Storage, catalog
 from caffezoo.server.links import check_links, due_urls, probe
 from caffezoo.server.models import LinkCheck
-from fault_server import FaultServer
-from gist_helpers import free_port
-from web_helpers import *  # noqa: F403
-from web_helpers import publish
 
 BODY = bytes(range(256)) * 40  # 10,240 bytes
 
@@ -151,15 +150,21 @@ def test_a_round_of_checks_is_recorded_in_batches(store, origin):
 
     seen: list[tuple[str, int]] = []
     before = generation()
-    results = check_links(store, rate=100, record_every=3600,
-                          on_result=lambda p: seen.append((p.url, generation())))
+    results = check_links(
+        store, rate=100, record_every=3600, on_result=lambda p: seen.append((p.url, generation()))
+    )
     assert len(results) == 4 and all(r.reachable for r in results)
     assert [g for _, g in seen] == [before] * 4  # nothing written during the round...
     assert generation() == before + 1  # ...and all of it at its end, at once
     assert all(row(store, r.url).reachable for r in results)
     seen.clear()
-    check_links(store, [r.url for r in results], rate=100, record_every=0,
-                on_result=lambda p: seen.append((p.url, generation())))
+    check_links(
+        store,
+        [r.url for r in results],
+        rate=100,
+        record_every=0,
+        on_result=lambda p: seen.append((p.url, generation())),
+    )
     assert [g for _, g in seen] == [before + 1, before + 2, before + 3, before + 4]  # each, when asked
 
 
@@ -188,7 +193,7 @@ def test_check_links_cli_and_what_pages_show(cli, origin, tmp_path, monkeypatch)
 
 def test_the_server_checks_links_in_the_background(origin, tmp_path):
     """`caffezoo serve` as a real process: its checker thread probes what is due."""
-    from caffezoo.server import Storage, catalog
+    from caffezoo.server import Storage
 
     db = f"sqlite:///{tmp_path / 'bg.db'}"
     origin.route("/w", BODY)
@@ -197,9 +202,25 @@ def test_the_server_checks_links_in_the_background(origin, tmp_path):
     store.close()
     port = free_port()
     env = dict(os.environ, CAFFEZOO_DATABASE_URL=db)
-    proc = subprocess.Popen([sys.executable, "-m", "caffezoo", "serve", "--port", str(port), "--check-every",
-                             "0.2", "--link-rate", "50", "--log-level", "warning"], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "caffezoo",
+            "serve",
+            "--port",
+            str(port),
+            "--check-every",
+            "0.2",
+            "--link-rate",
+            "50",
+            "--log-level",
+            "warning",
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     try:
         deadline = time.monotonic() + 60
         data = None

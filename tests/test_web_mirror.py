@@ -13,14 +13,13 @@ import time
 
 import httpx
 import pytest
+from fault_server import FaultServer
+from gist_helpers import free_port
+from model_helpers import write_model
+from web_helpers import publish
 
 from caffezoo.server import Storage
 from caffezoo.server.mirror import Mirror
-from conftest import write_model
-from fault_server import FaultServer
-from gist_helpers import free_port
-from web_helpers import *  # noqa: F403
-from web_helpers import publish
 
 DATA = os.urandom(300_000)
 SHA1 = hashlib.sha1(DATA).hexdigest()
@@ -44,7 +43,9 @@ def test_sync_fetches_verified_blobs_and_skips_wrong_ones(store, origin, tmp_pat
     bad = os.urandom(1000)
     origin.route("/bad", bad)
     weights_model(store, origin.url("/good"))
-    publish(store, "mo", "Lying Net", caffemodel="l.caffemodel", caffemodel_url=origin.url("/bad"), sha1="3" * 40)
+    publish(
+        store, "mo", "Lying Net", caffemodel="l.caffemodel", caffemodel_url=origin.url("/bad"), sha1="3" * 40
+    )
     mirror = Mirror(tmp_path / "blobs")
     results = {r.sha1: r for r in mirror.sync(store)}
     assert results[SHA1].status == "mirrored" and mirror.path(SHA1).read_bytes() == DATA
@@ -121,11 +122,27 @@ def test_client_downloads_through_the_mirror_after_the_origin_is_gone(tmp_path, 
     store.close()
     port = free_port()
     server = f"http://127.0.0.1:{port}"
-    proc = subprocess.Popen([sys.executable, "-m", "caffezoo", "serve", "--port", str(port), "--mirror",
-                             "--mirror-every", "0.2", "--no-check-links", "--blobs-dir", str(blobs),
-                             "--log-level", "warning"],
-                            env=dict(os.environ, CAFFEZOO_DATABASE_URL=db), stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "caffezoo",
+            "serve",
+            "--port",
+            str(port),
+            "--mirror",
+            "--mirror-every",
+            "0.2",
+            "--no-check-links",
+            "--blobs-dir",
+            str(blobs),
+            "--log-level",
+            "warning",
+        ],
+        env=dict(os.environ, CAFFEZOO_DATABASE_URL=db),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     try:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -139,17 +156,39 @@ def test_client_downloads_through_the_mirror_after_the_origin_is_gone(tmp_path, 
             pytest.fail("the server did not mirror the weights in time")
         origin.__exit__(None, None, None)  # the origin is gone for good
         assert httpx.get(f"{server}/blobs/sha1/{SHA1}").content == DATA
-        model = write_model(tmp_path / "client" / "net", "\n".join([
-            "name: Mirrored Net", "caffemodel: m.caffemodel", f"caffemodel_url: {origin_url}", f"sha1: {SHA1}"]))
-        r = cli_process("download", model, env={"CAFFEZOO_MIRRORS": server,
-                                                "CAFFEZOO_HOME": str(tmp_path / "client-home")})
+        model = write_model(
+            tmp_path / "client" / "net",
+            "\n".join(
+                [
+                    "name: Mirrored Net",
+                    "caffemodel: m.caffemodel",
+                    f"caffemodel_url: {origin_url}",
+                    f"sha1: {SHA1}",
+                ]
+            ),
+        )
+        r = cli_process(
+            "download",
+            model,
+            env={"CAFFEZOO_MIRRORS": server, "CAFFEZOO_HOME": str(tmp_path / "client-home")},
+        )
         assert r.code == 0, r.stderr
         assert (model / "m.caffemodel").read_bytes() == DATA
         # Without the mirror the same download fails: the origin really is gone.
-        other = write_model(tmp_path / "client" / "net2", "\n".join([
-            "name: Mirrored Net", "caffemodel: m.caffemodel", f"caffemodel_url: {origin_url}", f"sha1: {SHA1}"]))
-        r = cli_process("download", other, env={"CAFFEZOO_HOME": str(tmp_path / "client-home2"),
-                                                "CAFFEZOO_MIRRORS": ""})
+        other = write_model(
+            tmp_path / "client" / "net2",
+            "\n".join(
+                [
+                    "name: Mirrored Net",
+                    "caffemodel: m.caffemodel",
+                    f"caffemodel_url: {origin_url}",
+                    f"sha1: {SHA1}",
+                ]
+            ),
+        )
+        r = cli_process(
+            "download", other, env={"CAFFEZOO_HOME": str(tmp_path / "client-home2"), "CAFFEZOO_MIRRORS": ""}
+        )
         assert r.code != 0
     finally:
         proc.send_signal(signal.SIGINT)

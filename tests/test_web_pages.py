@@ -6,10 +6,9 @@ import os
 import re
 
 import pytest
+from web_helpers import publish, web_for
 
 from caffezoo.server.render import highlight_prototxt, markdown_html
-from web_helpers import *  # noqa: F403
-from web_helpers import publish, web_for
 
 MALICIOUS = """\
 # Innocent model
@@ -35,7 +34,11 @@ def test_index_lists_the_bundled_models_with_their_facts(web):
     r = web.get("/")
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
     html = r.text
-    for title in ("BAIR/BVLC AlexNet Model", "BAIR/BVLC GoogleNet Model", "Finetuning CaffeNet on Flickr Style"):
+    for title in (
+        "BAIR/BVLC AlexNet Model",
+        "BAIR/BVLC GoogleNet Model",
+        "Finetuning CaffeNet on Flickr Style",
+    ):
         assert title in html
     assert "5 models" in html
     assert "non-commercial" in html and "unrestricted" in html
@@ -49,7 +52,9 @@ def test_search_filters_and_pagination(web):
     for i in range(30):
         publish(store, "paula", f"Page Net {i:02d}", license="Apache-2.0", tags=["paged"])
     r = web.get("/", params={"q": "googlenet"})
-    assert "BAIR/BVLC GoogleNet Model" in r.text and "AlexNet Model" not in r.text and "1 model found" in r.text
+    assert (
+        "BAIR/BVLC GoogleNet Model" in r.text and "AlexNet Model" not in r.text and "1 model found" in r.text
+    )
     r = web.get("/", params={"license": "Apache-2.0"})
     assert "30 models found" in r.text and "page 1 of 2" in r.text and "Page Net 19" in r.text
     assert "Page Net 20" not in r.text and 'rel="next"' in r.text
@@ -64,9 +69,19 @@ def test_search_filters_and_pagination(web):
 
 def test_model_page_shows_everything_a_user_needs(web):
     store = web.storage
-    gid = publish(store, "quinn", "Quinn Net", license="MIT", task="segmentation", tags=["street"],
-                  sha1="0" * 40, caffemodel="q.caffemodel", caffemodel_url="https://127.0.0.1:9/q.caffemodel",
-                  size=4096, files={"solver.prototxt": 'net: "deploy.prototxt"\nbase_lr: 0.01\n'})
+    gid = publish(
+        store,
+        "quinn",
+        "Quinn Net",
+        license="MIT",
+        task="segmentation",
+        tags=["street"],
+        sha1="0" * 40,
+        caffemodel="q.caffemodel",
+        caffemodel_url="https://127.0.0.1:9/q.caffemodel",
+        size=4096,
+        files={"solver.prototxt": 'net: "deploy.prototxt"\nbase_lr: 0.01\n'},
+    )
     from caffezoo.server.storage import FileChange
 
     store.update_gist(gid, "quinn", changes={"notes.txt": FileChange(content=b"second revision\n")})
@@ -80,7 +95,7 @@ def test_model_page_shows_everything_a_user_needs(web):
     assert f"export CAFFEZOO_GIST_API={web.url}" in html
     assert '<span class="k">base_lr</span>' in html  # prototxt highlighted
     assert f'src="/models/{gid}/net.svg"' in html
-    assert html.count('<td><code>') >= 2  # two revisions listed
+    assert html.count("<td><code>") >= 2  # two revisions listed
     assert "4.1 KB" in html and "0" * 40 in html
     svg = web.get(f"/models/{gid}/net.svg")
     assert svg.status_code == 200 and svg.headers["content-type"] == "image/svg+xml"
@@ -94,7 +109,9 @@ def test_model_page_shows_everything_a_user_needs(web):
 
 
 def test_a_net_that_cannot_be_drawn_says_why(web):
-    gid = publish(web.storage, "rita", "Broken Net", files={"deploy.prototxt": "layer { this is not prototxt"})
+    gid = publish(
+        web.storage, "rita", "Broken Net", files={"deploy.prototxt": "layer { this is not prototxt"}
+    )
     html = web.get(f"/models/{gid}").text
     assert "could not be drawn" in html and "net.svg" not in html
     assert web.get(f"/models/{gid}/net.svg").status_code == 422
@@ -114,8 +131,13 @@ def test_html_url_of_a_gist_leads_to_its_page_and_unknowns_are_404_pages(web):
 def test_publish_and_wiki_pages(web):
     r = web.get("/publish")
     assert r.status_code == 200
-    for needle in ("caffezoo gist upload", "caffemodel_url", "sha1", f"CAFFEZOO_GIST_API={web.url}",
-                   "/blobs/sha1/"):
+    for needle in (
+        "caffezoo gist upload",
+        "caffemodel_url",
+        "sha1",
+        f"CAFFEZOO_GIST_API={web.url}",
+        "/blobs/sha1/",
+    ):
         assert needle in r.text
     assert "No wiki page has been imported yet" in web.get("/wiki").text
 
@@ -148,29 +170,57 @@ def test_malicious_readme_is_rendered_inert(web):
     html = web.get(f"/models/{gid}").text
     readme = html.split('<article class="readme panel">', 1)[1].split("</article>", 1)[0]
     # No active element or attribute made it through.
-    for tag in ("<script", "<iframe", "<img", "<style", "<svg", "<object", "<embed", "<form", "<input",
-                "<meta", "<div"):
+    for tag in (
+        "<script",
+        "<iframe",
+        "<img",
+        "<style",
+        "<svg",
+        "<object",
+        "<embed",
+        "<form",
+        "<input",
+        "<meta",
+        "<div",
+    ):
         assert tag not in readme.lower(), tag
     tags = re.findall(r"<[a-z][^>]*>", readme, re.I)  # real tags; escaped text is &lt;...
     assert not [t for t in tags if re.search(r"\son\w+\s*=|style\s*=", t, re.I)]
-    assert not [t for t in tags if re.search(r"(href|src)\s*=\s*[\"']?\s*(javascript|data|vbscript):", t, re.I)]
+    assert not [
+        t for t in tags if re.search(r"(href|src)\s*=\s*[\"']?\s*(javascript|data|vbscript):", t, re.I)
+    ]
     # The text is still there, shown as text.
     assert "&lt;script&gt;" in readme and "overlay" in readme
-    assert '<a href="https://example.org/paper" title="a title" rel="nofollow noopener noreferrer">ok</a>' in readme
+    assert (
+        '<a href="https://example.org/paper" title="a title" rel="nofollow noopener noreferrer">ok</a>'
+        in readme
+    )
     assert 'href="https://tracker.example/p.gif"' in readme  # an image becomes a link, fetched by nobody
     # The front matter's values are escaped too.
-    gid2 = publish(web.storage, "mallory", '"<script>alert(1)</script>"', license='"<b onmouseover=x>MIT</b>"')
+    gid2 = publish(
+        web.storage, "mallory", '"<script>alert(1)</script>"', license='"<b onmouseover=x>MIT</b>"'
+    )
     page = web.get(f"/models/{gid2}").text
     assert "<script>alert(1)" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
     assert "<b onmouseover" not in page
 
 
-@pytest.mark.parametrize("text", [
-    "<script>alert(1)</script>", "[x](javascript:alert(1))", "<a href='javascript:1'>y</a>",
-    "<img src=x onerror=alert(1)>", "[z](data:text/html,<script>1</script>)", "<iframe srcdoc='x'>",
-    "<p style='background:url(javascript:alert(1))'>s</p>", "![i](javascript:alert(1))",
-    "<details open ontoggle=alert(1)>", "[a](  javascript:alert(1))", "<math><mi xlink:href='javascript:1'>",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "<script>alert(1)</script>",
+        "[x](javascript:alert(1))",
+        "<a href='javascript:1'>y</a>",
+        "<img src=x onerror=alert(1)>",
+        "[z](data:text/html,<script>1</script>)",
+        "<iframe srcdoc='x'>",
+        "<p style='background:url(javascript:alert(1))'>s</p>",
+        "![i](javascript:alert(1))",
+        "<details open ontoggle=alert(1)>",
+        "[a](  javascript:alert(1))",
+        "<math><mi xlink:href='javascript:1'>",
+    ],
+)
 def test_markdown_pipeline_never_emits_active_content(text):
     html = markdown_html(text).lower()
     assert "<script" not in html and "<iframe" not in html and "<img" not in html and "<details" not in html
@@ -187,13 +237,28 @@ def test_prototxt_highlighting_escapes_everything():
 
 
 def test_api_models_reports_weights_status(web):
-    gid = publish(web.storage, "uma", "Uma Net", sha1="1" * 40, caffemodel_url="http://127.0.0.1:9/u.caffemodel",
-                  caffemodel="u.caffemodel")
+    gid = publish(
+        web.storage,
+        "uma",
+        "Uma Net",
+        sha1="1" * 40,
+        caffemodel_url="http://127.0.0.1:9/u.caffemodel",
+        caffemodel="u.caffemodel",
+    )
     data = web.http.get(f"/api/models/{gid}").json()
     assert data["name"] == "Uma Net" and data["gist_id"] == gid and data["owner"] == "uma"
-    assert data["weights"] == {"url": "http://127.0.0.1:9/u.caffemodel", "sha1": "1" * 40, "size": None,
-                               "reachable": None, "status": None, "checked_size": None, "error": None,
-                               "checked_at": None, "mirrored": False, "mirror_url": None}
+    assert data["weights"] == {
+        "url": "http://127.0.0.1:9/u.caffemodel",
+        "sha1": "1" * 40,
+        "size": None,
+        "reachable": None,
+        "status": None,
+        "checked_size": None,
+        "error": None,
+        "checked_at": None,
+        "mirrored": False,
+        "mirror_url": None,
+    }
     listing = web.http.get("/api/models", params={"q": "uma"}).json()
     assert listing["total"] == 1 and listing["models"][0]["id"] == gid
     assert web.http.get("/api/models/none").status_code == 404
@@ -220,10 +285,24 @@ def test_odd_page_requests_never_answer_500(database_url, tmp_path):
     ids, markup): a 4xx or an empty result, on either database, as a page or as JSON."""
     with web_for(database_url, tmp_path, seed=False) as w:
         gid = publish(w.storage, "odd", "Odd Net")
-        paths = ["/models/%00", "/models/%00/net.svg", "/api/models/%00", "/odd/%00", "/%00/" + gid,
-                 "/models/" + "a" * 300, "/api/models/" + "a" * 300, "/odd/" + "a" * 100,
-                 f"/models/{gid}?rev=%00", f"/models/{gid}/net.svg?rev=%00", "/models/%3Cb%3E",
-                 "/?license=%00", "/?task=%00", "/?tag=%00", "/?q=%00", "/api/models?license=%00&tag=%00"]
+        paths = [
+            "/models/%00",
+            "/models/%00/net.svg",
+            "/api/models/%00",
+            "/odd/%00",
+            "/%00/" + gid,
+            "/models/" + "a" * 300,
+            "/api/models/" + "a" * 300,
+            "/odd/" + "a" * 100,
+            f"/models/{gid}?rev=%00",
+            f"/models/{gid}/net.svg?rev=%00",
+            "/models/%3Cb%3E",
+            "/?license=%00",
+            "/?task=%00",
+            "/?tag=%00",
+            "/?q=%00",
+            "/api/models?license=%00&tag=%00",
+        ]
         for accept in ("text/html", "application/json"):
             for path in paths:
                 r = w.http.get(path, headers={"Accept": accept})
@@ -250,7 +329,8 @@ def test_drawing_a_network_does_not_hold_up_other_requests(web, tmp_path, monkey
         f"touch {tmp_path}/started\n"
         f"i=0; while [ ! -e {tmp_path}/go ] && [ $i -lt 600 ]; do sleep 0.05; i=$((i+1)); done\n"
         f"touch {tmp_path}/finished\n"
-        f'exec {real} "$@"\n')
+        f'exec {real} "$@"\n'
+    )
     (bin_dir / "dot").chmod(0o755)
     monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
     gid = publish(web.storage, "dora", "Slow Drawing Net")

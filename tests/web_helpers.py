@@ -2,7 +2,7 @@
 fresh PostgreSQL database), a storage of either kind, a real Chromium, and helpers
 to publish models into a store.
 
-Import into a test module: ``from web_helpers import *``.
+Registered as a pytest plugin by conftest; import plain helpers by name.
 """
 
 from __future__ import annotations
@@ -14,17 +14,21 @@ from pathlib import Path
 
 import httpx
 import pytest
-from gist_helpers import postgres_url, start_uvicorn  # noqa: F401  (postgres_url is a fixture)
+from gist_helpers import start_uvicorn
 
 ROOT = Path(__file__).resolve().parent.parent
 OUTPUT = ROOT / "test-output" / "web"
 CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run",
-                 "--disable-dev-shm-usage"]
-
-__all__ = ["OUTPUT", "Web", "browser", "database_url", "postgres_url", "publish", "readme",
-           "store", "web", "web_for", "fresh_postgres"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-dev-shm-usage",
+]
 
 DEPLOY = """\
 name: "TinyNet"
@@ -47,8 +51,16 @@ def readme(name: str, body: str = "A small test network.\n", **keys) -> str:
     return "---\n" + "\n".join(lines) + "\n---\n" + body
 
 
-def publish(store, owner: str, name: str, *, body: str = "A small test network.\n", public: bool = True,
-            files: dict[str, str] | None = None, **keys) -> str:
+def publish(
+    store,
+    owner: str,
+    name: str,
+    *,
+    body: str = "A small test network.\n",
+    public: bool = True,
+    files: dict[str, str] | None = None,
+    **keys,
+) -> str:
     """Create a gist holding a model (readme + deploy.prototxt); return its id."""
     store.ensure_user(owner)
     contents = {"readme.md": readme(name, body, **keys), "deploy.prototxt": DEPLOY}

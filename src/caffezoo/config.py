@@ -114,7 +114,7 @@ def _parses(name: str, url: str) -> None:
     from urllib.parse import urlsplit
 
     try:
-        urlsplit(url).port
+        urlsplit(url).port  # noqa: B018  (parsing the port is the check)
     except ValueError as e:
         raise ConfigError(f"{name}: {url!r} is not a valid URL: {e}") from None
 
@@ -129,8 +129,9 @@ def _mirrors() -> tuple[str, ...]:
     return urls
 
 
-def _number(name: str, default: float, kind: type[int] | type[float], minimum: float,
-            maximum: float = math.inf) -> float:
+def _number(
+    name: str, default: float, kind: type[int] | type[float], minimum: float, maximum: float = math.inf
+) -> float:
     raw = os.environ.get(name, "").strip()
     if not raw:
         return default

@@ -77,8 +77,9 @@ class PrototxtError(CaffezooError):
     ``path``, ``line`` and ``column`` say where, when known (1-based).
     """
 
-    def __init__(self, message: str, path: str | None = None, line: int | None = None,
-                 column: int | None = None):
+    def __init__(
+        self, message: str, path: str | None = None, line: int | None = None, column: int | None = None
+    ):
         self.path, self.line, self.column = path, line, column
         super().__init__(message)
 

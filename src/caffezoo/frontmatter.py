@@ -36,18 +36,30 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from .errors import FrontMatterError, ModelDirError, Problem, WriteError
+from .errors import FrontMatterError, ModelDirError, WriteError
 
 # Keys whose values are strings by nature: their source text wins over YAML's
 # guess (a hex id of digits only would otherwise become an int or a float).
 STRING_KEYS = frozenset(
-    {"name", "caffemodel", "caffemodel_url", "sha1", "sha256", "caffe_commit", "caffe_version",
-     "gist_id", "license", "task", "dataset", "labels", "paper"}
+    {
+        "name",
+        "caffemodel",
+        "caffemodel_url",
+        "sha1",
+        "sha256",
+        "caffe_commit",
+        "caffe_version",
+        "gist_id",
+        "license",
+        "task",
+        "dataset",
+        "labels",
+        "paper",
+    }
 )
 
 _CORE_TAGS = {
-    "tag:yaml.org,2002:" + t
-    for t in ("str", "int", "float", "bool", "null", "map", "seq", "timestamp")
+    "tag:yaml.org,2002:" + t for t in ("str", "int", "float", "bool", "null", "map", "seq", "timestamp")
 }
 # Front matter is a flat mapping of small values; nesting deeper than this is refused
 # before anything recursive (the YAML constructor, validation, JSON) walks it.
@@ -76,7 +88,7 @@ class Readme:
     @property
     def body(self) -> str:
         """The prose after the front matter."""
-        return "".join(split_lines(self.text)[self.end:])
+        return "".join(split_lines(self.text)[self.end :])
 
     def line_of(self, key: str) -> int | None:
         return self.lines.get(key)
@@ -120,7 +132,8 @@ def read_text(path: str | os.PathLike[str], what: str = "a readme.md file") -> s
     except UnicodeDecodeError as e:
         line = raw[: e.start].count(b"\n") + 1
         raise FrontMatterError(
-            p, f"not UTF-8 text (byte 0x{raw[e.start]:02x} at offset {e.start}); save it as UTF-8",
+            p,
+            f"not UTF-8 text (byte 0x{raw[e.start]:02x} at offset {e.start}); save it as UTF-8",
             line=line,
         ) from None
 
@@ -171,7 +184,8 @@ def _check_nodes(root: Any, path: str, first_line: int) -> None:
             raise FrontMatterError(path, f"values nested more than {MAX_DEPTH} levels deep", line=line)
         if id(node) in seen:
             raise FrontMatterError(
-                path, "YAML anchors and aliases (&name, *name) are not supported in front matter "
+                path,
+                "YAML anchors and aliases (&name, *name) are not supported in front matter "
                 "(the anchor is on this line)",
                 line=line,
             )
@@ -203,14 +217,16 @@ def load_yaml_mapping(
     except YAMLError as e:
         raise _yaml_error(e, path, first_line) from None
     except RecursionError:  # the composer recurses: [[[[...]]]] hundreds deep
-        raise FrontMatterError(path, f"values nested more than {MAX_DEPTH} levels deep", line=first_line) \
-            from None
+        raise FrontMatterError(
+            path, f"values nested more than {MAX_DEPTH} levels deep", line=first_line
+        ) from None
     if root is None:
         return {}, {}
     if not isinstance(root, MappingNode):
         kind = "a list" if root.id == "sequence" else f"the scalar {root.value!r}"
         raise FrontMatterError(
-            path, f"expected a mapping of keys to values, found {kind}",
+            path,
+            f"expected a mapping of keys to values, found {kind}",
             line=first_line + root.start_mark.line,
         )
     _check_nodes(root, path, first_line)

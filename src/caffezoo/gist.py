@@ -22,7 +22,7 @@ import shutil
 import tempfile
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -38,8 +38,10 @@ from .validate import validate
 
 API_VERSION = "2022-11-28"
 MAX_FILE_BYTES = 10 * 1024 * 1024  # GitHub serves raw files up to 10 MB; beyond, only git clone
-NO_TOKEN = ("this needs an API token: set CAFFEZOO_TOKEN or GITHUB_TOKEN, or put the token "
-            "in ~/.gist (for a caffezoo server: `caffezoo serve token create USER`)")
+NO_TOKEN = (
+    "this needs an API token: set CAFFEZOO_TOKEN or GITHUB_TOKEN, or put the token "
+    "in ~/.gist (for a caffezoo server: `caffezoo serve token create USER`)"
+)
 
 
 def _user_agent() -> str:
@@ -87,7 +89,7 @@ def parse_ref(text: str) -> GistRef:
         if "raw" in parts:
             parts = parts[: parts.index("raw")]
         if "gists" in parts and parts.index("gists") + 1 < len(parts):
-            parts = parts[parts.index("gists") + 1:][:1]
+            parts = parts[parts.index("gists") + 1 :][:1]
         elif parts and parts[0] == "gist":  # GitHub Enterprise: https://HOST/gist/USER/ID
             parts = parts[1:]
         parts = parts[-2:]
@@ -99,8 +101,9 @@ def parse_ref(text: str) -> GistRef:
         return GistRef(parts[0])
     if len(parts) == 2 and _USER_RE.fullmatch(parts[0]) and _ID_RE.fullmatch(parts[1]):
         return GistRef(parts[1], parts[0])
-    raise UsageError(f"{text!r} is not a gist: expected an id (like 034c6ac3865563b69e60), "
-                     "USER/ID, or a gist URL")
+    raise UsageError(
+        f"{text!r} is not a gist: expected an id (like 034c6ac3865563b69e60), USER/ID, or a gist URL"
+    )
 
 
 def safe_name(name: str) -> str | None:
@@ -161,17 +164,26 @@ class Gist:
                 continue
             name = _typed(f, "filename", str, gist_id) or key
             files[name] = GistFile(
-                filename=name, size=_typed(f, "size", int, gist_id), raw_url=_typed(f, "raw_url", str, gist_id),
-                content=_typed(f, "content", str, gist_id), truncated=bool(f.get("truncated")),
-                encoding=_typed(f, "encoding", str, gist_id) or "utf-8")
+                filename=name,
+                size=_typed(f, "size", int, gist_id),
+                raw_url=_typed(f, "raw_url", str, gist_id),
+                content=_typed(f, "content", str, gist_id),
+                truncated=bool(f.get("truncated")),
+                encoding=_typed(f, "encoding", str, gist_id) or "utf-8",
+            )
         owner = data.get("owner")
-        return cls(id=gist_id, description=_typed(data, "description", str, gist_id),
-                   public=bool(data.get("public")), html_url=_typed(data, "html_url", str, gist_id),
-                   git_pull_url=_typed(data, "git_pull_url", str, gist_id),
-                   owner=_typed(owner, "login", str, gist_id) if isinstance(owner, dict) else None,
-                   updated_at=_typed(data, "updated_at", str, gist_id), files=files,
-                   truncated=bool(data.get("truncated")),
-                   versions=[h.get("version") for h in data.get("history") or [] if isinstance(h, dict)])
+        return cls(
+            id=gist_id,
+            description=_typed(data, "description", str, gist_id),
+            public=bool(data.get("public")),
+            html_url=_typed(data, "html_url", str, gist_id),
+            git_pull_url=_typed(data, "git_pull_url", str, gist_id),
+            owner=_typed(owner, "login", str, gist_id) if isinstance(owner, dict) else None,
+            updated_at=_typed(data, "updated_at", str, gist_id),
+            files=files,
+            truncated=bool(data.get("truncated")),
+            versions=[h.get("version") for h in data.get("history") or [] if isinstance(h, dict)],
+        )
 
 
 def _typed(data: dict, key: str, kind: type, gist_id: str, default: Any = None) -> Any:
@@ -181,8 +193,10 @@ def _typed(data: dict, key: str, kind: type, gist_id: str, default: Any = None) 
         return default
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
         expected = {dict: "an object", str: "a string", int: "an integer"}[kind]
-        raise GistError(f"the API answered a malformed gist {gist_id}: {key!r} is {repr(value)[:100]}, "
-                        f"expected {expected}")
+        raise GistError(
+            f"the API answered a malformed gist {gist_id}: {key!r} is {repr(value)[:100]}, "
+            f"expected {expected}"
+        )
     return value
 
 
@@ -215,8 +229,16 @@ class GistClient:
     >>> GistClient("http://127.0.0.1:8000").get("0123456789abcdef0123")   # doctest: +SKIP
     """
 
-    def __init__(self, api: str | None = None, token: str | None | object = _FROM_SETTINGS, *,
-                 max_wait: float = 60.0, retries: int = 4, backoff: float = 1.0, timeout: float = 30.0):
+    def __init__(
+        self,
+        api: str | None = None,
+        token: str | None | object = _FROM_SETTINGS,
+        *,
+        max_wait: float = 60.0,
+        retries: int = 4,
+        backoff: float = 1.0,
+        timeout: float = 30.0,
+    ):
         s = settings()
         self.api = (api or s.gist_api).rstrip("/")
         if s.offline:
@@ -225,10 +247,15 @@ class GistClient:
         self.has_token = bool(secret)
         self.max_wait, self.retries, self.backoff = max_wait, retries, backoff
         self._http = httpx.Client(
-            timeout=timeout, follow_redirects=True,
+            timeout=timeout,
+            follow_redirects=True,
             auth=_TokenAuth(secret, self.api) if secret else None,
-            headers={"Accept": "application/vnd.github+json", "X-GitHub-Api-Version": API_VERSION,
-                     "User-Agent": _user_agent()})
+            headers={
+                "Accept": "application/vnd.github+json",
+                "X-GitHub-Api-Version": API_VERSION,
+                "User-Agent": _user_agent(),
+            },
+        )
 
     def __enter__(self) -> GistClient:
         return self
@@ -268,7 +295,7 @@ class GistClient:
             except httpx.TransportError as e:
                 if last or method == "POST":
                     raise GistError(f"{method} {full}: {type(e).__name__}: {e or 'no answer'}") from None
-                time.sleep(self.backoff * 2 ** attempt)
+                time.sleep(self.backoff * 2**attempt)
                 continue
             wait = self._rate_wait(r)
             if wait is not None:
@@ -276,12 +303,17 @@ class GistClient:
                     time.sleep(wait)
                     continue
                 reset = r.headers.get("x-ratelimit-reset")
-                when = (datetime.fromtimestamp(float(reset), timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
-                        if reset and reset.isdigit() else f"in {wait:.0f} s")
-                raise GistError(f"{method} {full}: rate limit exceeded ({r.status_code}); it resets at "
-                                f"{when} — try again then, or use a token for a higher limit")
+                when = (
+                    datetime.fromtimestamp(float(reset), UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+                    if reset and reset.isdigit()
+                    else f"in {wait:.0f} s"
+                )
+                raise GistError(
+                    f"{method} {full}: rate limit exceeded ({r.status_code}); it resets at "
+                    f"{when} — try again then, or use a token for a higher limit"
+                )
             if r.status_code >= 500 and method != "POST" and not last:
-                time.sleep(self.backoff * 2 ** attempt)
+                time.sleep(self.backoff * 2**attempt)
                 continue
             return r
         raise AssertionError("unreachable")  # pragma: no cover
@@ -298,16 +330,28 @@ class GistClient:
         except ValueError:
             body = {}
         message = body.get("message") if isinstance(body, dict) else None
-        details = [e.get("message") or f"{e.get('field')}: {e.get('code')}"
-                   for e in (body.get("errors") or []) if isinstance(e, dict)] if isinstance(body, dict) else []
+        details = (
+            [
+                e.get("message") or f"{e.get('field')}: {e.get('code')}"
+                for e in (body.get("errors") or [])
+                if isinstance(e, dict)
+            ]
+            if isinstance(body, dict)
+            else []
+        )
         host = httpx.URL(self.api).host
         if r.status_code == 401:
-            return GistError(f"{method} {r.url}: {message or 'unauthorized'} (401): the token from "
-                             "CAFFEZOO_TOKEN / GITHUB_TOKEN / ~/.gist was refused by " + host
-                             if self.has_token else f"{method} {r.url}: 401: {NO_TOKEN}")
+            return GistError(
+                f"{method} {r.url}: {message or 'unauthorized'} (401): the token from "
+                "CAFFEZOO_TOKEN / GITHUB_TOKEN / ~/.gist was refused by " + host
+                if self.has_token
+                else f"{method} {r.url}: 401: {NO_TOKEN}"
+            )
         if r.status_code == 404:
-            return GistError(f"{what}: not found on {host} (404)" +
-                             ("; it may belong to another account" if method != "GET" else ""))
+            return GistError(
+                f"{what}: not found on {host} (404)"
+                + ("; it may belong to another account" if method != "GET" else "")
+            )
         text = f"{method} {r.url}: {r.status_code} {message or r.reason_phrase}"
         return GistError(text + "".join(f"\n  {d}" for d in details))
 
@@ -318,8 +362,11 @@ class GistClient:
 
     def create(self, description: str | None, public: bool, files: dict[str, str]) -> Gist:
         self._need_token()
-        body = {"description": description, "public": public,
-                "files": {n: {"content": c} for n, c in files.items()}}
+        body = {
+            "description": description,
+            "public": public,
+            "files": {n: {"content": c} for n, c in files.items()},
+        }
         return Gist.from_json(self._json("POST", "/gists", "new gist", json=body))
 
     def update(self, gist_id: str, files: dict[str, Any], description: str | None = None) -> Gist:
@@ -387,7 +434,7 @@ class Skipped:
 class UploadResult:
     """What ``upload`` did (or, with ``dry_run``, would do)."""
 
-    action: str                       # "create", "update" or "unchanged"
+    action: str  # "create", "update" or "unchanged"
     gist_id: str | None
     html_url: str | None
     public: bool
@@ -408,8 +455,12 @@ def collect_files(path: Path) -> tuple[dict[str, str], list[Skipped]]:
     for entry in sorted(os.scandir(path), key=lambda e: e.name):
         name = entry.name
         if ".caffemodel" in name.lower():
-            skipped.append(Skipped(name, "weights (*.caffemodel*) are never uploaded: host them and "
-                                         "give caffemodel_url and sha1"))
+            skipped.append(
+                Skipped(
+                    name,
+                    "weights (*.caffemodel*) are never uploaded: host them and give caffemodel_url and sha1",
+                )
+            )
         elif name.startswith("."):
             skipped.append(Skipped(name, "hidden file"))
         elif entry.is_symlink():
@@ -421,8 +472,13 @@ def collect_files(path: Path) -> tuple[dict[str, str], list[Skipped]]:
         elif (why := safe_name(name)) is not None:
             skipped.append(Skipped(name, f"file name: {why}"))
         elif entry.stat().st_size > MAX_FILE_BYTES:
-            skipped.append(Skipped(name, f"{entry.stat().st_size} bytes: over the {MAX_FILE_BYTES} "
-                                         "bytes a gist file may hold through the API"))
+            skipped.append(
+                Skipped(
+                    name,
+                    f"{entry.stat().st_size} bytes: over the {MAX_FILE_BYTES} "
+                    "bytes a gist file may hold through the API",
+                )
+            )
         else:
             data = Path(entry.path).read_bytes()
             try:
@@ -445,15 +501,23 @@ def _checked_model(path: str | os.PathLike[str]) -> ModelDir:
         shown = [str(p) for p in problems[:10]]
         if len(problems) > 10:
             shown.append(f"... and {len(problems) - 10} more (see `caffezoo validate {path}`)")
-        raise ModelDirError(f"{path}: not uploaded, the model directory has "
-                            f"{len(problems)} error{'s' * (len(problems) != 1)}:\n" + "\n".join(shown))
+        raise ModelDirError(
+            f"{path}: not uploaded, the model directory has "
+            f"{len(problems)} error{'s' * (len(problems) != 1)}:\n" + "\n".join(shown)
+        )
     m = load(path)
     require(m.front_matter, "upload", str(m.readme_path))
     return m
 
 
-def upload(path: str | os.PathLike[str], *, public: bool | None = None, dry_run: bool = False,
-           prune: bool = False, client: GistClient | None = None) -> UploadResult:
+def upload(
+    path: str | os.PathLike[str],
+    *,
+    public: bool | None = None,
+    dry_run: bool = False,
+    prune: bool = False,
+    client: GistClient | None = None,
+) -> UploadResult:
     """Upload a model directory's info as a gist; create it, or update the one in ``gist_id``.
 
     On create, ``gist_id`` is written into ``readme.md`` (that line only) and
@@ -470,16 +534,26 @@ def upload(path: str | os.PathLike[str], *, public: bool | None = None, dry_run:
     client = client or GistClient()
     try:
         if m.front_matter.gist_id is None:
-            result = UploadResult("create", None, None, bool(public), description, sent=sorted(files),
-                                  skipped=skipped, dry_run=dry_run)
+            result = UploadResult(
+                "create",
+                None,
+                None,
+                bool(public),
+                description,
+                sent=sorted(files),
+                skipped=skipped,
+                dry_run=dry_run,
+            )
             if dry_run:
                 return result
             gist = client.create(description, bool(public), files)
             try:
                 write_keys(m.readme_path, {"gist_id": gist.id})
             except CaffezooError as e:
-                raise GistError(f"created gist {gist.id} ({gist.html_url}) but could not write its id "
-                                f"into {m.readme_path}: {e}\nadd the line `gist_id: {gist.id}` by hand") from None
+                raise GistError(
+                    f"created gist {gist.id} ({gist.html_url}) but could not write its id "
+                    f"into {m.readme_path}: {e}\nadd the line `gist_id: {gist.id}` by hand"
+                ) from None
             gist = client.update(gist.id, {README: {"content": read_text(m.readme_path)}})
             result.gist_id, result.html_url = gist.id, gist.html_url
             return result
@@ -489,15 +563,32 @@ def upload(path: str | os.PathLike[str], *, public: bool | None = None, dry_run:
             client.close()
 
 
-def _update(m: ModelDir, files: dict[str, str], skipped: list[Skipped], client: GistClient, *,
-            public: bool | None, dry_run: bool, prune: bool) -> UploadResult:
+def _update(
+    m: ModelDir,
+    files: dict[str, str],
+    skipped: list[Skipped],
+    client: GistClient,
+    *,
+    public: bool | None,
+    dry_run: bool,
+    prune: bool,
+) -> UploadResult:
     ref = parse_ref(str(m.front_matter.gist_id))
     remote = client.get(ref.id)
-    result = UploadResult("update", remote.id, remote.html_url, remote.public, m.front_matter.name,
-                          skipped=skipped, dry_run=dry_run)
+    result = UploadResult(
+        "update",
+        remote.id,
+        remote.html_url,
+        remote.public,
+        m.front_matter.name,
+        skipped=skipped,
+        dry_run=dry_run,
+    )
     if public is not None and public != remote.public:
-        result.warnings.append(f"gist {remote.id} stays {'public' if remote.public else 'secret'}: "
-                               "the API cannot change a gist's visibility after it is created")
+        result.warnings.append(
+            f"gist {remote.id} stays {'public' if remote.public else 'secret'}: "
+            "the API cannot change a gist's visibility after it is created"
+        )
     changes: dict[str, Any] = {}
     for name, text in files.items():
         old = remote.files.get(name)
@@ -508,8 +599,16 @@ def _update(m: ModelDir, files: dict[str, str], skipped: list[Skipped], client: 
         for name in missing:
             old_data = remote.files[name].data()
             # A local file that is new, with the very same content: the file was renamed.
-            new_name = next((n for n, c in changes.items() if n not in remote.files and old_data is not None
-                             and c.get("content", "").encode("utf-8") == old_data), None)
+            new_name = next(
+                (
+                    n
+                    for n, c in changes.items()
+                    if n not in remote.files
+                    and old_data is not None
+                    and c.get("content", "").encode("utf-8") == old_data
+                ),
+                None,
+            )
             if new_name is not None:
                 del changes[new_name]
                 changes[name] = {"filename": new_name}
@@ -550,8 +649,10 @@ def contents(gist: Gist, client: GistClient) -> dict[str, bytes]:
     Refuses (:class:`GistError`) file names that are unsafe to write, or that differ only in case.
     """
     if gist.truncated:
-        raise GistError(f"gist {gist.id} has more files than the API lists (300): clone "
-                        f"{gist.git_pull_url or 'it with git'} instead")
+        raise GistError(
+            f"gist {gist.id} has more files than the API lists (300): clone "
+            f"{gist.git_pull_url or 'it with git'} instead"
+        )
     bad = [f"{name!r}: {why}" for name in gist.files if (why := safe_name(name))]
     lower: dict[str, str] = {}
     for name in gist.files:
@@ -559,15 +660,18 @@ def contents(gist: Gist, client: GistClient) -> dict[str, bytes]:
             bad.append(f"{name!r}: differs from {lower[name.lower()]!r} only in case")
         lower[name.lower()] = name
     if bad:
-        raise GistError(f"gist {gist.id}: refusing unsafe file names, nothing was written:\n  "
-                        + "\n  ".join(bad))
+        raise GistError(
+            f"gist {gist.id}: refusing unsafe file names, nothing was written:\n  " + "\n  ".join(bad)
+        )
     out: dict[str, bytes] = {}
     for name, f in gist.files.items():
         data = f.data()
         if data is None:
             if f.size is not None and f.size > MAX_FILE_BYTES:
-                raise GistError(f"gist {gist.id}: {name} has {f.size} bytes, more than the API serves "
-                                f"({MAX_FILE_BYTES}); clone {gist.git_pull_url or 'the gist with git'}")
+                raise GistError(
+                    f"gist {gist.id}: {name} has {f.size} bytes, more than the API serves "
+                    f"({MAX_FILE_BYTES}); clone {gist.git_pull_url or 'the gist with git'}"
+                )
             if not f.raw_url:
                 raise GistError(f"gist {gist.id}: {name} is truncated and has no raw_url")
             data = client.raw(f.raw_url, f.size)
@@ -575,8 +679,14 @@ def contents(gist: Gist, client: GistClient) -> dict[str, bytes]:
     return out
 
 
-def download(gist: str | GistRef, dest: str | os.PathLike[str] | None = None, *, force: bool = False,
-             into: str | os.PathLike[str] = "models", client: GistClient | None = None) -> DownloadResult:
+def download(
+    gist: str | GistRef,
+    dest: str | os.PathLike[str] | None = None,
+    *,
+    force: bool = False,
+    into: str | os.PathLike[str] = "models",
+    client: GistClient | None = None,
+) -> DownloadResult:
     """Download a gist into a new model directory (default ``models/<user-id>`` as Caffe's script).
 
     The files are written into a temporary directory next to ``dest`` and
@@ -588,8 +698,9 @@ def download(gist: str | GistRef, dest: str | os.PathLike[str] | None = None, *,
     if target.exists() and not target.is_dir():
         raise ModelDirError(f"{target}: is a file, expected a directory to download into")
     if target.is_dir() and any(target.iterdir()) and not force:
-        raise ModelDirError(f"{target}: already exists and is not empty; pass --force to replace it "
-                            "(its files would be lost)")
+        raise ModelDirError(
+            f"{target}: already exists and is not empty; pass --force to replace it (its files would be lost)"
+        )
     own_client = client is None
     client = client or GistClient()
     try:
@@ -598,8 +709,7 @@ def download(gist: str | GistRef, dest: str | os.PathLike[str] | None = None, *,
     finally:
         if own_client:
             client.close()
-    result = DownloadResult(target, g.id, sorted(files), g.html_url, owner=g.owner,
-                            description=g.description)
+    result = DownloadResult(target, g.id, sorted(files), g.html_url, owner=g.owner, description=g.description)
     if ref.user and g.owner and ref.user.lower() != g.owner.lower():
         result.warnings.append(f"gist {g.id} belongs to {g.owner}, not {ref.user}")
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -664,5 +774,18 @@ def resolve_model(text: str) -> ModelDir | None:
     return load(cached, weights_dir=s.models_dir / f"gist-{ref.id}")
 
 
-__all__ = ["Gist", "GistClient", "GistFile", "GistRef", "DownloadResult", "Skipped", "UploadResult",
-           "contents", "download", "list_gists", "parse_ref", "resolve_model", "upload"]
+__all__ = [
+    "Gist",
+    "GistClient",
+    "GistFile",
+    "GistRef",
+    "DownloadResult",
+    "Skipped",
+    "UploadResult",
+    "contents",
+    "download",
+    "list_gists",
+    "parse_ref",
+    "resolve_model",
+    "upload",
+]

@@ -32,7 +32,8 @@ PROTOTXT_KINDS = ("deploy", "train_val", "solver", "prototxt")
 _SOLVER_RE = re.compile(r"^\s*(base_lr|max_iter|lr_policy|solver_mode|test_iter|snapshot_prefix)\s*:", re.M)
 _DATA_RE = re.compile(
     r"type\s*:\s*\"?(Data|ImageData|HDF5Data|WindowData|DATA|IMAGE_DATA|HDF5_DATA|WINDOW_DATA)\"?\b"
-    r"|\binclude\s*\{[^}]*phase\s*:", re.S
+    r"|\binclude\s*\{[^}]*phase\s*:",
+    re.S,
 )
 _DEPLOY_RE = re.compile(r"^\s*input(_dim|_shape)?\s*[:{]|type\s*:\s*\"Input\"", re.M)
 
@@ -192,6 +193,10 @@ def load(path: str | os.PathLike[str], *, bundled: bool = False, weights_dir: Pa
     readme = read_readme(readme_path)
     fm = validate_front_matter(readme.data, str(readme_path), readme.lines)
     return ModelDir(
-        path=p, readme=readme, front_matter=fm, files=list_files(p), bundled=bundled,
+        path=p,
+        readme=readme,
+        front_matter=fm,
+        files=list_files(p),
+        bundled=bundled,
         weights_dir=weights_dir,
     )

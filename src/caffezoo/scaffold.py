@@ -76,18 +76,26 @@ def new_model(
                 FrontMatter.model_validate({key: value})
             except ValidationError as e:
                 raise UsageError(f"{option} {value!r}: {e.errors()[0]['ctx']['error']}") from None
-    url_line = f"caffemodel_url: {format_value(caffemodel_url)}" if caffemodel_url else (
-        "# caffemodel_url: https://example.org/where/the/weights/live.caffemodel"
+    url_line = (
+        f"caffemodel_url: {format_value(caffemodel_url)}"
+        if caffemodel_url
+        else ("# caffemodel_url: https://example.org/where/the/weights/live.caffemodel")
     )
     sha1_line = f"sha1: {sha1.lower()}" if sha1 else f"# sha1: the 40 hex digits of `sha1sum {caffemodel}`"
     license_text = (
-        f"{license}." if license != "unspecified"
+        f"{license}."
+        if license != "unspecified"
         else "Say under which terms others may use the weights (e.g. CC-BY-4.0, BSD-2-Clause)."
     )
     text = _TEMPLATE.format(
-        name=format_value(name), caffemodel=format_value(caffemodel), url_line=url_line,
-        sha1_line=sha1_line, caffe_version=format_value(caffe_version), license=format_value(license),
-        title=name, license_text=license_text,
+        name=format_value(name),
+        caffemodel=format_value(caffemodel),
+        url_line=url_line,
+        sha1_line=sha1_line,
+        caffe_version=format_value(caffe_version),
+        license=format_value(license),
+        title=name,
+        license_text=license_text,
     )
     try:
         p.mkdir(parents=True, exist_ok=True)

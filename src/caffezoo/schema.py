@@ -85,8 +85,20 @@ class FrontMatter(BaseModel):
     authors: list[str] = []
 
     @field_validator(
-        "name", "caffemodel", "caffemodel_url", "sha1", "caffe_commit", "caffe_version", "gist_id",
-        "license", "sha256", "task", "dataset", "labels", "paper", mode="before",
+        "name",
+        "caffemodel",
+        "caffemodel_url",
+        "sha1",
+        "caffe_commit",
+        "caffe_version",
+        "gist_id",
+        "license",
+        "sha256",
+        "task",
+        "dataset",
+        "labels",
+        "paper",
+        mode="before",
     )
     @classmethod
     def _scalar_to_str(cls, value: Any) -> Any:
@@ -197,5 +209,6 @@ def require(fm: FrontMatter, action: str, path: str = "readme.md") -> None:
         raise FrontMatterError(
             path,
             f"{action} needs the key{'s' if len(missing) > 1 else ''} "
-            + ", ".join(missing) + " in the front matter",
+            + ", ".join(missing)
+            + " in the front matter",
         )

@@ -48,14 +48,24 @@ def check_front_matter(m: ModelDir) -> Iterable[Problem]:
     if fm.caffemodel:
         lacking = [k for k in ("caffemodel_url", "sha1") if not getattr(fm, k)]
         if lacking:
-            yield _warn(rp, line("caffemodel"), f"caffemodel is set but {' and '.join(lacking)} "
-                        f"{'is' if len(lacking) == 1 else 'are'} not: the weights cannot be downloaded")
+            yield _warn(
+                rp,
+                line("caffemodel"),
+                f"caffemodel is set but {' and '.join(lacking)} "
+                f"{'is' if len(lacking) == 1 else 'are'} not: the weights cannot be downloaded",
+            )
         elif not m.has_weights:
-            yield _warn(m.weights_path or rp, None,
-                        f"weights not downloaded yet: run `caffezoo download {m.name if m.bundled else m.path}`")
+            yield _warn(
+                m.weights_path or rp,
+                None,
+                f"weights not downloaded yet: run `caffezoo download {m.name if m.bundled else m.path}`",
+            )
     elif fm.caffemodel_url or fm.sha1:
-        yield _warn(rp, line("caffemodel_url") or line("sha1"),
-                    "caffemodel_url/sha1 are set but caffemodel (the file name) is not")
+        yield _warn(
+            rp,
+            line("caffemodel_url") or line("sha1"),
+            "caffemodel_url/sha1 are set but caffemodel (the file name) is not",
+        )
     for key in ("labels", "mean"):
         value = getattr(fm, key)
         if isinstance(value, str) and not (m.path / value).is_file():
@@ -68,8 +78,9 @@ def check_files(m: ModelDir) -> Iterable[Problem]:
         yield _warn(m.path, None, "no .prototxt file: a model needs at least its deploy net")
     for f in m.files:
         if f.kind == "directory":
-            yield _warn(m.path / f.name, None,
-                        "subfolders are not part of the model info (a gist cannot hold them)")
+            yield _warn(
+                m.path / f.name, None, "subfolders are not part of the model info (a gist cannot hold them)"
+            )
         elif not (m.path / f.name).exists():
             yield _warn(m.path / f.name, None, "a symbolic link to nothing: its target is missing")
 
@@ -85,9 +96,12 @@ def check_caffe_compat(m: ModelDir) -> Iterable[Problem]:
     except Exception:
         stripped, ours = None, {}
     if stripped != ours:
-        yield _warn(m.readme_path, m.readme.start,
-                    "Caffe's own scripts strip indentation and would read this front matter "
-                    "differently: write nested values on one line, e.g. `inputs: {data: [1, 3, 224, 224]}`")
+        yield _warn(
+            m.readme_path,
+            m.readme.start,
+            "Caffe's own scripts strip indentation and would read this front matter "
+            "differently: write nested values on one line, e.g. `inputs: {data: [1, 3, 224, 224]}`",
+        )
 
 
 CHECKS.extend([check_front_matter, check_files, check_caffe_compat])
@@ -132,16 +146,28 @@ def validate(
             text = read_text(readme_path)
             readme = parse_readme(text, readme_path)
             if text.startswith("\ufeff"):
-                problems.append(_warn(readme_path, 1, "starts with a byte-order mark, which Caffe's "
-                                      "scripts do not expect before the first '---'"))
+                problems.append(
+                    _warn(
+                        readme_path,
+                        1,
+                        "starts with a byte-order mark, which Caffe's "
+                        "scripts do not expect before the first '---'",
+                    )
+                )
             fm = validate_front_matter(readme.data, str(readme_path), readme.lines)
         except FrontMatterError as e:
             problems.extend(e.problems)
         except CaffezooError as e:
             problems.append(_err(readme_path, None, str(e)))
 
-    m = ModelDir(path=p, readme=readme or Readme(str(readme_path), "", {}, 0, 0), front_matter=fm, files=files,
-                 weights_dir=weights_dir, bundled=bundled)
+    m = ModelDir(
+        path=p,
+        readme=readme or Readme(str(readme_path), "", {}, 0, 0),
+        front_matter=fm,
+        files=files,
+        weights_dir=weights_dir,
+        bundled=bundled,
+    )
     fm_ok = readme is not None and not any(x.severity == "error" for x in problems)
     for check in CHECKS:
         if not fm_ok and check in (check_front_matter, check_caffe_compat):
@@ -155,8 +181,8 @@ def validate(
 
 def validate_model(model: str | os.PathLike[str]) -> list[Problem]:
     """Like :func:`validate`, but MODEL may also be a bundled model's name."""
-    from .zoo import BUNDLED_DIR, bundled_names
     from .config import settings
+    from .zoo import BUNDLED_DIR, bundled_names
 
     text = os.fspath(model)
     if not Path(text).exists() and text in bundled_names():

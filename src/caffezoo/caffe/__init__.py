@@ -29,11 +29,20 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
-    "read_prototxt": "prototxt", "read_solver": "prototxt", "write_prototxt": "prototxt",
-    "load_prototxt": "prototxt", "parse_prototxt": "prototxt", "to_text": "prototxt",
-    "read_caffemodel": "caffemodel", "write_caffemodel": "caffemodel", "Caffemodel": "caffemodel",
-    "upgrade_net": "upgrade", "upgrade_file": "upgrade",
-    "load_net": "net", "Net": "net", "Layer": "net",
+    "read_prototxt": "prototxt",
+    "read_solver": "prototxt",
+    "write_prototxt": "prototxt",
+    "load_prototxt": "prototxt",
+    "parse_prototxt": "prototxt",
+    "to_text": "prototxt",
+    "read_caffemodel": "caffemodel",
+    "write_caffemodel": "caffemodel",
+    "Caffemodel": "caffemodel",
+    "upgrade_net": "upgrade",
+    "upgrade_file": "upgrade",
+    "load_net": "net",
+    "Net": "net",
+    "Layer": "net",
     "infer_shapes": "shapes",
     "NetBuilder": "builder",
 }

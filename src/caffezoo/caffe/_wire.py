@@ -94,8 +94,9 @@ def next_field(buf, pos: int, end: int) -> Field:
     else:
         raise WireError(record, f"invalid wire type {wire_type} for field {number}")
     if pos > end:
-        raise WireError(record, f"field {number} needs {pos - payload} bytes but only "
-                                f"{end - payload} remain (truncated?)")
+        raise WireError(
+            record, f"field {number} needs {pos - payload} bytes but only {end - payload} remain (truncated?)"
+        )
     return Field(number, wire_type, 0, payload, pos, record)
 
 
@@ -129,7 +130,9 @@ def _skip_group(buf, pos: int, end: int, number: int) -> int:
     return pos
 
 
-def strip(buf, start: int, end: int, drop: frozenset[int], nested: dict[int, frozenset[int]] | None = None) -> bytes:
+def strip(
+    buf, start: int, end: int, drop: frozenset[int], nested: dict[int, frozenset[int]] | None = None
+) -> bytes:
     """The message ``buf[start:end]`` without the fields numbered in ``drop``.
 
     ``nested`` maps a field number to the fields to drop inside that
@@ -144,11 +147,12 @@ def strip(buf, start: int, end: int, drop: frozenset[int], nested: dict[int, fro
             inner = strip(buf, f.start, f.end, nested[f.number])
             out += tag(f.number, BYTES) + encode_varint(len(inner)) + inner
         else:
-            out += buf[f.record_start:f.end]
+            out += buf[f.record_start : f.end]
     return bytes(out)
 
 
 # ------------------------------------------------------------------ writing
+
 
 def encode_varint(value: int) -> bytes:
     if value < 0:

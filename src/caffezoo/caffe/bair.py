@@ -38,17 +38,40 @@ def _weights(params: dict[str, Any], kind: str, std: float | None, bias: float |
     return params
 
 
-def _imagenet_data(n: NetBuilder, *, crop: int, batches: tuple[int, int], mean: dict[str, Any],
-                   image_data: dict[str, Any] | None = None) -> Top:
+def _imagenet_data(
+    n: NetBuilder,
+    *,
+    crop: int,
+    batches: tuple[int, int],
+    mean: dict[str, Any],
+    image_data: dict[str, Any] | None = None,
+) -> Top:
     """The TRAIN and TEST data layers, both named "data" with tops data and label."""
-    for phase, batch, mirror, split in (("TRAIN", batches[0], True, "train"), ("TEST", batches[1], False, "val")):
+    for phase, batch, mirror, split in (
+        ("TRAIN", batches[0], True, "train"),
+        ("TEST", batches[1], False, "val"),
+    ):
         transform = dict(mirror=mirror, crop_size=crop, **mean)
         if image_data is None:
-            n.Data("data", tops=["data", "label"], include=dict(phase=phase), transform_param=transform,
-                   source=f"examples/imagenet/ilsvrc12_{split}_lmdb", batch_size=batch, backend="LMDB")
+            n.Data(
+                "data",
+                tops=["data", "label"],
+                include=dict(phase=phase),
+                transform_param=transform,
+                source=f"examples/imagenet/ilsvrc12_{split}_lmdb",
+                batch_size=batch,
+                backend="LMDB",
+            )
         else:
-            n.ImageData("data", tops=["data", "label"], include=dict(phase=phase), transform_param=transform,
-                        source=image_data[split], batch_size=batch, **image_data["resize"])
+            n.ImageData(
+                "data",
+                tops=["data", "label"],
+                include=dict(phase=phase),
+                transform_param=transform,
+                source=image_data[split],
+                batch_size=batch,
+                **image_data["resize"],
+            )
     return Top("data")
 
 
@@ -58,9 +81,18 @@ def _input(n: NetBuilder, size: int) -> Top:
 
 # ------------------------------------------------- AlexNet and its family
 
-def caffenet(name: str, *, alexnet: bool = False, deploy: bool, learning: bool = True,
-             biases: tuple[float, ...] | None = None, classifier: tuple[str, int, int] = ("fc8", 1000, 1),
-             softmax: bool = True, image_data: dict[str, Any] | None = None) -> NetBuilder:
+
+def caffenet(
+    name: str,
+    *,
+    alexnet: bool = False,
+    deploy: bool,
+    learning: bool = True,
+    biases: tuple[float, ...] | None = None,
+    classifier: tuple[str, int, int] = ("fc8", 1000, 1),
+    softmax: bool = True,
+    image_data: dict[str, Any] | None = None,
+) -> NetBuilder:
     """AlexNet (``alexnet=True``: norm before pool) or CaffeNet (pool before norm).
 
     ``learning`` adds the lr/decay multipliers; ``biases`` (one per learned
@@ -68,13 +100,25 @@ def caffenet(name: str, *, alexnet: bool = False, deploy: bool, learning: bool =
     (name, outputs, learning-rate factor) of the last layer.
     """
     n = NetBuilder(name)
-    x = _input(n, 227) if deploy else _imagenet_data(
-        n, crop=227, batches=(256, 50) if image_data is None else (50, 50),
-        mean=dict(mean_file=IMAGENET_MEAN), image_data=image_data)
+    x = (
+        _input(n, 227)
+        if deploy
+        else _imagenet_data(
+            n,
+            crop=227,
+            batches=(256, 50) if image_data is None else (50, 50),
+            mean=dict(mean_file=IMAGENET_MEAN),
+            image_data=image_data,
+        )
+    )
     bias = iter(biases) if biases else None
 
     def learned(kind: str, layer: str, bottom: str, std: float, lr: int = 1, **params: Any) -> Top:
-        extra = dict(param=[dict(lr_mult=lr, decay_mult=1), dict(lr_mult=2 * lr, decay_mult=0)]) if learning else {}
+        extra = (
+            dict(param=[dict(lr_mult=lr, decay_mult=1), dict(lr_mult=2 * lr, decay_mult=0)])
+            if learning
+            else {}
+        )
         value = next(bias) if bias is not None else None
         _weights(params, "gaussian", std if bias is not None else None, value)
         return getattr(n, kind)(layer, bottom, **extra, **params)
@@ -89,16 +133,23 @@ def caffenet(name: str, *, alexnet: bool = False, deploy: bool, learning: bool =
             return n.Pooling(f"pool{i}", n.LRN(f"norm{i}", top, **lrn), **pool)
         return n.LRN(f"norm{i}", n.Pooling(f"pool{i}", top, **pool), **lrn)
 
-    x = norm_pool(1, relu(1, learned("Convolution", "conv1", x, 0.01, num_output=96, kernel_size=11, stride=4)))
-    x = norm_pool(2, relu(2, learned("Convolution", "conv2", x, 0.01, num_output=256, pad=2, kernel_size=5,
-                                     group=2)))
+    x = norm_pool(
+        1, relu(1, learned("Convolution", "conv1", x, 0.01, num_output=96, kernel_size=11, stride=4))
+    )
+    x = norm_pool(
+        2, relu(2, learned("Convolution", "conv2", x, 0.01, num_output=256, pad=2, kernel_size=5, group=2))
+    )
     x = relu(3, learned("Convolution", "conv3", x, 0.01, num_output=384, pad=1, kernel_size=3))
     x = relu(4, learned("Convolution", "conv4", x, 0.01, num_output=384, pad=1, kernel_size=3, group=2))
     x = relu(5, learned("Convolution", "conv5", x, 0.01, num_output=256, pad=1, kernel_size=3, group=2))
     x = n.Pooling("pool5", x, pool="MAX", kernel_size=3, stride=2)
     for i in (6, 7):
-        x = n.Dropout(f"drop{i}", relu(i, learned("InnerProduct", f"fc{i}", x, 0.005, num_output=4096)),
-                      in_place=True, dropout_ratio=0.5)
+        x = n.Dropout(
+            f"drop{i}",
+            relu(i, learned("InnerProduct", f"fc{i}", x, 0.005, num_output=4096)),
+            in_place=True,
+            dropout_ratio=0.5,
+        )
     layer, outputs, lr = classifier
     if bias is not None:
         bias = iter([0])
@@ -114,19 +165,33 @@ def caffenet(name: str, *, alexnet: bool = False, deploy: bool, learning: bool =
 
 ALEXNET_BIASES = (0, 0.1, 0, 0.1, 0.1, 0.1, 0.1)
 CAFFENET_BIASES = (0, 1, 0, 1, 1, 1, 1)
-FLICKR_DATA = dict(train="data/flickr_style/train.txt", val="data/flickr_style/test.txt",
-                   resize=dict(new_height=256, new_width=256))
+FLICKR_DATA = dict(
+    train="data/flickr_style/train.txt",
+    val="data/flickr_style/test.txt",
+    resize=dict(new_height=256, new_width=256),
+)
 FLICKR_CLASSIFIER = ("fc8_flickr", 20, 10)
 
 
 # ------------------------------------------------------------- GoogLeNet
 
+
 def googlenet(*, deploy: bool) -> NetBuilder:
     """GoogLeNet (Szegedy et al. 2014) as BVLC trained it, with the two auxiliary losses in train_val."""
     n = NetBuilder("GoogleNet")
 
-    def conv(name: str, bottom: str, outputs: int, kernel: int, std: float | None, *, relu: str | None = None,
-             pad: int = 0, stride: int = 1, bias: float = 0.2) -> Top:
+    def conv(
+        name: str,
+        bottom: str,
+        outputs: int,
+        kernel: int,
+        std: float | None,
+        *,
+        relu: str | None = None,
+        pad: int = 0,
+        stride: int = 1,
+        bias: float = 0.2,
+    ) -> Top:
         params: dict[str, Any] = dict(num_output=outputs)
         if pad:
             params["pad"] = pad
@@ -139,10 +204,14 @@ def googlenet(*, deploy: bool) -> NetBuilder:
         return n.ReLU(relu or f"{prefix}/relu_{suffix}", top, in_place=True)
 
     def fc(name: str, bottom: str, outputs: int, bias: float) -> Top:
-        return n.InnerProduct(name, bottom, param=LR, **_weights(dict(num_output=outputs), "xavier", None, bias))
+        return n.InnerProduct(
+            name, bottom, param=LR, **_weights(dict(num_output=outputs), "xavier", None, bias)
+        )
 
     def pool(name: str, bottom: str, kind: str, kernel: int, stride: int, pad: int = 0) -> Top:
-        return n.Pooling(name, bottom, pool=kind, kernel_size=kernel, stride=stride, **({"pad": pad} if pad else {}))
+        return n.Pooling(
+            name, bottom, pool=kind, kernel_size=kernel, stride=stride, **({"pad": pad} if pad else {})
+        )
 
     def inception(name: str, bottom: str, c1: int, c3r: int, c3: int, c5r: int, c5: int, proj: int) -> Top:
         branches = [
@@ -161,12 +230,17 @@ def googlenet(*, deploy: bool) -> NetBuilder:
         x = pool(f"loss{k}/ave_pool", bottom, "AVE", 5, 3)
         x = conv(f"loss{k}/conv", x, 128, 1, None)
         x = n.ReLU(f"loss{k}/relu_fc", fc(f"loss{k}/fc", x, 1024, 0.2), in_place=True)
-        x = fc(f"loss{k}/classifier", n.Dropout(f"loss{k}/drop_fc", x, in_place=True, dropout_ratio=0.7), 1000, 0)
+        x = fc(
+            f"loss{k}/classifier", n.Dropout(f"loss{k}/drop_fc", x, in_place=True, dropout_ratio=0.7), 1000, 0
+        )
         n.SoftmaxWithLoss(f"loss{k}/loss", x, "label", tops=[f"loss{k}/loss{k}"], loss_weight=0.3)
         accuracy(k, x)
 
-    x = _input(n, 224) if deploy else _imagenet_data(n, crop=224, batches=(32, 50),
-                                                     mean=dict(mean_value=[104, 117, 123]))
+    x = (
+        _input(n, 224)
+        if deploy
+        else _imagenet_data(n, crop=224, batches=(32, 50), mean=dict(mean_value=[104, 117, 123]))
+    )
     x = conv("conv1/7x7_s2", x, 64, 7, 0.1, relu="conv1/relu_7x7", pad=3, stride=2)
     x = n.LRN("pool1/norm1", pool("pool1/3x3_s2", x, "MAX", 3, 2), local_size=5, alpha=0.0001, beta=0.75)
     x = conv("conv2/3x3", conv("conv2/3x3_reduce", x, 64, 1, 0.1), 192, 3, 0.03, pad=1)
@@ -198,55 +272,98 @@ def googlenet(*, deploy: bool) -> NetBuilder:
 
 # ----------------------------------------------------------------- solvers
 
+
 def solver(model: str, *, net: str = "train_val.prototxt", **values: Any) -> caffe_pb2.SolverParameter:
     return fill(caffe_pb2.SolverParameter(), dict(net=f"models/{model}/{net}", **values))
 
 
 def _step_solver(model: str, prefix: str, **values: Any) -> caffe_pb2.SolverParameter:
     """The ImageNet recipe of the AlexNet family: step policy, momentum 0.9, decay 5e-4."""
-    defaults = dict(test_iter=1000, test_interval=1000, base_lr=0.01, lr_policy="step", gamma=0.1,
-                    stepsize=100000, display=20, max_iter=450000, momentum=0.9, weight_decay=0.0005,
-                    snapshot=10000, snapshot_prefix=f"models/{model}/{prefix}", solver_mode="GPU")
+    defaults = dict(
+        test_iter=1000,
+        test_interval=1000,
+        base_lr=0.01,
+        lr_policy="step",
+        gamma=0.1,
+        stepsize=100000,
+        display=20,
+        max_iter=450000,
+        momentum=0.9,
+        weight_decay=0.0005,
+        snapshot=10000,
+        snapshot_prefix=f"models/{model}/{prefix}",
+        solver_mode="GPU",
+    )
     defaults.update(values)
     return solver(model, **{k: v for k, v in defaults.items() if v is not None})
 
 
 def _googlenet_solver(prefix: str, **values: Any) -> caffe_pb2.SolverParameter:
-    return solver("bvlc_googlenet", test_iter=1000, test_interval=4000, test_initialization=False, display=40,
-                  average_loss=40, base_lr=0.01, **values, momentum=0.9, weight_decay=0.0002, snapshot=40000,
-                  snapshot_prefix=f"models/bvlc_googlenet/{prefix}", solver_mode="GPU")
+    return solver(
+        "bvlc_googlenet",
+        test_iter=1000,
+        test_interval=4000,
+        test_initialization=False,
+        display=40,
+        average_loss=40,
+        base_lr=0.01,
+        **values,
+        momentum=0.9,
+        weight_decay=0.0002,
+        snapshot=40000,
+        snapshot_prefix=f"models/bvlc_googlenet/{prefix}",
+        solver_mode="GPU",
+    )
 
 
 # ------------------------------------------------------------------ files
+
 
 def definitions() -> dict[tuple[str, str], Any]:
     """(model directory, file name) -> NetBuilder or SolverParameter."""
     return {
         ("bvlc_alexnet", "deploy.prototxt"): caffenet("AlexNet", alexnet=True, deploy=True),
-        ("bvlc_alexnet", "train_val.prototxt"): caffenet("AlexNet", alexnet=True, deploy=False,
-                                                         biases=ALEXNET_BIASES),
+        ("bvlc_alexnet", "train_val.prototxt"): caffenet(
+            "AlexNet", alexnet=True, deploy=False, biases=ALEXNET_BIASES
+        ),
         ("bvlc_alexnet", "solver.prototxt"): _step_solver("bvlc_alexnet", "caffe_alexnet_train"),
         ("bvlc_reference_caffenet", "deploy.prototxt"): caffenet("CaffeNet", deploy=True, learning=False),
-        ("bvlc_reference_caffenet", "train_val.prototxt"): caffenet("CaffeNet", deploy=False,
-                                                                    biases=CAFFENET_BIASES),
-        ("bvlc_reference_caffenet", "solver.prototxt"): _step_solver("bvlc_reference_caffenet",
-                                                                     "caffenet_train"),
+        ("bvlc_reference_caffenet", "train_val.prototxt"): caffenet(
+            "CaffeNet", deploy=False, biases=CAFFENET_BIASES
+        ),
+        ("bvlc_reference_caffenet", "solver.prototxt"): _step_solver(
+            "bvlc_reference_caffenet", "caffenet_train"
+        ),
         ("bvlc_reference_rcnn_ilsvrc13", "deploy.prototxt"): caffenet(
-            "R-CNN-ilsvrc13", deploy=True, learning=False, classifier=("fc-rcnn", 200, 1), softmax=False),
+            "R-CNN-ilsvrc13", deploy=True, learning=False, classifier=("fc-rcnn", 200, 1), softmax=False
+        ),
         ("finetune_flickr_style", "deploy.prototxt"): caffenet(
-            "FlickrStyleCaffeNet", deploy=True, biases=CAFFENET_BIASES, classifier=FLICKR_CLASSIFIER),
+            "FlickrStyleCaffeNet", deploy=True, biases=CAFFENET_BIASES, classifier=FLICKR_CLASSIFIER
+        ),
         ("finetune_flickr_style", "train_val.prototxt"): caffenet(
-            "FlickrStyleCaffeNet", deploy=False, biases=CAFFENET_BIASES, classifier=FLICKR_CLASSIFIER,
-            image_data=FLICKR_DATA),
+            "FlickrStyleCaffeNet",
+            deploy=False,
+            biases=CAFFENET_BIASES,
+            classifier=FLICKR_CLASSIFIER,
+            image_data=FLICKR_DATA,
+        ),
         ("finetune_flickr_style", "solver.prototxt"): _step_solver(
-            "finetune_flickr_style", "finetune_flickr_style", test_iter=100, base_lr=0.001, stepsize=20000,
-            max_iter=100000, solver_mode=None),
+            "finetune_flickr_style",
+            "finetune_flickr_style",
+            test_iter=100,
+            base_lr=0.001,
+            stepsize=20000,
+            max_iter=100000,
+            solver_mode=None,
+        ),
         ("bvlc_googlenet", "deploy.prototxt"): googlenet(deploy=True),
         ("bvlc_googlenet", "train_val.prototxt"): googlenet(deploy=False),
         ("bvlc_googlenet", "solver.prototxt"): _googlenet_solver(
-            "bvlc_googlenet", lr_policy="step", stepsize=320000, gamma=0.96, max_iter=10000000),
+            "bvlc_googlenet", lr_policy="step", stepsize=320000, gamma=0.96, max_iter=10000000
+        ),
         ("bvlc_googlenet", "quick_solver.prototxt"): _googlenet_solver(
-            "bvlc_googlenet_quick", lr_policy="poly", power=0.5, max_iter=2400000),
+            "bvlc_googlenet_quick", lr_policy="poly", power=0.5, max_iter=2400000
+        ),
     }
 
 
@@ -268,8 +385,11 @@ def models_root() -> Path:
 def stale(root: Path | None = None) -> list[Path]:
     """Files under ``root`` (the bundled models) that differ from :func:`render`."""
     root = root or models_root()
-    return [root / model / name for (model, name), text in render().items()
-            if not (root / model / name).is_file() or (root / model / name).read_text("utf-8") != text]
+    return [
+        root / model / name
+        for (model, name), text in render().items()
+        if not (root / model / name).is_file() or (root / model / name).read_text("utf-8") != text
+    ]
 
 
 def write_all(root: Path | None = None) -> list[Path]:
@@ -286,7 +406,9 @@ def write_all(root: Path | None = None) -> list[Path]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m caffezoo.caffe.bair", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m caffezoo.caffe.bair", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("--check", action="store_true", help="only check; exit 1 if a file is stale")
     parser.add_argument("--root", type=Path, default=None, help="models directory [the bundled one]")
     args = parser.parse_args(argv)

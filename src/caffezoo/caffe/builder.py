@@ -46,8 +46,10 @@ def fill(message: Message, values: Mapping[str, Any]) -> Message:
     for key, value in values.items():
         fd = message.DESCRIPTOR.fields_by_name.get(key)
         if fd is None:
-            raise TypeError(f"{message.DESCRIPTOR.name} has no field {key!r} "
-                            f"(fields: {', '.join(sorted(message.DESCRIPTOR.fields_by_name))})")
+            raise TypeError(
+                f"{message.DESCRIPTOR.name} has no field {key!r} "
+                f"(fields: {', '.join(sorted(message.DESCRIPTOR.fields_by_name))})"
+            )
         items = list(value) if isinstance(value, list | tuple) else [value]
         if not is_repeated(fd) and len(items) != 1:
             raise TypeError(f"{message.DESCRIPTOR.name}.{key} takes one value, not {len(items)}")
@@ -61,8 +63,10 @@ def fill(message: Message, values: Mapping[str, Any]) -> Message:
                 continue
             if fd.enum_type is not None and isinstance(item, str):
                 if item not in fd.enum_type.values_by_name:
-                    raise TypeError(f"{message.DESCRIPTOR.name}.{key}: {item!r} is not one of "
-                                    f"{', '.join(fd.enum_type.values_by_name)}")
+                    raise TypeError(
+                        f"{message.DESCRIPTOR.name}.{key}: {item!r} is not one of "
+                        f"{', '.join(fd.enum_type.values_by_name)}"
+                    )
                 item = fd.enum_type.values_by_name[item].number
             if is_repeated(fd):
                 getattr(message, key).append(item)
@@ -77,8 +81,15 @@ class NetBuilder:
     def __init__(self, name: str = ""):
         self.net = caffe_pb2.NetParameter(name=name)
 
-    def layer(self, type: str, name: str, *bottoms: str | Sequence[str], tops: Sequence[str] | None = None,
-              in_place: bool = False, **params: Any) -> Top | tuple[Top, ...]:
+    def layer(
+        self,
+        type: str,
+        name: str,
+        *bottoms: str | Sequence[str],
+        tops: Sequence[str] | None = None,
+        in_place: bool = False,
+        **params: Any,
+    ) -> Top | tuple[Top, ...]:
         """Add a layer; see the module docstring for ``params``."""
         flat = [b for item in bottoms for b in ([item] if isinstance(item, str) else item)]
         if in_place:
@@ -94,7 +105,9 @@ class NetBuilder:
             elif own is not None:
                 type_values[key] = value
             else:
-                raise TypeError(f"layer {name!r}: {type} layers take no {key!r} (and have no *_param message)")
+                raise TypeError(
+                    f"layer {name!r}: {type} layers take no {key!r} (and have no *_param message)"
+                )
         fill(layer, layer_values)
         if type_values:
             fill(getattr(layer, own), type_values)

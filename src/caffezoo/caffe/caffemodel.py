@@ -213,8 +213,10 @@ def _index(model: Caffemodel) -> None:
     buf, size, p = model._buf, model.size, model.path
     head = bytes(buf[:4096])
     if not looks_binary(head) and _looks_like_prototxt(head):
-        raise CaffemodelError(f"{p}: is a text file (a prototxt?), not a binary .caffemodel; "
-                              f"pass it as the net definition, and the weights with --weights")
+        raise CaffemodelError(
+            f"{p}: is a text file (a prototxt?), not a binary .caffemodel; "
+            f"pass it as the net definition, and the weights with --weights"
+        )
     seen_v1 = seen_v2 = seen_v0 = False
     try:
         for f in w.iter_fields(buf, 0, size):
@@ -234,14 +236,18 @@ def _index(model: Caffemodel) -> None:
                     model.inputs.append(_text(buf, f, p, "input"))
     except w.WireError as e:
         where = f" (after layer {model.layers[-1].name!r})" if model.layers else ""
-        raise CaffemodelError(f"{p}: malformed at byte {e.offset}{where}: {e}; the file is damaged "
-                              f"or not a .caffemodel (check its size and SHA-1)") from None
+        raise CaffemodelError(
+            f"{p}: malformed at byte {e.offset}{where}: {e}; the file is damaged "
+            f"or not a .caffemodel (check its size and SHA-1)"
+        ) from None
     if not model.layers:
-        raise CaffemodelError(f"{p}: no layers found: not a Caffe net (a .binaryproto mean file "
-                              f"or another protobuf?)")
+        raise CaffemodelError(
+            f"{p}: no layers found: not a Caffe net (a .binaryproto mean file or another protobuf?)"
+        )
     if seen_v1 and seen_v2:
-        raise CaffemodelError(f"{p}: has both V1 `layers` and V2 `layer` entries; Caffe refuses such "
-                              f"files too")
+        raise CaffemodelError(
+            f"{p}: has both V1 `layers` and V2 `layer` entries; Caffe refuses such files too"
+        )
     model.version = "V0" if seen_v0 else "V1" if seen_v1 else "V2"
 
 
@@ -252,7 +258,7 @@ def _looks_like_prototxt(head: bytes) -> bool:
 
 def _text(buf, f: w.Field, path: Path, what: str) -> str:
     try:
-        return bytes(buf[f.start:f.end]).decode("utf-8")
+        return bytes(buf[f.start : f.end]).decode("utf-8")
     except UnicodeDecodeError:
         raise CaffemodelError(f"{path}: {what} at byte {f.start} is not UTF-8 text") from None
 
@@ -274,8 +280,9 @@ def _read_layer(model: Caffemodel, record: w.Field, index: int, version: str) ->
     return layer
 
 
-def _read_fields(model: Caffemodel, layer: ModelLayer, record: w.Field, version: str,
-                 blob_fields: list[w.Field]) -> None:
+def _read_fields(
+    model: Caffemodel, layer: ModelLayer, record: w.Field, version: str, blob_fields: list[w.Field]
+) -> None:
     buf, p, roles = model._buf, model.path, _ROLES[version]
     for f in w.iter_fields(buf, record.start, record.end):
         if version == "V1" and f.number == _V1_TYPE and f.wire_type == w.VARINT:
@@ -305,7 +312,9 @@ def _add_blobs(model: Caffemodel, layer: ModelLayer, fields: list[w.Field]) -> N
         try:
             layer.blobs.append(_blob(model._buf, f.start, f.end))
         except (w.WireError, ValueError) as e:
-            raise CaffemodelError(f"{model.path}: layer {layer.name!r} (#{layer.index}), blob {i}: {e}") from None
+            raise CaffemodelError(
+                f"{model.path}: layer {layer.name!r} (#{layer.index}), blob {i}: {e}"
+            ) from None
         layer.blob_spans.append((f.start, f.end))
 
 
@@ -342,7 +351,9 @@ def _blob(buf, start: int, end: int) -> Blob:
             item = 8 if dtype == "<f8" else 4
             if wt == w.BYTES:
                 if (f.end - f.start) % item:
-                    raise ValueError(f"packed field {n} has {f.end - f.start} bytes, not a multiple of {item}")
+                    raise ValueError(
+                        f"packed field {n} has {f.end - f.start} bytes, not a multiple of {item}"
+                    )
                 runs.setdefault(n, []).append(np.frombuffer(buf, dtype, (f.end - f.start) // item, f.start))
             elif wt == (w.FIXED64 if item == 8 else w.FIXED32):
                 values, pos = _unpacked_run(buf, f.record_start, end, n, wt, dtype, item)
@@ -377,7 +388,9 @@ def _blob(buf, start: int, end: int) -> Blob:
         if (raw[1] - raw[0]) % size:
             raise ValueError(f"raw_data has {raw[1] - raw[0]} bytes, not a multiple of {size} ({dtype})")
         data = np.frombuffer(buf, dtype, (raw[1] - raw[0]) // size, raw[0])
-        encoding = {"<f8": "float64", "<f4": "float32", "<f2": "float16", "<i4": "int32", "<u4": "uint32"}[dtype]
+        encoding = {"<f8": "float64", "<f4": "float32", "<f2": "float16", "<i4": "int32", "<u4": "uint32"}[
+            dtype
+        ]
     if data is None:
         if runs.get(_B_DIFF) or runs.get(_B_DOUBLE_DIFF):
             note = "holds only `diff` (gradients), no `data`: these weights were never saved"
@@ -433,20 +446,30 @@ def _unpacked_run(buf, record: int, end: int, number: int, wire_type: int, dtype
     stride = len(key) + item
     count = (end - record) // stride
     raw = np.frombuffer(buf, np.uint8, count * stride, record).reshape(count, stride)
-    same = np.all(raw[:, :len(key)] == np.frombuffer(key, np.uint8), axis=1)
+    same = np.all(raw[:, : len(key)] == np.frombuffer(key, np.uint8), axis=1)
     n = int(np.argmin(same)) if not same.all() else count
-    values = raw[:n, len(key):].copy().view(dtype).reshape(n)
+    values = raw[:n, len(key) :].copy().view(dtype).reshape(n)
     return values, record + n * stride
 
 
 # ------------------------------------------------------------------ writing
 
-Weights = Mapping[str, Sequence["np.ndarray"]] | Callable[["caffe_pb2.LayerParameter"], "Sequence[np.ndarray] | None"]
+Weights = (
+    Mapping[str, Sequence["np.ndarray"]]
+    | Callable[["caffe_pb2.LayerParameter"], "Sequence[np.ndarray] | None"]
+)
 
 
-def write_caffemodel(path: str | os.PathLike[str], net: caffe_pb2.NetParameter, weights: Weights | None = None,
-                     *, version: str = "V2", encoding: str = "float32", legacy_shape: bool = False,
-                     packed: bool = True) -> Path:
+def write_caffemodel(
+    path: str | os.PathLike[str],
+    net: caffe_pb2.NetParameter,
+    weights: Weights | None = None,
+    *,
+    version: str = "V2",
+    encoding: str = "float32",
+    legacy_shape: bool = False,
+    packed: bool = True,
+) -> Path:
     """Write ``net`` with ``weights`` as a ``.caffemodel`` at ``path`` (atomically, streamed).
 
     >>> write_caffemodel("tiny.caffemodel", net, {"conv1": [w, b]})   # doctest: +SKIP
@@ -511,8 +534,9 @@ def _weights_for(layer, weights: Weights | None) -> list:
     return [blob_from_proto(b).data for b in layer.blobs]
 
 
-def _write_layer(out: BinaryIO, layer, blobs: list, version: str, encoding: str, legacy: bool,
-                 packed: bool) -> None:
+def _write_layer(
+    out: BinaryIO, layer, blobs: list, version: str, encoding: str, legacy: bool, packed: bool
+) -> None:
     from . import caffe_pb2
 
     head = caffe_pb2.LayerParameter()
@@ -525,8 +549,9 @@ def _write_layer(out: BinaryIO, layer, blobs: list, version: str, encoding: str,
         head_bytes = head.SerializeToString()
         layer_field, blob_field = _NET_LAYER, _V2_BLOBS
     encoded = [_encode_blob(a, encoding, legacy, packed) for a in blobs]
-    blob_records = [(w.tag(blob_field, w.BYTES) + w.encode_varint(len(h) + _nbytes(d)), h, d)
-                    for h, d in encoded]
+    blob_records = [
+        (w.tag(blob_field, w.BYTES) + w.encode_varint(len(h) + _nbytes(d)), h, d) for h, d in encoded
+    ]
     total = len(head_bytes) + sum(len(t) + len(h) + _nbytes(d) for t, h, d in blob_records)
     out.write(w.tag(layer_field, w.BYTES) + w.encode_varint(total) + head_bytes)
     for t, h, d in blob_records:
@@ -561,7 +586,9 @@ def _encode_blob(array, encoding: str, legacy: bool, packed: bool) -> tuple[byte
         head += w.tag(_B_RAW_TYPE, w.VARINT) + w.encode_varint(2)
         head += w.tag(_B_RAW, w.BYTES) + w.encode_varint(values.nbytes)
         return bytes(head), [memoryview(values).cast("B")]
-    dtype, number, fixed = ("<f8", _B_DOUBLE, w.FIXED64) if encoding == "float64" else ("<f4", _B_DATA, w.FIXED32)
+    dtype, number, fixed = (
+        ("<f8", _B_DOUBLE, w.FIXED64) if encoding == "float64" else ("<f4", _B_DATA, w.FIXED32)
+    )
     values = np.ascontiguousarray(a, dtype=dtype).reshape(-1)
     if packed:
         if values.size:
@@ -569,8 +596,8 @@ def _encode_blob(array, encoding: str, legacy: bool, packed: bool) -> tuple[byte
         return bytes(head), [memoryview(values).cast("B")]
     key = np.frombuffer(w.tag(number, fixed), np.uint8)
     records = np.empty((values.size, len(key) + values.itemsize), np.uint8)
-    records[:, :len(key)] = key
-    records[:, len(key):] = values.view(np.uint8).reshape(values.size, values.itemsize)
+    records[:, : len(key)] = key
+    records[:, len(key) :] = values.view(np.uint8).reshape(values.size, values.itemsize)
     return bytes(head), [memoryview(records).cast("B")]
 
 

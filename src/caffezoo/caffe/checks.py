@@ -54,14 +54,20 @@ def _parse(path: Path, message_type: type) -> tuple[Prototxt | None, list[Proble
         parsed = load_prototxt(path, message_type, skip_unknown=True)
     except PrototxtError:
         return None, [_error(path, strict_error.line, _without_location(strict_error))]
-    return parsed, [_error(path, s.line, f"column {s.column}: unknown field {s.path!r}; BVLC Caffe rejects "
-                                         f"it (a Caffe fork's parameter?)") for s in parsed.skipped]
+    return parsed, [
+        _error(
+            path,
+            s.line,
+            f"column {s.column}: unknown field {s.path!r}; BVLC Caffe rejects it (a Caffe fork's parameter?)",
+        )
+        for s in parsed.skipped
+    ]
 
 
 def _without_location(e: PrototxtError) -> str:
     text = str(e)
     prefix = f"{e.path}:{e.line}:{e.column}: " if e.line else f"{e.path}: "
-    text = text[len(prefix):] if text.startswith(prefix) else text
+    text = text[len(prefix) :] if text.startswith(prefix) else text
     return f"column {e.column}: {text}" if e.column else text
 
 
@@ -73,8 +79,9 @@ def check_net_file(path: Path, *, deploy: bool = False) -> Iterator[Problem]:
     net_message: caffe_pb2.NetParameter = parsed.message  # type: ignore[assignment]
     if deploy:
         yield from _deploy_inputs(path, parsed)
-    uses_phases = any(rule.HasField("phase") for layer in net_message.layer for rule in [*layer.include,
-                                                                                         *layer.exclude])
+    uses_phases = any(
+        rule.HasField("phase") for layer in net_message.layer for rule in [*layer.include, *layer.exclude]
+    )
     seen: set[tuple[int | None, str]] = set()
     for phase in ("TEST", "TRAIN") if uses_phases and not deploy else ("TEST",):
         for problem in _net_problems(path, parsed, phase):
@@ -100,8 +107,11 @@ def _net_problems(path: Path, parsed: Prototxt, phase: str) -> Iterable[Problem]
             yield _error(path, layer.line, f"layer {layer.name!r}: {what}")
     wiring = wiring_problems(net.layers)
     for layer, message in wiring:
-        yield _error(path, layer.line, f"layer {layer.name!r}: {message}" + (f" ({phase} phase)"
-                                                                            if phase == "TRAIN" else ""))
+        yield _error(
+            path,
+            layer.line,
+            f"layer {layer.name!r}: {message}" + (f" ({phase} phase)" if phase == "TRAIN" else ""),
+        )
     if wiring:
         return
     infer_shapes(net)
@@ -115,15 +125,20 @@ def _deploy_inputs(path: Path, parsed: Prototxt) -> Iterator[Problem]:
     net: caffe_pb2.NetParameter = parsed.message  # type: ignore[assignment]
     first_input = (parsed.lines.get("input") or [None])[0]
     if net.input and not (net.input_shape or net.input_dim):
-        yield _error(path, first_input, f"input {', '.join(map(repr, net.input))} has no shape: add input_shape "
-                                        f"{{ dim: ... }} (or four input_dim) per input")
+        yield _error(
+            path,
+            first_input,
+            f"input {', '.join(map(repr, net.input))} has no shape: add input_shape "
+            f"{{ dim: ... }} (or four input_dim) per input",
+        )
     layer_lines = parsed.lines.get("layer") or parsed.lines.get("layers") or []
     for i, layer in enumerate(net.layer):
         if layer.type == "Input" and not layer.input_param.shape:
             line = layer_lines[i] if i < len(layer_lines) else None
             yield _error(path, line, f"Input layer {layer.name!r} has no input_param {{ shape {{ ... }} }}")
-    has_source = net.input or any(
-        layer.type == "Input" or not layer.bottom for layer in net.layer) or net.layers
+    has_source = (
+        net.input or any(layer.type == "Input" or not layer.bottom for layer in net.layer) or net.layers
+    )
     if not has_source:
         yield _error(path, None, "the deploy net declares no input: add an Input layer with its shape")
 
@@ -140,15 +155,18 @@ def check_solver_file(path: Path, model_dir: Path) -> Iterator[Problem]:
     names += [("test_net", t) for t in solver.test_net]
     inline = solver.HasField("net_param") or solver.HasField("train_net_param")
     if not names and not inline:
-        yield _error(path, None, "the solver names no net: add `net: \"train_val.prototxt\"`")
+        yield _error(path, None, 'the solver names no net: add `net: "train_val.prototxt"`')
     for key, value in names:
         line = (parsed.lines.get(key) or [None])[0]
         # Caffe resolves the path from where it runs (usually Caffe's root, hence
         # "models/NAME/train_val.prototxt"); the file itself should be in this directory.
         # A warning, not an error: the deploy net still runs without the training setup.
         if not ((model_dir / value).is_file() or (model_dir / Path(value).name).is_file()):
-            yield _warning(path, line, f"{key}: {value!r} is not in the model directory "
-                                     f"(no {Path(value).name} beside the solver)")
+            yield _warning(
+                path,
+                line,
+                f"{key}: {value!r} is not in the model directory (no {Path(value).name} beside the solver)",
+            )
 
 
 def _line_of(message: str) -> int | None:

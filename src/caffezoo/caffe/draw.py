@@ -26,9 +26,17 @@ from .net import Layer, Net, describe_shape, load_net
 
 RANKDIRS = ("LR", "TB", "RL", "BT")
 FORMATS = ("svg", "png", "pdf", "dot")
-_COLORS = {"Convolution": "#FF5050", "Deconvolution": "#FF7777", "Pooling": "#FF9900",
-           "InnerProduct": "#CC33FF", "Concat": "#33AA99", "Eltwise": "#33AA99", "Input": "#A0C8F0",
-           "Data": "#A0C8F0", "ImageData": "#A0C8F0"}
+_COLORS = {
+    "Convolution": "#FF5050",
+    "Deconvolution": "#FF7777",
+    "Pooling": "#FF9900",
+    "InnerProduct": "#CC33FF",
+    "Concat": "#33AA99",
+    "Eltwise": "#33AA99",
+    "Input": "#A0C8F0",
+    "Data": "#A0C8F0",
+    "ImageData": "#A0C8F0",
+}
 _DEFAULT_COLOR = "#6495ED"
 
 
@@ -56,7 +64,10 @@ def _details(layer: Layer) -> list[str]:
         if p.global_pooling:
             out.append(f"{kind} global")
         else:
-            out.append(f"{kind} {p.kernel_size or p.kernel_h}, stride {p.stride}" + (f", pad {p.pad}" if p.pad else ""))
+            out.append(
+                f"{kind} {p.kernel_size or p.kernel_h}, stride {p.stride}"
+                + (f", pad {p.pad}" if p.pad else "")
+            )
     elif layer.type == "InnerProduct":
         out.append(f"{p.num_output} outputs")
     return out
@@ -66,24 +77,37 @@ def to_dot(net: Net, rankdir: str = "LR") -> str:
     """The net as Graphviz DOT text."""
     if rankdir not in RANKDIRS:
         raise DrawError(f"rankdir must be one of {', '.join(RANKDIRS)}, not {rankdir!r}")
-    lines = [f"digraph {_quote(net.name or 'net')} {{", f"  rankdir={rankdir};",
-             '  node [fontname="Helvetica", fontsize=10];', '  edge [color="#555555"];']
+    lines = [
+        f"digraph {_quote(net.name or 'net')} {{",
+        f"  rankdir={rankdir};",
+        '  node [fontname="Helvetica", fontsize=10];',
+        '  edge [color="#555555"];',
+    ]
     version: dict[str, int] = {}
 
     def blob_node(name: str, new: bool = False) -> str:
         if new or name not in version:
             version[name] = version.get(name, -1) + 1
             node = f"blob:{name}:{version[name]}"
-            lines.append(f'  {_quote(node)} [label={_quote(name)}, shape=octagon, style=filled, '
-                         f'fillcolor="#E0E0E0"];')
+            lines.append(
+                f'  {_quote(node)} [label={_quote(name)}, shape=octagon, style=filled, fillcolor="#E0E0E0"];'
+            )
         return f"blob:{name}:{version[name]}"
 
     for i, layer in enumerate(net.layers):
         node = f"layer:{i}"
-        label = "\n".join([layer.name, f"({layer.type})", *_details(layer),
-                           *([" / ".join(describe_shape(s) for s in layer.top_shapes)] if layer.top_shapes else [])])
+        label = "\n".join(
+            [
+                layer.name,
+                f"({layer.type})",
+                *_details(layer),
+                *([" / ".join(describe_shape(s) for s in layer.top_shapes)] if layer.top_shapes else []),
+            ]
+        )
         color = _COLORS.get(layer.type, _DEFAULT_COLOR)
-        lines.append(f"  {_quote(node)} [label={_quote(label)}, shape=box, style=filled, fillcolor={_quote(color)}];")
+        lines.append(
+            f"  {_quote(node)} [label={_quote(label)}, shape=box, style=filled, fillcolor={_quote(color)}];"
+        )
         for bottom in layer.bottoms:
             lines.append(f"  {_quote(blob_node(bottom))} -> {_quote(node)};")
         for top in layer.tops:
@@ -95,10 +119,14 @@ def to_dot(net: Net, rankdir: str = "LR") -> str:
 def _dot(source: str, fmt: str) -> bytes:
     exe = shutil.which("dot")
     if exe is None:
-        raise DrawError("graphviz's `dot` is not installed (Debian/Ubuntu: apt-get install graphviz; "
-                        "macOS: brew install graphviz); `-o net.dot` writes the graph without it")
+        raise DrawError(
+            "graphviz's `dot` is not installed (Debian/Ubuntu: apt-get install graphviz; "
+            "macOS: brew install graphviz); `-o net.dot` writes the graph without it"
+        )
     try:
-        done = subprocess.run([exe, f"-T{fmt}"], input=source.encode("utf-8"), capture_output=True, timeout=120)
+        done = subprocess.run(
+            [exe, f"-T{fmt}"], input=source.encode("utf-8"), capture_output=True, timeout=120
+        )
     except subprocess.TimeoutExpired:
         raise DrawError("graphviz's `dot` took more than 2 minutes; the net is too large to draw") from None
     if done.returncode != 0:
@@ -113,8 +141,14 @@ def to_svg(net: Net | str | os.PathLike[str], rankdir: str = "LR", phase: str = 
     return _dot(to_dot(net, rankdir), "svg").decode("utf-8")
 
 
-def draw(prototxt: str | os.PathLike[str], output: str | os.PathLike[str], *, rankdir: str = "LR",
-         phase: str = "TEST", skip_unknown: bool = False) -> Path:
+def draw(
+    prototxt: str | os.PathLike[str],
+    output: str | os.PathLike[str],
+    *,
+    rankdir: str = "LR",
+    phase: str = "TEST",
+    skip_unknown: bool = False,
+) -> Path:
     """Draw the net at ``prototxt`` into ``output``; the format is its suffix (svg, png, pdf, dot)."""
     out = Path(output)
     fmt = out.suffix.lstrip(".").lower()

@@ -126,8 +126,12 @@ class Net:
     @property
     def inputs(self) -> dict[str, Shape | None]:
         """Blobs no layer of the net computes: the tops of Input and data layers."""
-        return {top: shape for layer in self.layers if not layer.bottoms
-                for top, shape in zip(layer.tops, layer.top_shapes or [None] * len(layer.tops))}
+        return {
+            top: shape
+            for layer in self.layers
+            if not layer.bottoms
+            for top, shape in zip(layer.tops, layer.top_shapes or [None] * len(layer.tops))
+        }
 
     @property
     def outputs(self) -> list[str]:
@@ -170,6 +174,7 @@ class Net:
 
 # ------------------------------------------------------------------ loading
 
+
 def load_net(
     prototxt: str | os.PathLike[str] | caffe_pb2.NetParameter | Prototxt,
     weights: str | os.PathLike[str] | Caffemodel | None = None,
@@ -201,7 +206,9 @@ def load_net(
     if isinstance(prototxt, caffe_pb2.NetParameter):
         path, message, lines = None, prototxt, {}
     else:
-        parsed = prototxt if isinstance(prototxt, Prototxt) else load_prototxt(prototxt, skip_unknown=skip_unknown)
+        parsed = (
+            prototxt if isinstance(prototxt, Prototxt) else load_prototxt(prototxt, skip_unknown=skip_unknown)
+        )
         path, message, lines = parsed.path, parsed.message, parsed.lines
     net = assemble(message, path, lines, phase=phase, level=level, stages=stages)
     check_wiring(net)
@@ -217,15 +224,24 @@ def load_net(
     return net
 
 
-def assemble(message: caffe_pb2.NetParameter, path: str | None = None, lines: dict[str, list[int]] | None = None,
-             *, phase: str = "TEST", level: int = 0, stages: Sequence[str] = ()) -> Net:
+def assemble(
+    message: caffe_pb2.NetParameter,
+    path: str | None = None,
+    lines: dict[str, list[int]] | None = None,
+    *,
+    phase: str = "TEST",
+    level: int = 0,
+    stages: Sequence[str] = (),
+) -> Net:
     """Upgrade ``message`` and keep the layers of ``phase``: steps 1-2 of :func:`load_net`, no checks."""
     result = upgrade_net(message, path or message.name or "net")
     layer_lines = _lines(message, lines or {}, result.origin)
     state = caffe_pb2.NetState(phase=PHASES[phase], level=level, stage=list(stages))
-    layers = [Layer(p.name, p.type, list(p.bottom), list(p.top), p, line)
-              for p, line in zip(result.net.layer, layer_lines)
-              if _included(p, state, path, line)]
+    layers = [
+        Layer(p.name, p.type, list(p.bottom), list(p.top), p, line)
+        for p, line in zip(result.net.layer, layer_lines)
+        if _included(p, state, path, line)
+    ]
     return Net(result.net.name, layers, phase, path, upgrade_steps=result.steps, source=result.net)
 
 
@@ -235,8 +251,9 @@ def _lines(message: caffe_pb2.NetParameter, lines: dict[str, list[int]], origin:
     return [first_input if i is None else (source[i] if i < len(source) else None) for i in origin]
 
 
-def _included(layer: caffe_pb2.LayerParameter, state: caffe_pb2.NetState, path: str | None,
-              line: int | None) -> bool:
+def _included(
+    layer: caffe_pb2.LayerParameter, state: caffe_pb2.NetState, path: str | None, line: int | None
+) -> bool:
     """Caffe's FilterNet: include rules select, exclude rules reject; no rules, kept."""
     if layer.include and layer.exclude:
         where = f"{path}:{line}: " if path and line else ""
@@ -269,11 +286,18 @@ def wiring_problems(layers: Iterable[Layer]) -> list[tuple[Layer, str]]:
     for layer in layers:
         for j, bottom in enumerate(layer.bottoms):
             if bottom not in produced:
-                problems.append((layer, f"bottom {bottom!r} (index {j}) is not produced by any earlier layer"))
+                problems.append(
+                    (layer, f"bottom {bottom!r} (index {j}) is not produced by any earlier layer")
+                )
         for i, (top, in_place) in enumerate(zip(layer.tops, layer.in_place)):
             if top in produced and not in_place:
-                problems.append((layer, f"top {top!r} is already produced by an earlier layer "
-                                        f"(only in-place reuse, top[{i}] == bottom[{i}], is allowed)"))
+                problems.append(
+                    (
+                        layer,
+                        f"top {top!r} is already produced by an earlier layer "
+                        f"(only in-place reuse, top[{i}] == bottom[{i}], is allowed)",
+                    )
+                )
             produced.add(top)
     return problems
 
@@ -295,7 +319,7 @@ def insert_splits(layers: list[Layer]) -> list[Layer]:
             readers[top] = readers.get(top, 0) + 1
         for j, top in enumerate(layer.tops):
             last_writer[top] = (i, j)
-        for j, weight in enumerate(list(layer.param.loss_weight)[:len(layer.tops)]):
+        for j, weight in enumerate(list(layer.param.loss_weight)[: len(layer.tops)]):
             top = last_writer[layer.tops[j]]
             loss_weight[top] = weight
             if weight:
@@ -337,6 +361,7 @@ def _split_blob(layer: str, blob: str, index: int, k: int) -> str:
 
 # ------------------------------------------------------------------ weights
 
+
 def attach_weights(net: Net, weights: str | os.PathLike[str] | Caffemodel, *, strict: bool = True) -> None:
     """Give each layer its blobs from ``weights``, as Caffe's CopyTrainedLayersFrom does.
 
@@ -364,16 +389,28 @@ def match_weights(net: Net, model: Caffemodel) -> list[WeightProblem]:
         target = targets.get(source.name)
         if target is None:
             if source.blobs:
-                problems.append(WeightProblem(source.name, f"in the caffemodel ({len(source.blobs)} blobs, "
-                                              f"{source.type}) but not in the net: ignored", False))
+                problems.append(
+                    WeightProblem(
+                        source.name,
+                        f"in the caffemodel ({len(source.blobs)} blobs, "
+                        f"{source.type}) but not in the net: ignored",
+                        False,
+                    )
+                )
             continue
         matched.add(target.name)
         problems.extend(_fit(target, source.blobs, source.type))
     for layer in net.layers:
         if layer.param_shapes and layer.name not in matched:
-            problems.append(WeightProblem(layer.name, f"no weights in the caffemodel for this {layer.type} layer "
-                                          f"({len(layer.param_shapes)} blobs expected); Caffe would use the "
-                                          f"layer's fillers", False))
+            problems.append(
+                WeightProblem(
+                    layer.name,
+                    f"no weights in the caffemodel for this {layer.type} layer "
+                    f"({len(layer.param_shapes)} blobs expected); Caffe would use the "
+                    f"layer's fillers",
+                    False,
+                )
+            )
     return problems
 
 
@@ -381,11 +418,20 @@ def _fit(layer: Layer, blobs: list[Blob], source_type: str) -> list[WeightProble
     problems = []
     expected = layer.param_shapes
     if blobs and source_type and source_type != layer.type:
-        problems.append(WeightProblem(layer.name, f"is a {source_type} layer in the caffemodel but a "
-                                      f"{layer.type} in the net", False))
+        problems.append(
+            WeightProblem(
+                layer.name, f"is a {source_type} layer in the caffemodel but a {layer.type} in the net", False
+            )
+        )
     if expected is not None and len(blobs) != len(expected):
-        problems.append(WeightProblem(layer.name, f"the caffemodel has {len(blobs)} blobs, the net expects "
-                                      f"{len(expected)} ({_shapes(expected)})", True))
+        problems.append(
+            WeightProblem(
+                layer.name,
+                f"the caffemodel has {len(blobs)} blobs, the net expects "
+                f"{len(expected)} ({_shapes(expected)})",
+                True,
+            )
+        )
         return problems
     arrays = []
     for i, blob in enumerate(blobs):
@@ -394,8 +440,14 @@ def _fit(layer: Layer, blobs: list[Blob], source_type: str) -> list[WeightProble
             continue
         want = expected[i] if expected is not None else None
         if want is not None and not shape_fits(blob, want):
-            problems.append(WeightProblem(layer.name, f"blob {i} is {describe_shape(blob.shape)} in the caffemodel but "
-                                          f"the net expects {describe_shape(want)}", True))
+            problems.append(
+                WeightProblem(
+                    layer.name,
+                    f"blob {i} is {describe_shape(blob.shape)} in the caffemodel but "
+                    f"the net expects {describe_shape(want)}",
+                    True,
+                )
+            )
             continue
         arrays.append(blob.data.reshape(want) if want is not None else blob.data)
     if len(arrays) == len(blobs):

@@ -93,29 +93,42 @@ def upgrade_solver(solver: caffe_pb2.SolverParameter, path: str = "<solver>") ->
     if not solver.HasField("solver_type"):
         return
     if solver.HasField("type"):
-        raise PrototxtError(f"{path}: both `solver_type` (deprecated) and `type` are set; keep `type` only",
-                            path=path)
+        raise PrototxtError(
+            f"{path}: both `solver_type` (deprecated) and `type` are set; keep `type` only", path=path
+        )
     solver.type = _SOLVER_TYPES[solver.solver_type]
     solver.ClearField("solver_type")
 
 
-def load_prototxt(path: str | os.PathLike[str], message_type: type[M] = caffe_pb2.NetParameter,
-                  *, skip_unknown: bool = False) -> Prototxt:
+def load_prototxt(
+    path: str | os.PathLike[str],
+    message_type: type[M] = caffe_pb2.NetParameter,
+    *,
+    skip_unknown: bool = False,
+) -> Prototxt:
     """Parse the text file at ``path`` as ``message_type``; keep layer lines and skipped fields."""
     p = Path(path)
     try:
         size = p.stat().st_size
         if size > MAX_TEXT_BYTES:
-            raise PrototxtError(f"{p}: {size} bytes is too large for a text prototxt "
-                                f"(limit {MAX_TEXT_BYTES}); is it a binary .caffemodel?", path=str(p))
+            raise PrototxtError(
+                f"{p}: {size} bytes is too large for a text prototxt "
+                f"(limit {MAX_TEXT_BYTES}); is it a binary .caffemodel?",
+                path=str(p),
+            )
         data = p.read_bytes()
     except OSError as e:
         raise open_error(PrototxtError, p, e, "a .prototxt file") from None
     return parse_prototxt(data, message_type, path=str(p), skip_unknown=skip_unknown)
 
 
-def parse_prototxt(text: str | bytes, message_type: type[M] = caffe_pb2.NetParameter, *,
-                   path: str = "<string>", skip_unknown: bool = False) -> Prototxt:
+def parse_prototxt(
+    text: str | bytes,
+    message_type: type[M] = caffe_pb2.NetParameter,
+    *,
+    path: str = "<string>",
+    skip_unknown: bool = False,
+) -> Prototxt:
     """Parse prototxt ``text`` (str or bytes); ``path`` only names it in errors."""
     if isinstance(text, bytes):
         text = _decode(text, path)
@@ -130,8 +143,10 @@ def parse_prototxt(text: str | bytes, message_type: type[M] = caffe_pb2.NetParam
         line, col = e.GetLine(), e.GetColumn()
         detail = _clean(str(e))
         if detail.startswith("unknown field"):
-            detail += ("; a parameter of a Caffe fork? Skip such blocks with skip_unknown=True "
-                       "(--skip-unknown on the command line)")
+            detail += (
+                "; a parameter of a Caffe fork? Skip such blocks with skip_unknown=True "
+                "(--skip-unknown on the command line)"
+            )
         raise PrototxtError(f"{path}:{line}:{col}: {detail}", path=path, line=line, column=col) from None
     except RecursionError:  # cannot happen after _scan; never let it escape as a crash
         raise PrototxtError(f"{path}: nested too deeply", path=path) from None
@@ -142,8 +157,10 @@ def parse_prototxt(text: str | bytes, message_type: type[M] = caffe_pb2.NetParam
 
 def _decode(data: bytes, path: str) -> str:
     if looks_binary(data[:4096]):
-        raise PrototxtError(f"{path}: is a binary file, not a text prototxt "
-                            f"(a .caffemodel? pass weights with --weights)", path=path)
+        raise PrototxtError(
+            f"{path}: is a binary file, not a text prototxt (a .caffemodel? pass weights with --weights)",
+            path=path,
+        )
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as e:
@@ -172,13 +189,16 @@ def _clean(message: str) -> str:
 # It never rejects text protobuf would accept; syntax errors are left to
 # protobuf, which reports them with their line and column.
 
-_TOKEN = re.compile(r"""
+_TOKEN = re.compile(
+    r"""
     (?P<space>[ \t\r\f\v]+) | (?P<newline>\n) | (?P<comment>\#[^\n]*)
   | (?P<string>"(?:[^"\\\n]|\\.)*"|'(?:[^'\\\n]|\\.)*')
   | (?P<open>[{<]) | (?P<close>[}>]) | (?P<colon>:) | (?P<sep>[;,]) | (?P<lbracket>\[) | (?P<rbracket>\])
   | (?P<word>[^\s{}<>:;,\[\]"'\#]+)
   | (?P<other>.)
-""", re.X)
+""",
+    re.X,
+)
 
 
 @dataclass
@@ -207,8 +227,12 @@ def _scan(text: str, descriptor: Descriptor, path: str) -> _Scan:
         desc, prefix, counts = stack[-1]
         if kind == "open":
             if len(stack) > MAX_DEPTH:
-                raise PrototxtError(f"{path}:{line}:{col}: nested more than {MAX_DEPTH} levels deep",
-                                    path=path, line=line, column=col)
+                raise PrototxtError(
+                    f"{path}:{line}:{col}: nested more than {MAX_DEPTH} levels deep",
+                    path=path,
+                    line=line,
+                    column=col,
+                )
             fd, fpath = pending if pending else (None, prefix + ".?")
             sub = fd.message_type if (fd is not None and fd.message_type is not None) else None
             stack.append((sub, fpath, {}))

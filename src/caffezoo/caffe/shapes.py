@@ -61,8 +61,11 @@ def infer_shapes(net: Net, input_shapes: dict[str, Sequence[int]] | None = None)
         layer.problem = None
         if layer.type not in RULES:
             tops, expected, macs = [None] * len(layer.tops), None, None
-            layer.problem = (f"unknown layer type {layer.type!r}: shapes after it are unknown" if layer.type
-                             else "the layer has no type")
+            layer.problem = (
+                f"unknown layer type {layer.type!r}: shapes after it are unknown"
+                if layer.type
+                else "the layer has no type"
+            )
         elif len(bottoms) < MIN_BOTTOMS.get(layer.type, 0 if layer.type in SOURCES else 1):
             tops, expected, macs = [None] * len(layer.tops), None, None
             need = MIN_BOTTOMS.get(layer.type, 1)
@@ -82,8 +85,11 @@ def infer_shapes(net: Net, input_shapes: dict[str, Sequence[int]] | None = None)
             tops = [overrides.get(t, s) for t, s in zip(layer.tops, tops)]
         layer.top_shapes = list(tops)
         layer.param_shapes = expected
-        layer.params = None if expected is None or any(s is None for s in expected) else sum(
-            math.prod(s) for s in expected)
+        layer.params = (
+            None
+            if expected is None or any(s is None for s in expected)
+            else sum(math.prod(s) for s in expected)
+        )
         layer.macs = macs
         for top, shape in zip(layer.tops, tops):
             shapes[top] = shape
@@ -93,12 +99,17 @@ def _overrides(net: Net, input_shapes: dict[str, Sequence[int]]) -> dict[str, Sh
     """``input_shapes`` checked: each names an input blob and gives it positive sizes."""
     inputs = [top for layer in net.layers if not layer.bottoms for top in layer.tops]
     unknown = [name for name in input_shapes if name not in inputs]
-    _check(not unknown, f"input_shapes: no input blob named {', '.join(map(repr, unknown))} "
-                        f"(the net's inputs: {', '.join(map(repr, inputs)) or 'none'})")
+    _check(
+        not unknown,
+        f"input_shapes: no input blob named {', '.join(map(repr, unknown))} "
+        f"(the net's inputs: {', '.join(map(repr, inputs)) or 'none'})",
+    )
     shapes = {name: tuple(int(d) for d in dims) for name, dims in input_shapes.items()}
     for name, shape in shapes.items():
-        _check(bool(shape) and all(d > 0 for d in shape),
-               f"input_shapes: {name!r} needs positive sizes, not {_fmt(shape)}")
+        _check(
+            bool(shape) and all(d > 0 for d in shape),
+            f"input_shapes: {name!r} needs positive sizes, not {_fmt(shape)}",
+        )
     return shapes
 
 
@@ -125,6 +136,7 @@ def _fmt(shape: Sequence[int]) -> str:
 
 # ------------------------------------------------------------------- rules
 
+
 def _same(layer: Layer, bottoms: list[Shape]) -> tuple:
     """Element-wise layers: each top has its bottom's shape."""
     _check(len(bottoms) >= 1, "needs a bottom")
@@ -135,8 +147,10 @@ def _input(layer: Layer, bottoms: list[Shape]) -> tuple:
     shapes = [tuple(s.dim) for s in layer.param.input_param.shape]
     n = len(layer.tops)
     # Caffe allows no shape at all (the caller reshapes the inputs before running).
-    _check(len(shapes) in (0, 1, n), f"give `shape` once, once per top ({n} tops), or not at all; "
-                                     f"{len(shapes)} given")
+    _check(
+        len(shapes) in (0, 1, n),
+        f"give `shape` once, once per top ({n} tops), or not at all; {len(shapes)} given",
+    )
     if not shapes:
         return [None] * n, [], 0
     return [shapes[0] if len(shapes) == 1 else shapes[i] for i in range(n)], [], 0
@@ -176,11 +190,12 @@ def _data(layer: Layer, bottoms: list[Shape]) -> tuple:
         if shapes:
             return [shapes[0] if len(shapes) == 1 else shapes[i] for i in range(len(layer.tops))], [], 0
     tops = [image] + [(batch,) if batch else None] * (len(layer.tops) - 1)
-    return tops[:len(layer.tops)], [], 0
+    return tops[: len(layer.tops)], [], 0
 
 
 def conv_geometry(p: caffe_pb2.ConvolutionParameter, spatial: int) -> tuple[list[int], ...]:
     """Kernel, stride, pad and dilation per spatial axis, by Caffe's BaseConvolutionLayer rules."""
+
     def per_axis(values: Sequence[int], h_field: str, w_field: str, default: int, what: str) -> list[int]:
         if p.HasField(h_field) or p.HasField(w_field):
             _check(spatial == 2, f"{h_field}/{w_field} only work for 2-D {what}; use {what} instead")
@@ -188,8 +203,10 @@ def conv_geometry(p: caffe_pb2.ConvolutionParameter, spatial: int) -> tuple[list
             _check(p.HasField(h_field) and p.HasField(w_field), f"give both {h_field} and {w_field}")
             return [getattr(p, h_field), getattr(p, w_field)]
         values = list(values)
-        _check(len(values) in (0, 1, spatial), f"{what} must be given once or once per spatial axis "
-                                                f"({spatial}), not {len(values)} times")
+        _check(
+            len(values) in (0, 1, spatial),
+            f"{what} must be given once or once per spatial axis ({spatial}), not {len(values)} times",
+        )
         if not values:
             return [default] * spatial
         return values * spatial if len(values) == 1 else values
@@ -210,8 +227,10 @@ def _convolution(layer: Layer, bottoms: list[Shape], deconv: bool = False) -> tu
     p = layer.param.convolution_param
     shape = bottoms[0]
     for i, other in enumerate(bottoms[1:], 1):
-        _check(other == shape, f"all bottoms must have the same shape: {_fmt(shape)} vs {_fmt(other)} "
-                               f"(bottom {i})")
+        _check(
+            other == shape,
+            f"all bottoms must have the same shape: {_fmt(shape)} vs {_fmt(other)} (bottom {i})",
+        )
     _check(len(layer.tops) == len(bottoms), "needs as many tops as bottoms")
     axis = _axis(p.axis, len(shape))
     spatial = len(shape) - axis - 1
@@ -219,15 +238,25 @@ def _convolution(layer: Layer, bottoms: list[Shape], deconv: bool = False) -> tu
     kernel, stride, pad, dilation = conv_geometry(p, spatial)
     channels, group, out = shape[axis], p.group, p.num_output
     _check(out > 0, "num_output must be positive")
-    _check(group > 0 and channels % group == 0, f"input channels ({channels}) must be a multiple of group ({group})")
+    _check(
+        group > 0 and channels % group == 0,
+        f"input channels ({channels}) must be a multiple of group ({group})",
+    )
     _check(out % group == 0, f"num_output ({out}) must be a multiple of group ({group})")
     size = []
     for i in range(spatial):
         extent = dilation[i] * (kernel[i] - 1) + 1
         n = shape[axis + 1 + i]
-        o = stride[i] * (n - 1) + extent - 2 * pad[i] if deconv else _cdiv(n + 2 * pad[i] - extent, stride[i]) + 1
-        _check(o > 0, f"output size {o} on spatial axis {i} (input {n}, kernel {kernel[i]}, stride {stride[i]}, "
-                      f"pad {pad[i]}, dilation {dilation[i]})")
+        o = (
+            stride[i] * (n - 1) + extent - 2 * pad[i]
+            if deconv
+            else _cdiv(n + 2 * pad[i] - extent, stride[i]) + 1
+        )
+        _check(
+            o > 0,
+            f"output size {o} on spatial axis {i} (input {n}, kernel {kernel[i]}, stride {stride[i]}, "
+            f"pad {pad[i]}, dilation {dilation[i]})",
+        )
         size.append(o)
     top = tuple(shape[:axis]) + (out,) + tuple(size)
     weight = (channels, out // group, *kernel) if deconv else (out, channels // group, *kernel)
@@ -247,31 +276,40 @@ def _im2col(layer: Layer, bottoms: list[Shape]) -> tuple:
     axis = _axis(p.axis, len(shape))
     spatial = len(shape) - axis - 1
     kernel, stride, pad, dilation = conv_geometry(p, spatial)
-    size = [_cdiv(shape[axis + 1 + i] + 2 * pad[i] - (dilation[i] * (kernel[i] - 1) + 1), stride[i]) + 1
-            for i in range(spatial)]
+    size = [
+        _cdiv(shape[axis + 1 + i] + 2 * pad[i] - (dilation[i] * (kernel[i] - 1) + 1), stride[i]) + 1
+        for i in range(spatial)
+    ]
     return [tuple(shape[:axis]) + (shape[axis] * math.prod(kernel),) + tuple(size)], [], 0
 
 
 def pool_geometry(p: caffe_pb2.PoolingParameter, h: int, w: int) -> tuple[tuple[int, int], ...]:
     """Kernel, stride and pad as (h, w) pairs over an H x W input, by Caffe's PoolingLayer rules."""
     if p.global_pooling:
-        _check(not (p.HasField("kernel_size") or p.HasField("kernel_h") or p.HasField("kernel_w")),
-               "with global_pooling the kernel size is the input's; give no kernel_size")
+        _check(
+            not (p.HasField("kernel_size") or p.HasField("kernel_h") or p.HasField("kernel_w")),
+            "with global_pooling the kernel size is the input's; give no kernel_size",
+        )
         kh, kw = h, w
     else:
         has_hw = p.HasField("kernel_h") and p.HasField("kernel_w")
-        _check(p.HasField("kernel_size") != has_hw,
-               "give kernel_size, or kernel_h and kernel_w (both), not both")
+        _check(
+            p.HasField("kernel_size") != has_hw, "give kernel_size, or kernel_h and kernel_w (both), not both"
+        )
         kh, kw = (p.kernel_h, p.kernel_w) if has_hw else (p.kernel_size, p.kernel_size)
     _check(kh > 0 and kw > 0, "kernel size must be positive")
     if p.HasField("pad_h") or p.HasField("pad_w"):
-        _check(not p.HasField("pad") and p.HasField("pad_h") and p.HasField("pad_w"),
-               "give pad, or pad_h and pad_w (both)")
+        _check(
+            not p.HasField("pad") and p.HasField("pad_h") and p.HasField("pad_w"),
+            "give pad, or pad_h and pad_w (both)",
+        )
         ph, pw = p.pad_h, p.pad_w
     else:
         ph = pw = p.pad
     if p.HasField("stride_h") or p.HasField("stride_w"):
-        _check(p.HasField("stride_h") and p.HasField("stride_w"), "give stride, or stride_h and stride_w (both)")
+        _check(
+            p.HasField("stride_h") and p.HasField("stride_w"), "give stride, or stride_h and stride_w (both)"
+        )
         sh, sw = p.stride_h, p.stride_w
     else:
         sh = sw = p.stride
@@ -279,7 +317,10 @@ def pool_geometry(p: caffe_pb2.PoolingParameter, h: int, w: int) -> tuple[tuple[
     if p.global_pooling:
         _check(ph == pw == 0 and sh == sw == 1, "with global_pooling only pad 0 and stride 1 are allowed")
     if ph or pw:
-        _check(p.pool in (_P.PoolingParameter.AVE, _P.PoolingParameter.MAX), "padding works with MAX and AVE only")
+        _check(
+            p.pool in (_P.PoolingParameter.AVE, _P.PoolingParameter.MAX),
+            "padding works with MAX and AVE only",
+        )
         _check(ph < kh and pw < kw, f"pad ({ph}, {pw}) must be smaller than the kernel ({kh}, {kw})")
     return (kh, kw), (sh, sw), (ph, pw)
 
@@ -303,8 +344,10 @@ def _pooling(layer: Layer, bottoms: list[Shape]) -> tuple:
         if (ow - 1) * sw >= w + pw:
             ow -= 1
     _check(oh > 0 and ow > 0, f"output {oh}x{ow}: the kernel ({kh}x{kw}) is larger than the padded input")
-    _check(len(layer.tops) == 1 or (len(layer.tops) == 2 and p.pool == _P.PoolingParameter.MAX),
-           "only MAX pooling has a second top (the argmax mask)")
+    _check(
+        len(layer.tops) == 1 or (len(layer.tops) == 2 and p.pool == _P.PoolingParameter.MAX),
+        "only MAX pooling has a second top (the argmax mask)",
+    )
     return [(n, c, oh, ow)] * len(layer.tops), [], 0
 
 
@@ -336,9 +379,11 @@ def _scale_shape(p, shape: Shape) -> Shape:
     _check(p.num_axes >= -1, "num_axes must be -1 or more")
     if p.num_axes == -1:
         return tuple(shape[axis:])
-    _check(axis + p.num_axes <= len(shape), f"axis {axis} + num_axes {p.num_axes} exceed the input's "
-                                           f"{len(shape)} axes")
-    return tuple(shape[axis:axis + p.num_axes])
+    _check(
+        axis + p.num_axes <= len(shape),
+        f"axis {axis} + num_axes {p.num_axes} exceed the input's {len(shape)} axes",
+    )
+    return tuple(shape[axis : axis + p.num_axes])
 
 
 def _scale(layer: Layer, bottoms: list[Shape]) -> tuple:
@@ -368,10 +413,15 @@ def _eltwise(layer: Layer, bottoms: list[Shape]) -> tuple:
     p = layer.param.eltwise_param
     _check(len(bottoms) >= 2, "needs at least two bottoms")
     for i, other in enumerate(bottoms[1:], 1):
-        _check(other == bottoms[0], f"bottoms must have the same shape: {_fmt(bottoms[0])} vs {_fmt(other)} "
-                                    f"(bottom {i}); Eltwise does not broadcast")
+        _check(
+            other == bottoms[0],
+            f"bottoms must have the same shape: {_fmt(bottoms[0])} vs {_fmt(other)} "
+            f"(bottom {i}); Eltwise does not broadcast",
+        )
     _check(not (p.operation == _P.EltwiseParameter.PROD and p.coeff), "coeff works with SUM only")
-    _check(len(p.coeff) in (0, len(bottoms)), f"give one coeff per bottom ({len(bottoms)}), not {len(p.coeff)}")
+    _check(
+        len(p.coeff) in (0, len(bottoms)), f"give one coeff per bottom ({len(bottoms)}), not {len(p.coeff)}"
+    )
     return [bottoms[0]], [], 0
 
 
@@ -388,10 +438,13 @@ def _concat(layer: Layer, bottoms: list[Shape]) -> tuple:
     axis = legacy_axis(layer.param.concat_param, "concat_dim", shape)
     total = 0
     for i, other in enumerate(bottoms):
-        _check(len(other) == len(shape) and all(a == b for j, (a, b) in enumerate(zip(shape, other)) if j != axis),
-               f"bottom {i} is {_fmt(other)}; all must match {_fmt(shape)} except on axis {axis}")
+        _check(
+            len(other) == len(shape)
+            and all(a == b for j, (a, b) in enumerate(zip(shape, other)) if j != axis),
+            f"bottom {i} is {_fmt(other)}; all must match {_fmt(shape)} except on axis {axis}",
+        )
         total += other[axis]
-    return [tuple(shape[:axis]) + (total,) + tuple(shape[axis + 1:])], [], 0
+    return [tuple(shape[:axis]) + (total,) + tuple(shape[axis + 1 :])], [], 0
 
 
 def _slice(layer: Layer, bottoms: list[Shape]) -> tuple:
@@ -402,13 +455,15 @@ def _slice(layer: Layer, bottoms: list[Shape]) -> tuple:
     if p.slice_point:
         points = list(p.slice_point)
         _check(len(points) == n - 1, f"{n} tops need {n - 1} slice points, not {len(points)}")
-        _check(all(a < b for a, b in zip([0] + points, points + [dim + 1])) and points[-1] < dim,
-               f"slice points {points} must increase strictly and stay below {dim}")
+        _check(
+            all(a < b for a, b in zip([0] + points, points + [dim + 1])) and points[-1] < dim,
+            f"slice points {points} must increase strictly and stay below {dim}",
+        )
         sizes = [b - a for a, b in zip([0] + points, points + [dim])]
     else:
         _check(n > 0 and dim % n == 0, f"{n} tops do not divide axis {axis} of size {dim} evenly")
         sizes = [dim // n] * n
-    return [tuple(shape[:axis]) + (s,) + tuple(shape[axis + 1:]) for s in sizes], [], 0
+    return [tuple(shape[:axis]) + (s,) + tuple(shape[axis + 1 :]) for s in sizes], [], 0
 
 
 def _split(layer: Layer, bottoms: list[Shape]) -> tuple:
@@ -429,7 +484,7 @@ def _flatten(layer: Layer, bottoms: list[Shape]) -> tuple:
     shape = bottoms[0]
     start, end = _axis(p.axis, len(shape)), _axis(p.end_axis, len(shape), "end_axis")
     _check(start <= end, f"end_axis {p.end_axis} comes before axis {p.axis}")
-    return [tuple(shape[:start]) + (math.prod(shape[start:end + 1]),) + tuple(shape[end + 1:])], [], 0
+    return [tuple(shape[:start]) + (math.prod(shape[start : end + 1]),) + tuple(shape[end + 1 :])], [], 0
 
 
 def _reshape(layer: Layer, bottoms: list[Shape]) -> tuple:
@@ -452,14 +507,18 @@ def _reshape(layer: Layer, bottoms: list[Shape]) -> tuple:
             _check(d >= -1, f"dim {i} is {d}; dims are positive, 0 (copy) or -1 (infer)")
             middle.append(d)
     top = list(shape[:start]) + middle + list(shape[end:])
-    if -1 in top[start:start + len(middle)]:
+    if -1 in top[start : start + len(middle)]:
         i = start + middle.index(-1)
         known = math.prod(d for j, d in enumerate(top) if j != i)
-        _check(known > 0 and math.prod(shape) % known == 0,
-               f"cannot infer the -1 dim: {math.prod(shape)} values do not split into {known}-sized parts")
+        _check(
+            known > 0 and math.prod(shape) % known == 0,
+            f"cannot infer the -1 dim: {math.prod(shape)} values do not split into {known}-sized parts",
+        )
         top[i] = math.prod(shape) // known
-    _check(math.prod(top) == math.prod(shape),
-           f"{_fmt(top)} holds {math.prod(top)} values, the input {_fmt(shape)} has {math.prod(shape)}")
+    _check(
+        math.prod(top) == math.prod(shape),
+        f"{_fmt(top)} holds {math.prod(top)} values, the input {_fmt(shape)} has {math.prod(shape)}",
+    )
     return [tuple(top)], [], 0
 
 
@@ -467,10 +526,14 @@ def crop_offsets(p: caffe_pb2.CropParameter, ndim: int) -> dict[int, int]:
     """Where Crop starts on each axis it crops (``axis`` and those after it)."""
     start = _axis(p.axis, ndim)
     offsets = list(p.offset)
-    _check(len(offsets) <= 1 or start + len(offsets) == ndim,
-           f"give one offset, or one per axis from {start} ({ndim - start}), not {len(offsets)}")
-    return {i: 0 if not offsets else offsets[0] if len(offsets) == 1 else offsets[i - start]
-            for i in range(start, ndim)}
+    _check(
+        len(offsets) <= 1 or start + len(offsets) == ndim,
+        f"give one offset, or one per axis from {start} ({ndim - start}), not {len(offsets)}",
+    )
+    return {
+        i: 0 if not offsets else offsets[0] if len(offsets) == 1 else offsets[i - start]
+        for i in range(start, ndim)
+    }
 
 
 def _crop(layer: Layer, bottoms: list[Shape]) -> tuple:
@@ -493,7 +556,9 @@ def _argmax(layer: Layer, bottoms: list[Shape]) -> tuple:
         top = list(shape)
         top[axis] = p.top_k
         return [tuple(top)], [], 0
-    _check(p.top_k <= math.prod(shape[1:]), f"top_k {p.top_k} exceeds the {math.prod(shape[1:])} values per item")
+    _check(
+        p.top_k <= math.prod(shape[1:]), f"top_k {p.top_k} exceeds the {math.prod(shape[1:])} values per item"
+    )
     top = [1] * max(3, len(shape))
     top[0], top[2] = shape[0], p.top_k
     if p.out_max_val:
@@ -538,7 +603,7 @@ def _loss(layer: Layer, bottoms: list[Shape]) -> tuple:
 def _accuracy(layer: Layer, bottoms: list[Shape]) -> tuple:
     shape = bottoms[0]
     axis = _axis(layer.param.accuracy_param.axis, len(shape))
-    return [(), (shape[axis],)][:len(layer.tops)], [], 0
+    return [(), (shape[axis],)][: len(layer.tops)], [], 0
 
 
 def _spp(layer: Layer, bottoms: list[Shape]) -> tuple:
@@ -546,7 +611,7 @@ def _spp(layer: Layer, bottoms: list[Shape]) -> tuple:
     height = layer.param.spp_param.pyramid_height
     if height == 1:
         return [(n, c, 1, 1)], [], 0
-    return [(n, c * sum(4 ** level for level in range(height)))], [], 0
+    return [(n, c * sum(4**level for level in range(height)))], [], 0
 
 
 def _recurrent(layer: Layer, bottoms: list[Shape]) -> tuple:
@@ -555,7 +620,7 @@ def _recurrent(layer: Layer, bottoms: list[Shape]) -> tuple:
 
 
 def _lstm_unit(layer: Layer, bottoms: list[Shape]) -> tuple:
-    return [bottoms[0], bottoms[0]][:len(layer.tops)], [], 0
+    return [bottoms[0], bottoms[0]][: len(layer.tops)], [], 0
 
 
 def _batch_reindex(layer: Layer, bottoms: list[Shape]) -> tuple:
@@ -573,11 +638,14 @@ def _no_tops(layer: Layer, bottoms: list[Shape]) -> tuple:
 
 # ------------------------------------------------------------- fork layers
 
+
 def permute_order(p: caffe_pb2.PermuteParameter, ndim: int) -> list[int]:
     """Permute's ``order``, completed with the axes it leaves out, in increasing order."""
     order = list(p.order)
-    _check(len(set(order)) == len(order) and all(o < ndim for o in order),
-           f"order {order} must name distinct axes of a {ndim}-D input")
+    _check(
+        len(set(order)) == len(order) and all(o < ndim for o in order),
+        f"order {order} must name distinct axes of a {ndim}-D input",
+    )
     return order + [i for i in range(ndim) if i not in order]
 
 
@@ -658,7 +726,9 @@ def _axpy(layer: Layer, bottoms: list[Shape]) -> tuple:
 
 def _shuffle_channel(layer: Layer, bottoms: list[Shape]) -> tuple:
     group = layer.param.shuffle_channel_param.group
-    _check(group > 0 and bottoms[0][1] % group == 0, f"{bottoms[0][1]} channels do not split into {group} groups")
+    _check(
+        group > 0 and bottoms[0][1] % group == 0, f"{bottoms[0][1]} channels do not split into {group} groups"
+    )
     return [bottoms[0]], [], 0
 
 
@@ -672,26 +742,75 @@ _LOSSES = """SoftmaxWithLoss EuclideanLoss HingeLoss InfogainLoss MultinomialLog
 ContrastiveLoss""".split()
 
 # Layers that make blobs from nothing, and those needing more than one bottom.
-SOURCES = frozenset({"Input", "Data", "ImageData", "WindowData", "MemoryData", "DummyData", "HDF5Data", "Python",
-                     "Parameter"})
-MIN_BOTTOMS = {"Crop": 2, "Axpy": 3, "ROIPooling": 2, "BatchReindex": 2, "Eltwise": 2, "Accuracy": 2,
-               "LSTMUnit": 3, "LSTM": 2, "RNN": 2, "Silence": 0, "PriorBox": 2, "HDF5Output": 2,
-               **{t: 2 for t in _LOSSES}}
+SOURCES = frozenset(
+    {"Input", "Data", "ImageData", "WindowData", "MemoryData", "DummyData", "HDF5Data", "Python", "Parameter"}
+)
+MIN_BOTTOMS = {
+    "Crop": 2,
+    "Axpy": 3,
+    "ROIPooling": 2,
+    "BatchReindex": 2,
+    "Eltwise": 2,
+    "Accuracy": 2,
+    "LSTMUnit": 3,
+    "LSTM": 2,
+    "RNN": 2,
+    "Silence": 0,
+    "PriorBox": 2,
+    "HDF5Output": 2,
+    **{t: 2 for t in _LOSSES},
+}
 
 RULES: dict[str, Rule] = {
     **{t: _same for t in _SAME},
     **{t: _loss for t in _LOSSES},
     **{t: _data for t in ("Data", "ImageData", "WindowData", "MemoryData", "DummyData")},
-    "Softmax": _softmax, "Input": _input, "HDF5Data": _unknowable, "Python": _unknowable, "Filter": _unknowable,
-    "HDF5Output": _no_tops, "Silence": _silence, "Split": _split, "Accuracy": _accuracy,
-    "Convolution": _convolution, "Deconvolution": _deconvolution, "Im2col": _im2col,
-    "ConvolutionDepthwise": _convolution, "DepthwiseConvolution": _convolution,
-    "Pooling": _pooling, "InnerProduct": _inner_product, "LRN": _lrn, "BatchNorm": _batch_norm,
-    "Scale": _scale, "Bias": _bias, "PReLU": _prelu, "Eltwise": _eltwise, "Concat": _concat,
-    "Slice": _slice, "Flatten": _flatten, "Reshape": _reshape, "Crop": _crop, "ArgMax": _argmax,
-    "Reduction": _reduction, "Tile": _tile, "Embed": _embed, "Parameter": _parameter, "SPP": _spp,
-    "LSTM": _recurrent, "RNN": _recurrent, "LSTMUnit": _lstm_unit, "BatchReindex": _batch_reindex,
-    "Permute": _permute, "Normalize": _normalize, "PriorBox": _prior_box, "DetectionOutput": _unknowable,
-    "Interp": _interp, "BN": _bn, "Upsample": _upsample, "Axpy": _axpy, "ShuffleChannel": _shuffle_channel,
-    "ROIPooling": _roi_pooling, "Proposal": _unknowable,
+    "Softmax": _softmax,
+    "Input": _input,
+    "HDF5Data": _unknowable,
+    "Python": _unknowable,
+    "Filter": _unknowable,
+    "HDF5Output": _no_tops,
+    "Silence": _silence,
+    "Split": _split,
+    "Accuracy": _accuracy,
+    "Convolution": _convolution,
+    "Deconvolution": _deconvolution,
+    "Im2col": _im2col,
+    "ConvolutionDepthwise": _convolution,
+    "DepthwiseConvolution": _convolution,
+    "Pooling": _pooling,
+    "InnerProduct": _inner_product,
+    "LRN": _lrn,
+    "BatchNorm": _batch_norm,
+    "Scale": _scale,
+    "Bias": _bias,
+    "PReLU": _prelu,
+    "Eltwise": _eltwise,
+    "Concat": _concat,
+    "Slice": _slice,
+    "Flatten": _flatten,
+    "Reshape": _reshape,
+    "Crop": _crop,
+    "ArgMax": _argmax,
+    "Reduction": _reduction,
+    "Tile": _tile,
+    "Embed": _embed,
+    "Parameter": _parameter,
+    "SPP": _spp,
+    "LSTM": _recurrent,
+    "RNN": _recurrent,
+    "LSTMUnit": _lstm_unit,
+    "BatchReindex": _batch_reindex,
+    "Permute": _permute,
+    "Normalize": _normalize,
+    "PriorBox": _prior_box,
+    "DetectionOutput": _unknowable,
+    "Interp": _interp,
+    "BN": _bn,
+    "Upsample": _upsample,
+    "Axpy": _axpy,
+    "ShuffleChannel": _shuffle_channel,
+    "ROIPooling": _roi_pooling,
+    "Proposal": _unknowable,
 }

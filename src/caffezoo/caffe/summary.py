@@ -53,17 +53,30 @@ class Summary:
             "upgrade_steps": net.upgrade_steps,
             "inputs": {k: list(v) if v is not None else None for k, v in net.inputs.items()},
             "outputs": net.outputs,
-            "layers": [{
-                "name": x.name, "type": x.type, "bottoms": x.bottoms, "tops": x.tops,
-                "in_place": x.in_place, "line": x.line,
-                "top_shapes": [list(s) if s is not None else None for s in x.top_shapes],
-                "param_shapes": [list(s) for s in x.param_shapes] if x.param_shapes is not None else None,
-                "weights": [list(b.shape) for b in x.blobs] if x.blobs else None,
-                "params": x.params, "macs": x.macs, "problem": x.problem,
-            } for x in net.layers],
-            "totals": {"layers": len(net.layers), "params": net.params, "macs": net.macs,
-                       "batch": self.batch,
-                       "macs_per_sample": net.macs // self.batch if net.macs is not None else None},
+            "layers": [
+                {
+                    "name": x.name,
+                    "type": x.type,
+                    "bottoms": x.bottoms,
+                    "tops": x.tops,
+                    "in_place": x.in_place,
+                    "line": x.line,
+                    "top_shapes": [list(s) if s is not None else None for s in x.top_shapes],
+                    "param_shapes": [list(s) for s in x.param_shapes] if x.param_shapes is not None else None,
+                    "weights": [list(b.shape) for b in x.blobs] if x.blobs else None,
+                    "params": x.params,
+                    "macs": x.macs,
+                    "problem": x.problem,
+                }
+                for x in net.layers
+            ],
+            "totals": {
+                "layers": len(net.layers),
+                "params": net.params,
+                "macs": net.macs,
+                "batch": self.batch,
+                "macs_per_sample": net.macs // self.batch if net.macs is not None else None,
+            },
             "problems": self.problems,
             "skipped_fields": self.skipped,
         }
@@ -79,14 +92,20 @@ def resolve_prototxt(target: str | os.PathLike[str]) -> tuple[Path, Path | None]
     model = resolve(target)
     deploy = model.prototxt("deploy")
     if deploy is None:
-        raise ModelDirError(f"{model.path}: no deploy prototxt (deploy.prototxt) to inspect; name a "
-                            f"prototxt file instead")
+        raise ModelDirError(
+            f"{model.path}: no deploy prototxt (deploy.prototxt) to inspect; name a prototxt file instead"
+        )
     return deploy, model.weights_path if model.has_weights else None
 
 
-def inspect_net(target: str | os.PathLike[str], weights: str | os.PathLike[str] | None = None, *,
-                phase: str = "TEST", skip_unknown: bool = False,
-                input_shapes: dict[str, list[int]] | None = None) -> Summary:
+def inspect_net(
+    target: str | os.PathLike[str],
+    weights: str | os.PathLike[str] | None = None,
+    *,
+    phase: str = "TEST",
+    skip_unknown: bool = False,
+    input_shapes: dict[str, list[int]] | None = None,
+) -> Summary:
     """Load ``target`` (prototxt or MODEL) like Caffe would and collect what is wrong with it."""
     from .prototxt import load_prototxt
 
@@ -94,8 +113,12 @@ def inspect_net(target: str | os.PathLike[str], weights: str | os.PathLike[str] 
     weights_path = Path(weights) if weights is not None else model_weights
     parsed = load_prototxt(prototxt, skip_unknown=skip_unknown)  # read once: the net and its skipped fields
     net = load_net(parsed, phase=phase, input_shapes=input_shapes, strict=False)
-    summary = Summary(net, str(prototxt), str(weights_path) if weights_path else None,
-                      skipped=[f"{prototxt}:{s}" for s in parsed.skipped])
+    summary = Summary(
+        net,
+        str(prototxt),
+        str(weights_path) if weights_path else None,
+        skipped=[f"{prototxt}:{s}" for s in parsed.skipped],
+    )
     for layer in net.layers:
         if layer.problem:
             summary.problems.append({"layer": layer.name, "message": layer.problem, "fatal": True})
@@ -103,8 +126,9 @@ def inspect_net(target: str | os.PathLike[str], weights: str | os.PathLike[str] 
         from .net import attach_weights
 
         attach_weights(net, weights_path, strict=False)
-        summary.problems.extend({"layer": p.layer, "message": p.message, "fatal": p.fatal}
-                                for p in net.weight_problems)
+        summary.problems.extend(
+            {"layer": p.layer, "message": p.message, "fatal": p.fatal} for p in net.weight_problems
+        )
     return summary
 
 

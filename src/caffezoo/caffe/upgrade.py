@@ -58,8 +58,13 @@ class Upgrade:
 
 def needs_upgrade(net: caffe_pb2.NetParameter) -> bool:
     """Would :func:`upgrade_net` change anything?"""
-    return bool(net.layers) or bool(net.input) or bool(net.input_shape) or bool(net.input_dim) or any(
-        layer.type == "BatchNorm" and len(layer.param) == 3 for layer in net.layer)
+    return (
+        bool(net.layers)
+        or bool(net.input)
+        or bool(net.input_shape)
+        or bool(net.input_dim)
+        or any(layer.type == "BatchNorm" and len(layer.param) == 3 for layer in net.layer)
+    )
 
 
 def upgrade_net(source: caffe_pb2.NetParameter, name: str = "net") -> Upgrade:
@@ -88,9 +93,14 @@ def upgrade_net(source: caffe_pb2.NetParameter, name: str = "net") -> Upgrade:
 _V0_FIELDS: dict[str, dict[str, str]] = {
     "num_output": {"conv": "convolution_param.num_output", "innerproduct": "inner_product_param.num_output"},
     "biasterm": {"conv": "convolution_param.bias_term", "innerproduct": "inner_product_param.bias_term"},
-    "weight_filler": {"conv": "convolution_param.weight_filler",
-                      "innerproduct": "inner_product_param.weight_filler"},
-    "bias_filler": {"conv": "convolution_param.bias_filler", "innerproduct": "inner_product_param.bias_filler"},
+    "weight_filler": {
+        "conv": "convolution_param.weight_filler",
+        "innerproduct": "inner_product_param.weight_filler",
+    },
+    "bias_filler": {
+        "conv": "convolution_param.bias_filler",
+        "innerproduct": "inner_product_param.bias_filler",
+    },
     "pad": {"conv": "convolution_param.pad", "pool": "pooling_param.pad"},
     "kernelsize": {"conv": "convolution_param.kernel_size", "pool": "pooling_param.kernel_size"},
     "group": {"conv": "convolution_param.group"},
@@ -101,13 +111,21 @@ _V0_FIELDS: dict[str, dict[str, str]] = {
     "alpha": {"lrn": "lrn_param.alpha"},
     "beta": {"lrn": "lrn_param.beta"},
     "k": {"lrn": "lrn_param.k"},
-    "source": {"data": "data_param.source", "hdf5_data": "hdf5_data_param.source",
-               "images": "image_data_param.source", "window_data": "window_data_param.source",
-               "infogain_loss": "infogain_loss_param.source"},
+    "source": {
+        "data": "data_param.source",
+        "hdf5_data": "hdf5_data_param.source",
+        "images": "image_data_param.source",
+        "window_data": "window_data_param.source",
+        "infogain_loss": "infogain_loss_param.source",
+    },
     "scale": {"*": "transform_param.scale"},
     "meanfile": {"*": "transform_param.mean_file"},
-    "batchsize": {"data": "data_param.batch_size", "hdf5_data": "hdf5_data_param.batch_size",
-                  "images": "image_data_param.batch_size", "window_data": "window_data_param.batch_size"},
+    "batchsize": {
+        "data": "data_param.batch_size",
+        "hdf5_data": "hdf5_data_param.batch_size",
+        "images": "image_data_param.batch_size",
+        "window_data": "window_data_param.batch_size",
+    },
     "cropsize": {"*": "transform_param.crop_size"},
     "mirror": {"*": "transform_param.mirror"},
     "rand_skip": {"data": "data_param.rand_skip", "images": "image_data_param.rand_skip"},
@@ -155,8 +173,10 @@ def _v0_to_v1(result: Upgrade, name: str) -> None:
                 v1.name = v0.name
             if v0.HasField("type"):
                 if kind not in V0_TYPES:
-                    raise NetError(f"{name}: layer {v0.name!r}: unknown V0 layer type {kind!r} "
-                                   f"(known: {', '.join(sorted(V0_TYPES))})")
+                    raise NetError(
+                        f"{name}: layer {v0.name!r}: unknown V0 layer type {kind!r} "
+                        f"(known: {', '.join(sorted(V0_TYPES))})"
+                    )
                 v1.type = V1_ENUM[V0_TYPES[kind]]
             v1.blobs.extend(v0.blobs)  # the weights live in the nested message (field 50)
             v1.blobs_lr.extend(v0.blobs_lr)
@@ -167,8 +187,9 @@ def _v0_to_v1(result: Upgrade, name: str) -> None:
                 targets = _V0_FIELDS.get(fd.name, {})
                 target = targets.get(kind) or targets.get("*")
                 if target is None:
-                    result.warnings.append(f"layer {v0.name!r}: V0 field {fd.name!r} means nothing for "
-                                           f"type {kind!r}; dropped")
+                    result.warnings.append(
+                        f"layer {v0.name!r}: V0 field {fd.name!r} means nothing for type {kind!r}; dropped"
+                    )
                     continue
                 _assign(v1, target, value)
         upgraded.append(v1)
@@ -185,8 +206,9 @@ def _v0_to_v1(result: Upgrade, name: str) -> None:
     keep.layers.extend(net.layers)
     net.CopyFrom(keep)
     result.origin = [result.origin[i] for i in kept]
-    result.steps.append(f"V0 layers -> V1 layers ({len(kept)} layers"
-                        f"{', padding layers folded' if folded else ''})")
+    result.steps.append(
+        f"V0 layers -> V1 layers ({len(kept)} layers{', padding layers folded' if folded else ''})"
+    )
 
 
 def _fold_padding(net: caffe_pb2.NetParameter, name: str) -> list[int]:
@@ -207,11 +229,15 @@ def _fold_padding(net: caffe_pb2.NetParameter, name: str) -> list[int]:
             if source.layer.type != "padding":
                 continue
             if v0.type not in ("conv", "pool"):
-                raise NetError(f"{name}: padding layer {source.layer.name!r} feeds layer {v0.name!r} "
-                               f"of type {v0.type!r}; only conv and pool layers can take padding")
+                raise NetError(
+                    f"{name}: padding layer {source.layer.name!r} feeds layer {v0.name!r} "
+                    f"of type {v0.type!r}; only conv and pool layers can take padding"
+                )
             if len(layer.bottom) != 1 or len(source.bottom) != 1 or len(source.top) != 1:
-                raise NetError(f"{name}: padding layer {source.layer.name!r} and its consumer "
-                               f"{v0.name!r} must each have a single input and output")
+                raise NetError(
+                    f"{name}: padding layer {source.layer.name!r} and its consumer "
+                    f"{v0.name!r} must each have a single input and output"
+                )
             layer.layer.pad = source.layer.pad
             layer.bottom[j] = source.bottom[0]
         for blob in layer.top:
@@ -221,15 +247,20 @@ def _fold_padding(net: caffe_pb2.NetParameter, name: str) -> list[int]:
 
 # ------------------------------------------------ data transformation fields
 
-_DATA_PARAMS = {V1_ENUM["Data"]: "data_param", V1_ENUM["ImageData"]: "image_data_param",
-                V1_ENUM["WindowData"]: "window_data_param"}
+_DATA_PARAMS = {
+    V1_ENUM["Data"]: "data_param",
+    V1_ENUM["ImageData"]: "image_data_param",
+    V1_ENUM["WindowData"]: "window_data_param",
+}
 _TRANSFORM_FIELDS = ("scale", "mean_file", "crop_size", "mirror")
 
 
 def _needs_data_upgrade(net: caffe_pb2.NetParameter) -> bool:
-    return any(layer.type in _DATA_PARAMS
-               and any(getattr(layer, _DATA_PARAMS[layer.type]).HasField(f) for f in _TRANSFORM_FIELDS)
-               for layer in net.layers)
+    return any(
+        layer.type in _DATA_PARAMS
+        and any(getattr(layer, _DATA_PARAMS[layer.type]).HasField(f) for f in _TRANSFORM_FIELDS)
+        for layer in net.layers
+    )
 
 
 def _data_transformation(net: caffe_pb2.NetParameter) -> None:
@@ -245,11 +276,14 @@ def _data_transformation(net: caffe_pb2.NetParameter) -> None:
 
 # --------------------------------------------------------------- V1 -> V2
 
+
 def _v1_to_v2(result: Upgrade, name: str) -> None:
     net = result.net
     if net.layer:
-        raise NetError(f"{name}: has both `layer` (V2) and `layers` (V1) entries; Caffe refuses to "
-                       f"upgrade such a net: write every layer as `layer {{ type: \"...\" }}`")
+        raise NetError(
+            f"{name}: has both `layer` (V2) and `layers` (V1) entries; Caffe refuses to "
+            f'upgrade such a net: write every layer as `layer {{ type: "..." }}`'
+        )
     upgraded = [_v1_layer(v1, name, result.warnings) for v1 in net.layers]
     del net.layers[:]
     net.layer.extend(upgraded)
@@ -294,6 +328,7 @@ def _v1_layer(v1: caffe_pb2.V1LayerParameter, name: str, warnings: list[str]) ->
 
 # ---------------------------------------------------------- inputs, BatchNorm
 
+
 def _input_fields(result: Upgrade, name: str) -> None:
     net = result.net
     inputs, shapes, dims = list(net.input), list(net.input_shape), list(net.input_dim)
@@ -303,14 +338,18 @@ def _input_fields(result: Upgrade, name: str) -> None:
             layer.top.append(blob)
             if shapes:
                 if i >= len(shapes):
-                    raise NetError(f"{name}: input {blob!r} has no input_shape ({len(inputs)} inputs, "
-                                   f"{len(shapes)} shapes)")
+                    raise NetError(
+                        f"{name}: input {blob!r} has no input_shape ({len(inputs)} inputs, "
+                        f"{len(shapes)} shapes)"
+                    )
                 layer.input_param.shape.add().CopyFrom(shapes[i])
             else:
-                four = dims[4 * i:4 * i + 4]
+                four = dims[4 * i : 4 * i + 4]
                 if len(four) != 4:
-                    raise NetError(f"{name}: input {blob!r} needs four input_dim values (N, C, H, W); "
-                                   f"{len(dims)} given for {len(inputs)} inputs")
+                    raise NetError(
+                        f"{name}: input {blob!r} needs four input_dim values (N, C, H, W); "
+                        f"{len(dims)} given for {len(inputs)} inputs"
+                    )
                 layer.input_param.shape.add().dim.extend(four)
         layers = [layer, *net.layer]
         del net.layer[:]
@@ -336,8 +375,10 @@ def _batch_norm(net: caffe_pb2.NetParameter) -> int:
 
 # -------------------------------------------------------------------- files
 
-def upgrade_file(source: str | os.PathLike[str], target: str | os.PathLike[str], *,
-                 skip_unknown: bool = False) -> Upgrade:
+
+def upgrade_file(
+    source: str | os.PathLike[str], target: str | os.PathLike[str], *, skip_unknown: bool = False
+) -> Upgrade:
     """Upgrade a prototxt or a ``.caffemodel`` (told apart by content) into ``target``.
 
     The equivalent of Caffe's ``upgrade_net_proto_text`` and

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import sys
 
-from . import models as _models  # noqa: F401  (registers commands)
-from . import gist as _gist  # noqa: F401
-from . import serve as _serve  # noqa: F401
+from . import cache as _cache  # noqa: F401
 from . import caffe as _caffe  # noqa: F401  (registers commands)
 from . import download as _download  # noqa: F401
-from . import cache as _cache  # noqa: F401
-from . import wiki as _wiki  # noqa: F401
+from . import gist as _gist  # noqa: F401
+from . import models as _models  # noqa: F401  (registers commands)
 from . import runtime as _runtime  # noqa: F401
+from . import serve as _serve  # noqa: F401
+from . import wiki as _wiki  # noqa: F401
 from ._app import app, error_line, state
 
 __all__ = ["app", "main"]

@@ -80,22 +80,14 @@ class Display:
 
         def on_event(event) -> None:
             kind = event.kind
-            if kind in ("retry", "fail", "warning") or (
-                kind == "wait" and (name, kind) not in self._said
-            ):
+            if kind in ("retry", "fail", "warning") or (kind == "wait" and (name, kind) not in self._said):
                 self._said.add((name, kind))
-                text = (
-                    event.message
-                    if kind != "fail"
-                    else f"{event.source}: {event.message}; next source"
-                )
+                text = event.message if kind != "fail" else f"{event.source}: {event.message}; next source"
                 self.message(name, text)
             if self._bars is None:
                 return
             task = self._tasks[name]
-            note = {"check": "checking", "wait": "waiting for another process", "start": ""}.get(
-                kind
-            )
+            note = {"check": "checking", "wait": "waiting for another process", "start": ""}.get(kind)
             fields: dict[str, Any] = {} if note is None else {"note": note}
             if kind in ("bytes", "check", "wait", "start"):
                 self._bars.update(task, completed=event.done, total=event.total, **fields)

@@ -43,16 +43,12 @@ def ls(json: bool = JSON_OPTION) -> None:
     for b in blobs:
         table.add_row(b.sha1, human_size(b.size), "\n".join(b.users) or "-")
     console().print(table)
-    console().print(
-        f"{len(blobs)} blob{'s' * (len(blobs) != 1)}, {human_size(sum(b.size for b in blobs))}"
-    )
+    console().print(f"{len(blobs)} blob{'s' * (len(blobs) != 1)}, {human_size(sum(b.size for b in blobs))}")
 
 
 @cache_app.command()
 def verify(
-    sha1s: list[str] = typer.Argument(
-        None, help="SHA-1s (7+ digits) of the blobs to check [default: all]."
-    ),
+    sha1s: list[str] = typer.Argument(None, help="SHA-1s (7+ digits) of the blobs to check [default: all]."),
     json: bool = JSON_OPTION,
     quiet: bool = QUIET_OPTION,
 ) -> None:
@@ -99,9 +95,7 @@ def rm(
     if json:
         print_json({"removed": [b.sha1 for b in blobs], "freed": freed})
     elif not quiet:
-        console().print(
-            f"removed {len(blobs)} blob{'s' * (len(blobs) != 1)}, freed {human_size(freed)}"
-        )
+        console().print(f"removed {len(blobs)} blob{'s' * (len(blobs) != 1)}, freed {human_size(freed)}")
 
 
 @cache_app.command()

@@ -8,20 +8,29 @@ import typer
 
 from ._app import JSON_OPTION, QUIET_OPTION, app, console, parse_input_shapes, print_json
 
-PHASE_OPTION = typer.Option("TEST", "--phase", help="Which layers to keep: TEST (deployment) or TRAIN.",
-                            case_sensitive=False)
+PHASE_OPTION = typer.Option(
+    "TEST", "--phase", help="Which layers to keep: TEST (deployment) or TRAIN.", case_sensitive=False
+)
 SKIP_UNKNOWN_OPTION = typer.Option(
-    False, "--skip-unknown", help="Skip parameter blocks the schema does not know (Caffe forks) instead of failing.")
+    False,
+    "--skip-unknown",
+    help="Skip parameter blocks the schema does not know (Caffe forks) instead of failing.",
+)
 
 
 @app.command()
 def inspect(
     target: str = typer.Argument(..., help="A prototxt file, a model directory or a bundled model name."),
-    weights: Path = typer.Option(None, "--weights", "-w", help="A .caffemodel to check against the net "
-                                 "[default: the model's downloaded weights, if any]."),
+    weights: Path = typer.Option(
+        None,
+        "--weights",
+        "-w",
+        help="A .caffemodel to check against the net [default: the model's downloaded weights, if any].",
+    ),
     phase: str = PHASE_OPTION,
-    inputs: list[str] = typer.Option(None, "--input", help="Override an input's shape: NAME=N,C,H,W "
-                                     "(repeatable)."),
+    inputs: list[str] = typer.Option(
+        None, "--input", help="Override an input's shape: NAME=N,C,H,W (repeatable)."
+    ),
     skip_unknown: bool = SKIP_UNKNOWN_OPTION,
     json: bool = JSON_OPTION,
 ) -> None:
@@ -33,8 +42,13 @@ def inspect(
     """
     from ..caffe.summary import format_count, format_macs, inspect_net, shape_text
 
-    summary = inspect_net(target, weights, phase=phase.upper(), skip_unknown=skip_unknown,
-                          input_shapes=parse_input_shapes(inputs))
+    summary = inspect_net(
+        target,
+        weights,
+        phase=phase.upper(),
+        skip_unknown=skip_unknown,
+        input_shapes=parse_input_shapes(inputs),
+    )
     if json:
         print_json(summary.as_dict())
     else:
@@ -51,12 +65,24 @@ def inspect(
             wiring = f"{', '.join(x.bottoms) or '-'} -> {', '.join(x.tops) or '-'}"
             if any(x.in_place):
                 wiring += " (in place)"
-            table.add_row(escape(x.name), escape(x.type), escape(wiring), shape_text(x.top_shapes),
-                          format_count(x.params), format_macs(x.macs))
+            table.add_row(
+                escape(x.name),
+                escape(x.type),
+                escape(wiring),
+                shape_text(x.top_shapes),
+                format_count(x.params),
+                format_macs(x.macs),
+            )
         out.print(table)
-        per = f" ({format_macs(net.macs // summary.batch)} per sample)" if net.macs and summary.batch > 1 else ""
-        out.print(f"{len(net.layers)} layers, {format_count(net.params)} parameters, "
-                  f"{format_macs(net.macs)} MACs{per}")
+        per = (
+            f" ({format_macs(net.macs // summary.batch)} per sample)"
+            if net.macs and summary.batch > 1
+            else ""
+        )
+        out.print(
+            f"{len(net.layers)} layers, {format_count(net.params)} parameters, "
+            f"{format_macs(net.macs)} MACs{per}"
+        )
         for step in net.upgrade_steps:
             out.print(f"[dim]upgraded: {escape(step)}[/]")
         for skipped in summary.skipped:
@@ -103,9 +129,15 @@ def upgrade(
 @app.command()
 def draw(
     target: str = typer.Argument(..., help="A prototxt file, a model directory or a bundled model name."),
-    output: Path = typer.Option(..., "--output", "-o", help="The picture to write: .svg, .png, .pdf or .dot."),
-    rankdir: str = typer.Option("LR", "--rankdir", help="Direction of the graph: LR (left to right) or TB "
-                                "(top to bottom); RL and BT work too.", case_sensitive=False),
+    output: Path = typer.Option(
+        ..., "--output", "-o", help="The picture to write: .svg, .png, .pdf or .dot."
+    ),
+    rankdir: str = typer.Option(
+        "LR",
+        "--rankdir",
+        help="Direction of the graph: LR (left to right) or TB (top to bottom); RL and BT work too.",
+        case_sensitive=False,
+    ),
     phase: str = PHASE_OPTION,
     skip_unknown: bool = SKIP_UNKNOWN_OPTION,
     quiet: bool = QUIET_OPTION,

@@ -36,12 +36,8 @@ def download(
         "--verify",
         help="Re-hash files already there instead of trusting the record of their last check.",
     ),
-    symlink: bool = typer.Option(
-        False, "--symlink", help="Install a symbolic link to the cached blob."
-    ),
-    copy: bool = typer.Option(
-        False, "--copy", help="Install a copy of the cached blob, not a hard link."
-    ),
+    symlink: bool = typer.Option(False, "--symlink", help="Install a symbolic link to the cached blob."),
+    copy: bool = typer.Option(False, "--copy", help="Install a copy of the cached blob, not a hard link."),
     json: bool = JSON_OPTION,
     quiet: bool = QUIET_OPTION,
 ) -> None:
@@ -75,9 +71,7 @@ def download(
             )
         except KeyboardInterrupt:
             display.close()
-            error_line(
-                "interrupted; the bytes received are kept and the next run resumes from them"
-            )
+            error_line("interrupted; the bytes received are kept and the next run resumes from them")
             raise typer.Exit(130) from None
         for o in outcomes:
             r = o.result

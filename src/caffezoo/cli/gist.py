@@ -19,11 +19,15 @@ app.add_typer(gist_app, name="gist")
 @gist_app.command("upload")
 def upload_cmd(
     directory: Path = typer.Argument(..., help="The model directory to upload."),
-    public: bool = typer.Option(None, "--public/--secret",
-                                help="Visibility of a new gist [default: secret, as Caffe's script]."),
+    public: bool = typer.Option(
+        None, "--public/--secret", help="Visibility of a new gist [default: secret, as Caffe's script]."
+    ),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print what would be sent; change nothing."),
-    prune: bool = typer.Option(False, "--prune", help="Delete remote files that are gone locally "
-                               "(a local rename becomes a rename in the gist)."),
+    prune: bool = typer.Option(
+        False,
+        "--prune",
+        help="Delete remote files that are gone locally (a local rename becomes a rename in the gist).",
+    ),
     json: bool = JSON_OPTION,
     quiet: bool = QUIET_OPTION,
 ) -> None:
@@ -38,12 +42,22 @@ def upload_cmd(
 
     r = upload(directory, public=public, dry_run=dry_run, prune=prune)
     if json:
-        print_json({
-            "action": r.action, "dry_run": r.dry_run, "gist_id": r.gist_id, "html_url": r.html_url,
-            "public": r.public, "description": r.description, "sent": r.sent, "deleted": r.deleted,
-            "renamed": [list(x) for x in r.renamed], "kept_remote": r.kept_remote,
-            "skipped": [{"name": s.name, "reason": s.reason} for s in r.skipped], "warnings": r.warnings,
-        })
+        print_json(
+            {
+                "action": r.action,
+                "dry_run": r.dry_run,
+                "gist_id": r.gist_id,
+                "html_url": r.html_url,
+                "public": r.public,
+                "description": r.description,
+                "sent": r.sent,
+                "deleted": r.deleted,
+                "renamed": [list(x) for x in r.renamed],
+                "kept_remote": r.kept_remote,
+                "skipped": [{"name": s.name, "reason": s.reason} for s in r.skipped],
+                "warnings": r.warnings,
+            }
+        )
         return
     for w in r.warnings:
         warning_line(w)
@@ -52,11 +66,15 @@ def upload_cmd(
     from rich.markup import escape
 
     out = console()
-    verb = {"create": "would create" if r.dry_run else "created",
-            "update": "would update" if r.dry_run else "updated",
-            "unchanged": "up to date:"}[r.action]
+    verb = {
+        "create": "would create" if r.dry_run else "created",
+        "update": "would update" if r.dry_run else "updated",
+        "unchanged": "up to date:",
+    }[r.action]
     visibility = "public" if r.public else "secret"
-    out.print(f"{verb} {visibility} gist {escape(r.gist_id or '')} {escape(repr(r.description))}".replace("  ", " "))
+    out.print(
+        f"{verb} {visibility} gist {escape(r.gist_id or '')} {escape(repr(r.description))}".replace("  ", " ")
+    )
     for name in r.sent:
         out.print(f"  [green]send[/]    {escape(name)}")
     for old, new in r.renamed:
@@ -73,11 +91,16 @@ def upload_cmd(
 
 @gist_app.command("download")
 def download_cmd(
-    gist: str = typer.Argument(..., help="A gist id, USER/ID, or a gist URL "
-                               "(https://gist.github.com/USER/ID#file-readme-md)."),
-    directory: Path = typer.Argument(None, help="Where to put it [default: models/<USER-ID>, as Caffe's script]."),
+    gist: str = typer.Argument(
+        ..., help="A gist id, USER/ID, or a gist URL (https://gist.github.com/USER/ID#file-readme-md)."
+    ),
+    directory: Path = typer.Argument(
+        None, help="Where to put it [default: models/<USER-ID>, as Caffe's script]."
+    ),
     into: Path = typer.Option(Path("models"), "--into", help="Parent directory of the default DIRECTORY."),
-    force: bool = typer.Option(False, "--force", "-f", help="Replace DIRECTORY if it exists (its files are lost)."),
+    force: bool = typer.Option(
+        False, "--force", "-f", help="Replace DIRECTORY if it exists (its files are lost)."
+    ),
     json: bool = JSON_OPTION,
     quiet: bool = QUIET_OPTION,
 ) -> None:
@@ -90,10 +113,19 @@ def download_cmd(
 
     r = download(gist, directory, force=force, into=into)
     if json:
-        print_json({"path": str(r.path), "gist_id": r.gist_id, "html_url": r.html_url, "files": r.files,
-                    "warnings": r.warnings,
-                    "problems": [{"path": p.path, "line": p.line, "severity": p.severity,
-                                  "message": p.message} for p in r.problems]})
+        print_json(
+            {
+                "path": str(r.path),
+                "gist_id": r.gist_id,
+                "html_url": r.html_url,
+                "files": r.files,
+                "warnings": r.warnings,
+                "problems": [
+                    {"path": p.path, "line": p.line, "severity": p.severity, "message": p.message}
+                    for p in r.problems
+                ],
+            }
+        )
         return
     for w in r.warnings:
         warning_line(w)
@@ -101,19 +133,24 @@ def download_cmd(
 
     errors = [p for p in r.problems if p.severity == "error"]
     if not quiet:
-        console().print(f"downloaded gist {escape(r.gist_id)} into {escape(str(r.path))}: "
-                        + escape(", ".join(r.files)))
+        console().print(
+            f"downloaded gist {escape(r.gist_id)} into {escape(str(r.path))}: " + escape(", ".join(r.files))
+        )
     for p in r.problems:
         if p.severity == "error" or not quiet:
             warning_line(f"{p} ({p.severity})")
     if errors and not quiet:
-        warning_line(f"{r.path} is not a valid model directory yet ({len(errors)} error"
-                     f"{'s' * (len(errors) != 1)}); see `caffezoo validate {r.path}`")
+        warning_line(
+            f"{r.path} is not a valid model directory yet ({len(errors)} error"
+            f"{'s' * (len(errors) != 1)}); see `caffezoo validate {r.path}`"
+        )
 
 
 @gist_app.command("list")
 def list_cmd(
-    user: str = typer.Argument(None, help="Whose public gists [default: yours, secret ones too; needs a token]."),
+    user: str = typer.Argument(
+        None, help="Whose public gists [default: yours, secret ones too; needs a token]."
+    ),
     limit: int = typer.Option(100, "--limit", "-n", min=1, help="At most this many gists."),
     json: bool = JSON_OPTION,
 ) -> None:
@@ -122,9 +159,20 @@ def list_cmd(
 
     gists = list_gists(user, limit=limit)
     if json:
-        print_json([{"id": g.id, "description": g.description, "public": g.public, "owner": g.owner,
-                     "html_url": g.html_url, "updated_at": g.updated_at, "files": sorted(g.files)}
-                    for g in gists])
+        print_json(
+            [
+                {
+                    "id": g.id,
+                    "description": g.description,
+                    "public": g.public,
+                    "owner": g.owner,
+                    "html_url": g.html_url,
+                    "updated_at": g.updated_at,
+                    "files": sorted(g.files),
+                }
+                for g in gists
+            ]
+        )
         return
     from rich.markup import escape
     from rich.table import Table
@@ -135,6 +183,11 @@ def list_cmd(
     for col in ("description", "files", "visibility", "updated"):
         table.add_column(col)
     for g in gists:
-        table.add_row(escape(g.id), escape(g.description or ""), escape(", ".join(sorted(g.files))),
-                      "public" if g.public else "secret", escape(g.updated_at or ""))
+        table.add_row(
+            escape(g.id),
+            escape(g.description or ""),
+            escape(", ".join(sorted(g.files))),
+            "public" if g.public else "secret",
+            escape(g.updated_at or ""),
+        )
     console().print(table)

@@ -42,8 +42,12 @@ def list_cmd(json: bool = JSON_OPTION) -> None:
         table.add_column(col)
     for m in models:
         fm = m.front_matter
-        table.add_row(escape(m.name), escape(fm.title), escape(fm.license or "-"),
-                      "[green]yes[/]" if m.has_weights else "no")
+        table.add_row(
+            escape(m.name),
+            escape(fm.title),
+            escape(fm.license or "-"),
+            "[green]yes[/]" if m.has_weights else "no",
+        )
     console().print(table)
 
 
@@ -98,13 +102,17 @@ def new(
     """Scaffold a model directory: a readme.md with front matter and the sections to fill in."""
     from ..scaffold import new_model
 
-    path = new_model(directory, name=name, license=license, caffemodel=caffemodel,
-                     caffemodel_url=url, sha1=sha1)
+    path = new_model(
+        directory, name=name, license=license, caffemodel=caffemodel, caffemodel_url=url, sha1=sha1
+    )
     if not quiet:
         from rich.markup import escape
 
-        console().print(escape(f"created {path / 'readme.md'}; add your prototxt files, then run "
-                               f"`caffezoo validate {path}`"))
+        console().print(
+            escape(
+                f"created {path / 'readme.md'}; add your prototxt files, then run `caffezoo validate {path}`"
+            )
+        )
 
 
 @app.command()
@@ -118,33 +126,47 @@ def validate(
 
     Exits 1 when any directory has an error (or, with --strict, a warning).
     """
-    from ..validate import has_errors, validate_model as run
+    from ..validate import has_errors
+    from ..validate import validate_model as run
 
     results = {str(d): run(d) for d in directories}
     problems = [p for ps in results.values() for p in ps]
     errors = sum(p.severity == "error" for p in problems)
     warnings = len(problems) - errors
     if json:
-        print_json([
-            {"directory": d, "ok": not has_errors(ps),
-             "problems": [{"path": p.path, "line": p.line, "severity": p.severity, "message": p.message}
-                          for p in ps]}
-            for d, ps in results.items()
-        ])
+        print_json(
+            [
+                {
+                    "directory": d,
+                    "ok": not has_errors(ps),
+                    "problems": [
+                        {"path": p.path, "line": p.line, "severity": p.severity, "message": p.message}
+                        for p in ps
+                    ],
+                }
+                for d, ps in results.items()
+            ]
+        )
     else:
         color = sys.stdout.isatty()
         for p in problems:
             if quiet and p.severity != "error":
                 continue
             where = f"{p.path}:{p.line}" if p.line else p.path
-            severity = typer.style(p.severity, fg="red" if p.severity == "error" else "yellow") if color else p.severity
+            severity = (
+                typer.style(p.severity, fg="red" if p.severity == "error" else "yellow")
+                if color
+                else p.severity
+            )
             typer.echo(f"{where}: {severity}: {p.message}")
         if not quiet:
             n = len(directories)
             verdict = "ok" if not errors else "failed"
             if color:
                 verdict = typer.style(verdict, fg="green" if not errors else "red")
-            typer.echo(f"{verdict}: {errors} error{'s' * (errors != 1)}, {warnings} "
-                       f"warning{'s' * (warnings != 1)} in {n} director{'ies' if n != 1 else 'y'}")
+            typer.echo(
+                f"{verdict}: {errors} error{'s' * (errors != 1)}, {warnings} "
+                f"warning{'s' * (warnings != 1)} in {n} director{'ies' if n != 1 else 'y'}"
+            )
     if errors or (strict and warnings):
         raise typer.Exit(1)

@@ -8,25 +8,34 @@ import typer
 
 from ._app import JSON_OPTION, QUIET_OPTION, app, console, parse_input_shapes, print_json
 
-MODEL_ARGUMENT = typer.Argument(..., help="A model directory, a bundled model name, or a deploy .prototxt "
-                                "(then give --weights).")
-WEIGHTS_OPTION = typer.Option(None, "--weights", "-w", help="The .caffemodel; default: the model's downloaded "
-                              "weights.")
+MODEL_ARGUMENT = typer.Argument(
+    ..., help="A model directory, a bundled model name, or a deploy .prototxt (then give --weights)."
+)
+WEIGHTS_OPTION = typer.Option(
+    None, "--weights", "-w", help="The .caffemodel; default: the model's downloaded weights."
+)
 INPUT_OPTION = typer.Option(None, "--input", help="Override an input's shape: NAME=N,C,H,W (repeatable).")
-FILL_OPTION = typer.Option(False, "--fill-missing", help="Layers the caffemodel lacks get their constant or "
-                           "bilinear filler values, as in Caffe (random fillers are refused).")
+FILL_OPTION = typer.Option(
+    False,
+    "--fill-missing",
+    help="Layers the caffemodel lacks get their constant or "
+    "bilinear filler values, as in Caffe (random fillers are refused).",
+)
 
 
 @app.command()
 def convert(
     model: str = MODEL_ARGUMENT,
-    output: Path = typer.Option(None, "--output", "-o", help="The ONNX file to write; default: ./MODEL.onnx."),
+    output: Path = typer.Option(
+        None, "--output", "-o", help="The ONNX file to write; default: ./MODEL.onnx."
+    ),
     opset: int = typer.Option(17, "--opset", help="ONNX opset to target (13 or newer)."),
     weights: Path = WEIGHTS_OPTION,
     inputs: list[str] = INPUT_OPTION,
     extra: list[str] = typer.Option(None, "--blob", help="Also make this blob a graph output (repeatable)."),
-    fixed_batch: bool = typer.Option(False, "--fixed-batch", help="Keep the deploy net's batch size instead of "
-                                     "a symbolic batch axis."),
+    fixed_batch: bool = typer.Option(
+        False, "--fixed-batch", help="Keep the deploy net's batch size instead of a symbolic batch axis."
+    ),
     fill_missing: bool = FILL_OPTION,
     json: bool = JSON_OPTION,
     quiet: bool = QUIET_OPTION,
@@ -38,8 +47,16 @@ def convert(
     """
     from ..runtime.convert import export
 
-    converted = export(model, output, weights=weights, input_shapes=parse_input_shapes(inputs), opset=opset,
-                       outputs=extra or (), fill_missing=fill_missing, dynamic_batch=not fixed_batch)
+    converted = export(
+        model,
+        output,
+        weights=weights,
+        input_shapes=parse_input_shapes(inputs),
+        opset=opset,
+        outputs=extra or (),
+        fill_missing=fill_missing,
+        dynamic_batch=not fixed_batch,
+    )
     info = converted.summary()
     if json:
         print_json(info)
@@ -51,8 +68,10 @@ def convert(
         return "x".join("N" if d in (None, "batch") else str(d) for d in dims) or "?"
 
     out = console()
-    out.print(f"wrote {info['path']} ({info['bytes'] / 1e6:.1f} MB, opset {info['opset']}, {info['nodes']} nodes, "
-              f"{info['parameters']:,} parameters)")
+    out.print(
+        f"wrote {info['path']} ({info['bytes'] / 1e6:.1f} MB, opset {info['opset']}, {info['nodes']} nodes, "
+        f"{info['parameters']:,} parameters)"
+    )
     out.print("inputs: " + ", ".join(f"{k} {shape(v)}" for k, v in info["inputs"].items()))
     out.print("outputs: " + ", ".join(f"{k} {shape(v)}" for k, v in info["outputs"].items()))
     if info["static_reason"]:
@@ -64,22 +83,42 @@ def run(
     model: str = typer.Argument(..., help="A model directory or a bundled model name."),
     images: list[Path] = typer.Argument(..., help="Image files (JPEG, PNG, BMP...)."),
     top: int = typer.Option(5, "--top", "-k", help="How many classes to show per image."),
-    batch_size: int = typer.Option(None, "--batch-size", "-b", help="Images per forward pass; default: 8, or "
-                                   "the net's fixed batch."),
-    oversample: bool = typer.Option(False, "--oversample", help="Average ten crops (corners, centre, mirrored) "
-                                    "instead of the centre crop."),
-    resize: str = typer.Option(None, "--resize", help="Resize images to H[,W] before cropping; default: the "
-                               "mean image's size, else the net's input."),
-    raw_scale: float = typer.Option(255.0, "--raw-scale", help="Pixel values are scaled from [0, 1] to this."),
-    mean: str = typer.Option(None, "--mean", help="Mean file (.binaryproto, .npy) or per-channel values in the "
-                             "net's channel order, e.g. 104,117,123 (one value: every channel); default: the "
-                             "front matter's `mean`."),
-    labels: Path = typer.Option(None, "--labels", help="Class names, one per line; default: the front matter's "
-                                "`labels`."),
-    output: str = typer.Option(None, "--output", help="Which output blob holds the scores; default: the only one."),
+    batch_size: int = typer.Option(
+        None, "--batch-size", "-b", help="Images per forward pass; default: 8, or the net's fixed batch."
+    ),
+    oversample: bool = typer.Option(
+        False,
+        "--oversample",
+        help="Average ten crops (corners, centre, mirrored) instead of the centre crop.",
+    ),
+    resize: str = typer.Option(
+        None,
+        "--resize",
+        help="Resize images to H[,W] before cropping; default: the mean image's size, else the net's input.",
+    ),
+    raw_scale: float = typer.Option(
+        255.0, "--raw-scale", help="Pixel values are scaled from [0, 1] to this."
+    ),
+    mean: str = typer.Option(
+        None,
+        "--mean",
+        help="Mean file (.binaryproto, .npy) or per-channel values in the "
+        "net's channel order, e.g. 104,117,123 (one value: every channel); default: the "
+        "front matter's `mean`.",
+    ),
+    labels: Path = typer.Option(
+        None, "--labels", help="Class names, one per line; default: the front matter's `labels`."
+    ),
+    output: str = typer.Option(
+        None, "--output", help="Which output blob holds the scores; default: the only one."
+    ),
     weights: Path = WEIGHTS_OPTION,
-    provider: list[str] = typer.Option(None, "--provider", help="onnxruntime execution provider, in order of "
-                                       "preference (repeatable); default: CPUExecutionProvider."),
+    provider: list[str] = typer.Option(
+        None,
+        "--provider",
+        help="onnxruntime execution provider, in order of "
+        "preference (repeatable); default: CPUExecutionProvider.",
+    ),
     json: bool = JSON_OPTION,
 ) -> None:
     """Classify images: Caffe-style preprocessing, then the top classes with their scores."""
@@ -87,9 +126,20 @@ def run(
 
     size = _resize(resize) if resize else None
     mean_value = _mean(mean) if mean else None
-    predictions = classify(model, images, top=top, batch_size=batch_size, oversample=oversample, resize=size,
-                           raw_scale=raw_scale, mean=mean_value, labels=labels, output=output,
-                           weights=weights, providers=provider or None)
+    predictions = classify(
+        model,
+        images,
+        top=top,
+        batch_size=batch_size,
+        oversample=oversample,
+        resize=size,
+        raw_scale=raw_scale,
+        mean=mean_value,
+        labels=labels,
+        output=output,
+        weights=weights,
+        providers=provider or None,
+    )
     if json:
         print_json([p.to_dict() for p in predictions])
         return
@@ -124,6 +174,7 @@ def _mean(text: str) -> str | list[float]:
         return [float(v) for v in text.split(",")]
     except ValueError:
         if "," in text:
-            raise UsageError(f"--mean {text!r}: expected per-channel values like 104,117,123, or a mean file") \
-                from None
+            raise UsageError(
+                f"--mean {text!r}: expected per-channel values like 104,117,123, or a mean file"
+            ) from None
         return text

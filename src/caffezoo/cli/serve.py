@@ -8,14 +8,21 @@ import typer
 
 from ._app import JSON_OPTION, QUIET_OPTION, app, console, print_json
 
-serve_app = typer.Typer(help="Run the caffezoo server (web wiki, Gist API, mirror), or manage it.", rich_markup_mode=None)
+serve_app = typer.Typer(
+    help="Run the caffezoo server (web wiki, Gist API, mirror), or manage it.", rich_markup_mode=None
+)
 token_app = typer.Typer(help="API tokens of the server's users.", no_args_is_help=True, rich_markup_mode=None)
 serve_app.add_typer(token_app, name="token")
 app.add_typer(serve_app, name="serve")
 
-DB_OPTION = typer.Option(None, "--database-url", envvar="CAFFEZOO_DATABASE_URL", show_envvar=True,
-                         help="SQLAlchemy URL, e.g. postgresql://user@host/db "
-                              "[default: SQLite under CAFFEZOO_HOME].")
+DB_OPTION = typer.Option(
+    None,
+    "--database-url",
+    envvar="CAFFEZOO_DATABASE_URL",
+    show_envvar=True,
+    help="SQLAlchemy URL, e.g. postgresql://user@host/db [default: SQLite under CAFFEZOO_HOME].",
+)
+
 
 class LogLevel(str, Enum):
     """uvicorn's log levels (named here: importing uvicorn would slow every command's start)."""
@@ -28,8 +35,9 @@ class LogLevel(str, Enum):
     trace = "trace"
 
 
-BLOBS_OPTION = typer.Option(None, "--blobs-dir", help="The server's weights store "
-                                 "[default: CAFFEZOO_HOME/server-blobs].")
+BLOBS_OPTION = typer.Option(
+    None, "--blobs-dir", help="The server's weights store [default: CAFFEZOO_HOME/server-blobs]."
+)
 
 
 @serve_app.callback(invoke_without_command=True)
@@ -39,20 +47,31 @@ def serve(
     port: int = typer.Option(8000, "--port", "-p", min=1, max=65535, help="TCP port."),
     database_url: str = DB_OPTION,
     workers: int = typer.Option(1, "--workers", help="Server processes (each with its own cache)."),
-    log_level: LogLevel = typer.Option(LogLevel.info, "--log-level", case_sensitive=False,
-                                       help="uvicorn's log level: 'warning' drops the per-request access log."),
-    seed_bundled: bool = typer.Option(False, "--seed-bundled",
-                                      help="First create (or refresh) one public gist per bundled model."),
-    mirror: bool = typer.Option(False, "--mirror",
-                                help="Fetch the weights of listed models into the blob store and keep "
-                                     "them served at /blobs/sha1/SHA1."),
-    mirror_every: float = typer.Option(60.0, "--mirror-every", min=0.1,
-                                       help="Seconds between mirror rounds (with --mirror)."),
+    log_level: LogLevel = typer.Option(
+        LogLevel.info,
+        "--log-level",
+        case_sensitive=False,
+        help="uvicorn's log level: 'warning' drops the per-request access log.",
+    ),
+    seed_bundled: bool = typer.Option(
+        False, "--seed-bundled", help="First create (or refresh) one public gist per bundled model."
+    ),
+    mirror: bool = typer.Option(
+        False,
+        "--mirror",
+        help="Fetch the weights of listed models into the blob store and keep "
+        "them served at /blobs/sha1/SHA1.",
+    ),
+    mirror_every: float = typer.Option(
+        60.0, "--mirror-every", min=0.1, help="Seconds between mirror rounds (with --mirror)."
+    ),
     blobs_dir: str = BLOBS_OPTION,
-    check_links: bool = typer.Option(True, "--check-links/--no-check-links",
-                                     help="Probe weights URLs in the background."),
-    check_every: float = typer.Option(600.0, "--check-every", min=0.1,
-                                      help="Seconds between link-checker rounds (each probes what is due)."),
+    check_links: bool = typer.Option(
+        True, "--check-links/--no-check-links", help="Probe weights URLs in the background."
+    ),
+    check_every: float = typer.Option(
+        600.0, "--check-every", min=0.1, help="Seconds between link-checker rounds (each probes what is due)."
+    ),
     link_rate: float = typer.Option(1.0, "--link-rate", min=0.01, help="Link probes per second, at most."),
 ) -> None:
     """Serve the zoo: web wiki at http://HOST:PORT/, and the Gist API for CAFFEZOO_GIST_API=http://HOST:PORT."""
@@ -60,9 +79,18 @@ def serve(
         return
     from ..server.run import run
 
-    run(host=host, port=port, database_url=database_url, workers=workers, log_level=log_level.value,
-        seed_bundled=seed_bundled, blobs_dir=blobs_dir, mirror_every=mirror_every if mirror else None,
-        check_every=check_every if check_links else None, link_rate=link_rate)
+    run(
+        host=host,
+        port=port,
+        database_url=database_url,
+        workers=workers,
+        log_level=log_level.value,
+        seed_bundled=seed_bundled,
+        blobs_dir=blobs_dir,
+        mirror_every=mirror_every if mirror else None,
+        check_every=check_every if check_links else None,
+        link_rate=link_rate,
+    )
 
 
 @serve_app.command("check-links")
@@ -90,13 +118,20 @@ def check_links_command(
             mark = "[green]ok[/]" if p.reachable else "[red]unreachable[/]"
             detail = f"HTTP {p.status}" if p.status else ""
             # The URL and the error are the front matter's and the host's words: never markup.
-            out.print(f"{mark} {escape(p.url)} {detail} {escape(p.error or '')}".rstrip(), markup=True,
-                      highlight=False)
+            out.print(
+                f"{mark} {escape(p.url)} {detail} {escape(p.error or '')}".rstrip(),
+                markup=True,
+                highlight=False,
+            )
 
     results = check_links(database_url, all_urls=all_urls, rate=rate, timeout=timeout, on_result=show)
     if as_json:
-        print_json([{"url": p.url, "reachable": p.reachable, "status": p.status, "size": p.size,
-                     "error": p.error} for p in results])
+        print_json(
+            [
+                {"url": p.url, "reachable": p.reachable, "status": p.status, "size": p.size, "error": p.error}
+                for p in results
+            ]
+        )
     elif not quiet:
         bad = sum(not p.reachable for p in results)
         out.print(f"{len(results)} checked, {bad} unreachable" if results else "nothing is due")
@@ -125,8 +160,11 @@ def mirror_command(
     def show(r) -> None:
         if not (quiet or as_json):
             mark = "[green]mirrored[/]" if r.status == "mirrored" else "[red]failed[/]"
-            out.print(f"{mark} {r.sha1} from {escape(r.url)}" + (f": {escape(r.error)}" if r.error else ""),
-                      markup=True, highlight=False)
+            out.print(
+                f"{mark} {r.sha1} from {escape(r.url)}" + (f": {escape(r.error)}" if r.error else ""),
+                markup=True,
+                highlight=False,
+            )
 
     results = mirror_sync(database_url, blobs_dir, on_result=show)
     if as_json:
@@ -138,7 +176,9 @@ def mirror_command(
 
 
 @serve_app.command("seed")
-def seed_command(database_url: str = DB_OPTION, as_json: bool = JSON_OPTION, quiet: bool = QUIET_OPTION) -> None:
+def seed_command(
+    database_url: str = DB_OPTION, as_json: bool = JSON_OPTION, quiet: bool = QUIET_OPTION
+) -> None:
     """Create or refresh one public gist per bundled model (owner `bvlc`); safe to repeat."""
     from ..server.run import seed
 

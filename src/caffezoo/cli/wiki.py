@@ -9,17 +9,20 @@ import typer
 from ._app import JSON_OPTION, QUIET_OPTION, app, console, print_json
 from .serve import DB_OPTION  # the zoo server's database, as `caffezoo serve` takes it
 
-wiki_app = typer.Typer(help="Import a Caffe Model-Zoo wiki page into a zoo server's database, or "
-                            "export the zoo as such a page.", no_args_is_help=True, rich_markup_mode=None)
+wiki_app = typer.Typer(
+    help="Import a Caffe Model-Zoo wiki page into a zoo server's database, or export the zoo as such a page.",
+    no_args_is_help=True,
+    rich_markup_mode=None,
+)
 app.add_typer(wiki_app, name="wiki")
-
 
 
 @wiki_app.command("import")
 def wiki_import(
     page: Path = typer.Argument(..., help="The wiki page, e.g. Model-Zoo.md from a clone of the wiki."),
-    no_fetch: bool = typer.Option(False, "--no-fetch",
-                                  help="Do not fetch the gists: keep only the page's names and links."),
+    no_fetch: bool = typer.Option(
+        False, "--no-fetch", help="Do not fetch the gists: keep only the page's names and links."
+    ),
     database_url: str = DB_OPTION,
     as_json: bool = JSON_OPTION,
     quiet: bool = QUIET_OPTION,
@@ -40,17 +43,24 @@ def wiki_import(
 
     parsed = parse_page(read_text(page, "a wiki page (Markdown file)"))
     if not parsed.sections:
-        raise UsageError(f"{page}: no section headings found (expected '### Title' lines as on "
-                         "Caffe's Model-Zoo wiki page)")
+        raise UsageError(
+            f"{page}: no section headings found (expected '### Title' lines as on "
+            "Caffe's Model-Zoo wiki page)"
+        )
     out = console(stderr=True)
 
     def show(gist_id: str, status: str, error: str | None) -> None:
         if not (quiet or as_json):
             from rich.markup import escape
 
-            mark = {"fetched": "[green]fetched[/]", "unchanged": "unchanged", "failed": "[red]failed[/]"}[status]
-            out.print(f"{mark} gist {gist_id}" + (f": {escape(error)}" if error else ""), markup=True,
-                      highlight=False)
+            mark = {"fetched": "[green]fetched[/]", "unchanged": "unchanged", "failed": "[red]failed[/]"}[
+                status
+            ]
+            out.print(
+                f"{mark} gist {gist_id}" + (f": {escape(error)}" if error else ""),
+                markup=True,
+                highlight=False,
+            )
 
     fetch = not no_fetch and not settings().offline
     with open_storage(database_url) as store:
@@ -58,9 +68,11 @@ def wiki_import(
     if as_json:
         print_json(report.__dict__)
     elif not quiet:
-        out.print(f"{report.sections} sections, {report.gists} gist entries, {report.links} other links; "
-                  f"{len(report.fetched)} gists fetched, {len(report.failed)} failed"
-                  + ("" if fetch else " (not fetching)"))
+        out.print(
+            f"{report.sections} sections, {report.gists} gist entries, {report.links} other links; "
+            f"{len(report.fetched)} gists fetched, {len(report.failed)} failed"
+            + ("" if fetch else " (not fetching)")
+        )
     if report.failed:
         raise typer.Exit(1)
 
@@ -68,11 +80,15 @@ def wiki_import(
 @wiki_app.command("export")
 def wiki_export(
     output: Path = typer.Option(None, "--output", "-o", help="Write the page here [default: stdout]."),
-    base_url: str = typer.Option(None, "--base-url",
-                                 help="This server's URL, for links to gists that were not imported "
-                                      "[default: https://gist.github.com/OWNER/ID]."),
-    sections_only: bool = typer.Option(False, "--sections-only",
-                                       help="Only the imported sections, not the zoo's other models."),
+    base_url: str = typer.Option(
+        None,
+        "--base-url",
+        help="This server's URL, for links to gists that were not imported "
+        "[default: https://gist.github.com/OWNER/ID].",
+    ),
+    sections_only: bool = typer.Option(
+        False, "--sections-only", help="Only the imported sections, not the zoo's other models."
+    ),
     database_url: str = DB_OPTION,
 ) -> None:
     """Write the zoo as a page shaped like Caffe's Model-Zoo wiki, for those who keep a GitHub wiki."""

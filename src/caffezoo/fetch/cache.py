@@ -193,9 +193,7 @@ class BlobCache:
                 continue
             st = entry.stat()
             users = [u for u in self.records.users(entry.name) if u != os.path.abspath(entry.path)]
-            out.append(
-                BlobInfo(entry.name, Path(entry.path), st.st_size, st.st_mtime, st.st_nlink, users)
-            )
+            out.append(BlobInfo(entry.name, Path(entry.path), st.st_size, st.st_mtime, st.st_nlink, users))
         return out
 
     def find(self, prefixes: Iterable[str]) -> list[BlobInfo]:
@@ -251,9 +249,7 @@ class BlobCache:
         """
         report = PruneReport()
         for blob in self.entries():
-            linked = blob.links > 1 or any(
-                os.path.islink(u) and _same(u, blob.path) for u in blob.users
-            )
+            linked = blob.links > 1 or any(os.path.islink(u) and _same(u, blob.path) for u in blob.users)
             if not linked:
                 report.blobs.append(blob.sha1)
                 report.bytes += blob.size

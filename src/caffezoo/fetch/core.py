@@ -187,9 +187,7 @@ def fetch_blob(
             else:
                 partial.discard()
             raise
-    return Fetched(
-        path, digests.sha1, digests.sha256, digests.size, "downloaded", str(source), blob=path
-    )
+    return Fetched(path, digests.sha1, digests.sha256, digests.size, "downloaded", str(source), blob=path)
 
 
 def _download(
@@ -285,9 +283,7 @@ def _with_retries(
             stuck = 0 if partial.size > before else stuck + 1
             if stuck > retries or total_attempts >= limit:
                 attempts = f"{total_attempts} attempt{'s' * (total_attempts > 1)}"
-                raise SourceFailed(
-                    f"{e} (gave up after {attempts}, {partial.size} bytes kept)"
-                ) from None
+                raise SourceFailed(f"{e} (gave up after {attempts}, {partial.size} bytes kept)") from None
             delay = backoff(stuck or 1) if e.retry_after is None else e.retry_after
             if delay > MAX_RETRY_AFTER:
                 raise SourceFailed(f"{e}; the server asks to retry after {delay:.0f} s") from None
@@ -373,9 +369,7 @@ def fetch_to(
         if problem is None:
             cache.records.add(expected.sha1, [dest], got.size, got.sha256)
             return Fetched(dest, got.sha1, got.sha256, got.size, "present")
-        report(
-            Event("warning", message=f"{dest} is not the expected file ({problem}); replacing it")
-        )
+        report(Event("warning", message=f"{dest} is not the expected file ({problem}); replacing it"))
     blob = fetch_blob(
         sources,
         sha1=expected.sha1,
@@ -388,6 +382,4 @@ def fetch_to(
     )
     done = install(blob.path, dest, how)
     cache.records.add(expected.sha1, [blob.path, dest], blob.size, blob.sha256)
-    return Fetched(
-        dest, blob.sha1, blob.sha256, blob.size, blob.status, blob.source, blob.path, done
-    )
+    return Fetched(dest, blob.sha1, blob.sha256, blob.size, blob.status, blob.source, blob.path, done)

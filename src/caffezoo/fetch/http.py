@@ -124,17 +124,13 @@ def _attempt(
             finally:
                 partial.flush()  # what arrived before a failure is kept, for the next attempt
     except httpx.TimeoutException:
-        raise Retry(
-            f"no answer from {host} for {timeout:g} s ({partial.size} bytes received)"
-        ) from None
+        raise Retry(f"no answer from {host} for {timeout:g} s ({partial.size} bytes received)") from None
     except httpx.ConnectError as e:
         if _unknown_host(e):
             raise SourceFailed(f"unknown host {host}") from None
         raise Retry(f"cannot connect to {host}: {_reason(e)}") from None
     except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError, httpx.CloseError) as e:
-        raise Retry(
-            f"connection to {host} broke after {partial.size} bytes: {_reason(e)}"
-        ) from None
+        raise Retry(f"connection to {host} broke after {partial.size} bytes: {_reason(e)}") from None
     except httpx.TooManyRedirects:
         raise SourceFailed(f"too many redirects from {host}") from None
     except (httpx.UnsupportedProtocol, httpx.InvalidURL) as e:
@@ -145,9 +141,7 @@ def _attempt(
         raise SourceFailed(f"{host}: {_reason(e)}") from None
 
 
-def _receive(
-    r: httpx.Response, url: str, source: Source, partial: Partial, expected: Expected
-) -> str | None:
+def _receive(r: httpx.Response, url: str, source: Source, partial: Partial, expected: Expected) -> str | None:
     status = r.status_code
     where = f"HTTP {status} {r.reason_phrase} from {r.url.netloc.decode('ascii', 'replace')}"
     offset = partial.size

@@ -20,9 +20,7 @@ def path_of(url: str) -> str:
     """The local path of a ``file://`` URL (only this machine's: no host, or localhost)."""
     parts = urlsplit(url)
     if parts.netloc not in ("", "localhost"):
-        raise SourceFailed(
-            f"{url}: file:// URLs on another host ({parts.netloc}) are not supported"
-        )
+        raise SourceFailed(f"{url}: file:// URLs on another host ({parts.netloc}) are not supported")
     return unquote(parts.path)
 
 

@@ -244,9 +244,7 @@ class Partial:
 
     # -- what the server said ----------------------------------------------------------
 
-    def remember(
-        self, url: str, etag: str | None, last_modified: str | None, total: int | None
-    ) -> None:
+    def remember(self, url: str, etag: str | None, last_modified: str | None, total: int | None) -> None:
         """Keep the validators of the response being written, for If-Range on resume."""
         self.meta.update(url=url, etag=etag, last_modified=last_modified, total=total)
         write_json_atomic(self.meta_path, self.meta)

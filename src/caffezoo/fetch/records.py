@@ -64,9 +64,7 @@ class Records:
             return {"sha1": sha1, "files": {}}
         return data
 
-    def is_verified(
-        self, path: str | os.PathLike[str], sha1: str, sha256: str | None = None
-    ) -> bool:
+    def is_verified(self, path: str | os.PathLike[str], sha1: str, sha256: str | None = None) -> bool:
         """Does ``path`` (symlinks followed) still hold the bytes recorded for ``sha1``?"""
         try:
             st = os.stat(path)

@@ -116,9 +116,7 @@ def plan(sha1: str, urls: Iterable[str | Source], mirrors: Sequence[str] = ()) -
     """
     out: list[Source] = []
     seen: set[str] = set()
-    candidates = [Source(mirror_url(b, sha1), role="mirror") for b in mirrors] + [
-        normalize(u) for u in urls
-    ]
+    candidates = [Source(mirror_url(b, sha1), role="mirror") for b in mirrors] + [normalize(u) for u in urls]
     for source in candidates:
         if source.url not in seen:
             seen.add(source.url)

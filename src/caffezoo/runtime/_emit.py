@@ -30,22 +30,34 @@ Check = Callable[["Layer"], "str | None"]
 EMITTERS: dict[str, Emitter] = {}
 CHECKS: dict[str, Check] = {}
 # Types that need nothing in the graph (their tops, if any, are never used by a deploy net).
-SKIPPED = frozenset({
-    "Silence", "Accuracy", "SoftmaxWithLoss", "EuclideanLoss", "HingeLoss", "InfogainLoss",
-    "MultinomialLogisticLoss", "SigmoidCrossEntropyLoss", "ContrastiveLoss", "HDF5Output",
-})
+SKIPPED = frozenset(
+    {
+        "Silence",
+        "Accuracy",
+        "SoftmaxWithLoss",
+        "EuclideanLoss",
+        "HingeLoss",
+        "InfogainLoss",
+        "MultinomialLogisticLoss",
+        "SigmoidCrossEntropyLoss",
+        "ContrastiveLoss",
+        "HDF5Output",
+    }
+)
 
 FLT_MAX = float(np.finfo(np.float32).max)
 
 
 def emits(*types: str, check: Check | None = None) -> Callable[[Emitter], Emitter]:
     """Register the decorated function as the converter of ``types``."""
+
     def register(fn: Emitter) -> Emitter:
         for t in types:
             EMITTERS[t] = fn
             if check is not None:
                 CHECKS[t] = check
         return fn
+
     return register
 
 
@@ -76,8 +88,15 @@ class Ctx:
         """The layer's parameter message (``convolution_param`` for a Convolution...)."""
         return self.layer.type_param
 
-    def node(self, op: str, inputs: Sequence[str], outputs: Sequence[str] | int = 1, *,
-             step: str | None = None, **attrs: Any) -> list[str]:
+    def node(
+        self,
+        op: str,
+        inputs: Sequence[str],
+        outputs: Sequence[str] | int = 1,
+        *,
+        step: str | None = None,
+        **attrs: Any,
+    ) -> list[str]:
         """A node named after the layer (``conv1``, or ``conv1/step`` for helper nodes)."""
         name = self.name if step is None else f"{self.name}/{step}"
         return self.g.node(op, inputs, outputs, name=name, **attrs)
@@ -95,7 +114,9 @@ class Ctx:
         shared = specs[i].name if i < len(specs) and specs[i].name else None
         if shared is not None:
             shared = f"{shared}/{role}"  # the same blob may be used in several forms (BatchNorm)
-        return self.g.initializer(f"{self.name}.{role}", self.blobs[i] if array is None else array, shared=shared)
+        return self.g.initializer(
+            f"{self.name}.{role}", self.blobs[i] if array is None else array, shared=shared
+        )
 
     def const(self, step: str, values: Any, dtype: Any = np.int64) -> str:
         return self.g.const(f"{self.name}/{step}", values, dtype)
@@ -108,8 +129,15 @@ class Ctx:
         if self.dynamic:
             raise StaticBatch(f"layer {self.name!r} ({self.layer.type}): {why}")
 
-    def reshape(self, x: str, shape: Sequence[int], out: str | None = None, *, step: str = "reshape",
-                batch: str = "copy") -> str:
+    def reshape(
+        self,
+        x: str,
+        shape: Sequence[int],
+        out: str | None = None,
+        *,
+        step: str = "reshape",
+        batch: str = "copy",
+    ) -> str:
         """Reshape to a fully computed ``shape``, keeping a symbolic batch axis symbolic.
 
         ``batch`` says what axis 0 of ``shape`` is when the batch is symbolic:
@@ -126,8 +154,9 @@ class Ctx:
             else:
                 self.batch_dependent("reshapes across the batch axis")
         outputs = [out] if out else 1
-        return self.node("Reshape", [x, self.const(f"{step}_shape", target)], outputs,
-                         step=None if out else step)[0]
+        return self.node(
+            "Reshape", [x, self.const(f"{step}_shape", target)], outputs, step=None if out else step
+        )[0]
 
     def fail(self, message: str) -> ConversionError:
         return ConversionError(f"{self.layer.where(self.path)}: {message}")

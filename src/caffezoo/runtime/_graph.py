@@ -33,8 +33,12 @@ _MODEL_GRAPH, _GRAPH_INITIALIZER, _TENSOR_RAW_DATA = 7, 5, 9
 # Constants smaller than this are de-duplicated by value (shapes, axes, scalars).
 _SMALL = 256
 
-DTYPES = {np.dtype(np.float32): TensorProto.FLOAT, np.dtype(np.int64): TensorProto.INT64,
-          np.dtype(np.bool_): TensorProto.BOOL, np.dtype(np.int32): TensorProto.INT32}
+DTYPES = {
+    np.dtype(np.float32): TensorProto.FLOAT,
+    np.dtype(np.int64): TensorProto.INT64,
+    np.dtype(np.bool_): TensorProto.BOOL,
+    np.dtype(np.int32): TensorProto.INT32,
+}
 
 
 class Graph:
@@ -59,7 +63,9 @@ class Graph:
         taken.add(name)
         return name
 
-    def initializer(self, hint: str, array: Any, dtype: Any = np.float32, *, shared: str | None = None) -> str:
+    def initializer(
+        self, hint: str, array: Any, dtype: Any = np.float32, *, shared: str | None = None
+    ) -> str:
         """Add ``array`` as an initializer (converted to ``dtype``); return its name.
 
         The same buffer, or the same small value, given twice is stored once;
@@ -91,8 +97,9 @@ class Graph:
         """A small constant (a shape, axes, a scalar) as an initializer."""
         return self.initializer(hint, np.asarray(values, dtype=dtype), dtype)
 
-    def node(self, op: str, inputs: Sequence[str], outputs: Sequence[str] | int = 1, *, name: str,
-             **attrs: Any) -> list[str]:
+    def node(
+        self, op: str, inputs: Sequence[str], outputs: Sequence[str] | int = 1, *, name: str, **attrs: Any
+    ) -> list[str]:
         """Append a node; ``outputs`` are names, or a count of fresh names derived from ``name``."""
         if isinstance(outputs, int):
             outputs = [self.unique(f"{name}:{i}" if outputs > 1 else name) for i in range(outputs)]
@@ -105,23 +112,39 @@ class Graph:
 
     # ------------------------------------------------------------ output
 
-    def model(self, inputs: list[onnx.ValueInfoProto], outputs: list[onnx.ValueInfoProto], *,
-              name: str = "caffezoo", doc: str = "", with_weights: bool = True,
-              metadata: dict[str, str] | None = None) -> onnx.ModelProto:
+    def model(
+        self,
+        inputs: list[onnx.ValueInfoProto],
+        outputs: list[onnx.ValueInfoProto],
+        *,
+        name: str = "caffezoo",
+        doc: str = "",
+        with_weights: bool = True,
+        metadata: dict[str, str] | None = None,
+    ) -> onnx.ModelProto:
         """The ModelProto (initializers included unless ``with_weights=False``)."""
         graph = helper.make_graph(self.nodes, name, inputs, outputs)
         if with_weights:
             graph.initializer.extend(tensor_proto(n, a) for n, a in self.initializers.items())
-        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", self.opset)],
-                                  producer_name="caffezoo", doc_string=doc)
+        model = helper.make_model(
+            graph,
+            opset_imports=[helper.make_opsetid("", self.opset)],
+            producer_name="caffezoo",
+            doc_string=doc,
+        )
         # The oldest IR version that carries this opset: older runtimes can read the file.
         model.ir_version = _ir_version(self.opset)
         for key, value in (metadata or {}).items():
             model.metadata_props.add(key=key, value=value)
         return model
 
-    def save(self, path: str | os.PathLike[str], inputs: list[onnx.ValueInfoProto],
-             outputs: list[onnx.ValueInfoProto], **kwargs: Any) -> Path:
+    def save(
+        self,
+        path: str | os.PathLike[str],
+        inputs: list[onnx.ValueInfoProto],
+        outputs: list[onnx.ValueInfoProto],
+        **kwargs: Any,
+    ) -> Path:
         """Write the model to ``path`` atomically, streaming weights from their buffers."""
         head = self.model(inputs, outputs, with_weights=False, **kwargs).SerializeToString()
         records = [_initializer_record(n, a) for n, a in self.initializers.items()]
@@ -160,7 +183,8 @@ def _initializer_record(name: str, array: np.ndarray) -> tuple[bytes, np.ndarray
     return record, array
 
 
-def value_info(name: str, shape: Iterable[int | str | None] | None,
-               elem: int = TensorProto.FLOAT) -> onnx.ValueInfoProto:
+def value_info(
+    name: str, shape: Iterable[int | str | None] | None, elem: int = TensorProto.FLOAT
+) -> onnx.ValueInfoProto:
     """A typed graph input or output; a ``str`` dimension is symbolic (e.g. ``"batch"``), None unknown."""
     return helper.make_tensor_value_info(name, elem, None if shape is None else list(shape))

@@ -79,39 +79,57 @@ def classify(
     name, shape = _image_input(net)
     blob = _output(net, output)
     fm = m.front_matter
-    mean_array = read_mean(mean) if mean is not None else None if fm.mean is None else read_mean(fm.mean, m.path)
-    pre = Preprocessor(shape[1], shape[2], shape[3], resize=resize, raw_scale=raw_scale, oversample=oversample,
-                       mean=mean_array)
+    mean_array = (
+        read_mean(mean) if mean is not None else None if fm.mean is None else read_mean(fm.mean, m.path)
+    )
+    pre = Preprocessor(
+        shape[1],
+        shape[2],
+        shape[3],
+        resize=resize,
+        raw_scale=raw_scale,
+        oversample=oversample,
+        mean=mean_array,
+    )
     names = read_labels(Path(labels) if labels else m.path / fm.labels) if (labels or fm.labels) else None
     fixed = shape[0]
     size = fixed or batch_size or DEFAULT_BATCH
     crops = CROPS if oversample else 1
     if fixed and oversample and fixed % CROPS:
-        raise UsageError(f"the net takes batches of exactly {fixed}; oversampling needs a multiple of {CROPS}")
+        raise UsageError(
+            f"the net takes batches of exactly {fixed}; oversampling needs a multiple of {CROPS}"
+        )
     per_batch = max(1, size // crops) if fixed else size
     results: list[Prediction] = []
     for start in range(0, len(images), per_batch):
-        chunk = list(images[start:start + per_batch])
+        chunk = list(images[start : start + per_batch])
         x = pre(chunk)
         if fixed and len(x) < fixed:  # a net with a fixed batch: pad the last one
             x = np.concatenate([x, np.zeros((fixed - len(x), *x.shape[1:]), np.float32)])
         scores = net.forward(**{name: x})[blob]
-        scores = scores[:len(chunk) * crops].reshape(len(chunk), crops, -1).mean(axis=1)
+        scores = scores[: len(chunk) * crops].reshape(len(chunk), crops, -1).mean(axis=1)
         if names is not None and len(names) != scores.shape[1]:
-            raise ModelDirError(f"{labels or m.path / fm.labels}: {len(names)} labels, but the net's "
-                                f"{blob!r} has {scores.shape[1]} classes")
+            raise ModelDirError(
+                f"{labels or m.path / fm.labels}: {len(names)} labels, but the net's "
+                f"{blob!r} has {scores.shape[1]} classes"
+            )
         for path, row in zip(chunk, scores):
             best = np.argsort(-row, kind="stable")[:top]
-            results.append(Prediction(str(path), [Scored(int(i), names[i] if names else None, float(row[i]))
-                                                  for i in best]))
+            results.append(
+                Prediction(
+                    str(path), [Scored(int(i), names[i] if names else None, float(row[i])) for i in best]
+                )
+            )
     return results
 
 
 def _image_input(net: Net) -> tuple[str, tuple]:
     images = {k: v for k, v in net.inputs.items() if len(v) == 4}
     if len(images) != 1:
-        raise UsageError(f"the net has {len(net.inputs)} inputs ({', '.join(net.inputs)}); `run` feeds one "
-                         f"N x C x H x W image input")
+        raise UsageError(
+            f"the net has {len(net.inputs)} inputs ({', '.join(net.inputs)}); `run` feeds one "
+            f"N x C x H x W image input"
+        )
     name, shape = next(iter(images.items()))
     return name, shape
 

@@ -66,11 +66,14 @@ class Converted:
 
     def summary(self) -> dict[str, Any]:
         """What was written: inputs and outputs with their shapes, counts, size."""
+
         def dims(v: onnx.ValueInfoProto) -> list:
             if not v.type.tensor_type.HasField("shape"):
                 return []
-            return [d.dim_param or (d.dim_value if d.HasField("dim_value") else None)
-                    for d in v.type.tensor_type.shape.dim]
+            return [
+                d.dim_param or (d.dim_value if d.HasField("dim_value") else None)
+                for d in v.type.tensor_type.shape.dim
+            ]
 
         return {
             "path": str(self.path) if self.path else None,
@@ -87,8 +90,13 @@ class Converted:
 
     def proto(self) -> onnx.ModelProto:
         """The whole model in memory (weights copied into it)."""
-        return self.graph.model(self.inputs, self.outputs, name=self.net.name or "caffezoo",
-                                doc=self._doc(), metadata=self.metadata)
+        return self.graph.model(
+            self.inputs,
+            self.outputs,
+            name=self.net.name or "caffezoo",
+            doc=self._doc(),
+            metadata=self.metadata,
+        )
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write the model to ``path`` atomically, weights streamed from the caffemodel.
@@ -96,8 +104,14 @@ class Converted:
         A place that cannot be written (no such folder, a folder in the way, a full
         disk) raises :class:`~caffezoo.errors.WriteError` from the shared atomic writer.
         """
-        return self.graph.save(path, self.inputs, self.outputs, name=self.net.name or "caffezoo",
-                               doc=self._doc(), metadata=self.metadata)
+        return self.graph.save(
+            path,
+            self.inputs,
+            self.outputs,
+            name=self.net.name or "caffezoo",
+            doc=self._doc(),
+            metadata=self.metadata,
+        )
 
     def _doc(self) -> str:
         source = Path(self.net.path).name if self.net.path else "a Caffe net"
@@ -105,6 +119,7 @@ class Converted:
 
 
 # ------------------------------------------------------------ entry points
+
 
 def to_onnx(
     model: str | os.PathLike[str],
@@ -125,16 +140,23 @@ def to_onnx(
     graph outputs, ``fill_missing`` gives layers the caffemodel lacks the
     values of their constant or bilinear fillers, as Caffe does.
     """
-    converted = _convert(model, weights, input_shapes, fill_missing, opset=opset, outputs=outputs,
-                         dynamic_batch=dynamic_batch)
+    converted = _convert(
+        model, weights, input_shapes, fill_missing, opset=opset, outputs=outputs, dynamic_batch=dynamic_batch
+    )
     if output is None:
         return converted.proto()
     return converted.save(output)
 
 
-def export(model: str | os.PathLike[str], output: str | os.PathLike[str] | None = None, *,
-           weights: str | os.PathLike[str] | None = None, input_shapes: dict[str, Sequence[int]] | None = None,
-           fill_missing: bool = False, **options: Any) -> Converted:
+def export(
+    model: str | os.PathLike[str],
+    output: str | os.PathLike[str] | None = None,
+    *,
+    weights: str | os.PathLike[str] | None = None,
+    input_shapes: dict[str, Sequence[int]] | None = None,
+    fill_missing: bool = False,
+    **options: Any,
+) -> Converted:
     """What ``caffezoo convert`` does: :func:`to_onnx` into a file (default ``./<model>.onnx``).
 
     >>> export("bvlc_alexnet").summary()["path"]                          # doctest: +SKIP
@@ -147,8 +169,13 @@ def export(model: str | os.PathLike[str], output: str | os.PathLike[str] | None 
     return converted
 
 
-def _convert(model: str | os.PathLike[str], weights: str | os.PathLike[str] | None,
-             input_shapes: dict[str, Sequence[int]] | None, fill_missing: bool, **options: Any) -> Converted:
+def _convert(
+    model: str | os.PathLike[str],
+    weights: str | os.PathLike[str] | None,
+    input_shapes: dict[str, Sequence[int]] | None,
+    fill_missing: bool,
+    **options: Any,
+) -> Converted:
     where = locate(model, weights)
     net = load(where.prototxt, where.weights, input_shapes=input_shapes, fill_missing=fill_missing)
     return convert_net(net, **options)
@@ -171,29 +198,39 @@ def locate(model: str | os.PathLike[str], weights: str | os.PathLike[str] | None
         if not Path(text).is_file():
             raise ConversionError(f"{text}: no such prototxt file")
         if weights is None:
-            raise ConversionError(f"{text}: a prototxt alone has no weights; give the .caffemodel too "
-                                  f"(--weights FILE)")
+            raise ConversionError(
+                f"{text}: a prototxt alone has no weights; give the .caffemodel too (--weights FILE)"
+            )
         return Located(Path(text), Path(weights))
     from ..zoo import resolve
 
     m = resolve(model)
     deploy = m.prototxt("deploy")
     if deploy is None:
-        raise ModelDirError(f"{m.path}: no deploy prototxt (a file named *deploy*.prototxt, or one "
-                            f"with an Input layer); conversion needs the deploy net")
+        raise ModelDirError(
+            f"{m.path}: no deploy prototxt (a file named *deploy*.prototxt, or one "
+            f"with an Input layer); conversion needs the deploy net"
+        )
     if weights is not None:
         return Located(deploy, Path(weights), model=m)
     if m.weights_path is None:
-        raise ModelDirError(f"{m.readme_path}: no `caffemodel` key in the front matter: which file holds "
-                            f"the weights?")
+        raise ModelDirError(
+            f"{m.readme_path}: no `caffemodel` key in the front matter: which file holds the weights?"
+        )
     if not m.weights_path.is_file():
-        raise ModelDirError(f"{m.weights_path}: the weights are not downloaded; "
-                            f"`caffezoo download {model}` fetches them")
+        raise ModelDirError(
+            f"{m.weights_path}: the weights are not downloaded; `caffezoo download {model}` fetches them"
+        )
     return Located(deploy, m.weights_path, m.front_matter.sha1, m)
 
 
-def load(prototxt: str | os.PathLike[str], weights: str | os.PathLike[str] | None, *,
-         input_shapes: dict[str, Sequence[int]] | None = None, fill_missing: bool = False) -> Net:
+def load(
+    prototxt: str | os.PathLike[str],
+    weights: str | os.PathLike[str] | None,
+    *,
+    input_shapes: dict[str, Sequence[int]] | None = None,
+    fill_missing: bool = False,
+) -> Net:
     """Load the net for conversion: every problem reported at once, before reading weights."""
     from ..caffe.net import attach_weights, load_net
 
@@ -226,8 +263,10 @@ def check_supported(net: Net) -> None:
     lines += problems
     if lines:
         what = net.path or net.name or "the net"
-        raise ConversionError(f"{what}: cannot convert to ONNX ({len(lines)} problem{'s' * (len(lines) > 1)}):\n"
-                              + "\n".join(lines))
+        raise ConversionError(
+            f"{what}: cannot convert to ONNX ({len(lines)} problem{'s' * (len(lines) > 1)}):\n"
+            + "\n".join(lines)
+        )
 
 
 def _names(names: list[str]) -> str:
@@ -258,30 +297,40 @@ def check_weights(net: Net, *, fill_missing: bool) -> None:
                 break
             if value is None:
                 kind = f"the random filler {filler.type!r}" if filler is not None else "no known filler"
-                missing.append(f"{layer.where(net.path)}: no weights for blob {i}, and {kind} cannot stand "
-                               f"in for them")
+                missing.append(
+                    f"{layer.where(net.path)}: no weights for blob {i}, and {kind} cannot stand in for them"
+                )
                 break
             arrays.append(value)
         else:
             layer.blobs = arrays
     if missing:
         source = net.weights_path or "the caffemodel"
-        hint = "" if fill_missing else ("\n(Caffe would use the layers' fillers instead: pass --fill-missing "
-                                        "to do the same where they are constant)")
+        hint = (
+            ""
+            if fill_missing
+            else (
+                "\n(Caffe would use the layers' fillers instead: pass --fill-missing "
+                "to do the same where they are constant)"
+            )
+        )
         raise ConversionError(f"{source} lacks weights the net needs:\n" + "\n".join(missing) + hint)
 
 
 # ------------------------------------------------------------ building
 
-def convert_net(net: Net, *, opset: int = DEFAULT_OPSET, outputs: Sequence[str] = (),
-                dynamic_batch: bool = True) -> Converted:
+
+def convert_net(
+    net: Net, *, opset: int = DEFAULT_OPSET, outputs: Sequence[str] = (), dynamic_batch: bool = True
+) -> Converted:
     """Build the ONNX graph of a loaded, checked net (see :func:`load`)."""
     import onnx
 
     newest = onnx.defs.onnx_opset_version()
     if not MIN_OPSET <= opset <= newest:
-        raise ConversionError(f"opset {opset}: caffezoo writes opsets {MIN_OPSET} to {newest} "
-                              f"(Softmax over one axis needs 13)")
+        raise ConversionError(
+            f"opset {opset}: caffezoo writes opsets {MIN_OPSET} to {newest} (Softmax over one axis needs 13)"
+        )
     reason = None
     if dynamic_batch:
         reason = _batch_mismatch(net)
@@ -323,12 +372,23 @@ def _build(net: Net, opset: int, wanted: Sequence[str], *, dynamic: bool) -> Con
         x = []
         for b in layer.bottoms:
             if b not in tensors:
-                raise ConversionError(f"{layer.where(net.path)}: its input {b!r} comes from a data layer's "
-                                      f"label or another blob a deployed net does not have")
+                raise ConversionError(
+                    f"{layer.where(net.path)}: its input {b!r} comes from a data layer's "
+                    f"label or another blob a deployed net does not have"
+                )
             x.append(tensors[b])
         y = [top if last_writer[top] == i else g.unique(f"{top}@{layer.name}") for top in layer.tops]
-        ctx = Ctx(g, layer, x, [shapes[b] for b in layer.bottoms], y, list(layer.top_shapes),
-                  list(layer.blobs), dynamic, net.path)
+        ctx = Ctx(
+            g,
+            layer,
+            x,
+            [shapes[b] for b in layer.bottoms],
+            y,
+            list(layer.top_shapes),
+            list(layer.blobs),
+            dynamic,
+            net.path,
+        )
         EMITTERS[layer.type](ctx)
         for top, name, shape in zip(layer.tops, y, layer.top_shapes):
             tensors[top] = name
@@ -336,8 +396,9 @@ def _build(net: Net, opset: int, wanted: Sequence[str], *, dynamic: bool) -> Con
     names = list(dict.fromkeys([*_outputs(net, tensors), *wanted]))
     unknown = [b for b in names if b not in tensors]
     if unknown:
-        raise ConversionError(f"no blob named {', '.join(map(repr, unknown))} in the net "
-                              f"(blobs: {', '.join(sorted(tensors))})")
+        raise ConversionError(
+            f"no blob named {', '.join(map(repr, unknown))} in the net (blobs: {', '.join(sorted(tensors))})"
+        )
     outputs = [value_info(tensors[b], _output_dims(shapes.get(b), dynamic)) for b in names]
     meta = {"caffezoo.converter": CONVERTER_VERSION, "caffezoo.dynamic_batch": str(dynamic).lower()}
     return Converted(g, inputs, outputs, net, dynamic, metadata=meta)
@@ -362,8 +423,10 @@ def _declare_inputs(net: Net, layer: Layer, tensors: dict, shapes: dict, dynamic
     tops = layer.tops if layer.type == "Input" else layer.tops[:1]
     for top, shape in zip(tops, layer.top_shapes):
         if shape is None:
-            raise ConversionError(f"{layer.where(net.path)}: the shape of {top!r} is unknown (it is read "
-                                  f"from a database): give it with input_shapes={{{top!r}: [N, C, H, W]}}")
+            raise ConversionError(
+                f"{layer.where(net.path)}: the shape of {top!r} is unknown (it is read "
+                f"from a database): give it with input_shapes={{{top!r}: [N, C, H, W]}}"
+            )
         tensors[top], shapes[top] = top, shape
         dims: list[Any] = list(shape)
         if dynamic and dims:

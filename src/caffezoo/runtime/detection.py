@@ -66,24 +66,40 @@ def detection_output(ctx: Ctx) -> None:
     masked = ctx.op("Where", above, top, ctx.scalar("rejected", -np.inf), step="masked")
     nms_scores = ctx.reshape(masked, [n * used, 1, k], step="nms_scores", batch="infer")
     # IoU is symmetric in x and y, so xmin, ymin, xmax, ymax serve as ONNX's y1, x1, y2, x2.
-    selected = ctx.op("NonMaxSuppression", cand, nms_scores, ctx.const("max_boxes", k),
-                      ctx.scalar("nms_threshold", p.nms_param.nms_threshold if p.HasField("nms_param") else 0.3),
-                      ctx.scalar("score_floor", -FLT_MAX), step="nms")
+    selected = ctx.op(
+        "NonMaxSuppression",
+        cand,
+        nms_scores,
+        ctx.const("max_boxes", k),
+        ctx.scalar("nms_threshold", p.nms_param.nms_threshold if p.HasField("nms_param") else 0.3),
+        ctx.scalar("score_floor", -FLT_MAX),
+        step="nms",
+    )
     pair = ctx.op("Gather", selected, ctx.const("pair_columns", [0, 2]), step="pairs", axis=1)  # (n*C'+c, k)
     flat_scores = ctx.reshape(masked, [n * used, k], step="flat_scores", batch="infer")
     score = ctx.op("GatherND", flat_scores, pair, step="score")
     box = ctx.op("GatherND", cand, pair, step="box")
     group = ctx.op("Gather", pair, ctx.const("group_column", 0), step="group", axis=1)
     image = ctx.op("Div", group, ctx.const("classes_used", used), step="image")
-    label = ctx.op("Gather", ctx.const("label_of", labels, np.float32),
-                   ctx.op("Mod", group, ctx.const("classes_mod", used), step="class"), step="label")
+    label = ctx.op(
+        "Gather",
+        ctx.const("label_of", labels, np.float32),
+        ctx.op("Mod", group, ctx.const("classes_mod", used), step="class"),
+        step="label",
+    )
     if p.keep_top_k > -1:
         image, label, score, box = _keep_top_k(ctx, image, label, score, box, p.keep_top_k)
     image_f = ctx.op("Cast", image, step="image_float", to=1)
     column = ctx.const("column_axes", [1])
-    rows = ctx.op("Concat", ctx.op("Unsqueeze", image_f, column, step="image_col"),
-                  ctx.op("Unsqueeze", label, column, step="label_col"),
-                  ctx.op("Unsqueeze", score, column, step="score_col"), box, step="rows", axis=1)
+    rows = ctx.op(
+        "Concat",
+        ctx.op("Unsqueeze", image_f, column, step="image_col"),
+        ctx.op("Unsqueeze", label, column, step="label_col"),
+        ctx.op("Unsqueeze", score, column, step="score_col"),
+        box,
+        step="rows",
+        axis=1,
+    )
     rows = _or_empty_rows(ctx, rows)
     ctx.node("Unsqueeze", [rows, ctx.const("out_axes", [0, 1])], [ctx.y[0]])
 
@@ -104,8 +120,10 @@ def _decode(ctx: Ctx, loc: str, priors: int) -> str:
     l0, l1, l2, l3 = _columns(ctx, loc, "offsets")
     if not p.variance_encoded_in_target:
         v0, v1, v2, v3 = _columns(ctx, pvar, "variances")
-        l0, l1, l2, l3 = (ctx.op("Mul", v, offset, step=f"scaled{i}") for i, (v, offset) in
-                          enumerate(((v0, l0), (v1, l1), (v2, l2), (v3, l3))))
+        l0, l1, l2, l3 = (
+            ctx.op("Mul", v, offset, step=f"scaled{i}")
+            for i, (v, offset) in enumerate(((v0, l0), (v1, l1), (v2, l2), (v3, l3)))
+        )
     add = lambda a, b, s: ctx.op("Add", a, b, step=s)  # noqa: E731
     mul = lambda a, b, s: ctx.op("Mul", a, b, step=s)  # noqa: E731
     if p.code_type == _Code.CORNER:
@@ -114,8 +132,12 @@ def _decode(ctx: Ctx, loc: str, priors: int) -> str:
         pw = ctx.op("Sub", x1, x0, step="prior_width")
         ph = ctx.op("Sub", y1, y0, step="prior_height")
         if p.code_type == _Code.CORNER_SIZE:
-            corners = [add(x0, mul(l0, pw, "dx0"), "xmin"), add(y0, mul(l1, ph, "dy0"), "ymin"),
-                       add(x1, mul(l2, pw, "dx1"), "xmax"), add(y1, mul(l3, ph, "dy1"), "ymax")]
+            corners = [
+                add(x0, mul(l0, pw, "dx0"), "xmin"),
+                add(y0, mul(l1, ph, "dy0"), "ymin"),
+                add(x1, mul(l2, pw, "dx1"), "xmax"),
+                add(y1, mul(l3, ph, "dy1"), "ymax"),
+            ]
         else:  # CENTER_SIZE
             half = ctx.scalar("half", 0.5)
             pcx = mul(add(x0, x1, "prior_cx2"), half, "prior_cx")
@@ -124,8 +146,12 @@ def _decode(ctx: Ctx, loc: str, priors: int) -> str:
             cy = add(mul(l1, ph, "dcy"), pcy, "cy")
             hw = mul(mul(ctx.op("Exp", l2, step="exp_w"), pw, "w"), half, "half_w")
             hh = mul(mul(ctx.op("Exp", l3, step="exp_h"), ph, "h"), half, "half_h")
-            corners = [ctx.op("Sub", cx, hw, step="xmin"), ctx.op("Sub", cy, hh, step="ymin"),
-                       add(cx, hw, "xmax"), add(cy, hh, "ymax")]
+            corners = [
+                ctx.op("Sub", cx, hw, step="xmin"),
+                ctx.op("Sub", cy, hh, step="ymin"),
+                add(cx, hw, "xmax"),
+                add(cy, hh, "ymax"),
+            ]
     return ctx.op("Concat", *corners, step="decoded", axis=-1)
 
 
@@ -137,38 +163,98 @@ def _keep_top_k(ctx: Ctx, image: str, label: str, score: str, box: str, keep: in
     """
     col = ctx.const("col_axis", [1])
     row = ctx.const("row_axis", [0])
-    same = ctx.op("Equal", ctx.op("Unsqueeze", image, col, step="image_i"),
-                  ctx.op("Unsqueeze", image, row, step="image_j"), step="same_image")
+    same = ctx.op(
+        "Equal",
+        ctx.op("Unsqueeze", image, col, step="image_i"),
+        ctx.op("Unsqueeze", image, row, step="image_j"),
+        step="same_image",
+    )
     s_i = ctx.op("Unsqueeze", score, col, step="score_i")
     s_j = ctx.op("Unsqueeze", score, row, step="score_j")
     count = ctx.op("Shape", score, step="count")
-    index = ctx.op("Range", ctx.const("zero", 0), ctx.op("Squeeze", count, step="count_scalar"),
-                   ctx.const("one", 1), step="index")
-    earlier = ctx.op("Less", ctx.op("Unsqueeze", index, row, step="index_j"),
-                     ctx.op("Unsqueeze", index, col, step="index_i"), step="earlier")
-    beats = ctx.op("Or", ctx.op("Greater", s_j, s_i, step="higher"),
-                   ctx.op("And", ctx.op("Equal", s_j, s_i, step="tie"), earlier, step="tie_earlier"), step="beats")
-    rank = ctx.op("ReduceSum", ctx.op("Cast", ctx.op("And", same, beats, step="rivals"), step="rivals_int", to=7),
-                  ctx.const("rank_axes", [1]), step="rank", keepdims=0)
-    kept = ctx.op("NonZero", ctx.op("Less", rank, ctx.const("keep_top_k", keep), step="kept_mask"), step="kept")
+    index = ctx.op(
+        "Range",
+        ctx.const("zero", 0),
+        ctx.op("Squeeze", count, step="count_scalar"),
+        ctx.const("one", 1),
+        step="index",
+    )
+    earlier = ctx.op(
+        "Less",
+        ctx.op("Unsqueeze", index, row, step="index_j"),
+        ctx.op("Unsqueeze", index, col, step="index_i"),
+        step="earlier",
+    )
+    beats = ctx.op(
+        "Or",
+        ctx.op("Greater", s_j, s_i, step="higher"),
+        ctx.op("And", ctx.op("Equal", s_j, s_i, step="tie"), earlier, step="tie_earlier"),
+        step="beats",
+    )
+    rank = ctx.op(
+        "ReduceSum",
+        ctx.op("Cast", ctx.op("And", same, beats, step="rivals"), step="rivals_int", to=7),
+        ctx.const("rank_axes", [1]),
+        step="rank",
+        keepdims=0,
+    )
+    kept = ctx.op(
+        "NonZero", ctx.op("Less", rank, ctx.const("keep_top_k", keep), step="kept_mask"), step="kept"
+    )
     kept = ctx.op("Squeeze", kept, ctx.const("kept_axes", [0]), step="kept_index")
-    return tuple(ctx.op("Gather", t, kept, step=f"keep_{name}", axis=0)
-                 for t, name in ((image, "image"), (label, "label"), (score, "score"), (box, "box")))
+    return tuple(
+        ctx.op("Gather", t, kept, step=f"keep_{name}", axis=0)
+        for t, name in ((image, "image"), (label, "label"), (score, "score"), (box, "box"))
+    )
 
 
 def _or_empty_rows(ctx: Ctx, rows: str) -> str:
     """Caffe's answer when nothing is detected: one row of -1 per image, the image index first."""
-    batch = ctx.op("Slice", ctx.op("Shape", ctx.x[0], step="in_shape"), ctx.const("b0", [0]), ctx.const("b1", [1]),
-                   step="batch")
-    images = ctx.op("Cast", ctx.op("Range", ctx.const("r0", 0), ctx.op("Squeeze", batch, step="batch_scalar"),
-                                   ctx.const("r1", 1), step="images"), step="images_float", to=1)
-    minus = ctx.op("Expand", ctx.const("minus_one", -np.ones((1, 6), np.float32), np.float32),
-                   ctx.op("Concat", batch, ctx.const("six", [6]), step="filler_shape", axis=0), step="minus")
-    filler = ctx.op("Concat", ctx.op("Unsqueeze", images, ctx.const("img_axis", [1]), step="image_ids"), minus,
-                    step="filler", axis=1)
-    found = ctx.op("Slice", ctx.op("Shape", rows, step="rows_shape"), ctx.const("f0", [0]), ctx.const("f1", [1]),
-                   step="found")
-    take = ctx.op("Where", ctx.op("Equal", found, ctx.const("none", [0]), step="empty"), batch,
-                  ctx.const("zero_rows", [0]), step="take")
+    batch = ctx.op(
+        "Slice",
+        ctx.op("Shape", ctx.x[0], step="in_shape"),
+        ctx.const("b0", [0]),
+        ctx.const("b1", [1]),
+        step="batch",
+    )
+    images = ctx.op(
+        "Cast",
+        ctx.op(
+            "Range",
+            ctx.const("r0", 0),
+            ctx.op("Squeeze", batch, step="batch_scalar"),
+            ctx.const("r1", 1),
+            step="images",
+        ),
+        step="images_float",
+        to=1,
+    )
+    minus = ctx.op(
+        "Expand",
+        ctx.const("minus_one", -np.ones((1, 6), np.float32), np.float32),
+        ctx.op("Concat", batch, ctx.const("six", [6]), step="filler_shape", axis=0),
+        step="minus",
+    )
+    filler = ctx.op(
+        "Concat",
+        ctx.op("Unsqueeze", images, ctx.const("img_axis", [1]), step="image_ids"),
+        minus,
+        step="filler",
+        axis=1,
+    )
+    found = ctx.op(
+        "Slice",
+        ctx.op("Shape", rows, step="rows_shape"),
+        ctx.const("f0", [0]),
+        ctx.const("f1", [1]),
+        step="found",
+    )
+    take = ctx.op(
+        "Where",
+        ctx.op("Equal", found, ctx.const("none", [0]), step="empty"),
+        batch,
+        ctx.const("zero_rows", [0]),
+        step="take",
+    )
     fallback = ctx.op("Slice", filler, ctx.const("s0", [0]), take, ctx.const("s_axes", [0]), step="fallback")
     return ctx.op("Concat", rows, fallback, step="all_rows", axis=0)

@@ -53,6 +53,7 @@ def identity(ctx: Ctx, i: int = 0, j: int = 0) -> None:
 
 # ------------------------------------------------------------ convolution
 
+
 def _conv_check(layer) -> str | None:
     if layer.type_param.axis != 1:
         return f"convolution_param.axis {layer.type_param.axis} (only the channel axis 1 is supported)"
@@ -67,11 +68,20 @@ def convolution(ctx: Ctx) -> None:
     op = "ConvTranspose" if ctx.layer.type == "Deconvolution" else "Conv"
     # Several bottoms: the same weights applied to each (Caffe shares them too).
     for x, y in zip(ctx.x, ctx.y):
-        ctx.node(op, [x, *params], [y], kernel_shape=kernel, strides=stride, pads=pad + pad,
-                 dilations=dilation, group=p.group)
+        ctx.node(
+            op,
+            [x, *params],
+            [y],
+            kernel_shape=kernel,
+            strides=stride,
+            pads=pad + pad,
+            dilations=dilation,
+            group=p.group,
+        )
 
 
 # ------------------------------------------------------------ pooling
+
 
 def _pool_check(layer) -> str | None:
     if layer.type_param.pool == _Pool.STOCHASTIC:
@@ -126,6 +136,7 @@ def pooling(ctx: Ctx) -> None:
 
 # ------------------------------------------------------------ dense and normalisation
 
+
 @emits("InnerProduct")
 def inner_product(ctx: Ctx) -> None:
     p = ctx.p
@@ -157,12 +168,19 @@ def lrn(ctx: Ctx) -> None:
     if p.norm_region == _LRN.ACROSS_CHANNELS:
         channel_axis = ctx.const("channel_axis", [1])
         planes = ctx.op("Unsqueeze", sq, channel_axis, step="as_volume")  # N x 1 x C x H x W
-        window = ctx.op("AveragePool", planes, step="window", kernel_shape=[size, 1, 1], pads=[pad, 0, 0] * 2,
-                        count_include_pad=1)
+        window = ctx.op(
+            "AveragePool",
+            planes,
+            step="window",
+            kernel_shape=[size, 1, 1],
+            pads=[pad, 0, 0] * 2,
+            count_include_pad=1,
+        )
         avg, shift = ctx.op("Squeeze", window, channel_axis, step="window_mean"), p.k
     else:  # Caffe pools x^2 over size x size with pad (size-1)/2, then shifts by 1 (k is unused)
-        avg = ctx.op("AveragePool", sq, step="window", kernel_shape=[size] * 2, pads=[pad] * 4,
-                     count_include_pad=1)
+        avg = ctx.op(
+            "AveragePool", sq, step="window", kernel_shape=[size] * 2, pads=[pad] * 4, count_include_pad=1
+        )
         shift = 1.0
     scaled = ctx.op("Mul", avg, ctx.scalar("alpha", p.alpha), step="scale")
     base = ctx.op("Add", scaled, ctx.scalar("k", shift), step="shift")
@@ -189,8 +207,14 @@ def batch_statistics(ctx: Ctx, x: str, eps: float, ndim: int) -> str:
     axes = [0] + list(range(2, ndim))
     mean = reduce(ctx, "ReduceMean", x, axes, keepdims=True, step="mean")
     centred = ctx.op("Sub", x, mean, step="centre")
-    var = reduce(ctx, "ReduceMean", ctx.op("Mul", centred, centred, step="square"), axes, keepdims=True,
-                 step="variance")
+    var = reduce(
+        ctx,
+        "ReduceMean",
+        ctx.op("Mul", centred, centred, step="square"),
+        axes,
+        keepdims=True,
+        step="variance",
+    )
     std = ctx.op("Sqrt", ctx.op("Add", var, ctx.scalar("eps", eps), step="eps"), step="std")
     return ctx.op("Div", centred, std, step="normalize")
 
@@ -214,10 +238,18 @@ def batch_norm(ctx: Ctx) -> None:
     mean = np.asarray(ctx.blobs[0], np.float32).reshape(-1) * factor
     var = np.asarray(ctx.blobs[1], np.float32).reshape(-1) * factor
     c = mean.size
-    ctx.node("BatchNormalization", [ctx.x[0], ctx.weight(0, "gamma", np.ones(c, np.float32)),
-                                    ctx.weight(0, "beta", np.zeros(c, np.float32)),
-                                    ctx.weight(0, "mean", mean), ctx.weight(1, "var", var)],
-             [ctx.y[0]], epsilon=p.eps)
+    ctx.node(
+        "BatchNormalization",
+        [
+            ctx.x[0],
+            ctx.weight(0, "gamma", np.ones(c, np.float32)),
+            ctx.weight(0, "beta", np.zeros(c, np.float32)),
+            ctx.weight(0, "mean", mean),
+            ctx.weight(1, "var", var),
+        ],
+        [ctx.y[0]],
+        epsilon=p.eps,
+    )
 
 
 def _affine(ctx: Ctx, param_index: int | None, role: str) -> str:
@@ -273,14 +305,21 @@ def mvn(ctx: Ctx) -> None:
         ctx.node("Sub", [x, mean], [ctx.y[0]])
         return
     centred = ctx.op("Sub", x, mean, step="centre")
-    var = reduce(ctx, "ReduceMean", ctx.op("Mul", centred, centred, step="square"), axes, keepdims=True,
-                 step="variance")
+    var = reduce(
+        ctx,
+        "ReduceMean",
+        ctx.op("Mul", centred, centred, step="square"),
+        axes,
+        keepdims=True,
+        step="variance",
+    )
     # Caffe adds eps to the standard deviation, not to the variance.
     std = ctx.op("Add", ctx.op("Sqrt", var, step="std"), ctx.scalar("eps", p.eps), step="std_eps")
     ctx.node("Div", [centred, std], [ctx.y[0]])
 
 
 # ------------------------------------------------------------ activations
+
 
 @emits("ReLU")
 def relu(ctx: Ctx) -> None:
@@ -339,8 +378,7 @@ def power(ctx: Ctx) -> None:
     if p.power * p.scale == 0:  # Caffe fills a constant: 1, or shift^power
         value = 1.0 if p.power == 0 else float(np.float32(p.shift) ** np.float32(p.power))
         shape = ctx.op("Shape", ctx.x[0], step="shape")
-        ctx.node("ConstantOfShape", [shape], [ctx.y[0]],
-                 value=_tensor(np.array([value], np.float32)))
+        ctx.node("ConstantOfShape", [shape], [ctx.y[0]], value=_tensor(np.array([value], np.float32)))
         return
     steps: list[tuple[str, str, float | None]] = []
     if p.scale != 1:
@@ -371,7 +409,7 @@ def exp(ctx: Ctx) -> None:
     # Caffe: y = base^shift * exp(ln(base) * scale * x)
     log_base = 1.0 if p.base == -1 else math.log(p.base)
     inner = np.float32(log_base * p.scale)
-    outer = 1.0 if p.shift == 0 else (math.exp(p.shift) if p.base == -1 else p.base ** p.shift)
+    outer = 1.0 if p.shift == 0 else (math.exp(p.shift) if p.base == -1 else p.base**p.shift)
     x = ctx.x[0]
     if inner != 1:
         x = ctx.op("Mul", x, ctx.scalar("inner_scale", inner), step="inner_scale")
@@ -413,6 +451,7 @@ def softmax(ctx: Ctx) -> None:
 
 # ------------------------------------------------------------ several blobs
 
+
 @emits("Eltwise")
 def eltwise(ctx: Ctx) -> None:
     p = ctx.p
@@ -428,8 +467,10 @@ def eltwise(ctx: Ctx) -> None:
         ctx.node("Max", ctx.x, [ctx.y[0]])
         return
     coeffs = list(p.coeff) or [1.0] * len(ctx.x)
-    terms = [x if c == 1 else ctx.op("Mul", x, ctx.scalar(f"coeff{i}", c), step=f"coeff{i}")
-             for i, (x, c) in enumerate(zip(ctx.x, coeffs))]
+    terms = [
+        x if c == 1 else ctx.op("Mul", x, ctx.scalar(f"coeff{i}", c), step=f"coeff{i}")
+        for i, (x, c) in enumerate(zip(ctx.x, coeffs))
+    ]
     ctx.node("Sum", terms, [ctx.y[0]])
 
 
@@ -479,8 +520,11 @@ def crop(ctx: Ctx) -> None:
         ctx.batch_dependent("crops the batch axis")
     axes, starts = list(by_axis), list(by_axis.values())
     ends = [s + ref[i] for s, i in zip(starts, axes)]
-    ctx.node("Slice", [ctx.x[0], ctx.const("starts", starts), ctx.const("ends", ends), ctx.const("axes", axes)],
-             [ctx.y[0]])
+    ctx.node(
+        "Slice",
+        [ctx.x[0], ctx.const("starts", starts), ctx.const("ends", ends), ctx.const("axes", axes)],
+        [ctx.y[0]],
+    )
 
 
 @emits("Tile")
@@ -499,10 +543,18 @@ def reduction(ctx: Ctx) -> None:
     p = ctx.p
     shape = ctx.shapes[0]
     axis = axis_index(p.axis, len(shape))
-    flat = ctx.reshape(ctx.x[0], list(shape[:axis]) + [math.prod(shape[axis:])], step="flatten",
-                       batch="copy" if axis > 0 else "fixed")
-    op = {_Red.SUM: "ReduceSum", _Red.ASUM: "ReduceL1", _Red.SUMSQ: "ReduceSumSquare",
-          _Red.MEAN: "ReduceMean"}[p.operation]
+    flat = ctx.reshape(
+        ctx.x[0],
+        list(shape[:axis]) + [math.prod(shape[axis:])],
+        step="flatten",
+        batch="copy" if axis > 0 else "fixed",
+    )
+    op = {
+        _Red.SUM: "ReduceSum",
+        _Red.ASUM: "ReduceL1",
+        _Red.SUMSQ: "ReduceSumSquare",
+        _Red.MEAN: "ReduceMean",
+    }[p.operation]
     y = reduce(ctx, op, flat, [axis], keepdims=False, step="reduce")
     if p.coeff == 1:
         ctx.node("Identity", [y], [ctx.y[0]])
@@ -529,8 +581,10 @@ def argmax(ctx: Ctx) -> None:
     values, indices = _top_k(ctx, flat, 1, count, p.top_k)
     idx = ctx.op("Cast", indices, step="indices_float", to=1)
     parts = [idx, values] if p.out_max_val else [idx]
-    expanded = [ctx.op("Unsqueeze", t, ctx.const("unsqueeze_axes", [1]), step=f"unsqueeze{i}")
-                for i, t in enumerate(parts)]
+    expanded = [
+        ctx.op("Unsqueeze", t, ctx.const("unsqueeze_axes", [1]), step=f"unsqueeze{i}")
+        for i, t in enumerate(parts)
+    ]
     if len(expanded) == 1:
         ctx.node("Identity", expanded, [ctx.y[0]])
     else:
@@ -544,14 +598,24 @@ def _top_k(ctx: Ctx, x: str, axis: int, length: int, k: int) -> tuple[str, str]:
         indices = ctx.op("ArgMax", x, step="argmax", axis=axis, keepdims=1, select_last_index=1)
         return values, indices
     # ONNX TopK puts the lower index first on ties: run it on the reversed axis instead.
-    rev = ctx.op("Slice", x, ctx.const("rev_starts", [-1]), ctx.const("rev_ends", [-(2 ** 62)]),
-                 ctx.const("rev_axes", [axis]), ctx.const("rev_steps", [-1]), step="reverse")
-    values, rindices = ctx.node("TopK", [rev, ctx.const("k", [k])], 2, step="topk", axis=axis, largest=1, sorted=1)
+    rev = ctx.op(
+        "Slice",
+        x,
+        ctx.const("rev_starts", [-1]),
+        ctx.const("rev_ends", [-(2**62)]),
+        ctx.const("rev_axes", [axis]),
+        ctx.const("rev_steps", [-1]),
+        step="reverse",
+    )
+    values, rindices = ctx.node(
+        "TopK", [rev, ctx.const("k", [k])], 2, step="topk", axis=axis, largest=1, sorted=1
+    )
     indices = ctx.op("Sub", ctx.const("last", length - 1), rindices, step="unreverse")
     return values, indices
 
 
 # ------------------------------------------------------------ constants
+
 
 @emits("Parameter")
 def parameter(ctx: Ctx) -> None:

@@ -76,8 +76,14 @@ def prior_boxes(p, layer_hw: tuple[int, int], image_hw: tuple[int, int]) -> np.n
     cy = (np.arange(lh, dtype=np.float32) + np.float32(p.offset)) * np.float32(step_h)
     cx = (np.arange(lw, dtype=np.float32) + np.float32(p.offset)) * np.float32(step_w)
     cy, cx = (a.astype(np.float64)[:, :, None] for a in np.meshgrid(cy, cx, indexing="ij"))
-    boxes = np.stack([(cx - bw / 2) / img_w, (cy - bh / 2) / img_h,
-                      (cx + bw / 2) / img_w, (cy + bh / 2) / img_h], axis=-1).astype(np.float32).reshape(-1)
+    boxes = (
+        np.stack(
+            [(cx - bw / 2) / img_w, (cy - bh / 2) / img_h, (cx + bw / 2) / img_w, (cy + bh / 2) / img_h],
+            axis=-1,
+        )
+        .astype(np.float32)
+        .reshape(-1)
+    )
     if p.clip:
         boxes = np.clip(boxes, 0, 1)
     variance = list(p.variance) or [0.1]
@@ -102,18 +108,34 @@ def interp(ctx: Ctx) -> None:
     if p.pad_beg or p.pad_end:  # both <= 0: Caffe crops, and reads from offset -pad_beg
         starts = [-p.pad_beg, -p.pad_beg]
         ends = [h + p.pad_end, w + p.pad_end]
-        x = ctx.op("Slice", x, ctx.const("crop_starts", starts), ctx.const("crop_ends", ends),
-                   ctx.const("crop_axes", [2, 3]), step="crop")
+        x = ctx.op(
+            "Slice",
+            x,
+            ctx.const("crop_starts", starts),
+            ctx.const("crop_ends", ends),
+            ctx.const("crop_axes", [2, 3]),
+            step="crop",
+        )
         h, w = ends[0] - starts[0], ends[1] - starts[1]
     if (h, w) == (oh, ow):
         ctx.node("Identity", [x], [ctx.y[0]])
         return
     # Sizes of the batch and channel axes come from the input, so the batch can vary.
-    head = ctx.op("Slice", ctx.op("Shape", x, step="shape"), ctx.const("nc_start", [0]), ctx.const("nc_end", [2]),
-                  step="batch_channels")
+    head = ctx.op(
+        "Slice",
+        ctx.op("Shape", x, step="shape"),
+        ctx.const("nc_start", [0]),
+        ctx.const("nc_end", [2]),
+        step="batch_channels",
+    )
     sizes = ctx.op("Concat", head, ctx.const("size", [oh, ow]), step="sizes", axis=0)
-    ctx.node("Resize", [x, "", "", sizes], [ctx.y[0]], mode="linear",
-             coordinate_transformation_mode="align_corners")
+    ctx.node(
+        "Resize",
+        [x, "", "", sizes],
+        [ctx.y[0]],
+        mode="linear",
+        coordinate_transformation_mode="align_corners",
+    )
 
 
 @emits("BN")
@@ -123,16 +145,27 @@ def bn(ctx: Ctx) -> None:
     arrays = [np.asarray(b, np.float32).reshape(-1) for b in ctx.blobs]
     if len(arrays) == 4:  # PSPNet: slope, bias, mean, variance
         slope, shift, mean, var = arrays
-        ctx.node("BatchNormalization", [ctx.x[0], ctx.weight(0, "slope", slope), ctx.weight(1, "bias", shift),
-                                        ctx.weight(2, "mean", mean), ctx.weight(3, "var", var)],
-                 [ctx.y[0]], epsilon=p.eps)
+        ctx.node(
+            "BatchNormalization",
+            [
+                ctx.x[0],
+                ctx.weight(0, "slope", slope),
+                ctx.weight(1, "bias", shift),
+                ctx.weight(2, "mean", mean),
+                ctx.weight(3, "var", var),
+            ],
+            [ctx.y[0]],
+            epsilon=p.eps,
+        )
         return
     if len(arrays) == 2 and p.bn_mode == _BN.INFERENCE:  # SegNet, statistics folded in
         y = ctx.op("Mul", ctx.x[0], ctx.weight(0, "scale", channel_shaped(arrays[0], ndim)), step="scale")
         ctx.node("Add", [y, ctx.weight(1, "shift", channel_shaped(arrays[1], ndim))], [ctx.y[0]])
         return
-    raise ctx.fail(f"{len(arrays)} blobs with bn_mode {_BN.BNMode.Name(p.bn_mode)}: expected PSPNet's 4 "
-                   f"(slope, bias, mean, variance) or SegNet's 2 with bn_mode: INFERENCE")
+    raise ctx.fail(
+        f"{len(arrays)} blobs with bn_mode {_BN.BNMode.Name(p.bn_mode)}: expected PSPNet's 4 "
+        f"(slope, bias, mean, variance) or SegNet's 2 with bn_mode: INFERENCE"
+    )
 
 
 @emits("Upsample")
@@ -141,17 +174,31 @@ def upsample(ctx: Ctx) -> None:
     _, _, oh, ow = ctx.out_shapes[0]
     if len(ctx.x) == 1:  # the nearest-neighbour Upsample of YOLO-style forks
         scales = ctx.const("scales", [1.0, 1.0, oh / h, ow / w], np.float32)
-        ctx.node("Resize", [ctx.x[0], "", scales], [ctx.y[0]], mode="nearest",
-                 coordinate_transformation_mode="asymmetric", nearest_mode="floor")
+        ctx.node(
+            "Resize",
+            [ctx.x[0], "", scales],
+            [ctx.y[0]],
+            mode="nearest",
+            coordinate_transformation_mode="asymmetric",
+            nearest_mode="floor",
+        )
         return
     # SegNet: every value goes to the plane index its pooling mask recorded; zeros elsewhere.
     values = ctx.reshape(ctx.x[0], [n, c, h * w], step="values")
     mask = ctx.reshape(ctx.x[1], [n, c, h * w], step="mask")
     index = ctx.op("Cast", mask, step="index", to=7)
-    head = ctx.op("Slice", ctx.op("Shape", ctx.x[0], step="shape"), ctx.const("nc_start", [0]),
-                  ctx.const("nc_end", [2]), step="batch_channels")
-    zeros = ctx.op("ConstantOfShape", ctx.op("Concat", head, ctx.const("plane", [oh * ow]), step="out_shape",
-                                             axis=0), step="zeros")
+    head = ctx.op(
+        "Slice",
+        ctx.op("Shape", ctx.x[0], step="shape"),
+        ctx.const("nc_start", [0]),
+        ctx.const("nc_end", [2]),
+        step="batch_channels",
+    )
+    zeros = ctx.op(
+        "ConstantOfShape",
+        ctx.op("Concat", head, ctx.const("plane", [oh * ow]), step="out_shape", axis=0),
+        step="zeros",
+    )
     flat = ctx.op("ScatterElements", zeros, index, values, step="scatter", axis=2)
     ctx.reshape(flat, [n, c, oh, ow], ctx.y[0])
 

@@ -52,8 +52,10 @@ def read_mean(source: str | os.PathLike[str] | Sequence[float], base: Path | Non
     while array.ndim > 3 and array.shape[0] == 1:  # a BlobProto's leading num axis
         array = array[0]
     if array.ndim not in (1, 3):
-        raise ModelDirError(f"{path}: a mean must be C values or a C x H x W image, not shape "
-                            f"{'x'.join(map(str, array.shape))}")
+        raise ModelDirError(
+            f"{path}: a mean must be C values or a C x H x W image, not shape "
+            f"{'x'.join(map(str, array.shape))}"
+        )
     return array
 
 
@@ -92,18 +94,26 @@ class Preprocessor:
     def __post_init__(self) -> None:
         if self.resize is not None:
             if len(self.resize) != 2 or min(self.resize) < 1:
-                raise UsageError(f"resize: expected a height and a width of 1 or more, got {tuple(self.resize)}")
+                raise UsageError(
+                    f"resize: expected a height and a width of 1 or more, got {tuple(self.resize)}"
+                )
             if self.resize[0] < self.height or self.resize[1] < self.width:
-                raise UsageError(f"resize {self.resize[0]}x{self.resize[1]} is smaller than the net's input "
-                                 f"{self.height}x{self.width}: there would be nothing to crop it from")
+                raise UsageError(
+                    f"resize {self.resize[0]}x{self.resize[1]} is smaller than the net's input "
+                    f"{self.height}x{self.width}: there would be nothing to crop it from"
+                )
         if self.mean is not None:
             m = self.mean
             if m.shape[0] not in (1, self.channels) or (m.ndim == 1 and m.size not in (1, self.channels)):
-                raise ModelDirError(f"mean of shape {'x'.join(map(str, m.shape))} does not fit a "
-                                    f"{self.channels}-channel input")
+                raise ModelDirError(
+                    f"mean of shape {'x'.join(map(str, m.shape))} does not fit a "
+                    f"{self.channels}-channel input"
+                )
             if self.per_pixel_mean and (m.shape[1] < self.height or m.shape[2] < self.width):
-                raise ModelDirError(f"mean image {m.shape[1]}x{m.shape[2]} is smaller than the net's input "
-                                    f"{self.height}x{self.width}")
+                raise ModelDirError(
+                    f"mean image {m.shape[1]}x{m.shape[2]} is smaller than the net's input "
+                    f"{self.height}x{self.width}"
+                )
 
     @property
     def per_pixel_mean(self) -> bool:
@@ -120,8 +130,11 @@ class Preprocessor:
 
     def __call__(self, images: Sequence[str | os.PathLike[str]]) -> np.ndarray:
         """N x C x H x W (N x 10 crops with ``oversample``), float32."""
-        return np.concatenate([self.one(path) for path in images]) if images else np.zeros(
-            (0, self.channels, self.height, self.width), np.float32)
+        return (
+            np.concatenate([self.one(path) for path in images])
+            if images
+            else np.zeros((0, self.channels, self.height, self.width), np.float32)
+        )
 
     def one(self, path: str | os.PathLike[str]) -> np.ndarray:
         h, w = self.size
@@ -148,9 +161,9 @@ class Preprocessor:
         ch, cw = self.height, self.width
         top, left = (h - ch) // 2, (w - cw) // 2
         if not self.oversample:
-            return x[None, :, top:top + ch, left:left + cw]
+            return x[None, :, top : top + ch, left : left + cw]
         corners = [(0, 0), (0, w - cw), (h - ch, 0), (h - ch, w - cw), (top, left)]
-        crops = np.stack([x[:, i:i + ch, j:j + cw] for i, j in corners])
+        crops = np.stack([x[:, i : i + ch, j : j + cw] for i, j in corners])
         return np.concatenate([crops, crops[:, :, :, ::-1]])
 
 
@@ -181,8 +194,9 @@ def open_image(path: str | os.PathLike[str]) -> Iterator:
     except IsADirectoryError:
         raise RuntimeInputError(f"{p}: is a directory, not an image") from None
     except UnidentifiedImageError:
-        raise RuntimeInputError(f"{p}: not an image (or a format Pillow cannot read: use JPEG, PNG, "
-                                f"BMP, TIFF...)") from None
+        raise RuntimeInputError(
+            f"{p}: not an image (or a format Pillow cannot read: use JPEG, PNG, BMP, TIFF...)"
+        ) from None
     except (OSError, ValueError, Image.DecompressionBombError) as e:
         raise RuntimeInputError(f"{p}: cannot decode the image: {e}") from None
 

@@ -29,7 +29,8 @@ import numpy as np
 
 from ..config import settings
 from ..errors import CaffezooError, RuntimeInputError, UsageError
-from .convert import CONVERTER_VERSION, DEFAULT_OPSET, convert_net, load as load_caffe, locate
+from .convert import CONVERTER_VERSION, DEFAULT_OPSET, convert_net, locate
+from .convert import load as load_caffe
 
 if TYPE_CHECKING:
     from ..modeldir import ModelDir
@@ -53,8 +54,10 @@ class Net:
         feed = {name: self._check(name, inputs.get(name)) for name in self.inputs}
         unknown = sorted(set(inputs) - set(self.inputs))
         if unknown:
-            raise RuntimeInputError(f"unknown input{'s' * (len(unknown) > 1)} {', '.join(map(repr, unknown))}: "
-                                    f"this net takes {', '.join(map(repr, self.inputs))}")
+            raise RuntimeInputError(
+                f"unknown input{'s' * (len(unknown) > 1)} {', '.join(map(repr, unknown))}: "
+                f"this net takes {', '.join(map(repr, self.inputs))}"
+            )
         results = self.session.run(self.outputs, feed)
         return dict(zip(self.outputs, results))
 
@@ -72,13 +75,17 @@ class Net:
         fits = len(shape) == len(expected) and all(e is None or e == s for e, s in zip(expected, shape))
         if not fits or (shape and shape[0] == 0):
             why = self.source.get("static_batch")
-            hint = f" (the batch size is fixed: {why})" if why and expected and expected[0] is not None else ""
-            raise RuntimeInputError(f"input {name!r}: expected shape {want}, got "
-                                    f"{'x'.join(map(str, shape)) or 'a scalar'}{hint}")
+            hint = (
+                f" (the batch size is fixed: {why})" if why and expected and expected[0] is not None else ""
+            )
+            raise RuntimeInputError(
+                f"input {name!r}: expected shape {want}, got {'x'.join(map(str, shape)) or 'a scalar'}{hint}"
+            )
         return np.ascontiguousarray(array, dtype=np.float32)
 
 
 # ------------------------------------------------------------ loading
+
 
 def load(
     model: str | os.PathLike[str],
@@ -97,8 +104,11 @@ def load(
     (default: CPU); ``threads`` caps onnxruntime's intra-op threads.
     """
     prototxt, weights_path, expected, model_dir = locate(model, weights)
-    options = {"opset": opset, "input_shapes": {k: list(v) for k, v in sorted((input_shapes or {}).items())},
-               "fill_missing": fill_missing}
+    options = {
+        "opset": opset,
+        "input_shapes": {k: list(v) for k, v in sorted((input_shapes or {}).items())},
+        "fill_missing": fill_missing,
+    }
     sha1 = weights_sha1(weights_path, expected)
     onnx_path = cached_path(sha1, prototxt, options) if cache else None
     session = None
@@ -127,7 +137,9 @@ def load(
     return Net(onnx_path, session, inputs, outputs, info, model_dir)
 
 
-def make_session(model: Path | bytes, *, providers: Sequence[str] | None = None, threads: int | None = None) -> Any:
+def make_session(
+    model: Path | bytes, *, providers: Sequence[str] | None = None, threads: int | None = None
+) -> Any:
     """An onnxruntime session with every graph optimisation on and non-spinning worker threads."""
     import onnxruntime as ort
 
@@ -135,8 +147,10 @@ def make_session(model: Path | bytes, *, providers: Sequence[str] | None = None,
     wanted = list(providers or ["CPUExecutionProvider"])
     missing = [p for p in wanted if p not in available]
     if missing:
-        raise UsageError(f"onnxruntime provider{'s' * (len(missing) > 1)} {', '.join(missing)} not installed "
-                         f"(available: {', '.join(available)})")
+        raise UsageError(
+            f"onnxruntime provider{'s' * (len(missing) > 1)} {', '.join(missing)} not installed "
+            f"(available: {', '.join(available)})"
+        )
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = 3  # errors reach the user as exceptions, not as log lines

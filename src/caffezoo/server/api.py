@@ -15,7 +15,7 @@ import re
 import threading
 import zipfile
 from collections import OrderedDict
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlencode
 
@@ -25,8 +25,7 @@ from starlette.concurrency import run_in_threadpool
 from .auth import caller, require_caller
 from .errors import ApiError, validation
 from .shapes import commits_json, gist_json
-from .storage import (UNSET, FileChange, GistView, Invalid, NotFound, Storage, StorageError,
-                      check_filename)
+from .storage import UNSET, FileChange, GistView, Invalid, NotFound, Storage, StorageError, check_filename
 
 MAX_BODY_BYTES = 30 * 1024 * 1024
 JSON_TYPE = "application/json; charset=utf-8"
@@ -99,8 +98,9 @@ async def read_json(request: Request) -> dict[str, Any]:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise validation("files", "invalid",
-                         f"the body is not UTF-8 (byte {e.start}): binary content is not supported") from None
+        raise validation(
+            "files", "invalid", f"the body is not UTF-8 (byte {e.start}): binary content is not supported"
+        ) from None
     try:
         data = json.loads(text)
     except ValueError:
@@ -113,9 +113,12 @@ async def read_json(request: Request) -> dict[str, Any]:
 def _unknown_keys(data: dict[str, Any], allowed: set[str], where: str = "") -> None:
     extra = sorted(set(data) - allowed)
     if extra:
-        raise validation(extra[0], "invalid",
-                         f"unknown field{'s' if len(extra) > 1 else ''} {', '.join(map(repr, extra))}"
-                         f"{where}; expected {', '.join(sorted(allowed))}")
+        raise validation(
+            extra[0],
+            "invalid",
+            f"unknown field{'s' if len(extra) > 1 else ''} {', '.join(map(repr, extra))}"
+            f"{where}; expected {', '.join(sorted(allowed))}",
+        )
 
 
 def _text(name: str, value: Any) -> bytes:
@@ -124,8 +127,9 @@ def _text(name: str, value: Any) -> bytes:
     try:
         return value.encode("utf-8")
     except UnicodeEncodeError:
-        raise validation("files", "invalid",
-                         f"{name}: binary content (lone surrogate escapes) is not supported") from None
+        raise validation(
+            "files", "invalid", f"{name}: binary content (lone surrogate escapes) is not supported"
+        ) from None
 
 
 def _description(data: dict[str, Any]) -> str | None:
@@ -213,21 +217,26 @@ def page_params(request: Request) -> tuple[int, int, datetime | None]:
         try:
             values[name] = int(raw)
         except ValueError:
-            raise validation(name, "invalid", f"{name} must be a positive integer, got {raw!r}",
-                             resource="Search") from None
+            raise validation(
+                name, "invalid", f"{name} must be a positive integer, got {raw!r}", resource="Search"
+            ) from None
         if not 1 <= values[name] <= MAX_PAGE:
-            raise validation(name, "invalid", f"{name} must be between 1 and {MAX_PAGE}, got {raw!r}",
-                             resource="Search")
+            raise validation(
+                name, "invalid", f"{name} must be between 1 and {MAX_PAGE}, got {raw!r}", resource="Search"
+            )
     since = None
     if q.get("since"):
         try:
             since = datetime.fromisoformat(q["since"].replace("Z", "+00:00"))
             if since.tzinfo is not None:  # (in UTC it may fall outside years 1-9999: OverflowError)
-                since = since.astimezone(timezone.utc).replace(tzinfo=None)
+                since = since.astimezone(UTC).replace(tzinfo=None)
         except (ValueError, OverflowError):
-            raise validation("since", "invalid",
-                             f"since must be an ISO 8601 time like 2024-01-31T12:00:00Z, got {q['since']!r}",
-                             resource="Search") from None
+            raise validation(
+                "since",
+                "invalid",
+                f"since must be an ISO 8601 time like 2024-01-31T12:00:00Z, got {q['since']!r}",
+                resource="Search",
+            ) from None
     return min(values["per_page"], 100), values["page"], since
 
 
@@ -249,12 +258,19 @@ def link_header(request: Request, page: int, per_page: int, total: int) -> str |
 
 async def list_response(request: Request, owner: str | None, public_only: bool) -> Response:
     per_page, page, since = page_params(request)
-    views, total = await call(storage(request).list_gists, owner, public_only=public_only, since=since,
-                              limit=per_page, offset=(page - 1) * per_page)
+    views, total = await call(
+        storage(request).list_gists,
+        owner,
+        public_only=public_only,
+        since=since,
+        limit=per_page,
+        offset=(page - 1) * per_page,
+    )
     base = base_url(request)
     link = link_header(request, page, per_page, total)
-    return json_response([gist_json(v, base, full=False) for v in views],
-                         headers={"Link": link} if link else None)
+    return json_response(
+        [gist_json(v, base, full=False) for v in views], headers={"Link": link} if link else None
+    )
 
 
 def valid_id(gist_id: str, user: str | None = None) -> bool:
@@ -270,8 +286,9 @@ def check_id(gist_id: str, user: str | None = None) -> None:
 
 
 def gist_body(request: Request, view: GistView) -> bytes:
-    return json.dumps(gist_json(view, base_url(request), full=True), ensure_ascii=False,
-                      separators=(",", ":")).encode("utf-8")
+    return json.dumps(
+        gist_json(view, base_url(request), full=True), ensure_ascii=False, separators=(",", ":")
+    ).encode("utf-8")
 
 
 # --------------------------------------------------------------------------- endpoints
@@ -283,8 +300,12 @@ async def create_gist(request: Request) -> Response:
     description, public, files = parse_create(await read_json(request))
     view = await call(storage(request).create_gist, login, description, public, files)
     body = gist_body(request, view)
-    return Response(body, status_code=201, media_type=JSON_TYPE,
-                    headers={"Location": f"{base_url(request)}/gists/{view.id}"})
+    return Response(
+        body,
+        status_code=201,
+        media_type=JSON_TYPE,
+        headers={"Location": f"{base_url(request)}/gists/{view.id}"},
+    )
 
 
 @router.get("/gists")
@@ -344,8 +365,7 @@ async def _update(request: Request, gist_id: str) -> Response:
     check_id(gist_id)
     login = await run_in_threadpool(require_caller, request)
     description, changes = parse_update(await read_json(request))
-    view = await call(storage(request).update_gist, gist_id, login, description=description,
-                      changes=changes)
+    view = await call(storage(request).update_gist, gist_id, login, description=description, changes=changes)
     return Response(gist_body(request, view), media_type=JSON_TYPE)
 
 
@@ -383,8 +403,11 @@ async def get_revision(request: Request, gist_id: str, sha: str) -> Response:
     check_id(gist_id)
     await run_in_threadpool(caller, request)
     if not _SHA_RE.fullmatch(sha):
-        raise validation("sha", "invalid", f"{sha!r} is not a revision: expected the hex `version` "
-                         "of an entry in the gist's history")
+        raise validation(
+            "sha",
+            "invalid",
+            f"{sha!r} is not a revision: expected the hex `version` of an entry in the gist's history",
+        )
     view = await call(storage(request).get_gist, gist_id, sha)
     if view is None:
         raise not_found()
@@ -404,8 +427,11 @@ async def raw_file(request: Request, user: str, gist_id: str, sha: str, filename
     data = await run_in_threadpool(storage(request).raw, user, gist_id, sha, filename)
     if data is None:
         raise not_found()
-    return Response(data, media_type="text/plain; charset=utf-8",
-                    headers={"Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; sandbox"})
+    return Response(
+        data,
+        media_type="text/plain; charset=utf-8",
+        headers={"Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; sandbox"},
+    )
 
 
 def zip_bytes(view: GistView) -> bytes:
@@ -429,8 +455,11 @@ async def _download(request: Request, gist_id: str, user: str | None) -> Respons
     if view is None or (user is not None and user.lower() != view.owner.lower()):
         raise not_found()
     data = await run_in_threadpool(zip_bytes, view)
-    return Response(data, media_type="application/zip",
-                    headers={"Content-Disposition": f'attachment; filename="{view.id}.zip"'})
+    return Response(
+        data,
+        media_type="application/zip",
+        headers={"Content-Disposition": f'attachment; filename="{view.id}.zip"'},
+    )
 
 
 @router.get("/{gist_id}/download")

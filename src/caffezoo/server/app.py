@@ -64,8 +64,13 @@ async def _http_error(request: Request, exc: Exception):
     return await http_error_handler(request, exc)
 
 
-def create_app(database_url: str | None = None, *, storage: Storage | None = None,
-               blobs_dir: str | Path | None = None, cache_dir: str | Path | None = None) -> FastAPI:
+def create_app(
+    database_url: str | None = None,
+    *,
+    storage: Storage | None = None,
+    blobs_dir: str | Path | None = None,
+    cache_dir: str | Path | None = None,
+) -> FastAPI:
     """A FastAPI app over ``storage``, or over a new one at ``database_url``
     (default: ``CAFFEZOO_DATABASE_URL``, else SQLite under ``CAFFEZOO_HOME``).
 

@@ -54,15 +54,20 @@ async def get_blob(request: Request, sha1: str) -> Response:
         st = await run_in_threadpool(os.stat, path)
     except FileNotFoundError:
         raise ApiError(404, f"Not Found: this server has no blob {sha1}") from None
-    return BlobResponse(path, stat_result=st, media_type="application/octet-stream",
-                        headers={"ETag": f'"{sha1}"', "Cache-Control": "public, max-age=31536000, immutable"})
+    return BlobResponse(
+        path,
+        stat_result=st,
+        media_type="application/octet-stream",
+        headers={"ETag": f'"{sha1}"', "Cache-Control": "public, max-age=31536000, immutable"},
+    )
 
 
 def _owned_sizes(request: Request, login: str, sha1: str) -> list[int | None] | None:
     """Sizes promised by the caller's models that name ``sha1``; None when none does."""
     with request.app.state.storage.session() as s:
-        sizes = list(s.scalars(select(Entry.size).where(Entry.sha1 == sha1,
-                                                        func.lower(Entry.owner) == login.lower())))
+        sizes = list(
+            s.scalars(select(Entry.size).where(Entry.sha1 == sha1, func.lower(Entry.owner) == login.lower()))
+        )
     return sizes or None
 
 
@@ -74,8 +79,11 @@ async def put_blob(request: Request, sha1: str) -> Response:
     sha1 = sha1.lower()
     sizes = await run_in_threadpool(_owned_sizes, request, login, sha1)
     if sizes is None:
-        raise ApiError(403, f"none of {login}'s models has sha1 {sha1} in its front matter: upload the "
-                            "model info (readme.md with that sha1) first")
+        raise ApiError(
+            403,
+            f"none of {login}'s models has sha1 {sha1} in its front matter: upload the "
+            "model info (readme.md with that sha1) first",
+        )
     mirror = _mirror(request)
     limit = next((s for s in sizes if s is not None), MAX_UPLOAD_BYTES)
     length = request.headers.get("content-length")
@@ -103,5 +111,7 @@ async def put_blob(request: Request, sha1: str) -> Response:
         await run_in_threadpool(upload.abort)
         raise
     await run_in_threadpool(mirror.changed, request.app.state.storage)
-    return json_response({"sha1": sha1, "size": path.stat().st_size, "status": "stored",
-                          "url": f"/blobs/sha1/{sha1}"}, status=201)
+    return json_response(
+        {"sha1": sha1, "size": path.stat().st_size, "status": "stored", "url": f"/blobs/sha1/{sha1}"},
+        status=201,
+    )

@@ -147,16 +147,29 @@ def read_info(text: str, fallback_name: str | None = None) -> ModelInfo | None:
     except CaffezooError as e:
         problems = str(e).splitlines()
         # Keep what is usable: every value that is a plain string.
-        fm = FrontMatter.model_construct(**{k: v for k, v in data.items()
-                                            if isinstance(v, str) and k in FrontMatter.model_fields})
-    tags = [clip(EntryTag.tag, t.strip().lower()) for t in (fm.tags if isinstance(fm.tags, list) else [])
-            if str(t).strip()]
+        fm = FrontMatter.model_construct(
+            **{k: v for k, v in data.items() if isinstance(v, str) and k in FrontMatter.model_fields}
+        )
+    tags = [
+        clip(EntryTag.tag, t.strip().lower())
+        for t in (fm.tags if isinstance(fm.tags, list) else [])
+        if str(t).strip()
+    ]
     size = fm.size if isinstance(fm.size, int) and 0 <= fm.size <= MAX_SIZE else None
     return ModelInfo(
-        name=(fm.name or fallback_name or "").strip(), summary=first_line(body), license=fm.license,
-        task=fm.task, framework=framework_of(fm), caffemodel=fm.caffemodel,
-        caffemodel_url=fm.caffemodel_url, sha1=fm.sha1 if not problems or _is_sha1(fm.sha1) else None,
-        size=size, tags=sorted(set(tags))[:50], body=body, problems=problems, data=data,
+        name=(fm.name or fallback_name or "").strip(),
+        summary=first_line(body),
+        license=fm.license,
+        task=fm.task,
+        framework=framework_of(fm),
+        caffemodel=fm.caffemodel,
+        caffemodel_url=fm.caffemodel_url,
+        sha1=fm.sha1 if not problems or _is_sha1(fm.sha1) else None,
+        size=size,
+        tags=sorted(set(tags))[:50],
+        body=body,
+        problems=problems,
+        data=data,
     )
 
 
@@ -173,11 +186,13 @@ def setup(engine: Engine) -> None:
         if engine.dialect.name == "sqlite":
             conn.exec_driver_sql(
                 "CREATE VIRTUAL TABLE IF NOT EXISTS zoo_fts USING fts5("
-                "name, tags, readme, tokenize = 'unicode61 remove_diacritics 2')")
+                "name, tags, readme, tokenize = 'unicode61 remove_diacritics 2')"
+            )
         else:
             conn.exec_driver_sql("ALTER TABLE zoo_entries ADD COLUMN IF NOT EXISTS search tsvector")
             conn.exec_driver_sql(
-                "CREATE INDEX IF NOT EXISTS ix_zoo_entries_search ON zoo_entries USING gin (search)")
+                "CREATE INDEX IF NOT EXISTS ix_zoo_entries_search ON zoo_entries USING gin (search)"
+            )
         exists = conn.execute(select(Meta.key).where(Meta.key == "generation")).first()
         if exists is None:
             conn.execute(insert(Meta).values(key="generation", value=1))
@@ -200,11 +215,16 @@ def _sqlite(s: Session) -> bool:
 
 
 def _head_readme(s: Session, gist: Gist) -> str | None:
-    rows = s.execute(select(RevisionFile.filename, Blob.content)
-                     .join(Revision, Revision.id == RevisionFile.revision_id)
-                     .join(Blob, Blob.sha == RevisionFile.blob_sha)
-                     .where(Revision.gist_id == gist.id, Revision.number == gist.revision,
-                            func.lower(RevisionFile.filename) == "readme.md")).all()
+    rows = s.execute(
+        select(RevisionFile.filename, Blob.content)
+        .join(Revision, Revision.id == RevisionFile.revision_id)
+        .join(Blob, Blob.sha == RevisionFile.blob_sha)
+        .where(
+            Revision.gist_id == gist.id,
+            Revision.number == gist.revision,
+            func.lower(RevisionFile.filename) == "readme.md",
+        )
+    ).all()
     if not rows:
         return None
     # Caffe's scripts read exactly "readme.md"; another case is a second choice.
@@ -214,21 +234,31 @@ def _head_readme(s: Session, gist: Gist) -> str | None:
 
 def refresh_search(s: Session, entry: Entry) -> None:
     """Rewrite the entry's full-text document (name, tags, readme + wiki text)."""
-    section = s.scalar(select(WikiSection.title).where(WikiSection.id == entry.section_id)) \
-        if entry.section_id else None
-    prose = "\n".join(p for p in (entry.wiki_name, entry.wiki_description, section, entry.summary,
-                                  entry.readme) if p)[:MAX_SEARCH_TEXT]
+    section = (
+        s.scalar(select(WikiSection.title).where(WikiSection.id == entry.section_id))
+        if entry.section_id
+        else None
+    )
+    prose = "\n".join(
+        p for p in (entry.wiki_name, entry.wiki_description, section, entry.summary, entry.readme) if p
+    )[:MAX_SEARCH_TEXT]
     tags = " ".join(entry.tags.split(","))
     if _sqlite(s):
         s.execute(text("DELETE FROM zoo_fts WHERE rowid = :pk"), {"pk": entry.pk})
         if entry.listed:
-            s.execute(text("INSERT INTO zoo_fts(rowid, name, tags, readme) VALUES (:pk, :n, :t, :r)"),
-                      {"pk": entry.pk, "n": entry.name, "t": tags, "r": prose})
+            s.execute(
+                text("INSERT INTO zoo_fts(rowid, name, tags, readme) VALUES (:pk, :n, :t, :r)"),
+                {"pk": entry.pk, "n": entry.name, "t": tags, "r": prose},
+            )
     else:
-        s.execute(text("UPDATE zoo_entries SET search = setweight(to_tsvector('simple', :n), 'A') || "
-                       "setweight(to_tsvector('simple', :t), 'B') || "
-                       "setweight(to_tsvector('simple', :r), 'D') WHERE pk = :pk"),
-                  {"pk": entry.pk, "n": entry.name, "t": tags, "r": prose})
+        s.execute(
+            text(
+                "UPDATE zoo_entries SET search = setweight(to_tsvector('simple', :n), 'A') || "
+                "setweight(to_tsvector('simple', :t), 'B') || "
+                "setweight(to_tsvector('simple', :r), 'D') WHERE pk = :pk"
+            ),
+            {"pk": entry.pk, "n": entry.name, "t": tags, "r": prose},
+        )
 
 
 def _set_tags(s: Session, entry: Entry, tags: list[str]) -> None:
@@ -239,8 +269,9 @@ def _set_tags(s: Session, entry: Entry, tags: list[str]) -> None:
 
 def index_gist(s: Session, gist_id: str) -> None:
     """Bring the gist's catalog entry up to date with its newest revision (same transaction)."""
-    row = s.execute(select(Gist, User.login).join(User, User.id == Gist.owner_id)
-                    .where(Gist.id == gist_id)).first()
+    row = s.execute(
+        select(Gist, User.login).join(User, User.id == Gist.owner_id).where(Gist.id == gist_id)
+    ).first()
     if row is None:
         forget_gist(s, gist_id)
         return
@@ -270,7 +301,10 @@ def _apply(entry: Entry, info: ModelInfo) -> None:
     entry.sort_name = entry.name.lower()[:200]
     entry.summary = info.summary
     entry.license, entry.task = clip(Entry.license, info.license), clip(Entry.task, info.task)
-    entry.framework, entry.caffemodel = clip(Entry.framework, info.framework), clip(Entry.caffemodel, info.caffemodel)
+    entry.framework, entry.caffemodel = (
+        clip(Entry.framework, info.framework),
+        clip(Entry.caffemodel, info.caffemodel),
+    )
     entry.caffemodel_url, entry.sha1 = info.caffemodel_url, info.sha1
     entry.size, entry.tags = info.size, ",".join(info.tags)
     entry.readme = info.body[:MAX_SEARCH_TEXT]
@@ -304,8 +338,13 @@ def drop_entry(s: Session, entry: Entry) -> None:
 
 def stale_gists(s: Session) -> list[str]:
     """Gists whose entry is missing or older than the gist (a database from before the catalog)."""
-    return list(s.scalars(select(Gist.id).outerjoin(Entry, Entry.id == Gist.id)
-                          .where((Entry.pk.is_(None)) | (Entry.indexed_serial != Gist.serial))))
+    return list(
+        s.scalars(
+            select(Gist.id)
+            .outerjoin(Entry, Entry.id == Gist.id)
+            .where((Entry.pk.is_(None)) | (Entry.indexed_serial != Gist.serial))
+        )
+    )
 
 
 # --------------------------------------------------------------------------- finding
@@ -321,8 +360,16 @@ def query_words(q: str | None) -> list[str]:
     return _WORD_RE.findall((q or "").lower())[:MAX_QUERY_WORDS]
 
 
-def find(s: Session, *, q: str | None = None, license: str | None = None, task: str | None = None,
-         tag: str | None = None, limit: int = 20, offset: int = 0) -> Page:
+def find(
+    s: Session,
+    *,
+    q: str | None = None,
+    license: str | None = None,
+    task: str | None = None,
+    tag: str | None = None,
+    limit: int = 20,
+    offset: int = 0,
+) -> Page:
     """Listed entries matching the filters and the search words; best match (or name) first."""
     where = [Entry.listed.is_(True)]
     if license:
@@ -337,11 +384,22 @@ def find(s: Session, *, q: str | None = None, license: str | None = None, task: 
     if words and _sqlite(s):
         match = " ".join(f'"{w}"*' for w in words)
         # Counting needs no ranking: bm25 over every match would cost more than the page.
-        where.append(Entry.pk.in_(text("SELECT rowid FROM zoo_fts WHERE zoo_fts MATCH :match")
-                                  .bindparams(match=match).columns(rowid=Integer)))
-        hits = (text("SELECT rowid AS pk, bm25(zoo_fts, 10.0, 5.0, 1.0) AS score FROM zoo_fts "
-                     "WHERE zoo_fts MATCH :match2").bindparams(match2=match)
-                .columns(pk=Integer, score=Float).subquery())
+        where.append(
+            Entry.pk.in_(
+                text("SELECT rowid FROM zoo_fts WHERE zoo_fts MATCH :match")
+                .bindparams(match=match)
+                .columns(rowid=Integer)
+            )
+        )
+        hits = (
+            text(
+                "SELECT rowid AS pk, bm25(zoo_fts, 10.0, 5.0, 1.0) AS score FROM zoo_fts "
+                "WHERE zoo_fts MATCH :match2"
+            )
+            .bindparams(match2=match)
+            .columns(pk=Integer, score=Float)
+            .subquery()
+        )
         stmt = stmt.join(hits, hits.c.pk == Entry.pk)
         order = [hits.c.score, *order]
     elif words:
@@ -368,14 +426,28 @@ def facets(s: Session, max_tags: int = 60) -> Facets:
     """The values the filters offer, with how many listed entries have each."""
 
     def column(col) -> list[tuple[str, int]]:
-        return [(v, n) for v, n in s.execute(
-            select(col, func.count()).where(Entry.listed.is_(True), col.is_not(None))
-            .group_by(col).order_by(func.count().desc(), col).limit(200))]
+        return [
+            (v, n)
+            for v, n in s.execute(
+                select(col, func.count())
+                .where(Entry.listed.is_(True), col.is_not(None))
+                .group_by(col)
+                .order_by(func.count().desc(), col)
+                .limit(200)
+            )
+        ]
 
-    tags = [(t, n) for t, n in s.execute(
-        select(EntryTag.tag, func.count()).join(Entry, Entry.pk == EntryTag.entry_pk)
-        .where(Entry.listed.is_(True)).group_by(EntryTag.tag)
-        .order_by(func.count().desc(), EntryTag.tag).limit(max_tags))]
+    tags = [
+        (t, n)
+        for t, n in s.execute(
+            select(EntryTag.tag, func.count())
+            .join(Entry, Entry.pk == EntryTag.entry_pk)
+            .where(Entry.listed.is_(True))
+            .group_by(EntryTag.tag)
+            .order_by(func.count().desc(), EntryTag.tag)
+            .limit(max_tags)
+        )
+    ]
     return Facets(column(Entry.license), column(Entry.task), tags)
 
 
@@ -394,6 +466,25 @@ def section_of(s: Session, entry: Entry) -> WikiSection | None:
     return s.get(WikiSection, entry.section_id) if entry.section_id else None
 
 
-__all__ = ["Facets", "ModelInfo", "Page", "clip", "drop_entry", "facets", "find", "first_line", "forget_gist", "framework_of",
-           "generation", "get_entry", "index_gist", "link_checks", "read_info", "refresh_search",
-           "section_of", "setup", "stale_gists", "without_nul"]
+__all__ = [
+    "Facets",
+    "ModelInfo",
+    "Page",
+    "clip",
+    "drop_entry",
+    "facets",
+    "find",
+    "first_line",
+    "forget_gist",
+    "framework_of",
+    "generation",
+    "get_entry",
+    "index_gist",
+    "link_checks",
+    "read_info",
+    "refresh_search",
+    "section_of",
+    "setup",
+    "stale_gists",
+    "without_nul",
+]

@@ -13,19 +13,29 @@ DOCS_URL = "https://docs.github.com/rest/gists/gists"
 class ApiError(Exception):
     """An error answer; ``errors`` is GitHub's validation list (``resource, field, code, message``)."""
 
-    def __init__(self, status: int, message: str, errors: list[dict[str, Any]] | None = None,
-                 headers: dict[str, str] | None = None):
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        errors: list[dict[str, Any]] | None = None,
+        headers: dict[str, str] | None = None,
+    ):
         super().__init__(message)
         self.status, self.message, self.errors, self.headers = status, message, errors, headers
 
 
 def validation(field: str, code: str, message: str, resource: str = "Gist") -> ApiError:
-    return ApiError(422, "Validation Failed",
-                    [{"resource": resource, "field": field, "code": code, "message": message}])
+    return ApiError(
+        422, "Validation Failed", [{"resource": resource, "field": field, "code": code, "message": message}]
+    )
 
 
-def error_response(status: int, message: str, errors: list[dict[str, Any]] | None = None,
-                   headers: dict[str, str] | None = None) -> JSONResponse:
+def error_response(
+    status: int,
+    message: str,
+    errors: list[dict[str, Any]] | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
     body: dict[str, Any] = {"message": message, "documentation_url": DOCS_URL, "status": str(status)}
     if errors:
         body["errors"] = errors

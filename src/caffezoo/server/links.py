@@ -83,8 +83,9 @@ def _retry_after(r: httpx.Response, default: float) -> float:
     return min(float(value), MAX_RETRY_AFTER) if value.isdigit() else default
 
 
-def probe(client: httpx.Client, url: str, *, limit: RateLimit | None = None, retries: int = 2,
-          backoff: float = 0.5) -> Probe:
+def probe(
+    client: httpx.Client, url: str, *, limit: RateLimit | None = None, retries: int = 2, backoff: float = 0.5
+) -> Probe:
     """Probe one URL: ``HEAD``, else a one-byte ``Range`` GET; retry transient failures."""
     limit = limit or RateLimit(0)
     if not url.lower().startswith(("http://", "https://")):
@@ -120,16 +121,26 @@ def due_urls(storage: Storage, when: datetime | None = None, all_urls: bool = Fa
     """The listed models' weights URLs not checked yet, or whose next check is due."""
     when = when or now()
     with storage.session() as s:
-        q = (select(Entry.caffemodel_url).outerjoin(LinkCheck, LinkCheck.url == Entry.caffemodel_url)
-             .where(Entry.listed.is_(True), Entry.caffemodel_url.is_not(None)).distinct())
+        q = (
+            select(Entry.caffemodel_url)
+            .outerjoin(LinkCheck, LinkCheck.url == Entry.caffemodel_url)
+            .where(Entry.listed.is_(True), Entry.caffemodel_url.is_not(None))
+            .distinct()
+        )
         if not all_urls:
             q = q.where(LinkCheck.url.is_(None) | (LinkCheck.next_check <= when))
         return sorted(u for u in s.scalars(q) if u)
 
 
-def record(storage: Storage, results: Iterable[Probe], when: datetime | None = None, *,
-           ok_every: timedelta = OK_EVERY, fail_every: timedelta = FAIL_EVERY,
-           max_backoff: timedelta = MAX_BACKOFF) -> None:
+def record(
+    storage: Storage,
+    results: Iterable[Probe],
+    when: datetime | None = None,
+    *,
+    ok_every: timedelta = OK_EVERY,
+    fail_every: timedelta = FAIL_EVERY,
+    max_backoff: timedelta = MAX_BACKOFF,
+) -> None:
     """Store what probes saw and when to look again, in one transaction."""
     when = when or now()
     with storage.session(write=True) as s:
@@ -138,8 +149,12 @@ def record(storage: Storage, results: Iterable[Probe], when: datetime | None = N
             if row is None:
                 row = LinkCheck(url=result.url, failures=0)
                 s.add(row)
-            row.reachable, row.status, row.error, row.checked_at = (result.reachable, result.status,
-                                                                    result.error, when)
+            row.reachable, row.status, row.error, row.checked_at = (
+                result.reachable,
+                result.status,
+                result.error,
+                when,
+            )
             if result.reachable:
                 row.failures, row.size = 0, result.size
                 row.next_check = when + ok_every
@@ -149,10 +164,19 @@ def record(storage: Storage, results: Iterable[Probe], when: datetime | None = N
         catalog.bump(s)
 
 
-def check_links(storage: Storage, urls: Iterable[str] | None = None, *, all_urls: bool = False,
-                rate: float = 1.0, timeout: float = 10.0, retries: int = 2, backoff: float = 0.5,
-                on_result: Callable[[Probe], None] | None = None, stop: threading.Event | None = None,
-                record_every: float = RECORD_EVERY) -> list[Probe]:
+def check_links(
+    storage: Storage,
+    urls: Iterable[str] | None = None,
+    *,
+    all_urls: bool = False,
+    rate: float = 1.0,
+    timeout: float = 10.0,
+    retries: int = 2,
+    backoff: float = 0.5,
+    on_result: Callable[[Probe], None] | None = None,
+    stop: threading.Event | None = None,
+    record_every: float = RECORD_EVERY,
+) -> list[Probe]:
     """Probe ``urls`` (default: those due) at most ``rate`` per second; return what was seen,
     recorded every ``record_every`` seconds and at the end."""
     todo = list(urls) if urls is not None else due_urls(storage, all_urls=all_urls)
@@ -161,8 +185,9 @@ def check_links(storage: Storage, urls: Iterable[str] | None = None, *, all_urls
     limit = RateLimit(rate)
     results: list[Probe] = []
     recorded, last_record = 0, time.monotonic()
-    with httpx.Client(follow_redirects=True, max_redirects=10, timeout=timeout,
-                      headers={"User-Agent": USER_AGENT}) as client:
+    with httpx.Client(
+        follow_redirects=True, max_redirects=10, timeout=timeout, headers={"User-Agent": USER_AGENT}
+    ) as client:
         try:
             for url in todo:
                 if stop is not None and stop.is_set():

@@ -63,9 +63,11 @@ class Mirror:
     def wanted(self, storage: Storage) -> list[tuple[str, str, int | None]]:
         """``(sha1, url, size)`` of listed models whose weights the store lacks."""
         with storage.session() as s:
-            rows = s.execute(select(Entry.sha1, Entry.caffemodel_url, Entry.size)
-                             .where(Entry.listed.is_(True), Entry.sha1.is_not(None),
-                                    Entry.caffemodel_url.is_not(None))).all()
+            rows = s.execute(
+                select(Entry.sha1, Entry.caffemodel_url, Entry.size).where(
+                    Entry.listed.is_(True), Entry.sha1.is_not(None), Entry.caffemodel_url.is_not(None)
+                )
+            ).all()
         seen, out = set(), []
         for sha1, url, size in rows:
             if sha1 not in seen and not self.has(sha1):
@@ -80,8 +82,12 @@ class Mirror:
         # No mirrors here: the origin is what a mirror copies from.
         return fetch_blob([url], sha1=sha1, size=size, blobs_dir=self.root, mirrors=[], offline=False).path
 
-    def sync(self, storage: Storage, on_result: Callable[[MirrorResult], None] | None = None,
-             stop: threading.Event | None = None) -> list[MirrorResult]:
+    def sync(
+        self,
+        storage: Storage,
+        on_result: Callable[[MirrorResult], None] | None = None,
+        stop: threading.Event | None = None,
+    ) -> list[MirrorResult]:
         """Fetch every wanted blob; a failure is reported and retried on the next sync."""
         results = []
         with self._lock:  # one sync at a time; the engine's locks guard each blob as well
@@ -130,8 +136,10 @@ class Upload:
         digests = self.partial.digests()
         if digests.sha1 != self.sha1:
             self.abort()
-            raise ChecksumError(f"the uploaded bytes ({digests.size} bytes) have sha1 {digests.sha1}, "
-                                f"not {self.sha1}: nothing was stored")
+            raise ChecksumError(
+                f"the uploaded bytes ({digests.size} bytes) have sha1 {digests.sha1}, "
+                f"not {self.sha1}: nothing was stored"
+            )
         return self.cache.commit(self.partial, digests)
 
     def abort(self) -> None:

@@ -11,7 +11,16 @@ from __future__ import annotations
 from datetime import datetime
 
 from sqlalchemy import (
-    BigInteger, Boolean, DateTime, ForeignKey, Index, Integer, LargeBinary, String, Text, UniqueConstraint,
+    BigInteger,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -68,9 +77,7 @@ class Revision(Base):
 class RevisionFile(Base):
     __tablename__ = "revision_files"
 
-    revision_id: Mapped[int] = mapped_column(
-        ForeignKey("revisions.id", ondelete="CASCADE"), primary_key=True
-    )
+    revision_id: Mapped[int] = mapped_column(ForeignKey("revisions.id", ondelete="CASCADE"), primary_key=True)
     filename: Mapped[str] = mapped_column(String(255), primary_key=True)
     blob_sha: Mapped[str] = mapped_column(ForeignKey("blobs.sha"), index=True)
 
@@ -134,8 +141,9 @@ class Entry(Base):
     problems: Mapped[str] = mapped_column(Text, default="")  # front-matter faults, one a line
     updated_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True, index=True)
     # From a wiki import.
-    section_id: Mapped[int | None] = mapped_column(ForeignKey("wiki_sections.id", ondelete="SET NULL"),
-                                                   nullable=True, index=True)
+    section_id: Mapped[int | None] = mapped_column(
+        ForeignKey("wiki_sections.id", ondelete="SET NULL"), nullable=True, index=True
+    )
     position: Mapped[int] = mapped_column(Integer, default=0)
     wiki_name: Mapped[str | None] = mapped_column(Text, nullable=True)
     wiki_description: Mapped[str | None] = mapped_column(Text, nullable=True)

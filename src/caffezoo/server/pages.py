@@ -43,8 +43,10 @@ from .storage import GistView, Storage
 HERE = Path(__file__).parent
 PER_PAGE = 20
 MAX_PAGE = 10_000
-PAGE_CSP = ("default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
-            "base-uri 'none'; frame-ancestors 'none'")
+PAGE_CSP = (
+    "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
+    "base-uri 'none'; frame-ancestors 'none'"
+)
 SVG_CSP = "default-src 'none'; style-src 'unsafe-inline'; sandbox"
 PAGE_HEADERS = {"Content-Security-Policy": PAGE_CSP}
 
@@ -76,8 +78,13 @@ def _when(value: datetime | None) -> str:
 
 @lru_cache(maxsize=1)
 def templates() -> Environment:
-    env = Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape(default=True),
-                      trim_blocks=True, lstrip_blocks=True, auto_reload=False)
+    env = Environment(
+        loader=FileSystemLoader(HERE / "templates"),
+        autoescape=select_autoescape(default=True),
+        trim_blocks=True,
+        lstrip_blocks=True,
+        auto_reload=False,
+    )
     env.filters.update(filesize=_filesize, when=_when, thousands=lambda n: f"{n:,}")
     env.tests["web_url"] = _web_url
     env.globals["static_version"] = _static_version()
@@ -127,12 +134,16 @@ class Weights:
     def json(self, base: str) -> dict[str, Any]:
         c = self.checked
         return {
-            "url": self.url, "sha1": self.sha1, "size": self.size,
+            "url": self.url,
+            "sha1": self.sha1,
+            "size": self.size,
             "reachable": None if c is None else c.reachable,
             "status": None if c is None else c.status,
             "checked_size": None if c is None else c.size,
             "error": None if c is None else c.error,
-            "checked_at": None if c is None or c.checked_at is None else c.checked_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "checked_at": None
+            if c is None or c.checked_at is None
+            else c.checked_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
             "mirrored": self.mirrored,
             "mirror_url": f"{base}/blobs/sha1/{self.sha1}" if self.mirrored else None,
         }
@@ -147,10 +158,17 @@ def weights_of(entry: Entry, checks: dict[str, LinkCheck], mirror: Mirror | None
 
 def entry_json(entry: Entry, weights: Weights, base: str) -> dict[str, Any]:
     return {
-        "id": entry.id, "name": entry.name, "summary": entry.summary, "license": entry.license,
-        "task": entry.task, "framework": entry.framework, "tags": [t for t in entry.tags.split(",") if t],
-        "gist_id": entry.gist_id if entry.indexed_serial else None, "owner": entry.owner,
-        "html_url": f"{base}/models/{entry.id}", "source_url": entry.source_url,
+        "id": entry.id,
+        "name": entry.name,
+        "summary": entry.summary,
+        "license": entry.license,
+        "task": entry.task,
+        "framework": entry.framework,
+        "tags": [t for t in entry.tags.split(",") if t],
+        "gist_id": entry.gist_id if entry.indexed_serial else None,
+        "owner": entry.owner,
+        "html_url": f"{base}/models/{entry.id}",
+        "source_url": entry.source_url,
         "updated_at": entry.updated_at.strftime("%Y-%m-%dT%H:%M:%SZ") if entry.updated_at else None,
         "problems": [p for p in entry.problems.splitlines() if p],
         "weights": weights.json(base),
@@ -192,9 +210,13 @@ class IndexQuery:
         except ValueError:
             page = 1
         # Filters compare with the catalog's values, which hold U+FFFD for NUL.
-        return cls(q=p.get("q", "")[:200].strip(), license=catalog.without_nul(p.get("license", "")[:200]),
-                   task=catalog.without_nul(p.get("task", "")[:200]),
-                   tag=catalog.without_nul(p.get("tag", "")[:100].lower()), page=page)
+        return cls(
+            q=p.get("q", "")[:200].strip(),
+            license=catalog.without_nul(p.get("license", "")[:200]),
+            task=catalog.without_nul(p.get("task", "")[:200]),
+            tag=catalog.without_nul(p.get("tag", "")[:100].lower()),
+            page=page,
+        )
 
     def url(self, **changes: Any) -> str:
         values = {"q": self.q, "license": self.license, "task": self.task, "tag": self.tag, "page": self.page}
@@ -224,8 +246,15 @@ def _index_data(store: Storage, cache: PageCache, query: IndexQuery) -> IndexDat
         if found is not None:
             return found
         facets = cache.get(("facets", gen)) or cache.put(("facets", gen), catalog.facets(s))
-        page = catalog.find(s, q=query.q, license=query.license or None, task=query.task or None,
-                            tag=query.tag or None, limit=PER_PAGE, offset=(query.page - 1) * PER_PAGE)
+        page = catalog.find(
+            s,
+            q=query.q,
+            license=query.license or None,
+            task=query.task or None,
+            tag=query.tag or None,
+            limit=PER_PAGE,
+            offset=(query.page - 1) * PER_PAGE,
+        )
         checks = catalog.link_checks(s, [e.caffemodel_url for e in page.entries if e.caffemodel_url])
         return cache.put(key, IndexData(page.entries, page.total, facets, checks, key))
 
@@ -269,9 +298,21 @@ def _index(request: Request) -> HTMLResponse:
     html = cache.get(key)
     if html is None:
         last = max(1, -(-data.total // PER_PAGE))
-        html = cache.put(key, templates().get_template("index.html").render(
-            query=query, q=query.q, cards=cards, total=data.total, facets=data.facets, page=query.page,
-            last=last, pages=page_links(query.page, last)))
+        html = cache.put(
+            key,
+            templates()
+            .get_template("index.html")
+            .render(
+                query=query,
+                q=query.q,
+                cards=cards,
+                total=data.total,
+                facets=data.facets,
+                page=query.page,
+                last=last,
+                pages=page_links(query.page, last),
+            ),
+        )
     return HTMLResponse(html, headers=PAGE_HEADERS)
 
 
@@ -346,15 +387,24 @@ def commands_for(entry: Entry, view: GistView | None, base: str, mirrored: bool)
             out.append(("Fetch weights from this server first", f"export CAFFEZOO_MIRRORS={q(base)}"))
         out.append(("Get the model info: readme and prototxt files", f"caffezoo gist download {q(ref)}"))
         if entry.caffemodel_url:
-            out.append(("Get the weights, checked against their SHA-1",
-                        f"caffezoo download {q(f'models/{view.owner}-{view.id}')}"))
+            out.append(
+                (
+                    "Get the weights, checked against their SHA-1",
+                    f"caffezoo download {q(f'models/{view.owner}-{view.id}')}",
+                )
+            )
         return out
     if entry.gist_id and entry.source_url:
         from ..gist import parse_ref
 
         ref = parse_ref(entry.source_url)
         local = f"models/{ref.dirname}"
-        out = [("Get the model info from GitHub", f"caffezoo gist download {q(f'{ref.user}/{ref.id}' if ref.user else ref.id)}")]
+        out = [
+            (
+                "Get the model info from GitHub",
+                f"caffezoo gist download {q(f'{ref.user}/{ref.id}' if ref.user else ref.id)}",
+            )
+        ]
         out.append(("Get the weights, checked against their SHA-1", f"caffezoo download {q(local)}"))
         return out
     return []
@@ -406,12 +456,30 @@ def _model_page(request: Request, entry_id: str, rev: str | None, draw: bool = T
                 body = text
             readme_html = markdown_html(body, demote=1)
         files = _files(view, base)
-    html = templates().get_template("model.html").render(
-        entry=entry, view=view, rev=rev, weights=weights, readme_html=readme_html, rows=rows,
-        problems=problems, files=files, picture=picture, picture_name=picture_name, section=section,
-        citation=section.citation if section else None,
-        commands=commands_for(entry, view, base, weights.mirrored), base=base, q="",
-        wiki_description_html=markdown_html(entry.wiki_description, demote=1) if entry.wiki_description else "")
+    html = (
+        templates()
+        .get_template("model.html")
+        .render(
+            entry=entry,
+            view=view,
+            rev=rev,
+            weights=weights,
+            readme_html=readme_html,
+            rows=rows,
+            problems=problems,
+            files=files,
+            picture=picture,
+            picture_name=picture_name,
+            section=section,
+            citation=section.citation if section else None,
+            commands=commands_for(entry, view, base, weights.mirrored),
+            base=base,
+            q="",
+            wiki_description_html=markdown_html(entry.wiki_description, demote=1)
+            if entry.wiki_description
+            else "",
+        )
+    )
     cache.put(key, html)
     return HTMLResponse(html, headers=PAGE_HEADERS)
 
@@ -447,8 +515,11 @@ def model_svg(request: Request, entry_id: str, rev: str | None = None) -> Respon
     picture = request.app.state.pictures.get(blob.blob_sha, blob.content or b"")
     if picture.svg is None:
         return Response(picture.error or "cannot draw", status_code=422, media_type="text/plain")
-    return Response(picture.svg, media_type="image/svg+xml",
-                    headers={"Content-Security-Policy": SVG_CSP, "Cache-Control": "public, max-age=300"})
+    return Response(
+        picture.svg,
+        media_type="image/svg+xml",
+        headers={"Content-Security-Policy": SVG_CSP, "Cache-Control": "public, max-age=300"},
+    )
 
 
 @router.get("/publish", response_class=HTMLResponse)
@@ -464,8 +535,14 @@ def wiki_page(request: Request) -> HTMLResponse:
         data = cache.get(("wiki", gen))
         if data is None:
             sections = list(s.scalars(select(WikiSection).order_by(WikiSection.position)))
-            entries = list(s.scalars(select(Entry).where(Entry.section_id.is_not(None))
-                                     .order_by(Entry.section_id, Entry.position).options(defer(Entry.readme))))
+            entries = list(
+                s.scalars(
+                    select(Entry)
+                    .where(Entry.section_id.is_not(None))
+                    .order_by(Entry.section_id, Entry.position)
+                    .options(defer(Entry.readme))
+                )
+            )
             checks = catalog.link_checks(s, [e.caffemodel_url for e in entries if e.caffemodel_url])
             data = cache.put(("wiki", gen), (sections, entries, checks))
     sections, entries, checks = data
@@ -479,8 +556,14 @@ def wiki_page(request: Request) -> HTMLResponse:
         by_section: dict[int, list] = {}
         for e, w in items:
             by_section.setdefault(e.section_id, []).append((e, w))
-        shown = [(sec, markdown_html(notes_text(sec.notes), demote=2) if sec.notes else "",
-                  by_section.get(sec.id, [])) for sec in sections]
+        shown = [
+            (
+                sec,
+                markdown_html(notes_text(sec.notes), demote=2) if sec.notes else "",
+                by_section.get(sec.id, []),
+            )
+            for sec in sections
+        ]
         html = cache.put(key, templates().get_template("wiki.html").render(sections=shown, q=""))
     return HTMLResponse(html, headers=PAGE_HEADERS)
 

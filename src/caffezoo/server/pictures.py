@@ -48,8 +48,7 @@ def draw_svg(prototxt: bytes) -> str:
     try:
         from ..caffe.draw import to_svg
     except ImportError:
-        raise CaffezooError("this caffezoo has no network drawing (caffezoo.caffe.draw is missing)") \
-            from None
+        raise CaffezooError("this caffezoo has no network drawing (caffezoo.caffe.draw is missing)") from None
     fd, tmp = tempfile.mkstemp(suffix=".prototxt", prefix="caffezoo-draw-")
     try:
         with os.fdopen(fd, "wb") as f:

@@ -28,12 +28,46 @@ import nh3
 from markdown_it import MarkdownIt
 
 ALLOWED_TAGS = {
-    "p", "br", "hr", "h1", "h2", "h3", "h4", "h5", "h6", "blockquote", "pre", "code", "kbd", "samp",
-    "em", "strong", "del", "s", "sub", "sup", "ul", "ol", "li", "dl", "dt", "dd", "a",
-    "table", "thead", "tbody", "tr", "th", "td",
+    "p",
+    "br",
+    "hr",
+    "h1",
+    "h2",
+    "h3",
+    "h4",
+    "h5",
+    "h6",
+    "blockquote",
+    "pre",
+    "code",
+    "kbd",
+    "samp",
+    "em",
+    "strong",
+    "del",
+    "s",
+    "sub",
+    "sup",
+    "ul",
+    "ol",
+    "li",
+    "dl",
+    "dt",
+    "dd",
+    "a",
+    "table",
+    "thead",
+    "tbody",
+    "tr",
+    "th",
+    "td",
 }
-ALLOWED_ATTRIBUTES = {"a": {"href", "title"}, "ol": {"start"}, "th": {"colspan", "rowspan"},
-                      "td": {"colspan", "rowspan"}}
+ALLOWED_ATTRIBUTES = {
+    "a": {"href", "title"},
+    "ol": {"start"},
+    "th": {"colspan", "rowspan"},
+    "td": {"colspan", "rowspan"},
+}
 URL_SCHEMES = {"http", "https", "mailto"}
 MAX_HIGHLIGHT_BYTES = 512 * 1024  # larger files are shown as plain text
 
@@ -60,9 +94,14 @@ def sanitize(html: str) -> str:
     """Keep only the allow-listed tags, attributes and URL schemes of ``html``."""
     global _cleaner
     if _cleaner is None:
-        _cleaner = nh3.Cleaner(tags=ALLOWED_TAGS, attributes=ALLOWED_ATTRIBUTES, url_schemes=URL_SCHEMES,
-                               link_rel="nofollow noopener noreferrer", strip_comments=True,
-                               clean_content_tags={"script", "style"})
+        _cleaner = nh3.Cleaner(
+            tags=ALLOWED_TAGS,
+            attributes=ALLOWED_ATTRIBUTES,
+            url_schemes=URL_SCHEMES,
+            link_rel="nofollow noopener noreferrer",
+            strip_comments=True,
+            clean_content_tags={"script", "style"},
+        )
     return _cleaner.clean(html)
 
 
@@ -81,12 +120,12 @@ def markdown_html(text: str, demote: int = 0) -> str:
 # --------------------------------------------------------------------------- prototxt
 
 _TOKEN_RE = re.compile(
-    r'(?P<c>#.*)'
+    r"(?P<c>#.*)"
     r'|(?P<s>"(?:[^"\\]|\\.)*"?|\'(?:[^\'\\]|\\.)*\'?)'
-    r'|(?P<k>[A-Za-z_]\w*)(?=\s*[:{])'
-    r'|(?P<n>[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?f?\b|[-+]?(?:inf|nan)\b)'
-    r'|(?P<e>[A-Za-z_]\w*)'
-    r'|(?P<p>[{}:\[\],<>;])'
+    r"|(?P<k>[A-Za-z_]\w*)(?=\s*[:{])"
+    r"|(?P<n>[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?f?\b|[-+]?(?:inf|nan)\b)"
+    r"|(?P<e>[A-Za-z_]\w*)"
+    r"|(?P<p>[{}:\[\],<>;])"
 )
 
 
@@ -100,7 +139,7 @@ def highlight_prototxt(text: str) -> str:
         parts, pos = [], 0
         for m in _TOKEN_RE.finditer(line):
             if m.start() > pos:
-                parts.append(escape(line[pos:m.start()]))
+                parts.append(escape(line[pos : m.start()]))
             parts.append(f'<span class="{m.lastgroup}">{escape(m.group())}</span>')
             pos = m.end()
         parts.append(escape(line[pos:]))

@@ -49,8 +49,14 @@ def seed(database_url: str | None = None) -> list:
         return seed_bundled(store)
 
 
-def check_links(database_url: str | None = None, *, all_urls: bool = False, rate: float = 1.0,
-                timeout: float = 10.0, on_result=None) -> list:
+def check_links(
+    database_url: str | None = None,
+    *,
+    all_urls: bool = False,
+    rate: float = 1.0,
+    timeout: float = 10.0,
+    on_result=None,
+) -> list:
     """Probe the weights URLs that are due (or all of them); record and return what was seen."""
     from .links import check_links as check
 
@@ -58,8 +64,9 @@ def check_links(database_url: str | None = None, *, all_urls: bool = False, rate
         return check(store, all_urls=all_urls, rate=rate, timeout=timeout, on_result=on_result)
 
 
-def mirror_sync(database_url: str | None = None, blobs_dir: str | os.PathLike[str] | None = None,
-                on_result=None) -> list:
+def mirror_sync(
+    database_url: str | None = None, blobs_dir: str | os.PathLike[str] | None = None, on_result=None
+) -> list:
     """Fetch every listed model's weights that the server's store lacks."""
     from .mirror import Mirror
 
@@ -67,17 +74,20 @@ def mirror_sync(database_url: str | None = None, blobs_dir: str | os.PathLike[st
         return Mirror(_blobs_dir(blobs_dir)).sync(store, on_result=on_result)
 
 
-def start_background(url: str, *, blobs_dir: Path, mirror_every: float | None,
-                     check_every: float | None, link_rate: float) -> list:
+def start_background(
+    url: str, *, blobs_dir: Path, mirror_every: float | None, check_every: float | None, link_rate: float
+) -> list:
     """The server's helpers: the link checker and the mirror, each in a daemon thread."""
-    from .links import Background, check_links as check
+    from .links import Background
+    from .links import check_links as check
     from .mirror import Mirror
 
     store = Storage(url)
     threads = []
     if check_every:
-        threads.append(Background("link-checker", lambda stop: check(store, rate=link_rate, stop=stop),
-                                  check_every))
+        threads.append(
+            Background("link-checker", lambda stop: check(store, rate=link_rate, stop=stop), check_every)
+        )
     if mirror_every:
         mirror = Mirror(blobs_dir)
         threads.append(Background("mirror", lambda stop: mirror.sync(store, stop=stop), mirror_every))
@@ -104,9 +114,19 @@ def _check_free(host: str, port: int) -> None:
             raise UsageError(f"cannot listen on {host}:{port}: {e.strerror}; {hint}") from None
 
 
-def run(host: str = "127.0.0.1", port: int = 8000, database_url: str | None = None, workers: int = 1,
-        log_level: str = "info", *, seed_bundled: bool = False, blobs_dir: str | os.PathLike[str] | None = None,
-        mirror_every: float | None = None, check_every: float | None = 600.0, link_rate: float = 1.0) -> None:
+def run(
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    database_url: str | None = None,
+    workers: int = 1,
+    log_level: str = "info",
+    *,
+    seed_bundled: bool = False,
+    blobs_dir: str | os.PathLike[str] | None = None,
+    mirror_every: float | None = None,
+    check_every: float | None = 600.0,
+    link_rate: float = 1.0,
+) -> None:
     """Serve until interrupted, with uvicorn's fastest loop and parser when installed.
 
     ``seed_bundled`` first creates or refreshes the bundled models' gists;
@@ -135,8 +155,9 @@ def run(host: str = "127.0.0.1", port: int = 8000, database_url: str | None = No
         options["http"] = "httptools"
     except ImportError:
         pass
-    background = start_background(url, blobs_dir=blobs, mirror_every=mirror_every,
-                                  check_every=check_every, link_rate=link_rate)
+    background = start_background(
+        url, blobs_dir=blobs, mirror_every=mirror_every, check_every=check_every, link_rate=link_rate
+    )
     try:
         if workers > 1:
             os.environ["CAFFEZOO_DATABASE_URL"] = url  # the workers build their app from the environment

@@ -46,8 +46,9 @@ def seed_bundled(storage: Storage, owner: str = SEED_USER) -> list[SeedResult]:
             results.append(SeedResult(name, gist_id, "created"))
             continue
         have = {f.filename: f.content for f in current.files}
-        changes: dict[str, FileChange | None] = {n: FileChange(content=c) for n, c in contents.items()
-                                                 if have.get(n) != c}
+        changes: dict[str, FileChange | None] = {
+            n: FileChange(content=c) for n, c in contents.items() if have.get(n) != c
+        }
         changes.update({n: None for n in have if n not in contents})
         if changes:
             storage.update_gist(gist_id, current.owner, changes=changes)

@@ -23,10 +23,22 @@ MAX_LISTED_FILES = 300
 
 # A few languages by extension, as GitHub's linguist names them; None otherwise.
 LANGUAGES = {
-    ".md": "Markdown", ".markdown": "Markdown", ".py": "Python", ".sh": "Shell", ".txt": "Text",
-    ".json": "JSON", ".yaml": "YAML", ".yml": "YAML", ".prototxt": "Protocol Buffer Text Format",
-    ".proto": "Protocol Buffer", ".m": "MATLAB", ".lua": "Lua", ".cpp": "C++", ".c": "C",
-    ".ipynb": "Jupyter Notebook", ".csv": "CSV",
+    ".md": "Markdown",
+    ".markdown": "Markdown",
+    ".py": "Python",
+    ".sh": "Shell",
+    ".txt": "Text",
+    ".json": "JSON",
+    ".yaml": "YAML",
+    ".yml": "YAML",
+    ".prototxt": "Protocol Buffer Text Format",
+    ".proto": "Protocol Buffer",
+    ".m": "MATLAB",
+    ".lua": "Lua",
+    ".cpp": "C++",
+    ".c": "C",
+    ".ipynb": "Jupyter Notebook",
+    ".csv": "CSV",
 }
 
 
@@ -54,21 +66,34 @@ def user_json(base: str, login: str, user_id: int) -> dict[str, Any]:
     """GitHub's ``simple-user``, with this server's URLs."""
     url = f"{base}/users/{login}"
     return {
-        "login": login, "id": user_id,
+        "login": login,
+        "id": user_id,
         "node_id": base64.b64encode(f"04:User{user_id}".encode()).decode(),
-        "avatar_url": "", "gravatar_id": "", "url": url, "html_url": f"{base}/{login}",
-        "followers_url": f"{url}/followers", "following_url": f"{url}/following{{/other_user}}",
-        "gists_url": f"{url}/gists{{/gist_id}}", "starred_url": f"{url}/starred{{/owner}}{{/repo}}",
-        "subscriptions_url": f"{url}/subscriptions", "organizations_url": f"{url}/orgs",
-        "repos_url": f"{url}/repos", "events_url": f"{url}/events{{/privacy}}",
-        "received_events_url": f"{url}/received_events", "type": "User", "site_admin": False,
+        "avatar_url": "",
+        "gravatar_id": "",
+        "url": url,
+        "html_url": f"{base}/{login}",
+        "followers_url": f"{url}/followers",
+        "following_url": f"{url}/following{{/other_user}}",
+        "gists_url": f"{url}/gists{{/gist_id}}",
+        "starred_url": f"{url}/starred{{/owner}}{{/repo}}",
+        "subscriptions_url": f"{url}/subscriptions",
+        "organizations_url": f"{url}/orgs",
+        "repos_url": f"{url}/repos",
+        "events_url": f"{url}/events{{/privacy}}",
+        "received_events_url": f"{url}/received_events",
+        "type": "User",
+        "site_admin": False,
     }
 
 
 def file_json(base: str, g: GistView, f: FileView, full: bool) -> dict[str, Any]:
     out: dict[str, Any] = {
-        "filename": f.filename, "type": file_type(f.filename), "language": LANGUAGES.get(_ext(f.filename)),
-        "raw_url": raw_url(base, g, f), "size": f.size,
+        "filename": f.filename,
+        "type": file_type(f.filename),
+        "language": LANGUAGES.get(_ext(f.filename)),
+        "raw_url": raw_url(base, g, f),
+        "size": f.size,
     }
     if full:
         data = f.content or b""
@@ -84,7 +109,9 @@ def file_json(base: str, g: GistView, f: FileView, full: bool) -> dict[str, Any]
 
 def history_json(base: str, g: GistView, r: RevisionView, user: dict[str, Any]) -> dict[str, Any]:
     return {
-        "user": user, "version": r.version, "committed_at": timestamp(r.committed_at),
+        "user": user,
+        "version": r.version,
+        "committed_at": timestamp(r.committed_at),
         "change_status": {"total": r.total, "additions": r.additions, "deletions": r.deletions},
         "url": f"{base}/gists/{g.id}/{r.version}",
     }
@@ -96,14 +123,24 @@ def gist_json(g: GistView, base: str, *, full: bool) -> dict[str, Any]:
     owner = user_json(base, g.owner, g.owner_id)
     listed = g.files[:MAX_LISTED_FILES]
     out: dict[str, Any] = {
-        "url": url, "forks_url": f"{url}/forks", "commits_url": f"{url}/commits", "id": g.id,
+        "url": url,
+        "forks_url": f"{url}/forks",
+        "commits_url": f"{url}/commits",
+        "id": g.id,
         "node_id": base64.b64encode(f"08:Gist{g.id}".encode()).decode(),
-        "git_pull_url": f"{base}/{g.id}.git", "git_push_url": f"{base}/{g.id}.git",
+        "git_pull_url": f"{base}/{g.id}.git",
+        "git_push_url": f"{base}/{g.id}.git",
         "html_url": f"{base}/{g.owner}/{g.id}",
         "files": {f.filename: file_json(base, g, f, full) for f in listed},
-        "public": g.public, "created_at": timestamp(g.created_at), "updated_at": timestamp(g.updated_at),
-        "description": g.description, "comments": 0, "comments_enabled": True, "user": None,
-        "comments_url": f"{url}/comments", "owner": owner,
+        "public": g.public,
+        "created_at": timestamp(g.created_at),
+        "updated_at": timestamp(g.updated_at),
+        "description": g.description,
+        "comments": 0,
+        "comments_enabled": True,
+        "user": None,
+        "comments_url": f"{url}/comments",
+        "owner": owner,
     }
     if full:
         out["forks"] = []

@@ -21,7 +21,7 @@ from collections import Counter
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -35,13 +35,30 @@ from ..schema import check_file_name
 from . import catalog
 from .models import Base, Blob, Gist, Revision, RevisionFile, Token, User
 
-MAX_FILE_BYTES = 10 * 1024 * 1024   # one file's content
-MAX_FILES = 1000                    # files in one gist
-MAX_LOGIN = 39                      # GitHub's limit on user names
+MAX_FILE_BYTES = 10 * 1024 * 1024  # one file's content
+MAX_FILES = 1000  # files in one gist
+MAX_LOGIN = 39  # GitHub's limit on user names
 
 # Names that would shadow the server's own paths (/gists/..., /users/..., /{user}/{id}/...).
-RESERVED_LOGINS = frozenset({"gists", "users", "user", "api", "raw", "download", "static", "login",
-                             "logout", "search", "blobs", "wiki", "models", "admin", "settings"})
+RESERVED_LOGINS = frozenset(
+    {
+        "gists",
+        "users",
+        "user",
+        "api",
+        "raw",
+        "download",
+        "static",
+        "login",
+        "logout",
+        "search",
+        "blobs",
+        "wiki",
+        "models",
+        "admin",
+        "settings",
+    }
+)
 GIST_ID_RE = re.compile(r"[0-9A-Za-z_-]{1,32}")
 _LOGIN_RE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9]|-(?=[A-Za-z0-9])){0,38}")
 
@@ -108,15 +125,15 @@ class GistView:
     public: bool
     created_at: datetime
     updated_at: datetime
-    revision: int                 # the newest revision's number
-    serial: int                   # changes with every write: a cache key
-    version: str | None           # the shown revision's version (sha)
+    revision: int  # the newest revision's number
+    serial: int  # changes with every write: a cache key
+    version: str | None  # the shown revision's version (sha)
     files: list[FileView] = field(default_factory=list)
     history: list[RevisionView] = field(default_factory=list)
 
 
 def now() -> datetime:
-    return datetime.now(timezone.utc).replace(tzinfo=None)
+    return datetime.now(UTC).replace(tzinfo=None)
 
 
 def blob_sha(content: bytes) -> str:
@@ -130,18 +147,22 @@ def token_digest(token: str) -> str:
 
 def check_login(login: str) -> str:
     if not _LOGIN_RE.fullmatch(login or "") or login.lower() in RESERVED_LOGINS:
-        raise invalid("login", "invalid",
-                      f"{login!r} is not a valid user name: 1-{MAX_LOGIN} letters, digits or single "
-                      "hyphens, not starting or ending with a hyphen, and not a reserved word",
-                      resource="User")
+        raise invalid(
+            "login",
+            "invalid",
+            f"{login!r} is not a valid user name: 1-{MAX_LOGIN} letters, digits or single "
+            "hyphens, not starting or ending with a hyphen, and not a reserved word",
+            resource="User",
+        )
     return login
 
 
 def check_filename(name: str) -> None:
     """The rules of a gist file name (those of a model-directory file name, plus length)."""
     if not isinstance(name, str) or name.strip() != name or len(name.encode("utf-8")) > 255:
-        raise invalid("files", "invalid", f"file name {name!r}: expected 1-255 bytes without "
-                      "leading or trailing blanks")
+        raise invalid(
+            "files", "invalid", f"file name {name!r}: expected 1-255 bytes without leading or trailing blanks"
+        )
     try:
         check_file_name(name)
     except ValueError as e:
@@ -151,15 +172,17 @@ def check_filename(name: str) -> None:
 def check_content(name: str, content: bytes) -> None:
     """Text only: UTF-8, no NUL bytes, not blank, not over :data:`MAX_FILE_BYTES`."""
     if len(content) > MAX_FILE_BYTES:
-        raise invalid("files", "too_large",
-                      f"{name}: {len(content)} bytes, over the limit of {MAX_FILE_BYTES} per file")
+        raise invalid(
+            "files", "too_large", f"{name}: {len(content)} bytes, over the limit of {MAX_FILE_BYTES} per file"
+        )
     if b"\0" in content:
         raise invalid("files", "invalid", f"{name}: binary content (NUL bytes) is not supported")
     try:
         text = content.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise invalid("files", "invalid",
-                      f"{name}: binary content (not UTF-8 at byte {e.start}) is not supported") from None
+        raise invalid(
+            "files", "invalid", f"{name}: binary content (not UTF-8 at byte {e.start}) is not supported"
+        ) from None
     if not text.strip():
         raise invalid("files", "missing_field", f"{name}: contents can't be blank")
 
@@ -180,7 +203,7 @@ def normalize_url(url: str) -> str:
     """``postgresql://`` means psycopg 3 here (the driver the server extra installs)."""
     for prefix in ("postgresql://", "postgres://"):
         if url.startswith(prefix):
-            return "postgresql+psycopg://" + url[len(prefix):]
+            return "postgresql+psycopg://" + url[len(prefix) :]
     return url
 
 
@@ -196,8 +219,9 @@ def make_engine(url: str) -> Engine:
         path = url.split("///", 1)[1] if "///" in url else ""
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 60},
-                               pool_size=16, max_overflow=48)
+        engine = create_engine(
+            url, connect_args={"check_same_thread": False, "timeout": 60}, pool_size=16, max_overflow=48
+        )
 
         @event.listens_for(engine, "connect")
         def _on_connect(dbapi_conn, _record):  # pragma: no cover - driver callback
@@ -213,8 +237,8 @@ def make_engine(url: str) -> Engine:
         def _on_begin(conn):  # pragma: no cover - driver callback
             # A writer takes the write lock up front: two deferred transactions
             # that both read then write would otherwise fail with "database is locked".
-            conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get("write")
-                                 else "BEGIN")
+            conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get("write") else "BEGIN")
+
         return engine
     return create_engine(url, pool_size=16, max_overflow=48, pool_pre_ping=True)
 
@@ -238,8 +262,10 @@ class Storage:
             if engine is not None:
                 engine.dispose()
             why = str(getattr(e, "orig", None) or e).strip().split("\n")[0] or type(e).__name__
-            raise ConfigError(f"cannot open the database {_shown(self.url)}: {why}; check --database-url "
-                              "or CAFFEZOO_DATABASE_URL") from e
+            raise ConfigError(
+                f"cannot open the database {_shown(self.url)}: {why}; check --database-url "
+                "or CAFFEZOO_DATABASE_URL"
+            ) from e
         mark = "?" if self.is_sqlite else "%s"
         self._state_sql = f"SELECT revision, serial FROM gists WHERE id = {mark}"
 
@@ -295,8 +321,11 @@ class Storage:
     def user_for_token(self, token: str) -> str | None:
         """The login a token belongs to, or None."""
         with self.session() as s:
-            return s.scalar(select(User.login).join(Token, Token.user_id == User.id)
-                            .where(Token.digest == token_digest(token)))
+            return s.scalar(
+                select(User.login)
+                .join(Token, Token.user_id == User.id)
+                .where(Token.digest == token_digest(token))
+            )
 
     def login_of(self, login: str) -> str | None:
         """The user's login as stored (case as registered), or None."""
@@ -311,12 +340,22 @@ class Storage:
             from sqlalchemy.dialects.sqlite import insert
         else:
             from sqlalchemy.dialects.postgresql import insert
-        s.execute(insert(Blob).values(sha=sha, size=len(content), content=content)
-                  .on_conflict_do_nothing(index_elements=["sha"]))
+        s.execute(
+            insert(Blob)
+            .values(sha=sha, size=len(content), content=content)
+            .on_conflict_do_nothing(index_elements=["sha"])
+        )
         return sha
 
-    def _commit(self, s: Session, gist: Gist, old: Mapping[str, str], new: Mapping[str, str],
-                added: Mapping[str, bytes], when: datetime) -> None:
+    def _commit(
+        self,
+        s: Session,
+        gist: Gist,
+        old: Mapping[str, str],
+        new: Mapping[str, str],
+        added: Mapping[str, bytes],
+        when: datetime,
+    ) -> None:
         """Record revision ``gist.revision + 1`` holding ``new`` (name -> blob sha).
 
         ``added`` holds the contents of blobs that may not be stored yet, by sha.
@@ -333,9 +372,11 @@ class Storage:
         number = gist.revision + 1
         listing = "".join(f"{n}\0{new[n]}\n" for n in sorted(new))
         version = hashlib.sha1(
-            f"{gist.id}:{gist.revision}\n{number}\n{when.isoformat()}\n{listing}".encode()).hexdigest()
-        rev = Revision(gist_id=gist.id, number=number, version=version, committed_at=when,
-                       additions=adds, deletions=dels)
+            f"{gist.id}:{gist.revision}\n{number}\n{when.isoformat()}\n{listing}".encode()
+        ).hexdigest()
+        rev = Revision(
+            gist_id=gist.id, number=number, version=version, committed_at=when, additions=adds, deletions=dels
+        )
         s.add(rev)
         s.flush()
         s.add_all(RevisionFile(revision_id=rev.id, filename=n, blob_sha=sha) for n, sha in new.items())
@@ -356,14 +397,24 @@ class Storage:
         for name, content in files.items():
             check_filename(name)
             if name.lower() in lowered:
-                raise invalid("files", "already_exists",
-                              f"file names {lowered[name.lower()]!r} and {name!r} differ only in case")
+                raise invalid(
+                    "files",
+                    "already_exists",
+                    f"file names {lowered[name.lower()]!r} and {name!r} differ only in case",
+                )
             lowered[name.lower()] = name
             if isinstance(content, bytes):  # (a sha string: content checked on its way in)
                 check_content(name, content)
 
-    def create_gist(self, owner: str, description: str | None, public: bool,
-                    files: Mapping[str, bytes], *, gist_id: str | None = None) -> GistView:
+    def create_gist(
+        self,
+        owner: str,
+        description: str | None,
+        public: bool,
+        files: Mapping[str, bytes],
+        *,
+        gist_id: str | None = None,
+    ) -> GistView:
         """Create a gist with its first revision; return it as stored.
 
         ``gist_id`` keeps an id given elsewhere (a gist imported from GitHub, a
@@ -378,33 +429,59 @@ class Storage:
             uid = self._user_id(s, owner)
             if gist_id is not None and s.get(Gist, gist_id) is not None:
                 raise invalid("id", "already_exists", f"a gist with id {gist_id!r} already exists")
-            gist = Gist(id=gist_id or secrets.token_hex(16), owner_id=uid, description=description, public=public,
-                        created_at=when, updated_at=when, revision=0, serial=1)
+            gist = Gist(
+                id=gist_id or secrets.token_hex(16),
+                owner_id=uid,
+                description=description,
+                public=public,
+                created_at=when,
+                updated_at=when,
+                revision=0,
+                serial=1,
+            )
             s.add(gist)
             s.flush()
-            self._commit(s, gist, {}, {n: blob_sha(c) for n, c in files.items()},
-                         {blob_sha(c): c for c in files.values()}, when)
+            self._commit(
+                s,
+                gist,
+                {},
+                {n: blob_sha(c) for n, c in files.items()},
+                {blob_sha(c): c for c in files.values()},
+                when,
+            )
             gist_id = gist.id
             catalog.index_gist(s, gist_id)
         return self.get_gist(gist_id)  # type: ignore[return-value]
 
     def _lock_own(self, s: Session, gist_id: str, owner: str) -> Gist:
         """The gist's row, locked for this transaction; NotFound unless ``owner`` owns it."""
-        gist = s.scalar(select(Gist).join(User, User.id == Gist.owner_id)
-                        .where(Gist.id == gist_id, func.lower(User.login) == owner.lower())
-                        .with_for_update(of=Gist))
+        gist = s.scalar(
+            select(Gist)
+            .join(User, User.id == Gist.owner_id)
+            .where(Gist.id == gist_id, func.lower(User.login) == owner.lower())
+            .with_for_update(of=Gist)
+        )
         if gist is None:
             raise NotFound(f"no gist {gist_id!r} owned by {owner!r}")
         return gist
 
     def _head_blobs(self, s: Session, gist: Gist) -> dict[str, str]:
-        return dict(s.execute(
-            select(RevisionFile.filename, RevisionFile.blob_sha)
-            .join(Revision, Revision.id == RevisionFile.revision_id)
-            .where(Revision.gist_id == gist.id, Revision.number == gist.revision)).all())
+        return dict(
+            s.execute(
+                select(RevisionFile.filename, RevisionFile.blob_sha)
+                .join(Revision, Revision.id == RevisionFile.revision_id)
+                .where(Revision.gist_id == gist.id, Revision.number == gist.revision)
+            ).all()
+        )
 
-    def update_gist(self, gist_id: str, owner: str, *, description: str | None = UNSET,
-                    changes: Mapping[str, FileChange | None] | None = None) -> GistView:
+    def update_gist(
+        self,
+        gist_id: str,
+        owner: str,
+        *,
+        description: str | None = UNSET,
+        changes: Mapping[str, FileChange | None] | None = None,
+    ) -> GistView:
         """Apply GitHub's update semantics: add, replace, rename, delete; others unchanged.
 
         ``changes`` maps a *current* file name to a :class:`FileChange`, or to
@@ -424,22 +501,31 @@ class Storage:
             new = dict(old)
             added: dict[str, bytes] = {}
             # Names that stop existing under their current name: deleted or renamed away.
-            leaving = {n for n, c in changes.items() if n in old and (
-                c is None or (c.content is None and c.filename is None) or (c.filename or n) != n)}
+            leaving = {
+                n
+                for n, c in changes.items()
+                if n in old
+                and (c is None or (c.content is None and c.filename is None) or (c.filename or n) != n)
+            }
             for name in leaving:
                 del new[name]
             targets: set[str] = set()
             for name, change in changes.items():
                 if change is None or (change.content is None and change.filename is None):
                     if name not in old:
-                        raise invalid("files", "missing", f"cannot delete {name!r}: the gist has no such file")
+                        raise invalid(
+                            "files", "missing", f"cannot delete {name!r}: the gist has no such file"
+                        )
                     continue
                 if name not in old and change.content is None:
                     raise invalid("files", "missing", f"cannot rename {name!r}: the gist has no such file")
                 target = change.filename or name
                 if target in targets or (target != name and target in old and target not in leaving):
-                    raise invalid("files", "already_exists",
-                                  f"cannot name a file {target!r}: another file has that name")
+                    raise invalid(
+                        "files",
+                        "already_exists",
+                        f"cannot name a file {target!r}: another file has that name",
+                    )
                 targets.add(target)
                 if change.content is not None:
                     new[target] = blob_sha(change.content)
@@ -464,8 +550,9 @@ class Storage:
         """Delete a gist with all its revisions; blobs no other revision uses go too."""
         with self.session(write=True) as s:
             gist = self._lock_own(s, gist_id, owner)
-            shas = set(s.scalars(select(RevisionFile.blob_sha).join(Revision)
-                                 .where(Revision.gist_id == gist.id)))
+            shas = set(
+                s.scalars(select(RevisionFile.blob_sha).join(Revision).where(Revision.gist_id == gist.id))
+            )
             rev_ids = select(Revision.id).where(Revision.gist_id == gist.id)
             s.execute(delete(RevisionFile).where(RevisionFile.revision_id.in_(rev_ids)))
             s.execute(delete(Revision).where(Revision.gist_id == gist.id))
@@ -498,13 +585,19 @@ class Storage:
     def get_gist(self, gist_id: str, version: str | None = None) -> GistView | None:
         """A gist with its files' contents as of ``version`` (default: the newest), and its history."""
         with self.session() as s:
-            row = s.execute(select(Gist, User.login).join(User, User.id == Gist.owner_id)
-                            .where(Gist.id == gist_id)).first()
+            row = s.execute(
+                select(Gist, User.login).join(User, User.id == Gist.owner_id).where(Gist.id == gist_id)
+            ).first()
             if row is None:
                 return None
             gist, login = row
-            revs = s.execute(select(Revision).where(Revision.gist_id == gist_id)
-                             .order_by(Revision.number.desc())).scalars().all()
+            revs = (
+                s.execute(
+                    select(Revision).where(Revision.gist_id == gist_id).order_by(Revision.number.desc())
+                )
+                .scalars()
+                .all()
+            )
             if version is None:
                 shown = next((r for r in revs if r.number == gist.revision), None)
             else:
@@ -513,17 +606,30 @@ class Storage:
                     return None
             files: list[FileView] = []
             if shown is not None:
-                rows = s.execute(select(RevisionFile.filename, Blob.sha, Blob.size, Blob.content)
-                                 .join(Blob, Blob.sha == RevisionFile.blob_sha)
-                                 .where(RevisionFile.revision_id == shown.id)
-                                 .order_by(RevisionFile.filename)).all()
+                rows = s.execute(
+                    select(RevisionFile.filename, Blob.sha, Blob.size, Blob.content)
+                    .join(Blob, Blob.sha == RevisionFile.blob_sha)
+                    .where(RevisionFile.revision_id == shown.id)
+                    .order_by(RevisionFile.filename)
+                ).all()
                 files = [FileView(n, sha, size, content) for n, sha, size, content in rows]
-            return _view(gist, login, shown.version if shown else None, files, [
-                RevisionView(r.number, r.version, r.committed_at, r.additions, r.deletions) for r in revs])
+            return _view(
+                gist,
+                login,
+                shown.version if shown else None,
+                files,
+                [RevisionView(r.number, r.version, r.committed_at, r.additions, r.deletions) for r in revs],
+            )
 
-    def list_gists(self, owner: str | None = None, *, public_only: bool = True,
-                   since: datetime | None = None, limit: int = 30, offset: int = 0
-                   ) -> tuple[list[GistView], int]:
+    def list_gists(
+        self,
+        owner: str | None = None,
+        *,
+        public_only: bool = True,
+        since: datetime | None = None,
+        limit: int = 30,
+        offset: int = 0,
+    ) -> tuple[list[GistView], int]:
         """Gists newest-updated first, with file names and sizes (no contents); and the total count."""
         with self.session() as s:
             q = select(Gist, User.login).join(User, User.id == Gist.owner_id)
@@ -544,7 +650,8 @@ class Storage:
                     .join(Gist, (Gist.id == Revision.gist_id) & (Gist.revision == Revision.number))
                     .join(RevisionFile, RevisionFile.revision_id == Revision.id)
                     .join(Blob, Blob.sha == RevisionFile.blob_sha)
-                    .where(Revision.gist_id.in_(ids)).order_by(RevisionFile.filename)
+                    .where(Revision.gist_id.in_(ids))
+                    .order_by(RevisionFile.filename)
                 ):
                     files[gid].append(FileView(name, sha, size))
                     versions[gid] = version
@@ -555,15 +662,35 @@ class Storage:
         ``owner``'s gist ``gist_id`` (None for any other owner, as its ``raw_url`` says)."""
         with self.session() as s:
             return s.scalar(
-                select(Blob.content).join(RevisionFile, RevisionFile.blob_sha == Blob.sha)
+                select(Blob.content)
+                .join(RevisionFile, RevisionFile.blob_sha == Blob.sha)
                 .join(Revision, Revision.id == RevisionFile.revision_id)
-                .join(Gist, Gist.id == Revision.gist_id).join(User, User.id == Gist.owner_id)
-                .where(Revision.gist_id == gist_id, RevisionFile.filename == filename,
-                       Blob.sha == blob_sha.lower(), func.lower(User.login) == owner.lower()).limit(1))
+                .join(Gist, Gist.id == Revision.gist_id)
+                .join(User, User.id == Gist.owner_id)
+                .where(
+                    Revision.gist_id == gist_id,
+                    RevisionFile.filename == filename,
+                    Blob.sha == blob_sha.lower(),
+                    func.lower(User.login) == owner.lower(),
+                )
+                .limit(1)
+            )
 
 
-def _view(gist: Gist, login: str, version: str | None, files: list[FileView],
-          history: list[RevisionView]) -> GistView:
-    return GistView(id=gist.id, owner=login, owner_id=gist.owner_id, description=gist.description, public=gist.public,
-                    created_at=gist.created_at, updated_at=gist.updated_at, revision=gist.revision,
-                    serial=gist.serial, version=version, files=files, history=history)
+def _view(
+    gist: Gist, login: str, version: str | None, files: list[FileView], history: list[RevisionView]
+) -> GistView:
+    return GistView(
+        id=gist.id,
+        owner=login,
+        owner_id=gist.owner_id,
+        description=gist.description,
+        public=gist.public,
+        created_at=gist.created_at,
+        updated_at=gist.updated_at,
+        revision=gist.revision,
+        serial=gist.serial,
+        version=version,
+        files=files,
+        history=history,
+    )

@@ -51,8 +51,10 @@ DEFAULT_PREAMBLE = (
 _HEADING_RE = re.compile(r"^(#{1,6})\s+(.*?)\s*#*\s*$")
 _ANCHOR_RE = re.compile(r"""^\s*<a\s+(?:name|id)\s*=\s*["']?([^"'>\s]+)["']?\s*>\s*</a>\s*$""", re.I)
 _ANCHOR_INLINE_RE = re.compile(r"""<a\s+(?:name|id)\s*=\s*["']?([^"'>\s]+)["']?\s*>\s*</a>""", re.I)
-_ITEM_RE = re.compile(r"^\s{0,3}[-*+]\s+\[(?P<name>(?:[^\[\]]|\[[^\]]*\])+)\]\((?P<url>[^)\s]+)"
-                      r"(?:\s+\"[^\"]*\")?\)\s*(?:[:\-–—,]\s*)?(?P<desc>.*)$")
+_ITEM_RE = re.compile(
+    r"^\s{0,3}[-*+]\s+\[(?P<name>(?:[^\[\]]|\[[^\]]*\])+)\]\((?P<url>[^)\s]+)"
+    r"(?:\s+\"[^\"]*\")?\)\s*(?:[:\-–—,]\s*)?(?P<desc>.*)$"
+)
 _BULLET_RE = re.compile(r"^\s{0,3}[-*+]\s+")
 _FENCE_RE = re.compile(r"^\s{0,3}(```+|~~~+)\s*([\w+-]*)\s*$")
 # Where the citation and the list of models stood among a section's notes, so an
@@ -130,8 +132,12 @@ def parse_page(text: str) -> WikiPage:
     def finish() -> None:
         if current is not None:
             marks = (CITATION_MARK, MODELS_MARK)
-            kept = [ln for k, ln in enumerate(notes) if ln.strip() or not (
-                (k > 0 and notes[k - 1] in marks) or (k + 1 < len(notes) and notes[k + 1] in marks))]
+            kept = [
+                ln
+                for k, ln in enumerate(notes)
+                if ln.strip()
+                or not ((k > 0 and notes[k - 1] in marks) or (k + 1 < len(notes) and notes[k + 1] in marks))
+            ]
             current.notes = _clean(kept)
 
     while i < len(lines):
@@ -140,8 +146,13 @@ def parse_page(text: str) -> WikiPage:
         anchor = _ANCHOR_RE.match(line)
         fence = _FENCE_RE.match(line)
         if anchor:
-            if current is not None and not current.items and not notes and current.anchor is None \
-                    and current.citation is None:
+            if (
+                current is not None
+                and not current.items
+                and not notes
+                and current.anchor is None
+                and current.citation is None
+            ):
                 current.anchor = anchor.group(1)
             else:
                 pending_anchor = anchor.group(1)
@@ -171,16 +182,20 @@ def parse_page(text: str) -> WikiPage:
             end = i + 1
             while end < len(lines) and not lines[end].strip().startswith(fence.group(1)):
                 end += 1
-            block = lines[i + 1:end]
+            block = lines[i + 1 : end]
             if current.citation is None and not current.items and _looks_like_citation(block, fence.group(2)):
                 current.citation = "\n".join(block).strip("\n")
                 notes.append(CITATION_MARK)
             else:
-                notes.extend(lines[i:end + 1])
+                notes.extend(lines[i : end + 1])
             i = end + 1
             continue
-        if line.startswith(("    ", "\t")) and line.strip() and (not notes or notes[-1].strip() == "") \
-                and not _BULLET_RE.match(line.lstrip()):
+        if (
+            line.startswith(("    ", "\t"))
+            and line.strip()
+            and (not notes or notes[-1].strip() == "")
+            and not _BULLET_RE.match(line.lstrip())
+        ):
             end = i
             while end < len(lines) and (lines[end].startswith(("    ", "\t")) or lines[end].strip() == ""):
                 end += 1
@@ -197,14 +212,22 @@ def parse_page(text: str) -> WikiPage:
             desc = [item.group("desc").strip()]
             j = i + 1
             # Continuation lines: indented, not a new bullet or block.
-            while j < len(lines) and lines[j].startswith("  ") and lines[j].strip() \
-                    and not _BULLET_RE.match(lines[j].lstrip()) and not lines[j].startswith("    "):
+            while (
+                j < len(lines)
+                and lines[j].startswith("  ")
+                and lines[j].strip()
+                and not _BULLET_RE.match(lines[j].lstrip())
+                and not lines[j].startswith("    ")
+            ):
                 desc.append(lines[j].strip())
                 j += 1
             if not current.items:
                 notes.append(MODELS_MARK)
-            current.items.append(WikiItem(item.group("name").strip(), item.group("url").strip(),
-                                          " ".join(d for d in desc if d)))
+            current.items.append(
+                WikiItem(
+                    item.group("name").strip(), item.group("url").strip(), " ".join(d for d in desc if d)
+                )
+            )
             i = j
             continue
         notes.append(line)
@@ -216,8 +239,11 @@ def parse_page(text: str) -> WikiPage:
 
 def _looks_like_citation(block: list[str], lang: str) -> bool:
     text = "\n".join(block)
-    return lang.lower() in ("bibtex", "bib", "tex", "latex") or bool(re.search(r"@\w+\s*\{", text)) or \
-        bool(re.search(r"\b(19|20)\d\d\b", text) and len(block) <= 12)
+    return (
+        lang.lower() in ("bibtex", "bib", "tex", "latex")
+        or bool(re.search(r"@\w+\s*\{", text))
+        or bool(re.search(r"\b(19|20)\d\d\b", text) and len(block) <= 12)
+    )
 
 
 def render_page(page: WikiPage) -> str:
@@ -233,8 +259,10 @@ def render_page(page: WikiPage) -> str:
         if sec.citation:
             fence = "````" if "```" in sec.citation else "```"
             citation = [f"{fence}bibtex" if "@" in sec.citation else fence, sec.citation, fence, ""]
-        items = [f"* [{i.name}]({i.url})" + (f": {' '.join(i.description.split())}" if i.description else "")
-                 for i in sec.items]
+        items = [
+            f"* [{i.name}]({i.url})" + (f": {' '.join(i.description.split())}" if i.description else "")
+            for i in sec.items
+        ]
         items += [""] if items else []
         notes = sec.notes.split("\n") if sec.notes else []
         if CITATION_MARK not in notes:
@@ -295,8 +323,9 @@ def fetch_gist(storage: Storage, ref: GistRef, client: GistClient) -> str:
         storage.create_gist(owner, gist.description, True, files, gist_id=ref.id)
         return "fetched"
     have = {f.filename: f.content for f in current.files}
-    changes: dict[str, FileChange | None] = {n: FileChange(content=c) for n, c in files.items()
-                                             if have.get(n) != c}
+    changes: dict[str, FileChange | None] = {
+        n: FileChange(content=c) for n, c in files.items() if have.get(n) != c
+    }
     changes.update({n: None for n in have if n not in files})
     if not changes:
         return "unchanged"
@@ -304,8 +333,14 @@ def fetch_gist(storage: Storage, ref: GistRef, client: GistClient) -> str:
     return "fetched"
 
 
-def import_page(storage: Storage, page: WikiPage, *, fetch: bool = True, client: GistClient | None = None,
-                on_gist: Callable[[str, str, str | None], None] | None = None) -> ImportReport:
+def import_page(
+    storage: Storage,
+    page: WikiPage,
+    *,
+    fetch: bool = True,
+    client: GistClient | None = None,
+    on_gist: Callable[[str, str, str | None], None] | None = None,
+) -> ImportReport:
     """Make the zoo's wiki the page: sections, citations, entries; fetch the gists when ``fetch``.
 
     A re-import replaces the previous page: entries that only the old page
@@ -339,17 +374,33 @@ def import_page(storage: Storage, page: WikiPage, *, fetch: bool = True, client:
     with storage.session(write=True) as s:
         old = list(s.scalars(select(Entry).where(Entry.wiki_name.is_not(None))))
         for entry in old:
-            entry.section_id, entry.wiki_name, entry.wiki_description, entry.source_url = None, None, None, None
+            entry.section_id, entry.wiki_name, entry.wiki_description, entry.source_url = (
+                None,
+                None,
+                None,
+                None,
+            )
         s.flush()
         s.execute(update(Entry).where(Entry.section_id.is_not(None)).values(section_id=None))
         s.execute(delete(WikiSection))
         if page.preamble or page.title:
-            s.add(WikiSection(position=0, title="", anchor=catalog.clip(WikiSection.anchor, page.title),
-                              notes=page.preamble))
+            s.add(
+                WikiSection(
+                    position=0,
+                    title="",
+                    anchor=catalog.clip(WikiSection.anchor, page.title),
+                    notes=page.preamble,
+                )
+            )
         touched: dict[str, Entry] = {}
         for pos, sec in enumerate(page.sections, start=1):
-            row = WikiSection(position=pos, title=sec.title, anchor=catalog.clip(WikiSection.anchor, sec.anchor),
-                              citation=sec.citation, notes=sec.notes)
+            row = WikiSection(
+                position=pos,
+                title=sec.title,
+                anchor=catalog.clip(WikiSection.anchor, sec.anchor),
+                citation=sec.citation,
+                notes=sec.notes,
+            )
             s.add(row)
             s.flush()
             for ipos, item in enumerate(sec.items):
@@ -360,13 +411,24 @@ def import_page(storage: Storage, page: WikiPage, *, fetch: bool = True, client:
                     continue
                 entry = next((e for e in old if e.id == entry_id), None) or catalog.get_entry(s, entry_id)
                 if entry is None:
-                    entry = Entry(id=entry_id, gist_id=ref.id if ref else None, indexed_serial=0, listed=True,
-                                  public=True, name=item.name, sort_name=item.name.lower()[:200])
+                    entry = Entry(
+                        id=entry_id,
+                        gist_id=ref.id if ref else None,
+                        indexed_serial=0,
+                        listed=True,
+                        public=True,
+                        name=item.name,
+                        sort_name=item.name.lower()[:200],
+                    )
                     s.add(entry)
                 if not entry.indexed_serial:  # nothing from a gist: the wiki's words are all there is
                     entry.name, entry.sort_name, entry.listed = item.name, item.name.lower()[:200], True
                 entry.section_id, entry.position = row.id, ipos
-                entry.wiki_name, entry.wiki_description, entry.source_url = item.name, item.description, item.url
+                entry.wiki_name, entry.wiki_description, entry.source_url = (
+                    item.name,
+                    item.description,
+                    item.url,
+                )
                 touched[entry_id] = entry
                 if ref:
                     report.gists += 1
@@ -390,7 +452,9 @@ def import_page(storage: Storage, page: WikiPage, *, fetch: bool = True, client:
 # --------------------------------------------------------------------------- export
 
 
-def export_page(storage: Storage, *, base_url: str | None = None, include_unsectioned: bool = True) -> WikiPage:
+def export_page(
+    storage: Storage, *, base_url: str | None = None, include_unsectioned: bool = True
+) -> WikiPage:
     """The zoo as a wiki page: imported sections in order, then every other listed model.
 
     Gists keep the link they were imported from; others link to ``base_url``
@@ -400,10 +464,22 @@ def export_page(storage: Storage, *, base_url: str | None = None, include_unsect
     page = WikiPage(preamble=DEFAULT_PREAMBLE.rstrip("\n"))
     with storage.session() as s:
         sections = list(s.scalars(select(WikiSection).order_by(WikiSection.position)))
-        entries = list(s.scalars(select(Entry).where(Entry.section_id.is_not(None))
-                                 .order_by(Entry.section_id, Entry.position)))
-        others = list(s.scalars(select(Entry).where(Entry.section_id.is_(None), Entry.listed.is_(True))
-                                .order_by(Entry.sort_name))) if include_unsectioned else []
+        entries = list(
+            s.scalars(
+                select(Entry).where(Entry.section_id.is_not(None)).order_by(Entry.section_id, Entry.position)
+            )
+        )
+        others = (
+            list(
+                s.scalars(
+                    select(Entry)
+                    .where(Entry.section_id.is_(None), Entry.listed.is_(True))
+                    .order_by(Entry.sort_name)
+                )
+            )
+            if include_unsectioned
+            else []
+        )
     by_section: dict[int, list[Entry]] = {}
     for e in entries:
         by_section.setdefault(e.section_id, []).append(e)
@@ -422,9 +498,11 @@ def export_page(storage: Storage, *, base_url: str | None = None, include_unsect
             page.title = sec.anchor or page.title
             page.preamble = sec.notes or page.preamble
             continue
-        page.sections.append(Section(sec.title, sec.anchor, sec.citation, sec.notes,
-                                     [item(e) for e in by_section.get(sec.id, [])]))
+        page.sections.append(
+            Section(
+                sec.title, sec.anchor, sec.citation, sec.notes, [item(e) for e in by_section.get(sec.id, [])]
+            )
+        )
     if others:
-        page.sections.append(Section("Models on this zoo", None, None, "",
-                                     [item(e) for e in others]))
+        page.sections.append(Section("Models on this zoo", None, None, "", [item(e) for e in others]))
     return page
