@@ -11,10 +11,9 @@ import yaml  # PyYAML: what Caffe's own scripts parse front matter with
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from caffezoo.atomic import atomic_open, atomic_write_bytes
 from caffezoo.errors import FrontMatterError, ModelDirError, WriteError
 from caffezoo.frontmatter import (
-    atomic_open,
-    atomic_write_bytes,
     format_value,
     parse_readme,
     read_readme,

@@ -29,14 +29,13 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
-from .errors import FrontMatterError, ModelDirError, WriteError
+from .atomic import atomic_write_bytes
+from .errors import FrontMatterError, ModelDirError
 
 # Keys whose values are strings by nature: their source text wins over YAML's
 # guess (a hex id of digits only would otherwise become an int or a float).
@@ -411,51 +410,3 @@ def write_keys(path: str | os.PathLike[str], updates: Mapping[str, Any]) -> Read
     new = bom + set_keys(old, updates, str(p))
     atomic_write_bytes(p, new.encode("utf-8"))
     return parse_readme(new, p)
-
-
-def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
-    """Write ``data`` to ``path`` through :func:`atomic_open`."""
-    with atomic_open(path) as f:
-        f.write(data)
-
-
-@contextmanager
-def atomic_open(path: str | os.PathLike[str]) -> Iterator[BinaryIO]:
-    """Open a temporary file beside ``path``; rename it over ``path`` only on success.
-
-    >>> with atomic_open("net.caffemodel") as f:     # doctest: +SKIP
-    ...     f.write(b"...")
-
-    A failure (or Ctrl-C) half-way leaves ``path`` as it was: never a torn file.
-    An existing file keeps its mode; a new one gets the mode ``open()`` would
-    give it. A folder that is missing or read-only, or a full disk, raises
-    :class:`~caffezoo.errors.WriteError` naming ``path``.
-    """
-    path = Path(path)
-    try:
-        mode = path.stat().st_mode & 0o7777
-    except OSError:
-        umask = os.umask(0)
-        os.umask(umask)
-        mode = 0o666 & ~umask  # mkstemp's own is 0600
-    try:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    except OSError as e:
-        raise _write_error(path, e) from e
-    try:
-        with os.fdopen(fd, "wb") as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException as e:
-        Path(tmp).unlink(missing_ok=True)
-        # Writing fails without a file name; an error naming another file is the caller's own.
-        if isinstance(e, OSError) and e.filename in (None, tmp, str(path)):
-            raise _write_error(path, e) from e
-        raise
-
-
-def _write_error(path: Path, e: OSError) -> WriteError:
-    return WriteError(f"{path}: cannot write: {e.strerror or e}")

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..frontmatter import atomic_open  # noqa: F401  (the writers' one atomic-write mechanism)
-
 
 def open_error(kind: type[Exception], path: Path, error: OSError, expected: str) -> Exception:
     """A ``kind`` error saying why ``path`` could not be opened, in words."""

@@ -377,9 +377,8 @@ def render() -> dict[tuple[str, str], str]:
 
 
 def models_root() -> Path:
-    from ..zoo import BUNDLED_DIR
-
-    return BUNDLED_DIR
+    """The bundled models' folder (package data: ``caffezoo/models``, which ``caffezoo.zoo`` lists)."""
+    return Path(__file__).resolve().parent.parent / "models"
 
 
 def stale(root: Path | None = None) -> list[Path]:
@@ -394,7 +393,7 @@ def stale(root: Path | None = None) -> list[Path]:
 
 def write_all(root: Path | None = None) -> list[Path]:
     """(Re)write every generated file; return those that changed."""
-    from ._files import atomic_open
+    from ..atomic import atomic_open
 
     root = root or models_root()
     changed = stale(root)

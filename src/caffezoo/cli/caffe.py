@@ -41,10 +41,12 @@ def inspect(
     the net or the weights.
     """
     from ..caffe.summary import format_count, format_macs, inspect_net, shape_text
+    from ..zoo import locate
 
+    where = locate(target, weights)
     summary = inspect_net(
-        target,
-        weights,
+        where.prototxt,
+        where.weights,
         phase=phase.upper(),
         skip_unknown=skip_unknown,
         input_shapes=parse_input_shapes(inputs),
@@ -144,10 +146,15 @@ def draw(
 ) -> None:
     """Draw a net as a graph picture, like Caffe's draw_net.py (needs graphviz's `dot`)."""
     from ..caffe.draw import draw as draw_net
-    from ..caffe.summary import resolve_prototxt
+    from ..zoo import locate
 
-    prototxt, _ = resolve_prototxt(target)
-    path = draw_net(prototxt, output, rankdir=rankdir.upper(), phase=phase.upper(), skip_unknown=skip_unknown)
+    path = draw_net(
+        locate(target).prototxt,
+        output,
+        rankdir=rankdir.upper(),
+        phase=phase.upper(),
+        skip_unknown=skip_unknown,
+    )
     if not quiet:
         from rich.markup import escape
 

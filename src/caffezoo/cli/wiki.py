@@ -92,7 +92,7 @@ def wiki_export(
     database_url: str = DB_OPTION,
 ) -> None:
     """Write the zoo as a page shaped like Caffe's Model-Zoo wiki, for those who keep a GitHub wiki."""
-    from ..frontmatter import atomic_write_bytes
+    from ..atomic import atomic_write_bytes
     from ..server.run import open_storage
     from ..server.wiki import export_page, render_page
 

@@ -28,9 +28,9 @@ import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
-from ..errors import ConversionError, ModelDirError
+from ..errors import ConversionError
 from . import detection as _detection  # noqa: F401  (registers converters)
 from . import ops as _ops  # noqa: F401
 from . import ops_fork as _ops_fork  # noqa: F401
@@ -42,7 +42,7 @@ if TYPE_CHECKING:
     import onnx
 
     from ..caffe.net import Layer, Net
-    from ..modeldir import ModelDir
+    from ..zoo import Located
 
 # Bumped whenever the ONNX written for the same Caffe net changes: cached conversions are redone.
 CONVERTER_VERSION = "2"
@@ -181,47 +181,11 @@ def _convert(
     return convert_net(net, **options)
 
 
-class Located(NamedTuple):
-    """Where a model's deploy net and weights are, the weights' SHA-1 if the front matter says, and the
-    model directory (None for a bare prototxt)."""
-
-    prototxt: Path
-    weights: Path
-    sha1: str | None = None
-    model: ModelDir | None = None
-
-
 def locate(model: str | os.PathLike[str], weights: str | os.PathLike[str] | None = None) -> Located:
     """The deploy prototxt and weights of MODEL (a model directory, bundled name or prototxt file)."""
-    text = os.fspath(model)
-    if text.endswith(".prototxt") and not Path(text).is_dir():
-        if not Path(text).is_file():
-            raise ConversionError(f"{text}: no such prototxt file")
-        if weights is None:
-            raise ConversionError(
-                f"{text}: a prototxt alone has no weights; give the .caffemodel too (--weights FILE)"
-            )
-        return Located(Path(text), Path(weights))
-    from ..zoo import resolve
+    from ..zoo import locate as find_net  # the one resolver of MODEL arguments
 
-    m = resolve(model)
-    deploy = m.prototxt("deploy")
-    if deploy is None:
-        raise ModelDirError(
-            f"{m.path}: no deploy prototxt (a file named *deploy*.prototxt, or one "
-            f"with an Input layer); conversion needs the deploy net"
-        )
-    if weights is not None:
-        return Located(deploy, Path(weights), model=m)
-    if m.weights_path is None:
-        raise ModelDirError(
-            f"{m.readme_path}: no `caffemodel` key in the front matter: which file holds the weights?"
-        )
-    if not m.weights_path.is_file():
-        raise ModelDirError(
-            f"{m.weights_path}: the weights are not downloaded; `caffezoo download {model}` fetches them"
-        )
-    return Located(deploy, m.weights_path, m.front_matter.sha1, m)
+    return find_net(model, weights, need_weights=True)
 
 
 def load(
