@@ -13,10 +13,10 @@ from . import cache as _cache  # noqa: F401
 from . import caffe as _caffe  # noqa: F401  (registers commands)
 from . import download as _download  # noqa: F401
 from . import gist as _gist  # noqa: F401
-from . import models as _models  # noqa: F401  (registers commands)
 from . import runtime as _runtime  # noqa: F401
 from . import serve as _serve  # noqa: F401
 from . import wiki as _wiki  # noqa: F401
+from . import zoo as _zoo  # noqa: F401  (registers commands)
 from ._app import app, error_line, state
 
 __all__ = ["app", "main"]
