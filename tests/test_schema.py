@@ -41,7 +41,7 @@ def test_seed_keys_and_extensions():
 def test_unknown_keys_are_kept():
     fm = validate_front_matter({"name": "Net", "x-lab-id": 7, "notes": {"a": 1}})
     assert fm.model_extra == {"x-lab-id": 7, "notes": {"a": 1}}
-    assert fm.to_dict() == {"name": "Net", "x-lab-id": 7, "notes": {"a": 1}}
+    assert fm.to_json() == {"name": "Net", "x-lab-id": 7, "notes": {"a": 1}}
 
 
 def test_every_bad_key_is_named_at_once_with_its_line():

@@ -39,6 +39,9 @@ from pathlib import Path
 
 from .errors import ConfigError
 
+__all__ = ["DEFAULT_GIST_API", "Settings", "settings"]
+
+
 DEFAULT_GIST_API = "https://api.github.com"
 
 _TRUE = {"1", "true", "yes", "on"}

@@ -37,6 +37,22 @@ from typing import Any
 from .atomic import atomic_write_bytes
 from .errors import FrontMatterError, ModelDirError
 
+__all__ = [
+    "MAX_DEPTH",
+    "Readme",
+    "STRING_KEYS",
+    "find_block",
+    "format_value",
+    "load_yaml_mapping",
+    "parse_readme",
+    "read_readme",
+    "read_text",
+    "set_keys",
+    "split_lines",
+    "write_keys",
+]
+
+
 # Keys whose values are strings by nature: their source text wins over YAML's
 # guess (a hex id of digits only would otherwise become an int or a float).
 STRING_KEYS = frozenset(

@@ -18,6 +18,9 @@ from .errors import ModelDirError, UsageError, WriteError
 from .frontmatter import format_value
 from .schema import FrontMatter, check_file_name
 
+__all__ = ["new_model"]
+
+
 _TEMPLATE = """\
 ---
 name: {name}

@@ -21,6 +21,17 @@ from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from .errors import FrontMatterError, Problem
 
+__all__ = [
+    "Action",
+    "FrontMatter",
+    "REQUIRED",
+    "check_file_name",
+    "missing_keys",
+    "require",
+    "validate_front_matter",
+]
+
+
 Action = Literal["download", "upload", "run"]
 
 REQUIRED: dict[str, tuple[str, ...]] = {
@@ -171,7 +182,7 @@ class FrontMatter(BaseModel):
         """What to call the model in a list: its ``name`` or, failing that, nothing."""
         return self.name or ""
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, Any]:
         """The values that are set, seed keys first, unknown keys last."""
         return self.model_dump(exclude_none=True, exclude_defaults=True)
 

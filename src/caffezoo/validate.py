@@ -16,6 +16,7 @@ import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+from ._api import callable_module
 from .errors import CaffezooError, FrontMatterError, Problem
 from .frontmatter import Readme, parse_readme, read_text
 from .modeldir import PROTOTXT_KINDS, README, ModelDir, list_files
@@ -198,3 +199,6 @@ def validate_model(model: str | os.PathLike[str]) -> list[Problem]:
 
 def has_errors(problems: Iterable[Problem]) -> bool:
     return any(p.severity == "error" for p in problems)
+
+
+callable_module(__name__, validate_model)  # caffezoo.validate("bvlc_alexnet") takes a MODEL, like the CLI

@@ -54,6 +54,21 @@ if TYPE_CHECKING:
 
     from . import caffe_pb2
 
+__all__ = [
+    "Blob",
+    "Caffemodel",
+    "MAX_BLOB_AXES",
+    "ModelLayer",
+    "Weights",
+    "blob_from_proto",
+    "blob_to_proto",
+    "iter_blob_records",
+    "read_caffemodel",
+    "to_v1",
+    "write_caffemodel",
+]
+
+
 # NetParameter, LayerParameter (V2), V1LayerParameter and V0LayerParameter field numbers.
 _NET_NAME, _NET_LAYERS_V1, _NET_LAYER = 1, 2, 100
 _V2_NAME, _V2_TYPE, _V2_BOTTOM, _V2_TOP, _V2_BLOBS = 1, 2, 3, 4, 7

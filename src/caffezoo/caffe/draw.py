@@ -24,6 +24,9 @@ from ..atomic import atomic_open
 from ..errors import DrawError
 from .net import Layer, Net, describe_shape, load_net
 
+__all__ = ["FORMATS", "RANKDIRS", "draw", "to_dot", "to_svg"]
+
+
 RANKDIRS = ("LR", "TB", "RL", "BT")
 FORMATS = ("svg", "png", "pdf", "dot")
 _COLORS = {

@@ -38,6 +38,23 @@ from ..errors import PrototxtError
 from . import caffe_pb2
 from ._files import looks_binary, open_error
 
+__all__ = [
+    "M",
+    "MAX_DEPTH",
+    "MAX_TEXT_BYTES",
+    "Prototxt",
+    "Skipped",
+    "is_repeated",
+    "load_prototxt",
+    "parse_prototxt",
+    "read_prototxt",
+    "read_solver",
+    "to_text",
+    "upgrade_solver",
+    "write_prototxt",
+]
+
+
 M = TypeVar("M", bound=Message)
 
 # Deeper nesting than any Caffe schema allows is an attack or garbage; refuse

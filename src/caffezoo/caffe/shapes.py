@@ -39,6 +39,23 @@ from . import caffe_pb2
 if TYPE_CHECKING:
     from .net import Layer, Net
 
+__all__ = [
+    "MIN_BOTTOMS",
+    "RULES",
+    "Rule",
+    "SOURCES",
+    "Shape",
+    "ShapeError",
+    "conv_geometry",
+    "crop_offsets",
+    "infer_shapes",
+    "legacy_axis",
+    "permute_order",
+    "pool_geometry",
+    "prior_aspect_ratios",
+]
+
+
 Shape = tuple[int, ...]
 Rule = Callable[["Layer", list[Shape]], tuple[list, list | None, int]]
 _P = caffe_pb2

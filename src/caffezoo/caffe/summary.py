@@ -3,7 +3,7 @@
 >>> s = inspect_net("models/bvlc_alexnet/deploy.prototxt")   # doctest: +SKIP
 >>> s.net.params, s.net.macs // s.batch                     # doctest: +SKIP
 (60965224, 724406816)
->>> s.as_dict()["layers"][1]["top_shapes"]                 # doctest: +SKIP
+>>> s.to_json()["layers"][1]["top_shapes"]                 # doctest: +SKIP
 [[10, 96, 55, 55]]
 
 The target is a prototxt file, with the weights to check against it if any
@@ -44,7 +44,7 @@ class Summary:
     def fatal(self) -> bool:
         return any(p["fatal"] for p in self.problems)
 
-    def as_dict(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, Any]:
         net = self.net
         return {
             "name": net.name,

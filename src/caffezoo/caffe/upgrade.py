@@ -38,6 +38,9 @@ from ._files import looks_binary, open_error
 from .layertypes import V0_TYPES, V1_ENUM, V1_TYPES
 from .prototxt import is_repeated
 
+__all__ = ["Upgrade", "needs_upgrade", "upgrade_file", "upgrade_net"]
+
+
 _V1 = caffe_pb2.V1LayerParameter
 
 

@@ -62,10 +62,12 @@ def console(stderr: bool = False):
 
 
 def print_json(data: Any) -> None:
-    """Dump ``data`` as indented JSON on stdout."""
+    """Dump ``data`` as indented JSON on stdout, through :func:`caffezoo.jsonable` like every result."""
     import json  # here: `caffezoo --help` and table output do not need it
 
-    sys.stdout.write(json.dumps(data, indent=2, default=str, ensure_ascii=False) + "\n")
+    from .._json import jsonable
+
+    sys.stdout.write(json.dumps(jsonable(data), indent=2, ensure_ascii=False) + "\n")
 
 
 def _styled(text: str, **style) -> str:

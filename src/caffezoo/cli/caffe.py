@@ -8,6 +8,9 @@ import typer
 
 from ._app import JSON_OPTION, QUIET_OPTION, app, console, parse_input_shapes, print_json
 
+__all__ = ["PHASE_OPTION", "SKIP_UNKNOWN_OPTION", "draw", "inspect", "upgrade"]
+
+
 PHASE_OPTION = typer.Option(
     "TEST", "--phase", help="Which layers to keep: TEST (deployment) or TRAIN.", case_sensitive=False
 )
@@ -52,7 +55,7 @@ def inspect(
         input_shapes=parse_input_shapes(inputs),
     )
     if json:
-        print_json(summary.as_dict())
+        print_json(summary)
     else:
         from rich.markup import escape
         from rich.table import Table

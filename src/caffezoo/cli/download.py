@@ -8,16 +8,18 @@ import typer
 
 from ._app import JSON_OPTION, QUIET_OPTION, app, console, error_line, human_size, print_json, state
 
+__all__ = ["download"]
+
 
 def _as_json(outcome) -> dict:
     """One model's line of `--json`: model, ok, error, and the result's fields when it has one."""
-    from dataclasses import asdict
+    from .._json import jsonable
 
     out = {"model": outcome.model, "ok": outcome.error is None, "error": None}
     if outcome.error is not None:
         out["error"] = str(outcome.error)
     if outcome.result is not None:
-        out.update(asdict(outcome.result))
+        out.update(jsonable(outcome.result))
     return out
 
 
