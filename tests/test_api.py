@@ -116,7 +116,9 @@ def test_every_public_module_says_what_it_exports(path):
     assigned = [n for n in tree.body if isinstance(n, ast.Assign) and "__all__" in ast.unparse(n.targets[0])]
     assert assigned, f"{path.relative_to(SRC)} has no __all__"
     relative = path.relative_to(SRC).with_suffix("")
-    parts = ("caffezoo", *relative.parts[:-1]) if relative.name == "__init__" else ("caffezoo", *relative.parts)
+    parts = (
+        ("caffezoo", *relative.parts[:-1]) if relative.name == "__init__" else ("caffezoo", *relative.parts)
+    )
     module = importlib.import_module(".".join(parts))
     missing = [name for name in module.__all__ if not hasattr(module, name)]
     assert missing == []
