@@ -175,3 +175,38 @@ def test_a_command_loads_only_its_own_module(caffezoo_home):
 def test_an_unknown_command_is_refused_with_the_full_list(cli_process):
     r = cli_process("validat", "x")
     assert r.code == 2 and "No such command 'validat'" in r.stderr
+
+
+def test_the_help_lists_commands_in_one_order_whatever_ran_first(cli, monkeypatch):
+    from caffezoo.cli._help import render
+
+    monkeypatch.setenv("COLUMNS", "80")
+    first = render()
+    cli("validate", "bvlc_alexnet")  # in this process, the module of one command loads first...
+    cli("cache", "ls")
+    assert render() == first  # ...and the order does not follow
+
+
+def test_help_validate_and_download_leave_the_heavy_libraries_alone(tmp_path, caffezoo_home):
+    """Start-up: --help builds no command tree; an ordinary readme builds no pydantic model."""
+    from download_helpers import blob, weights_model
+
+    data = blob(1000, seed=5)
+    (tmp_path / "w.bin").write_bytes(data)
+    model = weights_model(tmp_path / "net", (tmp_path / "w.bin").as_uri(), data)
+    heavy = ("typer", "pydantic", "rich", "httpx", "google.protobuf")
+    cases = {
+        ("--help",): {"typer", "pydantic", "rich", "httpx", "google.protobuf"},
+        ("validate", "bvlc_alexnet"): {"pydantic", "rich", "httpx"},
+        ("download", str(model)): {"pydantic", "google.protobuf"},
+    }
+    for args, absent in cases.items():
+        for _ in range(2):  # the second download finds the weights there
+            code = (
+                "import sys; from caffezoo.cli import main\n"
+                f"try:\n    main({list(args)!r})\nexcept SystemExit as e:\n    assert not e.code, e.code\n"
+                f"print(sorted(m for m in {heavy!r} if m in sys.modules))"
+            )
+            out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+            loaded = set(eval(out.stdout.splitlines()[-1]))
+            assert not loaded & absent, (args, loaded & absent)

@@ -46,6 +46,13 @@ def load_commands(modules: tuple[str, ...] = MODULES):
         importlib.import_module(f"{__name__}.{name}")
     from ._app import app
 
+    # Listed in MODULES order whatever order the modules were imported in (stable within one).
+    def rank(module: str) -> int:
+        short = module.rpartition(".")[2]
+        return MODULES.index(short) if short in MODULES else len(MODULES)
+
+    app.registered_commands.sort(key=lambda c: rank(c.callback.__module__ if c.callback else ""))
+    app.registered_groups.sort(key=lambda g: rank(COMMANDS.get(g.name or "", "")))
     return app
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from ._app import JSON_OPTION, QUIET_OPTION, app, console, error_line, human_size, print_json, state
+from ._app import JSON_OPTION, QUIET_OPTION, app, error_line, human_size, print_json, state
 
 __all__ = ["download"]
 
@@ -89,9 +89,7 @@ def download(
     if json:
         print_json([_as_json(o) for o in outcomes])
     elif not quiet:
-        from rich.markup import escape
-
-        out = console()
+        # Plain lines, no markup: rich would cost a re-download most of its start-up time.
         for o in outcomes:
             r = o.result
             if r is None:
@@ -101,7 +99,7 @@ def download(
                 "cached": "installed from the cache",
                 "downloaded": f"downloaded {human_size(r.size)} from {r.source}",
             }[r.status]
-            out.print(f"{escape(o.model)}: {escape(what)}, sha1 ok: {escape(str(r.path))}")
+            typer.echo(f"{o.model}: {what}, sha1 ok: {r.path}")
     for o in failures:
         error_line(f"{o.model}: {o.error}")
     if failures:
