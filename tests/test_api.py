@@ -122,3 +122,18 @@ def test_every_public_module_says_what_it_exports(path):
     module = importlib.import_module(".".join(parts))
     missing = [name for name in module.__all__ if not hasattr(module, name)]
     assert missing == []
+
+
+def test_load_net_and_to_onnx_from_the_top(tmp_path):
+    import numpy as np
+    import onnx
+    from test_runtime_session import model_dir
+
+    d = model_dir(tmp_path)
+    net = caffezoo.load_net(d)
+    assert type(net).__name__ == "InferenceNet" and net.outputs == ["prob"]
+    probs = net(data=np.ones((2, 3, 16, 16), np.float32))["prob"]
+    assert probs.shape == (2, 4) and np.allclose(probs.sum(axis=1), 1, atol=1e-5)
+    out = caffezoo.to_onnx(d, tmp_path / "m.onnx")
+    onnx.checker.check_model(onnx.load(out), full_check=True)
+    assert caffezoo.jsonable(net.inputs) == {"data": [None, 3, 16, 16]}
