@@ -188,17 +188,18 @@ def test_the_help_lists_commands_in_one_order_whatever_ran_first(cli, monkeypatc
 
 
 def test_help_validate_and_download_leave_the_heavy_libraries_alone(tmp_path, caffezoo_home):
-    """Start-up: --help builds no command tree; an ordinary readme builds no pydantic model."""
+    """Start-up: --help builds no command tree; an ordinary readme needs neither ruamel.yaml nor a
+    pydantic model."""
     from download_helpers import blob, weights_model
 
     data = blob(1000, seed=5)
     (tmp_path / "w.bin").write_bytes(data)
     model = weights_model(tmp_path / "net", (tmp_path / "w.bin").as_uri(), data)
-    heavy = ("typer", "pydantic", "rich", "httpx", "google.protobuf")
+    heavy = ("typer", "pydantic", "ruamel.yaml", "rich", "httpx", "google.protobuf")
     cases = {
-        ("--help",): {"typer", "pydantic", "rich", "httpx", "google.protobuf"},
-        ("validate", "bvlc_alexnet"): {"pydantic", "rich", "httpx"},
-        ("download", str(model)): {"pydantic", "google.protobuf"},
+        ("--help",): {"typer", "pydantic", "ruamel.yaml", "rich", "httpx", "google.protobuf"},
+        ("validate", "bvlc_alexnet"): {"pydantic", "ruamel.yaml", "rich", "httpx"},
+        ("download", str(model)): {"pydantic", "ruamel.yaml", "google.protobuf"},
     }
     for args, absent in cases.items():
         for _ in range(2):  # the second download finds the weights there

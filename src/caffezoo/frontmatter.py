@@ -220,10 +220,78 @@ def _check_nodes(root: Any, path: str, first_line: int) -> None:
             stack.extend((v, depth + 1) for v in node.value)
 
 
+# The plain front matter most readmes have, read without ruamel.yaml (see _plain_mapping).
+_PLAIN_KEY = re.compile(r"([A-Za-z_][A-Za-z0-9_-]*):(?: +(.*))?")
+# A plain scalar YAML reads as this very text: it starts with a letter, and holds no
+# indicator that could end it (": ", " #") or make it a flow collection.
+_PLAIN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9 _./()+\-:,@'=&?%~!*;]*")
+_PLAIN_ITEM = re.compile(r"[A-Za-z][A-Za-z0-9 _./()+\-@'=&?%~!*;]*")  # in [...]: no ':' or ','
+_NOT_TEXT = frozenset({"y", "n", "yes", "no", "on", "off", "true", "false", "null"})
+_QUOTED = re.compile(r"\"([ -!#-\[\]-~]*)\"|'([ -&(-~]*)'")  # printable ASCII, no escapes
+
+
+def _plain_scalar(text: str, item: bool) -> tuple[bool, Any]:
+    """(True, value) for a scalar whose meaning is certain, else (False, None)."""
+    quoted = _QUOTED.fullmatch(text)
+    if quoted:
+        return True, quoted.group(1) if quoted.group(1) is not None else quoted.group(2)
+    if re.fullmatch(r"0|[1-9][0-9]{0,17}", text):
+        return True, int(text)
+    if (
+        (_PLAIN_ITEM if item else _PLAIN_TEXT).fullmatch(text)
+        and text.lower() not in _NOT_TEXT
+        and ": " not in text
+        and " #" not in text
+        and not text.endswith((":", " "))
+    ):
+        return True, text
+    return False, None
+
+
+def _plain_mapping(yaml_text: str, first_line: int) -> tuple[dict[str, Any], dict[str, int]] | None:
+    """``key: value`` lines of plain words, numbers, quoted text and flat ``[a, b]`` lists, read
+    exactly as ruamel.yaml reads them; None for anything else, which ruamel.yaml then reads."""
+    data: dict[str, Any] = {}
+    key_lines: dict[str, int] = {}
+    for number, line in enumerate(split_lines(yaml_text)):
+        line = line.rstrip("\r\n").rstrip(" ")
+        if not line or line.startswith("#"):
+            if line.startswith("#") and not re.fullmatch(r"#[ -~]*", line):
+                return None
+            continue
+        match = _PLAIN_KEY.fullmatch(line)
+        if not match or match.group(1) in data or match.group(1).lower() in _NOT_TEXT:
+            return None
+        key, text = match.group(1), match.group(2) or ""
+        if not text:
+            value: Any = None
+        elif text.startswith("[") and text.endswith("]"):
+            inner = text[1:-1].strip()
+            value = []
+            for item in inner.split(",") if inner else []:
+                ok, item_value = _plain_scalar(item.strip(), item=True)
+                if not ok or not item.strip():
+                    return None
+                value.append(item_value)
+        elif key in STRING_KEYS and re.fullmatch(r"[0-9a-fA-F]{1,64}", text):
+            value = text  # a digest or commit: a string by nature keeps its source text, as below
+        else:
+            ok, value = _plain_scalar(text, item=False)
+            if not ok:
+                return None
+            if key in STRING_KEYS and isinstance(value, int):
+                value = text
+        data[key], key_lines[key] = value, first_line + number
+    return data, key_lines
+
+
 def load_yaml_mapping(
     yaml_text: str, path: str = "readme.md", first_line: int = 1
 ) -> tuple[dict[str, Any], dict[str, int]]:
     """Safely load a YAML mapping; return it with each top-level key's 1-based line."""
+    plain = _plain_mapping(yaml_text, first_line)
+    if plain is not None:
+        return plain
     from ruamel.yaml.error import YAMLError
     from ruamel.yaml.nodes import MappingNode, ScalarNode
 

@@ -87,9 +87,11 @@ def check_files(m: ModelDir) -> Iterable[Problem]:
 
 def check_caffe_compat(m: ModelDir) -> Iterable[Problem]:
     """Caffe's script strips every line before parsing; nested block YAML changes meaning then."""
-    from .frontmatter import _yaml, split_lines
+    from .frontmatter import _plain_mapping, _yaml, split_lines
 
     lines = split_lines(m.readme.text)[m.readme.start : m.readme.end - 1]
+    if _plain_mapping("".join(lines), 1) is not None:
+        return  # one plain `key: value` per line, none indented: stripping changes nothing
     try:
         stripped = _yaml("safe").load("\n".join(line.strip() for line in lines))
         ours = _yaml("safe").load("".join(lines))
