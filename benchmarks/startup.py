@@ -69,6 +69,8 @@ def main() -> int:
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="caffezoo-bench-"))
     env = dict(os.environ, CAFFEZOO_HOME=str(root / "home"))
+    # As installed: with bytecode cached (the warm-up run writes it), not compiled on every start.
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
     py = sys.executable
     model = downloaded_model(root)
     subprocess.run([py, "-m", "caffezoo", "download", str(model)], env=env, capture_output=True, check=True)
