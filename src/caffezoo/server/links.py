@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import httpx
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from . import catalog
 from .models import Entry, LinkCheck
@@ -157,6 +157,12 @@ def record(
             )
             if result.reachable:
                 row.failures, row.size = 0, result.size
+                # /compare sorts by the weights' size: the size the front matter lacks, from here.
+                s.execute(
+                    update(Entry)
+                    .where(Entry.caffemodel_url == result.url, Entry.size.is_(None))
+                    .values(weights_size=result.size)
+                )
                 row.next_check = when + ok_every
             else:
                 row.failures = (row.failures or 0) + 1

@@ -103,13 +103,19 @@ class Mirror:
                 results.append(result)
                 if on_result:
                     on_result(result)
+            if stop is None or not stop.is_set():
+                from .facts import check_mirrored
+
+                check_mirrored(storage, self)  # nets edited since their weights were checked
         return results
 
-    @staticmethod
-    def changed(storage: Storage) -> None:
-        """A blob arrived: the pages' "mirrored" badges are stale."""
+    def changed(self, storage: Storage) -> None:
+        """A blob arrived: the pages' "mirrored" badges are stale, and its net wants checking."""
+        from .facts import check_mirrored
+
         with storage.session(write=True) as s:
             catalog.bump(s)
+        check_mirrored(storage, self)
 
     # ------------------------------------------------------------------ uploads
 

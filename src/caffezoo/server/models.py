@@ -14,6 +14,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -148,6 +149,28 @@ class Entry(Base):
     wiki_name: Mapped[str | None] = mapped_column(Text, nullable=True)
     wiki_description: Mapped[str | None] = mapped_column(Text, nullable=True)
     source_url: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # Computed from the gist's network on write (server/facts.py); indexed for /compare.
+    facts_version: Mapped[int] = mapped_column(Integer, default=0)  # 0: not computed
+    net_file: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    net_sha: Mapped[str | None] = mapped_column(String(40), nullable=True)  # the blob analysed
+    input_shape: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    params: Mapped[int | None] = mapped_column(BigInteger, nullable=True, index=True)
+    macs: Mapped[int | None] = mapped_column(BigInteger, nullable=True, index=True)  # per sample
+    layer_count: Mapped[int | None] = mapped_column(Integer, nullable=True, index=True)
+    layer_types: Mapped[str] = mapped_column(Text, default="{}")  # JSON: type -> count
+    convertible: Mapped[bool | None] = mapped_column(Boolean, nullable=True, index=True)
+    unsupported: Mapped[str] = mapped_column(Text, default="")  # one a line
+    facts_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # The weights: size from the front matter, else the link check; fit checked by the mirror's job.
+    weights_size: Mapped[int | None] = mapped_column(BigInteger, nullable=True, index=True)
+    mirrored: Mapped[bool] = mapped_column(Boolean, default=False, index=True)
+    weights_fit: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
+    weights_problems: Mapped[str] = mapped_column(Text, default="")
+    # Reported results (front matter `results`), as JSON; the first value, for sorting.
+    dataset: Mapped[str | None] = mapped_column(String(200), nullable=True, index=True)
+    results: Mapped[str] = mapped_column(Text, default="[]")
+    score: Mapped[float | None] = mapped_column(Float, nullable=True, index=True)
+    score_metric: Mapped[str | None] = mapped_column(String(100), nullable=True)
 
 
 class EntryTag(Base):

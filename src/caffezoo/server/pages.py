@@ -174,6 +174,27 @@ def entry_json(entry: Entry, weights: Weights, base: str) -> dict[str, Any]:
         "updated_at": entry.updated_at.strftime("%Y-%m-%dT%H:%M:%SZ") if entry.updated_at else None,
         "problems": [p for p in entry.problems.splitlines() if p],
         "weights": weights.json(base),
+        "dataset": entry.dataset,
+        "results": json.loads(entry.results or "[]"),
+        "facts": facts_json(entry),
+    }
+
+
+def facts_json(entry: Entry) -> dict[str, Any]:
+    """The network facts the catalog computed on write (see :mod:`.facts`)."""
+    return {
+        "net_file": entry.net_file,
+        "input_shape": entry.input_shape,
+        "params": entry.params,
+        "macs_per_sample": entry.macs,
+        "layers": entry.layer_count,
+        "layer_types": json.loads(entry.layer_types or "{}"),
+        "convertible": entry.convertible,
+        "unsupported": [u for u in (entry.unsupported or "").splitlines() if u],
+        "weights_size": entry.weights_size,
+        "weights_fit": entry.weights_fit,
+        "weights_problems": [p for p in (entry.weights_problems or "").splitlines() if p],
+        "error": entry.facts_error,
     }
 
 
@@ -484,6 +505,10 @@ def _model_page(request: Request, entry_id: str, rev: str | None, draw: bool = T
             commands=commands_for(entry, view, base, weights.mirrored),
             base=base,
             q="",
+            layer_types=json.loads(entry.layer_types or "{}"),
+            unsupported=[u for u in (entry.unsupported or "").splitlines() if u],
+            weights_problems=[p for p in (entry.weights_problems or "").splitlines() if p],
+            results=json.loads(entry.results or "[]"),
             wiki_description_html=markdown_html(entry.wiki_description, demote=1)
             if entry.wiki_description
             else "",
