@@ -122,7 +122,7 @@ class Entry(Base):
     pk: Mapped[int] = mapped_column(Integer, primary_key=True)
     id: Mapped[str] = mapped_column(String(64), unique=True)  # the gist id, or link-<hex>
     gist_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
-    owner: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    owner: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
     public: Mapped[bool] = mapped_column(Boolean, default=True)
     listed: Mapped[bool] = mapped_column(Boolean, default=False, index=True)  # shown in the index
     indexed_serial: Mapped[int] = mapped_column(Integer, default=0)  # gist serial indexed; 0: none

@@ -76,6 +76,23 @@ def _when(value: datetime | None) -> str:
     return value.strftime("%Y-%m-%d %H:%M UTC") if value else "never"
 
 
+def _short(n: int) -> str:
+    """``60,965,224`` as ``61.0M`` (the comparison table's cells; the exact count is the title)."""
+    from ..caffe.summary import format_macs
+
+    return format_macs(n)
+
+
+def _side_metrics(rows: list) -> list[tuple[str, str]]:
+    """The (metric, dataset) pairs any of the side-by-side models reports, first seen first."""
+    seen: dict[tuple[str, str], None] = {}
+    for _, _, results in rows:
+        for r in results:
+            if isinstance(r, dict):
+                seen.setdefault((str(r.get("metric")), str(r.get("dataset"))), None)
+    return list(seen)
+
+
 @lru_cache(maxsize=1)
 def templates() -> Environment:
     env = Environment(
@@ -88,6 +105,8 @@ def templates() -> Environment:
     env.filters.update(
         filesize=_filesize, when=_when, thousands=lambda n: f"{n:,}", inline_markdown=inline_markdown_html
     )
+    env.filters["short"] = _short
+    env.globals["side_metrics"] = _side_metrics
     env.tests["web_url"] = _web_url
     env.globals["static_version"] = _static_version()
     return env
@@ -631,6 +650,160 @@ def _api_model(request: Request, entry_id: str) -> Response:
             return json_response({"message": "Not Found"}, status=404)
         checks = catalog.link_checks(s, [entry.caffemodel_url] if entry.caffemodel_url else [])
     return json_response(entry_json(entry, weights_of(entry, checks, mirror), base_url(request)))
+
+
+# --------------------------------------------------------------------------- comparing models
+
+
+def _compare_query(request: Request):
+    from .compare import CompareQuery
+
+    return CompareQuery.parse(request.query_params, request.query_params.getlist("ids"))
+
+
+def _compare_data(request: Request, query: Any) -> tuple[Any, Any, tuple]:
+    """The page of rows and the facets, cached on the query and the catalog's generation."""
+    from .compare import rows
+
+    store, _, cache = _state(request)
+    with store.session() as s:
+        gen = catalog.generation(s)
+        key = ("compare", gen, query.key())
+        data = cache.get(key)
+        if data is None:
+            facets = cache.get(("facets", gen)) or cache.put(("facets", gen), catalog.facets(s))
+            data = cache.put(key, (rows(s, query), facets))
+    return data[0], data[1], key
+
+
+def _bad_query(request: Request, message: str, as_json: bool) -> Response:
+    if as_json:
+        return json_response({"message": message}, status=400)
+    if request.url.path.endswith(".csv"):
+        return Response(message + "\n", status_code=400, media_type="text/plain; charset=utf-8")
+    return render("error.html", status=400, title="Bad request", message=message, q="")
+
+
+@router.get("/compare", response_class=HTMLResponse)
+async def compare_page(request: Request) -> Response:
+    return await _answer(request, _compare, "html")
+
+
+@router.get("/compare.csv")
+async def compare_csv(request: Request) -> Response:
+    return await _answer(request, _compare, "csv")
+
+
+@router.get("/compare.json")
+async def compare_json(request: Request) -> Response:
+    return await _answer(request, _compare, "json")
+
+
+def _compare(request: Request, kind: str) -> Response:
+    from .compare import COLUMNS, BadQuery, results_of, row_json, to_csv
+
+    _, mirror, cache = _state(request)
+    try:
+        query = _compare_query(request)
+    except BadQuery as e:
+        return _bad_query(request, str(e), kind == "json")
+    page, facets, key = _compare_data(request, query)
+    held = [mirror is not None and mirror.has(e.sha1) for e in page.entries]
+    if kind != "html":
+        base = base_url(request)
+        items = [row_json(e, base, m) for e, m in zip(page.entries, held, strict=True)]
+        if kind == "csv":
+            return Response(
+                to_csv(items),
+                media_type="text/csv; charset=utf-8",
+                headers={"Content-Disposition": 'attachment; filename="caffezoo-compare.csv"'},
+            )
+        return json_response(
+            {"total": page.total, "page": query.page, "per_page": query.per_page, "models": items}
+        )
+    html_key = ("compare-html", *key, tuple(held))
+    html = cache.get(html_key)
+    if html is None:
+        last = max(1, -(-page.total // query.per_page))
+        html = cache.put(
+            html_key,
+            templates()
+            .get_template("compare.html")
+            .render(
+                query=query,
+                rows=[(e, m, results_of(e)) for e, m in zip(page.entries, held, strict=True)],
+                total=page.total,
+                facets=facets,
+                columns=COLUMNS,
+                page=query.page,
+                last=last,
+                pages=page_links(query.page, last),
+                q="",
+            ),
+        )
+    return HTMLResponse(html, headers=PAGE_HEADERS)
+
+
+# --------------------------------------------------------------------------- a user's models
+
+USER_PAGE = 50
+
+
+@router.get("/users/{user}", response_class=HTMLResponse)
+async def user_page(request: Request, user: str) -> Response:
+    return await _answer(request, _user_page, user)
+
+
+def _user_page(request: Request, user: str) -> HTMLResponse:
+    """The public models ``user`` published, newest first; a 404 page for nobody."""
+    from sqlalchemy import func
+
+    from .storage import Invalid, check_login
+
+    try:
+        check_login(user)
+    except Invalid:
+        return not_found_page(f"There is no user {user[:64]!r} here.")
+    store, mirror, cache = _state(request)
+    try:
+        page = min(max(int(request.query_params.get("page", "1") or 1), 1), MAX_PAGE)
+    except ValueError:
+        page = 1
+    with store.session() as s:
+        gen = catalog.generation(s)
+        key = ("user", gen, user.lower(), page)
+        data = cache.get(key)
+        if data is None:
+            login = store.login_of(user)
+            if login is None:
+                return not_found_page(f"There is no user {user!r} here.")
+            where = [Entry.listed.is_(True), Entry.public.is_(True), Entry.owner == login]
+            total = s.scalar(select(func.count(Entry.pk)).where(*where)) or 0
+            entries = list(
+                s.scalars(
+                    select(Entry)
+                    .where(*where)
+                    .options(defer(Entry.readme))
+                    .order_by(Entry.updated_at.desc(), Entry.pk)
+                    .limit(USER_PAGE)
+                    .offset((page - 1) * USER_PAGE)
+                )
+            )
+            checks = catalog.link_checks(s, [e.caffemodel_url for e in entries if e.caffemodel_url])
+            data = cache.put(key, (login, entries, total, checks))
+    login, entries, total, checks = data
+    cards = [(e, weights_of(e, checks, mirror)) for e in entries]
+    last = max(1, -(-total // USER_PAGE))
+    return render(
+        "user.html",
+        login=login,
+        cards=cards,
+        total=total,
+        page=page,
+        last=last,
+        pages=page_links(page, last),
+        q="",
+    )
 
 
 # Last: two free segments would shadow every two-segment route registered after it.
