@@ -8,7 +8,7 @@ catalog and full-text index are built as in production), runs `caffezoo serve`
 (one worker) and drives it with `wrk` at 8 concurrent connections on loopback.
 Each page is also set against the same server's static stylesheet, measured in
 the same run: the ratio says what rendering a page costs over serving a file.
-Goals (SQLite): index and model page p99 < 50 ms, search p99 < 100 ms.
+Goals (SQLite): index and model page p99 < 50 ms, search and /compare p99 < 100 ms.
 
 Blob throughput: one file in the mirror's store, fetched by `wrk` over one and
 over eight connections from `caffezoo serve` and from nginx (sendfile) with
@@ -44,15 +44,23 @@ WORDS = (
 ).split()
 LICENSES = ("MIT", "BSD-2-Clause", "Apache-2.0", "CC-BY-4.0", "non-commercial", "unrestricted")
 TASKS = ("classification", "detection", "segmentation", "depth estimation", "style", "retrieval")
-DEPLOY = "".join(
-    f'layer {{ name: "conv{i}" type: "Convolution" bottom: "{"data" if i == 0 else f"conv{i - 1}"}" '
-    f'top: "conv{i}" convolution_param {{ num_output: 32 kernel_size: 3 pad: 1 }} }}\n'
-    for i in range(12)
-)
-DEPLOY = (
-    'name: "BenchNet"\nlayer { name: "data" type: "Input" top: "data" '
-    "input_param { shape { dim: 1 dim: 3 dim: 64 dim: 64 } } }\n" + DEPLOY
-)
+
+
+def deploy(width: int = 32, size: int = 64) -> str:
+    """A 12-convolution net; models differ in width and input size, so their MACs differ."""
+    convs = "".join(
+        f'layer {{ name: "conv{i}" type: "Convolution" bottom: "{"data" if i == 0 else f"conv{i - 1}"}" '
+        f'top: "conv{i}" convolution_param {{ num_output: {width} kernel_size: 3 pad: 1 }} }}\n'
+        for i in range(12)
+    )
+    return (
+        'name: "BenchNet"\nlayer { name: "data" type: "Input" top: "data" '
+        f"input_param {{ shape {{ dim: 1 dim: 3 dim: {size} dim: {size} }} }} }}\n" + convs
+    )
+
+
+DEPLOY = deploy()
+NETS = [deploy(w, s) for w in (8, 16, 32, 48, 64) for s in (32, 64, 96, 128)]  # 20 distinct nets
 
 
 def vocabulary(rnd: random.Random, size: int = 5000) -> list[str]:
@@ -90,12 +98,26 @@ def generate(database_url: str, n: int) -> list[str]:
             "bench",
             f"Bench Net {i}",
             True,
-            {"readme.md": readme.encode(), "deploy.prototxt": DEPLOY.encode()},
+            {"readme.md": readme.encode(), "deploy.prototxt": rnd.choice(NETS).encode()},
         )
         ids.append(view.id)
     store.close()
     print(f"generated {n} models in {time.monotonic() - t0:.0f} s", file=sys.stderr)
     return ids
+
+
+def compare_queries(rnd: random.Random, n: int = 400) -> list[str]:
+    """/compare with random sorts, filters and pages: the cache mostly misses."""
+    columns = ("macs", "params", "weights", "name", "license", "task", "reported", "convertible")
+    out = []
+    for _ in range(n):
+        q = f"/compare?sort={rnd.choice(columns)}&order={rnd.choice(['asc', 'desc'])}&page={rnd.randint(1, 100)}"
+        if rnd.random() < 0.5:
+            q += f"&task={rnd.choice(TASKS).replace(' ', '+')}"
+        if rnd.random() < 0.3:
+            q += f"&macs_max={rnd.choice(['50M', '200M', '1G'])}&convertible=1"
+        out.append(q)
+    return out
 
 
 def rotating(tmp: Path, name: str, paths: list[str]) -> str:
@@ -176,6 +198,9 @@ def main() -> None:
                     "/",
                     rotating(tmp, "models", [f"/models/{i}" for i in ids]),
                 ),
+                "compare, sorted by MACs": ("/compare?sort=macs&order=desc", None),
+                "compare, 400 sorts/filters/pages": ("/", rotating(tmp, "compare", compare_queries(rnd))),
+                "compare.json, sorted by MACs": ("/compare.json?sort=macs&order=desc", None),
             }
             for name, (path, script) in pages.items():
                 wrk(base + path, 8, 1, script)  # warm up: caches, the network picture, connection pools
@@ -208,6 +233,8 @@ def main() -> None:
         f"model page, random of {args.models:,}": 50,
         "search, one query": 100,
         f"search, {len(WORDS) * 12} queries": 100,
+        "compare, sorted by MACs": 100,
+        "compare, 400 sorts/filters/pages": 100,
     }
     for name, limit in goals.items():
         p99 = results[name]["p99_ms"]

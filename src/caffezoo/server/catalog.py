@@ -29,7 +29,7 @@ from sqlalchemy.orm import Session, defer
 from ..errors import CaffezooError
 from ..frontmatter import parse_readme
 from ..schema import FrontMatter, validate_front_matter
-from .facts import FACTS_VERSION, NetFacts, layer_types_text, net_facts
+from .facts import FACTS_VERSION, NetFacts, facts_of_blob, layer_types_text
 from .models import Blob, Entry, EntryTag, Gist, LinkCheck, Meta, Revision, RevisionFile, User, WikiSection
 
 MAX_SEARCH_TEXT = 200_000  # characters of a readme that search sees (a tsvector tops out at 1 MB)
@@ -405,7 +405,7 @@ def refresh_facts(s: Session, entry: Entry, gist: Gist | None) -> None:
         )
         return
     content = s.scalar(select(Blob.content).where(Blob.sha == sha)) or b""
-    _set_facts(entry, name, sha, net_facts(content, name))
+    _set_facts(entry, name, sha, facts_of_blob(sha, content, name))
 
 
 def forget_gist(s: Session, gist_id: str) -> None:

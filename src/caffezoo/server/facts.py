@@ -16,8 +16,10 @@ blob arrives.
 
 from __future__ import annotations
 
+import copy
 import json
-from collections import Counter
+import threading
+from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -129,6 +131,26 @@ def net_facts(prototxt: bytes, name: str = "deploy.prototxt") -> NetFacts:
     facts.unsupported = unsupported_layers(net)[:MAX_PROBLEMS]
     facts.convertible = not facts.unsupported and not problems
     return facts
+
+
+_BY_BLOB: OrderedDict[tuple[str, str], NetFacts] = OrderedDict()
+_BY_BLOB_LOCK = threading.Lock()
+
+
+def facts_of_blob(sha: str, content: bytes, name: str) -> NetFacts:
+    """:func:`net_facts` remembered by the prototxt's blob SHA-1: many models share one net."""
+    key = (sha, name)
+    with _BY_BLOB_LOCK:
+        found = _BY_BLOB.get(key)
+        if found is not None:
+            _BY_BLOB.move_to_end(key)
+            return copy.deepcopy(found)
+    facts = net_facts(content, name)
+    with _BY_BLOB_LOCK:
+        _BY_BLOB[key] = facts
+        while len(_BY_BLOB) > 256:
+            _BY_BLOB.popitem(last=False)
+    return copy.deepcopy(facts)
 
 
 def weights_fit(prototxt: bytes, caffemodel: Path, name: str = "deploy.prototxt") -> tuple[bool, list[str]]:
