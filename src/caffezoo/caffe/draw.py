@@ -116,7 +116,7 @@ def to_dot(net: Net, rankdir: str = "LR") -> str:
     return "\n".join(lines) + "\n"
 
 
-def _dot(source: str, fmt: str) -> bytes:
+def _dot(source: str, fmt: str, timeout: float = 120.0) -> bytes:
     exe = shutil.which("dot")
     if exe is None:
         raise DrawError(
@@ -125,20 +125,24 @@ def _dot(source: str, fmt: str) -> bytes:
         )
     try:
         done = subprocess.run(
-            [exe, f"-T{fmt}"], input=source.encode("utf-8"), capture_output=True, timeout=120
+            [exe, f"-T{fmt}"], input=source.encode("utf-8"), capture_output=True, timeout=timeout
         )
-    except subprocess.TimeoutExpired:
-        raise DrawError("graphviz's `dot` took more than 2 minutes; the net is too large to draw") from None
+    except subprocess.TimeoutExpired:  # run() has killed it
+        raise DrawError(
+            f"graphviz's `dot` took more than {timeout:g} s; the net is too large to draw"
+        ) from None
     if done.returncode != 0:
         raise DrawError(f"graphviz's `dot` failed: {done.stderr.decode('utf-8', 'replace').strip()}")
     return done.stdout
 
 
-def to_svg(net: Net | str | os.PathLike[str], rankdir: str = "LR", phase: str = "TEST") -> str:
-    """The net (or the prototxt at a path) as an SVG document."""
+def to_svg(
+    net: Net | str | os.PathLike[str], rankdir: str = "LR", phase: str = "TEST", timeout: float = 120.0
+) -> str:
+    """The net (or the prototxt at a path) as an SVG document; ``dot`` is killed after ``timeout`` s."""
     if not isinstance(net, Net):
         net = load_net(net, phase=phase, strict=False)
-    return _dot(to_dot(net, rankdir), "svg").decode("utf-8")
+    return _dot(to_dot(net, rankdir), "svg", timeout).decode("utf-8")
 
 
 def draw(
