@@ -559,6 +559,7 @@ async def model_page(request: Request, entry_id: str, rev: str | None = None) ->
         picture = await pictures.wait(
             data.net.blob_sha, data.net.content or b"", request.app.state.limits.picture_wait
         )
+        data.key = (*data.key[:-1], pictures.version)  # what the page now shows
     html = await _render(request, _model_html, cache, request.app.state.file_cache, data, picture)
     return HTMLResponse(html, headers=PAGE_HEADERS)
 

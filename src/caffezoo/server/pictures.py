@@ -102,6 +102,7 @@ class Pictures:
         self.lane = lane or Lane("draw", workers=1, queue=8, deadline=2 * timeout + 5)
         self.timeout, self.max_layers = timeout, max_layers
         self._pending: dict[str, asyncio.Future] = {}
+        self.waiting = 0  # requests awaiting a drawing (coroutines, not threads)
         self.version = 0  # moves on with every finished drawing: pages showing "pending" re-render
 
     def cached(self, key: str) -> Picture | None:
@@ -118,7 +119,11 @@ class Pictures:
             task = asyncio.ensure_future(self.lane.run(self._draw, key, prototxt))
             self._pending[key] = task
             task.add_done_callback(lambda t: self._finished(key, t))
-        return await asyncio.shield(task)
+        self.waiting += 1
+        try:
+            return await asyncio.shield(task)
+        finally:
+            self.waiting -= 1
 
     async def wait(self, key: str, prototxt: bytes, timeout: float) -> Picture | None:
         """The picture if it is ready within ``timeout`` seconds, else None (still drawing, or busy);
