@@ -347,7 +347,9 @@ async def get_gist(request: Request, gist_id: str) -> Response:
         # and serializes the gist (megabytes, maybe): that never runs on the loop.
         body = _get_gist_bytes(request, gist_id, cached_only=True)
     if body is None:
-        body = await run_in_threadpool(_get_gist_bytes, request, gist_id)
+        # Serializing a big gist is rendering: in the render lane, so a crowd of requests for
+        # different big gists waits there (or gets 503) instead of each holding its own copy.
+        body = await request.app.state.render_lane.run(_get_gist_bytes, request, gist_id)
     return Response(body, media_type=JSON_TYPE)
 
 

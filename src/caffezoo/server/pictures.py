@@ -82,7 +82,7 @@ def draw_svg(prototxt: bytes, *, timeout: float = 120.0, max_layers: int | None 
             f"the net has {len(net.layers):,} layers, over the {max_layers:,} this server draws; "
             "`caffezoo draw` draws it on your machine"
         )
-    return to_svg(net, rankdir="TB", timeout=timeout)
+    return to_svg(net, rankdir="TB", timeout=timeout, nice=True)
 
 
 class Pictures:
