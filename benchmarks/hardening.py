@@ -221,12 +221,15 @@ def main() -> None:
                 ]
                 sizes = [len(http.get(path, headers={"Accept": accept}).content) for path, accept in huge]
                 before = rss_mb(server.pid)
+                trajectory = []
                 for i in range(100):
                     for path, accept in huge:
                         r = http.get(path, headers={"Host": f"attacker{i}.example:{i + 1}", "Accept": accept})
                         if r.status_code != 200:
                             raise SystemExit(f"{path} answered {r.status_code}")
-                after = rss_mb(server.pid)
+                    if i % 10 == 9:
+                        trajectory.append(rss_mb(server.pid))
+                after = trajectory[-1]
 
     m0, p0, w0 = summary(alone)
     m1, p1, w1 = summary(under)
@@ -249,6 +252,7 @@ def main() -> None:
         f"gist JSON {sizes[1] / 1e6:.1f} MB): {before:.0f} MB -> {after:.0f} MB, "
         f"growth {after - before:.1f} MB (goal < {GOAL_RSS_MB} MB)"
     )
+    print("  RSS every 10 Host values: " + " ".join(f"{m:.0f}" for m in trajectory) + " MB")
     ok = p1 < GOAL_P99 and w1 < GOAL_WORST and after - before < GOAL_RSS_MB
     print("all goals met" if ok else "GOALS NOT MET")
 

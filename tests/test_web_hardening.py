@@ -327,3 +327,17 @@ def test_dot_is_killed_at_its_timeout_and_big_nets_are_refused(tmp_path, monkeyp
         assert r.status_code == 422 and "took more than 0.5 s" in r.text
         (pid,) = _runs(log)
         wait_until(lambda: not Path(f"/proc/{pid}").exists(), "the timed-out dot to be gone")
+
+
+def test_serve_refuses_a_base_url_that_is_no_url(cli):
+    for bad in ("ftp://zoo.example.org", "zoo.example.org", "https://zoo.example.org/?q=1"):
+        r = cli("serve", "--base-url", bad, "--no-check-links")
+        assert r.code != 0 and "--base-url" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_the_default_base_url_is_the_bind_address():
+    from caffezoo.server.run import default_base_url
+
+    assert default_base_url("127.0.0.1", 8000) == "http://127.0.0.1:8000"
+    assert default_base_url("::1", 8080) == "http://[::1]:8080"
+    assert default_base_url("0.0.0.0", 80) is None  # each connection's own local address, never Host
