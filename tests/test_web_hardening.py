@@ -341,3 +341,21 @@ def test_the_default_base_url_is_the_bind_address():
     assert default_base_url("127.0.0.1", 8000) == "http://127.0.0.1:8000"
     assert default_base_url("::1", 8080) == "http://[::1]:8080"
     assert default_base_url("0.0.0.0", 80) is None  # each connection's own local address, never Host
+
+
+def test_a_picture_drawn_before_is_served_from_disk_even_when_the_queue_is_full(tmp_path, monkeypatch):
+    database_url = f"sqlite:///{tmp_path / 'zoo.db'}"
+    with web_for(database_url, tmp_path, seed=False) as w:
+        drawn = publish(w.storage, "disk", "Drawn Net")
+        waiting = publish(w.storage, "disk", "Waiting Net", files={"deploy.prototxt": 'name: "w"\n'})
+        assert w.get(f"/models/{drawn}/net.svg").status_code == 200  # real dot; kept on disk
+    (tmp_path / "later").mkdir()
+    log = _waiting_dot(tmp_path / "later", monkeypatch)  # the next server's dot waits
+    limits = Limits(draw_workers=1, draw_queue=0)
+    with web_for(database_url, tmp_path, seed=False, limits=limits) as w, ThreadPoolExecutor(1) as pool:
+        held = pool.submit(w.get, f"/models/{waiting}/net.svg")
+        wait_until(lambda: len(_runs(log)) == 1, "dot to start on the waiting net")
+        again = w.get(f"/models/{drawn}/net.svg")
+        assert again.status_code == 200 and "<svg" in again.text and len(_runs(log)) == 1
+        (tmp_path / "later" / "go").touch()
+        assert held.result(120).status_code == 200

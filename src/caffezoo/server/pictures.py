@@ -85,6 +85,13 @@ def draw_svg(prototxt: bytes, *, timeout: float = 120.0, max_layers: int | None 
     return to_svg(net, rankdir="TB", timeout=timeout, nice=True)
 
 
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+
+
 class Pictures:
     """SVGs by prototxt blob SHA-1: a byte-bounded cache in memory over files in ``cache_dir``."""
 
@@ -114,6 +121,14 @@ class Pictures:
         found = self.cached(key)
         if found is not None:
             return found
+        path = self._path(key)
+        if path is not None and key not in self._pending:
+            from starlette.concurrency import run_in_threadpool
+
+            # Drawn before (another process, an earlier run): read, without a place in the drawing queue.
+            svg = await run_in_threadpool(_read, path)
+            if svg is not None:
+                return self._mem.put(key, Picture(svg))
         task = self._pending.get(key)
         if task is None:
             task = asyncio.ensure_future(self.lane.run(self._draw, key, prototxt))
@@ -139,8 +154,11 @@ class Pictures:
             self._mem.put(key, task.result())
             self.version += 1
 
+    def _path(self, key: str) -> Path | None:
+        return self.cache_dir / f"{key}.svg" if self.cache_dir else None
+
     def _draw(self, key: str, prototxt: bytes) -> Picture:
-        path = self.cache_dir / f"{key}.svg" if self.cache_dir else None
+        path = self._path(key)
         if path is not None and path.is_file():
             return Picture(path.read_text(encoding="utf-8"))
         try:
