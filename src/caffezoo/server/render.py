@@ -210,6 +210,23 @@ def markdown_html(text: str, demote: int = 0, raw_url: str | None = None) -> str
     return sanitize(md.renderer.render(tokens, md.options, {}))
 
 
+def inline_markdown_html(text: str) -> str:
+    """One line of untrusted Markdown (links, emphasis, code) as safe inline HTML, no paragraph.
+
+    >>> inline_markdown_html("VGG [paper](https://arxiv.org/abs/1409.1556), *16* layers")
+    'VGG <a href="https://arxiv.org/abs/1409.1556" rel="nofollow noopener noreferrer">paper</a>, <em>16</em> layers'
+    """
+    text = " ".join(text[:MAX_MARKDOWN_CHARS].split())
+    if too_costly(text) is not None:
+        return escape(text)
+    md = _markdown()
+    env = {"deadline": time.monotonic() + MARKDOWN_SECONDS}
+    try:
+        return sanitize(md.renderInline(text, env))
+    except FormattingTooSlow:
+        return escape(text)
+
+
 # --------------------------------------------------------------------------- prototxt
 
 _TOKEN_RE = re.compile(
