@@ -251,7 +251,11 @@ def test_compare_sort_filter_and_pick_three(web, page):
     shot(page, "compare-filtered")
 
     page.goto(web.url + "/compare?sort=name")
-    for name in ("BAIR/BVLC AlexNet Model", "BAIR/BVLC GoogleNet Model", "Finetuning CaffeNet on Flickr Style"):
+    for name in (
+        "BAIR/BVLC AlexNet Model",
+        "BAIR/BVLC GoogleNet Model",
+        "Finetuning CaffeNet on Flickr Style",
+    ):
         page.check(f"input[aria-label='Compare {name}']")
     page.click("#compare-chosen")
     page.wait_for_url("**ids=**")
