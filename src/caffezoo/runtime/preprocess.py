@@ -137,8 +137,11 @@ class Preprocessor:
         )
 
     def one(self, path: str | os.PathLike[str]) -> np.ndarray:
+        return self.from_array(load_image(path, self.channels, self.size))
+
+    def from_array(self, image: np.ndarray) -> np.ndarray:
+        """An image already decoded and resized to :attr:`size`: H x W x C floats in [0, 1]."""
         h, w = self.size
-        image = load_image(path, self.channels, (h, w))  # H x W x C, 0..1
         x = image.transpose(2, 0, 1) * np.float32(self.raw_scale)
         if self.swap_channels and self.channels == 3:
             x = x[::-1]

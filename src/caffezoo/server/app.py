@@ -126,6 +126,14 @@ def create_app(
         timeout=limits.draw_timeout,
         max_layers=limits.draw_max_layers,
     )
+    app.state.tryit = app.state.try_lane = None
+    if limits.try_it:
+        from .tryit import TryIt
+
+        app.state.tryit = TryIt(store, app.state.mirror, limits, s.cache_dir / "server" / "try")
+        app.state.try_lane = Lane(
+            "try", workers=limits.try_workers, queue=limits.try_queue, deadline=limits.try_deadline
+        )
     app.add_exception_handler(Busy, _busy)
     app.add_exception_handler(ApiError, api_error_handler)
     app.add_exception_handler(StarletteHTTPException, _http_error)
@@ -134,6 +142,10 @@ def create_app(
     app.mount("/static", StaticFiles(directory=Path(__file__).parent / "static"), name="static")
     app.include_router(api.router)
     app.include_router(blobs.router)
+    if limits.try_it:
+        from .tryit import router as try_router
+
+        app.include_router(try_router)
     app.include_router(pages.router)  # last: it ends with the catch-all /{user}/{id}
     return app
 

@@ -507,6 +507,8 @@ class ModelData:
     mirror: Mirror | None
     view: GistView | None = None
     net: FileView | None = None  # the prototxt to draw
+    try_on: bool = False  # the server classifies uploads (`--try`)
+    try_max_bytes: int = 0
 
 
 def _model_lookup(request: Request, entry_id: str, rev: str | None) -> Response | ModelData:
@@ -526,7 +528,18 @@ def _model_lookup(request: Request, entry_id: str, rev: str | None) -> Response 
             return HTMLResponse(html, headers=PAGE_HEADERS)
         section = catalog.section_of(s, entry)
         checks = catalog.link_checks(s, [entry.caffemodel_url] if entry.caffemodel_url else [])
-    return ModelData(entry, key, base, rev, section, checks, mirror)
+    limits = request.app.state.limits
+    return ModelData(
+        entry,
+        key,
+        base,
+        rev,
+        section,
+        checks,
+        mirror,
+        try_on=limits.try_it,
+        try_max_bytes=limits.try_max_bytes,
+    )
 
 
 def _model_load(store: Storage, data: ModelData) -> Response | ModelData:
@@ -588,12 +601,23 @@ def _model_html(cache: CachePart, files_cache: CachePart, data: ModelData, pictu
             unsupported=[u for u in (entry.unsupported or "").splitlines() if u],
             weights_problems=[p for p in (entry.weights_problems or "").splitlines() if p],
             results=json.loads(entry.results or "[]"),
+            try_why_not=_try_why_not(data),
+            try_max_bytes=data.try_max_bytes,
             wiki_description_html=markdown_html(entry.wiki_description, demote=1)
             if entry.wiki_description
             else "",
         )
     )
     return cache.put(data.key, html)
+
+
+def _try_why_not(data: ModelData) -> str | None:
+    """Why the page offers no "try it" form; None: it offers one."""
+    if not data.try_on or data.rev:
+        return "off"
+    from .tryit import why_not
+
+    return why_not(data.entry, data.mirror)
 
 
 @router.get("/models/{entry_id}", response_class=HTMLResponse)

@@ -111,6 +111,12 @@ class Limits:
     draw_max_layers: int = 1000
     picture_wait: float = 2.0  # how long a model page waits for its first drawing
     cache_bytes: int = 64 * 1024 * 1024
+    try_it: bool = False  # `caffezoo serve --try`: classify uploaded images (server CPU)
+    try_workers: int = 1
+    try_queue: int = 4
+    try_deadline: float = 30.0
+    try_max_bytes: int = 8 * 1024 * 1024
+    try_max_pixels: int = 24_000_000
 
 
 def busy_response(request: Any, exc: Busy):
