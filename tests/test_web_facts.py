@@ -117,14 +117,18 @@ def test_a_hostile_prototxt_does_not_fail_the_write(store):
 
 
 def test_an_old_database_gains_the_columns_and_facts(tmp_path):
+    from sqlalchemy import text
+
     from caffezoo.server import Storage
+
+    sqlite_indexes = text("SELECT name FROM sqlite_master WHERE type = 'index'")
 
     url = f"sqlite:///{tmp_path / 'old.db'}"
     store = Storage(url)
     gid = publish(store, "olga", "Old Net")
     store.close()
     with sqlite3.connect(tmp_path / "old.db") as db:  # as a database from before the facts
-        for ix in ("ix_zoo_entries_macs", "ix_zoo_entries_params"):
+        for ix in ("ix_zoo_entries_listed_macs", "ix_zoo_entries_listed_params"):
             db.execute(f"DROP INDEX {ix}")
         db.execute("ALTER TABLE zoo_entries DROP COLUMN macs")
         db.execute("ALTER TABLE zoo_entries DROP COLUMN params")
@@ -133,6 +137,9 @@ def test_an_old_database_gains_the_columns_and_facts(tmp_path):
     try:
         e = _entry(store, gid)
         assert (e.params, e.macs) == (TINY_PARAMS, TINY_MACS)
+        with store.session() as s:  # and the indexes /compare sorts with
+            names = {r[0] for r in s.execute(sqlite_indexes)}
+        assert {"ix_zoo_entries_listed_macs", "ix_zoo_entries_listed_params"} <= names
     finally:
         store.close()
 

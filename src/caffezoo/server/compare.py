@@ -225,20 +225,22 @@ def rows(s: Session, q: CompareQuery) -> ComparePage:
         if high is not None:
             where.append(column <= high)
     column = COLUMNS[q.sort][1]
-    order = [column.desc().nulls_last() if q.desc else column.asc().nulls_last()]
-    if q.sort != "name":
-        order.append(Entry.sort_name)
-    order.append(Entry.pk)
     total = s.scalar(select(func.count(Entry.pk)).where(*where)) or 0
-    stmt = (
-        select(Entry)
-        .where(*where)
-        .options(load_only(*_SHOWN))
-        .order_by(*order)
-        .limit(q.per_page)
-        .offset((q.page - 1) * q.per_page)
-    )
-    return ComparePage(list(s.scalars(stmt)), total)
+    offset, wanted = (q.page - 1) * q.per_page, q.per_page
+    # Known values first, in index order ((listed, column, pk): no sort of the whole table);
+    # then the rows where the column is unknown, by name. Ties go by pk, in the same direction.
+    known = [*where, column.is_not(None)] if q.sort != "name" else where
+    n_known = s.scalar(select(func.count(Entry.pk)).where(*known)) or 0 if q.sort != "name" else total
+    direction = (lambda c: c.desc()) if q.desc else (lambda c: c.asc())
+    entries: list[Entry] = []
+    if offset < n_known:
+        stmt = select(Entry).where(*known).order_by(direction(column), direction(Entry.pk))
+        entries = list(s.scalars(stmt.options(load_only(*_SHOWN)).limit(wanted).offset(offset)))
+    if len(entries) < wanted and q.sort != "name":
+        stmt = select(Entry).where(*where, column.is_(None)).order_by(Entry.sort_name, Entry.pk)
+        rest = stmt.options(load_only(*_SHOWN)).limit(wanted - len(entries)).offset(max(0, offset - n_known))
+        entries += list(s.scalars(rest))
+    return ComparePage(entries, total)
 
 
 def results_of(entry: Entry) -> list[dict[str, Any]]:

@@ -154,22 +154,22 @@ class Entry(Base):
     net_file: Mapped[str | None] = mapped_column(String(255), nullable=True)
     net_sha: Mapped[str | None] = mapped_column(String(40), nullable=True)  # the blob analysed
     input_shape: Mapped[str | None] = mapped_column(String(200), nullable=True)
-    params: Mapped[int | None] = mapped_column(BigInteger, nullable=True, index=True)
-    macs: Mapped[int | None] = mapped_column(BigInteger, nullable=True, index=True)  # per sample
-    layer_count: Mapped[int | None] = mapped_column(Integer, nullable=True, index=True)
+    params: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    macs: Mapped[int | None] = mapped_column(BigInteger, nullable=True)  # per sample
+    layer_count: Mapped[int | None] = mapped_column(Integer, nullable=True)
     layer_types: Mapped[str] = mapped_column(Text, default="{}")  # JSON: type -> count
-    convertible: Mapped[bool | None] = mapped_column(Boolean, nullable=True, index=True)
+    convertible: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
     unsupported: Mapped[str] = mapped_column(Text, default="")  # one a line
     facts_error: Mapped[str | None] = mapped_column(Text, nullable=True)
     # The weights: size from the front matter, else the link check; fit checked by the mirror's job.
-    weights_size: Mapped[int | None] = mapped_column(BigInteger, nullable=True, index=True)
-    mirrored: Mapped[bool] = mapped_column(Boolean, default=False, index=True)
+    weights_size: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    mirrored: Mapped[bool] = mapped_column(Boolean, default=False)
     weights_fit: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
     weights_problems: Mapped[str] = mapped_column(Text, default="")
     # Reported results (front matter `results`), as JSON; the first value, for sorting.
-    dataset: Mapped[str | None] = mapped_column(String(200), nullable=True, index=True)
+    dataset: Mapped[str | None] = mapped_column(String(200), nullable=True)
     results: Mapped[str] = mapped_column(Text, default="[]")
-    score: Mapped[float | None] = mapped_column(Float, nullable=True, index=True)
+    score: Mapped[float | None] = mapped_column(Float, nullable=True)
     score_metric: Mapped[str | None] = mapped_column(String(100), nullable=True)
 
 
@@ -196,6 +196,19 @@ class LinkCheck(Base):
 
 
 Index("ix_zoo_entries_listed_sort", Entry.listed, Entry.sort_name)
+# /compare sorts by these: (listed, column) keeps each sorted page an index walk, and counts covering.
+for _column in (
+    "task",
+    "license",
+    "dataset",
+    "score",
+    "params",
+    "macs",
+    "weights_size",
+    "convertible",
+    "mirrored",
+):
+    Index(f"ix_zoo_entries_listed_{_column}", Entry.listed, getattr(Entry, _column))
 
 
 class Meta(Base):
