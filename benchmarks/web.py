@@ -10,6 +10,11 @@ Each page is also set against the same server's static stylesheet, measured in
 the same run: the ratio says what rendering a page costs over serving a file.
 Goals (SQLite): index and model page p99 < 50 ms, search and /compare p99 < 100 ms.
 
+Try it (`--try`): GoogLeNet's deploy net with random weights, mirrored by the
+server; one 640x480 JPEG classified through the upload form end to end, set
+against `caffezoo run` on the same image (goal: within 1.5x), and the p99 of
+cheap GETs alone and while four try-it requests run (goal: < 2x).
+
 Blob throughput: one file in the mirror's store, fetched by `wrk` over one and
 over eight connections from `caffezoo serve` and from nginx (sendfile) with
 the same bytes; the ratio is mirror / nginx.
@@ -120,6 +125,91 @@ def compare_queries(rnd: random.Random, n: int = 400) -> list[str]:
     return out
 
 
+def make_try_model(tmp: Path, database_url: str, blobs: Path) -> tuple[Path, str]:
+    """GoogLeNet's deploy net (a bundled-size net) with random weights: a model directory for
+    `caffezoo run`, and the same as a public gist whose weights the server's mirror holds."""
+    import hashlib
+
+    from runtime_helpers import random_weights
+
+    from caffezoo.caffe.caffemodel import write_caffemodel
+    from caffezoo.caffe.prototxt import parse_prototxt
+    from caffezoo.server import Storage
+
+    deploy = (ROOT / "src" / "caffezoo" / "models" / "bvlc_googlenet" / "deploy.prototxt").read_text()
+    model = tmp / "try_googlenet"
+    model.mkdir()
+    message = parse_prototxt(deploy).message
+    weights = write_caffemodel(model / "net.caffemodel", message, random_weights(message, seed=1))
+    data = weights.read_bytes()
+    sha1 = hashlib.sha1(data).hexdigest()
+    (blobs / "sha1").mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(weights, blobs / "sha1" / sha1)
+    (model / "deploy.prototxt").write_text(deploy)
+    readme = (
+        "---\nname: Try GoogLeNet\ncaffemodel: net.caffemodel\n"
+        f"caffemodel_url: http://127.0.0.1:9/net.caffemodel\nsha1: {sha1}\n"
+        "task: image classification\nmean: [104, 117, 123]\n---\nRandom weights.\n"
+    )
+    (model / "readme.md").write_text(readme)
+    store = Storage(database_url)
+    store.ensure_user("bench")
+    gid = store.create_gist(
+        "bench", "Try GoogLeNet", True, {"readme.md": readme.encode(), "deploy.prototxt": deploy.encode()}
+    ).id
+    store.close()
+    return model, gid
+
+
+def measure_try(base: str, model: Path, gid: str, image: Path, env: dict, duration: int) -> dict:
+    """Try-it end to end (upload to rendered page) against `caffezoo run` on the same image, and
+    cheap GETs' p99 while four try-it requests run."""
+    import statistics
+    import threading
+
+    import httpx
+
+    body = image.read_bytes()
+
+    def post(client: httpx.Client) -> float:
+        t0 = time.perf_counter()
+        r = client.post(f"{base}/models/{gid}/try", files={"image": (image.name, body, "image/jpeg")})
+        if r.status_code != 200:
+            raise SystemExit(f"try-it answered {r.status_code}: {r.text[-400:]}")
+        return time.perf_counter() - t0
+
+    run = [sys.executable, "-m", "caffezoo", "run", str(model), str(image), "--json"]
+    with httpx.Client(timeout=120) as client:
+        post(client)  # converts and loads the net once, as `caffezoo run` converts once below
+        subprocess.run(run, env=env, check=True, capture_output=True)
+        tried = statistics.median(post(client) for _ in range(7))
+    runs = []
+    for _ in range(5):
+        t0 = time.perf_counter()
+        subprocess.run(run, env=env, check=True, capture_output=True)
+        runs.append(time.perf_counter() - t0)
+    ran = statistics.median(runs)
+    quiet = {p: wrk(base + p, 8, duration) for p in ("/static/style.css", "/")}
+    stop = threading.Event()
+
+    def busy() -> None:
+        with httpx.Client(timeout=120) as client:
+            while not stop.is_set():
+                post(client)
+
+    threads = [threading.Thread(target=busy) for _ in range(4)]
+    for t in threads:
+        t.start()
+    try:
+        time.sleep(1)
+        loaded = {p: wrk(base + p, 8, duration) for p in ("/static/style.css", "/")}
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(120)
+    return {"try_s": tried, "run_s": ran, "quiet": quiet, "loaded": loaded}
+
+
 def rotating(tmp: Path, name: str, paths: list[str]) -> str:
     """A wrk script that asks for a random one of ``paths`` each time (so caches mostly miss)."""
     script = tmp / f"{name}.lua"
@@ -160,7 +250,13 @@ def main() -> None:
         ids = generate(database_url, args.models)
         blobs = tmp / "server-blobs"
         sha1 = "b" * 40
-        (blobs / "sha1").mkdir(parents=True)
+        try_model, try_gid = make_try_model(tmp, database_url, blobs)
+        image = tmp / "photo.jpg"
+        import numpy as np
+        from PIL import Image
+        from runtime_helpers import natural_image
+
+        Image.fromarray(natural_image(np.random.default_rng(7), 480, 640)).save(image)
         for d in (tmp, blobs, blobs / "sha1"):  # nginx's workers run as another user
             d.chmod(0o755)
         with open(blobs / "sha1" / sha1, "wb") as f:
@@ -183,6 +279,7 @@ def main() -> None:
             "--no-check-links",
             "--log-level",
             "warning",
+            "--try",
         ]
         with process(cmd, f"{base}/static/style.css", env):
             model = ids[len(ids) // 2]
@@ -206,6 +303,7 @@ def main() -> None:
                 wrk(base + path, 8, 1, script)  # warm up: caches, the network picture, connection pools
                 results[name] = wrk(base + path, 8, args.duration, script)
             mirror = {c: transfer_mb_s(f"{base}/blobs/sha1/{sha1}", c, args.duration) for c in (1, 8)}
+            tried = measure_try(base, try_model, try_gid, image, env, args.duration)
         nginx, nport = start_nginx(tmp, blobs)
         try:
             native = {
@@ -245,7 +343,19 @@ def main() -> None:
             f"  {c} connection{'s' if c > 1 else ''}: mirror {mirror[c]:.0f}, nginx {native[c]:.0f}, "
             f"ratio {mirror[c] / native[c]:.2f}"
         )
-    print(json.dumps({"pages": results, "mirror_mb_s": mirror, "nginx_mb_s": native}))
+    ratio = tried["try_s"] / tried["run_s"]
+    print(
+        f"try-it, GoogLeNet (random weights), 640x480 JPEG, upload to rendered page: {tried['try_s'] * 1000:.0f} ms; "
+        f"`caffezoo run` on the same image: {tried['run_s'] * 1000:.0f} ms; ratio {ratio:.2f} "
+        f"(goal < 1.5: {'met' if ratio < 1.5 else 'MISSED'})"
+    )
+    for path in ("/static/style.css", "/"):
+        q, busy = tried["quiet"][path]["p99_ms"], tried["loaded"][path]["p99_ms"]
+        print(
+            f"GET {path} p99: {q:.1f} ms alone, {busy:.1f} ms while four try-it requests run; "
+            f"ratio {busy / q:.2f} (goal < 2: {'met' if busy / q < 2 else 'MISSED'})"
+        )
+    print(json.dumps({"pages": results, "mirror_mb_s": mirror, "nginx_mb_s": native, "try": tried}))
 
 
 if __name__ == "__main__":
