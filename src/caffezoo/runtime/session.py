@@ -97,11 +97,13 @@ def load(
     fill_missing: bool = False,
     threads: int | None = None,
     cache: bool = True,
+    outputs: Sequence[str] = (),
 ) -> Net:
     """Load MODEL (a model directory, bundled name or ``.prototxt`` + ``weights``) for inference.
 
     ``providers`` are onnxruntime execution providers in order of preference
-    (default: CPU); ``threads`` caps onnxruntime's intra-op threads.
+    (default: CPU); ``threads`` caps onnxruntime's intra-op threads; ``outputs``
+    are blobs to return besides the net's outputs (features for ``embed``).
     """
     prototxt, weights_path, expected, model_dir = locate(model, weights)
     options = {
@@ -109,6 +111,8 @@ def load(
         "input_shapes": {k: list(v) for k, v in sorted((input_shapes or {}).items())},
         "fill_missing": fill_missing,
     }
+    if outputs:  # only when asked, so that existing cache entries keep their names
+        options["outputs"] = sorted(set(outputs))
     sha1 = weights_sha1(weights_path, expected)
     onnx_path = cached_path(sha1, prototxt, options) if cache else None
     session = None
@@ -121,7 +125,7 @@ def load(
             onnx_path.unlink(missing_ok=True)
     if session is None:
         net = load_caffe(prototxt, weights_path, input_shapes=input_shapes, fill_missing=fill_missing)
-        converted = convert_net(net, opset=opset)
+        converted = convert_net(net, opset=opset, outputs=list(outputs))
         if onnx_path is None:
             source: Path | bytes = converted.proto().SerializeToString()
         else:

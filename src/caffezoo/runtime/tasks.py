@@ -1,0 +1,527 @@
+"""What ``caffezoo run`` does with each kind of model: classify, detect, segment or embed images.
+
+>>> result = run("ssd_300", ["street.jpg"], threshold=0.5, output="out.png")   # doctest: +SKIP
+>>> result.task, result.items[0].to_dict()["detections"][0]                   # doctest: +SKIP
+('detect', {'label': 7, 'name': 'car', 'score': 0.97, 'box': [12.0, 40.5, 180.2, 133.0]})
+
+The task is ``task=`` if given, else the front matter's ``task`` (free text:
+"image classification", "object detection", "semantic segmentation"...),
+else what the net computes: a ``DetectionOutput`` layer detects, a score map
+(an output with height and width) segments, anything else classifies.
+
+- *classify*: :func:`~caffezoo.runtime.classifier.classify`, top-k classes;
+- *detect*: SSD's ``DetectionOutput`` rows, boxes scaled to the image's pixels
+  and kept at ``threshold`` or above;
+- *segment*: per-pixel argmax of the score map (one channel: an edge or
+  probability map), at the image's size, with each class's area;
+- *embed*: the blob ``blob`` of every image, written batch by batch to a
+  ``.npy`` file of N x (the blob's shape).
+
+Images are warped to the net's input for detect and segment (what SSD and
+FCN were trained on; the results are mapped back to the image), and
+prepared as the classifier prepares them for classify and embed.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import UsageError
+from .classifier import DEFAULT_BATCH, Prediction, classify, read_labels
+from .preprocess import Preprocessor, check_images, open_image, read_mean
+from .session import Net, load
+
+TASKS = ("classify", "detect", "segment", "caption", "embed")
+DEFAULT_THRESHOLD = 0.5  # as OpenCV's object_detection sample
+# Front-matter words that name a task (the BAIR cards say "image classification").
+_TASK_WORDS = {
+    "classif": "classify",
+    "recogni": "classify",
+    "detect": "detect",
+    "segment": "segment",
+    "parsing": "segment",
+    "edge": "segment",
+    "caption": "caption",
+    "descri": "caption",
+    "embed": "embed",
+    "feature": "embed",
+}
+
+
+_NO_CAPTION = (
+    "--task caption is not supported yet: captioning nets (LRCN) need a word-by-word loop over "
+    "their LSTM that `caffezoo run` does not have"
+)
+
+
+def task_from_text(text: str | None) -> str | None:
+    """The task a front matter's ``task`` names, if it names one.
+
+    >>> task_from_text("semantic segmentation"), task_from_text("whatever")
+    ('segment', None)
+    """
+    if not text:
+        return None
+    lower = text.lower()
+    if lower in TASKS:
+        return lower
+    for word, task in _TASK_WORDS.items():
+        if word in lower:
+            return task
+    return None
+
+
+def image_files(paths: Sequence[str | os.PathLike[str]]) -> list[Path]:
+    """``paths`` with every folder replaced by the images in it (by name; not its subfolders)."""
+    from PIL import Image
+
+    known = {ext.lower() for ext in Image.registered_extensions()}
+    found: list[Path] = []
+    for given in paths:
+        p = Path(given)
+        if p.is_dir():
+            inside = sorted(f for f in p.iterdir() if f.is_file() and f.suffix.lower() in known)
+            if not inside:
+                raise UsageError(f"{p}: a folder with no image files in it (JPEG, PNG, BMP...)")
+            found.extend(inside)
+        else:
+            found.append(p)
+    if not found:
+        raise UsageError("no images given")
+    return found
+
+
+# ------------------------------------------------------------ results
+
+
+@dataclass
+class Detection:
+    """One box, in the image's pixels: ``box`` is (xmin, ymin, xmax, ymax)."""
+
+    label: int
+    name: str | None
+    score: float
+    box: tuple[float, float, float, float]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"label": self.label, "name": self.name, "score": self.score, "box": list(self.box)}
+
+
+@dataclass
+class Detected:
+    image: str
+    width: int
+    height: int
+    detections: list[Detection] = field(default_factory=list)
+    picture: str | None = None  # the PNG written, if any
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "image": self.image,
+            "width": self.width,
+            "height": self.height,
+            "detections": [d.to_dict() for d in self.detections],
+            "picture": self.picture,
+        }
+
+
+@dataclass
+class Area:
+    """How much of the image one class covers."""
+
+    label: int
+    name: str | None
+    pixels: int
+    fraction: float
+
+
+@dataclass
+class Segmented:
+    """A class map (or, with ``edges``, a 0-1 map) at the image's size; ``areas`` for class maps."""
+
+    image: str
+    width: int
+    height: int
+    map: np.ndarray  # H x W: class indices (int), or edge strengths (float)
+    edges: bool = False
+    areas: list[Area] = field(default_factory=list)
+    picture: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        info: dict[str, Any] = {"image": self.image, "width": self.width, "height": self.height}
+        if self.edges:
+            info["edges"] = {
+                "mean": float(self.map.mean()),
+                "fraction_above_half": float((self.map > 0.5).mean()),
+            }
+        else:
+            info["classes"] = [vars(a) for a in self.areas]
+        info["picture"] = self.picture
+        return info
+
+
+@dataclass
+class Embedded:
+    """Where the features went: ``path`` holds an N x ``shape`` float32 array, in ``images`` order."""
+
+    path: str
+    blob: str
+    shape: list[int]
+    images: list[str]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"path": self.path, "blob": self.blob, "shape": self.shape, "images": self.images}
+
+
+@dataclass
+class RunResult:
+    """What one ``caffezoo run`` found: the task and one item per image (one :class:`Embedded` for embed)."""
+
+    task: str
+    items: list[Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"task": self.task, "results": [i.to_dict() for i in self.items]}
+
+
+# ------------------------------------------------------------ the one entry point
+
+
+def run(
+    model: str | os.PathLike[str],
+    images: Sequence[str | os.PathLike[str]],
+    *,
+    task: str | None = None,
+    output: str | os.PathLike[str] | None = None,
+    blob: str | None = None,
+    threshold: float = DEFAULT_THRESHOLD,
+    top: int = 5,
+    batch_size: int | None = None,
+    oversample: bool = False,
+    resize: tuple[int, int] | None = None,
+    raw_scale: float = 255.0,
+    mean: str | Sequence[float] | None = None,
+    labels: str | os.PathLike[str] | None = None,
+    progress: Callable[[int], None] | None = None,
+    **load_options: Any,
+) -> RunResult:
+    """Run MODEL on ``images`` (files or folders of them) for its task; see the module's docstring.
+
+    ``output`` is where pictures go (detect, segment: a ``.png`` for one image,
+    a folder for several) or the ``.npy`` of features (embed, required).
+    ``blob`` is the blob to read (embed: required; others: default the net's
+    output). ``progress(n)`` is told after each batch how many images it held.
+    """
+    if task is not None and task not in TASKS:
+        raise UsageError(f"--task {task!r}: expected one of {', '.join(TASKS)}")
+    if batch_size is not None and batch_size < 1:
+        raise UsageError(f"--batch-size must be 1 or more, not {batch_size}")
+    if not 0.0 <= threshold <= 1.0:
+        raise UsageError(f"--threshold must be between 0 and 1, not {threshold}")
+    paths = image_files(images)
+    check_images(paths)
+    if task == "caption":
+        raise UsageError(_NO_CAPTION)
+    net = load(model, outputs=(blob,) if blob else (), **load_options)  # resolves MODEL once
+    m = net.model
+    wanted = task or (task_from_text(m.front_matter.task) if m else None) or ("embed" if blob else None)
+    if wanted == "caption":
+        raise UsageError(_NO_CAPTION)
+    if wanted == "embed" and not blob:
+        raise UsageError("--task embed needs --blob NAME: the blob whose values to save")
+    if wanted == "embed" and output is None:
+        raise UsageError("--task embed needs -o FILE.npy: where to write the features")
+    wanted = wanted or infer_task(net)
+    if wanted == "classify":
+        if output is not None:
+            raise UsageError("-o is for pictures (detect, segment) and features (embed); classify prints")
+        found: list[Any] = classify(
+            model,
+            paths,
+            top=top,
+            batch_size=batch_size,
+            oversample=oversample,
+            resize=resize,
+            raw_scale=raw_scale,
+            mean=mean,
+            labels=labels,
+            output=blob,
+            net=net,
+            progress=progress,
+        )
+        return RunResult("classify", found)
+    if oversample and wanted != "classify":
+        raise UsageError(f"--oversample averages class scores: it has no meaning for {wanted}")
+    job = _Job(net, paths, batch_size, resize, raw_scale, mean, labels, progress, warp=wanted != "embed")
+    if wanted == "detect":
+        return RunResult("detect", job.detect(threshold, output))
+    if wanted == "segment":
+        return RunResult("segment", job.segment(blob, output))
+    return RunResult("embed", [job.embed(blob or "", Path(output or ""))])
+
+
+def infer_task(net: Net) -> str:
+    """detect (a DetectionOutput layer), segment (an output with height and width) or classify."""
+    types = _layer_types(net)
+    if "DetectionOutput" in types:
+        return "detect"
+    shapes = [net.session.get_outputs()[i].shape for i in range(len(net.outputs))]
+    spatial = [
+        s for s in shapes if len(s) == 4 and all(isinstance(d, int) for d in s[2:]) and s[2] * s[3] > 1
+    ]
+    return "segment" if spatial else "classify"
+
+
+def _layer_types(net: Net) -> dict[str, list[str]]:
+    """Layer type -> the tops of layers of that type, from the deploy prototxt."""
+    from ..caffe.prototxt import read_prototxt
+
+    prototxt = net.source.get("prototxt")
+    if not prototxt:
+        return {}
+    types: dict[str, list[str]] = {}
+    for layer in read_prototxt(prototxt).layer:
+        types.setdefault(layer.type, []).extend(layer.top)
+    return types
+
+
+# ------------------------------------------------------------ batches through one session
+
+
+@dataclass
+class _Job:
+    net: Net
+    paths: list[Path]
+    batch_size: int | None
+    resize: tuple[int, int] | None
+    raw_scale: float
+    mean: str | Sequence[float] | None
+    labels: str | os.PathLike[str] | None
+    progress: Callable[[int], None] | None
+    warp: bool  # images warped whole to the input (detect, segment), not resized and centre-cropped
+
+    def __post_init__(self) -> None:
+        from .classifier import _image_input
+
+        self.model = self.net.model
+        self.input, shape = _image_input(self.net)
+        fm = self.model.front_matter if self.model else None
+        mean = (
+            read_mean(self.mean)
+            if self.mean is not None
+            else read_mean(fm.mean, self.model.path)
+            if fm is not None and fm.mean is not None
+            else None
+        )
+        if self.warp and mean is not None and mean.ndim == 3:
+            mean = mean.mean(axis=(1, 2))  # a mean image: its channel means, as the image is warped whole
+        if self.warp and self.resize:
+            raise UsageError(
+                "--resize is for classify and embed: detect and segment warp the image to the input"
+            )
+        self.pre = Preprocessor(
+            shape[1], shape[2], shape[3], resize=self.resize, raw_scale=self.raw_scale, mean=mean
+        )
+        self.fixed = shape[0]
+        self.size = self.fixed or self.batch_size or DEFAULT_BATCH
+        if self.labels is not None:
+            self.names: list[str] | None = read_labels(Path(self.labels))
+        elif self.model is not None and self.model.labels_path is not None:
+            self.names = read_labels(self.model.labels_path)
+        else:
+            self.names = None
+
+    def batches(self, outputs: Sequence[str]) -> Iterator[tuple[list[Path], dict[str, np.ndarray]]]:
+        """(images, {blob: values of just those images}) for each batch."""
+        for start in range(0, len(self.paths), self.size):
+            chunk = self.paths[start : start + self.size]
+            x = self.pre(chunk)
+            if self.fixed and len(x) < self.fixed:  # a net with a fixed batch: pad the last one
+                x = np.concatenate([x, np.zeros((self.fixed - len(x), *x.shape[1:]), np.float32)])
+            results = self.net.forward(**{self.input: x})
+            yield chunk, {k: results[k] for k in outputs}
+            if self.progress is not None:
+                self.progress(len(chunk))
+
+    def name(self, label: int) -> str | None:
+        return self.names[label] if self.names is not None and 0 <= label < len(self.names) else None
+
+    def picture_path(self, output: str | os.PathLike[str] | None, image: Path) -> Path | None:
+        """Where the picture of ``image`` goes: ``output`` itself for one image, else a file in that folder."""
+        if output is None:
+            return None
+        out = Path(output)
+        if len(self.paths) == 1 and not out.is_dir():
+            return out
+        out.mkdir(parents=True, exist_ok=True)
+        return out / f"{image.stem}.png"
+
+    # ---------------------------------------------------------- detect
+
+    def detect(self, threshold: float, output: str | os.PathLike[str] | None) -> list[Detected]:
+        from .draw import draw_boxes, read_rgb, write_png
+
+        tops = _layer_types(self.net).get("DetectionOutput", [])
+        blob = next((t for t in tops if t in self.net.outputs), None)
+        if blob is None:
+            raise UsageError(
+                f"--task detect needs an SSD DetectionOutput layer among the net's outputs "
+                f"({', '.join(self.net.outputs)})"
+            )
+        found: list[Detected] = []
+        for chunk, results in self.batches([blob]):
+            rows = results[blob].reshape(-1, 7)
+            for i, path in enumerate(chunk):
+                with open_image(path) as im:
+                    width, height = im.size
+                mine = rows[(rows[:, 0] == i) & (rows[:, 1] >= 0) & (rows[:, 2] >= threshold)]
+                mine = mine[np.argsort(-mine[:, 2], kind="stable")]
+                dets = []
+                for _, label, score, *box in mine.tolist():
+                    x0, y0, x1, y1 = (
+                        float(np.clip(box[0] * width, 0, width)),
+                        float(np.clip(box[1] * height, 0, height)),
+                        float(np.clip(box[2] * width, 0, width)),
+                        float(np.clip(box[3] * height, 0, height)),
+                    )
+                    dets.append(Detection(int(label), self.name(int(label)), float(score), (x0, y0, x1, y1)))
+                item = Detected(str(path), width, height, dets)
+                target = self.picture_path(output, path)
+                if target is not None:
+                    boxes = [(d.box, f"{d.name or d.label} {d.score:.2f}", d.label) for d in dets]
+                    write_png(draw_boxes(read_rgb(path), boxes), target)
+                    item.picture = str(target)
+                found.append(item)
+        return found
+
+    # ---------------------------------------------------------- segment
+
+    def segment(self, blob: str | None, output: str | os.PathLike[str] | None) -> list[Segmented]:
+        from PIL import Image
+
+        from .draw import grey, overlay, read_rgb, write_png
+
+        name = blob or self._score_map()
+        found: list[Segmented] = []
+        for chunk, results in self.batches([name]):
+            scores = results[name]
+            if scores.ndim != 4:
+                raise UsageError(
+                    f"--task segment needs an N x C x H x W score map; {name!r} is "
+                    f"{'x'.join(map(str, scores.shape))}"
+                )
+            for i, path in enumerate(chunk):
+                with open_image(path) as im:
+                    width, height = im.size
+                s = scores[i]
+                if s.shape[0] == 1:  # an edge (or probability) map: its values, resized bilinearly
+                    plane = Image.fromarray(s[0].astype(np.float32), mode="F")
+                    values = np.asarray(plane.resize((width, height), Image.Resampling.BILINEAR))
+                    item = Segmented(str(path), width, height, values, edges=True)
+                    picture = grey(values)
+                else:  # class scores: argmax at the net's size, then each pixel takes its nearest cell's class
+                    classes = np.argmax(s, axis=0).astype(np.int32)
+                    small = Image.fromarray(classes, mode="I")
+                    class_map = np.asarray(small.resize((width, height), Image.Resampling.NEAREST)).astype(
+                        np.int32
+                    )
+                    item = Segmented(str(path), width, height, class_map, areas=self._areas(class_map))
+                    picture = overlay(read_rgb(path), class_map) if output is not None else None
+                target = self.picture_path(output, path)
+                if target is not None:
+                    write_png(picture, target)
+                    item.picture = str(target)
+                found.append(item)
+        return found
+
+    def _score_map(self) -> str:
+        maps = [
+            name
+            for name, o in zip(self.net.outputs, self.net.session.get_outputs())
+            if len(o.shape) == 4
+            and all(isinstance(d, int) for d in o.shape[2:])
+            and o.shape[2] * o.shape[3] > 1
+        ]
+        fused = [n for n in maps if "fuse" in n.lower()]  # HED: the fused edge map, not the side outputs
+        if len(maps) == 1 or len(fused) == 1:
+            return (fused or maps)[0]
+        if not maps:
+            raise UsageError(
+                f"--task segment needs a score map (N x C x H x W) among the net's outputs "
+                f"({', '.join(self.net.outputs)})"
+            )
+        raise UsageError(f"the net has several score maps ({', '.join(maps)}): choose one with --blob")
+
+    def _areas(self, class_map: np.ndarray) -> list[Area]:
+        counts = np.bincount(class_map.reshape(-1))
+        total = int(class_map.size)
+        order = np.argsort(-counts, kind="stable")
+        return [
+            Area(int(k), self.name(int(k)), int(counts[k]), float(counts[k]) / total)
+            for k in order
+            if counts[k]
+        ]
+
+    # ---------------------------------------------------------- embed
+
+    def embed(self, blob: str, path: Path) -> Embedded:
+        """Stream each batch's ``blob`` into ``path`` (.npy), atomically: all images, or no file."""
+        from ..frontmatter import atomic_open
+
+        if path.suffix.lower() != ".npy":
+            raise UsageError(f"-o {path}: features are written as a .npy file (name it FILE.npy)")
+        if blob not in self.net.outputs:
+            raise UsageError(f"no blob {blob!r} in the net")
+        shape: list[int] = []
+        with atomic_open(path) as out:
+            for chunk, results in self.batches([blob]):
+                values = np.ascontiguousarray(results[blob][: len(chunk)], dtype="<f4")
+                if not shape:
+                    shape = list(values.shape[1:])
+                    header = {"descr": "<f4", "fortran_order": False, "shape": (len(self.paths), *shape)}
+                    np.lib.format.write_array_header_1_0(out, header)
+                out.write(values.tobytes())
+        return Embedded(str(path), blob, shape, [str(p) for p in self.paths])
+
+
+def summary_lines(result: RunResult) -> Iterator[str]:
+    """Plain-text lines (rich markup escaped) for the command line."""
+    from rich.markup import escape
+
+    for item in result.items:
+        if isinstance(item, Prediction):
+            yield f"[bold]{escape(item.image)}[/]"
+            for s in item.top:
+                label = f"  {escape(s.label)}" if s.label else ""
+                yield f"  {s.score:.4f}  {s.index:>5}{label}"
+        elif isinstance(item, Detected):
+            yield f"[bold]{escape(item.image)}[/]  {len(item.detections)} detections"
+            for d in item.detections:
+                x0, y0, x1, y1 = d.box
+                yield (
+                    f"  {d.score:.4f}  {d.label:>5}  {escape(d.name or '')}  "
+                    f"[{x0:.0f}, {y0:.0f}, {x1:.0f}, {y1:.0f}]"
+                )
+        elif isinstance(item, Segmented):
+            yield f"[bold]{escape(item.image)}[/]  {item.width}x{item.height}"
+            if item.edges:
+                info = item.to_dict()["edges"]
+                yield f"  edge map: mean {info['mean']:.4f}, {info['fraction_above_half']:.2%} above 0.5"
+            for a in item.areas:
+                yield f"  {a.fraction:7.2%}  {a.pixels:>9} px  {a.label:>5}  {escape(a.name or '')}"
+        elif isinstance(item, Embedded):
+            yield (
+                f"wrote {escape(item.path)}: {len(item.images)} x {'x'.join(map(str, item.shape)) or '1'} "
+                f"float32 (blob {escape(item.blob)})"
+            )
+        if getattr(item, "picture", None):
+            yield f"  picture: {escape(item.picture)}"
+
+
+__all__ = ["TASKS", "Detected", "Detection", "Embedded", "RunResult", "Segmented", "run"]
