@@ -632,6 +632,18 @@ def _unknowable(layer: Layer, bottoms: list[Shape]) -> tuple:
     return [None] * len(layer.tops), None, None
 
 
+def _python(layer: Layer, bottoms: list[Shape]) -> tuple:
+    """py-faster-rcnn's region proposals: at most 300 rows of (image, x1, y1, x2, y2), and their scores.
+
+    Any other Python layer's outputs are unknowable.
+    """
+    p = layer.param.python_param
+    if p.layer == "ProposalLayer" and p.module.split(".")[-1] == "proposal_layer":
+        post_nms = 300  # cfg.TEST.RPN_POST_NMS_TOP_N; fewer rows when fewer boxes survive
+        return [(post_nms, 5), (post_nms, 1)][: len(layer.tops)], [], 0
+    return _unknowable(layer, bottoms)
+
+
 def _no_tops(layer: Layer, bottoms: list[Shape]) -> tuple:
     return [None] * len(layer.tops), [], 0
 
@@ -768,7 +780,7 @@ RULES: dict[str, Rule] = {
     "Softmax": _softmax,
     "Input": _input,
     "HDF5Data": _unknowable,
-    "Python": _unknowable,
+    "Python": _python,
     "Filter": _unknowable,
     "HDF5Output": _no_tops,
     "Silence": _silence,

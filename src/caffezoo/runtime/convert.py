@@ -34,6 +34,7 @@ from ..errors import ConversionError, ModelDirError
 from . import detection as _detection  # noqa: F401  (registers converters)
 from . import ops as _ops  # noqa: F401
 from . import ops_fork as _ops_fork  # noqa: F401
+from . import ops_regions as _ops_regions  # noqa: F401
 from ._emit import CHECKS, EMITTERS, SKIPPED, Ctx, StaticBatch
 from ._graph import Graph, value_info
 from .fill import fill, layer_fillers
@@ -259,7 +260,9 @@ def check_supported(net: Net) -> None:
         why = check(layer) if check else None
         if why:
             problems.append(f"{layer.where(net.path)}: {why}")
-    lines = [f"layer type {t!r}, used by {_names(names)}" for t, names in sorted(unsupported.items())]
+    lines = [
+        f"layer type {t!r}{_family(t)}, used by {_names(names)}" for t, names in sorted(unsupported.items())
+    ]
     lines += problems
     if lines:
         what = net.path or net.name or "the net"
@@ -267,6 +270,20 @@ def check_supported(net: Net) -> None:
             f"{what}: cannot convert to ONNX ({len(lines)} problem{'s' * (len(lines) > 1)}):\n"
             + "\n".join(lines)
         )
+
+
+# Layer types that cannot be expressed in ONNX, and the model families on the Caffe wiki that use them.
+FAMILIES = {
+    "MultiStageMeanfield": "CRF-RNN: mean-field iterations with permutohedral-lattice filtering",
+    "Filter": "data-dependent output sizes, used while training",
+    "BatchReindex": "training-time batch shuffling",
+    "LSTMUnit": "a training-time building block of LSTM",
+}
+
+
+def _family(layer_type: str) -> str:
+    family = FAMILIES.get(layer_type)
+    return f" ({family})" if family else ""
 
 
 def _names(names: list[str]) -> str:

@@ -1,0 +1,319 @@
+"""SPP, Embed, ROIPooling and Faster R-CNN's region proposals, against OpenCV or numpy transcriptions.
+
+OpenCV 4.x implements ROIPooling; it has no SPP, Embed or Python layer, so
+those are checked against numpy written from Caffe's ``spp_layer.cpp``,
+``embed_layer.cpp`` and py-faster-rcnn's ``proposal_layer.py`` (with its
+``generate_anchors``, ``bbox_transform_inv``, ``clip_boxes`` and ``py_cpu_nms``).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from runtime_helpers import assert_close, random_weights, run_caffezoo, run_opencv, write_net
+from test_runtime_parity import pool_ref
+
+from caffezoo.caffe.builder import NetBuilder
+from caffezoo.errors import ConversionError
+from caffezoo.runtime import to_onnx
+from caffezoo.runtime.ops_regions import generate_anchors
+
+# ------------------------------------------------------------ SPP
+
+
+def spp_ref(x, height, mode):
+    """SPPLayer: per level, a PoolingLayer with kernel ceil(H / 2^l), stride = kernel, pad (remainder + 1) / 2."""
+    n, c, h, w = x.shape
+    outs = []
+    for level in range(height):
+        bins = 2**level
+        kh, kw = math.ceil(h / bins), math.ceil(w / bins)
+        ph, pw = (kh * bins - h + 1) // 2, (kw * bins - w + 1) // 2
+        y, _ = pool_ref(x, (kh, kw), (kh, kw), (ph, pw), mode)
+        if height == 1:
+            return y
+        outs.append(y.reshape(n, -1))
+    return np.concatenate(outs, axis=1)
+
+
+@pytest.mark.parametrize(
+    "height, pool, shape",
+    [
+        (1, "MAX", (2, 3, 7, 5)),
+        (2, "MAX", (2, 3, 8, 8)),
+        (3, "MAX", (2, 4, 13, 10)),  # uneven: padded windows, and ceil rounding trimmed
+        (3, "AVE", (2, 4, 13, 10)),
+        (4, "AVE", (1, 2, 16, 15)),  # level 3: 8 windows of 2 over 15, pad 1
+    ],
+)
+def test_spp_matches_caffe(tmp_path, height, pool, shape):
+    n = NetBuilder("spp")
+    x = n.Input("data", shape=dict(dim=list(shape)))
+    n.SPP("out", x, pyramid_height=height, pool=pool)
+    prototxt, caffemodel = write_net(tmp_path, n, {})
+    data = np.random.default_rng(height).standard_normal(shape).astype(np.float32)
+    ours = run_caffezoo(prototxt, caffemodel, {"data": data}, ["out"])["out"]
+    assert_close(ours, spp_ref(data, height, pool.lower()), f"SPP {height} {pool}")
+
+
+def test_spp_refuses_padding_caffe_refuses(tmp_path):
+    n = NetBuilder("spp")
+    x = n.Input("data", shape=dict(dim=[1, 1, 5, 5]))
+    n.SPP("out", x, pyramid_height=4)  # level 2: 4 bins of a 2-pixel window over 5 pixels, pad 2
+    prototxt, caffemodel = write_net(tmp_path, n, {})
+    with pytest.raises(ConversionError, match="pyramid level 2 pads by 2 with a 2x2 window"):
+        to_onnx(prototxt, weights=caffemodel)
+
+
+# ------------------------------------------------------------ Embed
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_embed_gathers_rows(tmp_path, bias):
+    n = NetBuilder("embed")
+    x = n.Input("data", shape=dict(dim=[4, 3]))
+    n.Embed("out", x, num_output=5, input_dim=10, bias_term=bias)
+    net = n.to_proto()
+    weights = random_weights(net, seed=2)
+    prototxt, caffemodel = write_net(tmp_path, net, weights)
+    index = np.array([[0, 9, 3], [2.7, 2, 1], [9.99, 0.2, 5], [4, 4, 8]], np.float32)  # truncated, as Caffe
+    ours = run_caffezoo(prototxt, caffemodel, {"data": index}, ["out"])["out"]
+    w = weights["out"]
+    expected = w[0][index.astype(int)] + (w[1] if bias else 0)
+    assert ours.shape == (4, 3, 5)
+    assert_close(ours, expected)
+
+
+# ------------------------------------------------------------ ROIPooling
+
+
+def roi_pool_ref(x, rois, ph, pw, scale):
+    """ROIPoolingLayer::Forward_cpu of py-faster-rcnn's Caffe."""
+    _, c, h, w = x.shape
+    out = np.zeros((len(rois), c, ph, pw), np.float32)
+
+    def round(v):  # C's round: halves away from zero (Python's round() goes to even)
+        return int(math.copysign(math.floor(abs(v) + 0.5), v))
+
+    for r, (b, x1, y1, x2, y2) in enumerate(rois):
+        sw, sh = round(x1 * scale), round(y1 * scale)
+        ew, eh = round(x2 * scale), round(y2 * scale)
+        rh, rw = max(eh - sh + 1, 1), max(ew - sw + 1, 1)
+        bh, bw = rh / ph, rw / pw
+        for i in range(ph):
+            for j in range(pw):
+                hs = min(max(math.floor(i * bh) + sh, 0), h)
+                he = min(max(math.ceil((i + 1) * bh) + sh, 0), h)
+                ws = min(max(math.floor(j * bw) + sw, 0), w)
+                we = min(max(math.ceil((j + 1) * bw) + sw, 0), w)
+                if he > hs and we > ws:
+                    out[r, :, i, j] = x[int(b), :, hs:he, ws:we].max(axis=(1, 2))
+    return out
+
+
+def test_roi_pooling_matches_opencv_and_caffe(tmp_path):
+    n = NetBuilder("roi")
+    x = n.Input("data", shape=dict(dim=[2, 3, 12, 16]))
+    rois = n.Input("rois", shape=dict(dim=[5, 5]))
+    n.ROIPooling("out", x, rois, pooled_h=3, pooled_w=2, spatial_scale=0.5)
+    prototxt, caffemodel = write_net(tmp_path, n, {})
+    data = np.random.default_rng(0).standard_normal((2, 3, 12, 16)).astype(np.float32)
+    boxes = np.array(
+        [
+            [0, 0, 0, 31, 23],  # the whole map
+            [1, 4.2, 3.1, 17.9, 12.4],  # fractional corners: rounded
+            [0, 20, 10, 21, 11],  # smaller than a bin
+            [1, 28, 18, 40, 30],  # partly outside
+            [0, 10, 10, 5, 5],  # corners the wrong way round: one cell
+        ],
+        np.float32,
+    )
+    inputs = {"data": data, "rois": boxes}
+    ours = run_caffezoo(prototxt, caffemodel, inputs, ["out"])["out"]
+    assert_close(ours, roi_pool_ref(data, boxes, 3, 2, 0.5), "numpy")
+    assert_close(ours, run_opencv(prototxt, caffemodel, inputs, ["out"])["out"], "OpenCV")
+
+
+# ------------------------------------------------------------ region proposals
+
+
+def proposal_ref(scores, deltas, im_info, feat_stride=16, scales=(8, 16, 32), ratios=(0.5, 1, 2)):
+    """py-faster-rcnn's ProposalLayer.forward with cfg.TEST (6000 / 300 / 0.7 / min size 16)."""
+    anchors = generate_anchors(ratios=ratios, scales=scales)
+    a = len(anchors)
+    scores = scores[:, a:, :, :]
+    h, w = scores.shape[-2:]
+    shift_x, shift_y = np.meshgrid(np.arange(w) * feat_stride, np.arange(h) * feat_stride)
+    shifts = np.vstack((shift_x.ravel(), shift_y.ravel(), shift_x.ravel(), shift_y.ravel())).T
+    all_anchors = (anchors.reshape(1, a, 4) + shifts.reshape(1, -1, 4).transpose(1, 0, 2)).reshape(-1, 4)
+    d = deltas.transpose(0, 2, 3, 1).reshape(-1, 4).astype(np.float64)
+    s = scores.transpose(0, 2, 3, 1).reshape(-1)
+    widths = all_anchors[:, 2] - all_anchors[:, 0] + 1.0
+    heights = all_anchors[:, 3] - all_anchors[:, 1] + 1.0
+    cx, cy = all_anchors[:, 0] + 0.5 * widths, all_anchors[:, 1] + 0.5 * heights
+    pcx, pcy = d[:, 0] * widths + cx, d[:, 1] * heights + cy
+    pw, ph = np.exp(d[:, 2]) * widths, np.exp(d[:, 3]) * heights
+    boxes = np.stack([pcx - 0.5 * pw, pcy - 0.5 * ph, pcx + 0.5 * pw, pcy + 0.5 * ph], 1)
+    boxes[:, 0::2] = np.clip(boxes[:, 0::2], 0, im_info[0, 1] - 1)
+    boxes[:, 1::2] = np.clip(boxes[:, 1::2], 0, im_info[0, 0] - 1)
+    min_size = 16 * im_info[0, 2]
+    keep = np.where(
+        (boxes[:, 2] - boxes[:, 0] + 1 >= min_size) & (boxes[:, 3] - boxes[:, 1] + 1 >= min_size)
+    )[0]
+    boxes, s = boxes[keep], s[keep]
+    order = np.argsort(-s, kind="stable")[:6000]
+    boxes, s = boxes[order], s[order]
+    chosen = nms_ref(boxes, s, 0.7)[:300]
+    return np.hstack([np.zeros((len(chosen), 1)), boxes[chosen]]), s[chosen]
+
+
+def nms_ref(boxes, scores, thresh):
+    """py_cpu_nms: greedy, areas and overlaps with +1 pixel sizes."""
+    x1, y1, x2, y2 = boxes.T
+    areas = (x2 - x1 + 1) * (y2 - y1 + 1)
+    order = np.argsort(-scores, kind="stable")
+    keep = []
+    while order.size:
+        i = order[0]
+        keep.append(i)
+        xx1, yy1 = np.maximum(x1[i], x1[order[1:]]), np.maximum(y1[i], y1[order[1:]])
+        xx2, yy2 = np.minimum(x2[i], x2[order[1:]]), np.minimum(y2[i], y2[order[1:]])
+        inter = np.maximum(0.0, xx2 - xx1 + 1) * np.maximum(0.0, yy2 - yy1 + 1)
+        ovr = inter / (areas[i] + areas[order[1:]] - inter)
+        order = order[1:][ovr <= thresh]
+    return np.array(keep, int)
+
+
+def _proposal_net(h=14, w=18, param_str="'feat_stride': 16", anchors=9, tops=("rois",)) -> NetBuilder:
+    n = NetBuilder("rpn")
+    scores = n.Input("rpn_cls_prob_reshape", shape=dict(dim=[1, 2 * anchors, h, w]))
+    deltas = n.Input("rpn_bbox_pred", shape=dict(dim=[1, 4 * anchors, h, w]))
+    info = n.Input("im_info", shape=dict(dim=[1, 3]))
+    n.Python(
+        "proposal",
+        scores,
+        deltas,
+        info,
+        tops=list(tops),
+        python_param=dict(module="rpn.proposal_layer", layer="ProposalLayer", param_str=param_str),
+    )
+    return n
+
+
+def _rpn_inputs(rng, h, w, anchors=9, scale=1.0, image=(224, 288)):
+    fg = rng.uniform(0, 1, (1, anchors, h, w)).astype(np.float32)
+    return {
+        "rpn_cls_prob_reshape": np.concatenate([1 - fg, fg], axis=1),
+        "rpn_bbox_pred": (rng.standard_normal((1, 4 * anchors, h, w)) * 0.3).astype(np.float32),
+        "im_info": np.array([[image[0], image[1], scale]], np.float32),
+    }
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        dict(),
+        dict(scale=2.5),  # min size 40 pixels: many boxes dropped
+        dict(param_str="'feat_stride': 8\nscales: [4, 8]", anchors=6, image=(112, 144)),
+        dict(h=40, w=50, image=(640, 800)),  # 18000 anchors: the 6000 best go to NMS, 300 come out
+    ],
+    ids=["default", "min-size", "param-str", "large"],
+)
+def test_proposals_match_py_faster_rcnn(tmp_path, case):
+    case = dict(case)
+    h, w = case.pop("h", 14), case.pop("w", 18)
+    param_str = case.pop("param_str", "'feat_stride': 16")
+    anchors = case.get("anchors", 9)
+    prototxt, caffemodel = write_net(
+        tmp_path, _proposal_net(h, w, param_str, anchors, ("rois", "scores")), {}
+    )
+    inputs = _rpn_inputs(np.random.default_rng(h * w), h, w, **case)
+    ours = run_caffezoo(prototxt, caffemodel, inputs, ["rois", "scores"])
+    options = {"feat_stride": 8, "scales": (4, 8)} if "feat_stride': 8" in param_str else {}
+    rois, scores = proposal_ref(
+        inputs["rpn_cls_prob_reshape"], inputs["rpn_bbox_pred"], inputs["im_info"], **options
+    )
+    assert 0 < len(rois) <= 300 and ours["rois"].shape == rois.shape
+    if case.get("h") == 40:
+        assert len(rois) == 300
+    assert_close(ours["rois"], rois, "rois")
+    assert_close(ours["scores"][:, 0], scores, "scores")
+
+
+def test_only_the_proposal_python_layer_converts(tmp_path):
+    n = NetBuilder("odd")
+    data = n.Input("data", shape=dict(dim=[1, 3, 8, 8]))
+    n.Python("mine", data, python_param=dict(module="my.layers", layer="Magic"))
+    n.MultiStageMeanfield("crf", data, data)
+    prototxt = tmp_path / "odd.prototxt"
+    prototxt.write_text(n.to_text())
+    with pytest.raises(ConversionError) as e:
+        to_onnx(prototxt, weights=tmp_path / "none.caffemodel")
+    message = str(e.value)
+    assert "layer 'mine' (Python): a Python layer (my.layers.Magic) runs code of its own" in message
+    crf = "layer type 'MultiStageMeanfield' (CRF-RNN: mean-field iterations with permutohedral-lattice filtering)"
+    assert f"{crf}, used by layer 'crf'" in message
+
+
+def test_proposals_need_one_image_and_a_readable_param_str(tmp_path):
+    prototxt, caffemodel = write_net(tmp_path, _proposal_net(param_str="feat_stride: [16"), {})
+    with pytest.raises(ConversionError, match="param_str .* is not YAML"):
+        to_onnx(prototxt, weights=caffemodel)
+
+
+# ------------------------------------------------------------ a small Faster R-CNN, end to end
+
+
+def faster_rcnn(classes=4, size=(96, 128)) -> NetBuilder:
+    """ZF-like in miniature: conv features at stride 16, an RPN, proposals, ROI pooling, two heads."""
+    n = NetBuilder("mini_frcnn")
+    data = n.Input("data", shape=dict(dim=[1, 3, *size]))
+    info = n.Input("im_info", shape=dict(dim=[1, 3]))
+    x = n.Convolution("conv1", data, num_output=8, kernel_size=4, stride=4)
+    x = n.ReLU("relu1", x, in_place=True)
+    x = n.Convolution("conv2", x, num_output=16, kernel_size=3, stride=4, pad=1)
+    feat = n.ReLU("relu2", x, in_place=True)
+    rpn = n.Convolution("rpn_conv", feat, num_output=16, kernel_size=3, pad=1)
+    score = n.Convolution("rpn_cls_score", rpn, num_output=18, kernel_size=1)
+    bbox = n.Convolution("rpn_bbox_pred", rpn, num_output=36, kernel_size=1)
+    shaped = n.Reshape("rpn_cls_score_reshape", score, shape=dict(dim=[0, 2, -1, 0]))
+    prob = n.Softmax("rpn_cls_prob", shaped)
+    prob = n.Reshape("rpn_cls_prob_reshape", prob, shape=dict(dim=[0, 18, -1, 0]))
+    rois = n.Python(
+        "proposal",
+        prob,
+        bbox,
+        info,
+        tops=["rois"],
+        python_param=dict(module="rpn.proposal_layer", layer="ProposalLayer", param_str="'feat_stride': 16"),
+    )
+    pooled = n.ROIPooling("roi_pool", feat, rois, pooled_h=3, pooled_w=3, spatial_scale=0.0625)
+    x = n.InnerProduct("fc6", pooled, num_output=32)
+    x = n.ReLU("relu6", x, in_place=True)
+    n.Softmax("cls_prob", n.InnerProduct("cls_score", x, num_output=classes))
+    n.InnerProduct("bbox_pred", x, num_output=4 * classes)
+    return n
+
+
+def test_faster_rcnn_end_to_end(tmp_path):
+    net = faster_rcnn()
+    prototxt, caffemodel = write_net(tmp_path, net, seed=5)
+    rng = np.random.default_rng(3)
+    inputs = {
+        "data": rng.standard_normal((1, 3, 96, 128)).astype(np.float32),
+        "im_info": np.array([[96, 128, 0.25]], np.float32),
+    }
+    blobs = ["rpn_cls_prob_reshape", "rpn_bbox_pred", "conv2", "rois", "cls_prob", "bbox_pred"]
+    ours = run_caffezoo(prototxt, caffemodel, inputs, blobs)
+    rois, _ = proposal_ref(ours["rpn_cls_prob_reshape"], ours["rpn_bbox_pred"], inputs["im_info"])
+    assert len(rois) > 5
+    assert_close(ours["rois"], rois, "rois")
+    weights = random_weights(net.to_proto(), 5)
+    pooled = roi_pool_ref(ours["conv2"], rois, 3, 3, 0.0625).reshape(len(rois), -1)
+    fc6 = np.maximum(pooled @ weights["fc6"][0].T + weights["fc6"][1], 0)
+    logits = fc6 @ weights["cls_score"][0].T + weights["cls_score"][1]
+    e = np.exp(logits - logits.max(1, keepdims=True))
+    assert_close(ours["cls_prob"], e / e.sum(1, keepdims=True), "cls_prob")
+    assert_close(ours["bbox_pred"], fc6 @ weights["bbox_pred"][0].T + weights["bbox_pred"][1], "bbox_pred")
