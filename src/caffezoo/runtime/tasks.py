@@ -6,12 +6,13 @@
 
 The task is ``task=`` if given, else the front matter's ``task`` (free text:
 "image classification", "object detection", "semantic segmentation"...),
-else what the net computes: a ``DetectionOutput`` layer detects, a score map
+else what the net computes: a ``DetectionOutput`` or region-proposal layer detects, a score map
 (an output with height and width) segments, anything else classifies.
 
 - *classify*: :func:`~caffezoo.runtime.classifier.classify`, top-k classes;
 - *detect*: SSD's ``DetectionOutput`` rows, boxes scaled to the image's pixels
-  and kept at ``threshold`` or above;
+  and kept at ``threshold`` or above; or Faster R-CNN's proposals refined per
+  class, with per-class NMS, as py-faster-rcnn's test script does;
 - *segment*: per-pixel argmax of the score map (one channel: an edge or
   probability map), at the image's size, with each class's area;
 - *embed*: the blob ``blob`` of every image, written batch by batch to a
@@ -238,6 +239,10 @@ def run(
     if wanted == "embed" and output is None:
         raise UsageError("--task embed needs -o FILE.npy: where to write the features")
     wanted = wanted or infer_task(net)
+    rois = _layer_types(net).get(PROPOSALS, [])[:1] if wanted == "detect" else []
+    if rois and rois[0] not in net.outputs:  # Faster R-CNN: its boxes are the proposals, refined
+        net = load(model, outputs=tuple(o for o in (blob, rois[0]) if o), **load_options)
+        net.model = net.model or m
     if wanted == "classify":
         if output is not None:
             raise UsageError("-o is for pictures (detect, segment) and features (embed); classify prints")
@@ -267,9 +272,9 @@ def run(
 
 
 def infer_task(net: Net) -> str:
-    """detect (a DetectionOutput layer), segment (an output with height and width) or classify."""
+    """detect (a DetectionOutput or proposal layer), segment (an output with height and width) or classify."""
     types = _layer_types(net)
-    if "DetectionOutput" in types:
+    if "DetectionOutput" in types or PROPOSALS in types:
         return "detect"
     shapes = [net.session.get_outputs()[i].shape for i in range(len(net.outputs))]
     spatial = [
@@ -278,8 +283,11 @@ def infer_task(net: Net) -> str:
     return "segment" if spatial else "classify"
 
 
+PROPOSALS = "Python:ProposalLayer"  # how _layer_types names py-faster-rcnn's proposal layers
+
+
 def _layer_types(net: Net) -> dict[str, list[str]]:
-    """Layer type -> the tops of layers of that type, from the deploy prototxt."""
+    """Layer type -> the tops of layers of that type, from the deploy prototxt (proposals: PROPOSALS)."""
     from ..caffe.prototxt import read_prototxt
 
     prototxt = net.source.get("prototxt")
@@ -287,7 +295,13 @@ def _layer_types(net: Net) -> dict[str, list[str]]:
         return {}
     types: dict[str, list[str]] = {}
     for layer in read_prototxt(prototxt).layer:
-        types.setdefault(layer.type, []).extend(layer.top)
+        p = layer.python_param
+        kind = (
+            PROPOSALS
+            if p.layer == "ProposalLayer" and p.module.split(".")[-1] == "proposal_layer"
+            else layer.type
+        )
+        types.setdefault(kind, []).extend(layer.top)
     return types
 
 
@@ -344,10 +358,20 @@ class _Job:
             x = self.pre(chunk)
             if self.fixed and len(x) < self.fixed:  # a net with a fixed batch: pad the last one
                 x = np.concatenate([x, np.zeros((self.fixed - len(x), *x.shape[1:]), np.float32)])
-            results = self.net.forward(**{self.input: x})
+            feed = {self.input: x}
+            if "im_info" in self.net.inputs:  # Faster R-CNN: the input's height, width and scale
+                feed["im_info"] = np.array([self.im_info(chunk[0])], np.float32)
+            results = self.net.forward(**feed)
             yield chunk, {k: results[k] for k in outputs}
             if self.progress is not None:
                 self.progress(len(chunk))
+
+    def im_info(self, path: Path) -> list[float]:
+        """(height, width, scale) of the input ``path`` is warped to; the scale is the geometric mean of the
+        two axes' (py-faster-rcnn's im_scale, with which boxes under 16 image pixels are dropped)."""
+        width, height = _size(path)
+        sy, sx = self.pre.height / height, self.pre.width / width
+        return [float(self.pre.height), float(self.pre.width), float(np.sqrt(sx * sy))]
 
     def name(self, label: int) -> str | None:
         return self.names[label] if self.names is not None and 0 <= label < len(self.names) else None
@@ -365,9 +389,11 @@ class _Job:
     # ---------------------------------------------------------- detect
 
     def detect(self, threshold: float, output: str | os.PathLike[str] | None) -> list[Detected]:
-        from .draw import draw_boxes, read_rgb, write_png
-
-        tops = _layer_types(self.net).get("DetectionOutput", [])
+        """SSD: DetectionOutput's rows of this image, scaled to its pixels; Faster R-CNN: see below."""
+        types = _layer_types(self.net)
+        if PROPOSALS in types:
+            return self.detect_faster_rcnn(threshold, output, types[PROPOSALS][0])
+        tops = types.get("DetectionOutput", [])
         blob = next((t for t in tops if t in self.net.outputs), None)
         if blob is None:
             raise UsageError(
@@ -378,8 +404,7 @@ class _Job:
         for chunk, results in self.batches([blob]):
             rows = results[blob].reshape(-1, 7)
             for i, path in enumerate(chunk):
-                with open_image(path) as im:
-                    width, height = im.size
+                width, height = _size(path)
                 mine = rows[(rows[:, 0] == i) & (rows[:, 1] >= 0) & (rows[:, 2] >= threshold)]
                 mine = mine[np.argsort(-mine[:, 2], kind="stable")]
                 dets = []
@@ -391,14 +416,62 @@ class _Job:
                         float(np.clip(box[3] * height, 0, height)),
                     )
                     dets.append(Detection(int(label), self.name(int(label)), float(score), (x0, y0, x1, y1)))
-                item = Detected(str(path), width, height, dets)
-                target = self.picture_path(output, path)
-                if target is not None:
-                    boxes = [(d.box, f"{d.name or d.label} {d.score:.2f}", d.label) for d in dets]
-                    write_png(draw_boxes(read_rgb(path), boxes), target)
-                    item.picture = str(target)
-                found.append(item)
+                found.append(self.detected(path, width, height, dets, output))
         return found
+
+    def detected(self, path: Path, width: int, height: int, dets: list[Detection], output: Any) -> Detected:
+        """The result for one image, its picture drawn if ``output`` says where."""
+        from .draw import draw_boxes, read_rgb, write_png
+
+        item = Detected(str(path), width, height, dets)
+        target = self.picture_path(output, path)
+        if target is not None:
+            boxes = [(d.box, f"{d.name or d.label} {d.score:.2f}", d.label) for d in dets]
+            write_png(draw_boxes(read_rgb(path), boxes), target)
+            item.picture = str(target)
+        return item
+
+    def detect_faster_rcnn(self, threshold: float, output: Any, rois_blob: str) -> list[Detected]:
+        """py-faster-rcnn's im_detect and demo: proposals refined per class by ``bbox_pred``, mapped to the
+        image, clipped, then per class (not the background) scores >= ``threshold`` and NMS at 0.3."""
+        scores_blob, deltas_blob = self._frcnn_heads()
+        found: list[Detected] = []
+        for chunk, results in self.batches([rois_blob, scores_blob, deltas_blob]):
+            (path,) = chunk  # one image at a time, as the proposal layer takes
+            width, height = _size(path)
+            sy, sx = self.pre.height / height, self.pre.width / width
+            boxes = results[rois_blob][:, 1:5].astype(np.float64) / [sx, sy, sx, sy]
+            scores = results[scores_blob].reshape(len(boxes), -1)
+            pred = refine_boxes(boxes, results[deltas_blob].reshape(len(boxes), -1))
+            pred[:, 0::2] = np.clip(pred[:, 0::2], 0, width - 1)
+            pred[:, 1::2] = np.clip(pred[:, 1::2], 0, height - 1)
+            dets: list[Detection] = []
+            for label in range(1, scores.shape[1]):
+                keep = np.flatnonzero(scores[:, label] >= threshold)
+                cls_boxes = pred[keep, 4 * label : 4 * label + 4]
+                cls_scores = scores[keep, label]
+                for i in nms(cls_boxes, cls_scores, FRCNN_NMS):
+                    box = tuple(float(v) for v in cls_boxes[i])
+                    dets.append(Detection(label, self.name(label), float(cls_scores[i]), box))  # type: ignore[arg-type]
+            dets.sort(key=lambda d: -d.score)
+            found.append(self.detected(path, width, height, dets, output))
+        return found
+
+    def _frcnn_heads(self) -> tuple[str, str]:
+        """The class probabilities (R x C) and box deltas (R x 4C) among the outputs: py-faster-rcnn's names,
+        else by shape."""
+        outs = {o.name: o.shape for o in self.net.session.get_outputs()}
+        if "cls_prob" in outs and "bbox_pred" in outs:
+            return "cls_prob", "bbox_pred"
+        flat = {n: s[-1] for n, s in outs.items() if len(s) == 2 and isinstance(s[-1], int)}
+        for a, c in flat.items():
+            for b, c4 in flat.items():
+                if c4 == 4 * c and a != b:
+                    return a, b
+        raise UsageError(
+            f"a Faster R-CNN net needs class scores (R x C) and box deltas (R x 4C) among its outputs "
+            f"({', '.join(self.net.outputs)})"
+        )
 
     # ---------------------------------------------------------- segment
 
@@ -488,6 +561,49 @@ class _Job:
                     np.lib.format.write_array_header_1_0(out, header)
                 out.write(values.tobytes())
         return Embedded(str(path), blob, shape, [str(p) for p in self.paths])
+
+
+FRCNN_NMS = 0.3  # py-faster-rcnn's demo and test scripts
+
+
+def refine_boxes(boxes: np.ndarray, deltas: np.ndarray) -> np.ndarray:
+    """py-faster-rcnn's ``bbox_transform_inv``: R x 4 boxes moved by R x 4C deltas -> R x 4C boxes.
+
+    >>> refine_boxes(np.array([[0.0, 0, 9, 19]]), np.zeros((1, 4))).tolist()
+    [[0.0, 0.0, 10.0, 20.0]]
+    """
+    widths = boxes[:, 2] - boxes[:, 0] + 1.0
+    heights = boxes[:, 3] - boxes[:, 1] + 1.0
+    cx, cy = boxes[:, 0] + 0.5 * widths, boxes[:, 1] + 0.5 * heights
+    dx, dy, dw, dh = (deltas[:, k::4] for k in range(4))
+    pcx, pcy = dx * widths[:, None] + cx[:, None], dy * heights[:, None] + cy[:, None]
+    pw, ph = np.exp(dw) * widths[:, None], np.exp(dh) * heights[:, None]
+    out = np.empty(deltas.shape, np.float64)
+    out[:, 0::4], out[:, 1::4] = pcx - 0.5 * pw, pcy - 0.5 * ph
+    out[:, 2::4], out[:, 3::4] = pcx + 0.5 * pw, pcy + 0.5 * ph
+    return out
+
+
+def nms(boxes: np.ndarray, scores: np.ndarray, threshold: float) -> list[int]:
+    """py-faster-rcnn's ``py_cpu_nms``: greedy by score; a box goes when its IoU (sizes + 1 pixel) with a kept
+    one exceeds ``threshold``. Returns the kept indices, best first."""
+    x1, y1, x2, y2 = boxes.T
+    areas = (x2 - x1 + 1) * (y2 - y1 + 1)
+    order = np.argsort(-scores, kind="stable")
+    keep: list[int] = []
+    while order.size:
+        i, rest = order[0], order[1:]
+        keep.append(int(i))
+        w = np.maximum(0.0, np.minimum(x2[i], x2[rest]) - np.maximum(x1[i], x1[rest]) + 1)
+        h = np.maximum(0.0, np.minimum(y2[i], y2[rest]) - np.maximum(y1[i], y1[rest]) + 1)
+        inter = w * h
+        order = rest[inter / (areas[i] + areas[rest] - inter) <= threshold]
+    return keep
+
+
+def _size(path: Path) -> tuple[int, int]:
+    with open_image(path) as im:
+        return im.size
 
 
 def summary_lines(result: RunResult) -> Iterator[str]:
