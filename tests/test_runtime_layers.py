@@ -16,7 +16,7 @@ from runtime_helpers import assert_close, random_weights, run_caffezoo, run_open
 from test_runtime_parity import pool_ref
 
 from caffezoo.caffe.builder import NetBuilder
-from caffezoo.errors import ConversionError
+from caffezoo.errors import ConversionError, NetError
 from caffezoo.runtime import to_onnx
 from caffezoo.runtime.ops_regions import generate_anchors
 
@@ -317,3 +317,112 @@ def test_faster_rcnn_end_to_end(tmp_path):
     e = np.exp(logits - logits.max(1, keepdims=True))
     assert_close(ours["cls_prob"], e / e.sum(1, keepdims=True), "cls_prob")
     assert_close(ours["bbox_pred"], fc6 @ weights["bbox_pred"][0].T + weights["bbox_pred"][1], "bbox_pred")
+
+
+# ------------------------------------------------------------ LSTM and RNN
+
+
+def sigmoid(v):
+    return 1 / (1 + np.exp(-v))
+
+
+def lstm_ref(x, cont, blobs, static=None, h0=None, c0=None):
+    """Caffe's unrolled LSTM (lstm_layer.cpp + LSTMUnitLayer), step by step; returns (h for all steps, h_T, c_T)."""
+    t, n = x.shape[:2]
+    w_xc, b_c = blobs[0], blobs[1]
+    w_hc = blobs[-1]
+    hid = w_hc.shape[1]
+    xs = x.reshape(t, n, -1) @ w_xc.T + b_c
+    if static is not None:
+        xs = xs + static.reshape(n, -1) @ blobs[2].T
+    h = np.zeros((n, hid)) if h0 is None else h0[0].astype(np.float64)
+    c = np.zeros((n, hid)) if c0 is None else c0[0].astype(np.float64)
+    out = []
+    for i in range(t):
+        k = cont[i][:, None]
+        g = xs[i] + (k * h) @ w_hc.T
+        ig, fg, og, gg = (
+            sigmoid(g[:, :hid]),
+            sigmoid(g[:, hid : 2 * hid]),
+            sigmoid(g[:, 2 * hid : 3 * hid]),
+            np.tanh(g[:, 3 * hid :]),
+        )
+        c = k * fg * c + ig * gg
+        h = og * np.tanh(c)
+        out.append(h)
+    return np.stack(out), h[None], c[None]
+
+
+def rnn_ref(x, cont, blobs, static=None, h0=None):
+    """Caffe's unrolled RNN (rnn_layer.cpp); returns (o for all steps, h_T)."""
+    t, n = x.shape[:2]
+    w_xh, b_h = blobs[0], blobs[1]
+    w_hh, w_ho, b_o = blobs[-3], blobs[-2], blobs[-1]
+    xs = x.reshape(t, n, -1) @ w_xh.T + b_h
+    if static is not None:
+        xs = xs + static.reshape(n, -1) @ blobs[2].T
+    h = np.zeros((n, w_hh.shape[0])) if h0 is None else h0[0].astype(np.float64)
+    out = []
+    for i in range(t):
+        h = np.tanh(xs[i] + (cont[i][:, None] * h) @ w_hh.T)
+        out.append(np.tanh(h @ w_ho.T + b_o))
+    return np.stack(out), h[None]
+
+
+@pytest.mark.parametrize("kind", ["LSTM", "RNN"])
+@pytest.mark.parametrize("static", [False, True])
+@pytest.mark.parametrize("expose", [False, True])
+def test_recurrent_layers_match_caffe(tmp_path, kind, static, expose):
+    t, n, d, hid, ds = 5, 3, 4, 6, 2
+    net = NetBuilder("rec")
+    x = net.Input("x", shape=dict(dim=[t, n, d, 1]))  # flattened from axis 2, as Caffe does
+    cont = net.Input("cont", shape=dict(dim=[t, n]))
+    bottoms = [x, cont]
+    if static:
+        bottoms.append(net.Input("x_static", shape=dict(dim=[n, ds])))
+    states = (2 if kind == "LSTM" else 1) if expose else 0
+    for name in ("h0", "c0")[:states]:
+        bottoms.append(net.Input(name, shape=dict(dim=[1, n, hid])))
+    tops = ["out", "h_T", "c_T"][: 1 + states]
+    getattr(net, kind)("rec", *bottoms, tops=tops, num_output=hid, expose_hidden=expose)
+    rng = np.random.default_rng(len(tops) + 2 * static)
+    g = 4 * hid if kind == "LSTM" else hid
+    shapes = (
+        [(g, d), (g,)]
+        + ([(g, ds)] if static else [])
+        + ([(g, hid)] if kind == "LSTM" else [(hid, hid), (hid, hid), (hid,)])
+    )
+    blobs = [(rng.standard_normal(s) * 0.5).astype(np.float32) for s in shapes]
+    prototxt, caffemodel = write_net(tmp_path, net, {"rec": blobs})
+    inputs = {
+        "x": rng.standard_normal((t, n, d, 1)).astype(np.float32),
+        # each stream starts at step 0 and again somewhere later, as LRCN's batches of clips do
+        "cont": np.array([[0, 0, 0], [1, 1, 0], [1, 0, 1], [1, 1, 1], [0, 1, 1]], np.float32),
+    }
+    if static:
+        inputs["x_static"] = rng.standard_normal((n, ds)).astype(np.float32)
+    for name in ("h0", "c0")[:states]:
+        inputs[name] = rng.standard_normal((1, n, hid)).astype(np.float32)
+    ours = run_caffezoo(prototxt, caffemodel, inputs, tops)
+    b64 = [b.astype(np.float64) for b in blobs]
+    if kind == "LSTM":
+        expected = lstm_ref(
+            inputs["x"], inputs["cont"], b64, inputs.get("x_static"), inputs.get("h0"), inputs.get("c0")
+        )
+    else:
+        expected = rnn_ref(inputs["x"], inputs["cont"], b64, inputs.get("x_static"), inputs.get("h0"))
+    for top, value in zip(tops, expected):
+        assert_close(ours[top], value, f"{kind} {top}")
+
+
+def test_recurrent_weights_of_the_wrong_shape_are_named(tmp_path):
+    net = NetBuilder("rec")
+    x = net.Input("x", shape=dict(dim=[2, 1, 3]))
+    cont = net.Input("cont", shape=dict(dim=[2, 1]))
+    net.LSTM("rec", x, cont, num_output=4)
+    blobs = [np.zeros(s, np.float32) for s in [(16, 3), (16,), (4, 4)]]  # W_hc should be 16 x 4
+    prototxt, caffemodel = write_net(tmp_path, net, {"rec": blobs})
+    with pytest.raises(
+        NetError, match="layer 'rec': blob 2 is 4x4 in the caffemodel but the net expects 16x4"
+    ):
+        to_onnx(prototxt, weights=caffemodel)

@@ -615,8 +615,33 @@ def _spp(layer: Layer, bottoms: list[Shape]) -> tuple:
 
 
 def _recurrent(layer: Layer, bottoms: list[Shape]) -> tuple:
-    t, n = bottoms[0][0], bottoms[0][1]
-    return [(t, n, layer.param.recurrent_param.num_output)] + [None] * (len(layer.tops) - 1), None, None
+    """LSTM and RNN (``recurrent_layer.cpp``): bottoms x (T x N x ...), cont (T x N), an optional static
+    input (N x ...), and with ``expose_hidden`` the initial state (h0; LSTM also c0, each 1 x N x H);
+    tops the outputs (T x N x H) and, with ``expose_hidden``, the final state in the same form."""
+    p = layer.param.recurrent_param
+    lstm = layer.type == "LSTM"
+    states = (2 if lstm else 1) if p.expose_hidden else 0
+    x, cont = bottoms[0], bottoms[1]
+    _check(len(x) >= 2, f"the input must be T x N x ..., not {_fmt(x)}")
+    t, n, h = x[0], x[1], p.num_output
+    _check(h > 0, "num_output must be 1 or more")
+    _check(tuple(cont) == (t, n), f"cont must be T x N = {t}x{n}, not {_fmt(cont)}")
+    extra = len(bottoms) - 2 - states
+    _check(extra in (0, 1), f"expected {2 + states} or {3 + states} bottoms, got {len(bottoms)}")
+    for state in bottoms[2 + extra :]:
+        _check(
+            tuple(state) == (1, n, h), f"an initial state must be 1 x N x H = 1x{n}x{h}, not {_fmt(state)}"
+        )
+    d = math.prod(x[2:])
+    static = [math.prod(bottoms[2][1:])] if extra else []
+    if lstm:  # W_xc, b_c, [W_xc_static], W_hc
+        expected = [(4 * h, d), (4 * h,)] + [(4 * h, s) for s in static] + [(4 * h, h)]
+        macs = t * n * 4 * h * (d + h + sum(static))
+    else:  # W_xh, b_h, [W_xh_static], W_hh, W_ho, b_o
+        expected = [(h, d), (h,)] + [(h, s) for s in static] + [(h, h), (h, h), (h,)]
+        macs = t * n * h * (d + 2 * h + sum(static))
+    tops = [(t, n, h)] + [(1, n, h)] * states
+    return tops[: len(layer.tops)], expected, macs
 
 
 def _lstm_unit(layer: Layer, bottoms: list[Shape]) -> tuple:

@@ -34,6 +34,7 @@ from ..errors import ConversionError, ModelDirError
 from . import detection as _detection  # noqa: F401  (registers converters)
 from . import ops as _ops  # noqa: F401
 from . import ops_fork as _ops_fork  # noqa: F401
+from . import ops_recurrent as _ops_recurrent  # noqa: F401
 from . import ops_regions as _ops_regions  # noqa: F401
 from ._emit import CHECKS, EMITTERS, SKIPPED, Ctx, StaticBatch
 from ._graph import Graph, value_info
