@@ -419,6 +419,9 @@ def _build(net: Net, opset: int, wanted: Sequence[str], *, dynamic: bool) -> Con
         )
     outputs = [value_info(tensors[b], _output_dims(shapes.get(b), dynamic)) for b in names]
     meta = {"caffezoo.converter": CONVERTER_VERSION, "caffezoo.dynamic_batch": str(dynamic).lower()}
+    batch = next((shape[0] for shape in net.inputs.values() if shape), 1) or 1
+    # Work per image: the runtime runs nets this small on one thread (waking workers costs more).
+    meta["caffezoo.macs_per_image"] = str(sum(layer.macs or 0 for layer in net.layers) // batch)
     return Converted(g, inputs, outputs, net, dynamic, metadata=meta)
 
 
