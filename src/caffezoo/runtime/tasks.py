@@ -25,6 +25,7 @@ prepared as the classifier prepares them for classify and embed.
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -210,6 +211,7 @@ def run(
     mean: str | Sequence[float] | None = None,
     labels: str | os.PathLike[str] | None = None,
     progress: Callable[[int], None] | None = None,
+    net: Net | None = None,
     **load_options: Any,
 ) -> RunResult:
     """Run MODEL on ``images`` (files or folders of them) for its task; see the module's docstring.
@@ -218,6 +220,7 @@ def run(
     a folder for several) or the ``.npy`` of features (embed, required).
     ``blob`` is the blob to read (embed: required; others: default the net's
     output). ``progress(n)`` is told after each batch how many images it held.
+    ``net`` is MODEL already loaded (:func:`~caffezoo.runtime.load`), to run many calls on one session.
     """
     if task is not None and task not in TASKS:
         raise UsageError(f"--task {task!r}: expected one of {', '.join(TASKS)}")
@@ -229,7 +232,8 @@ def run(
     check_images(paths)
     if task == "caption":
         raise UsageError(_NO_CAPTION)
-    net = load(model, outputs=(blob,) if blob else (), **load_options)  # resolves MODEL once
+    if net is None or (blob and blob not in net.outputs):
+        net = load(model, outputs=(blob,) if blob else (), **load_options)  # resolves MODEL once
     m = net.model
     wanted = task or (task_from_text(m.front_matter.task) if m else None) or ("embed" if blob else None)
     if wanted == "caption":
@@ -288,11 +292,18 @@ PROPOSALS = "Python:ProposalLayer"  # how _layer_types names py-faster-rcnn's pr
 
 def _layer_types(net: Net) -> dict[str, list[str]]:
     """Layer type -> the tops of layers of that type, from the deploy prototxt (proposals: PROPOSALS)."""
-    from ..caffe.prototxt import read_prototxt
-
     prototxt = net.source.get("prototxt")
     if not prototxt:
         return {}
+    stat = os.stat(prototxt)
+    return _read_layer_types(prototxt, stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=16)
+def _read_layer_types(prototxt: str, mtime_ns: int, size: int) -> dict[str, list[str]]:
+    """Parsed once per file version: each call of `run` on a loaded net would otherwise parse it again."""
+    from ..caffe.prototxt import read_prototxt
+
     types: dict[str, list[str]] = {}
     for layer in read_prototxt(prototxt).layer:
         p = layer.python_param
@@ -407,15 +418,12 @@ class _Job:
                 width, height = _size(path)
                 mine = rows[(rows[:, 0] == i) & (rows[:, 1] >= 0) & (rows[:, 2] >= threshold)]
                 mine = mine[np.argsort(-mine[:, 2], kind="stable")]
-                dets = []
-                for _, label, score, *box in mine.tolist():
-                    x0, y0, x1, y1 = (
-                        float(np.clip(box[0] * width, 0, width)),
-                        float(np.clip(box[1] * height, 0, height)),
-                        float(np.clip(box[2] * width, 0, width)),
-                        float(np.clip(box[3] * height, 0, height)),
-                    )
-                    dets.append(Detection(int(label), self.name(int(label)), float(score), (x0, y0, x1, y1)))
+                size = np.array([width, height, width, height], np.float64)
+                boxes = np.clip(mine[:, 3:7].astype(np.float64) * size, 0, size).tolist()
+                dets = [
+                    Detection(int(label), self.name(int(label)), float(score), tuple(box))  # type: ignore[arg-type]
+                    for (label, score), box in zip(mine[:, 1:3].tolist(), boxes)
+                ]
                 found.append(self.detected(path, width, height, dets, output))
         return found
 
