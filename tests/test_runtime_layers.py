@@ -1,9 +1,12 @@
-"""SPP, Embed, ROIPooling and Faster R-CNN's region proposals, against OpenCV or numpy transcriptions.
+"""SPP, Embed, ROIPooling, PSROIPooling, LSTM, RNN and Faster R-CNN's region proposals, against references.
 
-OpenCV 4.x implements ROIPooling; it has no SPP, Embed or Python layer, so
-those are checked against numpy written from Caffe's ``spp_layer.cpp``,
-``embed_layer.cpp`` and py-faster-rcnn's ``proposal_layer.py`` (with its
-``generate_anchors``, ``bbox_transform_inv``, ``clip_boxes`` and ``py_cpu_nms``).
+OpenCV 4.x implements ROIPooling and PSROIPooling (checked against it too);
+it has no SPP, Embed, Caffe-style LSTM/RNN (with ``cont`` markers) or Python
+layer, so all are checked against numpy written from Caffe's
+``spp_layer.cpp``, ``embed_layer.cpp``, ``lstm_layer.cpp``/``rnn_layer.cpp``,
+R-FCN's ``psroi_pooling_layer.cu`` and py-faster-rcnn's ``proposal_layer.py``
+(with its ``generate_anchors``, ``bbox_transform_inv``, ``clip_boxes`` and
+``py_cpu_nms``).
 """
 
 from __future__ import annotations
@@ -426,3 +429,58 @@ def test_recurrent_weights_of_the_wrong_shape_are_named(tmp_path):
         NetError, match="layer 'rec': blob 2 is 4x4 in the caffemodel but the net expects 16x4"
     ):
         to_onnx(prototxt, weights=caffemodel)
+
+
+# ------------------------------------------------------------ PSROIPooling (R-FCN)
+
+
+def psroi_ref(x, rois, output_dim, group, scale):
+    """R-FCN's PSROIPoolingForward, loop by loop (float32 bin edges, C's round)."""
+    _, _, h, w = x.shape
+    f = np.float32
+    out = np.zeros((len(rois), output_dim, group, group), np.float32)
+
+    def cround(v):
+        return math.copysign(math.floor(abs(v) + 0.5), v)
+
+    for r, (b, x1, y1, x2, y2) in enumerate(rois):
+        sw, sh = f(cround(x1)) * f(scale), f(cround(y1)) * f(scale)
+        ew, eh = f(cround(x2) + 1.0) * f(scale), f(cround(y2) + 1.0) * f(scale)
+        bw, bh = max(ew - sw, f(0.1)) / f(group), max(eh - sh, f(0.1)) / f(group)
+        for d in range(output_dim):
+            for i in range(group):
+                for j in range(group):
+                    hs = min(max(math.floor(f(i) * bh + sh), 0), h)
+                    he = min(max(math.ceil(f(i + 1) * bh + sh), 0), h)
+                    ws = min(max(math.floor(f(j) * bw + sw), 0), w)
+                    we = min(max(math.ceil(f(j + 1) * bw + sw), 0), w)
+                    if he > hs and we > ws:
+                        c = (d * group + i) * group + j
+                        out[r, d, i, j] = x[int(b), c, hs:he, ws:we].astype(np.float64).mean()
+    return out
+
+
+def test_psroi_pooling_matches_r_fcn(tmp_path):
+    group, dim = 3, 4
+    n = NetBuilder("psroi")
+    x = n.Input("data", shape=dict(dim=[2, dim * group * group, 14, 18]))
+    rois = n.Input("rois", shape=dict(dim=[6, 5]))
+    n.PSROIPooling("out", x, rois, output_dim=dim, group_size=group, spatial_scale=0.0625)
+    prototxt, caffemodel = write_net(tmp_path, n, {})
+    data = np.random.default_rng(1).standard_normal((2, dim * group * group, 14, 18)).astype(np.float32)
+    boxes = np.array(
+        [
+            [0, 0, 0, 287, 223],  # the whole map
+            [1, 40.5, 30.2, 180.7, 150.4],  # a half rounds away from zero
+            [0, 100, 100, 104, 103],  # smaller than a bin: some bins empty
+            [1, 200, 150, 400, 300],  # partly outside
+            [0, 64, 64, 32, 32],  # the wrong way round: sides of 0.1
+            [1, -20, -10, 50, 40],  # negative corners
+        ],
+        np.float32,
+    )
+    inputs = {"data": data, "rois": boxes}
+    ours = run_caffezoo(prototxt, caffemodel, inputs, ["out"])["out"]
+    assert ours.shape == (6, dim, group, group)
+    assert_close(ours, psroi_ref(data, boxes, dim, group, 0.0625), "numpy")
+    assert_close(ours, run_opencv(prototxt, caffemodel, inputs, ["out"])["out"], "OpenCV")

@@ -774,6 +774,17 @@ def _roi_pooling(layer: Layer, bottoms: list[Shape]) -> tuple:
     return [(bottoms[1][0], bottoms[0][1], p.pooled_h, p.pooled_w)], [], 0
 
 
+def _psroi_pooling(layer: Layer, bottoms: list[Shape]) -> tuple:
+    p = layer.param.psroi_pooling_param
+    g, d = p.group_size, p.output_dim
+    _check(g > 0 and d > 0, "output_dim and group_size must be 1 or more")
+    _check(
+        bottoms[0][1] == d * g * g,
+        f"{bottoms[0][1]} input channels, but output_dim x group_size^2 = {d * g * g}",
+    )
+    return [(bottoms[1][0], d, g, g)], [], 0
+
+
 _SAME = """AbsVal BNLL Clip Dropout ELU Exp Log MVN Power ReLU ReLU6 Sigmoid Swish TanH Threshold""".split()
 _LOSSES = """SoftmaxWithLoss EuclideanLoss HingeLoss InfogainLoss MultinomialLogisticLoss SigmoidCrossEntropyLoss
 ContrastiveLoss""".split()
@@ -786,6 +797,7 @@ MIN_BOTTOMS = {
     "Crop": 2,
     "Axpy": 3,
     "ROIPooling": 2,
+    "PSROIPooling": 2,
     "BatchReindex": 2,
     "Eltwise": 2,
     "Accuracy": 2,
@@ -849,5 +861,6 @@ RULES: dict[str, Rule] = {
     "Axpy": _axpy,
     "ShuffleChannel": _shuffle_channel,
     "ROIPooling": _roi_pooling,
+    "PSROIPooling": _psroi_pooling,
     "Proposal": _unknowable,
 }

@@ -1,4 +1,4 @@
-"""ONNX for the layers of region-based detectors, pyramid pooling and word embeddings.
+"""ONNX for the layers of region-based detectors (Faster R-CNN, R-FCN), pyramid pooling and word embeddings.
 
 - ``SPP`` (BVLC): one Caffe pooling per pyramid level (kernel ``ceil(H / 2^l)``,
   stride = kernel, pad ``(kernel * 2^l - H + 1) / 2``), flattened and concatenated;
@@ -9,7 +9,9 @@
   anchors shifted over the feature map, box deltas applied, boxes clipped to
   the image, boxes under ``16 * im_info[2]`` pixels dropped, the best 6000,
   NMS at IoU 0.7 with Caffe's "+1" pixel sizes, the best 300, one image at a time;
-- ``Embed`` (BVLC): rows of the weight matrix gathered by index, plus the bias.
+- ``Embed`` (BVLC): rows of the weight matrix gathered by index, plus the bias;
+- ``PSROIPooling`` (R-FCN): position-sensitive average pooling, window sums
+  from a float64 integral image.
 """
 
 from __future__ import annotations
@@ -310,3 +312,156 @@ def proposal(ctx: Ctx) -> None:
     if len(ctx.y) > 1:
         kept_scores = ctx.op("Gather", top, index, step="kept_scores", axis=0)
         ctx.node("Unsqueeze", [kept_scores, ctx.const("score_axis", [1])], [ctx.y[1]])
+
+
+# ------------------------------------------------------------ PSROIPooling (R-FCN)
+
+
+def _round_half_away(ctx: Ctx, v: str, step: str) -> str:
+    """C's ``round``: halves away from zero (ONNX's Round goes to even)."""
+    magnitude = ctx.op(
+        "Floor",
+        ctx.op("Add", ctx.op("Abs", v, step=f"{step}_abs"), ctx.scalar("half", 0.5), step=f"{step}_half"),
+        step=f"{step}_floor",
+    )
+    return ctx.op("Mul", ctx.op("Sign", v, step=f"{step}_sign"), magnitude, step=step)
+
+
+@emits("PSROIPooling")
+def psroi_pooling(ctx: Ctx) -> None:
+    """R-FCN's position-sensitive ROI pooling: bin (i, j) of output channel d averages input channel
+    ``(d * G + i) * G + j`` over its window. Window sums come from an integral image (in float64, so
+    they are as exact as Caffe's direct sums); bins are Caffe's: ROI corners rounded, then scaled,
+    the end one pixel further, sides at least 0.1, windows floor/ceil of the bin edges, clipped."""
+    p = ctx.p
+    g, d = int(p.group_size), int(p.output_dim)
+    _, c, h, w = ctx.shapes[0]
+    x = ctx.op("Cast", ctx.x[0], step="double", to=11)
+    for axis in (2, 3):
+        x = ctx.op("CumSum", x, ctx.const(f"cum_axis{axis}", axis), step=f"cumsum{axis}")
+    # A zero row and column in front: integral[y, x] = sum of rows < y and columns < x.
+    integral = ctx.op("Pad", x, ctx.const("pads", [0, 0, 1, 1, 0, 0, 0, 0]), step="integral")
+    table = ctx.op("Transpose", integral, step="integral_nhwc", perm=[0, 2, 3, 1])  # N x H+1 x W+1 x C
+
+    rois = ctx.x[1]
+    cols = ctx.node(
+        "Split", [rois, ctx.const("split5", [1] * 5)], 5, step="roi_columns", axis=1
+    )  # each R x 1
+    scale = ctx.scalar("spatial_scale", float(p.spatial_scale))
+    start_w = ctx.op("Mul", _round_half_away(ctx, cols[1], "x1_round"), scale, step="start_w")
+    start_h = ctx.op("Mul", _round_half_away(ctx, cols[2], "y1_round"), scale, step="start_h")
+    one = ctx.scalar("one", 1.0)
+    end_w = ctx.op(
+        "Mul",
+        ctx.op("Add", _round_half_away(ctx, cols[3], "x2_round"), one, step="x2_next"),
+        scale,
+        step="end_w",
+    )
+    end_h = ctx.op(
+        "Mul",
+        ctx.op("Add", _round_half_away(ctx, cols[4], "y2_round"), one, step="y2_next"),
+        scale,
+        step="end_h",
+    )
+    tenth = ctx.scalar("min_side", 0.1)
+    bin_w = ctx.op(
+        "Div",
+        ctx.op("Max", ctx.op("Sub", end_w, start_w, step="roi_w"), tenth, step="roi_w_min"),
+        ctx.scalar("groups", float(g)),
+        step="bin_w",
+    )
+    bin_h = ctx.op(
+        "Div",
+        ctx.op("Max", ctx.op("Sub", end_h, start_h, step="roi_h"), tenth, step="roi_h_min"),
+        ctx.scalar("groups", float(g)),
+        step="bin_h",
+    )
+    steps = ctx.const("bin_index", np.arange(g, dtype=np.float32)[None, :], np.float32)  # 1 x G
+    steps_next = ctx.const("bin_index_next", np.arange(1, g + 1, dtype=np.float32)[None, :], np.float32)
+
+    def edge(bin_size: str, start: str, index: str, rounding: str, limit: int, step: str) -> str:
+        v = ctx.op(
+            rounding,
+            ctx.op("Add", ctx.op("Mul", index, bin_size, step=f"{step}_offset"), start, step=f"{step}_at"),
+            step=f"{step}_{rounding.lower()}",
+        )
+        v = ctx.op("Cast", v, step=f"{step}_int", to=7)
+        return ctx.op(
+            "Min",
+            ctx.op("Max", v, ctx.const("zero_i", 0), step=f"{step}_low"),
+            ctx.const(f"limit_{limit}", limit),
+            step=step,
+        )
+
+    hs = edge(bin_h, start_h, steps, "Floor", h, "hstart")  # R x G
+    he = edge(bin_h, start_h, steps_next, "Ceil", h, "hend")
+    ws = edge(bin_w, start_w, steps, "Floor", w, "wstart")
+    we = edge(bin_w, start_w, steps_next, "Ceil", w, "wend")
+
+    # Index tuples (image, y, x, channel) of shape R x G x G x D, one set per window corner.
+    count = ctx.op(
+        "Slice",
+        ctx.op("Shape", rois, step="rois_shape"),
+        ctx.const("r0", [0]),
+        ctx.const("r1", [1]),
+        step="count",
+    )
+    full = ctx.op("Concat", count, ctx.const("grid", [g, g, d]), step="grid_shape", axis=0)
+    image = ctx.op("Cast", cols[0], step="image", to=7)  # R x 1
+    channel = (
+        (np.arange(d)[None, None, :] * g + np.arange(g)[:, None, None]) * g + np.arange(g)[None, :, None]
+    ).astype(np.int64)
+    channels = ctx.const("channels", channel[None])  # 1 x G x G x D
+
+    def spread(v: str, axes: list[int], step: str) -> str:
+        return ctx.op(
+            "Expand",
+            ctx.op("Unsqueeze", v, ctx.const(f"{step}_axes", axes), step=f"{step}_u"),
+            full,
+            step=step,
+        )
+
+    b = spread(image, [2, 3], "b")  # R x 1 -> R x 1 x 1 x 1
+    cc = ctx.op("Expand", channels, full, step="c")
+    last = ctx.const("last_axis", [-1])
+
+    def corner(y: str, x_: str, step: str) -> str:
+        parts = [b, spread(y, [2, 3], f"{step}_y"), spread(x_, [1, 3], f"{step}_x"), cc]
+        index = ctx.op(
+            "Concat",
+            *[ctx.op("Unsqueeze", t, last, step=f"{step}_{k}") for k, t in enumerate(parts)],
+            step=f"{step}_index",
+            axis=-1,
+        )
+        return ctx.op("GatherND", table, index, step=step)
+
+    total = ctx.op(
+        "Add",
+        ctx.op(
+            "Sub",
+            ctx.op("Sub", corner(he, we, "br"), corner(hs, we, "tr"), step="minus_top"),
+            corner(he, ws, "bl"),
+            step="minus_left",
+        ),
+        corner(hs, ws, "tl"),
+        step="window_sum",
+    )
+    rows = ctx.op("Sub", he, hs, step="rows")  # R x G
+    columns = ctx.op("Sub", we, ws, step="columns")
+    area = ctx.op(
+        "Mul",
+        ctx.op("Unsqueeze", rows, ctx.const("area_rows_axes", [2, 3]), step="rows_u"),
+        ctx.op("Unsqueeze", columns, ctx.const("area_cols_axes", [1, 3]), step="cols_u"),
+        step="area",
+    )  # R x G x G x 1
+    area_d = ctx.op("Cast", area, step="area_double", to=11)
+    mean = ctx.op(
+        "Div",
+        total,
+        ctx.op("Max", area_d, ctx.const("one_d", np.float64(1.0), np.float64), step="area_safe"),
+        step="mean",
+    )
+    empty = ctx.op("LessOrEqual", area, ctx.const("zero_area", 0), step="empty")
+    pooled = ctx.op("Where", empty, ctx.const("zero_d", np.float64(0.0), np.float64), mean, step="pooled")
+    nchw = ctx.op("Transpose", pooled, step="rdgg", perm=[0, 3, 1, 2])
+    ctx.node("Cast", [nchw], [ctx.y[0]], to=1)
