@@ -291,3 +291,17 @@ def test_faster_rcnn_detections_follow_its_test_script(tmp_path):
         assert det.label == label and det.score == pytest.approx(score, abs=1e-6)
         assert np.allclose(det.box, box, atol=1e-3)
     assert Image.open(tmp_path / "frcnn.png").size == (256, 150)
+
+
+def test_pictures_of_several_images_need_a_folder_and_keep_apart(tmp_path):
+    d = model_dir(tmp_path, scorer())
+    images = [picture(tmp_path / "a.png", 20, 16), picture(tmp_path / "a.jpg", 20, 16, seed=1)]
+    (tmp_path / "taken.png").write_bytes(b"x")
+    with pytest.raises(UsageError, match="2 images need a folder for their pictures, not a file"):
+        run(d, images, task="segment", output=tmp_path / "taken.png")
+    result = run(d, images, task="segment", output=tmp_path / "maps")
+    assert [i.picture for i in result.items] == [
+        str(tmp_path / "maps" / "a.png.png"),
+        str(tmp_path / "maps" / "a.jpg.png"),
+    ]
+    assert sorted(p.name for p in (tmp_path / "maps").iterdir()) == ["a.jpg.png", "a.png.png"]

@@ -388,14 +388,23 @@ class _Job:
         return self.names[label] if self.names is not None and 0 <= label < len(self.names) else None
 
     def picture_path(self, output: str | os.PathLike[str] | None, image: Path) -> Path | None:
-        """Where the picture of ``image`` goes: ``output`` itself for one image, else a file in that folder."""
+        """Where the picture of ``image`` goes: ``output`` itself for one image, else ``NAME.png`` in that
+        folder (``NAME.EXT.png`` when two images share a name)."""
         if output is None:
             return None
         out = Path(output)
         if len(self.paths) == 1 and not out.is_dir():
             return out
-        out.mkdir(parents=True, exist_ok=True)
-        return out / f"{image.stem}.png"
+        if out.exists() and not out.is_dir():
+            raise UsageError(
+                f"-o {out}: {len(self.paths)} images need a folder for their pictures, not a file"
+            )
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise UsageError(f"-o {out}: cannot make the folder: {e.strerror}") from None
+        stems = [p.stem for p in self.paths]
+        return out / (f"{image.name}.png" if stems.count(image.stem) > 1 else f"{image.stem}.png")
 
     # ---------------------------------------------------------- detect
 
