@@ -484,3 +484,42 @@ def test_psroi_pooling_matches_r_fcn(tmp_path):
     assert ours.shape == (6, dim, group, group)
     assert_close(ours, psroi_ref(data, boxes, dim, group, 0.0625), "numpy")
     assert_close(ours, run_opencv(prototxt, caffemodel, inputs, ["out"])["out"], "OpenCV")
+
+
+def test_lrcn_language_model_end_to_end(tmp_path):
+    """LRCN's word model in miniature: Embed -> LSTM (image features as its static input) -> scores -> Softmax."""
+    t, n, vocab, hid, feat = 4, 2, 11, 6, 5
+    net = NetBuilder("mini_lrcn")
+    words = net.Input("input_sentence", shape=dict(dim=[t, n]))
+    cont = net.Input("cont_sentence", shape=dict(dim=[t, n]))
+    image = net.Input("image_features", shape=dict(dim=[n, feat]))
+    embedded = net.Embed("embed", words, num_output=8, input_dim=vocab, bias_term=False)
+    h = net.LSTM("lstm", embedded, cont, image, num_output=hid)
+    scores = net.InnerProduct("predict", h, num_output=vocab, axis=2)
+    net.Softmax("probs", scores, axis=2)
+    rng = np.random.default_rng(8)
+    blobs = {
+        "embed": [rng.standard_normal((vocab, 8)).astype(np.float32)],
+        "lstm": [
+            (rng.standard_normal(s) * 0.5).astype(np.float32)
+            for s in [(4 * hid, 8), (4 * hid,), (4 * hid, feat), (4 * hid, hid)]
+        ],
+        "predict": [
+            rng.standard_normal((vocab, hid)).astype(np.float32),
+            rng.standard_normal(vocab).astype(np.float32),
+        ],
+    }
+    prototxt, caffemodel = write_net(tmp_path, net, blobs)
+    inputs = {
+        "input_sentence": np.array([[0, 0], [4, 7], [9, 1], [3, 10]], np.float32),
+        "cont_sentence": np.array([[0, 0], [1, 1], [1, 1], [1, 1]], np.float32),
+        "image_features": rng.standard_normal((n, feat)).astype(np.float32),
+    }
+    ours = run_caffezoo(prototxt, caffemodel, inputs, ["probs"])["probs"]
+    e = blobs["embed"][0][inputs["input_sentence"].astype(int)].astype(np.float64)
+    hs, _, _ = lstm_ref(
+        e, inputs["cont_sentence"], [b.astype(np.float64) for b in blobs["lstm"]], inputs["image_features"]
+    )
+    logits = hs @ blobs["predict"][0].T + blobs["predict"][1]
+    expected = np.exp(logits - logits.max(-1, keepdims=True))
+    assert_close(ours, expected / expected.sum(-1, keepdims=True))
