@@ -11,6 +11,7 @@ import json
 
 import numpy as np
 import pytest
+from model_helpers import write_model
 from PIL import Image
 from runtime_helpers import natural_image
 from test_runtime_session import model_dir, small_classifier
@@ -176,7 +177,7 @@ def test_embed_writes_every_image_batch_by_batch(tmp_path, cli):
         (("--task", "embed", "-o", "f.npy"), "--task embed needs --blob NAME"),
         (("--blob", "conv1", "-o", "f.csv"), "features are written as a .npy file"),
         (("--blob", "nope", "-o", "f.npy"), "no blob named 'nope' in the net"),
-        (("--task", "caption"), "--task caption is not supported yet"),
+        (("--task", "caption"), "--task caption needs two deploy nets (LRCN's layout)"),
         (("--task", "translate"), "--task 'translate': expected one of classify, detect, segment"),
         (("--threshold", "2", "--task", "detect"), "--threshold must be between 0 and 1, not 2.0"),
         (("--task", "detect"), "--task detect needs an SSD DetectionOutput layer"),
@@ -305,3 +306,93 @@ def test_pictures_of_several_images_need_a_folder_and_keep_apart(tmp_path):
         str(tmp_path / "maps" / "a.jpg.png"),
     ]
     assert sorted(p.name for p in (tmp_path / "maps").iterdir()) == ["a.jpg.png", "a.png.png"]
+
+
+# ------------------------------------------------------------ caption (LRCN)
+
+
+def lrcn_dir(tmp_path, vocab=8, features=5, hidden=7, seed=0):
+    """LRCN's layout in miniature: an image net and a word net in one directory, one caffemodel for both."""
+    from caffezoo.caffe.caffemodel import write_caffemodel
+
+    image = NetBuilder("lrcn_cnn")
+    x = image.Input("data", shape=dict(dim=[1, 3, 16, 16]))
+    x = image.ReLU(
+        "relu1", image.Convolution("conv1", x, num_output=4, kernel_size=3, stride=2), in_place=True
+    )
+    image.InnerProduct("fc8", x, num_output=features)
+    word = NetBuilder("lrcn_words")
+    cont = word.Input("cont_sentence", shape=dict(dim=[1, 1]))
+    sentence = word.Input("input_sentence", shape=dict(dim=[1, 1]))
+    feats = word.Input("image_features", shape=dict(dim=[1, features]))
+    embedded = word.Embed("embed", sentence, num_output=6, input_dim=vocab, bias_term=False)
+    h = word.LSTM("lstm", embedded, cont, feats, num_output=hidden)
+    word.Softmax("probs", word.InnerProduct("predict", h, num_output=vocab, axis=2), axis=2)
+    rng = np.random.default_rng(seed)
+    blobs = {
+        "conv1": [rng.standard_normal((4, 3, 3, 3)).astype(np.float32) * 0.01, np.zeros(4, np.float32)],
+        "fc8": [
+            rng.standard_normal((features, 196)).astype(np.float32) * 0.1,
+            np.zeros(features, np.float32),
+        ],
+        "embed": [rng.standard_normal((vocab, 6)).astype(np.float32)],
+        "lstm": [
+            rng.standard_normal(s).astype(np.float32)
+            for s in [(4 * hidden, 6), (4 * hidden,), (4 * hidden, features), (4 * hidden, hidden)]
+        ],
+        "predict": [rng.standard_normal((vocab, hidden)).astype(np.float32) * 3, np.zeros(vocab, np.float32)],
+    }
+    d = tmp_path / "lrcn"
+    d.mkdir()
+    (d / "lrcn_cnn.deploy.prototxt").write_text(image.to_text())
+    (d / "lrcn_word_to_preds.deploy.prototxt").write_text(word.to_text())
+    both = image.to_proto()
+    both.layer.extend(word.to_proto().layer)
+    write_caffemodel(d / "lrcn.caffemodel", both, blobs)
+    (d / "vocabulary.txt").write_text("".join(f"w{i}\n" for i in range(1, vocab)))
+    write_model(
+        d,
+        "name: Mini LRCN\ncaffemodel: lrcn.caffemodel\nlicense: BSD-2-Clause\ntask: image captioning\n"
+        "labels: vocabulary.txt\nmean: [128, 128, 128]\n",
+    )
+    return d, blobs
+
+
+def test_caption_is_greedy_word_by_word(tmp_path):
+    from test_runtime_layers import lstm_ref
+
+    d, blobs = lrcn_dir(tmp_path)
+    image = picture(tmp_path / "cat.png", 16, 16)
+    # The image net's features (its own parity is another test's business), then the word model in numpy.
+    features = load(d / "lrcn_cnn.deploy.prototxt", weights=d / "lrcn.caffemodel").forward(
+        data=Preprocessor(3, 16, 16, mean=np.full(3, 128, np.float32))([image])
+    )["fc8"]
+    words: list[int] = []
+    for _ in range(6):
+        sentence = np.array([0, *words], np.float64)
+        cont = np.array([0] + [1] * len(words), np.float64)
+        e = blobs["embed"][0][sentence.astype(int)][:, None, :].astype(np.float64)
+        h, _, _ = lstm_ref(e, cont[:, None], [b.astype(np.float64) for b in blobs["lstm"]], features)
+        logits = h[-1, 0] @ blobs["predict"][0].T.astype(np.float64)
+        word = int(np.argmax(logits))
+        if word == 0:
+            break
+        words.append(word)
+    assert words, "the test should see at least one word"
+    result = run(d, [image], max_words=6)
+    (item,) = result.items
+    assert result.task == "caption" and item.words == words
+    assert item.sentence == " ".join(f"w{w}" for w in words)
+    assert all(0 < p <= 1 for p in item.probabilities)
+
+
+def test_caption_needs_both_nets_and_a_fitting_vocabulary(tmp_path, cli_process):
+    d, _ = lrcn_dir(tmp_path)
+    image = picture(tmp_path / "cat.png", 16, 16)
+    (d / "vocabulary.txt").write_text("just\nthree\nwords\n")
+    result = cli_process("run", d, image, "--json")
+    assert result.code == 1 and "vocabulary.txt: 3 words, but the word net has 8" in result.stderr
+    (d / "lrcn_word_to_preds.deploy.prototxt").unlink()
+    result = cli_process("run", d, image)
+    assert result.code == 1 and "needs two deploy nets (LRCN's layout)" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -106,6 +106,7 @@ def run(
         0.5, "--threshold", help="detect: keep boxes scoring at least this (0 to 1)."
     ),
     top: int = typer.Option(5, "--top", "-k", help="classify: how many classes to show per image."),
+    max_words: int = typer.Option(20, "--max-words", help="caption: the longest sentence to make."),
     batch_size: int = typer.Option(
         None, "--batch-size", "-b", help="Images per forward pass; default: 8, or the net's fixed batch."
     ),
@@ -161,6 +162,7 @@ def run(
             blob=blob,
             threshold=threshold,
             top=top,
+            max_words=max_words,
             batch_size=batch_size,
             oversample=oversample,
             resize=size,

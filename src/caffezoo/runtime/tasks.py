@@ -16,7 +16,9 @@ else what the net computes: a ``DetectionOutput`` or region-proposal layer detec
 - *segment*: per-pixel argmax of the score map (one channel: an edge or
   probability map), at the image's size, with each class's area;
 - *embed*: the blob ``blob`` of every image, written batch by batch to a
-  ``.npy`` file of N x (the blob's shape).
+  ``.npy`` file of N x (the blob's shape);
+- *caption*: :func:`~caffezoo.runtime.caption.caption`, a sentence per image
+  from an LRCN-style image net and word net.
 
 Images are warped to the net's input for detect and segment (what SSD and
 FCN were trained on; the results are mapped back to the image), and
@@ -35,6 +37,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import UsageError
+from .caption import MAX_WORDS, Captioned, caption
 from .classifier import DEFAULT_BATCH, Prediction, classify, read_labels
 from .preprocess import Preprocessor, check_images, open_image, read_mean
 from .session import Net, load
@@ -54,12 +57,6 @@ _TASK_WORDS = {
     "embed": "embed",
     "feature": "embed",
 }
-
-
-_NO_CAPTION = (
-    "--task caption is not supported yet: captioning nets (LRCN) need a word-by-word loop over "
-    "their LSTM that `caffezoo run` does not have"
-)
 
 
 def task_from_text(text: str | None) -> str | None:
@@ -212,6 +209,7 @@ def run(
     labels: str | os.PathLike[str] | None = None,
     progress: Callable[[int], None] | None = None,
     net: Net | None = None,
+    max_words: int = MAX_WORDS,
     **load_options: Any,
 ) -> RunResult:
     """Run MODEL on ``images`` (files or folders of them) for its task; see the module's docstring.
@@ -220,7 +218,7 @@ def run(
     a folder for several) or the ``.npy`` of features (embed, required).
     ``blob`` is the blob to read (embed: required; others: default the net's
     output). ``progress(n)`` is told after each batch how many images it held.
-    ``net`` is MODEL already loaded (:func:`~caffezoo.runtime.load`), to run many calls on one session.
+    ``max_words`` caps a caption's length. ``net`` is MODEL already loaded (:func:`~caffezoo.runtime.load`), to run many calls on one session.
     """
     if task is not None and task not in TASKS:
         raise UsageError(f"--task {task!r}: expected one of {', '.join(TASKS)}")
@@ -230,14 +228,21 @@ def run(
         raise UsageError(f"--threshold must be between 0 and 1, not {threshold}")
     paths = image_files(images)
     check_images(paths)
-    if task == "caption":
-        raise UsageError(_NO_CAPTION)
+    caption_options = dict(
+        max_words=max_words, raw_scale=raw_scale, mean=mean, labels=labels, progress=progress
+    )
+    if task == "caption":  # two nets, neither of which `load(model)` would pick reliably
+        from ..zoo import resolve
+
+        return RunResult("caption", caption(resolve(model), paths, **caption_options, **load_options))
     if net is None or (blob and blob not in net.outputs):
         net = load(model, outputs=(blob,) if blob else (), **load_options)  # resolves MODEL once
     m = net.model
     wanted = task or (task_from_text(m.front_matter.task) if m else None) or ("embed" if blob else None)
     if wanted == "caption":
-        raise UsageError(_NO_CAPTION)
+        if m is None:
+            raise UsageError("--task caption needs a model directory (its image net and word net)")
+        return RunResult("caption", caption(m, paths, **caption_options, **load_options))
     if wanted == "embed" and not blob:
         raise UsageError("--task embed needs --blob NAME: the blob whose values to save")
     if wanted == "embed" and output is None:
@@ -648,6 +653,8 @@ def summary_lines(result: RunResult) -> Iterator[str]:
                 yield f"  edge map: mean {info['mean']:.4f}, {info['fraction_above_half']:.2%} above 0.5"
             for a in item.areas:
                 yield f"  {a.fraction:7.2%}  {a.pixels:>9} px  {a.label:>5}  {escape(a.name or '')}"
+        elif isinstance(item, Captioned):
+            yield f"[bold]{escape(item.image)}[/]  {escape(item.sentence)}"
         elif isinstance(item, Embedded):
             yield (
                 f"wrote {escape(item.path)}: {len(item.images)} x {'x'.join(map(str, item.shape)) or '1'} "
