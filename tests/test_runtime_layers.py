@@ -523,3 +523,18 @@ def test_lrcn_language_model_end_to_end(tmp_path):
     logits = hs @ blobs["predict"][0].T + blobs["predict"][1]
     expected = np.exp(logits - logits.max(-1, keepdims=True))
     assert_close(ours, expected / expected.sum(-1, keepdims=True))
+
+
+def test_faster_rcnn_outputs_leave_their_row_count_open(tmp_path):
+    """However many proposals survive (here: none, every box under the minimum size) is a valid answer."""
+    prototxt, caffemodel = write_net(tmp_path, faster_rcnn(), seed=5)
+    model = to_onnx(prototxt, weights=caffemodel, outputs=["rois"])
+    dims = {o.name: o.type.tensor_type.shape.dim for o in model.graph.output}
+    assert not dims["cls_prob"][0].HasField("dim_value") and dims["cls_prob"][1].dim_value == 4
+    assert not dims["rois"][0].HasField("dim_value") and dims["bbox_pred"][1].dim_value == 16
+    inputs = {
+        "data": np.zeros((1, 3, 96, 128), np.float32),
+        "im_info": np.array([[96, 128, 100.0]], np.float32),
+    }
+    out = run_caffezoo(prototxt, caffemodel, inputs, ["rois", "cls_prob"])
+    assert out["rois"].shape == (0, 5) and out["cls_prob"].shape == (0, 4)

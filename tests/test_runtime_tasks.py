@@ -396,3 +396,12 @@ def test_caption_needs_both_nets_and_a_fitting_vocabulary(tmp_path, cli_process)
     result = cli_process("run", d, image)
     assert result.code == 1 and "needs two deploy nets (LRCN's layout)" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_faster_rcnn_with_no_proposals_finds_nothing(tmp_path):
+    from test_runtime_layers import faster_rcnn
+
+    d = model_dir(tmp_path, faster_rcnn(classes=4), seed=5)
+    image = picture(tmp_path / "tiny.png", 4, 3)  # im_info scale 27: every box is under 16 x 27 pixels
+    result = run(d, [image], task="detect", threshold=0.0)
+    assert result.items[0].detections == []

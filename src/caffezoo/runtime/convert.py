@@ -417,12 +417,23 @@ def _build(net: Net, opset: int, wanted: Sequence[str], *, dynamic: bool) -> Con
         raise ConversionError(
             f"no blob named {', '.join(map(repr, unknown))} in the net (blobs: {', '.join(sorted(tensors))})"
         )
-    outputs = [value_info(tensors[b], _output_dims(shapes.get(b), dynamic)) for b in names]
+    rows = _data_dependent_rows(net)
+    outputs = [value_info(tensors[b], _output_dims(shapes.get(b), dynamic or b in rows)) for b in names]
     meta = {"caffezoo.converter": CONVERTER_VERSION, "caffezoo.dynamic_batch": str(dynamic).lower()}
     batch = next((shape[0] for shape in net.inputs.values() if shape), 1) or 1
     # Work per image: the runtime runs nets this small on one thread (waking workers costs more).
     meta["caffezoo.macs_per_image"] = str(sum(layer.macs or 0 for layer in net.layers) // batch)
     return Converted(g, inputs, outputs, net, dynamic, metadata=meta)
+
+
+def _data_dependent_rows(net: Net) -> set[str]:
+    """Blobs whose first axis counts what the data says (Faster R-CNN's proposals and all computed from
+    them): their declared size is only an upper bound, so the graph leaves it open."""
+    rows: set[str] = set()
+    for layer in net.layers:
+        if layer.type == "Python" or rows.intersection(layer.bottoms):
+            rows.update(layer.tops)
+    return rows
 
 
 def _outputs(net: Net, tensors: dict[str, str]) -> list[str]:

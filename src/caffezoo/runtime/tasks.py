@@ -463,8 +463,8 @@ class _Job:
             width, height = _size(path)
             sy, sx = self.pre.height / height, self.pre.width / width
             boxes = results[rois_blob][:, 1:5].astype(np.float64) / [sx, sy, sx, sy]
-            scores = results[scores_blob].reshape(len(boxes), -1)
-            pred = refine_boxes(boxes, results[deltas_blob].reshape(len(boxes), -1))
+            scores, deltas = (_rows(results[b]) for b in (scores_blob, deltas_blob))  # R x C, R x 4C
+            pred = refine_boxes(boxes, deltas)
             pred[:, 0::2] = np.clip(pred[:, 0::2], 0, width - 1)
             pred[:, 1::2] = np.clip(pred[:, 1::2], 0, height - 1)
             dets: list[Detection] = []
@@ -621,6 +621,11 @@ def nms(boxes: np.ndarray, scores: np.ndarray, threshold: float) -> list[int]:
         inter = w * h
         order = rest[inter / (areas[i] + areas[rest] - inter) <= threshold]
     return keep
+
+
+def _rows(a: np.ndarray) -> np.ndarray:
+    """``a`` as a matrix of its first axis by the rest (zero rows stay a matrix)."""
+    return a.reshape(a.shape[0], int(np.prod(a.shape[1:])))
 
 
 def _size(path: Path) -> tuple[int, int]:
