@@ -538,3 +538,69 @@ def test_faster_rcnn_outputs_leave_their_row_count_open(tmp_path):
     }
     out = run_caffezoo(prototxt, caffemodel, inputs, ["rois", "cls_prob"])
     assert out["rois"].shape == (0, 5) and out["cls_prob"].shape == (0, 4)
+
+
+# ------------------------------------------------------------ a small R-FCN, end to end
+
+
+def r_fcn(classes=3, group=3, size=(96, 128)) -> NetBuilder:
+    """R-FCN in miniature: position-sensitive score maps pooled per proposal, averaged, reshaped to rows."""
+    n = NetBuilder("mini_rfcn")
+    data = n.Input("data", shape=dict(dim=[1, 3, *size]))
+    info = n.Input("im_info", shape=dict(dim=[1, 3]))
+    x = n.ReLU("relu1", n.Convolution("conv1", data, num_output=8, kernel_size=4, stride=4), in_place=True)
+    feat = n.ReLU(
+        "relu2", n.Convolution("conv2", x, num_output=16, kernel_size=3, stride=4, pad=1), in_place=True
+    )
+    score = n.Convolution("rpn_cls_score", feat, num_output=18, kernel_size=1)
+    bbox = n.Convolution("rpn_bbox_pred", feat, num_output=36, kernel_size=1)
+    prob = n.Softmax("rpn_cls_prob", n.Reshape("rpn_cls_score_reshape", score, shape=dict(dim=[0, 2, -1, 0])))
+    prob = n.Reshape("rpn_cls_prob_reshape", prob, shape=dict(dim=[0, 18, -1, 0]))
+    rois = n.Python(
+        "proposal",
+        prob,
+        bbox,
+        info,
+        tops=["rois"],
+        python_param=dict(module="rpn.proposal_layer", layer="ProposalLayer", param_str="'feat_stride': 16"),
+    )
+    cls_maps = n.Convolution("rfcn_cls", feat, num_output=classes * group * group, kernel_size=1)
+    box_maps = n.Convolution("rfcn_bbox", feat, num_output=8 * group * group, kernel_size=1)
+    ps_cls = n.PSROIPooling(
+        "psroipooled_cls_rois", cls_maps, rois, output_dim=classes, group_size=group, spatial_scale=0.0625
+    )
+    ps_box = n.PSROIPooling(
+        "psroipooled_loc_rois", box_maps, rois, output_dim=8, group_size=group, spatial_scale=0.0625
+    )
+    cls = n.Pooling("ave_cls_score_rois", ps_cls, pool="AVE", kernel_size=group, stride=group)
+    box = n.Pooling("ave_bbox_pred_rois", ps_box, pool="AVE", kernel_size=group, stride=group)
+    n.Reshape("cls_prob", n.Softmax("cls_prob_pre", cls), shape=dict(dim=[-1, classes]))
+    n.Reshape("bbox_pred", box, shape=dict(dim=[-1, 8]))
+    return n
+
+
+def test_r_fcn_end_to_end(tmp_path):
+    net = r_fcn()
+    prototxt, caffemodel = write_net(tmp_path, net, seed=6)
+    rng = np.random.default_rng(4)
+    inputs = {
+        "data": rng.standard_normal((1, 3, 96, 128)).astype(np.float32),
+        "im_info": np.array([[96, 128, 0.25]], np.float32),
+    }
+    blobs = ["rpn_cls_prob_reshape", "rpn_bbox_pred", "conv2", "rois", "cls_prob", "bbox_pred"]
+    ours = run_caffezoo(prototxt, caffemodel, inputs, blobs)
+    rois, _ = proposal_ref(ours["rpn_cls_prob_reshape"], ours["rpn_bbox_pred"], inputs["im_info"])
+    assert 5 < len(rois) < 300  # fewer rows than the 300 the graph was shaped with
+    assert_close(ours["rois"], rois, "rois")
+    weights = random_weights(net.to_proto(), 6)
+
+    def conv1x1(name):
+        w, b = weights[name]
+        return np.einsum("oc,nchw->nohw", w[:, :, 0, 0], ours["conv2"]) + b[None, :, None, None]
+
+    cls = psroi_ref(conv1x1("rfcn_cls"), rois, 3, 3, 0.0625).mean(axis=(2, 3))
+    e = np.exp(cls - cls.max(1, keepdims=True))
+    assert_close(ours["cls_prob"], e / e.sum(1, keepdims=True), "cls_prob")
+    assert_close(
+        ours["bbox_pred"], psroi_ref(conv1x1("rfcn_bbox"), rois, 8, 3, 0.0625).mean(axis=(2, 3)), "bbox_pred"
+    )

@@ -381,6 +381,7 @@ def _build(net: Net, opset: int, wanted: Sequence[str], *, dynamic: bool) -> Con
     tensors: dict[str, str] = {}
     shapes: dict[str, tuple[int, ...]] = {}
     inputs = []
+    rows = _data_dependent_rows(net)
     for i, layer in enumerate(net.layers):
         if layer.type in INPUT_TYPES:
             inputs.extend(_declare_inputs(net, layer, tensors, shapes, dynamic))
@@ -406,6 +407,7 @@ def _build(net: Net, opset: int, wanted: Sequence[str], *, dynamic: bool) -> Con
             list(layer.blobs),
             dynamic,
             net.path,
+            variable_rows=bool(rows.intersection(layer.bottoms)),
         )
         EMITTERS[layer.type](ctx)
         for top, name, shape in zip(layer.tops, y, layer.top_shapes):
@@ -417,7 +419,6 @@ def _build(net: Net, opset: int, wanted: Sequence[str], *, dynamic: bool) -> Con
         raise ConversionError(
             f"no blob named {', '.join(map(repr, unknown))} in the net (blobs: {', '.join(sorted(tensors))})"
         )
-    rows = _data_dependent_rows(net)
     outputs = [value_info(tensors[b], _output_dims(shapes.get(b), dynamic or b in rows)) for b in names]
     meta = {"caffezoo.converter": CONVERTER_VERSION, "caffezoo.dynamic_batch": str(dynamic).lower()}
     batch = next((shape[0] for shape in net.inputs.values() if shape), 1) or 1

@@ -464,6 +464,8 @@ class _Job:
             sy, sx = self.pre.height / height, self.pre.width / width
             boxes = results[rois_blob][:, 1:5].astype(np.float64) / [sx, sy, sx, sy]
             scores, deltas = (_rows(results[b]) for b in (scores_blob, deltas_blob))  # R x C, R x 4C
+            if deltas.shape[1] == 8 and scores.shape[1] != 2:  # R-FCN: one box for every class but background
+                deltas = np.tile(deltas[:, 4:8], (1, scores.shape[1]))
             pred = refine_boxes(boxes, deltas)
             pred[:, 0::2] = np.clip(pred[:, 0::2], 0, width - 1)
             pred[:, 1::2] = np.clip(pred[:, 1::2], 0, height - 1)
@@ -480,15 +482,15 @@ class _Job:
         return found
 
     def _frcnn_heads(self) -> tuple[str, str]:
-        """The class probabilities (R x C) and box deltas (R x 4C) among the outputs: py-faster-rcnn's names,
-        else by shape."""
+        """The class probabilities (R x C) and box deltas (R x 4C, or R-FCN's class-agnostic R x 8) among the
+        outputs: py-faster-rcnn's names, else by shape."""
         outs = {o.name: o.shape for o in self.net.session.get_outputs()}
         if "cls_prob" in outs and "bbox_pred" in outs:
             return "cls_prob", "bbox_pred"
         flat = {n: s[-1] for n, s in outs.items() if len(s) == 2 and isinstance(s[-1], int)}
         for a, c in flat.items():
             for b, c4 in flat.items():
-                if c4 == 4 * c and a != b:
+                if c4 in (4 * c, 8) and a != b:  # per class, or R-FCN's class-agnostic (background, object)
                     return a, b
         raise UsageError(
             f"a Faster R-CNN net needs class scores (R x C) and box deltas (R x 4C) among its outputs "
