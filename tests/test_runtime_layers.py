@@ -330,7 +330,7 @@ def sigmoid(v):
 
 
 def lstm_ref(x, cont, blobs, static=None, h0=None, c0=None):
-    """Caffe's unrolled LSTM (lstm_layer.cpp + LSTMUnitLayer), step by step; returns (h for all steps, h_T, c_T)."""
+    """Caffe's unrolled LSTM (lstm_layer.cpp + LSTMUnitLayer), step by step: (h of every step, h_T, c_T)."""
     t, n = x.shape[:2]
     w_xc, b_c = blobs[0], blobs[1]
     w_hc = blobs[-1]

@@ -218,7 +218,8 @@ def run(
     a folder for several) or the ``.npy`` of features (embed, required).
     ``blob`` is the blob to read (embed: required; others: default the net's
     output). ``progress(n)`` is told after each batch how many images it held.
-    ``max_words`` caps a caption's length. ``net`` is MODEL already loaded (:func:`~caffezoo.runtime.load`), to run many calls on one session.
+    ``max_words`` caps a caption's length. ``net`` is MODEL already loaded
+    (:func:`~caffezoo.runtime.load`), to run many calls on one session.
     """
     if task is not None and task not in TASKS:
         raise UsageError(f"--task {task!r}: expected one of {', '.join(TASKS)}")
@@ -435,7 +436,7 @@ class _Job:
                 size = np.array([width, height, width, height], np.float64)
                 boxes = np.clip(mine[:, 3:7].astype(np.float64) * size, 0, size).tolist()
                 dets = [
-                    Detection(int(label), self.name(int(label)), float(score), tuple(box))  # type: ignore[arg-type]
+                    Detection(int(label), self.name(int(label)), float(score), tuple(box))
                     for (label, score), box in zip(mine[:, 1:3].tolist(), boxes)
                 ]
                 found.append(self.detected(path, width, height, dets, output))
@@ -476,7 +477,7 @@ class _Job:
                 cls_scores = scores[keep, label]
                 for i in nms(cls_boxes, cls_scores, FRCNN_NMS):
                     box = tuple(float(v) for v in cls_boxes[i])
-                    dets.append(Detection(label, self.name(label), float(cls_scores[i]), box))  # type: ignore[arg-type]
+                    dets.append(Detection(label, self.name(label), float(cls_scores[i]), box))
             dets.sort(key=lambda d: -d.score)
             found.append(self.detected(path, width, height, dets, output))
         return found
