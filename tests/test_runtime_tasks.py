@@ -415,3 +415,13 @@ def test_faster_rcnn_with_no_proposals_finds_nothing(tmp_path):
     image = picture(tmp_path / "tiny.png", 4, 3)  # im_info scale 27: every box is under 16 x 27 pixels
     result = run(d, [image], task="detect", threshold=0.0)
     assert result.items[0].detections == []
+
+
+@pytest.mark.parametrize("levels", [2, 3, 1000])
+def test_channel_argmax_is_numpys_argmax_ties_included(levels):
+    from caffezoo.runtime.tasks import channel_argmax
+
+    rng = np.random.default_rng(levels)
+    for shape in [(21, 17, 23), (2, 5, 7), (1, 3, 3)]:
+        scores = rng.integers(0, levels, shape).astype(np.float32)  # few levels: many ties
+        assert np.array_equal(channel_argmax(scores), scores.argmax(axis=0))

