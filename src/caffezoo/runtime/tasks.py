@@ -27,6 +27,7 @@ prepared as the classifier prepares them for classify and embed.
 
 from __future__ import annotations
 
+import collections
 import functools
 import os
 from collections.abc import Callable, Iterator, Sequence
@@ -341,6 +342,7 @@ class _Job:
         from .classifier import _image_input
 
         self.model = self.net.model
+        self._stems: collections.Counter[str] | None = None
         self.input, shape = _image_input(self.net)
         fm = self.model.front_matter if self.model else None
         mean = (
@@ -409,8 +411,9 @@ class _Job:
             out.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise UsageError(f"-o {out}: cannot make the folder: {e.strerror}") from None
-        stems = [p.stem for p in self.paths]
-        return out / (f"{image.name}.png" if stems.count(image.stem) > 1 else f"{image.stem}.png")
+        if self._stems is None:  # counted once: a folder of thousands of images stays linear
+            self._stems = collections.Counter(p.stem for p in self.paths)
+        return out / (f"{image.name}.png" if self._stems[image.stem] > 1 else f"{image.stem}.png")
 
     # ---------------------------------------------------------- detect
 
