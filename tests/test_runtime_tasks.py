@@ -425,3 +425,47 @@ def test_channel_argmax_is_numpys_argmax_ties_included(levels):
     for shape in [(21, 17, 23), (2, 5, 7), (1, 3, 3)]:
         scores = rng.integers(0, levels, shape).astype(np.float32)  # few levels: many ties
         assert np.array_equal(channel_argmax(scores), scores.argmax(axis=0))
+
+
+def test_a_folder_on_a_terminal_shows_a_progress_bar(tmp_path):
+    """stderr a terminal: a bar counting images; --json: none (stdout stays machine-readable either way)."""
+    import os
+    import pty
+    import subprocess
+    import sys
+
+    d = model_dir(tmp_path)
+    folder = tmp_path / "pics"
+    folder.mkdir()
+    for i in range(5):
+        picture(folder / f"{i}.png", 16, 16, seed=i)
+
+    def on_terminal(*args):
+        main, secondary = pty.openpty()
+        env = {**os.environ, "COLUMNS": "100", "TERM": "xterm"}
+        p = subprocess.run(
+            [sys.executable, "-m", "caffezoo", "run", str(d), str(folder), "-b", "2", *args],
+            stdout=subprocess.PIPE,
+            stderr=secondary,
+            env=env,
+            timeout=120,
+        )
+        os.close(secondary)
+        seen = b""
+        while True:
+            try:
+                chunk = os.read(main, 65536)
+            except OSError:  # the terminal is closed once everything is read
+                break
+            if not chunk:
+                break
+            seen += chunk
+        os.close(main)
+        return p, seen.decode(errors="replace")
+
+    p, terminal = on_terminal()
+    assert p.returncode == 0 and "images" in terminal and "5/5" in terminal, terminal
+    assert p.stdout.decode().count(str(folder)) == 5  # one block per image
+    p, terminal = on_terminal("--json")
+    assert p.returncode == 0 and "5/5" not in terminal
+    assert len(json.loads(p.stdout)) == 5
