@@ -92,9 +92,9 @@ def test_hed_against_opencv_and_run(tmp_path):
         assert ours[blob].shape == (1, 1, 32, 40)
         assert_close(ours[blob], reference[blob], blob)
     d = model_dir(tmp_path, hed(), seed=2, task="edge detection")
-    result = run(d, [picture(tmp_path / "a.png", 40, 32)], task="segment")  # the card's "edge detection"
+    result = run(d, [picture(tmp_path / "a.png", 40, 32)])  # the card's "edge detection": a map
     (item,) = result.items  # three maps: the fused one is taken
-    assert item.edges and item.map.shape == (32, 40)
+    assert result.task == "segment" and item.edges and item.map.shape == (32, 40)
 
 
 def test_segnet_against_numpy(tmp_path):

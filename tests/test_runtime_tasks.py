@@ -212,8 +212,9 @@ def test_task_words_of_the_front_matter():
     assert [task_from_text(t) for t in ("image classification", "Object Detection", "edge detection")] == [
         "classify",
         "detect",
-        "detect",
+        "segment",  # HED: an edge map, not boxes
     ]
+    assert task_from_text("knowledge-distilled classification") == "classify"
     assert [task_from_text(t) for t in ("scene parsing", "video captioning", "embed", None, "magic")] == [
         "segment",
         "caption",

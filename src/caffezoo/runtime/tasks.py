@@ -30,6 +30,7 @@ from __future__ import annotations
 import collections
 import functools
 import os
+import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,13 +47,15 @@ from .session import Net, load
 TASKS = ("classify", "detect", "segment", "caption", "embed")
 DEFAULT_THRESHOLD = 0.5  # as OpenCV's object_detection sample
 # Front-matter words that name a task (the BAIR cards say "image classification").
-_TASK_WORDS = {
+_TASK_WORDS = {  # in order: "edge detection" is a per-pixel map, not boxes
+    "edge": "segment",
+    "boundar": "segment",
+    "contour": "segment",
     "classif": "classify",
     "recogni": "classify",
     "detect": "detect",
     "segment": "segment",
     "parsing": "segment",
-    "edge": "segment",
     "caption": "caption",
     "descri": "caption",
     "embed": "embed",
@@ -72,7 +75,7 @@ def task_from_text(text: str | None) -> str | None:
     if lower in TASKS:
         return lower
     for word, task in _TASK_WORDS.items():
-        if word in lower:
+        if re.search(r"\b" + word, lower):  # a word's start: "knowledge" holds no "edge"
             return task
     return None
 
