@@ -470,3 +470,12 @@ def test_a_folder_on_a_terminal_shows_a_progress_bar(tmp_path):
     p, terminal = on_terminal("--json")
     assert p.returncode == 0 and "5/5" not in terminal
     assert len(json.loads(p.stdout)) == 5
+
+
+def test_an_r_cnn_card_says_detection_but_the_net_scores_regions(tmp_path, cli_process):
+    d = model_dir(tmp_path, task="object detection")  # like bvlc_reference_rcnn_ilsvrc13: class scores only
+    image = picture(tmp_path / "a.png", 16, 16)
+    result = cli_process("run", d, image)
+    assert result.code == 1 and "Traceback" not in result.stderr
+    assert "can score the whole image with --task classify" in result.stderr
+    assert cli_process("run", d, image, "--task", "classify").code == 0

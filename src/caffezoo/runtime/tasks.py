@@ -430,7 +430,8 @@ class _Job:
         if blob is None:
             raise UsageError(
                 f"--task detect needs an SSD DetectionOutput layer among the net's outputs "
-                f"({', '.join(self.net.outputs)})"
+                f"({', '.join(self.net.outputs)}) or Faster R-CNN's proposal layer; a net that scores "
+                f"regions proposed elsewhere (R-CNN) can score the whole image with --task classify"
             )
         found: list[Detected] = []
         for chunk, results in self.batches([blob]):
