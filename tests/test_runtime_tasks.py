@@ -476,6 +476,6 @@ def test_an_r_cnn_card_says_detection_but_the_net_scores_regions(tmp_path, cli_p
     d = model_dir(tmp_path, task="object detection")  # like bvlc_reference_rcnn_ilsvrc13: class scores only
     image = picture(tmp_path / "a.png", 16, 16)
     result = cli_process("run", d, image)
-    assert result.code == 1 and "Traceback" not in result.stderr
+    assert result.code == 2 and "Traceback" not in result.stderr  # a usage error
     assert "can score the whole image with --task classify" in result.stderr
     assert cli_process("run", d, image, "--task", "classify").code == 0
