@@ -604,3 +604,30 @@ def test_r_fcn_end_to_end(tmp_path):
     assert_close(
         ours["bbox_pred"], psroi_ref(conv1x1("rfcn_bbox"), rois, 8, 3, 0.0625).mean(axis=(2, 3)), "bbox_pred"
     )
+
+
+def test_proposals_match_opencvs_proposal_layer(tmp_path):
+    """OpenCV's `Proposal` (the same layer under its own type) keeps boxes under the minimum size, which
+    py-faster-rcnn drops: with im_info's scale so small that no box is dropped, they agree row for row."""
+    import cv2
+
+    h, w = 14, 18
+    prototxt, caffemodel = write_net(tmp_path, _proposal_net(h, w), {})
+    inputs = _rpn_inputs(np.random.default_rng(5), h, w, scale=0.01)
+    ours = run_caffezoo(prototxt, caffemodel, inputs, ["rois"])["rois"]
+    theirs = tmp_path / "opencv.prototxt"
+    theirs.write_text(
+        f'input: "rpn_cls_prob_reshape" input_shape {{ dim: 1 dim: 18 dim: {h} dim: {w} }}\n'
+        f'input: "rpn_bbox_pred" input_shape {{ dim: 1 dim: 36 dim: {h} dim: {w} }}\n'
+        'input: "im_info" input_shape { dim: 1 dim: 3 }\n'
+        'layer { name: "proposal" type: "Proposal" bottom: "rpn_cls_prob_reshape" bottom: "rpn_bbox_pred"\n'
+        '  bottom: "im_info" top: "rois" proposal_param { ratio: 0.5 ratio: 1 ratio: 2 scale: 8 scale: 16\n'
+        "  scale: 32 feat_stride: 16 base_size: 16 min_size: 16 pre_nms_topn: 6000 post_nms_topn: 300\n"
+        "  nms_thresh: 0.7 } }\n"
+    )
+    net = cv2.dnn.readNetFromCaffe(str(theirs))
+    for name, value in inputs.items():
+        net.setInput(value, name)
+    reference = net.forward("proposal")
+    assert ours.shape == reference.shape == (300, 5)
+    assert_close(ours, reference, "rois vs OpenCV")
