@@ -9,6 +9,9 @@ import typer
 
 from ._app import JSON_OPTION, QUIET_OPTION, app, console, parse_input_shapes, print_json
 
+__all__ = ["FILL_OPTION", "INPUT_OPTION", "MODEL_ARGUMENT", "WEIGHTS_OPTION", "convert", "run"]
+
+
 MODEL_ARGUMENT = typer.Argument(
     ..., help="A model directory, a bundled model name, or a deploy .prototxt (then give --weights)."
 )
@@ -174,9 +177,8 @@ def run(
             progress=progress,
         )
     if json:
-        data = result.to_dict()
         # classify keeps its long-standing shape: a list of {image, top}
-        print_json(data["results"] if result.task == "classify" else data)
+        print_json(result.items if result.task == "classify" else result)
         return
     if quiet:
         return

@@ -34,7 +34,7 @@ import numpy as np
 
 from ..errors import ModelDirError, UsageError
 from .preprocess import Preprocessor, read_mean
-from .session import Net, load
+from .session import InferenceNet, load
 
 if TYPE_CHECKING:
     from ..modeldir import ModelDir
@@ -51,7 +51,7 @@ class Captioned:
     sentence: str = ""
     probabilities: list[float] = field(default_factory=list)  # of each word chosen
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, Any]:
         return {
             "image": self.image,
             "sentence": self.sentence,
@@ -126,7 +126,7 @@ def caption(
     pre = Preprocessor(shape[1], shape[2], shape[3], raw_scale=raw_scale, mean=mean_array)
     features_of = image_net.outputs[0]
     size = None
-    word_net: Net | None = None
+    word_net: InferenceNet | None = None
     vocab: list[str] | None = None
     results = []
     for path in images:
@@ -160,12 +160,12 @@ def caption(
     return results
 
 
-def _vocabulary_size(net: Net) -> int:
+def _vocabulary_size(net: InferenceNet) -> int:
     return int(next(o.shape[-1] for o in net.session.get_outputs() if len(o.shape) == 3))
 
 
 def _greedy(
-    net: Net, feature_input: str, features: np.ndarray, max_words: int
+    net: InferenceNet, feature_input: str, features: np.ndarray, max_words: int
 ) -> tuple[list[int], list[float]]:
     probs_blob = next(
         (o.name for o in net.session.get_outputs() if len(o.shape) == 3),

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..frontmatter import atomic_open
+from ..atomic import atomic_open
 from .preprocess import open_image
 
 OVERLAY_ALPHA = 0.5  # how much of the class colour goes into an overlay pixel

@@ -39,7 +39,7 @@ Shape = tuple[int | None, ...]
 
 
 @dataclass
-class Net:
+class InferenceNet:
     """A converted Caffe net in an onnxruntime session: ``forward(**inputs) -> {blob: array}``."""
 
     path: Path | None  # the ONNX file (None: converted in memory, cache=False)
@@ -134,7 +134,7 @@ def load(
     threads: int | None = None,
     cache: bool = True,
     outputs: Sequence[str] = (),
-) -> Net:
+) -> InferenceNet:
     """Load MODEL (a model directory, bundled name or ``.prototxt`` + ``weights``) for inference.
 
     ``providers`` are onnxruntime execution providers in order of preference
@@ -177,7 +177,7 @@ def load(
     info = {"prototxt": str(prototxt), "weights": str(weights_path), "sha1": sha1}
     if meta.get("caffezoo.static_batch"):
         info["static_batch"] = meta["caffezoo.static_batch"]
-    return Net(onnx_path, session, inputs, outputs, info, model_dir)
+    return InferenceNet(onnx_path, session, inputs, outputs, info, model_dir)
 
 
 # Nets doing less work than this per image run on one onnxruntime thread unless told otherwise: waking

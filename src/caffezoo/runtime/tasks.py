@@ -1,7 +1,7 @@
 """What ``caffezoo run`` does with each kind of model: classify, detect, segment or embed images.
 
 >>> result = run("ssd_300", ["street.jpg"], threshold=0.5, output="out.png")   # doctest: +SKIP
->>> result.task, result.items[0].to_dict()["detections"][0]                   # doctest: +SKIP
+>>> result.task, result.items[0].to_json()["detections"][0]                   # doctest: +SKIP
 ('detect', {'label': 7, 'name': 'car', 'score': 0.97, 'box': [12.0, 40.5, 180.2, 133.0]})
 
 The task is ``task=`` if given, else the front matter's ``task`` (free text:
@@ -42,7 +42,7 @@ from ..errors import UsageError
 from .caption import MAX_WORDS, Captioned, caption
 from .classifier import DEFAULT_BATCH, Prediction, classify, read_labels
 from .preprocess import Preprocessor, check_images, open_image, read_mean
-from .session import Net, load
+from .session import InferenceNet, load
 
 TASKS = ("classify", "detect", "segment", "caption", "embed")
 DEFAULT_THRESHOLD = 0.5  # as OpenCV's object_detection sample
@@ -112,7 +112,7 @@ class Detection:
     score: float
     box: tuple[float, float, float, float]
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, Any]:
         return {"label": self.label, "name": self.name, "score": self.score, "box": list(self.box)}
 
 
@@ -124,12 +124,12 @@ class Detected:
     detections: list[Detection] = field(default_factory=list)
     picture: str | None = None  # the PNG written, if any
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, Any]:
         return {
             "image": self.image,
             "width": self.width,
             "height": self.height,
-            "detections": [d.to_dict() for d in self.detections],
+            "detections": [d.to_json() for d in self.detections],
             "picture": self.picture,
         }
 
@@ -156,7 +156,7 @@ class Segmented:
     areas: list[Area] = field(default_factory=list)
     picture: str | None = None
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, Any]:
         info: dict[str, Any] = {"image": self.image, "width": self.width, "height": self.height}
         if self.edges:
             info["edges"] = {
@@ -178,7 +178,7 @@ class Embedded:
     shape: list[int]
     images: list[str]
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, Any]:
         return {"path": self.path, "blob": self.blob, "shape": self.shape, "images": self.images}
 
 
@@ -189,8 +189,10 @@ class RunResult:
     task: str
     items: list[Any]
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"task": self.task, "results": [i.to_dict() for i in self.items]}
+    def to_json(self) -> dict[str, Any]:
+        from .._json import jsonable
+
+        return {"task": self.task, "results": [jsonable(i) for i in self.items]}
 
 
 # ------------------------------------------------------------ the one entry point
@@ -212,7 +214,7 @@ def run(
     mean: str | Sequence[float] | None = None,
     labels: str | os.PathLike[str] | None = None,
     progress: Callable[[int], None] | None = None,
-    net: Net | None = None,
+    net: InferenceNet | None = None,
     max_words: int = MAX_WORDS,
     **load_options: Any,
 ) -> RunResult:
@@ -285,7 +287,7 @@ def run(
     return RunResult("embed", [job.embed(blob or "", Path(output or ""))])
 
 
-def infer_task(net: Net) -> str:
+def infer_task(net: InferenceNet) -> str:
     """detect (a DetectionOutput or proposal layer), segment (an output with height and width) or classify."""
     types = _layer_types(net)
     if "DetectionOutput" in types or PROPOSALS in types:
@@ -300,7 +302,7 @@ def infer_task(net: Net) -> str:
 PROPOSALS = "Python:ProposalLayer"  # how _layer_types names py-faster-rcnn's proposal layers
 
 
-def _layer_types(net: Net) -> dict[str, list[str]]:
+def _layer_types(net: InferenceNet) -> dict[str, list[str]]:
     """Layer type -> the tops of layers of that type, from the deploy prototxt (proposals: PROPOSALS)."""
     prototxt = net.source.get("prototxt")
     if not prototxt:
@@ -331,7 +333,7 @@ def _read_layer_types(prototxt: str, mtime_ns: int, size: int) -> dict[str, list
 
 @dataclass
 class _Job:
-    net: Net
+    net: InferenceNet
     paths: list[Path]
     batch_size: int | None
     resize: tuple[int, int] | None
@@ -577,7 +579,7 @@ class _Job:
 
     def embed(self, blob: str, path: Path) -> Embedded:
         """Stream each batch's ``blob`` into ``path`` (.npy), atomically: all images, or no file."""
-        from ..frontmatter import atomic_open
+        from ..atomic import atomic_open
 
         if path.suffix.lower() != ".npy":
             raise UsageError(f"-o {path}: features are written as a .npy file (name it FILE.npy)")
@@ -678,7 +680,7 @@ def summary_lines(result: RunResult) -> Iterator[str]:
         elif isinstance(item, Segmented):
             yield f"[bold]{escape(item.image)}[/]  {item.width}x{item.height}"
             if item.edges:
-                info = item.to_dict()["edges"]
+                info = item.to_json()["edges"]
                 yield f"  edge map: mean {info['mean']:.4f}, {info['fraction_above_half']:.2%} above 0.5"
             for a in item.areas:
                 yield f"  {a.fraction:7.2%}  {a.pixels:>9} px  {a.label:>5}  {escape(a.name or '')}"
