@@ -479,3 +479,21 @@ def test_an_r_cnn_card_says_detection_but_the_net_scores_regions(tmp_path, cli_p
     assert result.code == 2 and "Traceback" not in result.stderr  # a usage error
     assert "can score the whole image with --task classify" in result.stderr
     assert cli_process("run", d, image, "--task", "classify").code == 0
+
+
+@pytest.mark.parametrize(
+    "grid, size",
+    [
+        ((256, 256), (480, 640)),
+        ((7, 9), (480, 640)),
+        ((300, 300), (123, 457)),
+        ((64, 48), (1080, 1920)),
+        ((3, 7), (1, 1)),
+    ],
+)
+def test_class_maps_are_resized_as_pillow_does(grid, size):
+    from caffezoo.runtime.tasks import nearest
+
+    cells = np.arange(grid[0] * grid[1], dtype=np.int32).reshape(grid)  # every cell its own class
+    pillow = Image.fromarray(cells, mode="I").resize(size[::-1], Image.Resampling.NEAREST)
+    assert np.array_equal(nearest(cells, *size), np.asarray(pillow).astype(np.int32))

@@ -533,11 +533,7 @@ class _Job:
                     item = Segmented(str(path), width, height, values, edges=True)
                     picture = grey(values)
                 else:  # class scores: argmax at the net's size, then each pixel takes its nearest cell's class
-                    classes = channel_argmax(s)
-                    small = Image.fromarray(classes, mode="I")
-                    class_map = np.asarray(small.resize((width, height), Image.Resampling.NEAREST)).astype(
-                        np.int32
-                    )
+                    class_map = nearest(channel_argmax(s), height, width)
                     item = Segmented(str(path), width, height, class_map, areas=self._areas(class_map))
                     picture = overlay(read_rgb(path), class_map) if output is not None else None
                 target = self.picture_path(output, path)
@@ -633,6 +629,26 @@ def nms(boxes: np.ndarray, scores: np.ndarray, threshold: float) -> list[int]:
         inter = w * h
         order = rest[inter / (areas[i] + areas[rest] - inter) <= threshold]
     return keep
+
+
+def nearest(grid: np.ndarray, height: int, width: int) -> np.ndarray:
+    """``grid`` (h x w) resized to ``height`` x ``width`` by nearest neighbour, pixel for pixel as Pillow's
+    NEAREST resize (which is 3x slower on a class map, and needs a copy out of the picture).
+
+    >>> nearest(np.array([[1, 2], [3, 4]]), 3, 4).tolist()
+    [[1, 1, 2, 2], [3, 3, 4, 4], [3, 3, 4, 4]]
+    """
+
+    def cells(n_in: int, n_out: int) -> np.ndarray:
+        # Pillow's affine transform walks the source by adding the step to 0.5 step, pixel after
+        # pixel; np.add.accumulate adds in the same order, so ties (x.0 exactly or just below) agree.
+        step = n_in / n_out
+        walk = np.full(n_out, step)
+        walk[0] = step * 0.5
+        return np.minimum(np.add.accumulate(walk).astype(np.intp), n_in - 1)
+
+    h, w = grid.shape
+    return grid[cells(h, height)[:, None], cells(w, width)[None, :]]
 
 
 def channel_argmax(scores: np.ndarray) -> np.ndarray:
