@@ -217,6 +217,11 @@ class TryIt:
         labels = None
         if isinstance(fm.get("labels"), str):
             raw = self._gist_file(entry, fm["labels"], MAX_LABELS_BYTES)
+            if raw is None:  # as ModelDir.labels_path: a shared label set of that name
+                from ..modeldir import SHARED_LABELS_DIR
+
+                shared = SHARED_LABELS_DIR / Path(fm["labels"]).name
+                raw = shared.read_bytes() if shared.is_file() else None
             if raw is None:
                 notes.append(f"the labels file {fm['labels']!r} is not among the model's files")
             else:
