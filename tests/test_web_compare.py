@@ -125,6 +125,7 @@ def test_pages_of_the_table(zoo):
     assert names(second) == [f"Paged {i}" for i in range(50, 55)]
     big = zoo.http.get("/compare.json", params={"task": "paged", "per_page": "100000"}).json()
     assert big["per_page"] == 500 and len(big["models"]) == 55
+    assert len(names(zoo.get("/compare", params={"task": "paged", "per_page": "500"}).text)) == 55
 
 
 def test_the_page_has_no_script_and_the_csp(zoo):

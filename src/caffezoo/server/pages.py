@@ -765,6 +765,9 @@ def _api_model(request: Request, entry_id: str) -> Response:
 # --------------------------------------------------------------------------- comparing models
 
 
+MAX_HTML_ROWS = 100
+
+
 def _compare_query(request: Request):
     from .compare import CompareQuery
 
@@ -817,6 +820,8 @@ def _compare(request: Request, kind: str) -> Response:
         query = _compare_query(request)
     except BadQuery as e:
         return _bad_query(request, str(e), kind == "json")
+    if kind == "html":
+        query.per_page = min(query.per_page, MAX_HTML_ROWS)  # scripts may take 500 rows; a page shows 100
     page, facets, key = _compare_data(request, query)
     held = [mirror is not None and mirror.has(e.sha1) for e in page.entries]
     if kind != "html":
