@@ -174,7 +174,8 @@ def test_mirrored_weights_are_checked_against_the_net(web, tmp_path):
     token = web.storage.create_token("wes")
     r = web.http.put(f"/blobs/sha1/{sha1}", content=data, headers={"Authorization": f"token {token}"})
     assert r.status_code == 201
-    assert _entry(web.storage, gid).weights_fit is True
+    held = _entry(web.storage, gid)
+    assert held.weights_fit is True and held.mirrored is True and held.weights_size == len(data)
     assert web.http.get(f"/api/models/{gid}").json()["facts"]["weights_fit"] is True
     assert "fit the net" in web.get(f"/models/{gid}").text
     # The net changes under the weights: the mirror's job finds they no longer fit.
@@ -184,3 +185,10 @@ def test_mirrored_weights_are_checked_against_the_net(web, tmp_path):
     web.app.state.mirror.sync(web.storage)
     e = _entry(web.storage, gid)
     assert e.weights_fit is False and "fc" in e.weights_problems
+    # Other weights named: not held, so not mirrored and not judged.
+    web.storage.update_gist(
+        gid, "wes", changes={"readme.md": FileChange(readme("Weighed Net", sha1="2" * 40).encode())}
+    )
+    e = _entry(web.storage, gid)
+    assert e.mirrored is False and e.weights_fit is None
+    assert web.http.get("/compare.json", params={"ids": gid}).json()["models"][0]["mirrored"] is False

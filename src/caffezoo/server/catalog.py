@@ -326,7 +326,10 @@ def index_gist(s: Session, gist_id: str) -> None:
         entry.listed = entry.wiki_name is not None and gist.public
     else:
         entry.listed = gist.public
+    held = entry.sha1
     _apply(entry, info)
+    if entry.sha1 != held:  # other weights: the mirror's job finds whether it holds them, and checks them
+        entry.mirrored, entry.weights_fit, entry.weights_problems = False, None, ""
     refresh_facts(s, entry, gist)
     s.flush()
     _set_tags(s, entry, info.tags)

@@ -188,25 +188,29 @@ def check_mirrored(storage: Storage, mirror: Mirror) -> int:
 
     with storage.session() as s:
         rows = s.execute(
-            select(Entry.pk, Entry.sha1, Entry.net_sha, Entry.net_file).where(
-                Entry.weights_fit.is_(None), Entry.sha1.is_not(None), Entry.net_sha.is_not(None)
+            select(Entry.pk, Entry.sha1, Entry.net_sha, Entry.net_file, Entry.weights_fit).where(
+                Entry.sha1.is_not(None), Entry.weights_fit.is_(None) | Entry.mirrored.is_(False)
             )
         ).all()
     done = 0
-    for pk, sha1, net_sha, net_file in rows:
+    for pk, sha1, net_sha, net_file, fit in rows:
         if not mirror.has(sha1):
             continue
-        with storage.session() as s:
-            content = s.scalar(select(Blob.content).where(Blob.sha == net_sha))
-        if content is None:
-            continue
-        fits, why = weights_fit(content, mirror.path(sha1), net_file or "deploy.prototxt")
+        fits, why = fit, None
+        if fit is None and net_sha is not None:
+            with storage.session() as s:
+                content = s.scalar(select(Blob.content).where(Blob.sha == net_sha))
+            if content is not None:
+                fits, why = weights_fit(content, mirror.path(sha1), net_file or "deploy.prototxt")
         with storage.session(write=True) as s:
             entry = s.get(Entry, pk)
             if entry is None or entry.net_sha != net_sha or entry.sha1 != sha1:
                 continue  # edited meanwhile: the next run checks the new net
-            entry.weights_fit, entry.weights_problems = fits, "\n".join(why)
             entry.mirrored = True
+            if entry.weights_size is None:  # the size the front matter and the link check did not give
+                entry.weights_size = mirror.path(sha1).stat().st_size
+            if why is not None:
+                entry.weights_fit, entry.weights_problems = fits, "\n".join(why)
             catalog.bump(s)
         done += 1
     return done
