@@ -146,6 +146,10 @@ def test_user_pages(zoo):
     page = zoo.get(f"/models/{tiny['id']}").text
     assert 'href="/users/tina"' in page
     assert 'href="/users/tina"' in zoo.get("/").text  # the cards link their publisher too
+    # A gist's owner.url is /users/LOGIN: API clients still get GitHub's user JSON there.
+    api = zoo.http.get("/users/tina", headers={"Accept": "application/vnd.github+json"})
+    assert api.json()["login"] == "tina" and api.json()["type"] == "User"
+    assert zoo.http.get("/users/nobody", headers={"Accept": "application/json"}).status_code == 404
 
 
 @pytest.mark.parametrize(

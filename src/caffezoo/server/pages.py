@@ -866,7 +866,29 @@ USER_PAGE = 50
 
 @router.get("/users/{user}", response_class=HTMLResponse)
 async def user_page(request: Request, user: str) -> Response:
+    """A person's models; to API clients (no ``text/html`` asked), GitHub's user JSON, since
+    gists' ``owner.url`` points here."""
+    if "text/html" not in request.headers.get("accept", ""):
+        return await _answer(request, _user_json, user)
     return await _answer(request, _user_page, user)
+
+
+def _user_json(request: Request, user: str) -> Response:
+    from sqlalchemy import func
+
+    from .models import User
+    from .shapes import user_json
+
+    store = _state(request)[0]
+    with store.session() as s:
+        row = s.execute(select(User.login, User.id).where(User.login == user[:64])).first()
+        if row is None:
+            row = s.execute(
+                select(User.login, User.id).where(func.lower(User.login) == user[:64].lower())
+            ).first()
+    if row is None:
+        return json_response({"message": "Not Found"}, status=404)
+    return json_response(user_json(base_url(request), row[0], row[1]))
 
 
 def _user_page(request: Request, user: str) -> HTMLResponse:
