@@ -204,3 +204,15 @@ def test_try_in_the_browser(zoo, browser, tmp_path):
         assert Path(OUTPUT / "try-result.png").stat().st_size > 1000
     finally:
         page.close()
+
+
+def test_a_big_jpeg_gives_the_same_top_class_as_caffezoo_run(zoo, model_files, tmp_path, cli):
+    from PIL import Image
+
+    path = tmp_path / "big.jpg"
+    Image.fromarray(natural_image(np.random.default_rng(21), 900, 1200)).save(path, quality=40)
+    assert path.stat().st_size < MAX_BYTES  # big in pixels (4x the draft threshold), not in bytes
+    r = post(zoo, path.read_bytes(), filename="big.jpg")
+    assert r.status_code == 200
+    out = cli("run", str(model_files[0]), str(path), "--json")
+    assert top_rows(r.text)[0][0] == json.loads(out.stdout)[0]["top"][0]["label"]
