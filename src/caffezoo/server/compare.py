@@ -225,22 +225,34 @@ def rows(s: Session, q: CompareQuery) -> ComparePage:
         if high is not None:
             where.append(column <= high)
     column = COLUMNS[q.sort][1]
-    total = s.scalar(select(func.count(Entry.pk)).where(*where)) or 0
+
+    def pks(*conditions: Any) -> Any:
+        # Only the pk: the covering ix_zoo_compare_* indexes answer these without reading the wide
+        # rows (models.py); the page's own rows are fetched by pk at the end.
+        return select(Entry.pk).where(*conditions)
+
+    total = s.scalar(select(func.count()).select_from(pks(*where).subquery())) or 0
     offset, wanted = (q.page - 1) * q.per_page, q.per_page
-    # Known values first, in index order ((listed, column, pk): no sort of the whole table);
-    # then the rows where the column is unknown, by name. Ties go by pk, in the same direction.
+    # Known values first, in index order, ties by pk in the same direction; then the rows where
+    # the column is unknown, by name.
     known = [*where, column.is_not(None)] if q.sort != "name" else where
-    n_known = s.scalar(select(func.count(Entry.pk)).where(*known)) or 0 if q.sort != "name" else total
+    n_known = (
+        total if q.sort == "name" else s.scalar(select(func.count()).select_from(pks(*known).subquery())) or 0
+    )
     direction = (lambda c: c.desc()) if q.desc else (lambda c: c.asc())
-    entries: list[Entry] = []
+    chosen: list[int] = []
     if offset < n_known:
-        stmt = select(Entry).where(*known).order_by(direction(column), direction(Entry.pk))
-        entries = list(s.scalars(stmt.options(load_only(*_SHOWN)).limit(wanted).offset(offset)))
-    if len(entries) < wanted and q.sort != "name":
-        stmt = select(Entry).where(*where, column.is_(None)).order_by(Entry.sort_name, Entry.pk)
-        rest = stmt.options(load_only(*_SHOWN)).limit(wanted - len(entries)).offset(max(0, offset - n_known))
-        entries += list(s.scalars(rest))
-    return ComparePage(entries, total)
+        order = pks(*known).order_by(direction(column), direction(Entry.pk))
+        chosen = list(s.scalars(order.limit(wanted).offset(offset)))
+    if len(chosen) < wanted and q.sort != "name":
+        rest = pks(*where, column.is_(None)).order_by(Entry.sort_name, Entry.pk)
+        chosen += list(s.scalars(rest.limit(wanted - len(chosen)).offset(max(0, offset - n_known))))
+    if not chosen:
+        return ComparePage([], total)
+    found = {
+        e.pk: e for e in s.scalars(select(Entry).where(Entry.pk.in_(chosen)).options(load_only(*_SHOWN)))
+    }
+    return ComparePage([found[pk] for pk in chosen if pk in found], total)
 
 
 def results_of(entry: Entry) -> list[dict[str, Any]]:

@@ -196,19 +196,19 @@ class LinkCheck(Base):
 
 
 Index("ix_zoo_entries_listed_sort", Entry.listed, Entry.sort_name)
-# /compare sorts by these: (listed, column) keeps each sorted page an index walk, and counts covering.
+# /compare sorts by these. Each index leads with (listed, column) and carries every column /compare
+# filters on, and the name: a sorted, filtered page (and its count) is a walk of one index, never a
+# read of the wide rows (a readme each) until the page's own rows are fetched.
+COMPARE_FILTERS = ("task", "license", "convertible", "params", "macs")
 for _column in (
-    "task",
-    "license",
-    "dataset",
-    "score",
-    "params",
-    "macs",
-    "weights_size",
-    "convertible",
-    "mirrored",
-):
-    Index(f"ix_zoo_entries_listed_{_column}", Entry.listed, getattr(Entry, _column))
+    "sort_name", "task", "license", "dataset", "score", "params", "macs", "weights_size", "convertible", "mirrored"
+):  # fmt: skip
+    Index(
+        f"ix_zoo_compare_{_column}",
+        Entry.listed,
+        getattr(Entry, _column),
+        *(getattr(Entry, c) for c in (*COMPARE_FILTERS, "sort_name") if c != _column),
+    )
 
 
 class Meta(Base):
