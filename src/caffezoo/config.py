@@ -24,6 +24,12 @@ Variables:
     Seconds a download may wait for a connection or for the next bytes (default 30, at most 86400).
 ``CAFFEZOO_RETRIES``
     Attempts per download source without progress before the next source (default 5).
+``CAFFEZOO_S3_ENDPOINT`` (else ``AWS_ENDPOINT_URL_S3``, ``AWS_ENDPOINT_URL``), ``CAFFEZOO_S3_REGION``
+(else ``AWS_REGION``, ``AWS_DEFAULT_REGION``), ``CAFFEZOO_S3_ACCESS_KEY_ID`` and
+``CAFFEZOO_S3_SECRET_ACCESS_KEY`` (else the AWS SDK's own chain: ``AWS_ACCESS_KEY_ID`` ...)
+    The S3-compatible object store behind ``caffezoo serve --blobs-url s3://BUCKET/PREFIX``.
+``CAFFEZOO_S3_PUBLIC_ENDPOINT``
+    The store's address as clients see it, for ``--blobs-redirect`` (default: the endpoint).
 
 Settings are read on each call, not cached at import, so a test or a
 long-running server sees the environment as it is.
@@ -143,6 +149,39 @@ def _number(
         bounds = f">= {minimum}" if maximum == math.inf else f"from {minimum} to {maximum}"
         raise ConfigError(f"{name}={raw!r}: expected {'an integer' if kind is int else 'a number'} {bounds}")
     return value
+
+
+@dataclass(frozen=True)
+class S3Settings:
+    """Where the server's S3-compatible object store is, and how to sign in (see the module doc)."""
+
+    endpoint: str | None = None
+    public_endpoint: str | None = None
+    region: str = "us-east-1"
+    access_key_id: str | None = field(default=None, repr=False)
+    secret_access_key: str | None = field(default=None, repr=False)
+
+
+def s3_settings() -> S3Settings:
+    """The ``CAFFEZOO_S3_*`` variables, falling back on the standard AWS ones."""
+
+    def first(*names: str) -> str | None:
+        return next((v for v in (os.environ.get(n, "").strip() for n in names) if v), None)
+
+    endpoint = first("CAFFEZOO_S3_ENDPOINT", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
+    public = first("CAFFEZOO_S3_PUBLIC_ENDPOINT")
+    for name, url in (("CAFFEZOO_S3_ENDPOINT", endpoint), ("CAFFEZOO_S3_PUBLIC_ENDPOINT", public)):
+        if url is not None:
+            if not re.match(r"^https?://", url):
+                raise ConfigError(f"{name}: {url!r} is not an http:// or https:// URL")
+            _parses(name, url)
+    return S3Settings(
+        endpoint=endpoint.rstrip("/") if endpoint else None,
+        public_endpoint=public.rstrip("/") if public else None,
+        region=first("CAFFEZOO_S3_REGION", "AWS_REGION", "AWS_DEFAULT_REGION") or "us-east-1",
+        access_key_id=first("CAFFEZOO_S3_ACCESS_KEY_ID"),
+        secret_access_key=first("CAFFEZOO_S3_SECRET_ACCESS_KEY"),
+    )
 
 
 def settings() -> Settings:

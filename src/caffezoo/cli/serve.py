@@ -38,6 +38,14 @@ class LogLevel(str, Enum):
 BLOBS_OPTION = typer.Option(
     None, "--blobs-dir", help="The server's weights store [default: CAFFEZOO_HOME/server-blobs]."
 )
+BLOBS_URL_OPTION = typer.Option(
+    None,
+    "--blobs-url",
+    envvar="CAFFEZOO_BLOBS_URL",
+    show_envvar=True,
+    help="Keep weights in an S3-compatible store, s3://BUCKET/PREFIX (endpoint and keys from "
+    "CAFFEZOO_S3_* or AWS_*), instead of --blobs-dir.",
+)
 
 
 @serve_app.callback(invoke_without_command=True)
@@ -66,6 +74,13 @@ def serve(
         60.0, "--mirror-every", min=0.1, help="Seconds between mirror rounds (with --mirror)."
     ),
     blobs_dir: str = BLOBS_OPTION,
+    blobs_url: str = BLOBS_URL_OPTION,
+    blobs_redirect: bool = typer.Option(
+        False,
+        "--blobs-redirect",
+        help="With --blobs-url: answer weight downloads with a 302 to a presigned URL of the "
+        "store (valid 5 minutes) instead of streaming them through the server.",
+    ),
     check_links: bool = typer.Option(
         True, "--check-links/--no-check-links", help="Probe weights URLs in the background."
     ),
@@ -87,6 +102,8 @@ def serve(
         log_level=log_level.value,
         seed_bundled=seed_bundled,
         blobs_dir=blobs_dir,
+        blobs_url=blobs_url,
+        blobs_redirect=blobs_redirect,
         mirror_every=mirror_every if mirror else None,
         check_every=check_every if check_links else None,
         link_rate=link_rate,
@@ -143,6 +160,7 @@ def check_links_command(
 def mirror_command(
     database_url: str = DB_OPTION,
     blobs_dir: str = BLOBS_OPTION,
+    blobs_url: str = BLOBS_URL_OPTION,
     as_json: bool = JSON_OPTION,
     quiet: bool = QUIET_OPTION,
 ) -> None:
@@ -166,7 +184,7 @@ def mirror_command(
                 highlight=False,
             )
 
-    results = mirror_sync(database_url, blobs_dir, on_result=show)
+    results = mirror_sync(database_url, blobs_dir, on_result=show, blobs_url=blobs_url)
     if as_json:
         print_json([{"sha1": r.sha1, "url": r.url, "status": r.status, "error": r.error} for r in results])
     elif not quiet and not results:

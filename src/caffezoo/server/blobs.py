@@ -6,9 +6,12 @@
 The layout is the one ``caffezoo.fetch`` expects of a mirror, so clients list
 this server in ``CAFFEZOO_MIRRORS``. A blob's ETag is its SHA-1: it never
 changes, so ``If-Range`` resumes are always safe and caches may keep it for
-good. An upload is accepted only from the owner of a model whose front matter
-names that SHA-1; the bytes are hashed on the way to disk and renamed into
-place only when they match.
+good. With an S3 store the bytes are streamed from it with the same headers,
+or, with ``--blobs-redirect``, a GET is answered by a 302 to a presigned URL
+valid for five minutes (the client follows it; its token is not sent there).
+An upload is accepted only from the owner of a model whose front matter
+names that SHA-1; the bytes are hashed on their way into the store and
+committed under their name only when they match.
 """
 
 from __future__ import annotations
@@ -17,13 +20,14 @@ import os
 import re
 
 from fastapi import APIRouter, Request, Response
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, StreamingResponse
 from sqlalchemy import func, select
 from starlette.concurrency import run_in_threadpool
 
 from ..errors import ChecksumError
 from .api import json_response
 from .auth import require_caller
+from .blobstore import BlobStoreError
 from .errors import ApiError
 from .mirror import Mirror
 from .models import Entry
@@ -44,22 +48,90 @@ def _mirror(request: Request) -> Mirror:
     return request.app.state.mirror
 
 
+IMMUTABLE = "public, max-age=31536000, immutable"
+REDIRECT_SECONDS = 300  # lifetime of a presigned URL: long enough to start, too short to share
+
+
 @router.api_route("/blobs/sha1/{sha1}", methods=["GET", "HEAD"])
 async def get_blob(request: Request, sha1: str) -> Response:
     if not SHA1_RE.fullmatch(sha1):
         raise ApiError(404, "Not Found")
     sha1 = sha1.lower()
-    path = _mirror(request).path(sha1)
+    store = _mirror(request).store
+    path = store.local_path(sha1)
+    if path is not None:
+        try:
+            st = await run_in_threadpool(os.stat, path)
+        except FileNotFoundError:
+            raise ApiError(404, f"Not Found: this server has no blob {sha1}") from None
+        return BlobResponse(
+            path,
+            stat_result=st,
+            media_type="application/octet-stream",
+            headers={"ETag": f'"{sha1}"', "Cache-Control": IMMUTABLE},
+        )
+    if request.app.state.blobs_redirect and request.method == "GET":
+        # A presigned URL is signed for GET: HEAD is answered here. has() may miss a blob another
+        # replica stored a moment ago, so a miss is checked with the store before a 404.
+        if store.has(sha1) or await run_in_threadpool(store.stat, sha1) is not None:
+            url = await run_in_threadpool(store.presigned_url, sha1, REDIRECT_SECONDS)
+            if url:
+                return Response(status_code=302, headers={"Location": url, "Cache-Control": "no-store"})
+    info = await run_in_threadpool(store.stat, sha1)
+    if info is None:
+        raise ApiError(404, f"Not Found: this server has no blob {sha1}")
+    return _ranged(request, store, info)
+
+
+def _byte_range(header: str | None, size: int) -> tuple[int, int] | None | bool:
+    """``(start, stop)`` of a single ``bytes=`` range; None to send everything (no range, several
+    ranges, bad syntax: RFC 9110 lets a server ignore those); False when it is unsatisfiable."""
+    if not header:
+        return None
+    m = re.fullmatch(r"\s*bytes\s*=\s*(\d*)\s*-\s*(\d*)\s*", header)
+    if not m or m.group(1) == m.group(2) == "":
+        return None
+    first, last = m.group(1), m.group(2)
+    if first == "":  # the last N bytes
+        n = int(last)
+        return (max(0, size - n), size) if n and size else False
+    start = int(first)
+    if start >= size:
+        return False
+    stop = size if last == "" else min(size, int(last) + 1)
+    return (start, stop) if stop > start else None
+
+
+def _ranged(request: Request, store, info) -> Response:
+    """Answer from a remote store as FileResponse answers from a file: Range, If-Range, ETag."""
+    etag = f'"{info.sha1}"'
+    headers = {
+        "ETag": etag,
+        "Cache-Control": IMMUTABLE,
+        "Accept-Ranges": "bytes",
+        "Content-Type": "application/octet-stream",
+    }
+    if etag in [t.strip() for t in request.headers.get("if-none-match", "").split(",")]:
+        return Response(status_code=304, headers={"ETag": etag, "Cache-Control": IMMUTABLE})
+    wanted = _byte_range(request.headers.get("range"), info.size)
+    if_range = request.headers.get("if-range")
+    if if_range is not None and if_range.strip() != etag:
+        wanted = None  # the client holds another file's bytes: send all of this one
+    if wanted is False:
+        return Response(status_code=416, headers={**headers, "Content-Range": f"bytes */{info.size}"})
+    start, stop = wanted or (0, info.size)
+    headers["Content-Length"] = str(stop - start)
+    status = 200
+    if wanted:
+        status = 206
+        headers["Content-Range"] = f"bytes {start}-{stop - 1}/{info.size}"
+    if request.method == "HEAD" or start == stop:
+        return Response(status_code=status, headers=headers)
     try:
-        st = await run_in_threadpool(os.stat, path)
-    except FileNotFoundError:
-        raise ApiError(404, f"Not Found: this server has no blob {sha1}") from None
-    return BlobResponse(
-        path,
-        stat_result=st,
-        media_type="application/octet-stream",
-        headers={"ETag": f'"{sha1}"', "Cache-Control": "public, max-age=31536000, immutable"},
-    )
+        chunks = store.get(info.sha1, start, stop)
+    except KeyError:
+        raise ApiError(404, f"Not Found: this server has no blob {info.sha1}") from None
+    return StreamingResponse(chunks, status_code=status, headers=headers)
 
 
 def _owned_sizes(request: Request, login: str, sha1: str) -> list[int | None] | None:
@@ -89,8 +161,9 @@ async def put_blob(request: Request, sha1: str) -> Response:
     length = request.headers.get("content-length")
     if length and length.isdigit() and int(length) > limit:
         raise ApiError(413, f"{length} bytes, but the model says the weights are {limit} bytes")
-    if mirror.has(sha1):
-        return json_response({"sha1": sha1, "size": mirror.path(sha1).stat().st_size, "status": "present"})
+    present = await run_in_threadpool(mirror.store.stat, sha1)
+    if present is not None:
+        return json_response({"sha1": sha1, "size": present.size, "status": "present"})
     upload = await run_in_threadpool(mirror.begin_upload, sha1)
     try:
         batch, size = [], 0
@@ -104,14 +177,17 @@ async def put_blob(request: Request, sha1: str) -> Response:
                 batch = []
         if batch:
             await run_in_threadpool(upload.write, b"".join(batch))
-        path = await run_in_threadpool(upload.finish)
+        info = await run_in_threadpool(upload.commit)
     except ChecksumError as e:
         raise ApiError(422, str(e)) from None
+    except BlobStoreError as e:
+        await run_in_threadpool(upload.abort)
+        raise ApiError(503, f"the blob store failed: {e}; nothing was stored, try again") from None
     except BaseException:
         await run_in_threadpool(upload.abort)
         raise
     await run_in_threadpool(mirror.changed, request.app.state.storage)
     return json_response(
-        {"sha1": sha1, "size": path.stat().st_size, "status": "stored", "url": f"/blobs/sha1/{sha1}"},
+        {"sha1": sha1, "size": info.size, "status": "stored", "url": f"/blobs/sha1/{sha1}"},
         status=201,
     )
