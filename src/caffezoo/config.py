@@ -30,6 +30,8 @@ Variables:
     The S3-compatible object store behind ``caffezoo serve --blobs-url s3://BUCKET/PREFIX``.
 ``CAFFEZOO_S3_PUBLIC_ENDPOINT``
     The store's address as clients see it, for ``--blobs-redirect`` (default: the endpoint).
+``CAFFEZOO_S3_PART_SIZE``
+    Bytes per multipart upload part (default 16 MiB, at least 5 MiB); smaller blobs go up in one PUT.
 
 Settings are read on each call, not cached at import, so a test or a
 long-running server sees the environment as it is.
@@ -160,6 +162,7 @@ class S3Settings:
     region: str = "us-east-1"
     access_key_id: str | None = field(default=None, repr=False)
     secret_access_key: str | None = field(default=None, repr=False)
+    part_size: int = 16 << 20
 
 
 def s3_settings() -> S3Settings:
@@ -181,6 +184,7 @@ def s3_settings() -> S3Settings:
         region=first("CAFFEZOO_S3_REGION", "AWS_REGION", "AWS_DEFAULT_REGION") or "us-east-1",
         access_key_id=first("CAFFEZOO_S3_ACCESS_KEY_ID"),
         secret_access_key=first("CAFFEZOO_S3_SECRET_ACCESS_KEY"),
+        part_size=int(_number("CAFFEZOO_S3_PART_SIZE", 16 << 20, int, 5 << 20, 5 << 30)),
     )
 
 

@@ -37,7 +37,6 @@ from urllib.parse import urlsplit
 from ..errors import CaffezooError, ChecksumError, UsageError
 
 CHUNK = 1 << 20
-PART_SIZE = 16 << 20  # multipart part size: S3 wants >= 5 MiB; 16 MiB keeps 10,000 parts >= 156 GiB
 PRESENCE_TTL = 5.0  # seconds an S3 listing answers has() before it is taken again
 
 
@@ -277,7 +276,7 @@ class S3Store(BlobStore):
         access_key_id: str | None = None,
         secret_access_key: str | None = None,
         public_endpoint: str | None = None,
-        part_size: int = PART_SIZE,
+        part_size: int | None = None,
     ):
         from ..config import s3_settings
 
@@ -295,9 +294,8 @@ class S3Store(BlobStore):
         self.client = _s3_client(self.endpoint, *args)
         public = public_endpoint or s.public_endpoint
         self._presigner = _s3_client(public, *args) if public and public != self.endpoint else self.client
-        if part_size < 5 << 20:
-            raise ValueError("S3 multipart parts are at least 5 MiB")
-        self.part_size = part_size
+        # S3 wants parts of 5 MiB or more; 16 MiB by default keeps 10,000 parts above 156 GiB.
+        self.part_size = max(part_size or s.part_size, 5 << 20)
         self._present: set[str] = set()
         self._listed_at = -PRESENCE_TTL
         self._listing = threading.Lock()

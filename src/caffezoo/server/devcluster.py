@@ -67,7 +67,9 @@ def _alive(pid: int, name: str) -> bool:
     return any(name.encode() in a for a in argv[:3])
 
 
-def _spawn(argv: list[str], pid_file: Path, log: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
+def _spawn(
+    argv: list[str], pid_file: Path, log: Path, env: dict[str, str] | None = None, name: str | None = None
+) -> subprocess.Popen:
     """Start ``argv`` in its own session (so a Ctrl-C of the caller does not reach it); record its pid."""
     with open(log, "ab") as out:
         proc = subprocess.Popen(
@@ -78,7 +80,7 @@ def _spawn(argv: list[str], pid_file: Path, log: Path, env: dict[str, str] | Non
             env=env,
             start_new_session=True,
         )
-    pid_file.write_text(f"{proc.pid} {Path(argv[0]).name}\n")
+    pid_file.write_text(f"{proc.pid} {name or Path(argv[0]).name}\n")
     return proc
 
 
@@ -91,12 +93,13 @@ def stop_pids(pid_files: list[Path], *, grace: float = 10.0) -> list[str]:
     stopped = []
     for pid_file in pid_files:
         try:
-            pid_text, name = pid_file.read_text().split()
+            pid_text, name, *how = pid_file.read_text().split()
             pid = int(pid_text)
-        except (OSError, ValueError):
+            sig = signal.Signals[how[0]] if how else signal.SIGTERM
+        except (OSError, ValueError, KeyError):
             continue
         if _alive(pid, name):
-            os.kill(pid, signal.SIGTERM)
+            os.kill(pid, sig if grace > 0 else signal.SIGKILL)
             deadline = time.monotonic() + grace
             while _alive(pid, name) and time.monotonic() < deadline:
                 _reap(pid)
@@ -291,3 +294,203 @@ rgw enable usage log = false
     def kill(self) -> None:
         """SIGKILL every daemon at once: for throwaway test clusters (memstore keeps nothing anyway)."""
         stop_pids(self.pid_files, grace=0)
+
+
+# --------------------------------------------------------------------------- PostgreSQL
+
+
+def _pg_bin() -> Path:
+    import glob
+
+    found = sorted(
+        glob.glob("/usr/lib/postgresql/*/bin/initdb"),
+        key=lambda p: int(Path(p).parent.parent.name.split(".")[0]),
+    )
+    if not found:
+        raise EngineError("PostgreSQL is not installed: apt-get install -y postgresql")
+    return Path(found[-1]).parent
+
+
+@dataclass
+class Postgres:
+    """A throwaway PostgreSQL cluster under ``root`` (as user ``postgres`` when run by root)."""
+
+    root: Path
+    port: int = 0
+
+    @property
+    def url(self) -> str:
+        return f"postgresql://zoo@127.0.0.1:{self.port}/zoo"
+
+    @property
+    def pid_files(self) -> list[Path]:
+        return [self.root / "postgres.pid"]
+
+    def start(self) -> Postgres:
+        import pwd
+
+        bindir = _pg_bin()
+        self.root.mkdir(parents=True, exist_ok=True)
+        user = None
+        if os.geteuid() == 0:
+            user = "postgres"
+            pw = pwd.getpwnam(user)
+            os.chown(self.root, pw.pw_uid, pw.pw_gid)
+        self.root.chmod(0o700)
+        self.port = self.port or free_port()
+        data = self.root / "data"
+        run = dict(check=True, capture_output=True, text=True, user=user, cwd=self.root)
+        try:
+            subprocess.run(
+                [bindir / "initdb", "-D", data, "-U", "zoo", "-A", "trust", "-E", "UTF8", "--no-sync"], **run
+            )
+            subprocess.run(
+                [bindir / "pg_ctl", "-D", data, "-l", self.root / "log", "-w", "-t", "60", "-o",
+                 f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c max_connections=200", "start"],
+                **run,
+            )  # fmt: skip
+            subprocess.run(
+                [bindir / "createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", "zoo", "zoo"], **run
+            )
+        except subprocess.CalledProcessError as e:
+            raise EngineError(f"PostgreSQL did not start: {e.stderr or e.stdout}") from None
+        pid = int((data / "postmaster.pid").read_text().split()[0])
+        # SIGINT is PostgreSQL's "fast" shutdown: clients are cut off, data is kept.
+        self.pid_files[0].write_text(f"{pid} postgres SIGINT\n")
+        return self
+
+
+# --------------------------------------------------------------------------- zoo replicas and nginx
+
+
+@dataclass
+class Replica:
+    """One ``caffezoo serve`` process on 127.0.0.1:``port``."""
+
+    root: Path
+    name: str
+    port: int = 0
+    args: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+    proc: subprocess.Popen | None = field(default=None, repr=False)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def pid_file(self) -> Path:
+        return self.root / f"{self.name}.pid"
+
+    def start(self, wait: float = 60) -> Replica:
+        import sys
+
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.port = self.port or free_port()
+        argv = [
+            sys.executable,
+            "-m",
+            "caffezoo",
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            *self.args,
+        ]
+        env = {**os.environ, **self.env}
+        log = self.root / f"{self.name}.log"
+        self.proc = _spawn(argv, self.pid_file, log, env=env, name="caffezoo")
+        _wait_for(f"zoo replica {self.name} on port {self.port}", self._answers, wait, log)
+        return self
+
+    def _answers(self) -> bool:
+        if self.proc is not None and self.proc.poll() is not None:
+            raise EngineError(
+                f"zoo replica {self.name} exited with status {self.proc.returncode}:\n"
+                + (self.root / f"{self.name}.log").read_text(errors="replace")[-2000:]
+            )
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=1) as s:
+                s.sendall(b"HEAD /blobs/sha1/0 HTTP/1.0\r\n\r\n")
+                return s.recv(12).startswith(b"HTTP/1.1 ")
+        except OSError:
+            return False
+
+    def kill(self) -> None:
+        """SIGKILL: the replica dies mid-whatever, as a crashed machine would."""
+        stop_pids([self.pid_file], grace=0)
+
+
+@dataclass
+class Nginx:
+    """nginx on 127.0.0.1:``port`` balancing over ``upstreams`` (base URLs)."""
+
+    root: Path
+    upstreams: list[str]
+    port: int = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def pid_files(self) -> list[Path]:
+        return [self.root / "nginx.pid"]
+
+    def start(self) -> Nginx:
+        binary = _need("nginx", "nginx-light")
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.port = self.port or free_port()
+        r = self.root
+        servers = "\n".join(
+            f"        server {u.split('://', 1)[1]} max_fails=1 fail_timeout=2s;" for u in self.upstreams
+        )
+        user = "user root root;\n" if os.geteuid() == 0 else ""
+        conf = r / "nginx.conf"
+        conf.write_text(
+            f"""{user}worker_processes 1;
+daemon off;
+pid {r}/nginx.master.pid;
+error_log {r}/nginx-error.log warn;
+events {{ worker_connections 1024; }}
+http {{
+    access_log off;
+    client_body_temp_path {r}/client_body;
+    proxy_temp_path {r}/proxy;
+    fastcgi_temp_path {r}/fastcgi;
+    uwsgi_temp_path {r}/uwsgi;
+    scgi_temp_path {r}/scgi;
+    upstream zoo {{
+{servers}
+        keepalive 32;
+    }}
+    server {{
+        listen 127.0.0.1:{self.port};
+        client_max_body_size 0;          # weights can be large; the zoo checks the size it expects
+        proxy_request_buffering off;     # uploads stream to a replica, which hashes them on the way
+        proxy_buffering off;             # downloads stream too, without temp files
+        proxy_http_version 1.1;
+        proxy_set_header Connection "";
+        proxy_set_header Host $http_host;
+        proxy_set_header X-Forwarded-For $remote_addr;
+        proxy_next_upstream error timeout http_502 http_503;
+        location / {{ proxy_pass http://zoo; }}
+    }}
+}}
+"""
+        )
+        check = subprocess.run([binary, "-t", "-c", str(conf), "-p", str(r)], capture_output=True, text=True)
+        if check.returncode != 0:
+            raise EngineError(f"nginx refused its configuration: {check.stderr}")
+        _spawn([binary, "-c", str(conf), "-p", str(r)], self.pid_files[0], r / "nginx.out", name="nginx")
+        _wait_for("nginx", lambda: _port_open(self.port), 30, r / "nginx-error.log")
+        return self
+
+
+def _port_open(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1):
+            return True
+    except OSError:
+        return False
