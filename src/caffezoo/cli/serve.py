@@ -193,6 +193,67 @@ def mirror_command(
         raise typer.Exit(1)
 
 
+@serve_app.command("migrate")
+def migrate_command(
+    from_database_url: str = typer.Option(
+        ..., "--from-database-url", help="The zoo to copy from, e.g. sqlite:////srv/caffezoo/server.db."
+    ),
+    from_blobs_dir: str = typer.Option(
+        ..., "--from-blobs-dir", help="Its weights: a directory (or s3://BUCKET/PREFIX)."
+    ),
+    database_url: str = typer.Option(
+        ..., "--database-url", help="The zoo to copy into, e.g. postgresql://zoo@db.lan/zoo."
+    ),
+    blobs_url: str = typer.Option(
+        ..., "--blobs-url", help="Its weights: s3://BUCKET/PREFIX (created if missing) or a directory."
+    ),
+    batch: int = typer.Option(500, "--batch", min=1, max=10000, help="Rows per transaction."),
+    as_json: bool = JSON_OPTION,
+    quiet: bool = QUIET_OPTION,
+) -> None:
+    """Copy a zoo's database rows and weights into another (SQLite + directory -> PostgreSQL + S3).
+
+    Every weight file is checked against its SHA-1 on the way. Safe to repeat and to
+    interrupt: a re-run copies only what is still missing. Exits 1 if any blob failed.
+    """
+    from ..server.migrate import migrate
+
+    out = console(stderr=True)
+
+    def show(step) -> None:
+        if quiet or as_json:
+            return
+        if step.table == "blob":
+            if step.copied:
+                out.print(f"copied blob {step.detail}", highlight=False)
+            elif "failed" in step.detail:
+                out.print(f"[red]failed[/] blob {escape(step.detail)}", highlight=False)
+        elif step.copied:
+            out.print(f"{step.table}: {step.copied} rows copied", highlight=False)
+
+    from rich.markup import escape
+
+    report = migrate(from_database_url, from_blobs_dir, database_url, blobs_url, batch=batch, on_step=show)
+    if as_json:
+        print_json(
+            {
+                "rows": {t: {"copied": c, "present": p} for t, (c, p) in report.rows.items()},
+                "blobs": {"copied": report.blobs_copied, "present": report.blobs_present},
+                "failed": report.blobs_failed,
+            }
+        )
+    elif not quiet:
+        rows = sum(c for c, _ in report.rows.values())
+        kept = sum(p for _, p in report.rows.values())
+        out.print(
+            f"{rows} rows copied ({kept} already there); {report.blobs_copied} blobs copied "
+            f"({report.blobs_present} already there), {len(report.blobs_failed)} failed",
+            highlight=False,
+        )
+    if not report.ok:
+        raise typer.Exit(1)
+
+
 @serve_app.command("seed")
 def seed_command(
     database_url: str = DB_OPTION, as_json: bool = JSON_OPTION, quiet: bool = QUIET_OPTION
