@@ -18,11 +18,13 @@ machine, not for data anyone keeps.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -494,3 +496,113 @@ def _port_open(port: int) -> bool:
             return True
     except OSError:
         return False
+
+
+# --------------------------------------------------------------------------- the whole cluster
+
+BUCKET = "caffezoo"
+
+
+def start_cluster(
+    root: Path,
+    *,
+    replicas: int = 2,
+    redirect: bool = False,
+    seed: bool = True,
+    serve_args: list[str] | None = None,
+) -> dict:
+    """PostgreSQL, Ceph (monitor, OSD, gateway), ``replicas`` zoo servers and nginx, under ``root``.
+
+    Returns what was started (also written to ``root/cluster.json``). On a failure,
+    whatever had started is stopped again before the error propagates.
+    """
+    root = Path(root).resolve()
+    if (root / "cluster.json").exists():
+        raise EngineError(f"a cluster is already running from {root}: stop it first (make cluster-stop)")
+    root.mkdir(parents=True, exist_ok=True)
+    _remove_pg_scratch(root)
+    for part in ("postgres", "ceph", "replicas", "nginx", "home"):
+        shutil.rmtree(root / part, ignore_errors=True)  # a cluster starts afresh: Ceph's RAM is gone anyway
+    pid_files: list[Path] = []
+    try:
+        # PostgreSQL runs as user postgres when we are root, and must reach its directory: a
+        # scratch directory of its own under /tmp, whatever the permissions above ``root``.
+        pg_root = Path(tempfile.mkdtemp(prefix="caffezoo-pg-")) if os.geteuid() == 0 else root / "postgres"
+        (root / "postgres-dir").write_text(f"{pg_root}\n")
+        pg = Postgres(pg_root).start()
+        pid_files[:0] = pg.pid_files
+        ceph = Ceph(root / "ceph")
+        try:
+            ceph.start()
+        finally:
+            pid_files[:0] = ceph.pid_files
+        env = {**ceph.env(), "CAFFEZOO_HOME": str(root / "home")}
+        blobs_url = f"s3://{BUCKET}/blobs"
+        saved = {k: os.environ.get(k) for k in env}
+        os.environ.update(env)
+        try:
+            from .blobstore import S3Store
+
+            s3 = S3Store(BUCKET, "blobs")
+            s3.ensure_bucket()
+            s3.close()
+            if seed:
+                from .run import seed as seed_zoo
+
+                seed_zoo(pg.url)  # once, before the replicas: they would race to do it
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+        args = ["--database-url", pg.url, "--blobs-url", blobs_url, "--log-level", "warning"]
+        args += ["--blobs-redirect"] if redirect else []
+        args += serve_args or []
+        servers = []
+        for i in range(replicas):
+            r = Replica(root / "replicas", f"replica-{i + 1}", args=args, env=env)
+            try:
+                r.start()
+            finally:
+                pid_files[:0] = [r.pid_file]
+            servers.append(r)
+        lb = Nginx(root / "nginx", [r.url for r in servers])
+        try:
+            lb.start()
+        finally:
+            pid_files[:0] = lb.pid_files
+    except BaseException:
+        stop_pids(pid_files)
+        _remove_pg_scratch(root)
+        raise
+    state = {
+        "url": lb.url,
+        "replicas": [r.url for r in servers],
+        "database_url": pg.url,
+        "blobs_url": blobs_url,
+        "s3": env,
+        "pid_files": [str(p) for p in pid_files],
+    }
+    (root / "cluster.json").write_text(json.dumps(state, indent=2) + "\n")
+    return state
+
+
+def _remove_pg_scratch(root: Path) -> None:
+    marker = root / "postgres-dir"
+    if marker.exists():
+        shutil.rmtree(marker.read_text().strip(), ignore_errors=True)
+        marker.unlink()
+
+
+def stop_cluster(root: Path) -> list[str]:
+    """Stop exactly what :func:`start_cluster` started from ``root`` (load balancer first)."""
+    root = Path(root).resolve()
+    state_file = root / "cluster.json"
+    if not state_file.exists():
+        return []
+    state = json.loads(state_file.read_text())
+    stopped = stop_pids([Path(p) for p in state["pid_files"]])
+    _remove_pg_scratch(root)
+    state_file.unlink()
+    return stopped
