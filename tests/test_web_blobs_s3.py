@@ -135,6 +135,21 @@ def test_streamed_blobs_answer_range_if_range_and_etag(s3_env, tmp_path):
         assert http.get("/blobs/sha1/../../etc/passwd").status_code == 404
 
 
+def test_a_client_that_leaves_mid_stream_does_not_stall_the_server(s3_env, tmp_path):
+    big = os.urandom(12 << 20)  # several read-ahead chunks
+    sha1 = hashlib.sha1(big).hexdigest()
+    with s3_web_for(s3_env, tmp_path, redirect=False) as (app, base, http):
+        app.state.mirror.store.put(sha1, [big])
+        for _ in range(3):
+            with httpx.Client() as c, c.stream("GET", f"{base}/blobs/sha1/{sha1}") as r:
+                assert r.status_code == 200
+                next(r.iter_raw())  # one chunk, then the client hangs up
+        r = http.get(f"/blobs/sha1/{sha1}")
+        assert r.status_code == 200 and hashlib.sha1(r.content).hexdigest() == sha1
+        r = http.get(f"/blobs/sha1/{sha1}", headers={"Range": "bytes=6000000-6000009"})
+        assert r.content == big[6000000:6000010]
+
+
 def test_redirects_hand_out_short_lived_presigned_urls(s3_env, tmp_path):
     with s3_web_for(s3_env, tmp_path, redirect=True) as (app, base, http):
         app.state.mirror.store.put(SHA1, [DATA])

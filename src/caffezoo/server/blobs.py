@@ -16,8 +16,11 @@ committed under their name only when they match.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
+import threading
+from collections.abc import AsyncIterator, Iterator
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import FileResponse, StreamingResponse
@@ -35,6 +38,7 @@ from .models import Entry
 SHA1_RE = re.compile(r"[0-9a-fA-F]{40}")
 MAX_UPLOAD_BYTES = 16 * 1024**3
 UPLOAD_BATCH = 1024 * 1024
+READ_AHEAD = 4  # chunks (of 1 MiB) a streamed S3 read may run ahead of the client
 
 router = APIRouter()
 
@@ -131,7 +135,51 @@ def _ranged(request: Request, store, info) -> Response:
         chunks = store.get(info.sha1, start, stop)
     except KeyError:
         raise ApiError(404, f"Not Found: this server has no blob {info.sha1}") from None
-    return StreamingResponse(chunks, status_code=status, headers=headers)
+    return StreamingResponse(_read_ahead(chunks), status_code=status, headers=headers)
+
+
+async def _read_ahead(chunks: Iterator[bytes], depth: int = READ_AHEAD) -> AsyncIterator[bytes]:
+    """``chunks`` read by a worker thread up to ``depth`` ahead of the client.
+
+    Reading from the store and writing to the client then overlap; one thread hop per
+    chunk with nothing in flight would leave each side idle while the other works.
+    Memory is bounded by ``depth`` chunks; a client that goes away stops the reader.
+    """
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue = asyncio.Queue(depth)
+    stop = threading.Event()
+    done = object()
+
+    def produce() -> None:
+        try:
+            for chunk in chunks:
+                if stop.is_set():
+                    return
+                asyncio.run_coroutine_threadsafe(queue.put(chunk), loop).result()
+            item = done
+        except BaseException as e:  # handed to the response, which ends the body early
+            item = e
+        finally:
+            close = getattr(chunks, "close", None)
+            if close:
+                close()
+        if not stop.is_set():
+            asyncio.run_coroutine_threadsafe(queue.put(item), loop).result()
+
+    reader = loop.run_in_executor(None, produce)
+    try:
+        while True:
+            item = await queue.get()
+            if item is done:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        while not queue.empty():  # unblock a reader waiting to put; it then sees ``stop``
+            queue.get_nowait()
+        del reader  # it ends by itself and raises nothing: its errors were handed over above
 
 
 def _owned_sizes(request: Request, login: str, sha1: str) -> list[int | None] | None:
