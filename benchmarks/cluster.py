@@ -58,7 +58,9 @@ def blob_setup(tmp: Path, size: int) -> tuple[Ceph, dict[str, str], list[Replica
     servers = []
     for name, extra in (("streamed", []), ("redirected", ["--blobs-redirect"])):
         db = f"sqlite:///{tmp / f'{name}.db'}"
-        servers.append(Replica(tmp / "replicas", name, args=[*common, *extra, "--database-url", db], env=env).start())
+        servers.append(
+            Replica(tmp / "replicas", name, args=[*common, *extra, "--database-url", db], env=env).start()
+        )
         urls[f"zoo server ({name})"] = f"{servers[-1].url}/blobs/sha1/{sha1}"
     return ceph, urls, servers, sha1
 
@@ -68,7 +70,9 @@ def blob_fetch(url: str, size: int, parallel: int) -> float:
 
     def one(_):
         p = subprocess.run(
-            ["curl", "-sS", "-L", "-o", "/dev/null", "-w", "%{size_download}", url], capture_output=True, text=True
+            ["curl", "-sS", "-L", "-o", "/dev/null", "-w", "%{size_download}", url],
+            capture_output=True,
+            text=True,
         )
         if p.returncode != 0 or int(p.stdout or 0) != size:
             raise SystemExit(f"curl {url}: {p.stderr.strip() or p.stdout} (expected {size} bytes)")
@@ -94,10 +98,16 @@ def blob_report(results: dict[int, dict[str, float]]) -> bool:
     ok = True
     for parallel, mibs in results.items():
         base = mibs["radosgw (direct)"]
-        print(f"\nblob GET, {parallel} download{'s' if parallel > 1 else ''} at once (median MiB/s, ratio to direct):")
+        print(
+            f"\nblob GET, {parallel} download{'s' if parallel > 1 else ''} at once (median MiB/s, ratio to direct):"
+        )
         for name, value in mibs.items():
             ratio = value / base
-            goal = "" if name.startswith("radosgw") else ("  ok" if ratio >= BLOB_GOAL else f"  below {BLOB_GOAL}x")
+            goal = (
+                ""
+                if name.startswith("radosgw")
+                else ("  ok" if ratio >= BLOB_GOAL else f"  below {BLOB_GOAL}x")
+            )
             ok &= ratio >= BLOB_GOAL or name.startswith("radosgw")
             print(f"  {name:28} {value:8.0f} MiB/s  {ratio:5.2f}x{goal}")
     return ok
