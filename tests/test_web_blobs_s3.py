@@ -6,6 +6,7 @@ land in the bucket only when their SHA-1 matches."""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -245,3 +246,51 @@ def test_client_downloads_through_the_mirror_from_the_bucket(ceph, s3_env, tmp_p
                 assert proxy.seen == []  # streamed: the client never talks to the store
     finally:
         proxy.close()
+
+
+def test_serve_refuses_a_store_it_cannot_use(cli_process, ceph, s3_env, tmp_path):
+    from gist_helpers import free_port
+
+    env = {**ceph.env(), "CAFFEZOO_HOME": str(tmp_path)}
+    port = str(free_port())
+    r = cli_process("serve", "--port", port, "--blobs-url", "s3://no-such-bucket-here/x", env=env)
+    assert r.code != 0 and "'no-such-bucket-here' does not exist" in r.stderr and "Traceback" not in r.stderr
+    r = cli_process(
+        "serve", "--port", port, "--blobs-url", s3_env, env={**env, "AWS_SECRET_ACCESS_KEY": "wrong"}
+    )
+    assert r.code != 0 and "credentials" in r.stderr and "Traceback" not in r.stderr
+    r = cli_process("serve", "--port", port, "--blobs-redirect", env=env)
+    assert r.code != 0 and "--blobs-redirect needs --blobs-url" in r.stderr
+    r = cli_process("serve", "--port", port, "--blobs-dir", tmp_path, "--blobs-url", s3_env, env=env)
+    assert r.code != 0 and "not both" in r.stderr
+
+
+def test_the_mirror_fetches_into_the_bucket(cli, s3_env, tmp_path, monkeypatch, caffezoo_home):
+    from fault_server import FaultServer
+
+    from caffezoo.server import Storage
+
+    db = f"sqlite:///{tmp_path / 'm.db'}"
+    monkeypatch.setenv("CAFFEZOO_DATABASE_URL", db)
+    with FaultServer() as origin:
+        origin.route("/m", DATA, drop_after=100_000)  # the fetch resumes before it goes up
+        origin.route("/bad", os.urandom(1000))
+        store = Storage(db)
+        publish(store, "mo", "Net", caffemodel="m.caffemodel", caffemodel_url=origin.url("/m"), sha1=SHA1)
+        publish(
+            store, "mo", "Liar", caffemodel="l.caffemodel", caffemodel_url=origin.url("/bad"), sha1="3" * 40
+        )
+        store.close()
+        r = cli("serve", "mirror", "--blobs-url", s3_env, "--json")
+        assert r.code == 1  # the liar failed
+        results = {x["sha1"]: x["status"] for x in json.loads(r.stdout)}
+        assert results == {SHA1: "mirrored", "3" * 40: "failed"}
+        from caffezoo.server.blobstore import open_store
+
+        bucket = open_store(s3_env)
+        assert [b.sha1 for b in bucket.list()] == [SHA1] and b"".join(bucket.get(SHA1)) == DATA
+        staging = caffezoo_home / "cache" / "server" / "staging"
+        assert staging.is_dir() and list((staging / "sha1").glob("*")) == []  # fetched there, then moved up
+        r = cli("serve", "mirror", "--blobs-url", s3_env, "--json")
+        assert [x["sha1"] for x in json.loads(r.stdout)] == ["3" * 40]  # not fetched twice
+        assert len([q for q in origin.requests_for("/m") if q.method == "GET"]) == 2  # broken once, resumed
