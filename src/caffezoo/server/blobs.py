@@ -92,7 +92,7 @@ def _byte_range(header: str | None, size: int) -> tuple[int, int] | None | bool:
     ranges, bad syntax: RFC 9110 lets a server ignore those); False when it is unsatisfiable."""
     if not header:
         return None
-    m = re.fullmatch(r"\s*bytes\s*=\s*(\d*)\s*-\s*(\d*)\s*", header)
+    m = re.fullmatch(r"\s*bytes\s*=\s*(\d{0,18})\s*-\s*(\d{0,18})\s*", header)  # 18 digits: any real size
     if not m or m.group(1) == m.group(2) == "":
         return None
     first, last = m.group(1), m.group(2)
