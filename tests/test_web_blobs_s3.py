@@ -298,3 +298,27 @@ def test_the_mirror_fetches_into_the_bucket(cli, s3_env, tmp_path, monkeypatch, 
         r = cli("serve", "mirror", "--blobs-url", s3_env, "--json")
         assert [x["sha1"] for x in json.loads(r.stdout)] == ["3" * 40]  # not fetched twice
         assert len([q for q in origin.requests_for("/m") if q.method == "GET"]) == 2  # broken once, resumed
+
+
+def test_a_store_that_is_down_is_a_503_not_a_traceback(tmp_path, monkeypatch):
+    from gist_helpers import free_port
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{free_port()}")  # nothing listens there
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "k")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "s")
+    for redirect in (False, True):
+        with s3_web_for("s3://caffezoo-down/x", tmp_path, redirect) as (app, base, http):
+            r = http.get(f"/blobs/sha1/{SHA1}")
+            assert r.status_code == 503 and "blob store is unavailable" in r.json()["message"]
+    with s3_web_for("s3://caffezoo-down/x", tmp_path, False) as (app, base, http):
+        token = app.state.storage.create_token("owen")
+        publish(
+            app.state.storage,
+            "owen",
+            "N",
+            caffemodel="m.caffemodel",
+            caffemodel_url="http://127.0.0.1:9/",
+            sha1=SHA1,
+        )
+        r = http.put(f"/blobs/sha1/{SHA1}", content=DATA, headers={"Authorization": f"token {token}"})
+        assert r.status_code == 503 and "nothing was stored" in r.json()["message"]

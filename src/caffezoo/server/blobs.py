@@ -74,14 +74,17 @@ async def get_blob(request: Request, sha1: str) -> Response:
             media_type="application/octet-stream",
             headers={"ETag": f'"{sha1}"', "Cache-Control": IMMUTABLE},
         )
-    if request.app.state.blobs_redirect and request.method == "GET":
-        # A presigned URL is signed for GET: HEAD is answered here. has() may miss a blob another
-        # replica stored a moment ago, so a miss is checked with the store before a 404.
-        if store.has(sha1) or await run_in_threadpool(store.stat, sha1) is not None:
-            url = await run_in_threadpool(store.presigned_url, sha1, REDIRECT_SECONDS)
-            if url:
+    try:
+        if request.app.state.blobs_redirect and request.method == "GET":
+            # A presigned URL is signed for GET: HEAD is answered here. has() may miss a blob another
+            # replica stored a moment ago, so a miss is checked with the store before a 404.
+            if await run_in_threadpool(store.has, sha1) or await run_in_threadpool(store.stat, sha1):
+                url = await run_in_threadpool(store.presigned_url, sha1, REDIRECT_SECONDS)
                 return Response(status_code=302, headers={"Location": url, "Cache-Control": "no-store"})
-    info = await run_in_threadpool(store.stat, sha1)
+            raise ApiError(404, f"Not Found: this server has no blob {sha1}")
+        info = await run_in_threadpool(store.stat, sha1)
+    except BlobStoreError as e:
+        raise ApiError(503, f"the blob store is unavailable: {e}") from None
     if info is None:
         raise ApiError(404, f"Not Found: this server has no blob {sha1}")
     return _ranged(request, store, info)
@@ -209,7 +212,10 @@ async def put_blob(request: Request, sha1: str) -> Response:
     length = request.headers.get("content-length")
     if length and length.isdigit() and int(length) > limit:
         raise ApiError(413, f"{length} bytes, but the model says the weights are {limit} bytes")
-    present = await run_in_threadpool(mirror.store.stat, sha1)
+    try:
+        present = await run_in_threadpool(mirror.store.stat, sha1)
+    except BlobStoreError as e:
+        raise ApiError(503, f"the blob store is unavailable: {e}; nothing was stored, try again") from None
     if present is not None:
         return json_response({"sha1": sha1, "size": present.size, "status": "present"})
     upload = await run_in_threadpool(mirror.begin_upload, sha1)

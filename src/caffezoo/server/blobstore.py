@@ -246,7 +246,7 @@ def _s3_client(endpoint: str | None, region: str, key: str | None, secret: str |
         # them (Ceph 16 among them) reject or mangle such uploads. Content-MD5 is sent instead.
         request_checksum_calculation="when_required",
         response_checksum_validation="when_required",
-        retries={"max_attempts": 5, "mode": "standard"},
+        retries={"max_attempts": 3, "mode": "standard"},  # then the client's own retries take over
         max_pool_connections=32,
         connect_timeout=10,
         read_timeout=60,
