@@ -38,7 +38,7 @@ from .models import Entry
 SHA1_RE = re.compile(r"[0-9a-fA-F]{40}")
 MAX_UPLOAD_BYTES = 16 * 1024**3
 UPLOAD_BATCH = 1024 * 1024
-READ_AHEAD = 4  # chunks (of 1 MiB) a streamed S3 read may run ahead of the client
+READ_AHEAD = 2  # chunks (of 2 MiB) a streamed S3 read may run ahead of the client
 
 router = APIRouter()
 
