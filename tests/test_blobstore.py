@@ -127,7 +127,8 @@ def test_s3_stale_multipart_uploads_are_cleared(s3_store):
     w.write(os.urandom(5 << 20))  # one part up, then the writer "dies"
     assert s3_store.abort_stale_uploads(older_than=3600) == 0  # young uploads may still finish
     assert s3_store.abort_stale_uploads(older_than=0) == 1
-    assert s3_store.client.list_multipart_uploads(Bucket=BUCKET).get("Uploads", []) == []
+    uploads = s3_store.client.list_multipart_uploads(Bucket=BUCKET, Prefix=s3_store.key(""))
+    assert uploads.get("Uploads", []) == []
 
 
 def test_s3_presence_is_shared_between_processes(s3_env, s3_store):
