@@ -8,10 +8,11 @@ PosixPath('/srv/caffezoo/blobs/sha1/9116a64c0fbe4459d18f4bb6b56d647b63920377')
 The store is a :class:`~.blobstore.BlobStore`: a local directory (a blob
 cache of the downloads engine, :mod:`caffezoo.fetch`) or an S3 bucket. Blobs
 sit at ``<root>/sha1/<sha1>`` and become visible only after their SHA-1 was
-checked, so a half-fetched or wrong file is never served. The server answers ``GET /blobs/sha1/<sha1>`` (with ``Range``) from
-it, which makes it a mirror clients can list in ``CAFFEZOO_MIRRORS``. Owners
-may also ``PUT`` weights: the bytes are hashed on their way to disk and kept
-only when they are what the model's front matter promises.
+checked, so a half-fetched or wrong file is never served. The server answers
+``GET /blobs/sha1/<sha1>`` (with ``Range``) from it, which makes it a mirror
+clients can list in ``CAFFEZOO_MIRRORS``. Owners may also ``PUT`` weights: the
+bytes are hashed on their way into the store and kept only when they are what
+the model's front matter promises.
 """
 
 from __future__ import annotations
