@@ -42,7 +42,7 @@ BLOB_GOAL = 0.9
 
 def blob_setup(tmp: Path, size: int) -> tuple[Ceph, dict[str, str], list[Replica], str]:
     """Ceph with one blob of ``size`` random bytes; a streaming and a redirecting zoo server on it."""
-    ceph = Ceph(tmp / "ceph").start()
+    ceph = Ceph(tmp / "ceph", tied=True).start()
     env = {**ceph.env(), "CAFFEZOO_HOME": str(tmp / "home")}
     os.environ.update(env)
     from caffezoo.server.blobstore import S3Store
@@ -59,7 +59,9 @@ def blob_setup(tmp: Path, size: int) -> tuple[Ceph, dict[str, str], list[Replica
     for name, extra in (("streamed", []), ("redirected", ["--blobs-redirect"])):
         db = f"sqlite:///{tmp / f'{name}.db'}"
         servers.append(
-            Replica(tmp / "replicas", name, args=[*common, *extra, "--database-url", db], env=env).start()
+            Replica(
+                tmp / "replicas", name, args=[*common, *extra, "--database-url", db], env=env, tied=True
+            ).start()
         )
         urls[f"zoo server ({name})"] = f"{servers[-1].url}/blobs/sha1/{sha1}"
     return ceph, urls, servers, sha1

@@ -24,7 +24,7 @@ BUCKET = "caffezoo-test"
 @pytest.fixture(scope="session")
 def ceph(tmp_path_factory):
     """The running cluster (its ``endpoint``, ``access_key``, ``secret_key``, ``env()``)."""
-    cluster = Ceph(tmp_path_factory.mktemp("ceph"))
+    cluster = Ceph(tmp_path_factory.mktemp("ceph"), tied=True)
     try:
         cluster.start()
         _client(cluster).create_bucket(Bucket=BUCKET)

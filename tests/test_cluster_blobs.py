@@ -30,7 +30,7 @@ def replicas(ceph, s3_env, postgres_url, tmp_path):
     started = []
     try:
         for name in ("a", "b"):
-            started.append(Replica(tmp_path / "replicas", name, args=args, env=env).start())
+            started.append(Replica(tmp_path / "replicas", name, args=args, env=env, tied=True).start())
         yield db, started
     finally:
         for r in started:

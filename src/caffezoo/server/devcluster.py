@@ -24,6 +24,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -69,10 +70,26 @@ def _alive(pid: int, name: str) -> bool:
     return any(name.encode() in a for a in argv[:3])
 
 
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child, before exec
+    import ctypes
+
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
 def _spawn(
-    argv: list[str], pid_file: Path, log: Path, env: dict[str, str] | None = None, name: str | None = None
+    argv: list[str],
+    pid_file: Path,
+    log: Path,
+    env: dict[str, str] | None = None,
+    name: str | None = None,
+    tied: bool = False,
 ) -> subprocess.Popen:
-    """Start ``argv`` in its own session (so a Ctrl-C of the caller does not reach it); record its pid."""
+    """Start ``argv`` in its own session (so a Ctrl-C of the caller does not reach it); record its pid.
+
+    ``tied``: the process is killed when its starter dies (a test run that is itself killed
+    leaves no daemons behind); ``make cluster``'s outlive the script that started them.
+    """
     with open(log, "ab") as out:
         proc = subprocess.Popen(
             argv,
@@ -81,6 +98,7 @@ def _spawn(
             stdin=subprocess.DEVNULL,
             env=env,
             start_new_session=True,
+            preexec_fn=_die_with_parent if tied and sys.platform == "linux" else None,
         )
     pid_file.write_text(f"{proc.pid} {name or Path(argv[0]).name}\n")
     return proc
@@ -148,6 +166,7 @@ class Ceph:
     rgw_port: int = 0
     access_key: str = ACCESS_KEY
     secret_key: str = SECRET_KEY
+    tied: bool = False  # daemons die with the process that started them (tests, benchmarks)
     _procs: list[subprocess.Popen] = field(default_factory=list, repr=False)
 
     @property
@@ -253,17 +272,26 @@ rgw enable usage log = false
         subprocess.run(
             ["ceph-mon", *c, "-i", "a", "--mkfs", "--monmap", str(monmap)], check=True, capture_output=True
         )
-        self._procs.append(_spawn(["ceph-mon", *c, "-i", "a", "-f"], self.root / "mon.pid", log / "mon.out"))
+        self._procs.append(
+            _spawn(["ceph-mon", *c, "-i", "a", "-f"], self.root / "mon.pid", log / "mon.out", tied=self.tied)
+        )
         osd_uuid = str(uuid.uuid4())
         osd_id = self._ceph("osd", "new", osd_uuid)
         subprocess.run(
             ["ceph-osd", *c, "-i", osd_id, "--mkfs", "--osd-uuid", osd_uuid], check=True, capture_output=True
         )
         self._procs.append(
-            _spawn(["ceph-osd", *c, "-i", osd_id, "-f"], self.root / "osd.pid", log / "osd.out")
+            _spawn(
+                ["ceph-osd", *c, "-i", osd_id, "-f"], self.root / "osd.pid", log / "osd.out", tied=self.tied
+            )
         )
         self._procs.append(
-            _spawn(["radosgw", *c, "-n", "client.rgw.a", "-f"], self.root / "rgw.pid", log / "rgw.out")
+            _spawn(
+                ["radosgw", *c, "-n", "client.rgw.a", "-f"],
+                self.root / "rgw.pid",
+                log / "rgw.out",
+                tied=self.tied,
+            )
         )
         _wait_for("the RADOS Gateway", self._answers, timeout, log / "client.rgw.a.log")
         p = subprocess.run(
@@ -374,6 +402,7 @@ class Replica:
     port: int = 0
     args: list[str] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
+    tied: bool = False  # dies with the process that started it (tests, benchmarks)
     proc: subprocess.Popen | None = field(default=None, repr=False)
 
     @property
@@ -385,8 +414,6 @@ class Replica:
         return self.root / f"{self.name}.pid"
 
     def start(self, wait: float = 60) -> Replica:
-        import sys
-
         self.root.mkdir(parents=True, exist_ok=True)
         self.port = self.port or free_port()
         argv = [
@@ -402,7 +429,7 @@ class Replica:
         ]
         env = {**os.environ, **self.env}
         log = self.root / f"{self.name}.log"
-        self.proc = _spawn(argv, self.pid_file, log, env=env, name="caffezoo")
+        self.proc = _spawn(argv, self.pid_file, log, env=env, name="caffezoo", tied=self.tied)
         _wait_for(f"zoo replica {self.name} on port {self.port}", self._answers, wait, log)
         return self
 
