@@ -261,6 +261,12 @@ def _s3_client(endpoint: str | None, region: str, key: str | None, secret: str |
     )
 
 
+def _code(e: Exception) -> str | None:
+    """The S3 error code of a botocore error (``NoSuchKey``, ``404``...), if it has one."""
+    response = getattr(e, "response", None)
+    return response.get("Error", {}).get("Code") if isinstance(response, dict) else None
+
+
 class S3Store(BlobStore):
     """Blobs at ``s3://bucket/prefix/sha1/<sha1>`` in an S3-compatible object store.
 
@@ -306,7 +312,7 @@ class S3Store(BlobStore):
 
     def _fail(self, what: str, e: Exception, sha1: str | None = None) -> BlobStoreError:
         where = f"{self.url}" + (f" (blob {sha1})" if sha1 else "")
-        code = getattr(e, "response", {}).get("Error", {}).get("Code") if hasattr(e, "response") else None
+        code = _code(e)
         hint = {
             "NoSuchBucket": f": the bucket {self.bucket!r} does not exist; create it first",
             "AccessDenied": ": access denied; check CAFFEZOO_S3_* / AWS_* credentials",
@@ -326,7 +332,7 @@ class S3Store(BlobStore):
         try:
             self.client.head_bucket(Bucket=self.bucket)
         except self._errors() as e:
-            if getattr(e, "response", {}).get("Error", {}).get("Code") in ("404", "NoSuchBucket"):
+            if _code(e) in ("404", "NoSuchBucket"):
                 raise BlobStoreError(
                     f"the bucket {self.bucket!r} does not exist at {self.endpoint or 'AWS'}; create it first"
                 ) from None
@@ -359,7 +365,7 @@ class S3Store(BlobStore):
         try:
             return self.client.get_object(**args)["Body"]
         except self._errors() as e:
-            if getattr(e, "response", {}).get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+            if _code(e) in ("NoSuchKey", "404"):
                 raise KeyError(sha1) from None
             raise self._fail("cannot read", e, sha1) from None
 
@@ -374,7 +380,7 @@ class S3Store(BlobStore):
         try:
             head = self.client.head_object(Bucket=self.bucket, Key=self.key(sha1))
         except self._errors() as e:
-            if getattr(e, "response", {}).get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+            if _code(e) in ("404", "NoSuchKey", "NotFound"):
                 self._present.discard(sha1)
                 return None
             raise self._fail("cannot stat", e, sha1) from None
