@@ -172,7 +172,12 @@ def test_s3_errors_say_what_is_wrong(ceph, s3_env, monkeypatch):
 
 @pytest.mark.parametrize(
     "where, problem",
-    [("s3://", "expected s3://BUCKET"), ("http://host/blobs", "expected a directory")],
+    [
+        ("s3://", "expected s3://BUCKET"),
+        ("s3://ab/x", "not an S3 bucket name"),
+        ("s3://Upper_Case/x", "not an S3 bucket name"),
+        ("http://host/blobs", "expected a directory"),
+    ],
 )
 def test_open_store_refuses_what_it_cannot_open(where, problem):
     with pytest.raises(UsageError, match=problem):

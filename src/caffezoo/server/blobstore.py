@@ -26,6 +26,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
+import re
 import threading
 import time
 from collections.abc import Iterable, Iterator
@@ -127,6 +128,11 @@ def open_store(where: str | os.PathLike[str]) -> BlobStore:
         parts = urlsplit(text)
         if not parts.netloc:
             raise UsageError(f"{text!r}: expected s3://BUCKET or s3://BUCKET/PREFIX")
+        if not re.fullmatch(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", parts.netloc):
+            raise UsageError(
+                f"{text!r}: {parts.netloc!r} is not an S3 bucket name "
+                "(3 to 63 lower-case letters, digits, dots and hyphens)"
+            )
         return S3Store(parts.netloc, parts.path.strip("/"))
     if "://" in text and not text.startswith("file://"):
         raise UsageError(f"{text!r}: expected a directory, file:///DIR or s3://BUCKET/PREFIX")
