@@ -503,6 +503,7 @@ http {{
         proxy_set_header Connection "";
         proxy_set_header Host $http_host;
         proxy_set_header X-Forwarded-For $remote_addr;
+        proxy_set_header X-Request-ID $request_id;  # one id in nginx's log and the replica's
         proxy_next_upstream error timeout http_502 http_503;
         location / {{ proxy_pass http://zoo; }}
     }}
