@@ -79,17 +79,21 @@ class Mirror:
                 out.append((sha1, url, size))
         return out
 
-    def fetch(self, sha1: str, url: str, size: int | None = None) -> None:
-        """Fetch one blob through the downloads engine (verified, resumable, atomic) into the store."""
+    def fetch(self, sha1: str, url: str, size: int | None = None, **options) -> None:
+        """Fetch one blob through the downloads engine (verified, resumable, atomic) into the store.
+
+        ``options`` go to :func:`caffezoo.fetch.fetch_blob`. A local store is the engine's
+        own cache; for a remote one the blob is fetched into a local staging cache (so a
+        broken transfer resumes), then put, and removed from staging.
+        """
         from ..fetch import fetch_blob
 
-        local = self.store.local_path(sha1)
         # No mirrors here: the origin is what a mirror copies from.
-        if local is not None:
-            fetch_blob([url], sha1=sha1, size=size, blobs_dir=self.root, mirrors=[], offline=False)
+        if self.store.local_path(sha1) is not None:
+            fetch_blob([url], sha1=sha1, size=size, blobs_dir=self.root, mirrors=[], offline=False, **options)
             return
         staging = self.staging or settings().cache_dir / "server" / "staging"
-        got = fetch_blob([url], sha1=sha1, size=size, blobs_dir=staging, mirrors=[], offline=False)
+        got = fetch_blob([url], sha1=sha1, size=size, blobs_dir=staging, mirrors=[], offline=False, **options)
         try:
             with open(got.path, "rb") as f:
                 self.store.put(sha1, f)  # hashed again on the way up: what is stored is checked
