@@ -28,12 +28,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--replicas", type=int, default=2)
     p.add_argument("--redirect", action="store_true", help="replicas answer blob GETs with presigned URLs")
     p.add_argument("--no-seed", action="store_true", help="do not add the bundled models")
-    p.add_argument("serve_args", nargs="*", help="more `caffezoo serve` options, after --")
-    a = p.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    serve_args = argv[argv.index("--") + 1 :] if "--" in argv else []  # for `caffezoo serve`
+    a = p.parse_args(argv[: argv.index("--")] if "--" in argv else argv)
     try:
         if a.action == "start":
             state = start_cluster(
-                a.dir, replicas=a.replicas, redirect=a.redirect, seed=not a.no_seed, serve_args=a.serve_args
+                a.dir, replicas=a.replicas, redirect=a.redirect, seed=not a.no_seed, serve_args=serve_args
             )
             print(f"zoo:        {state['url']}  (nginx over {', '.join(state['replicas'])})")
             print(f"database:   {state['database_url']}")
