@@ -189,3 +189,33 @@ def test_open_store_kinds(tmp_path, s3_env):
     assert open_store(f"file://{tmp_path}").root == tmp_path
     s3 = open_store(s3_env + "/")
     assert isinstance(s3, S3Store) and s3.key(SHA1) == f"{s3_env.split('/', 3)[3]}/sha1/{SHA1}"
+
+
+def test_s3_settings_prefer_caffezoo_variables_then_aws_ones(monkeypatch):
+    from caffezoo.config import s3_settings
+    from caffezoo.errors import ConfigError
+
+    for k in (
+        "CAFFEZOO_S3_ENDPOINT",
+        "AWS_ENDPOINT_URL_S3",
+        "AWS_ENDPOINT_URL",
+        "AWS_REGION",
+        "AWS_DEFAULT_REGION",
+    ):
+        monkeypatch.delenv(k, raising=False)
+    assert s3_settings().endpoint is None and s3_settings().region == "us-east-1"
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://aws-style:9000/")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-west-3")
+    assert (s3_settings().endpoint, s3_settings().region) == ("http://aws-style:9000", "eu-west-3")
+    monkeypatch.setenv("CAFFEZOO_S3_ENDPOINT", "https://ours:443")
+    monkeypatch.setenv("CAFFEZOO_S3_SECRET_ACCESS_KEY", "hush")
+    s = s3_settings()
+    assert s.endpoint == "https://ours:443" and "hush" not in repr(s)  # secrets stay out of logs
+    monkeypatch.setenv("CAFFEZOO_S3_PART_SIZE", str(1 << 20))
+    with pytest.raises(ConfigError, match="CAFFEZOO_S3_PART_SIZE"):
+        s3_settings()
+    monkeypatch.setenv("CAFFEZOO_S3_PART_SIZE", str(8 << 20))
+    assert s3_settings().part_size == 8 << 20
+    monkeypatch.setenv("CAFFEZOO_S3_ENDPOINT", "https://ours:99999")
+    with pytest.raises(ConfigError, match="CAFFEZOO_S3_ENDPOINT"):
+        s3_settings()
