@@ -231,6 +231,9 @@ def settings() -> Settings:
     if last is not None and last[0] == key:
         return last[1]
     with _lock:
+        last = _last  # another thread may have read it while this one waited for the lock
+        if last is not None and last[0] == key:
+            return last[1]
         s = _read()  # a bad value raises here, and again on the next call: nothing bad is kept
         _last = (key, s)
     return s
