@@ -39,7 +39,8 @@ def test_cluster_starts_serves_weights_through_nginx_and_stops_exactly_itself(tm
             assert httpx.get(f"{replica}/blobs/sha1/{sha1}").content == data
         r = httpx.get(f"{lb}/blobs/sha1/{sha1}", headers={"Range": "bytes=100-199"})
         assert r.status_code == 206 and r.content == data[100:200]
-        assert httpx.get(f"{lb}/api/models").status_code == 200
+        models = httpx.get(f"{state['replicas'][0]}/api/models").json()["models"]
+        assert models[0]["html_url"].startswith(lb + "/")  # links name the balancer, not a replica
     finally:
         stopped = stop_cluster(tmp_path / "cluster")
     assert len(stopped) == 7

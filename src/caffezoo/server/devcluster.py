@@ -584,7 +584,9 @@ def start_cluster(
                     os.environ.pop(k, None)
                 else:
                     os.environ[k] = v
+        lb_port = free_port()  # known before the replicas start: their links name the balancer
         args = ["--database-url", pg.url, "--blobs-url", blobs_url, "--log-level", "warning"]
+        args += ["--base-url", f"http://127.0.0.1:{lb_port}"]
         args += ["--blobs-redirect"] if redirect else []
         args += serve_args or []
         servers = []
@@ -595,7 +597,7 @@ def start_cluster(
             finally:
                 pid_files[:0] = [r.pid_file]
             servers.append(r)
-        lb = Nginx(root / "nginx", [r.url for r in servers])
+        lb = Nginx(root / "nginx", [r.url for r in servers], port=lb_port)
         try:
             lb.start()
         finally:
