@@ -280,6 +280,8 @@ class GistClient:
             last = attempt == self.retries
             try:
                 r = self._http.request(method, full, **kwargs)
+            except _http.Refused:  # a server-side caller's policy: no second try changes it
+                raise GistError(f"{method} {full}: {_http.REFUSED}") from None
             except httpx.TransportError as e:
                 if last or method == "POST":
                     raise GistError(f"{method} {full}: {type(e).__name__}: {e or 'no answer'}") from None
