@@ -133,6 +133,7 @@ def retry_after(value: str | None) -> float | None:
 
 REFUSED = "refused by policy"
 _CGNAT = ipaddress.ip_network("100.64.0.0/10")
+_IETF = ipaddress.ip_network("192.0.0.0/24")  # protocol assignments; 192.0.0.192 is Oracle's metadata
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
 _NAT64_LOCAL = ipaddress.ip_network("64:ff9b:1::/48")
 
@@ -174,6 +175,7 @@ def not_public(ip: Address) -> str | None:
         ("link-local", ip.is_link_local),  # 169.254.169.254: the cloud's metadata service
         ("multicast", ip.is_multicast),
         ("shared (CGNAT)", ip.version == 4 and ip in _CGNAT),
+        ("special-purpose", ip.version == 4 and ip in _IETF),
         ("reserved", ip.is_reserved),
         ("private", ip.is_private),
         ("not global", not ip.is_global),
@@ -460,7 +462,9 @@ def public_error(e: BaseException) -> str:
         return "no answer in time"
     if isinstance(e, httpx.TooManyRedirects):
         return "too many redirects"
-    if isinstance(e, (httpx.UnsupportedProtocol, httpx.InvalidURL)):
+    if isinstance(e, httpx.InvalidURL):
+        return "not a valid URL"
+    if isinstance(e, httpx.UnsupportedProtocol):
         return "not an http(s) URL"
     if isinstance(e, httpx.ConnectError):
         return "cannot connect"

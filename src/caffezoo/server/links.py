@@ -124,9 +124,11 @@ def probe(
             if not _http.is_retryable_status(r.status_code):
                 return last
             wait = _http.retry_after(r.headers.get("retry-after"))
-        except httpx.HTTPError as e:
+        except (httpx.HTTPError, httpx.InvalidURL) as e:  # InvalidURL is not an HTTPError
             last = Probe(url, False, error=_http.public_error(e))
-            if isinstance(e, (_http.Refused, httpx.TooManyRedirects, httpx.UnsupportedProtocol)):
+            if isinstance(
+                e, (_http.Refused, httpx.TooManyRedirects, httpx.UnsupportedProtocol, httpx.InvalidURL)
+            ):
                 return last  # no second try changes these
             wait = None
         if attempt < retries:

@@ -375,7 +375,7 @@ def import_page(
                         report.failed[ref.id] = str(e)
                         if on_gist:
                             on_gist(ref.id, "failed", str(e))
-                    except httpx.HTTPError as e:  # refused by policy, over budget: never a traceback
+                    except (httpx.HTTPError, httpx.InvalidURL) as e:  # refused, over budget: no traceback
                         report.failed[ref.id] = f"gist {ref.id}: {_http.public_error(e)}"
                         if on_gist:
                             on_gist(ref.id, "failed", report.failed[ref.id])
