@@ -21,6 +21,10 @@ allowed. The weights' file name may never be one of the model's own files.
 from __future__ import annotations
 
 import os
+import queue
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from .config import Settings, settings
@@ -102,3 +106,59 @@ def refuse_own_file(m: ModelDir) -> None:
             f"files ({clash}); the weights would replace it, so nothing was downloaded. Name the "
             "weights file something else, e.g. <model>.caffemodel."
         )
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """One model of :func:`download_many`: its result, or the error that stopped it."""
+
+    model: str
+    result: Fetched | None = None
+    error: Exception | None = None
+
+
+def download_many(
+    models: Sequence[str],
+    *,
+    jobs: int = DEFAULT_JOBS,
+    progress: Callable[[str], Progress | None] | None = None,
+    **options,
+) -> list[Outcome]:
+    """Download several models, at most ``jobs`` at a time; one failure does not stop the rest.
+
+    ``progress(model)`` returns the progress callback for that model.
+    Outcomes come back in the order of ``models``. The workers are daemon
+    threads: on Ctrl-C the caller may exit at once, and what each had written
+    stays on disk for the next run to resume.
+    """
+    outcomes: dict[int, Outcome] = {}
+    todo: queue.Queue = queue.Queue()
+    for item in enumerate(models):
+        todo.put(item)
+    done = threading.Condition()
+
+    def work() -> None:
+        while True:
+            try:
+                i, name = todo.get_nowait()
+            except queue.Empty:
+                return
+            try:
+                cb = progress(name) if progress else None
+                out = Outcome(name, result=download(name, progress=cb, **options))
+            except Exception as e:  # kept with its model; the other downloads go on
+                out = Outcome(name, error=e)
+            with done:
+                outcomes[i] = out
+                done.notify()
+
+    workers = [
+        threading.Thread(target=work, daemon=True, name=f"caffezoo-download-{n}")
+        for n in range(max(1, min(jobs, len(models))))
+    ]
+    for w in workers:
+        w.start()
+    with done:
+        while len(outcomes) < len(models):
+            done.wait(0.5)  # a timeout, so Ctrl-C reaches the main thread
+    return [outcomes[i] for i in range(len(models))]
