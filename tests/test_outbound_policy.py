@@ -404,3 +404,22 @@ def test_the_policy_is_the_client_s_own_not_the_process_s(internal):
             guarded.get(internal.url("/secret"))
     with _http.client(policy=DEFAULT) as guarded, pytest.raises(httpx.HTTPError):
         guarded.get("file:///etc/passwd")
+
+
+def test_pages_show_refusals_and_never_socket_errors(database_url, tmp_path, internal):
+    from caffezoo.server.links import Probe, record
+
+    with web_for(database_url, tmp_path, seed=False) as w:
+        refused = weights(w.storage, f"http://0x7f000001:{internal.port}/secret", name="Refused Net")
+        check_links(w.storage, policy=DEFAULT, rate=1000, retries=0)
+        old_url = "http://old.example/w"
+        old = weights(w.storage, old_url, name="Old Row Net", sha1="6" * 40)
+        # A row recorded before errors were fixed phrases: its socket text must not be shown.
+        record(w.storage, [Probe(old_url, False, error="ConnectError: [Errno 111] Connection refused")])
+        page = w.get(f"/models/{refused}").text
+        assert "unreachable: refused by policy" in page
+        assert w.http.get(f"/api/models/{refused}").json()["weights"]["error"] == "refused by policy"
+        page = w.get(f"/models/{old}").text + w.get("/").text + w.http.get("/api/models").text
+        assert "Connection refused" not in page and "Errno" not in page
+        assert w.http.get(f"/api/models/{old}").json()["weights"]["error"] == "connection failed"
+    assert internal.requests == []

@@ -78,6 +78,23 @@ def _size(r: httpx.Response) -> int | None:
     return int(length) if length.isdigit() and r.status_code == 200 else None
 
 
+# What a probe records as its error, and so all that pages may show of one (rows written
+# before errors were fixed phrases may hold socket errors: those are shown as the generic one).
+_PUBLIC_ERROR = re.compile(
+    r"HTTP \d{3}( [A-Za-z' -]{1,40})?|refused by policy|cannot connect|no answer in time|connection failed"
+    r"|too many redirects|not a valid URL|not an http\(s\) URL|not checked: only http:// and https:// URLs are probed"
+)
+
+
+def shown_error(error: str | None) -> str | None:
+    """``error`` if it is one of the fixed phrases probes record, else ``connection failed``.
+
+    >>> shown_error("HTTP 404 Not Found"), shown_error("ConnectError: [Errno 111] Connection refused")
+    ('HTTP 404 Not Found', 'connection failed')
+    """
+    return error if error is None or _PUBLIC_ERROR.fullmatch(error) else "connection failed"
+
+
 def _status_text(status: int) -> str:
     """``HTTP 404 Not Found``: the standard phrase, not the remote server's own words."""
     try:

@@ -34,6 +34,7 @@ from ..errors import CaffezooError
 from ..frontmatter import parse_readme
 from . import catalog
 from .api import JSON_TYPE, GistCache, base_url, json_response, valid_id
+from .links import shown_error
 from .mirror import Mirror
 from .models import Entry, LinkCheck, WikiSection
 from .pictures import pick_net
@@ -131,6 +132,11 @@ class Weights:
             return "unchecked"
         return "reachable" if self.checked.reachable else "unreachable"
 
+    @property
+    def error(self) -> str | None:
+        """The last check's error, as anyone may read it (see :func:`.links.shown_error`)."""
+        return None if self.checked is None else shown_error(self.checked.error)
+
     def json(self, base: str) -> dict[str, Any]:
         c = self.checked
         return {
@@ -140,7 +146,7 @@ class Weights:
             "reachable": None if c is None else c.reachable,
             "status": None if c is None else c.status,
             "checked_size": None if c is None else c.size,
-            "error": None if c is None else c.error,
+            "error": self.error,
             "checked_at": None
             if c is None or c.checked_at is None
             else c.checked_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
