@@ -423,3 +423,25 @@ def test_pages_show_refusals_and_never_socket_errors(database_url, tmp_path, int
         assert "Connection refused" not in page and "Errno" not in page
         assert w.http.get(f"/api/models/{old}").json()["weights"]["error"] == "connection failed"
     assert internal.requests == []
+
+
+def test_a_round_takes_each_owner_in_turn(store, tmp_path):
+    from caffezoo.server.mirror import wanted
+
+    for i in range(3):
+        publish(
+            store,
+            "mallory",
+            f"Flood {i}",
+            caffemodel="m.caffemodel",
+            caffemodel_url=f"http://x/{i}",
+            sha1=f"{i}" * 40,
+        )
+    publish(
+        store, "alice", "Alice Net", caffemodel="m.caffemodel", caffemodel_url="http://a/w", sha1="a" * 40
+    )
+    publish(store, "bob", "Bob Net", caffemodel="m.caffemodel", caffemodel_url="http://b/w", sha1="0" * 40)
+    order = wanted(store, lambda sha1: False)
+    assert [w.sha1[0] for w in order] == ["0", "a", "1", "2"]  # mallory, alice, mallory, mallory
+    assert order[0].sources == (("http://x/0", None), ("http://b/w", None))  # bob's URL is a source too
+    assert [w.sha1 for w in wanted(store, lambda sha1: sha1 == "a" * 40)] == ["0" * 40, "1" * 40, "2" * 40]

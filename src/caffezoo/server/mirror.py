@@ -27,6 +27,7 @@ from __future__ import annotations
 import os
 import re
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -49,6 +50,7 @@ MAX_BYTES = 4 << 30  # what a source may send when the front matter gives no siz
 FETCH_SECONDS = 3600.0
 MIN_RATE = 32 << 10  # bytes/s a fetch must average once its grace period is over
 GRACE = 30.0
+ROUND_SECONDS = 6 * 3600.0
 
 
 @dataclass(frozen=True)
@@ -71,6 +73,7 @@ class MirrorOptions:
     grace: float = GRACE
     timeout: float = 30.0  # seconds one read may wait
     retries: int = 2
+    round_seconds: float = ROUND_SECONDS  # no fetch starts later than this into a round
 
 
 @dataclass(frozen=True)
@@ -85,11 +88,12 @@ def wanted(
     storage: Storage, has: Callable[[str], bool], when: datetime | None = None, everything: bool = False
 ) -> list[Wanted]:
     """The blobs to fetch now: missing from the store, with the sources not backing off
-    (``everything``: with all their sources)."""
+    (``everything``: with all their sources). Blobs are taken from each owner in turn, so
+    that one user's thousand models do not hold everyone else's until the round's end."""
     when = when or now()
     with storage.session() as s:
         rows = s.execute(
-            select(Entry.sha1, Entry.caffemodel_url, Entry.size)
+            select(Entry.sha1, Entry.caffemodel_url, Entry.size, Entry.owner)
             .where(Entry.listed.is_(True), Entry.sha1.is_not(None), Entry.caffemodel_url.is_not(None))
             .order_by(Entry.pk)
         ).all()
@@ -103,10 +107,15 @@ def wanted(
             )
         )
     sources: dict[str, dict[str, int | None]] = {}
-    for sha1, url, size in rows:
+    by_owner: dict[str | None, list[str]] = {}
+    for sha1, url, size, owner in rows:
         if SHA1_RE.fullmatch(sha1 or "") and (sha1, url) not in waiting and not has(sha1):
+            if sha1 not in sources:
+                by_owner.setdefault(owner, []).append(sha1)
             sources.setdefault(sha1, {}).setdefault(url, size)
-    return [Wanted(sha1, tuple(urls.items())) for sha1, urls in sources.items()]
+    queues = list(by_owner.values())
+    order = [q[i] for i in range(max(map(len, queues), default=0)) for q in queues if i < len(q)]
+    return [Wanted(sha1, tuple(sources[sha1].items())) for sha1 in order]
 
 
 Fetch = Callable[..., Path]  # fetch(sha1, url, size, max_size=..., client=..., timeout=..., retries=...)
@@ -184,10 +193,11 @@ def run_round(
     """Fetch ``todo``, ``options.concurrency`` blobs at a time; record and return what happened."""
     results: list[MirrorResult] = []
     lock = threading.Lock()
+    ends = time.monotonic() + options.round_seconds
 
     def one(w: Wanted) -> None:
-        if stop is not None and stop.is_set():
-            return
+        if (stop is not None and stop.is_set()) or time.monotonic() > ends:
+            return  # the rest waits for the next round
         got = fetch_wanted(w, fetch, client, options)
         record(storage, got)
         with lock:
