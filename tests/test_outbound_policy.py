@@ -445,3 +445,20 @@ def test_a_round_takes_each_owner_in_turn(store, tmp_path):
     assert [w.sha1[0] for w in order] == ["0", "a", "1", "2"]  # mallory, alice, mallory, mallory
     assert order[0].sources == (("http://x/0", None), ("http://b/w", None))  # bob's URL is a source too
     assert [w.sha1 for w in wanted(store, lambda sha1: sha1 == "a" * 40)] == ["0" * 40, "1" * 40, "2" * 40]
+
+
+def test_wiki_import_bounds_the_bytes_of_one_gist(store, redirector, scripted, monkeypatch):
+    import caffezoo.server.wiki as wiki
+    from caffezoo.gist import GistClient
+
+    monkeypatch.setattr(wiki, "GIST_BYTES", 1 << 20)  # the bound, made small enough to test
+    redirector.route("/endless", handler=endless)
+    api = scripted()
+    gist_id = "c" * 32
+    files = {"readme.md": {"filename": "readme.md", "truncated": True, "raw_url": redirector.url("/endless")}}
+    api.script("GET", f"/gists/{gist_id}", (200, {"id": gist_id, "owner": {"login": "eve"}, "files": files}))
+    page = parse_page(f"# Zoo\n\n### Section\n\n* [Net](https://gist.github.com/eve/{gist_id}): a net\n")
+    with GistClient(api.url, token=None, retries=0, policy=VIA_REDIRECTOR) as client:
+        report = import_page(store, page, client=client)
+    assert "more than the 1048576 bytes allowed" in report.failed[gist_id]
+    assert redirector.routes["/endless"].bodies_sent < 64 << 20  # the client hung up long before

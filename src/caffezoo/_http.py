@@ -257,6 +257,7 @@ class _Budget:
     min_rate: float | None
     grace: float
     seconds: float | None
+    max_bytes: int | None = None
     start: float = field(default_factory=time.monotonic)
     received: int = 0
 
@@ -280,17 +281,22 @@ _budget: contextvars.ContextVar[_Budget | None] = contextvars.ContextVar("caffez
 
 @contextlib.contextmanager
 def budget(
-    seconds: float | None = None, *, min_rate: float | None = None, grace: float = 10.0
+    seconds: float | None = None,
+    *,
+    min_rate: float | None = None,
+    grace: float = 10.0,
+    max_bytes: int | None = None,
 ) -> Iterator[None]:
     """Bound the requests made inside: all of them end ``seconds`` from now, and after
     ``grace`` seconds bytes must have come at ``min_rate`` bytes/s on average; else
     :class:`LimitExceeded` is raised from the read (or connect) that would wait past it.
+    ``max_bytes`` bounds what all of them may receive (headers included).
 
     A source that trickles a byte every few seconds never trips a read timeout;
     this cuts it off. Applies to clients made by :func:`client` in this thread.
     """
     deadline = None if seconds is None else time.monotonic() + seconds
-    token = _budget.set(_Budget(deadline, min_rate, grace, seconds))
+    token = _budget.set(_Budget(deadline, min_rate, grace, seconds, max_bytes))
     try:
         yield
     finally:
@@ -329,6 +335,8 @@ class _Stream(httpcore.NetworkStream):
             raise
         if b is not None:
             b.received += len(data)
+            if b.max_bytes is not None and b.received > b.max_bytes:
+                raise LimitExceeded(f"more than the {b.max_bytes} bytes allowed")
         return data
 
     def write(self, buffer: bytes, timeout: float | None = None) -> None:

@@ -41,7 +41,8 @@ from .models import Entry, WikiSection
 from .storage import FileChange, Invalid, Storage, check_login
 
 DEFAULT_OWNER = "wiki"
-GIST_SECONDS = 120.0  # one gist's fetch (API answer and raw files) ends within this
+GIST_SECONDS = 120.0  # one gist's fetch (API answer and raw files) ends within this...
+GIST_BYTES = 100 << 20  # ...and receives no more than this
 GIST_HOSTS = ("gist.github.com",)
 DEFAULT_PREAMBLE = (
     "Models shared by the community, one section per contribution. To get one:\n\n"
@@ -366,7 +367,7 @@ def import_page(
                         continue
                     seen.add(ref.id)
                     try:
-                        with _http.budget(GIST_SECONDS):
+                        with _http.budget(GIST_SECONDS, max_bytes=GIST_BYTES):
                             status = fetch_gist(storage, ref, client)
                         (report.fetched if status == "fetched" else report.unchanged).append(ref.id)
                         if on_gist:
