@@ -431,8 +431,8 @@ def client(
 ) -> httpx.Client:
     """An httpx client with the project's User-Agent, timeouts and (given ``policy``) URL policy.
 
-    ``read_size``: bytes asked of the socket per read; a download reads 1 MiB at a time,
-    which at loopback or LAN speeds cuts httpcore's per-read work 16-fold. With a policy,
+    ``read_size``: bytes asked of the socket per read (httpcore asks 64 KiB); downloads ask
+    more, which at loopback or LAN speeds cuts httpcore's per-read Python work. With a policy,
     proxies from the environment are ignored: a proxy would reach what the policy refuses.
     """
     transport = httpx.HTTPTransport(

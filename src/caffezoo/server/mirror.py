@@ -211,7 +211,7 @@ def run_round(
             policy=options.policy,
             timeout=options.timeout,
             headers={"Accept-Encoding": "identity", "User-Agent": f"{_http.user_agent()} mirror"},
-            read_size=1 << 20,
+            read_size=256 << 10,  # as downloads do: fewer, larger reads
             max_connections=max(4, options.concurrency * 2),
         ) as client,
         ThreadPoolExecutor(max(1, options.concurrency), thread_name_prefix="caffezoo-mirror") as pool,
