@@ -9,22 +9,38 @@ from __future__ import annotations
 
 import hashlib
 import os
+import uuid
 from pathlib import Path
 
+import pytest
 from model_helpers import write_model
 from web_helpers import DEPLOY
 
 PASSWD = Path("/etc/passwd")
 
 
-def gist_model(zoo, tmp_path: Path, cli, front_matter: str, name: str = "d") -> Path:
-    """Publish a model with ``front_matter`` as a gist and download it as the victim would."""
+def gist_model(gists, tmp_path: Path, cli, front_matter: str, name: str = "d") -> Path:
+    """Serve a model with ``front_matter`` as a gist and download it as the victim would."""
     readme = "---\n" + front_matter.strip("\n") + "\n---\nA net.\n"
-    gist = zoo.create({"readme.md": readme, "deploy.prototxt": DEPLOY}, public=True)
+    gist_id = uuid.uuid4().hex
+    files = {
+        n: {"filename": n, "content": c} for n, c in (("readme.md", readme), ("deploy.prototxt", DEPLOY))
+    }
+    gists.script(
+        "GET", f"/gists/{gist_id}", (200, {"id": gist_id, "owner": {"login": "eve"}, "files": files})
+    )
     target = tmp_path / name
-    r = cli("gist", "download", gist["id"], target)
+    r = cli("gist", "download", gist_id, target)
     assert r.code == 0, r.stderr
     return target
+
+
+@pytest.fixture
+def zoo(scripted, monkeypatch):
+    """A Gist API that serves what the test scripts (function-scoped: no session-wide server)."""
+    api = scripted()
+    monkeypatch.setenv("CAFFEZOO_GIST_API", api.url)
+    return api
 
 
 def test_a_gist_naming_a_local_file_reads_nothing(zoo, cli, tmp_path):

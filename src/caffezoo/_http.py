@@ -69,6 +69,7 @@ __all__ = [
     "budget",
     "client",
     "is_retryable_status",
+    "not_public",
     "public_error",
     "retry_after",
     "user_agent",
