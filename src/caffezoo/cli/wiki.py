@@ -14,6 +14,9 @@ from .serve import (  # the zoo server's database and outbound-URL policy, as `c
     server_policy,
 )
 
+__all__ = ["wiki_app", "wiki_export", "wiki_import"]
+
+
 wiki_app = typer.Typer(
     help="Import a Caffe Model-Zoo wiki page into a zoo server's database, or export the zoo as such a page.",
     no_args_is_help=True,
@@ -78,7 +81,7 @@ def wiki_import(
             store, parsed, fetch=fetch, on_gist=show, policy=server_policy(allow_private, allow_network)
         )
     if as_json:
-        print_json(report.__dict__)
+        print_json(report)
     elif not quiet:
         out.print(
             f"{report.sections} sections, {report.gists} gist entries, {report.links} other links; "
@@ -104,7 +107,7 @@ def wiki_export(
     database_url: str = DB_OPTION,
 ) -> None:
     """Write the zoo as a page shaped like Caffe's Model-Zoo wiki, for those who keep a GitHub wiki."""
-    from ..frontmatter import atomic_write_bytes
+    from ..atomic import atomic_write_bytes
     from ..server.run import open_storage
     from ..server.wiki import export_page, render_page
 
