@@ -52,6 +52,44 @@ class LogLevel(str, Enum):
 BLOBS_OPTION = typer.Option(
     None, "--blobs-dir", help="The server's weights store [default: CAFFEZOO_HOME/server-blobs]."
 )
+BLOBS_URL_OPTION = typer.Option(
+    None,
+    "--blobs-url",
+    envvar="CAFFEZOO_BLOBS_URL",
+    show_envvar=True,
+    help="Keep weights in an S3-compatible store, s3://BUCKET/PREFIX (endpoint and keys from "
+    "CAFFEZOO_S3_* or AWS_*), instead of --blobs-dir.",
+)
+ALLOW_PRIVATE_OPTION = typer.Option(
+    False,
+    "--allow-private-urls",
+    help="Let server-side fetches (link checks, mirror, wiki import) reach loopback, private and "
+    "link-local addresses. Off by default: a URL written by a user must not reach inside your network.",
+)
+ALLOW_NETWORK_OPTION = typer.Option(
+    None,
+    "--allow-network",
+    metavar="CIDR",
+    help="Let server-side fetches reach this network (e.g. 10.20.0.0/16) although it is not public; repeatable.",
+)
+MAX_BYTES_OPTION = typer.Option(
+    4 << 30,
+    "--mirror-max-bytes",
+    min=1,
+    help="Most bytes the mirror takes for one blob whose front matter gives no size (a larger size is refused).",
+)
+
+
+def server_policy(allow_private: bool, networks: list[str] | None):
+    from ..server.run import outbound_policy
+
+    return outbound_policy(allow_private, networks or ())
+
+
+def _mirror_options(allow_private: bool, networks: list[str] | None, max_bytes: int):
+    from ..server.mirror import MirrorOptions
+
+    return MirrorOptions(policy=server_policy(allow_private, networks), max_bytes=max_bytes)
 
 
 @serve_app.callback(invoke_without_command=True)
@@ -80,6 +118,13 @@ def serve(
         60.0, "--mirror-every", min=0.1, help="Seconds between mirror rounds (with --mirror)."
     ),
     blobs_dir: str = BLOBS_OPTION,
+    blobs_url: str = BLOBS_URL_OPTION,
+    blobs_redirect: bool = typer.Option(
+        False,
+        "--blobs-redirect",
+        help="With --blobs-url: answer weight downloads with a 302 to a presigned URL of the "
+        "store (valid 5 minutes) instead of streaming them through the server.",
+    ),
     check_links: bool = typer.Option(
         True, "--check-links/--no-check-links", help="Probe weights URLs in the background."
     ),
@@ -119,6 +164,9 @@ def serve(
     draw_max_layers: int = typer.Option(
         1000, "--draw-max-layers", min=1, help="Nets with more layers are not drawn (a note is shown)."
     ),
+    allow_private: bool = ALLOW_PRIVATE_OPTION,
+    allow_network: list[str] = ALLOW_NETWORK_OPTION,
+    mirror_max_bytes: int = MAX_BYTES_OPTION,
     try_it: bool = typer.Option(
         False,
         "--try",
@@ -151,6 +199,8 @@ def serve(
         log_level=log_level.value,
         seed_bundled=seed_bundled,
         blobs_dir=blobs_dir,
+        blobs_url=blobs_url,
+        blobs_redirect=blobs_redirect,
         mirror_every=mirror_every if mirror else None,
         check_every=check_every if check_links else None,
         link_rate=link_rate,
@@ -171,6 +221,8 @@ def serve(
             try_max_bytes=try_max_bytes,
             try_max_pixels=try_max_pixels,
         ),
+        policy=server_policy(allow_private, allow_network),
+        mirror_options=_mirror_options(allow_private, allow_network, mirror_max_bytes),
     )
 
 
@@ -180,6 +232,8 @@ def check_links_command(
     all_urls: bool = typer.Option(False, "--all", help="Probe every weights URL, not only those due."),
     rate: float = typer.Option(1.0, "--rate", min=0.01, help="Probes per second, at most."),
     timeout: float = typer.Option(10.0, "--timeout", min=0.1, help="Seconds to wait for each answer."),
+    allow_private: bool = ALLOW_PRIVATE_OPTION,
+    allow_network: list[str] = ALLOW_NETWORK_OPTION,
     as_json: bool = JSON_OPTION,
     quiet: bool = QUIET_OPTION,
 ) -> None:
@@ -205,7 +259,14 @@ def check_links_command(
                 highlight=False,
             )
 
-    results = check_links(database_url, all_urls=all_urls, rate=rate, timeout=timeout, on_result=show)
+    results = check_links(
+        database_url,
+        all_urls=all_urls,
+        rate=rate,
+        timeout=timeout,
+        on_result=show,
+        policy=server_policy(allow_private, allow_network),
+    )
     if as_json:
         print_json(
             [
@@ -224,12 +285,21 @@ def check_links_command(
 def mirror_command(
     database_url: str = DB_OPTION,
     blobs_dir: str = BLOBS_OPTION,
+    blobs_url: str = BLOBS_URL_OPTION,
+    all_sources: bool = typer.Option(
+        False, "--all", help="Try sources that failed before now, not after their backoff."
+    ),
+    allow_private: bool = ALLOW_PRIVATE_OPTION,
+    allow_network: list[str] = ALLOW_NETWORK_OPTION,
+    mirror_max_bytes: int = MAX_BYTES_OPTION,
     as_json: bool = JSON_OPTION,
     quiet: bool = QUIET_OPTION,
 ) -> None:
     """Fetch, once, every listed model's weights that the server's blob store lacks.
 
     Each file is checked against its front matter's SHA-1 before it is kept.
+    Every model naming a SHA-1 offers its URL as a source; a source that failed
+    is tried again after a backoff (1 hour, doubling up to 7 days).
     `caffezoo serve --mirror` does the same in the background. Exits 1 if any fetch failed.
     """
     from rich.markup import escape
@@ -240,19 +310,90 @@ def mirror_command(
 
     def show(r) -> None:
         if not (quiet or as_json):
-            mark = "[green]mirrored[/]" if r.status == "mirrored" else "[red]failed[/]"
+            mark = {"mirrored": "[green]mirrored[/]", "refused": "[red]refused[/]"}.get(
+                r.status, "[red]failed[/]"
+            )
             out.print(
                 f"{mark} {r.sha1} from {escape(r.url)}" + (f": {escape(r.error)}" if r.error else ""),
                 markup=True,
                 highlight=False,
             )
 
-    results = mirror_sync(database_url, blobs_dir, on_result=show)
+    results = mirror_sync(
+        database_url,
+        blobs_dir,
+        on_result=show,
+        options=_mirror_options(allow_private, allow_network, mirror_max_bytes),
+        everything=all_sources,
+        blobs_url=blobs_url,
+    )
     if as_json:
         print_json([{"sha1": r.sha1, "url": r.url, "status": r.status, "error": r.error} for r in results])
     elif not quiet and not results:
         out.print("nothing to fetch: every listed model's weights are here")
-    if any(r.status == "failed" for r in results):
+    mirrored = {r.sha1 for r in results if r.status == "mirrored"}
+    if any(r.sha1 not in mirrored for r in results):  # a blob that no source gave
+        raise typer.Exit(1)
+
+
+@serve_app.command("migrate")
+def migrate_command(
+    from_database_url: str = typer.Option(
+        ..., "--from-database-url", help="The zoo to copy from, e.g. sqlite:////srv/caffezoo/server.db."
+    ),
+    from_blobs_dir: str = typer.Option(
+        ..., "--from-blobs-dir", help="Its weights: a directory (or s3://BUCKET/PREFIX)."
+    ),
+    database_url: str = typer.Option(
+        ..., "--database-url", help="The zoo to copy into, e.g. postgresql://zoo@db.lan/zoo."
+    ),
+    blobs_url: str = typer.Option(
+        ..., "--blobs-url", help="Its weights: s3://BUCKET/PREFIX (created if missing) or a directory."
+    ),
+    batch: int = typer.Option(500, "--batch", min=1, max=10000, help="Rows per transaction."),
+    as_json: bool = JSON_OPTION,
+    quiet: bool = QUIET_OPTION,
+) -> None:
+    """Copy a zoo's database rows and weights into another (SQLite + directory -> PostgreSQL + S3).
+
+    Every weight file is checked against its SHA-1 on the way. Safe to repeat and to
+    interrupt: a re-run copies only what is still missing. Exits 1 if any blob failed.
+    """
+    from ..server.migrate import migrate
+
+    out = console(stderr=True)
+
+    def show(step) -> None:
+        if quiet or as_json:
+            return
+        if step.table == "blob":
+            if step.copied:
+                out.print(f"copied blob {step.detail}", highlight=False)
+            elif "failed" in step.detail:
+                out.print(f"[red]failed[/] blob {escape(step.detail)}", highlight=False)
+        elif step.copied:
+            out.print(f"{step.table}: {step.copied} rows copied", highlight=False)
+
+    from rich.markup import escape
+
+    report = migrate(from_database_url, from_blobs_dir, database_url, blobs_url, batch=batch, on_step=show)
+    if as_json:
+        print_json(
+            {
+                "rows": {t: {"copied": c, "present": p} for t, (c, p) in report.rows.items()},
+                "blobs": {"copied": report.blobs_copied, "present": report.blobs_present},
+                "failed": report.blobs_failed,
+            }
+        )
+    elif not quiet:
+        rows = sum(c for c, _ in report.rows.values())
+        kept = sum(p for _, p in report.rows.values())
+        out.print(
+            f"{rows} rows copied ({kept} already there); {report.blobs_copied} blobs copied "
+            f"({report.blobs_present} already there), {len(report.blobs_failed)} failed",
+            highlight=False,
+        )
+    if not report.ok:
         raise typer.Exit(1)
 
 

@@ -196,19 +196,20 @@ def check_mirrored(storage: Storage, mirror: Mirror) -> int:
     for pk, sha1, net_sha, net_file, fit in rows:
         if not mirror.has(sha1):
             continue
+        local = mirror.store.local_path(sha1)  # None: a remote store (the fit is judged where it is local)
         fits, why = fit, None
-        if fit is None and net_sha is not None:
+        if fit is None and net_sha is not None and local is not None:
             with storage.session() as s:
                 content = s.scalar(select(Blob.content).where(Blob.sha == net_sha))
             if content is not None:
-                fits, why = weights_fit(content, mirror.path(sha1), net_file or "deploy.prototxt")
+                fits, why = weights_fit(content, local, net_file or "deploy.prototxt")
         with storage.session(write=True) as s:
             entry = s.get(Entry, pk)
             if entry is None or entry.net_sha != net_sha or entry.sha1 != sha1:
                 continue  # edited meanwhile: the next run checks the new net
             entry.mirrored = True
-            if entry.weights_size is None:  # the size the front matter and the link check did not give
-                entry.weights_size = mirror.path(sha1).stat().st_size
+            if entry.weights_size is None and local is not None:  # a size nothing else gave
+                entry.weights_size = local.stat().st_size
             if why is not None:
                 entry.weights_fit, entry.weights_problems = fits, "\n".join(why)
             catalog.bump(s)

@@ -90,6 +90,8 @@ def why_not(entry: Entry, mirror: Mirror | None) -> str | None:
         return "caffezoo cannot convert its network"
     if mirror is None or not mirror.has(entry.sha1):
         return "this server does not hold its weights"
+    if mirror.store.local_path(entry.sha1) is None:
+        return "its weights are in this server's object store, not on this machine"
     if entry.weights_fit is False:
         return "the weights this server holds do not fit the network"
     return None
@@ -208,7 +210,9 @@ class TryIt:
         from ..runtime.session import load
 
         try:
-            net = load(str(self._prototxt(entry)), weights=self.mirror.path(entry.sha1), threads=1)
+            net = load(
+                str(self._prototxt(entry)), weights=self.mirror.store.local_path(entry.sha1), threads=1
+            )
             input_name, shape = _image_input(net)
             output = _output(net, "prob" if "prob" in net.outputs else None)
         except TryError:
