@@ -160,11 +160,11 @@ def run(
     ``base_url`` is the public URL links start with (default ``http://HOST:PORT``);
     ``limits`` bounds render and drawing work and the caches' bytes.
     """
-    import dataclasses
     import json
 
     import uvicorn
 
+    from .._json import jsonable
     from .app import check_base_url, create_app
 
     try:
@@ -202,7 +202,7 @@ def run(
             os.environ["CAFFEZOO_DATABASE_URL"] = url  # the workers build their app from the environment
             os.environ["CAFFEZOO_SERVER_BLOBS"] = str(blobs)
             os.environ["CAFFEZOO_BASE_URL"] = base_url or ""
-            os.environ["CAFFEZOO_SERVER_LIMITS"] = json.dumps(dataclasses.asdict(limits))
+            os.environ["CAFFEZOO_SERVER_LIMITS"] = json.dumps(jsonable(limits))
             Storage(url).close()  # create the tables once, before the workers race to
             uvicorn.run("caffezoo.server.app:app_from_env", factory=True, workers=workers, **options)
         else:
