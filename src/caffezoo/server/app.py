@@ -16,8 +16,9 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..config import settings
-from . import api, blobs, pages
+from . import api, blobs, health, pages
 from .errors import ApiError, api_error_handler, http_error_handler, unexpected_error_handler
+from .logs import RequestLog
 from .mirror import Mirror
 from .pictures import Pictures
 from .storage import Storage
@@ -85,11 +86,15 @@ def create_app(
     app.state.page_cache = pages.PageCache()
     app.state.mirror = Mirror(Path(blobs_dir) if blobs_dir else s.server_blobs_dir)
     app.state.pictures = Pictures(Path(cache_dir) if cache_dir else s.cache_dir / "server" / "svg")
+    # What /readyz asks: (name, function raising when that dependency is not there).
+    app.state.ready_checks = [("database", store.ping)]
     app.add_exception_handler(ApiError, api_error_handler)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(Exception, unexpected_error_handler)
     app.add_middleware(SecurityHeaders)
+    app.add_middleware(RequestLog)  # outermost: its id is on every answer, its time covers all
     app.mount("/static", StaticFiles(directory=Path(__file__).parent / "static"), name="static")
+    app.include_router(health.router)
     app.include_router(api.router)
     app.include_router(blobs.router)
     app.include_router(pages.router)  # last: it ends with the catch-all /{user}/{id}

@@ -18,10 +18,12 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sqlalchemy import select
 
@@ -29,6 +31,9 @@ from ..errors import CaffezooError, ChecksumError
 from . import catalog
 from .models import Entry
 from .storage import Storage
+
+if TYPE_CHECKING:
+    from .jobs import Leases
 
 SHA1_RE = re.compile(r"[0-9a-f]{40}")
 
@@ -82,24 +87,44 @@ class Mirror:
         # No mirrors here: the origin is what a mirror copies from.
         return fetch_blob([url], sha1=sha1, size=size, blobs_dir=self.root, mirrors=[], offline=False).path
 
+    def job(self, sha1: str) -> str:
+        """The job of fetching ``sha1`` into this store, as :mod:`.jobs` names it: replicas
+        sharing the store share the job; a store of its own (another machine's directory)
+        gets its own copy."""
+        return f"file://{socket.gethostname()}{self.root.resolve()}#{sha1}"
+
     def sync(
         self,
         storage: Storage,
         on_result: Callable[[MirrorResult], None] | None = None,
         stop: threading.Event | None = None,
+        *,
+        leases: Leases | None = None,
+        retry_after: float = 0.0,
     ) -> list[MirrorResult]:
-        """Fetch every wanted blob; a failure is reported and retried on the next sync."""
+        """Fetch every wanted blob; a failure is reported and retried on the next sync.
+
+        With ``leases`` (:mod:`.jobs`), each blob is claimed first, so replicas sharing the
+        store fetch it once; a failed fetch is not tried again (by anyone) for ``retry_after`` s.
+        """
         results = []
         with self._lock:  # one sync at a time; the engine's locks guard each blob as well
             for sha1, url, size in self.wanted(storage):
                 if stop is not None and stop.is_set():
                     break
+                job = self.job(sha1)
+                if leases is not None and not leases.claim("mirror", job, lambda _s, h=sha1: not self.has(h)):
+                    continue  # another replica fetches it, or has
+                cooldown = retry_after
                 try:
                     self.fetch(sha1, url, size)
-                    result = MirrorResult(sha1, url, "mirrored")
+                    result, cooldown = MirrorResult(sha1, url, "mirrored"), 0.0
                     self.changed(storage)
                 except CaffezooError as e:
                     result = MirrorResult(sha1, url, "failed", str(e))
+                finally:
+                    if leases is not None:
+                        leases.finish("mirror", job, cooldown=cooldown)
                 results.append(result)
                 if on_result:
                     on_result(result)

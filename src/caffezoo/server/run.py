@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -58,42 +59,99 @@ def check_links(
     on_result=None,
 ) -> list:
     """Probe the weights URLs that are due (or all of them); record and return what was seen."""
+    from .jobs import Leases
     from .links import check_links as check
 
     with open_storage(database_url) as store:
-        return check(store, all_urls=all_urls, rate=rate, timeout=timeout, on_result=on_result)
+        leases = Leases(store)  # a URL a running server is probing right now is left to it
+        try:
+            return check(
+                store, all_urls=all_urls, rate=rate, timeout=timeout, on_result=on_result, leases=leases
+            )
+        finally:
+            leases.stop()
 
 
 def mirror_sync(
     database_url: str | None = None, blobs_dir: str | os.PathLike[str] | None = None, on_result=None
 ) -> list:
     """Fetch every listed model's weights that the server's store lacks."""
+    from .jobs import Leases
     from .mirror import Mirror
 
     with open_storage(database_url) as store:
-        return Mirror(_blobs_dir(blobs_dir)).sync(store, on_result=on_result)
+        leases = Leases(store)  # a blob a running server is fetching right now is left to it
+        try:
+            return Mirror(_blobs_dir(blobs_dir)).sync(store, on_result=on_result, leases=leases)
+        finally:
+            leases.stop()
+
+
+class BackgroundJobs:
+    """The link checker and the mirror, each a daemon thread, claiming their jobs through
+    the database (:mod:`.jobs`) so that replicas do each once."""
+
+    def __init__(self, store: Storage, leases, threads: list):
+        self.store, self.leases, self.threads = store, leases, threads
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop the loops, let a job in progress finish (up to ``timeout`` s; its result is
+        recorded), then release every lease still held so another replica takes over at once."""
+        import time
+
+        for t in self.threads:
+            t.stop()
+        deadline = time.monotonic() + timeout
+        for t in self.threads:
+            t.join(max(0.0, deadline - time.monotonic()))
+        self.leases.stop()
+        self.store.close()
 
 
 def start_background(
-    url: str, *, blobs_dir: Path, mirror_every: float | None, check_every: float | None, link_rate: float
-) -> list:
+    url: str,
+    *,
+    blobs_dir: Path,
+    mirror_every: float | None,
+    check_every: float | None,
+    link_rate: float,
+    recheck_after: float | None = None,
+    lease_ttl: float | None = None,
+) -> BackgroundJobs:
     """The server's helpers: the link checker and the mirror, each in a daemon thread."""
-    from .links import Background
+    from datetime import timedelta
+
+    from .jobs import DEFAULT_TTL, Leases
+    from .links import OK_EVERY, Background
     from .links import check_links as check
     from .mirror import Mirror
 
     store = Storage(url)
+    leases = Leases(store, ttl=lease_ttl or DEFAULT_TTL)
+    ok_every = timedelta(seconds=recheck_after) if recheck_after else OK_EVERY
     threads = []
     if check_every:
         threads.append(
-            Background("link-checker", lambda stop: check(store, rate=link_rate, stop=stop), check_every)
+            Background(
+                "link-checker",
+                lambda stop: check(store, rate=link_rate, stop=stop, ok_every=ok_every, leases=leases),
+                check_every,
+            )
         )
     if mirror_every:
         mirror = Mirror(blobs_dir)
-        threads.append(Background("mirror", lambda stop: mirror.sync(store, stop=stop), mirror_every))
+        threads.append(
+            Background(
+                "mirror",
+                lambda stop: mirror.sync(store, stop=stop, leases=leases, retry_after=mirror_every),
+                mirror_every,
+            )
+        )
+    if threads:
+        leases.start_heartbeat()
     for t in threads:
         t.start()
-    return threads
+    return BackgroundJobs(store, leases, threads)
 
 
 def _check_free(host: str, port: int) -> None:
@@ -114,6 +172,13 @@ def _check_free(host: str, port: int) -> None:
             raise UsageError(f"cannot listen on {host}:{port}: {e.strerror}; {hint}") from None
 
 
+ROLES = ("all", "web", "worker")
+
+
+def _exit_cleanly(signum, frame) -> None:
+    raise SystemExit(0)  # unwinds through run()'s finally: jobs stop, leases are released
+
+
 def run(
     host: str = "127.0.0.1",
     port: int = 8000,
@@ -126,23 +191,42 @@ def run(
     mirror_every: float | None = None,
     check_every: float | None = 600.0,
     link_rate: float = 1.0,
+    role: str = "all",
+    recheck_after: float | None = None,
+    lease_ttl: float | None = None,
+    graceful_timeout: float = 30.0,
 ) -> None:
     """Serve until interrupted, with uvicorn's fastest loop and parser when installed.
 
     ``seed_bundled`` first creates or refreshes the bundled models' gists;
     ``check_every`` (seconds; None: never) runs the link checker over the URLs
     that are due; ``mirror_every`` (None: no mirroring) fetches missing weights.
+    ``role``: ``all`` serves and runs those jobs, ``web`` only serves, ``worker`` only
+    runs the jobs (listening for ``/healthz`` and ``/readyz`` alone). On SIGTERM or
+    SIGINT, no new connection is taken, requests in flight get ``graceful_timeout``
+    seconds to finish, the job in progress finishes and held leases are released.
     """
     import uvicorn
 
     from .app import create_app
+    from .logs import log_config
 
+    if role not in ROLES:
+        raise UsageError(f"--role {role!r}: expected one of {', '.join(ROLES)}")
     url = _url(database_url)
     blobs = _blobs_dir(blobs_dir)
     _check_free(host, port)  # before seeding or threads: a taken port should fail at once, clearly
     if seed_bundled:
         seed(url)
-    options = dict(host=host, port=port, log_level=log_level, proxy_headers=False)
+    options = dict(
+        host=host,
+        port=port,
+        log_level=log_level,
+        proxy_headers=False,
+        log_config=log_config(log_level),
+        access_log=False,  # caffezoo's own request log has the request id (.logs)
+        timeout_graceful_shutdown=graceful_timeout,
+    )
     try:
         import uvloop  # noqa: F401
 
@@ -155,11 +239,26 @@ def run(
         options["http"] = "httptools"
     except ImportError:
         pass
-    background = start_background(
-        url, blobs_dir=blobs, mirror_every=mirror_every, check_every=check_every, link_rate=link_rate
-    )
+    # uvicorn ends a SIGTERM'd server by raising the signal again once it has drained: with
+    # the default action that would kill the process before the jobs below release their leases.
+    signal.signal(signal.SIGTERM, _exit_cleanly)
+    jobs = None
+    if role != "web":
+        jobs = start_background(
+            url,
+            blobs_dir=blobs,
+            mirror_every=mirror_every,
+            check_every=check_every,
+            link_rate=link_rate,
+            recheck_after=recheck_after,
+            lease_ttl=lease_ttl,
+        )
     try:
-        if workers > 1:
+        if role == "worker":
+            from .health import health_app
+
+            uvicorn.run(health_app(jobs.store), **options)
+        elif workers > 1:
             os.environ["CAFFEZOO_DATABASE_URL"] = url  # the workers build their app from the environment
             os.environ["CAFFEZOO_SERVER_BLOBS"] = str(blobs)
             Storage(url).close()  # create the tables once, before the workers race to
@@ -167,5 +266,5 @@ def run(
         else:
             uvicorn.run(create_app(url, blobs_dir=blobs), **options)
     finally:
-        for t in background:
-            t.stop()
+        if jobs is not None:
+            jobs.stop(graceful_timeout)

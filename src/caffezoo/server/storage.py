@@ -272,6 +272,11 @@ class Storage:
     def close(self) -> None:
         self.engine.dispose()
 
+    def ping(self) -> None:
+        """Raise unless the database answers a trivial query (readiness)."""
+        with self.engine.connect() as conn:
+            conn.exec_driver_sql("SELECT 1")
+
     def reindex(self) -> int:
         """Index the gists the catalog has not seen at their newest state (a database
         written before the catalog existed); return how many."""
