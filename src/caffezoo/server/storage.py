@@ -244,70 +244,6 @@ def make_engine(url: str) -> Engine:
     return create_engine(url, pool_size=16, max_overflow=48, pool_pre_ping=True)
 
 
-class AsyncReads:
-    """Two autocommit psycopg async connections for the read on every API request's path.
-
-    Why (measured with ``benchmarks/gist_server.py``, 32 clients): the sync path hops
-    to a worker thread, checks a connection out of SQLAlchemy's pool (a pre-ping
-    round trip), runs the SELECT and commits (another): three round trips or more, two
-    thread switches per request, with 40 threads fighting over the GIL on 2 cores.
-    Here it is one round trip, a server-side prepared statement, no thread.
-    ``size`` 2 measured best on 2 cores at 32 clients: with 4 or 8, PostgreSQL's
-    backends crowd out the server (p99 150 ms); 1 serializes every request.
-    Connections are made when first needed, up to ``size``; a broken one is
-    dropped and the query tried once more on a new one (a database restart).
-    """
-
-    def __init__(self, url: str, size: int = 2):
-        import asyncio
-
-        self.conninfo = url.replace("postgresql+psycopg://", "postgresql://", 1)
-        self.size, self._made = size, 0
-        self._idle: asyncio.Queue = asyncio.Queue()
-
-    async def _get(self):
-        import psycopg
-
-        if self._idle.empty() and self._made < self.size:
-            self._made += 1
-            try:
-                return await psycopg.AsyncConnection.connect(
-                    self.conninfo, autocommit=True, connect_timeout=5
-                )
-            except BaseException:
-                self._made -= 1
-                raise
-        return await self._idle.get()
-
-    async def fetchone(self, sql: str, params: tuple) -> tuple | None:
-        import psycopg
-
-        for attempt in (0, 1):
-            conn = await self._get()
-            try:
-                cur = await conn.execute(sql, params, prepare=True)
-                row = await cur.fetchone()
-            except psycopg.OperationalError:
-                self._made -= 1
-                await conn.close()
-                if attempt:
-                    raise
-                continue
-            except BaseException:
-                self._made -= 1  # cancelled mid-query: the connection's state is unknown
-                await conn.close()
-                raise
-            self._idle.put_nowait(conn)
-            return row
-        return None  # pragma: no cover - the loop returns or raises
-
-    def close(self) -> None:
-        while not self._idle.empty():
-            conn = self._idle.get_nowait()
-            conn.pgconn.finish()  # no awaiting here: this may run outside the connections' loop
-        self._made = 0
-
-
 class Storage:
     """Users, tokens and gists in one SQL database."""
 
@@ -333,12 +269,12 @@ class Storage:
             ) from e
         mark = "?" if self.is_sqlite else "%s"
         self._state_sql = f"SELECT revision, serial FROM gists WHERE id = {mark}"
-        self._reads_by_loop: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+        self._states_by_loop: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
     def close(self) -> None:
         self.engine.dispose()
-        for reads in list(self._reads_by_loop.values()):
-            reads.close()
+        for states in list(self._states_by_loop.values()):
+            states.close()
 
     def ping(self) -> None:
         """Raise unless the database answers a trivial query (readiness)."""
@@ -656,21 +592,19 @@ class Storage:
         return None if row is None else (row[0], row[1])
 
     async def state_async(self, gist_id: str) -> tuple[int, int] | None:
-        """:meth:`state` without leaving the event loop: on PostgreSQL, one prepared SELECT
-        in autocommit on an async connection (:class:`AsyncReads`); on SQLite, :meth:`state`."""
+        """:meth:`state` without leaving the event loop: on SQLite :meth:`state` itself; on
+        PostgreSQL a batched read on an async connection (:mod:`.hotreads`)."""
         if self.is_sqlite:
             return self.state(gist_id)
-        row = await self._async_reads().fetchone(self._state_sql, (gist_id,))
-        return None if row is None else (row[0], row[1])
-
-    def _async_reads(self) -> AsyncReads:
         import asyncio
 
+        from .hotreads import GistStates
+
         loop = asyncio.get_running_loop()
-        reads = self._reads_by_loop.get(loop)
-        if reads is None:  # connections belong to the loop that made them (a test may run several)
-            reads = self._reads_by_loop[loop] = AsyncReads(self.url)
-        return reads
+        states = self._states_by_loop.get(loop)
+        if states is None:  # connections belong to the loop that made them (a test may run several)
+            states = self._states_by_loop[loop] = GistStates(self.url)
+        return await states.get(gist_id)
 
     def get_gist(self, gist_id: str, version: str | None = None) -> GistView | None:
         """A gist with its files' contents as of ``version`` (default: the newest), and its history."""
