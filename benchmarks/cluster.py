@@ -1,0 +1,302 @@
+"""caffezoo as a cluster: Gist API throughput per topology, and background jobs across replicas.
+
+    PYTHONPATH=src python benchmarks/cluster.py [--duration 8] [--periods 10]
+
+Gist API (``gist_api_throughput``): ``GET /gists/{id}`` driven by ``wrk`` at 32
+connections on loopback, against (1) one replica on SQLite, (2) one replica on
+PostgreSQL, (3) one and (4) two replicas on PostgreSQL behind nginx (a
+non-daemon child on a free port, its config in a temp dir). Goals: PostgreSQL
+single replica p99 < 25 ms and >= 0.8x SQLite's req/s; two replicas lose
+< 10% per-core efficiency. This machine may have only 2 cores, shared by wrk,
+nginx, PostgreSQL and the replicas, so two replicas cannot double the req/s:
+efficiency is counted as requests per CPU-second the replicas used (from
+/proc/PID/stat, during the run), two replicas against one, both behind nginx.
+
+Jobs (``duplicate_jobs``): two replicas on one PostgreSQL run the link checker
+with a short period (``--recheck-after``) over several URLs on a loopback
+origin whose every request is logged; a duplicate is a URL probed twice within
+one period. Also two replicas mirroring into one shared blob directory: each
+blob must be fetched once. Goal: 0 duplicates.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from fault_server import FaultServer  # noqa: E402
+from gist_helpers import free_port, temporary_postgres  # noqa: E402
+from gist_server import seed, wrk  # noqa: E402
+from replica_helpers import replica  # noqa: E402
+
+CLIENTS = 32
+
+# --------------------------------------------------------------------------- nginx
+
+NGINX_CONF = """
+worker_processes 1;
+error_log {tmp}/error.log warn;
+pid {tmp}/nginx.pid;
+events {{ worker_connections 1024; }}
+http {{
+    access_log off;
+    client_body_temp_path {tmp}/body;
+    proxy_temp_path {tmp}/proxy;
+    fastcgi_temp_path {tmp}/fastcgi;
+    uwsgi_temp_path {tmp}/uwsgi;
+    scgi_temp_path {tmp}/scgi;
+    upstream zoo {{
+        {servers}
+        keepalive 64;
+    }}
+    server {{
+        listen 127.0.0.1:{port};
+        location / {{
+            proxy_pass http://zoo;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host $http_host;
+            proxy_set_header X-Request-ID $request_id;
+        }}
+    }}
+}}
+"""
+
+
+@contextmanager
+def nginx(upstreams: list[str]):
+    """nginx balancing over ``upstreams`` (host:port), in the foreground as a child; yields its URL."""
+    tmp = Path(tempfile.mkdtemp(prefix="caffezoo-nginx-"))
+    port = free_port()
+    servers = "\n        ".join(f"server {u};" for u in upstreams)
+    (tmp / "nginx.conf").write_text(NGINX_CONF.format(tmp=tmp, servers=servers, port=port))
+    proc = subprocess.Popen(
+        ["nginx", "-p", str(tmp), "-c", str(tmp / "nginx.conf"), "-g", "daemon off;"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            if proc.poll() is not None:
+                raise SystemExit(f"nginx exited: {proc.stderr.read().decode()}")
+            try:
+                httpx.get(f"{url}/healthz", timeout=2)
+                break
+            except httpx.TransportError:
+                if time.monotonic() > deadline:
+                    raise SystemExit("nginx did not start") from None
+                time.sleep(0.1)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(20)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------- Gist API throughput
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU time of processes so far (Linux /proc)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / tick
+
+
+def drive(url: str, duration: int, pids: list[int]) -> dict[str, float]:
+    """wrk at CLIENTS connections; with the CPU time ``pids`` spent during it."""
+    wrk(url, 8, 1)  # warm up: caches, connection pools
+    before = cpu_seconds(pids)
+    result = wrk(url, CLIENTS, duration)
+    used = cpu_seconds(pids) - before
+    result["cpu_s"] = used
+    result["req_per_cpu_s"] = result["rps"] * duration / used if used else 0.0
+    return result
+
+
+def gist_api_throughput(duration: int) -> dict[str, dict[str, float]]:
+    """req/s, p50/p99 and replica CPU per topology (see the module's docstring)."""
+    if shutil.which("wrk") is None or shutil.which("nginx") is None:
+        raise SystemExit("wrk and nginx are needed (Debian packages wrk, nginx-light)")
+    home = Path(tempfile.mkdtemp(prefix="caffezoo-cluster-"))
+    quiet = ("--no-check-links",)
+    out: dict[str, dict[str, float]] = {}
+    try:
+        with replica(f"sqlite:///{home / 'zoo.db'}", *quiet, home=home, log_level="warning") as r:
+            gist = seed(r.url, f"sqlite:///{home / 'zoo.db'}").rsplit("/", 1)[1]
+            out["sqlite, 1 replica"] = drive(f"{r.url}/gists/{gist}", duration, [r.pid])
+        with temporary_postgres() as pg:
+            with replica(pg, *quiet, home=home, log_level="warning") as a:
+                gist = seed(a.url, pg).rsplit("/", 1)[1]
+                path = f"/gists/{gist}"
+                out["postgresql, 1 replica"] = drive(a.url + path, duration, [a.pid])
+                with nginx([f"127.0.0.1:{a.port}"]) as lb:
+                    out["postgresql, 1 behind nginx"] = drive(lb + path, duration, [a.pid])
+                with replica(pg, *quiet, home=home, log_level="warning") as b:
+                    with nginx([f"127.0.0.1:{a.port}", f"127.0.0.1:{b.port}"]) as lb:
+                        out["postgresql, 2 behind nginx"] = drive(lb + path, duration, [a.pid, b.pid])
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+    return out
+
+
+def report_gist_api(results: dict[str, dict[str, float]], duration: int) -> None:
+    print(
+        f"GET /gists/{{id}}: wrk {CLIENTS} connections, {duration} s per point, {os.cpu_count()} CPUs "
+        "(shared by wrk, nginx, PostgreSQL and the replicas)"
+    )
+    base = results["sqlite, 1 replica"]
+    print(
+        f"{'topology':<28} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7} {'vs sqlite':>9} {'replica cpu-s':>13} {'req/cpu-s':>9}"
+    )
+    for name, r in results.items():
+        print(
+            f"{name:<28} {r['rps']:>8.0f} {r['p50_ms']:>7.2f} {r['p99_ms']:>7.2f} "
+            f"{r['rps'] / base['rps']:>8.2f}x {r['cpu_s']:>13.1f} {r['req_per_cpu_s']:>9.0f}"
+        )
+    pg = results["postgresql, 1 replica"]
+    ratio = pg["rps"] / base["rps"]
+    ok = pg["p99_ms"] < 25 and ratio >= 0.8
+    print(
+        f"goal PostgreSQL 1 replica: p99 < 25 ms and >= 0.8x SQLite: {'met' if ok else 'MISSED'} "
+        f"(p99 {pg['p99_ms']:.1f} ms, {ratio:.2f}x)"
+    )
+    one, two = results["postgresql, 1 behind nginx"], results["postgresql, 2 behind nginx"]
+    eff = two["req_per_cpu_s"] / one["req_per_cpu_s"] if one["req_per_cpu_s"] else 0.0
+    print(
+        f"goal 2 replicas lose < 10% per-core efficiency (requests per replica CPU-second, "
+        f"2 vs 1 behind nginx): {'met' if eff >= 0.9 else 'MISSED'} ({eff:.2f}x; "
+        f"req/s {two['rps'] / one['rps']:.2f}x on {os.cpu_count()} CPUs)"
+    )
+
+
+# --------------------------------------------------------------------------- duplicate jobs
+
+
+def probes_of(origin: FaultServer, path: str) -> list[float]:
+    """When the link checker's HEADs reached ``path`` (the mirror GETs the same URLs)."""
+    return sorted(r.time for r in origin.requests_for(path) if r.method == "HEAD")
+
+
+def duplicate_jobs(periods: int = 10, period: float = 1.0, urls: int = 4, blobs: int = 3) -> dict[str, int]:
+    """Two replicas on one PostgreSQL: link probes within one period and mirror fetches per blob,
+    counted from the origin's request log."""
+    from caffezoo.server import Storage
+
+    sys.path.insert(0, str(ROOT / "tests"))
+    from web_helpers import publish
+
+    home = Path(tempfile.mkdtemp(prefix="caffezoo-jobs-"))
+    out: dict[str, int] = {}
+    try:
+        with temporary_postgres() as pg, FaultServer() as origin:
+
+            def slow(route, h):  # a probe or fetch takes a while: replicas' rounds overlap it
+                time.sleep(0.2)
+                h._send_body(route, h.command == "HEAD")
+
+            store = Storage(pg)
+            for i in range(urls):
+                origin.route(f"/link{i}", b"x" * 1000, handler=slow)
+                publish(
+                    store,
+                    "jobs",
+                    f"Link Net {i}",
+                    caffemodel="n.caffemodel",
+                    caffemodel_url=origin.url(f"/link{i}"),
+                    sha1="2" * 40,
+                )
+            datas = [f"blob {i} ".encode() * 20000 for i in range(blobs)]
+            for i, data in enumerate(datas):
+                origin.route(f"/blob{i}", data, handler=slow)
+                publish(
+                    store,
+                    "jobs",
+                    f"Blob Net {i}",
+                    caffemodel="b.caffemodel",
+                    caffemodel_url=origin.url(f"/blob{i}"),
+                    sha1=hashlib.sha1(data).hexdigest(),
+                )
+            store.close()
+            args = (
+                "--check-every", str(period / 10), "--recheck-after", str(period), "--link-rate", "100",
+                "--mirror", "--mirror-every", str(period / 10), "--blobs-dir", str(home / "blobs"),
+            )  # fmt: skip
+            with (
+                replica(pg, *args, home=home, log_level="warning"),
+                replica(pg, *args, home=home, log_level="warning"),
+            ):
+                deadline = time.monotonic() + periods * period * 3 + 60
+                while time.monotonic() < deadline:
+                    if all(len(probes_of(origin, f"/link{i}")) >= periods for i in range(urls)):
+                        break
+                    time.sleep(0.1)
+            probes = dups = 0
+            for i in range(urls):
+                times = probes_of(origin, f"/link{i}")
+                probes += len(times)
+                dups += sum(1 for a, b in zip(times, times[1:]) if b - a < period)
+            fetches = [
+                sum(1 for r in origin.requests_for(f"/blob{i}") if r.method == "GET") for i in range(blobs)
+            ]
+            out = {
+                "urls": urls,
+                "periods": periods,
+                "probes": probes,
+                "duplicate_probes": dups,
+                "blobs": blobs,
+                "blob_fetches": sum(fetches),
+                "duplicate_fetches": sum(max(0, f - 1) for f in fetches),
+            }
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+    return out
+
+
+def report_jobs(r: dict[str, int]) -> None:
+    print(
+        f"background jobs, 2 replicas on one PostgreSQL: {r['urls']} URLs probed {r['probes']} times "
+        f"over >= {r['periods']} periods, {r['duplicate_probes']} within one period; "
+        f"{r['blobs']} blobs mirrored with {r['blob_fetches']} fetches, {r['duplicate_fetches']} duplicate"
+    )
+    ok = r["duplicate_probes"] == 0 and r["duplicate_fetches"] == 0
+    print(f"goal 0 duplicate job executions: {'met' if ok else 'MISSED'}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--duration", type=int, default=8, help="seconds per wrk measurement")
+    parser.add_argument("--periods", type=int, default=10, help="link-check periods to watch")
+    parser.add_argument("--only", choices=["gist-api", "jobs"], help="run one part")
+    args = parser.parse_args()
+    results: dict[str, object] = {}
+    if args.only in (None, "gist-api"):
+        results["gist_api"] = api = gist_api_throughput(args.duration)
+        report_gist_api(api, args.duration)
+    if args.only in (None, "jobs"):
+        results["jobs"] = jobs = duplicate_jobs(args.periods)
+        report_jobs(jobs)
+    print(json.dumps(results))
+
+
+if __name__ == "__main__":
+    main()
