@@ -162,7 +162,7 @@ def gist_api_throughput(duration: int) -> dict[str, dict[str, float]]:
 def report_gist_api(results: dict[str, dict[str, float]], duration: int) -> None:
     print(
         f"GET /gists/{{id}}: wrk {CLIENTS} connections, {duration} s per point, {os.cpu_count()} CPUs "
-        "(shared by wrk, nginx, PostgreSQL and the replicas)"
+        f"(shared by wrk, nginx, PostgreSQL and the replicas), load average {os.getloadavg()[0]:.1f}"
     )
     base = results["sqlite, 1 replica"]
     print(
