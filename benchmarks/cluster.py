@@ -1,6 +1,6 @@
 """caffezoo as a cluster: Gist API throughput per topology, and background jobs across replicas.
 
-    PYTHONPATH=src python benchmarks/cluster.py [--duration 8] [--periods 10]
+    PYTHONPATH=src python benchmarks/cluster.py [--duration 5] [--rounds 3] [--periods 10]
 
 Gist API (``gist_api_throughput``): ``GET /gists/{id}`` driven by ``wrk`` at 32
 connections on loopback, against (1) one replica on SQLite, (2) one replica on
@@ -26,6 +26,7 @@ import hashlib
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -130,39 +131,54 @@ def drive(url: str, duration: int, pids: list[int]) -> dict[str, float]:
     used = cpu_seconds(pids) - before
     result["cpu_s"] = used
     result["req_per_cpu_s"] = result["rps"] * duration / used if used else 0.0
+    result["load"] = os.getloadavg()[0]  # the machine's 1-minute load as the run ended
     return result
 
 
-def gist_api_throughput(duration: int) -> dict[str, dict[str, float]]:
-    """req/s, p50/p99 and replica CPU per topology (see the module's docstring)."""
+def gist_api_throughput(duration: int, rounds: int = 3) -> dict[str, dict[str, float]]:
+    """req/s, p50/p99 and replica CPU per topology (see the module's docstring): every
+    topology is up at once and measured in turn, ``rounds`` times; the median of each figure.
+    On a machine others share, the load changes within a minute: alternating rounds keep one
+    burst from deciding a comparison."""
     if shutil.which("wrk") is None or shutil.which("nginx") is None:
         raise SystemExit("wrk and nginx are needed (Debian packages wrk, nginx-light)")
     home = Path(tempfile.mkdtemp(prefix="caffezoo-cluster-"))
     quiet = ("--no-check-links",)
-    out: dict[str, dict[str, float]] = {}
+    runs: dict[str, list[dict[str, float]]] = {}
+    lite = f"sqlite:///{home / 'zoo.db'}"
     try:
-        with replica(f"sqlite:///{home / 'zoo.db'}", *quiet, home=home, log_level="warning") as r:
-            gist = seed(r.url, f"sqlite:///{home / 'zoo.db'}").rsplit("/", 1)[1]
-            out["sqlite, 1 replica"] = drive(f"{r.url}/gists/{gist}", duration, [r.pid])
-        with temporary_postgres() as pg:
-            with replica(pg, *quiet, home=home, log_level="warning") as a:
-                gist = seed(a.url, pg).rsplit("/", 1)[1]
-                path = f"/gists/{gist}"
-                out["postgresql, 1 replica"] = drive(a.url + path, duration, [a.pid])
-                with nginx([f"127.0.0.1:{a.port}"]) as lb:
-                    out["postgresql, 1 behind nginx"] = drive(lb + path, duration, [a.pid])
-                with replica(pg, *quiet, home=home, log_level="warning") as b:
-                    with nginx([f"127.0.0.1:{a.port}", f"127.0.0.1:{b.port}"]) as lb:
-                        out["postgresql, 2 behind nginx"] = drive(lb + path, duration, [a.pid, b.pid])
+        with (
+            temporary_postgres() as pg,
+            replica(lite, *quiet, home=home, log_level="warning") as s,
+            replica(pg, *quiet, home=home, log_level="warning") as a,
+            replica(pg, *quiet, home=home, log_level="warning") as b,
+            nginx([f"127.0.0.1:{a.port}"]) as lb1,
+            nginx([f"127.0.0.1:{a.port}", f"127.0.0.1:{b.port}"]) as lb2,
+        ):
+            lite_path = "/gists/" + seed(s.url, lite).rsplit("/", 1)[1]
+            pg_path = "/gists/" + seed(a.url, pg).rsplit("/", 1)[1]
+            targets = {
+                "sqlite, 1 replica": (s.url + lite_path, [s.pid]),
+                "postgresql, 1 replica": (a.url + pg_path, [a.pid]),
+                "postgresql, 1 behind nginx": (lb1 + pg_path, [a.pid]),
+                "postgresql, 2 behind nginx": (lb2 + pg_path, [a.pid, b.pid]),
+            }
+            for _ in range(rounds):
+                for name, (url, pids) in targets.items():
+                    runs.setdefault(name, []).append(drive(url, duration, pids))
     finally:
         shutil.rmtree(home, ignore_errors=True)
-    return out
+    return {
+        name: {k: statistics.median(r[k] for r in rs) for k in rs[0]} | {"rounds": len(rs)}
+        for name, rs in runs.items()
+    }
 
 
 def report_gist_api(results: dict[str, dict[str, float]], duration: int) -> None:
     print(
-        f"GET /gists/{{id}}: wrk {CLIENTS} connections, {duration} s per point, {os.cpu_count()} CPUs "
-        f"(shared by wrk, nginx, PostgreSQL and the replicas), load average {os.getloadavg()[0]:.1f}"
+        f"GET /gists/{{id}}: wrk {CLIENTS} connections, {duration} s per point, median of "
+        f"{results['sqlite, 1 replica']['rounds']} alternating rounds, {os.cpu_count()} CPUs "
+        f"(shared by wrk, nginx, PostgreSQL and the replicas), median load average {statistics.median(r['load'] for r in results.values()):.1f}"
     )
     base = results["sqlite, 1 replica"]
     print(
@@ -284,13 +300,14 @@ def report_jobs(r: dict[str, int]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--duration", type=int, default=8, help="seconds per wrk measurement")
+    parser.add_argument("--duration", type=int, default=5, help="seconds per wrk measurement")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds over the topologies")
     parser.add_argument("--periods", type=int, default=10, help="link-check periods to watch")
     parser.add_argument("--only", choices=["gist-api", "jobs"], help="run one part")
     args = parser.parse_args()
     results: dict[str, object] = {}
     if args.only in (None, "gist-api"):
-        results["gist_api"] = api = gist_api_throughput(args.duration)
+        results["gist_api"] = api = gist_api_throughput(args.duration, args.rounds)
         report_gist_api(api, args.duration)
     if args.only in (None, "jobs"):
         results["jobs"] = jobs = duplicate_jobs(args.periods)
