@@ -73,6 +73,22 @@ def test_finishing_or_renewing_touches_only_ones_own_leases(store):
     assert b.claim("link", "u1")
 
 
+def test_only_jobs_in_progress_are_renewed(store):
+    """A job whose end could not be recorded must not stay held for ever by a live process."""
+    a = Leases(store, ttl=60, owner="a")
+    assert a.claim("link", "u1") and a.claim("link", "u2")
+    assert a.renew() == 2
+    with pytest.raises(RuntimeError), store.session(write=True) as s:
+        a.finish("link", "u1", session=s)  # recorded with the result, but that transaction is lost
+        raise RuntimeError("the database went away")
+    assert lease_row(store, "link", "u1").owner == "a"  # still "held" in the database...
+    assert a.renew() == 1  # ...but only u2 is in progress here: u1's row will expire
+    b = Leases(store, ttl=60, owner="b")
+    assert not b.claim("link", "u2")
+    a.release_all()
+    assert a.renew() == 0 and b.claim("link", "u2")
+
+
 def test_a_claim_is_rolled_back_when_the_job_was_done_meanwhile(store):
     a = Leases(store, owner="a")
     assert not a.claim("link", "u", still_due=lambda s: False)

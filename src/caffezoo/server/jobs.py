@@ -41,7 +41,7 @@ import threading
 from collections.abc import Callable
 from datetime import timedelta
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session
 
 from .models import JobLease
@@ -79,6 +79,10 @@ class Leases:
         self._insert = insert
         self._heartbeat: threading.Thread | None = None
         self._stop = threading.Event()
+        # The jobs in progress here: only these are renewed. A job whose end could not be
+        # written (the database went away) leaves this set all the same, so its row expires.
+        self._held: set[tuple[str, str]] = set()
+        self._held_lock = threading.Lock()
 
     def claim(self, kind: str, subject: str, still_due: Callable[[Session], bool] | None = None) -> bool:
         """Take the job ``(kind, subject)`` unless another holds it (or it cools down), and
@@ -105,6 +109,8 @@ class Leases:
                     raise _NotDue  # done meanwhile by another: roll back, leave its row as it was
         except _NotDue:
             return False
+        with self._held_lock:
+            self._held.add((kind, job_key(subject)))
         return True
 
     def finish(
@@ -112,6 +118,8 @@ class Leases:
     ) -> None:
         """Release a job this process holds; nobody claims it for ``cooldown`` seconds.
         Given ``session``, in that transaction (so the job's result and its release commit together)."""
+        with self._held_lock:
+            self._held.discard((kind, job_key(subject)))
         stmt = (
             update(JobLease)
             .where(JobLease.kind == kind, JobLease.key == job_key(subject), JobLease.owner == self.owner)
@@ -124,10 +132,20 @@ class Leases:
             s.execute(stmt)
 
     def renew(self) -> int:
-        """Push the expiry of every job this process holds ``ttl`` ahead; how many."""
+        """Push the expiry of the jobs in progress here ``ttl`` ahead, unless another
+        replica took them over meanwhile (this one stalled past their expiry); how many."""
+        with self._held_lock:
+            held = list(self._held)
+        if not held:
+            return 0
         with self.storage.session(write=True) as s:
             return s.execute(
-                update(JobLease).where(JobLease.owner == self.owner).values(expires=now() + self.ttl)
+                update(JobLease)
+                .where(
+                    JobLease.owner == self.owner,
+                    or_(*(and_(JobLease.kind == kind, JobLease.key == key) for kind, key in held)),
+                )
+                .values(expires=now() + self.ttl)
             ).rowcount
 
     def held(self) -> list[str]:
@@ -137,19 +155,12 @@ class Leases:
 
     def release_all(self) -> int:
         """Hand back every job this process holds (at shutdown): claimable at once; how many."""
+        with self._held_lock:
+            self._held.clear()
         with self.storage.session(write=True) as s:
             return s.execute(
                 update(JobLease).where(JobLease.owner == self.owner).values(owner=None, expires=now())
             ).rowcount
-
-    def forget(self, kind: str, subjects: list[str]) -> None:
-        """Drop the rows of jobs that no longer exist (tests, maintenance)."""
-        with self.storage.session(write=True) as s:
-            s.execute(
-                delete(JobLease).where(
-                    JobLease.kind == kind, JobLease.key.in_([job_key(x) for x in subjects])
-                )
-            )
 
     # ------------------------------------------------------------------ the heartbeat
 
