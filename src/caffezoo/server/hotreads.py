@@ -55,6 +55,7 @@ class GistStates:
         import psycopg
 
         conn = None
+        batch: dict[str, list[asyncio.Future]] = {}
         try:
             while self._pending:
                 batch, self._pending = self._pending, {}
@@ -64,7 +65,7 @@ class GistStates:
                         conn = conn or await self._connect()
                         rows = await self._read(conn, list(batch))
                         break
-                    except psycopg.Error as e:
+                    except Exception as e:  # every waiter gets an answer, even from a bug
                         if conn is not None:
                             await conn.close()
                             conn = None
@@ -75,6 +76,7 @@ class GistStates:
                 if rows is not None:
                     _settle(batch, rows=rows)
         except BaseException as e:  # cancelled (the loop is closing): nobody is left waiting
+            _settle(batch, error=ConnectionError(f"gist state read abandoned: {e!r}"))
             _settle(self._pending, error=ConnectionError(f"gist state read abandoned: {e!r}"))
             if conn is not None:
                 await conn.close()
