@@ -64,6 +64,7 @@ def check_links(
 
     with open_storage(database_url) as store:
         leases = Leases(store)  # a URL a running server is probing right now is left to it
+        leases.start_heartbeat()
         try:
             return check(
                 store, all_urls=all_urls, rate=rate, timeout=timeout, on_result=on_result, leases=leases
@@ -81,6 +82,7 @@ def mirror_sync(
 
     with open_storage(database_url) as store:
         leases = Leases(store)  # a blob a running server is fetching right now is left to it
+        leases.start_heartbeat()  # a fetch may outlast one lease
         try:
             return Mirror(_blobs_dir(blobs_dir)).sync(store, on_result=on_result, leases=leases)
         finally:
