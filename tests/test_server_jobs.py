@@ -363,3 +363,12 @@ def test_due_period_comes_from_recheck_after(store):
         check_links(store, rate=100, ok_every=timedelta(seconds=5))
         row = _check(store, url)
         assert row.next_check - row.checked_at == timedelta(seconds=5)
+
+
+def test_serve_refuses_bad_role_and_lease_flags(cli_process, tmp_path):
+    env = {"CAFFEZOO_HOME": str(tmp_path)}
+    bad = cli_process("serve", "--role", "primary", env=env)
+    assert bad.code == 2 and "'primary' is not one of 'all', 'web', 'worker'" in bad.stderr
+    for flag, value in (("--lease-ttl", "0"), ("--recheck-after", "-1"), ("--graceful-timeout", "-5")):
+        r = cli_process("serve", flag, value, env=env)
+        assert r.code == 2 and flag in r.stderr and "Traceback" not in r.stderr
