@@ -13,9 +13,13 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from .atomic import atomic_write_bytes
 from .errors import ModelDirError, UsageError, WriteError
-from .frontmatter import atomic_write_bytes, format_value
+from .frontmatter import format_value
 from .schema import FrontMatter, check_file_name
+
+__all__ = ["new_model"]
+
 
 _TEMPLATE = """\
 ---
