@@ -83,10 +83,23 @@ def test_readiness_fails_when_the_database_is_down():
             assert "127.0.0.1" not in down.text  # the driver's words stay in the log
             assert time.monotonic() - t0 < 20  # bounded, not hanging on the dead server
             assert httpx.get(f"{r.url}/healthz").status_code == 200  # alive, only not ready
-            assert httpx.get(f"{r.url}/gists/abc").status_code == 500
+            failed = httpx.get(f"{r.url}/gists/abc", headers={"X-Request-ID": "when-db-down"})
+            assert failed.status_code == 500 and failed.headers["x-request-id"] == "when-db-down"
+            assert failed.json()["message"] == "Server Error"  # no driver words to the caller
+            # The error's traceback and its request line carry the request's id (both are
+            # written once the answer is out: wait for them).
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                lines = r.log_lines()
+                mine = [x for x in lines if x.get("request_id") == "when-db-down"]
+                if any("exc" in x for x in mine) and any(x.get("status") == 500 for x in mine):
+                    break
+                time.sleep(0.1)
+            else:
+                pytest.fail(f"no traceback and request line with the request's id in {mine}")
+            assert any(x.get("status") == 500 and x.get("error") for x in mine)
             assert any(
-                x.get("logger") == "caffezoo.server.health" and "unreachable" in x["msg"]
-                for x in r.log_lines()
+                x.get("logger") == "caffezoo.server.health" and "unreachable" in x["msg"] for x in lines
             )
     finally:
         if not stopped:

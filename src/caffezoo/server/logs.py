@@ -90,9 +90,12 @@ class RequestLog:
                 incoming = value
                 break
         rid = new_request_id(incoming)
-        token = request_id.set(rid)
+        # Not reset at the end: each request runs in a task of its own, whose context ends
+        # with it, and the server's handler of unexpected errors (outside this middleware)
+        # and uvicorn's line about them still see the id.
+        request_id.set(rid)
         started = time.perf_counter()
-        seen = {"status": 500, "bytes": 0}
+        seen: dict[str, Any] = {"status": 500, "bytes": 0}
         header = (REQUEST_ID_HEADER, rid.encode("ascii"))
 
         async def send_with_id(message):
@@ -105,6 +108,9 @@ class RequestLog:
 
         try:
             await self.app(scope, receive, send_with_id)
+        except Exception as e:
+            seen["error"] = type(e).__name__
+            raise
         finally:
             if access.isEnabledFor(logging.INFO):
                 access.info(
@@ -118,7 +124,7 @@ class RequestLog:
                             "bytes": seen["bytes"],
                             "ms": round((time.perf_counter() - started) * 1000, 2),
                             "client": (scope.get("client") or ("", 0))[0],
+                            **({"error": seen["error"]} if "error" in seen else {}),
                         },
                     },
                 )
-            request_id.reset(token)
