@@ -21,7 +21,7 @@ from caffezoo.server.logs import new_request_id
 def test_healthz_and_readyz_answer_json_uncached_without_auth(web):
     for path, body in (
         ("/healthz", {"status": "ok"}),
-        ("/readyz", {"status": "ready", "checks": {"database": "ok"}}),
+        ("/readyz", {"status": "ready", "checks": {"database": "ok", "blobs": "ok"}}),
     ):
         for headers in ({}, {"Authorization": "token not-a-token"}):  # no auth, and a bad one is ignored
             r = web.http.get(path, headers=headers)
@@ -79,7 +79,7 @@ def test_readiness_fails_when_the_database_is_down():
             t0 = time.monotonic()
             down = httpx.get(f"{r.url}/readyz", timeout=30)
             assert down.status_code == 503
-            assert down.json() == {"status": "unready", "checks": {"database": "unreachable"}}
+            assert down.json() == {"status": "unready", "checks": {"database": "unreachable", "blobs": "ok"}}
             assert "127.0.0.1" not in down.text  # the driver's words stay in the log
             assert time.monotonic() - t0 < 20  # bounded, not hanging on the dead server
             assert httpx.get(f"{r.url}/healthz").status_code == 200  # alive, only not ready

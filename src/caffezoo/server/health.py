@@ -1,8 +1,8 @@
 """Health endpoints for a load balancer or an orchestrator: no auth, cheap, never cached.
 
     GET /healthz  -> 200 {"status": "ok"}                       the process answers
-    GET /readyz   -> 200 {"status": "ready", "checks": {"database": "ok"}}
-                  -> 503 {"status": "unready", "checks": {"database": "unreachable"}}
+    GET /readyz   -> 200 {"status": "ready", "checks": {"database": "ok", "blobs": "ok"}}
+                  -> 503 {"status": "unready", "checks": {"database": "unreachable", "blobs": "ok"}}
 
 Readiness runs each of ``app.state.ready_checks`` — ``(name, function)`` pairs;
 a function raises when its dependency is not there — in the thread pool, each
@@ -55,14 +55,22 @@ async def readyz(request: Request) -> Response:
     )
 
 
-def health_app(storage) -> FastAPI:
-    """Only the health endpoints, over ``storage``: what ``caffezoo serve --role worker`` listens with."""
+def blob_check(store) -> Callable[[], object]:
+    """A readiness check of a blob store: one ``stat`` (S3: a HEAD; a 404 is an answer)."""
+    return lambda: store.stat("0" * 40)
+
+
+def health_app(storage, blob_store=None) -> FastAPI:
+    """Only the health endpoints, over ``storage`` (and ``blob_store``): what
+    ``caffezoo serve --role worker`` listens with."""
     from .app import SecurityHeaders
     from .logs import RequestLog
 
     app = FastAPI(title="caffezoo worker", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.storage = storage
     app.state.ready_checks = [("database", storage.ping)]
+    if blob_store is not None:
+        app.state.ready_checks.append(("blobs", blob_check(blob_store)))
     app.include_router(router)
     app.add_middleware(SecurityHeaders)
     app.add_middleware(RequestLog)
