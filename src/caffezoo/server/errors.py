@@ -56,4 +56,8 @@ async def http_error_handler(_request: Request, exc: Exception) -> JSONResponse:
 
 async def unexpected_error_handler(_request: Request, _exc: Exception) -> JSONResponse:
     # A bug: answer like GitHub does, without leaking details; uvicorn logs the traceback.
-    return error_response(500, "Server Error")
+    # This answer is made outside the request log's middleware: it names the request itself.
+    from .logs import request_id
+
+    rid = request_id.get()
+    return error_response(500, "Server Error", headers={"X-Request-ID": rid} if rid else None)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
+import weakref
 from collections import Counter
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -268,9 +269,17 @@ class Storage:
             ) from e
         mark = "?" if self.is_sqlite else "%s"
         self._state_sql = f"SELECT revision, serial FROM gists WHERE id = {mark}"
+        self._states_by_loop: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
     def close(self) -> None:
         self.engine.dispose()
+        for states in list(self._states_by_loop.values()):
+            states.close()
+
+    def ping(self) -> None:
+        """Raise unless the database answers a trivial query (readiness)."""
+        with self.engine.connect() as conn:
+            conn.exec_driver_sql("SELECT 1")
 
     def reindex(self) -> int:
         """Index the gists the catalog has not seen at their newest state (a database
@@ -581,6 +590,21 @@ class Storage:
         finally:
             conn.close()
         return None if row is None else (row[0], row[1])
+
+    async def state_async(self, gist_id: str) -> tuple[int, int] | None:
+        """:meth:`state` without leaving the event loop: on SQLite :meth:`state` itself; on
+        PostgreSQL a batched read on an async connection (:mod:`.hotreads`)."""
+        if self.is_sqlite:
+            return self.state(gist_id)
+        import asyncio
+
+        from .hotreads import GistStates
+
+        loop = asyncio.get_running_loop()
+        states = self._states_by_loop.get(loop)
+        if states is None:  # connections belong to the loop that made them (a test may run several)
+            states = self._states_by_loop[loop] = GistStates(self.url)
+        return await states.get(gist_id)
 
     def get_gist(self, gist_id: str, version: str | None = None) -> GistView | None:
         """A gist with its files' contents as of ``version`` (default: the newest), and its history."""
