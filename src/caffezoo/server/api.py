@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import io
 import json
-import re
 import threading
 import zipfile
 from collections import OrderedDict
@@ -22,16 +21,15 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Request, Response
 from starlette.concurrency import run_in_threadpool
 
+from ..gist.rules import LOGIN_RE, Invalid, file_name_problem, valid_id
+from ..hashes import is_hex, is_sha1
 from .auth import caller, require_caller
 from .errors import ApiError, validation
 from .shapes import commits_json, gist_json
-from .storage import UNSET, FileChange, GistView, Invalid, NotFound, Storage, StorageError, check_filename
+from .storage import UNSET, FileChange, GistView, NotFound, Storage, StorageError
 
 MAX_BODY_BYTES = 30 * 1024 * 1024
 JSON_TYPE = "application/json; charset=utf-8"
-_SHA_RE = re.compile(r"[0-9a-fA-F]{4,40}")
-_ID_RE = re.compile(r"[0-9A-Za-z_-]{1,64}")
-_LOGIN_RE = re.compile(r"[A-Za-z0-9-]{1,39}")
 MAX_PAGE = 1_000_000
 
 router = APIRouter()
@@ -273,12 +271,6 @@ async def list_response(request: Request, owner: str | None, public_only: bool) 
     )
 
 
-def valid_id(gist_id: str, user: str | None = None) -> bool:
-    """Whether a gist (or zoo entry) id and a login could exist here: what cannot is
-    refused before it reaches the database (PostgreSQL would choke on a NUL in it)."""
-    return _ID_RE.fullmatch(gist_id) is not None and (user is None or _LOGIN_RE.fullmatch(user) is not None)
-
-
 def check_id(gist_id: str, user: str | None = None) -> None:
     """Ids and logins that cannot exist are 404 before they reach the database."""
     if not valid_id(gist_id, user):
@@ -324,7 +316,7 @@ async def list_public(request: Request) -> Response:
 @router.get("/users/{user}/gists")
 async def list_user_gists(request: Request, user: str) -> Response:
     await run_in_threadpool(caller, request)
-    if not _LOGIN_RE.fullmatch(user) or await run_in_threadpool(storage(request).login_of, user) is None:
+    if not LOGIN_RE.fullmatch(user) or await run_in_threadpool(storage(request).login_of, user) is None:
         raise not_found()
     return await list_response(request, user, public_only=True)
 
@@ -402,7 +394,7 @@ async def list_commits(request: Request, gist_id: str) -> Response:
 async def get_revision(request: Request, gist_id: str, sha: str) -> Response:
     check_id(gist_id)
     await run_in_threadpool(caller, request)
-    if not _SHA_RE.fullmatch(sha):
+    if not is_hex(sha, (4, 40)):
         raise validation(
             "sha",
             "invalid",
@@ -418,12 +410,8 @@ async def get_revision(request: Request, gist_id: str, sha: str) -> Response:
 async def raw_file(request: Request, user: str, gist_id: str, sha: str, filename: str) -> Response:
     """A file's bytes, as GitHub's ``raw_url``: plain text that a browser will not sniff or run."""
     check_id(gist_id, user)
-    if not _SHA_RE.fullmatch(sha) or len(sha) != 40:
+    if not is_sha1(sha) or file_name_problem(filename):
         raise not_found()
-    try:
-        check_filename(filename)
-    except Invalid:
-        raise not_found() from None
     data = await run_in_threadpool(storage(request).raw, user, gist_id, sha, filename)
     if data is None:
         raise not_found()

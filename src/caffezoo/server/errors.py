@@ -7,6 +7,8 @@ from typing import Any
 from fastapi import Request
 from fastapi.responses import JSONResponse
 
+from ..gist.rules import error
+
 DOCS_URL = "https://docs.github.com/rest/gists/gists"
 
 
@@ -25,9 +27,7 @@ class ApiError(Exception):
 
 
 def validation(field: str, code: str, message: str, resource: str = "Gist") -> ApiError:
-    return ApiError(
-        422, "Validation Failed", [{"resource": resource, "field": field, "code": code, "message": message}]
-    )
+    return ApiError(422, "Validation Failed", [error(field, code, message, resource)])
 
 
 def error_response(

@@ -17,7 +17,6 @@ only when they are what the model's front matter promises.
 from __future__ import annotations
 
 import os
-import re
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,11 +25,10 @@ from pathlib import Path
 from sqlalchemy import select
 
 from ..errors import CaffezooError, ChecksumError
+from ..hashes import is_sha1
 from . import catalog
 from .models import Entry
 from .storage import Storage
-
-SHA1_RE = re.compile(r"[0-9a-f]{40}")
 
 
 @dataclass(frozen=True)
@@ -58,7 +56,7 @@ class Mirror:
         return self.root / "sha1" / sha1
 
     def has(self, sha1: str | None) -> bool:
-        return bool(sha1) and SHA1_RE.fullmatch(sha1) is not None and os.path.isfile(self._prefix + sha1)
+        return bool(sha1) and is_sha1(sha1, lowercase=True) and os.path.isfile(self._prefix + sha1)
 
     def wanted(self, storage: Storage) -> list[tuple[str, str, int | None]]:
         """``(sha1, url, size)`` of listed models whose weights the store lacks."""

@@ -10,7 +10,8 @@ from pathlib import Path
 
 from ..config import settings
 from ..errors import UsageError
-from .storage import Invalid, Storage, check_login
+from ..gist.rules import Invalid, check_login
+from .storage import Storage
 
 
 def _url(url: str | None) -> str:

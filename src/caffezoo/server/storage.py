@@ -31,36 +31,16 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from ..errors import ConfigError
-from ..schema import check_file_name
+from ..gist.rules import (
+    check_content,
+    check_description,
+    check_files,
+    check_gist_id,
+    check_login,
+    invalid,
+)
 from . import catalog
 from .models import Base, Blob, Gist, Revision, RevisionFile, Token, User
-
-MAX_FILE_BYTES = 10 * 1024 * 1024  # one file's content
-MAX_FILES = 1000  # files in one gist
-MAX_LOGIN = 39  # GitHub's limit on user names
-
-# Names that would shadow the server's own paths (/gists/..., /users/..., /{user}/{id}/...).
-RESERVED_LOGINS = frozenset(
-    {
-        "gists",
-        "users",
-        "user",
-        "api",
-        "raw",
-        "download",
-        "static",
-        "login",
-        "logout",
-        "search",
-        "blobs",
-        "wiki",
-        "models",
-        "admin",
-        "settings",
-    }
-)
-GIST_ID_RE = re.compile(r"[0-9A-Za-z_-]{1,32}")
-_LOGIN_RE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9]|-(?=[A-Za-z0-9])){0,38}")
 
 UNSET: Any = object()  # "argument not given", distinct from None
 
@@ -71,18 +51,6 @@ class StorageError(Exception):
 
 class NotFound(StorageError):
     """No such gist, revision, file or user (or not the caller's to change)."""
-
-
-class Invalid(StorageError):
-    """The request breaks a rule; ``errors`` are GitHub-style ``{resource, field, code, message}``."""
-
-    def __init__(self, errors: list[dict[str, str]]):
-        self.errors = errors
-        super().__init__("; ".join(e.get("message", e["code"]) for e in errors))
-
-
-def invalid(field: str, code: str, message: str, resource: str = "Gist") -> Invalid:
-    return Invalid([{"resource": resource, "field": field, "code": code, "message": message}])
 
 
 @dataclass(frozen=True)
@@ -143,53 +111,6 @@ def blob_sha(content: bytes) -> str:
 def token_digest(token: str) -> str:
     """What is stored for a token: its SHA-256 (tokens are random, so no salt is needed)."""
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
-
-
-def check_login(login: str) -> str:
-    if not _LOGIN_RE.fullmatch(login or "") or login.lower() in RESERVED_LOGINS:
-        raise invalid(
-            "login",
-            "invalid",
-            f"{login!r} is not a valid user name: 1-{MAX_LOGIN} letters, digits or single "
-            "hyphens, not starting or ending with a hyphen, and not a reserved word",
-            resource="User",
-        )
-    return login
-
-
-def check_filename(name: str) -> None:
-    """The rules of a gist file name (those of a model-directory file name, plus length)."""
-    if not isinstance(name, str) or name.strip() != name or len(name.encode("utf-8")) > 255:
-        raise invalid(
-            "files", "invalid", f"file name {name!r}: expected 1-255 bytes without leading or trailing blanks"
-        )
-    try:
-        check_file_name(name)
-    except ValueError as e:
-        raise invalid("files", "invalid", f"file name {name!r}: {e}") from None
-
-
-def check_content(name: str, content: bytes) -> None:
-    """Text only: UTF-8, no NUL bytes, not blank, not over :data:`MAX_FILE_BYTES`."""
-    if len(content) > MAX_FILE_BYTES:
-        raise invalid(
-            "files", "too_large", f"{name}: {len(content)} bytes, over the limit of {MAX_FILE_BYTES} per file"
-        )
-    if b"\0" in content:
-        raise invalid("files", "invalid", f"{name}: binary content (NUL bytes) is not supported")
-    try:
-        text = content.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise invalid(
-            "files", "invalid", f"{name}: binary content (not UTF-8 at byte {e.start}) is not supported"
-        ) from None
-    if not text.strip():
-        raise invalid("files", "missing_field", f"{name}: contents can't be blank")
-
-
-def check_description(description: str | None) -> None:
-    if description is not None and "\0" in description:
-        raise invalid("description", "invalid", "description: NUL characters are not supported")
 
 
 def _line_changes(old: bytes | None, new: bytes | None) -> tuple[int, int]:
@@ -389,20 +310,8 @@ class Storage:
 
     @staticmethod
     def _check_files(files: Mapping[str, object]) -> None:
-        if not files:
-            raise invalid("files", "missing_field", "a gist needs at least one file")
-        if len(files) > MAX_FILES:
-            raise invalid("files", "too_large", f"{len(files)} files, over the limit of {MAX_FILES}")
-        lowered: dict[str, str] = {}
+        check_files(files)
         for name, content in files.items():
-            check_filename(name)
-            if name.lower() in lowered:
-                raise invalid(
-                    "files",
-                    "already_exists",
-                    f"file names {lowered[name.lower()]!r} and {name!r} differ only in case",
-                )
-            lowered[name.lower()] = name
             if isinstance(content, bytes):  # (a sha string: content checked on its way in)
                 check_content(name, content)
 
@@ -422,8 +331,8 @@ class Storage:
         """
         self._check_files(files)
         check_description(description)
-        if gist_id is not None and not GIST_ID_RE.fullmatch(gist_id):
-            raise invalid("id", "invalid", f"gist id {gist_id!r}: expected 1-32 letters, digits, '_' or '-'")
+        if gist_id is not None:
+            check_gist_id(gist_id)
         when = now()
         with self.session(write=True) as s:
             uid = self._user_id(s, owner)

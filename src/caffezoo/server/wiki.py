@@ -34,9 +34,10 @@ from sqlalchemy import delete, select, update
 
 from ..errors import CaffezooError, UsageError
 from ..gist import GistClient, GistRef, contents, parse_ref
+from ..gist.rules import Invalid, check_login
 from . import catalog
 from .models import Entry, WikiSection
-from .storage import FileChange, Invalid, Storage, check_login
+from .storage import FileChange, Storage
 
 DEFAULT_OWNER = "wiki"
 GIST_HOSTS = ("gist.github.com",)
