@@ -88,6 +88,10 @@ class Gist:
             if not isinstance(f, dict):
                 continue
             name = _typed(f, "filename", str, gist_id) or key
+            if name in files:  # the last would silently replace the first
+                raise GistError(
+                    f"the API answered a malformed gist {gist_id}: two entries are named {name!r}"
+                )
             files[name] = GistFile(
                 filename=name,
                 size=_typed(f, "size", int, gist_id),

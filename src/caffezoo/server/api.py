@@ -21,12 +21,20 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Request, Response
 from starlette.concurrency import run_in_threadpool
 
-from ..gist.rules import LOGIN_RE, Invalid, file_name_problem, valid_id
+from ..gist.rules import (
+    LOGIN_RE,
+    MAX_JSON_DEPTH,
+    Invalid,
+    check_description,
+    file_name_problem,
+    json_depth,
+    valid_id,
+)
 from ..hashes import is_hex, is_sha1
 from .auth import caller, require_caller
 from .errors import ApiError, validation
 from .shapes import commits_json, gist_json
-from .storage import UNSET, FileChange, GistView, NotFound, Storage, StorageError
+from .storage import UNSET, FileChange, GistView, NotFound, ReadOnly, Storage, StorageError
 
 MAX_BODY_BYTES = 30 * 1024 * 1024
 JSON_TYPE = "application/json; charset=utf-8"
@@ -100,12 +108,36 @@ async def read_json(request: Request) -> dict[str, Any]:
             "files", "invalid", f"the body is not UTF-8 (byte {e.start}): binary content is not supported"
         ) from None
     try:
-        data = json.loads(text)
+        data = json.loads(text, object_pairs_hook=_unique_keys)
+    except _DuplicateKey as e:
+        raise validation(
+            "files", "already_exists", f"the key {e.key!r} appears twice in one object: send it once"
+        ) from None
+    except RecursionError:
+        raise ApiError(400, f"Problems parsing JSON: nested deeper than {MAX_JSON_DEPTH} levels") from None
     except ValueError:
         raise ApiError(400, "Problems parsing JSON") from None
     if not isinstance(data, dict):
         raise ApiError(400, "Body should be a JSON object")
+    if json_depth(data) > MAX_JSON_DEPTH:
+        raise ApiError(400, f"Problems parsing JSON: nested deeper than {MAX_JSON_DEPTH} levels")
     return data
+
+
+class _DuplicateKey(ValueError):
+    def __init__(self, key: str):
+        super().__init__(key)
+        self.key = key
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object whose keys are unique: ``{"a": 1, "a": 2}`` is ambiguous, not "the last wins"."""
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise _DuplicateKey(key)
+        out[key] = value
+    return out
 
 
 def _unknown_keys(data: dict[str, Any], allowed: set[str], where: str = "") -> None:
@@ -132,8 +164,10 @@ def _text(name: str, value: Any) -> bytes:
 
 def _description(data: dict[str, Any]) -> str | None:
     value = data.get("description")
-    if value is not None and not isinstance(value, str):
-        raise validation("description", "invalid", "description must be a string or null")
+    try:
+        check_description(value)
+    except Invalid as e:
+        raise ApiError(422, "Validation Failed", e.errors) from None
     return value
 
 
@@ -197,6 +231,8 @@ async def call(fn, *args, **kwargs):
         return await run_in_threadpool(fn, *args, **kwargs)
     except NotFound:
         raise not_found() from None
+    except ReadOnly as e:
+        raise ApiError(403, str(e)) from None
     except Invalid as e:
         raise ApiError(422, "Validation Failed", e.errors) from None
     except StorageError as e:  # pragma: no cover - every subclass is mapped above
