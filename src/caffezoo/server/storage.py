@@ -14,20 +14,24 @@ the API, so every caller gets the same rules.
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import os
+import random
 import re
 import secrets
+import time
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from sqlalchemy import create_engine, delete, event, func, select
+from sqlalchemy import create_engine, delete, event, func, inspect, select
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from ..errors import ConfigError
@@ -42,6 +46,7 @@ from ..gist.rules import (
 from . import catalog
 from .models import Base, Blob, Gist, Revision, RevisionFile, Token, User
 
+T = TypeVar("T")
 UNSET: Any = object()  # "argument not given", distinct from None
 
 
@@ -51,6 +56,10 @@ class StorageError(Exception):
 
 class NotFound(StorageError):
     """No such gist, revision, file or user (or not the caller's to change)."""
+
+
+class ReadOnly(StorageError):
+    """The gist was imported from another zoo: only ``wiki import`` changes it."""
 
 
 @dataclass(frozen=True)
@@ -98,6 +107,7 @@ class GistView:
     version: str | None  # the shown revision's version (sha)
     files: list[FileView] = field(default_factory=list)
     history: list[RevisionView] = field(default_factory=list)
+    imported_from: str | None = None  # the Gist API a `wiki import` copied it from
 
 
 def now() -> datetime:
@@ -120,6 +130,47 @@ def _line_changes(old: bytes | None, new: bytes | None) -> tuple[int, int]:
     return sum((b - a).values()), sum((a - b).values())
 
 
+# SQLSTATEs a write may meet only because another writer ran at the same time: a
+# serialization failure, a deadlock, and the foreign-key and unique violations of two
+# transactions that each saw the other's rows absent (deleting a gist while another
+# gist with the same content is created). Running the transaction again resolves each.
+_TRANSIENT_SQLSTATES = frozenset({"40001", "40P01", "23503", "23505"})
+WRITE_ATTEMPTS = 8
+
+
+def _transient(e: DBAPIError) -> bool:
+    orig = getattr(e, "orig", None)
+    code = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
+    return code in _TRANSIENT_SQLSTATES or "database is locked" in str(orig)
+
+
+def retried(fn: Callable[..., T]) -> Callable[..., T]:
+    """Run a write transaction again (up to :data:`WRITE_ATTEMPTS` times, after a short random
+    pause) when the database refused it only because of a concurrent writer."""
+
+    @functools.wraps(fn)
+    def run(*args: Any, **kwargs: Any) -> T:
+        for attempt in range(WRITE_ATTEMPTS):
+            try:
+                return fn(*args, **kwargs)
+            except DBAPIError as e:
+                if attempt == WRITE_ATTEMPTS - 1 or not _transient(e):
+                    raise
+                time.sleep(random.uniform(0, 0.005 * 2**attempt))
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    return run
+
+
+def _create_private(path: Path) -> None:
+    """Make the SQLite file ``path`` readable by its owner only (it holds token digests and
+    secret gists); SQLite gives its -wal, -shm and -journal files the same mode."""
+    try:
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+    except FileExistsError:
+        pass
+
+
 def normalize_url(url: str) -> str:
     """``postgresql://`` means psycopg 3 here (the driver the server extra installs)."""
     for prefix in ("postgresql://", "postgres://"):
@@ -138,8 +189,9 @@ def make_engine(url: str) -> Engine:
     url = normalize_url(url)
     if url.startswith("sqlite"):
         path = url.split("///", 1)[1] if "///" in url else ""
-        if path and path != ":memory:":
+        if path and path != ":memory:" and not path.startswith("file:"):
             Path(path).parent.mkdir(parents=True, exist_ok=True)
+            _create_private(Path(path))
         engine = create_engine(
             url, connect_args={"check_same_thread": False, "timeout": 60}, pool_size=16, max_overflow=48
         )
@@ -177,6 +229,7 @@ class Storage:
             self._write_engine = self.engine.execution_options(write=True)
             self.is_sqlite = self.engine.dialect.name == "sqlite"
             Base.metadata.create_all(self.engine)
+            self._add_columns()
             catalog.setup(self.engine)
             self.reindex()
         except (SQLAlchemyError, ImportError, OSError) as e:  # a bad URL, a missing driver, no server
@@ -192,6 +245,13 @@ class Storage:
 
     def close(self) -> None:
         self.engine.dispose()
+
+    def _add_columns(self) -> None:
+        """Columns added since a database was made (``create_all`` makes tables, not columns)."""
+        have = {c["name"] for c in inspect(self.engine).get_columns("gists")}
+        if "imported_from" not in have:
+            with self.engine.begin() as conn:
+                conn.exec_driver_sql("ALTER TABLE gists ADD COLUMN imported_from TEXT")
 
     def reindex(self) -> int:
         """Index the gists the catalog has not seen at their newest state (a database
@@ -223,6 +283,7 @@ class Storage:
             uid = user.id
         return uid
 
+    @retried
     def create_token(self, login: str) -> str:
         """Make a new token for ``login`` (creating the user); only its digest is kept."""
         check_login(login)
@@ -232,6 +293,7 @@ class Storage:
             s.add(Token(user_id=uid, digest=token_digest(token), created_at=now()))
         return token
 
+    @retried
     def ensure_user(self, login: str) -> str:
         """Create ``login`` (without a token) unless it exists; return the login as stored."""
         check_login(login)
@@ -315,6 +377,7 @@ class Storage:
             if isinstance(content, bytes):  # (a sha string: content checked on its way in)
                 check_content(name, content)
 
+    @retried
     def create_gist(
         self,
         owner: str,
@@ -323,11 +386,14 @@ class Storage:
         files: Mapping[str, bytes],
         *,
         gist_id: str | None = None,
+        imported_from: str | None = None,
     ) -> GistView:
         """Create a gist with its first revision; return it as stored.
 
         ``gist_id`` keeps an id given elsewhere (a gist imported from GitHub, a
-        bundled model); by default a new random one is made.
+        bundled model); by default a new random one is made. ``imported_from``
+        (the source's API) makes the gist read-only but to :meth:`update_gist`
+        with ``importer=True``: its owner's name here may be someone else.
         """
         self._check_files(files)
         check_description(description)
@@ -347,6 +413,7 @@ class Storage:
                 updated_at=when,
                 revision=0,
                 serial=1,
+                imported_from=imported_from,
             )
             s.add(gist)
             s.flush()
@@ -362,8 +429,9 @@ class Storage:
             catalog.index_gist(s, gist_id)
         return self.get_gist(gist_id)  # type: ignore[return-value]
 
-    def _lock_own(self, s: Session, gist_id: str, owner: str) -> Gist:
-        """The gist's row, locked for this transaction; NotFound unless ``owner`` owns it."""
+    def _lock_own(self, s: Session, gist_id: str, owner: str, importer: bool = False) -> Gist:
+        """The gist's row, locked for this transaction; NotFound unless ``owner`` owns it,
+        ReadOnly when it was imported and this is not the import."""
         gist = s.scalar(
             select(Gist)
             .join(User, User.id == Gist.owner_id)
@@ -372,6 +440,11 @@ class Storage:
         )
         if gist is None:
             raise NotFound(f"no gist {gist_id!r} owned by {owner!r}")
+        if gist.imported_from and not importer:
+            raise ReadOnly(
+                f"gist {gist_id} was imported from {gist.imported_from} by `caffezoo wiki import` and "
+                "is read-only here: change it at its source, then import again"
+            )
         return gist
 
     def _head_blobs(self, s: Session, gist: Gist) -> dict[str, str]:
@@ -383,6 +456,7 @@ class Storage:
             ).all()
         )
 
+    @retried
     def update_gist(
         self,
         gist_id: str,
@@ -390,6 +464,7 @@ class Storage:
         *,
         description: str | None = UNSET,
         changes: Mapping[str, FileChange | None] | None = None,
+        importer: bool = False,
     ) -> GistView:
         """Apply GitHub's update semantics: add, replace, rename, delete; others unchanged.
 
@@ -405,7 +480,7 @@ class Storage:
                 check_content(change.filename or name, change.content)
         when = now()
         with self.session(write=True) as s:
-            gist = self._lock_own(s, gist_id, owner)
+            gist = self._lock_own(s, gist_id, owner, importer)
             old = self._head_blobs(s, gist)
             new = dict(old)
             added: dict[str, bytes] = {}
@@ -455,6 +530,7 @@ class Storage:
                 catalog.index_gist(s, gist_id)
         return self.get_gist(gist_id)  # type: ignore[return-value]
 
+    @retried
     def delete_gist(self, gist_id: str, owner: str) -> None:
         """Delete a gist with all its revisions; blobs no other revision uses go too."""
         with self.session(write=True) as s:
@@ -602,4 +678,5 @@ def _view(
         version=version,
         files=files,
         history=history,
+        imported_from=gist.imported_from,
     )

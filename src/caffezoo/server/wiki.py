@@ -321,7 +321,7 @@ def fetch_gist(storage: Storage, ref: GistRef, client: GistClient) -> str:
     current = storage.get_gist(ref.id)
     if current is None:
         owner = _owner_for(storage, gist.owner or ref.user)
-        storage.create_gist(owner, gist.description, True, files, gist_id=ref.id)
+        storage.create_gist(owner, gist.description, True, files, gist_id=ref.id, imported_from=client.api)
         return "fetched"
     have = {f.filename: f.content for f in current.files}
     changes: dict[str, FileChange | None] = {
@@ -330,7 +330,7 @@ def fetch_gist(storage: Storage, ref: GistRef, client: GistClient) -> str:
     changes.update({n: None for n in have if n not in files})
     if not changes:
         return "unchanged"
-    storage.update_gist(ref.id, current.owner, changes=changes)
+    storage.update_gist(ref.id, current.owner, changes=changes, importer=True)
     return "fetched"
 
 
