@@ -137,6 +137,7 @@ def run(
     import uvicorn
 
     from .app import create_app
+    from .protocols import connection_options
 
     url = _url(database_url)
     blobs = _blobs_dir(blobs_dir)
@@ -150,12 +151,7 @@ def run(
         options["loop"] = "uvloop"
     except ImportError:
         pass
-    try:
-        import httptools  # noqa: F401
-
-        options["http"] = "httptools"
-    except ImportError:
-        pass
+    options.update(connection_options())  # httptools when installed; header and keep-alive deadlines
     background = start_background(
         url, blobs_dir=blobs, mirror_every=mirror_every, check_every=check_every, link_rate=link_rate
     )
