@@ -369,6 +369,51 @@ def test_a_connection_that_never_finishes_its_headers_is_closed(protocol_name, t
         thread.join(10)
 
 
+@pytest.mark.parametrize("protocol_name", ["h11", "httptools"])
+def test_an_endless_request_head_is_431_before_the_deadline(protocol_name, tmp_path):
+    import uvicorn
+
+    from caffezoo.server import create_app, protocols
+
+    base = {"h11": protocols.H11HeaderDeadline, "httptools": protocols.HttpToolsHeaderDeadline}[protocol_name]
+    options = protocols.connection_options()
+    options["http"] = type(base.__name__, (base,), {"header_timeout": 600.0})
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(f"sqlite:///{tmp_path / 'big.db'}"),
+            host="127.0.0.1",
+            port=port,
+            log_level="critical",
+            lifespan="off",
+            **options,
+        )
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        while not server.started:
+            assert thread.is_alive()
+            threading.Event().wait(0.02)
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
+            s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n")
+            answer = b""
+            try:
+                for _ in range(64):  # 4 MiB of header lines, never ending
+                    s.sendall(b"X-Pad: " + b"a" * 65536 + b"\r\n")
+            except (BrokenPipeError, ConnectionResetError):
+                pass
+            try:
+                while chunk := s.recv(65536):
+                    answer += chunk
+            except ConnectionResetError:
+                pass
+            assert answer == b"" or answer.split(b"\r\n", 1)[0].split(b" ")[1] in (b"431", b"400")
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
 def test_serve_uses_the_header_deadline_and_keep_alive():
     from caffezoo.server import protocols
 
@@ -376,6 +421,7 @@ def test_serve_uses_the_header_deadline_and_keep_alive():
     assert issubclass(options["http"], protocols._HeaderDeadline)
     assert options["timeout_keep_alive"] == protocols.KEEP_ALIVE_TIMEOUT
     assert options["h11_max_incomplete_event_size"] == protocols.MAX_HEADER_BYTES
+    assert options["http"].max_head_bytes == protocols.MAX_HEADER_BYTES
 
 
 # --------------------------------------------------------------------------- imported gists

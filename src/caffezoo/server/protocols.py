@@ -7,7 +7,7 @@ for a request's headers without end: a client that sends one header line a
 minute holds a connection, and enough of them hold every file descriptor
 (slowloris). These protocols close a connection whose request line and headers
 have not all arrived :data:`HEADER_TIMEOUT` seconds after its first byte (or
-after it was opened).
+after it was opened), and answer 431 to a head over :data:`MAX_HEADER_BYTES`.
 """
 
 from __future__ import annotations
@@ -34,7 +34,9 @@ class _HeaderDeadline:
     """Mixin: a timer that runs while a request's head is being read, and closes on expiry."""
 
     header_timeout: float = HEADER_TIMEOUT
+    max_head_bytes: int = MAX_HEADER_BYTES
     _deadline: asyncio.TimerHandle | None = None
+    _head_bytes: int = 0
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)  # type: ignore[misc]
@@ -42,19 +44,33 @@ class _HeaderDeadline:
 
     def data_received(self, data: bytes) -> None:
         super().data_received(data)  # type: ignore[misc]
-        self._arm()
+        if self._arm():
+            # Still reading a head after this chunk: all of it was head (httptools keeps
+            # an unfinished head in memory without a limit of its own).
+            self._head_bytes += len(data)
+            if self._head_bytes > self.max_head_bytes and not self.transport.is_closing():  # type: ignore[attr-defined]
+                self.transport.write(  # type: ignore[attr-defined]
+                    b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-length: 0\r\n"
+                    b"connection: close\r\n\r\n"
+                )
+                self.transport.close()  # type: ignore[attr-defined]
+        else:
+            self._head_bytes = 0
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
         super().connection_lost(exc)  # type: ignore[misc]
 
-    def _arm(self) -> None:
+    def _arm(self) -> bool:
+        """Start the deadline while a head is being read (stop it once one is complete);
+        whether a head is being read."""
         cycle: Any = getattr(self, "cycle", None)
         reading_head = cycle is None or cycle.response_complete
         if not reading_head:
             self._disarm()
         elif self._deadline is None and not self.transport.is_closing():  # type: ignore[attr-defined]
             self._deadline = self.loop.call_later(self.header_timeout, self._expired)  # type: ignore[attr-defined]
+        return reading_head
 
     def _disarm(self) -> None:
         if self._deadline is not None:
