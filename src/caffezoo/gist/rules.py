@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -266,7 +267,7 @@ def check_file_name(name: str) -> str:
     return name
 
 
-def check_files(names: list[str] | Any) -> None:
+def check_files(names: Iterable[str]) -> None:
     """A gist's set of names: 1-:data:`MAX_FILES` safe names, none equal but for case."""
     names = list(names)
     if not names:
