@@ -203,6 +203,16 @@ def test_deep_json_is_400_not_a_recursion_error(zoo, depth):
     _unchanged(zoo, g, {"a.txt": "a"})
 
 
+def test_a_huge_model_name_is_listed_cut_to_the_description_limit(zoo):
+    """The readme's `name` is listed on /, /api/models and in gist lists: a 200 KB one
+    would make every index page that big."""
+    g = zoo.create({"readme.md": readme("N" * 200_000)}, public=True)
+    listed = httpx.get(f"{zoo.url}/api/models", params={"per_page": 100}).json()
+    models = listed["models"] if isinstance(listed, dict) else listed
+    mine = [m for m in models if m.get("id") == g["id"]]
+    assert mine and len(mine[0]["name"]) == MAX_DESCRIPTION and mine[0]["name"].endswith("…")
+
+
 # --------------------------------------------------------------------------- racing writers
 
 

@@ -28,6 +28,7 @@ from sqlalchemy.orm import Session, defer
 
 from ..errors import CaffezooError
 from ..frontmatter import parse_readme
+from ..gist.rules import MAX_DESCRIPTION
 from ..hashes import is_sha1
 from ..schema import FrontMatter, validate_front_matter
 from .models import Blob, Entry, EntryTag, Gist, LinkCheck, Meta, Revision, RevisionFile, User, WikiSection
@@ -299,7 +300,9 @@ def index_gist(s: Session, gist_id: str) -> None:
 
 
 def _apply(entry: Entry, info: ModelInfo) -> None:
-    entry.name = info.name or entry.wiki_name or entry.id
+    # Names are listed on every index page: as long as a description may be, at most.
+    name = info.name or entry.wiki_name or entry.id
+    entry.name = name if len(name) <= MAX_DESCRIPTION else name[: MAX_DESCRIPTION - 1] + "…"
     entry.sort_name = entry.name.lower()[:200]
     entry.summary = info.summary
     entry.license, entry.task = clip(Entry.license, info.license), clip(Entry.task, info.task)
