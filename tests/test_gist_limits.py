@@ -490,7 +490,7 @@ def test_serve_uses_the_header_deadline_and_keep_alive():
 # --------------------------------------------------------------------------- imported gists
 
 
-def test_an_imported_gist_is_read_only_to_the_local_user_of_the_same_name(zoo, tmp_path, monkeypatch):
+def test_an_imported_gist_is_read_only_to_the_local_user_of_the_same_name(zoo, database_url, monkeypatch):
     """`wiki import` keeps a gist's owner name, so `USER/ID` means the same gist here and
     there; the local account of that name must not gain the gist with it."""
     from caffezoo.server import create_app
@@ -500,7 +500,7 @@ def test_an_imported_gist_is_read_only_to_the_local_user_of_the_same_name(zoo, t
     g = source.create({"readme.md": readme("Imported"), "deploy.prototxt": 'name: "n"\n'}, public=True)
     page = f"# Zoo\n\n### Section\n\n* [Imported](https://gist.github.com/{source.login}/{g['id']}): it\n"
     monkeypatch.delenv("CAFFEZOO_TOKEN")
-    app = create_app(f"sqlite:///{tmp_path / 'target.db'}")
+    app = create_app(database_url)
     server, thread, url = start_uvicorn(app)
     try:
         target = app.state.storage
@@ -531,3 +531,22 @@ def test_an_imported_gist_is_read_only_to_the_local_user_of_the_same_name(zoo, t
         server.should_exit = True
         thread.join(10)
         app.state.storage.close()
+
+
+def test_a_database_made_before_imports_were_marked_gets_the_column(database_url):
+    from sqlalchemy import text
+
+    from caffezoo.server import Storage
+
+    store = Storage(database_url)
+    store.create_token("old")
+    g = store.create_gist("old", "d", True, {"a.txt": b"a\n"})
+    with store.engine.begin() as conn:
+        conn.execute(text("ALTER TABLE gists DROP COLUMN imported_from"))
+    store.close()
+    store = Storage(database_url)  # as an older caffezoo left it
+    try:
+        assert store.get_gist(g.id).imported_from is None
+        assert store.update_gist(g.id, "old", description="still mine").description == "still mine"
+    finally:
+        store.close()
