@@ -191,6 +191,19 @@ def test_two_entries_naming_one_file_are_422(zoo):
     _unchanged(zoo, g, {"a.txt": "a", "b.txt": "b"})
 
 
+def test_json_depth_counts_levels_and_stops_past_the_limit():
+    from caffezoo.gist.rules import json_depth
+
+    assert [json_depth(v) for v in (1, "x", [], {}, [[]], {"a": [1, {"b": []}]})] == [0, 0, 1, 1, 2, 4]
+    assert json_depth([[]] * 1000 + [[[[[]]]]]) == 5  # the deep one after many shallow ones
+    deep: list = []
+    inner = deep
+    for _ in range(50):
+        inner.append([])
+        inner = inner[0]
+    assert json_depth(deep, limit=10) == 11 and json_depth(deep, limit=100) == 51
+
+
 @pytest.mark.parametrize("depth", [MAX_JSON_DEPTH + 1, 5000, 1_000_000])
 def test_deep_json_is_400_not_a_recursion_error(zoo, depth):
     raw = b'{"files": {"a.txt": {"content": "x"}}, "x": ' + b"[" * depth + b"]" * depth + b"}"

@@ -326,16 +326,24 @@ def check_description(description: str | None) -> None:
 def json_depth(value: Any, limit: int = MAX_JSON_DEPTH) -> int:
     """How deep ``value`` nests (a scalar is 0), counting no further than ``limit + 1``.
 
-    Iterative, so a hostile body cannot exhaust the stack; stops at the first
-    container past ``limit``.
+    >>> json_depth({"files": {"a.txt": {"content": "x"}}}), json_depth([[[]]], limit=2)
+    (3, 3)
+
+    Iterative, with one iterator per level: a hostile body can exhaust neither the
+    stack nor memory (a list of ten million lists costs no more than a short one).
     """
-    deepest, stack = 0, [(value, 0)]
+    if not isinstance(value, (dict, list)):
+        return 0
+    deepest = 1
+    stack = [iter(value.values() if isinstance(value, dict) else value)]
     while stack:
-        item, depth = stack.pop()
-        if isinstance(item, (dict, list)):
-            depth += 1
-            deepest = max(deepest, depth)
-            if depth > limit:
-                return depth
-            stack.extend((v, depth) for v in (item.values() if isinstance(item, dict) else item))
+        for item in stack[-1]:
+            if isinstance(item, (dict, list)):
+                stack.append(iter(item.values() if isinstance(item, dict) else item))
+                deepest = max(deepest, len(stack))
+                if deepest > limit:
+                    return deepest
+                break
+        else:
+            stack.pop()
     return deepest
