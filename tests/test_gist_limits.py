@@ -191,17 +191,26 @@ def test_two_entries_naming_one_file_are_422(zoo):
     _unchanged(zoo, g, {"a.txt": "a", "b.txt": "b"})
 
 
-def test_json_depth_counts_levels_and_stops_past_the_limit():
-    from caffezoo.gist.rules import json_depth
+def test_json_problem_counts_levels_and_containers_and_stops_past_the_limits():
+    from caffezoo.gist.rules import json_problem
 
-    assert [json_depth(v) for v in (1, "x", [], {}, [[]], {"a": [1, {"b": []}]})] == [0, 0, 1, 1, 2, 4]
-    assert json_depth([[]] * 1000 + [[[[[]]]]]) == 5  # the deep one after many shallow ones
+    assert all(json_problem(v) is None for v in (1, "x", [], {}, {"a": [1, {"b": []}]}))
+    assert json_problem([[]] * 100 + [[[[[]]]]], depth=4) == "nested deeper than 4 levels"
+    assert json_problem([[]] * 100 + [[[[[]]]]], depth=5) is None
     deep: list = []
     inner = deep
     for _ in range(50):
         inner.append([])
         inner = inner[0]
-    assert json_depth(deep, limit=10) == 11 and json_depth(deep, limit=100) == 51
+    assert json_problem(deep, depth=10) == "nested deeper than 10 levels"
+    assert json_problem([[]] * 10, containers=10) == "more than 10 objects and arrays"
+    assert json_problem([[]] * 9, containers=10) is None
+
+
+def test_a_body_of_a_million_arrays_is_400(zoo):
+    raw = b'{"files": {"a.txt": {"content": "x"}}, "x": [' + b",".join([b"[]"] * 1_000_000) + b"]}"
+    r = _post(zoo, raw)
+    assert r.status_code == 400 and "more than" in r.json()["message"], r.text[:300]
 
 
 @pytest.mark.parametrize("depth", [MAX_JSON_DEPTH + 1, 5000, 1_000_000])

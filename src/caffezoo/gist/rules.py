@@ -30,6 +30,7 @@ __all__ = [
     "MAX_DESCRIPTION",
     "MAX_FILES",
     "MAX_FILE_BYTES",
+    "MAX_JSON_CONTAINERS",
     "MAX_JSON_DEPTH",
     "MAX_LOGIN",
     "MAX_NAME_BYTES",
@@ -45,7 +46,7 @@ __all__ = [
     "error",
     "file_name_problem",
     "invalid",
-    "json_depth",
+    "json_problem",
     "looks_like_gist",
     "parse_ref",
     "text_problem",
@@ -60,6 +61,7 @@ MAX_NAME_BYTES = 255  # one file name: what every common file system holds
 MAX_DESCRIPTION = 1000  # characters; a model's name goes here, so this is generous
 MAX_LOGIN = 39  # GitHub's limit on user names
 MAX_JSON_DEPTH = 20  # nesting of a request body; a gist body needs 3
+MAX_JSON_CONTAINERS = 4 * MAX_FILES  # objects and arrays in one body; a gist needs 2 + one a file
 
 # A gist id: GitHub's are 20 or 32 hex digits; imported and bundled ids keep their own
 # letters, so any 1-32 of [0-9A-Za-z_-] (the database column holds 32).
@@ -323,27 +325,31 @@ def check_description(description: str | None) -> None:
         raise invalid("description", "invalid", f"description {why}")
 
 
-def json_depth(value: Any, limit: int = MAX_JSON_DEPTH) -> int:
-    """How deep ``value`` nests (a scalar is 0), counting no further than ``limit + 1``.
+def json_problem(
+    value: Any, depth: int = MAX_JSON_DEPTH, containers: int = MAX_JSON_CONTAINERS
+) -> str | None:
+    """Why a parsed request body is too deep or too wide to be a gist request; None if it is not.
 
-    >>> json_depth({"files": {"a.txt": {"content": "x"}}}), json_depth([[[]]], limit=2)
-    (3, 3)
+    >>> json_problem({"files": {"a.txt": {"content": "x"}}}) is None, json_problem([[[]]], depth=2)
+    (True, 'nested deeper than 2 levels')
 
     Iterative, with one iterator per level: a hostile body can exhaust neither the
-    stack nor memory (a list of ten million lists costs no more than a short one).
+    stack nor memory, and the walk stops at the first container past either limit.
     """
     if not isinstance(value, (dict, list)):
-        return 0
-    deepest = 1
+        return None
+    seen = 1
     stack = [iter(value.values() if isinstance(value, dict) else value)]
     while stack:
         for item in stack[-1]:
             if isinstance(item, (dict, list)):
+                seen += 1
+                if seen > containers:
+                    return f"more than {containers} objects and arrays"
                 stack.append(iter(item.values() if isinstance(item, dict) else item))
-                deepest = max(deepest, len(stack))
-                if deepest > limit:
-                    return deepest
+                if len(stack) > depth:
+                    return f"nested deeper than {depth} levels"
                 break
         else:
             stack.pop()
-    return deepest
+    return None
