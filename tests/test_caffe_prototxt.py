@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from caffezoo.caffe import caffe_pb2
 from caffezoo.caffe.prototxt import (
@@ -157,3 +159,12 @@ def test_writer_round_trips_in_caffe_layout(tmp_path):
     assert read_prototxt(out) == net
     assert to_text(net) == text.split("\n", 2)[2]
     assert [p.name for p in tmp_path.iterdir()] == ["out.prototxt"]  # no temporary left behind
+
+
+@given(st.binary(max_size=600))
+@settings(max_examples=300, deadline=None)
+def test_looks_binary_counts_control_bytes_as_the_rule_says(head):
+    from caffezoo.caffe._files import looks_binary
+
+    controls = sum(b < 9 or 13 < b < 32 for b in head)
+    assert looks_binary(head) == (b"\0" in head or controls > max(2, len(head) // 100))

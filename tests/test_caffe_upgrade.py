@@ -237,7 +237,7 @@ def test_upgrade_binary_file(tmp_path):
 
 
 def test_fork_fields_survive_a_binary_upgrade(tmp_path):
-    from caffezoo.caffe import _wire as w
+    from caffezoo.caffe import wire as w
 
     layer = caffe_pb2.LayerParameter(name="det", type="DetectionOutput", bottom=["a"], top=["b"])
     odd = w.length_delimited(147, b"\x08\x15\x10\x01") + w.tag(8266711, w.VARINT) + w.encode_varint(7)

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from caffe_helpers import small_net, small_weights
 
-from caffezoo.caffe import _wire as w
 from caffezoo.caffe import caffe_pb2
+from caffezoo.caffe import wire as w
 from caffezoo.caffe.caffemodel import read_caffemodel, write_caffemodel
 from caffezoo.errors import CaffemodelError
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 from model_helpers import GOOD_FRONT_MATTER, write_model
 
@@ -123,3 +125,89 @@ def test_bad_environment_is_a_clear_error(cli_process):
     r = cli_process("list", env={"CAFFEZOO_OFFLINE": "maybe"})
     assert r.code == 1
     assert "CAFFEZOO_OFFLINE='maybe': expected 1/0" in r.stderr
+
+
+def test_the_kept_help_is_what_the_full_command_tree_prints(cli, monkeypatch):
+    """`caffezoo --help` prints cli._help.TOP_LEVEL without building the tree: it must not drift."""
+    from caffezoo.cli._help import TOP_LEVEL, render
+
+    monkeypatch.setenv("COLUMNS", "80")
+    assert render() == TOP_LEVEL, "run `python -m caffezoo.cli._help` to update the kept help text"
+    assert cli("--help").stdout == TOP_LEVEL == cli("-h").stdout
+    monkeypatch.setenv("COLUMNS", "200")  # click formats 78 columns wide on any terminal this wide
+    assert cli("--help").stdout == TOP_LEVEL
+
+
+def test_a_narrow_terminal_gets_the_help_click_formats_for_it(cli, monkeypatch):
+    from caffezoo.cli._help import TOP_LEVEL
+
+    monkeypatch.setenv("COLUMNS", "60")
+    r = cli("--help")
+    assert r.code == 0 and r.stdout != TOP_LEVEL and r.stdout.startswith("Usage: caffezoo [OPTIONS]")
+    assert max(len(line) for line in r.stdout.splitlines()) <= 60
+
+
+def test_the_command_table_names_every_command_and_its_module():
+    import typer.main
+
+    from caffezoo.cli import COMMANDS, MODULES, load_commands
+
+    assert set(typer.main.get_command(load_commands()).commands) == set(COMMANDS)
+    for module in MODULES:
+        code = (
+            "import sys, typer.main; from caffezoo.cli import load_commands; "
+            f"print(' '.join(typer.main.get_command(load_commands(({module!r},))).commands))"
+        )
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+        assert {name for name, m in COMMANDS.items() if m == module} <= set(out.split()), module
+
+
+def test_a_command_loads_only_its_own_module(caffezoo_home):
+    code = (
+        "import sys; from caffezoo.cli import main\n"
+        "try:\n    main(['validate', 'bvlc_alexnet'])\nexcept SystemExit as e:\n    code = e.code\n"
+        "print(code, sorted(m for m in sys.modules if m.startswith('caffezoo.cli.')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.splitlines()[-1] == "0 ['caffezoo.cli._app', 'caffezoo.cli.zoo']"
+
+
+def test_an_unknown_command_is_refused_with_the_full_list(cli_process):
+    r = cli_process("validat", "x")
+    assert r.code == 2 and "No such command 'validat'" in r.stderr
+
+
+def test_the_help_lists_commands_in_one_order_whatever_ran_first(cli, monkeypatch):
+    from caffezoo.cli._help import render
+
+    monkeypatch.setenv("COLUMNS", "80")
+    first = render()
+    cli("validate", "bvlc_alexnet")  # in this process, the module of one command loads first...
+    cli("cache", "ls")
+    assert render() == first  # ...and the order does not follow
+
+
+def test_help_validate_and_download_leave_the_heavy_libraries_alone(tmp_path, caffezoo_home):
+    """Start-up: --help builds no command tree; an ordinary readme needs neither ruamel.yaml nor a
+    pydantic model."""
+    from download_helpers import blob, weights_model
+
+    data = blob(1000, seed=5)
+    (tmp_path / "w.bin").write_bytes(data)
+    model = weights_model(tmp_path / "net", (tmp_path / "w.bin").as_uri(), data)
+    heavy = ("typer", "pydantic", "ruamel.yaml", "rich", "httpx", "google.protobuf")
+    cases = {
+        ("--help",): {"typer", "pydantic", "ruamel.yaml", "rich", "httpx", "google.protobuf"},
+        ("validate", "bvlc_alexnet"): {"pydantic", "ruamel.yaml", "rich", "httpx"},
+        ("download", str(model)): {"pydantic", "ruamel.yaml", "google.protobuf"},
+    }
+    for args, absent in cases.items():
+        for _ in range(2):  # the second download finds the weights there
+            code = (
+                "import sys; from caffezoo.cli import main\n"
+                f"try:\n    main({list(args)!r})\nexcept SystemExit as e:\n    assert not e.code, e.code\n"
+                f"print(sorted(m for m in {heavy!r} if m in sys.modules))"
+            )
+            out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+            loaded = set(eval(out.stdout.splitlines()[-1]))
+            assert not loaded & absent, (args, loaded & absent)

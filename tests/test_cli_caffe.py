@@ -106,3 +106,60 @@ def test_upgrade_into_a_folder_that_cannot_take_it_is_one_line(cli_process, tmp_
         r = cli_process("upgrade", source, tmp_path / "taken")
         assert r.code == 1 and r.stderr == f"error: {tmp_path / 'taken'}: cannot write: Is a directory\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["deploy.prototxt", "old.caffemodel", "taken"]
+
+
+def test_inspect_piped_prints_whole_rows(cli, tmp_path):
+    """Not a terminal (the cli fixture captures stdout): no 80-column squeeze, no ellipsis."""
+    long_name = "feature_pyramid_level_three_expansion_convolution_with_a_long_name"
+    text = SMALL_NET.replace('name: "conv"', f'name: "{long_name}"').replace(
+        'top: "conv"', f'top: "{long_name}"'
+    )
+    text = text.replace('bottom: "conv"', f'bottom: "{long_name}"')
+    r = cli("inspect", write(tmp_path, text))
+    assert r.code == 0, r.stderr
+    row = next(line for line in r.stdout.splitlines() if line.startswith(f"│ {long_name} "))
+    assert f"data -> {long_name}" in row and "2x4x6x6" in row and "…" not in r.stdout
+    assert len(row) > 120
+
+
+def test_inspect_of_a_detection_net_counts_layers_without_weights_as_zero(cli, tmp_path):
+    from test_runtime_ssd import _ssd
+
+    from caffezoo.caffe.prototxt import to_text
+
+    r = cli("inspect", write(tmp_path, to_text(_ssd().to_proto())), "--json")
+    data = json.loads(r.stdout)
+    rows = {x["name"]: x for x in data["layers"]}
+    assert rows["detection_out"]["top_shapes"] == [None]  # its size depends on the detections
+    assert (rows["detection_out"]["params"], rows["detection_out"]["macs"]) == (0, 0)
+    assert rows["a_priors"]["params"] == 0 and rows["mbox_priorbox"]["top_shapes"] == [[1, 2, 5120]]
+    convolutions = [x for x in data["layers"] if x["type"] == "Convolution"]
+    assert data["totals"]["params"] == sum(x["params"] for x in convolutions) > 0
+    assert data["totals"]["macs"] == sum(x["macs"] for x in convolutions) > 0
+    r = cli("inspect", write(tmp_path, to_text(_ssd().to_proto())))
+    assert "24 layers, 5,480 parameters, 829.4K MACs" in r.stdout and "?" not in r.stdout.splitlines()[-1]
+
+
+def test_layers_after_an_unknown_shape_still_count_no_parameters(tmp_path):
+    """A Python layer's output is unknowable; the parameter-free layers after it count 0, a
+    convolution after it stays unknown (its weights depend on the channels it gets)."""
+    from caffezoo.caffe.builder import NetBuilder
+    from caffezoo.caffe.net import load_net
+
+    n = NetBuilder("after_python")
+    data = n.Input("data", shape=dict(dim=[1, 3, 8, 8]))
+    py = n.Python("py", data, python_param=dict(module="m", layer="L"))
+    relu = n.ReLU("relu", py)
+    n.Convolution("conv", relu, num_output=2, kernel_size=1)
+    net = load_net(n.to_proto(), strict=False)
+    by_name = {x.name: x for x in net.layers}
+    assert by_name["py"].params is None and by_name["relu"].params == 0 and by_name["relu"].macs == 0
+    assert by_name["conv"].params is None and net.params is None
+
+
+def test_no_parameters_lists_only_known_layer_types():
+    from caffezoo.caffe.layertypes import KNOWN_TYPES
+    from caffezoo.caffe.shapes import ELEMENTWISE_MACS, NO_PARAMETERS, RULES
+
+    assert NO_PARAMETERS <= set(RULES) and NO_PARAMETERS <= KNOWN_TYPES and ELEMENTWISE_MACS <= NO_PARAMETERS
+    assert not {"Convolution", "InnerProduct", "Scale", "BatchNorm", "PReLU", "Python"} & NO_PARAMETERS

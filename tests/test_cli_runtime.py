@@ -151,3 +151,34 @@ def test_run_errors_are_one_line(tmp_path, cli_process):
         result = cli_process("run", *args)
         assert result.code != 0 and "Traceback" not in result.stderr, result.stderr
         assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_convert_leaves_undeclared_only_the_axes_that_follow_the_batch(tmp_path, cli):
+    """PriorBox's priors are the same for every image: 1x2xP, not Nx2xP; the heads follow the batch."""
+    import onnxruntime
+    from runtime_helpers import write_net
+    from test_runtime_ssd import _ssd
+
+    prototxt, caffemodel = write_net(tmp_path, _ssd(), seed=3)
+    out = tmp_path / "ssd.onnx"
+    args = (
+        "convert",
+        prototxt,
+        "--weights",
+        caffemodel,
+        "-o",
+        out,
+        "--blob",
+        "mbox_priorbox",
+        "--blob",
+        "mbox_loc",
+    )
+    r = cli(*args)
+    assert r.code == 0, r.stderr
+    assert "mbox_priorbox 1x2x5120" in r.stdout and "mbox_loc Nx5120" in r.stdout
+    info = json.loads(cli(*args, "--json").stdout)
+    assert info["outputs"]["mbox_priorbox"] == [1, 2, 5120] and info["outputs"]["mbox_loc"] == [None, 5120]
+    session = onnxruntime.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(1).random((3, 3, 64, 64), dtype=np.float32)
+    got = dict(zip([o.name for o in session.get_outputs()], session.run(None, {"data": x})))
+    assert got["mbox_priorbox"].shape == (1, 2, 5120) and got["mbox_loc"].shape == (3, 5120)

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import sys
+
 import pytest
+from download_helpers import blob, weights_model
 
 from caffezoo.config import DEFAULT_GIST_API, settings
+from caffezoo.download import download_many
 from caffezoo.errors import ConfigError
 
 
@@ -75,4 +79,50 @@ def test_bad_values_name_the_variable(monkeypatch, var, value, fragment):
 def test_urls_that_do_not_parse_name_the_variable(monkeypatch, var, value):
     monkeypatch.setenv(var, value)
     with pytest.raises(ConfigError, match=f"{var}: .* is not a valid URL"):
+        settings()
+
+
+# Counts the opens of the one file the hook is pointed at (audit hooks cannot be removed).
+_opened: dict[str, int] = {}
+
+
+def _count_opens(event, args):
+    if event == "open" and isinstance(args[0], str) and args[0] in _opened:
+        _opened[args[0]] += 1
+
+
+sys.addaudithook(_count_opens)
+
+
+def test_a_command_reads_the_settings_and_gist_file_once(caffezoo_home, tmp_path):
+    gist_file = caffezoo_home / "user" / ".gist"
+    gist_file.write_text("from-gist-file\n")
+    _opened[str(gist_file)] = 0
+    try:
+        data = blob(2048, seed=7)
+        (tmp_path / "w.bin").write_bytes(data)
+        models = [weights_model(tmp_path / f"net{i}", (tmp_path / "w.bin").as_uri(), data) for i in range(3)]
+        outcomes = download_many([str(m) for m in models], jobs=2)
+        assert all(o.error is None for o in outcomes) and all(
+            m.joinpath("net.caffemodel").is_file() for m in models
+        )
+        assert settings() is settings() and settings().token == "from-gist-file"
+        assert _opened[str(gist_file)] == 1
+    finally:
+        del _opened[str(gist_file)]
+
+
+def test_a_changed_environment_or_gist_file_is_seen(monkeypatch, caffezoo_home):
+    first = settings()
+    monkeypatch.setenv("CAFFEZOO_OFFLINE", "1")
+    assert settings() is not first and settings().offline
+    gist_file = caffezoo_home / "user" / ".gist"
+    gist_file.write_text("one\n")
+    assert settings().token == "one"
+    gist_file.write_text("second\n")
+    assert settings().token == "second"
+    monkeypatch.setenv("CAFFEZOO_TIMEOUT", "nan")
+    with pytest.raises(ConfigError):
+        settings()
+    with pytest.raises(ConfigError):  # a bad value is not kept as if it were good
         settings()

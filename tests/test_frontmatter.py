@@ -11,10 +11,9 @@ import yaml  # PyYAML: what Caffe's own scripts parse front matter with
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from caffezoo.atomic import atomic_open, atomic_write_bytes
 from caffezoo.errors import FrontMatterError, ModelDirError, WriteError
 from caffezoo.frontmatter import (
-    atomic_open,
-    atomic_write_bytes,
     format_value,
     parse_readme,
     read_readme,
@@ -243,3 +242,55 @@ def test_any_value_round_trips_and_prose_is_untouched(value, prose):
     assert new.endswith("---\n" + prose)
     caffe = caffe_parse(new)  # Caffe's own rule (PyYAML, YAML 1.1) reads the same values
     assert caffe["custom"] == value and caffe["extra"] == value
+
+
+_tokens = st.sampled_from(
+    [
+        "net", "Net", "a b", "ILSVRC 2012", "http://x.org/a.caffemodel", "a: b", "a:", "a #c", "a#c",
+        "Caffe's", "null", "Null", "NULL", "true", "True", "yes", "no", "on", "off", "y", "~", "0", "00",
+        "0123", "17", "-3", "1e5", "1.5", ".inf", "2012-01-01", "9116a64c0fbe4459d18f4bb6b56d647b63920377",
+        "0x1F", "1_000", '"quoted"', '"a, b"', "'single'", "'it''s'", '"back\\\\slash"', '"tab\\tx"',
+        "[a, b]", "[104, 117, 123]", "[]", "[a,]", "[a: b]", "{a: 1}", "&anchor x", "*alias", "!!str x",
+        "|", ">", "-", "- x", "a]", "[a", "x" * 70, "é", "a  b", "%x", "@x", "`x`", "[ a , b ]",
+    ]
+)  # fmt: skip
+_front_keys = st.sampled_from(
+    ["name", "sha1", "caffe_commit", "size", "tags", "mean", "x-lab", "true", "null", "k"]
+)
+_line = st.one_of(
+    st.builds(lambda k, v, sp: f"{k}:{sp}{v}", _front_keys, _tokens, st.sampled_from([" ", "  ", ""])),
+    st.builds(lambda k: f"{k}:", _front_keys),
+    st.sampled_from(["", "# a comment", "  indented: x", "#é", "...", "%YAML 1.1", "key:value", "a : b"]),
+)
+
+
+@given(st.lists(_line, max_size=6), st.sampled_from(["\n", "\r\n"]))
+@settings(max_examples=500, deadline=None)
+def test_the_plain_reader_agrees_with_ruamel_wherever_it_answers(lines, newline):
+    """Front matter of plain lines is read without ruamel.yaml; where that reader answers at all,
+    it must answer what ruamel.yaml answers (values, types, key lines)."""
+    from caffezoo import frontmatter
+
+    text = "".join(line + newline for line in lines)
+    fast = frontmatter._plain_mapping(text, 2)
+    if fast is None:
+        return
+    try:
+        original, frontmatter._plain_mapping = frontmatter._plain_mapping, lambda *a: None
+        slow = frontmatter.load_yaml_mapping(text, "readme.md", 2)
+    except FrontMatterError as e:
+        raise AssertionError(f"the plain reader accepted what ruamel.yaml refuses: {e}") from None
+    finally:
+        frontmatter._plain_mapping = original
+    assert fast == slow
+    assert [type(v) for v in fast[0].values()] == [type(v) for v in slow[0].values()]
+
+
+def test_bundled_readmes_take_the_plain_path():
+    from caffezoo import frontmatter
+    from caffezoo.zoo import BUNDLED_DIR, bundled_names
+
+    for name in bundled_names():
+        lines = split_lines((BUNDLED_DIR / name / "readme.md").read_text(encoding="utf-8"))
+        end = lines.index("---\n", 1)
+        assert frontmatter._plain_mapping("".join(lines[1:end]), 2) is not None, name

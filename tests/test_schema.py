@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from caffezoo.errors import FrontMatterError
 from caffezoo.schema import FrontMatter, missing_keys, require, validate_front_matter
@@ -41,7 +43,7 @@ def test_seed_keys_and_extensions():
 def test_unknown_keys_are_kept():
     fm = validate_front_matter({"name": "Net", "x-lab-id": 7, "notes": {"a": 1}})
     assert fm.model_extra == {"x-lab-id": 7, "notes": {"a": 1}}
-    assert fm.to_dict() == {"name": "Net", "x-lab-id": 7, "notes": {"a": 1}}
+    assert fm.to_json() == {"name": "Net", "x-lab-id": 7, "notes": {"a": 1}}
 
 
 def test_every_bad_key_is_named_at_once_with_its_line():
@@ -109,3 +111,78 @@ def test_required_keys_depend_on_the_action():
     with pytest.raises(FrontMatterError, match="download needs the keys caffemodel_url, sha1"):
         require(fm, "download", "m/readme.md")
     require(FrontMatter(name="N"), "upload")
+
+
+# Values of the kinds YAML front matter holds, good and bad for each key.
+_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-5, 10**12)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.sampled_from(
+        [
+            "",
+            "  ",
+            "net.caffemodel",
+            "../x",
+            "a/b",
+            "con.txt",
+            "https://x.org/w.caffemodel",
+            " http://m/x ",
+            "ssh://x",
+            "dl.example.org/x",
+            SHA1,
+            SHA1.upper(),
+            " " + SHA1,
+            "A" * 64,
+            "zz",
+            "vision, imagenet",
+            "mean.binaryproto",
+        ]
+    ),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.sampled_from(["data", "im_info"]), inner, max_size=2)
+    ),
+    max_leaves=6,
+)
+_keys = st.sampled_from([*FrontMatter.model_fields, "x-lab-id", "notes"])
+
+
+@given(st.dictionaries(_keys, _values, max_size=8))
+@settings(max_examples=400, deadline=None)
+def test_the_fast_path_agrees_with_the_pydantic_model(data):
+    """Where the plain checks accept a front matter, pydantic gives the same values; where they
+    refuse one, pydantic decides (and validate_front_matter names its errors)."""
+    from pydantic import ValidationError
+
+    from caffezoo._front_matter_model import FrontMatterModel
+    from caffezoo.schema import _plainly_valid
+
+    fast = _plainly_valid(data)
+    try:
+        model = FrontMatterModel.model_validate(data)
+    except ValidationError:
+        assert fast is None
+        with pytest.raises(FrontMatterError):
+            validate_front_matter(data)
+        return
+    slow = FrontMatter.model_construct(
+        **{k: getattr(model, k) for k in FrontMatter.model_fields}, **(model.model_extra or {})
+    )
+    assert validate_front_matter(data) == slow
+    assert validate_front_matter(data).to_json() == model.model_dump(exclude_none=True, exclude_defaults=True)
+    if fast is not None:
+        assert FrontMatter.model_construct(**fast) == slow
+
+
+def test_an_ordinary_readme_builds_no_pydantic_model():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from caffezoo.zoo import resolve, list_models; list_models(); "
+        "resolve('bvlc_alexnet').front_matter.to_json(); "
+        "print([m for m in ('pydantic', 'caffezoo._front_matter_model') if m in sys.modules])"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

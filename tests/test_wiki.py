@@ -292,3 +292,34 @@ def test_the_wiki_page_follows_imports_mirrored_blobs_and_link_checks(tmp_path):
         )
         html = w.get("/wiki").text
         assert "Another section" in html and "Wes on the wiki" not in html
+
+
+VGG = """\
+### Very Deep Convolutional Networks for Large-Scale Image Recognition
+
+* [16-layer](https://example.org/vgg16.caffemodel): the model of the [paper](https://arxiv.org/abs/1409.1556), *ILSVRC-2014*
+* [19-layer](https://example.org/vgg19.caffemodel): a [trap](javascript:alert(1)) and <script>alert(2)</script>
+"""
+
+
+def test_wiki_entries_name_their_section_and_render_their_description_links(tmp_path):
+    """The index shows where a wiki entry came from, and a description's Markdown as safe HTML."""
+    from caffezoo.server.wiki import link_entry_id
+
+    with web_for(f"sqlite:///{tmp_path / 'w.db'}", tmp_path, seed=False) as w:
+        import_page(w.storage, parse_page(VGG), fetch=False)
+        with w.storage.session() as s:
+            from caffezoo.server.models import WikiSection
+
+            (sid,) = [x.id for x in s.query(WikiSection) if x.title.startswith("Very Deep")]
+        section_link = f'In the wiki under <a href="/wiki#section-{sid}">Very Deep Convolutional Networks'
+        paper = '<a href="https://arxiv.org/abs/1409.1556" rel="nofollow noopener noreferrer">paper</a>'
+        for html in (w.get("/").text, w.get("/?q=layer").text):
+            assert html.count(section_link) == 2
+            assert f"the model of the {paper}, <em>ILSVRC-2014</em>" in html
+        wiki = w.get("/wiki").text
+        assert f"the model of the {paper}, <em>ILSVRC-2014</em>" in wiki and "](https://" not in wiki
+        for html in (w.get("/").text, wiki):
+            assert 'href="javascript' not in html.lower() and "<script>alert(2)" not in html
+            assert "&lt;script&gt;alert(2)&lt;/script&gt;" in html
+        assert w.get(f"/models/{link_entry_id('https://example.org/vgg16.caffemodel')}").status_code == 200

@@ -25,8 +25,11 @@ Variables:
 ``CAFFEZOO_RETRIES``
     Attempts per download source without progress before the next source (default 5).
 
-Settings are read on each call, not cached at import, so a test or a
-long-running server sees the environment as it is.
+Settings are parsed once per environment, not at import: :func:`settings`
+returns the same :class:`Settings` while these variables (and the ``~/.gist``
+file's size and time) stay as they are, and a new one as soon as one changes,
+so a test or a long-running server sees the environment as it is, and a
+command that asks for settings in every step parses them once.
 """
 
 from __future__ import annotations
@@ -34,10 +37,14 @@ from __future__ import annotations
 import math
 import os
 import re
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import ConfigError
+
+__all__ = ["DEFAULT_GIST_API", "Settings", "settings"]
+
 
 DEFAULT_GIST_API = "https://api.github.com"
 
@@ -145,7 +152,48 @@ def _number(
     return value
 
 
+# What a Settings depends on: these variables (platformdirs reads the XDG ones) and ~/.gist.
+_VARIABLES = (
+    "CAFFEZOO_HOME",
+    "CAFFEZOO_OFFLINE",
+    "CAFFEZOO_GIST_API",
+    "CAFFEZOO_TOKEN",
+    "GITHUB_TOKEN",
+    "CAFFEZOO_MIRRORS",
+    "CAFFEZOO_DATABASE_URL",
+    "CAFFEZOO_TIMEOUT",
+    "CAFFEZOO_RETRIES",
+    "HOME",
+    "XDG_CACHE_HOME",
+    "XDG_DATA_HOME",
+)
+_last: tuple[tuple, Settings] | None = None
+_lock = threading.Lock()
+
+
+def _environment() -> tuple:
+    try:
+        st = (Path.home() / ".gist").stat()
+        gist_file = (st.st_mtime_ns, st.st_size, st.st_ino)
+    except (OSError, RuntimeError):  # RuntimeError: no home directory to be found
+        gist_file = None
+    return (*(os.environ.get(name) for name in _VARIABLES), gist_file)
+
+
 def settings() -> Settings:
+    """The current :class:`Settings`: parsed again only when the environment changed."""
+    global _last
+    key = _environment()
+    last = _last
+    if last is not None and last[0] == key:
+        return last[1]
+    with _lock:
+        s = _read()  # a bad value raises here, and again on the next call: nothing bad is kept
+        _last = (key, s)
+    return s
+
+
+def _read() -> Settings:
     """Read the environment and return the current :class:`Settings`."""
     home_raw = os.environ.get("CAFFEZOO_HOME", "").strip()
     if home_raw:

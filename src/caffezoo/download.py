@@ -21,6 +21,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from ._api import callable_module
 from .config import Settings, settings
 from .fetch import Fetched, Progress, fetch_to
 from .fetch.core import How
@@ -124,3 +125,8 @@ def download_many(
         while len(outcomes) < len(models):
             done.wait(0.5)  # a timeout, so Ctrl-C reaches the main thread
     return [outcomes[i] for i in range(len(models))]
+
+
+__all__ = ["DEFAULT_JOBS", "Outcome", "download", "download_many"]
+
+callable_module(__name__, download)  # caffezoo.download("bvlc_alexnet")

@@ -18,6 +18,28 @@ from dataclasses import dataclass
 from os import PathLike
 from typing import Literal
 
+__all__ = [
+    "CaffemodelError",
+    "CaffezooError",
+    "ChecksumError",
+    "ConfigError",
+    "ConversionError",
+    "DiskSpaceError",
+    "DownloadError",
+    "DrawError",
+    "FrontMatterError",
+    "GistError",
+    "ModelDirError",
+    "ModelNotFoundError",
+    "NetError",
+    "OfflineError",
+    "Problem",
+    "PrototxtError",
+    "RuntimeInputError",
+    "UsageError",
+    "WriteError",
+]
+
 
 @dataclass(frozen=True)
 class Problem:

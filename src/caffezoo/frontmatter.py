@@ -29,14 +29,29 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
-from .errors import FrontMatterError, ModelDirError, WriteError
+from .atomic import atomic_write_bytes
+from .errors import FrontMatterError, ModelDirError
+
+__all__ = [
+    "MAX_DEPTH",
+    "Readme",
+    "STRING_KEYS",
+    "find_block",
+    "format_value",
+    "load_yaml_mapping",
+    "parse_readme",
+    "read_readme",
+    "read_text",
+    "set_keys",
+    "split_lines",
+    "write_keys",
+]
+
 
 # Keys whose values are strings by nature: their source text wins over YAML's
 # guess (a hex id of digits only would otherwise become an int or a float).
@@ -205,10 +220,78 @@ def _check_nodes(root: Any, path: str, first_line: int) -> None:
             stack.extend((v, depth + 1) for v in node.value)
 
 
+# The plain front matter most readmes have, read without ruamel.yaml (see _plain_mapping).
+_PLAIN_KEY = re.compile(r"([A-Za-z_][A-Za-z0-9_-]*):(?: +(.*))?")
+# A plain scalar YAML reads as this very text: it starts with a letter, and holds no
+# indicator that could end it (": ", " #") or make it a flow collection.
+_PLAIN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9 _./()+\-:,@'=&?%~!*;]*")
+_PLAIN_ITEM = re.compile(r"[A-Za-z][A-Za-z0-9 _./()+\-@'=&?%~!*;]*")  # in [...]: no ':' or ','
+_NOT_TEXT = frozenset({"y", "n", "yes", "no", "on", "off", "true", "false", "null"})
+_QUOTED = re.compile(r"\"([ -!#-\[\]-~]*)\"|'([ -&(-~]*)'")  # printable ASCII, no escapes
+
+
+def _plain_scalar(text: str, item: bool) -> tuple[bool, Any]:
+    """(True, value) for a scalar whose meaning is certain, else (False, None)."""
+    quoted = _QUOTED.fullmatch(text)
+    if quoted:
+        return True, quoted.group(1) if quoted.group(1) is not None else quoted.group(2)
+    if re.fullmatch(r"0|[1-9][0-9]{0,17}", text):
+        return True, int(text)
+    if (
+        (_PLAIN_ITEM if item else _PLAIN_TEXT).fullmatch(text)
+        and text.lower() not in _NOT_TEXT
+        and ": " not in text
+        and " #" not in text
+        and not text.endswith((":", " "))
+    ):
+        return True, text
+    return False, None
+
+
+def _plain_mapping(yaml_text: str, first_line: int) -> tuple[dict[str, Any], dict[str, int]] | None:
+    """``key: value`` lines of plain words, numbers, quoted text and flat ``[a, b]`` lists, read
+    exactly as ruamel.yaml reads them; None for anything else, which ruamel.yaml then reads."""
+    data: dict[str, Any] = {}
+    key_lines: dict[str, int] = {}
+    for number, line in enumerate(split_lines(yaml_text)):
+        line = line.rstrip("\r\n").rstrip(" ")
+        if not line or line.startswith("#"):
+            if line.startswith("#") and not re.fullmatch(r"#[ -~]*", line):
+                return None
+            continue
+        match = _PLAIN_KEY.fullmatch(line)
+        if not match or match.group(1) in data or match.group(1).lower() in _NOT_TEXT:
+            return None
+        key, text = match.group(1), match.group(2) or ""
+        if not text:
+            value: Any = None
+        elif text.startswith("[") and text.endswith("]"):
+            inner = text[1:-1].strip()
+            value = []
+            for item in inner.split(",") if inner else []:
+                ok, item_value = _plain_scalar(item.strip(), item=True)
+                if not ok or not item.strip():
+                    return None
+                value.append(item_value)
+        elif key in STRING_KEYS and re.fullmatch(r"[0-9a-fA-F]{1,64}", text):
+            value = text  # a digest or commit: a string by nature keeps its source text, as below
+        else:
+            ok, value = _plain_scalar(text, item=False)
+            if not ok:
+                return None
+            if key in STRING_KEYS and isinstance(value, int):
+                value = text
+        data[key], key_lines[key] = value, first_line + number
+    return data, key_lines
+
+
 def load_yaml_mapping(
     yaml_text: str, path: str = "readme.md", first_line: int = 1
 ) -> tuple[dict[str, Any], dict[str, int]]:
     """Safely load a YAML mapping; return it with each top-level key's 1-based line."""
+    plain = _plain_mapping(yaml_text, first_line)
+    if plain is not None:
+        return plain
     from ruamel.yaml.error import YAMLError
     from ruamel.yaml.nodes import MappingNode, ScalarNode
 
@@ -411,51 +494,3 @@ def write_keys(path: str | os.PathLike[str], updates: Mapping[str, Any]) -> Read
     new = bom + set_keys(old, updates, str(p))
     atomic_write_bytes(p, new.encode("utf-8"))
     return parse_readme(new, p)
-
-
-def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
-    """Write ``data`` to ``path`` through :func:`atomic_open`."""
-    with atomic_open(path) as f:
-        f.write(data)
-
-
-@contextmanager
-def atomic_open(path: str | os.PathLike[str]) -> Iterator[BinaryIO]:
-    """Open a temporary file beside ``path``; rename it over ``path`` only on success.
-
-    >>> with atomic_open("net.caffemodel") as f:     # doctest: +SKIP
-    ...     f.write(b"...")
-
-    A failure (or Ctrl-C) half-way leaves ``path`` as it was: never a torn file.
-    An existing file keeps its mode; a new one gets the mode ``open()`` would
-    give it. A folder that is missing or read-only, or a full disk, raises
-    :class:`~caffezoo.errors.WriteError` naming ``path``.
-    """
-    path = Path(path)
-    try:
-        mode = path.stat().st_mode & 0o7777
-    except OSError:
-        umask = os.umask(0)
-        os.umask(umask)
-        mode = 0o666 & ~umask  # mkstemp's own is 0600
-    try:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    except OSError as e:
-        raise _write_error(path, e) from e
-    try:
-        with os.fdopen(fd, "wb") as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException as e:
-        Path(tmp).unlink(missing_ok=True)
-        # Writing fails without a file name; an error naming another file is the caller's own.
-        if isinstance(e, OSError) and e.filename in (None, tmp, str(path)):
-            raise _write_error(path, e) from e
-        raise
-
-
-def _write_error(path: Path, e: OSError) -> WriteError:
-    return WriteError(f"{path}: cannot write: {e.strerror or e}")

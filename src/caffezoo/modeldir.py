@@ -21,6 +21,20 @@ from .errors import ModelDirError
 from .frontmatter import Readme, read_readme
 from .schema import FrontMatter, validate_front_matter
 
+__all__ = [
+    "FileKind",
+    "ModelDir",
+    "ModelFile",
+    "PROTOTXT_KINDS",
+    "README",
+    "check_dir",
+    "classify",
+    "list_files",
+    "load",
+    "prototxt_kind",
+]
+
+
 README = "readme.md"
 
 FileKind = Literal[

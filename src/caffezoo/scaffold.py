@@ -13,10 +13,14 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from .atomic import atomic_write_bytes
 from .errors import ModelDirError, UsageError, WriteError
-from .frontmatter import atomic_write_bytes, format_value
+from .frontmatter import format_value
 from .gist.rules import file_name_problem
 from .schema import FrontMatter
+
+__all__ = ["new_model"]
+
 
 _TEMPLATE = """\
 ---

@@ -16,11 +16,20 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
-
 from .errors import FrontMatterError, Problem
 from .gist.rules import file_name_problem
 from .hashes import normalize_hex
+
+__all__ = [
+    "Action",
+    "FrontMatter",
+    "REQUIRED",
+    "check_file_name",
+    "missing_keys",
+    "require",
+    "validate_front_matter",
+]
+
 
 Action = Literal["download", "upload", "run"]
 
@@ -33,8 +42,9 @@ REQUIRED: dict[str, tuple[str, ...]] = {
 _URL_SCHEMES = ("http://", "https://", "ftp://", "file://")
 
 
-def _plain_name(value: str, what: str = "file name") -> str:
-    """``value`` when it is a safe file name (the gist rule: :func:`.gist.rules.file_name_problem`)."""
+def check_file_name(value: str, what: str = "file name") -> str:
+    """``value`` when it is a safe file name, else ValueError: the gist rule
+    (:func:`caffezoo.gist.rules.file_name_problem`), so a model directory and a gist agree."""
     if why := file_name_problem(value):
         raise ValueError(f"{what}: {why}" if what != "file name" else why)
     return value
@@ -53,123 +63,183 @@ def _str_list(value: Any) -> Any:
     return value
 
 
-class FrontMatter(BaseModel):
-    """Validated front matter. Unknown keys are kept (``model_extra``)."""
-
-    model_config = ConfigDict(extra="allow", str_strip_whitespace=False)
-
+# The fields of a front matter and their defaults, in the order to_json() writes them.
+_FIELDS: dict[str, Any] = {
     # The seed's keys.
-    name: str | None = None
-    caffemodel: str | None = None
-    caffemodel_url: str | None = None
-    sha1: str | None = None
-    caffe_commit: str | None = None
-    caffe_version: str | None = None
-    gist_id: str | None = None
-    license: str | None = None
+    "name": None,
+    "caffemodel": None,
+    "caffemodel_url": None,
+    "sha1": None,
+    "caffe_commit": None,
+    "caffe_version": None,
+    "gist_id": None,
+    "license": None,
     # caffezoo's extensions.
-    sha256: str | None = None
-    size: int | None = None
-    mirrors: list[str] = []
-    tags: list[str] = []
-    task: str | None = None
-    dataset: str | None = None
-    inputs: dict[str, list[int]] | None = None
-    mean: str | list[float] | None = None
-    labels: str | None = None
-    paper: str | None = None
-    authors: list[str] = []
+    "sha256": None,
+    "size": None,
+    "mirrors": [],
+    "tags": [],
+    "task": None,
+    "dataset": None,
+    "inputs": None,
+    "mean": None,
+    "labels": None,
+    "paper": None,
+    "authors": [],
+}
+_TEXT_FIELDS = (
+    "name caffemodel caffemodel_url sha1 caffe_commit caffe_version gist_id license sha256 task dataset labels paper"
+).split()
+_LIST_FIELDS = ("mirrors", "tags", "authors")
 
-    @field_validator(
-        "name",
-        "caffemodel",
-        "caffemodel_url",
-        "sha1",
-        "caffe_commit",
-        "caffe_version",
-        "gist_id",
-        "license",
-        "sha256",
-        "task",
-        "dataset",
-        "labels",
-        "paper",
-        mode="before",
-    )
-    @classmethod
-    def _scalar_to_str(cls, value: Any) -> Any:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return str(value)
-        if isinstance(value, str) and value.strip() == "":
-            return None  # `key:` with nothing after it reads as "not given"
-        return value
 
-    @field_validator("sha1")
-    @classmethod
-    def _sha1(cls, value: str | None) -> str | None:
-        return None if value is None else _hex(value, 40, "sha1")
+class FrontMatter:
+    """Validated front matter: one attribute per known key; unknown keys are kept (``model_extra``).
 
-    @field_validator("sha256")
-    @classmethod
-    def _sha256(cls, value: str | None) -> str | None:
-        return None if value is None else _hex(value, 64, "sha256")
+    >>> FrontMatter(name="Net", tags="a, b").tags
+    ['a', 'b']
 
-    @field_validator("caffemodel", "labels")
-    @classmethod
-    def _file_name(cls, value: str | None) -> str | None:
-        return None if value is None else _plain_name(value)
+    Built by :func:`validate_front_matter` (``FrontMatter(**data)`` and
+    :meth:`model_validate` too), which checks plainly valid values itself and
+    leaves the rest to the pydantic model in :mod:`caffezoo._front_matter_model`,
+    so reading an ordinary readme does not pay for building that model.
+    """
 
-    @field_validator("caffemodel_url")
-    @classmethod
-    def _url(cls, value: str | None) -> str | None:
-        if value is not None and not value.strip().lower().startswith(_URL_SCHEMES):
-            raise ValueError(f"expected an http://, https://, ftp:// or file:// URL, found {value!r}")
-        return None if value is None else value.strip()
+    model_fields = _FIELDS  # the known keys (the name pydantic gives them)
 
-    @field_validator("mirrors")
-    @classmethod
-    def _mirrors(cls, value: list[str]) -> list[str]:
-        for url in value:
-            if not url.lower().startswith(_URL_SCHEMES):
-                raise ValueError(f"expected http(s):// or file:// URLs, found {url!r}")
-        return value
+    name: str | None
+    caffemodel: str | None
+    caffemodel_url: str | None
+    sha1: str | None
+    caffe_commit: str | None
+    caffe_version: str | None
+    gist_id: str | None
+    license: str | None
+    sha256: str | None
+    size: int | None
+    mirrors: list[str]
+    tags: list[str]
+    task: str | None
+    dataset: str | None
+    inputs: dict[str, list[int]] | None
+    mean: str | list[float] | None
+    labels: str | None
+    paper: str | None
+    authors: list[str]
+    model_extra: dict[str, Any]
 
-    @field_validator("size")
-    @classmethod
-    def _size(cls, value: int | None) -> int | None:
-        if value is not None and value < 0:
-            raise ValueError(f"expected a number of bytes >= 0, found {value}")
-        return value
+    def __init__(self, **data: Any) -> None:
+        fm = FrontMatter.model_validate(data)
+        self.__dict__.update(fm.__dict__)
 
-    @field_validator("mirrors", "tags", "authors", mode="before")
     @classmethod
-    def _lists(cls, value: Any) -> Any:
-        return [] if value is None else _str_list(value)
+    def model_construct(cls, **values: Any) -> FrontMatter:
+        """A FrontMatter of ``values`` as they are, unchecked (known keys; the rest are extras)."""
+        fm = object.__new__(cls)
+        for key, default in _FIELDS.items():
+            value = values.get(key, default)
+            setattr(fm, key, list(value) if value is default and isinstance(default, list) else value)
+        fm.model_extra = {k: v for k, v in values.items() if k not in _FIELDS}
+        return fm
 
-    @field_validator("size", mode="before")
     @classmethod
-    def _no_bool(cls, value: Any) -> Any:
-        if isinstance(value, bool):
-            raise ValueError("expected a number of bytes, found a boolean")
-        return value
+    def model_validate(cls, data: dict[str, Any]) -> FrontMatter:
+        """Check ``data``; a bad value raises pydantic's ``ValidationError`` naming every bad key."""
+        values = _plainly_valid(data)
+        if values is None:
+            from ._front_matter_model import FrontMatterModel
 
-    @field_validator("mean", mode="before")
-    @classmethod
-    def _mean(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            if value.strip() == "":
-                return None
-            _plain_name(value, "mean file name")
-        return value
+            model = FrontMatterModel.model_validate(data)
+            values = {**{k: getattr(model, k) for k in _FIELDS}, **(model.model_extra or {})}
+        return cls.model_construct(**values)
 
     @property
     def title(self) -> str:
         """What to call the model in a list: its ``name`` or, failing that, nothing."""
         return self.name or ""
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, Any]:
         """The values that are set, seed keys first, unknown keys last."""
-        return self.model_dump(exclude_none=True, exclude_defaults=True)
+        out = {
+            k: getattr(self, k) for k, default in _FIELDS.items() if getattr(self, k) not in (None, default)
+        }
+        out.update((k, v) for k, v in self.model_extra.items() if v is not None)
+        return out
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, FrontMatter) and self.__dict__ == other.__dict__
+
+    def __repr__(self) -> str:
+        return f"FrontMatter({', '.join(f'{k}={v!r}' for k, v in self.to_json().items())})"
+
+
+def _plainly_valid(data: Any) -> dict[str, Any] | None:
+    """``data`` checked and normalised exactly as the pydantic model would, when every value is of a
+    kind this can judge and valid; None when any is not (pydantic decides, and names the errors)."""
+    if not isinstance(data, dict) or not all(isinstance(k, str) for k in data):
+        return None
+    out: dict[str, Any] = {}
+    try:
+        for key, value in data.items():
+            if key in _TEXT_FIELDS:
+                if type(value) in (int, float):
+                    value = str(value)
+                elif isinstance(value, str):
+                    value = value if value.strip() else None
+                elif value is not None:
+                    return None
+                if value is not None:
+                    value = _TEXT_CHECKS.get(key, _same)(value)
+            elif key in _LIST_FIELDS:
+                value = [] if value is None else _str_list(value)
+                if type(value) is not list or not all(type(v) is str for v in value):
+                    return None
+                value = list(value)  # a copy, as pydantic makes
+                if key == "mirrors" and not all(v.lower().startswith(_URL_SCHEMES) for v in value):
+                    return None
+            elif key == "size":
+                if value is not None and (type(value) is not int or value < 0):
+                    return None
+            elif key == "inputs":
+                if value is not None and not (
+                    type(value) is dict
+                    and all(
+                        type(k) is str and type(v) is list and all(type(d) is int for d in v)
+                        for k, v in value.items()
+                    )
+                ):
+                    return None
+                value = None if value is None else {k: list(v) for k, v in value.items()}
+            elif key == "mean":
+                if isinstance(value, str):
+                    value = check_file_name(value, "mean file name") if value.strip() else None
+                elif type(value) is list and all(type(v) in (int, float) for v in value):
+                    value = [float(v) for v in value]
+                elif value is not None:
+                    return None
+            out[key] = value
+    except ValueError:  # a value the model refuses: it says so, with every other problem
+        return None
+    return out
+
+
+def _same(value: str) -> str:
+    return value
+
+
+def _url(value: str) -> str:
+    if not value.strip().lower().startswith(_URL_SCHEMES):
+        raise ValueError(value)
+    return value.strip()
+
+
+_TEXT_CHECKS = {
+    "sha1": lambda v: _hex(v, 40, "sha1"),
+    "sha256": lambda v: _hex(v, 64, "sha256"),
+    "caffemodel": check_file_name,
+    "labels": check_file_name,
+    "caffemodel_url": _url,
+}
 
 
 def validate_front_matter(
@@ -177,6 +247,11 @@ def validate_front_matter(
 ) -> FrontMatter:
     """Build a :class:`FrontMatter`; raise :class:`FrontMatterError` naming *every* bad key."""
     lines = lines or {}
+    values = _plainly_valid(data)
+    if values is not None:
+        return FrontMatter.model_construct(**values)
+    from pydantic import ValidationError
+
     try:
         return FrontMatter.model_validate(data)
     except ValidationError as e:

@@ -6,8 +6,8 @@
 
 Errors make a directory unusable (no readme, bad front matter, a bad prototxt);
 warnings point at what a user will miss (no license, weights not downloaded).
-Other modules add their own checks to :data:`CHECKS` (the Caffe-format checks
-of prototxt files live with the Caffe reader).
+:data:`CHECKS` lists every check, in the order they run; the Caffe-format
+checks of each prototxt file live with the Caffe reader (:mod:`caffezoo.caffe.checks`).
 """
 
 from __future__ import annotations
@@ -16,15 +16,15 @@ import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+from ._api import callable_module
 from .errors import CaffezooError, FrontMatterError, Problem
 from .frontmatter import Readme, parse_readme, read_text
 from .modeldir import PROTOTXT_KINDS, README, ModelDir, list_files
 from .schema import FrontMatter, validate_front_matter
 
-Check = Callable[[ModelDir], Iterable[Problem]]
+__all__ = ["CHECKS", "Check", "has_errors", "validate", "validate_model"]
 
-# Checks run on every directory that has a readable readme; append to extend.
-CHECKS: list[Check] = []
+Check = Callable[[ModelDir], Iterable[Problem]]
 
 
 def _warn(path: Path | str, line: int | None, message: str) -> Problem:
@@ -87,9 +87,11 @@ def check_files(m: ModelDir) -> Iterable[Problem]:
 
 def check_caffe_compat(m: ModelDir) -> Iterable[Problem]:
     """Caffe's script strips every line before parsing; nested block YAML changes meaning then."""
-    from .frontmatter import _yaml, split_lines
+    from .frontmatter import _plain_mapping, _yaml, split_lines
 
     lines = split_lines(m.readme.text)[m.readme.start : m.readme.end - 1]
+    if _plain_mapping("".join(lines), 1) is not None:
+        return  # one plain `key: value` per line, none indented: stripping changes nothing
     try:
         stripped = _yaml("safe").load("\n".join(line.strip() for line in lines))
         ours = _yaml("safe").load("".join(lines))
@@ -104,7 +106,21 @@ def check_caffe_compat(m: ModelDir) -> Iterable[Problem]:
         )
 
 
-CHECKS.extend([check_front_matter, check_files, check_caffe_compat])
+def check_prototxts(m: ModelDir) -> Iterable[Problem]:
+    """Every problem of every prototxt file in the model directory, as Caffe would see it."""
+    if not any(f.kind in PROTOTXT_KINDS for f in m.files):
+        return  # protobuf costs start-up time a readme check does not need
+    from .caffe.checks import check_net_file, check_solver_file
+
+    for f in m.files:
+        if f.kind in ("deploy", "train_val", "prototxt"):
+            yield from check_net_file(m.path / f.name, deploy=f.kind == "deploy")
+        elif f.kind == "solver":
+            yield from check_solver_file(m.path / f.name, m.path)
+
+
+# Checks run on every directory that has a readable readme, in this order.
+CHECKS: list[Check] = [check_front_matter, check_files, check_caffe_compat, check_prototxts]
 
 
 def validate(
@@ -126,12 +142,6 @@ def validate(
         return [_err(p, None, f"cannot list the directory: {e.strerror}")]
     if not files:
         return [_err(p, None, "the directory is empty: expected a readme.md and prototxt files")]
-
-    if any(f.kind in PROTOTXT_KINDS for f in files):
-        # The prototxt checks live with the Caffe reader (a higher layer); importing
-        # it adds them to CHECKS, so every caller of validate() gets them. Only when
-        # there is a prototxt: protobuf costs start-up time a readme check does not need.
-        from .caffe import checks as _caffe_checks  # noqa: F401
 
     problems: list[Problem] = []
     readme_path = p / README
@@ -181,14 +191,16 @@ def validate(
 
 def validate_model(model: str | os.PathLike[str]) -> list[Problem]:
     """Like :func:`validate`, but MODEL may also be a bundled model's name."""
-    from .config import settings
-    from .zoo import BUNDLED_DIR, bundled_names
+    from .zoo import find
 
-    text = os.fspath(model)
-    if not Path(text).exists() and text in bundled_names():
-        return validate(BUNDLED_DIR / text, weights_dir=settings().models_dir / text, bundled=True)
-    return validate(text)
+    found = find(model)
+    if found is None:  # not a path nor a bundled name: validate says what is missing there
+        return validate(os.fspath(model))
+    return validate(found.path, weights_dir=found.weights_dir, bundled=found.bundled)
 
 
 def has_errors(problems: Iterable[Problem]) -> bool:
     return any(p.severity == "error" for p in problems)
+
+
+callable_module(__name__, validate_model)  # caffezoo.validate("bvlc_alexnet") takes a MODEL, like the CLI

@@ -11,6 +11,11 @@ may be read-only.
 True
 >>> resolve("bvlc_alexnet").front_matter.caffemodel
 'bvlc_alexnet.caffemodel'
+>>> locate("bvlc_alexnet").prototxt.name
+'deploy.prototxt'
+
+:func:`locate` is the one place a MODEL (or a bare prototxt file) becomes the
+deploy prototxt and weights that ``inspect``, ``draw``, ``convert`` and ``run`` read.
 """
 
 from __future__ import annotations
@@ -18,10 +23,24 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple
 
 from .config import settings
-from .errors import ModelNotFoundError
+from .errors import ConversionError, ModelDirError, ModelNotFoundError
 from .modeldir import README, ModelDir, load
+
+__all__ = [
+    "BUNDLED_DIR",
+    "RESOLVERS",
+    "Found",
+    "Located",
+    "bundled",
+    "bundled_names",
+    "find",
+    "list_models",
+    "locate",
+    "resolve",
+]
 
 BUNDLED_DIR = Path(__file__).parent / "models"
 
@@ -53,14 +72,34 @@ def bundled(name: str) -> ModelDir:
     return load(BUNDLED_DIR / name, bundled=True, weights_dir=settings().models_dir / name)
 
 
-def resolve(model: str | os.PathLike[str]) -> ModelDir:
-    """Turn a MODEL argument into a loaded :class:`ModelDir`."""
+class Found(NamedTuple):
+    """Where a MODEL's directory is, before anything in it is read."""
+
+    path: Path
+    bundled: bool = False
+    weights_dir: Path | None = None  # None: the weights live in the directory itself
+
+
+def find(model: str | os.PathLike[str]) -> Found | None:
+    """A MODEL that is a path or a bundled name, without reading it; None for anything else.
+
+    A path's own errors (missing, not a directory...) are left to whoever reads it.
+    """
     text = os.fspath(model)
     path = Path(text).expanduser()
     if path.exists() or ("://" not in text and (os.sep in text or text.startswith("."))):
-        return load(path)  # a path: its own errors (missing, not a dir...) are the right ones
+        return Found(path)
     if text in bundled_names():
-        return bundled(text)
+        return Found(BUNDLED_DIR / text, True, settings().models_dir / text)
+    return None
+
+
+def resolve(model: str | os.PathLike[str]) -> ModelDir:
+    """Turn a MODEL argument into a loaded :class:`ModelDir`."""
+    text = os.fspath(model)
+    found = find(text)
+    if found is not None:
+        return load(found.path, bundled=found.bundled, weights_dir=found.weights_dir)
     for resolver in RESOLVERS:
         found = _resolver(resolver)(text)
         if found is not None:
@@ -69,6 +108,62 @@ def resolve(model: str | os.PathLike[str]) -> ModelDir:
         f"{text!r}: no such directory, and not a bundled model "
         f"(bundled: {', '.join(bundled_names())}) or a gist id or URL"
     )
+
+
+class Located(NamedTuple):
+    """A net to read: its deploy prototxt, its weights (None when there are none yet), the weights'
+    SHA-1 if the front matter says, and the model directory (None for a bare prototxt)."""
+
+    prototxt: Path
+    weights: Path | None
+    sha1: str | None = None
+    model: ModelDir | None = None
+
+
+def locate(
+    model: str | os.PathLike[str],
+    weights: str | os.PathLike[str] | None = None,
+    *,
+    need_weights: bool = False,
+) -> Located:
+    """The deploy prototxt and weights of MODEL: a prototxt file, a model directory or bundled name...
+
+    ``weights`` overrides the model's own. Without ``need_weights``, weights not
+    downloaded yet are None; with it, they are an error saying how to get them
+    (and a bare prototxt without ``weights`` is a :class:`ConversionError`).
+
+    >>> locate("bvlc_alexnet").weights                     # doctest: +SKIP
+    PosixPath('~/.local/share/caffezoo/models/bvlc_alexnet/bvlc_alexnet.caffemodel')
+    """
+    text = os.fspath(model)
+    given = Path(weights) if weights is not None else None
+    if Path(text).is_file() or (text.endswith(".prototxt") and not Path(text).is_dir()):
+        if not Path(text).is_file():
+            missing = ConversionError if need_weights else ModelNotFoundError
+            raise missing(f"{text}: no such prototxt file")
+        if need_weights and given is None:
+            raise ConversionError(
+                f"{text}: a prototxt alone has no weights; give the .caffemodel too (--weights FILE)"
+            )
+        return Located(Path(text), given)
+    m = resolve(model)
+    deploy = m.prototxt("deploy")
+    if deploy is None:
+        raise ModelDirError(
+            f"{m.path}: no deploy prototxt (a file named *deploy*.prototxt, or one with an "
+            f"Input layer); name a prototxt file instead"
+        )
+    if given is not None:
+        return Located(deploy, given, model=m)
+    if need_weights and m.weights_path is None:
+        raise ModelDirError(
+            f"{m.readme_path}: no `caffemodel` key in the front matter: which file holds the weights?"
+        )
+    if need_weights and not m.has_weights:
+        raise ModelDirError(
+            f"{m.weights_path}: the weights are not downloaded; `caffezoo download {model}` fetches them"
+        )
+    return Located(deploy, m.weights_path if m.has_weights else None, m.front_matter.sha1, m)
 
 
 def list_models() -> list[ModelDir]:

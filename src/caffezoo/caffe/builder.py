@@ -34,6 +34,9 @@ from . import caffe_pb2
 from .layertypes import param_field
 from .prototxt import is_repeated, to_text
 
+__all__ = ["NetBuilder", "Top", "fill"]
+
+
 _LAYER_FIELDS = caffe_pb2.LayerParameter.DESCRIPTOR.fields_by_name
 
 

@@ -9,7 +9,7 @@
 >>> fc6.blobs[0].data.dtype, fc6.blobs[0].data.base is not None   # doctest: +SKIP
 (dtype('float32'), True)
 
-The file is memory-mapped and walked field by field (:mod:`._wire`), so there
+The file is memory-mapped and walked field by field (:mod:`.wire`), so there
 is no 64 MB protobuf limit and no copy: every blob's ``data`` is a read-only
 numpy array *viewing the file's bytes*. Keep the :class:`Caffemodel` (or the
 arrays) alive while you use them; ``close()`` it, or use ``with``, when done.
@@ -43,15 +43,31 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
+from ..atomic import atomic_open
 from ..errors import CaffemodelError
-from . import _wire as w
-from ._files import atomic_open, looks_binary, open_error
+from . import wire as w
+from ._files import looks_binary, open_error
 from .layertypes import V0_TYPES, V1_ENUM, V1_TYPES
 
 if TYPE_CHECKING:
     import numpy as np
 
     from . import caffe_pb2
+
+__all__ = [
+    "Blob",
+    "Caffemodel",
+    "MAX_BLOB_AXES",
+    "ModelLayer",
+    "Weights",
+    "blob_from_proto",
+    "blob_to_proto",
+    "iter_blob_records",
+    "read_caffemodel",
+    "to_v1",
+    "write_caffemodel",
+]
+
 
 # NetParameter, LayerParameter (V2), V1LayerParameter and V0LayerParameter field numbers.
 _NET_NAME, _NET_LAYERS_V1, _NET_LAYER = 1, 2, 100

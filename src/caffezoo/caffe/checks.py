@@ -1,8 +1,10 @@
-"""`caffezoo validate`'s checks of a model directory's prototxt files.
+"""Checks of prototxt files: what would stop Caffe, as problems with the file and line.
 
-Importing this module adds :func:`check_prototxts` to
-:data:`caffezoo.validate.CHECKS` (``validate()`` imports it). For each
-prototxt, what would stop Caffe, as errors with the file and line:
+>>> [str(p) for p in check_net_file(Path("deploy.prototxt"), deploy=True)]   # doctest: +SKIP
+[]
+
+:func:`caffezoo.validate.check_prototxts` runs these on every prototxt of a
+model directory. For each file:
 
 - text syntax (line and column), unknown fields;
 - for nets, in each phase the file uses: include/exclude conflicts, layer
@@ -20,11 +22,12 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from ..errors import NetError, Problem, PrototxtError
-from ..modeldir import ModelDir
 from . import caffe_pb2
 from .layertypes import KNOWN_TYPES
 from .net import assemble, wiring_problems
 from .prototxt import Prototxt, load_prototxt
+
+__all__ = ["check_net_file", "check_solver_file"]
 
 
 def _error(path: Path, line: int | None, message: str) -> Problem:
@@ -33,15 +36,6 @@ def _error(path: Path, line: int | None, message: str) -> Problem:
 
 def _warning(path: Path, line: int | None, message: str) -> Problem:
     return Problem(str(path), line, message, "warning")
-
-
-def check_prototxts(m: ModelDir) -> Iterator[Problem]:
-    """Every problem of every prototxt file in the model directory."""
-    for f in m.files:
-        if f.kind in ("deploy", "train_val", "prototxt"):
-            yield from check_net_file(m.path / f.name, deploy=f.kind == "deploy")
-        elif f.kind == "solver":
-            yield from check_solver_file(m.path / f.name, m.path)
 
 
 def _parse(path: Path, message_type: type) -> tuple[Prototxt | None, list[Problem]]:
@@ -176,13 +170,3 @@ def _line_of(message: str) -> int | None:
 
 def _strip_path(message: str, path: Path) -> str:
     return re.sub(rf"^{re.escape(str(path))}(:\d+)?: ", "", message)
-
-
-def register() -> None:
-    from ..validate import CHECKS
-
-    if check_prototxts not in CHECKS:
-        CHECKS.append(check_prototxts)
-
-
-register()

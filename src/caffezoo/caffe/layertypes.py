@@ -10,6 +10,9 @@
 
 from __future__ import annotations
 
+__all__ = ["BVLC_TYPES", "FORK_TYPES", "KNOWN_TYPES", "V0_TYPES", "V1_ENUM", "V1_TYPES", "param_field"]
+
+
 # V1 enum value (V1LayerParameter.LayerType) -> V2 type string, as Caffe's
 # UpgradeV1LayerType maps them.
 V1_TYPES: dict[int, str] = {

@@ -50,6 +50,24 @@ if TYPE_CHECKING:
     from .caffemodel import Blob, Caffemodel
     from .prototxt import Prototxt
 
+__all__ = [
+    "Layer",
+    "Net",
+    "PHASES",
+    "Shape",
+    "WeightProblem",
+    "assemble",
+    "attach_weights",
+    "check_wiring",
+    "describe_shape",
+    "insert_splits",
+    "load_net",
+    "match_weights",
+    "shape_fits",
+    "wiring_problems",
+]
+
+
 Shape = tuple[int, ...]
 PHASES = {"TRAIN": caffe_pb2.TRAIN, "TEST": caffe_pb2.TEST}
 

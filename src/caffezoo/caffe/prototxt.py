@@ -33,9 +33,27 @@ from google.protobuf import text_format
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 
+from ..atomic import atomic_open
 from ..errors import PrototxtError
 from . import caffe_pb2
-from ._files import atomic_open, looks_binary, open_error
+from ._files import looks_binary, open_error
+
+__all__ = [
+    "M",
+    "MAX_DEPTH",
+    "MAX_TEXT_BYTES",
+    "Prototxt",
+    "Skipped",
+    "is_repeated",
+    "load_prototxt",
+    "parse_prototxt",
+    "read_prototxt",
+    "read_solver",
+    "to_text",
+    "upgrade_solver",
+    "write_prototxt",
+]
+
 
 M = TypeVar("M", bound=Message)
 

@@ -39,7 +39,39 @@ from . import caffe_pb2
 if TYPE_CHECKING:
     from .net import Layer, Net
 
+__all__ = [
+    "ELEMENTWISE_MACS",
+    "MIN_BOTTOMS",
+    "NO_PARAMETERS",
+    "RULES",
+    "Rule",
+    "SOURCES",
+    "Shape",
+    "ShapeError",
+    "conv_geometry",
+    "crop_offsets",
+    "infer_shapes",
+    "legacy_axis",
+    "permute_order",
+    "pool_geometry",
+    "prior_aspect_ratios",
+]
+
+
 Shape = tuple[int, ...]
+
+# Layer types that learn no parameters: they count 0 parameters even where the
+# shapes around them are unknown (after a database input, or a detection layer).
+NO_PARAMETERS = frozenset(
+    """AbsVal Accuracy ArgMax Axpy BNLL BatchReindex Clip Concat ContrastiveLoss Crop Data
+    DetectionOutput Dropout DummyData ELU Eltwise EuclideanLoss Exp Filter Flatten HDF5Data
+    HDF5Output HingeLoss Im2col ImageData InfogainLoss Input Interp LRN LSTMUnit Log MVN
+    MemoryData MultinomialLogisticLoss Permute Pooling Power PriorBox Proposal ROIPooling ReLU
+    ReLU6 Reduction Reshape SPP ShuffleChannel Sigmoid SigmoidCrossEntropyLoss Silence Slice
+    Softmax SoftmaxWithLoss Split Swish TanH Threshold Tile Upsample WindowData""".split()
+)
+# ... of which these do multiply-accumulate, one per element: unknown shapes, unknown MACs.
+ELEMENTWISE_MACS = frozenset({"Axpy"})
 Rule = Callable[["Layer", list[Shape]], tuple[list, list | None, int]]
 _P = caffe_pb2
 
@@ -91,6 +123,10 @@ def infer_shapes(net: Net, input_shapes: dict[str, Sequence[int]] | None = None)
             else sum(math.prod(s) for s in expected)
         )
         layer.macs = macs
+        if layer.type in NO_PARAMETERS:  # even where the shapes are unknown, there is nothing to count
+            layer.params = 0
+            if layer.macs is None and layer.type not in ELEMENTWISE_MACS:
+                layer.macs = 0
         for top, shape in zip(layer.tops, tops):
             shapes[top] = shape
 
@@ -628,8 +664,13 @@ def _batch_reindex(layer: Layer, bottoms: list[Shape]) -> tuple:
 
 
 def _unknowable(layer: Layer, bottoms: list[Shape]) -> tuple:
-    """Outputs whose size depends on the data (Filter, DetectionOutput, Proposal, Python)."""
+    """A Python layer: its outputs and parameters are whatever its code makes them."""
     return [None] * len(layer.tops), None, None
+
+
+def _data_dependent(layer: Layer, bottoms: list[Shape]) -> tuple:
+    """Outputs whose size depends on the data (Filter, DetectionOutput, Proposal, HDF5Data): no weights."""
+    return [None] * len(layer.tops), [], 0
 
 
 def _no_tops(layer: Layer, bottoms: list[Shape]) -> tuple:
@@ -767,9 +808,9 @@ RULES: dict[str, Rule] = {
     **{t: _data for t in ("Data", "ImageData", "WindowData", "MemoryData", "DummyData")},
     "Softmax": _softmax,
     "Input": _input,
-    "HDF5Data": _unknowable,
+    "HDF5Data": _data_dependent,
     "Python": _unknowable,
-    "Filter": _unknowable,
+    "Filter": _data_dependent,
     "HDF5Output": _no_tops,
     "Silence": _silence,
     "Split": _split,
@@ -805,12 +846,12 @@ RULES: dict[str, Rule] = {
     "Permute": _permute,
     "Normalize": _normalize,
     "PriorBox": _prior_box,
-    "DetectionOutput": _unknowable,
+    "DetectionOutput": _data_dependent,
     "Interp": _interp,
     "BN": _bn,
     "Upsample": _upsample,
     "Axpy": _axpy,
     "ShuffleChannel": _shuffle_channel,
     "ROIPooling": _roi_pooling,
-    "Proposal": _unknowable,
+    "Proposal": _data_dependent,
 }

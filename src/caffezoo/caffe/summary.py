@@ -1,15 +1,15 @@
 """What ``caffezoo inspect`` reports: layers, shapes, parameters, MACs, weight mismatches.
 
->>> s = inspect_net("bvlc_alexnet")                        # doctest: +SKIP
+>>> s = inspect_net("models/bvlc_alexnet/deploy.prototxt")   # doctest: +SKIP
 >>> s.net.params, s.net.macs // s.batch                     # doctest: +SKIP
 (60965224, 724406816)
->>> s.as_dict()["layers"][1]["top_shapes"]                 # doctest: +SKIP
+>>> s.to_json()["layers"][1]["top_shapes"]                 # doctest: +SKIP
 [[10, 96, 55, 55]]
 
-The target is a prototxt file, or a model (a model directory or a bundled
-model's name), whose ``deploy.prototxt`` is used together with its downloaded
-weights when present. Nothing here raises for a net Caffe would reject: the
-summary carries every problem instead, so a broken model can still be looked at.
+The target is a prototxt file, with the weights to check against it if any
+(:func:`caffezoo.zoo.locate` finds both for a MODEL). Nothing here raises for a
+net Caffe would reject: the summary carries every problem instead, so a broken
+model can still be looked at.
 """
 
 from __future__ import annotations
@@ -19,8 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import ModelDirError
 from .net import Net, describe_shape, load_net
+
+__all__ = ["Summary", "format_count", "format_macs", "inspect_net", "shape_text"]
 
 
 @dataclass
@@ -43,7 +44,7 @@ class Summary:
     def fatal(self) -> bool:
         return any(p["fatal"] for p in self.problems)
 
-    def as_dict(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, Any]:
         net = self.net
         return {
             "name": net.name,
@@ -82,35 +83,19 @@ class Summary:
         }
 
 
-def resolve_prototxt(target: str | os.PathLike[str]) -> tuple[Path, Path | None]:
-    """(the prototxt to read, the model's downloaded weights or None) for a file or a MODEL."""
-    path = Path(target)
-    if path.is_file():
-        return path, None
-    from ..zoo import resolve
-
-    model = resolve(target)
-    deploy = model.prototxt("deploy")
-    if deploy is None:
-        raise ModelDirError(
-            f"{model.path}: no deploy prototxt (deploy.prototxt) to inspect; name a prototxt file instead"
-        )
-    return deploy, model.weights_path if model.has_weights else None
-
-
 def inspect_net(
-    target: str | os.PathLike[str],
+    prototxt: str | os.PathLike[str],
     weights: str | os.PathLike[str] | None = None,
     *,
     phase: str = "TEST",
     skip_unknown: bool = False,
     input_shapes: dict[str, list[int]] | None = None,
 ) -> Summary:
-    """Load ``target`` (prototxt or MODEL) like Caffe would and collect what is wrong with it."""
+    """Load ``prototxt`` like Caffe would and collect what is wrong with it (and with ``weights``)."""
     from .prototxt import load_prototxt
 
-    prototxt, model_weights = resolve_prototxt(target)
-    weights_path = Path(weights) if weights is not None else model_weights
+    prototxt = Path(prototxt)
+    weights_path = Path(weights) if weights is not None else None
     parsed = load_prototxt(prototxt, skip_unknown=skip_unknown)  # read once: the net and its skipped fields
     net = load_net(parsed, phase=phase, input_shapes=input_shapes, strict=False)
     summary = Summary(

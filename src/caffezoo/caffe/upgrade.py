@@ -30,12 +30,16 @@ from pathlib import Path
 
 from google.protobuf.message import Message
 
+from ..atomic import atomic_open
 from ..errors import NetError, PrototxtError
-from . import _wire as w
 from . import caffe_pb2
-from ._files import atomic_open, looks_binary, open_error
+from . import wire as w
+from ._files import looks_binary, open_error
 from .layertypes import V0_TYPES, V1_ENUM, V1_TYPES
 from .prototxt import is_repeated
+
+__all__ = ["Upgrade", "needs_upgrade", "upgrade_file", "upgrade_net"]
+
 
 _V1 = caffe_pb2.V1LayerParameter
 

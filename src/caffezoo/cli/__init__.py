@@ -3,29 +3,96 @@
 Each command parses its arguments, calls one library function and prints the
 result. A :class:`~caffezoo.errors.CaffezooError` becomes red ``error:`` lines
 on stderr and a non-zero exit (``--debug`` shows the traceback instead).
+
+A command imports only the module that defines it (see :data:`COMMANDS`), and
+``caffezoo --help`` prints the text :mod:`._help` keeps, so neither builds the
+whole command tree; a test checks both against the full tree.
 """
 
 from __future__ import annotations
 
+import importlib
+import os
 import sys
 
-from . import cache as _cache  # noqa: F401
-from . import caffe as _caffe  # noqa: F401  (registers commands)
-from . import download as _download  # noqa: F401
-from . import gist as _gist  # noqa: F401
-from . import models as _models  # noqa: F401  (registers commands)
-from . import runtime as _runtime  # noqa: F401
-from . import serve as _serve  # noqa: F401
-from . import wiki as _wiki  # noqa: F401
-from ._app import app, error_line, state
+__all__ = ["COMMANDS", "MODULES", "app", "load_commands", "main"]
 
-__all__ = ["app", "main"]
+# The command modules, in the order their commands are listed by --help.
+MODULES = ("cache", "caffe", "download", "gist", "zoo", "runtime", "serve", "wiki")
+# Each top-level command (or group) and the module that registers it.
+COMMANDS = {
+    "cache": "cache",
+    "inspect": "caffe",
+    "upgrade": "caffe",
+    "draw": "caffe",
+    "download": "download",
+    "gist": "gist",
+    "list": "zoo",
+    "show": "zoo",
+    "new": "zoo",
+    "validate": "zoo",
+    "convert": "runtime",
+    "run": "runtime",
+    "serve": "serve",
+    "wiki": "wiki",
+}
+# The options of the `caffezoo` group itself (none takes a value).
+_GLOBAL_OPTIONS = ("--debug",)
+
+
+def load_commands(modules: tuple[str, ...] = MODULES):
+    """Import the command modules (each registers its commands on the app); return the app."""
+    for name in modules:
+        importlib.import_module(f"{__name__}.{name}")
+    from ._app import app
+
+    # Listed in MODULES order whatever order the modules were imported in (stable within one).
+    def rank(module: str) -> int:
+        short = module.rpartition(".")[2]
+        return MODULES.index(short) if short in MODULES else len(MODULES)
+
+    app.registered_commands.sort(key=lambda c: rank(c.callback.__module__ if c.callback else ""))
+    app.registered_groups.sort(key=lambda g: rank(COMMANDS.get(g.name or "", "")))
+    return app
+
+
+def _command(args: list[str]) -> str | None:
+    """The command the arguments name, if they name one: the first word after the global options."""
+    for arg in args:
+        if arg not in _GLOBAL_OPTIONS:
+            return None if arg.startswith("-") else arg
+    return None
+
+
+def _help_fits() -> bool:
+    """True when click would format the help 78 columns wide, as the kept text is (80 or more)."""
+    try:
+        columns = int(os.environ.get("COLUMNS", "0"))
+    except ValueError:
+        columns = 0
+    if columns <= 0:
+        try:
+            columns = os.get_terminal_size(sys.__stdout__.fileno()).columns
+        except (AttributeError, ValueError, OSError):
+            columns = 80  # not a terminal: click falls back to 80 too
+    return columns >= 80
 
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``caffezoo`` console script and ``python -m caffezoo``."""
+    args = sys.argv[1:] if argv is None else list(argv)
+    if args in (["--help"], ["-h"]) and _help_fits():
+        from ._help import TOP_LEVEL
+
+        sys.stdout.write(TOP_LEVEL)
+        sys.stdout.flush()
+        sys.exit(0)
+    command = _command(args)
+    app = load_commands((COMMANDS[command],) if command in COMMANDS else MODULES)
+    from ._app import error_line, state
+
     try:
-        app(args=argv, prog_name="caffezoo")
+        app(args=args, prog_name="caffezoo")
     except KeyboardInterrupt:
         if state["debug"]:
             raise
@@ -39,3 +106,9 @@ def main(argv: list[str] | None = None) -> None:
             raise
         error_line(str(e))
         sys.exit(e.exit_code)
+
+
+def __getattr__(name: str):
+    if name == "app":  # the whole command tree, e.g. for typer's testing tools
+        return load_commands()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

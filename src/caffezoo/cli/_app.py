@@ -55,17 +55,26 @@ def _main(
 
 
 def console(stderr: bool = False):
-    """A rich Console (imported on first use: printing help does not need it)."""
+    """A rich Console (imported on first use: printing help does not need it).
+
+    On a terminal, tables fit its width; piped or redirected, rows are printed
+    whole (rich would otherwise squeeze them into 80 columns and cut names and
+    shapes with an ellipsis), so what a script or a file gets is complete.
+    """
     from rich.console import Console
 
-    return Console(stderr=stderr, highlight=False, soft_wrap=True)
+    stream = sys.stderr if stderr else sys.stdout
+    width = None if stream.isatty() else 100_000
+    return Console(stderr=stderr, highlight=False, soft_wrap=True, width=width)
 
 
 def print_json(data: Any) -> None:
-    """Dump ``data`` as indented JSON on stdout."""
+    """Dump ``data`` as indented JSON on stdout, through :func:`caffezoo.jsonable` like every result."""
     import json  # here: `caffezoo --help` and table output do not need it
 
-    sys.stdout.write(json.dumps(data, indent=2, default=str, ensure_ascii=False) + "\n")
+    from .._json import jsonable
+
+    sys.stdout.write(json.dumps(jsonable(data), indent=2, ensure_ascii=False) + "\n")
 
 
 def _styled(text: str, **style) -> str:

@@ -6,6 +6,9 @@ import typer
 
 from ._app import JSON_OPTION, QUIET_OPTION, app, console, human_size, print_json
 
+__all__ = ["cache_app", "ls", "prune", "rm", "verify"]
+
+
 cache_app = typer.Typer(
     help="The blob cache: downloaded weights, stored once by SHA-1, linked into model directories.",
     no_args_is_help=True,

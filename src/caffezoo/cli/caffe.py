@@ -8,6 +8,9 @@ import typer
 
 from ._app import JSON_OPTION, QUIET_OPTION, app, console, parse_input_shapes, print_json
 
+__all__ = ["PHASE_OPTION", "SKIP_UNKNOWN_OPTION", "draw", "inspect", "upgrade"]
+
+
 PHASE_OPTION = typer.Option(
     "TEST", "--phase", help="Which layers to keep: TEST (deployment) or TRAIN.", case_sensitive=False
 )
@@ -41,16 +44,18 @@ def inspect(
     the net or the weights.
     """
     from ..caffe.summary import format_count, format_macs, inspect_net, shape_text
+    from ..zoo import locate
 
+    where = locate(target, weights)
     summary = inspect_net(
-        target,
-        weights,
+        where.prototxt,
+        where.weights,
         phase=phase.upper(),
         skip_unknown=skip_unknown,
         input_shapes=parse_input_shapes(inputs),
     )
     if json:
-        print_json(summary.as_dict())
+        print_json(summary)
     else:
         from rich.markup import escape
         from rich.table import Table
@@ -144,10 +149,15 @@ def draw(
 ) -> None:
     """Draw a net as a graph picture, like Caffe's draw_net.py (needs graphviz's `dot`)."""
     from ..caffe.draw import draw as draw_net
-    from ..caffe.summary import resolve_prototxt
+    from ..zoo import locate
 
-    prototxt, _ = resolve_prototxt(target)
-    path = draw_net(prototxt, output, rankdir=rankdir.upper(), phase=phase.upper(), skip_unknown=skip_unknown)
+    path = draw_net(
+        locate(target).prototxt,
+        output,
+        rankdir=rankdir.upper(),
+        phase=phase.upper(),
+        skip_unknown=skip_unknown,
+    )
     if not quiet:
         from rich.markup import escape
 

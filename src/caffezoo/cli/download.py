@@ -6,18 +6,20 @@ from pathlib import Path
 
 import typer
 
-from ._app import JSON_OPTION, QUIET_OPTION, app, console, error_line, human_size, print_json, state
+from ._app import JSON_OPTION, QUIET_OPTION, app, error_line, human_size, print_json, state
+
+__all__ = ["download"]
 
 
 def _as_json(outcome) -> dict:
     """One model's line of `--json`: model, ok, error, and the result's fields when it has one."""
-    from dataclasses import asdict
+    from .._json import jsonable
 
     out = {"model": outcome.model, "ok": outcome.error is None, "error": None}
     if outcome.error is not None:
         out["error"] = str(outcome.error)
     if outcome.result is not None:
-        out.update(asdict(outcome.result))
+        out.update(jsonable(outcome.result))
     return out
 
 
@@ -87,9 +89,7 @@ def download(
     if json:
         print_json([_as_json(o) for o in outcomes])
     elif not quiet:
-        from rich.markup import escape
-
-        out = console()
+        # Plain lines, no markup: rich would cost a re-download most of its start-up time.
         for o in outcomes:
             r = o.result
             if r is None:
@@ -99,7 +99,7 @@ def download(
                 "cached": "installed from the cache",
                 "downloaded": f"downloaded {human_size(r.size)} from {r.source}",
             }[r.status]
-            out.print(f"{escape(o.model)}: {escape(what)}, sha1 ok: {escape(str(r.path))}")
+            typer.echo(f"{o.model}: {what}, sha1 ok: {r.path}")
     for o in failures:
         error_line(f"{o.model}: {o.error}")
     if failures:

@@ -8,6 +8,9 @@ import typer
 
 from ._app import JSON_OPTION, QUIET_OPTION, app, console, print_json, warning_line
 
+__all__ = ["download_cmd", "gist_app", "list_cmd", "upload_cmd"]
+
+
 gist_app = typer.Typer(
     rich_markup_mode=None,  # plain click help, as the main app: rich would slow start-up
     help="Share model info as gists, on GitHub or on a caffezoo server (CAFFEZOO_GIST_API).",

@@ -8,6 +8,9 @@ import typer
 
 from ._app import JSON_OPTION, QUIET_OPTION, app, console, parse_input_shapes, print_json
 
+__all__ = ["FILL_OPTION", "INPUT_OPTION", "MODEL_ARGUMENT", "WEIGHTS_OPTION", "convert", "run"]
+
+
 MODEL_ARGUMENT = typer.Argument(
     ..., help="A model directory, a bundled model name, or a deploy .prototxt (then give --weights)."
 )
@@ -141,7 +144,7 @@ def run(
         providers=provider or None,
     )
     if json:
-        print_json([p.to_dict() for p in predictions])
+        print_json(predictions)
         return
     from rich.markup import escape
 

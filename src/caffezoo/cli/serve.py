@@ -8,6 +8,20 @@ import typer
 
 from ._app import JSON_OPTION, QUIET_OPTION, app, console, print_json
 
+__all__ = [
+    "BLOBS_OPTION",
+    "DB_OPTION",
+    "LogLevel",
+    "check_links_command",
+    "mirror_command",
+    "seed_command",
+    "serve",
+    "serve_app",
+    "token_app",
+    "token_create",
+]
+
+
 serve_app = typer.Typer(
     help="Run the caffezoo server (web wiki, Gist API, mirror), or manage it.", rich_markup_mode=None
 )
@@ -184,7 +198,7 @@ def seed_command(
 
     results = seed(database_url)
     if as_json:
-        print_json([r.__dict__ for r in results])
+        print_json(results)
     elif not quiet:
         for r in results:
             typer.echo(f"{r.status:9} {r.name} ({r.gist_id})")

@@ -9,6 +9,9 @@ import typer
 from ._app import JSON_OPTION, QUIET_OPTION, app, console, print_json
 from .serve import DB_OPTION  # the zoo server's database, as `caffezoo serve` takes it
 
+__all__ = ["wiki_app", "wiki_export", "wiki_import"]
+
+
 wiki_app = typer.Typer(
     help="Import a Caffe Model-Zoo wiki page into a zoo server's database, or export the zoo as such a page.",
     no_args_is_help=True,
@@ -66,7 +69,7 @@ def wiki_import(
     with open_storage(database_url) as store:
         report = import_page(store, parsed, fetch=fetch, on_gist=show)
     if as_json:
-        print_json(report.__dict__)
+        print_json(report)
     elif not quiet:
         out.print(
             f"{report.sections} sections, {report.gists} gist entries, {report.links} other links; "
@@ -92,7 +95,7 @@ def wiki_export(
     database_url: str = DB_OPTION,
 ) -> None:
     """Write the zoo as a page shaped like Caffe's Model-Zoo wiki, for those who keep a GitHub wiki."""
-    from ..frontmatter import atomic_write_bytes
+    from ..atomic import atomic_write_bytes
     from ..server.run import open_storage
     from ..server.wiki import export_page, render_page
 

@@ -32,6 +32,9 @@ from .hashing import Digests, Expected, hash_file
 from .partial import Partial, _load_meta, owner_alive, partials_of, size_of
 from .records import Records
 
+__all__ = ["BlobCache", "BlobInfo", "PruneReport", "VerifyResult"]
+
+
 # Temporary files older than this are leftovers of a crash, removed by prune.
 _TMP_AGE = 3600
 

@@ -33,6 +33,9 @@ from .partial import Partial
 from .retry import MAX_RETRY_AFTER, Retry, SourceFailed, backoff
 from .urls import Source, plan
 
+__all__ = ["Event", "Fetched", "How", "Progress", "Status", "fetch_blob", "fetch_to", "install"]
+
+
 How = Literal["link", "copy", "symlink"]
 Status = Literal["present", "cached", "downloaded"]
 

@@ -24,6 +24,9 @@ from dataclasses import dataclass
 from ..errors import UsageError
 from ..hashes import normalize_hex
 
+__all__ = ["BUFFER_SIZE", "Digests", "Expected", "QUEUE_DEPTH", "StreamHasher", "hash_file"]
+
+
 # 1 MiB reads: large enough that per-call overhead vanishes, small enough for a bounded queue.
 BUFFER_SIZE = 1 << 20
 QUEUE_DEPTH = 4

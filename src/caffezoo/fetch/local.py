@@ -15,6 +15,8 @@ from .partial import Partial
 from .retry import Retry, SourceFailed
 from .urls import Source
 
+__all__ = ["copy", "path_of"]
+
 
 def path_of(url: str) -> str:
     """The local path of a ``file://`` URL (only this machine's: no host, or localhost)."""

@@ -31,6 +31,19 @@ from ..errors import DiskSpaceError
 from .hashing import BUFFER_SIZE, Digests, StreamHasher
 from .records import write_json_atomic
 
+__all__ = [
+    "MAX_CHUNKS",
+    "MAX_DELAY",
+    "Partial",
+    "STALE_SECONDS",
+    "disk_error",
+    "owner",
+    "owner_alive",
+    "partials_of",
+    "size_of",
+]
+
+
 # Another host's partial left untouched this long is taken to be abandoned.
 STALE_SECONDS = 600
 # A batch is written once it holds this many chunks (writev's IOV_MAX is 1024)...

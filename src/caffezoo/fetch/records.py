@@ -27,6 +27,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+__all__ = ["Records", "identity", "write_json_atomic"]
+
 
 def identity(st: os.stat_result) -> list[int]:
     """What must stay equal for a recorded file to still hold the recorded bytes."""

@@ -22,6 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+__all__ = ["Source", "mirror_url", "normalize", "origin", "plan", "redact"]
+
+
 _DRIVE_HOSTS = {"drive.google.com", "docs.google.com", "drive.usercontent.google.com"}
 _DRIVE_ID = re.compile(r"/file/d/([0-9A-Za-z_-]+)")
 

@@ -39,7 +39,6 @@ __all__ = [
     "Invalid",
     "check_content",
     "check_description",
-    "check_file_name",
     "check_files",
     "check_gist_id",
     "check_login",
@@ -262,13 +261,6 @@ def file_name_problem(name: object) -> str | None:
     return None
 
 
-def check_file_name(name: str) -> str:
-    """``name`` when it is a safe file name, else :class:`Invalid` naming it and why."""
-    if why := file_name_problem(name):
-        raise invalid("files", "invalid", f"file name {name!r}: {why}")
-    return name
-
-
 def check_files(names: Iterable[str]) -> None:
     """A gist's set of names: 1-:data:`MAX_FILES` safe names, none equal but for case."""
     names = list(names)
@@ -278,7 +270,8 @@ def check_files(names: Iterable[str]) -> None:
         raise invalid("files", "too_large", f"{len(names)} files, over the limit of {MAX_FILES}")
     lowered: dict[str, str] = {}
     for name in names:
-        check_file_name(name)
+        if why := file_name_problem(name):
+            raise invalid("files", "invalid", f"file name {name!r}: {why}")
         if name.lower() in lowered:
             raise invalid(
                 "files",

@@ -21,6 +21,15 @@ from __future__ import annotations
 from .classifier import Prediction, classify
 from .convert import Converted, convert_net, to_onnx
 from .preprocess import Preprocessor
-from .session import Net, load
+from .session import InferenceNet, load
 
-__all__ = ["Converted", "Net", "Prediction", "Preprocessor", "classify", "convert_net", "load", "to_onnx"]
+__all__ = [
+    "Converted",
+    "InferenceNet",
+    "Prediction",
+    "Preprocessor",
+    "classify",
+    "convert_net",
+    "load",
+    "to_onnx",
+]

@@ -24,8 +24,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper
 
-from ..caffe import _wire as w
-from ..caffe._files import atomic_open
+from ..atomic import atomic_open
+from ..caffe import wire as w
 
 # ModelProto.graph and GraphProto.initializer, TensorProto.raw_data field numbers (onnx.proto).
 _MODEL_GRAPH, _GRAPH_INITIALIZER, _TENSOR_RAW_DATA = 7, 5, 9

@@ -21,7 +21,7 @@ import numpy as np
 
 from ..errors import ModelDirError, UsageError
 from .preprocess import CROPS, Preprocessor, check_images, read_mean
-from .session import Net, load
+from .session import InferenceNet, load
 
 DEFAULT_BATCH = 8
 
@@ -42,7 +42,7 @@ class Prediction:
     image: str
     top: list[Scored] = field(default_factory=list)
 
-    def to_dict(self) -> dict:
+    def to_json(self) -> dict:
         return {"image": self.image, "top": [vars(s) for s in self.top]}
 
 
@@ -58,7 +58,7 @@ def classify(
     mean: str | Sequence[float] | None = None,
     labels: str | os.PathLike[str] | None = None,
     output: str | None = None,
-    net: Net | None = None,
+    net: InferenceNet | None = None,
     **load_options,
 ) -> list[Prediction]:
     """Classify ``images`` with MODEL (or an already loaded ``net``); ``mean``/``labels`` override the front
@@ -123,7 +123,7 @@ def classify(
     return results
 
 
-def _image_input(net: Net) -> tuple[str, tuple]:
+def _image_input(net: InferenceNet) -> tuple[str, tuple]:
     images = {k: v for k, v in net.inputs.items() if len(v) == 4}
     if len(images) != 1:
         raise UsageError(
@@ -134,7 +134,7 @@ def _image_input(net: Net) -> tuple[str, tuple]:
     return name, shape
 
 
-def _output(net: Net, wanted: str | None) -> str:
+def _output(net: InferenceNet, wanted: str | None) -> str:
     if wanted:
         if wanted not in net.outputs:
             raise UsageError(f"no output {wanted!r}; the net's outputs are {', '.join(net.outputs)}")

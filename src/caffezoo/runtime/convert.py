@@ -28,9 +28,9 @@ import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
-from ..errors import ConversionError, ModelDirError
+from ..errors import CaffezooError, ConversionError
 from . import detection as _detection  # noqa: F401  (registers converters)
 from . import ops as _ops  # noqa: F401
 from . import ops_fork as _ops_fork  # noqa: F401
@@ -42,7 +42,7 @@ if TYPE_CHECKING:
     import onnx
 
     from ..caffe.net import Layer, Net
-    from ..modeldir import ModelDir
+    from ..zoo import Located
 
 # Bumped whenever the ONNX written for the same Caffe net changes: cached conversions are redone.
 CONVERTER_VERSION = "2"
@@ -181,47 +181,11 @@ def _convert(
     return convert_net(net, **options)
 
 
-class Located(NamedTuple):
-    """Where a model's deploy net and weights are, the weights' SHA-1 if the front matter says, and the
-    model directory (None for a bare prototxt)."""
-
-    prototxt: Path
-    weights: Path
-    sha1: str | None = None
-    model: ModelDir | None = None
-
-
 def locate(model: str | os.PathLike[str], weights: str | os.PathLike[str] | None = None) -> Located:
     """The deploy prototxt and weights of MODEL (a model directory, bundled name or prototxt file)."""
-    text = os.fspath(model)
-    if text.endswith(".prototxt") and not Path(text).is_dir():
-        if not Path(text).is_file():
-            raise ConversionError(f"{text}: no such prototxt file")
-        if weights is None:
-            raise ConversionError(
-                f"{text}: a prototxt alone has no weights; give the .caffemodel too (--weights FILE)"
-            )
-        return Located(Path(text), Path(weights))
-    from ..zoo import resolve
+    from ..zoo import locate as find_net  # the one resolver of MODEL arguments
 
-    m = resolve(model)
-    deploy = m.prototxt("deploy")
-    if deploy is None:
-        raise ModelDirError(
-            f"{m.path}: no deploy prototxt (a file named *deploy*.prototxt, or one "
-            f"with an Input layer); conversion needs the deploy net"
-        )
-    if weights is not None:
-        return Located(deploy, Path(weights), model=m)
-    if m.weights_path is None:
-        raise ModelDirError(
-            f"{m.readme_path}: no `caffemodel` key in the front matter: which file holds the weights?"
-        )
-    if not m.weights_path.is_file():
-        raise ModelDirError(
-            f"{m.weights_path}: the weights are not downloaded; `caffezoo download {model}` fetches them"
-        )
-    return Located(deploy, m.weights_path, m.front_matter.sha1, m)
+    return find_net(model, weights, need_weights=True)
 
 
 def load(
@@ -399,7 +363,8 @@ def _build(net: Net, opset: int, wanted: Sequence[str], *, dynamic: bool) -> Con
         raise ConversionError(
             f"no blob named {', '.join(map(repr, unknown))} in the net (blobs: {', '.join(sorted(tensors))})"
         )
-    outputs = [value_info(tensors[b], _output_dims(shapes.get(b), dynamic)) for b in names]
+    varying = _batch_varying(net, names) if dynamic else {}
+    outputs = [value_info(tensors[b], _output_dims(shapes.get(b), varying.get(b, ()))) for b in names]
     meta = {"caffezoo.converter": CONVERTER_VERSION, "caffezoo.dynamic_batch": str(dynamic).lower()}
     return Converted(g, inputs, outputs, net, dynamic, metadata=meta)
 
@@ -434,10 +399,38 @@ def _declare_inputs(net: Net, layer: Layer, tensors: dict, shapes: dict, dynamic
         yield value_info(top, dims)
 
 
-def _output_dims(shape: tuple[int, ...] | None, dynamic: bool) -> list[Any] | None:
+def _output_dims(shape: tuple[int, ...] | None, varying: Iterable[int]) -> list[Any] | None:
+    """The declared shape, with the axes that follow the batch size left undeclared."""
     if shape is None:
         return None
     dims: list[Any] = list(shape)
-    if dynamic and dims:
-        dims[0] = None  # most outputs follow the batch, but e.g. PriorBox's never does
+    for axis in varying:
+        dims[axis] = None
     return dims
+
+
+def _batch_varying(net: Net, blobs: Sequence[str]) -> dict[str, tuple[int, ...]]:
+    """For each of ``blobs``, the axes that change with the batch size: shapes inferred again with
+    one more item per input, on a copy of the layers. Most outputs follow the batch on their first
+    axis; some never do (PriorBox's priors are the same for every image)."""
+    import copy
+
+    from ..caffe.shapes import infer_shapes
+
+    bigger = {name: (shape[0] + 1, *shape[1:]) for name, shape in net.inputs.items() if shape}
+    twin = copy.copy(net)
+    twin.layers = [copy.copy(layer) for layer in net.layers]
+    try:
+        infer_shapes(twin, bigger)
+    except CaffezooError:  # the shapes cannot be inferred again: every first axis may vary
+        return {b: (0,) for b in blobs}
+    before = {t: s for layer in net.layers for t, s in zip(layer.tops, layer.top_shapes)}
+    after = {t: s for layer in twin.layers for t, s in zip(layer.tops, layer.top_shapes)}
+    out = {}
+    for b in blobs:
+        x, y = before.get(b), after.get(b)
+        if x is None or y is None or len(x) != len(y):
+            out[b] = (0,) if x else ()
+        else:
+            out[b] = tuple(axis for axis, (m, n) in enumerate(zip(x, y)) if m != n)
+    return out

@@ -39,7 +39,7 @@ Shape = tuple[int | None, ...]
 
 
 @dataclass
-class Net:
+class InferenceNet:
     """A converted Caffe net in an onnxruntime session: ``forward(**inputs) -> {blob: array}``."""
 
     path: Path | None  # the ONNX file (None: converted in memory, cache=False)
@@ -97,7 +97,7 @@ def load(
     fill_missing: bool = False,
     threads: int | None = None,
     cache: bool = True,
-) -> Net:
+) -> InferenceNet:
     """Load MODEL (a model directory, bundled name or ``.prototxt`` + ``weights``) for inference.
 
     ``providers`` are onnxruntime execution providers in order of preference
@@ -134,7 +134,7 @@ def load(
     info = {"prototxt": str(prototxt), "weights": str(weights_path), "sha1": sha1}
     if meta.get("caffezoo.static_batch"):
         info["static_batch"] = meta["caffezoo.static_batch"]
-    return Net(onnx_path, session, inputs, outputs, info, model_dir)
+    return InferenceNet(onnx_path, session, inputs, outputs, info, model_dir)
 
 
 def make_session(

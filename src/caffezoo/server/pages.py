@@ -37,7 +37,7 @@ from .api import JSON_TYPE, GistCache, base_url, json_response, valid_id
 from .mirror import Mirror
 from .models import Entry, LinkCheck, WikiSection
 from .pictures import pick_net
-from .render import highlight_prototxt, markdown_html, plain_lines
+from .render import highlight_prototxt, inline_markdown_html, markdown_html, plain_lines
 from .storage import GistView, Storage
 
 HERE = Path(__file__).parent
@@ -85,7 +85,9 @@ def templates() -> Environment:
         lstrip_blocks=True,
         auto_reload=False,
     )
-    env.filters.update(filesize=_filesize, when=_when, thousands=lambda n: f"{n:,}")
+    env.filters.update(
+        filesize=_filesize, when=_when, thousands=lambda n: f"{n:,}", inline_markdown=inline_markdown_html
+    )
     env.tests["web_url"] = _web_url
     env.globals["static_version"] = _static_version()
     return env
@@ -236,6 +238,7 @@ class IndexData:
     facets: catalog.Facets
     checks: dict[str, LinkCheck] = field(default_factory=dict)
     key: tuple = ()  # what the data is a function of: the query and the catalog's generation
+    sections: dict[int, str] = field(default_factory=dict)  # wiki section id -> title, of these entries
 
 
 def _index_data(store: Storage, cache: PageCache, query: IndexQuery) -> IndexData:
@@ -256,7 +259,12 @@ def _index_data(store: Storage, cache: PageCache, query: IndexQuery) -> IndexDat
             offset=(query.page - 1) * PER_PAGE,
         )
         checks = catalog.link_checks(s, [e.caffemodel_url for e in page.entries if e.caffemodel_url])
-        return cache.put(key, IndexData(page.entries, page.total, facets, checks, key))
+        ids = {e.section_id for e in page.entries if e.section_id is not None}
+        titles = (
+            s.execute(select(WikiSection.id, WikiSection.title).where(WikiSection.id.in_(ids))) if ids else []
+        )
+        sections = {sid: title for sid, title in titles}
+        return cache.put(key, IndexData(page.entries, page.total, facets, checks, key, sections))
 
 
 def page_links(current: int, last: int) -> list[int | None]:
@@ -306,6 +314,7 @@ def _index(request: Request) -> HTMLResponse:
                 query=query,
                 q=query.q,
                 cards=cards,
+                sections=data.sections,
                 total=data.total,
                 facets=data.facets,
                 page=query.page,

@@ -117,6 +117,16 @@ def markdown_html(text: str, demote: int = 0) -> str:
     return sanitize(md.renderer.render(tokens, md.options, {}))
 
 
+def inline_markdown_html(text: str) -> str:
+    """One line of untrusted Markdown (links, emphasis, code) as safe inline HTML, no paragraph.
+
+    >>> inline_markdown_html("VGG [paper](https://arxiv.org/abs/1409.1556), *16* layers")
+    'VGG <a href="https://arxiv.org/abs/1409.1556" rel="nofollow noopener noreferrer">paper</a>, <em>16</em> layers'
+    """
+    md = _markdown()
+    return sanitize(md.renderInline(" ".join(text.split())))
+
+
 # --------------------------------------------------------------------------- prototxt
 
 _TOKEN_RE = re.compile(

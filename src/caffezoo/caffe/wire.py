@@ -17,6 +17,26 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import NamedTuple
 
+__all__ = [
+    "BYTES",
+    "END_GROUP",
+    "FIXED32",
+    "FIXED64",
+    "Field",
+    "START_GROUP",
+    "VARINT",
+    "WireError",
+    "encode_varint",
+    "iter_fields",
+    "length_delimited",
+    "next_field",
+    "read_varint",
+    "signed64",
+    "strip",
+    "tag",
+]
+
+
 VARINT, FIXED64, BYTES, START_GROUP, END_GROUP, FIXED32 = 0, 1, 2, 3, 4, 5
 
 

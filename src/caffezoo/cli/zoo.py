@@ -1,4 +1,4 @@
-"""Commands about model directories: list, show, new, validate."""
+"""Commands about the zoo's model directories: list, show, new, validate."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ from pathlib import Path
 import typer
 
 from ._app import JSON_OPTION, QUIET_OPTION, app, console, human_size, print_json
+
+__all__ = ["list_cmd", "model_summary", "new", "show", "validate"]
 
 
 def model_summary(m) -> dict:
