@@ -111,8 +111,10 @@ class Web:
         return self.http.get(path, **kwargs)
 
 
-def web_for(database_url: str, tmp_path: Path, seed: bool = True):
-    """Start a server (pages, API, blobs) on ``database_url``; a context manager yielding :class:`Web`."""
+def web_for(database_url: str, tmp_path: Path, seed: bool = True, **options):
+    """Start a server (pages, API, blobs) on ``database_url``; a context manager yielding :class:`Web`.
+
+    ``options`` go to ``create_app`` (``limits=Limits(...)``, ``base_url=...``)."""
     from contextlib import contextmanager
 
     @contextmanager
@@ -120,7 +122,9 @@ def web_for(database_url: str, tmp_path: Path, seed: bool = True):
         from caffezoo.server import create_app
         from caffezoo.server.seed import seed_bundled
 
-        app = create_app(database_url, blobs_dir=tmp_path / "server-blobs", cache_dir=tmp_path / "svg")
+        app = create_app(
+            database_url, blobs_dir=tmp_path / "server-blobs", cache_dir=tmp_path / "svg", **options
+        )
         if seed:
             seed_bundled(app.state.storage)
         server, thread, base = start_uvicorn(app)

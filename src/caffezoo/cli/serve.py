@@ -87,11 +87,44 @@ def serve(
         600.0, "--check-every", min=0.1, help="Seconds between link-checker rounds (each probes what is due)."
     ),
     link_rate: float = typer.Option(1.0, "--link-rate", min=0.01, help="Link probes per second, at most."),
+    base_url: str = typer.Option(
+        None,
+        "--base-url",
+        help="The public URL that links in pages and API answers start with, e.g. "
+        "https://zoo.example.org (behind a proxy) [default: http://HOST:PORT]. The request's Host is never used.",
+    ),
+    cache_bytes: int = typer.Option(
+        64 * 1024 * 1024,
+        "--cache-bytes",
+        min=0,
+        help="Memory for cached pages, gist JSON, files and pictures.",
+    ),
+    render_workers: int = typer.Option(2, "--render-workers", min=1, help="Threads rendering pages at once."),
+    render_queue: int = typer.Option(
+        32, "--render-queue", min=0, help="Page renders that may wait for a thread; past this: 503."
+    ),
+    render_deadline: float = typer.Option(
+        10.0,
+        "--render-deadline",
+        min=0.1,
+        help="Seconds a page render may take, queueing included; then 503.",
+    ),
+    draw_workers: int = typer.Option(1, "--draw-workers", min=1, help="Network drawings (`dot`) at once."),
+    draw_queue: int = typer.Option(
+        8, "--draw-queue", min=0, help="Distinct nets that may wait to be drawn; past this: 503."
+    ),
+    draw_timeout: float = typer.Option(
+        20.0, "--draw-timeout", min=0.1, help="Seconds `dot` may run on one net before it is killed."
+    ),
+    draw_max_layers: int = typer.Option(
+        1000, "--draw-max-layers", min=1, help="Nets with more layers are not drawn (a note is shown)."
+    ),
 ) -> None:
     """Serve the zoo: web wiki at http://HOST:PORT/, and the Gist API for CAFFEZOO_GIST_API=http://HOST:PORT."""
     if ctx.invoked_subcommand is not None:
         return
     from ..server.run import run
+    from ..server.work import Limits
 
     run(
         host=host,
@@ -104,6 +137,17 @@ def serve(
         mirror_every=mirror_every if mirror else None,
         check_every=check_every if check_links else None,
         link_rate=link_rate,
+        base_url=base_url,
+        limits=Limits(
+            render_workers=render_workers,
+            render_queue=render_queue,
+            render_deadline=render_deadline,
+            draw_workers=draw_workers,
+            draw_queue=draw_queue,
+            draw_timeout=draw_timeout,
+            draw_max_layers=draw_max_layers,
+            cache_bytes=cache_bytes,
+        ),
     )
 
 

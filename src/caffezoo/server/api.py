@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import io
 import json
-import threading
 import zipfile
-from collections import OrderedDict
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlencode
@@ -51,13 +49,20 @@ def storage(request: Request) -> Storage:
 
 
 def base_url(request: Request) -> str:
-    """The server's own URL as the client reached it, for ``url``/``raw_url``/``html_url``."""
+    """The server's public URL, for ``url``/``raw_url``/``html_url`` and every page's links:
+    ``--base-url`` when set, else the address the connection reached (the bind address).
+
+    Never the request's ``Host`` header: what is cached is keyed on this, and a
+    visitor must not be able to choose the links others are shown (nor make the
+    server render and keep one copy of a page per ``Host`` value).
+    """
+    configured = getattr(request.app.state, "base_url", None)
+    if configured:
+        return configured
     scope = request.scope
-    host = request.headers.get("host")
-    if host is None:
-        server = scope.get("server") or ("127.0.0.1", 80)
-        host = f"{server[0]}:{server[1]}"
-    return f"{scope.get('scheme', 'http')}://{host}{scope.get('root_path', '')}".rstrip("/")
+    server = scope.get("server") or ("127.0.0.1", 80)
+    host = f"[{server[0]}]" if ":" in str(server[0]) else str(server[0])
+    return f"{scope.get('scheme', 'http')}://{host}:{server[1]}{scope.get('root_path', '')}".rstrip("/")
 
 
 def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -67,26 +72,6 @@ def json_response(data: Any, status: int = 200, headers: dict[str, str] | None =
 
 def not_found() -> ApiError:
     return ApiError(404, "Not Found")
-
-
-class GistCache:
-    """Serialized JSON of gists, keyed on (id, serial, base URL): a write bumps the serial."""
-
-    def __init__(self, size: int = 2048):
-        self.size, self._data, self._lock = size, OrderedDict(), threading.Lock()
-
-    def get(self, key: tuple) -> bytes | None:
-        with self._lock:
-            body = self._data.get(key)
-            if body is not None:
-                self._data.move_to_end(key)
-            return body
-
-    def put(self, key: tuple, body: bytes) -> None:
-        with self._lock:
-            self._data[key] = body
-            while len(self._data) > self.size:
-                self._data.popitem(last=False)
 
 
 async def read_json(request: Request) -> dict[str, Any]:
@@ -286,7 +271,7 @@ def link_header(request: Request, page: int, per_page: int, total: int) -> str |
 
     def url(p: int) -> str:
         params.update(page=str(p), per_page=str(per_page))
-        return f"{str(request.url).split('?', 1)[0]}?{urlencode(params)}"
+        return f"{base_url(request)}{request.url.path}?{urlencode(params)}"
 
     links = []
     if page < last:
@@ -363,17 +348,20 @@ async def list_user_gists(request: Request, user: str) -> Response:
     return await list_response(request, user, public_only=True)
 
 
-def _get_gist_bytes(request: Request, gist_id: str) -> bytes:
-    """The JSON of the newest revision, from the cache when the gist has not changed."""
+def _get_gist_bytes(request: Request, gist_id: str, cached_only: bool = False) -> bytes | None:
+    """The JSON of the newest revision, from the cache when the gist has not changed
+    (None with ``cached_only`` when it is not cached)."""
     if request.headers.get("authorization") is not None:
         caller(request)
     store = storage(request)
     state = store.state(gist_id)
     if state is None:
         raise not_found()
-    cache: GistCache = request.app.state.gist_cache
+    cache = request.app.state.gist_cache
     key = (gist_id, state[1], base_url(request))
     body = cache.get(key)
+    if body is None and cached_only:
+        return None
     if body is None:
         view = store.get_gist(gist_id)
         if view is None:
@@ -386,12 +374,16 @@ def _get_gist_bytes(request: Request, gist_id: str) -> bytes:
 @router.get("/gists/{gist_id}")
 async def get_gist(request: Request, gist_id: str) -> Response:
     check_id(gist_id)
+    body = None
     if storage(request).is_sqlite:
         # SQLite answers the cache check in microseconds, without I/O waits: doing
-        # it on the event loop saves a thread hop on the hottest path.
-        body = _get_gist_bytes(request, gist_id)
-    else:
-        body = await run_in_threadpool(_get_gist_bytes, request, gist_id)
+        # it on the event loop saves a thread hop on the hottest path. A miss loads
+        # and serializes the gist (megabytes, maybe): that never runs on the loop.
+        body = _get_gist_bytes(request, gist_id, cached_only=True)
+    if body is None:
+        # Serializing a big gist is rendering: in the render lane, so a crowd of requests for
+        # different big gists waits there (or gets 503) instead of each holding its own copy.
+        body = await request.app.state.render_lane.run(_get_gist_bytes, request, gist_id)
     return Response(body, media_type=JSON_TYPE)
 
 

@@ -17,10 +17,12 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..config import settings
 from . import api, blobs, pages
+from .caches import ByteCache
 from .errors import ApiError, api_error_handler, http_error_handler, unexpected_error_handler
 from .mirror import Mirror
 from .pictures import Pictures
 from .storage import Storage
+from .work import Busy, Lane, Limits, busy_response
 
 # On every answer: no sniffing, no framing, no referrer leaks, no powerful features.
 # Pages add their own script-free CSP; everything else gets GitHub's API one.
@@ -64,27 +66,67 @@ async def _http_error(request: Request, exc: Exception):
     return await http_error_handler(request, exc)
 
 
+async def _busy(request: Request, exc: Exception):
+    assert isinstance(exc, Busy)
+    return busy_response(request, exc)
+
+
+def check_base_url(url: str) -> str:
+    """``url`` without its trailing slash, if it is an http(s) URL with a host and no query."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
+        raise ValueError(f"the base URL must look like https://zoo.example.org[/path], not {url!r}")
+    return url.rstrip("/")
+
+
 def create_app(
     database_url: str | None = None,
     *,
     storage: Storage | None = None,
     blobs_dir: str | Path | None = None,
     cache_dir: str | Path | None = None,
+    base_url: str | None = None,
+    limits: Limits | None = None,
 ) -> FastAPI:
     """A FastAPI app over ``storage``, or over a new one at ``database_url``
     (default: ``CAFFEZOO_DATABASE_URL``, else SQLite under ``CAFFEZOO_HOME``).
 
     ``blobs_dir`` is the weights store (default ``CAFFEZOO_HOME/server-blobs``);
     ``cache_dir`` keeps drawn network pictures (default under the cache dir).
+    ``base_url`` is the public URL that links in pages and API answers start with
+    (default: the address the server listens on, never the request's ``Host``);
+    ``limits`` bounds the render and drawing work and the memory caches.
     """
     s = settings()
+    limits = limits or Limits()
     store = storage or Storage(database_url or s.server_database_url)
     app = FastAPI(title="caffezoo", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.storage = store
-    app.state.gist_cache = api.GistCache()
-    app.state.page_cache = pages.PageCache()
+    app.state.base_url = check_base_url(base_url) if base_url else None
+    app.state.limits = limits
+    app.state.cache = cache = ByteCache(limits.cache_bytes)  # one byte budget for every kind below
+    app.state.gist_cache = cache.part("gist")
+    app.state.page_cache = cache.part("page")
+    app.state.file_cache = cache.part("file")
+    app.state.render_lane = Lane(
+        "render", workers=limits.render_workers, queue=limits.render_queue, deadline=limits.render_deadline
+    )
     app.state.mirror = Mirror(Path(blobs_dir) if blobs_dir else s.server_blobs_dir)
-    app.state.pictures = Pictures(Path(cache_dir) if cache_dir else s.cache_dir / "server" / "svg")
+    app.state.pictures = Pictures(
+        Path(cache_dir) if cache_dir else s.cache_dir / "server" / "svg",
+        cache.part("svg"),
+        lane=Lane(
+            "draw",
+            workers=limits.draw_workers,
+            queue=limits.draw_queue,
+            deadline=2 * limits.draw_timeout + 5,
+        ),
+        timeout=limits.draw_timeout,
+        max_layers=limits.draw_max_layers,
+    )
+    app.add_exception_handler(Busy, _busy)
     app.add_exception_handler(ApiError, api_error_handler)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(Exception, unexpected_error_handler)
@@ -98,6 +140,12 @@ def create_app(
 
 def app_from_env() -> FastAPI:
     """For ``uvicorn --factory caffezoo.server.app:app_from_env`` (several workers)."""
+    import json
     import os
 
-    return create_app(blobs_dir=os.environ.get("CAFFEZOO_SERVER_BLOBS") or None)
+    limits = os.environ.get("CAFFEZOO_SERVER_LIMITS")
+    return create_app(
+        blobs_dir=os.environ.get("CAFFEZOO_SERVER_BLOBS") or None,
+        base_url=os.environ.get("CAFFEZOO_BASE_URL") or None,
+        limits=Limits(**json.loads(limits)) if limits else None,
+    )

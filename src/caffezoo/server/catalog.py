@@ -94,10 +94,14 @@ def first_line(markdown: str, limit: int = 220) -> str:
             if paragraph:
                 break
             continue
-        line = re.sub(r"^([-*+]|\d+[.)])\s+", "", line)
+        # The link pattern rescans from every '[': only a summary's worth of a line is looked at
+        # (100 KB of '[' in a readme took over a minute here, inside the write transaction).
+        line = re.sub(r"^([-*+]|\d+[.)])\s+", "", line[: 8 * limit])
         plain = _MD_DECOR_RE.sub(lambda m: m.group(1) or m.group(2) or "", line).strip()
         if plain:
             paragraph.append(plain)
+            if sum(map(len, paragraph)) > 4 * limit:
+                break
     text = " ".join(paragraph)
     end = re.search(r"(?<!\bal)(?<!\be\.g)(?<!\bi\.e)(?<!\bvs)(?<!\bFig)[.!?](\s|$)", text)
     if end and end.end() > 20:

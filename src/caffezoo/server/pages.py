@@ -9,7 +9,16 @@ gist's ``html_url``, sent on to its model page), and ``/api/models[/{id}]``
 Every page is sent with a Content-Security-Policy that allows no script at
 all and styles only from ``/static``: even a sanitizer bug could not run code.
 Rendered pages are cached by the catalog's generation counter, which every
-write that a page shows moves on.
+write that a page shows moves on, and by the configured base URL (never the
+request's ``Host``), in the app's byte-bounded cache (:mod:`.caches`).
+
+Costly pages (a model, the wiki) render in the render lane (:mod:`.work`):
+worker threads with a concurrency limit, a bounded queue and a deadline, so
+they never block the event loop and a flood of them is answered 503 rather
+than queued without end. A cached page is answered without the lane. What one
+render may cost is bounded too: Markdown by :mod:`.render`'s budgets, files
+shown inline by :data:`MAX_INLINE_FILE` and :data:`MAX_INLINE_TOTAL`, listed
+fields by :mod:`.listing`.
 """
 
 from __future__ import annotations
@@ -33,12 +42,22 @@ from starlette.concurrency import run_in_threadpool
 from ..errors import CaffezooError
 from ..frontmatter import parse_readme
 from . import catalog
-from .api import JSON_TYPE, GistCache, base_url, json_response, valid_id
+from .api import JSON_TYPE, base_url, json_response, valid_id
+from .caches import CachePart, size_of
+from .listing import (
+    DESCRIPTION_CHARS,
+    NAME_CHARS,
+    PAGE_TEXT_CHARS,
+    TEXT_CHARS,
+    URL_CHARS,
+    cut,
+    cut_lines,
+)
 from .mirror import Mirror
 from .models import Entry, LinkCheck, WikiSection
-from .pictures import pick_net
+from .pictures import Picture, pick_net
 from .render import highlight_prototxt, inline_markdown_html, markdown_html, plain_lines
-from .storage import GistView, Storage
+from .storage import FileView, GistView, Storage
 
 HERE = Path(__file__).parent
 PER_PAGE = 20
@@ -49,6 +68,9 @@ PAGE_CSP = (
 )
 SVG_CSP = "default-src 'none'; style-src 'unsafe-inline'; sandbox"
 PAGE_HEADERS = {"Content-Security-Policy": PAGE_CSP}
+MAX_INLINE_FILE = 512 * 1024  # a file larger is linked, not shown
+MAX_INLINE_TOTAL = 1024 * 1024  # and past this much shown on one page, the rest is linked too
+MAX_FRONT_MATTER_ROWS = 200
 
 router = APIRouter()
 
@@ -86,7 +108,11 @@ def templates() -> Environment:
         auto_reload=False,
     )
     env.filters.update(
-        filesize=_filesize, when=_when, thousands=lambda n: f"{n:,}", inline_markdown=inline_markdown_html
+        filesize=_filesize,
+        when=_when,
+        thousands=lambda n: f"{n:,}",
+        cut=cut,
+        inline_markdown=inline_markdown_html,
     )
     env.tests["web_url"] = _web_url
     env.globals["static_version"] = _static_version()
@@ -136,13 +162,13 @@ class Weights:
     def json(self, base: str) -> dict[str, Any]:
         c = self.checked
         return {
-            "url": self.url,
+            "url": cut(self.url, URL_CHARS),
             "sha1": self.sha1,
             "size": self.size,
             "reachable": None if c is None else c.reachable,
             "status": None if c is None else c.status,
             "checked_size": None if c is None else c.size,
-            "error": None if c is None else c.error,
+            "error": None if c is None else cut(c.error, TEXT_CHARS),
             "checked_at": None
             if c is None or c.checked_at is None
             else c.checked_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
@@ -159,36 +185,34 @@ def weights_of(entry: Entry, checks: dict[str, LinkCheck], mirror: Mirror | None
 
 
 def entry_json(entry: Entry, weights: Weights, base: str) -> dict[str, Any]:
+    """An entry as ``/api/models`` lists it: every field cut to its listed length (:mod:`.listing`)."""
     return {
         "id": entry.id,
-        "name": entry.name,
-        "summary": entry.summary,
-        "license": entry.license,
-        "task": entry.task,
-        "framework": entry.framework,
-        "tags": [t for t in entry.tags.split(",") if t],
+        "name": cut(entry.name, NAME_CHARS),
+        "summary": cut(entry.summary, DESCRIPTION_CHARS),
+        "license": cut(entry.license, TEXT_CHARS),
+        "task": cut(entry.task, TEXT_CHARS),
+        "framework": cut(entry.framework, TEXT_CHARS),
+        "tags": [t for t in entry.tags[: 50 * (NAME_CHARS + 1)].split(",") if t][:50],
         "gist_id": entry.gist_id if entry.indexed_serial else None,
         "owner": entry.owner,
         "html_url": f"{base}/models/{entry.id}",
-        "source_url": entry.source_url,
+        "source_url": cut(entry.source_url, URL_CHARS),
         "updated_at": entry.updated_at.strftime("%Y-%m-%dT%H:%M:%SZ") if entry.updated_at else None,
-        "problems": [p for p in entry.problems.splitlines() if p],
+        "problems": cut_lines(entry.problems),
         "weights": weights.json(base),
     }
 
 
-class PageCache(GistCache):
-    """Rendered pages and query results, keyed with the catalog's generation."""
-
-    def __init__(self, size: int = 512):
-        super().__init__(size)
-
-    def put(self, key: tuple, value: Any) -> Any:
-        super().put(key, value)
-        return value
+def entry_size(entry: Entry) -> int:
+    """Roughly what an entry holds in memory (its loaded text columns), for the byte-bounded cache."""
+    return 600 + sum(len(v) for v in vars(entry).values() if isinstance(v, str))
 
 
-def _state(request: Request) -> tuple[Storage, Mirror | None, PageCache]:
+PageCache = CachePart  # rendered pages and query results, keyed with the catalog's generation
+
+
+def _state(request: Request) -> tuple[Storage, Mirror | None, CachePart]:
     app = request.app.state
     return app.storage, app.mirror, app.page_cache
 
@@ -240,6 +264,10 @@ class IndexData:
     key: tuple = ()  # what the data is a function of: the query and the catalog's generation
     sections: dict[int, str] = field(default_factory=dict)  # wiki section id -> title, of these entries
 
+    def __cache_size__(self) -> int:
+        sections = sum(len(t) + 100 for t in self.sections.values())
+        return 1000 + sum(entry_size(e) for e in self.entries) + 300 * len(self.checks) + sections
+
 
 def _index_data(store: Storage, cache: PageCache, query: IndexQuery) -> IndexData:
     with store.session() as s:
@@ -248,7 +276,10 @@ def _index_data(store: Storage, cache: PageCache, query: IndexQuery) -> IndexDat
         found = cache.get(key)
         if found is not None:
             return found
-        facets = cache.get(("facets", gen)) or cache.put(("facets", gen), catalog.facets(s))
+        facets = cache.get(("facets", gen))
+        if facets is None:
+            facets = catalog.facets(s)
+            cache.put(("facets", gen), facets, size_of((facets.licenses, facets.tasks, facets.tags)))
         page = catalog.find(
             s,
             q=query.q,
@@ -278,16 +309,22 @@ def page_links(current: int, last: int) -> list[int | None]:
     return out
 
 
-async def _answer(request: Request, page: Any, *args: Any) -> Response:
-    """Run a page function: on the event loop on SQLite, in the thread pool otherwise.
+async def _answer(request: Request, page: Any, *args: Any) -> Any:
+    """Run a cheap page function: on the event loop on SQLite, in the thread pool otherwise.
 
     SQLite reads never wait on a network, so a thread hop costs more than it saves:
-    under 8 concurrent clients it doubled a cold model page's p99. A page that may
-    run a subprocess (the model page's network picture) must not use this as is.
+    under 8 concurrent clients it doubled a cold model page's p99. Only functions whose
+    cost is bounded and small (a cache lookup, a list of cut fields) may use this;
+    costly rendering goes through the render lane (:func:`_render`).
     """
     if _state(request)[0].is_sqlite:
         return page(request, *args)
     return await run_in_threadpool(page, request, *args)
+
+
+async def _render(request: Request, fn: Any, *args: Any) -> Any:
+    """Run costly page work in the render lane: a worker thread, a queue limit, a deadline."""
+    return await request.app.state.render_lane.run(fn, *args)
 
 
 @router.get("/", response_class=HTMLResponse)
@@ -337,36 +374,34 @@ class FileShown:
     kind: str
 
 
-_FILE_HTML = GistCache(1024)
-
-
-def _file_html(blob_sha: str, prototxt: bool, content: bytes) -> str:
+def _file_html(cache: CachePart, blob_sha: str, prototxt: bool, content: bytes) -> str:
     """A file as highlighted (or plain) lines; by blob, since many models share their nets.
 
     Keyed on the blob's SHA-1 alone (an lru_cache would keep, hash and compare each
     file's whole content as part of its key).
     """
     key = (blob_sha, prototxt)
-    html = _FILE_HTML.get(key)
+    html = cache.get(key)
     if html is None:
         text = content.decode("utf-8", errors="replace")
-        html = highlight_prototxt(text) if prototxt else plain_lines(text)
-        _FILE_HTML.put(key, html)
+        html = cache.put(key, highlight_prototxt(text) if prototxt else plain_lines(text))
     return html
 
 
-def _files(view: GistView, base: str) -> list[FileShown]:
+def _files(view: GistView, base: str, cache: CachePart) -> list[FileShown]:
+    """The files shown below the readme: inline while they fit the page's budget, else linked."""
     from .shapes import raw_url
 
-    out = []
+    out, shown = [], 0
     for f in view.files:
         lower = f.filename.lower()
         if lower == "readme.md":
             continue
-        if len(f.content or b"") > 2 * 1024 * 1024:
-            html = None
-        else:
-            html = _file_html(f.blob_sha, lower.endswith(".prototxt"), f.content or b"")
+        size = len(f.content or b"")
+        html = None
+        if size <= MAX_INLINE_FILE and shown + size <= MAX_INLINE_TOTAL:
+            html = _file_html(cache, f.blob_sha, lower.endswith(".prototxt"), f.content or b"")
+            shown += size
         kind = "prototxt" if lower.endswith(".prototxt") else "text"
         out.append(FileShown(f.filename, f.size, raw_url(base, view, f), html, kind))
     return out
@@ -375,14 +410,14 @@ def _files(view: GistView, base: str) -> list[FileShown]:
 def _front_matter_rows(data: dict[str, Any]) -> list[tuple[str, Any, bool]]:
     """``(key, shown value, is a link)`` for the table."""
     rows = []
-    for key, value in data.items():
+    for key, value in list(data.items())[:MAX_FRONT_MATTER_ROWS]:
         if isinstance(value, (list, tuple)):
-            shown = ", ".join(str(v) for v in value)
+            shown = ", ".join(str(v)[:PAGE_TEXT_CHARS] for v in value[:1000])
         elif isinstance(value, dict):
             shown = json.dumps(value, ensure_ascii=False)
         else:
             shown = "" if value is None else str(value)
-        rows.append((str(key), shown, _web_url(value)))
+        rows.append((cut(str(key), NAME_CHARS), cut(shown, PAGE_TEXT_CHARS), _web_url(value)))
     return rows
 
 
@@ -419,8 +454,23 @@ def commands_for(entry: Entry, view: GistView | None, base: str, mirrored: bool)
     return []
 
 
-def _model_page(request: Request, entry_id: str, rev: str | None, draw: bool = True) -> HTMLResponse | None:
-    """The model page; None when it would have to draw its network and ``draw`` is false."""
+@dataclass
+class ModelData:
+    """What a model page shows, loaded from storage; rendering it is :func:`_model_html`."""
+
+    entry: Entry
+    key: tuple
+    base: str
+    rev: str | None
+    section: WikiSection | None
+    checks: dict[str, LinkCheck]
+    mirror: Mirror | None
+    view: GistView | None = None
+    net: FileView | None = None  # the prototxt to draw
+
+
+def _model_lookup(request: Request, entry_id: str, rev: str | None) -> Response | ModelData:
+    """The cached page, a 404 page, or what loading it needs: cheap, no file contents."""
     store, mirror, cache = _state(request)
     base = base_url(request)
     with store.session() as s:
@@ -429,33 +479,43 @@ def _model_page(request: Request, entry_id: str, rev: str | None, draw: bool = T
         if entry is None:
             return not_found_page(f"There is no model {entry_id!r} in this zoo.")
         mirrored = mirror is not None and mirror.has(entry.sha1)
-        key = ("model", entry_id, gen, rev, mirrored, base)
+        # A page showing a drawing still under way is re-rendered once pictures move on.
+        key = ("model", entry_id, gen, rev, mirrored, base, request.app.state.pictures.version)
         html = cache.get(key)
         if html is not None:
             return HTMLResponse(html, headers=PAGE_HEADERS)
         section = catalog.section_of(s, entry)
         checks = catalog.link_checks(s, [entry.caffemodel_url] if entry.caffemodel_url else [])
-    view = store.get_gist(entry.gist_id, rev) if entry.gist_id and entry.indexed_serial else None
-    if rev and view is None:
-        return not_found_page(f"The model {entry_id!r} has no revision {rev!r}.")
-    picture_name = pick_net([f.filename for f in view.files]) if view is not None else None
-    picture = None
-    if picture_name:
-        blob = next(f for f in view.files if f.filename == picture_name)
-        picture = request.app.state.pictures.cached(blob.blob_sha)
-        if picture is None:
-            if not draw:
-                return None  # drawing runs `dot`, for seconds on a big net
-            picture = request.app.state.pictures.get(blob.blob_sha, blob.content or b"")
-    weights = weights_of(entry, checks, mirror)
-    readme_html, rows, problems = "", [], [p for p in entry.problems.splitlines() if p]
+    return ModelData(entry, key, base, rev, section, checks, mirror)
+
+
+def _model_load(store: Storage, data: ModelData) -> Response | ModelData:
+    """The gist's files (the costly read: megabytes, maybe), in the render lane."""
+    entry = data.entry
+    view = store.get_gist(entry.gist_id, data.rev) if entry.gist_id and entry.indexed_serial else None
+    if data.rev and view is None:
+        return not_found_page(f"The model {entry.id!r} has no revision {data.rev!r}.")
+    data.view = view
+    name = pick_net([f.filename for f in view.files]) if view is not None else None
+    data.net = next(f for f in view.files if f.filename == name) if name and view is not None else None
+    return data
+
+
+def _model_html(cache: CachePart, files_cache: CachePart, data: ModelData, picture: Picture | None) -> str:
+    """The model page's HTML (markdown, highlighting, the template): bounded work, in the render lane."""
+    entry, view, base = data.entry, data.view, data.base
+    weights = weights_of(entry, data.checks, data.mirror)
+    readme_html, rows, problems = "", [], cut_lines(entry.problems, 200)
     files: list[FileShown] = []
     if view is not None:
+        from .shapes import raw_url
+
         readme = next((f for f in view.files if f.filename.lower() == "readme.md"), None)
-        if readme is not None and rev is None and len(entry.readme) < catalog.MAX_SEARCH_TEXT:
+        readme_raw = raw_url(base, view, readme) if readme is not None else None
+        if readme is not None and data.rev is None and len(entry.readme) < catalog.MAX_SEARCH_TEXT:
             # The newest revision: the catalog parsed it on write (YAML parsing is the slow part).
             rows, body = _front_matter_rows(json.loads(entry.front_matter or "{}")), entry.readme
-            readme_html = markdown_html(body, demote=1)
+            readme_html = markdown_html(body, demote=1, raw_url=readme_raw)
         elif readme is not None:
             text = (readme.content or b"").decode("utf-8", errors="replace")
             try:
@@ -463,24 +523,24 @@ def _model_page(request: Request, entry_id: str, rev: str | None, draw: bool = T
                 rows, body = _front_matter_rows(parsed.data), parsed.body
             except CaffezooError:  # a broken front matter: its problems are listed; show the text
                 body = text
-            readme_html = markdown_html(body, demote=1)
-        files = _files(view, base)
+            readme_html = markdown_html(body, demote=1, raw_url=readme_raw)
+        files = _files(view, base, files_cache)
     html = (
         templates()
         .get_template("model.html")
         .render(
             entry=entry,
             view=view,
-            rev=rev,
+            rev=data.rev,
             weights=weights,
             readme_html=readme_html,
             rows=rows,
             problems=problems,
             files=files,
             picture=picture,
-            picture_name=picture_name,
-            section=section,
-            citation=section.citation if section else None,
+            picture_name=data.net.filename if data.net is not None else None,
+            section=data.section,
+            citation=data.section.citation if data.section else None,
             commands=commands_for(entry, view, base, weights.mirrored),
             base=base,
             q="",
@@ -489,28 +549,36 @@ def _model_page(request: Request, entry_id: str, rev: str | None, draw: bool = T
             else "",
         )
     )
-    cache.put(key, html)
-    return HTMLResponse(html, headers=PAGE_HEADERS)
+    return cache.put(data.key, html)
 
 
 @router.get("/models/{entry_id}", response_class=HTMLResponse)
-async def model_page(request: Request, entry_id: str, rev: str | None = None) -> HTMLResponse:
+async def model_page(request: Request, entry_id: str, rev: str | None = None) -> Response:
     if not valid_id(entry_id):
         return not_found_page(f"There is no model {entry_id!r} in this zoo.")
     if rev is not None and not (4 <= len(rev) <= 40 and all(c in "0123456789abcdef" for c in rev.lower())):
         return not_found_page(f"{rev!r} is not a revision: expected the hex version from the history.")
-    if _state(request)[0].is_sqlite:  # on the event loop, as _answer does, unless it must draw
-        page = _model_page(request, entry_id, rev, draw=False)
-        if page is not None:
-            return page
-    # PostgreSQL, or a network not drawn yet: `dot` must not hold up every other request.
-    return await run_in_threadpool(_model_page, request, entry_id, rev)
+    found = await _answer(request, _model_lookup, entry_id, rev)
+    if isinstance(found, Response):
+        return found
+    store, _, cache = _state(request)
+    data = await _render(request, _model_load, store, found)
+    if isinstance(data, Response):
+        return data
+    picture = None
+    if data.net is not None:
+        # Awaited as a coroutine (no thread waits on `dot`); a drawing still under way
+        # after a moment is shown by its URL, and the page is rendered again when it ends.
+        pictures = request.app.state.pictures
+        picture = await pictures.wait(
+            data.net.blob_sha, data.net.content or b"", request.app.state.limits.picture_wait
+        )
+        data.key = (*data.key[:-1], pictures.version)  # what the page now shows
+    html = await _render(request, _model_html, cache, request.app.state.file_cache, data, picture)
+    return HTMLResponse(html, headers=PAGE_HEADERS)
 
 
-@router.get("/models/{entry_id}/net.svg")
-def model_svg(request: Request, entry_id: str, rev: str | None = None) -> Response:
-    if not valid_id(entry_id):
-        return Response("no such model", status_code=404, media_type="text/plain")
+def _svg_source(request: Request, entry_id: str, rev: str | None) -> Response | FileView:
     store = request.app.state.storage
     with store.session() as s:
         entry = catalog.get_entry(s, entry_id)
@@ -520,8 +588,20 @@ def model_svg(request: Request, entry_id: str, rev: str | None = None) -> Respon
     name = pick_net([f.filename for f in view.files]) if view is not None else None
     if view is None or name is None:
         return Response("no network to draw", status_code=404, media_type="text/plain")
-    blob = next(f for f in view.files if f.filename == name)
-    picture = request.app.state.pictures.get(blob.blob_sha, blob.content or b"")
+    return next(f for f in view.files if f.filename == name)
+
+
+@router.get("/models/{entry_id}/net.svg")
+async def model_svg(request: Request, entry_id: str, rev: str | None = None) -> Response:
+    if not valid_id(entry_id):
+        return Response("no such model", status_code=404, media_type="text/plain")
+    if rev is not None and not (4 <= len(rev) <= 40 and all(c in "0123456789abcdef" for c in rev.lower())):
+        return Response("no such revision", status_code=404, media_type="text/plain")
+    blob = await run_in_threadpool(_svg_source, request, entry_id, rev)
+    if isinstance(blob, Response):
+        return blob
+    # Every request for a net being drawn awaits the one run (Busy -> 503 when the queue is full).
+    picture = await request.app.state.pictures.get(blob.blob_sha, blob.content or b"")
     if picture.svg is None:
         return Response(picture.error or "cannot draw", status_code=422, media_type="text/plain")
     return Response(
@@ -537,7 +617,12 @@ def publish_page(request: Request) -> HTMLResponse:
 
 
 @router.get("/wiki", response_class=HTMLResponse)
-def wiki_page(request: Request) -> HTMLResponse:
+async def wiki_page(request: Request) -> Response:
+    # Its sections' notes are Markdown: rendered in the lane, like a model page.
+    return await _render(request, _wiki_page, request)
+
+
+def _wiki_page(request: Request) -> HTMLResponse:
     store, mirror, cache = _state(request)
     with store.session() as s:
         gen = catalog.generation(s)
@@ -553,7 +638,8 @@ def wiki_page(request: Request) -> HTMLResponse:
                 )
             )
             checks = catalog.link_checks(s, [e.caffemodel_url for e in entries if e.caffemodel_url])
-            data = cache.put(("wiki", gen), (sections, entries, checks))
+            size = sum(entry_size(e) for e in entries) + sum(entry_size(x) for x in sections)
+            data = cache.put(("wiki", gen), (sections, entries, checks), size + 300 * len(checks))
     sections, entries, checks = data
     items = [(e, weights_of(e, checks, mirror)) for e in entries]
     # As the index: a function of the catalog's generation and of which blobs are mirrored.

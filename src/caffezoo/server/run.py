@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -12,6 +13,7 @@ from ..config import settings
 from ..errors import UsageError
 from ..gist.rules import Invalid, check_login
 from .storage import Storage
+from .work import Limits
 
 
 def _url(url: str | None) -> str:
@@ -115,6 +117,27 @@ def _check_free(host: str, port: int) -> None:
             raise UsageError(f"cannot listen on {host}:{port}: {e.strerror}; {hint}") from None
 
 
+def _return_big_frees_to_the_os() -> None:
+    """Keep glibc's mmap threshold at its initial 128 KiB: by default it rises (up to 32 MB)
+    after each big free, after which a big answer's transient buffers (a 100 MB gist's JSON
+    is built from 1 MB pieces) stay in the threads' heaps for good. Measured with
+    benchmarks/hardening.py: RSS +240 MB after a few such answers, +48 MB with this."""
+    import ctypes
+
+    try:
+        ctypes.CDLL("libc.so.6").mallopt(-3, 128 * 1024)  # M_MMAP_THRESHOLD, its initial value
+    except (OSError, AttributeError):  # not glibc: its allocator has its own policy
+        pass
+
+
+def default_base_url(host: str, port: int) -> str | None:
+    """``http://HOST:PORT`` for the address served; None for a wildcard address (then each
+    connection's own local address is used: still never the request's ``Host``)."""
+    if host in ("", "0.0.0.0", "::", "[::]"):
+        return None
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
 def run(
     host: str = "127.0.0.1",
     port: int = 8000,
@@ -127,18 +150,34 @@ def run(
     mirror_every: float | None = None,
     check_every: float | None = 600.0,
     link_rate: float = 1.0,
+    base_url: str | None = None,
+    limits: Limits | None = None,
 ) -> None:
     """Serve until interrupted, with uvicorn's fastest loop and parser when installed.
 
     ``seed_bundled`` first creates or refreshes the bundled models' gists;
     ``check_every`` (seconds; None: never) runs the link checker over the URLs
     that are due; ``mirror_every`` (None: no mirroring) fetches missing weights.
+    ``base_url`` is the public URL links start with (default ``http://HOST:PORT``);
+    ``limits`` bounds render and drawing work and the caches' bytes.
     """
+    import dataclasses
+    import json
+
     import uvicorn
 
-    from .app import create_app
+    from .app import check_base_url, create_app
     from .protocols import connection_options
 
+    try:
+        base_url = check_base_url(base_url) if base_url else default_base_url(host, port)
+    except ValueError as e:
+        raise UsageError(f"--base-url: {e}") from None
+    limits = limits or Limits()
+    # Render threads are CPU-bound Python: by default the event loop may wait 5 ms for the
+    # GIL at each of a request's many I/O points. 1 ms keeps cheap requests quick meanwhile.
+    sys.setswitchinterval(0.001)
+    _return_big_frees_to_the_os()
     url = _url(database_url)
     blobs = _blobs_dir(blobs_dir)
     _check_free(host, port)  # before seeding or threads: a taken port should fail at once, clearly
@@ -159,10 +198,12 @@ def run(
         if workers > 1:
             os.environ["CAFFEZOO_DATABASE_URL"] = url  # the workers build their app from the environment
             os.environ["CAFFEZOO_SERVER_BLOBS"] = str(blobs)
+            os.environ["CAFFEZOO_BASE_URL"] = base_url or ""
+            os.environ["CAFFEZOO_SERVER_LIMITS"] = json.dumps(dataclasses.asdict(limits))
             Storage(url).close()  # create the tables once, before the workers race to
             uvicorn.run("caffezoo.server.app:app_from_env", factory=True, workers=workers, **options)
         else:
-            uvicorn.run(create_app(url, blobs_dir=blobs), **options)
+            uvicorn.run(create_app(url, blobs_dir=blobs, base_url=base_url, limits=limits), **options)
     finally:
         for t in background:
             t.stop()

@@ -16,6 +16,7 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import quote
 
+from .listing import DESCRIPTION_CHARS, cut
 from .storage import FileView, GistView, RevisionView
 
 TRUNCATE_BYTES = 1024 * 1024
@@ -135,7 +136,8 @@ def gist_json(g: GistView, base: str, *, full: bool) -> dict[str, Any]:
         "public": g.public,
         "created_at": timestamp(g.created_at),
         "updated_at": timestamp(g.updated_at),
-        "description": g.description,
+        # Lists cut what rows written before the input limits may hold; a gist's own answer has it whole.
+        "description": g.description if full else cut(g.description, DESCRIPTION_CHARS),
         "comments": 0,
         "comments_enabled": True,
         "user": None,

@@ -1,0 +1,362 @@
+"""Bounded work per request, against the real server: costly pages render off the event
+loop within budgets, full queues answer 503 with Retry-After, caches are keyed on the
+configured base URL (never the Host header) and bounded by bytes, one net is drawn once.
+
+No timings: where a test needs a slow render or drawing it holds one (a PostgreSQL
+table lock, a `dot` that waits for a go-ahead file) and asserts on what is answered
+meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import pytest
+from web_helpers import publish, web_for
+
+from caffezoo.server import catalog, render
+from caffezoo.server.caches import ByteCache
+from caffezoo.server.listing import DESCRIPTION_CHARS, NAME_CHARS
+from caffezoo.server.render import markdown_html
+from caffezoo.server.work import Busy, Lane, Limits, TooSlow
+
+
+def wait_until(condition, what: str, tries: int = 1200) -> None:
+    """Poll ``condition`` (every 50 ms, up to a minute): the tests wait on events, not on durations."""
+    for _ in range(tries):
+        if condition():
+            return
+        threading.Event().wait(0.05)
+    pytest.fail(f"gave up waiting: {what}")
+
+
+# --------------------------------------------------------------------------- Markdown budgets
+
+
+def test_markdown_over_its_budgets_is_shown_plain_and_escaped():
+    brackets = markdown_html("[" * 20_000, raw_url="https://zoo.example/raw/readme.md")
+    assert "Shown as plain text" in brackets and "would take too long" in brackets
+    assert 'href="https://zoo.example/raw/readme.md"' in brackets and "[" * 1000 in brackets
+    hidden = markdown_html("[" * 3000 + "<script>alert(1)</script>" + "*a_" * 20_000)
+    assert "<script>" not in hidden and "&lt;script&gt;" in hidden
+    huge = markdown_html("word " * 300_000)
+    assert "characters long" in huge and "Only the first" in huge
+    assert len(huge) < render.MAX_PLAIN_CHARS + 10_000
+    # Within budget, Markdown is formatted as before.
+    assert markdown_html("# Hi\n\n[a](https://x.org) *b*").startswith("<h1>Hi</h1>")
+
+
+def test_a_parse_past_its_deadline_is_stopped_and_shown_plain(monkeypatch):
+    monkeypatch.setattr(render, "MARKDOWN_SECONDS", -1.0)  # every parse is already late
+    out = markdown_html("# Title\n\nSome [link](https://x.org) text.\n", raw_url="https://z/raw")
+    assert "took over" in out and "<h1>" not in out and "# Title" in out
+
+
+def test_bracket_scan_counts_what_markdown_it_rescans():
+    assert render.bracket_scan("[a](b) [c](d)") == 4
+    assert render.bracket_scan("[" * 1000, stop=10**9) > 400_000  # every unclosed bracket scans to the end
+    assert render.bracket_scan("[\n\n" * 1000) < 5_000  # a blank line ends the scan
+
+
+# --------------------------------------------------------------------------- the lane
+
+
+def test_a_lane_answers_busy_when_full_and_too_slow_at_its_deadline():
+    async def scenario():
+        go = threading.Event()
+        lane = Lane("t", workers=1, queue=1, deadline=60)
+        running = asyncio.ensure_future(lane.run(go.wait))
+        queued = asyncio.ensure_future(lane.run(lambda: "second"))
+        while lane.running < 1:
+            await asyncio.sleep(0.01)
+        with pytest.raises(Busy) as busy:
+            await lane.run(lambda: "third")
+        assert busy.value.retry_after >= 1
+        go.set()
+        assert await running is True and await queued == "second"
+        assert lane.admitted == 0
+
+        short = Lane("s", workers=1, queue=0, deadline=0.2)
+        stuck = threading.Event()
+        with pytest.raises(TooSlow):
+            await short.run(stuck.wait)
+        # The caller was answered; the thread still runs and keeps its slot until it ends.
+        assert short.running == 1
+        with pytest.raises(Busy):
+            await short.run(lambda: None)
+        stuck.set()
+        while short.running:
+            await asyncio.sleep(0.01)
+        assert await short.run(lambda: "free again") == "free again"
+
+    with ThreadPoolExecutor(1) as pool:  # its own loop: the browser suite may hold this thread's
+        pool.submit(asyncio.run, scenario()).result(120)
+
+
+def test_byte_cache_is_bounded_by_bytes_not_entries():
+    cache = ByteCache(100_000)
+    pages = cache.part("page")
+    for i in range(1000):
+        pages.put(i, "x" * 1000)
+    assert cache.bytes <= 100_000 and 50 <= len(cache) < 100
+    assert pages.get(999) is not None and pages.get(0) is None
+    pages.put("huge", "x" * 50_000)  # over an eighth of the budget: answered, never kept
+    assert pages.get("huge") is None and cache.bytes <= 100_000
+
+
+# --------------------------------------------------------------------------- pages
+
+
+def test_a_pathological_readme_page_is_answered_with_the_readme_escaped(database_url, tmp_path):
+    with web_for(database_url, tmp_path, seed=False) as w:
+        gid = publish(w.storage, "mallory", "Bracket Net", body="[" * 100_000 + "\n<script>x</script>\n")
+        r = w.get(f"/models/{gid}")
+        assert r.status_code == 200
+        assert "Shown as plain text" in r.text and "[" * 5000 in r.text
+        assert "<script>x" not in r.text and "&lt;script&gt;x" in r.text
+        assert f"/mallory/{gid}/raw/" in r.text  # the link to the whole readme
+        other = publish(w.storage, "alice", "Fine Net", body="# Fine\n\nA [link](https://x.org).\n")
+        fine = w.get(f"/models/{other}").text
+        assert "<h2>Fine</h2>" in fine and 'href="https://x.org"' in fine
+
+
+def test_listed_fields_are_cut_to_their_listed_length(database_url, tmp_path):
+    """Rows written before the input limits (here: written straight to the database) may
+    be huge; the lists cut them, the model's own page still shows it."""
+    from sqlalchemy import text
+
+    with web_for(database_url, tmp_path, seed=False) as w:
+        gid = publish(w.storage, "olduser", "Old Net")
+        long_text = "very long words " * 10_000
+        with w.storage.session() as s:
+            s.execute(text("UPDATE gists SET description = :d WHERE id = :i"), {"d": long_text, "i": gid})
+            s.execute(
+                text("UPDATE zoo_entries SET name = :n, summary = :d WHERE gist_id = :i"),
+                {"n": "N" * 50_000, "d": long_text, "i": gid},
+            )
+            catalog.bump(s)  # as every write a page shows does
+            s.commit()
+        listed = w.http.get("/gists/public", headers={"Accept": "application/json"}).json()
+        assert len(listed[0]["description"]) == DESCRIPTION_CHARS and listed[0]["description"].endswith("…")
+        whole = w.http.get(f"/gists/{gid}", headers={"Accept": "application/json"}).json()
+        assert whole["description"] == long_text
+        models = w.http.get("/api/models", headers={"Accept": "application/json"}).json()["models"]
+        assert len(models[0]["name"]) == NAME_CHARS and len(models[0]["summary"]) <= DESCRIPTION_CHARS
+        index = w.get("/?q=").text
+        assert "N" * NAME_CHARS not in index.replace("N" * (NAME_CHARS - 1) + "…", "")
+        assert len(index) < 60_000
+
+
+def test_host_headers_do_not_make_cache_entries_or_links(tmp_path):
+    with web_for(f"sqlite:///{tmp_path / 'zoo.db'}", tmp_path, seed=False) as w:
+        gid = publish(w.storage, "hosty", "Host Net")
+        hosts = [f"evil{i}.example:{1000 + i}" for i in range(100)]
+        for host in hosts:
+            page = w.http.get(f"/models/{gid}", headers={"Host": host})
+            api = w.http.get(f"/gists/{gid}", headers={"Host": host, "Accept": "application/json"})
+            assert page.status_code == 200 and api.status_code == 200
+            assert host not in page.text and host not in api.text
+            assert api.json()["html_url"] == f"{w.url}/hosty/{gid}"
+        pages = [k for k in w.app.state.page_cache.keys() if k[0] == "model" and k[1] == gid]
+        gists = [k for k in w.app.state.gist_cache.keys() if k[0] == gid]
+        assert len(pages) == 1 and len(gists) == 1
+        listed = w.http.get("/gists/public?per_page=1", headers={"Host": "evil.example"})
+        assert "evil.example" not in listed.headers.get("link", "") + listed.text
+
+
+def test_the_base_url_option_sets_every_link(tmp_path):
+    base = "https://zoo.example.org/zoo"
+    with web_for(f"sqlite:///{tmp_path / 'zoo.db'}", tmp_path, seed=False, base_url=base + "/") as w:
+        gid = publish(w.storage, "basey", "Base Net")
+        for i in range(3):
+            publish(w.storage, "basey", f"More Net {i}")
+        api = w.http.get(f"/gists/{gid}", headers={"Accept": "application/json"}).json()
+        assert api["html_url"] == f"{base}/basey/{gid}" and api["url"] == f"{base}/gists/{gid}"
+        assert f"export CAFFEZOO_GIST_API={base}" in w.get(f"/models/{gid}").text
+        listed = w.http.get("/gists/public?per_page=1")
+        assert listed.headers["link"].startswith(f"<{base}/gists/public?")
+        models = w.http.get("/api/models", headers={"Accept": "application/json"}).json()["models"]
+        assert all(m["html_url"].startswith(f"{base}/models/") for m in models)
+
+
+def test_caches_stay_within_their_byte_budget(tmp_path):
+    budget = 3 * 1024 * 1024
+    with web_for(f"sqlite:///{tmp_path / 'zoo.db'}", tmp_path, limits=Limits(cache_bytes=budget)) as w:
+        ids = [
+            publish(w.storage, "bulk", f"Bulk Net {i}", files={"notes.txt": f"{i}\n" + "n" * 200_000})
+            for i in range(30)
+        ]
+        for gid in ids:
+            assert w.get(f"/models/{gid}").status_code == 200
+            assert w.http.get(f"/gists/{gid}", headers={"Accept": "application/json"}).status_code == 200
+        cache = w.app.state.cache
+        assert cache.bytes <= budget
+        assert len([k for k in w.app.state.page_cache.keys() if k[0] == "model"]) < 30
+
+
+# --------------------------------------------------------------------------- the render lane, held
+
+
+def test_render_lane_full_or_late_answers_503_while_cheap_requests_go_on(postgres_url, tmp_path):
+    """A model page whose files cannot be read yet (a lock on the blobs table) holds the one
+    render thread; meanwhile cheap pages answer, a second costly page is a 503 with
+    Retry-After (a page for a browser, JSON for the API), and past the deadline the held
+    request itself is answered 503 without waiting for its thread."""
+    import psycopg
+    from web_helpers import fresh_postgres
+
+    url = fresh_postgres(postgres_url)
+    limits = Limits(render_workers=1, render_queue=0, render_deadline=600)
+    with web_for(url, tmp_path, seed=False, limits=limits) as w:
+        held, other = publish(w.storage, "lock", "Held Net"), publish(w.storage, "lock", "Other Net")
+        cached = publish(w.storage, "lock", "Cached Net")
+        assert w.get(f"/models/{cached}").status_code == 200
+        lane = w.app.state.render_lane
+        with psycopg.connect(url) as conn:
+            conn.execute("LOCK TABLE blobs IN ACCESS EXCLUSIVE MODE")
+            pool = ThreadPoolExecutor(1)
+            slow = pool.submit(w.get, f"/models/{held}")
+            wait_until(lambda: lane.running == 1, "the model page to take the render thread")
+            assert w.get("/static/style.css").status_code == 200
+            assert w.http.get("/api/models", headers={"Accept": "application/json"}).status_code == 200
+            assert w.get(f"/models/{cached}").status_code == 200  # cached: no render needed
+            busy = w.get(f"/models/{other}")
+            assert busy.status_code == 503 and int(busy.headers["retry-after"]) >= 1
+            assert "text/html" in busy.headers["content-type"] and "try again" in busy.text
+            api = w.http.get(f"/models/{other}", headers={"Accept": "application/json"})
+            assert api.status_code == 503 and api.json()["status"] == "503" and "retry-after" in api.headers
+            assert not slow.done()
+            conn.commit()
+        assert slow.result(60).status_code == 200
+        pool.shutdown()
+
+    late = Limits(render_workers=1, render_queue=0, render_deadline=1.0)
+    with web_for(url, tmp_path / "late", seed=False, limits=late) as w:
+        held = publish(w.storage, "lock", "Late Net")
+        lane = w.app.state.render_lane
+        with psycopg.connect(url) as conn:
+            conn.execute("LOCK TABLE blobs IN ACCESS EXCLUSIVE MODE")
+            r = w.get(f"/models/{held}")  # answered while the lock (and so its thread) is still held
+            assert r.status_code == 503 and "retry-after" in r.headers
+            assert lane.running == 1  # the thread was not waited for
+            conn.commit()
+        wait_until(lambda: lane.running == 0, "the cut-off render to end")
+        assert w.get(f"/models/{held}").status_code == 200
+
+
+# --------------------------------------------------------------------------- drawings
+
+
+def _waiting_dot(tmp_path: Path, monkeypatch) -> Path:
+    """A `dot` first on PATH that logs each run (and its pid), waits for ``go``, then runs the real one."""
+    real = shutil.which("dot")
+    assert real, "graphviz's dot is missing (Debian package `graphviz`, see .ci/run)"
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "dot").write_text(
+        "#!/bin/sh\n"
+        f"echo $$ >> {tmp_path}/runs\n"
+        f"while [ ! -e {tmp_path}/go ]; do sleep 0.05; done\n"
+        f'exec {real} "$@"\n'
+    )
+    (bin_dir / "dot").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    return tmp_path / "runs"
+
+
+def _runs(log: Path) -> list[str]:
+    return log.read_text().split() if log.exists() else []
+
+
+def test_a_drawing_requested_45_times_runs_dot_once_and_holds_no_threads(database_url, tmp_path, monkeypatch):
+    log = _waiting_dot(tmp_path, monkeypatch)
+    with web_for(database_url, tmp_path, seed=False) as w:
+        gid = publish(w.storage, "draw", "Drawn Net")
+        pictures = w.app.state.pictures
+        with httpx.Client(base_url=w.url, timeout=120) as http, ThreadPoolExecutor(45) as pool:
+            svgs = [pool.submit(http.get, f"/models/{gid}/net.svg") for _ in range(45)]
+            wait_until(lambda: pictures.waiting == 45, "45 requests to wait for the drawing")
+            # 45 waiting requests hold no thread: more than the server's thread pool has (40).
+            assert w.http.get("/api/models", headers={"Accept": "application/json"}).status_code == 200
+            assert w.get("/wiki").status_code == 200 and w.get("/").status_code == 200
+            assert len(_runs(log)) == 1 and not any(f.done() for f in svgs)
+            (tmp_path / "go").touch()
+            answers = [f.result(120) for f in svgs]
+        assert all(r.status_code == 200 and "<svg" in r.text for r in answers)
+        assert len(_runs(log)) == 1
+        assert w.get(f"/models/{gid}/net.svg").status_code == 200 and len(_runs(log)) == 1
+
+
+def test_drawing_queue_full_is_503_and_the_page_still_renders(tmp_path, monkeypatch):
+    log = _waiting_dot(tmp_path, monkeypatch)
+    limits = Limits(draw_workers=1, draw_queue=0, picture_wait=0.1)
+    with web_for(f"sqlite:///{tmp_path / 'zoo.db'}", tmp_path, seed=False, limits=limits) as w:
+        first = publish(w.storage, "q", "First Net")
+        second = publish(w.storage, "q", "Second Net", files={"deploy.prototxt": 'name: "other"\n'})
+        with ThreadPoolExecutor(1) as pool:
+            drawing = pool.submit(w.get, f"/models/{first}/net.svg")
+            wait_until(lambda: len(_runs(log)) == 1, "dot to start on the first net")
+            busy = w.get(f"/models/{second}/net.svg")
+            assert busy.status_code == 503 and int(busy.headers["retry-after"]) >= 1
+            page = w.get(f"/models/{second}")
+            assert page.status_code == 200 and f'src="/models/{second}/net.svg"' in page.text
+            assert "being drawn" in page.text
+            (tmp_path / "go").touch()
+            assert drawing.result(120).status_code == 200
+        assert w.get(f"/models/{second}/net.svg").status_code == 200
+        page = w.get(f"/models/{first}").text  # drawn now: the page is rendered anew
+        assert "being drawn" not in page and f'src="/models/{first}/net.svg"' in page
+
+
+def test_dot_is_killed_at_its_timeout_and_big_nets_are_refused(tmp_path, monkeypatch):
+    log = _waiting_dot(tmp_path, monkeypatch)  # never told to go: only the timeout ends it
+    limits = Limits(draw_timeout=0.5, draw_max_layers=3)
+    with web_for(f"sqlite:///{tmp_path / 'zoo.db'}", tmp_path, seed=False, limits=limits) as w:
+        big = publish(w.storage, "big", "Big Net")  # TinyNet: 5 layers
+        r = w.get(f"/models/{big}/net.svg")
+        assert r.status_code == 422 and "5 layers, over the 3" in r.text
+        assert "5 layers, over the 3" in w.get(f"/models/{big}").text
+        assert _runs(log) == []  # refused before `dot` ran
+        small = publish(w.storage, "big", "Small Net", files={"deploy.prototxt": 'name: "x"\n'})
+        r = w.get(f"/models/{small}/net.svg")
+        assert r.status_code == 422 and "took more than 0.5 s" in r.text
+        (pid,) = _runs(log)
+        wait_until(lambda: not Path(f"/proc/{pid}").exists(), "the timed-out dot to be gone")
+
+
+def test_serve_refuses_a_base_url_that_is_no_url(cli):
+    for bad in ("ftp://zoo.example.org", "zoo.example.org", "https://zoo.example.org/?q=1"):
+        r = cli("serve", "--base-url", bad, "--no-check-links")
+        assert r.code != 0 and "--base-url" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_the_default_base_url_is_the_bind_address():
+    from caffezoo.server.run import default_base_url
+
+    assert default_base_url("127.0.0.1", 8000) == "http://127.0.0.1:8000"
+    assert default_base_url("::1", 8080) == "http://[::1]:8080"
+    assert default_base_url("0.0.0.0", 80) is None  # each connection's own local address, never Host
+
+
+def test_a_picture_drawn_before_is_served_from_disk_even_when_the_queue_is_full(tmp_path, monkeypatch):
+    database_url = f"sqlite:///{tmp_path / 'zoo.db'}"
+    with web_for(database_url, tmp_path, seed=False) as w:
+        drawn = publish(w.storage, "disk", "Drawn Net")
+        waiting = publish(w.storage, "disk", "Waiting Net", files={"deploy.prototxt": 'name: "w"\n'})
+        assert w.get(f"/models/{drawn}/net.svg").status_code == 200  # real dot; kept on disk
+    (tmp_path / "later").mkdir()
+    log = _waiting_dot(tmp_path / "later", monkeypatch)  # the next server's dot waits
+    limits = Limits(draw_workers=1, draw_queue=0)
+    with web_for(database_url, tmp_path, seed=False, limits=limits) as w, ThreadPoolExecutor(1) as pool:
+        held = pool.submit(w.get, f"/models/{waiting}/net.svg")
+        wait_until(lambda: len(_runs(log)) == 1, "dot to start on the waiting net")
+        again = w.get(f"/models/{drawn}/net.svg")
+        assert again.status_code == 200 and "<svg" in again.text and len(_runs(log)) == 1
+        (tmp_path / "later" / "go").touch()
+        assert held.result(120).status_code == 200
