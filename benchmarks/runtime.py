@@ -11,6 +11,16 @@
   ratio to reading the caffemodel's bytes (warm page cache, best of N). Goal: <= 3x.
 - memory: peak RSS of a fresh process converting it, as a ratio to the file size
   (and, for scale, that of a fresh process reading the bytes).
+- tasks, end to end per image (decode, preprocess, forward, post-process) on a
+  folder of 640x480 JPEGs: ``caffezoo.runtime.tasks.run`` against OpenCV dnn doing
+  the same work (``imread``, ``blobFromImage``, ``forward``, then the boxes above
+  the threshold scaled to the image / the per-pixel argmax resized to the image
+  and the class areas), for a random-weights SSD (300x300, 21 classes) and an
+  FCN-style segmenter (256x256, 21 classes). Goal: <= 0.8x.
+- tiny net: per-call latency of an MTCNN P-Net-sized net (6.6 thousand
+  parameters, 1x3x12x12), each at its default threads. Goal: <= 1.0x.
+
+``--only tasks`` runs the last two alone (no download, no AlexNet).
 """
 
 from __future__ import annotations
@@ -32,7 +42,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from caffe_io import CHILD as READ_CHILD  # noqa: E402  (benchmarks/caffe_io.py)
 from caffe_io import best, make_model, read_bytes
-from runtime_helpers import natural_image, nsfw_model, random_weights  # noqa: E402  (tests/runtime_helpers.py)
+from runtime_helpers import natural_image, nsfw_model, random_weights, write_net  # noqa: E402  (tests/runtime_helpers.py)
 
 from caffezoo.caffe.caffemodel import write_caffemodel  # noqa: E402
 from caffezoo.caffe.prototxt import read_prototxt  # noqa: E402
@@ -90,6 +100,176 @@ def latency(name: str, prototxt: Path, caffemodel: Path, output: str, runs: int,
         )
 
 
+# ------------------------------------------------------------ tasks end to end, tiny nets
+
+
+def ssd_net(classes: int = 21):
+    """A random-weights SSD at 300x300: four stride-2 convolutions, heads on the 38x38 and 19x19 maps."""
+    from caffezoo.caffe.builder import NetBuilder
+
+    n = NetBuilder("bench_ssd")
+    data = n.Input("data", shape=dict(dim=[1, 3, 300, 300]))
+    x = data
+    maps = []
+    for i, c in enumerate((16, 32, 64, 64)):
+        x = n.Convolution(f"conv{i}", x, num_output=c, kernel_size=3, stride=2, pad=1)
+        x = n.ReLU(f"relu{i}", x, in_place=True)
+        if i >= 2:
+            maps.append((f"m{i}", x, 30.0 * (i - 1)))
+    locs, confs, priors = [], [], []
+    for name, f, size in maps:
+        loc = n.Convolution(f"{name}_loc", f, num_output=4 * 4, kernel_size=3, pad=1)
+        conf = n.Convolution(f"{name}_conf", f, num_output=4 * classes, kernel_size=3, pad=1)
+        locs.append(n.Flatten(f"{name}_loc_flat", n.Permute(f"{name}_loc_perm", loc, order=[0, 2, 3, 1])))
+        confs.append(n.Flatten(f"{name}_conf_flat", n.Permute(f"{name}_conf_perm", conf, order=[0, 2, 3, 1])))
+        priors.append(
+            n.PriorBox(
+                f"{name}_priors",
+                f,
+                data,
+                min_size=[size],
+                max_size=[size * 2],
+                aspect_ratio=[2.0],
+                flip=True,
+                variance=[0.1, 0.1, 0.2, 0.2],
+            )
+        )
+    conf = n.Reshape("conf_reshape", n.Concat("mbox_conf", *confs, axis=1), shape=dict(dim=[0, -1, classes]))
+    conf = n.Flatten("conf_flatten", n.Softmax("conf_softmax", conf, axis=2))
+    n.DetectionOutput(
+        "detection_out",
+        n.Concat("mbox_loc", *locs, axis=1),
+        conf,
+        n.Concat("mbox_priorbox", *priors, axis=2),
+        num_classes=classes,
+        share_location=True,
+        background_label_id=0,
+        nms_param=dict(nms_threshold=0.45, top_k=100),
+        code_type="CENTER_SIZE",
+        keep_top_k=100,
+        confidence_threshold=0.01,
+    )
+    return n
+
+
+def fcn_net(classes: int = 21):
+    """An FCN-style segmenter at 256x256: three stride-2 convolutions, a score layer, an 8x deconvolution."""
+    from caffezoo.caffe.builder import NetBuilder
+
+    n = NetBuilder("bench_fcn")
+    x = n.Input("data", shape=dict(dim=[1, 3, 256, 256]))
+    for i, c in enumerate((16, 32, 64)):
+        x = n.Convolution(f"conv{i}", x, num_output=c, kernel_size=3, stride=2, pad=1)
+        x = n.ReLU(f"relu{i}", x, in_place=True)
+    x = n.Convolution("score_fr", x, num_output=classes, kernel_size=1)
+    n.Deconvolution(
+        "score", x, num_output=classes, kernel_size=16, stride=8, pad=4, group=classes, bias_term=False
+    )
+    return n
+
+
+def pnet():
+    from caffezoo.caffe.builder import NetBuilder
+
+    n = NetBuilder("pnet")
+    x = n.Input("data", shape=dict(dim=[1, 3, 12, 12]))
+    for i, c in enumerate((10, 16, 32)):
+        x = n.Convolution(f"conv{i}", x, num_output=c, kernel_size=3)
+        x = n.PReLU(f"prelu{i}", x, in_place=True)
+        if i == 0:
+            x = n.Pooling("pool0", x, pool="MAX", kernel_size=2, stride=2)
+    n.Softmax("prob1", n.Convolution("conv4-1", x, num_output=2, kernel_size=1))
+    n.Convolution("conv4-2", x, num_output=4, kernel_size=1)
+    return n
+
+
+def tasks_end_to_end(directory: Path, runs: int) -> None:
+    import cv2
+    from PIL import Image
+
+    from caffezoo.runtime.tasks import run
+
+    folder = directory / "photos"
+    folder.mkdir()
+    rng = np.random.default_rng(5)
+    for i in range(16):
+        Image.fromarray(natural_image(rng, 480, 640)).save(folder / f"{i:02}.jpg", quality=90)
+    paths = sorted(folder.iterdir())
+    mean = (104.0, 117.0, 123.0)
+
+    def opencv_detect(net, size):
+        for p in paths:
+            image = cv2.imread(str(p))
+            h, w = image.shape[:2]
+            net.setInput(cv2.dnn.blobFromImage(image, 1.0, (size, size), mean, swapRB=False, crop=False))
+            rows = net.forward()[0, 0]
+            rows = rows[(rows[:, 1] >= 0) & (rows[:, 2] >= 0.5)]
+            _ = np.clip(rows[:, 3:7] * [w, h, w, h], 0, [w, h, w, h])
+
+    def opencv_segment(net, size):
+        for p in paths:
+            image = cv2.imread(str(p))
+            h, w = image.shape[:2]
+            net.setInput(cv2.dnn.blobFromImage(image, 1.0, (size, size), mean, swapRB=False, crop=False))
+            classes = net.forward()[0].argmax(axis=0).astype(np.uint8)
+            _ = np.bincount(cv2.resize(classes, (w, h), interpolation=cv2.INTER_NEAREST).ravel())
+
+    for name, builder, task, size, opencv in (
+        ("SSD 300x300 detect", ssd_net, "detect", 300, opencv_detect),
+        ("FCN 256x256 segment", fcn_net, "segment", 256, opencv_segment),
+    ):
+        prototxt, caffemodel = write_net(directory, builder(), seed=2, name=name.split()[0].lower())
+        ours = load(prototxt, weights=caffemodel)
+        reference = cv2.dnn.readNetFromCaffe(str(prototxt), str(caffemodel))
+        reference.setPreferableBackend(cv2.dnn.DNN_BACKEND_OPENCV)
+        a, b = [], []
+        for i in range(runs + 1):  # interleaved; the first round warms both up
+            start = time.perf_counter()
+            run(prototxt, paths, task=task, net=ours, mean=list(mean), threshold=0.5, batch_size=1)
+            mid = time.perf_counter()
+            opencv(reference, size)
+            end = time.perf_counter()
+            if i:
+                a.append((mid - start) / len(paths))
+                b.append((end - mid) / len(paths))
+        x, y = statistics.median(a), statistics.median(b)
+        print(
+            f"{name:<28} per image: caffezoo {x * 1000:8.2f} ms   OpenCV {y * 1000:8.2f} ms   "
+            f"ratio {x / y:.2f}x (goal <= 0.8x)"
+        )
+
+
+def tiny_latency(directory: Path, runs: int) -> None:
+    import cv2
+
+    prototxt, caffemodel = write_net(directory, pnet(), seed=4, name="pnet")
+    ours = load(prototxt, weights=caffemodel)
+    reference = cv2.dnn.readNetFromCaffe(str(prototxt), str(caffemodel))
+    reference.setPreferableBackend(cv2.dnn.DNN_BACKEND_OPENCV)
+    x = images(1, 12)
+    outs = ["prob1", "conv4-2"]
+    calls = 50
+    a, b = [], []
+    for i in range(runs * 5 + 2):
+        start = time.perf_counter()
+        for _ in range(calls):
+            ours.forward(data=x)
+        mid = time.perf_counter()
+        for _ in range(calls):
+            reference.setInput(x)
+            reference.forward(outs)
+        end = time.perf_counter()
+        if i >= 2:
+            a.append((mid - start) / calls)
+            b.append((end - mid) / calls)
+    p, q = statistics.median(a), statistics.median(b)
+    params = sum(b.size for blobs in random_weights(read_prototxt(prototxt)).values() for b in blobs)
+    print(
+        f"tiny net ({params:,} parameters, 1x3x12x12) per call: caffezoo {p * 1e6:7.1f} us   "
+        f"OpenCV {q * 1e6:7.1f} us   ratio {p / q:.2f}x (goal <= 1.0x)"
+    )
+
+
 def child_rss(code: str, *args: str) -> int:
     out = subprocess.run([sys.executable, "-c", code, *args], check=True, capture_output=True, text=True)
     return json.loads(out.stdout)["maxrss"]
@@ -99,6 +279,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--threads", type=int, help="onnxruntime intra-op threads (default: its own choice)")
+    parser.add_argument("--only", choices=["tasks"], help="run only the task and tiny-net measurements")
     args = parser.parse_args()
     import cv2
 
@@ -109,6 +290,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         directory = Path(tmp)
         os.environ["CAFFEZOO_HOME"] = str(directory / "home")  # a fresh conversion cache, not the user's
+        tasks_end_to_end(directory, max(3, args.runs // 4))
+        tiny_latency(directory, args.runs)
+        if args.only == "tasks":
+            print(f"load average at the end: {os.getloadavg()[0]:.1f}")
+            return
         prototxt, caffemodel = nsfw_model(ROOT / ".cache" / "nsfw")
         latency("open_nsfw ResNet-50-1by2", prototxt, caffemodel, "prob", args.runs, args.threads)
         net = read_prototxt(GOOGLENET)

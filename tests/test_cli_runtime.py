@@ -81,12 +81,16 @@ def test_convert_unsupported_layers_is_one_clear_error(tmp_path, cli_process):
     n = NetBuilder("odd")
     data = n.Input("data", shape=dict(dim=[1, 3, 8, 8]))
     n.Python("rpn", data, python_param=dict(module="rpn", layer="Proposal"))
-    n.Embed("embed", data, num_output=4, input_dim=10)
+    n.MultiStageMeanfield("crf", data, data)
     (tmp_path / "odd.prototxt").write_text(n.to_text())
     result = cli_process("convert", tmp_path / "odd.prototxt", "--weights", tmp_path / "none.caffemodel")
     assert result.code == 1 and "Traceback" not in result.stderr
-    assert "layer type 'Embed', used by layer 'embed'" in result.stderr
-    assert "layer type 'Python', used by layer 'rpn'" in result.stderr
+    assert "cannot convert to ONNX (2 problems)" in result.stderr
+    assert (
+        "layer type 'MultiStageMeanfield' (CRF-RNN: " in result.stderr
+        and "used by layer 'crf'" in result.stderr
+    )
+    assert "layer 'rpn' (Python): a Python layer (rpn.Proposal) runs code of its own" in result.stderr
 
 
 def test_run_prints_top_classes(tmp_path, cli):

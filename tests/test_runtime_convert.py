@@ -194,16 +194,23 @@ def test_unsupported_layers_are_all_listed_before_any_work(tmp_path):
     a = n.Python("proposal", data, python_param=dict(module="rpn", layer="ProposalLayer"))
     b = n.Python("other_python", data, python_param=dict(module="x", layer="Y"))
     c = n.Pooling("stochastic", data, pool="STOCHASTIC", kernel_size=2, stride=2)
-    n.SPP("spp", data, pyramid_height=2)
+    n.MultiStageMeanfield("crf", data, data)
+    n.Filter("filter", data, data)
     del a, b, c
     prototxt = tmp_path / "odd.prototxt"
     prototxt.write_text(n.to_text())
     with pytest.raises(ConversionError) as e:  # the weights do not even exist: the check comes first
         to_onnx(prototxt, weights=tmp_path / "missing.caffemodel")
     message = str(e.value)
-    assert "3 problems" in message
-    assert "layer type 'Python', used by layers 'proposal', 'other_python'" in message
-    assert "layer type 'SPP', used by layer 'spp'" in message
+    assert "5 problems" in message
+    # Python layers run code of their own: only Faster R-CNN's proposal layer (rpn.proposal_layer) converts
+    assert "layer 'proposal' (Python): a Python layer (rpn.ProposalLayer) runs code of its own" in message
+    assert "layer 'other_python' (Python): a Python layer (x.Y) runs code of its own" in message
+    assert "layer type 'MultiStageMeanfield' (CRF-RNN: mean-field iterations" in message
+    assert (
+        "layer type 'Filter' (data-dependent output sizes, used while training), used by layer 'filter'"
+        in message
+    )
     assert "layer 'stochastic' (Pooling): pool: STOCHASTIC" in message
 
 

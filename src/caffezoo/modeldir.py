@@ -36,6 +36,9 @@ __all__ = [
 
 
 README = "readme.md"
+# Label sets several models share (the ILSVRC 2012 class names): a `labels` file a model
+# directory lacks is looked for here, so the bundled ImageNet models ship one copy.
+SHARED_LABELS_DIR = Path(__file__).parent / "labels"
 
 FileKind = Literal[
     "readme", "deploy", "train_val", "solver", "prototxt", "weights", "partial", "text", "binary", "directory"
@@ -102,6 +105,16 @@ class ModelDir:
     def has_weights(self) -> bool:
         p = self.weights_path
         return p is not None and p.is_file()
+
+    @property
+    def labels_path(self) -> Path | None:
+        """The ``labels`` file: in the model directory, else the shared label set of that name."""
+        name = self.front_matter.labels
+        if not name:
+            return None
+        own = self.path / name
+        shared = SHARED_LABELS_DIR / name
+        return shared if not own.is_file() and shared.is_file() else own
 
     def prototxt(self, kind: str) -> Path | None:
         """The first prototxt of ``kind`` (deploy, train_val, solver), by name order."""

@@ -68,7 +68,8 @@ def check_front_matter(m: ModelDir) -> Iterable[Problem]:
         )
     for key in ("labels", "mean"):
         value = getattr(fm, key)
-        if isinstance(value, str) and not (m.path / value).is_file():
+        found = m.labels_path if key == "labels" else m.path / str(value)
+        if isinstance(value, str) and not (found and found.is_file()):
             yield _warn(rp, line(key), f"{key}: file {value!r} is not in the model directory")
 
 

@@ -102,7 +102,7 @@ Tile WindowData
 FORK_TYPES = frozenset(
     """
 Permute Normalize PriorBox DetectionOutput Interp BN Upsample ConvolutionDepthwise DepthwiseConvolution
-Axpy ReLU6 ShuffleChannel ROIPooling Proposal
+Axpy ReLU6 ShuffleChannel ROIPooling PSROIPooling Proposal
 """.split()
 )
 KNOWN_TYPES = BVLC_TYPES | FORK_TYPES
@@ -142,6 +142,7 @@ _PARAM_FIELDS = {
     "BN": "bn_param",
     "ShuffleChannel": "shuffle_channel_param",
     "ROIPooling": "roi_pooling_param",
+    "PSROIPooling": "psroi_pooling_param",
     "ReLU6": "relu6_param",
 }
 

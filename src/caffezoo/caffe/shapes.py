@@ -651,8 +651,33 @@ def _spp(layer: Layer, bottoms: list[Shape]) -> tuple:
 
 
 def _recurrent(layer: Layer, bottoms: list[Shape]) -> tuple:
-    t, n = bottoms[0][0], bottoms[0][1]
-    return [(t, n, layer.param.recurrent_param.num_output)] + [None] * (len(layer.tops) - 1), None, None
+    """LSTM and RNN (``recurrent_layer.cpp``): bottoms x (T x N x ...), cont (T x N), an optional static
+    input (N x ...), and with ``expose_hidden`` the initial state (h0; LSTM also c0, each 1 x N x H);
+    tops the outputs (T x N x H) and, with ``expose_hidden``, the final state in the same form."""
+    p = layer.param.recurrent_param
+    lstm = layer.type == "LSTM"
+    states = (2 if lstm else 1) if p.expose_hidden else 0
+    x, cont = bottoms[0], bottoms[1]
+    _check(len(x) >= 2, f"the input must be T x N x ..., not {_fmt(x)}")
+    t, n, h = x[0], x[1], p.num_output
+    _check(h > 0, "num_output must be 1 or more")
+    _check(tuple(cont) == (t, n), f"cont must be T x N = {t}x{n}, not {_fmt(cont)}")
+    extra = len(bottoms) - 2 - states
+    _check(extra in (0, 1), f"expected {2 + states} or {3 + states} bottoms, got {len(bottoms)}")
+    for state in bottoms[2 + extra :]:
+        _check(
+            tuple(state) == (1, n, h), f"an initial state must be 1 x N x H = 1x{n}x{h}, not {_fmt(state)}"
+        )
+    d = math.prod(x[2:])
+    static = [math.prod(bottoms[2][1:])] if extra else []
+    if lstm:  # W_xc, b_c, [W_xc_static], W_hc
+        expected = [(4 * h, d), (4 * h,)] + [(4 * h, s) for s in static] + [(4 * h, h)]
+        macs = t * n * 4 * h * (d + h + sum(static))
+    else:  # W_xh, b_h, [W_xh_static], W_hh, W_ho, b_o
+        expected = [(h, d), (h,)] + [(h, s) for s in static] + [(h, h), (h, h), (h,)]
+        macs = t * n * h * (d + 2 * h + sum(static))
+    tops = [(t, n, h)] + [(1, n, h)] * states
+    return tops[: len(layer.tops)], expected, macs
 
 
 def _lstm_unit(layer: Layer, bottoms: list[Shape]) -> tuple:
@@ -666,6 +691,18 @@ def _batch_reindex(layer: Layer, bottoms: list[Shape]) -> tuple:
 def _unknowable(layer: Layer, bottoms: list[Shape]) -> tuple:
     """A Python layer: its outputs and parameters are whatever its code makes them."""
     return [None] * len(layer.tops), None, None
+
+
+def _python(layer: Layer, bottoms: list[Shape]) -> tuple:
+    """py-faster-rcnn's region proposals: at most 300 rows of (image, x1, y1, x2, y2), and their scores.
+
+    Any other Python layer's outputs are unknowable.
+    """
+    p = layer.param.python_param
+    if p.layer == "ProposalLayer" and p.module.split(".")[-1] == "proposal_layer":
+        post_nms = 300  # cfg.TEST.RPN_POST_NMS_TOP_N; fewer rows when fewer boxes survive
+        return [(post_nms, 5), (post_nms, 1)][: len(layer.tops)], [], 0
+    return _unknowable(layer, bottoms)
 
 
 def _data_dependent(layer: Layer, bottoms: list[Shape]) -> tuple:
@@ -778,6 +815,17 @@ def _roi_pooling(layer: Layer, bottoms: list[Shape]) -> tuple:
     return [(bottoms[1][0], bottoms[0][1], p.pooled_h, p.pooled_w)], [], 0
 
 
+def _psroi_pooling(layer: Layer, bottoms: list[Shape]) -> tuple:
+    p = layer.param.psroi_pooling_param
+    g, d = p.group_size, p.output_dim
+    _check(g > 0 and d > 0, "output_dim and group_size must be 1 or more")
+    _check(
+        bottoms[0][1] == d * g * g,
+        f"{bottoms[0][1]} input channels, but output_dim x group_size^2 = {d * g * g}",
+    )
+    return [(bottoms[1][0], d, g, g)], [], 0
+
+
 _SAME = """AbsVal BNLL Clip Dropout ELU Exp Log MVN Power ReLU ReLU6 Sigmoid Swish TanH Threshold""".split()
 _LOSSES = """SoftmaxWithLoss EuclideanLoss HingeLoss InfogainLoss MultinomialLogisticLoss SigmoidCrossEntropyLoss
 ContrastiveLoss""".split()
@@ -790,6 +838,7 @@ MIN_BOTTOMS = {
     "Crop": 2,
     "Axpy": 3,
     "ROIPooling": 2,
+    "PSROIPooling": 2,
     "BatchReindex": 2,
     "Eltwise": 2,
     "Accuracy": 2,
@@ -809,7 +858,7 @@ RULES: dict[str, Rule] = {
     "Softmax": _softmax,
     "Input": _input,
     "HDF5Data": _data_dependent,
-    "Python": _unknowable,
+    "Python": _python,
     "Filter": _data_dependent,
     "HDF5Output": _no_tops,
     "Silence": _silence,
@@ -853,5 +902,6 @@ RULES: dict[str, Rule] = {
     "Axpy": _axpy,
     "ShuffleChannel": _shuffle_channel,
     "ROIPooling": _roi_pooling,
+    "PSROIPooling": _psroi_pooling,
     "Proposal": _data_dependent,
 }

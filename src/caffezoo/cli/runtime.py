@@ -1,8 +1,9 @@
-"""Commands that run models: convert (to ONNX), run (classify images)."""
+"""Commands that run models: convert (to ONNX), run (classify, detect, segment, embed images)."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -84,20 +85,44 @@ def convert(
 @app.command()
 def run(
     model: str = typer.Argument(..., help="A model directory or a bundled model name."),
-    images: list[Path] = typer.Argument(..., help="Image files (JPEG, PNG, BMP...)."),
-    top: int = typer.Option(5, "--top", "-k", help="How many classes to show per image."),
+    images: list[Path] = typer.Argument(..., help="Image files (JPEG, PNG, BMP...) or folders of them."),
+    task: str = typer.Option(
+        None,
+        "--task",
+        help="classify, detect, segment, caption or embed; default: the front matter's `task`, "
+        "else what the net's outputs are.",
+    ),
+    output: Path = typer.Option(
+        None,
+        "--output",
+        "-o",
+        help="detect/segment: the picture to write (.png; a folder for several images); "
+        "embed: the .npy file of features.",
+    ),
+    blob: str = typer.Option(
+        None,
+        "--blob",
+        help="The blob to read: embed's features (required), or the scores/score map/detections "
+        "instead of the net's output.",
+    ),
+    threshold: float = typer.Option(
+        0.5, "--threshold", help="detect: keep boxes scoring at least this (0 to 1)."
+    ),
+    top: int = typer.Option(5, "--top", "-k", help="classify: how many classes to show per image."),
+    max_words: int = typer.Option(20, "--max-words", help="caption: the longest sentence to make."),
     batch_size: int = typer.Option(
         None, "--batch-size", "-b", help="Images per forward pass; default: 8, or the net's fixed batch."
     ),
     oversample: bool = typer.Option(
         False,
         "--oversample",
-        help="Average ten crops (corners, centre, mirrored) instead of the centre crop.",
+        help="classify: average ten crops (corners, centre, mirrored) instead of the centre crop.",
     ),
     resize: str = typer.Option(
         None,
         "--resize",
-        help="Resize images to H[,W] before cropping; default: the mean image's size, else the net's input.",
+        help="classify/embed: resize images to H[,W] before cropping; default: the mean image's "
+        "size, else the net's input.",
     ),
     raw_scale: float = typer.Option(
         255.0, "--raw-scale", help="Pixel values are scaled from [0, 1] to this."
@@ -112,9 +137,6 @@ def run(
     labels: Path = typer.Option(
         None, "--labels", help="Class names, one per line; default: the front matter's `labels`."
     ),
-    output: str = typer.Option(
-        None, "--output", help="Which output blob holds the scores; default: the only one."
-    ),
     weights: Path = WEIGHTS_OPTION,
     provider: list[str] = typer.Option(
         None,
@@ -123,37 +145,80 @@ def run(
         "preference (repeatable); default: CPUExecutionProvider.",
     ),
     json: bool = JSON_OPTION,
+    quiet: bool = QUIET_OPTION,
 ) -> None:
-    """Classify images: Caffe-style preprocessing, then the top classes with their scores."""
-    from ..runtime.classifier import classify
+    """Run a model on images for its task: classes, boxes, class maps or features.
+
+    A folder stands for the images in it; all go through one session in batches.
+    """
+    from ..runtime.tasks import image_files, run, summary_lines
 
     size = _resize(resize) if resize else None
     mean_value = _mean(mean) if mean else None
-    predictions = classify(
-        model,
-        images,
-        top=top,
-        batch_size=batch_size,
-        oversample=oversample,
-        resize=size,
-        raw_scale=raw_scale,
-        mean=mean_value,
-        labels=labels,
-        output=output,
-        weights=weights,
-        providers=provider or None,
-    )
+    paths = image_files(images)
+    with _ImageProgress(len(paths), quiet or json) as progress:
+        result = run(
+            model,
+            paths,
+            task=task,
+            output=output,
+            blob=blob,
+            threshold=threshold,
+            top=top,
+            max_words=max_words,
+            batch_size=batch_size,
+            oversample=oversample,
+            resize=size,
+            raw_scale=raw_scale,
+            mean=mean_value,
+            labels=labels,
+            weights=weights,
+            providers=provider or None,
+            progress=progress,
+        )
     if json:
-        print_json(predictions)
+        # classify keeps its long-standing shape: a list of {image, top}
+        print_json(result.items if result.task == "classify" else result)
         return
-    from rich.markup import escape
-
+    if quiet:
+        return
     out = console()
-    for p in predictions:
-        out.print(f"[bold]{escape(p.image)}[/]")
-        for s in p.top:
-            label = f"  {escape(s.label)}" if s.label else ""
-            out.print(f"  {s.score:.4f}  {s.index:>5}{label}")
+    for line in summary_lines(result):
+        out.print(line)
+
+
+class _ImageProgress:
+    """A progress bar over images on a terminal's stderr, for more than one batch's worth; else nothing."""
+
+    def __init__(self, total: int, quiet: bool):
+        import sys
+
+        self.total = total
+        self.live = not quiet and total > 1 and sys.stderr.isatty()
+        self._bar: Any = None
+
+    def __enter__(self) -> _ImageProgress:
+        if self.live:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+            self._bar = Progress(
+                "images",
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeRemainingColumn(),
+                console=console(stderr=True),
+            )
+            self._bar.start()
+            self._task = self._bar.add_task("images", total=self.total)
+        return self
+
+    def __call__(self, done: int) -> None:
+        if self._bar is not None:
+            self._bar.advance(self._task, done)
+
+    def __exit__(self, *exc: object) -> None:
+        if self._bar is not None:
+            self._bar.stop()
 
 
 def _resize(text: str) -> tuple[int, ...]:

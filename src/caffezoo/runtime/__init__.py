@@ -10,7 +10,12 @@
 Modules: :mod:`.convert` (Caffe -> ONNX; the per-layer rules live in
 :mod:`.ops`, :mod:`.ops_fork` and :mod:`.detection`), :mod:`.session`
 (onnxruntime and the conversion cache), :mod:`.preprocess` (Caffe-style image
-input), :mod:`.classifier` (images to top-k labels).
+input), :mod:`.classifier` (images to top-k labels), :mod:`.tasks` (what
+``caffezoo run`` does per task: classify, detect, segment, embed, caption,
+the last in :mod:`.caption`) and
+:mod:`.draw` (boxes and class maps as pictures). Layer rules beyond
+:mod:`.ops`: :mod:`.ops_regions` (SPP, Embed, ROI pooling, proposals) and
+:mod:`.ops_recurrent` (LSTM, RNN).
 
 Needs the ``run`` extra (numpy, onnx, onnxruntime, pillow); the command line
 imports this package only inside the commands that run models.

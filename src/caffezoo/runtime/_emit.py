@@ -78,6 +78,8 @@ class Ctx:
     blobs: list[np.ndarray] = field(default_factory=list)
     dynamic: bool = False  # the graph's batch axis is symbolic
     path: str | None = None  # the prototxt, for messages
+    # An input's first axis counts what the data says (Faster R-CNN's proposals): sized like a batch.
+    variable_rows: bool = False
 
     @property
     def name(self) -> str:
@@ -146,7 +148,7 @@ class Ctx:
         at all (then the graph needs a fixed batch size).
         """
         target = [int(d) for d in shape]
-        if self.dynamic and target:
+        if (self.dynamic or (self.variable_rows and batch != "fixed")) and target:
             if batch == "copy":
                 target[0] = 0  # ONNX: 0 copies the input's dimension
             elif batch == "infer":

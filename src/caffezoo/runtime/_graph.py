@@ -38,6 +38,7 @@ DTYPES = {
     np.dtype(np.int64): TensorProto.INT64,
     np.dtype(np.bool_): TensorProto.BOOL,
     np.dtype(np.int32): TensorProto.INT32,
+    np.dtype(np.float64): TensorProto.DOUBLE,
 }
 
 

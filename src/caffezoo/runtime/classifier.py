@@ -13,7 +13,7 @@ input size. Images go through the net in batches.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -59,13 +59,15 @@ def classify(
     labels: str | os.PathLike[str] | None = None,
     output: str | None = None,
     net: InferenceNet | None = None,
+    progress: Callable[[int], None] | None = None,
     **load_options,
 ) -> list[Prediction]:
     """Classify ``images`` with MODEL (or an already loaded ``net``); ``mean``/``labels`` override the front
     matter's.
 
     Files given here are found from the working directory; those the front
-    matter names, in the model directory.
+    matter names, in the model directory. ``progress(n)`` is told after each
+    batch how many images it held.
     """
     from ..zoo import resolve
 
@@ -91,7 +93,7 @@ def classify(
         oversample=oversample,
         mean=mean_array,
     )
-    names = read_labels(Path(labels) if labels else m.path / fm.labels) if (labels or fm.labels) else None
+    names = read_labels(Path(labels) if labels else m.labels_path) if (labels or fm.labels) else None
     fixed = shape[0]
     size = fixed or batch_size or DEFAULT_BATCH
     crops = CROPS if oversample else 1
@@ -110,7 +112,7 @@ def classify(
         scores = scores[: len(chunk) * crops].reshape(len(chunk), crops, -1).mean(axis=1)
         if names is not None and len(names) != scores.shape[1]:
             raise ModelDirError(
-                f"{labels or m.path / fm.labels}: {len(names)} labels, but the net's "
+                f"{labels or m.labels_path}: {len(names)} labels, but the net's "
                 f"{blob!r} has {scores.shape[1]} classes"
             )
         for path, row in zip(chunk, scores):
@@ -120,6 +122,8 @@ def classify(
                     str(path), [Scored(int(i), names[i] if names else None, float(row[i])) for i in best]
                 )
             )
+        if progress is not None:
+            progress(len(chunk))
     return results
 
 

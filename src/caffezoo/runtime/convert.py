@@ -34,6 +34,8 @@ from ..errors import CaffezooError, ConversionError
 from . import detection as _detection  # noqa: F401  (registers converters)
 from . import ops as _ops  # noqa: F401
 from . import ops_fork as _ops_fork  # noqa: F401
+from . import ops_recurrent as _ops_recurrent  # noqa: F401
+from . import ops_regions as _ops_regions  # noqa: F401
 from ._emit import CHECKS, EMITTERS, SKIPPED, Ctx, StaticBatch
 from ._graph import Graph, value_info
 from .fill import fill, layer_fillers
@@ -223,7 +225,9 @@ def check_supported(net: Net) -> None:
         why = check(layer) if check else None
         if why:
             problems.append(f"{layer.where(net.path)}: {why}")
-    lines = [f"layer type {t!r}, used by {_names(names)}" for t, names in sorted(unsupported.items())]
+    lines = [
+        f"layer type {t!r}{_family(t)}, used by {_names(names)}" for t, names in sorted(unsupported.items())
+    ]
     lines += problems
     if lines:
         what = net.path or net.name or "the net"
@@ -231,6 +235,20 @@ def check_supported(net: Net) -> None:
             f"{what}: cannot convert to ONNX ({len(lines)} problem{'s' * (len(lines) > 1)}):\n"
             + "\n".join(lines)
         )
+
+
+# Layer types that cannot be expressed in ONNX, and the model families on the Caffe wiki that use them.
+FAMILIES = {
+    "MultiStageMeanfield": "CRF-RNN: mean-field iterations with permutohedral-lattice filtering",
+    "Filter": "data-dependent output sizes, used while training",
+    "BatchReindex": "training-time batch shuffling",
+    "LSTMUnit": "a training-time building block of LSTM",
+}
+
+
+def _family(layer_type: str) -> str:
+    family = FAMILIES.get(layer_type)
+    return f" ({family})" if family else ""
 
 
 def _names(names: list[str]) -> str:
@@ -327,6 +345,7 @@ def _build(net: Net, opset: int, wanted: Sequence[str], *, dynamic: bool) -> Con
     tensors: dict[str, str] = {}
     shapes: dict[str, tuple[int, ...]] = {}
     inputs = []
+    rows = _data_dependent_rows(net)
     for i, layer in enumerate(net.layers):
         if layer.type in INPUT_TYPES:
             inputs.extend(_declare_inputs(net, layer, tensors, shapes, dynamic))
@@ -352,6 +371,7 @@ def _build(net: Net, opset: int, wanted: Sequence[str], *, dynamic: bool) -> Con
             list(layer.blobs),
             dynamic,
             net.path,
+            variable_rows=bool(rows.intersection(layer.bottoms)),
         )
         EMITTERS[layer.type](ctx)
         for top, name, shape in zip(layer.tops, y, layer.top_shapes):
@@ -364,9 +384,24 @@ def _build(net: Net, opset: int, wanted: Sequence[str], *, dynamic: bool) -> Con
             f"no blob named {', '.join(map(repr, unknown))} in the net (blobs: {', '.join(sorted(tensors))})"
         )
     varying = _batch_varying(net, names) if dynamic else {}
+    for b in rows.intersection(names):  # as many rows as proposals survive, whatever the batch
+        varying[b] = tuple(sorted({0, *varying.get(b, ())}))
     outputs = [value_info(tensors[b], _output_dims(shapes.get(b), varying.get(b, ()))) for b in names]
     meta = {"caffezoo.converter": CONVERTER_VERSION, "caffezoo.dynamic_batch": str(dynamic).lower()}
+    batch = next((shape[0] for shape in net.inputs.values() if shape), 1) or 1
+    # Work per image: the runtime runs nets this small on one thread (waking workers costs more).
+    meta["caffezoo.macs_per_image"] = str(sum(layer.macs or 0 for layer in net.layers) // batch)
     return Converted(g, inputs, outputs, net, dynamic, metadata=meta)
+
+
+def _data_dependent_rows(net: Net) -> set[str]:
+    """Blobs whose first axis counts what the data says (Faster R-CNN's proposals and all computed from
+    them): their declared size is only an upper bound, so the graph leaves it open."""
+    rows: set[str] = set()
+    for layer in net.layers:
+        if layer.type == "Python" or rows.intersection(layer.bottoms):
+            rows.update(layer.tops)
+    return rows
 
 
 def _outputs(net: Net, tensors: dict[str, str]) -> list[str]:

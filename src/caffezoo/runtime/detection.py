@@ -158,50 +158,71 @@ def _decode(ctx: Ctx, loc: str, priors: int) -> str:
 def _keep_top_k(ctx: Ctx, image: str, label: str, score: str, box: str, keep: int) -> tuple[str, ...]:
     """Keep each image's ``keep`` best rows, in their current order.
 
-    A row's rank is the number of rows of the same image that beat it (higher
-    score, or equal score and earlier): O(rows^2), with rows <= images*classes*top_k.
+    Two stable sorts (TopK breaks ties by the lower index): by score, best
+    first, then by image; a row's rank is its position minus where its image
+    starts. O(rows log rows), where comparing every pair of rows was
+    O(rows^2) and took 30 ms at SSD's 20 classes x 100 candidates.
     """
-    col = ctx.const("col_axis", [1])
-    row = ctx.const("row_axis", [0])
-    same = ctx.op(
-        "Equal",
-        ctx.op("Unsqueeze", image, col, step="image_i"),
-        ctx.op("Unsqueeze", image, row, step="image_j"),
-        step="same_image",
-    )
-    s_i = ctx.op("Unsqueeze", score, col, step="score_i")
-    s_j = ctx.op("Unsqueeze", score, row, step="score_j")
     count = ctx.op("Shape", score, step="count")
-    index = ctx.op(
+    by_score = ctx.node("TopK", [score, count], 2, step="by_score", axis=0)[1]
+    image_by_score = ctx.op("Gather", image, by_score, step="image_by_score", axis=0)
+    negated = ctx.op("Neg", image_by_score, step="image_neg")
+    sorted_image, by_image = ctx.node("TopK", [negated, count], 2, step="by_image", axis=0)
+    order = ctx.op("Gather", by_score, by_image, step="order", axis=0)  # (image, -score, index) order
+    image_sorted = ctx.op("Neg", sorted_image, step="image_sorted")
+    # Where each image's rows start: the rows of the images before it.
+    images = ctx.op(
         "Range",
         ctx.const("zero", 0),
-        ctx.op("Squeeze", count, step="count_scalar"),
+        ctx.op(
+            "Squeeze",
+            ctx.op(
+                "Slice",
+                ctx.op("Shape", ctx.x[0], step="in_shape_k"),
+                ctx.const("k0", [0]),
+                ctx.const("k1", [1]),
+                step="batch_k",
+            ),
+            step="batch_scalar_k",
+        ),
         ctx.const("one", 1),
-        step="index",
+        step="image_ids_k",
     )
-    earlier = ctx.op(
-        "Less",
-        ctx.op("Unsqueeze", index, row, step="index_j"),
-        ctx.op("Unsqueeze", index, col, step="index_i"),
-        step="earlier",
+    onehot = ctx.op(
+        "Cast",
+        ctx.op(
+            "Equal",
+            ctx.op("Unsqueeze", image_sorted, ctx.const("col_axis", [1]), step="image_col_k"),
+            ctx.op("Unsqueeze", images, ctx.const("row_axis", [0]), step="image_row_k"),
+            step="of_image",
+        ),
+        step="of_image_int",
+        to=7,
     )
-    beats = ctx.op(
-        "Or",
-        ctx.op("Greater", s_j, s_i, step="higher"),
-        ctx.op("And", ctx.op("Equal", s_j, s_i, step="tie"), earlier, step="tie_earlier"),
-        step="beats",
+    per_image = ctx.op("ReduceSum", onehot, ctx.const("rows_axis", [0]), step="per_image", keepdims=0)
+    starts = ctx.op("CumSum", per_image, ctx.const("cum_axis", 0), step="starts", exclusive=1)
+    position = ctx.op(
+        "Range",
+        ctx.const("p0", 0),
+        ctx.op("Squeeze", count, step="count_scalar"),
+        ctx.const("p1", 1),
+        step="position",
     )
-    rank = ctx.op(
-        "ReduceSum",
-        ctx.op("Cast", ctx.op("And", same, beats, step="rivals"), step="rivals_int", to=7),
-        ctx.const("rank_axes", [1]),
-        step="rank",
-        keepdims=0,
-    )
+    rank = ctx.op("Sub", position, ctx.op("Gather", starts, image_sorted, step="start", axis=0), step="rank")
     kept = ctx.op(
         "NonZero", ctx.op("Less", rank, ctx.const("keep_top_k", keep), step="kept_mask"), step="kept"
     )
-    kept = ctx.op("Squeeze", kept, ctx.const("kept_axes", [0]), step="kept_index")
+    kept = ctx.op(
+        "Gather",
+        order,
+        ctx.op("Squeeze", kept, ctx.const("kept_axes", [0]), step="kept_pos"),
+        step="kept_rows",
+        axis=0,
+    )
+    # Back in the rows' own order (image, label, score): the kept row numbers, ascending.
+    kept = ctx.node(
+        "TopK", [kept, ctx.op("Shape", kept, step="kept_count")], 2, step="in_order", axis=0, largest=0
+    )[0]
     return tuple(
         ctx.op("Gather", t, kept, step=f"keep_{name}", axis=0)
         for t, name in ((image, "image"), (label, "label"), (score, "score"), (box, "box"))

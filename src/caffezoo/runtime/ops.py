@@ -509,6 +509,8 @@ def reshape(ctx: Ctx) -> None:
         # Caffe: a negative axis counts from one past the end (-1 appends).
         start = p.axis if p.axis >= 0 else len(shape) + 1 + p.axis
         keep = start > 0 or (p.num_axes != 0 and len(p.shape.dim) > 0 and p.shape.dim[0] == 0)
+        # R-FCN's (-1, classes) after ROI pooling: the rows stay the proposals', however many there are.
+        keep = keep or (ctx.variable_rows and bool(shape) and ctx.out_shapes[0][0] == shape[0])
     ctx.reshape(ctx.x[0], ctx.out_shapes[0], ctx.y[0], batch="copy" if keep else "fixed")
 
 

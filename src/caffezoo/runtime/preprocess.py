@@ -130,21 +130,29 @@ class Preprocessor:
 
     def __call__(self, images: Sequence[str | os.PathLike[str]]) -> np.ndarray:
         """N x C x H x W (N x 10 crops with ``oversample``), float32."""
-        return (
-            np.concatenate([self.one(path) for path in images])
-            if images
-            else np.zeros((0, self.channels, self.height, self.width), np.float32)
-        )
+        if not images:
+            return np.zeros((0, self.channels, self.height, self.width), np.float32)
+        if len(images) == 1:
+            return self.one(images[0])  # already its own contiguous array: no copy to concatenate
+        return np.concatenate([self.one(path) for path in images])
 
     def one(self, path: str | os.PathLike[str]) -> np.ndarray:
         h, w = self.size
         image = load_image(path, self.channels, (h, w))  # H x W x C, 0..1
-        x = image.transpose(2, 0, 1) * np.float32(self.raw_scale)
-        if self.swap_channels and self.channels == 3:
-            x = x[::-1]
-        x = x - self._mean((h, w))
+        image *= np.float32(self.raw_scale)  # in place: load_image's array is this call's own
+        c = self.channels
+        order = range(c - 1, -1, -1) if self.swap_channels and c == 3 else range(c)  # RGB -> BGR
+        mean = self._mean((h, w))
+        # One pass per channel does the move to C x H x W, the channel swap and the mean: the same
+        # numbers as doing them one after another, without strided passes over the whole image.
+        x = np.empty((c, h, w), np.float32)
+        for dst, src in enumerate(order):
+            m = mean if isinstance(mean, float) else mean[dst if mean.shape[0] > 1 else 0]
+            np.subtract(image[:, :, src], m, out=x[dst])
         crops = self._crops(x)
-        return (crops * np.float32(self.input_scale)).astype(np.float32)
+        if self.input_scale != 1:
+            crops = crops * np.float32(self.input_scale)
+        return np.ascontiguousarray(crops, dtype=np.float32)
 
     def _mean(self, size: tuple[int, int]) -> np.ndarray | float:
         m = self.mean
@@ -173,10 +181,13 @@ def load_image(path: str | os.PathLike[str], channels: int, size: tuple[int, int
 
     if channels not in (1, 3):
         raise RuntimeInputError(f"{path}: the net takes {channels} channels; images give 1 or 3")
+    mode = "L" if channels == 1 else "RGB"
     with open_image(path) as im:
-        im = im.convert("L" if channels == 1 else "RGB")
+        if im.mode != mode:  # converting an image already in the mode only copies it
+            im = im.convert(mode)
         im = im.resize((size[1], size[0]), Image.Resampling.BILINEAR)
-        array = np.asarray(im, np.float32) / np.float32(255)
+        array = np.asarray(im, np.float32)
+        array /= np.float32(255)
     return array[:, :, None] if array.ndim == 2 else array
 
 

@@ -51,15 +51,37 @@ class InferenceNet:
 
     def forward(self, **inputs: Any) -> dict[str, np.ndarray]:
         """Run the net; every input by its blob name, as an N x C x H x W float array."""
-        feed = {name: self._check(name, inputs.get(name)) for name in self.inputs}
+        feed = inputs
+        for name, expected in self.inputs.items():
+            value = inputs.get(name)
+            # The usual call (the right names, float32 C-contiguous arrays that fit) costs no copies and
+            # little Python: on tiny nets that overhead is as long as the forward pass.
+            if not (
+                type(value) is np.ndarray
+                and value.dtype == _FLOAT32
+                and value.flags.c_contiguous
+                and _fits(value.shape, expected)
+            ):
+                if feed is inputs:
+                    feed = dict(inputs)
+                feed[name] = self._check(name, value)
+        if len(inputs) != len(self.inputs):  # every input is there (or _check said so): so names are extra
+            self._unknown(inputs)
+        # InferenceSession.run re-validates the names checked above (a few microseconds, 15% of a tiny
+        # net's call); its C++ session, when there, is called directly with the same arguments.
+        inner = getattr(self.session, "_sess", None)
+        results = (
+            inner.run(self.outputs, feed, None) if inner is not None else self.session.run(self.outputs, feed)
+        )
+        return dict(zip(self.outputs, results))
+
+    def _unknown(self, inputs: dict[str, Any]) -> None:
         unknown = sorted(set(inputs) - set(self.inputs))
         if unknown:
             raise RuntimeInputError(
                 f"unknown input{'s' * (len(unknown) > 1)} {', '.join(map(repr, unknown))}: "
                 f"this net takes {', '.join(map(repr, self.inputs))}"
             )
-        results = self.session.run(self.outputs, feed)
-        return dict(zip(self.outputs, results))
 
     __call__ = forward
 
@@ -72,8 +94,7 @@ class InferenceNet:
         if array.dtype.kind not in "fiu":
             raise RuntimeInputError(f"input {name!r}: expected numbers (float32), got dtype {array.dtype}")
         shape = array.shape
-        fits = len(shape) == len(expected) and all(e is None or e == s for e, s in zip(expected, shape))
-        if not fits or (shape and shape[0] == 0):
+        if not _fits(shape, expected):
             why = self.source.get("static_batch")
             hint = (
                 f" (the batch size is fixed: {why})" if why and expected and expected[0] is not None else ""
@@ -82,6 +103,21 @@ class InferenceNet:
                 f"input {name!r}: expected shape {want}, got {'x'.join(map(str, shape)) or 'a scalar'}{hint}"
             )
         return np.ascontiguousarray(array, dtype=np.float32)
+
+
+_FLOAT32 = np.dtype(np.float32)
+
+
+def _fits(shape: tuple[int, ...], expected: Shape) -> bool:
+    """``shape`` has ``expected``'s sizes (None: any) and a batch of at least one."""
+    if shape == expected:
+        return not shape or shape[0] != 0
+    if len(shape) != len(expected) or (shape and shape[0] == 0):
+        return False
+    for e, s in zip(expected, shape):
+        if e is not None and e != s:
+            return False
+    return True
 
 
 # ------------------------------------------------------------ loading
@@ -97,11 +133,14 @@ def load(
     fill_missing: bool = False,
     threads: int | None = None,
     cache: bool = True,
+    outputs: Sequence[str] = (),
 ) -> InferenceNet:
     """Load MODEL (a model directory, bundled name or ``.prototxt`` + ``weights``) for inference.
 
     ``providers`` are onnxruntime execution providers in order of preference
-    (default: CPU); ``threads`` caps onnxruntime's intra-op threads.
+    (default: CPU); ``threads`` caps onnxruntime's intra-op threads (default: its own choice, but one
+    for nets under TINY_MACS per image); ``outputs``
+    are blobs to return besides the net's outputs (features for ``embed``).
     """
     prototxt, weights_path, expected, model_dir = locate(model, weights)
     options = {
@@ -109,6 +148,8 @@ def load(
         "input_shapes": {k: list(v) for k, v in sorted((input_shapes or {}).items())},
         "fill_missing": fill_missing,
     }
+    if outputs:  # only when asked, so that existing cache entries keep their names
+        options["outputs"] = sorted(set(outputs))
     sha1 = weights_sha1(weights_path, expected)
     onnx_path = cached_path(sha1, prototxt, options) if cache else None
     session = None
@@ -121,20 +162,34 @@ def load(
             onnx_path.unlink(missing_ok=True)
     if session is None:
         net = load_caffe(prototxt, weights_path, input_shapes=input_shapes, fill_missing=fill_missing)
-        converted = convert_net(net, opset=opset)
+        converted = convert_net(net, opset=opset, outputs=list(outputs))
         if onnx_path is None:
             source: Path | bytes = converted.proto().SerializeToString()
         else:
             onnx_path.parent.mkdir(parents=True, exist_ok=True)
             source = converted.save(onnx_path)
         session = make_session(source, providers=providers, threads=threads)
+    meta = session.get_modelmeta().custom_metadata_map
+    if threads is None and _tiny(meta):  # one thread: no worker to wake on every call
+        session = make_session(onnx_path or source, providers=providers, threads=1)
     inputs = {i.name: tuple(d if isinstance(d, int) else None for d in i.shape) for i in session.get_inputs()}
     outputs = [o.name for o in session.get_outputs()]
-    meta = session.get_modelmeta().custom_metadata_map
     info = {"prototxt": str(prototxt), "weights": str(weights_path), "sha1": sha1}
     if meta.get("caffezoo.static_batch"):
         info["static_batch"] = meta["caffezoo.static_batch"]
     return InferenceNet(onnx_path, session, inputs, outputs, info, model_dir)
+
+
+# Nets doing less work than this per image run on one onnxruntime thread unless told otherwise: waking
+# a sleeping worker costs tens of microseconds, more than such a net's whole forward pass.
+TINY_MACS = 20_000_000
+
+
+def _tiny(meta: dict[str, str]) -> bool:
+    try:
+        return 0 < int(meta.get("caffezoo.macs_per_image", "0")) < TINY_MACS
+    except ValueError:
+        return False
 
 
 def make_session(
