@@ -26,7 +26,6 @@ failed is tried again after a backoff that doubles like the link checker's.
 from __future__ import annotations
 
 import os
-import re
 import socket
 import threading
 import time
@@ -42,6 +41,7 @@ from sqlalchemy import delete, select
 from .. import _http
 from ..config import settings
 from ..errors import CaffezooError
+from ..hashes import is_sha1
 from . import catalog
 from .blobstore import BlobStore, BlobWriter, LocalStore
 from .models import Entry, MirrorSource
@@ -49,8 +49,6 @@ from .storage import Storage, now
 
 if TYPE_CHECKING:
     from .jobs import Leases
-
-SHA1_RE = re.compile(r"[0-9a-f]{40}")
 
 
 CONCURRENCY = 4
@@ -117,7 +115,7 @@ def wanted(
     sources: dict[str, dict[str, int | None]] = {}
     by_owner: dict[str | None, list[str]] = {}
     for sha1, url, size, owner in rows:
-        if SHA1_RE.fullmatch(sha1 or "") and (sha1, url) not in waiting and not has(sha1):
+        if is_sha1(sha1, lowercase=True) and (sha1, url) not in waiting and not has(sha1):
             if sha1 not in sources:
                 by_owner.setdefault(owner, []).append(sha1)
             sources.setdefault(sha1, {}).setdefault(url, size)
@@ -267,7 +265,7 @@ class Mirror:
         return self.store.path(sha1)  # type: ignore[attr-defined]
 
     def has(self, sha1: str | None) -> bool:
-        return bool(sha1) and SHA1_RE.fullmatch(sha1) is not None and self.store.has(sha1)
+        return bool(sha1) and is_sha1(sha1, lowercase=True) and self.store.has(sha1)
 
     def fetch(self, sha1: str, url: str, size: int | None = None, **options) -> None:
         """Fetch one blob through the downloads engine (verified, resumable, atomic) into the store.

@@ -59,6 +59,8 @@ class Gist(Base):
     revision: Mapped[int] = mapped_column(Integer, default=0)
     # Bumped on every change (files or description): the key of cached JSON.
     serial: Mapped[int] = mapped_column(Integer, default=0)
+    # The Gist API a `wiki import` copied it from; such a gist is read-only through the API.
+    imported_from: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
 class Revision(Base):

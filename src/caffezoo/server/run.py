@@ -12,7 +12,8 @@ from pathlib import Path
 
 from ..config import settings
 from ..errors import UsageError
-from .storage import Invalid, Storage, check_login
+from ..gist.rules import Invalid, check_login
+from .storage import Storage
 from .work import Limits
 
 
@@ -303,6 +304,7 @@ def run(
     from .._json import jsonable
     from .app import check_base_url, create_app
     from .logs import log_config
+    from .protocols import connection_options
 
     if role not in ROLES:
         raise UsageError(f"--role {role!r}: expected one of {', '.join(ROLES)}")
@@ -341,12 +343,7 @@ def run(
         options["loop"] = "uvloop"
     except ImportError:
         pass
-    try:
-        import httptools  # noqa: F401
-
-        options["http"] = "httptools"
-    except ImportError:
-        pass
+    options.update(connection_options())  # httptools when installed; header and keep-alive deadlines
     # uvicorn ends a SIGTERM'd server by raising the signal again once it has drained: with
     # the default action that would kill the process before the jobs below release their leases.
     signal.signal(signal.SIGTERM, _exit_cleanly)
