@@ -132,13 +132,16 @@ def test_requests_stay_under_the_rate(store, origin):
     for i in range(5):
         origin.route(f"/w{i}", BODY)
         model_for(store, origin.url(f"/w{i}"), name=f"Rate Net {i}")
-    # 2 a second: the gaps are seen where the requests arrive, after the loopback's and the
-    # scheduler's jitter (15 ms and more on a loaded machine), which must stay small beside them.
+    # 2 a second: the times are seen where the requests arrive, after the loopback's and the
+    # scheduler's jitter (tens of ms on a loaded machine). A late request shortens the gap
+    # after it, so one gap alone can look short; the span of all five cannot, and no two
+    # requests may come as a burst.
     check_links(store, policy=LAB, rate=2)
     times = sorted(r.time for r in origin.requests)
     assert len(times) == 5
     gaps = [b - a for a, b in zip(times, times[1:])]
-    assert min(gaps) >= 0.45  # 2 a second at most
+    assert times[-1] - times[0] >= 4 * 0.5 - 0.1  # 2 a second at most, on average
+    assert min(gaps) >= 0.25  # and never a burst
 
 
 def test_a_round_of_checks_is_recorded_in_batches(store, origin):
