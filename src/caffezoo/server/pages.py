@@ -901,7 +901,7 @@ def _user_page(request: Request, user: str) -> HTMLResponse:
     """The public models ``user`` published, newest first; a 404 page for nobody."""
     from sqlalchemy import func
 
-    from .storage import Invalid, check_login
+    from ..gist.rules import Invalid, check_login
 
     try:
         check_login(user)
