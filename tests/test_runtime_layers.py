@@ -70,6 +70,18 @@ def test_spp_refuses_padding_caffe_refuses(tmp_path):
         to_onnx(prototxt, weights=caffemodel)
 
 
+@pytest.mark.parametrize("height", [65, 4_000_000_000])
+def test_a_hostile_pyramid_height_is_refused_at_once(tmp_path, height):
+    # Level 64 has 2^64 bins a side: Caffe refuses its padding on any input, so no more levels are counted
+    # (counting 4 billion of them, or their 4^level bins, never ended).
+    n = NetBuilder("spp")
+    x = n.Input("data", shape=dict(dim=[1, 1, 8, 8]))
+    n.SPP("out", x, pyramid_height=height)
+    prototxt, caffemodel = write_net(tmp_path, n, {})
+    with pytest.raises(ConversionError, match=f"pyramid_height {height}: at most 64"):
+        to_onnx(prototxt, weights=caffemodel)
+
+
 # ------------------------------------------------------------ Embed
 
 

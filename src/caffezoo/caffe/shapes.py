@@ -645,6 +645,9 @@ def _accuracy(layer: Layer, bottoms: list[Shape]) -> tuple:
 def _spp(layer: Layer, bottoms: list[Shape]) -> tuple:
     n, c = bottoms[0][0], bottoms[0][1]
     height = layer.param.spp_param.pyramid_height
+    # Level 64 has 2^64 bins a side: on any input its padding is as large as its window, which Caffe's
+    # pooling refuses, so a taller pyramid is refused here rather than its levels counted (4 billion).
+    _check(height <= 64, f"pyramid_height {height}: at most 64 (level 64 has more bins than any input)")
     if height == 1:
         return [(n, c, 1, 1)], [], 0
     return [(n, c * sum(4**level for level in range(height)))], [], 0
