@@ -128,6 +128,18 @@ def roi_pool_ref(x, rois, ph, pw, scale):
     return out
 
 
+@pytest.mark.parametrize("pooled", [(0, 2), (3, 0)])
+def test_roi_pooling_needs_a_pooled_size(tmp_path, pooled):
+    # Caffe checks pooled_h, pooled_w > 0; onnxruntime's refusal was an uncaught traceback at load.
+    n = NetBuilder("roi")
+    x = n.Input("data", shape=dict(dim=[1, 3, 12, 16]))
+    rois = n.Input("rois", shape=dict(dim=[2, 5]))
+    n.ROIPooling("out", x, rois, pooled_h=pooled[0], pooled_w=pooled[1], spatial_scale=0.5)
+    prototxt, caffemodel = write_net(tmp_path, n, {})
+    with pytest.raises(ConversionError, match="pooled_h and pooled_w must be 1 or more"):
+        run_caffezoo(prototxt, caffemodel, {}, ["out"])
+
+
 def test_roi_pooling_matches_opencv_and_caffe(tmp_path):
     n = NetBuilder("roi")
     x = n.Input("data", shape=dict(dim=[2, 3, 12, 16]))

@@ -815,6 +815,8 @@ def _shuffle_channel(layer: Layer, bottoms: list[Shape]) -> tuple:
 
 def _roi_pooling(layer: Layer, bottoms: list[Shape]) -> tuple:
     p = layer.param.roi_pooling_param
+    # Caffe's ROIPoolingLayer CHECKs both; onnxruntime's refusal of a 0 came as a traceback at load
+    _check(p.pooled_h > 0 and p.pooled_w > 0, "pooled_h and pooled_w must be 1 or more")
     return [(bottoms[1][0], bottoms[0][1], p.pooled_h, p.pooled_w)], [], 0
 
 
