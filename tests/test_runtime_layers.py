@@ -290,6 +290,14 @@ def test_proposals_need_one_image_and_a_readable_param_str(tmp_path):
         to_onnx(prototxt, weights=caffemodel)
 
 
+@pytest.mark.parametrize("stride", ["0", "-16", "1e30", "2.5"])
+def test_proposals_need_a_whole_positive_feat_stride(tmp_path, stride):
+    # 1e30 was an OverflowError traceback; 0 and -16 put every anchor at the image's corner or outside it.
+    prototxt, caffemodel = write_net(tmp_path, _proposal_net(param_str=f"'feat_stride': {stride}"), {})
+    with pytest.raises(ConversionError, match="feat_stride must be a whole number of pixels, 1 or more"):
+        to_onnx(prototxt, weights=caffemodel)
+
+
 # ------------------------------------------------------------ a small Faster R-CNN, end to end
 
 
