@@ -170,6 +170,42 @@ def test_embed_writes_every_image_batch_by_batch(tmp_path, cli):
     assert features.shape == (5, 6, 7, 7) and np.allclose(features, expected, atol=1e-5)
 
 
+def test_sigterm_mid_embed_leaves_neither_features_nor_a_temporary_file(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import threading
+
+    from download_helpers import no_temp_files, wait_for
+
+    d = model_dir(tmp_path)
+    work = tmp_path / "work"
+    work.mkdir()
+    first = picture(work / "a.png", 24, 20)
+    # The second image is a pipe fed once: its header is checked, then reading its pixels waits, with
+    # the first image's features already in the temporary file.
+    stalled = work / "b.png"
+    os.mkfifo(stalled)
+    png = first.read_bytes()
+    threading.Thread(target=lambda: stalled.write_bytes(png), daemon=True).start()
+    out = work / "features.npy"
+    p = subprocess.Popen(
+        [sys.executable, "-m", "caffezoo", "run", d, first, stalled, "--blob", "conv1", "-o", out, "-b", "1"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_for(lambda: not no_temp_files(work), what="features being written")
+        p.send_signal(signal.SIGTERM)
+        _, err = p.communicate(timeout=60)
+    finally:
+        p.kill()
+    assert p.returncode == 128 + signal.SIGTERM, err
+    assert "Traceback" not in err and not out.exists() and no_temp_files(work), os.listdir(work)
+
+
 @pytest.mark.parametrize(
     "args, message",
     [
