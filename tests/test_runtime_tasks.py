@@ -18,7 +18,7 @@ from test_runtime_session import model_dir, small_classifier
 from test_runtime_ssd import _ssd
 
 from caffezoo.caffe.builder import NetBuilder
-from caffezoo.errors import RuntimeInputError, UsageError
+from caffezoo.errors import RuntimeInputError, UsageError, WriteError
 from caffezoo.modeldir import SHARED_LABELS_DIR
 from caffezoo.runtime import load
 from caffezoo.runtime.draw import OVERLAY_ALPHA, palette
@@ -168,6 +168,22 @@ def test_embed_writes_every_image_batch_by_batch(tmp_path, cli):
     net = load(d, outputs=["conv1"])
     expected = net.forward(data=Preprocessor(3, 16, 16)(images))["conv1"]
     assert features.shape == (5, 6, 7, 7) and np.allclose(features, expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("task", ["segment", "embed"])
+def test_output_that_is_a_pipe_or_device_is_refused_not_replaced(tmp_path, task):
+    import os
+    import stat
+
+    d = model_dir(tmp_path, scorer(), task="semantic segmentation")
+    image = picture(tmp_path / "a.png", 24, 20)
+    pipe = tmp_path / "out.npy"
+    os.mkfifo(pipe)  # as /dev/stdout or /dev/full: renaming a file over it replaced the device (as root)
+    blob = {"embed": "score"}.get(task)
+    with pytest.raises(WriteError, match=f"{pipe}: cannot write: not a regular file"):
+        run(d, [image], task=task, output=pipe, blob=blob)
+    assert stat.S_ISFIFO(os.lstat(pipe).st_mode)
+    assert not [n for n in os.listdir(tmp_path) if n.endswith(".tmp")]
 
 
 def test_sigterm_mid_embed_leaves_neither_features_nor_a_temporary_file(tmp_path):
