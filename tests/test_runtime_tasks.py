@@ -18,7 +18,7 @@ from test_runtime_session import model_dir, small_classifier
 from test_runtime_ssd import _ssd
 
 from caffezoo.caffe.builder import NetBuilder
-from caffezoo.errors import RuntimeInputError, UsageError, WriteError
+from caffezoo.errors import ModelDirError, RuntimeInputError, UsageError, WriteError
 from caffezoo.modeldir import SHARED_LABELS_DIR
 from caffezoo.runtime import load
 from caffezoo.runtime.draw import OVERLAY_ALPHA, palette
@@ -468,6 +468,26 @@ def test_faster_rcnn_with_no_proposals_finds_nothing(tmp_path):
     image = picture(tmp_path / "tiny.png", 4, 3)  # im_info scale 27: every box is under 16 x 27 pixels
     result = run(d, [image], task="detect", threshold=0.0)
     assert result.items[0].detections == []
+
+
+@pytest.mark.parametrize("count", [2, 4, 1000])
+def test_a_labels_file_that_does_not_fit_the_classes_is_refused(tmp_path, count):
+    # As classify refuses it: 2 names left class 2 unnamed, and ImageNet's 1000 named a 3- or 4-class
+    # net's classes wrongly, in silence.
+    from test_runtime_layers import faster_rcnn
+
+    names = tmp_path / "names.txt"
+    names.write_text("".join(f"class{k}\n" for k in range(count)))
+    image = picture(tmp_path / "a.png", 20, 16)
+    seg = model_dir(tmp_path / "seg", scorer(classes=3), task="semantic segmentation")
+    with pytest.raises(
+        ModelDirError, match=f"names.txt: {count} labels, but the net's 'score' has 3 classes"
+    ):
+        run(seg, [image], labels=names)
+    if count != 4:
+        frcnn = model_dir(tmp_path / "frcnn", faster_rcnn(classes=4), seed=5)
+        with pytest.raises(ModelDirError, match=f"{count} labels, but the net's 'cls_prob' has 4 classes"):
+            run(frcnn, [image], task="detect", threshold=0.0, labels=names)
 
 
 @pytest.mark.parametrize("levels", [2, 3, 1000])

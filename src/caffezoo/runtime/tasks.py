@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import UsageError
+from ..errors import ModelDirError, UsageError
 from .caption import MAX_WORDS, Captioned, caption
 from .classifier import DEFAULT_BATCH, Prediction, classify, read_labels
 from .preprocess import Preprocessor, check_images, open_image, read_mean
@@ -397,6 +397,14 @@ class _Job:
         sy, sx = self.pre.height / height, self.pre.width / width
         return [float(self.pre.height), float(self.pre.width), float(np.sqrt(sx * sy))]
 
+    def check_names(self, classes: int, blob: str) -> None:
+        """A labels file names each of ``blob``'s ``classes``, as classify requires."""
+        if self.names is not None and len(self.names) != classes:
+            source = self.labels if self.labels is not None else self.model and self.model.labels_path
+            raise ModelDirError(
+                f"{source}: {len(self.names)} labels, but the net's {blob!r} has {classes} classes"
+            )
+
     def name(self, label: int) -> str | None:
         return self.names[label] if self.names is not None and 0 <= label < len(self.names) else None
 
@@ -474,6 +482,7 @@ class _Job:
             sy, sx = self.pre.height / height, self.pre.width / width
             boxes = results[rois_blob][:, 1:5].astype(np.float64) / [sx, sy, sx, sy]
             scores, deltas = (_rows(results[b]) for b in (scores_blob, deltas_blob))  # R x C, R x 4C
+            self.check_names(scores.shape[1], scores_blob)
             if deltas.shape[1] == 8 and scores.shape[1] != 2:  # R-FCN: one box for every class but background
                 deltas = np.tile(deltas[:, 4:8], (1, scores.shape[1]))
             pred = refine_boxes(boxes, deltas)
@@ -533,6 +542,7 @@ class _Job:
                     item = Segmented(str(path), width, height, values, edges=True)
                     picture = grey(values)
                 else:  # class scores: argmax at the net's size, then each pixel takes its nearest cell's class
+                    self.check_names(s.shape[0], name)
                     class_map = nearest(channel_argmax(s), height, width)
                     item = Segmented(str(path), width, height, class_map, areas=self._areas(class_map))
                     picture = overlay(read_rgb(path), class_map) if output is not None else None
