@@ -449,6 +449,15 @@ def test_caption_is_greedy_word_by_word(tmp_path):
     assert all(0 < p <= 1 for p in item.probabilities)
 
 
+@pytest.mark.parametrize("task", ["caption", None])  # asked for, or the card's "image captioning"
+def test_caption_refuses_a_picture_it_would_not_draw(tmp_path, task):
+    d, _ = lrcn_dir(tmp_path)
+    image = picture(tmp_path / "cat.png", 16, 16)
+    with pytest.raises(UsageError, match="-o is for pictures .* caption prints"):
+        run(d, [image], task=task, output=tmp_path / "out.png")  # was ignored: no picture, no word said
+    assert not (tmp_path / "out.png").exists()
+
+
 def test_caption_needs_both_nets_and_a_fitting_vocabulary(tmp_path, cli_process):
     d, _ = lrcn_dir(tmp_path)
     image = picture(tmp_path / "cat.png", 16, 16)

@@ -241,6 +241,8 @@ def run(
     if task == "caption":  # two nets, neither of which `load(model)` would pick reliably
         from ..zoo import resolve
 
+        _prints_only("caption", output)
+
         return RunResult("caption", caption(resolve(model), paths, **caption_options, **load_options))
     if net is None or (blob and blob not in net.outputs):
         net = load(model, outputs=(blob,) if blob else (), **load_options)  # resolves MODEL once
@@ -249,6 +251,7 @@ def run(
     if wanted == "caption":
         if m is None:
             raise UsageError("--task caption needs a model directory (its image net and word net)")
+        _prints_only("caption", output)
         return RunResult("caption", caption(m, paths, **caption_options, **load_options))
     if wanted == "embed" and not blob:
         raise UsageError("--task embed needs --blob NAME: the blob whose values to save")
@@ -260,8 +263,7 @@ def run(
         net = load(model, outputs=tuple(o for o in (blob, rois[0]) if o), **load_options)
         net.model = net.model or m
     if wanted == "classify":
-        if output is not None:
-            raise UsageError("-o is for pictures (detect, segment) and features (embed); classify prints")
+        _prints_only("classify", output)
         found: list[Any] = classify(
             model,
             paths,
@@ -285,6 +287,12 @@ def run(
     if wanted == "segment":
         return RunResult("segment", job.segment(blob, output))
     return RunResult("embed", [job.embed(blob or "", Path(output or ""))])
+
+
+def _prints_only(task: str, output: str | os.PathLike[str] | None) -> None:
+    """``task`` writes no file: an ``-o`` would be ignored in silence."""
+    if output is not None:
+        raise UsageError(f"-o is for pictures (detect, segment) and features (embed); {task} prints")
 
 
 def infer_task(net: InferenceNet) -> str:
