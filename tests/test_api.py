@@ -25,16 +25,16 @@ def test_download_validate_resolve_from_the_top(tmp_path):
     served = tmp_path / "served.bin"
     served.write_bytes(data)
     model = weights_model(tmp_path / "net", served.as_uri(), data)
-    fetched = caffezoo.download(model)
+    fetched = caffezoo.download(model, allow_local=True)  # the file:// source is this test's own
     assert fetched.path == model / "net.caffemodel" and fetched.path.read_bytes() == data
     assert fetched.sha1 == sha1(data) and fetched.status == "downloaded"
-    assert caffezoo.download(model).status == "present"
+    assert caffezoo.download(model, allow_local=True).status == "present"
     assert caffezoo.resolve(model).has_weights
     assert not [p for p in caffezoo.validate(model) if p.severity == "error"]
     # The modules stay importable and complete under the same names.
     import caffezoo.download as module
 
-    assert module.download_many and caffezoo.download.download(model).status == "present"
+    assert module.download_many and caffezoo.download.download(model, allow_local=True).status == "present"
 
 
 def test_validate_takes_a_bundled_name_and_reports_a_missing_one(tmp_path):

@@ -127,6 +127,16 @@ class ModelDir:
         """The model-info files: what `caffezoo gist upload` sends."""
         return [f for f in self.files if f.is_info]
 
+    def weights_clash(self) -> str | None:
+        """The model's own file that ``caffemodel`` names (the readme, a prototxt, any file of
+        the model info), which the weights would replace; None when it names none."""
+        name = self.front_matter.caffemodel or ""
+        own = {f.name.lower(): f.name for f in self.info_files()}
+        lower = name.lower()
+        if lower in own:
+            return own[lower]
+        return name if lower == README or lower.endswith(".prototxt") else None
+
 
 def classify(path: Path) -> FileKind:
     """Say what a file in a model directory is, by name first and then by content."""

@@ -45,7 +45,15 @@ def check_front_matter(m: ModelDir) -> Iterable[Problem]:
         yield _warn(rp, end, "no caffe_commit or caffe_version: say which Caffe trained the model")
     if not fm.name:
         yield _warn(rp, end, "no name: `caffezoo gist upload` needs it as the gist's description")
-    if fm.caffemodel:
+    clash = m.weights_clash() if fm.caffemodel else None
+    if clash:
+        yield _err(
+            rp,
+            line("caffemodel"),
+            f"caffemodel: {fm.caffemodel!r} is one of the model's own files ({clash}); "
+            "downloading the weights would replace it: name them something else",
+        )
+    elif fm.caffemodel:
         lacking = [k for k in ("caffemodel_url", "sha1") if not getattr(fm, k)]
         if lacking:
             yield _warn(
