@@ -360,3 +360,21 @@ def test_a_picture_drawn_before_is_served_from_disk_even_when_the_queue_is_full(
         assert again.status_code == 200 and "<svg" in again.text and len(_runs(log)) == 1
         (tmp_path / "later" / "go").touch()
         assert held.result(120).status_code == 200
+
+
+def test_drawing_another_net_does_not_re_render_a_cached_page(tmp_path):
+    """A finished drawing re-renders only the pages that showed it as pending: anyone can
+    have nets drawn (``net.svg`` of any revision), so a drawing that invalidated every cached
+    model page would let a crawler of pictures turn every page view into a render."""
+    with web_for(f"sqlite:///{tmp_path / 'zoo.db'}", tmp_path, seed=False) as w:
+        shown = publish(w.storage, "storm", "Shown Net")
+        other = publish(w.storage, "storm", "Other Net", files={"deploy.prototxt": 'name: "other"\n'})
+        broken = publish(w.storage, "storm", "Broken Net", files={"deploy.prototxt": "layer { name: \n"})
+        assert w.get(f"/models/{shown}/net.svg").status_code == 200  # drawn: the page shows it
+        assert w.get(f"/models/{shown}").status_code == 200
+        pages = lambda: [k for k in w.app.state.page_cache.keys() if k[0] == "model" and k[1] == shown]  # noqa: E731
+        assert len(pages()) == 1
+        assert w.get(f"/models/{other}/net.svg").status_code == 200  # another net drawn
+        assert w.get(f"/models/{broken}/net.svg").status_code == 422  # and one that cannot be
+        assert w.get(f"/models/{shown}").status_code == 200
+        assert len(pages()) == 1  # answered from the cache: no new render

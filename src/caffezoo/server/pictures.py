@@ -110,10 +110,15 @@ class Pictures:
         self.timeout, self.max_layers = timeout, max_layers
         self._pending: dict[str, asyncio.Future] = {}
         self.waiting = 0  # requests awaiting a drawing (coroutines, not threads)
-        self.version = 0  # moves on with every finished drawing: pages showing "pending" re-render
 
     def cached(self, key: str) -> Picture | None:
         return self._mem.get(key)
+
+    def ready(self, key: str) -> bool:
+        """Whether the picture of ``key`` is drawn (or known undrawable): in memory, or on disk
+        (a picture too big for the memory cache is only there)."""
+        path = self._path(key)
+        return self.cached(key) is not None or (path is not None and path.is_file())
 
     async def get(self, key: str, prototxt: bytes) -> Picture:
         """The picture of ``prototxt`` (whose blob SHA-1 is ``key``), drawing it at most once
@@ -152,7 +157,6 @@ class Pictures:
         self._pending.pop(key, None)
         if not task.cancelled() and task.exception() is None:
             self._mem.put(key, task.result())
-            self.version += 1
 
     def _path(self, key: str) -> Path | None:
         return self.cache_dir / f"{key}.svg" if self.cache_dir else None
