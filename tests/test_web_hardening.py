@@ -378,3 +378,19 @@ def test_drawing_another_net_does_not_re_render_a_cached_page(tmp_path):
         assert w.get(f"/models/{broken}/net.svg").status_code == 422  # and one that cannot be
         assert w.get(f"/models/{shown}").status_code == 200
         assert len(pages()) == 1  # answered from the cache: no new render
+
+
+def test_a_net_that_cannot_be_drawn_says_where_without_the_servers_temp_path(tmp_path):
+    import html
+    import tempfile
+
+    with web_for(f"sqlite:///{tmp_path / 'zoo.db'}", tmp_path, seed=False) as w:
+        unwired = 'layer { name: "a" type: "ReLU" bottom: "nothing" top: "a" }\n'
+        gid = publish(w.storage, "where", "Unwired Net", files={"deploy.prototxt": unwired})
+        unknown = publish(w.storage, "where", "Unknown Net", files={"deploy.prototxt": "layer { p { } }\n"})
+        for model, said in ((gid, "line 1: layer 'a' (ReLU)"), (unknown, "line 1:9: unknown field 'p'")):
+            r = w.get(f"/models/{model}/net.svg")
+            assert r.status_code == 422 and said in r.text
+            assert tempfile.gettempdir() not in r.text and "caffezoo-draw-" not in r.text
+            page = html.unescape(w.get(f"/models/{model}").text)
+            assert said in page and "caffezoo-draw-" not in page

@@ -75,6 +75,8 @@ def draw_svg(prototxt: bytes, *, timeout: float = 120.0, max_layers: int | None 
         with os.fdopen(fd, "wb") as f:
             f.write(prototxt)
         net = load_net(tmp, phase="TEST", strict=False)
+    except CaffezooError as e:  # "<tmp>:3: ..." names a server's temporary file: say "line 3: ..."
+        raise CaffezooError(str(e).replace(f"{tmp}:", "line ")) from None
     finally:
         os.unlink(tmp)
     if max_layers is not None and len(net.layers) > max_layers:
