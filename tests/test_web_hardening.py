@@ -394,3 +394,32 @@ def test_a_net_that_cannot_be_drawn_says_where_without_the_servers_temp_path(tmp
             assert tempfile.gettempdir() not in r.text and "caffezoo-draw-" not in r.text
             page = html.unescape(w.get(f"/models/{model}").text)
             assert said in page and "caffezoo-draw-" not in page
+
+
+def test_the_process_tuning_is_the_servers_alone_and_reaches_every_worker(tmp_path):
+    """`serve --workers N` builds each worker's app with ``app_from_env`` in a fresh (spawned)
+    interpreter, which inherits nothing that ``run`` set: the factory applies the tuning too.
+    Importing the library or building an app (tests, embedders) leaves the process alone."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys\n"
+        "from caffezoo.server.app import app_from_env, create_app\n"
+        "before = sys.getswitchinterval()\n"
+        "create_app()\n"
+        "assert sys.getswitchinterval() == before, 'create_app changed the switch interval'\n"
+        "app_from_env()\n"
+        "print(before, sys.getswitchinterval())\n"
+    )
+    env = {
+        **os.environ,
+        "CAFFEZOO_HOME": str(tmp_path),
+        "CAFFEZOO_DATABASE_URL": f"sqlite:///{tmp_path}/z.db",
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    before, after = map(float, done.stdout.split())
+    assert before == 0.005 and after == 0.001

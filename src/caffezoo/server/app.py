@@ -143,6 +143,9 @@ def app_from_env() -> FastAPI:
     import json
     import os
 
+    from .run import tune_server_process
+
+    tune_server_process()  # a spawned worker inherits nothing `run` set in its parent
     limits = os.environ.get("CAFFEZOO_SERVER_LIMITS")
     return create_app(
         blobs_dir=os.environ.get("CAFFEZOO_SERVER_BLOBS") or None,
