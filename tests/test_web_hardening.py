@@ -423,3 +423,33 @@ def test_the_process_tuning_is_the_servers_alone_and_reaches_every_worker(tmp_pa
     assert done.returncode == 0, done.stderr
     before, after = map(float, done.stdout.split())
     assert before == 0.005 and after == 0.001
+
+
+def test_a_base_url_that_would_break_headers_or_links_is_refused(cli):
+    """The base URL goes into every ``Link`` header, JSON ``url`` and page link: a newline
+    would make every list answer fail, a quote or space a broken link, userinfo a credential
+    shown to everyone."""
+    from caffezoo.server.app import check_base_url
+
+    bad = [
+        "http://zoo.org\nSet-Cookie: x=1",
+        "http://zoo.org\r",
+        "http://zoo.org\t",
+        "https://zoo.org/ ",
+        "http://a b.org",
+        'http://zoo.org/"><x',
+        "http://user:secret@zoo.org",
+        "http://:80",
+        "http://zoo.org:99999",
+        "http://[::1",
+        "http://zoo.org/p?",
+        "http://zoo.org#",
+    ]
+    for url in bad:
+        with pytest.raises(ValueError):
+            check_base_url(url)
+    for url in bad[:2] + bad[6:8]:
+        r = cli("serve", "--base-url", url, "--no-check-links")
+        assert r.code != 0 and "--base-url" in r.stderr and "Traceback" not in r.stderr
+    assert check_base_url("HTTPS://Zoo.example.org:8443/zoo/") == "https://Zoo.example.org:8443/zoo"
+    assert check_base_url("http://[::1]:8000") == "http://[::1]:8000"
