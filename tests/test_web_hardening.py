@@ -453,3 +453,17 @@ def test_a_base_url_that_would_break_headers_or_links_is_refused(cli):
         assert r.code != 0 and "--base-url" in r.stderr and "Traceback" not in r.stderr
     assert check_base_url("HTTPS://Zoo.example.org:8443/zoo/") == "https://Zoo.example.org:8443/zoo"
     assert check_base_url("http://[::1]:8000") == "http://[::1]:8000"
+
+
+def test_cached_text_is_counted_by_the_memory_it_takes_not_its_length():
+    """A str of non-ASCII characters takes 2 or 4 bytes a character: layer names and readmes
+    in any script must not let pictures and listed entries hold 4 times their budget."""
+    from caffezoo.server.caches import size_of
+    from caffezoo.server.models import Entry
+    from caffezoo.server.pages import entry_size
+    from caffezoo.server.pictures import Picture
+
+    wide = "\U0001f600" * 100_000  # 4 bytes a character in memory
+    assert size_of(Picture(wide)) >= 400_000
+    assert size_of(Picture(None, wide)) >= 400_000
+    assert entry_size(Entry(readme=wide, name="n")) >= 400_000

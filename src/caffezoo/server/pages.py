@@ -206,7 +206,7 @@ def entry_json(entry: Entry, weights: Weights, base: str) -> dict[str, Any]:
 
 def entry_size(entry: Entry) -> int:
     """Roughly what an entry holds in memory (its loaded text columns), for the byte-bounded cache."""
-    return 600 + sum(len(v) for v in vars(entry).values() if isinstance(v, str))
+    return 600 + sum(size_of(v) for v in vars(entry).values() if isinstance(v, str))  # memory, not length
 
 
 PageCache = CachePart  # rendered pages and query results, keyed with the catalog's generation

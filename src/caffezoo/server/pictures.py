@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import CaffezooError
-from .caches import ByteCache, CachePart
+from .caches import ByteCache, CachePart, size_of
 from .work import Busy, Lane
 
 MAX_DRAW_BYTES = 1024 * 1024  # parsing alone takes seconds past this
@@ -45,7 +45,7 @@ class Picture:
     error: str | None = None
 
     def __cache_size__(self) -> int:
-        return len(self.svg or "") + len(self.error or "") + 100
+        return size_of(self.svg or "") + size_of(self.error or "") + 100  # memory, not length
 
 
 def pick_net(names: list[str]) -> str | None:
