@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: install test test-fast lint format run bench clean proto bair
+.PHONY: install test test-fast lint format run bench clean proto bair cluster cluster-stop
 
 install: $(STAMP)
 
@@ -38,6 +38,16 @@ format: $(STAMP)
 # seeded with the bundled models; seeding again on each start changes nothing.
 run: $(STAMP)
 	$(VENV)/bin/caffezoo serve --seed-bundled --host 127.0.0.1 --port 8000
+
+# A zoo cluster on 127.0.0.1 (PostgreSQL, Ceph's S3 gateway, 2 replicas, nginx); see README.
+CLUSTER_DIR ?= .cluster
+CLUSTER_ARGS ?=
+
+cluster: $(STAMP)
+	$(PY) scripts/cluster.py start --dir $(CLUSTER_DIR) $(CLUSTER_ARGS)
+
+cluster-stop:
+	$(PY) scripts/cluster.py stop --dir $(CLUSTER_DIR)
 
 bench: $(STAMP)
 	for b in benchmarks/*.py; do $(PY) $$b || exit 1; done

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-pytest_plugins = ["gist_helpers", "web_helpers"]
+pytest_plugins = ["gist_helpers", "web_helpers", "ceph_helpers"]
 
 
 def pytest_collection_modifyitems(items) -> None:

@@ -24,6 +24,14 @@ Variables:
     Seconds a download may wait for a connection or for the next bytes (default 30, at most 86400).
 ``CAFFEZOO_RETRIES``
     Attempts per download source without progress before the next source (default 5).
+``CAFFEZOO_S3_ENDPOINT`` (else ``AWS_ENDPOINT_URL_S3``, ``AWS_ENDPOINT_URL``), ``CAFFEZOO_S3_REGION``
+(else ``AWS_REGION``, ``AWS_DEFAULT_REGION``), ``CAFFEZOO_S3_ACCESS_KEY_ID`` and
+``CAFFEZOO_S3_SECRET_ACCESS_KEY`` (else the AWS SDK's own chain: ``AWS_ACCESS_KEY_ID`` ...)
+    The S3-compatible object store behind ``caffezoo serve --blobs-url s3://BUCKET/PREFIX``.
+``CAFFEZOO_S3_PUBLIC_ENDPOINT``
+    The store's address as clients see it, for ``--blobs-redirect`` (default: the endpoint).
+``CAFFEZOO_S3_PART_SIZE``
+    Bytes per multipart upload part (default 16 MiB, at least 5 MiB); smaller blobs go up in one PUT.
 
 Settings are parsed once per environment, not at import: :func:`settings`
 returns the same :class:`Settings` while these variables (and the ``~/.gist``
@@ -152,6 +160,41 @@ def _number(
     return value
 
 
+@dataclass(frozen=True)
+class S3Settings:
+    """Where the server's S3-compatible object store is, and how to sign in (see the module doc)."""
+
+    endpoint: str | None = None
+    public_endpoint: str | None = None
+    region: str = "us-east-1"
+    access_key_id: str | None = field(default=None, repr=False)
+    secret_access_key: str | None = field(default=None, repr=False)
+    part_size: int = 16 << 20
+
+
+def s3_settings() -> S3Settings:
+    """The ``CAFFEZOO_S3_*`` variables, falling back on the standard AWS ones."""
+
+    def first(*names: str) -> str | None:
+        return next((v for v in (os.environ.get(n, "").strip() for n in names) if v), None)
+
+    endpoint = first("CAFFEZOO_S3_ENDPOINT", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
+    public = first("CAFFEZOO_S3_PUBLIC_ENDPOINT")
+    for name, url in (("CAFFEZOO_S3_ENDPOINT", endpoint), ("CAFFEZOO_S3_PUBLIC_ENDPOINT", public)):
+        if url is not None:
+            if not re.match(r"^https?://", url):
+                raise ConfigError(f"{name}: {url!r} is not an http:// or https:// URL")
+            _parses(name, url)
+    return S3Settings(
+        endpoint=endpoint.rstrip("/") if endpoint else None,
+        public_endpoint=public.rstrip("/") if public else None,
+        region=first("CAFFEZOO_S3_REGION", "AWS_REGION", "AWS_DEFAULT_REGION") or "us-east-1",
+        access_key_id=first("CAFFEZOO_S3_ACCESS_KEY_ID"),
+        secret_access_key=first("CAFFEZOO_S3_SECRET_ACCESS_KEY"),
+        part_size=int(_number("CAFFEZOO_S3_PART_SIZE", 16 << 20, int, 5 << 20, 5 << 30)),
+    )
+
+
 # What a Settings depends on: these variables (platformdirs reads the XDG ones) and ~/.gist.
 _VARIABLES = (
     "CAFFEZOO_HOME",
@@ -188,6 +231,9 @@ def settings() -> Settings:
     if last is not None and last[0] == key:
         return last[1]
     with _lock:
+        last = _last  # another thread may have read it while this one waited for the lock
+        if last is not None and last[0] == key:
+            return last[1]
         s = _read()  # a bad value raises here, and again on the next call: nothing bad is kept
         _last = (key, s)
     return s

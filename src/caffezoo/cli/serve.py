@@ -52,6 +52,14 @@ class LogLevel(str, Enum):
 BLOBS_OPTION = typer.Option(
     None, "--blobs-dir", help="The server's weights store [default: CAFFEZOO_HOME/server-blobs]."
 )
+BLOBS_URL_OPTION = typer.Option(
+    None,
+    "--blobs-url",
+    envvar="CAFFEZOO_BLOBS_URL",
+    show_envvar=True,
+    help="Keep weights in an S3-compatible store, s3://BUCKET/PREFIX (endpoint and keys from "
+    "CAFFEZOO_S3_* or AWS_*), instead of --blobs-dir.",
+)
 
 
 @serve_app.callback(invoke_without_command=True)
@@ -80,6 +88,13 @@ def serve(
         60.0, "--mirror-every", min=0.1, help="Seconds between mirror rounds (with --mirror)."
     ),
     blobs_dir: str = BLOBS_OPTION,
+    blobs_url: str = BLOBS_URL_OPTION,
+    blobs_redirect: bool = typer.Option(
+        False,
+        "--blobs-redirect",
+        help="With --blobs-url: answer weight downloads with a 302 to a presigned URL of the "
+        "store (valid 5 minutes) instead of streaming them through the server.",
+    ),
     check_links: bool = typer.Option(
         True, "--check-links/--no-check-links", help="Probe weights URLs in the background."
     ),
@@ -134,6 +149,8 @@ def serve(
         log_level=log_level.value,
         seed_bundled=seed_bundled,
         blobs_dir=blobs_dir,
+        blobs_url=blobs_url,
+        blobs_redirect=blobs_redirect,
         mirror_every=mirror_every if mirror else None,
         check_every=check_every if check_links else None,
         link_rate=link_rate,
@@ -201,6 +218,7 @@ def check_links_command(
 def mirror_command(
     database_url: str = DB_OPTION,
     blobs_dir: str = BLOBS_OPTION,
+    blobs_url: str = BLOBS_URL_OPTION,
     as_json: bool = JSON_OPTION,
     quiet: bool = QUIET_OPTION,
 ) -> None:
@@ -224,12 +242,73 @@ def mirror_command(
                 highlight=False,
             )
 
-    results = mirror_sync(database_url, blobs_dir, on_result=show)
+    results = mirror_sync(database_url, blobs_dir, on_result=show, blobs_url=blobs_url)
     if as_json:
         print_json([{"sha1": r.sha1, "url": r.url, "status": r.status, "error": r.error} for r in results])
     elif not quiet and not results:
         out.print("nothing to fetch: every listed model's weights are here")
     if any(r.status == "failed" for r in results):
+        raise typer.Exit(1)
+
+
+@serve_app.command("migrate")
+def migrate_command(
+    from_database_url: str = typer.Option(
+        ..., "--from-database-url", help="The zoo to copy from, e.g. sqlite:////srv/caffezoo/server.db."
+    ),
+    from_blobs_dir: str = typer.Option(
+        ..., "--from-blobs-dir", help="Its weights: a directory (or s3://BUCKET/PREFIX)."
+    ),
+    database_url: str = typer.Option(
+        ..., "--database-url", help="The zoo to copy into, e.g. postgresql://zoo@db.lan/zoo."
+    ),
+    blobs_url: str = typer.Option(
+        ..., "--blobs-url", help="Its weights: s3://BUCKET/PREFIX (created if missing) or a directory."
+    ),
+    batch: int = typer.Option(500, "--batch", min=1, max=10000, help="Rows per transaction."),
+    as_json: bool = JSON_OPTION,
+    quiet: bool = QUIET_OPTION,
+) -> None:
+    """Copy a zoo's database rows and weights into another (SQLite + directory -> PostgreSQL + S3).
+
+    Every weight file is checked against its SHA-1 on the way. Safe to repeat and to
+    interrupt: a re-run copies only what is still missing. Exits 1 if any blob failed.
+    """
+    from ..server.migrate import migrate
+
+    out = console(stderr=True)
+
+    def show(step) -> None:
+        if quiet or as_json:
+            return
+        if step.table == "blob":
+            if step.copied:
+                out.print(f"copied blob {step.detail}", highlight=False)
+            elif "failed" in step.detail:
+                out.print(f"[red]failed[/] blob {escape(step.detail)}", highlight=False)
+        elif step.copied:
+            out.print(f"{step.table}: {step.copied} rows copied", highlight=False)
+
+    from rich.markup import escape
+
+    report = migrate(from_database_url, from_blobs_dir, database_url, blobs_url, batch=batch, on_step=show)
+    if as_json:
+        print_json(
+            {
+                "rows": {t: {"copied": c, "present": p} for t, (c, p) in report.rows.items()},
+                "blobs": {"copied": report.blobs_copied, "present": report.blobs_present},
+                "failed": report.blobs_failed,
+            }
+        )
+    elif not quiet:
+        rows = sum(c for c, _ in report.rows.values())
+        kept = sum(p for _, p in report.rows.values())
+        out.print(
+            f"{rows} rows copied ({kept} already there); {report.blobs_copied} blobs copied "
+            f"({report.blobs_present} already there), {len(report.blobs_failed)} failed",
+            highlight=False,
+        )
+    if not report.ok:
         raise typer.Exit(1)
 
 

@@ -18,6 +18,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..config import settings
 from . import api, blobs, pages
+from .blobstore import open_store
 from .caches import ByteCache
 from .errors import ApiError, api_error_handler, http_error_handler, unexpected_error_handler
 from .mirror import Mirror
@@ -105,13 +106,17 @@ def create_app(
     storage: Storage | None = None,
     blobs_dir: str | Path | None = None,
     cache_dir: str | Path | None = None,
+    blobs_url: str | None = None,
+    blobs_redirect: bool = False,
     base_url: str | None = None,
     limits: Limits | None = None,
 ) -> FastAPI:
     """A FastAPI app over ``storage``, or over a new one at ``database_url``
     (default: ``CAFFEZOO_DATABASE_URL``, else SQLite under ``CAFFEZOO_HOME``).
 
-    ``blobs_dir`` is the weights store (default ``CAFFEZOO_HOME/server-blobs``);
+    ``blobs_dir`` is the weights store (default ``CAFFEZOO_HOME/server-blobs``), or
+    ``blobs_url`` (``s3://BUCKET/PREFIX`` or a directory, see :func:`.blobstore.open_store`);
+    ``blobs_redirect`` answers blob GETs from S3 with a 302 to a presigned URL;
     ``cache_dir`` keeps drawn network pictures (default under the cache dir).
     ``base_url`` is the public URL that links in pages and API answers start with
     (default: the address the server listens on, never the request's ``Host``);
@@ -131,7 +136,8 @@ def create_app(
     app.state.render_lane = Lane(
         "render", workers=limits.render_workers, queue=limits.render_queue, deadline=limits.render_deadline
     )
-    app.state.mirror = Mirror(Path(blobs_dir) if blobs_dir else s.server_blobs_dir)
+    app.state.mirror = Mirror(open_store(blobs_url or blobs_dir or s.server_blobs_dir))
+    app.state.blobs_redirect = blobs_redirect
     app.state.pictures = Pictures(
         Path(cache_dir) if cache_dir else s.cache_dir / "server" / "svg",
         cache.part("svg"),
@@ -166,7 +172,8 @@ def app_from_env() -> FastAPI:
     tune_server_process()  # a spawned worker inherits nothing `run` set in its parent
     limits = os.environ.get("CAFFEZOO_SERVER_LIMITS")
     return create_app(
-        blobs_dir=os.environ.get("CAFFEZOO_SERVER_BLOBS") or None,
+        blobs_url=os.environ.get("CAFFEZOO_SERVER_BLOBS") or None,
+        blobs_redirect=os.environ.get("CAFFEZOO_SERVER_BLOBS_REDIRECT") == "1",
         base_url=os.environ.get("CAFFEZOO_BASE_URL") or None,
         limits=Limits(**json.loads(limits)) if limits else None,
     )

@@ -6,24 +6,31 @@
 The layout is the one ``caffezoo.fetch`` expects of a mirror, so clients list
 this server in ``CAFFEZOO_MIRRORS``. A blob's ETag is its SHA-1: it never
 changes, so ``If-Range`` resumes are always safe and caches may keep it for
-good. An upload is accepted only from the owner of a model whose front matter
-names that SHA-1; the bytes are hashed on the way to disk and renamed into
-place only when they match.
+good. With an S3 store the bytes are streamed from it with the same headers,
+or, with ``--blobs-redirect``, a GET is answered by a 302 to a presigned URL
+valid for five minutes (the client follows it; its token is not sent there).
+An upload is accepted only from the owner of a model whose front matter
+names that SHA-1; the bytes are hashed on their way into the store and
+committed under their name only when they match.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
+import threading
+from collections.abc import AsyncIterator, Iterator
 
 from fastapi import APIRouter, Request, Response
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, StreamingResponse
 from sqlalchemy import func, select
 from starlette.concurrency import run_in_threadpool
 
 from ..errors import ChecksumError
 from .api import json_response
 from .auth import require_caller
+from .blobstore import BlobStoreError
 from .errors import ApiError
 from .mirror import Mirror
 from .models import Entry
@@ -31,6 +38,7 @@ from .models import Entry
 SHA1_RE = re.compile(r"[0-9a-fA-F]{40}")
 MAX_UPLOAD_BYTES = 16 * 1024**3
 UPLOAD_BATCH = 1024 * 1024
+READ_AHEAD = 2  # chunks (of 2 MiB) a streamed S3 read may run ahead of the client
 
 router = APIRouter()
 
@@ -44,22 +52,137 @@ def _mirror(request: Request) -> Mirror:
     return request.app.state.mirror
 
 
+IMMUTABLE = "public, max-age=31536000, immutable"
+REDIRECT_SECONDS = 300  # lifetime of a presigned URL: long enough to start, too short to share
+
+
 @router.api_route("/blobs/sha1/{sha1}", methods=["GET", "HEAD"])
 async def get_blob(request: Request, sha1: str) -> Response:
     if not SHA1_RE.fullmatch(sha1):
         raise ApiError(404, "Not Found")
     sha1 = sha1.lower()
-    path = _mirror(request).path(sha1)
+    store = _mirror(request).store
+    path = store.local_path(sha1)
+    if path is not None:
+        try:
+            st = await run_in_threadpool(os.stat, path)
+        except FileNotFoundError:
+            raise ApiError(404, f"Not Found: this server has no blob {sha1}") from None
+        return BlobResponse(
+            path,
+            stat_result=st,
+            media_type="application/octet-stream",
+            headers={"ETag": f'"{sha1}"', "Cache-Control": IMMUTABLE},
+        )
     try:
-        st = await run_in_threadpool(os.stat, path)
-    except FileNotFoundError:
-        raise ApiError(404, f"Not Found: this server has no blob {sha1}") from None
-    return BlobResponse(
-        path,
-        stat_result=st,
-        media_type="application/octet-stream",
-        headers={"ETag": f'"{sha1}"', "Cache-Control": "public, max-age=31536000, immutable"},
-    )
+        if request.app.state.blobs_redirect and request.method == "GET":
+            # A presigned URL is signed for GET: HEAD is answered here. has() may miss a blob another
+            # replica stored a moment ago, so a miss is checked with the store before a 404.
+            if await run_in_threadpool(store.has, sha1) or await run_in_threadpool(store.stat, sha1):
+                url = await run_in_threadpool(store.presigned_url, sha1, REDIRECT_SECONDS)
+                return Response(status_code=302, headers={"Location": url, "Cache-Control": "no-store"})
+            raise ApiError(404, f"Not Found: this server has no blob {sha1}")
+        info = await run_in_threadpool(store.stat, sha1)
+    except BlobStoreError as e:
+        raise ApiError(503, f"the blob store is unavailable: {e}") from None
+    if info is None:
+        raise ApiError(404, f"Not Found: this server has no blob {sha1}")
+    return _ranged(request, store, info)
+
+
+def _byte_range(header: str | None, size: int) -> tuple[int, int] | None | bool:
+    """``(start, stop)`` of a single ``bytes=`` range; None to send everything (no range, several
+    ranges, bad syntax: RFC 9110 lets a server ignore those); False when it is unsatisfiable."""
+    if not header:
+        return None
+    m = re.fullmatch(r"\s*bytes\s*=\s*(\d{0,18})\s*-\s*(\d{0,18})\s*", header)  # 18 digits: any real size
+    if not m or m.group(1) == m.group(2) == "":
+        return None
+    first, last = m.group(1), m.group(2)
+    if first == "":  # the last N bytes
+        n = int(last)
+        return (max(0, size - n), size) if n and size else False
+    start = int(first)
+    if start >= size:
+        return False
+    stop = size if last == "" else min(size, int(last) + 1)
+    return (start, stop) if stop > start else None
+
+
+def _ranged(request: Request, store, info) -> Response:
+    """Answer from a remote store as FileResponse answers from a file: Range, If-Range, ETag."""
+    etag = f'"{info.sha1}"'
+    headers = {
+        "ETag": etag,
+        "Cache-Control": IMMUTABLE,
+        "Accept-Ranges": "bytes",
+        "Content-Type": "application/octet-stream",
+    }
+    if etag in [t.strip() for t in request.headers.get("if-none-match", "").split(",")]:
+        return Response(status_code=304, headers={"ETag": etag, "Cache-Control": IMMUTABLE})
+    wanted = _byte_range(request.headers.get("range"), info.size)
+    if_range = request.headers.get("if-range")
+    if if_range is not None and if_range.strip() != etag:
+        wanted = None  # the client holds another file's bytes: send all of this one
+    if wanted is False:
+        return Response(status_code=416, headers={**headers, "Content-Range": f"bytes */{info.size}"})
+    start, stop = wanted or (0, info.size)
+    headers["Content-Length"] = str(stop - start)
+    status = 200
+    if wanted:
+        status = 206
+        headers["Content-Range"] = f"bytes {start}-{stop - 1}/{info.size}"
+    if request.method == "HEAD" or start == stop:
+        return Response(status_code=status, headers=headers)
+    try:
+        chunks = store.get(info.sha1, start, stop)
+    except KeyError:
+        raise ApiError(404, f"Not Found: this server has no blob {info.sha1}") from None
+    return StreamingResponse(_read_ahead(chunks), status_code=status, headers=headers)
+
+
+async def _read_ahead(chunks: Iterator[bytes], depth: int = READ_AHEAD) -> AsyncIterator[bytes]:
+    """``chunks`` read by a worker thread up to ``depth`` ahead of the client.
+
+    Reading from the store and writing to the client then overlap; one thread hop per
+    chunk with nothing in flight would leave each side idle while the other works.
+    Memory is bounded by ``depth`` chunks; a client that goes away stops the reader.
+    """
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue = asyncio.Queue(depth)
+    stop = threading.Event()
+    done = object()
+
+    def produce() -> None:
+        try:
+            for chunk in chunks:
+                if stop.is_set():
+                    return
+                asyncio.run_coroutine_threadsafe(queue.put(chunk), loop).result()
+            item = done
+        except BaseException as e:  # handed to the response, which ends the body early
+            item = e
+        finally:
+            close = getattr(chunks, "close", None)
+            if close:
+                close()
+        if not stop.is_set():
+            asyncio.run_coroutine_threadsafe(queue.put(item), loop).result()
+
+    reader = loop.run_in_executor(None, produce)
+    try:
+        while True:
+            item = await queue.get()
+            if item is done:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        while not queue.empty():  # unblock a reader waiting to put; it then sees ``stop``
+            queue.get_nowait()
+        del reader  # it ends by itself and raises nothing: its errors were handed over above
 
 
 def _owned_sizes(request: Request, login: str, sha1: str) -> list[int | None] | None:
@@ -89,8 +212,12 @@ async def put_blob(request: Request, sha1: str) -> Response:
     length = request.headers.get("content-length")
     if length and length.isdigit() and int(length) > limit:
         raise ApiError(413, f"{length} bytes, but the model says the weights are {limit} bytes")
-    if mirror.has(sha1):
-        return json_response({"sha1": sha1, "size": mirror.path(sha1).stat().st_size, "status": "present"})
+    try:
+        present = await run_in_threadpool(mirror.store.stat, sha1)
+    except BlobStoreError as e:
+        raise ApiError(503, f"the blob store is unavailable: {e}; nothing was stored, try again") from None
+    if present is not None:
+        return json_response({"sha1": sha1, "size": present.size, "status": "present"})
     upload = await run_in_threadpool(mirror.begin_upload, sha1)
     try:
         batch, size = [], 0
@@ -104,14 +231,17 @@ async def put_blob(request: Request, sha1: str) -> Response:
                 batch = []
         if batch:
             await run_in_threadpool(upload.write, b"".join(batch))
-        path = await run_in_threadpool(upload.finish)
+        info = await run_in_threadpool(upload.commit)
     except ChecksumError as e:
         raise ApiError(422, str(e)) from None
+    except BlobStoreError as e:
+        await run_in_threadpool(upload.abort)
+        raise ApiError(503, f"the blob store failed: {e}; nothing was stored, try again") from None
     except BaseException:
         await run_in_threadpool(upload.abort)
         raise
     await run_in_threadpool(mirror.changed, request.app.state.storage)
     return json_response(
-        {"sha1": sha1, "size": path.stat().st_size, "status": "stored", "url": f"/blobs/sha1/{sha1}"},
+        {"sha1": sha1, "size": info.size, "status": "stored", "url": f"/blobs/sha1/{sha1}"},
         status=201,
     )

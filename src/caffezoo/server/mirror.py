@@ -1,17 +1,18 @@
-"""The server's weights mirror: a content-addressed blob store on the filesystem.
+"""The server's weights mirror: a content-addressed blob store (a directory, or S3).
 
 >>> m = Mirror(Path("/srv/caffezoo/blobs"))                          # doctest: +SKIP
 >>> m.sync(storage)          # fetch every listed model's weights it lacks     # doctest: +SKIP
 >>> m.path("9116a64c0fbe4459d18f4bb6b56d647b63920377")                # doctest: +SKIP
 PosixPath('/srv/caffezoo/blobs/sha1/9116a64c0fbe4459d18f4bb6b56d647b63920377')
 
-The store is a blob cache of the downloads engine (:mod:`caffezoo.fetch`):
-blobs sit at ``<root>/sha1/<sha1>`` and are only ever renamed into place
-after their SHA-1 was checked, so a half-fetched or wrong file is never
-served. The server answers ``GET /blobs/sha1/<sha1>`` (with ``Range``) from
-it, which makes it a mirror clients can list in ``CAFFEZOO_MIRRORS``. Owners
-may also ``PUT`` weights: the bytes are hashed on their way to disk and kept
-only when they are what the model's front matter promises.
+The store is a :class:`~.blobstore.BlobStore`: a local directory (a blob
+cache of the downloads engine, :mod:`caffezoo.fetch`) or an S3 bucket. Blobs
+sit at ``<root>/sha1/<sha1>`` and become visible only after their SHA-1 was
+checked, so a half-fetched or wrong file is never served. The server answers
+``GET /blobs/sha1/<sha1>`` (with ``Range``) from it, which makes it a mirror
+clients can list in ``CAFFEZOO_MIRRORS``. Owners may also ``PUT`` weights: the
+bytes are hashed on their way into the store and kept only when they are what
+the model's front matter promises.
 """
 
 from __future__ import annotations
@@ -25,8 +26,10 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from ..errors import CaffezooError, ChecksumError
+from ..config import settings
+from ..errors import CaffezooError
 from . import catalog
+from .blobstore import BlobStore, BlobWriter, LocalStore
 from .models import Entry
 from .storage import Storage
 
@@ -42,23 +45,24 @@ class MirrorResult:
 
 
 class Mirror:
-    """A blob store rooted at ``root``."""
+    """The server's weights: a :class:`~.blobstore.BlobStore` (a directory path means a local one)."""
 
-    def __init__(self, root: Path):
-        self.root = Path(root)
-        self._prefix = os.path.join(str(self.root), "sha1", "")  # has() runs per card: no Path objects
+    def __init__(self, store: BlobStore | str | os.PathLike[str], staging: Path | None = None):
+        self.store = store if isinstance(store, BlobStore) else LocalStore(Path(store))
+        # Fetches for a remote store land here first (resumable), then go up verified.
+        self.staging = staging
         self._lock = threading.Lock()
 
-    def _cache(self):
-        from ..fetch import BlobCache  # the downloads engine
-
-        return BlobCache(self.root)
+    @property
+    def root(self) -> Path:
+        """The directory of a local store (tests and tools that look at files)."""
+        return self.store.root  # type: ignore[attr-defined]
 
     def path(self, sha1: str) -> Path:
-        return self.root / "sha1" / sha1
+        return self.store.path(sha1)  # type: ignore[attr-defined]
 
     def has(self, sha1: str | None) -> bool:
-        return bool(sha1) and SHA1_RE.fullmatch(sha1) is not None and os.path.isfile(self._prefix + sha1)
+        return bool(sha1) and SHA1_RE.fullmatch(sha1) is not None and self.store.has(sha1)
 
     def wanted(self, storage: Storage) -> list[tuple[str, str, int | None]]:
         """``(sha1, url, size)`` of listed models whose weights the store lacks."""
@@ -75,12 +79,26 @@ class Mirror:
                 out.append((sha1, url, size))
         return out
 
-    def fetch(self, sha1: str, url: str, size: int | None = None) -> Path:
-        """Fetch one blob through the downloads engine (verified, resumable, atomic)."""
+    def fetch(self, sha1: str, url: str, size: int | None = None, **options) -> None:
+        """Fetch one blob through the downloads engine (verified, resumable, atomic) into the store.
+
+        ``options`` go to :func:`caffezoo.fetch.fetch_blob`. A local store is the engine's
+        own cache; for a remote one the blob is fetched into a local staging cache (so a
+        broken transfer resumes), then put, and removed from staging.
+        """
         from ..fetch import fetch_blob
 
         # No mirrors here: the origin is what a mirror copies from.
-        return fetch_blob([url], sha1=sha1, size=size, blobs_dir=self.root, mirrors=[], offline=False).path
+        if self.store.local_path(sha1) is not None:
+            fetch_blob([url], sha1=sha1, size=size, blobs_dir=self.root, mirrors=[], offline=False, **options)
+            return
+        staging = self.staging or settings().cache_dir / "server" / "staging"
+        got = fetch_blob([url], sha1=sha1, size=size, blobs_dir=staging, mirrors=[], offline=False, **options)
+        try:
+            with open(got.path, "rb") as f:
+                self.store.put(sha1, f)  # hashed again on the way up: what is stored is checked
+        finally:
+            got.path.unlink(missing_ok=True)
 
     def sync(
         self,
@@ -90,6 +108,7 @@ class Mirror:
     ) -> list[MirrorResult]:
         """Fetch every wanted blob; a failure is reported and retried on the next sync."""
         results = []
+        self.store.refresh()  # what other replicas stored counts
         with self._lock:  # one sync at a time; the engine's locks guard each blob as well
             for sha1, url, size in self.wanted(storage):
                 if stop is not None and stop.is_set():
@@ -113,34 +132,6 @@ class Mirror:
 
     # ------------------------------------------------------------------ uploads
 
-    def begin_upload(self, sha1: str) -> Upload:
-        return Upload(self._cache(), sha1)
-
-
-class Upload:
-    """Bytes of one blob on their way in: hashed as written, kept only if the SHA-1 matches."""
-
-    def __init__(self, cache, sha1: str):
-        self.cache, self.sha1 = cache, sha1
-        self.partial = cache.claim(sha1)
-        self.partial.restart()  # an upload starts from byte 0, whatever a dead download left
-        self.size = 0
-
-    def write(self, chunk: bytes) -> None:
-        self.partial.write(chunk)
-        self.size += len(chunk)
-
-    def finish(self) -> Path:
-        """Check the digest and rename the blob into place; :class:`ChecksumError` otherwise."""
-        self.partial.flush()
-        digests = self.partial.digests()
-        if digests.sha1 != self.sha1:
-            self.abort()
-            raise ChecksumError(
-                f"the uploaded bytes ({digests.size} bytes) have sha1 {digests.sha1}, "
-                f"not {self.sha1}: nothing was stored"
-            )
-        return self.cache.commit(self.partial, digests)
-
-    def abort(self) -> None:
-        self.partial.discard()
+    def begin_upload(self, sha1: str) -> BlobWriter:
+        """A writer for ``sha1``: ``write`` chunks, then ``commit`` (checks the SHA-1) or ``abort``."""
+        return self.store.writer(sha1)

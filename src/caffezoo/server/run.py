@@ -43,6 +43,26 @@ def _blobs_dir(blobs_dir: str | os.PathLike[str] | None) -> Path:
     return Path(blobs_dir) if blobs_dir else settings().server_blobs_dir
 
 
+def blobs_location(blobs_dir: str | os.PathLike[str] | None = None, blobs_url: str | None = None) -> str:
+    """Where the server's weights are: ``--blobs-url`` or ``--blobs-dir`` (not both), else the default dir."""
+    if blobs_dir and blobs_url:
+        raise UsageError("give --blobs-dir or --blobs-url, not both")
+    return blobs_url or str(_blobs_dir(blobs_dir))
+
+
+def open_blobs(location: str, *, check: bool = True):
+    """The blob store at ``location``; an S3 one is asked once now, so a wrong bucket or key fails here."""
+    from .blobstore import BlobStoreError, S3Store, open_store
+
+    store = open_store(location)
+    if check and isinstance(store, S3Store):
+        try:
+            store.check()
+        except BlobStoreError as e:
+            raise UsageError(f"--blobs-url {location}: {e}") from None
+    return store
+
+
 def seed(database_url: str | None = None) -> list:
     """Create or refresh the bundled models' gists (idempotent)."""
     from .seed import seed_bundled
@@ -67,17 +87,30 @@ def check_links(
 
 
 def mirror_sync(
-    database_url: str | None = None, blobs_dir: str | os.PathLike[str] | None = None, on_result=None
+    database_url: str | None = None,
+    blobs_dir: str | os.PathLike[str] | None = None,
+    on_result=None,
+    *,
+    blobs_url: str | None = None,
 ) -> list:
     """Fetch every listed model's weights that the server's store lacks."""
     from .mirror import Mirror
 
-    with open_storage(database_url) as store:
-        return Mirror(_blobs_dir(blobs_dir)).sync(store, on_result=on_result)
+    blobs = open_blobs(blobs_location(blobs_dir, blobs_url))
+    try:
+        with open_storage(database_url) as store:
+            return Mirror(blobs).sync(store, on_result=on_result)
+    finally:
+        blobs.close()
 
 
 def start_background(
-    url: str, *, blobs_dir: Path, mirror_every: float | None, check_every: float | None, link_rate: float
+    url: str,
+    *,
+    blobs_dir: Path | str,
+    mirror_every: float | None,
+    check_every: float | None,
+    link_rate: float,
 ) -> list:
     """The server's helpers: the link checker and the mirror, each in a daemon thread."""
     from .links import Background
@@ -91,7 +124,7 @@ def start_background(
             Background("link-checker", lambda stop: check(store, rate=link_rate, stop=stop), check_every)
         )
     if mirror_every:
-        mirror = Mirror(blobs_dir)
+        mirror = Mirror(open_blobs(str(blobs_dir)))
         threads.append(Background("mirror", lambda stop: mirror.sync(store, stop=stop), mirror_every))
     for t in threads:
         t.start()
@@ -161,11 +194,15 @@ def run(
     mirror_every: float | None = None,
     check_every: float | None = 600.0,
     link_rate: float = 1.0,
+    blobs_url: str | None = None,
+    blobs_redirect: bool = False,
     base_url: str | None = None,
     limits: Limits | None = None,
 ) -> None:
     """Serve until interrupted, with uvicorn's fastest loop and parser when installed.
 
+    ``blobs_url`` (``s3://BUCKET/PREFIX``) keeps the weights in an S3-compatible store
+    instead of ``blobs_dir``; ``blobs_redirect`` answers blob GETs with presigned URLs;
     ``seed_bundled`` first creates or refreshes the bundled models' gists;
     ``check_every`` (seconds; None: never) runs the link checker over the URLs
     that are due; ``mirror_every`` (None: no mirroring) fetches missing weights.
@@ -186,8 +223,13 @@ def run(
     limits = limits or Limits()
     tune_server_process()
     url = _url(database_url)
-    blobs = _blobs_dir(blobs_dir)
+    blobs = blobs_location(blobs_dir, blobs_url)
+    if blobs_redirect and not blobs.startswith("s3://"):
+        raise UsageError(
+            "--blobs-redirect needs --blobs-url s3://...: a local directory has no URLs to hand out"
+        )
     _check_free(host, port)  # before seeding or threads: a taken port should fail at once, clearly
+    open_blobs(blobs).close()  # a wrong bucket or credentials fail now, not on the first download
     if seed_bundled:
         seed(url)
     options = dict(host=host, port=port, log_level=log_level, proxy_headers=False)
@@ -209,13 +251,17 @@ def run(
     try:
         if workers > 1:
             os.environ["CAFFEZOO_DATABASE_URL"] = url  # the workers build their app from the environment
-            os.environ["CAFFEZOO_SERVER_BLOBS"] = str(blobs)
+            os.environ["CAFFEZOO_SERVER_BLOBS"] = blobs
+            os.environ["CAFFEZOO_SERVER_BLOBS_REDIRECT"] = "1" if blobs_redirect else ""
             os.environ["CAFFEZOO_BASE_URL"] = base_url or ""
             os.environ["CAFFEZOO_SERVER_LIMITS"] = json.dumps(dataclasses.asdict(limits))
             Storage(url).close()  # create the tables once, before the workers race to
             uvicorn.run("caffezoo.server.app:app_from_env", factory=True, workers=workers, **options)
         else:
-            uvicorn.run(create_app(url, blobs_dir=blobs, base_url=base_url, limits=limits), **options)
+            app = create_app(
+                url, blobs_url=blobs, blobs_redirect=blobs_redirect, base_url=base_url, limits=limits
+            )
+            uvicorn.run(app, **options)
     finally:
         for t in background:
             t.stop()

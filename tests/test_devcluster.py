@@ -1,0 +1,54 @@
+"""`make cluster`'s engine: PostgreSQL, Ceph, two replicas and nginx started on 127.0.0.1,
+weights uploaded and fetched through the load balancer, and a stop that ends exactly the
+processes it started."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+
+import httpx
+import pytest
+from web_helpers import publish
+
+from caffezoo.server import Storage
+from caffezoo.server.devcluster import _alive, start_cluster, stop_cluster, stop_pids
+
+pytestmark = pytest.mark.postgresql  # it starts its own PostgreSQL: left out of make test-fast
+
+
+def test_cluster_starts_serves_weights_through_nginx_and_stops_exactly_itself(tmp_path):
+    bystander = subprocess.Popen(["sleep", "300"])  # a process the cluster must not touch
+    state = start_cluster(tmp_path / "cluster", replicas=2, seed=False)
+    try:
+        pids = [int(open(p).read().split()[0]) for p in state["pid_files"]]
+        assert len(pids) == 7  # nginx, 2 replicas, gateway, OSD, monitor, PostgreSQL
+        data = os.urandom(1 << 20)
+        sha1 = hashlib.sha1(data).hexdigest()
+        store = Storage(state["database_url"])
+        token = store.create_token("owen")
+        publish(
+            store, "owen", "Net", caffemodel="m.caffemodel", caffemodel_url="http://127.0.0.1:9/x", sha1=sha1
+        )
+        store.close()
+        lb = state["url"]
+        r = httpx.put(f"{lb}/blobs/sha1/{sha1}", content=data, headers={"Authorization": f"token {token}"})
+        assert r.status_code == 201, r.text
+        for replica in [lb, *state["replicas"]]:  # every replica serves what one of them stored
+            assert httpx.get(f"{replica}/blobs/sha1/{sha1}").content == data
+        r = httpx.get(f"{lb}/blobs/sha1/{sha1}", headers={"Range": "bytes=100-199"})
+        assert r.status_code == 206 and r.content == data[100:200]
+        models = httpx.get(f"{state['replicas'][0]}/api/models").json()["models"]
+        assert models[0]["html_url"].startswith(lb + "/")  # links name the balancer, not a replica
+    finally:
+        stopped = stop_cluster(tmp_path / "cluster")
+    assert len(stopped) == 7
+    assert not any(_alive(pid, "") for pid in pids)
+    assert bystander.poll() is None  # still running
+    assert stop_cluster(tmp_path / "cluster") == []  # nothing left to stop
+    # A pid file whose pid now runs another program is not obeyed.
+    (tmp_path / "stale.pid").write_text(f"{bystander.pid} radosgw\n")
+    assert stop_pids([tmp_path / "stale.pid"]) == [] and bystander.poll() is None
+    bystander.kill()
+    bystander.wait()

@@ -1,0 +1,329 @@
+"""The server's blobs in a real S3 store (Ceph's RADOS Gateway): streamed with Range,
+If-Range and ETag as from a directory, or handed out as presigned redirects that the
+client's mirror logic follows (its token never reaches the store); owners' uploads
+land in the bucket only when their SHA-1 matches."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import urlsplit
+
+import httpx
+import pytest
+from gist_helpers import start_uvicorn
+from model_helpers import write_model
+from web_helpers import publish
+
+DATA = os.urandom(300_000)
+SHA1 = hashlib.sha1(DATA).hexdigest()
+
+
+class RecordingProxy:
+    """A reverse proxy in front of the gateway that records what clients send it.
+
+    ``drop_after``: the first GET answer breaks off after that many body bytes (a resume follows).
+    The Host header goes through unchanged: presigned URLs are signed for the host the client saw.
+    """
+
+    def __init__(self, upstream: str, drop_after: int | None = None):
+        self.seen: list[dict[str, str]] = []
+        self.drop_after = drop_after
+        outer = self
+        up = urlsplit(upstream)
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self):
+                outer.seen.append({k.lower(): v for k, v in self.headers.items()})
+                headers = {k: v for k, v in self.headers.items() if k.lower() != "connection"}
+                with (
+                    httpx.Client() as c,
+                    c.stream("GET", f"{up.scheme}://{up.netloc}{self.path}", headers=headers) as r,
+                ):
+                    self.send_response(r.status_code)
+                    for k, v in r.headers.items():
+                        if k.lower() not in ("connection", "transfer-encoding"):
+                            self.send_header(k, v)
+                    self.end_headers()
+                    sent, limit = 0, outer.drop_after
+                    outer.drop_after = None
+                    for chunk in r.iter_raw():
+                        if limit is not None and sent + len(chunk) > limit:
+                            self.wfile.write(chunk[: limit - sent])
+                            self.wfile.flush()
+                            self.close_connection = True
+                            return
+                        self.wfile.write(chunk)
+                        sent += len(chunk)
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def s3_web_for(blobs_url: str, tmp_path, redirect: bool):
+    from contextlib import contextmanager
+
+    @contextmanager
+    def run():
+        from caffezoo.server import create_app
+
+        app = create_app(
+            f"sqlite:///{tmp_path / 'zoo.db'}",
+            blobs_url=blobs_url,
+            blobs_redirect=redirect,
+            cache_dir=tmp_path / "svg",
+        )
+        server, thread, base = start_uvicorn(app)
+        http = httpx.Client(base_url=base, timeout=60)
+        try:
+            yield app, base, http
+        finally:
+            http.close()
+            server.should_exit = True
+            thread.join(10)
+            app.state.storage.close()
+            app.state.mirror.store.close()
+
+    return run()
+
+
+@pytest.fixture(params=["stream", "redirect"])
+def s3_web(request, s3_env, tmp_path):
+    with s3_web_for(s3_env, tmp_path, request.param == "redirect") as w:
+        yield w
+
+
+def test_streamed_blobs_answer_range_if_range_and_etag(s3_env, tmp_path):
+    with s3_web_for(s3_env, tmp_path, redirect=False) as (app, base, http):
+        app.state.mirror.store.put(SHA1, [DATA])
+        url = f"/blobs/sha1/{SHA1}"
+        r = http.get(url)
+        assert r.status_code == 200 and r.content == DATA and r.headers["etag"] == f'"{SHA1}"'
+        assert r.headers["accept-ranges"] == "bytes" and r.headers["content-length"] == str(len(DATA))
+        r = http.get(url, headers={"Range": "bytes=1000-1999"})
+        assert r.status_code == 206 and r.content == DATA[1000:2000]
+        assert r.headers["content-range"] == f"bytes 1000-1999/{len(DATA)}"
+        r = http.get(url.upper().replace("/BLOBS/SHA1/", "/blobs/sha1/"), headers={"Range": "bytes=-10"})
+        assert r.status_code == 206 and r.content == DATA[-10:]
+        r = http.get(url, headers={"Range": "bytes=299990-", "If-Range": f'"{SHA1}"'})
+        assert r.status_code == 206 and r.content == DATA[299990:]
+        r = http.get(url, headers={"Range": "bytes=0-9", "If-Range": '"something-else"'})
+        assert r.status_code == 200 and r.content == DATA
+        r = http.get(url, headers={"Range": "bytes=0-9,20-29"})  # several ranges: the whole file
+        assert r.status_code == 200 and r.content == DATA
+        r = http.get(url, headers={"Range": "bytes=9-0"})  # nonsense is ignored, as RFC 9110 allows
+        assert r.status_code == 200 and r.content == DATA
+        r = http.get(url, headers={"Range": "bytes=" + "9" * 5000 + "-"})  # no giant int parsing
+        assert r.status_code == 200 and r.content == DATA
+        r = http.get(url, headers={"Range": "bytes=-0"})
+        assert r.status_code == 416
+        r = http.get(url, headers={"Range": f"bytes={len(DATA)}-"})
+        assert r.status_code == 416 and r.headers["content-range"] == f"bytes */{len(DATA)}"
+        r = http.get(url, headers={"If-None-Match": f'"{SHA1}"'})
+        assert r.status_code == 304 and r.content == b""
+        r = http.head(url)
+        assert r.status_code == 200 and r.headers["content-length"] == str(len(DATA)) and r.content == b""
+        assert http.get(f"/blobs/sha1/{'4' * 40}").status_code == 404
+        assert http.get("/blobs/sha1/../../etc/passwd").status_code == 404
+
+
+def test_a_client_that_leaves_mid_stream_does_not_stall_the_server(s3_env, tmp_path):
+    big = os.urandom(12 << 20)  # several read-ahead chunks
+    sha1 = hashlib.sha1(big).hexdigest()
+    with s3_web_for(s3_env, tmp_path, redirect=False) as (app, base, http):
+        app.state.mirror.store.put(sha1, [big])
+        for _ in range(3):
+            with httpx.Client() as c, c.stream("GET", f"{base}/blobs/sha1/{sha1}") as r:
+                assert r.status_code == 200
+                next(r.iter_raw())  # one chunk, then the client hangs up
+        r = http.get(f"/blobs/sha1/{sha1}")
+        assert r.status_code == 200 and hashlib.sha1(r.content).hexdigest() == sha1
+        r = http.get(f"/blobs/sha1/{sha1}", headers={"Range": "bytes=6000000-6000009"})
+        assert r.content == big[6000000:6000010]
+
+
+def test_redirects_hand_out_short_lived_presigned_urls(s3_env, tmp_path):
+    with s3_web_for(s3_env, tmp_path, redirect=True) as (app, base, http):
+        app.state.mirror.store.put(SHA1, [DATA])
+        url = f"/blobs/sha1/{SHA1}"
+        r = http.get(url)
+        assert r.status_code == 302 and r.headers["cache-control"] == "no-store"
+        location = r.headers["location"]
+        assert "X-Amz-Expires=300" in location and "X-Amz-Signature=" in location
+        assert httpx.get(location).content == DATA
+        assert httpx.get(location, headers={"Range": "bytes=5-9"}).content == DATA[5:10]
+        tampered = location.replace(SHA1, "0" * 40)
+        assert httpx.get(tampered).status_code == 403  # a signature covers one blob only
+        r = http.head(url)  # a URL signed for GET would refuse HEAD: answered here
+        assert r.status_code == 200 and r.headers["content-length"] == str(len(DATA))
+        assert http.get(f"/blobs/sha1/{'4' * 40}").status_code == 404  # no redirect to nothing
+        # A blob another replica stored a moment ago is found (the presence cache is checked).
+        other = hashlib.sha1(b"x").hexdigest()
+        from caffezoo.server.blobstore import open_store
+
+        replica = open_store(s3_env)
+        replica.put(other, [b"x"])
+        replica.close()
+        assert http.get(f"/blobs/sha1/{other}").status_code == 302
+
+
+def test_owners_uploads_land_in_the_bucket_only_when_verified(s3_web):
+    app, base, http = s3_web
+    storage, store = app.state.storage, app.state.mirror.store
+    owner = storage.create_token("owen")
+    other = storage.create_token("otto")
+    gid = publish(
+        storage,
+        "owen",
+        "Net",
+        caffemodel="m.caffemodel",
+        caffemodel_url="http://127.0.0.1:9/x",
+        sha1=SHA1,
+        size=len(DATA),
+    )
+
+    def put(body, token, sha1=SHA1):
+        return http.put(f"/blobs/sha1/{sha1}", content=body, headers={"Authorization": f"token {token}"})
+
+    assert put(DATA, other).status_code == 403
+    wrong = put(DATA[:-1] + b"x", owner)
+    assert wrong.status_code == 422 and "nothing was stored" in wrong.json()["message"]
+    assert put(DATA + b"extra", owner).status_code == 413
+    assert store.stat(SHA1) is None and list(store.list()) == []
+    ok = put((DATA[i : i + 7000] for i in range(0, len(DATA), 7000)), owner)  # chunked, no length
+    assert ok.status_code == 201 and ok.json() == {
+        "sha1": SHA1,
+        "size": len(DATA),
+        "status": "stored",
+        "url": f"/blobs/sha1/{SHA1}",
+    }
+    assert put(DATA, owner).json()["status"] == "present"
+    assert b"".join(store.get(SHA1)) == DATA
+    assert http.get(f"/blobs/sha1/{SHA1}", follow_redirects=True).content == DATA
+    for _ in range(10):  # a loaded machine may find the render lane late (503, Retry-After)
+        page = http.get(f"/models/{gid}", headers={"Accept": "text/html"})
+        if page.status_code != 503:
+            break
+        time.sleep(float(page.headers.get("retry-after", "1")))
+    assert page.status_code == 200 and "mirrored here" in page.text
+    assert http.get(f"/api/models/{gid}").json()["weights"]["mirrored"] is True
+
+
+@pytest.mark.parametrize("redirect", [False, True], ids=["stream", "redirect"])
+def test_client_downloads_through_the_mirror_from_the_bucket(ceph, s3_env, tmp_path, monkeypatch, redirect):
+    """caffezoo's own download (CAFFEZOO_MIRRORS, a token for the zoo) gets verified bytes from
+    a server whose blobs are in radosgw, resuming a broken transfer; the store never sees the token."""
+    proxy = RecordingProxy(ceph.endpoint, drop_after=100_000)
+    monkeypatch.setenv("CAFFEZOO_S3_PUBLIC_ENDPOINT", proxy.url)  # presigned URLs point clients here
+    try:
+        with s3_web_for(s3_env, tmp_path, redirect) as (app, base, http):
+            app.state.mirror.store.put(SHA1, [DATA])
+            model = write_model(
+                tmp_path / "net",
+                f"name: Net\ncaffemodel: m.caffemodel\ncaffemodel_url: http://127.0.0.1:9/gone\nsha1: {SHA1}",
+            )
+            monkeypatch.setenv("CAFFEZOO_MIRRORS", base)
+            monkeypatch.setenv("CAFFEZOO_GIST_API", base)
+            monkeypatch.setenv("CAFFEZOO_TOKEN", "czt_secret_for_the_zoo_only")
+            monkeypatch.setenv("CAFFEZOO_RETRIES", "3")
+            from caffezoo.download import download
+
+            if not redirect:  # streamed: the break is simulated on the server's side of the store
+                proxy.drop_after = None
+            fetched = download(model)
+            assert fetched.path.read_bytes() == DATA
+            if redirect:
+                assert len(proxy.seen) == 2, proxy.seen  # broken off, then resumed
+                assert proxy.seen[1]["range"] == "bytes=100000-"
+                assert all("authorization" not in h for h in proxy.seen)
+                assert all("czt_secret" not in v for h in proxy.seen for v in h.values())
+            else:
+                assert proxy.seen == []  # streamed: the client never talks to the store
+    finally:
+        proxy.close()
+
+
+def test_serve_refuses_a_store_it_cannot_use(cli_process, ceph, s3_env, tmp_path):
+    from gist_helpers import free_port
+
+    env = {**ceph.env(), "CAFFEZOO_HOME": str(tmp_path)}
+    port = str(free_port())
+    r = cli_process("serve", "--port", port, "--blobs-url", "s3://no-such-bucket-here/x", env=env)
+    assert r.code != 0 and "'no-such-bucket-here' does not exist" in r.stderr and "Traceback" not in r.stderr
+    r = cli_process(
+        "serve", "--port", port, "--blobs-url", s3_env, env={**env, "AWS_SECRET_ACCESS_KEY": "wrong"}
+    )
+    assert r.code != 0 and "credentials" in r.stderr and "Traceback" not in r.stderr
+    r = cli_process("serve", "--port", port, "--blobs-redirect", env=env)
+    assert r.code != 0 and "--blobs-redirect needs --blobs-url" in r.stderr
+    r = cli_process("serve", "--port", port, "--blobs-dir", tmp_path, "--blobs-url", s3_env, env=env)
+    assert r.code != 0 and "not both" in r.stderr
+
+
+def test_the_mirror_fetches_into_the_bucket(cli, s3_env, tmp_path, monkeypatch, caffezoo_home):
+    from fault_server import FaultServer
+
+    from caffezoo.server import Storage
+
+    db = f"sqlite:///{tmp_path / 'm.db'}"
+    monkeypatch.setenv("CAFFEZOO_DATABASE_URL", db)
+    with FaultServer() as origin:
+        origin.route("/m", DATA, drop_after=100_000)  # the fetch resumes before it goes up
+        origin.route("/bad", os.urandom(1000))
+        store = Storage(db)
+        publish(store, "mo", "Net", caffemodel="m.caffemodel", caffemodel_url=origin.url("/m"), sha1=SHA1)
+        publish(
+            store, "mo", "Liar", caffemodel="l.caffemodel", caffemodel_url=origin.url("/bad"), sha1="3" * 40
+        )
+        store.close()
+        r = cli("serve", "mirror", "--blobs-url", s3_env, "--json")
+        assert r.code == 1  # the liar failed
+        results = {x["sha1"]: x["status"] for x in json.loads(r.stdout)}
+        assert results == {SHA1: "mirrored", "3" * 40: "failed"}
+        from caffezoo.server.blobstore import open_store
+
+        bucket = open_store(s3_env)
+        assert [b.sha1 for b in bucket.list()] == [SHA1] and b"".join(bucket.get(SHA1)) == DATA
+        staging = caffezoo_home / "cache" / "server" / "staging"
+        assert staging.is_dir() and list((staging / "sha1").glob("*")) == []  # fetched there, then moved up
+        r = cli("serve", "mirror", "--blobs-url", s3_env, "--json")
+        assert [x["sha1"] for x in json.loads(r.stdout)] == ["3" * 40]  # not fetched twice
+        assert len([q for q in origin.requests_for("/m") if q.method == "GET"]) == 2  # broken once, resumed
+
+
+def test_a_store_that_is_down_is_a_503_not_a_traceback(tmp_path, monkeypatch):
+    from gist_helpers import free_port
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{free_port()}")  # nothing listens there
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "k")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "s")
+    for redirect in (False, True):
+        with s3_web_for("s3://caffezoo-down/x", tmp_path, redirect) as (app, base, http):
+            r = http.get(f"/blobs/sha1/{SHA1}")
+            assert r.status_code == 503 and "blob store is unavailable" in r.json()["message"]
+    with s3_web_for("s3://caffezoo-down/x", tmp_path, False) as (app, base, http):
+        token = app.state.storage.create_token("owen")
+        publish(
+            app.state.storage,
+            "owen",
+            "N",
+            caffemodel="m.caffemodel",
+            caffemodel_url="http://127.0.0.1:9/",
+            sha1=SHA1,
+        )
+        r = http.put(f"/blobs/sha1/{SHA1}", content=DATA, headers={"Authorization": f"token {token}"})
+        assert r.status_code == 503 and "nothing was stored" in r.json()["message"]
