@@ -13,6 +13,7 @@ as whole processes, from one run:
 - ``caffezoo download``             a fresh cache each run;
 - ``caffezoo download`` again       weights already there and verified.
 
+``--baseline-src OTHER/src`` adds another caffezoo source tree as a contender (before/after).
 Each contender runs once to warm up, then ``--runs`` times, interleaved so
 that the machine's noise hits every one alike. Prints medians, the ratios of
 caffezoo to each, peak RSS (from ``wait4``) and the issue's goals.
@@ -146,6 +147,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--size-mib", type=int, default=256)
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument(
+        "--baseline-src",
+        type=Path,
+        help="Another caffezoo source tree (its src/ directory), run as one more contender in the "
+        "same rounds: a before/after comparison, e.g. of a worktree of main",
+    )
     args = parser.parse_args()
     curl = find("curl")
     find("sha1sum")
@@ -199,6 +206,10 @@ def main() -> None:
         "pooch.retrieve": [sys.executable, "-c", POOCH, url, str(tmp / "pooch"), digest],
         "caffezoo download": cz,
     }
+    envs = {}
+    if args.baseline_src:
+        contenders["caffezoo (baseline)"] = cz
+        envs["caffezoo (baseline)"] = dict(env, PYTHONPATH=str(args.baseline_src.resolve()))
     times: dict[str, list[float]] = {name: [] for name in contenders}
     rss: dict[str, int] = dict.fromkeys(contenders, 0)
     rerun: list[float] = []
@@ -212,7 +223,7 @@ def main() -> None:
             names = names[rnd % len(names) :] + names[: rnd % len(names)]  # rotate the order
             for name in names:
                 clean()
-                t, peak = timed(contenders[name], env, rss_file)
+                t, peak = timed(contenders[name], envs.get(name, env), rss_file)
                 if rnd:
                     times[name].append(t)
                     rss[name] = max(rss[name], peak)

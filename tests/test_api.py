@@ -25,16 +25,16 @@ def test_download_validate_resolve_from_the_top(tmp_path):
     served = tmp_path / "served.bin"
     served.write_bytes(data)
     model = weights_model(tmp_path / "net", served.as_uri(), data)
-    fetched = caffezoo.download(model)
+    fetched = caffezoo.download(model, allow_local=True)  # the file:// source is this test's own
     assert fetched.path == model / "net.caffemodel" and fetched.path.read_bytes() == data
     assert fetched.sha1 == sha1(data) and fetched.status == "downloaded"
-    assert caffezoo.download(model).status == "present"
+    assert caffezoo.download(model, allow_local=True).status == "present"
     assert caffezoo.resolve(model).has_weights
     assert not [p for p in caffezoo.validate(model) if p.severity == "error"]
     # The modules stay importable and complete under the same names.
     import caffezoo.download as module
 
-    assert module.download_many and caffezoo.download.download(model).status == "present"
+    assert module.download_many and caffezoo.download.download(model, allow_local=True).status == "present"
 
 
 def test_validate_takes_a_bundled_name_and_reports_a_missing_one(tmp_path):
@@ -58,8 +58,9 @@ def test_locate_names_the_deploy_net_and_says_what_is_missing(tmp_path):
 def test_unknown_names_are_attribute_errors():
     with pytest.raises(AttributeError, match="no attribute 'dowload'"):
         caffezoo.dowload  # noqa: B018
-    assert set(caffezoo.__all__) <= set(dir(caffezoo))
-    for name in caffezoo.__all__:
+    run_extra = {"classify", "load_net", "to_onnx"}  # public, but out of __all__ (star import)
+    assert set(caffezoo.__all__) | run_extra <= set(dir(caffezoo))
+    for name in [*caffezoo.__all__, *run_extra]:
         assert callable(getattr(caffezoo, name)), name
 
 
@@ -137,3 +138,34 @@ def test_load_net_and_to_onnx_from_the_top(tmp_path):
     out = caffezoo.to_onnx(d, tmp_path / "m.onnx")
     onnx.checker.check_model(onnx.load(out), full_check=True)
     assert caffezoo.jsonable(net.inputs) == {"data": [None, 3, 16, 16]}
+
+
+_BASE_INSTALL = "import sys\nfor m in ('onnx', 'onnxruntime', 'PIL'):\n    sys.modules[m] = None  # as without the run extra\n"
+
+
+def test_star_import_is_cheap_and_works_without_the_run_extra():
+    """`from caffezoo import *` imports every name of __all__: none of them may need the run extra."""
+    import subprocess
+    import sys
+
+    heavy = ["onnx", "onnxruntime", "numpy", "pydantic", "httpx"]
+    code = f"import sys\nfrom caffezoo import *\nprint([m for m in {heavy!r} if m in sys.modules])"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+    code = _BASE_INSTALL + "from caffezoo import *\nprint(callable(download), callable(validate))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.split() == ["True", "True"], out.stderr
+
+
+@pytest.mark.parametrize("name", ["load_net", "to_onnx", "classify"])
+def test_a_name_that_needs_the_run_extra_says_so(name):
+    import subprocess
+    import sys
+
+    code = _BASE_INSTALL + f"import caffezoo\ncaffezoo.{name}"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 1
+    last = out.stderr.strip().splitlines()[-1]
+    assert last.startswith("ImportError: ") and f"caffezoo.{name} needs the run extra" in last, last
+    assert "pip install 'caffezoo[run]'" in last
+    assert name in dir(caffezoo)

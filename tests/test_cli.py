@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 
+import pytest
 from model_helpers import GOOD_FRONT_MATTER, write_model
 
 from caffezoo.validate import validate
@@ -199,7 +200,7 @@ def test_help_validate_and_download_leave_the_heavy_libraries_alone(tmp_path, ca
     cases = {
         ("--help",): {"typer", "pydantic", "ruamel.yaml", "rich", "httpx", "google.protobuf"},
         ("validate", "bvlc_alexnet"): {"pydantic", "ruamel.yaml", "rich", "httpx"},
-        ("download", str(model)): {"pydantic", "ruamel.yaml", "google.protobuf"},
+        ("download", str(model), "--allow-local"): {"pydantic", "ruamel.yaml", "google.protobuf"},
     }
     for args, absent in cases.items():
         for _ in range(2):  # the second download finds the weights there
@@ -211,3 +212,24 @@ def test_help_validate_and_download_leave_the_heavy_libraries_alone(tmp_path, ca
             out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
             loaded = set(eval(out.stdout.splitlines()[-1]))
             assert not loaded & absent, (args, loaded & absent)
+
+
+@pytest.mark.parametrize("name", ["m" * 300, "./" + "m" * 300, "m" * 300 + ".prototxt"])
+@pytest.mark.parametrize(
+    "command",
+    [
+        ("inspect",),
+        ("validate",),
+        ("show",),
+        ("download",),
+        ("draw", "-o", "x.svg"),
+        ("convert", "-o", "x.onnx"),
+    ],
+)
+def test_a_model_name_too_long_for_a_file_name_is_a_clear_error(
+    cli, caffezoo_home, monkeypatch, command, name
+):
+    """A MODEL the system refuses to look up (a name over 255 bytes) is not there: an error, no traceback."""
+    monkeypatch.setenv("CAFFEZOO_OFFLINE", "1")
+    r = cli(command[0], name, *command[1:])
+    assert r.code == 1 and "m" * 20 in r.stdout + r.stderr, r  # validate prints its problems on stdout

@@ -65,6 +65,8 @@ def test_string_keys_keep_their_source_text():
         ("---\na: &x [1]\nb: *x\n---\n", 2, "anchors and aliases"),  # the anchor's line
         ("---\nname: !!binary aGVsbG8=\n---\n", 2, "not allowed"),
         ("---\nname: !custom x\n---\n", 2, "not allowed"),
+        # YAML caps a plain key at 1024 characters; the plain reader must not read past the cap
+        ("---\nname: x\n" + "k" * 1100 + ": v\n---\n", 3, "YAML syntax error"),
     ],
 )
 def test_bad_front_matter_names_the_line(text, line, fragment):
@@ -255,7 +257,7 @@ _tokens = st.sampled_from(
     ]
 )  # fmt: skip
 _front_keys = st.sampled_from(
-    ["name", "sha1", "caffe_commit", "size", "tags", "mean", "x-lab", "true", "null", "k"]
+    ["name", "sha1", "caffe_commit", "size", "tags", "mean", "x-lab", "true", "null", "k", "k" * 1100]
 )
 _line = st.one_of(
     st.builds(lambda k, v, sp: f"{k}:{sp}{v}", _front_keys, _tokens, st.sampled_from([" ", "  ", ""])),

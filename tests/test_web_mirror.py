@@ -18,8 +18,11 @@ from gist_helpers import free_port
 from model_helpers import write_model
 from web_helpers import publish
 
+from caffezoo import _http
 from caffezoo.server import Storage
-from caffezoo.server.mirror import Mirror
+from caffezoo.server.mirror import Mirror, MirrorOptions
+
+LAB = MirrorOptions(policy=_http.Policy(allow_private=True))  # the test origins are on loopback
 
 DATA = os.urandom(300_000)
 SHA1 = hashlib.sha1(DATA).hexdigest()
@@ -46,12 +49,13 @@ def test_sync_fetches_verified_blobs_and_skips_wrong_ones(store, origin, tmp_pat
     publish(
         store, "mo", "Lying Net", caffemodel="l.caffemodel", caffemodel_url=origin.url("/bad"), sha1="3" * 40
     )
-    mirror = Mirror(tmp_path / "blobs")
+    mirror = Mirror(tmp_path / "blobs", LAB)
     results = {r.sha1: r for r in mirror.sync(store)}
     assert results[SHA1].status == "mirrored" and mirror.path(SHA1).read_bytes() == DATA
     assert results["3" * 40].status == "failed" and "sha1" in results["3" * 40].error.lower()
     assert not mirror.has("3" * 40)
-    assert [r.sha1 for r in mirror.sync(store)] == ["3" * 40]  # what it has is not fetched again
+    assert mirror.sync(store) == []  # what it has is not fetched again; the failed source backs off
+    assert [r.sha1 for r in mirror.sync(store, everything=True)] == ["3" * 40]  # unless told to retry now
     assert len([r for r in origin.requests_for("/good") if r.method == "GET"]) == 1
 
 
@@ -136,6 +140,7 @@ def test_client_downloads_through_the_mirror_after_the_origin_is_gone(tmp_path, 
             "--no-check-links",
             "--blobs-dir",
             str(blobs),
+            "--allow-private-urls",  # the origin is on loopback
             "--log-level",
             "warning",
         ],
@@ -202,9 +207,9 @@ def test_serve_mirror_cli_once(cli, tmp_path, monkeypatch, origin):
     store = Storage(db)
     weights_model(store, origin.url("/m"))
     store.close()
-    r = cli("serve", "mirror", "--blobs-dir", tmp_path / "b", "--json")
+    r = cli("serve", "mirror", "--allow-private-urls", "--blobs-dir", tmp_path / "b", "--json")
     assert r.code == 0, r.stderr
     assert '"status": "mirrored"' in r.stdout
     assert (tmp_path / "b" / "sha1" / SHA1).read_bytes() == DATA
-    r = cli("serve", "mirror", "--blobs-dir", tmp_path / "b")
+    r = cli("serve", "mirror", "--allow-private-urls", "--blobs-dir", tmp_path / "b")
     assert r.code == 0 and "nothing to fetch" in r.stderr

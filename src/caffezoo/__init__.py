@@ -9,8 +9,9 @@
 >>> caffezoo.jsonable(fetched)                         # doctest: +SKIP
 
 Each name is imported on first use, so ``import caffezoo`` loads none of
-pydantic, ruamel.yaml, httpx, numpy or onnx; :func:`load_net` and
-:func:`to_onnx` need the ``run`` extra.
+pydantic, ruamel.yaml, httpx, numpy or onnx. :func:`load_net`, :func:`to_onnx`
+and :func:`classify` need the ``run`` extra: they are left out of ``__all__``,
+so ``from caffezoo import *`` stays cheap and works on an install without it.
 """
 
 from __future__ import annotations
@@ -33,26 +34,27 @@ _EXPORTS = {
     "CaffezooError": ("caffezoo.errors", "CaffezooError"),
 }
 
+# What `from caffezoo import *` imports: every name but those of the run extra.
 __all__ = [
     "CaffezooError",
-    "classify",
     "download",
     "jsonable",
     "list_models",
-    "load_net",
     "locate",
     "resolve",
-    "to_onnx",
     "validate",
 ]
+_RUN_EXTRA = ("classify", "load_net", "to_onnx")  # onnx, onnxruntime, pillow
 
 if TYPE_CHECKING:
     from . import download, validate
     from ._json import jsonable
     from .errors import CaffezooError
-    from .runtime.classifier import classify
-    from .runtime.convert import to_onnx
-    from .runtime.session import load as load_net
+
+    # The run extra's names: public, outside __all__ (see the module's docstring).
+    from .runtime.classifier import classify  # noqa: F401
+    from .runtime.convert import to_onnx  # noqa: F401
+    from .runtime.session import load as load_net  # noqa: F401
     from .zoo import list_models, locate, resolve
 
 
@@ -63,8 +65,15 @@ def __getattr__(name: str) -> Any:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
     if module == __name__:
         return importlib.import_module(f"{__name__}.{name}")
-    return getattr(importlib.import_module(module), attribute)
+    try:
+        return getattr(importlib.import_module(module), attribute)
+    except ModuleNotFoundError as e:
+        if name not in _RUN_EXTRA:
+            raise
+        raise ImportError(
+            f"caffezoo.{name} needs the run extra: pip install 'caffezoo[run]' ({e})", name=e.name
+        ) from e
 
 
 def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+    return sorted({*globals(), *__all__, *_RUN_EXTRA})

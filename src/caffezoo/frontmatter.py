@@ -221,7 +221,8 @@ def _check_nodes(root: Any, path: str, first_line: int) -> None:
 
 
 # The plain front matter most readmes have, read without ruamel.yaml (see _plain_mapping).
-_PLAIN_KEY = re.compile(r"([A-Za-z_][A-Za-z0-9_-]*):(?: +(.*))?")
+# Keys of at most 128 characters: YAML refuses a plain key of more than 1024.
+_PLAIN_KEY = re.compile(r"([A-Za-z_][A-Za-z0-9_-]{0,127}):(?: +(.*))?")
 # A plain scalar YAML reads as this very text: it starts with a letter, and holds no
 # indicator that could end it (": ", " #") or make it a flow collection.
 _PLAIN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9 _./()+\-:,@'=&?%~!*;]*")

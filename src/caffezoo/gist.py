@@ -29,6 +29,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from . import _http
 from .config import settings
 from .errors import CaffezooError, GistError, ModelDirError, OfflineError, Problem, UsageError
 from .frontmatter import read_text, write_keys
@@ -42,15 +43,6 @@ NO_TOKEN = (
     "this needs an API token: set CAFFEZOO_TOKEN or GITHUB_TOKEN, or put the token "
     "in ~/.gist (for a caffezoo server: `caffezoo serve token create USER`)"
 )
-
-
-def _user_agent() -> str:
-    try:
-        from importlib.metadata import version
-
-        return f"caffezoo/{version('caffezoo')}"
-    except Exception:  # running from a source tree that is not installed
-        return "caffezoo"
 
 
 # --------------------------------------------------------------------------- gist references
@@ -238,6 +230,7 @@ class GistClient:
         retries: int = 4,
         backoff: float = 1.0,
         timeout: float = 30.0,
+        policy: _http.Policy | None = None,
     ):
         s = settings()
         self.api = (api or s.gist_api).rstrip("/")
@@ -246,15 +239,12 @@ class GistClient:
         secret = s.token if token is _FROM_SETTINGS else token
         self.has_token = bool(secret)
         self.max_wait, self.retries, self.backoff = max_wait, retries, backoff
-        self._http = httpx.Client(
+        # policy: a server-side caller's outbound-URL policy; the API itself is the operator's choice.
+        self._http = _http.client(
             timeout=timeout,
-            follow_redirects=True,
             auth=_TokenAuth(secret, self.api) if secret else None,
-            headers={
-                "Accept": "application/vnd.github+json",
-                "X-GitHub-Api-Version": API_VERSION,
-                "User-Agent": _user_agent(),
-            },
+            headers={"Accept": "application/vnd.github+json", "X-GitHub-Api-Version": API_VERSION},
+            policy=policy.with_trusted(self.api) if policy else None,
         )
 
     def __enter__(self) -> GistClient:
@@ -274,10 +264,8 @@ class GistClient:
             return None
         h = r.headers
         if "retry-after" in h:
-            try:
-                return max(0.0, float(h["retry-after"]))
-            except ValueError:
-                return 60.0
+            wait = _http.retry_after(h["retry-after"])
+            return 60.0 if wait is None else wait
         if h.get("x-ratelimit-remaining") == "0":
             try:
                 return max(0.0, float(h["x-ratelimit-reset"]) - time.time())
@@ -292,10 +280,12 @@ class GistClient:
             last = attempt == self.retries
             try:
                 r = self._http.request(method, full, **kwargs)
+            except _http.Refused:  # a server-side caller's policy: no second try changes it
+                raise GistError(f"{method} {full}: {_http.REFUSED}") from None
             except httpx.TransportError as e:
                 if last or method == "POST":
                     raise GistError(f"{method} {full}: {type(e).__name__}: {e or 'no answer'}") from None
-                time.sleep(self.backoff * 2**attempt)
+                time.sleep(_http.backoff(attempt + 1, base=self.backoff))
                 continue
             wait = self._rate_wait(r)
             if wait is not None:
@@ -313,7 +303,7 @@ class GistClient:
                     f"{when} — try again then, or use a token for a higher limit"
                 )
             if r.status_code >= 500 and method != "POST" and not last:
-                time.sleep(self.backoff * 2**attempt)
+                time.sleep(_http.backoff(attempt + 1, base=self.backoff))
                 continue
             return r
         raise AssertionError("unreachable")  # pragma: no cover

@@ -29,6 +29,8 @@ __all__ = [
     "README",
     "check_dir",
     "classify",
+    "dir_problem",
+    "is_there",
     "list_files",
     "load",
     "prototxt_kind",
@@ -127,6 +129,16 @@ class ModelDir:
         """The model-info files: what `caffezoo gist upload` sends."""
         return [f for f in self.files if f.is_info]
 
+    def weights_clash(self) -> str | None:
+        """The model's own file that ``caffemodel`` names (the readme, a prototxt, any file of
+        the model info), which the weights would replace; None when it names none."""
+        name = self.front_matter.caffemodel or ""
+        own = {f.name.lower(): f.name for f in self.info_files()}
+        lower = name.lower()
+        if lower in own:
+            return own[lower]
+        return name if lower == README or lower.endswith(".prototxt") else None
+
 
 def classify(path: Path) -> FileKind:
     """Say what a file in a model directory is, by name first and then by content."""
@@ -193,14 +205,39 @@ def list_files(path: Path) -> list[ModelFile]:
     return out
 
 
+def dir_problem(path: str | os.PathLike[str]) -> str | None:
+    """Why ``path`` is not a model directory to read, in words; None when it is one.
+
+    >>> dir_problem("m" * 300)
+    'cannot read: File name too long'
+    """
+    try:
+        Path(path).stat()
+    except (FileNotFoundError, NotADirectoryError):
+        return "no such directory"
+    except OSError as e:  # a name too long, no permission...: said, not a traceback
+        return f"cannot read: {e.strerror or e}"
+    if not Path(path).is_dir():
+        return "is a file, expected a model directory (a folder with a readme.md)"
+    return None
+
+
 def check_dir(path: str | os.PathLike[str]) -> Path:
     """Return ``path`` as a Path if it is an existing directory; else a clear error."""
     p = Path(path)
-    if not p.exists():
-        raise ModelDirError(f"{p}: no such directory")
-    if not p.is_dir():
-        raise ModelDirError(f"{p}: is a file, expected a model directory (a folder with a readme.md)")
+    problem = dir_problem(p)
+    if problem is not None:
+        raise ModelDirError(f"{p}: {problem}")
     return p
+
+
+def is_there(path: Path, test=Path.exists) -> bool:
+    """``test(path)`` (``Path.exists``, ``Path.is_file``...), False for a path the system refuses
+    to look up at all (a name over 255 bytes, no permission): such a MODEL is not there."""
+    try:
+        return test(path)
+    except OSError:
+        return False
 
 
 def load(path: str | os.PathLike[str], *, bundled: bool = False, weights_dir: Path | None = None) -> ModelDir:

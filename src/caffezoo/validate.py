@@ -19,7 +19,7 @@ from pathlib import Path
 from ._api import callable_module
 from .errors import CaffezooError, FrontMatterError, Problem
 from .frontmatter import Readme, parse_readme, read_text
-from .modeldir import PROTOTXT_KINDS, README, ModelDir, list_files
+from .modeldir import PROTOTXT_KINDS, README, ModelDir, dir_problem, list_files
 from .schema import FrontMatter, validate_front_matter
 
 __all__ = ["CHECKS", "Check", "has_errors", "validate", "validate_model"]
@@ -45,7 +45,15 @@ def check_front_matter(m: ModelDir) -> Iterable[Problem]:
         yield _warn(rp, end, "no caffe_commit or caffe_version: say which Caffe trained the model")
     if not fm.name:
         yield _warn(rp, end, "no name: `caffezoo gist upload` needs it as the gist's description")
-    if fm.caffemodel:
+    clash = m.weights_clash() if fm.caffemodel else None
+    if clash:
+        yield _err(
+            rp,
+            line("caffemodel"),
+            f"caffemodel: {fm.caffemodel!r} is one of the model's own files ({clash}); "
+            "downloading the weights would replace it: name them something else",
+        )
+    elif fm.caffemodel:
         lacking = [k for k in ("caffemodel_url", "sha1") if not getattr(fm, k)]
         if lacking:
             yield _warn(
@@ -133,10 +141,9 @@ def validate(
     (bundled models keep theirs under ``CAFFEZOO_HOME``).
     """
     p = Path(path)
-    if not p.exists():
-        return [_err(p, None, "no such directory")]
-    if not p.is_dir():
-        return [_err(p, None, "is a file, expected a model directory (a folder with a readme.md)")]
+    problem = dir_problem(p)
+    if problem is not None:
+        return [_err(p, None, problem)]
     try:
         files = list_files(p)
     except OSError as e:

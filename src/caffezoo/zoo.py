@@ -27,7 +27,7 @@ from typing import NamedTuple
 
 from .config import settings
 from .errors import ConversionError, ModelDirError, ModelNotFoundError
-from .modeldir import README, ModelDir, load
+from .modeldir import README, ModelDir, is_there, load
 
 __all__ = [
     "BUNDLED_DIR",
@@ -87,7 +87,7 @@ def find(model: str | os.PathLike[str]) -> Found | None:
     """
     text = os.fspath(model)
     path = Path(text).expanduser()
-    if path.exists() or ("://" not in text and (os.sep in text or text.startswith("."))):
+    if is_there(path) or ("://" not in text and (os.sep in text or text.startswith("."))):
         return Found(path)
     if text in bundled_names():
         return Found(BUNDLED_DIR / text, True, settings().models_dir / text)
@@ -137,8 +137,9 @@ def locate(
     """
     text = os.fspath(model)
     given = Path(weights) if weights is not None else None
-    if Path(text).is_file() or (text.endswith(".prototxt") and not Path(text).is_dir()):
-        if not Path(text).is_file():
+    is_file = is_there(Path(text), Path.is_file)
+    if is_file or (text.endswith(".prototxt") and not is_there(Path(text), Path.is_dir)):
+        if not is_file:
             missing = ConversionError if need_weights else ModelNotFoundError
             raise missing(f"{text}: no such prototxt file")
         if need_weights and given is None:

@@ -40,6 +40,12 @@ def download(
     ),
     symlink: bool = typer.Option(False, "--symlink", help="Install a symbolic link to the cached blob."),
     copy: bool = typer.Option(False, "--copy", help="Install a copy of the cached blob, not a hard link."),
+    allow_local: bool = typer.Option(
+        False,
+        "--allow-local",
+        help="Let the front matter name file:// URLs (refused by default: a model from a gist "
+        "must not read your files). file:// mirrors in CAFFEZOO_MIRRORS are always allowed.",
+    ),
     json: bool = JSON_OPTION,
     quiet: bool = QUIET_OPTION,
 ) -> None:
@@ -69,7 +75,13 @@ def download(
     with Display(quiet=quiet) as display:
         try:
             outcomes = download_many(
-                models, jobs=jobs, progress=display.callback, verify=verify, how=how, output=output
+                models,
+                jobs=jobs,
+                progress=display.callback,
+                verify=verify,
+                how=how,
+                output=output,
+                allow_local=allow_local,
             )
         except KeyboardInterrupt:
             display.close()

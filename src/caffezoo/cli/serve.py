@@ -60,6 +60,36 @@ BLOBS_URL_OPTION = typer.Option(
     help="Keep weights in an S3-compatible store, s3://BUCKET/PREFIX (endpoint and keys from "
     "CAFFEZOO_S3_* or AWS_*), instead of --blobs-dir.",
 )
+ALLOW_PRIVATE_OPTION = typer.Option(
+    False,
+    "--allow-private-urls",
+    help="Let server-side fetches (link checks, mirror, wiki import) reach loopback, private and "
+    "link-local addresses. Off by default: a URL written by a user must not reach inside your network.",
+)
+ALLOW_NETWORK_OPTION = typer.Option(
+    None,
+    "--allow-network",
+    metavar="CIDR",
+    help="Let server-side fetches reach this network (e.g. 10.20.0.0/16) although it is not public; repeatable.",
+)
+MAX_BYTES_OPTION = typer.Option(
+    4 << 30,
+    "--mirror-max-bytes",
+    min=1,
+    help="Most bytes the mirror takes for one blob whose front matter gives no size (a larger size is refused).",
+)
+
+
+def server_policy(allow_private: bool, networks: list[str] | None):
+    from ..server.run import outbound_policy
+
+    return outbound_policy(allow_private, networks or ())
+
+
+def _mirror_options(allow_private: bool, networks: list[str] | None, max_bytes: int):
+    from ..server.mirror import MirrorOptions
+
+    return MirrorOptions(policy=server_policy(allow_private, networks), max_bytes=max_bytes)
 
 
 @serve_app.callback(invoke_without_command=True)
@@ -134,6 +164,9 @@ def serve(
     draw_max_layers: int = typer.Option(
         1000, "--draw-max-layers", min=1, help="Nets with more layers are not drawn (a note is shown)."
     ),
+    allow_private: bool = ALLOW_PRIVATE_OPTION,
+    allow_network: list[str] = ALLOW_NETWORK_OPTION,
+    mirror_max_bytes: int = MAX_BYTES_OPTION,
 ) -> None:
     """Serve the zoo: web wiki at http://HOST:PORT/, and the Gist API for CAFFEZOO_GIST_API=http://HOST:PORT."""
     if ctx.invoked_subcommand is not None:
@@ -165,6 +198,8 @@ def serve(
             draw_max_layers=draw_max_layers,
             cache_bytes=cache_bytes,
         ),
+        policy=server_policy(allow_private, allow_network),
+        mirror_options=_mirror_options(allow_private, allow_network, mirror_max_bytes),
     )
 
 
@@ -174,6 +209,8 @@ def check_links_command(
     all_urls: bool = typer.Option(False, "--all", help="Probe every weights URL, not only those due."),
     rate: float = typer.Option(1.0, "--rate", min=0.01, help="Probes per second, at most."),
     timeout: float = typer.Option(10.0, "--timeout", min=0.1, help="Seconds to wait for each answer."),
+    allow_private: bool = ALLOW_PRIVATE_OPTION,
+    allow_network: list[str] = ALLOW_NETWORK_OPTION,
     as_json: bool = JSON_OPTION,
     quiet: bool = QUIET_OPTION,
 ) -> None:
@@ -199,7 +236,14 @@ def check_links_command(
                 highlight=False,
             )
 
-    results = check_links(database_url, all_urls=all_urls, rate=rate, timeout=timeout, on_result=show)
+    results = check_links(
+        database_url,
+        all_urls=all_urls,
+        rate=rate,
+        timeout=timeout,
+        on_result=show,
+        policy=server_policy(allow_private, allow_network),
+    )
     if as_json:
         print_json(
             [
@@ -219,12 +263,20 @@ def mirror_command(
     database_url: str = DB_OPTION,
     blobs_dir: str = BLOBS_OPTION,
     blobs_url: str = BLOBS_URL_OPTION,
+    all_sources: bool = typer.Option(
+        False, "--all", help="Try sources that failed before now, not after their backoff."
+    ),
+    allow_private: bool = ALLOW_PRIVATE_OPTION,
+    allow_network: list[str] = ALLOW_NETWORK_OPTION,
+    mirror_max_bytes: int = MAX_BYTES_OPTION,
     as_json: bool = JSON_OPTION,
     quiet: bool = QUIET_OPTION,
 ) -> None:
     """Fetch, once, every listed model's weights that the server's blob store lacks.
 
     Each file is checked against its front matter's SHA-1 before it is kept.
+    Every model naming a SHA-1 offers its URL as a source; a source that failed
+    is tried again after a backoff (1 hour, doubling up to 7 days).
     `caffezoo serve --mirror` does the same in the background. Exits 1 if any fetch failed.
     """
     from rich.markup import escape
@@ -235,19 +287,29 @@ def mirror_command(
 
     def show(r) -> None:
         if not (quiet or as_json):
-            mark = "[green]mirrored[/]" if r.status == "mirrored" else "[red]failed[/]"
+            mark = {"mirrored": "[green]mirrored[/]", "refused": "[red]refused[/]"}.get(
+                r.status, "[red]failed[/]"
+            )
             out.print(
                 f"{mark} {r.sha1} from {escape(r.url)}" + (f": {escape(r.error)}" if r.error else ""),
                 markup=True,
                 highlight=False,
             )
 
-    results = mirror_sync(database_url, blobs_dir, on_result=show, blobs_url=blobs_url)
+    results = mirror_sync(
+        database_url,
+        blobs_dir,
+        on_result=show,
+        options=_mirror_options(allow_private, allow_network, mirror_max_bytes),
+        everything=all_sources,
+        blobs_url=blobs_url,
+    )
     if as_json:
         print_json([{"sha1": r.sha1, "url": r.url, "status": r.status, "error": r.error} for r in results])
     elif not quiet and not results:
         out.print("nothing to fetch: every listed model's weights are here")
-    if any(r.status == "failed" for r in results):
+    mirrored = {r.sha1 for r in results if r.status == "mirrored"}
+    if any(r.sha1 not in mirrored for r in results):  # a blob that no source gave
         raise typer.Exit(1)
 
 

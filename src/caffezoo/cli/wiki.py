@@ -7,7 +7,12 @@ from pathlib import Path
 import typer
 
 from ._app import JSON_OPTION, QUIET_OPTION, app, console, print_json
-from .serve import DB_OPTION  # the zoo server's database, as `caffezoo serve` takes it
+from .serve import (  # the zoo server's database and outbound-URL policy, as `caffezoo serve` takes them
+    ALLOW_NETWORK_OPTION,
+    ALLOW_PRIVATE_OPTION,
+    DB_OPTION,
+    server_policy,
+)
 
 __all__ = ["wiki_app", "wiki_export", "wiki_import"]
 
@@ -27,6 +32,8 @@ def wiki_import(
         False, "--no-fetch", help="Do not fetch the gists: keep only the page's names and links."
     ),
     database_url: str = DB_OPTION,
+    allow_private: bool = ALLOW_PRIVATE_OPTION,
+    allow_network: list[str] = ALLOW_NETWORK_OPTION,
     as_json: bool = JSON_OPTION,
     quiet: bool = QUIET_OPTION,
 ) -> None:
@@ -37,6 +44,9 @@ def wiki_import(
     link. Gist links are fetched through the Gist API (CAFFEZOO_GIST_API,
     GitHub by default) and stored with their own id and owner, unless
     --no-fetch or CAFFEZOO_OFFLINE=1. Importing again replaces the previous page.
+    The Gist API is yours to choose; anything else a gist points at (raw file
+    URLs, redirects) must be on a public address unless --allow-private-urls
+    or --allow-network allows it.
     """
     from ..config import settings
     from ..errors import UsageError
@@ -67,7 +77,9 @@ def wiki_import(
 
     fetch = not no_fetch and not settings().offline
     with open_storage(database_url) as store:
-        report = import_page(store, parsed, fetch=fetch, on_gist=show)
+        report = import_page(
+            store, parsed, fetch=fetch, on_gist=show, policy=server_policy(allow_private, allow_network)
+        )
     if as_json:
         print_json(report)
     elif not quiet:

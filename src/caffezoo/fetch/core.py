@@ -23,14 +23,14 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from ..config import settings
 from ..errors import ChecksumError, DownloadError, OfflineError
 from .cache import BlobCache
 from .hashing import Digests, Expected, hash_file
 from .partial import Partial
-from .retry import MAX_RETRY_AFTER, Retry, SourceFailed, backoff
+from .retry import Retry, SourceFailed
 from .urls import Source, plan
 
 __all__ = ["Event", "Fetched", "How", "Progress", "Status", "fetch_blob", "fetch_to", "install"]
@@ -113,6 +113,8 @@ def fetch_blob(
     retries: int | None = None,
     auth: Mapping[str, str] | None = None,
     progress: Progress | None = None,
+    max_size: int | None = None,
+    client: Any = None,
 ) -> Fetched:
     """Make sure the blob ``sha1`` is in the cache; return its path there.
 
@@ -120,11 +122,14 @@ def fetch_blob(
     base URLs serving ``<base>/blobs/sha1/<sha1>``, tried first. ``auth`` maps
     an origin (``scheme://host:port``, see :func:`caffezoo.fetch.urls.origin`) to the
     ``Authorization`` value sent to it, and to nothing else. Unset arguments come
-    from :func:`caffezoo.config.settings`. Raises :class:`~caffezoo.errors.DownloadError`
-    (or a subclass) when no source gives the right bytes.
+    from :func:`caffezoo.config.settings`. ``max_size`` caps the bytes taken from a source
+    when ``size`` is unknown; ``client`` is the httpx client to use (e.g. one made by
+    :func:`caffezoo._http.client` with an outbound-URL policy; default: the process's own).
+    Raises :class:`~caffezoo.errors.DownloadError` (or a subclass) when no source gives the
+    right bytes.
     """
     s = settings()
-    expected = Expected(sha1, sha256, size)
+    expected = Expected(sha1, sha256, size, max_size)
     cache = BlobCache(blobs_dir if blobs_dir is not None else s.blobs_dir)
     report = progress or _quiet
     label = name or expected.sha1
@@ -181,7 +186,7 @@ def fetch_blob(
             if expected.size is not None:
                 partial.ensure_space(expected.size)
             source, digests = _download(
-                candidates, partial, expected, label, timeout, retries, auth or {}, report
+                candidates, partial, expected, label, timeout, retries, auth or {}, report, client
             )
             path = cache.commit(partial, digests)
         except BaseException:
@@ -202,6 +207,7 @@ def _download(
     retries: int,
     auth: Mapping[str, str],
     report: Progress,
+    client: Any = None,
 ) -> tuple[Source, Digests]:
     failures: list[str] = []
     wrong_files = 0  # sources that answered with other bytes: if all did, it is a ChecksumError
@@ -213,7 +219,7 @@ def _download(
             )
             report(Event("start", done=partial.size, total=expected.size, source=str(source)))
             try:
-                _with_retries(source, partial, expected, timeout, retries, auth, report)
+                _with_retries(source, partial, expected, timeout, retries, auth, report, client)
                 digests = partial.digests()
             except SourceFailed as e:
                 failures.append(f"{source.role} {source}: {e}")
@@ -264,6 +270,7 @@ def _with_retries(
     retries: int,
     auth: Mapping[str, str],
     report: Progress,
+    client: Any = None,
 ) -> None:
     """Attempts on one source until the body is complete; SourceFailed when they run out."""
     stuck = 0  # attempts in a row that added no byte
@@ -280,9 +287,11 @@ def _with_retries(
             else:
                 from . import http
 
-                http.get(source, partial, expected, timeout=timeout, auth=auth)
+                http.get(source, partial, expected, timeout=timeout, auth=auth, client=client)
             return
         except Retry as e:
+            from .._http import MAX_RETRY_AFTER, backoff  # only now: it imports httpx
+
             stuck = 0 if partial.size > before else stuck + 1
             if stuck > retries or total_attempts >= limit:
                 attempts = f"{total_attempts} attempt{'s' * (total_attempts > 1)}"

@@ -43,11 +43,16 @@ class Digests:
 
 @dataclass(frozen=True)
 class Expected:
-    """What a blob must be. ``sha1`` names it; ``sha256`` and ``size`` are checked when given."""
+    """What a blob must be. ``sha1`` names it; ``sha256`` and ``size`` are checked when given.
+
+    ``max_size`` caps what a source may send when ``size`` is not known (a server's mirror
+    must not fill its disk for a made-up SHA-1).
+    """
 
     sha1: str
     sha256: str | None = None
     size: int | None = None
+    max_size: int | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "sha1", _hex(self.sha1, 40, "sha1"))

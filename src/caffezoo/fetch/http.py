@@ -13,84 +13,58 @@ from __future__ import annotations
 
 import re
 import socket
-import sys
 import threading
 from collections.abc import Mapping
 from html.parser import HTMLParser
-from importlib.metadata import PackageNotFoundError, version
 from urllib.parse import urlencode, urljoin
 
-
-def _import_httpx():
-    """Import httpx without its command-line module, which loads click, rich.syntax and pygments.
-
-    That module is a fifth of a download's start-up time, and httpx itself replaces it by a
-    stub when it cannot be imported. Should a future httpx need it, import it normally.
-    """
-    if "httpx" in sys.modules:
-        return sys.modules["httpx"]
-    blocked = "httpx._main" not in sys.modules
-    if blocked:
-        sys.modules["httpx._main"] = None  # type: ignore[assignment]
-    try:
-        import httpx
-    except ImportError:
-        sys.modules.pop("httpx._main", None)
-        import httpx
-    finally:
-        if blocked and sys.modules.get("httpx._main", 0) is None:
-            del sys.modules["httpx._main"]
-    return httpx
-
-
-httpx = _import_httpx()
-import httpcore
-
+from .. import _http
+from .._http import httpx
 from .hashing import Expected
 from .partial import Partial
-from .retry import Retry, SourceFailed, is_retryable_status, retry_after
+from .retry import Retry, SourceFailed
 from .urls import Source, origin, redact
 
 # Largest confirm page we read from Google Drive before giving up on it.
 _MAX_PAGE = 2 << 20
+# Bytes asked of the socket per read: at loopback or LAN speeds httpcore's per-read Python work
+# (h11 events, buffer copies) costs more than the bytes at its 64 KiB; 256 KiB cuts that 4-fold.
 READ_SIZE = 256 << 10
 
 _client: httpx.Client | None = None
 _client_lock = threading.Lock()
 
 
-def _user_agent() -> str:
-    try:
-        return f"caffezoo/{version('caffezoo')} httpx/{httpx.__version__}"
-    except PackageNotFoundError:
-        return f"caffezoo httpx/{httpx.__version__}"
-
-
-def client() -> httpx.Client:
-    """The process-wide client: one connection pool shared by concurrent downloads."""
+def default_client() -> httpx.Client:
+    """The process-wide client for downloads: one connection pool shared by concurrent downloads."""
     global _client
     with _client_lock:
         if _client is None:
-            # httpcore reads 64 KiB at a time; at loopback or LAN speeds its per-read Python work
-            # (h11 events, buffer copies) costs more than the bytes. 1 MiB reads cut that 16-fold.
-            if getattr(httpcore.HTTP11Connection, "READ_NUM_BYTES", 0) < READ_SIZE:
-                httpcore.HTTP11Connection.READ_NUM_BYTES = READ_SIZE
-            _client = httpx.Client(
-                follow_redirects=True,
+            _client = _http.client(
+                timeout=30.0,
                 # identity: the bytes on the wire are the file's, so Content-Length and Range apply.
-                headers={"User-Agent": _user_agent(), "Accept-Encoding": "identity"},
-                limits=httpx.Limits(max_connections=32, max_keepalive_connections=8),
+                headers={"Accept-Encoding": "identity"},
+                read_size=READ_SIZE,
             )
         return _client
 
 
 def get(
-    source: Source, partial: Partial, expected: Expected, *, timeout: float, auth: Mapping[str, str]
+    source: Source,
+    partial: Partial,
+    expected: Expected,
+    *,
+    timeout: float,
+    auth: Mapping[str, str],
+    client: httpx.Client | None = None,
 ) -> None:
-    """Fetch ``source`` into ``partial`` from where it stands; return when the body is complete."""
+    """Fetch ``source`` into ``partial`` from where it stands; return when the body is complete.
+
+    ``client``: default, the process-wide download client; a server passes one with its policy.
+    """
     url = source.url
     for _ in range(3):  # Google Drive may answer with a confirm page first
-        url = _attempt(url, source, partial, expected, timeout, auth)
+        url = _attempt(url, source, partial, expected, timeout, auth, client or default_client())
         if url is None:
             return
     raise SourceFailed("Google Drive kept answering with a confirmation page instead of the file")
@@ -103,6 +77,7 @@ def _attempt(
     expected: Expected,
     timeout: float,
     auth: Mapping[str, str],
+    http: httpx.Client,
 ) -> str | None:
     headers = {}
     if partial.size:
@@ -118,11 +93,15 @@ def _attempt(
         headers["Authorization"] = token
     host = source.host
     try:
-        with client().stream("GET", url, headers=headers, timeout=timeout) as response:
+        with http.stream("GET", url, headers=headers, timeout=timeout) as response:
             try:
                 return _receive(response, url, source, partial, expected)
             finally:
                 partial.flush()  # what arrived before a failure is kept, for the next attempt
+    except _http.Refused:
+        raise SourceFailed(_http.REFUSED) from None
+    except _http.LimitExceeded as e:  # the fetch's budget: trying again would not fit in it either
+        raise SourceFailed(f"{host}: {e} ({partial.size} bytes received)") from None
     except httpx.TimeoutException:
         raise Retry(f"no answer from {host} for {timeout:g} s ({partial.size} bytes received)") from None
     except httpx.ConnectError as e:
@@ -151,8 +130,8 @@ def _receive(r: httpx.Response, url: str, source: Source, partial: Partial, expe
             return None  # the partial file already holds every byte; the digests decide
         partial.restart()
         raise Retry(f"{where} for bytes {offset}-; starting over")
-    if is_retryable_status(status):
-        raise Retry(where, retry_after(r.headers.get("retry-after")))
+    if _http.is_retryable_status(status):
+        raise Retry(where, _http.retry_after(r.headers.get("retry-after")))
     if status not in (200, 206):
         hint = {
             401: " (credentials needed?)",
@@ -188,7 +167,12 @@ def _receive(r: httpx.Response, url: str, source: Source, partial: Partial, expe
     if total is not None:
         partial.ensure_space(total)
     partial.remember(url, r.headers.get("etag"), r.headers.get("last-modified"), total)
+    if expected.max_size is not None and total is not None and total > expected.max_size:
+        partial.restart()
+        raise SourceFailed(f"{where}: {total} bytes, more than the {expected.max_size} allowed")
     limit = expected.size if expected.size is not None else total
+    if limit is None:
+        limit = expected.max_size
     received = offset
     for chunk in r.iter_bytes() if encoded else r.iter_raw():
         received += len(chunk)

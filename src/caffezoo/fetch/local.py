@@ -42,6 +42,8 @@ def copy(source: Source, partial: Partial, expected: Expected) -> None:
         total = before.st_size
         if expected.size is not None and total != expected.size:
             raise SourceFailed(f"{path} has {total} bytes, expected {expected.size}")
+        if expected.max_size is not None and total > expected.max_size:
+            raise SourceFailed(f"{path} has {total} bytes, more than the {expected.max_size} allowed")
         if partial.size > total:
             partial.restart()
         partial.resumed = partial.resumed or partial.size > 0

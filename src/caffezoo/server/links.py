@@ -8,7 +8,10 @@ Each URL is probed with ``HEAD``; a server that refuses ``HEAD`` (405, 403,
 501...) gets a one-byte ``Range`` GET, whose ``Content-Range`` also tells the
 size. Nothing more is downloaded. Transient failures (timeouts, 429, 5xx) are
 retried a few times with exponential backoff, honouring ``Retry-After``; all
-requests together stay under ``rate`` per second. What is seen is recorded in
+requests together stay under ``rate`` per second. Every request obeys the
+server's outbound-URL policy (:class:`caffezoo._http.Policy`: public addresses
+only, unless the operator opts in), and what is published is only the status
+and a fixed phrase (:func:`caffezoo._http.public_error`), never the socket's words. What is seen is recorded in
 ``link_checks`` (reachable, status, size, error, when) and shown on the pages
 and in ``/api/models``. A URL is checked again ``ok_every`` after a success;
 after failures, the wait doubles from ``fail_every`` up to ``max_backoff``, so
@@ -23,15 +26,16 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from http import HTTPStatus
 
 import httpx
 from sqlalchemy import select
 
+from .. import _http
 from . import catalog
 from .models import Entry, LinkCheck
 from .storage import Storage, now
 
-USER_AGENT = "caffezoo-link-checker"
 OK_EVERY = timedelta(days=1)
 FAIL_EVERY = timedelta(hours=1)
 MAX_BACKOFF = timedelta(days=7)
@@ -74,47 +78,90 @@ def _size(r: httpx.Response) -> int | None:
     return int(length) if length.isdigit() and r.status_code == 200 else None
 
 
-def _transient(status: int) -> bool:
-    return status == 429 or status >= 500
+# What a probe records as its error, and so all that pages may show of one (rows written
+# before errors were fixed phrases may hold socket errors: those are shown as the generic one).
+_PUBLIC_ERROR = re.compile(
+    r"HTTP \d{3}( [A-Za-z' -]{1,40})?|refused by policy|cannot connect|no answer in time|connection failed"
+    r"|too many redirects|not a valid URL|not an http\(s\) URL|not checked: only http:// and https:// URLs are probed"
+)
 
 
-def _retry_after(r: httpx.Response, default: float) -> float:
-    value = r.headers.get("retry-after", "")
-    return min(float(value), MAX_RETRY_AFTER) if value.isdigit() else default
+def shown_error(error: str | None) -> str | None:
+    """``error`` if it is one of the fixed phrases probes record, else ``connection failed``.
+
+    >>> shown_error("HTTP 404 Not Found"), shown_error("ConnectError: [Errno 111] Connection refused")
+    ('HTTP 404 Not Found', 'connection failed')
+    """
+    return error if error is None or _PUBLIC_ERROR.fullmatch(error) else "connection failed"
+
+
+def _status_text(status: int) -> str:
+    """``HTTP 404 Not Found``: the standard phrase, not the remote server's own words."""
+    try:
+        return f"HTTP {status} {HTTPStatus(status).phrase}"
+    except ValueError:
+        return f"HTTP {status}"
 
 
 def probe(
-    client: httpx.Client, url: str, *, limit: RateLimit | None = None, retries: int = 2, backoff: float = 0.5
+    client: httpx.Client,
+    url: str,
+    *,
+    limit: RateLimit | None = None,
+    retries: int = 2,
+    backoff: float = 0.5,
+    deadline: float | None = 60.0,
 ) -> Probe:
-    """Probe one URL: ``HEAD``, else a one-byte ``Range`` GET; retry transient failures."""
+    """Probe one URL: ``HEAD``, else a one-byte ``Range`` GET; retry transient failures.
+
+    ``client`` should come from :func:`link_client` (the policy lives in its transport);
+    each attempt must end within ``deadline`` seconds, however slowly the host answers.
+    """
     limit = limit or RateLimit(0)
     if not url.lower().startswith(("http://", "https://")):
         return Probe(url, False, error="not checked: only http:// and https:// URLs are probed")
-    delay = backoff
     last: Probe | None = None
     for attempt in range(retries + 1):
-        if attempt:
-            time.sleep(delay)
-            delay *= 2
         try:
             limit.wait()
-            r = client.head(url)
-            if r.status_code >= 400 and not _transient(r.status_code) or r.status_code in (501,):
-                # Some hosts (S3 presigned URLs, old CGI) refuse HEAD but serve GET.
-                limit.wait()
-                with client.stream("GET", url, headers={"Range": "bytes=0-0"}) as g:
-                    r = g  # the body is never read: closing drops the connection
+            with _http.budget(deadline):
+                r = client.head(url)
+                if (
+                    r.status_code >= 400
+                    and not _http.is_retryable_status(r.status_code)
+                    or r.status_code == 501
+                ):
+                    # Some hosts (S3 presigned URLs, old CGI) refuse HEAD but serve GET.
+                    limit.wait()
+                    with client.stream("GET", url, headers={"Range": "bytes=0-0"}) as g:
+                        r = g  # the body is never read: closing drops the connection
             if r.status_code < 400:
                 return Probe(url, True, r.status_code, _size(r))
-            last = Probe(url, False, r.status_code, error=f"HTTP {r.status_code} {r.reason_phrase}")
-            if not _transient(r.status_code):
+            last = Probe(url, False, r.status_code, error=_status_text(r.status_code))
+            if not _http.is_retryable_status(r.status_code):
                 return last
-            delay = max(delay, _retry_after(r, delay))
-        except httpx.TooManyRedirects:
-            return Probe(url, False, error="too many redirects")
-        except httpx.HTTPError as e:
-            last = Probe(url, False, error=f"{type(e).__name__}: {e}" if str(e) else type(e).__name__)
+            wait = _http.retry_after(r.headers.get("retry-after"))
+        except (httpx.HTTPError, httpx.InvalidURL) as e:  # InvalidURL is not an HTTPError
+            last = Probe(url, False, error=_http.public_error(e))
+            if isinstance(
+                e, (_http.Refused, httpx.TooManyRedirects, httpx.UnsupportedProtocol, httpx.InvalidURL)
+            ):
+                return last  # no second try changes these
+            wait = None
+        if attempt < retries:
+            delay = _http.backoff(attempt + 1, base=backoff)
+            time.sleep(min(max(delay, wait or 0.0), MAX_RETRY_AFTER))
     return last  # type: ignore[return-value]
+
+
+def link_client(policy: _http.Policy, timeout: float = 10.0) -> httpx.Client:
+    """The link checker's client: the server's policy, ``timeout`` per read, 10 redirects at most."""
+    return _http.client(
+        policy=policy,
+        timeout=timeout,
+        max_redirects=10,
+        headers={"User-Agent": f"{_http.user_agent()} link-checker"},
+    )
 
 
 def due_urls(storage: Storage, when: datetime | None = None, all_urls: bool = False) -> list[str]:
@@ -176,23 +223,25 @@ def check_links(
     on_result: Callable[[Probe], None] | None = None,
     stop: threading.Event | None = None,
     record_every: float = RECORD_EVERY,
+    policy: _http.Policy | None = None,
 ) -> list[Probe]:
     """Probe ``urls`` (default: those due) at most ``rate`` per second; return what was seen,
-    recorded every ``record_every`` seconds and at the end."""
+    recorded every ``record_every`` seconds and at the end. ``policy``: where probes may go
+    (default: public addresses only)."""
     todo = list(urls) if urls is not None else due_urls(storage, all_urls=all_urls)
     # A URL longer than link_checks can key on is never probed: its check could not be kept.
     todo = [u for u in todo if len(u) <= LinkCheck.url.type.length]
     limit = RateLimit(rate)
     results: list[Probe] = []
     recorded, last_record = 0, time.monotonic()
-    with httpx.Client(
-        follow_redirects=True, max_redirects=10, timeout=timeout, headers={"User-Agent": USER_AGENT}
-    ) as client:
+    with link_client(policy or _http.Policy(), timeout) as client:
         try:
             for url in todo:
                 if stop is not None and stop.is_set():
                     break
-                result = probe(client, url, limit=limit, retries=retries, backoff=backoff)
+                result = probe(
+                    client, url, limit=limit, retries=retries, backoff=backoff, deadline=6 * timeout
+                )
                 results.append(result)
                 if on_result:
                     on_result(result)

@@ -1,7 +1,7 @@
 """The server's weights mirror: a content-addressed blob store (a directory, or S3).
 
 >>> m = Mirror(Path("/srv/caffezoo/blobs"))                          # doctest: +SKIP
->>> m.sync(storage)          # fetch every listed model's weights it lacks     # doctest: +SKIP
+>>> m.sync(storage)          # one round: fetch every listed model's weights it lacks     # doctest: +SKIP
 >>> m.path("9116a64c0fbe4459d18f4bb6b56d647b63920377")                # doctest: +SKIP
 PosixPath('/srv/caffezoo/blobs/sha1/9116a64c0fbe4459d18f4bb6b56d647b63920377')
 
@@ -13,6 +13,14 @@ checked, so a half-fetched or wrong file is never served. The server answers
 clients can list in ``CAFFEZOO_MIRRORS``. Owners may also ``PUT`` weights: the
 bytes are hashed on their way into the store and kept only when they are what
 the model's front matter promises.
+
+A round (:func:`wanted`, then :func:`fetch_wanted` for each, a few at a time)
+is bounded so that no one user can block it or fill the disk: every model
+naming a SHA-1 offers its URL as a source, tried in turn until one gives the
+right bytes; each fetch obeys the outbound-URL policy (http(s) to public
+addresses only, unless the operator opts in), a deadline, a minimum rate and
+a byte cap (the front matter's ``size``, else ``max_bytes``); a source that
+failed is tried again after a backoff that doubles like the link checker's.
 """
 
 from __future__ import annotations
@@ -20,35 +28,214 @@ from __future__ import annotations
 import os
 import re
 import threading
+import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 
+from .. import _http
 from ..config import settings
 from ..errors import CaffezooError
 from . import catalog
 from .blobstore import BlobStore, BlobWriter, LocalStore
-from .models import Entry
-from .storage import Storage
+from .models import Entry, MirrorSource
+from .storage import Storage, now
 
 SHA1_RE = re.compile(r"[0-9a-f]{40}")
+
+
+CONCURRENCY = 4
+MAX_BYTES = 4 << 30  # what a source may send when the front matter gives no size
+FETCH_SECONDS = 3600.0
+MIN_RATE = 32 << 10  # bytes/s a fetch must average once its grace period is over
+GRACE = 30.0
+ROUND_SECONDS = 6 * 3600.0
 
 
 @dataclass(frozen=True)
 class MirrorResult:
     sha1: str
     url: str
-    status: str  # "mirrored", "present", "failed"
+    status: str  # "mirrored", "failed", "refused" (by the outbound-URL policy)
     error: str | None = None
 
 
-class Mirror:
-    """The server's weights: a :class:`~.blobstore.BlobStore` (a directory path means a local one)."""
+@dataclass(frozen=True)
+class MirrorOptions:
+    """How a round fetches: where it may go, how many at once, and the caps of one fetch."""
 
-    def __init__(self, store: BlobStore | str | os.PathLike[str], staging: Path | None = None):
+    policy: _http.Policy = field(default_factory=_http.Policy)
+    concurrency: int = CONCURRENCY
+    max_bytes: int = MAX_BYTES
+    fetch_seconds: float = FETCH_SECONDS
+    min_rate: float = MIN_RATE
+    grace: float = GRACE
+    timeout: float = 30.0  # seconds one read may wait
+    retries: int = 2
+    round_seconds: float = ROUND_SECONDS  # no fetch starts later than this into a round
+
+
+@dataclass(frozen=True)
+class Wanted:
+    """A blob the store lacks, and every ``(url, size)`` the listed models offer for it."""
+
+    sha1: str
+    sources: tuple[tuple[str, int | None], ...]
+
+
+def wanted(
+    storage: Storage, has: Callable[[str], bool], when: datetime | None = None, everything: bool = False
+) -> list[Wanted]:
+    """The blobs to fetch now: missing from the store, with the sources not backing off
+    (``everything``: with all their sources). Blobs are taken from each owner in turn, so
+    that one user's thousand models do not hold everyone else's until the round's end."""
+    when = when or now()
+    with storage.session() as s:
+        rows = s.execute(
+            select(Entry.sha1, Entry.caffemodel_url, Entry.size, Entry.owner)
+            .where(Entry.listed.is_(True), Entry.sha1.is_not(None), Entry.caffemodel_url.is_not(None))
+            .order_by(Entry.pk)
+        ).all()
+        waiting = (
+            set()
+            if everything
+            else set(
+                s.execute(
+                    select(MirrorSource.sha1, MirrorSource.url).where(MirrorSource.next_try > when)
+                ).all()
+            )
+        )
+    sources: dict[str, dict[str, int | None]] = {}
+    by_owner: dict[str | None, list[str]] = {}
+    for sha1, url, size, owner in rows:
+        if SHA1_RE.fullmatch(sha1 or "") and (sha1, url) not in waiting and not has(sha1):
+            if sha1 not in sources:
+                by_owner.setdefault(owner, []).append(sha1)
+            sources.setdefault(sha1, {}).setdefault(url, size)
+    queues = list(by_owner.values())
+    order = [q[i] for i in range(max(map(len, queues), default=0)) for q in queues if i < len(q)]
+    return [Wanted(sha1, tuple(sources[sha1].items())) for sha1 in order]
+
+
+Fetch = Callable[..., object]  # fetch(sha1, url, size, max_size=..., client=..., timeout=..., retries=...)
+
+
+def fetch_wanted(w: Wanted, fetch: Fetch, client, options: MirrorOptions) -> list[MirrorResult]:
+    """Try ``w``'s sources in turn until one gives the right bytes; what each attempt gave."""
+    results = []
+    for url, size in w.sources:
+        try:
+            options.policy.check_url(url)  # no file://, no plain path: the server's files stay its own
+        except _http.Refused:
+            results.append(MirrorResult(w.sha1, url, "refused", _http.REFUSED))
+            continue
+        if size is not None and size > options.max_bytes:
+            error = f"the front matter's size ({size} bytes) is more than this server's maximum ({options.max_bytes})"
+            results.append(MirrorResult(w.sha1, url, "failed", error))
+            continue
+        try:
+            with _http.budget(options.fetch_seconds, min_rate=options.min_rate, grace=options.grace):
+                fetch(
+                    w.sha1,
+                    url,
+                    size,
+                    max_size=options.max_bytes if size is None else size,
+                    client=client,
+                    timeout=options.timeout,
+                    retries=options.retries,
+                )
+        except CaffezooError as e:
+            # The engine names each source's failure; a refusal reads the same whatever the address.
+            refused = _http.REFUSED in str(e)
+            results.append(
+                MirrorResult(
+                    w.sha1, url, "refused" if refused else "failed", _http.REFUSED if refused else str(e)
+                )
+            )
+            continue
+        results.append(MirrorResult(w.sha1, url, "mirrored"))
+        break
+    return results
+
+
+def record(storage: Storage, results: list[MirrorResult], when: datetime | None = None) -> None:
+    """Remember failed sources and when to try them again; forget those of mirrored blobs."""
+    from .links import FAIL_EVERY, MAX_BACKOFF  # the same backoff as the link checker's
+
+    when = when or now()
+    with storage.session(write=True) as s:
+        for r in results:
+            if r.status == "mirrored":
+                s.execute(delete(MirrorSource).where(MirrorSource.sha1 == r.sha1))
+                continue
+            if len(r.url) > MirrorSource.url.type.length:
+                continue
+            row = s.get(MirrorSource, (r.sha1, r.url))
+            if row is None:
+                row = MirrorSource(sha1=r.sha1, url=r.url, failures=0)
+                s.add(row)
+            row.failures = (row.failures or 0) + 1
+            row.error, row.tried_at = r.error, when
+            row.next_try = when + min(FAIL_EVERY * 2 ** (row.failures - 1), MAX_BACKOFF)
+        if any(r.status == "mirrored" for r in results):
+            catalog.bump(s)  # a blob arrived: the pages' "mirrored" badges are stale
+
+
+def run_round(
+    storage: Storage,
+    todo: list[Wanted],
+    fetch: Fetch,
+    options: MirrorOptions,
+    on_result: Callable[[MirrorResult], None] | None = None,
+    stop: threading.Event | None = None,
+) -> list[MirrorResult]:
+    """Fetch ``todo``, ``options.concurrency`` blobs at a time; record and return what happened."""
+    results: list[MirrorResult] = []
+    lock = threading.Lock()
+    ends = time.monotonic() + options.round_seconds
+
+    def one(w: Wanted) -> None:
+        if (stop is not None and stop.is_set()) or time.monotonic() > ends:
+            return  # the rest waits for the next round
+        got = fetch_wanted(w, fetch, client, options)
+        record(storage, got)
+        with lock:
+            results.extend(got)
+            for r in got:
+                if on_result:
+                    on_result(r)
+
+    with (
+        _http.client(
+            policy=options.policy,
+            timeout=options.timeout,
+            headers={"Accept-Encoding": "identity", "User-Agent": f"{_http.user_agent()} mirror"},
+            read_size=256 << 10,  # as downloads do: fewer, larger reads
+            max_connections=max(4, options.concurrency * 2),
+        ) as client,
+        ThreadPoolExecutor(max(1, options.concurrency), thread_name_prefix="caffezoo-mirror") as pool,
+    ):
+        for future in [pool.submit(one, w) for w in todo]:
+            future.result()
+    return results
+
+
+class Mirror:
+    """The server's weights: a :class:`~.blobstore.BlobStore` (a directory path means a local one);
+    ``options`` say how its rounds fetch."""
+
+    def __init__(
+        self,
+        store: BlobStore | str | os.PathLike[str],
+        options: MirrorOptions | None = None,
+        staging: Path | None = None,
+    ):
         self.store = store if isinstance(store, BlobStore) else LocalStore(Path(store))
+        self.options = options or MirrorOptions()
         # Fetches for a remote store land here first (resumable), then go up verified.
         self.staging = staging
         self._lock = threading.Lock()
@@ -63,21 +250,6 @@ class Mirror:
 
     def has(self, sha1: str | None) -> bool:
         return bool(sha1) and SHA1_RE.fullmatch(sha1) is not None and self.store.has(sha1)
-
-    def wanted(self, storage: Storage) -> list[tuple[str, str, int | None]]:
-        """``(sha1, url, size)`` of listed models whose weights the store lacks."""
-        with storage.session() as s:
-            rows = s.execute(
-                select(Entry.sha1, Entry.caffemodel_url, Entry.size).where(
-                    Entry.listed.is_(True), Entry.sha1.is_not(None), Entry.caffemodel_url.is_not(None)
-                )
-            ).all()
-        seen, out = set(), []
-        for sha1, url, size in rows:
-            if sha1 not in seen and not self.has(sha1):
-                seen.add(sha1)
-                out.append((sha1, url, size))
-        return out
 
     def fetch(self, sha1: str, url: str, size: int | None = None, **options) -> None:
         """Fetch one blob through the downloads engine (verified, resumable, atomic) into the store.
@@ -105,24 +277,14 @@ class Mirror:
         storage: Storage,
         on_result: Callable[[MirrorResult], None] | None = None,
         stop: threading.Event | None = None,
+        everything: bool = False,
     ) -> list[MirrorResult]:
-        """Fetch every wanted blob; a failure is reported and retried on the next sync."""
-        results = []
+        """One round: fetch every wanted blob; failed sources are tried again after a backoff
+        (``everything``: now)."""
         self.store.refresh()  # what other replicas stored counts
-        with self._lock:  # one sync at a time; the engine's locks guard each blob as well
-            for sha1, url, size in self.wanted(storage):
-                if stop is not None and stop.is_set():
-                    break
-                try:
-                    self.fetch(sha1, url, size)
-                    result = MirrorResult(sha1, url, "mirrored")
-                    self.changed(storage)
-                except CaffezooError as e:
-                    result = MirrorResult(sha1, url, "failed", str(e))
-                results.append(result)
-                if on_result:
-                    on_result(result)
-        return results
+        with self._lock:  # one round at a time; the engine's locks guard each blob as well
+            todo = wanted(storage, self.has, everything=everything)
+            return run_round(storage, todo, self.fetch, self.options, on_result, stop)
 
     @staticmethod
     def changed(storage: Storage) -> None:

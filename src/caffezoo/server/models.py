@@ -172,6 +172,19 @@ class LinkCheck(Base):
     next_check: Mapped[datetime | None] = mapped_column(DateTime, nullable=True, index=True)
 
 
+class MirrorSource(Base):
+    """A source the mirror failed to copy a blob from, and when to try it again."""
+
+    __tablename__ = "mirror_sources"
+
+    sha1: Mapped[str] = mapped_column(String(40), primary_key=True)
+    url: Mapped[str] = mapped_column(String(2048), primary_key=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    tried_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    failures: Mapped[int] = mapped_column(Integer, default=0)  # in a row; drives the backoff
+    next_try: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+
+
 Index("ix_zoo_entries_listed_sort", Entry.listed, Entry.sort_name)
 
 

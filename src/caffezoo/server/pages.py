@@ -44,6 +44,7 @@ from ..frontmatter import parse_readme
 from . import catalog
 from .api import JSON_TYPE, base_url, json_response, valid_id
 from .caches import CachePart, size_of
+from .links import shown_error
 from .listing import (
     DESCRIPTION_CHARS,
     NAME_CHARS,
@@ -159,6 +160,11 @@ class Weights:
             return "unchecked"
         return "reachable" if self.checked.reachable else "unreachable"
 
+    @property
+    def error(self) -> str | None:
+        """The last check's error, as anyone may read it (see :func:`.links.shown_error`)."""
+        return None if self.checked is None else shown_error(self.checked.error)
+
     def json(self, base: str) -> dict[str, Any]:
         c = self.checked
         return {
@@ -168,7 +174,7 @@ class Weights:
             "reachable": None if c is None else c.reachable,
             "status": None if c is None else c.status,
             "checked_size": None if c is None else c.size,
-            "error": None if c is None else cut(c.error, TEXT_CHARS),
+            "error": self.error,
             "checked_at": None
             if c is None or c.checked_at is None
             else c.checked_at.strftime("%Y-%m-%dT%H:%M:%SZ"),

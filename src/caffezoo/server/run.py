@@ -5,7 +5,7 @@ from __future__ import annotations
 import errno
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -71,6 +71,16 @@ def seed(database_url: str | None = None) -> list:
         return seed_bundled(store)
 
 
+def outbound_policy(allow_private: bool = False, networks: Sequence[str] = ()):
+    """The outbound-URL policy of ``--allow-private-urls`` and ``--allow-network CIDR``."""
+    from .._http import Policy
+
+    try:
+        return Policy(allow_private=allow_private, networks=tuple(networks))
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+
+
 def check_links(
     database_url: str | None = None,
     *,
@@ -78,12 +88,13 @@ def check_links(
     rate: float = 1.0,
     timeout: float = 10.0,
     on_result=None,
+    policy=None,
 ) -> list:
     """Probe the weights URLs that are due (or all of them); record and return what was seen."""
     from .links import check_links as check
 
     with open_storage(database_url) as store:
-        return check(store, all_urls=all_urls, rate=rate, timeout=timeout, on_result=on_result)
+        return check(store, all_urls=all_urls, rate=rate, timeout=timeout, on_result=on_result, policy=policy)
 
 
 def mirror_sync(
@@ -92,14 +103,16 @@ def mirror_sync(
     on_result=None,
     *,
     blobs_url: str | None = None,
+    options=None,
+    everything: bool = False,
 ) -> list:
-    """Fetch every listed model's weights that the server's store lacks."""
+    """One mirror round: fetch the listed models' weights that the server's store lacks."""
     from .mirror import Mirror
 
     blobs = open_blobs(blobs_location(blobs_dir, blobs_url))
     try:
         with open_storage(database_url) as store:
-            return Mirror(blobs).sync(store, on_result=on_result)
+            return Mirror(blobs, options).sync(store, on_result=on_result, everything=everything)
     finally:
         blobs.close()
 
@@ -111,6 +124,8 @@ def start_background(
     mirror_every: float | None,
     check_every: float | None,
     link_rate: float,
+    policy=None,
+    mirror_options=None,
 ) -> list:
     """The server's helpers: the link checker and the mirror, each in a daemon thread."""
     from .links import Background
@@ -121,10 +136,14 @@ def start_background(
     threads = []
     if check_every:
         threads.append(
-            Background("link-checker", lambda stop: check(store, rate=link_rate, stop=stop), check_every)
+            Background(
+                "link-checker",
+                lambda stop: check(store, rate=link_rate, stop=stop, policy=policy),
+                check_every,
+            )
         )
     if mirror_every:
-        mirror = Mirror(open_blobs(str(blobs_dir)))
+        mirror = Mirror(open_blobs(str(blobs_dir)), mirror_options)
         threads.append(Background("mirror", lambda stop: mirror.sync(store, stop=stop), mirror_every))
     for t in threads:
         t.start()
@@ -198,6 +217,8 @@ def run(
     blobs_redirect: bool = False,
     base_url: str | None = None,
     limits: Limits | None = None,
+    policy=None,
+    mirror_options=None,
 ) -> None:
     """Serve until interrupted, with uvicorn's fastest loop and parser when installed.
 
@@ -208,12 +229,14 @@ def run(
     that are due; ``mirror_every`` (None: no mirroring) fetches missing weights.
     ``base_url`` is the public URL links start with (default ``http://HOST:PORT``);
     ``limits`` bounds render and drawing work and the caches' bytes.
+    ``policy`` (a :class:`caffezoo._http.Policy`) says where both may fetch from
+    (default: public addresses only); ``mirror_options`` bound the mirror's rounds.
     """
-    import dataclasses
     import json
 
     import uvicorn
 
+    from .._json import jsonable
     from .app import check_base_url, create_app
 
     try:
@@ -246,7 +269,13 @@ def run(
     except ImportError:
         pass
     background = start_background(
-        url, blobs_dir=blobs, mirror_every=mirror_every, check_every=check_every, link_rate=link_rate
+        url,
+        blobs_dir=blobs,
+        mirror_every=mirror_every,
+        check_every=check_every,
+        link_rate=link_rate,
+        policy=policy,
+        mirror_options=mirror_options,
     )
     try:
         if workers > 1:
@@ -254,7 +283,7 @@ def run(
             os.environ["CAFFEZOO_SERVER_BLOBS"] = blobs
             os.environ["CAFFEZOO_SERVER_BLOBS_REDIRECT"] = "1" if blobs_redirect else ""
             os.environ["CAFFEZOO_BASE_URL"] = base_url or ""
-            os.environ["CAFFEZOO_SERVER_LIMITS"] = json.dumps(dataclasses.asdict(limits))
+            os.environ["CAFFEZOO_SERVER_LIMITS"] = json.dumps(jsonable(limits))
             Storage(url).close()  # create the tables once, before the workers race to
             uvicorn.run("caffezoo.server.app:app_from_env", factory=True, workers=workers, **options)
         else:

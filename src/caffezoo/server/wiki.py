@@ -30,8 +30,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+import httpx
 from sqlalchemy import delete, select, update
 
+from .. import _http
 from ..errors import CaffezooError, UsageError
 from ..gist import GistClient, GistRef, contents, parse_ref
 from . import catalog
@@ -39,6 +41,8 @@ from .models import Entry, WikiSection
 from .storage import FileChange, Invalid, Storage, check_login
 
 DEFAULT_OWNER = "wiki"
+GIST_SECONDS = 120.0  # one gist's fetch (API answer and raw files) ends within this...
+GIST_BYTES = 100 << 20  # ...and receives no more than this
 GIST_HOSTS = ("gist.github.com",)
 DEFAULT_PREAMBLE = (
     "Models shared by the community, one section per contribution. To get one:\n\n"
@@ -340,17 +344,20 @@ def import_page(
     fetch: bool = True,
     client: GistClient | None = None,
     on_gist: Callable[[str, str, str | None], None] | None = None,
+    policy: _http.Policy | None = None,
 ) -> ImportReport:
     """Make the zoo's wiki the page: sections, citations, entries; fetch the gists when ``fetch``.
 
     A re-import replaces the previous page: entries that only the old page
     knew (external links, gists never fetched) go; fetched gists stay as models.
-    ``on_gist(id, status, error)`` is told of each gist fetched.
+    ``on_gist(id, status, error)`` is told of each gist fetched. ``policy`` says where the
+    fetches may go besides the Gist API itself (default: public addresses only): a gist's
+    ``raw_url``, and every redirect, are a remote's words.
     """
     report = ImportReport(sections=len(page.sections))
     if fetch:
         own = client is None
-        client = client or GistClient()
+        client = client or GistClient(policy=policy or _http.Policy())
         try:
             seen = set()
             for sec in page.sections:
@@ -360,7 +367,8 @@ def import_page(
                         continue
                     seen.add(ref.id)
                     try:
-                        status = fetch_gist(storage, ref, client)
+                        with _http.budget(GIST_SECONDS, max_bytes=GIST_BYTES):
+                            status = fetch_gist(storage, ref, client)
                         (report.fetched if status == "fetched" else report.unchanged).append(ref.id)
                         if on_gist:
                             on_gist(ref.id, status, None)
@@ -368,6 +376,10 @@ def import_page(
                         report.failed[ref.id] = str(e)
                         if on_gist:
                             on_gist(ref.id, "failed", str(e))
+                    except (httpx.HTTPError, httpx.InvalidURL) as e:  # refused, over budget: no traceback
+                        report.failed[ref.id] = f"gist {ref.id}: {_http.public_error(e)}"
+                        if on_gist:
+                            on_gist(ref.id, "failed", report.failed[ref.id])
         finally:
             if own:
                 client.close()
