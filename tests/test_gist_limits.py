@@ -85,7 +85,9 @@ def test_ordinary_names_pass(name):
 
 
 @pytest.mark.parametrize(
-    "name", ["x" * 256, "é" * 128, ".hidden", " lead.txt", "trail.txt ", "con", "COM1.txt", "..", ""]
+    "name",
+    ["x" * 256, "é" * 128, ".hidden", " lead.txt", "trail.txt ", "con", "COM1.txt", "..", ""]
+    + ["trail.txt.", "trail.", "\u0301", "\u0301a.txt", "\u20dd.txt"],
 )
 def test_long_hidden_blank_and_device_names_fail(name):
     assert file_name_problem(name) is not None
@@ -116,6 +118,29 @@ def test_names_with_invisible_or_lookalike_characters_are_422(zoo, char):
     r = zoo.http.patch(f"/gists/{g['id']}", json={"files": {"a.txt": {"filename": name}}})
     assert r.status_code == 422, r.text
     _unchanged(zoo, g, {"a.txt": "a"})
+
+
+# Pairs one file system or one reader takes for one name: case, NFC/NFD, NFKC, ß/SS.
+CLASHING = [
+    ("a.txt", "A.TXT"),
+    ("caf\u00e9.txt", "cafe\u0301.txt"),
+    ("\ufb01le.txt", "file.txt"),
+    ("Stra\u00dfe.txt", "STRASSE.txt"),
+    ("\u2460.txt", "1.txt"),
+]
+
+
+@pytest.mark.parametrize("pair", CLASHING, ids=lambda p: ascii(p[1]))
+def test_names_equal_but_for_case_or_unicode_form_are_422_on_create_and_rename(zoo, pair):
+    first, second = pair
+    r = _post(zoo, {"files": {first: {"content": "one"}, second: {"content": "two"}}})
+    assert r.status_code == 422, r.text
+    err = r.json()["errors"][0]
+    assert (err["field"], err["code"]) == ("files", "already_exists") and repr(second) in err["message"]
+    g = zoo.create({first: "one", "b.txt": "two"})
+    r = zoo.http.patch(f"/gists/{g['id']}", json={"files": {"b.txt": {"filename": second}}})
+    assert r.status_code == 422, r.text
+    _unchanged(zoo, g, {first: "one", "b.txt": "two"})
 
 
 def test_name_length_is_counted_in_bytes(zoo):
@@ -384,6 +409,20 @@ def test_download_refuses_two_entries_with_one_file_name(scripted, tmp_path, mon
     _served(scripted, monkeypatch, files)
     with pytest.raises(GistError, match="two entries are named 'readme.md'"):
         download(GIST_ID, tmp_path / "out")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("pair", CLASHING, ids=lambda p: ascii(p[1]))
+def test_download_refuses_names_one_file_system_takes_for_one(scripted, tmp_path, monkeypatch, pair):
+    files = {
+        "readme.md": {"filename": "readme.md", "size": 11, "content": readme("Clash")},
+        pair[0]: {"filename": pair[0], "size": 3, "content": "one"},
+        pair[1]: {"filename": pair[1], "size": 3, "content": "two"},
+    }
+    _served(scripted, monkeypatch, files)
+    with pytest.raises(GistError) as e:
+        download(GIST_ID, tmp_path / "out")
+    assert "nothing was written" in str(e.value) and repr(pair[1]) in str(e.value)
     assert list(tmp_path.iterdir()) == []
 
 
