@@ -617,3 +617,61 @@ def test_a_database_made_before_imports_were_marked_gets_the_column(database_url
         assert store.update_gist(g.id, "old", description="still mine").description == "still mine"
     finally:
         store.close()
+
+
+# --------------------------------------------------------------------------- retries do not repeat a write
+
+
+def _fail_the_first_read_after_a_commit(store) -> dict:
+    """Make the database refuse, as a racing writer would, the first SELECT after a commit."""
+    from sqlalchemy import event
+
+    if store.is_sqlite:
+        import sqlite3
+
+        def refusal():
+            return sqlite3.OperationalError("database is locked")
+    else:
+        import psycopg
+
+        def refusal():
+            return psycopg.errors.DeadlockDetected("deadlock detected")
+
+    state = {"armed": False, "fired": 0}
+
+    @event.listens_for(store.engine, "commit")
+    def _arm(conn):
+        state["armed"] = True
+
+    @event.listens_for(store.engine, "before_cursor_execute")
+    def _refuse(conn, cursor, statement, params, context, many):
+        if state["armed"] and not state["fired"] and statement.lstrip().upper().startswith("SELECT"):
+            state["fired"] += 1
+            raise refusal()
+
+    return state
+
+
+def test_a_refused_read_after_a_create_commits_does_not_create_a_second_gist(store):
+    from sqlalchemy import func, select
+
+    from caffezoo.server.models import Gist
+
+    store.create_token("alice")
+    state = _fail_the_first_read_after_a_commit(store)
+    g = store.create_gist("alice", "once", True, {"a.txt": b"x"})
+    assert state["fired"] == 1 and g.description == "once"
+    with store.session() as s:
+        assert s.scalars(select(Gist.id)).all() == [g.id]
+        assert s.scalar(select(func.count()).select_from(Gist)) == 1
+
+
+def test_a_refused_read_after_a_rename_commits_does_not_rename_twice(store):
+    from caffezoo.server.storage import FileChange
+
+    store.create_token("alice")
+    g = store.create_gist("alice", None, True, {"a.txt": b"x", "b.txt": b"y"})
+    state = _fail_the_first_read_after_a_commit(store)
+    after = store.update_gist(g.id, "alice", changes={"a.txt": FileChange(filename="c.txt")})
+    assert state["fired"] == 1
+    assert sorted(f.filename for f in after.files) == ["b.txt", "c.txt"]
