@@ -675,3 +675,38 @@ def test_a_refused_read_after_a_rename_commits_does_not_rename_twice(store):
     after = store.update_gist(g.id, "alice", changes={"a.txt": FileChange(filename="c.txt")})
     assert state["fired"] == 1
     assert sorted(f.filename for f in after.files) == ["b.txt", "c.txt"]
+
+
+@pytest.mark.parametrize("protocol_name", ["h11", "httptools"])
+def test_a_whole_head_over_the_cap_sent_at_once_is_431(protocol_name, tmp_path):
+    """A complete head of ~100 KiB (many short headers, one write) is over the 64 KiB cap
+    even though no single read left it unfinished past the cap; a head under it is served."""
+    import uvicorn
+
+    from caffezoo.server import protocols
+
+    app, options = _slow_header_server(protocol_name, tmp_path)
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="critical", lifespan="off", **options)
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        while not server.started:
+            assert thread.is_alive()
+            threading.Event().wait(0.02)
+        pad = b"X-B: b\r\n"
+        for lines, status in ((protocols.MAX_HEADER_BYTES // len(pad) - 10, b"200"), (12_500, b"431")):
+            with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
+                s.sendall(b"GET /gists/public HTTP/1.1\r\nHost: x\r\n" + pad * lines + b"\r\n")
+                answer = b""
+                try:
+                    while b"\r\n" not in answer and (chunk := s.recv(65536)):
+                        answer += chunk
+                except ConnectionResetError:
+                    pass
+                assert answer.split(b" ", 2)[1] == status, (lines, answer[:80])
+    finally:
+        server.should_exit = True
+        thread.join(10)
