@@ -85,7 +85,9 @@ def test_ordinary_names_pass(name):
 
 
 @pytest.mark.parametrize(
-    "name", ["x" * 256, "é" * 128, ".hidden", " lead.txt", "trail.txt ", "con", "COM1.txt", "..", ""]
+    "name",
+    ["x" * 256, "é" * 128, ".hidden", " lead.txt", "trail.txt ", "con", "COM1.txt", "..", ""]
+    + ["trail.txt.", "trail.", "\u0301", "\u0301a.txt", "\u20dd.txt"],
 )
 def test_long_hidden_blank_and_device_names_fail(name):
     assert file_name_problem(name) is not None
@@ -116,6 +118,29 @@ def test_names_with_invisible_or_lookalike_characters_are_422(zoo, char):
     r = zoo.http.patch(f"/gists/{g['id']}", json={"files": {"a.txt": {"filename": name}}})
     assert r.status_code == 422, r.text
     _unchanged(zoo, g, {"a.txt": "a"})
+
+
+# Pairs one file system or one reader takes for one name: case, NFC/NFD, NFKC, ß/SS.
+CLASHING = [
+    ("a.txt", "A.TXT"),
+    ("caf\u00e9.txt", "cafe\u0301.txt"),
+    ("\ufb01le.txt", "file.txt"),
+    ("Stra\u00dfe.txt", "STRASSE.txt"),
+    ("\u2460.txt", "1.txt"),
+]
+
+
+@pytest.mark.parametrize("pair", CLASHING, ids=lambda p: ascii(p[1]))
+def test_names_equal_but_for_case_or_unicode_form_are_422_on_create_and_rename(zoo, pair):
+    first, second = pair
+    r = _post(zoo, {"files": {first: {"content": "one"}, second: {"content": "two"}}})
+    assert r.status_code == 422, r.text
+    err = r.json()["errors"][0]
+    assert (err["field"], err["code"]) == ("files", "already_exists") and repr(second) in err["message"]
+    g = zoo.create({first: "one", "b.txt": "two"})
+    r = zoo.http.patch(f"/gists/{g['id']}", json={"files": {"b.txt": {"filename": second}}})
+    assert r.status_code == 422, r.text
+    _unchanged(zoo, g, {first: "one", "b.txt": "two"})
 
 
 def test_name_length_is_counted_in_bytes(zoo):
@@ -387,6 +412,20 @@ def test_download_refuses_two_entries_with_one_file_name(scripted, tmp_path, mon
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("pair", CLASHING, ids=lambda p: ascii(p[1]))
+def test_download_refuses_names_one_file_system_takes_for_one(scripted, tmp_path, monkeypatch, pair):
+    files = {
+        "readme.md": {"filename": "readme.md", "size": 11, "content": readme("Clash")},
+        pair[0]: {"filename": pair[0], "size": 3, "content": "one"},
+        pair[1]: {"filename": pair[1], "size": 3, "content": "two"},
+    }
+    _served(scripted, monkeypatch, files)
+    with pytest.raises(GistError) as e:
+        download(GIST_ID, tmp_path / "out")
+    assert "nothing was written" in str(e.value) and repr(pair[1]) in str(e.value)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_cli_download_names_the_file_in_one_line(cli, scripted, tmp_path, monkeypatch):
     name = "deploy\u2215..\u2215x"
     files = {
@@ -578,3 +617,96 @@ def test_a_database_made_before_imports_were_marked_gets_the_column(database_url
         assert store.update_gist(g.id, "old", description="still mine").description == "still mine"
     finally:
         store.close()
+
+
+# --------------------------------------------------------------------------- retries do not repeat a write
+
+
+def _fail_the_first_read_after_a_commit(store) -> dict:
+    """Make the database refuse, as a racing writer would, the first SELECT after a commit."""
+    from sqlalchemy import event
+
+    if store.is_sqlite:
+        import sqlite3
+
+        def refusal():
+            return sqlite3.OperationalError("database is locked")
+    else:
+        import psycopg
+
+        def refusal():
+            return psycopg.errors.DeadlockDetected("deadlock detected")
+
+    state = {"armed": False, "fired": 0}
+
+    @event.listens_for(store.engine, "commit")
+    def _arm(conn):
+        state["armed"] = True
+
+    @event.listens_for(store.engine, "before_cursor_execute")
+    def _refuse(conn, cursor, statement, params, context, many):
+        if state["armed"] and not state["fired"] and statement.lstrip().upper().startswith("SELECT"):
+            state["fired"] += 1
+            raise refusal()
+
+    return state
+
+
+def test_a_refused_read_after_a_create_commits_does_not_create_a_second_gist(store):
+    from sqlalchemy import func, select
+
+    from caffezoo.server.models import Gist
+
+    store.create_token("alice")
+    state = _fail_the_first_read_after_a_commit(store)
+    g = store.create_gist("alice", "once", True, {"a.txt": b"x"})
+    assert state["fired"] == 1 and g.description == "once"
+    with store.session() as s:
+        assert s.scalars(select(Gist.id)).all() == [g.id]
+        assert s.scalar(select(func.count()).select_from(Gist)) == 1
+
+
+def test_a_refused_read_after_a_rename_commits_does_not_rename_twice(store):
+    from caffezoo.server.storage import FileChange
+
+    store.create_token("alice")
+    g = store.create_gist("alice", None, True, {"a.txt": b"x", "b.txt": b"y"})
+    state = _fail_the_first_read_after_a_commit(store)
+    after = store.update_gist(g.id, "alice", changes={"a.txt": FileChange(filename="c.txt")})
+    assert state["fired"] == 1
+    assert sorted(f.filename for f in after.files) == ["b.txt", "c.txt"]
+
+
+@pytest.mark.parametrize("protocol_name", ["h11", "httptools"])
+def test_a_whole_head_over_the_cap_sent_at_once_is_431(protocol_name, tmp_path):
+    """A complete head of ~100 KiB (many short headers, one write) is over the 64 KiB cap
+    even though no single read left it unfinished past the cap; a head under it is served."""
+    import uvicorn
+
+    from caffezoo.server import protocols
+
+    app, options = _slow_header_server(protocol_name, tmp_path)
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="critical", lifespan="off", **options)
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        while not server.started:
+            assert thread.is_alive()
+            threading.Event().wait(0.02)
+        pad = b"X-B: b\r\n"
+        for lines, status in ((protocols.MAX_HEADER_BYTES // len(pad) - 10, b"200"), (12_500, b"431")):
+            with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
+                s.sendall(b"GET /gists/public HTTP/1.1\r\nHost: x\r\n" + pad * lines + b"\r\n")
+                answer = b""
+                try:
+                    while b"\r\n" not in answer and (chunk := s.recv(65536)):
+                        answer += chunk
+                except ConnectionResetError:
+                    pass
+                assert answer.split(b" ", 2)[1] == status, (lines, answer[:80])
+    finally:
+        server.should_exit = True
+        thread.join(10)

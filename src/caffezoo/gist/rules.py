@@ -47,6 +47,8 @@ __all__ = [
     "invalid",
     "json_problem",
     "looks_like_gist",
+    "name_clashes",
+    "name_key",
     "parse_ref",
     "text_problem",
     "valid_id",
@@ -252,8 +254,12 @@ def file_name_problem(name: object) -> str | None:
     folded = unicodedata.normalize("NFKC", name)
     if name in ("", ".", "..") or any(c in folded for c in "/\\\0"):
         return "expected a plain file name inside the model directory (no '/', '\\' or '..')"
-    if folded.startswith(".") or name != name.strip():
-        return "expected a visible name: no leading '.' and no leading or trailing blanks"
+    # A trailing '.' is dropped by Windows ("a.txt." is "a.txt"); a leading combining
+    # mark has no letter of its own and draws itself over whatever is shown before it.
+    if folded.startswith(".") or folded.endswith(".") or name != name.strip():
+        return "expected a visible name: no leading or trailing '.' and no leading or trailing blanks"
+    if unicodedata.category(name[0]).startswith("M"):
+        return f"starts with U+{ord(name[0]):04X}, a combining mark: expected a letter, digit or symbol first"
     if len(name.encode("utf-8")) > MAX_NAME_BYTES:
         return f"{len(name.encode('utf-8'))} bytes: expected at most {MAX_NAME_BYTES}"
     if _WINDOWS_RESERVED.fullmatch(folded):
@@ -261,24 +267,43 @@ def file_name_problem(name: object) -> str | None:
     return None
 
 
+def name_key(name: str) -> str:
+    """What two names of one gist may not share: equal after NFKC and case folding.
+
+    >>> name_key("Cafe\u0301.TXT") == name_key("caf\u00e9.txt") == name_key("caf\u00c9.txt")
+    True
+
+    macOS and Windows file systems treat names equal but for case (and macOS, but for
+    Unicode form) as one file, so such a pair would overwrite itself on download; and a
+    reader cannot tell "\ufb01le" from "file" either.
+    """
+    return unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", name).casefold())
+
+
+def name_clashes(names: Iterable[str]) -> list[str]:
+    """Each name that clashes with an earlier one under :func:`name_key`, said as a phrase."""
+    seen: dict[str, str] = {}
+    out: list[str] = []
+    for name in names:
+        key = name_key(name)
+        if key in seen:
+            out.append(f"file names {seen[key]!r} and {name!r} differ only in case or Unicode form")
+        seen.setdefault(key, name)
+    return out
+
+
 def check_files(names: Iterable[str]) -> None:
-    """A gist's set of names: 1-:data:`MAX_FILES` safe names, none equal but for case."""
+    """A gist's set of names: 1-:data:`MAX_FILES` safe names, none equal but for case or form."""
     names = list(names)
     if not names:
         raise invalid("files", "missing_field", "a gist needs at least one file")
     if len(names) > MAX_FILES:
         raise invalid("files", "too_large", f"{len(names)} files, over the limit of {MAX_FILES}")
-    lowered: dict[str, str] = {}
     for name in names:
         if why := file_name_problem(name):
             raise invalid("files", "invalid", f"file name {name!r}: {why}")
-        if name.lower() in lowered:
-            raise invalid(
-                "files",
-                "already_exists",
-                f"file names {lowered[name.lower()]!r} and {name!r} differ only in case",
-            )
-        lowered[name.lower()] = name
+    if clashes := name_clashes(names):
+        raise invalid("files", "already_exists", clashes[0])
 
 
 # --------------------------------------------------------------------------- contents and descriptions

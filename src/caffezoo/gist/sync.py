@@ -26,7 +26,7 @@ from ..modeldir import README, ModelDir, load
 from ..schema import require
 from ..validate import validate
 from .client import Gist, GistClient
-from .rules import MAX_FILE_BYTES, GistRef, file_name_problem, looks_like_gist, parse_ref
+from .rules import MAX_FILE_BYTES, GistRef, file_name_problem, looks_like_gist, name_clashes, parse_ref
 
 __all__ = [
     "DownloadResult",
@@ -266,7 +266,7 @@ class DownloadResult:
 def contents(gist: Gist, client: GistClient) -> dict[str, bytes]:
     """Every file's bytes: from the JSON, or from ``raw_url`` when the API cut it short.
 
-    Refuses (:class:`GistError`) file names that are unsafe to write, or that differ only in case.
+    Refuses (:class:`GistError`) file names that are unsafe to write, or that differ only in case or Unicode form.
     """
     if gist.truncated:
         raise GistError(
@@ -274,11 +274,7 @@ def contents(gist: Gist, client: GistClient) -> dict[str, bytes]:
             f"{gist.git_pull_url or 'it with git'} instead"
         )
     bad = [f"{name!r}: {why}" for name in gist.files if (why := file_name_problem(name))]
-    lower: dict[str, str] = {}
-    for name in gist.files:
-        if name.lower() in lower:
-            bad.append(f"{name!r}: differs from {lower[name.lower()]!r} only in case")
-        lower[name.lower()] = name
+    bad += name_clashes(gist.files)
     if bad:
         raise GistError(
             f"gist {gist.id}: refusing unsafe file names, nothing was written:\n  " + "\n  ".join(bad)

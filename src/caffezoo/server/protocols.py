@@ -37,25 +37,36 @@ class _HeaderDeadline:
     max_head_bytes: int = MAX_HEADER_BYTES
     _deadline: asyncio.TimerHandle | None = None
     _head_bytes: int = 0
+    _tail: bytes = b""  # the last bytes of an unfinished head: its blank line may span two reads
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)  # type: ignore[misc]
         self._arm()
 
     def data_received(self, data: bytes) -> None:
+        cycle: Any = getattr(self, "cycle", None)
+        if cycle is None or cycle.response_complete:
+            # A head is being read: count its bytes in this chunk (up to its blank line)
+            # before the parser sees them; counting only the chunks that left a head
+            # unfinished let a head a little under two socket reads long through.
+            seen = self._tail + data
+            end = seen.find(b"\r\n\r\n")
+            head = len(data) if end < 0 else max(0, end + 4 - len(self._tail))
+            if self._head_bytes + head > self.max_head_bytes:
+                self._refuse_head()
+                return
+            self._head_bytes, self._tail = (self._head_bytes + head, seen[-3:]) if end < 0 else (0, b"")
         super().data_received(data)  # type: ignore[misc]
-        if self._arm():
-            # Still reading a head after this chunk: all of it was head (httptools keeps
-            # an unfinished head in memory without a limit of its own).
-            self._head_bytes += len(data)
-            if self._head_bytes > self.max_head_bytes and not self.transport.is_closing():  # type: ignore[attr-defined]
-                self.transport.write(  # type: ignore[attr-defined]
-                    b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-length: 0\r\n"
-                    b"connection: close\r\n\r\n"
-                )
-                self.transport.close()  # type: ignore[attr-defined]
-        else:
-            self._head_bytes = 0
+        self._arm()
+
+    def _refuse_head(self) -> None:
+        """Answer 431 and close: httptools keeps an unfinished head in memory without a limit."""
+        if not self.transport.is_closing():  # type: ignore[attr-defined]
+            self.transport.write(  # type: ignore[attr-defined]
+                b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-length: 0\r\n"
+                b"connection: close\r\n\r\n"
+            )
+            self.transport.close()  # type: ignore[attr-defined]
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()

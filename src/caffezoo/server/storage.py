@@ -386,7 +386,6 @@ class Storage:
             if isinstance(content, bytes):  # (a sha string: content checked on its way in)
                 check_content(name, content)
 
-    @retried
     def create_gist(
         self,
         owner: str,
@@ -408,6 +407,21 @@ class Storage:
         check_description(description)
         if gist_id is not None:
             check_gist_id(gist_id)
+        # Only the transaction is retried: a failure of the read after it has committed
+        # must not create the gist a second time.
+        made = self._create_gist(owner, description, public, files, gist_id, imported_from)
+        return retried(self.get_gist)(made)  # type: ignore[return-value]
+
+    @retried
+    def _create_gist(
+        self,
+        owner: str,
+        description: str | None,
+        public: bool,
+        files: Mapping[str, bytes],
+        gist_id: str | None,
+        imported_from: str | None,
+    ) -> str:
         when = now()
         with self.session(write=True) as s:
             uid = self._user_id(s, owner)
@@ -434,9 +448,8 @@ class Storage:
                 {blob_sha(c): c for c in files.values()},
                 when,
             )
-            gist_id = gist.id
-            catalog.index_gist(s, gist_id)
-        return self.get_gist(gist_id)  # type: ignore[return-value]
+            catalog.index_gist(s, gist.id)
+            return gist.id
 
     def _lock_own(self, s: Session, gist_id: str, owner: str, importer: bool = False) -> Gist:
         """The gist's row, locked for this transaction; NotFound unless ``owner`` owns it,
@@ -465,7 +478,6 @@ class Storage:
             ).all()
         )
 
-    @retried
     def update_gist(
         self,
         gist_id: str,
@@ -481,6 +493,20 @@ class Storage:
         None (or an empty change) to delete it; an unknown name with content adds
         a file. A new revision is recorded only when the files change.
         """
+        # Only the transaction is retried: a failure of the read after it has committed
+        # must not apply a rename or an addition twice.
+        self._update_gist(gist_id, owner, description, changes, importer)
+        return retried(self.get_gist)(gist_id)  # type: ignore[return-value]
+
+    @retried
+    def _update_gist(
+        self,
+        gist_id: str,
+        owner: str,
+        description: str | None,
+        changes: Mapping[str, FileChange | None] | None,
+        importer: bool,
+    ) -> None:
         changes = dict(changes or {})
         if description is not UNSET:
             check_description(description)
@@ -537,7 +563,6 @@ class Storage:
                 gist.serial += 1
                 s.flush()
                 catalog.index_gist(s, gist_id)
-        return self.get_gist(gist_id)  # type: ignore[return-value]
 
     @retried
     def delete_gist(self, gist_id: str, owner: str) -> None:
