@@ -487,3 +487,26 @@ def test_a_compressed_answer_is_not_inflated_past_the_byte_cap(store, redirector
     [result] = mirror.sync(store)
     assert result.status == "failed" and "compressed" in result.error
     assert not any(p.is_file() and p.stat().st_size for p in (tmp_path / "blobs").rglob("*"))
+
+
+def test_wiki_import_does_not_inflate_a_compressed_raw_url(store, redirector, scripted, monkeypatch):
+    # 256 KiB on the wire is well inside the byte bound, but httpx inflated it to 256 MiB in
+    # memory (a 512 KiB bomb took the process to 1.1 GB): the bound must hold for what is
+    # decoded, so a fetch under the policy does not inflate at all.
+    import caffezoo.server.wiki as wiki
+    from caffezoo.gist import GistClient
+
+    monkeypatch.setattr(wiki, "GIST_BYTES", 1 << 20)
+    redirector.route("/bomb", handler=gzip_bomb)
+    api = scripted()
+    gist_id = "d" * 32
+    files = {"readme.md": {"filename": "readme.md", "truncated": True, "raw_url": redirector.url("/bomb")}}
+    api.script("GET", f"/gists/{gist_id}", (200, {"id": gist_id, "owner": {"login": "eve"}, "files": files}))
+    page = parse_page(f"# Zoo\n\n### Section\n\n* [Net](https://gist.github.com/eve/{gist_id}): a net\n")
+    with GistClient(api.url, token=None, retries=0, policy=VIA_REDIRECTOR) as client:
+        report = import_page(store, page, client=client)
+    assert list(report.failed) == [gist_id] and "compressed" in report.failed[gist_id]
+    asked = redirector.requests_for("/bomb")
+    assert asked and all(
+        {k.lower(): v for k, v in r.headers.items()}["accept-encoding"] == "identity" for r in asked
+    )
