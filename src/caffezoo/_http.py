@@ -465,7 +465,7 @@ def client(
 
 def _refuse_encoded(response: httpx.Response) -> None:
     coding = response.headers.get("content-encoding", "").strip().lower()
-    if coding not in ("", "identity"):
+    if coding not in ("", "identity") and response.request.method != "HEAD":  # HEAD has no body
         response.close()
         raise LimitExceeded(f"a compressed answer ({coding[:20]}), which a guarded fetch does not inflate")
 
