@@ -144,3 +144,49 @@ def test_the_weights_never_replace_the_model_s_own_files(zoo, cli, tmp_path, mon
     r = cli("download", d, "--output", tmp_path / "elsewhere.caffemodel")
     assert r.code == 0, r.stderr
     assert (tmp_path / "elsewhere.caffemodel").read_bytes() == data
+
+
+def test_names_windows_reads_as_the_model_s_own_files_clash_too(zoo, cli, tmp_path, monkeypatch):
+    """Windows drops trailing dots and spaces and reads ``name::$DATA`` as ``name``; a
+    case-insensitive file system folds case: each of these would overwrite the prototxt or
+    readme there, so each is refused everywhere (a model directory moves between machines)."""
+    data = os.urandom(4096)
+    sha1 = hashlib.sha1(data).hexdigest()
+    mirror = tmp_path / "mirror"
+    (mirror / "blobs" / "sha1").mkdir(parents=True)
+    (mirror / "blobs" / "sha1" / sha1).write_bytes(data)
+    monkeypatch.setenv("CAFFEZOO_MIRRORS", mirror.as_uri())
+    for i, own in enumerate(
+        (
+            "deploy.prototxt.",
+            "deploy.prototxt ",
+            "Deploy.Prototxt. .",
+            "readme.md.",
+            "README.MD ",
+            "readme.md::$DATA",
+            "README.md::$data",
+            "deploy.prototxt::$DATA",
+            "notes.txt.",
+            "solver.prototxt...",
+        )
+    ):
+        d = write_model(
+            tmp_path / f"win-{i}",
+            f"name: Clash\ncaffemodel: '{own}'\ncaffemodel_url: http://127.0.0.1:9/w\nsha1: {sha1}",
+            files={"deploy.prototxt": DEPLOY, "notes.txt": "my notes\n"},
+        )
+        before = {p.name: p.read_bytes() for p in d.iterdir()}
+        r = cli("download", d)
+        assert r.code != 0, own
+        # Refused as a clash, or (trailing blanks) by the file-name rules: either way, by key.
+        assert "caffemodel" in r.stderr and ("own files" in r.stderr or "blanks" in r.stderr), own
+        assert {p.name: p.read_bytes() for p in d.iterdir()} == before, own
+    # A name that merely starts like one of them is the user's to pick.
+    d = write_model(
+        tmp_path / "fine",
+        f"name: Fine\ncaffemodel: deploy.prototxt.caffemodel\ncaffemodel_url: http://127.0.0.1:9/w\nsha1: {sha1}",
+        files={"deploy.prototxt": DEPLOY},
+    )
+    r = cli("download", d)
+    assert r.code == 0, r.stderr
+    assert (d / "deploy.prototxt.caffemodel").read_bytes() == data

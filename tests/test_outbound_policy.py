@@ -462,3 +462,51 @@ def test_wiki_import_bounds_the_bytes_of_one_gist(store, redirector, scripted, m
         report = import_page(store, page, client=client)
     assert "more than the 1048576 bytes allowed" in report.failed[gist_id]
     assert redirector.routes["/endless"].bodies_sent < 64 << 20  # the client hung up long before
+
+
+def gzip_bomb(route, h: BaseHTTPRequestHandler) -> None:
+    """256 MiB of zeros in a 256 KiB gzip body, sent though the mirror asked for identity."""
+    import zlib
+
+    packer = zlib.compressobj(9, zlib.DEFLATED, 31)
+    body = b"".join(packer.compress(b"\0" * (1 << 20)) for _ in range(256)) + packer.flush()
+    h.send_response(200)
+    h.send_header("Content-Encoding", "gzip")
+    h.send_header("Content-Length", str(len(body)))
+    h.end_headers()
+    h.wfile.write(body)
+
+
+def test_a_compressed_answer_is_not_inflated_past_the_byte_cap(store, redirector, tmp_path):
+    # Decoding one 256 KiB read of a gzip bomb makes a 256 MiB chunk before any cap can look
+    # at it: with a byte cap in force, an answer compressed against our Accept-Encoding:
+    # identity is refused before it is decoded at all.
+    redirector.route("/bomb", handler=gzip_bomb)
+    weights(store, redirector.url("/bomb"), sha1="7" * 40, name="Bomb Net")
+    mirror = Mirror(tmp_path / "blobs", MirrorOptions(policy=VIA_REDIRECTOR, max_bytes=300_000))
+    [result] = mirror.sync(store)
+    assert result.status == "failed" and "compressed" in result.error
+    assert not any(p.is_file() and p.stat().st_size for p in (tmp_path / "blobs").rglob("*"))
+
+
+def test_wiki_import_does_not_inflate_a_compressed_raw_url(store, redirector, scripted, monkeypatch):
+    # 256 KiB on the wire is well inside the byte bound, but httpx inflated it to 256 MiB in
+    # memory (a 512 KiB bomb took the process to 1.1 GB): the bound must hold for what is
+    # decoded, so a fetch under the policy does not inflate at all.
+    import caffezoo.server.wiki as wiki
+    from caffezoo.gist import GistClient
+
+    monkeypatch.setattr(wiki, "GIST_BYTES", 1 << 20)
+    redirector.route("/bomb", handler=gzip_bomb)
+    api = scripted()
+    gist_id = "d" * 32
+    files = {"readme.md": {"filename": "readme.md", "truncated": True, "raw_url": redirector.url("/bomb")}}
+    api.script("GET", f"/gists/{gist_id}", (200, {"id": gist_id, "owner": {"login": "eve"}, "files": files}))
+    page = parse_page(f"# Zoo\n\n### Section\n\n* [Net](https://gist.github.com/eve/{gist_id}): a net\n")
+    with GistClient(api.url, token=None, retries=0, policy=VIA_REDIRECTOR) as client:
+        report = import_page(store, page, client=client)
+    assert list(report.failed) == [gist_id] and "compressed" in report.failed[gist_id]
+    asked = redirector.requests_for("/bomb")
+    assert asked and all(
+        {k.lower(): v for k, v in r.headers.items()}["accept-encoding"] == "identity" for r in asked
+    )

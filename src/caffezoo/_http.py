@@ -445,6 +445,12 @@ def client(
         raise RuntimeError("httpcore's connection pool changed: the outbound-URL policy cannot be applied")
     pool._network_backend = _Backend(policy, read_size)
     merged = {"User-Agent": user_agent(), **(headers or {})}
+    hooks: dict[str, list[Any]] = {}
+    if policy is not None:
+        # httpx inflates gzip/brotli whole reads at once: a byte cap on the wire would let a
+        # 1 MB bomb become a gigabyte in memory. A guarded fetch asks for, and takes, identity.
+        merged.setdefault("Accept-Encoding", "identity")
+        hooks["response"] = [_refuse_encoded]
     return httpx.Client(
         transport=transport,
         timeout=timeout,
@@ -453,7 +459,15 @@ def client(
         max_redirects=max_redirects,
         auth=auth,
         trust_env=policy is None,
+        event_hooks=hooks,
     )
+
+
+def _refuse_encoded(response: httpx.Response) -> None:
+    coding = response.headers.get("content-encoding", "").strip().lower()
+    if coding not in ("", "identity") and response.request.method != "HEAD":  # HEAD has no body
+        response.close()
+        raise LimitExceeded(f"a compressed answer ({coding[:20]}), which a guarded fetch does not inflate")
 
 
 # -- what may be published ----------------------------------------------------------------

@@ -133,11 +133,24 @@ class ModelDir:
         """The model's own file that ``caffemodel`` names (the readme, a prototxt, any file of
         the model info), which the weights would replace; None when it names none."""
         name = self.front_matter.caffemodel or ""
-        own = {f.name.lower(): f.name for f in self.info_files()}
-        lower = name.lower()
-        if lower in own:
-            return own[lower]
-        return name if lower == README or lower.endswith(".prototxt") else None
+        own = {_same_file_key(f.name): f.name for f in self.info_files()}
+        key = _same_file_key(name)
+        if key in own:
+            return own[key]
+        return name if key == README or key.endswith(".prototxt") else None
+
+
+def _same_file_key(name: str) -> str:
+    """``name`` as the file it opens on any system: case folded (macOS, Windows), without
+    the ``::$DATA`` stream suffix and trailing dots and spaces that Windows drops.
+
+    >>> _same_file_key("Deploy.Prototxt. ."), _same_file_key("README.md::$DATA")
+    ('deploy.prototxt', 'readme.md')
+    """
+    key = name.casefold()
+    if key.endswith("::$data"):
+        key = key[: -len("::$data")]
+    return key.rstrip(". ")
 
 
 def classify(path: Path) -> FileKind:

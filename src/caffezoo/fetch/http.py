@@ -154,6 +154,11 @@ def _receive(r: httpx.Response, url: str, source: Source, partial: Partial, expe
         return _drive_confirm(r, url)
     partial.content_type = ctype
     encoded = r.headers.get("content-encoding", "identity").strip().lower() not in ("", "identity")
+    if encoded and expected.max_size is not None:
+        # One read of a gzip (or brotli) bomb inflates a thousandfold before any cap sees it;
+        # where bytes are capped (a server's mirror, which asks for identity) refuse to decode.
+        partial.restart()
+        raise SourceFailed(f"{where}: a compressed answer, which this fetch may not inflate")
     if encoded and status == 206:  # a range of compressed bytes cannot extend the file's bytes
         partial.restart()
         raise Retry(f"{where}: compressed answer to a range request; starting over")
