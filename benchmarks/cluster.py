@@ -1,6 +1,7 @@
 """The zoo at scale-out, measured on real engines in one run, printing ratios.
 
-    python benchmarks/cluster.py [--blob-mib 64] [--runs 5]
+    PYTHONPATH=src python benchmarks/cluster.py [--only gist-api|jobs|blobs]
+        [--duration 5] [--rounds 3] [--periods 10] [--blob-mib 64] [--runs 5]
 
 Blob GET throughput (this file's ``blob_*`` functions): one weights file in a
 single-node Ceph RADOS Gateway (started here, memstore), fetched with curl
@@ -15,12 +16,29 @@ single-node Ceph RADOS Gateway (started here, memstore), fetched with curl
 one download at a time and four at once, each contender interleaved with the
 others ``--runs`` times; medians in MiB/s and the ratio to the baseline (goal:
 >= 0.9x). Other parts of the scale-out measurements live in their own functions.
+
+Gist API (``gist_api_throughput``): ``GET /gists/{id}`` driven by ``wrk`` at 32
+connections on loopback, against (1) one replica on SQLite, (2) one replica on
+PostgreSQL, (3) one and (4) two replicas on PostgreSQL behind nginx (a
+non-daemon child on a free port, its config in a temp dir). Goals: PostgreSQL
+single replica p99 < 25 ms and >= 0.8x SQLite's req/s; two replicas lose
+< 10% per-core efficiency. This machine may have only 2 cores, shared by wrk,
+nginx, PostgreSQL and the replicas, so two replicas cannot double the req/s:
+efficiency is counted as requests per CPU-second the replicas used (from
+/proc/PID/stat, during the run), two replicas against one, both behind nginx.
+
+Jobs (``duplicate_jobs``): two replicas on one PostgreSQL run the link checker
+with a short period (``--recheck-after``) over several URLs on a loopback
+origin whose every request is logged; a duplicate is a URL probed twice within
+one period. Also two replicas mirroring into one shared blob directory: each
+blob must be fetched once. Goal: 0 duplicates.
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import os
 import shutil
 import statistics
@@ -29,10 +47,19 @@ import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
+
+import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from fault_server import FaultServer  # noqa: E402
+from gist_helpers import free_port, temporary_postgres  # noqa: E402
+from gist_server import seed, wrk  # noqa: E402
+from replica_helpers import replica  # noqa: E402
 
 from caffezoo.server.devcluster import Ceph, Replica  # noqa: E402
 
@@ -145,13 +172,291 @@ def blob_benchmark(size_mib: int, runs: int) -> bool:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+CLIENTS = 32
+
+# --------------------------------------------------------------------------- nginx
+
+NGINX_CONF = """
+worker_processes 1;
+error_log {tmp}/error.log warn;
+pid {tmp}/nginx.pid;
+events {{ worker_connections 1024; }}
+http {{
+    access_log off;
+    client_body_temp_path {tmp}/body;
+    proxy_temp_path {tmp}/proxy;
+    fastcgi_temp_path {tmp}/fastcgi;
+    uwsgi_temp_path {tmp}/uwsgi;
+    scgi_temp_path {tmp}/scgi;
+    upstream zoo {{
+        {servers}
+        keepalive 64;
+    }}
+    server {{
+        listen 127.0.0.1:{port};
+        location / {{
+            proxy_pass http://zoo;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host $http_host;
+            proxy_set_header X-Request-ID $request_id;
+        }}
+    }}
+}}
+"""
+
+
+@contextmanager
+def nginx(upstreams: list[str]):
+    """nginx balancing over ``upstreams`` (host:port), in the foreground as a child; yields its URL."""
+    tmp = Path(tempfile.mkdtemp(prefix="caffezoo-nginx-"))
+    port = free_port()
+    servers = "\n        ".join(f"server {u};" for u in upstreams)
+    (tmp / "nginx.conf").write_text(NGINX_CONF.format(tmp=tmp, servers=servers, port=port))
+    proc = subprocess.Popen(
+        ["nginx", "-p", str(tmp), "-c", str(tmp / "nginx.conf"), "-g", "daemon off;"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            if proc.poll() is not None:
+                raise SystemExit(f"nginx exited: {proc.stderr.read().decode()}")
+            try:
+                httpx.get(f"{url}/healthz", timeout=2)
+                break
+            except httpx.TransportError:
+                if time.monotonic() > deadline:
+                    raise SystemExit("nginx did not start") from None
+                time.sleep(0.1)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(20)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------- Gist API throughput
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU time of processes so far (Linux /proc)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / tick
+
+
+def drive(url: str, duration: int, pids: list[int], clients: int = CLIENTS) -> dict[str, float]:
+    """wrk at ``clients`` connections; with the CPU time ``pids`` spent during it."""
+    wrk(url, 8, 1)  # warm up: caches, connection pools
+    before = cpu_seconds(pids)
+    result = wrk(url, clients, duration)
+    used = cpu_seconds(pids) - before
+    result["cpu_s"] = used
+    result["req_per_cpu_s"] = result["rps"] * duration / used if used else 0.0
+    result["load"] = os.getloadavg()[0]  # the machine's 1-minute load as the run ended
+    return result
+
+
+def gist_api_throughput(duration: int, rounds: int = 3) -> dict[str, dict[str, float]]:
+    """req/s, p50/p99 and replica CPU per topology (see the module's docstring): every
+    topology is up at once and measured in turn, ``rounds`` times; the median of each figure.
+    On a machine others share, the load changes within a minute: alternating rounds keep one
+    burst from deciding a comparison."""
+    if shutil.which("wrk") is None or shutil.which("nginx") is None:
+        raise SystemExit("wrk and nginx are needed (Debian packages wrk, nginx-light)")
+    home = Path(tempfile.mkdtemp(prefix="caffezoo-cluster-"))
+    quiet = ("--no-check-links",)
+    runs: dict[str, list[dict[str, float]]] = {}
+    lite = f"sqlite:///{home / 'zoo.db'}"
+    try:
+        with (
+            temporary_postgres() as pg,
+            replica(lite, *quiet, home=home, log_level="warning") as s,
+            replica(pg, *quiet, home=home, log_level="warning") as a,
+            replica(pg, *quiet, home=home, log_level="warning") as b,
+            nginx([f"127.0.0.1:{a.port}"]) as lb1,
+            nginx([f"127.0.0.1:{a.port}", f"127.0.0.1:{b.port}"]) as lb2,
+        ):
+            lite_path = "/gists/" + seed(s.url, lite).rsplit("/", 1)[1]
+            pg_path = "/gists/" + seed(a.url, pg).rsplit("/", 1)[1]
+            targets = {
+                "sqlite, 1 replica": (s.url + lite_path, [s.pid], CLIENTS),
+                "postgresql, 1 replica": (a.url + pg_path, [a.pid], CLIENTS),
+                "postgresql, 1 behind nginx": (lb1 + pg_path, [a.pid], CLIENTS),
+                "postgresql, 2 behind nginx": (lb2 + pg_path, [a.pid, b.pid], CLIENTS),
+                # The load each of the two replicas gets above, on one: the same work per replica.
+                f"postgresql, 1 behind nginx, {CLIENTS // 2} clients": (lb1 + pg_path, [a.pid], CLIENTS // 2),
+            }
+            for _ in range(rounds):
+                for name, (url, pids, clients) in targets.items():
+                    runs.setdefault(name, []).append(drive(url, duration, pids, clients))
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+    return {
+        name: {k: statistics.median(r[k] for r in rs) for k in rs[0]} | {"rounds": len(rs)}
+        for name, rs in runs.items()
+    }
+
+
+def report_gist_api(results: dict[str, dict[str, float]], duration: int) -> None:
+    print(
+        f"GET /gists/{{id}}: wrk {CLIENTS} connections, {duration} s per point, median of "
+        f"{results['sqlite, 1 replica']['rounds']} alternating rounds, {os.cpu_count()} CPUs "
+        f"(shared by wrk, nginx, PostgreSQL and the replicas), median load average {statistics.median(r['load'] for r in results.values()):.1f}"
+    )
+    base = results["sqlite, 1 replica"]
+    print(
+        f"{'topology':<40} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7} {'vs sqlite':>9} {'replica cpu-s':>13} {'req/cpu-s':>9}"
+    )
+    for name, r in results.items():
+        print(
+            f"{name:<40} {r['rps']:>8.0f} {r['p50_ms']:>7.2f} {r['p99_ms']:>7.2f} "
+            f"{r['rps'] / base['rps']:>8.2f}x {r['cpu_s']:>13.1f} {r['req_per_cpu_s']:>9.0f}"
+        )
+    pg = results["postgresql, 1 replica"]
+    ratio = pg["rps"] / base["rps"]
+    ok = pg["p99_ms"] < 25 and ratio >= 0.8
+    print(
+        f"goal PostgreSQL 1 replica: p99 < 25 ms and >= 0.8x SQLite: {'met' if ok else 'MISSED'} "
+        f"(p99 {pg['p99_ms']:.1f} ms, {ratio:.2f}x)"
+    )
+    one, two = results["postgresql, 1 behind nginx"], results["postgresql, 2 behind nginx"]
+    half = results[f"postgresql, 1 behind nginx, {CLIENTS // 2} clients"]
+    eff = two["req_per_cpu_s"] / one["req_per_cpu_s"] if one["req_per_cpu_s"] else 0.0
+    eff_same_load = two["req_per_cpu_s"] / half["req_per_cpu_s"] if half["req_per_cpu_s"] else 0.0
+    print(
+        f"goal 2 replicas lose < 10% per-core efficiency (requests per replica CPU-second, "
+        f"2 vs 1 behind nginx, {CLIENTS} clients): {'met' if eff >= 0.9 else 'MISSED'} ({eff:.2f}x; "
+        f"req/s {two['rps'] / one['rps']:.2f}x on {os.cpu_count()} CPUs); against one replica carrying "
+        f"the same load each of the two does ({CLIENTS // 2} clients): {eff_same_load:.2f}x"
+    )
+
+
+# --------------------------------------------------------------------------- duplicate jobs
+
+
+def probes_of(origin: FaultServer, path: str) -> list[float]:
+    """When the link checker's HEADs reached ``path`` (the mirror GETs the same URLs)."""
+    return sorted(r.time for r in origin.requests_for(path) if r.method == "HEAD")
+
+
+def duplicate_jobs(periods: int = 10, period: float = 1.0, urls: int = 4, blobs: int = 3) -> dict[str, int]:
+    """Two replicas on one PostgreSQL: link probes within one period and mirror fetches per blob,
+    counted from the origin's request log."""
+    from caffezoo.server import Storage
+
+    sys.path.insert(0, str(ROOT / "tests"))
+    from web_helpers import publish
+
+    home = Path(tempfile.mkdtemp(prefix="caffezoo-jobs-"))
+    out: dict[str, int] = {}
+    try:
+        with temporary_postgres() as pg, FaultServer() as origin:
+
+            def slow(route, h):  # a probe or fetch takes a while: replicas' rounds overlap it
+                time.sleep(0.2)
+                h._send_body(route, h.command == "HEAD")
+
+            store = Storage(pg)
+            for i in range(urls):
+                origin.route(f"/link{i}", b"x" * 1000, handler=slow)
+                publish(
+                    store,
+                    "jobs",
+                    f"Link Net {i}",
+                    caffemodel="n.caffemodel",
+                    caffemodel_url=origin.url(f"/link{i}"),
+                    sha1="2" * 40,
+                )
+            datas = [f"blob {i} ".encode() * 20000 for i in range(blobs)]
+            for i, data in enumerate(datas):
+                origin.route(f"/blob{i}", data, handler=slow)
+                publish(
+                    store,
+                    "jobs",
+                    f"Blob Net {i}",
+                    caffemodel="b.caffemodel",
+                    caffemodel_url=origin.url(f"/blob{i}"),
+                    sha1=hashlib.sha1(data).hexdigest(),
+                )
+            store.close()
+            args = (
+                "--allow-private-urls",  # the origin is on loopback
+                "--check-every", str(period / 10), "--recheck-after", str(period), "--link-rate", "100",
+                "--mirror", "--mirror-every", str(period / 10), "--blobs-dir", str(home / "blobs"),
+            )  # fmt: skip
+            with (
+                replica(pg, *args, home=home, log_level="warning"),
+                replica(pg, *args, home=home, log_level="warning"),
+            ):
+                deadline = time.monotonic() + periods * period * 3 + 60
+                while time.monotonic() < deadline:
+                    if all(len(probes_of(origin, f"/link{i}")) >= periods for i in range(urls)):
+                        break
+                    time.sleep(0.1)
+            probes = dups = 0
+            for i in range(urls):
+                times = probes_of(origin, f"/link{i}")
+                probes += len(times)
+                dups += sum(1 for a, b in zip(times, times[1:]) if b - a < period)
+            fetches = [
+                sum(1 for r in origin.requests_for(f"/blob{i}") if r.method == "GET") for i in range(blobs)
+            ]
+            out = {
+                "urls": urls,
+                "periods": periods,
+                "probes": probes,
+                "duplicate_probes": dups,
+                "blobs": blobs,
+                "blob_fetches": sum(fetches),
+                "duplicate_fetches": sum(max(0, f - 1) for f in fetches),
+            }
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+    return out
+
+
+def report_jobs(r: dict[str, int]) -> None:
+    print(
+        f"background jobs, 2 replicas on one PostgreSQL: {r['urls']} URLs probed {r['probes']} times "
+        f"over >= {r['periods']} periods, {r['duplicate_probes']} within one period; "
+        f"{r['blobs']} blobs mirrored with {r['blob_fetches']} fetches, {r['duplicate_fetches']} duplicate"
+    )
+    ok = r["duplicate_probes"] == 0 and r["duplicate_fetches"] == 0
+    print(f"goal 0 duplicate job executions: {'met' if ok else 'MISSED'}")
+
+
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--blob-mib", type=int, default=64, help="size of the blob (memstore keeps it in RAM)")
-    p.add_argument("--runs", type=int, default=5)
-    a = p.parse_args()
-    print(f"blob: {a.blob_mib} MiB in a single-node Ceph RADOS Gateway on 127.0.0.1; {a.runs} runs each")
-    blob_benchmark(a.blob_mib, a.runs)
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--only", choices=["gist-api", "jobs", "blobs"], help="run one part")
+    parser.add_argument("--duration", type=int, default=5, help="seconds per wrk measurement")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds over the topologies")
+    parser.add_argument("--periods", type=int, default=10, help="link-check periods to watch")
+    parser.add_argument(
+        "--blob-mib", type=int, default=64, help="size of the blob (memstore keeps it in RAM)"
+    )
+    parser.add_argument("--runs", type=int, default=5, help="interleaved runs of each blob contender")
+    args = parser.parse_args()
+    results: dict[str, object] = {}
+    if args.only in (None, "gist-api"):
+        results["gist_api"] = api = gist_api_throughput(args.duration, args.rounds)
+        report_gist_api(api, args.duration)
+    if args.only in (None, "jobs"):
+        results["jobs"] = jobs = duplicate_jobs(args.periods)
+        report_jobs(jobs)
+    if args.only in (None, "blobs"):
+        print(
+            f"blob: {args.blob_mib} MiB in a single-node Ceph RADOS Gateway on 127.0.0.1; {args.runs} runs each"
+        )
+        blob_benchmark(args.blob_mib, args.runs)
+    if results:
+        print(json.dumps(results))
 
 
 if __name__ == "__main__":

@@ -16,7 +16,8 @@ from pydantic import ValidationError
 from .atomic import atomic_write_bytes
 from .errors import ModelDirError, UsageError, WriteError
 from .frontmatter import format_value
-from .schema import FrontMatter, check_file_name
+from .gist.rules import file_name_problem
+from .schema import FrontMatter
 
 __all__ = ["new_model"]
 
@@ -69,10 +70,8 @@ def new_model(
         raise UsageError("--name: expected the model's title, found an empty string")
     stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", p.name).strip("._") or "model"
     caffemodel = caffemodel or f"{stem}.caffemodel"
-    try:
-        check_file_name(caffemodel, "caffemodel file name")
-    except ValueError as e:
-        raise UsageError(f"--caffemodel {caffemodel!r}: {e}") from None
+    if why := file_name_problem(caffemodel):
+        raise UsageError(f"--caffemodel {caffemodel!r}: {why}")
     # The schema checks --url and --sha1 exactly as it checks a readme.
     for option, key, value in (("--url", "caffemodel_url", caffemodel_url), ("--sha1", "sha1", sha1)):
         if value is not None:

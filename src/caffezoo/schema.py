@@ -14,10 +14,11 @@ are. Which keys are *required* depends on the action:
 
 from __future__ import annotations
 
-import re
 from typing import Any, Literal
 
 from .errors import FrontMatterError, Problem
+from .gist.rules import file_name_problem
+from .hashes import normalize_hex
 
 __all__ = [
     "Action",
@@ -39,25 +40,21 @@ REQUIRED: dict[str, tuple[str, ...]] = {
 }
 
 _URL_SCHEMES = ("http://", "https://", "ftp://", "file://")
-_WINDOWS_RESERVED = re.compile(r"^(con|prn|aux|nul|com\d|lpt\d)(\..*)?$", re.IGNORECASE)
 
 
 def check_file_name(value: str, what: str = "file name") -> str:
-    """Refuse anything but a plain file name inside the model directory."""
-    if value in ("", ".", "..") or "/" in value or "\\" in value or "\0" in value:
-        raise ValueError(f"expected a plain {what} inside the model directory (no '/', '\\\\' or '..')")
-    if any(ord(c) < 32 for c in value):
-        raise ValueError(f"expected a {what} without control characters")
-    if _WINDOWS_RESERVED.match(value):
-        raise ValueError(f"{value!r} is a reserved device name on Windows")
+    """``value`` when it is a safe file name, else ValueError: the gist rule
+    (:func:`caffezoo.gist.rules.file_name_problem`), so a model directory and a gist agree."""
+    if why := file_name_problem(value):
+        raise ValueError(f"{what}: {why}" if what != "file name" else why)
     return value
 
 
 def _hex(value: str, digits: int, name: str) -> str:
-    text = value.strip()
-    if len(text) != digits or not re.fullmatch(r"[0-9a-fA-F]+", text):
+    text = normalize_hex(value, digits)
+    if text is None:
         raise ValueError(f"expected {digits} hexadecimal digits (the output of `{name}sum`), found {value!r}")
-    return text.lower()
+    return text
 
 
 def _str_list(value: Any) -> Any:

@@ -49,6 +49,14 @@ class LogLevel(str, Enum):
     trace = "trace"
 
 
+class Role(str, Enum):
+    """What one ``caffezoo serve`` process does (replicas may differ)."""
+
+    all = "all"
+    web = "web"
+    worker = "worker"
+
+
 BLOBS_OPTION = typer.Option(
     None, "--blobs-dir", help="The server's weights store [default: CAFFEZOO_HOME/server-blobs]."
 )
@@ -132,6 +140,32 @@ def serve(
         600.0, "--check-every", min=0.1, help="Seconds between link-checker rounds (each probes what is due)."
     ),
     link_rate: float = typer.Option(1.0, "--link-rate", min=0.01, help="Link probes per second, at most."),
+    recheck_after: float = typer.Option(
+        86400.0,
+        "--recheck-after",
+        min=0.1,
+        help="Seconds after a successful probe before a URL is due again.",
+    ),
+    role: Role = typer.Option(
+        Role.all,
+        "--role",
+        case_sensitive=False,
+        help="all: serve and run the background jobs; web: only serve; "
+        "worker: only run the jobs (listening for /healthz and /readyz alone).",
+    ),
+    lease_ttl: float = typer.Option(
+        60.0,
+        "--lease-ttl",
+        min=1.0,
+        help="Seconds a background job's claim lasts unless renewed: how soon another "
+        "replica takes over the jobs of one that died.",
+    ),
+    graceful_timeout: float = typer.Option(
+        30.0,
+        "--graceful-timeout",
+        min=0.0,
+        help="On SIGTERM, seconds in-flight requests (and the job in progress) get to finish.",
+    ),
     base_url: str = typer.Option(
         None,
         "--base-url",
@@ -187,6 +221,10 @@ def serve(
         mirror_every=mirror_every if mirror else None,
         check_every=check_every if check_links else None,
         link_rate=link_rate,
+        role=role.value,
+        recheck_after=recheck_after,
+        lease_ttl=lease_ttl,
+        graceful_timeout=graceful_timeout,
         base_url=base_url,
         limits=Limits(
             render_workers=render_workers,

@@ -17,12 +17,12 @@ from __future__ import annotations
 import hashlib
 import os
 import queue
-import re
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from ..errors import UsageError
+from ..hashes import normalize_hex
 
 __all__ = ["BUFFER_SIZE", "Digests", "Expected", "QUEUE_DEPTH", "StreamHasher", "hash_file"]
 
@@ -74,8 +74,8 @@ class Expected:
 
 
 def _hex(value: str, digits: int, name: str) -> str:
-    text = str(value).strip().lower()
-    if not re.fullmatch(f"[0-9a-f]{{{digits}}}", text):
+    text = normalize_hex(value, digits)
+    if text is None:
         raise UsageError(f"{name}: expected {digits} hexadecimal digits, got {value!r}")
     return text
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import io
 import json
-import re
 import zipfile
 from datetime import UTC, datetime
 from typing import Any
@@ -20,16 +19,23 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Request, Response
 from starlette.concurrency import run_in_threadpool
 
+from ..gist.rules import (
+    LOGIN_RE,
+    MAX_JSON_DEPTH,
+    Invalid,
+    check_description,
+    file_name_problem,
+    json_problem,
+    valid_id,
+)
+from ..hashes import is_hex, is_sha1
 from .auth import caller, require_caller
 from .errors import ApiError, validation
 from .shapes import commits_json, gist_json
-from .storage import UNSET, FileChange, GistView, Invalid, NotFound, Storage, StorageError, check_filename
+from .storage import UNSET, FileChange, GistView, NotFound, ReadOnly, Storage, StorageError
 
 MAX_BODY_BYTES = 30 * 1024 * 1024
 JSON_TYPE = "application/json; charset=utf-8"
-_SHA_RE = re.compile(r"[0-9a-fA-F]{4,40}")
-_ID_RE = re.compile(r"[0-9A-Za-z_-]{1,64}")
-_LOGIN_RE = re.compile(r"[A-Za-z0-9-]{1,39}")
 MAX_PAGE = 1_000_000
 
 router = APIRouter()
@@ -79,7 +85,13 @@ async def read_json(request: Request) -> dict[str, Any]:
         if size > MAX_BODY_BYTES:
             raise ApiError(413, f"Request body too large: the limit is {MAX_BODY_BYTES} bytes")
         chunks.append(chunk)
-    raw = b"".join(chunks)
+    # Parsing 30 MB of small arrays takes seconds: never on the event loop.
+    return await run_in_threadpool(parse_body, b"".join(chunks))
+
+
+def parse_body(raw: bytes) -> dict[str, Any]:
+    """``raw`` as a JSON object: 400 when it is no JSON object or too deep or wide, 422 when
+    it is not UTF-8 or gives a key twice."""
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
@@ -87,12 +99,36 @@ async def read_json(request: Request) -> dict[str, Any]:
             "files", "invalid", f"the body is not UTF-8 (byte {e.start}): binary content is not supported"
         ) from None
     try:
-        data = json.loads(text)
+        data = json.loads(text, object_pairs_hook=_unique_keys)
+    except _DuplicateKey as e:
+        raise validation(
+            "files", "already_exists", f"the key {e.key!r} appears twice in one object: send it once"
+        ) from None
+    except RecursionError:
+        raise ApiError(400, f"Problems parsing JSON: nested deeper than {MAX_JSON_DEPTH} levels") from None
     except ValueError:
         raise ApiError(400, "Problems parsing JSON") from None
     if not isinstance(data, dict):
         raise ApiError(400, "Body should be a JSON object")
+    if why := json_problem(data):
+        raise ApiError(400, f"Problems parsing JSON: {why}")
     return data
+
+
+class _DuplicateKey(ValueError):
+    def __init__(self, key: str):
+        super().__init__(key)
+        self.key = key
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object whose keys are unique: ``{"a": 1, "a": 2}`` is ambiguous, not "the last wins"."""
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise _DuplicateKey(key)
+        out[key] = value
+    return out
 
 
 def _unknown_keys(data: dict[str, Any], allowed: set[str], where: str = "") -> None:
@@ -119,8 +155,10 @@ def _text(name: str, value: Any) -> bytes:
 
 def _description(data: dict[str, Any]) -> str | None:
     value = data.get("description")
-    if value is not None and not isinstance(value, str):
-        raise validation("description", "invalid", "description must be a string or null")
+    try:
+        check_description(value)
+    except Invalid as e:
+        raise ApiError(422, "Validation Failed", e.errors) from None
     return value
 
 
@@ -184,6 +222,8 @@ async def call(fn, *args, **kwargs):
         return await run_in_threadpool(fn, *args, **kwargs)
     except NotFound:
         raise not_found() from None
+    except ReadOnly as e:
+        raise ApiError(403, str(e)) from None
     except Invalid as e:
         raise ApiError(422, "Validation Failed", e.errors) from None
     except StorageError as e:  # pragma: no cover - every subclass is mapped above
@@ -258,12 +298,6 @@ async def list_response(request: Request, owner: str | None, public_only: bool) 
     )
 
 
-def valid_id(gist_id: str, user: str | None = None) -> bool:
-    """Whether a gist (or zoo entry) id and a login could exist here: what cannot is
-    refused before it reaches the database (PostgreSQL would choke on a NUL in it)."""
-    return _ID_RE.fullmatch(gist_id) is not None and (user is None or _LOGIN_RE.fullmatch(user) is not None)
-
-
 def check_id(gist_id: str, user: str | None = None) -> None:
     """Ids and logins that cannot exist are 404 before they reach the database."""
     if not valid_id(gist_id, user):
@@ -309,47 +343,38 @@ async def list_public(request: Request) -> Response:
 @router.get("/users/{user}/gists")
 async def list_user_gists(request: Request, user: str) -> Response:
     await run_in_threadpool(caller, request)
-    if not _LOGIN_RE.fullmatch(user) or await run_in_threadpool(storage(request).login_of, user) is None:
+    if not LOGIN_RE.fullmatch(user) or await run_in_threadpool(storage(request).login_of, user) is None:
         raise not_found()
     return await list_response(request, user, public_only=True)
 
 
-def _get_gist_bytes(request: Request, gist_id: str, cached_only: bool = False) -> bytes | None:
-    """The JSON of the newest revision, from the cache when the gist has not changed
-    (None with ``cached_only`` when it is not cached)."""
-    if request.headers.get("authorization") is not None:
-        caller(request)
-    store = storage(request)
-    state = store.state(gist_id)
-    if state is None:
+def _fresh_gist_bytes(request: Request, gist_id: str) -> bytes:
+    """The JSON of the newest revision, read from the database and cached."""
+    view = storage(request).get_gist(gist_id)
+    if view is None:
         raise not_found()
-    cache = request.app.state.gist_cache
-    key = (gist_id, state[1], base_url(request))
-    body = cache.get(key)
-    if body is None and cached_only:
-        return None
-    if body is None:
-        view = store.get_gist(gist_id)
-        if view is None:
-            raise not_found()
-        body = gist_body(request, view)
-        cache.put((gist_id, view.serial, key[2]), body)
+    body = gist_body(request, view)
+    request.app.state.gist_cache.put((gist_id, view.serial, base_url(request)), body)
     return body
 
 
 @router.get("/gists/{gist_id}")
 async def get_gist(request: Request, gist_id: str) -> Response:
+    """The newest revision, from the cache while the gist's serial (read from the database on
+    every request, so a write through another replica shows at once) has not moved."""
     check_id(gist_id)
-    body = None
-    if storage(request).is_sqlite:
-        # SQLite answers the cache check in microseconds, without I/O waits: doing
-        # it on the event loop saves a thread hop on the hottest path. A miss loads
-        # and serializes the gist (megabytes, maybe): that never runs on the loop.
-        body = _get_gist_bytes(request, gist_id, cached_only=True)
+    if request.headers.get("authorization") is not None:
+        await run_in_threadpool(caller, request)
+    # On the event loop: SQLite answers in microseconds without I/O waits, PostgreSQL
+    # through an async connection; a thread hop would cost more than the query.
+    state = await storage(request).state_async(gist_id)
+    if state is None:
+        raise not_found()
+    body = request.app.state.gist_cache.get((gist_id, state[1], base_url(request)))
     if body is None:
         # Serializing a big gist is rendering: in the render lane, so a crowd of requests for
         # different big gists waits there (or gets 503) instead of each holding its own copy.
-        body = await request.app.state.render_lane.run(_get_gist_bytes, request, gist_id)
+        body = await request.app.state.render_lane.run(_fresh_gist_bytes, request, gist_id)
     return Response(body, media_type=JSON_TYPE)
 
 
@@ -394,7 +419,7 @@ async def list_commits(request: Request, gist_id: str) -> Response:
 async def get_revision(request: Request, gist_id: str, sha: str) -> Response:
     check_id(gist_id)
     await run_in_threadpool(caller, request)
-    if not _SHA_RE.fullmatch(sha):
+    if not is_hex(sha, (4, 40)):
         raise validation(
             "sha",
             "invalid",
@@ -410,12 +435,8 @@ async def get_revision(request: Request, gist_id: str, sha: str) -> Response:
 async def raw_file(request: Request, user: str, gist_id: str, sha: str, filename: str) -> Response:
     """A file's bytes, as GitHub's ``raw_url``: plain text that a browser will not sniff or run."""
     check_id(gist_id, user)
-    if not _SHA_RE.fullmatch(sha) or len(sha) != 40:
+    if not is_sha1(sha) or file_name_problem(filename):
         raise not_found()
-    try:
-        check_filename(filename)
-    except Invalid:
-        raise not_found() from None
     data = await run_in_threadpool(storage(request).raw, user, gist_id, sha, filename)
     if data is None:
         raise not_found()

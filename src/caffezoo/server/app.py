@@ -16,10 +16,12 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..config import settings
-from . import api, blobs, pages
+from . import api, blobs, health, pages
 from .blobstore import open_store
 from .caches import ByteCache
 from .errors import ApiError, api_error_handler, http_error_handler, unexpected_error_handler
+from .health import blob_check
+from .logs import RequestLog
 from .mirror import Mirror
 from .pictures import Pictures
 from .storage import Storage
@@ -133,11 +135,15 @@ def create_app(
         max_layers=limits.draw_max_layers,
     )
     app.add_exception_handler(Busy, _busy)
+    # What /readyz asks: (name, function raising when that dependency is not there).
+    app.state.ready_checks = [("database", store.ping), ("blobs", blob_check(app.state.mirror.store))]
     app.add_exception_handler(ApiError, api_error_handler)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(Exception, unexpected_error_handler)
     app.add_middleware(SecurityHeaders)
+    app.add_middleware(RequestLog)  # outermost: its id is on every answer, its time covers all
     app.mount("/static", StaticFiles(directory=Path(__file__).parent / "static"), name="static")
+    app.include_router(health.router)
     app.include_router(api.router)
     app.include_router(blobs.router)
     app.include_router(pages.router)  # last: it ends with the catch-all /{user}/{id}

@@ -28,6 +28,7 @@ from sqlalchemy import func, select
 from starlette.concurrency import run_in_threadpool
 
 from ..errors import ChecksumError
+from ..hashes import is_sha1
 from .api import json_response
 from .auth import require_caller
 from .blobstore import BlobStoreError
@@ -35,7 +36,6 @@ from .errors import ApiError
 from .mirror import Mirror
 from .models import Entry
 
-SHA1_RE = re.compile(r"[0-9a-fA-F]{40}")
 MAX_UPLOAD_BYTES = 16 * 1024**3
 UPLOAD_BATCH = 1024 * 1024
 READ_AHEAD = 2  # chunks (of 2 MiB) a streamed S3 read may run ahead of the client
@@ -58,7 +58,7 @@ REDIRECT_SECONDS = 300  # lifetime of a presigned URL: long enough to start, too
 
 @router.api_route("/blobs/sha1/{sha1}", methods=["GET", "HEAD"])
 async def get_blob(request: Request, sha1: str) -> Response:
-    if not SHA1_RE.fullmatch(sha1):
+    if not is_sha1(sha1):
         raise ApiError(404, "Not Found")
     sha1 = sha1.lower()
     store = _mirror(request).store
@@ -205,7 +205,7 @@ def _owned_sizes(request: Request, login: str, sha1: str) -> list[int | None] | 
 @router.put("/blobs/sha1/{sha1}")
 async def put_blob(request: Request, sha1: str) -> Response:
     login = await run_in_threadpool(require_caller, request)
-    if not SHA1_RE.fullmatch(sha1):
+    if not is_sha1(sha1):
         raise ApiError(422, f"{sha1!r} is not a SHA-1: expected 40 hexadecimal digits")
     sha1 = sha1.lower()
     sizes = await run_in_threadpool(_owned_sizes, request, login, sha1)

@@ -28,6 +28,8 @@ from sqlalchemy.orm import Session, defer
 
 from ..errors import CaffezooError
 from ..frontmatter import parse_readme
+from ..gist.rules import MAX_DESCRIPTION
+from ..hashes import is_sha1
 from ..schema import FrontMatter, validate_front_matter
 from .models import Blob, Entry, EntryTag, Gist, LinkCheck, Meta, Revision, RevisionFile, User, WikiSection
 
@@ -150,9 +152,14 @@ def read_info(text: str, fallback_name: str | None = None) -> ModelInfo | None:
         fm = validate_front_matter(data)
     except CaffezooError as e:
         problems = str(e).splitlines()
-        # Keep what is usable: every value that is a plain string.
+        # Keep what is usable: every value that is a plain string or a list of them (tags).
         fm = FrontMatter.model_construct(
-            **{k: v for k, v in data.items() if isinstance(v, str) and k in FrontMatter.model_fields}
+            **{
+                k: v
+                for k, v in data.items()
+                if k in FrontMatter.model_fields
+                and (isinstance(v, str) or (isinstance(v, list) and all(isinstance(x, str) for x in v)))
+            }
         )
     tags = [
         clip(EntryTag.tag, t.strip().lower())
@@ -168,17 +175,13 @@ def read_info(text: str, fallback_name: str | None = None) -> ModelInfo | None:
         framework=framework_of(fm),
         caffemodel=fm.caffemodel,
         caffemodel_url=fm.caffemodel_url,
-        sha1=fm.sha1 if not problems or _is_sha1(fm.sha1) else None,
+        sha1=fm.sha1 if not problems or is_sha1(fm.sha1, lowercase=True) else None,
         size=size,
         tags=sorted(set(tags))[:50],
         body=body,
         problems=problems,
         data=data,
     )
-
-
-def _is_sha1(value: object) -> bool:
-    return isinstance(value, str) and re.fullmatch(r"[0-9a-f]{40}", value) is not None
 
 
 # --------------------------------------------------------------------------- setup and counters
@@ -301,7 +304,9 @@ def index_gist(s: Session, gist_id: str) -> None:
 
 
 def _apply(entry: Entry, info: ModelInfo) -> None:
-    entry.name = info.name or entry.wiki_name or entry.id
+    # Names are listed on every index page: as long as a description may be, at most.
+    name = info.name or entry.wiki_name or entry.id
+    entry.name = name if len(name) <= MAX_DESCRIPTION else name[: MAX_DESCRIPTION - 1] + "…"
     entry.sort_name = entry.name.lower()[:200]
     entry.summary = info.summary
     entry.license, entry.task = clip(Entry.license, info.license), clip(Entry.task, info.task)

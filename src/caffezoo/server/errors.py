@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from fastapi import Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import Response
+
+from ..gist.rules import error
 
 DOCS_URL = "https://docs.github.com/rest/gists/gists"
 
@@ -25,9 +28,7 @@ class ApiError(Exception):
 
 
 def validation(field: str, code: str, message: str, resource: str = "Gist") -> ApiError:
-    return ApiError(
-        422, "Validation Failed", [{"resource": resource, "field": field, "code": code, "message": message}]
-    )
+    return ApiError(422, "Validation Failed", [error(field, code, message, resource)])
 
 
 def error_response(
@@ -35,25 +36,31 @@ def error_response(
     message: str,
     errors: list[dict[str, Any]] | None = None,
     headers: dict[str, str] | None = None,
-) -> JSONResponse:
+) -> Response:
     body: dict[str, Any] = {"message": message, "documentation_url": DOCS_URL, "status": str(status)}
     if errors:
         body["errors"] = errors
-    return JSONResponse(body, status_code=status, headers=headers)
+    # ASCII: a message quoting the caller's input (a lone surrogate) must not fail to encode.
+    content = json.dumps(body, ensure_ascii=True, separators=(",", ":")).encode("ascii")
+    return Response(content, status_code=status, headers=headers, media_type="application/json")
 
 
-async def api_error_handler(_request: Request, exc: Exception) -> JSONResponse:
+async def api_error_handler(_request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ApiError)
     return error_response(exc.status, exc.message, exc.errors, exc.headers)
 
 
-async def http_error_handler(_request: Request, exc: Exception) -> JSONResponse:
+async def http_error_handler(_request: Request, exc: Exception) -> Response:
     status = getattr(exc, "status_code", 500)
     names = {404: "Not Found", 405: "Method Not Allowed", 400: "Bad Request"}
     message = names.get(status) or str(getattr(exc, "detail", "")) or "Error"
     return error_response(status, message, headers=getattr(exc, "headers", None))
 
 
-async def unexpected_error_handler(_request: Request, _exc: Exception) -> JSONResponse:
+async def unexpected_error_handler(_request: Request, _exc: Exception) -> Response:
     # A bug: answer like GitHub does, without leaking details; uvicorn logs the traceback.
-    return error_response(500, "Server Error")
+    # This answer is made outside the request log's middleware: it names the request itself.
+    from .logs import request_id
+
+    rid = request_id.get()
+    return error_response(500, "Server Error", headers={"X-Request-ID": rid} if rid else None)

@@ -27,14 +27,19 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from http import HTTPStatus
+from typing import TYPE_CHECKING
 
 import httpx
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from .. import _http
 from . import catalog
 from .models import Entry, LinkCheck
 from .storage import Storage, now
+
+if TYPE_CHECKING:
+    from .jobs import Leases
 
 OK_EVERY = timedelta(days=1)
 FAIL_EVERY = timedelta(hours=1)
@@ -179,6 +184,12 @@ def due_urls(storage: Storage, when: datetime | None = None, all_urls: bool = Fa
         return sorted(u for u in s.scalars(q) if u)
 
 
+def is_due(s: Session, url: str, when: datetime | None = None) -> bool:
+    """Whether ``url`` was never checked or its next check has come (read in ``s``)."""
+    next_check = s.scalar(select(LinkCheck.next_check).where(LinkCheck.url == url))
+    return next_check is None or next_check <= (when or now())
+
+
 def record(
     storage: Storage,
     results: Iterable[Probe],
@@ -187,11 +198,15 @@ def record(
     ok_every: timedelta = OK_EVERY,
     fail_every: timedelta = FAIL_EVERY,
     max_backoff: timedelta = MAX_BACKOFF,
+    leases: Leases | None = None,
 ) -> None:
-    """Store what probes saw and when to look again, in one transaction."""
+    """Store what probes saw and when to look again, in one transaction; with ``leases``,
+    release the probed URLs' jobs in it too (a replica claiming them next sees them done)."""
     when = when or now()
     with storage.session(write=True) as s:
         for result in results:
+            if leases is not None:
+                leases.finish("link", result.url, session=s)
             row = s.get(LinkCheck, result.url)
             if row is None:
                 row = LinkCheck(url=result.url, failures=0)
@@ -223,12 +238,21 @@ def check_links(
     on_result: Callable[[Probe], None] | None = None,
     stop: threading.Event | None = None,
     record_every: float = RECORD_EVERY,
+    ok_every: timedelta = OK_EVERY,
+    leases: Leases | None = None,
     policy: _http.Policy | None = None,
 ) -> list[Probe]:
     """Probe ``urls`` (default: those due) at most ``rate`` per second; return what was seen,
-    recorded every ``record_every`` seconds and at the end. ``policy``: where probes may go
-    (default: public addresses only)."""
+    recorded every ``record_every`` seconds and at the end; a success is due again ``ok_every``
+    later. ``policy``: where probes may go (default: public addresses only).
+
+    With ``leases`` (:mod:`.jobs`), each URL is first claimed in the database, so replicas
+    running this at the same time probe each URL once; those due when listed but checked
+    by another replica since are skipped, and are not in the result.
+    """
     todo = list(urls) if urls is not None else due_urls(storage, all_urls=all_urls)
+    # Only a round over what is due asks again whether each URL still is, once claimed.
+    recheck = urls is None and not all_urls
     # A URL longer than link_checks can key on is never probed: its check could not be kept.
     todo = [u for u in todo if len(u) <= LinkCheck.url.type.length]
     limit = RateLimit(rate)
@@ -239,20 +263,29 @@ def check_links(
             for url in todo:
                 if stop is not None and stop.is_set():
                     break
-                result = probe(
-                    client, url, limit=limit, retries=retries, backoff=backoff, deadline=6 * timeout
-                )
+                if leases is not None and not leases.claim(
+                    "link", url, (lambda s, url=url: is_due(s, url)) if recheck else None
+                ):
+                    continue  # another replica probes it, or just did
+                try:
+                    result = probe(
+                        client, url, limit=limit, retries=retries, backoff=backoff, deadline=6 * timeout
+                    )
+                except BaseException:
+                    if leases is not None:  # not left held (and renewed) by a live process
+                        leases.finish("link", url)
+                    raise
                 results.append(result)
                 if on_result:
                     on_result(result)
                 # Recording moves the pages' cache generation on: once per probe, a round over
                 # many URLs would leave every page uncached while it runs.
                 if time.monotonic() - last_record >= record_every:
-                    record(storage, results[recorded:])
+                    record(storage, results[recorded:], ok_every=ok_every, leases=leases)
                     recorded, last_record = len(results), time.monotonic()
         finally:
             if len(results) > recorded:
-                record(storage, results[recorded:])
+                record(storage, results[recorded:], ok_every=ok_every, leases=leases)
     return results
 
 

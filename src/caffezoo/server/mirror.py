@@ -26,7 +26,7 @@ failed is tried again after a backoff that doubles like the link checker's.
 from __future__ import annotations
 
 import os
-import re
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -34,18 +34,21 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sqlalchemy import delete, select
 
 from .. import _http
 from ..config import settings
 from ..errors import CaffezooError
+from ..hashes import is_sha1
 from . import catalog
 from .blobstore import BlobStore, BlobWriter, LocalStore
 from .models import Entry, MirrorSource
 from .storage import Storage, now
 
-SHA1_RE = re.compile(r"[0-9a-f]{40}")
+if TYPE_CHECKING:
+    from .jobs import Leases
 
 
 CONCURRENCY = 4
@@ -112,7 +115,7 @@ def wanted(
     sources: dict[str, dict[str, int | None]] = {}
     by_owner: dict[str | None, list[str]] = {}
     for sha1, url, size, owner in rows:
-        if SHA1_RE.fullmatch(sha1 or "") and (sha1, url) not in waiting and not has(sha1):
+        if is_sha1(sha1, lowercase=True) and (sha1, url) not in waiting and not has(sha1):
             if sha1 not in sources:
                 by_owner.setdefault(owner, []).append(sha1)
             sources.setdefault(sha1, {}).setdefault(url, size)
@@ -192,8 +195,13 @@ def run_round(
     options: MirrorOptions,
     on_result: Callable[[MirrorResult], None] | None = None,
     stop: threading.Event | None = None,
+    claim: Callable[[str], bool] | None = None,
+    release: Callable[[str, bool], None] | None = None,
 ) -> list[MirrorResult]:
-    """Fetch ``todo``, ``options.concurrency`` blobs at a time; record and return what happened."""
+    """Fetch ``todo``, ``options.concurrency`` blobs at a time; record and return what happened.
+
+    ``claim(sha1)`` is asked first (False: another replica has it) and ``release(sha1,
+    mirrored)`` told after, once the result is recorded (:mod:`.jobs`)."""
     results: list[MirrorResult] = []
     lock = threading.Lock()
     ends = time.monotonic() + options.round_seconds
@@ -201,8 +209,16 @@ def run_round(
     def one(w: Wanted) -> None:
         if (stop is not None and stop.is_set()) or time.monotonic() > ends:
             return  # the rest waits for the next round
-        got = fetch_wanted(w, fetch, client, options)
-        record(storage, got)
+        if claim is not None and not claim(w.sha1):
+            return  # another replica fetches it, or has
+        mirrored = False
+        try:
+            got = fetch_wanted(w, fetch, client, options)
+            record(storage, got)
+            mirrored = any(r.status == "mirrored" for r in got)
+        finally:
+            if release is not None:
+                release(w.sha1, mirrored)
         with lock:
             results.extend(got)
             for r in got:
@@ -249,7 +265,7 @@ class Mirror:
         return self.store.path(sha1)  # type: ignore[attr-defined]
 
     def has(self, sha1: str | None) -> bool:
-        return bool(sha1) and SHA1_RE.fullmatch(sha1) is not None and self.store.has(sha1)
+        return bool(sha1) and is_sha1(sha1, lowercase=True) and self.store.has(sha1)
 
     def fetch(self, sha1: str, url: str, size: int | None = None, **options) -> None:
         """Fetch one blob through the downloads engine (verified, resumable, atomic) into the store.
@@ -272,19 +288,45 @@ class Mirror:
         finally:
             got.path.unlink(missing_ok=True)
 
+    def job(self, sha1: str) -> str:
+        """The job of fetching ``sha1`` into this store, as :mod:`.jobs` names it: replicas
+        sharing the store share the job; a store of its own (another machine's directory)
+        gets its own copy."""
+        where = self.store.url
+        if isinstance(self.store, LocalStore):  # a path means something on one machine only
+            where = f"file://{socket.gethostname()}{Path(where).resolve()}"
+        return f"{where}#{sha1}"
+
     def sync(
         self,
         storage: Storage,
         on_result: Callable[[MirrorResult], None] | None = None,
         stop: threading.Event | None = None,
         everything: bool = False,
+        *,
+        leases: Leases | None = None,
+        retry_after: float = 0.0,
     ) -> list[MirrorResult]:
         """One round: fetch every wanted blob; failed sources are tried again after a backoff
-        (``everything``: now)."""
+        (``everything``: now).
+
+        With ``leases`` (:mod:`.jobs`), each blob is claimed first, so replicas sharing the
+        store fetch it once; a failed fetch is not tried again (by anyone) for ``retry_after`` s.
+        """
+        claim = release = None
+        if leases is not None:
+
+            def claim(sha1: str) -> bool:
+                # stat, not has(): S3's has() may answer from a listing seconds old.
+                return leases.claim("mirror", self.job(sha1), lambda _s: self.store.stat(sha1) is None)
+
+            def release(sha1: str, mirrored: bool) -> None:
+                leases.finish("mirror", self.job(sha1), cooldown=0.0 if mirrored else retry_after)
+
         self.store.refresh()  # what other replicas stored counts
         with self._lock:  # one round at a time; the engine's locks guard each blob as well
             todo = wanted(storage, self.has, everything=everything)
-            return run_round(storage, todo, self.fetch, self.options, on_result, stop)
+            return run_round(storage, todo, self.fetch, self.options, on_result, stop, claim, release)
 
     @staticmethod
     def changed(storage: Storage) -> None:

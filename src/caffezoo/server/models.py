@@ -59,6 +59,8 @@ class Gist(Base):
     revision: Mapped[int] = mapped_column(Integer, default=0)
     # Bumped on every change (files or description): the key of cached JSON.
     serial: Mapped[int] = mapped_column(Integer, default=0)
+    # The Gist API a `wiki import` copied it from; such a gist is read-only through the API.
+    imported_from: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
 class Revision(Base):
@@ -195,3 +197,16 @@ class Meta(Base):
 
     key: Mapped[str] = mapped_column(String(64), primary_key=True)
     value: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class JobLease(Base):
+    """Who is doing (or last did) one background job, and until when nobody else may."""
+
+    __tablename__ = "job_leases"
+
+    kind: Mapped[str] = mapped_column(String(32), primary_key=True)  # "link", "mirror"
+    key: Mapped[str] = mapped_column(String(40), primary_key=True)  # SHA-1 of the subject: any length fits
+    subject: Mapped[str] = mapped_column(Text)  # the URL or blob, for people reading the table
+    owner: Mapped[str | None] = mapped_column(String(128), nullable=True, index=True)  # None: free
+    expires: Mapped[datetime] = mapped_column(DateTime)  # claimable again from then on
+    claimed_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)

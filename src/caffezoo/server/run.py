@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+import signal
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -11,7 +12,8 @@ from pathlib import Path
 
 from ..config import settings
 from ..errors import UsageError
-from .storage import Invalid, Storage, check_login
+from ..gist.rules import Invalid, check_login
+from .storage import Storage
 from .work import Limits
 
 
@@ -91,10 +93,24 @@ def check_links(
     policy=None,
 ) -> list:
     """Probe the weights URLs that are due (or all of them); record and return what was seen."""
+    from .jobs import Leases
     from .links import check_links as check
 
     with open_storage(database_url) as store:
-        return check(store, all_urls=all_urls, rate=rate, timeout=timeout, on_result=on_result, policy=policy)
+        leases = Leases(store)  # a URL a running server is probing right now is left to it
+        leases.start_heartbeat()
+        try:
+            return check(
+                store,
+                all_urls=all_urls,
+                rate=rate,
+                timeout=timeout,
+                on_result=on_result,
+                leases=leases,
+                policy=policy,
+            )
+        finally:
+            leases.stop()
 
 
 def mirror_sync(
@@ -107,14 +123,43 @@ def mirror_sync(
     everything: bool = False,
 ) -> list:
     """One mirror round: fetch the listed models' weights that the server's store lacks."""
+    from .jobs import Leases
     from .mirror import Mirror
 
     blobs = open_blobs(blobs_location(blobs_dir, blobs_url))
     try:
         with open_storage(database_url) as store:
-            return Mirror(blobs, options).sync(store, on_result=on_result, everything=everything)
+            leases = Leases(store)  # a blob a running server is fetching right now is left to it
+            leases.start_heartbeat()  # a fetch may outlast one lease
+            try:
+                return Mirror(blobs, options).sync(
+                    store, on_result=on_result, everything=everything, leases=leases
+                )
+            finally:
+                leases.stop()
     finally:
         blobs.close()
+
+
+class BackgroundJobs:
+    """The link checker and the mirror, each a daemon thread, claiming their jobs through
+    the database (:mod:`.jobs`) so that replicas do each once."""
+
+    def __init__(self, store: Storage, leases, threads: list):
+        self.store, self.leases, self.threads = store, leases, threads
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop the loops, let a job in progress finish (up to ``timeout`` s; its result is
+        recorded), then release every lease still held so another replica takes over at once."""
+        import time
+
+        for t in self.threads:
+            t.stop()
+        deadline = time.monotonic() + timeout
+        for t in self.threads:
+            t.join(max(0.0, deadline - time.monotonic()))
+        self.leases.stop()
+        self.store.close()
 
 
 def start_background(
@@ -124,30 +169,47 @@ def start_background(
     mirror_every: float | None,
     check_every: float | None,
     link_rate: float,
+    recheck_after: float | None = None,
+    lease_ttl: float | None = None,
     policy=None,
     mirror_options=None,
-) -> list:
+) -> BackgroundJobs:
     """The server's helpers: the link checker and the mirror, each in a daemon thread."""
-    from .links import Background
+    from datetime import timedelta
+
+    from .jobs import DEFAULT_TTL, Leases
+    from .links import OK_EVERY, Background
     from .links import check_links as check
     from .mirror import Mirror
 
     store = Storage(url)
+    leases = Leases(store, ttl=lease_ttl or DEFAULT_TTL)
+    ok_every = timedelta(seconds=recheck_after) if recheck_after else OK_EVERY
     threads = []
     if check_every:
         threads.append(
             Background(
                 "link-checker",
-                lambda stop: check(store, rate=link_rate, stop=stop, policy=policy),
+                lambda stop: check(
+                    store, rate=link_rate, stop=stop, ok_every=ok_every, leases=leases, policy=policy
+                ),
                 check_every,
             )
         )
     if mirror_every:
         mirror = Mirror(open_blobs(str(blobs_dir)), mirror_options)
-        threads.append(Background("mirror", lambda stop: mirror.sync(store, stop=stop), mirror_every))
+        threads.append(
+            Background(
+                "mirror",
+                lambda stop: mirror.sync(store, stop=stop, leases=leases, retry_after=mirror_every),
+                mirror_every,
+            )
+        )
+    if threads:
+        leases.start_heartbeat()
     for t in threads:
         t.start()
-    return threads
+    return BackgroundJobs(store, leases, threads)
 
 
 def _check_free(host: str, port: int) -> None:
@@ -166,6 +228,13 @@ def _check_free(host: str, port: int) -> None:
         except OSError as e:
             hint = "choose another --port" if e.errno == errno.EADDRINUSE else "check --host and --port"
             raise UsageError(f"cannot listen on {host}:{port}: {e.strerror}; {hint}") from None
+
+
+ROLES = ("all", "web", "worker")
+
+
+def _exit_cleanly(signum, frame) -> None:
+    raise SystemExit(0)  # unwinds through run()'s finally: jobs stop, leases are released
 
 
 def _return_big_frees_to_the_os() -> None:
@@ -201,6 +270,10 @@ def run(
     mirror_every: float | None = None,
     check_every: float | None = 600.0,
     link_rate: float = 1.0,
+    role: str = "all",
+    recheck_after: float | None = None,
+    lease_ttl: float | None = None,
+    graceful_timeout: float = 30.0,
     blobs_url: str | None = None,
     blobs_redirect: bool = False,
     base_url: str | None = None,
@@ -215,6 +288,10 @@ def run(
     ``seed_bundled`` first creates or refreshes the bundled models' gists;
     ``check_every`` (seconds; None: never) runs the link checker over the URLs
     that are due; ``mirror_every`` (None: no mirroring) fetches missing weights.
+    ``role``: ``all`` serves and runs those jobs, ``web`` only serves, ``worker`` only
+    runs the jobs (listening for ``/healthz`` and ``/readyz`` alone). On SIGTERM or
+    SIGINT, no new connection is taken, requests in flight get ``graceful_timeout``
+    seconds to finish, the job in progress finishes and held leases are released.
     ``base_url`` is the public URL links start with (default ``http://HOST:PORT``);
     ``limits`` bounds render and drawing work and the caches' bytes.
     ``policy`` (a :class:`caffezoo._http.Policy`) says where both may fetch from
@@ -226,6 +303,11 @@ def run(
 
     from .._json import jsonable
     from .app import check_base_url, create_app
+    from .logs import log_config
+    from .protocols import connection_options
+
+    if role not in ROLES:
+        raise UsageError(f"--role {role!r}: expected one of {', '.join(ROLES)}")
 
     try:
         base_url = check_base_url(base_url) if base_url else default_base_url(host, port)
@@ -246,30 +328,48 @@ def run(
     open_blobs(blobs).close()  # a wrong bucket or credentials fail now, not on the first download
     if seed_bundled:
         seed(url)
-    options = dict(host=host, port=port, log_level=log_level, proxy_headers=False)
+    options = dict(
+        host=host,
+        port=port,
+        log_level=log_level,
+        proxy_headers=False,
+        log_config=log_config(log_level),
+        access_log=False,  # caffezoo's own request log has the request id (.logs)
+        timeout_graceful_shutdown=graceful_timeout,
+    )
     try:
         import uvloop  # noqa: F401
 
         options["loop"] = "uvloop"
     except ImportError:
         pass
+    options.update(connection_options())  # httptools when installed; header and keep-alive deadlines
+    # uvicorn ends a SIGTERM'd server by raising the signal again once it has drained: with
+    # the default action that would kill the process before the jobs below release their leases.
+    signal.signal(signal.SIGTERM, _exit_cleanly)
+    jobs = None
+    if role != "web":
+        jobs = start_background(
+            url,
+            blobs_dir=blobs,
+            mirror_every=mirror_every,
+            check_every=check_every,
+            link_rate=link_rate,
+            recheck_after=recheck_after,
+            lease_ttl=lease_ttl,
+            policy=policy,
+            mirror_options=mirror_options,
+        )
     try:
-        import httptools  # noqa: F401
+        if role == "worker":
+            from .health import health_app
 
-        options["http"] = "httptools"
-    except ImportError:
-        pass
-    background = start_background(
-        url,
-        blobs_dir=blobs,
-        mirror_every=mirror_every,
-        check_every=check_every,
-        link_rate=link_rate,
-        policy=policy,
-        mirror_options=mirror_options,
-    )
-    try:
-        if workers > 1:
+            worker_blobs = open_blobs(blobs)
+            try:
+                uvicorn.run(health_app(jobs.store, worker_blobs), **options)
+            finally:
+                worker_blobs.close()
+        elif workers > 1:
             os.environ["CAFFEZOO_DATABASE_URL"] = url  # the workers build their app from the environment
             os.environ["CAFFEZOO_SERVER_BLOBS"] = blobs
             os.environ["CAFFEZOO_SERVER_BLOBS_REDIRECT"] = "1" if blobs_redirect else ""
@@ -283,5 +383,5 @@ def run(
             )
             uvicorn.run(app, **options)
     finally:
-        for t in background:
-            t.stop()
+        if jobs is not None:
+            jobs.stop(graceful_timeout)

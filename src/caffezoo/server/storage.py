@@ -14,54 +14,40 @@ the API, so every caller gets the same rules.
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import os
+import random
 import re
 import secrets
+import time
+import weakref
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from sqlalchemy import create_engine, delete, event, func, select
+from sqlalchemy import create_engine, delete, event, func, inspect, select
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from ..errors import ConfigError
-from ..schema import check_file_name
+from ..gist.rules import (
+    check_content,
+    check_description,
+    check_files,
+    check_gist_id,
+    check_login,
+    invalid,
+)
 from . import catalog
 from .models import Base, Blob, Gist, Revision, RevisionFile, Token, User
 
-MAX_FILE_BYTES = 10 * 1024 * 1024  # one file's content
-MAX_FILES = 1000  # files in one gist
-MAX_LOGIN = 39  # GitHub's limit on user names
-
-# Names that would shadow the server's own paths (/gists/..., /users/..., /{user}/{id}/...).
-RESERVED_LOGINS = frozenset(
-    {
-        "gists",
-        "users",
-        "user",
-        "api",
-        "raw",
-        "download",
-        "static",
-        "login",
-        "logout",
-        "search",
-        "blobs",
-        "wiki",
-        "models",
-        "admin",
-        "settings",
-    }
-)
-GIST_ID_RE = re.compile(r"[0-9A-Za-z_-]{1,32}")
-_LOGIN_RE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9]|-(?=[A-Za-z0-9])){0,38}")
-
+T = TypeVar("T")
 UNSET: Any = object()  # "argument not given", distinct from None
 
 
@@ -73,16 +59,8 @@ class NotFound(StorageError):
     """No such gist, revision, file or user (or not the caller's to change)."""
 
 
-class Invalid(StorageError):
-    """The request breaks a rule; ``errors`` are GitHub-style ``{resource, field, code, message}``."""
-
-    def __init__(self, errors: list[dict[str, str]]):
-        self.errors = errors
-        super().__init__("; ".join(e.get("message", e["code"]) for e in errors))
-
-
-def invalid(field: str, code: str, message: str, resource: str = "Gist") -> Invalid:
-    return Invalid([{"resource": resource, "field": field, "code": code, "message": message}])
+class ReadOnly(StorageError):
+    """The gist was imported from another zoo: only ``wiki import`` changes it."""
 
 
 @dataclass(frozen=True)
@@ -130,6 +108,7 @@ class GistView:
     version: str | None  # the shown revision's version (sha)
     files: list[FileView] = field(default_factory=list)
     history: list[RevisionView] = field(default_factory=list)
+    imported_from: str | None = None  # the Gist API a `wiki import` copied it from
 
 
 def now() -> datetime:
@@ -145,58 +124,52 @@ def token_digest(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
 
-def check_login(login: str) -> str:
-    if not _LOGIN_RE.fullmatch(login or "") or login.lower() in RESERVED_LOGINS:
-        raise invalid(
-            "login",
-            "invalid",
-            f"{login!r} is not a valid user name: 1-{MAX_LOGIN} letters, digits or single "
-            "hyphens, not starting or ending with a hyphen, and not a reserved word",
-            resource="User",
-        )
-    return login
-
-
-def check_filename(name: str) -> None:
-    """The rules of a gist file name (those of a model-directory file name, plus length)."""
-    if not isinstance(name, str) or name.strip() != name or len(name.encode("utf-8")) > 255:
-        raise invalid(
-            "files", "invalid", f"file name {name!r}: expected 1-255 bytes without leading or trailing blanks"
-        )
-    try:
-        check_file_name(name)
-    except ValueError as e:
-        raise invalid("files", "invalid", f"file name {name!r}: {e}") from None
-
-
-def check_content(name: str, content: bytes) -> None:
-    """Text only: UTF-8, no NUL bytes, not blank, not over :data:`MAX_FILE_BYTES`."""
-    if len(content) > MAX_FILE_BYTES:
-        raise invalid(
-            "files", "too_large", f"{name}: {len(content)} bytes, over the limit of {MAX_FILE_BYTES} per file"
-        )
-    if b"\0" in content:
-        raise invalid("files", "invalid", f"{name}: binary content (NUL bytes) is not supported")
-    try:
-        text = content.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise invalid(
-            "files", "invalid", f"{name}: binary content (not UTF-8 at byte {e.start}) is not supported"
-        ) from None
-    if not text.strip():
-        raise invalid("files", "missing_field", f"{name}: contents can't be blank")
-
-
-def check_description(description: str | None) -> None:
-    if description is not None and "\0" in description:
-        raise invalid("description", "invalid", "description: NUL characters are not supported")
-
-
 def _line_changes(old: bytes | None, new: bytes | None) -> tuple[int, int]:
     """(additions, deletions) in lines, as a multiset difference: linear time, close to git's."""
     a = Counter((old or b"").splitlines())
     b = Counter((new or b"").splitlines())
     return sum((b - a).values()), sum((a - b).values())
+
+
+# SQLSTATEs a write may meet only because another writer ran at the same time: a
+# serialization failure, a deadlock, and the foreign-key and unique violations of two
+# transactions that each saw the other's rows absent (deleting a gist while another
+# gist with the same content is created). Running the transaction again resolves each.
+_TRANSIENT_SQLSTATES = frozenset({"40001", "40P01", "23503", "23505"})
+WRITE_ATTEMPTS = 8
+
+
+def _transient(e: DBAPIError) -> bool:
+    orig = getattr(e, "orig", None)
+    code = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
+    return code in _TRANSIENT_SQLSTATES or "database is locked" in str(orig)
+
+
+def retried(fn: Callable[..., T]) -> Callable[..., T]:
+    """Run a write transaction again (up to :data:`WRITE_ATTEMPTS` times, after a short random
+    pause) when the database refused it only because of a concurrent writer."""
+
+    @functools.wraps(fn)
+    def run(*args: Any, **kwargs: Any) -> T:
+        for attempt in range(WRITE_ATTEMPTS):
+            try:
+                return fn(*args, **kwargs)
+            except DBAPIError as e:
+                if attempt == WRITE_ATTEMPTS - 1 or not _transient(e):
+                    raise
+                time.sleep(random.uniform(0, 0.005 * 2**attempt))
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    return run
+
+
+def _create_private(path: Path) -> None:
+    """Make the SQLite file ``path`` readable by its owner only (it holds token digests and
+    secret gists); SQLite gives its -wal, -shm and -journal files the same mode."""
+    try:
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+    except FileExistsError:
+        pass
 
 
 def normalize_url(url: str) -> str:
@@ -217,8 +190,9 @@ def make_engine(url: str) -> Engine:
     url = normalize_url(url)
     if url.startswith("sqlite"):
         path = url.split("///", 1)[1] if "///" in url else ""
-        if path and path != ":memory:":
+        if path and path != ":memory:" and not path.startswith("file:"):
             Path(path).parent.mkdir(parents=True, exist_ok=True)
+            _create_private(Path(path))
         engine = create_engine(
             url, connect_args={"check_same_thread": False, "timeout": 60}, pool_size=16, max_overflow=48
         )
@@ -256,6 +230,7 @@ class Storage:
             self._write_engine = self.engine.execution_options(write=True)
             self.is_sqlite = self.engine.dialect.name == "sqlite"
             Base.metadata.create_all(self.engine)
+            self._add_columns()
             catalog.setup(self.engine)
             self.reindex()
         except (SQLAlchemyError, ImportError, OSError) as e:  # a bad URL, a missing driver, no server
@@ -268,9 +243,24 @@ class Storage:
             ) from e
         mark = "?" if self.is_sqlite else "%s"
         self._state_sql = f"SELECT revision, serial FROM gists WHERE id = {mark}"
+        self._states_by_loop: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
     def close(self) -> None:
         self.engine.dispose()
+        for states in list(self._states_by_loop.values()):
+            states.close()
+
+    def ping(self) -> None:
+        """Raise unless the database answers a trivial query (readiness)."""
+        with self.engine.connect() as conn:
+            conn.exec_driver_sql("SELECT 1")
+
+    def _add_columns(self) -> None:
+        """Columns added since a database was made (``create_all`` makes tables, not columns)."""
+        have = {c["name"] for c in inspect(self.engine).get_columns("gists")}
+        if "imported_from" not in have:
+            with self.engine.begin() as conn:
+                conn.exec_driver_sql("ALTER TABLE gists ADD COLUMN imported_from TEXT")
 
     def reindex(self) -> int:
         """Index the gists the catalog has not seen at their newest state (a database
@@ -302,6 +292,7 @@ class Storage:
             uid = user.id
         return uid
 
+    @retried
     def create_token(self, login: str) -> str:
         """Make a new token for ``login`` (creating the user); only its digest is kept."""
         check_login(login)
@@ -311,6 +302,7 @@ class Storage:
             s.add(Token(user_id=uid, digest=token_digest(token), created_at=now()))
         return token
 
+    @retried
     def ensure_user(self, login: str) -> str:
         """Create ``login`` (without a token) unless it exists; return the login as stored."""
         check_login(login)
@@ -389,23 +381,12 @@ class Storage:
 
     @staticmethod
     def _check_files(files: Mapping[str, object]) -> None:
-        if not files:
-            raise invalid("files", "missing_field", "a gist needs at least one file")
-        if len(files) > MAX_FILES:
-            raise invalid("files", "too_large", f"{len(files)} files, over the limit of {MAX_FILES}")
-        lowered: dict[str, str] = {}
+        check_files(files)
         for name, content in files.items():
-            check_filename(name)
-            if name.lower() in lowered:
-                raise invalid(
-                    "files",
-                    "already_exists",
-                    f"file names {lowered[name.lower()]!r} and {name!r} differ only in case",
-                )
-            lowered[name.lower()] = name
             if isinstance(content, bytes):  # (a sha string: content checked on its way in)
                 check_content(name, content)
 
+    @retried
     def create_gist(
         self,
         owner: str,
@@ -414,16 +395,19 @@ class Storage:
         files: Mapping[str, bytes],
         *,
         gist_id: str | None = None,
+        imported_from: str | None = None,
     ) -> GistView:
         """Create a gist with its first revision; return it as stored.
 
         ``gist_id`` keeps an id given elsewhere (a gist imported from GitHub, a
-        bundled model); by default a new random one is made.
+        bundled model); by default a new random one is made. ``imported_from``
+        (the source's API) makes the gist read-only but to :meth:`update_gist`
+        with ``importer=True``: its owner's name here may be someone else.
         """
         self._check_files(files)
         check_description(description)
-        if gist_id is not None and not GIST_ID_RE.fullmatch(gist_id):
-            raise invalid("id", "invalid", f"gist id {gist_id!r}: expected 1-32 letters, digits, '_' or '-'")
+        if gist_id is not None:
+            check_gist_id(gist_id)
         when = now()
         with self.session(write=True) as s:
             uid = self._user_id(s, owner)
@@ -438,6 +422,7 @@ class Storage:
                 updated_at=when,
                 revision=0,
                 serial=1,
+                imported_from=imported_from,
             )
             s.add(gist)
             s.flush()
@@ -453,8 +438,9 @@ class Storage:
             catalog.index_gist(s, gist_id)
         return self.get_gist(gist_id)  # type: ignore[return-value]
 
-    def _lock_own(self, s: Session, gist_id: str, owner: str) -> Gist:
-        """The gist's row, locked for this transaction; NotFound unless ``owner`` owns it."""
+    def _lock_own(self, s: Session, gist_id: str, owner: str, importer: bool = False) -> Gist:
+        """The gist's row, locked for this transaction; NotFound unless ``owner`` owns it,
+        ReadOnly when it was imported and this is not the import."""
         gist = s.scalar(
             select(Gist)
             .join(User, User.id == Gist.owner_id)
@@ -463,6 +449,11 @@ class Storage:
         )
         if gist is None:
             raise NotFound(f"no gist {gist_id!r} owned by {owner!r}")
+        if gist.imported_from and not importer:
+            raise ReadOnly(
+                f"gist {gist_id} was imported from {gist.imported_from} by `caffezoo wiki import` and "
+                "is read-only here: change it at its source, then import again"
+            )
         return gist
 
     def _head_blobs(self, s: Session, gist: Gist) -> dict[str, str]:
@@ -474,6 +465,7 @@ class Storage:
             ).all()
         )
 
+    @retried
     def update_gist(
         self,
         gist_id: str,
@@ -481,6 +473,7 @@ class Storage:
         *,
         description: str | None = UNSET,
         changes: Mapping[str, FileChange | None] | None = None,
+        importer: bool = False,
     ) -> GistView:
         """Apply GitHub's update semantics: add, replace, rename, delete; others unchanged.
 
@@ -496,7 +489,7 @@ class Storage:
                 check_content(change.filename or name, change.content)
         when = now()
         with self.session(write=True) as s:
-            gist = self._lock_own(s, gist_id, owner)
+            gist = self._lock_own(s, gist_id, owner, importer)
             old = self._head_blobs(s, gist)
             new = dict(old)
             added: dict[str, bytes] = {}
@@ -546,6 +539,7 @@ class Storage:
                 catalog.index_gist(s, gist_id)
         return self.get_gist(gist_id)  # type: ignore[return-value]
 
+    @retried
     def delete_gist(self, gist_id: str, owner: str) -> None:
         """Delete a gist with all its revisions; blobs no other revision uses go too."""
         with self.session(write=True) as s:
@@ -581,6 +575,21 @@ class Storage:
         finally:
             conn.close()
         return None if row is None else (row[0], row[1])
+
+    async def state_async(self, gist_id: str) -> tuple[int, int] | None:
+        """:meth:`state` without leaving the event loop: on SQLite :meth:`state` itself; on
+        PostgreSQL a batched read on an async connection (:mod:`.hotreads`)."""
+        if self.is_sqlite:
+            return self.state(gist_id)
+        import asyncio
+
+        from .hotreads import GistStates
+
+        loop = asyncio.get_running_loop()
+        states = self._states_by_loop.get(loop)
+        if states is None:  # connections belong to the loop that made them (a test may run several)
+            states = self._states_by_loop[loop] = GistStates(self.url)
+        return await states.get(gist_id)
 
     def get_gist(self, gist_id: str, version: str | None = None) -> GistView | None:
         """A gist with its files' contents as of ``version`` (default: the newest), and its history."""
@@ -693,4 +702,5 @@ def _view(
         version=version,
         files=files,
         history=history,
+        imported_from=gist.imported_from,
     )

@@ -36,9 +36,10 @@ from sqlalchemy import delete, select, update
 from .. import _http
 from ..errors import CaffezooError, UsageError
 from ..gist import GistClient, GistRef, contents, parse_ref
+from ..gist.rules import Invalid, check_login
 from . import catalog
 from .models import Entry, WikiSection
-from .storage import FileChange, Invalid, Storage, check_login
+from .storage import FileChange, Storage
 
 DEFAULT_OWNER = "wiki"
 GIST_SECONDS = 120.0  # one gist's fetch (API answer and raw files) ends within this...
@@ -324,7 +325,7 @@ def fetch_gist(storage: Storage, ref: GistRef, client: GistClient) -> str:
     current = storage.get_gist(ref.id)
     if current is None:
         owner = _owner_for(storage, gist.owner or ref.user)
-        storage.create_gist(owner, gist.description, True, files, gist_id=ref.id)
+        storage.create_gist(owner, gist.description, True, files, gist_id=ref.id, imported_from=client.api)
         return "fetched"
     have = {f.filename: f.content for f in current.files}
     changes: dict[str, FileChange | None] = {
@@ -333,7 +334,7 @@ def fetch_gist(storage: Storage, ref: GistRef, client: GistClient) -> str:
     changes.update({n: None for n in have if n not in files})
     if not changes:
         return "unchanged"
-    storage.update_gist(ref.id, current.owner, changes=changes)
+    storage.update_gist(ref.id, current.owner, changes=changes, importer=True)
     return "fetched"
 
 
