@@ -190,7 +190,10 @@ async def _read_ahead(chunks: Iterator[bytes], depth: int = READ_AHEAD) -> Async
             yield item
     finally:
         reader.cancel()
-        loop.run_in_executor(None, close)  # after any step in flight; nobody waits for it
+        try:
+            loop.run_in_executor(None, close)  # after any step in flight; nobody waits for it
+        except RuntimeError:  # the executor is shut down with the server: close here
+            close()
 
 
 def _owned_sizes(request: Request, login: str, sha1: str) -> list[int | None] | None:
