@@ -12,6 +12,7 @@ import pytest
 from gist_helpers import start_uvicorn
 from web_helpers import fresh_postgres, publish
 
+from caffezoo.errors import UsageError
 from caffezoo.server import Storage
 from caffezoo.server.blobstore import LocalStore, open_store
 from caffezoo.server.migrate import migrate
@@ -162,3 +163,18 @@ def test_migrate_refuses_what_is_not_a_zoo(tmp_path, cli, s3_env):
     r = cli("serve", "migrate", "--from-database-url", target, "--from-blobs-dir", tmp_path,
             "--database-url", target, "--blobs-url", s3_env)  # fmt: skip
     assert r.code != 0 and "the same" in r.stderr
+
+
+def test_a_target_holding_other_rows_under_the_same_keys_is_refused(old_zoo, cluster_db, s3_env):
+    # The target's user 1 is someone else: skipping the source's user 1 as "already there" would
+    # hand its gists (and the tokens pointing at id 1) to that stranger.
+    db, blobs_dir, token, _ = old_zoo
+    stranger = Storage(cluster_db)
+    stranger_token = stranger.create_token("mallory")
+    stranger.close()
+    with pytest.raises(UsageError, match=r"table users: the target database holds a different row"):
+        migrate(db, blobs_dir, cluster_db, s3_env)
+    assert counts(cluster_db)["gists"] == counts(cluster_db)["zoo_entries"] == 0  # refused before writing
+    target = Storage(cluster_db)
+    assert target.user_for_token(token) is None and target.user_for_token(stranger_token) == "mallory"
+    target.close()

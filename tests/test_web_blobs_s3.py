@@ -328,3 +328,31 @@ def test_a_store_that_is_down_is_a_503_not_a_traceback(tmp_path, monkeypatch):
         )
         r = http.put(f"/blobs/sha1/{SHA1}", content=DATA, headers={"Authorization": f"token {token}"})
         assert r.status_code == 503 and "nothing was stored" in r.json()["message"]
+
+
+def test_clients_that_stop_reading_do_not_hold_the_threads_other_streams_need(s3_env, tmp_path):
+    # Each slow reader's read-ahead fills up; a reader thread parked on a full queue per client
+    # would let as many stalled clients as the loop's executor has workers stop every stream.
+    import socket
+
+    big = os.urandom(24 << 20)
+    sha1 = hashlib.sha1(big).hexdigest()
+    workers = min(32, (os.cpu_count() or 1) + 4)  # ThreadPoolExecutor's default size
+    with s3_web_for(s3_env, tmp_path, redirect=False) as (app, base, http):
+        app.state.mirror.store.put(sha1, [big])
+        port = int(base.rsplit(":", 1)[1])
+        stalled = []
+        try:
+            for _ in range(workers + 2):
+                s = socket.socket()
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+                s.connect(("127.0.0.1", port))
+                s.sendall(f"GET /blobs/sha1/{sha1} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+                assert s.recv(12) == b"HTTP/1.1 200"  # answered, then never read again
+                stalled.append(s)
+            with httpx.Client(timeout=60) as c:
+                r = c.get(f"{base}/blobs/sha1/{sha1}", headers={"Range": "bytes=20000000-20000009"})
+            assert r.status_code == 206 and r.content == big[20000000:20000010]
+        finally:
+            for s in stalled:
+                s.close()

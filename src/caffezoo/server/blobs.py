@@ -87,7 +87,7 @@ async def get_blob(request: Request, sha1: str) -> Response:
         raise ApiError(503, f"the blob store is unavailable: {e}") from None
     if info is None:
         raise ApiError(404, f"Not Found: this server has no blob {sha1}")
-    return _ranged(request, store, info)
+    return await _ranged(request, store, info)
 
 
 def _byte_range(header: str | None, size: int) -> tuple[int, int] | None | bool:
@@ -109,7 +109,7 @@ def _byte_range(header: str | None, size: int) -> tuple[int, int] | None | bool:
     return (start, stop) if stop > start else None
 
 
-def _ranged(request: Request, store, info) -> Response:
+async def _ranged(request: Request, store, info) -> Response:
     """Answer from a remote store as FileResponse answers from a file: Range, If-Range, ETag."""
     etag = f'"{info.sha1}"'
     headers = {
@@ -134,42 +134,52 @@ def _ranged(request: Request, store, info) -> Response:
         headers["Content-Range"] = f"bytes {start}-{stop - 1}/{info.size}"
     if request.method == "HEAD" or start == stop:
         return Response(status_code=status, headers=headers)
-    try:
-        chunks = store.get(info.sha1, start, stop)
+    try:  # S3 answers the GET here: a round trip kept off the event loop
+        chunks = await run_in_threadpool(store.get, info.sha1, start, stop)
     except KeyError:
         raise ApiError(404, f"Not Found: this server has no blob {info.sha1}") from None
+    except BlobStoreError as e:
+        raise ApiError(503, f"the blob store is unavailable: {e}") from None
     return StreamingResponse(_read_ahead(chunks), status_code=status, headers=headers)
 
 
 async def _read_ahead(chunks: Iterator[bytes], depth: int = READ_AHEAD) -> AsyncIterator[bytes]:
-    """``chunks`` read by a worker thread up to ``depth`` ahead of the client.
+    """``chunks`` read by worker threads up to ``depth`` ahead of the client.
 
-    Reading from the store and writing to the client then overlap; one thread hop per
-    chunk with nothing in flight would leave each side idle while the other works.
-    Memory is bounded by ``depth`` chunks; a client that goes away stops the reader.
+    Reading from the store and writing to the client then overlap. A thread is held only
+    while one chunk is read: waiting for a slow client happens on the event loop, so
+    clients that stop reading cannot take every worker from the other streams.
+    Memory is bounded by ``depth`` chunks (and one being read); a client that goes away
+    stops the reader and closes the store's stream.
     """
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue = asyncio.Queue(depth)
-    stop = threading.Event()
     done = object()
+    lock = threading.Lock()  # a step and the final close never run at once (a generator refuses)
+    closed = False
 
-    def produce() -> None:
-        try:
-            for chunk in chunks:
-                if stop.is_set():
-                    return
-                asyncio.run_coroutine_threadsafe(queue.put(chunk), loop).result()
-            item = done
-        except BaseException as e:  # handed to the response, which ends the body early
-            item = e
-        finally:
+    def step() -> object:
+        with lock:
+            return done if closed else next(chunks, done)
+
+    def close() -> None:
+        nonlocal closed
+        with lock:
+            closed = True
             close = getattr(chunks, "close", None)
             if close:
                 close()
-        if not stop.is_set():
-            asyncio.run_coroutine_threadsafe(queue.put(item), loop).result()
 
-    reader = loop.run_in_executor(None, produce)
+    async def produce() -> None:
+        try:
+            while (chunk := await loop.run_in_executor(None, step)) is not done:
+                await queue.put(chunk)
+            item = done
+        except Exception as e:  # handed to the response, which ends the body early
+            item = e
+        await queue.put(item)
+
+    reader = asyncio.ensure_future(produce())
     try:
         while True:
             item = await queue.get()
@@ -179,10 +189,11 @@ async def _read_ahead(chunks: Iterator[bytes], depth: int = READ_AHEAD) -> Async
                 raise item
             yield item
     finally:
-        stop.set()
-        while not queue.empty():  # unblock a reader waiting to put; it then sees ``stop``
-            queue.get_nowait()
-        del reader  # it ends by itself and raises nothing: its errors were handed over above
+        reader.cancel()
+        try:
+            loop.run_in_executor(None, close)  # after any step in flight; nobody waits for it
+        except RuntimeError:  # the executor is shut down with the server: close here
+            close()
 
 
 def _owned_sizes(request: Request, login: str, sha1: str) -> list[int | None] | None:

@@ -102,9 +102,11 @@ def migrate(
             ordered = [t for t in tables if t.name in CATALOG_TABLES] + [
                 t for t in tables if t.name not in CATALOG_TABLES
             ]
-            for table in ordered:
-                if table.name in source_tables and table is not Meta.__table__:
-                    report.rows[table.name] = _copy_table(source_engine, target, table, batch, on_step)
+            copied = [t for t in ordered if t.name in source_tables and t is not Meta.__table__]
+            for table in copied:  # before anything is written: a refused target stays as it was
+                _check_same_owners(source_engine, target, table, batch)
+            for table in copied:
+                report.rows[table.name] = _copy_table(source_engine, target, table, batch, on_step)
             _reset_sequences(target)
             with target.session(write=True) as s:
                 catalog.bump(s)  # pages cached before the move are stale
@@ -116,6 +118,34 @@ def migrate(
         source_blobs.close()
         target_blobs.close()
     return report
+
+
+def _check_same_owners(source_engine, target: Storage, table, batch: int) -> None:
+    """Refuse a target whose row under a source row's key belongs to someone else.
+
+    A key that is "already there" is skipped by the copy: right for a resumed run, whose rows
+    agree; wrong for another zoo's user 1, whose gists and tokens would change hands. Only
+    what says who a row belongs to (unique and foreign-key columns) is compared.
+    """
+    pk = list(table.primary_key.columns)
+    identity = [c for c in table.columns if not c.primary_key and (c.unique or c.foreign_keys)]
+    if not identity:
+        return
+    with source_engine.connect() as src:
+        result = src.execute(select(*pk, *identity).order_by(*pk)).yield_per(batch)
+        for rows in result.partitions(batch):
+            theirs = {tuple(r[: len(pk)]): tuple(r[len(pk) :]) for r in rows}
+            keys = list(theirs)
+            wanted = tuple_(*pk).in_(keys) if len(pk) > 1 else pk[0].in_([k[0] for k in keys])
+            with target.session() as s:
+                for r in s.execute(select(*pk, *identity).where(wanted)):
+                    key = tuple(r[: len(pk)])
+                    if tuple(r[len(pk) :]) != theirs[key]:
+                        raise UsageError(
+                            f"table {table.name}: the target database holds a different row under the key "
+                            f"{', '.join(map(str, key))} ({', '.join(c.name for c in identity)} differ); "
+                            "migrate into an empty database, or the one an earlier run of this migration filled"
+                        )
 
 
 def _copy_table(source_engine, target: Storage, table, batch: int, on_step) -> tuple[int, int]:
