@@ -640,3 +640,17 @@ def test_seed_scripts_wrap_the_commands(zoo, tmp_path):
         ["bash", ROOT / "scripts" / "download_model_from_gist.sh"], env=env, capture_output=True, text=True
     )
     assert usage.returncode == 2 and "usage: download_model_from_gist.sh <gist_id> <dirname>" in usage.stderr
+
+
+def test_a_raw_url_sending_more_than_the_gist_says_is_cut_off_while_reading():
+    """A hostile raw_url cannot fill the client's memory: the body is read up to the file's
+    size and refused past it, not read whole and compared afterwards."""
+    from fault_server import FaultServer
+
+    with FaultServer() as server:
+        server.route("/raw/big", b"x" * (8 << 20))
+        client = GistClient(server.url(""), token=None, retries=0)
+        with pytest.raises(GistError, match="more than 100 bytes"):
+            client.raw(server.url("/raw/big"), 100)
+        server.route("/raw/ok", b"y" * 100)
+        assert client.raw(server.url("/raw/ok"), 100) == b"y" * 100

@@ -23,7 +23,7 @@ import httpx
 from .. import _http
 from ..config import settings
 from ..errors import GistError, OfflineError, UsageError
-from .rules import LOGIN_RE
+from .rules import LOGIN_RE, MAX_FILE_BYTES
 
 __all__ = ["API_VERSION", "NO_TOKEN", "Gist", "GistClient", "GistFile"]
 
@@ -202,13 +202,21 @@ class GistClient:
                 return 60.0
         return 60.0 if r.status_code == 429 else None
 
-    def request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
-        """Send with retries: rate limits (when the wait is short) and 5xx (idempotent methods)."""
+    def request(
+        self, method: str, url: str, *, max_bytes: int | None = None, **kwargs: Any
+    ) -> httpx.Response:
+        """Send with retries: rate limits (when the wait is short) and 5xx (idempotent methods).
+
+        ``max_bytes``: a body longer than that (once decoded) is a :class:`GistError`, found
+        while reading, not after."""
         full = url if "://" in url else f"{self.api}{url}"
         for attempt in range(self.retries + 1):
             last = attempt == self.retries
             try:
-                r = self._http.request(method, full, **kwargs)
+                if max_bytes is None:
+                    r = self._http.request(method, full, **kwargs)
+                else:
+                    r = self._read_at_most(self._http.build_request(method, full, **kwargs), max_bytes)
             except _http.Refused:  # a server-side caller's policy: no second try changes it
                 raise GistError(f"{method} {full}: {_http.REFUSED}") from None
             except httpx.TransportError as e:
@@ -236,6 +244,27 @@ class GistClient:
                 continue
             return r
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _read_at_most(self, request: httpx.Request, max_bytes: int) -> httpx.Response:
+        """Send ``request`` and read its body, refusing it once past ``max_bytes``."""
+        r = self._http.send(request, stream=True)
+        try:
+            body = bytearray()
+            for chunk in r.iter_bytes():  # decoded: a gzip bomb counts at its unpacked size
+                body += chunk
+                if len(body) > max_bytes:
+                    raise GistError(f"{request.method} {request.url}: more than {max_bytes} bytes")
+        finally:
+            r.close()
+        # The body is already decoded: the copy must not say it is still compressed.
+        headers = [
+            (k, v)
+            for k, v in r.headers.multi_items()
+            if k.lower() not in ("content-encoding", "content-length")
+        ]
+        out = httpx.Response(r.status_code, headers=headers, content=bytes(body), request=request)
+        out.read()
+        return out
 
     def _json(self, method: str, url: str, what: str, **kwargs: Any) -> Any:
         r = self.request(method, url, **kwargs)
@@ -321,7 +350,11 @@ class GistClient:
         return out[:limit]
 
     def raw(self, url: str, expected_size: int | None = None) -> bytes:
-        r = self.request("GET", url)
+        """A truncated file's whole text from its ``raw_url``: at most ``expected_size`` bytes
+        (else :data:`~.rules.MAX_FILE_BYTES`), read as they come, so a hostile URL that sends
+        more (or an endless body) is cut off instead of filling memory."""
+        limit = MAX_FILE_BYTES if expected_size is None else min(expected_size, MAX_FILE_BYTES)
+        r = self.request("GET", url, max_bytes=limit)
         if r.status_code >= 400:
             raise GistError(f"GET {url}: {r.status_code} {r.reason_phrase}")
         if expected_size is not None and len(r.content) != expected_size:
