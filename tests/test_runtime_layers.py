@@ -70,6 +70,18 @@ def test_spp_refuses_padding_caffe_refuses(tmp_path):
         to_onnx(prototxt, weights=caffemodel)
 
 
+@pytest.mark.parametrize("height", [65, 4_000_000_000])
+def test_a_hostile_pyramid_height_is_refused_at_once(tmp_path, height):
+    # Level 64 has 2^64 bins a side: Caffe refuses its padding on any input, so no more levels are counted
+    # (counting 4 billion of them, or their 4^level bins, never ended).
+    n = NetBuilder("spp")
+    x = n.Input("data", shape=dict(dim=[1, 1, 8, 8]))
+    n.SPP("out", x, pyramid_height=height)
+    prototxt, caffemodel = write_net(tmp_path, n, {})
+    with pytest.raises(ConversionError, match=f"pyramid_height {height}: at most 64"):
+        to_onnx(prototxt, weights=caffemodel)
+
+
 # ------------------------------------------------------------ Embed
 
 
@@ -114,6 +126,18 @@ def roi_pool_ref(x, rois, ph, pw, scale):
                 if he > hs and we > ws:
                     out[r, :, i, j] = x[int(b), :, hs:he, ws:we].max(axis=(1, 2))
     return out
+
+
+@pytest.mark.parametrize("pooled", [(0, 2), (3, 0)])
+def test_roi_pooling_needs_a_pooled_size(tmp_path, pooled):
+    # Caffe checks pooled_h, pooled_w > 0; onnxruntime's refusal was an uncaught traceback at load.
+    n = NetBuilder("roi")
+    x = n.Input("data", shape=dict(dim=[1, 3, 12, 16]))
+    rois = n.Input("rois", shape=dict(dim=[2, 5]))
+    n.ROIPooling("out", x, rois, pooled_h=pooled[0], pooled_w=pooled[1], spatial_scale=0.5)
+    prototxt, caffemodel = write_net(tmp_path, n, {})
+    with pytest.raises(ConversionError, match="pooled_h and pooled_w must be 1 or more"):
+        run_caffezoo(prototxt, caffemodel, {}, ["out"])
 
 
 def test_roi_pooling_matches_opencv_and_caffe(tmp_path):
@@ -263,6 +287,14 @@ def test_only_the_proposal_python_layer_converts(tmp_path):
 def test_proposals_need_one_image_and_a_readable_param_str(tmp_path):
     prototxt, caffemodel = write_net(tmp_path, _proposal_net(param_str="feat_stride: [16"), {})
     with pytest.raises(ConversionError, match="param_str .* is not YAML"):
+        to_onnx(prototxt, weights=caffemodel)
+
+
+@pytest.mark.parametrize("stride", ["0", "-16", "1e30", "2.5"])
+def test_proposals_need_a_whole_positive_feat_stride(tmp_path, stride):
+    # 1e30 was an OverflowError traceback; 0 and -16 put every anchor at the image's corner or outside it.
+    prototxt, caffemodel = write_net(tmp_path, _proposal_net(param_str=f"'feat_stride': {stride}"), {})
+    with pytest.raises(ConversionError, match="feat_stride must be a whole number of pixels, 1 or more"):
         to_onnx(prototxt, weights=caffemodel)
 
 

@@ -208,3 +208,20 @@ def test_prototxt_and_weights_directly(tmp_path):
         load(prototxt)
     with pytest.raises(ConversionError, match="deploy.prototxt: no such prototxt file"):
         load(tmp_path / "deploy.prototxt", weights=caffemodel)
+
+
+def test_a_net_onnxruntime_cannot_run_is_one_error_naming_the_node(tmp_path, capfd):
+    # An Embed index past input_dim (Caffe leaves it undefined): onnxruntime's exception escaped as a
+    # traceback, after an "[E:onnxruntime:...]" log line of its own on stderr.
+    n = NetBuilder("embed")
+    x = n.Input("data", shape=dict(dim=[2, 3]))
+    n.Embed("out", x, num_output=5, input_dim=10)
+    prototxt, caffemodel = write_net(tmp_path, n)
+    net = load(prototxt, weights=caffemodel)
+    assert net.forward(data=np.array([[0, 9, 3], [1, 2, 1]], np.float32))["out"].shape == (2, 3, 5)
+    capfd.readouterr()
+    with pytest.raises(
+        RuntimeInputError, match=r"net.prototxt: onnxruntime could not run the net: .*'out/rows'.*"
+    ):
+        net.forward(data=np.array([[0, 50, 3], [1, 2, 1]], np.float32))
+    assert "onnxruntime" not in capfd.readouterr().err

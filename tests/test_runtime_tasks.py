@@ -18,7 +18,7 @@ from test_runtime_session import model_dir, small_classifier
 from test_runtime_ssd import _ssd
 
 from caffezoo.caffe.builder import NetBuilder
-from caffezoo.errors import RuntimeInputError, UsageError
+from caffezoo.errors import ModelDirError, RuntimeInputError, UsageError, WriteError
 from caffezoo.modeldir import SHARED_LABELS_DIR
 from caffezoo.runtime import load
 from caffezoo.runtime.draw import OVERLAY_ALPHA, palette
@@ -168,6 +168,58 @@ def test_embed_writes_every_image_batch_by_batch(tmp_path, cli):
     net = load(d, outputs=["conv1"])
     expected = net.forward(data=Preprocessor(3, 16, 16)(images))["conv1"]
     assert features.shape == (5, 6, 7, 7) and np.allclose(features, expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("task", ["segment", "embed"])
+def test_output_that_is_a_pipe_or_device_is_refused_not_replaced(tmp_path, task):
+    import os
+    import stat
+
+    d = model_dir(tmp_path, scorer(), task="semantic segmentation")
+    image = picture(tmp_path / "a.png", 24, 20)
+    pipe = tmp_path / "out.npy"
+    os.mkfifo(pipe)  # as /dev/stdout or /dev/full: renaming a file over it replaced the device (as root)
+    blob = {"embed": "score"}.get(task)
+    with pytest.raises(WriteError, match=f"{pipe}: cannot write: not a regular file"):
+        run(d, [image], task=task, output=pipe, blob=blob)
+    assert stat.S_ISFIFO(os.lstat(pipe).st_mode)
+    assert not [n for n in os.listdir(tmp_path) if n.endswith(".tmp")]
+
+
+def test_sigterm_mid_embed_leaves_neither_features_nor_a_temporary_file(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import threading
+
+    from download_helpers import no_temp_files, wait_for
+
+    d = model_dir(tmp_path)
+    work = tmp_path / "work"
+    work.mkdir()
+    first = picture(work / "a.png", 24, 20)
+    # The second image is a pipe fed once: its header is checked, then reading its pixels waits, with
+    # the first image's features already in the temporary file.
+    stalled = work / "b.png"
+    os.mkfifo(stalled)
+    png = first.read_bytes()
+    threading.Thread(target=lambda: stalled.write_bytes(png), daemon=True).start()
+    out = work / "features.npy"
+    p = subprocess.Popen(
+        [sys.executable, "-m", "caffezoo", "run", d, first, stalled, "--blob", "conv1", "-o", out, "-b", "1"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_for(lambda: not no_temp_files(work), what="features being written")
+        p.send_signal(signal.SIGTERM)
+        _, err = p.communicate(timeout=60)
+    finally:
+        p.kill()
+    assert p.returncode == 128 + signal.SIGTERM, err
+    assert "Traceback" not in err and not out.exists() and no_temp_files(work), os.listdir(work)
 
 
 @pytest.mark.parametrize(
@@ -397,6 +449,15 @@ def test_caption_is_greedy_word_by_word(tmp_path):
     assert all(0 < p <= 1 for p in item.probabilities)
 
 
+@pytest.mark.parametrize("task", ["caption", None])  # asked for, or the card's "image captioning"
+def test_caption_refuses_a_picture_it_would_not_draw(tmp_path, task):
+    d, _ = lrcn_dir(tmp_path)
+    image = picture(tmp_path / "cat.png", 16, 16)
+    with pytest.raises(UsageError, match="-o is for pictures .* caption prints"):
+        run(d, [image], task=task, output=tmp_path / "out.png")  # was ignored: no picture, no word said
+    assert not (tmp_path / "out.png").exists()
+
+
 def test_caption_needs_both_nets_and_a_fitting_vocabulary(tmp_path, cli_process):
     d, _ = lrcn_dir(tmp_path)
     image = picture(tmp_path / "cat.png", 16, 16)
@@ -416,6 +477,26 @@ def test_faster_rcnn_with_no_proposals_finds_nothing(tmp_path):
     image = picture(tmp_path / "tiny.png", 4, 3)  # im_info scale 27: every box is under 16 x 27 pixels
     result = run(d, [image], task="detect", threshold=0.0)
     assert result.items[0].detections == []
+
+
+@pytest.mark.parametrize("count", [2, 4, 1000])
+def test_a_labels_file_that_does_not_fit_the_classes_is_refused(tmp_path, count):
+    # As classify refuses it: 2 names left class 2 unnamed, and ImageNet's 1000 named a 3- or 4-class
+    # net's classes wrongly, in silence.
+    from test_runtime_layers import faster_rcnn
+
+    names = tmp_path / "names.txt"
+    names.write_text("".join(f"class{k}\n" for k in range(count)))
+    image = picture(tmp_path / "a.png", 20, 16)
+    seg = model_dir(tmp_path / "seg", scorer(classes=3), task="semantic segmentation")
+    with pytest.raises(
+        ModelDirError, match=f"names.txt: {count} labels, but the net's 'score' has 3 classes"
+    ):
+        run(seg, [image], labels=names)
+    if count != 4:
+        frcnn = model_dir(tmp_path / "frcnn", faster_rcnn(classes=4), seed=5)
+        with pytest.raises(ModelDirError, match=f"{count} labels, but the net's 'cls_prob' has 4 classes"):
+            run(frcnn, [image], task="detect", threshold=0.0, labels=names)
 
 
 @pytest.mark.parametrize("levels", [2, 3, 1000])

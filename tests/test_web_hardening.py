@@ -461,3 +461,110 @@ def test_the_answer_budget_always_lets_one_answer_through():
     assert budget.take(6) and budget.take(4) and not budget.take(1)
     with pytest.raises(ValueError):
         AnswerBudget(10, send_deadline=0)
+
+
+def test_drawing_another_net_does_not_re_render_a_cached_page(tmp_path):
+    """A finished drawing re-renders only the pages that showed it as pending: anyone can
+    have nets drawn (``net.svg`` of any revision), so a drawing that invalidated every cached
+    model page would let a crawler of pictures turn every page view into a render."""
+    with web_for(f"sqlite:///{tmp_path / 'zoo.db'}", tmp_path, seed=False) as w:
+        shown = publish(w.storage, "storm", "Shown Net")
+        other = publish(w.storage, "storm", "Other Net", files={"deploy.prototxt": 'name: "other"\n'})
+        broken = publish(w.storage, "storm", "Broken Net", files={"deploy.prototxt": "layer { name: \n"})
+        assert w.get(f"/models/{shown}/net.svg").status_code == 200  # drawn: the page shows it
+        assert w.get(f"/models/{shown}").status_code == 200
+        pages = lambda: [k for k in w.app.state.page_cache.keys() if k[0] == "model" and k[1] == shown]  # noqa: E731
+        assert len(pages()) == 1
+        assert w.get(f"/models/{other}/net.svg").status_code == 200  # another net drawn
+        assert w.get(f"/models/{broken}/net.svg").status_code == 422  # and one that cannot be
+        assert w.get(f"/models/{shown}").status_code == 200
+        assert len(pages()) == 1  # answered from the cache: no new render
+
+
+def test_a_net_that_cannot_be_drawn_says_where_without_the_servers_temp_path(tmp_path):
+    import html
+    import tempfile
+
+    with web_for(f"sqlite:///{tmp_path / 'zoo.db'}", tmp_path, seed=False) as w:
+        unwired = 'layer { name: "a" type: "ReLU" bottom: "nothing" top: "a" }\n'
+        gid = publish(w.storage, "where", "Unwired Net", files={"deploy.prototxt": unwired})
+        unknown = publish(w.storage, "where", "Unknown Net", files={"deploy.prototxt": "layer { p { } }\n"})
+        for model, said in ((gid, "line 1: layer 'a' (ReLU)"), (unknown, "line 1:9: unknown field 'p'")):
+            r = w.get(f"/models/{model}/net.svg")
+            assert r.status_code == 422 and said in r.text
+            assert tempfile.gettempdir() not in r.text and "caffezoo-draw-" not in r.text
+            page = html.unescape(w.get(f"/models/{model}").text)
+            assert said in page and "caffezoo-draw-" not in page
+
+
+def test_the_process_tuning_is_the_servers_alone_and_reaches_every_worker(tmp_path):
+    """`serve --workers N` builds each worker's app with ``app_from_env`` in a fresh (spawned)
+    interpreter, which inherits nothing that ``run`` set: the factory applies the tuning too.
+    Importing the library or building an app (tests, embedders) leaves the process alone."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys\n"
+        "from caffezoo.server.app import app_from_env, create_app\n"
+        "before = sys.getswitchinterval()\n"
+        "create_app()\n"
+        "assert sys.getswitchinterval() == before, 'create_app changed the switch interval'\n"
+        "app_from_env()\n"
+        "print(before, sys.getswitchinterval())\n"
+    )
+    env = {
+        **os.environ,
+        "CAFFEZOO_HOME": str(tmp_path),
+        "CAFFEZOO_DATABASE_URL": f"sqlite:///{tmp_path}/z.db",
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    before, after = map(float, done.stdout.split())
+    assert before == 0.005 and after == 0.001
+
+
+def test_a_base_url_that_would_break_headers_or_links_is_refused(cli):
+    """The base URL goes into every ``Link`` header, JSON ``url`` and page link: a newline
+    would make every list answer fail, a quote or space a broken link, userinfo a credential
+    shown to everyone."""
+    from caffezoo.server.app import check_base_url
+
+    bad = [
+        "http://zoo.org\nSet-Cookie: x=1",
+        "http://zoo.org\r",
+        "http://zoo.org\t",
+        "https://zoo.org/ ",
+        "http://a b.org",
+        'http://zoo.org/"><x',
+        "http://user:secret@zoo.org",
+        "http://:80",
+        "http://zoo.org:99999",
+        "http://[::1",
+        "http://zoo.org/p?",
+        "http://zoo.org#",
+    ]
+    for url in bad:
+        with pytest.raises(ValueError):
+            check_base_url(url)
+    for url in bad[:2] + bad[6:8]:
+        r = cli("serve", "--base-url", url, "--no-check-links")
+        assert r.code != 0 and "--base-url" in r.stderr and "Traceback" not in r.stderr
+    assert check_base_url("HTTPS://Zoo.example.org:8443/zoo/") == "https://Zoo.example.org:8443/zoo"
+    assert check_base_url("http://[::1]:8000") == "http://[::1]:8000"
+
+
+def test_cached_text_is_counted_by_the_memory_it_takes_not_its_length():
+    """A str of non-ASCII characters takes 2 or 4 bytes a character: layer names and readmes
+    in any script must not let pictures and listed entries hold 4 times their budget."""
+    from caffezoo.server.caches import size_of
+    from caffezoo.server.models import Entry
+    from caffezoo.server.pages import entry_size
+    from caffezoo.server.pictures import Picture
+
+    wide = "\U0001f600" * 100_000  # 4 bytes a character in memory
+    assert size_of(Picture(wide)) >= 400_000
+    assert size_of(Picture(None, wide)) >= 400_000
+    assert entry_size(Entry(readme=wide, name="n")) >= 400_000

@@ -12,6 +12,7 @@ goes through :func:`atomic_open`. This module imports nothing of caffezoo but
 from __future__ import annotations
 
 import os
+import stat
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -43,8 +44,15 @@ def atomic_open(path: str | os.PathLike[str]) -> Iterator[BinaryIO]:
     """
     path = Path(path)
     try:
-        mode = path.stat().st_mode & 0o7777
+        st = path.stat()
     except OSError:
+        st = None
+    if st is not None and not stat.S_ISREG(st.st_mode) and not stat.S_ISDIR(st.st_mode):
+        # a pipe or a device (/dev/stdout, /dev/full): renaming a file over it would replace it
+        raise WriteError(f"{path}: cannot write: not a regular file (a pipe or a device)")
+    if st is not None:
+        mode = st.st_mode & 0o7777
+    else:
         umask = os.umask(0)
         os.umask(umask)
         mode = 0o666 & ~umask  # mkstemp's own is 0600

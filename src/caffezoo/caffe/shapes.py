@@ -645,6 +645,9 @@ def _accuracy(layer: Layer, bottoms: list[Shape]) -> tuple:
 def _spp(layer: Layer, bottoms: list[Shape]) -> tuple:
     n, c = bottoms[0][0], bottoms[0][1]
     height = layer.param.spp_param.pyramid_height
+    # Level 64 has 2^64 bins a side: on any input its padding is as large as its window, which Caffe's
+    # pooling refuses, so a taller pyramid is refused here rather than its levels counted (4 billion).
+    _check(height <= 64, f"pyramid_height {height}: at most 64 (level 64 has more bins than any input)")
     if height == 1:
         return [(n, c, 1, 1)], [], 0
     return [(n, c * sum(4**level for level in range(height)))], [], 0
@@ -812,6 +815,8 @@ def _shuffle_channel(layer: Layer, bottoms: list[Shape]) -> tuple:
 
 def _roi_pooling(layer: Layer, bottoms: list[Shape]) -> tuple:
     p = layer.param.roi_pooling_param
+    # Caffe's ROIPoolingLayer CHECKs both; onnxruntime's refusal of a 0 came as a traceback at load
+    _check(p.pooled_h > 0 and p.pooled_w > 0, "pooled_h and pooled_w must be 1 or more")
     return [(bottoms[1][0], bottoms[0][1], p.pooled_h, p.pooled_w)], [], 0
 
 

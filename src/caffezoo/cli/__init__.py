@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import importlib
 import os
+import signal
 import sys
+from typing import Any
 
 __all__ = ["COMMANDS", "MODULES", "app", "load_commands", "main"]
 
@@ -91,6 +93,7 @@ def main(argv: list[str] | None = None) -> None:
     app = load_commands((COMMANDS[command],) if command in COMMANDS else MODULES)
     from ._app import error_line, state
 
+    previous = _exit_on_sigterm()
     try:
         app(args=args, prog_name="caffezoo")
     except KeyboardInterrupt:
@@ -106,6 +109,26 @@ def main(argv: list[str] | None = None) -> None:
             raise
         error_line(str(e))
         sys.exit(e.exit_code)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _exit_on_sigterm() -> Any:
+    """Make SIGTERM (kill, a CI timeout) unwind as an exit with status 143, as Ctrl-C does, so that files
+    being written atomically are removed; the default action left their temporary files behind.
+    Returns the handler to restore, or None when SIGTERM is someone else's (not the default, or not
+    the main thread)."""
+    try:
+        if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+            return None
+
+        def terminated(signum: int, frame: object) -> None:
+            raise SystemExit(128 + signum)
+
+        return signal.signal(signal.SIGTERM, terminated)
+    except ValueError:  # not the main thread
+        return None
 
 
 def __getattr__(name: str):

@@ -1,7 +1,7 @@
 """Pictures of what a model said: boxes with labels, class maps as colour overlays, edge maps in grey.
 
->>> boxes_png("cat.jpg", [((10, 20, 110, 90), "cat 0.93", 8)], "out.png")     # doctest: +SKIP
->>> overlay_png("street.jpg", class_map, "out.png")                          # doctest: +SKIP
+>>> write_png(draw_boxes(read_rgb("cat.jpg"), [((10, 20, 110, 90), "cat 0.93", 8)]), "out.png")  # doctest: +SKIP
+>>> write_png(overlay(read_rgb("street.jpg"), class_map), "out.png")                  # doctest: +SKIP
 
 Colours are PASCAL VOC's palette (the one FCN and SegNet results are shown
 in), indexed by class; pictures are written atomically, as PNG whatever the

@@ -151,8 +151,8 @@ def proposal_options(param_str: str) -> dict:
     if not isinstance(options, dict):
         raise ValueError(f"param_str {param_str!r} is not a YAML mapping such as 'feat_stride': 16")
     try:
-        return {
-            "feat_stride": int(options.get("feat_stride", 16)),
+        parsed = {
+            "feat_stride": options.get("feat_stride", 16),
             "scales": tuple(float(s) for s in options.get("scales", (8, 16, 32))),
             "ratios": tuple(float(r) for r in options.get("ratios", (0.5, 1, 2))),
         }
@@ -160,6 +160,17 @@ def proposal_options(param_str: str) -> dict:
         raise ValueError(
             f"param_str {param_str!r}: feat_stride, scales, ratios must be numbers ({e})"
         ) from None
+    stride = parsed["feat_stride"]
+    # the anchors' step in image pixels: 0 or less stacks or flips them, and 1e30 overflows the grid
+    if (
+        isinstance(stride, bool)
+        or not isinstance(stride, (int, float))
+        or stride != int(stride)
+        or not (1 <= stride <= 2**16)
+    ):
+        raise ValueError(f"param_str {param_str!r}: feat_stride must be a whole number of pixels, 1 or more")
+    parsed["feat_stride"] = int(stride)
+    return parsed
 
 
 def generate_anchors(base_size: int = 16, ratios=(0.5, 1, 2), scales=(8, 16, 32)) -> np.ndarray:

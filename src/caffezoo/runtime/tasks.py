@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import UsageError
+from ..errors import ModelDirError, UsageError
 from .caption import MAX_WORDS, Captioned, caption
 from .classifier import DEFAULT_BATCH, Prediction, classify, read_labels
 from .preprocess import Preprocessor, check_images, open_image, read_mean
@@ -241,6 +241,8 @@ def run(
     if task == "caption":  # two nets, neither of which `load(model)` would pick reliably
         from ..zoo import resolve
 
+        _prints_only("caption", output)
+
         return RunResult("caption", caption(resolve(model), paths, **caption_options, **load_options))
     if net is None or (blob and blob not in net.outputs):
         net = load(model, outputs=(blob,) if blob else (), **load_options)  # resolves MODEL once
@@ -249,6 +251,7 @@ def run(
     if wanted == "caption":
         if m is None:
             raise UsageError("--task caption needs a model directory (its image net and word net)")
+        _prints_only("caption", output)
         return RunResult("caption", caption(m, paths, **caption_options, **load_options))
     if wanted == "embed" and not blob:
         raise UsageError("--task embed needs --blob NAME: the blob whose values to save")
@@ -260,8 +263,7 @@ def run(
         net = load(model, outputs=tuple(o for o in (blob, rois[0]) if o), **load_options)
         net.model = net.model or m
     if wanted == "classify":
-        if output is not None:
-            raise UsageError("-o is for pictures (detect, segment) and features (embed); classify prints")
+        _prints_only("classify", output)
         found: list[Any] = classify(
             model,
             paths,
@@ -285,6 +287,12 @@ def run(
     if wanted == "segment":
         return RunResult("segment", job.segment(blob, output))
     return RunResult("embed", [job.embed(blob or "", Path(output or ""))])
+
+
+def _prints_only(task: str, output: str | os.PathLike[str] | None) -> None:
+    """``task`` writes no file: an ``-o`` would be ignored in silence."""
+    if output is not None:
+        raise UsageError(f"-o is for pictures (detect, segment) and features (embed); {task} prints")
 
 
 def infer_task(net: InferenceNet) -> str:
@@ -397,6 +405,14 @@ class _Job:
         sy, sx = self.pre.height / height, self.pre.width / width
         return [float(self.pre.height), float(self.pre.width), float(np.sqrt(sx * sy))]
 
+    def check_names(self, classes: int, blob: str) -> None:
+        """A labels file names each of ``blob``'s ``classes``, as classify requires."""
+        if self.names is not None and len(self.names) != classes:
+            source = self.labels if self.labels is not None else self.model and self.model.labels_path
+            raise ModelDirError(
+                f"{source}: {len(self.names)} labels, but the net's {blob!r} has {classes} classes"
+            )
+
     def name(self, label: int) -> str | None:
         return self.names[label] if self.names is not None and 0 <= label < len(self.names) else None
 
@@ -474,6 +490,7 @@ class _Job:
             sy, sx = self.pre.height / height, self.pre.width / width
             boxes = results[rois_blob][:, 1:5].astype(np.float64) / [sx, sy, sx, sy]
             scores, deltas = (_rows(results[b]) for b in (scores_blob, deltas_blob))  # R x C, R x 4C
+            self.check_names(scores.shape[1], scores_blob)
             if deltas.shape[1] == 8 and scores.shape[1] != 2:  # R-FCN: one box for every class but background
                 deltas = np.tile(deltas[:, 4:8], (1, scores.shape[1]))
             pred = refine_boxes(boxes, deltas)
@@ -533,6 +550,7 @@ class _Job:
                     item = Segmented(str(path), width, height, values, edges=True)
                     picture = grey(values)
                 else:  # class scores: argmax at the net's size, then each pixel takes its nearest cell's class
+                    self.check_names(s.shape[0], name)
                     class_map = nearest(channel_argmax(s), height, width)
                     item = Segmented(str(path), width, height, class_map, areas=self._areas(class_map))
                     picture = overlay(read_rgb(path), class_map) if output is not None else None

@@ -9,6 +9,7 @@ one :class:`~.storage.Storage` kept in ``app.state.storage``.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from fastapi import FastAPI, Request
@@ -74,14 +75,31 @@ async def _busy(request: Request, exc: Exception):
     return busy_response(request, exc)
 
 
+_URL_UNSAFE = re.compile(r"[\x00-\x20\x7f\"<>\\^`{|}?#]")  # would break a header, a link or the path
+
+
 def check_base_url(url: str) -> str:
-    """``url`` without its trailing slash, if it is an http(s) URL with a host and no query."""
+    """``url`` without its trailing slash (scheme in lower case), if it is an http(s) URL
+    with a host, maybe a port and a path, and nothing else: no credentials, query or
+    fragment, and no character that would break a ``Link`` header or an HTML attribute.
+
+    >>> check_base_url("HTTPS://zoo.example.org/zoo/")
+    'https://zoo.example.org/zoo'
+    """
     from urllib.parse import urlsplit
 
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
-        raise ValueError(f"the base URL must look like https://zoo.example.org[/path], not {url!r}")
-    return url.rstrip("/")
+    wrong = ValueError(f"the base URL must look like https://zoo.example.org[:port][/path], not {url!r}")
+    if _URL_UNSAFE.search(url):
+        raise wrong
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 -- raises ValueError when out of range or not a number
+    except ValueError:
+        raise wrong from None
+    scheme = parts.scheme.lower()
+    if scheme not in ("http", "https") or not parts.hostname or "@" in parts.netloc:
+        raise wrong
+    return f"{scheme}://{parts.netloc}{parts.path}".rstrip("/")
 
 
 def create_app(
@@ -158,6 +176,9 @@ def app_from_env() -> FastAPI:
     import json
     import os
 
+    from .run import tune_server_process
+
+    tune_server_process()  # a spawned worker inherits nothing `run` set in its parent
     limits = os.environ.get("CAFFEZOO_SERVER_LIMITS")
     return create_app(
         blobs_url=os.environ.get("CAFFEZOO_SERVER_BLOBS") or None,

@@ -212,7 +212,7 @@ def entry_json(entry: Entry, weights: Weights, base: str) -> dict[str, Any]:
 
 def entry_size(entry: Entry) -> int:
     """Roughly what an entry holds in memory (its loaded text columns), for the byte-bounded cache."""
-    return 600 + sum(len(v) for v in vars(entry).values() if isinstance(v, str))
+    return 600 + sum(size_of(v) for v in vars(entry).values() if isinstance(v, str))  # memory, not length
 
 
 PageCache = CachePart  # rendered pages and query results, keyed with the catalog's generation
@@ -485,9 +485,10 @@ def _model_lookup(request: Request, entry_id: str, rev: str | None) -> Response 
         if entry is None:
             return not_found_page(f"There is no model {entry_id!r} in this zoo.")
         mirrored = mirror is not None and mirror.has(entry.sha1)
-        # A page showing a drawing still under way is re-rendered once pictures move on.
-        key = ("model", entry_id, gen, rev, mirrored, base, request.app.state.pictures.version)
+        key = ("model", entry_id, gen, rev, mirrored, base)
         html = cache.get(key)
+        if isinstance(html, tuple):  # shown while its net was being drawn: (html, the net's blob)
+            html = None if request.app.state.pictures.ready(html[1]) else html[0]
         if html is not None:
             return HTMLResponse(html, headers=PAGE_HEADERS)
         section = catalog.section_of(s, entry)
@@ -555,7 +556,11 @@ def _model_html(cache: CachePart, files_cache: CachePart, data: ModelData, pictu
             else "",
         )
     )
-    return cache.put(data.key, html)
+    # A page showing its drawing as pending is kept with the net's blob, and rendered again
+    # once that drawing is done: only then (another net's drawing leaves it cached).
+    pending = data.net is not None and picture is None
+    cache.put(data.key, (html, data.net.blob_sha) if pending and data.net is not None else html)
+    return html
 
 
 @router.get("/models/{entry_id}", response_class=HTMLResponse)
@@ -579,7 +584,6 @@ async def model_page(request: Request, entry_id: str, rev: str | None = None) ->
         picture = await pictures.wait(
             data.net.blob_sha, data.net.content or b"", request.app.state.limits.picture_wait
         )
-        data.key = (*data.key[:-1], pictures.version)  # what the page now shows
     html = await _render(request, _model_html, cache, request.app.state.file_cache, data, picture)
     return HTMLResponse(html, headers=PAGE_HEADERS)
 

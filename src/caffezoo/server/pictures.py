@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import CaffezooError
-from .caches import ByteCache, CachePart
+from .caches import ByteCache, CachePart, size_of
 from .work import Busy, Lane
 
 MAX_DRAW_BYTES = 1024 * 1024  # parsing alone takes seconds past this
@@ -45,7 +45,7 @@ class Picture:
     error: str | None = None
 
     def __cache_size__(self) -> int:
-        return len(self.svg or "") + len(self.error or "") + 100
+        return size_of(self.svg or "") + size_of(self.error or "") + 100  # memory, not length
 
 
 def pick_net(names: list[str]) -> str | None:
@@ -75,6 +75,8 @@ def draw_svg(prototxt: bytes, *, timeout: float = 120.0, max_layers: int | None 
         with os.fdopen(fd, "wb") as f:
             f.write(prototxt)
         net = load_net(tmp, phase="TEST", strict=False)
+    except CaffezooError as e:  # "<tmp>:3: ..." names a server's temporary file: say "line 3: ..."
+        raise CaffezooError(str(e).replace(f"{tmp}:", "line ")) from None
     finally:
         os.unlink(tmp)
     if max_layers is not None and len(net.layers) > max_layers:
@@ -110,10 +112,15 @@ class Pictures:
         self.timeout, self.max_layers = timeout, max_layers
         self._pending: dict[str, asyncio.Future] = {}
         self.waiting = 0  # requests awaiting a drawing (coroutines, not threads)
-        self.version = 0  # moves on with every finished drawing: pages showing "pending" re-render
 
     def cached(self, key: str) -> Picture | None:
         return self._mem.get(key)
+
+    def ready(self, key: str) -> bool:
+        """Whether the picture of ``key`` is drawn (or known undrawable): in memory, or on disk
+        (a picture too big for the memory cache is only there)."""
+        path = self._path(key)
+        return self.cached(key) is not None or (path is not None and path.is_file())
 
     async def get(self, key: str, prototxt: bytes) -> Picture:
         """The picture of ``prototxt`` (whose blob SHA-1 is ``key``), drawing it at most once
@@ -152,7 +159,6 @@ class Pictures:
         self._pending.pop(key, None)
         if not task.cancelled() and task.exception() is None:
             self._mem.put(key, task.result())
-            self.version += 1
 
     def _path(self, key: str) -> Path | None:
         return self.cache_dir / f"{key}.svg" if self.cache_dir else None

@@ -237,6 +237,18 @@ def _exit_cleanly(signum, frame) -> None:
     raise SystemExit(0)  # unwinds through run()'s finally: jobs stop, leases are released
 
 
+def tune_server_process() -> None:
+    """What a serving process sets for itself (never on import: only :func:`run`, and
+    :func:`~.app.app_from_env` in each ``--workers`` process, which starts afresh).
+
+    Render threads are CPU-bound Python: by default the event loop may wait 5 ms for the
+    GIL at each of a request's many I/O points; 1 ms keeps cheap requests quick meanwhile.
+    And big transient answers go back to the OS (:func:`_return_big_frees_to_the_os`).
+    """
+    sys.setswitchinterval(0.001)
+    _return_big_frees_to_the_os()
+
+
 def _return_big_frees_to_the_os() -> None:
     """Keep glibc's mmap threshold at its initial 128 KiB: by default it rises (up to 32 MB)
     after each big free, after which a big answer's transient buffers (a 100 MB gist's JSON
@@ -314,10 +326,7 @@ def run(
     except ValueError as e:
         raise UsageError(f"--base-url: {e}") from None
     limits = limits or Limits()
-    # Render threads are CPU-bound Python: by default the event loop may wait 5 ms for the
-    # GIL at each of a request's many I/O points. 1 ms keeps cheap requests quick meanwhile.
-    sys.setswitchinterval(0.001)
-    _return_big_frees_to_the_os()
+    tune_server_process()
     url = _url(database_url)
     blobs = blobs_location(blobs_dir, blobs_url)
     if blobs_redirect and not blobs.startswith("s3://"):
