@@ -186,3 +186,52 @@ def test_an_ordinary_readme_builds_no_pydantic_model():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_results_are_data():
+    fm = validate_front_matter(
+        {"results": [{"dataset": " ILSVRC 2012 val ", "metric": "top-1", "value": 57, "split": "val"}]}
+    )
+    assert fm.results == [{"dataset": "ILSVRC 2012 val", "metric": "top-1", "value": 57.0, "split": "val"}]
+    assert validate_front_matter({"results": None}).results == []
+    assert FrontMatter(name="n").results == []
+
+
+@pytest.mark.parametrize(
+    "results, expected",
+    [
+        ("top-1 57.1", "results: expected a list"),
+        (["57.1"], r"results: \[0\]: expected a mapping"),
+        ([{"dataset": "d", "metric": "top-1"}], r"results: \[0\]: missing value"),
+        ([{"metric": "m", "value": 1}], r"results: \[0\]: missing dataset"),
+        ([{"dataset": "d", "metric": "m", "value": "57%"}], r"results: \[0\]\.value: expected a number"),
+        ([{"dataset": "d", "metric": "m", "value": True}], r"\[0\]\.value: expected a number"),
+        ([{"dataset": "d", "metric": "m", "value": float("nan")}], r"\[0\]\.value: expected a number"),
+        ([{"dataset": ["a"], "metric": "m", "value": 1}], r"\[0\]\.dataset: expected text"),
+        ([{"dataset": "d", "metric": "m", "value": 1}] * 101, "at most 100"),
+    ],
+)
+def test_bad_results_are_named(results, expected):
+    with pytest.raises(FrontMatterError, match=expected):
+        validate_front_matter({"name": "n", "results": results})
+
+
+_result = st.fixed_dictionaries(
+    {},
+    optional={
+        "dataset": st.sampled_from(["ILSVRC 2012 val", "", "  ", 2012, None, ["x"]]),
+        "metric": st.sampled_from(["top-1", "mAP", 5, None, True]),
+        "value": st.none()
+        | st.booleans()
+        | st.integers(-5, 100)
+        | st.floats()
+        | st.sampled_from(["57%", ""]),
+        "split": st.sampled_from(["val", 1]),
+    },
+)
+
+
+@given(st.none() | st.lists(_result | _values, max_size=3) | _values)
+@settings(max_examples=300, deadline=None)
+def test_the_fast_path_agrees_on_results(results):
+    test_the_fast_path_agrees_with_the_pydantic_model.hypothesis.inner_test({"results": results})

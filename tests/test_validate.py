@@ -156,3 +156,33 @@ def test_cli_json(tmp_path, cli):
         "weights not downloaded yet: run `caffezoo download bvlc_alexnet`"
         in data[1]["problems"][0]["message"]
     )
+
+
+def test_cli_names_a_bad_result_with_its_line(tmp_path, cli):
+    good = write_model(
+        tmp_path / "good",
+        GOOD_FRONT_MATTER + "results: [{dataset: ILSVRC 2012 val, metric: top-1, value: 57.1}]\n",
+        files={"deploy.prototxt": DEPLOY},
+    )
+    assert cli("validate", good).code == 0
+    bad = write_model(
+        tmp_path / "bad", "name: x\nresults: [{dataset: ILSVRC 2012 val, metric: top-1, value: 57%}]\n"
+    )
+    r = cli("validate", bad)
+    assert r.code == 1
+    assert f"{bad / 'readme.md'}:3: error: results: [0].value: expected a number" in r.stdout
+
+
+def test_bundled_cards_report_their_results():
+    from caffezoo.zoo import resolve
+
+    results = {n: resolve(n).front_matter.results for n in bundled_names()}
+    assert {(r["metric"], r["value"]) for r in results["bvlc_alexnet"]} == {("top-1", 57.1), ("top-5", 80.2)}
+    assert {(r["metric"], r["value"]) for r in results["bvlc_googlenet"]} == {
+        ("top-1", 68.7),
+        ("top-5", 88.9),
+    }
+    assert results["finetune_flickr_style"] == [
+        {"dataset": "Flickr Style val", "metric": "accuracy", "value": 0.3916}
+    ]
+    assert results["bvlc_reference_rcnn_ilsvrc13"] == []  # no figure was reported

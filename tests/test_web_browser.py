@@ -214,3 +214,71 @@ def test_an_imported_wiki_page_reads_like_the_wiki(web, page):
     page.wait_for_url(f"**/models/{NIN_ID}")
     assert f"caffezoo gist download mavenlin/{NIN_ID}" in page.locator("#get").inner_text()
     shot(page, "wiki-entry")
+
+
+def compare_names(page) -> list[str]:
+    return page.locator("#compare tbody td.name a").all_inner_texts()
+
+
+def test_compare_sort_filter_and_pick_three(web, page):
+    watch = Watch(page)
+    page.goto(web.url + "/")
+    page.click("nav >> text=Compare")
+    page.wait_for_url("**/compare")
+    assert len(compare_names(page)) == 5
+    shot(page, "compare")
+
+    page.click("#sort-macs")  # fewest MACs first
+    page.wait_for_url("**sort=macs**")
+    assert compare_names(page)[-1] == "BAIR/BVLC GoogleNet Model"
+    page.click("#sort-macs")  # again: most first
+    page.wait_for_url("**order=desc**")
+    assert compare_names(page)[0] == "BAIR/BVLC GoogleNet Model"
+    page.click("#sort-params")  # a new column: smallest first
+    page.wait_for_url("**sort=params**")
+    params = page.locator("#compare tbody td.num:nth-child(6) span").evaluate_all(
+        "spans => spans.map(s => Number(s.title.replaceAll(',', '')))"
+    )
+    assert params == sorted(params) and params[0] == 6_998_552 and params[-1] == 60_965_224
+    shot(page, "compare-sorted")
+
+    page.select_option("form.filters select[name=task]", "image classification")
+    page.fill("input[name=params_max]", "10M")
+    page.click("form.filters button[type=submit]")
+    page.wait_for_url("**params_max=10M**")
+    assert compare_names(page) == ["BAIR/BVLC GoogleNet Model"]
+    assert page.locator("#count").inner_text().startswith("1 model match")
+    shot(page, "compare-filtered")
+
+    page.goto(web.url + "/compare?sort=name")
+    for name in (
+        "BAIR/BVLC AlexNet Model",
+        "BAIR/BVLC GoogleNet Model",
+        "Finetuning CaffeNet on Flickr Style",
+    ):
+        page.check(f"input[aria-label='Compare {name}']")
+    page.click("#compare-chosen")
+    page.wait_for_url("**ids=**")
+    heads = page.locator("#side-by-side thead th a").all_inner_texts()
+    assert heads == [
+        "BAIR/BVLC AlexNet Model",
+        "BAIR/BVLC GoogleNet Model",
+        "Finetuning CaffeNet on Flickr Style",
+    ]
+    table = page.locator("#side-by-side").inner_text()
+    assert "60,965,224" in table and "6,998,552" in table and "68.7" in table and "0.3916" in table
+    shot(page, "compare-side-by-side")
+    assert watch.dialogs == [] and watch.errors == []
+
+
+def test_compare_and_user_pages_fit_a_phone(web, browser):
+    context = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True)
+    p = context.new_page()
+    try:
+        for name, path in (("compare", "/compare"), ("user", "/users/bvlc")):
+            p.goto(web.url + path)
+            assert p.evaluate("() => document.documentElement.scrollWidth") <= 390, name
+            shot(p, f"phone-{name}")
+        assert p.locator("ol.models li.card").count() == 5  # bvlc published the bundled five
+    finally:
+        context.close()

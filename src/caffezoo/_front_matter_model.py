@@ -11,7 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, field_validator
 
-from .schema import _URL_SCHEMES, _hex, _str_list, check_file_name
+from .schema import _URL_SCHEMES, _hex, _str_list, check_file_name, check_results
 
 __all__ = ["FrontMatterModel"]
 
@@ -42,6 +42,7 @@ class FrontMatterModel(BaseModel):
     labels: str | None = None
     paper: str | None = None
     authors: list[str] = []
+    results: list[dict[str, Any]] = []
 
     @field_validator(
         "name",
@@ -124,3 +125,8 @@ class FrontMatterModel(BaseModel):
                 return None
             check_file_name(value, "mean file name")
         return value
+
+    @field_validator("results", mode="before")
+    @classmethod
+    def _results(cls, value: Any) -> Any:
+        return check_results(value)

@@ -249,6 +249,37 @@ def _plain_scalar(text: str, item: bool) -> tuple[bool, Any]:
     return False, None
 
 
+_FLOW_MAPPINGS = re.compile(r"\[\{[^{}\[\]\"'#&*!|>%`]+\}(?: *, *\{[^{}\[\]\"'#&*!|>%`]+\})*\]")
+_PLAIN_FLOAT = re.compile(r"(?:0|[1-9][0-9]{0,14})\.[0-9]{1,15}")
+
+
+def _plain_mapping_list(text: str) -> list[dict[str, Any]] | None:
+    """``[{dataset: ILSVRC 2012 val, metric: top-1, value: 57.1}, ...]`` (flat flow mappings of
+    plain words, integers and decimals: the front matter's ``results``) as ruamel.yaml reads it;
+    None for anything else."""
+    if not _FLOW_MAPPINGS.fullmatch(text):
+        return None
+    out = []
+    for body in re.findall(r"\{([^{}]*)\}", text):
+        item: dict[str, Any] = {}
+        for pair in body.split(","):
+            key, sep, raw = pair.strip().partition(": ")
+            raw = raw.strip()
+            if not sep or key != key.rstrip() or not _PLAIN_ITEM.fullmatch(key) or key.lower() in _NOT_TEXT:
+                return None
+            if key in item:
+                return None  # ruamel.yaml refuses a repeated key: it says so
+            if _PLAIN_FLOAT.fullmatch(raw):
+                item[key] = float(raw)
+                continue
+            ok, value = _plain_scalar(raw, item=True)
+            if not ok or not raw:
+                return None
+            item[key] = value
+        out.append(item)
+    return out
+
+
 def _plain_mapping(yaml_text: str, first_line: int) -> tuple[dict[str, Any], dict[str, int]] | None:
     """``key: value`` lines of plain words, numbers, quoted text and flat ``[a, b]`` lists, read
     exactly as ruamel.yaml reads them; None for anything else, which ruamel.yaml then reads."""
@@ -266,6 +297,10 @@ def _plain_mapping(yaml_text: str, first_line: int) -> tuple[dict[str, Any], dic
         key, text = match.group(1), match.group(2) or ""
         if not text:
             value: Any = None
+        elif text.startswith("[{") and text.endswith("}]"):
+            value = _plain_mapping_list(text)
+            if value is None:
+                return None
         elif text.startswith("[") and text.endswith("]"):
             inner = text[1:-1].strip()
             value = []

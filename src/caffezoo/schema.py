@@ -25,6 +25,7 @@ __all__ = [
     "FrontMatter",
     "REQUIRED",
     "check_file_name",
+    "check_results",
     "missing_keys",
     "require",
     "validate_front_matter",
@@ -86,6 +87,7 @@ _FIELDS: dict[str, Any] = {
     "labels": None,
     "paper": None,
     "authors": [],
+    "results": [],
 }
 _TEXT_FIELDS = (
     "name caffemodel caffemodel_url sha1 caffe_commit caffe_version gist_id license sha256 task dataset labels paper"
@@ -126,6 +128,7 @@ class FrontMatter:
     labels: str | None
     paper: str | None
     authors: list[str]
+    results: list[dict[str, Any]]
     model_extra: dict[str, Any]
 
     def __init__(self, **data: Any) -> None:
@@ -210,6 +213,8 @@ def _plainly_valid(data: Any) -> dict[str, Any] | None:
                 ):
                     return None
                 value = None if value is None else {k: list(v) for k, v in value.items()}
+            elif key == "results":
+                value = check_results(value)
             elif key == "mean":
                 if isinstance(value, str):
                     value = check_file_name(value, "mean file name") if value.strip() else None
@@ -220,6 +225,48 @@ def _plainly_valid(data: Any) -> dict[str, Any] | None:
             out[key] = value
     except ValueError:  # a value the model refuses: it says so, with every other problem
         return None
+    return out
+
+
+MAX_RESULTS = 100
+_RESULT_KEYS = ("dataset", "metric", "value")
+
+
+def check_results(value: Any) -> list[dict[str, Any]]:
+    """Reported results: a list of ``{dataset, metric, value}`` mappings (other keys kept).
+
+    >>> check_results([{"dataset": "ILSVRC 2012 val", "metric": "top-1", "value": 57.1}])
+    [{'dataset': 'ILSVRC 2012 val', 'metric': 'top-1', 'value': 57.1}]
+
+    ``value`` is a number as the paper reports it (57.1 for 57.1%). Raises
+    ValueError naming the item and key at fault.
+    """
+    if value is None:
+        return []
+    if type(value) is not list:
+        raise ValueError(f"expected a list of {{dataset, metric, value}} mappings, found {value!r}")
+    if len(value) > MAX_RESULTS:
+        raise ValueError(f"expected at most {MAX_RESULTS} results, found {len(value)}")
+    out = []
+    for i, item in enumerate(value):
+        if type(item) is not dict or not all(type(k) is str for k in item):
+            raise ValueError(f"[{i}]: expected a mapping with dataset, metric and value, found {item!r}")
+        missing = [k for k in _RESULT_KEYS if item.get(k) is None or item.get(k) == ""]
+        if missing:
+            raise ValueError(f"[{i}]: missing {', '.join(missing)} (expected dataset, metric and value)")
+        result = dict(item)
+        for k in ("dataset", "metric"):
+            text = item[k]
+            if type(text) in (int, float):
+                text = str(text)
+            if type(text) is not str or not text.strip():
+                raise ValueError(f"[{i}].{k}: expected text, found {item[k]!r}")
+            result[k] = text.strip()
+        number = item["value"]
+        if type(number) not in (int, float) or number != number or number in (float("inf"), float("-inf")):
+            raise ValueError(f"[{i}].value: expected a number (57.1 for 57.1%), found {number!r}")
+        result["value"] = float(number)
+        out.append(result)
     return out
 
 

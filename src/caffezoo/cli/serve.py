@@ -214,6 +214,23 @@ def serve(
     allow_private: bool = ALLOW_PRIVATE_OPTION,
     allow_network: list[str] = ALLOW_NETWORK_OPTION,
     mirror_max_bytes: int = MAX_BYTES_OPTION,
+    try_it: bool = typer.Option(
+        False,
+        "--try",
+        help="Let visitors classify an uploaded image with a model whose weights this server holds "
+        "(spends the server's CPU).",
+    ),
+    try_workers: int = typer.Option(1, "--try-workers", min=1, help="Uploads classified at once."),
+    try_queue: int = typer.Option(4, "--try-queue", min=0, help="Uploads that may wait; past this: 503."),
+    try_deadline: float = typer.Option(
+        30.0, "--try-deadline", min=0.1, help="Seconds an upload may take, queueing included; then 503."
+    ),
+    try_max_bytes: int = typer.Option(
+        8 * 1024 * 1024, "--try-max-bytes", min=1024, help="Largest upload accepted, in bytes."
+    ),
+    try_max_pixels: int = typer.Option(
+        24_000_000, "--try-max-pixels", min=1, help="Largest image accepted, width x height."
+    ),
 ) -> None:
     """Serve the zoo: web wiki at http://HOST:PORT/, and the Gist API for CAFFEZOO_GIST_API=http://HOST:PORT."""
     if ctx.invoked_subcommand is not None:
@@ -250,6 +267,12 @@ def serve(
             cache_bytes=cache_bytes,
             inflight_bytes=inflight_bytes,
             send_deadline=send_deadline,
+            try_it=try_it,
+            try_workers=try_workers,
+            try_queue=try_queue,
+            try_deadline=try_deadline,
+            try_max_bytes=try_max_bytes,
+            try_max_pixels=try_max_pixels,
         ),
         policy=server_policy(allow_private, allow_network),
         mirror_options=_mirror_options(allow_private, allow_network, mirror_max_bytes),

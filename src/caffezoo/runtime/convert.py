@@ -213,6 +213,21 @@ def load(
 
 def check_supported(net: Net) -> None:
     """One error naming every unsupported layer type (with its layers) and parameter value."""
+    lines = unsupported_layers(net)
+    if lines:
+        what = net.path or net.name or "the net"
+        raise ConversionError(
+            f"{what}: cannot convert to ONNX ({len(lines)} problem{'s' * (len(lines) > 1)}):\n"
+            + "\n".join(lines)
+        )
+
+
+def unsupported_layers(net: Net) -> list[str]:
+    """What ``caffezoo convert`` cannot do in ``net``, one line each (empty: it converts).
+
+    >>> unsupported_layers(load_net("deploy.prototxt", strict=False))   # doctest: +SKIP
+    ["layer type 'Python', used by layer 'proposal'"]
+    """
     unsupported: dict[str, list[str]] = {}
     problems: list[str] = []
     for layer in net.layers:
@@ -228,13 +243,7 @@ def check_supported(net: Net) -> None:
     lines = [
         f"layer type {t!r}{_family(t)}, used by {_names(names)}" for t, names in sorted(unsupported.items())
     ]
-    lines += problems
-    if lines:
-        what = net.path or net.name or "the net"
-        raise ConversionError(
-            f"{what}: cannot convert to ONNX ({len(lines)} problem{'s' * (len(lines) > 1)}):\n"
-            + "\n".join(lines)
-        )
+    return lines + problems
 
 
 # Layer types that cannot be expressed in ONNX, and the model families on the Caffe wiki that use them.

@@ -137,9 +137,12 @@ class Preprocessor:
         return np.concatenate([self.one(path) for path in images])
 
     def one(self, path: str | os.PathLike[str]) -> np.ndarray:
+        return self.from_array(load_image(path, self.channels, self.size))
+
+    def from_array(self, image: np.ndarray) -> np.ndarray:
+        """An image already decoded and resized to :attr:`size`: H x W x C floats in [0, 1] (scaled in place)."""
         h, w = self.size
-        image = load_image(path, self.channels, (h, w))  # H x W x C, 0..1
-        image *= np.float32(self.raw_scale)  # in place: load_image's array is this call's own
+        image *= np.float32(self.raw_scale)  # in place: the caller's array is this call's own
         c = self.channels
         order = range(c - 1, -1, -1) if self.swap_channels and c == 3 else range(c)  # RGB -> BGR
         mean = self._mean((h, w))

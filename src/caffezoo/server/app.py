@@ -152,6 +152,14 @@ def create_app(
         timeout=limits.draw_timeout,
         max_layers=limits.draw_max_layers,
     )
+    app.state.tryit = app.state.try_lane = None
+    if limits.try_it:
+        from .tryit import TryIt
+
+        app.state.tryit = TryIt(store, app.state.mirror, limits, s.cache_dir / "server" / "try")
+        app.state.try_lane = Lane(
+            "try", workers=limits.try_workers, queue=limits.try_queue, deadline=limits.try_deadline
+        )
     app.add_exception_handler(Busy, _busy)
     # What /readyz asks: (name, function raising when that dependency is not there).
     app.state.ready_checks = [("database", store.ping), ("blobs", blob_check(app.state.mirror.store))]
@@ -167,6 +175,10 @@ def create_app(
     app.include_router(health.router)
     app.include_router(api.router)
     app.include_router(blobs.router)
+    if limits.try_it:
+        from .tryit import router as try_router
+
+        app.include_router(try_router)
     app.include_router(pages.router)  # last: it ends with the catch-all /{user}/{id}
     return app
 

@@ -31,6 +31,7 @@ from ..frontmatter import parse_readme
 from ..gist.rules import MAX_DESCRIPTION
 from ..hashes import is_sha1
 from ..schema import FrontMatter, validate_front_matter
+from .facts import FACTS_VERSION, NetFacts, facts_of_blob, layer_types_text
 from .models import Blob, Entry, EntryTag, Gist, LinkCheck, Meta, Revision, RevisionFile, User, WikiSection
 
 MAX_SEARCH_TEXT = 200_000  # characters of a readme that search sees (a tsvector tops out at 1 MB)
@@ -50,6 +51,8 @@ class ModelInfo:
     summary: str = ""
     license: str | None = None
     task: str | None = None
+    dataset: str | None = None
+    results: list[dict] = field(default_factory=list)  # reported results, checked by the schema
     framework: str | None = None
     caffemodel: str | None = None
     caffemodel_url: str | None = None
@@ -172,6 +175,8 @@ def read_info(text: str, fallback_name: str | None = None) -> ModelInfo | None:
         summary=first_line(body),
         license=fm.license,
         task=fm.task,
+        dataset=fm.dataset if isinstance(fm.dataset, str) else None,
+        results=fm.results if not problems and isinstance(fm.results, list) else [],
         framework=framework_of(fm),
         caffemodel=fm.caffemodel,
         caffemodel_url=fm.caffemodel_url,
@@ -187,9 +192,37 @@ def read_info(text: str, fallback_name: str | None = None) -> ModelInfo | None:
 # --------------------------------------------------------------------------- setup and counters
 
 
+def _add_columns(conn: Any) -> None:
+    """Columns (and their indexes) added to ``zoo_entries`` since a database was made:
+    ``create_all`` makes missing tables only."""
+    from sqlalchemy import inspect as inspect_db
+
+    have = {c["name"] for c in inspect_db(conn).get_columns(Entry.__tablename__)}
+    table = Entry.__table__
+    for column in table.columns:
+        if column.name in have:
+            continue
+        kind = column.type.compile(dialect=conn.dialect)
+        default = (
+            column.default.arg if column.default is not None and not callable(column.default.arg) else None
+        )
+        extra = ""
+        if isinstance(default, bool):
+            extra = f" DEFAULT {'TRUE' if default else 'FALSE'}"
+        elif isinstance(default, int):
+            extra = f" DEFAULT {default}"
+        elif isinstance(default, str):
+            extra = " DEFAULT '" + default.replace("'", "''") + "'"
+        conn.exec_driver_sql(f"ALTER TABLE {table.name} ADD COLUMN {column.name} {kind}{extra}")
+    for index in table.indexes:
+        index.create(conn, checkfirst=True)
+
+
 def setup(engine: Engine) -> None:
-    """Create what SQLAlchemy's metadata cannot: the full-text index, the generation counter."""
+    """Create what SQLAlchemy's metadata cannot: the full-text index, the generation counter,
+    columns added since the database was made."""
     with engine.begin() as conn:
+        _add_columns(conn)
         if engine.dialect.name == "sqlite":
             conn.exec_driver_sql(
                 "CREATE VIRTUAL TABLE IF NOT EXISTS zoo_fts USING fts5("
@@ -296,7 +329,11 @@ def index_gist(s: Session, gist_id: str) -> None:
         entry.listed = entry.wiki_name is not None and gist.public
     else:
         entry.listed = gist.public
+    held = entry.sha1
     _apply(entry, info)
+    if entry.sha1 != held:  # other weights: the mirror's job finds whether it holds them, and checks them
+        entry.mirrored, entry.weights_fit, entry.weights_problems = False, None, ""
+    refresh_facts(s, entry, gist)
     s.flush()
     _set_tags(s, entry, info.tags)
     refresh_search(s, entry)
@@ -310,6 +347,13 @@ def _apply(entry: Entry, info: ModelInfo) -> None:
     entry.sort_name = entry.name.lower()[:200]
     entry.summary = info.summary
     entry.license, entry.task = clip(Entry.license, info.license), clip(Entry.task, info.task)
+    entry.dataset = clip(Entry.dataset, info.dataset)
+    entry.results = json.dumps(info.results, ensure_ascii=False, default=str)
+    first = info.results[0] if info.results else None
+    entry.score = first["value"] if first else None
+    entry.score_metric = (
+        clip(Entry.score_metric, f"{first['metric']} ({first['dataset']})") if first else None
+    )
     entry.framework, entry.caffemodel = (
         clip(Entry.framework, info.framework),
         clip(Entry.caffemodel, info.caffemodel),
@@ -319,6 +363,61 @@ def _apply(entry: Entry, info: ModelInfo) -> None:
     entry.readme = info.body[:MAX_SEARCH_TEXT]
     entry.problems = "\n".join(info.problems)
     entry.front_matter = json.dumps(info.data, ensure_ascii=False, default=str)
+
+
+def _weights_size(s: Session, entry: Entry) -> int | None:
+    """The weights' size: as the front matter states it, else as the link checker last saw it."""
+    if entry.size is not None or not entry.caffemodel_url:
+        return entry.size
+    return s.scalar(select(LinkCheck.size).where(LinkCheck.url == entry.caffemodel_url))
+
+
+def _head_files(s: Session, gist: Gist) -> dict[str, str]:
+    """``{filename: blob sha}`` of the gist's newest revision."""
+    rows = s.execute(
+        select(RevisionFile.filename, RevisionFile.blob_sha)
+        .join(Revision, Revision.id == RevisionFile.revision_id)
+        .where(Revision.gist_id == gist.id, Revision.number == gist.revision)
+    ).all()
+    return dict(rows)
+
+
+def _set_facts(entry: Entry, name: str | None, sha: str | None, facts: NetFacts) -> None:
+    entry.facts_version = FACTS_VERSION
+    if entry.net_sha != sha:
+        entry.weights_fit, entry.weights_problems = None, ""  # the mirror's job checks the new net
+    entry.net_file, entry.net_sha = clip(Entry.net_file, name), sha
+    entry.input_shape = facts.input_shape
+    entry.params = facts.params if facts.params is None or facts.params <= MAX_SIZE else None
+    entry.macs = facts.macs if facts.macs is None or facts.macs <= MAX_SIZE else None
+    entry.layer_count = facts.layers
+    entry.layer_types = layer_types_text(facts.layer_types)
+    entry.convertible = facts.convertible
+    entry.unsupported = "\n".join(facts.unsupported)
+    entry.facts_error = facts.error
+
+
+def refresh_facts(s: Session, entry: Entry, gist: Gist | None) -> None:
+    """Recompute the network's facts when its prototxt changed (or the facts' version did).
+
+    Runs in the indexing transaction: bounded by :data:`.facts.MAX_NET_BYTES` and
+    :data:`.facts.MAX_LAYERS`, and skipped when the analysed blob is unchanged.
+    """
+    from .pictures import pick_net
+
+    entry.weights_size = _weights_size(s, entry)
+    files = _head_files(s, gist) if gist is not None else {}
+    name = pick_net(list(files))
+    sha = files.get(name) if name else None
+    if sha == entry.net_sha and entry.facts_version == FACTS_VERSION:
+        return
+    if sha is None:
+        _set_facts(
+            entry, None, None, NetFacts(error="no network (prototxt) among the files" if gist else None)
+        )
+        return
+    content = s.scalar(select(Blob.content).where(Blob.sha == sha)) or b""
+    _set_facts(entry, name, sha, facts_of_blob(sha, content, name))
 
 
 def forget_gist(s: Session, gist_id: str) -> None:
@@ -331,6 +430,7 @@ def forget_gist(s: Session, gist_id: str) -> None:
     else:
         entry.indexed_serial, entry.owner, entry.listed = 0, None, True
         _apply(entry, ModelInfo(name=entry.wiki_name))
+        refresh_facts(s, entry, None)
         s.flush()
         _set_tags(s, entry, [])
         refresh_search(s, entry)
@@ -351,7 +451,11 @@ def stale_gists(s: Session) -> list[str]:
         s.scalars(
             select(Gist.id)
             .outerjoin(Entry, Entry.id == Gist.id)
-            .where((Entry.pk.is_(None)) | (Entry.indexed_serial != Gist.serial))
+            .where(
+                (Entry.pk.is_(None))
+                | (Entry.indexed_serial != Gist.serial)
+                | (Entry.facts_version != FACTS_VERSION)
+            )
         )
     )
 

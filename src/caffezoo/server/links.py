@@ -30,7 +30,7 @@ from http import HTTPStatus
 from typing import TYPE_CHECKING
 
 import httpx
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from .. import _http
@@ -219,6 +219,12 @@ def record(
             )
             if result.reachable:
                 row.failures, row.size = 0, result.size
+                # /compare sorts by the weights' size: the size the front matter lacks, from here.
+                s.execute(
+                    update(Entry)
+                    .where(Entry.caffemodel_url == result.url, Entry.size.is_(None))
+                    .values(weights_size=result.size)
+                )
                 row.next_check = when + ok_every
             else:
                 row.failures = (row.failures or 0) + 1

@@ -326,13 +326,20 @@ class Mirror:
         self.store.refresh()  # what other replicas stored counts
         with self._lock:  # one round at a time; the engine's locks guard each blob as well
             todo = wanted(storage, self.has, everything=everything)
-            return run_round(storage, todo, self.fetch, self.options, on_result, stop, claim, release)
+            results = run_round(storage, todo, self.fetch, self.options, on_result, stop, claim, release)
+            if stop is None or not stop.is_set():
+                from .facts import check_mirrored
 
-    @staticmethod
-    def changed(storage: Storage) -> None:
-        """A blob arrived: the pages' "mirrored" badges are stale."""
+                check_mirrored(storage, self)  # blobs that arrived, nets edited since their check
+            return results
+
+    def changed(self, storage: Storage) -> None:
+        """A blob arrived: the pages' "mirrored" badges are stale, and its net wants checking."""
+        from .facts import check_mirrored
+
         with storage.session(write=True) as s:
             catalog.bump(s)
+        check_mirrored(storage, self)
 
     # ------------------------------------------------------------------ uploads
 

@@ -14,6 +14,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -123,7 +124,7 @@ class Entry(Base):
     pk: Mapped[int] = mapped_column(Integer, primary_key=True)
     id: Mapped[str] = mapped_column(String(64), unique=True)  # the gist id, or link-<hex>
     gist_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
-    owner: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    owner: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
     public: Mapped[bool] = mapped_column(Boolean, default=True)
     listed: Mapped[bool] = mapped_column(Boolean, default=False, index=True)  # shown in the index
     indexed_serial: Mapped[int] = mapped_column(Integer, default=0)  # gist serial indexed; 0: none
@@ -150,6 +151,28 @@ class Entry(Base):
     wiki_name: Mapped[str | None] = mapped_column(Text, nullable=True)
     wiki_description: Mapped[str | None] = mapped_column(Text, nullable=True)
     source_url: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # Computed from the gist's network on write (server/facts.py); indexed for /compare.
+    facts_version: Mapped[int] = mapped_column(Integer, default=0)  # 0: not computed
+    net_file: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    net_sha: Mapped[str | None] = mapped_column(String(40), nullable=True)  # the blob analysed
+    input_shape: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    params: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    macs: Mapped[int | None] = mapped_column(BigInteger, nullable=True)  # per sample
+    layer_count: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    layer_types: Mapped[str] = mapped_column(Text, default="{}")  # JSON: type -> count
+    convertible: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
+    unsupported: Mapped[str] = mapped_column(Text, default="")  # one a line
+    facts_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # The weights: size from the front matter, else the link check; fit checked by the mirror's job.
+    weights_size: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    mirrored: Mapped[bool] = mapped_column(Boolean, default=False)
+    weights_fit: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
+    weights_problems: Mapped[str] = mapped_column(Text, default="")
+    # Reported results (front matter `results`), as JSON; the first value, for sorting.
+    dataset: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    results: Mapped[str] = mapped_column(Text, default="[]")
+    score: Mapped[float | None] = mapped_column(Float, nullable=True)
+    score_metric: Mapped[str | None] = mapped_column(String(100), nullable=True)
 
 
 class EntryTag(Base):
@@ -188,6 +211,19 @@ class MirrorSource(Base):
 
 
 Index("ix_zoo_entries_listed_sort", Entry.listed, Entry.sort_name)
+# /compare sorts by these. Each index leads with (listed, column) and carries every column /compare
+# filters on, and the name: a sorted, filtered page (and its count) is a walk of one index, never a
+# read of the wide rows (a readme each) until the page's own rows are fetched.
+COMPARE_FILTERS = ("task", "license", "convertible", "params", "macs")
+for _column in (
+    "sort_name", "task", "license", "dataset", "score", "params", "macs", "weights_size", "convertible", "mirrored"
+):  # fmt: skip
+    Index(
+        f"ix_zoo_compare_{_column}",
+        Entry.listed,
+        getattr(Entry, _column),
+        *(getattr(Entry, c) for c in (*COMPARE_FILTERS, "sort_name") if c != _column),
+    )
 
 
 class Meta(Base):

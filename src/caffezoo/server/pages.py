@@ -99,6 +99,23 @@ def _when(value: datetime | None) -> str:
     return value.strftime("%Y-%m-%d %H:%M UTC") if value else "never"
 
 
+def _short(n: int) -> str:
+    """``60,965,224`` as ``61.0M`` (the comparison table's cells; the exact count is the title)."""
+    from ..caffe.summary import format_macs
+
+    return format_macs(n)
+
+
+def _side_metrics(rows: list) -> list[tuple[str, str]]:
+    """The (metric, dataset) pairs any of the side-by-side models reports, first seen first."""
+    seen: dict[tuple[str, str], None] = {}
+    for _, _, results in rows:
+        for r in results:
+            if isinstance(r, dict):
+                seen.setdefault((str(r.get("metric")), str(r.get("dataset"))), None)
+    return list(seen)
+
+
 @lru_cache(maxsize=1)
 def templates() -> Environment:
     env = Environment(
@@ -115,6 +132,8 @@ def templates() -> Environment:
         cut=cut,
         inline_markdown=inline_markdown_html,
     )
+    env.filters["short"] = _short
+    env.globals["side_metrics"] = _side_metrics
     env.tests["web_url"] = _web_url
     env.globals["static_version"] = _static_version()
     return env
@@ -207,6 +226,27 @@ def entry_json(entry: Entry, weights: Weights, base: str) -> dict[str, Any]:
         "updated_at": entry.updated_at.strftime("%Y-%m-%dT%H:%M:%SZ") if entry.updated_at else None,
         "problems": cut_lines(entry.problems),
         "weights": weights.json(base),
+        "dataset": entry.dataset,
+        "results": json.loads(entry.results or "[]"),
+        "facts": facts_json(entry),
+    }
+
+
+def facts_json(entry: Entry) -> dict[str, Any]:
+    """The network facts the catalog computed on write (see :mod:`.facts`)."""
+    return {
+        "net_file": entry.net_file,
+        "input_shape": entry.input_shape,
+        "params": entry.params,
+        "macs_per_sample": entry.macs,
+        "layers": entry.layer_count,
+        "layer_types": json.loads(entry.layer_types or "{}"),
+        "convertible": entry.convertible,
+        "unsupported": [u for u in (entry.unsupported or "").splitlines() if u],
+        "weights_size": entry.weights_size,
+        "weights_fit": entry.weights_fit,
+        "weights_problems": [p for p in (entry.weights_problems or "").splitlines() if p],
+        "error": entry.facts_error,
     }
 
 
@@ -473,6 +513,8 @@ class ModelData:
     mirror: Mirror | None
     view: GistView | None = None
     net: FileView | None = None  # the prototxt to draw
+    try_on: bool = False  # the server classifies uploads (`--try`)
+    try_max_bytes: int = 0
 
 
 def _model_lookup(request: Request, entry_id: str, rev: str | None) -> Response | ModelData:
@@ -493,7 +535,18 @@ def _model_lookup(request: Request, entry_id: str, rev: str | None) -> Response 
             return HTMLResponse(html, headers=PAGE_HEADERS)
         section = catalog.section_of(s, entry)
         checks = catalog.link_checks(s, [entry.caffemodel_url] if entry.caffemodel_url else [])
-    return ModelData(entry, key, base, rev, section, checks, mirror)
+    limits = request.app.state.limits
+    return ModelData(
+        entry,
+        key,
+        base,
+        rev,
+        section,
+        checks,
+        mirror,
+        try_on=limits.try_it,
+        try_max_bytes=limits.try_max_bytes,
+    )
 
 
 def _model_load(store: Storage, data: ModelData) -> Response | ModelData:
@@ -551,6 +604,12 @@ def _model_html(cache: CachePart, files_cache: CachePart, data: ModelData, pictu
             commands=commands_for(entry, view, base, weights.mirrored),
             base=base,
             q="",
+            layer_types=json.loads(entry.layer_types or "{}"),
+            unsupported=[u for u in (entry.unsupported or "").splitlines() if u],
+            weights_problems=[p for p in (entry.weights_problems or "").splitlines() if p],
+            results=json.loads(entry.results or "[]"),
+            try_why_not=_try_why_not(data),
+            try_max_bytes=data.try_max_bytes,
             wiki_description_html=markdown_html(entry.wiki_description, demote=1)
             if entry.wiki_description
             else "",
@@ -561,6 +620,15 @@ def _model_html(cache: CachePart, files_cache: CachePart, data: ModelData, pictu
     pending = data.net is not None and picture is None
     cache.put(data.key, (html, data.net.blob_sha) if pending and data.net is not None else html)
     return html
+
+
+def _try_why_not(data: ModelData) -> str | None:
+    """Why the page offers no "try it" form; None: it offers one."""
+    if not data.try_on or data.rev:
+        return "off"
+    from .tryit import why_not
+
+    return why_not(data.entry, data.mirror)
 
 
 @router.get("/models/{entry_id}", response_class=HTMLResponse)
@@ -702,6 +770,187 @@ def _api_model(request: Request, entry_id: str) -> Response:
             return json_response({"message": "Not Found"}, status=404)
         checks = catalog.link_checks(s, [entry.caffemodel_url] if entry.caffemodel_url else [])
     return json_response(entry_json(entry, weights_of(entry, checks, mirror), base_url(request)))
+
+
+# --------------------------------------------------------------------------- comparing models
+
+
+MAX_HTML_ROWS = 100
+
+
+def _compare_query(request: Request):
+    from .compare import CompareQuery
+
+    return CompareQuery.parse(request.query_params, request.query_params.getlist("ids"))
+
+
+def _compare_data(request: Request, query: Any) -> tuple[Any, Any, tuple]:
+    """The page of rows and the facets, cached on the query and the catalog's generation."""
+    from .compare import rows
+
+    store, _, cache = _state(request)
+    with store.session() as s:
+        gen = catalog.generation(s)
+        key = ("compare", gen, query.key())
+        data = cache.get(key)
+        if data is None:
+            facets = cache.get(("facets", gen)) or cache.put(("facets", gen), catalog.facets(s))
+            data = cache.put(key, (rows(s, query), facets))
+    return data[0], data[1], key
+
+
+def _bad_query(request: Request, message: str, as_json: bool) -> Response:
+    if as_json:
+        return json_response({"message": message}, status=400)
+    if request.url.path.endswith(".csv"):
+        return Response(message + "\n", status_code=400, media_type="text/plain; charset=utf-8")
+    return render("error.html", status=400, title="Bad request", message=message, q="")
+
+
+@router.get("/compare", response_class=HTMLResponse)
+async def compare_page(request: Request) -> Response:
+    return await _answer(request, _compare, "html")
+
+
+@router.get("/compare.csv")
+async def compare_csv(request: Request) -> Response:
+    return await _answer(request, _compare, "csv")
+
+
+@router.get("/compare.json")
+async def compare_json(request: Request) -> Response:
+    return await _answer(request, _compare, "json")
+
+
+def _compare(request: Request, kind: str) -> Response:
+    from .compare import COLUMNS, BadQuery, results_of, row_json, to_csv
+
+    _, mirror, cache = _state(request)
+    try:
+        query = _compare_query(request)
+    except BadQuery as e:
+        return _bad_query(request, str(e), kind == "json")
+    if kind == "html":
+        query.per_page = min(query.per_page, MAX_HTML_ROWS)  # scripts may take 500 rows; a page shows 100
+    page, facets, key = _compare_data(request, query)
+    held = [mirror is not None and mirror.has(e.sha1) for e in page.entries]
+    if kind != "html":
+        base = base_url(request)
+        items = [row_json(e, base, m) for e, m in zip(page.entries, held, strict=True)]
+        if kind == "csv":
+            return Response(
+                to_csv(items),
+                media_type="text/csv; charset=utf-8",
+                headers={"Content-Disposition": 'attachment; filename="caffezoo-compare.csv"'},
+            )
+        return json_response(
+            {"total": page.total, "page": query.page, "per_page": query.per_page, "models": items}
+        )
+    html_key = ("compare-html", *key, tuple(held))
+    html = cache.get(html_key)
+    if html is None:
+        last = max(1, -(-page.total // query.per_page))
+        html = cache.put(
+            html_key,
+            templates()
+            .get_template("compare.html")
+            .render(
+                query=query,
+                rows=[(e, m, results_of(e)) for e, m in zip(page.entries, held, strict=True)],
+                total=page.total,
+                facets=facets,
+                columns=COLUMNS,
+                page=query.page,
+                last=last,
+                pages=page_links(query.page, last),
+                q="",
+            ),
+        )
+    return HTMLResponse(html, headers=PAGE_HEADERS)
+
+
+# --------------------------------------------------------------------------- a user's models
+
+USER_PAGE = 50
+
+
+@router.get("/users/{user}", response_class=HTMLResponse)
+async def user_page(request: Request, user: str) -> Response:
+    """A person's models; to API clients (no ``text/html`` asked), GitHub's user JSON, since
+    gists' ``owner.url`` points here."""
+    if "text/html" not in request.headers.get("accept", ""):
+        return await _answer(request, _user_json, user)
+    return await _answer(request, _user_page, user)
+
+
+def _user_json(request: Request, user: str) -> Response:
+    from sqlalchemy import func
+
+    from .models import User
+    from .shapes import user_json
+
+    store = _state(request)[0]
+    with store.session() as s:
+        row = s.execute(select(User.login, User.id).where(User.login == user[:64])).first()
+        if row is None:
+            row = s.execute(
+                select(User.login, User.id).where(func.lower(User.login) == user[:64].lower())
+            ).first()
+    if row is None:
+        return json_response({"message": "Not Found"}, status=404)
+    return json_response(user_json(base_url(request), row[0], row[1]))
+
+
+def _user_page(request: Request, user: str) -> HTMLResponse:
+    """The public models ``user`` published, newest first; a 404 page for nobody."""
+    from sqlalchemy import func
+
+    from ..gist.rules import Invalid, check_login
+
+    try:
+        check_login(user)
+    except Invalid:
+        return not_found_page(f"There is no user {user[:64]!r} here.")
+    store, mirror, cache = _state(request)
+    try:
+        page = min(max(int(request.query_params.get("page", "1") or 1), 1), MAX_PAGE)
+    except ValueError:
+        page = 1
+    with store.session() as s:
+        gen = catalog.generation(s)
+        key = ("user", gen, user.lower(), page)
+        data = cache.get(key)
+        if data is None:
+            login = store.login_of(user)
+            if login is None:
+                return not_found_page(f"There is no user {user!r} here.")
+            where = [Entry.listed.is_(True), Entry.public.is_(True), Entry.owner == login]
+            total = s.scalar(select(func.count(Entry.pk)).where(*where)) or 0
+            entries = list(
+                s.scalars(
+                    select(Entry)
+                    .where(*where)
+                    .options(defer(Entry.readme))
+                    .order_by(Entry.updated_at.desc(), Entry.pk)
+                    .limit(USER_PAGE)
+                    .offset((page - 1) * USER_PAGE)
+                )
+            )
+            checks = catalog.link_checks(s, [e.caffemodel_url for e in entries if e.caffemodel_url])
+            data = cache.put(key, (login, entries, total, checks))
+    login, entries, total, checks = data
+    cards = [(e, weights_of(e, checks, mirror)) for e in entries]
+    last = max(1, -(-total // USER_PAGE))
+    return render(
+        "user.html",
+        login=login,
+        cards=cards,
+        total=total,
+        page=page,
+        last=last,
+        pages=page_links(page, last),
+        q="",
+    )
 
 
 # Last: two free segments would shadow every two-segment route registered after it.

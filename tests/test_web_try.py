@@ -1,0 +1,218 @@
+"""Try it (`caffezoo serve --try`): classify an uploaded image, bounded; hostile uploads refused."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from runtime_helpers import natural_image, random_weights
+from web_helpers import DEPLOY, OUTPUT, publish, web_for
+
+from caffezoo.caffe.caffemodel import write_caffemodel
+from caffezoo.caffe.prototxt import parse_prototxt
+from caffezoo.server.work import Limits
+
+LABELS = "".join(f"n0000{i} thing number {i}\n" for i in range(10))
+MAX_BYTES = 256 * 1024
+
+
+def png(array: np.ndarray) -> bytes:
+    from PIL import Image
+
+    out = io.BytesIO()
+    Image.fromarray(array).save(out, format="PNG")
+    return out.getvalue()
+
+
+def bomb_png(width: int = 40_000, height: int = 40_000) -> bytes:
+    """A valid-looking PNG header declaring 1.6 gigapixels, with a few bytes of data."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", ihdr)
+        + chunk(b"IDAT", zlib.compress(b"\0" * 1000))
+        + chunk(b"IEND", b"")
+    )
+
+
+@pytest.fixture
+def model_files(tmp_path):
+    """TinyNet with random weights, labels and a mean, as files (for `caffezoo run` too)."""
+    message = parse_prototxt(DEPLOY).message
+    d = tmp_path / "tiny_classifier"
+    d.mkdir()
+    weights = write_caffemodel(d / "tiny.caffemodel", message, random_weights(message, seed=3))
+    data = weights.read_bytes()
+    (d / "deploy.prototxt").write_text(DEPLOY)
+    (d / "labels.txt").write_text(LABELS)
+    sha1 = hashlib.sha1(data).hexdigest()
+    keys = dict(
+        caffemodel="tiny.caffemodel",
+        caffemodel_url="http://127.0.0.1:9/tiny.caffemodel",
+        sha1=sha1,
+        task="image classification",
+        labels="labels.txt",
+        mean="[104, 117, 123]",
+    )
+    (d / "readme.md").write_text(
+        "---\nname: Tiny Classifier\n"
+        + "".join(f"{k}: {v}\n" for k, v in keys.items())
+        + "---\nA tiny net.\n"
+    )
+    return d, data, keys
+
+
+@pytest.fixture
+def zoo(tmp_path, monkeypatch, model_files):
+    """A server with --try, holding the tiny classifier's weights (uploaded by its owner)."""
+    monkeypatch.setenv("CAFFEZOO_HOME", str(tmp_path / "home"))
+    d, data, keys = model_files
+    limits = Limits(try_it=True, try_max_bytes=MAX_BYTES, try_max_pixels=4_000_000)
+    with web_for(f"sqlite:///{tmp_path / 'zoo.db'}", tmp_path, limits=limits) as w:
+        gid = publish(w.storage, "tess", "Tiny Classifier", files={"labels.txt": LABELS}, **keys)
+        token = w.storage.create_token("tess")
+        r = w.http.put(
+            f"/blobs/sha1/{keys['sha1']}", content=data, headers={"Authorization": f"token {token}"}
+        )
+        assert r.status_code == 201
+        w.gid = gid
+        yield w
+
+
+def post(zoo, content: bytes, *, filename: str = "photo.png", field: str = "image", gid: str | None = None):
+    return zoo.http.post(f"/models/{gid or zoo.gid}/try", files={field: (filename, content, "image/png")})
+
+
+def text(r) -> str:
+    import html
+
+    return html.unescape(r.text)
+
+
+def top_rows(html: str) -> list[tuple[str, float]]:
+    import re
+
+    return [
+        (label, float(score))
+        for label, score in re.findall(
+            r'<td class="label">([^<]*)</td><td class="num">([0-9.e-]+)</td>', html
+        )
+    ]
+
+
+def test_a_model_page_offers_the_form_and_answers_like_caffezoo_run(zoo, model_files, tmp_path, cli):
+    page = zoo.get(f"/models/{zoo.gid}").text
+    assert 'id="try"' in page and 'enctype="multipart/form-data"' in page
+    image = png(natural_image(np.random.default_rng(5), 48, 64))
+    r = post(zoo, image)
+    assert r.status_code == 200, r.text[-500:]
+    rows = top_rows(r.text)
+    assert len(rows) == 5 and all(label.startswith("n0000") for label, _ in rows)
+    # The same image through `caffezoo run` on the same model directory: the same classes and scores.
+    (tmp_path / "photo.png").write_bytes(image)
+    out = cli("run", str(model_files[0]), str(tmp_path / "photo.png"), "--json")
+    assert out.code == 0, out.stderr
+    expected = json.loads(out.stdout)[0]["top"]
+    assert [label for label, _ in rows] == [c["label"] for c in expected]
+    assert np.allclose([s for _, s in rows], [c["score"] for c in expected], atol=1e-4)
+
+
+def test_hostile_uploads(zoo):
+    r = post(zoo, b"this is not an image at all\n" * 10, filename="notes.png")
+    assert r.status_code == 415 and "not an image" in text(r)
+    r = post(zoo, bomb_png())  # 1.6 gigapixels declared: refused from the header, never decoded
+    assert r.status_code == 413 and "pixels" in text(r)
+    r = post(zoo, bomb_png(3000, 2000))  # 6 megapixels: over this server's 4 million
+    assert r.status_code == 413 and "3,000 x 2,000 pixels" in text(r) and "at most 4,000,000" in text(r)
+    r = post(zoo, b"\x89PNG\r\n\x1a\n" + b"\0" * 100)
+    assert r.status_code in (415, 422)
+    r = post(zoo, b"x" * (MAX_BYTES + 100_000))
+    assert r.status_code == 413 and "over 262,144 bytes" in text(r)
+    r = post(zoo, png(natural_image(np.random.default_rng(1), 8, 8)), field="file")
+    assert r.status_code == 400 and "no 'image' file field" in text(r)
+    r = zoo.http.post(f"/models/{zoo.gid}/try", content=b"raw", headers={"Content-Type": "image/png"})
+    assert r.status_code == 415 and "multipart/form-data" in text(r)
+    truncated = png(natural_image(np.random.default_rng(2), 64, 64))[:300]
+    r = post(zoo, truncated)
+    assert r.status_code == 422 and "cannot decode" in text(r)
+    assert "Traceback" not in text(r)
+    # Still serving after all of that.
+    assert post(zoo, png(natural_image(np.random.default_rng(3), 32, 32))).status_code == 200
+
+
+def test_uploads_are_never_stored(zoo, tmp_path):
+    marker = png(natural_image(np.random.default_rng(9), 40, 40))
+    assert post(zoo, marker).status_code == 200
+    for path in tmp_path.rglob("*"):
+        if path.is_file() and path.stat().st_size >= len(marker):
+            assert marker not in path.read_bytes(), path
+
+
+def test_a_full_lane_is_a_503_with_retry_after(zoo):
+    lane = zoo.app.state.try_lane
+    lane.admitted += lane.workers + lane.queue  # as if that many uploads were in the lane
+    try:
+        r = post(zoo, png(natural_image(np.random.default_rng(4), 16, 16)))
+        assert r.status_code == 503 and r.headers["retry-after"].isdigit()
+    finally:
+        lane.admitted -= lane.workers + lane.queue
+    assert post(zoo, png(natural_image(np.random.default_rng(4), 16, 16))).status_code == 200
+
+
+def test_models_that_cannot_be_tried_say_why(zoo):
+    alexnet = next(m for m in zoo.http.get("/compare.json").json()["models"] if "AlexNet" in m["name"])
+    page = zoo.get(f"/models/{alexnet['id']}").text
+    assert 'id="try"' not in page and "this server does not hold its weights" in page
+    r = post(zoo, png(natural_image(np.random.default_rng(1), 8, 8)), gid=alexnet["id"])
+    assert r.status_code == 409 and "does not hold its weights" in text(r)
+    detector = next(m for m in zoo.http.get("/compare.json").json()["models"] if "RCNN" in m["name"])
+    assert "only classification models" in zoo.get(f"/models/{detector['id']}").text
+
+
+def test_try_is_off_unless_asked(web):
+    gid = web.http.get("/compare.json").json()["models"][0]["id"]
+    assert (
+        'id="try"' not in web.get(f"/models/{gid}").text and "Try it:" not in web.get(f"/models/{gid}").text
+    )
+    r = web.http.post(f"/models/{gid}/try", files={"image": ("x.png", b"x", "image/png")})
+    assert r.status_code in (404, 405)
+
+
+def test_try_in_the_browser(zoo, browser, tmp_path):
+    image = tmp_path / "upload.png"
+    image.write_bytes(png(natural_image(np.random.default_rng(11), 60, 80)))
+    expected = top_rows(post(zoo, image.read_bytes()).text)[0][0]
+    page = browser.new_page()
+    try:
+        page.goto(f"{zoo.url}/models/{zoo.gid}")
+        page.set_input_files("#try input[name=image]", str(image))
+        page.click("#try-submit")
+        page.wait_for_url(f"**/models/{zoo.gid}/try")
+        first = page.locator("#top5 tbody tr").first.locator("td.label").inner_text()
+        assert first == expected and first.startswith("n0000")
+        page.screenshot(path=str(OUTPUT / "try-result.png"), full_page=True)
+        assert Path(OUTPUT / "try-result.png").stat().st_size > 1000
+    finally:
+        page.close()
+
+
+def test_a_big_jpeg_gives_the_same_top_class_as_caffezoo_run(zoo, model_files, tmp_path, cli):
+    from PIL import Image
+
+    path = tmp_path / "big.jpg"
+    Image.fromarray(natural_image(np.random.default_rng(21), 900, 1200)).save(path, quality=40)
+    assert path.stat().st_size < MAX_BYTES  # big in pixels (4x the draft threshold), not in bytes
+    r = post(zoo, path.read_bytes(), filename="big.jpg")
+    assert r.status_code == 200
+    out = cli("run", str(model_files[0]), str(path), "--json")
+    assert top_rows(r.text)[0][0] == json.loads(out.stdout)[0]["top"][0]["label"]
