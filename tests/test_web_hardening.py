@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import socket
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -24,7 +25,7 @@ from caffezoo.server import catalog, render
 from caffezoo.server.caches import ByteCache
 from caffezoo.server.listing import DESCRIPTION_CHARS, NAME_CHARS
 from caffezoo.server.render import markdown_html
-from caffezoo.server.work import Busy, Lane, Limits, TooSlow
+from caffezoo.server.work import AnswerBudget, Busy, Lane, Limits, TooSlow
 
 
 def wait_until(condition, what: str, tries: int = 1200) -> None:
@@ -360,6 +361,106 @@ def test_a_picture_drawn_before_is_served_from_disk_even_when_the_queue_is_full(
         assert again.status_code == 200 and "<svg" in again.text and len(_runs(log)) == 1
         (tmp_path / "later" / "go").touch()
         assert held.result(120).status_code == 200
+
+
+# --------------------------------------------------------------------------- large answers in flight
+
+BIG_FILE = 8 * 1024 * 1024  # more than the kernel's socket buffers (4 MiB send + a small receive)
+# The API shows 1 MiB of each file (GitHub's truncation), so a big answer takes several files.
+BIG_FILES = {f"part{i}.txt": "n" * (1024 * 1024) for i in range(BIG_FILE // (1024 * 1024) + 1)}
+
+
+def _never_reading(base: str, path: str) -> socket.socket:
+    """A client that asks for ``path`` and reads only the status line: the server's send then
+    waits on flow control with the rest of the body."""
+    from urllib.parse import urlsplit
+
+    host, port = urlsplit(base).hostname, urlsplit(base).port
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connect: a small window
+    sock.connect((host, port))
+    sock.sendall(f"GET {path} HTTP/1.1\r\nHost: zoo\r\nAccept: application/json\r\n\r\n".encode())
+    sock.settimeout(60)
+    status = b""
+    while len(status) < 12:
+        status += sock.recv(12 - len(status))
+    assert status == b"HTTP/1.1 200", status  # admitted: its body is held in memory now
+    return sock
+
+
+def test_large_answers_in_flight_are_bounded_and_freed_when_their_clients_go(tmp_path):
+    """Two clients that never read hold two 8 MiB gist answers: a third large answer is a
+    503 with Retry-After (JSON for the API, a page for a browser) while small answers go
+    on; once those clients are gone, large answers are sent again."""
+    limits = Limits(
+        cache_bytes=4 * 1024 * 1024, inflight_bytes=2 * BIG_FILE + BIG_FILE // 2, send_deadline=600
+    )
+    with web_for(f"sqlite:///{tmp_path / 'zoo.db'}", tmp_path, limits=limits) as w:
+        big = publish(w.storage, "bulk", "Big Net", files=BIG_FILES)
+        small = publish(w.storage, "bulk", "Small Net")
+        budget = w.app.state.large_answers
+        stuck = [_never_reading(w.url, f"/gists/{big}") for _ in range(2)]
+        try:
+            assert budget.answers == 2 and budget.bytes > 2 * BIG_FILE
+            api = w.http.get(f"/gists/{big}", headers={"Accept": "application/json"})
+            assert api.status_code == 503 and int(api.headers["retry-after"]) >= 1
+            assert api.json()["status"] == "503" and "large answers" in api.json()["message"]
+            assert api.headers["x-content-type-options"] == "nosniff"  # still behind the other middleware
+            page = w.get(f"/gists/{big}")  # asked for by a browser: the 503 is a page
+            assert page.status_code == 503 and "try again" in page.text and "retry-after" in page.headers
+            assert "text/html" in page.headers["content-type"]
+            assert w.get(f"/models/{big}").status_code == 200  # shows 1 MiB of files at most: not large
+            assert w.http.get(f"/gists/{small}", headers={"Accept": "application/json"}).status_code == 200
+            assert w.get(f"/models/{small}").status_code == 200
+            assert w.get("/static/style.css").status_code == 200
+            assert budget.answers == 2  # the refused answers held nothing
+        finally:
+            for sock in stuck:
+                sock.close()
+        wait_until(lambda: budget.answers == 0, "the closed clients' answers to be let go")
+        assert budget.bytes == 0
+        again = w.http.get(f"/gists/{big}", headers={"Accept": "application/json"})
+        assert (
+            again.status_code == 200
+            and again.json()["files"]["part3.txt"]["content"] == BIG_FILES["part3.txt"]
+        )
+
+
+def test_a_client_that_never_reads_is_cut_off_at_the_send_deadline(tmp_path):
+    """With room for one large answer, a client that never reads holds it only until the
+    send deadline: then its connection is closed with the body cut short, and the next
+    large answer is sent whole."""
+    limits = Limits(cache_bytes=4 * 1024 * 1024, inflight_bytes=1, send_deadline=1.0)
+    with web_for(f"sqlite:///{tmp_path / 'zoo.db'}", tmp_path, limits=limits) as w:
+        big = publish(w.storage, "bulk", "Big Net", files=BIG_FILES)
+        budget = w.app.state.large_answers
+        sock = _never_reading(w.url, f"/gists/{big}")
+        try:
+            wait_until(lambda: budget.answers == 0, "the send deadline to free the stuck answer")
+            again = w.http.get(f"/gists/{big}", headers={"Accept": "application/json"})
+            assert again.status_code == 200 and len(again.content) == int(again.headers["content-length"])
+            received = b"HTTP/1.1 200"
+            while chunk := sock.recv(1 << 20):  # the rest of what was queued, then the close
+                received += chunk
+        finally:
+            sock.close()
+        head, _, body = received.partition(b"\r\n\r\n")
+        length = int(
+            next(line for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:")).split(
+                b":"
+            )[1]
+        )
+        assert len(body) < length == len(again.content)  # cut short: the client can tell
+
+
+def test_the_answer_budget_always_lets_one_answer_through():
+    budget = AnswerBudget(10, send_deadline=60)
+    assert budget.take(100)  # alone: larger than the whole budget, still sent
+    assert not budget.take(1)
+    budget.give(100)
+    assert budget.take(6) and budget.take(4) and not budget.take(1)
+    with pytest.raises(ValueError):
+        AnswerBudget(10, send_deadline=0)
 
 
 def test_drawing_another_net_does_not_re_render_a_cached_page(tmp_path):

@@ -178,6 +178,19 @@ def serve(
         min=0,
         help="Memory for cached pages, gist JSON, files and pictures.",
     ),
+    inflight_bytes: int = typer.Option(
+        64 * 1024 * 1024,
+        "--inflight-bytes",
+        min=0,
+        help="Memory for answers over 1 MiB built and not yet sent, together; past this: 503 "
+        "(one answer alone is always sent).",
+    ),
+    send_deadline: float = typer.Option(
+        60.0,
+        "--send-deadline",
+        min=0.1,
+        help="Seconds an answer over 1 MiB may take to reach its client; then the connection is cut.",
+    ),
     render_workers: int = typer.Option(2, "--render-workers", min=1, help="Threads rendering pages at once."),
     render_queue: int = typer.Option(
         32, "--render-queue", min=0, help="Page renders that may wait for a thread; past this: 503."
@@ -252,6 +265,8 @@ def serve(
             draw_timeout=draw_timeout,
             draw_max_layers=draw_max_layers,
             cache_bytes=cache_bytes,
+            inflight_bytes=inflight_bytes,
+            send_deadline=send_deadline,
             try_it=try_it,
             try_workers=try_workers,
             try_queue=try_queue,

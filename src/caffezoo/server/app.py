@@ -26,7 +26,7 @@ from .logs import RequestLog
 from .mirror import Mirror
 from .pictures import Pictures
 from .storage import Storage
-from .work import Busy, Lane, Limits, busy_response
+from .work import AnswerBudget, Busy, Lane, LargeAnswers, Limits, busy_response
 
 # On every answer: no sniffing, no framing, no referrer leaks, no powerful features.
 # Pages add their own script-free CSP; everything else gets GitHub's API one.
@@ -166,6 +166,9 @@ def create_app(
     app.add_exception_handler(ApiError, api_error_handler)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(Exception, unexpected_error_handler)
+    # Innermost of the three: a 503 it answers still gets the security headers and the log line.
+    app.state.large_answers = AnswerBudget(limits.inflight_bytes, send_deadline=limits.send_deadline)
+    app.add_middleware(LargeAnswers, budget=app.state.large_answers)
     app.add_middleware(SecurityHeaders)
     app.add_middleware(RequestLog)  # outermost: its id is on every answer, its time covers all
     app.mount("/static", StaticFiles(directory=Path(__file__).parent / "static"), name="static")

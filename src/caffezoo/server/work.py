@@ -14,11 +14,18 @@ of 100 costs no thread at all.
 
 Each lane has its own executor, so a lane that is full never starves the
 thread pool that the rest of the server uses.
+
+A lane bounds how many answers are *built* at once, not how many finished ones
+wait in memory for clients that read slowly. :class:`LargeAnswers` bounds those:
+an answer over :data:`LARGE_ANSWER` bytes holds its size against a budget from
+the moment it is built until it is sent (or its client is gone, or its send
+deadline passed); a full budget is answered 503 instead.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -26,6 +33,11 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 T = TypeVar("T")
+
+log = logging.getLogger("caffezoo.server")
+
+LARGE_ANSWER = 1024 * 1024  # bytes: answers bigger than this count against Limits.inflight_bytes
+SEND_CHUNK = 256 * 1024  # a large body is handed to the server this much at a time
 
 
 class Busy(Exception):
@@ -111,6 +123,8 @@ class Limits:
     draw_max_layers: int = 1000
     picture_wait: float = 2.0  # how long a model page waits for its first drawing
     cache_bytes: int = 64 * 1024 * 1024
+    inflight_bytes: int = 64 * 1024 * 1024  # large answers built and not yet sent, together
+    send_deadline: float = 60.0  # seconds a large answer may take to send; then the connection is cut
     try_it: bool = False  # `caffezoo serve --try`: classify uploaded images (server CPU)
     try_workers: int = 1
     try_queue: int = 4
@@ -137,3 +151,113 @@ def busy_response(request: Any, exc: Busy):
     from .errors import error_response
 
     return error_response(503, str(exc), headers=headers)
+
+
+class AnswerBudget:
+    """Bytes of large answers built and not yet sent, at most ``max_bytes`` together.
+
+    >>> budget = AnswerBudget(20_000_000, send_deadline=60)
+    >>> budget.take(12_000_000), budget.take(12_000_000)
+    (True, False)
+
+    One answer alone is always let through (``take`` on an empty budget), or an answer
+    bigger than the budget could never be served: memory stays under ``max_bytes``
+    plus one answer. Used from the event loop only, so it needs no lock.
+    """
+
+    def __init__(self, max_bytes: int, *, send_deadline: float, large: int = LARGE_ANSWER):
+        if max_bytes < 0 or send_deadline <= 0:
+            raise ValueError("large answers: max_bytes >= 0 and send_deadline > 0, please")
+        self.max_bytes, self.send_deadline, self.large = max_bytes, send_deadline, large
+        # A slot frees when an answer is sent, or at the latest at its send deadline.
+        self.retry_after = max(1, math.ceil(min(send_deadline, 10.0)))
+        self.bytes = 0
+        self.answers = 0
+
+    def take(self, size: int) -> bool:
+        if self.answers and self.bytes + size > self.max_bytes:
+            return False
+        self.bytes += size
+        self.answers += 1
+        return True
+
+    def give(self, size: int) -> None:
+        self.bytes -= size
+        self.answers -= 1
+
+
+class LargeAnswers:
+    """ASGI middleware: a response body over ``budget.large`` bytes is sent only if the
+    :class:`AnswerBudget` has room (else 503 with ``Retry-After``, see :func:`busy_response`),
+    in :data:`SEND_CHUNK` pieces, within ``budget.send_deadline`` seconds.
+
+    uvicorn's ``send`` waits while the client does not read (flow control), so a
+    client that never reads would hold its body, and its budget, for ever: past the
+    deadline the rest is not sent and the connection is closed (the client sees a
+    body shorter than its ``Content-Length``). Sending in pieces keeps at most one
+    piece in the connection's write buffer once it is cut, not the whole body.
+    Streamed answers (files, blobs) come in small pieces already and pass untouched.
+    """
+
+    def __init__(self, app: Any, budget: AnswerBudget):
+        self.app, self.budget = app, budget
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        budget = self.budget
+        start: dict | None = None
+        state = {"refused": False, "cut": False}
+
+        async def send_bounded(message: dict) -> None:
+            nonlocal start
+            if state["refused"] or state["cut"]:
+                return  # the answer was replaced by a 503, or its connection is being closed
+            if message["type"] == "http.response.start":
+                start = message  # held until the body shows whether it is large
+                return
+            if start is not None and message["type"] == "http.response.body":
+                first, start = start, None
+                body = message.get("body", b"")
+                if len(body) > budget.large:
+                    if not budget.take(len(body)):
+                        state["refused"] = True
+                        return
+                    try:
+                        await send(first)
+                        await self._send_pieces(send, body, message.get("more_body", False), state)
+                    finally:
+                        budget.give(len(body))
+                    return
+                await send(first)
+            await send(message)
+
+        await self.app(scope, receive, send_bounded)
+        if state["refused"]:
+            from starlette.requests import Request
+
+            busy = Busy(
+                "large answers",
+                budget.retry_after,
+                f"the server is sending too many large answers; try again in {budget.retry_after} s",
+            )
+            await busy_response(Request(scope), busy)(scope, receive, send)
+        elif start is not None:
+            await send(start)  # an answer that ended without a body message (none in Starlette)
+
+    async def _send_pieces(self, send: Callable, body: bytes, more_body: bool, state: dict) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout_at(loop.time() + self.budget.send_deadline):
+                for at in range(0, len(body), SEND_CHUNK):
+                    # A bytes slice is a copy: the connection's buffer must not keep the whole body alive.
+                    piece = body[at : at + SEND_CHUNK]
+                    more = more_body or at + SEND_CHUNK < len(body)
+                    await send({"type": "http.response.body", "body": piece, "more_body": more})
+        except TimeoutError:
+            state["cut"] = True
+            log.warning(
+                "a %d-byte answer was not read within %.0f s: connection cut",
+                len(body),
+                self.budget.send_deadline,
+            )
