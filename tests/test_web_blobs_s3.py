@@ -316,6 +316,9 @@ def test_a_store_that_is_down_is_a_503_not_a_traceback(tmp_path, monkeypatch):
         with s3_web_for("s3://caffezoo-down/x", tmp_path, redirect) as (app, base, http):
             r = http.get(f"/blobs/sha1/{SHA1}")
             assert r.status_code == 503 and "blob store is unavailable" in r.json()["message"]
+            assert (
+                "127.0.0.1" not in r.text and "caffezoo-down" not in r.text
+            )  # the store's address is internal
     with s3_web_for("s3://caffezoo-down/x", tmp_path, False) as (app, base, http):
         token = app.state.storage.create_token("owen")
         publish(
@@ -328,6 +331,7 @@ def test_a_store_that_is_down_is_a_503_not_a_traceback(tmp_path, monkeypatch):
         )
         r = http.put(f"/blobs/sha1/{SHA1}", content=DATA, headers={"Authorization": f"token {token}"})
         assert r.status_code == 503 and "nothing was stored" in r.json()["message"]
+        assert "127.0.0.1" not in r.text and "caffezoo-down" not in r.text
 
 
 def test_clients_that_stop_reading_do_not_hold_the_threads_other_streams_need(s3_env, tmp_path):

@@ -17,6 +17,7 @@ committed under their name only when they match.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import re
 import threading
@@ -35,6 +36,15 @@ from .blobstore import BlobStoreError
 from .errors import ApiError
 from .mirror import Mirror
 from .models import Entry
+
+log = logging.getLogger("caffezoo.server")
+
+
+def _store_down(e: BlobStoreError, then: str = "") -> ApiError:
+    """A 503 for anyone; the store's own words (its address, the bucket) for the operator's log only."""
+    log.warning("blob store: %s", e)
+    return ApiError(503, f"the blob store is unavailable{then}")
+
 
 MAX_UPLOAD_BYTES = 16 * 1024**3
 UPLOAD_BATCH = 1024 * 1024
@@ -84,7 +94,7 @@ async def get_blob(request: Request, sha1: str) -> Response:
             raise ApiError(404, f"Not Found: this server has no blob {sha1}")
         info = await run_in_threadpool(store.stat, sha1)
     except BlobStoreError as e:
-        raise ApiError(503, f"the blob store is unavailable: {e}") from None
+        raise _store_down(e) from None
     if info is None:
         raise ApiError(404, f"Not Found: this server has no blob {sha1}")
     return await _ranged(request, store, info)
@@ -139,7 +149,7 @@ async def _ranged(request: Request, store, info) -> Response:
     except KeyError:
         raise ApiError(404, f"Not Found: this server has no blob {info.sha1}") from None
     except BlobStoreError as e:
-        raise ApiError(503, f"the blob store is unavailable: {e}") from None
+        raise _store_down(e) from None
     return StreamingResponse(_read_ahead(chunks), status_code=status, headers=headers)
 
 
@@ -226,7 +236,7 @@ async def put_blob(request: Request, sha1: str) -> Response:
     try:
         present = await run_in_threadpool(mirror.store.stat, sha1)
     except BlobStoreError as e:
-        raise ApiError(503, f"the blob store is unavailable: {e}; nothing was stored, try again") from None
+        raise _store_down(e, "; nothing was stored, try again") from None
     if present is not None:
         return json_response({"sha1": sha1, "size": present.size, "status": "present"})
     upload = await run_in_threadpool(mirror.begin_upload, sha1)
@@ -247,7 +257,7 @@ async def put_blob(request: Request, sha1: str) -> Response:
         raise ApiError(422, str(e)) from None
     except BlobStoreError as e:
         await run_in_threadpool(upload.abort)
-        raise ApiError(503, f"the blob store failed: {e}; nothing was stored, try again") from None
+        raise _store_down(e, "; nothing was stored, try again") from None
     except BaseException:
         await run_in_threadpool(upload.abort)
         raise
