@@ -4,7 +4,8 @@
 >>> pre(["cat.jpg", "dog.png"]).shape                                                           # doctest: +SKIP
 (2, 3, 227, 227)
 
-For each image: decode (RGB, or grey for 1-channel nets), resize (to the
+An image is a file path, or an :class:`InMemoryImage` (a decoded upload, which
+is never written anywhere). For each image: decode (RGB, or grey for 1-channel nets), resize (to the
 per-pixel mean's size when there is one, else to ``resize`` or the net's
 input size), channels to BGR, scale to ``raw_scale`` (0-255), subtract the
 mean, take the centre crop (or, with ``oversample``, the four corners and the
@@ -18,21 +19,54 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import numpy as np
 
 from ..errors import ModelDirError, RuntimeInputError, UsageError
 
+if TYPE_CHECKING:
+    from PIL.Image import Image as PillowImage
+
 CROPS = 10  # oversampling: 4 corners + centre, and their mirror images
 
 
-def read_mean(source: str | os.PathLike[str] | Sequence[float], base: Path | None = None) -> np.ndarray:
+@dataclass(frozen=True)
+class InMemoryImage:
+    """An image already decoded in memory, given wherever a file is taken (``run``, ``classify``).
+
+    >>> run(model, [InMemoryImage(Image.open(io.BytesIO(upload)), "upload.jpg")])  # doctest: +SKIP
+
+    What the web zoo's "try it" runs: the upload is never written to a file. ``name``
+    stands for the image in results and messages.
+    """
+
+    image: PillowImage
+    name: str = "the image"
+
+    @property
+    def stem(self) -> str:
+        return Path(self.name).stem
+
+    def __str__(self) -> str:
+        return self.name
+
+
+ImageSource: TypeAlias = "str | os.PathLike[str] | InMemoryImage"
+
+
+def read_mean(
+    source: str | os.PathLike[str] | Sequence[float] | np.ndarray, base: Path | None = None
+) -> np.ndarray:
     """A mean as (C,) per-channel values or a (C, H, W) image.
 
     ``source`` is a ``.binaryproto`` (Caffe's ``compute_image_mean`` output), a
-    ``.npy`` file (pycaffe's ``ilsvrc_2012_mean.npy``), or a list of values in
-    the net's channel order (BGR for BVLC models, e.g. ``[104, 117, 123]``).
+    ``.npy`` file (pycaffe's ``ilsvrc_2012_mean.npy``), a list of values in
+    the net's channel order (BGR for BVLC models, e.g. ``[104, 117, 123]``), or
+    a mean already read (an array, returned as float32).
     """
+    if isinstance(source, np.ndarray):
+        return _mean_shape(np.asarray(source, np.float32), "mean")
     if isinstance(source, (list, tuple)):
         values = np.asarray(source, np.float32)
         if values.ndim != 1 or not values.size:
@@ -48,12 +82,15 @@ def read_mean(source: str | os.PathLike[str] | Sequence[float], base: Path | Non
             raise ModelDirError(f"{path}: not a readable .npy array ({e})") from None
     else:
         array = _read_binaryproto(path)
-    array = np.asarray(array, np.float32)
+    return _mean_shape(np.asarray(array, np.float32), str(path))
+
+
+def _mean_shape(array: np.ndarray, where: str) -> np.ndarray:
     while array.ndim > 3 and array.shape[0] == 1:  # a BlobProto's leading num axis
         array = array[0]
-    if array.ndim not in (1, 3):
+    if array.ndim not in (1, 3) or not array.size:
         raise ModelDirError(
-            f"{path}: a mean must be C values or a C x H x W image, not shape "
+            f"{where}: a mean must be C values or a C x H x W image, not shape "
             f"{'x'.join(map(str, array.shape))}"
         )
     return array
@@ -128,7 +165,7 @@ class Preprocessor:
             return int(self.mean.shape[1]), int(self.mean.shape[2])
         return self.height, self.width
 
-    def __call__(self, images: Sequence[str | os.PathLike[str]]) -> np.ndarray:
+    def __call__(self, images: Sequence[ImageSource]) -> np.ndarray:
         """N x C x H x W (N x 10 crops with ``oversample``), float32."""
         if not images:
             return np.zeros((0, self.channels, self.height, self.width), np.float32)
@@ -136,7 +173,7 @@ class Preprocessor:
             return self.one(images[0])  # already its own contiguous array: no copy to concatenate
         return np.concatenate([self.one(path) for path in images])
 
-    def one(self, path: str | os.PathLike[str]) -> np.ndarray:
+    def one(self, path: ImageSource) -> np.ndarray:
         return self.from_array(load_image(path, self.channels, self.size))
 
     def from_array(self, image: np.ndarray) -> np.ndarray:
@@ -178,8 +215,8 @@ class Preprocessor:
         return np.concatenate([crops, crops[:, :, :, ::-1]])
 
 
-def load_image(path: str | os.PathLike[str], channels: int, size: tuple[int, int]) -> np.ndarray:
-    """The image at ``path`` resized (bilinear) to ``size`` (H, W): H x W x C floats in [0, 1]."""
+def load_image(path: ImageSource, channels: int, size: tuple[int, int]) -> np.ndarray:
+    """The image at ``path`` (or in memory) resized (bilinear) to ``size`` (H, W): H x W x C floats in [0, 1]."""
     from PIL import Image
 
     if channels not in (1, 3):
@@ -195,14 +232,21 @@ def load_image(path: str | os.PathLike[str], channels: int, size: tuple[int, int
 
 
 @contextmanager
-def open_image(path: str | os.PathLike[str]) -> Iterator:
-    """A Pillow image; any failure to read or decode it is a RuntimeInputError naming the file."""
+def open_image(path: ImageSource) -> Iterator[Any]:
+    """A Pillow image; any failure to read or decode it is a RuntimeInputError naming the file.
+
+    An :class:`InMemoryImage` is its image, as it is (not closed afterwards: it is the caller's).
+    """
     from PIL import Image, UnidentifiedImageError
 
-    p = Path(path)
+    memory = isinstance(path, InMemoryImage)
+    p = path if memory else Path(path)
     try:
-        with Image.open(p) as im:
-            yield im
+        if memory:
+            yield p.image  # a lazily decoded image may still fail here: the same messages
+        else:
+            with Image.open(p) as im:
+                yield im
     except FileNotFoundError:
         raise RuntimeInputError(f"{p}: no such image file") from None
     except IsADirectoryError:
@@ -215,7 +259,7 @@ def open_image(path: str | os.PathLike[str]) -> Iterator:
         raise RuntimeInputError(f"{p}: cannot decode the image: {e}") from None
 
 
-def check_images(paths: Sequence[str | os.PathLike[str]]) -> None:
+def check_images(paths: Sequence[ImageSource]) -> None:
     """Fail early, naming the file, when any path is not an image (reads headers only)."""
     for path in paths:
         with open_image(path):
