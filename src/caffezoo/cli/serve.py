@@ -217,10 +217,10 @@ def serve(
     try_it: bool = typer.Option(
         False,
         "--try",
-        help="Let visitors classify an uploaded image with a model whose weights this server holds "
-        "(spends the server's CPU).",
+        help="Let visitors run a model whose weights this server holds on an uploaded image: classify, "
+        "detect, segment (spends the server's CPU).",
     ),
-    try_workers: int = typer.Option(1, "--try-workers", min=1, help="Uploads classified at once."),
+    try_workers: int = typer.Option(1, "--try-workers", min=1, help="Uploads run at once."),
     try_queue: int = typer.Option(4, "--try-queue", min=0, help="Uploads that may wait; past this: 503."),
     try_deadline: float = typer.Option(
         30.0, "--try-deadline", min=0.1, help="Seconds an upload may take, queueing included; then 503."
@@ -230,6 +230,13 @@ def serve(
     ),
     try_max_pixels: int = typer.Option(
         24_000_000, "--try-max-pixels", min=1, help="Largest image accepted, width x height."
+    ),
+    try_cache_bytes: int = typer.Option(
+        4 * 1024**3,
+        "--try-cache-bytes",
+        min=0,
+        help="Disk for weights copied from a remote blob store and for converted nets, together; "
+        "least recently tried go first.",
     ),
 ) -> None:
     """Serve the zoo: web wiki at http://HOST:PORT/, and the Gist API for CAFFEZOO_GIST_API=http://HOST:PORT."""
@@ -273,6 +280,7 @@ def serve(
             try_deadline=try_deadline,
             try_max_bytes=try_max_bytes,
             try_max_pixels=try_max_pixels,
+            try_cache_bytes=try_cache_bytes,
         ),
         policy=server_policy(allow_private, allow_network),
         mirror_options=_mirror_options(allow_private, allow_network, mirror_max_bytes),

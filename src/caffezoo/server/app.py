@@ -152,11 +152,12 @@ def create_app(
         timeout=limits.draw_timeout,
         max_layers=limits.draw_max_layers,
     )
-    app.state.tryit = app.state.try_lane = None
+    app.state.tryit = app.state.try_lane = app.state.try_pictures = None
     if limits.try_it:
-        from .tryit import TryIt
+        from .tryit import ResultPictures, TryIt
 
         app.state.tryit = TryIt(store, app.state.mirror, limits, s.cache_dir / "server" / "try")
+        app.state.try_pictures = ResultPictures()
         app.state.try_lane = Lane(
             "try", workers=limits.try_workers, queue=limits.try_queue, deadline=limits.try_deadline
         )

@@ -125,12 +125,13 @@ class Limits:
     cache_bytes: int = 64 * 1024 * 1024
     inflight_bytes: int = 64 * 1024 * 1024  # large answers built and not yet sent, together
     send_deadline: float = 60.0  # seconds a large answer may take to send; then the connection is cut
-    try_it: bool = False  # `caffezoo serve --try`: classify uploaded images (server CPU)
+    try_it: bool = False  # `caffezoo serve --try`: run models on uploaded images (server CPU)
     try_workers: int = 1
     try_queue: int = 4
     try_deadline: float = 30.0
     try_max_bytes: int = 8 * 1024 * 1024
     try_max_pixels: int = 24_000_000
+    try_cache_bytes: int = 4 * 1024**3  # weights copied from a remote store, and conversions, on disk
 
 
 def busy_response(request: Any, exc: Busy):
