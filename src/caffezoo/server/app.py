@@ -38,6 +38,8 @@ SECURITY_HEADERS = [
     (b"permissions-policy", b"camera=(), microphone=(), geolocation=(), payment=(), usb=()"),
 ]
 API_CSP = (b"content-security-policy", b"default-src 'none'")
+# Try-it's threads run this much lower than the event loop: see benchmarks/web.py's try-it part.
+TRY_NICE = 10
 
 
 class SecurityHeaders:
@@ -159,7 +161,11 @@ def create_app(
         app.state.tryit = TryIt(store, app.state.mirror, limits, s.cache_dir / "server" / "try")
         app.state.try_pictures = ResultPictures()
         app.state.try_lane = Lane(
-            "try", workers=limits.try_workers, queue=limits.try_queue, deadline=limits.try_deadline
+            "try",
+            workers=limits.try_workers,
+            queue=limits.try_queue,
+            deadline=limits.try_deadline,
+            nice=TRY_NICE,
         )
     app.add_exception_handler(Busy, _busy)
     # What /readyz asks: (name, function raising when that dependency is not there).

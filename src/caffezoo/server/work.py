@@ -13,7 +13,11 @@ the callers do). The app answers both with 503 and ``Retry-After`` (see
 of 100 costs no thread at all.
 
 Each lane has its own executor, so a lane that is full never starves the
-thread pool that the rest of the server uses.
+thread pool that the rest of the server uses. A lane of long CPU-bound work
+(``try``: a net's forward pass) can run its threads ``nice`` steps lower (on
+Linux, where the nice value is per thread): the event loop and the other
+threads then win the CPU whenever they want it, and cheap requests stay quick
+while the costly ones run.
 
 A lane bounds how many answers are *built* at once, not how many finished ones
 wait in memory for clients that read slowly. :class:`LargeAnswers` bounds those:
@@ -27,6 +31,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import os
+import sys
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -54,14 +61,22 @@ class TooSlow(Busy):
 
 class Lane:
     """At most ``workers`` calls running in threads and ``queue`` more waiting, each
-    answered within ``deadline`` seconds (queueing included)."""
+    answered within ``deadline`` seconds (queueing included); its threads ``nice`` steps lower."""
 
-    def __init__(self, name: str, *, workers: int, queue: int, deadline: float, retry_after: int = 0):
+    def __init__(
+        self, name: str, *, workers: int, queue: int, deadline: float, retry_after: int = 0, nice: int = 0
+    ):
         if workers < 1 or queue < 0 or deadline <= 0:
             raise ValueError(f"lane {name}: workers >= 1, queue >= 0 and deadline > 0, please")
         self.name, self.workers, self.queue, self.deadline = name, workers, queue, deadline
+        self.nice = nice
         self.retry_after = retry_after or max(1, math.ceil(deadline))
-        self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"caffezoo-{name}")
+        self._executor = ThreadPoolExecutor(
+            max_workers=workers,
+            thread_name_prefix=f"caffezoo-{name}",
+            initializer=lower_priority if nice > 0 else None,
+            initargs=(nice,) if nice > 0 else (),
+        )
         self._slots: asyncio.Semaphore | None = None
         self.admitted = 0  # waiting + running (a thread past its deadline still counts)
         self.running = 0
@@ -108,6 +123,22 @@ class Lane:
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+def lower_priority(steps: int) -> bool:
+    """Run the calling thread ``steps`` nice steps lower (at most 19); whether it could.
+
+    Linux only, where ``setpriority`` on a thread id renices that thread alone (elsewhere
+    that id could name another process: nothing is done). Lowering needs no privilege.
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + steps))
+        return True
+    except OSError:
+        return False
 
 
 @dataclass(frozen=True)
