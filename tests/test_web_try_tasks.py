@@ -304,3 +304,35 @@ def test_the_swatches_are_the_colours_the_pictures_use():
     css = (Path(__file__).parent.parent / "src/caffezoo/server/static/style.css").read_text()
     found = dict(re.findall(r"\.swatch\.c(\d+) \{ background: #([0-9a-f]{6}); \}", css))
     assert {int(k): v for k, v in found.items()} == {k: bytes(c).hex() for k, c in enumerate(palette(21))}
+
+
+def test_a_model_naming_no_task_runs_what_its_net_computes(zoo, tmp_path, cli):
+    # The SSD again, its front matter silent on the task: as `caffezoo run`, the net decides.
+    d = zoo.models["ssd"]
+    keys = dict(caffemodel="net.caffemodel", caffemodel_url="http://127.0.0.1:9/x", labels="labels.txt")
+    keys["sha1"] = hashlib.sha1((d / "net.caffemodel").read_bytes()).hexdigest()  # weights the server holds
+    files = {f: (d / f).read_text() for f in ("labels.txt", "deploy.prototxt")}
+    zoo.ids["quiet_ssd"] = publish(zoo.storage, "tess", "quiet ssd", files=files, **keys)
+    page = zoo.get(f"/models/{zoo.ids['quiet_ssd']}").text
+    assert ">Run</button>" in page and 'id="try-threshold"' in page
+    image = photo(tmp_path / "p.png")
+    r = post(zoo, "quiet_ssd", image, threshold=0)
+    assert r.status_code == 200 and "searched for objects" in r.text
+    expected, _ = run_cli(cli, zoo, "ssd", image, tmp_path, "--threshold", "0")
+    assert [d["score"] for d in detections(r.text)] == pytest.approx(
+        [d["score"] for d in expected["detections"]], abs=1e-4
+    )
+
+
+def test_labels_that_do_not_fit_say_so(zoo, tmp_path):
+    d = zoo.models["fcn"]
+    keys = dict(caffemodel="net.caffemodel", caffemodel_url="http://127.0.0.1:9/x", labels="labels.txt")
+    keys.update(sha1=hashlib.sha1((d / "net.caffemodel").read_bytes()).hexdigest(), task="segmentation")
+    files = {"labels.txt": "one\ntwo\n", "deploy.prototxt": (d / "deploy.prototxt").read_text()}
+    gid = publish(zoo.storage, "tess", "mislabelled", files=files, **keys)
+    r = zoo.http.post(
+        f"/models/{gid}/try", files={"image": ("p.png", photo(tmp_path / "p.png").read_bytes())}
+    )
+    text = html.unescape(r.text)
+    assert r.status_code == 409 and "2 labels, but the net's 'score' has 4 classes" in text
+    assert str(tmp_path) not in text  # no server path in what a visitor reads
