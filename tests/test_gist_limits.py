@@ -655,7 +655,7 @@ def _fail_the_first_read_after_a_commit(store) -> dict:
 def test_a_refused_read_after_a_create_commits_does_not_create_a_second_gist(store):
     from sqlalchemy import func, select
 
-    from caffezoo.server.models import Gist
+    from caffezoo.server.tables import Gist
 
     store.create_token("alice")
     state = _fail_the_first_read_after_a_commit(store)

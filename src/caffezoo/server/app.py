@@ -133,7 +133,9 @@ def create_app(
     app.state.limits = limits
     app.state.cache = cache = ByteCache(limits.cache_bytes)  # one byte budget for every kind below
     app.state.gist_cache = cache.part("gist")
-    app.state.page_cache = cache.part("page")
+    app.state.page_cache = cache.part(
+        "page"
+    )  # rendered pages and query results, keyed with the catalog's generation
     app.state.file_cache = cache.part("file")
     app.state.render_lane = Lane(
         "render", workers=limits.render_workers, queue=limits.render_queue, deadline=limits.render_deadline

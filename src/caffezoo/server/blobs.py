@@ -35,7 +35,7 @@ from .auth import require_caller
 from .blobstore import BlobStoreError
 from .errors import ApiError
 from .mirror import Mirror
-from .models import Entry
+from .tables import Entry
 
 log = logging.getLogger("caffezoo.server")
 

@@ -44,8 +44,8 @@ from datetime import timedelta
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session
 
-from .models import JobLease
 from .storage import Storage, now
+from .tables import JobLease
 
 log = logging.getLogger("caffezoo.server.jobs")
 

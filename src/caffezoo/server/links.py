@@ -35,8 +35,8 @@ from sqlalchemy.orm import Session
 
 from .. import _http
 from . import catalog
-from .models import Entry, LinkCheck
 from .storage import Storage, now
+from .tables import Entry, LinkCheck
 
 if TYPE_CHECKING:
     from .jobs import Leases

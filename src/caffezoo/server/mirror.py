@@ -44,8 +44,8 @@ from ..errors import CaffezooError
 from ..hashes import is_sha1
 from . import catalog
 from .blobstore import BlobStore, BlobWriter, LocalStore
-from .models import Entry, MirrorSource
 from .storage import Storage, now
+from .tables import Entry, MirrorSource
 
 if TYPE_CHECKING:
     from .jobs import Leases

@@ -45,7 +45,7 @@ from ..gist.rules import (
     invalid,
 )
 from . import catalog
-from .models import Base, Blob, Gist, Revision, RevisionFile, Token, User
+from .tables import Base, Blob, Gist, Revision, RevisionFile, Token, User
 
 T = TypeVar("T")
 UNSET: Any = object()  # "argument not given", distinct from None

@@ -39,8 +39,8 @@ if TYPE_CHECKING:
     import numpy as np
 
     from .mirror import Mirror
-    from .models import Entry
     from .storage import Storage
+    from .tables import Entry
     from .work import Limits
 
 FORMATS = ("JPEG", "PNG", "GIF", "BMP", "WEBP")
@@ -187,7 +187,7 @@ class TryIt:
         if not path.is_file():
             from sqlalchemy import select
 
-            from .models import Blob
+            from .tables import Blob
 
             with self.storage.session() as s:
                 content = s.scalar(select(Blob.content).where(Blob.sha == entry.net_sha))

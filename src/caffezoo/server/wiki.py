@@ -38,8 +38,8 @@ from ..errors import CaffezooError, UsageError
 from ..gist import GistClient, GistRef, contents, parse_ref
 from ..gist.rules import Invalid, check_login
 from . import catalog
-from .models import Entry, WikiSection
 from .storage import FileChange, Storage
+from .tables import Entry, WikiSection
 
 DEFAULT_OWNER = "wiki"
 GIST_SECONDS = 120.0  # one gist's fetch (API answer and raw files) ends within this...
