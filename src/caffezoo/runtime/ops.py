@@ -27,6 +27,8 @@ from ..caffe import caffe_pb2
 from ..caffe.shapes import conv_geometry, crop_offsets, legacy_axis, pool_geometry
 from ._emit import FLT_MAX, Ctx, axis_index, emits
 
+__all__ = ["channel_shaped", "pooling", "reduce"]
+
 _Pool = caffe_pb2.PoolingParameter
 _LRN = caffe_pb2.LRNParameter
 _Elt = caffe_pb2.EltwiseParameter

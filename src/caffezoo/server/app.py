@@ -28,6 +28,8 @@ from .pictures import Pictures
 from .storage import Storage
 from .work import AnswerBudget, Busy, Lane, LargeAnswers, Limits, busy_response
 
+__all__ = ["SecurityHeaders", "app_from_env", "check_base_url", "create_app"]
+
 # On every answer: no sniffing, no framing, no referrer leaks, no powerful features.
 # Pages add their own script-free CSP; everything else gets GitHub's API one.
 SECURITY_HEADERS = [

@@ -37,6 +37,8 @@ from .errors import ApiError
 from .mirror import Mirror
 from .tables import Entry
 
+__all__ = ["MAX_UPLOAD_BYTES", "router"]
+
 log = logging.getLogger("caffezoo.server")
 
 

@@ -31,6 +31,18 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
+__all__ = [
+    "Ceph",
+    "EngineError",
+    "Nginx",
+    "Postgres",
+    "Replica",
+    "free_port",
+    "start_cluster",
+    "stop_cluster",
+    "stop_pids",
+]
+
 ACCESS_KEY = "caffezoo-dev"
 SECRET_KEY = "caffezoo-dev-secret-key"  # a throwaway cluster on loopback: not a secret
 

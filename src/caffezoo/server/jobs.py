@@ -47,6 +47,8 @@ from sqlalchemy.orm import Session
 from .storage import Storage, now
 from .tables import JobLease
 
+__all__ = ["DEFAULT_TTL", "Leases", "job_key", "replica_id"]
+
 log = logging.getLogger("caffezoo.server.jobs")
 
 DEFAULT_TTL = 60.0  # seconds a claim lasts unless renewed

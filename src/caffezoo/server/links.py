@@ -41,6 +41,21 @@ from .tables import Entry, LinkCheck
 if TYPE_CHECKING:
     from .jobs import Leases
 
+__all__ = [
+    "FAIL_EVERY",
+    "MAX_BACKOFF",
+    "OK_EVERY",
+    "Background",
+    "Probe",
+    "check_links",
+    "due_urls",
+    "is_due",
+    "link_client",
+    "probe",
+    "record",
+    "shown_error",
+]
+
 OK_EVERY = timedelta(days=1)
 FAIL_EVERY = timedelta(hours=1)
 MAX_BACKOFF = timedelta(days=7)

@@ -30,6 +30,8 @@ from .blobstore import BlobStore, BlobStoreError, open_store
 from .storage import Storage, _shown, make_engine
 from .tables import Base, Entry, Meta
 
+__all__ = ["MigrateReport", "migrate"]
+
 BATCH = 500
 # Copied first: the target's Storage indexes any gist that has no catalog entry yet, and a
 # resumed run must find the source's entries already there rather than fresh ones in the way.

@@ -50,6 +50,8 @@ from .tables import Entry, MirrorSource
 if TYPE_CHECKING:
     from .jobs import Leases
 
+__all__ = ["Mirror", "MirrorOptions", "MirrorResult", "wanted"]
+
 
 CONCURRENCY = 4
 MAX_BYTES = 4 << 30  # what a source may send when the front matter gives no size

@@ -41,8 +41,9 @@ from starlette.concurrency import run_in_threadpool
 
 from ..errors import CaffezooError
 from ..frontmatter import parse_readme
+from ..gist.rules import valid_id
 from . import catalog
-from .api import JSON_TYPE, base_url, json_response, valid_id
+from .api import JSON_TYPE, base_url, json_response
 from .caches import CachePart, size_of
 from .links import shown_error
 from .listing import (

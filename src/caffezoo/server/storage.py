@@ -47,6 +47,20 @@ from ..gist.rules import (
 from . import catalog
 from .tables import Base, Blob, Gist, Revision, RevisionFile, Token, User
 
+__all__ = [
+    "UNSET",
+    "FileChange",
+    "FileView",
+    "GistView",
+    "NotFound",
+    "ReadOnly",
+    "RevisionView",
+    "Storage",
+    "StorageError",
+    "make_engine",
+    "now",
+]
+
 T = TypeVar("T")
 UNSET: Any = object()  # "argument not given", distinct from None
 

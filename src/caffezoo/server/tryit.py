@@ -303,8 +303,8 @@ router = APIRouter()
 @router.post("/models/{entry_id}/try")
 async def try_model(request: Request, entry_id: str) -> Response:
     """The form's answer: a page with the top-5 classes, or one saying what was wrong."""
+    from ..gist.rules import valid_id
     from . import catalog
-    from .api import valid_id
     from .pages import render
     from .work import Busy
 

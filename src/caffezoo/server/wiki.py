@@ -41,6 +41,18 @@ from . import catalog
 from .storage import FileChange, Storage
 from .tables import Entry, WikiSection
 
+__all__ = [
+    "ImportReport",
+    "WikiItem",
+    "WikiPage",
+    "export_page",
+    "import_page",
+    "link_entry_id",
+    "notes_text",
+    "parse_page",
+    "render_page",
+]
+
 DEFAULT_OWNER = "wiki"
 GIST_SECONDS = 120.0  # one gist's fetch (API answer and raw files) ends within this...
 GIST_BYTES = 100 << 20  # ...and receives no more than this
