@@ -413,7 +413,7 @@ def stale(root: Path | None = None) -> list[Path]:
 
 def write_all(root: Path | None = None) -> list[Path]:
     """(Re)write every generated file; return those that changed."""
-    from ..atomic import atomic_open
+    from ._files import atomic_open
 
     root = root or models_root()
     changed = stale(root)

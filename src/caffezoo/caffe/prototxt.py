@@ -33,10 +33,9 @@ from google.protobuf import text_format
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 
-from ..atomic import atomic_open
 from ..errors import PrototxtError
 from . import caffe_pb2
-from ._files import looks_binary, open_error
+from ._files import atomic_open, looks_binary, open_error
 
 __all__ = [
     "M",
