@@ -131,11 +131,16 @@ def find_block(lines: list[str], path: str = "readme.md") -> tuple[int, int]:
     return marks[0], marks[1]
 
 
-def read_text(path: str | os.PathLike[str], what: str = "a readme.md file") -> str:
-    """Read a readme (or, naming ``what``, another Markdown file) as UTF-8, with errors that name it."""
+def read_text(
+    path: str | os.PathLike[str], what: str = "a readme.md file", *, data: bytes | None = None
+) -> str:
+    """Read a readme (or, naming ``what``, another Markdown file) as UTF-8, with errors that name it.
+
+    ``data`` is the file's bytes when they were read already.
+    """
     p = Path(path)
     try:
-        raw = p.read_bytes()
+        raw = p.read_bytes() if data is None else data
     except FileNotFoundError:
         raise ModelDirError(f"{p}: no such file") from None
     except IsADirectoryError:

@@ -25,7 +25,7 @@ from ..errors import NetError, Problem, PrototxtError
 from . import caffe_pb2
 from .layertypes import KNOWN_TYPES
 from .net import assemble, wiring_problems
-from .prototxt import Prototxt, load_prototxt
+from .prototxt import Prototxt, load_prototxt, parse_prototxt
 
 __all__ = ["check_net_file", "check_solver_file"]
 
@@ -38,14 +38,20 @@ def _warning(path: Path, line: int | None, message: str) -> Problem:
     return Problem(str(path), line, message, "warning")
 
 
-def _parse(path: Path, message_type: type) -> tuple[Prototxt | None, list[Problem]]:
+def _parse(path: Path, message_type: type, data: bytes | None) -> tuple[Prototxt | None, list[Problem]]:
     """Parse strictly; on unknown fields report each one and go on without them."""
+
+    def parse(skip_unknown: bool) -> Prototxt:
+        if data is None:
+            return load_prototxt(path, message_type, skip_unknown=skip_unknown)
+        return parse_prototxt(data, message_type, path=str(path), skip_unknown=skip_unknown)
+
     try:
-        return load_prototxt(path, message_type), []
+        return parse(False), []
     except PrototxtError as e:
         strict_error = e
     try:
-        parsed = load_prototxt(path, message_type, skip_unknown=True)
+        parsed = parse(True)
     except PrototxtError:
         return None, [_error(path, strict_error.line, _without_location(strict_error))]
     return parsed, [
@@ -65,8 +71,9 @@ def _without_location(e: PrototxtError) -> str:
     return f"column {e.column}: {text}" if e.column else text
 
 
-def check_net_file(path: Path, *, deploy: bool = False) -> Iterator[Problem]:
-    parsed, problems = _parse(path, caffe_pb2.NetParameter)
+def check_net_file(path: Path, *, deploy: bool = False, data: bytes | None = None) -> Iterator[Problem]:
+    """Every problem of the net at ``path`` (``data``: its bytes, when read already)."""
+    parsed, problems = _parse(path, caffe_pb2.NetParameter, data)
     yield from problems
     if parsed is None:
         return
@@ -137,8 +144,9 @@ def _deploy_inputs(path: Path, parsed: Prototxt) -> Iterator[Problem]:
         yield _error(path, None, "the deploy net declares no input: add an Input layer with its shape")
 
 
-def check_solver_file(path: Path, model_dir: Path) -> Iterator[Problem]:
-    parsed, problems = _parse(path, caffe_pb2.SolverParameter)
+def check_solver_file(path: Path, model_dir: Path, data: bytes | None = None) -> Iterator[Problem]:
+    """Every problem of the solver at ``path`` (``data``: its bytes, when read already)."""
+    parsed, problems = _parse(path, caffe_pb2.SolverParameter, data)
     yield from problems
     if parsed is None:
         return
