@@ -6,7 +6,7 @@ from enum import Enum
 
 import typer
 
-from ._app import JSON_OPTION, QUIET_OPTION, app, console, print_json
+from ._app import JSON_OPTION, QUIET_OPTION, console, group, print_json
 
 __all__ = [
     "BLOBS_OPTION",
@@ -22,12 +22,10 @@ __all__ = [
 ]
 
 
-serve_app = typer.Typer(
-    help="Run the caffezoo server (web wiki, Gist API, mirror), or manage it.", rich_markup_mode=None
+serve_app = group(
+    "serve", "Run the caffezoo server (web wiki, Gist API, mirror), or manage it.", no_args_is_help=False
 )
-token_app = typer.Typer(help="API tokens of the server's users.", no_args_is_help=True, rich_markup_mode=None)
-serve_app.add_typer(token_app, name="token")
-app.add_typer(serve_app, name="serve")
+token_app = group("token", "API tokens of the server's users.", parent=serve_app)
 
 DB_OPTION = typer.Option(
     None,
