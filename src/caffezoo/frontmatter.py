@@ -36,6 +36,7 @@ from typing import Any
 
 from .atomic import atomic_write_bytes
 from .errors import FrontMatterError, ModelDirError
+from .hashes import is_hex
 
 __all__ = [
     "MAX_DEPTH",
@@ -314,7 +315,7 @@ def _plain_mapping(yaml_text: str, first_line: int) -> tuple[dict[str, Any], dic
                 if not ok or not item.strip():
                     return None
                 value.append(item_value)
-        elif key in STRING_KEYS and re.fullmatch(r"[0-9a-fA-F]{1,64}", text):
+        elif key in STRING_KEYS and is_hex(text, (1, 64)):
             value = text  # a digest or commit: a string by nature keeps its source text, as below
         else:
             ok, value = _plain_scalar(text, item=False)
