@@ -13,7 +13,6 @@ import json
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import tempfile
 import threading
@@ -27,6 +26,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from caffezoo.server.devcluster import free_port
+
 __all__ = [
     "postgres_url",
     "temporary_postgres",
@@ -38,12 +39,6 @@ __all__ = [
     "ZooUser",
     "start_uvicorn",
 ]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # --------------------------------------------------------------------------- PostgreSQL

@@ -38,6 +38,7 @@ from ..errors import CaffezooError
 if TYPE_CHECKING:
     import numpy as np
 
+    from ..runtime.classifier import Scored
     from .mirror import Mirror
     from .storage import Storage
     from .tables import Entry
@@ -58,13 +59,6 @@ class TryError(CaffezooError):
     def __init__(self, status: int, message: str):
         super().__init__(message)
         self.status = status
-
-
-@dataclass
-class Scored:
-    index: int
-    label: str | None
-    score: float
 
 
 @dataclass
@@ -266,6 +260,7 @@ class TryIt:
         """Top-5 classes of the image in the form ``body``; :class:`TryError` says what is wrong."""
         import numpy as np
 
+        from ..runtime.classifier import Scored
         from ..runtime.preprocess import Preprocessor
 
         t0 = time.perf_counter()
