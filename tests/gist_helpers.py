@@ -129,13 +129,17 @@ def postgres_url():
 # --------------------------------------------------------------------------- the real server
 
 
-def start_uvicorn(app, port: int | None = None):
-    """Run ``app`` with uvicorn in a thread; return (server, thread, base URL)."""
+def start_uvicorn(app, port: int | None = None, **config):
+    """Run ``app`` with uvicorn in a thread; return (server, thread, base URL).
+
+    ``config`` adds to (or overrides) the uvicorn.Config arguments."""
     import uvicorn
 
     port = port or free_port()
     server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
+        uvicorn.Config(
+            app, **{"host": "127.0.0.1", "port": port, "log_level": "warning", "lifespan": "off", **config}
+        )
     )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

@@ -332,10 +332,11 @@ def faster_rcnn(classes=4, size=(96, 128)) -> NetBuilder:
     return n
 
 
-def test_faster_rcnn_end_to_end(tmp_path):
-    net = faster_rcnn()
-    prototxt, caffemodel = write_net(tmp_path, net, seed=5)
-    rng = np.random.default_rng(3)
+def run_two_stage(tmp_path, net, seed: int, data_seed: int) -> tuple[dict, np.ndarray, dict]:
+    """A two-stage detector (RPN, then a head per ROI) on one 96x128 image: caffezoo's blobs,
+    the reference proposals and the net's weights."""
+    prototxt, caffemodel = write_net(tmp_path, net, seed=seed)
+    rng = np.random.default_rng(data_seed)
     inputs = {
         "data": rng.standard_normal((1, 3, 96, 128)).astype(np.float32),
         "im_info": np.array([[96, 128, 0.25]], np.float32),
@@ -343,9 +344,13 @@ def test_faster_rcnn_end_to_end(tmp_path):
     blobs = ["rpn_cls_prob_reshape", "rpn_bbox_pred", "conv2", "rois", "cls_prob", "bbox_pred"]
     ours = run_caffezoo(prototxt, caffemodel, inputs, blobs)
     rois, _ = proposal_ref(ours["rpn_cls_prob_reshape"], ours["rpn_bbox_pred"], inputs["im_info"])
+    return ours, rois, random_weights(net.to_proto(), seed)
+
+
+def test_faster_rcnn_end_to_end(tmp_path):
+    ours, rois, weights = run_two_stage(tmp_path, faster_rcnn(), seed=5, data_seed=3)
     assert len(rois) > 5
     assert_close(ours["rois"], rois, "rois")
-    weights = random_weights(net.to_proto(), 5)
     pooled = roi_pool_ref(ours["conv2"], rois, 3, 3, 0.0625).reshape(len(rois), -1)
     fc6 = np.maximum(pooled @ weights["fc6"][0].T + weights["fc6"][1], 0)
     logits = fc6 @ weights["cls_score"][0].T + weights["cls_score"][1]
@@ -612,19 +617,9 @@ def r_fcn(classes=3, group=3, size=(96, 128)) -> NetBuilder:
 
 
 def test_r_fcn_end_to_end(tmp_path):
-    net = r_fcn()
-    prototxt, caffemodel = write_net(tmp_path, net, seed=6)
-    rng = np.random.default_rng(4)
-    inputs = {
-        "data": rng.standard_normal((1, 3, 96, 128)).astype(np.float32),
-        "im_info": np.array([[96, 128, 0.25]], np.float32),
-    }
-    blobs = ["rpn_cls_prob_reshape", "rpn_bbox_pred", "conv2", "rois", "cls_prob", "bbox_pred"]
-    ours = run_caffezoo(prototxt, caffemodel, inputs, blobs)
-    rois, _ = proposal_ref(ours["rpn_cls_prob_reshape"], ours["rpn_bbox_pred"], inputs["im_info"])
+    ours, rois, weights = run_two_stage(tmp_path, r_fcn(), seed=6, data_seed=4)
     assert 5 < len(rois) < 300  # fewer rows than the 300 the graph was shaped with
     assert_close(ours["rois"], rois, "rois")
-    weights = random_weights(net.to_proto(), 6)
 
     def conv1x1(name):
         w, b = weights[name]
