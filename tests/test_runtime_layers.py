@@ -301,6 +301,24 @@ def test_proposals_need_a_whole_positive_feat_stride(tmp_path, stride):
 # ------------------------------------------------------------ a small Faster R-CNN, end to end
 
 
+def add_rpn(n: NetBuilder, x, info):
+    """A region proposal network on ``x`` (stride 16, 9 anchors): scores, boxes, then the
+    py-faster-rcnn proposal layer; returns its ``rois``."""
+    score = n.Convolution("rpn_cls_score", x, num_output=18, kernel_size=1)
+    bbox = n.Convolution("rpn_bbox_pred", x, num_output=36, kernel_size=1)
+    shaped = n.Reshape("rpn_cls_score_reshape", score, shape=dict(dim=[0, 2, -1, 0]))
+    prob = n.Softmax("rpn_cls_prob", shaped)
+    prob = n.Reshape("rpn_cls_prob_reshape", prob, shape=dict(dim=[0, 18, -1, 0]))
+    return n.Python(
+        "proposal",
+        prob,
+        bbox,
+        info,
+        tops=["rois"],
+        python_param=dict(module="rpn.proposal_layer", layer="ProposalLayer", param_str="'feat_stride': 16"),
+    )
+
+
 def faster_rcnn(classes=4, size=(96, 128)) -> NetBuilder:
     """ZF-like in miniature: conv features at stride 16, an RPN, proposals, ROI pooling, two heads."""
     n = NetBuilder("mini_frcnn")
@@ -310,20 +328,7 @@ def faster_rcnn(classes=4, size=(96, 128)) -> NetBuilder:
     x = n.ReLU("relu1", x, in_place=True)
     x = n.Convolution("conv2", x, num_output=16, kernel_size=3, stride=4, pad=1)
     feat = n.ReLU("relu2", x, in_place=True)
-    rpn = n.Convolution("rpn_conv", feat, num_output=16, kernel_size=3, pad=1)
-    score = n.Convolution("rpn_cls_score", rpn, num_output=18, kernel_size=1)
-    bbox = n.Convolution("rpn_bbox_pred", rpn, num_output=36, kernel_size=1)
-    shaped = n.Reshape("rpn_cls_score_reshape", score, shape=dict(dim=[0, 2, -1, 0]))
-    prob = n.Softmax("rpn_cls_prob", shaped)
-    prob = n.Reshape("rpn_cls_prob_reshape", prob, shape=dict(dim=[0, 18, -1, 0]))
-    rois = n.Python(
-        "proposal",
-        prob,
-        bbox,
-        info,
-        tops=["rois"],
-        python_param=dict(module="rpn.proposal_layer", layer="ProposalLayer", param_str="'feat_stride': 16"),
-    )
+    rois = add_rpn(n, n.Convolution("rpn_conv", feat, num_output=16, kernel_size=3, pad=1), info)
     pooled = n.ROIPooling("roi_pool", feat, rois, pooled_h=3, pooled_w=3, spatial_scale=0.0625)
     x = n.InnerProduct("fc6", pooled, num_output=32)
     x = n.ReLU("relu6", x, in_place=True)
@@ -589,18 +594,7 @@ def r_fcn(classes=3, group=3, size=(96, 128)) -> NetBuilder:
     feat = n.ReLU(
         "relu2", n.Convolution("conv2", x, num_output=16, kernel_size=3, stride=4, pad=1), in_place=True
     )
-    score = n.Convolution("rpn_cls_score", feat, num_output=18, kernel_size=1)
-    bbox = n.Convolution("rpn_bbox_pred", feat, num_output=36, kernel_size=1)
-    prob = n.Softmax("rpn_cls_prob", n.Reshape("rpn_cls_score_reshape", score, shape=dict(dim=[0, 2, -1, 0])))
-    prob = n.Reshape("rpn_cls_prob_reshape", prob, shape=dict(dim=[0, 18, -1, 0]))
-    rois = n.Python(
-        "proposal",
-        prob,
-        bbox,
-        info,
-        tops=["rois"],
-        python_param=dict(module="rpn.proposal_layer", layer="ProposalLayer", param_str="'feat_stride': 16"),
-    )
+    rois = add_rpn(n, feat, info)
     cls_maps = n.Convolution("rfcn_cls", feat, num_output=classes * group * group, kernel_size=1)
     box_maps = n.Convolution("rfcn_bbox", feat, num_output=8 * group * group, kernel_size=1)
     ps_cls = n.PSROIPooling(
