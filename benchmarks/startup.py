@@ -9,7 +9,7 @@ Baseline: `python -c pass` with the same interpreter. Goals (issue 13):
 - `caffezoo download DIR` of weights already there and verified: <= 0.25 s, whole process.
 
 The re-download case uses a model directory made here whose weights come from
-a file:// URL: the first run installs them, every timed run finds them present.
+a file:// URL (hence --allow-local): the first run installs them, every timed run finds them present.
 
 Each command runs interleaved with the others; the goals are judged on the
 fastest run of each (the one least disturbed by other processes on a shared
@@ -73,13 +73,18 @@ def main() -> int:
     env.pop("PYTHONDONTWRITEBYTECODE", None)
     py = sys.executable
     model = downloaded_model(root)
-    subprocess.run([py, "-m", "caffezoo", "download", str(model)], env=env, capture_output=True, check=True)
+    subprocess.run(
+        [py, "-m", "caffezoo", "download", "--allow-local", str(model)],
+        env=env,
+        capture_output=True,
+        check=True,
+    )
     # Interleave so that machine noise hits every command alike.
     cases = {
         "python -c pass (baseline)": [py, "-c", "pass"],
         "caffezoo --help": [py, "-m", "caffezoo", "--help"],
         "caffezoo validate bvlc_alexnet": [py, "-m", "caffezoo", "validate", "bvlc_alexnet"],
-        "caffezoo download (verified)": [py, "-m", "caffezoo", "download", str(model)],
+        "caffezoo download (verified)": [py, "-m", "caffezoo", "download", "--allow-local", str(model)],
     }
     results: dict[str, list[float]] = {k: [] for k in cases}
     for _ in range(3):

@@ -116,16 +116,43 @@ def check_caffe_compat(m: ModelDir) -> Iterable[Problem]:
 
 
 def check_prototxts(m: ModelDir) -> Iterable[Problem]:
-    """Every problem of every prototxt file in the model directory, as Caffe would see it."""
-    if not any(f.kind in PROTOTXT_KINDS for f in m.files):
-        return  # protobuf costs start-up time a readme check does not need
-    from .caffe.checks import check_net_file, check_solver_file
+    """Every problem of every prototxt file in the model directory, as Caffe would see it.
 
-    for f in m.files:
-        if f.kind in ("deploy", "train_val", "prototxt"):
-            yield from check_net_file(m.path / f.name, deploy=f.kind == "deploy", data=m.data(f.name))
-        elif f.kind == "solver":
-            yield from check_solver_file(m.path / f.name, m.path, m.data(f.name))
+    A file that passed before, byte for byte, is not checked again (see :mod:`._known_clean`):
+    protobuf costs start-up time that a model checked before does not need.
+    """
+    prototxts = [f for f in m.files if f.kind in PROTOTXT_KINDS]
+    if not prototxts:
+        return
+    from ._known_clean import KnownClean
+
+    clean = KnownClean.here()
+    for f in prototxts:
+        path = m.path / f.name
+        how = f.kind if f.kind in ("deploy", "solver") else "net"
+        data = m.data(f.name) or _small_file(path, f.size)
+        if data is not None and clean.has(how, data, m.path):
+            continue
+        from .caffe.checks import check_net_file, check_solver_file, solver_net_names
+
+        if how == "solver":
+            problems = list(check_solver_file(path, m.path, data))
+        else:
+            problems = list(check_net_file(path, deploy=how == "deploy", data=data))
+        if not problems and data is not None:
+            clean.add(how, data, solver_net_names(path, data) if how == "solver" else ())
+        yield from problems
+
+
+def _small_file(path: Path, size: int, most: int = 16 << 20) -> bytes | None:
+    """The bytes of a file of at most ``most`` bytes; None otherwise or when it cannot be read
+    (the check then reads it itself and says why)."""
+    if size > most:
+        return None
+    try:
+        return path.read_bytes()
+    except OSError:
+        return None
 
 
 # Checks run on every directory that has a readable readme, in this order.

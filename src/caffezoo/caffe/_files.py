@@ -9,13 +9,21 @@ from __future__ import annotations
 
 import os
 import stat
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
 from ..errors import WriteError
+
+
+def net_file_found(model_dir: Path, name: str) -> bool:
+    """Whether the net a solver names is in ``model_dir``: at that path below it, or by its file name.
+
+    Caffe resolves the path from where it runs (usually Caffe's root, hence
+    ``models/NAME/train_val.prototxt``); the file itself should be in the model directory.
+    """
+    return (model_dir / name).is_file() or (model_dir / Path(name).name).is_file()
 
 
 def open_error(kind: type[Exception], path: Path, error: OSError, expected: str) -> Exception:
@@ -56,6 +64,8 @@ def atomic_open(path: str | os.PathLike[str]) -> Iterator[BinaryIO]:
     give it. A folder that is missing or read-only, or a full disk, raises
     :class:`~caffezoo.errors.WriteError` naming ``path``.
     """
+    import tempfile  # here: every command imports this module, few of them write
+
     path = Path(path)
     try:
         st = path.stat()

@@ -23,11 +23,12 @@ from pathlib import Path
 
 from ..errors import NetError, Problem, PrototxtError
 from . import caffe_pb2
+from ._files import net_file_found
 from .layertypes import KNOWN_TYPES
 from .net import assemble, wiring_problems
 from .prototxt import Prototxt, load_prototxt, parse_prototxt
 
-__all__ = ["check_net_file", "check_solver_file"]
+__all__ = ["check_net_file", "check_solver_file", "solver_net_names"]
 
 
 def _error(path: Path, line: int | None, message: str) -> Problem:
@@ -151,24 +152,32 @@ def check_solver_file(path: Path, model_dir: Path, data: bytes | None = None) ->
     if parsed is None:
         return
     solver: caffe_pb2.SolverParameter = parsed.message  # type: ignore[assignment]
-    names = [("net", solver.net)] if solver.HasField("net") else []
-    if solver.HasField("train_net"):
-        names.append(("train_net", solver.train_net))
-    names += [("test_net", t) for t in solver.test_net]
+    names = _named_nets(solver)
     inline = solver.HasField("net_param") or solver.HasField("train_net_param")
     if not names and not inline:
         yield _error(path, None, 'the solver names no net: add `net: "train_val.prototxt"`')
     for key, value in names:
         line = (parsed.lines.get(key) or [None])[0]
-        # Caffe resolves the path from where it runs (usually Caffe's root, hence
-        # "models/NAME/train_val.prototxt"); the file itself should be in this directory.
         # A warning, not an error: the deploy net still runs without the training setup.
-        if not ((model_dir / value).is_file() or (model_dir / Path(value).name).is_file()):
+        if not net_file_found(model_dir, value):
             yield _warning(
                 path,
                 line,
                 f"{key}: {value!r} is not in the model directory (no {Path(value).name} beside the solver)",
             )
+
+
+def _named_nets(solver: caffe_pb2.SolverParameter) -> list[tuple[str, str]]:
+    names = [("net", solver.net)] if solver.HasField("net") else []
+    if solver.HasField("train_net"):
+        names.append(("train_net", solver.train_net))
+    return names + [("test_net", t) for t in solver.test_net]
+
+
+def solver_net_names(path: Path, data: bytes | None = None) -> list[str]:
+    """The files a solver names as its nets (``net``, ``train_net``, ``test_net``), as written."""
+    parsed, _ = _parse(path, caffe_pb2.SolverParameter, data)
+    return [value for _, value in _named_nets(parsed.message)] if parsed is not None else []  # type: ignore[arg-type]
 
 
 def _line_of(message: str) -> int | None:

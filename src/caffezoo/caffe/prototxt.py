@@ -206,13 +206,15 @@ def _clean(message: str) -> str:
 # It never rejects text protobuf would accept; syntax errors are left to
 # protobuf, which reports them with their line and column.
 
+# White space and newlines are no tokens: the regex engine skips them (and any stray
+# character) between matches, which halves the tokens this loop sees; a token's line
+# is counted from the newlines before it, when it is needed.
 _TOKEN = re.compile(
     r"""
-    (?P<space>[ \t\r\f\v]+) | (?P<newline>\n) | (?P<comment>\#[^\n]*)
+    (?P<comment>\#[^\n]*)
   | (?P<string>"(?:[^"\\\n]|\\.)*"|'(?:[^'\\\n]|\\.)*')
   | (?P<open>[{<]) | (?P<close>[}>]) | (?P<colon>:) | (?P<sep>[;,]) | (?P<lbracket>\[) | (?P<rbracket>\])
   | (?P<word>[^\s{}<>:;,\[\]"'\#]+)
-  | (?P<other>.)
 """,
     re.X,
 )
@@ -228,22 +230,20 @@ def _scan(text: str, descriptor: Descriptor, path: str) -> _Scan:
     out = _Scan()
     # Stack of (descriptor or None when inside an unknown block, path, counts).
     stack: list[tuple[Descriptor | None, str, dict[str, int]]] = [(descriptor, "", {})]
-    line, line_start = 1, 0
+    line, counted = 1, 0  # the line at offset `counted` (no token holds a newline)
     pending: tuple[FieldDescriptor | None, str] | None = None  # a field name awaiting its value
     expect_value = False
     list_depth = 0
     for m in _TOKEN.finditer(text):
         kind = m.lastgroup
-        if kind == "newline":
-            line += 1
-            line_start = m.end()
+        if kind == "comment":
             continue
-        if kind in ("space", "comment"):
-            continue
-        col = m.start() - line_start + 1
         desc, prefix, counts = stack[-1]
         if kind == "open":
             if len(stack) > MAX_DEPTH:
+                at = m.start()
+                line += text.count("\n", counted, at)
+                col = at - text.rfind("\n", 0, at)
                 raise PrototxtError(
                     f"{path}:{line}:{col}: nested more than {MAX_DEPTH} levels deep",
                     path=path,
@@ -269,11 +269,14 @@ def _scan(text: str, descriptor: Descriptor, path: str) -> _Scan:
         elif kind == "sep":
             if not list_depth:
                 pending, expect_value = None, False
-        elif kind in ("word", "string") and (expect_value or list_depth):
+        elif expect_value or list_depth:  # a word or a string: a value
             if not list_depth:
                 pending, expect_value = None, False
         elif kind == "word":
             name = m.group()
+            at = m.start()
+            line += text.count("\n", counted, at)
+            counted = at
             if len(stack) == 1:
                 out.lines.setdefault(name, []).append(line)
             index = counts.get(name, 0)
@@ -283,7 +286,7 @@ def _scan(text: str, descriptor: Descriptor, path: str) -> _Scan:
             if desc is not None:
                 fd = desc.fields_by_name.get(name)
                 if fd is None:
-                    out.unknown.append(Skipped(fpath, line, col))
+                    out.unknown.append(Skipped(fpath, line, at - text.rfind("\n", 0, at)))
             if fd is not None and is_repeated(fd):
                 fpath = f"{fpath}[{index}]"
             pending = (fd, fpath)
