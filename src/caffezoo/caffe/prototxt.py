@@ -42,7 +42,7 @@ __all__ = [
     "MAX_DEPTH",
     "MAX_TEXT_BYTES",
     "Prototxt",
-    "Skipped",
+    "UnknownField",
     "is_repeated",
     "load_prototxt",
     "parse_prototxt",
@@ -64,7 +64,7 @@ MAX_TEXT_BYTES = 256 * 1024 * 1024
 
 
 @dataclass(frozen=True)
-class Skipped:
+class UnknownField:
     """A field the schema does not know, skipped with ``skip_unknown=True``."""
 
     path: str  # e.g. "layer[12].interp_param"
@@ -84,7 +84,7 @@ class Prototxt:
     # Line of every top-level field occurrence, in file order, by field name:
     # lines["layer"][3] is where the fourth ``layer {`` starts.
     lines: dict[str, list[int]] = field(default_factory=dict)
-    skipped: list[Skipped] = field(default_factory=list)
+    skipped: list[UnknownField] = field(default_factory=list)
 
 
 def read_prototxt(path: str | os.PathLike[str], *, skip_unknown: bool = False) -> caffe_pb2.NetParameter:
@@ -223,7 +223,7 @@ _TOKEN = re.compile(
 @dataclass
 class _Scan:
     lines: dict[str, list[int]] = field(default_factory=dict)
-    unknown: list[Skipped] = field(default_factory=list)
+    unknown: list[UnknownField] = field(default_factory=list)
 
 
 def _scan(text: str, descriptor: Descriptor, path: str) -> _Scan:
@@ -286,7 +286,7 @@ def _scan(text: str, descriptor: Descriptor, path: str) -> _Scan:
             if desc is not None:
                 fd = desc.fields_by_name.get(name)
                 if fd is None:
-                    out.unknown.append(Skipped(fpath, line, at - text.rfind("\n", 0, at)))
+                    out.unknown.append(UnknownField(fpath, line, at - text.rfind("\n", 0, at)))
             if fd is not None and is_repeated(fd):
                 fpath = f"{fpath}[{index}]"
             pending = (fd, fpath)
