@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -62,12 +63,19 @@ def downloaded_model(root: Path) -> Path:
 
 
 def main() -> int:
+    root = Path(tempfile.mkdtemp(prefix="caffezoo-bench-"))
+    try:
+        return run(root)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def run(root: Path) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--runs", type=int, default=21)
     args = parser.parse_args()
-    root = Path(tempfile.mkdtemp(prefix="caffezoo-bench-"))
     env = dict(os.environ, CAFFEZOO_HOME=str(root / "home"))
     # As installed: with bytecode cached (the warm-up run writes it), not compiled on every start.
     env.pop("PYTHONDONTWRITEBYTECODE", None)
