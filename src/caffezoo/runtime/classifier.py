@@ -27,6 +27,8 @@ from .session import InferenceNet, load
 if TYPE_CHECKING:
     from ..modeldir import ModelDir
 
+__all__ = ["DEFAULT_BATCH", "Labels", "Prediction", "Scored", "class_names", "classify", "read_labels"]
+
 DEFAULT_BATCH = 8
 # A labels file, or the class names themselves (a caller that holds them in memory: the web zoo).
 Labels: TypeAlias = "str | os.PathLike[str] | Sequence[str]"

@@ -28,6 +28,17 @@ from ..errors import ModelDirError, RuntimeInputError, UsageError
 if TYPE_CHECKING:
     from PIL.Image import Image as PillowImage
 
+__all__ = [
+    "CROPS",
+    "ImageSource",
+    "InMemoryImage",
+    "Preprocessor",
+    "check_images",
+    "load_image",
+    "open_image",
+    "read_mean",
+]
+
 CROPS = 10  # oversampling: 4 corners + centre, and their mirror images
 
 

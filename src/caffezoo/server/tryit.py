@@ -55,7 +55,7 @@ from ..errors import CaffezooError, ChecksumError, RuntimeInputError
 if TYPE_CHECKING:
     from ..runtime.preprocess import InMemoryImage
     from .mirror import Mirror
-    from .models import Entry
+    from .tables import Entry
     from .storage import Storage
     from .work import Limits
 
@@ -328,7 +328,7 @@ class TryIt:
         if not path.is_file():
             from sqlalchemy import select
 
-            from .models import Blob
+            from .tables import Blob
 
             with self.storage.session() as s:
                 content = s.scalar(select(Blob.content).where(Blob.sha == entry.net_sha))
@@ -500,7 +500,7 @@ router = APIRouter()
 async def try_model(request: Request, entry_id: str) -> Response:
     """The form's answer: a page with the results (and the picture), or one saying what was wrong."""
     from . import catalog
-    from .api import valid_id
+    from ..gist.rules import valid_id
     from .pages import render
     from .work import Busy
 
