@@ -55,8 +55,8 @@ from ..errors import CaffezooError, ChecksumError, RuntimeInputError
 if TYPE_CHECKING:
     from ..runtime.preprocess import InMemoryImage
     from .mirror import Mirror
-    from .tables import Entry
     from .storage import Storage
+    from .tables import Entry
     from .work import Limits
 
 log = logging.getLogger("caffezoo.server")
@@ -380,12 +380,10 @@ class TryIt:
             except CaffezooError as e:
                 raise TryError(409, f"the model cannot run here: {self._public(e, entry)}") from None
             self.files.used(entry.sha1 or "", net.path)
-        labels, mean, notes = self._labels(entry), None, []
-        if isinstance(labels, str):
-            labels, notes = None, [labels]
+        labels = self._labels(entry)
+        notes = [labels] if isinstance(labels, str) else []  # a note saying why there are none
         mean, why = self._mean(entry)
-        notes += why
-        loaded = _Loaded(net, task, labels, mean, notes)
+        loaded = _Loaded(net, task, None if isinstance(labels, str) else labels, mean, notes + why)
         with self._lock:
             self._nets[key] = loaded
             while len(self._nets) > LOADED_NETS:
@@ -499,8 +497,8 @@ router = APIRouter()
 @router.post("/models/{entry_id}/try")
 async def try_model(request: Request, entry_id: str) -> Response:
     """The form's answer: a page with the results (and the picture), or one saying what was wrong."""
-    from . import catalog
     from ..gist.rules import valid_id
+    from . import catalog
     from .pages import render
     from .work import Busy
 
