@@ -504,9 +504,20 @@ def test_channel_argmax_is_numpys_argmax_ties_included(levels):
     from caffezoo.runtime.tasks import channel_argmax
 
     rng = np.random.default_rng(levels)
-    for shape in [(21, 17, 23), (2, 5, 7), (1, 3, 3)]:
+    for shape in [(21, 17, 23), (2, 5, 7), (1, 3, 3), (300, 4, 5)]:  # 300 classes: marks wider than a byte
         scores = rng.integers(0, levels, shape).astype(np.float32)  # few levels: many ties
         assert np.array_equal(channel_argmax(scores), scores.argmax(axis=0))
+        assert channel_argmax(scores).dtype == np.int32
+
+
+def test_channel_argmax_of_a_nan_pixel_is_class_0():
+    """NaN equals no channel: the pixel stays class 0, as before, never a class past the last."""
+    from caffezoo.runtime.tasks import channel_argmax
+
+    scores = np.zeros((3, 2, 2), np.float32)
+    scores[2, 0, 0] = np.nan
+    scores[1, 1, 1] = 1
+    assert channel_argmax(scores).tolist() == [[0, 0], [0, 1]]
 
 
 def test_a_folder_on_a_terminal_shows_a_progress_bar(tmp_path):
@@ -578,3 +589,12 @@ def test_class_maps_are_resized_as_pillow_does(grid, size):
     cells = np.arange(grid[0] * grid[1], dtype=np.int32).reshape(grid)  # every cell its own class
     pillow = Image.fromarray(cells, mode="I").resize(size[::-1], Image.Resampling.NEAREST)
     assert np.array_equal(nearest(cells, *size), np.asarray(pillow).astype(np.int32))
+
+
+@pytest.mark.parametrize("grid, size", [((256, 256), (480, 640)), ((300, 300), (123, 457)), ((3, 7), (1, 1))])
+def test_class_areas_from_the_grid_count_the_resized_map(grid, size):
+    from caffezoo.runtime.tasks import area_counts, nearest
+
+    classes = np.random.default_rng(1).integers(0, 21, grid).astype(np.int32)
+    counts = area_counts(classes, *size)
+    assert np.array_equal(counts, np.bincount(nearest(classes, *size).reshape(-1), minlength=len(counts)))

