@@ -114,6 +114,24 @@ def test_bad_images_are_named(tmp_path, make, message):
         Preprocessor(3, 8, 8)([path])
 
 
+def test_batches_decoded_ahead_are_the_batches_decoded_in_turn(tmp_path, images):
+    """The next batch is read on a worker thread while the net runs: the same arrays, the images' own
+    sizes, and a bad image raises where its batch is reached, after the batches before it."""
+    pre = Preprocessor(3, 8, 8, mean=np.array([104, 117, 123], np.float32))
+    batches = list(pre.batches(images, 4))
+    assert [b.paths for b in batches] == [images[0:4], images[4:8], images[8:11]]
+    for b in batches:
+        assert np.array_equal(b.x, pre(b.paths))
+        assert b.sizes == [Image.open(p).size for p in b.paths]
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(_jpeg()[:300])
+    seen = []
+    with pytest.raises(RuntimeInputError, match="broken.jpg: cannot decode the image"):
+        for b in pre.batches([*images[:4], broken, *images[4:]], 2):
+            seen.append(b.paths)
+    assert seen == [images[0:2], images[2:4]]
+
+
 def _jpeg() -> bytes:
     import io
 

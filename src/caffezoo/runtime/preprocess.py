@@ -14,15 +14,19 @@ centre, each also mirrored: ten crops), then multiply by ``input_scale``.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Generic, TypeVar
 
 import numpy as np
 
 from ..errors import ModelDirError, RuntimeInputError, UsageError
 
+PathT = TypeVar("PathT", bound="str | os.PathLike[str]")
+T = TypeVar("T")
 CROPS = 10  # oversampling: 4 corners + centre, and their mirror images
 
 
@@ -78,6 +82,15 @@ def _read_binaryproto(path: Path) -> np.ndarray:
 
 
 @dataclass
+class Batch(Generic[PathT]):
+    """Images prepared for the net: ``x`` is N x C x H x W, ``sizes`` each image's own (width, height)."""
+
+    paths: list[PathT]
+    x: np.ndarray
+    sizes: list[tuple[int, int]]
+
+
+@dataclass
 class Preprocessor:
     """Caffe-style preparation of images for one input of ``channels`` x ``height`` x ``width``."""
 
@@ -130,11 +143,36 @@ class Preprocessor:
 
     def __call__(self, images: Sequence[str | os.PathLike[str]]) -> np.ndarray:
         """N x C x H x W (N x 10 crops with ``oversample``), float32."""
+        return self.prepare(images)[0]
+
+    def prepare(self, images: Sequence[str | os.PathLike[str]]) -> tuple[np.ndarray, list[tuple[int, int]]]:
+        """What calling does, and each image's own (width, height), read while decoding it."""
         if not images:
-            return np.zeros((0, self.channels, self.height, self.width), np.float32)
-        if len(images) == 1:
-            return self.one(images[0])  # already its own contiguous array: no copy to concatenate
-        return np.concatenate([self.one(path) for path in images])
+            return np.zeros((0, self.channels, self.height, self.width), np.float32), []
+        decoded = [decode_image(path, self.channels, self.size) for path in images]
+        sizes = [size for _, size in decoded]
+        if len(decoded) == 1:  # already its own contiguous array: no copy to concatenate
+            return self.from_array(decoded[0][0]), sizes
+        return np.concatenate([self.from_array(image) for image, _ in decoded]), sizes
+
+    def batches(self, images: Sequence[PathT], size: int) -> Iterator[Batch[PathT]]:
+        """``images`` prepared in batches of ``size``, each decoded on a worker thread while the caller runs
+        the net on the one before.
+
+        >>> for batch in pre.batches(["a.jpg", "b.jpg", "c.jpg"], 2): ...   # doctest: +SKIP
+        """
+        chunks = [list(images[i : i + size]) for i in range(0, len(images), size)]
+        if len(chunks) < 2:  # nothing to overlap
+            yield from (Batch(chunk, *self.prepare(chunk)) for chunk in chunks)
+            return
+        # Pillow's decoding and resizing and onnxruntime's forward pass release the GIL, so the next batch's
+        # images are read while the net runs: the two overlap instead of taking turns on the cores.
+        ahead = _Ahead(self.prepare, chunks[0])
+        for i, chunk in enumerate(chunks):
+            x, sizes = ahead.result()  # a bad image raises here, in the order of the images
+            if i + 1 < len(chunks):
+                ahead = _Ahead(self.prepare, chunks[i + 1])
+            yield Batch(chunk, x, sizes)
 
     def one(self, path: str | os.PathLike[str]) -> np.ndarray:
         return self.from_array(load_image(path, self.channels, self.size))
@@ -178,19 +216,60 @@ class Preprocessor:
         return np.concatenate([crops, crops[:, :, :, ::-1]])
 
 
+class _Ahead(Generic[T]):
+    """``function(argument)`` computed on a thread of its own; :meth:`result` waits for it.
+
+    A daemon thread, and nobody waits for it when the caller stops early: a Ctrl-C or SIGTERM while an
+    image is read from a stalled pipe or network file ends the process instead of waiting with it.
+    """
+
+    def __init__(self, function: Callable[[Any], T], argument: Any) -> None:
+        self._outcome: tuple[bool, Any] = (False, None)
+        self._thread = threading.Thread(
+            target=self._run, args=(function, argument), name="caffezoo-decode", daemon=True
+        )
+        self._thread.start()
+
+    def _run(self, function: Callable[[Any], T], argument: Any) -> None:
+        try:
+            self._outcome = (True, function(argument))
+        except BaseException as e:  # handed to the caller, who raises it as if it had made the call
+            self._outcome = (False, e)
+
+    def result(self) -> T:
+        self._thread.join()
+        done, value = self._outcome
+        if not done:
+            raise value
+        return value
+
+
 def load_image(path: str | os.PathLike[str], channels: int, size: tuple[int, int]) -> np.ndarray:
     """The image at ``path`` resized (bilinear) to ``size`` (H, W): H x W x C floats in [0, 1]."""
-    from PIL import Image
+    return decode_image(path, channels, size)[0]
 
+
+def decode_image(
+    path: str | os.PathLike[str], channels: int, size: tuple[int, int]
+) -> tuple[np.ndarray, tuple[int, int]]:
+    """:func:`load_image`, and the image's own (width, height): what opening the file again would tell."""
     if channels not in (1, 3):
         raise RuntimeInputError(f"{path}: the net takes {channels} channels; images give 1 or 3")
-    mode = "L" if channels == 1 else "RGB"
     with open_image(path) as im:
-        if im.mode != mode:  # converting an image already in the mode only copies it
-            im = im.convert(mode)
-        im = im.resize((size[1], size[0]), Image.Resampling.BILINEAR)
-        array = np.asarray(im, np.float32)
-        array /= np.float32(255)
+        original = im.size
+        return resized(im, channels, size), original
+
+
+def resized(im: Any, channels: int, size: tuple[int, int]) -> np.ndarray:
+    """A Pillow image just opened (not yet decoded) at ``size`` (H, W), bilinear: H x W x C floats in [0, 1]."""
+    from PIL import Image
+
+    mode = "L" if channels == 1 else "RGB"
+    if im.mode != mode:  # converting an image already in the mode only copies it
+        im = im.convert(mode)
+    im = im.resize((size[1], size[0]), Image.Resampling.BILINEAR)
+    array = np.asarray(im, np.float32)
+    array /= np.float32(255)
     return array[:, :, None] if array.ndim == 2 else array
 
 

@@ -41,7 +41,7 @@ import numpy as np
 from ..errors import ModelDirError, UsageError
 from .caption import MAX_WORDS, Captioned, caption
 from .classifier import DEFAULT_BATCH, Prediction, classify, read_labels
-from .preprocess import Preprocessor, check_images, open_image, read_mean
+from .preprocess import Batch, Preprocessor, check_images, read_mean
 from .session import InferenceNet, load
 
 TASKS = ("classify", "detect", "segment", "caption", "embed")
@@ -383,25 +383,24 @@ class _Job:
         else:
             self.names = None
 
-    def batches(self, outputs: Sequence[str]) -> Iterator[tuple[list[Path], dict[str, np.ndarray]]]:
+    def batches(self, outputs: Sequence[str]) -> Iterator[tuple[Batch[Path], dict[str, np.ndarray]]]:
         """(images, {blob: values of just those images}) for each batch."""
-        for start in range(0, len(self.paths), self.size):
-            chunk = self.paths[start : start + self.size]
-            x = self.pre(chunk)
+        for batch in self.pre.batches(self.paths, self.size):
+            x = batch.x
             if self.fixed and len(x) < self.fixed:  # a net with a fixed batch: pad the last one
                 x = np.concatenate([x, np.zeros((self.fixed - len(x), *x.shape[1:]), np.float32)])
             feed = {self.input: x}
             if "im_info" in self.net.inputs:  # Faster R-CNN: the input's height, width and scale
-                feed["im_info"] = np.array([self.im_info(chunk[0])], np.float32)
+                feed["im_info"] = np.array([self.im_info(*batch.sizes[0])], np.float32)
             results = self.net.forward(**feed)
-            yield chunk, {k: results[k] for k in outputs}
+            yield batch, {k: results[k] for k in outputs}
             if self.progress is not None:
-                self.progress(len(chunk))
+                self.progress(len(batch.paths))
 
-    def im_info(self, path: Path) -> list[float]:
-        """(height, width, scale) of the input ``path`` is warped to; the scale is the geometric mean of the
-        two axes' (py-faster-rcnn's im_scale, with which boxes under 16 image pixels are dropped)."""
-        width, height = _size(path)
+    def im_info(self, width: int, height: int) -> list[float]:
+        """(height, width, scale) of the input an image of ``width`` x ``height`` is warped to; the scale is
+        the geometric mean of the two axes' (py-faster-rcnn's im_scale, with which boxes under 16 image
+        pixels are dropped)."""
         sy, sx = self.pre.height / height, self.pre.width / width
         return [float(self.pre.height), float(self.pre.width), float(np.sqrt(sx * sy))]
 
@@ -452,10 +451,9 @@ class _Job:
                 f"regions proposed elsewhere (R-CNN) can score the whole image with --task classify"
             )
         found: list[Detected] = []
-        for chunk, results in self.batches([blob]):
+        for batch, results in self.batches([blob]):
             rows = results[blob].reshape(-1, 7)
-            for i, path in enumerate(chunk):
-                width, height = _size(path)
+            for i, (path, (width, height)) in enumerate(zip(batch.paths, batch.sizes)):
                 mine = rows[(rows[:, 0] == i) & (rows[:, 1] >= 0) & (rows[:, 2] >= threshold)]
                 mine = mine[np.argsort(-mine[:, 2], kind="stable")]
                 size = np.array([width, height, width, height], np.float64)
@@ -484,9 +482,8 @@ class _Job:
         image, clipped, then per class (not the background) scores >= ``threshold`` and NMS at 0.3."""
         scores_blob, deltas_blob = self._frcnn_heads()
         found: list[Detected] = []
-        for chunk, results in self.batches([rois_blob, scores_blob, deltas_blob]):
-            (path,) = chunk  # one image at a time, as the proposal layer takes
-            width, height = _size(path)
+        for batch, results in self.batches([rois_blob, scores_blob, deltas_blob]):
+            (path,), ((width, height),) = batch.paths, batch.sizes  # one image at a time, as proposals take
             sy, sx = self.pre.height / height, self.pre.width / width
             boxes = results[rois_blob][:, 1:5].astype(np.float64) / [sx, sy, sx, sy]
             scores, deltas = (_rows(results[b]) for b in (scores_blob, deltas_blob))  # R x C, R x 4C
@@ -533,16 +530,14 @@ class _Job:
 
         name = blob or self._score_map()
         found: list[Segmented] = []
-        for chunk, results in self.batches([name]):
+        for batch, results in self.batches([name]):
             scores = results[name]
             if scores.ndim != 4:
                 raise UsageError(
                     f"--task segment needs an N x C x H x W score map; {name!r} is "
                     f"{'x'.join(map(str, scores.shape))}"
                 )
-            for i, path in enumerate(chunk):
-                with open_image(path) as im:
-                    width, height = im.size
+            for i, (path, (width, height)) in enumerate(zip(batch.paths, batch.sizes)):
                 s = scores[i]
                 if s.shape[0] == 1:  # an edge (or probability) map: its values, resized bilinearly
                     plane = Image.fromarray(s[0].astype(np.float32), mode="F")
@@ -601,8 +596,8 @@ class _Job:
             raise UsageError(f"no blob {blob!r} in the net")
         shape: list[int] = []
         with atomic_open(path) as out:
-            for chunk, results in self.batches([blob]):
-                values = np.ascontiguousarray(results[blob][: len(chunk)], dtype="<f4")
+            for batch, results in self.batches([blob]):
+                values = np.ascontiguousarray(results[blob][: len(batch.paths)], dtype="<f4")
                 if not shape:
                     shape = list(values.shape[1:])
                     header = {"descr": "<f4", "fortran_order": False, "shape": (len(self.paths), *shape)}
@@ -710,11 +705,6 @@ def channel_argmax(scores: np.ndarray) -> np.ndarray:
 def _rows(a: np.ndarray) -> np.ndarray:
     """``a`` as a matrix of its first axis by the rest (zero rows stay a matrix)."""
     return a.reshape(a.shape[0], int(np.prod(a.shape[1:])))
-
-
-def _size(path: Path) -> tuple[int, int]:
-    with open_image(path) as im:
-        return im.size
 
 
 def summary_lines(result: RunResult) -> Iterator[str]:
