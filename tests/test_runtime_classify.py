@@ -132,6 +132,23 @@ def test_batches_decoded_ahead_are_the_batches_decoded_in_turn(tmp_path, images)
     assert seen == [images[0:2], images[2:4]]
 
 
+def test_a_large_jpeg_is_decoded_at_a_reduced_scale_within_a_few_levels(tmp_path):
+    """A JPEG at least 4x the input both ways is decoded in the DCT at 1/2, 1/4 or 1/8 scale, staying at
+    least twice the size it is resized to (Pillow's draft): its values stay within a few levels of 255 of
+    decoding it whole and resizing that; a smaller JPEG is decoded whole, as before, to the bit."""
+    pre = Preprocessor(3, 150, 150)  # BGR values 0-255, no mean
+    for (width, height), decoded_whole in (((1600, 1200), False), ((500, 400), True)):
+        path = tmp_path / f"{width}.jpg"
+        Image.fromarray(natural_image(np.random.default_rng(width), height, width)).save(path, quality=92)
+        with Image.open(path) as im:
+            whole = np.asarray(im.convert("RGB").resize((150, 150), Image.Resampling.BILINEAR), np.float32)
+        diff = np.abs(pre([path])[0] - whole[:, :, ::-1].transpose(2, 0, 1))
+        if decoded_whole:
+            assert diff.max() == 0
+        else:  # 1600x1200 decoded at 1/4, 400x300; measured: mean 0.3, 99% within 2, at most 10
+            assert 0 < diff.max() <= 16 and diff.mean() <= 1 and np.percentile(diff, 99) <= 4
+
+
 def _jpeg() -> bytes:
     import io
 

@@ -27,6 +27,7 @@ from ..errors import ModelDirError, RuntimeInputError, UsageError
 
 PathT = TypeVar("PathT", bound="str | os.PathLike[str]")
 T = TypeVar("T")
+DRAFT_GAP = 2  # a JPEG is decoded at a reduced scale only while it stays this many times the target size
 CROPS = 10  # oversampling: 4 corners + centre, and their mirror images
 
 
@@ -261,13 +262,22 @@ def decode_image(
 
 
 def resized(im: Any, channels: int, size: tuple[int, int]) -> np.ndarray:
-    """A Pillow image just opened (not yet decoded) at ``size`` (H, W), bilinear: H x W x C floats in [0, 1]."""
+    """A Pillow image just opened (not yet decoded) at ``size`` (H, W), bilinear: H x W x C floats in [0, 1].
+
+    A JPEG at least 4x that size both ways is decoded at 1/2, 1/4 or 1/8 scale, in the DCT, staying at
+    least twice that size, as Pillow's thumbnail() does: a 12-megapixel photo prepared for a 300x300
+    input 3-4x faster, each value within a few levels of 255 of decoding it whole (the tests measure how
+    close). Other formats ignore the draft.
+    """
     from PIL import Image
 
     mode = "L" if channels == 1 else "RGB"
+    original = im.size
+    drafted = im.draft(None, (DRAFT_GAP * size[1], DRAFT_GAP * size[0]))
+    box = drafted[1] if drafted and im.size != original else None  # exactly the whole picture
     if im.mode != mode:  # converting an image already in the mode only copies it
         im = im.convert(mode)
-    im = im.resize((size[1], size[0]), Image.Resampling.BILINEAR)
+    im = im.resize((size[1], size[0]), Image.Resampling.BILINEAR, box=box)
     array = np.asarray(im, np.float32)
     array /= np.float32(255)
     return array[:, :, None] if array.ndim == 2 else array
