@@ -14,6 +14,7 @@ centre, each also mirrored: ten crops), then multiply by ``input_scale``.
 from __future__ import annotations
 
 import os
+import queue
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -168,11 +169,7 @@ class Preprocessor:
             return
         # Pillow's decoding and resizing and onnxruntime's forward pass release the GIL, so the next batch's
         # images are read while the net runs: the two overlap instead of taking turns on the cores.
-        ahead = _Ahead(self.prepare, chunks[0])
-        for i, chunk in enumerate(chunks):
-            x, sizes = ahead.result()  # a bad image raises here, in the order of the images
-            if i + 1 < len(chunks):
-                ahead = _Ahead(self.prepare, chunks[i + 1])
+        for chunk, (x, sizes) in zip(chunks, _ahead(self.prepare, chunks)):
             yield Batch(chunk, x, sizes)
 
     def one(self, path: str | os.PathLike[str]) -> np.ndarray:
@@ -217,32 +214,40 @@ class Preprocessor:
         return np.concatenate([crops, crops[:, :, :, ::-1]])
 
 
-class _Ahead(Generic[T]):
-    """``function(argument)`` computed on a thread of its own; :meth:`result` waits for it.
+def _ahead(function: Callable[[Any], T], items: Sequence[Any]) -> Iterator[T]:
+    """``function(item)`` for each of ``items`` in turn, each computed on a worker thread while the caller
+    works on the one before.
 
-    A daemon thread, and nobody waits for it when the caller stops early: a Ctrl-C or SIGTERM while an
-    image is read from a stalled pipe or network file ends the process instead of waiting with it.
+    One thread for all items: a thread started anew for each would, on a busy machine, wait its turn
+    behind every other runnable thread before it ran at all. A daemon thread, and nobody waits for it when
+    the caller stops early: a Ctrl-C or SIGTERM while an image is read from a stalled pipe or network file
+    ends the process instead of waiting with it.
     """
+    wanted: queue.SimpleQueue[Any] = queue.SimpleQueue()
+    done: queue.SimpleQueue[tuple[bool, Any]] = queue.SimpleQueue()
 
-    def __init__(self, function: Callable[[Any], T], argument: Any) -> None:
-        self._outcome: tuple[bool, Any] = (False, None)
-        self._thread = threading.Thread(
-            target=self._run, args=(function, argument), name="caffezoo-decode", daemon=True
-        )
-        self._thread.start()
+    def work() -> None:
+        while (item := wanted.get()) is not _STOP:
+            try:
+                done.put((True, function(item)))
+            except BaseException as e:  # handed to the caller, who raises it as if it had made the call
+                done.put((False, e))
 
-    def _run(self, function: Callable[[Any], T], argument: Any) -> None:
-        try:
-            self._outcome = (True, function(argument))
-        except BaseException as e:  # handed to the caller, who raises it as if it had made the call
-            self._outcome = (False, e)
+    threading.Thread(target=work, name="caffezoo-decode", daemon=True).start()
+    try:
+        wanted.put(items[0])
+        for i in range(len(items)):
+            ok, value = done.get()  # a bad image raises here, in the order of the images
+            if i + 1 < len(items):
+                wanted.put(items[i + 1])  # one ahead, no more: memory stays at two batches
+            if not ok:
+                raise value
+            yield value
+    finally:
+        wanted.put(_STOP)  # the thread ends after the item it may be working on
 
-    def result(self) -> T:
-        self._thread.join()
-        done, value = self._outcome
-        if not done:
-            raise value
-        return value
+
+_STOP = object()
 
 
 def load_image(path: str | os.PathLike[str], channels: int, size: tuple[int, int]) -> np.ndarray:
