@@ -43,6 +43,7 @@ import argparse
 import hashlib
 import os
 import shutil
+import signal
 import socket
 import statistics
 import subprocess
@@ -266,23 +267,30 @@ def check_ranges(url: str) -> None:
         fail(f"{url} does not send Accept-Ranges: bytes or answer a Range with 206; the benchmark needs both")
 
 
-def timed(cmd: list[str], env: dict[str, str], rss_file: Path) -> tuple[float, int]:
-    """Wall time and peak RSS (bytes) of one process, which must succeed.
+def timed(cmd: list[str], env: dict[str, str], rss_file: Path, limit: float) -> tuple[float, int]:
+    """Wall time and peak RSS (bytes) of one process, which must succeed within ``limit`` seconds.
 
     GNU time measures the RSS (``wait4``'s ru_maxrss: the largest process of the
     tree): a child forked from this (larger) Python process would report this
     process's memory as its own peak.
     """
     t0 = time.perf_counter()
-    proc = subprocess.run(
+    proc = subprocess.Popen(
         [find("time", "/usr/bin/time"), "-f", "%M", "-o", str(rss_file), *cmd],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
+        start_new_session=True,  # a hung contender is killed with its children
     )
+    try:
+        _, err = proc.communicate(timeout=limit)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        fail(f"{' '.join(cmd)} took more than {limit:.0f} s; killed")
     elapsed = time.perf_counter() - t0
     if proc.returncode != 0:
-        fail(f"{' '.join(cmd)} failed ({proc.returncode}): {proc.stderr.decode(errors='replace')}")
+        fail(f"{' '.join(cmd)} failed ({proc.returncode}): {err.decode(errors='replace')}")
     return elapsed, int(rss_file.read_text().split()[-1]) * 1024
 
 
@@ -387,6 +395,11 @@ class Bench:
     ours: list[Contender] = field(default_factory=list)  # every caffezoo contender run, for the memory goal
 
     @property
+    def limit(self) -> float:
+        """Seconds any one run may take: 4x a single capped connection, and a minute to start."""
+        return 60 + 4 * self.size / RATE
+
+    @property
     def out(self) -> Path:
         return self.tmp / "out.bin"
 
@@ -431,8 +444,8 @@ class Bench:
             for c in contenders[shift:] + contenders[:shift]:  # a rotating order: noise hits all alike
                 self.clean()
                 if c.prepare:
-                    timed(c.prepare, c.env, rss)
-                t, peak = timed(c.warm if rnd == 0 and c.warm else c.cmd, c.env, rss)
+                    timed(c.prepare, c.env, rss, self.limit)
+                t, peak = timed(c.warm if rnd == 0 and c.warm else c.cmd, c.env, rss, self.limit)
                 if rnd:
                     c.times.append(t)
                     c.rss = max(c.rss, peak)
@@ -627,7 +640,7 @@ def main() -> None:
         capped_url = f"http://127.0.0.1:{port}/capped/w.caffemodel"
         check_ranges(b.url)
         check_ranges(capped_url)
-        t, _ = timed([curl, "-sS", "-o", "/dev/null", b.url], env, tmp / "rss")
+        t, _ = timed([curl, "-sS", "-o", "/dev/null", b.url], env, tmp / "rss", b.limit)
         print(f"nginx check: curl -o /dev/null moves {b.size / t / 1e6:.0f} MB/s (whole process)")
         if "uncapped" in groups:
             uncapped(b)
