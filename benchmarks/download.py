@@ -14,7 +14,8 @@ process (start-up included) in three groups:
 ``per-connection``  nginx with ``limit_rate``: every connection gets 25 MB/s, as
                     many weights hosts do. ``curl -o`` and ``pooch.retrieve`` (one
                     connection each), ``aria2c -x8 -s8`` (no hashing), caffezoo
-                    with its default connections and with ``-c 8``.
+                    with its default connections and with ``-c 8`` (one contender
+                    when its default is 8).
 ``two-sources``     two hosts whose *whole* upload is capped at 25 MB/s each, however
                     many connections ask (a small Python server here: nginx can only
                     cap a connection; with per-connection caps, more connections to
@@ -29,9 +30,10 @@ per connection, >= 3.5x faster than ``curl -o``, >= 3x faster than pooch, within
 uncapped, <= 1.1x the pipelined limit max(``curl -o``, ``sha1sum``); peak RSS
 with 8 connections < 96 MiB (``wait4``'s ru_maxrss, through GNU time).
 
-A caffezoo without ``-c/--connections`` (say an older tree given with
-``--baseline-src OTHER/src``, which adds it as more contenders in the same
-rounds) runs with its one connection. Each contender runs once to warm up
+``--src TREE/src`` tests another source tree than this checkout's;
+``--baseline-src OTHER/src`` adds one as more contenders in the same rounds
+(before/after). A caffezoo without ``-c/--connections`` (an older tree) runs
+with its one connection. Each contender runs once to warm up
 (page cache, bytecode; the capped ones against the uncapped server, since a
 capped warm-up only costs time), then ``--runs`` times, interleaved so that the
 machine's noise hits every one alike. Medians decide.
@@ -42,6 +44,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
+import re
 import shutil
 import signal
 import socket
@@ -331,6 +334,7 @@ class Tree:
     suffix: str  # appended to its contenders' names: "" or " (baseline)"
     env: dict[str, str]
     connections: bool  # does its `caffezoo download` take -c/--connections?
+    default: int | None = None  # its default -c, when its --help says
 
     def download(self, model: Path, connections: int | None = None) -> list[str]:
         flag = ["-c", str(connections)] if connections and self.connections else []
@@ -346,7 +350,9 @@ def probe_tree(suffix: str, env: dict[str, str]) -> Tree:
     )
     if proc.returncode != 0:
         fail(f"caffezoo download --help failed with PYTHONPATH={env['PYTHONPATH']}: {proc.stderr.strip()}")
-    return Tree(suffix, env, "--connections" in proc.stdout)
+    option = re.search(r"--connections\b(.*?)(?:\n\s*-|\Z)", proc.stdout, re.DOTALL)
+    default = re.search(r"\[default: (\d+)", option[1]) if option else None
+    return Tree(suffix, env, bool(option), int(default[1]) if default else None)
 
 
 @dataclass
@@ -374,7 +380,7 @@ class Goal:
     met: bool
 
     def __str__(self) -> str:
-        return f"{'PASS' if self.met else 'MISS'}  {self.group:14} {self.what:56} measured {self.measured}"
+        return f"{'PASS' if self.met else 'MISS'}  {self.group:14} {self.what:64} measured {self.measured}"
 
 
 @dataclass
@@ -430,7 +436,8 @@ class Bench:
         """``caffezoo download MODEL`` of each tree, also with ``-c 8`` where it has ``-c``."""
         out = []
         for tree in self.trees:
-            for n in (None, CONNECTIONS) if eight and tree.connections else (None,):
+            eights = eight and tree.connections and tree.default != CONNECTIONS  # else the default is it
+            for n in (None, CONNECTIONS) if eights else (None,):
                 name = label + (f" -c {n}" if n else "") + tree.suffix
                 warm = tree.download(self.fast, n)
                 out.append(Contender(name, tree.download(model, n), tree.env, warm, tree=tree, connections=n))
@@ -519,7 +526,8 @@ def two_sources(b: Bench, url_a: str, url_b: str) -> None:
     """Two hosts capped in all: caffezoo given both vs given one."""
     ours = b.caffezoo(b.model("both", url_a, (url_b,)), "caffezoo, both sources", eight=False)
     # The hosts are alike (one server, one cap), so either one stands for "the faster alone";
-    # timing the other alone too would cost a capped download per round for nothing.
+    # timing the other alone too would cost a capped download per round for nothing. One source
+    # gives any client at most RATE, so a baseline tree is held to the same time alone.
     alone = b.caffezoo(b.model("alone", url_a), "caffezoo, one source alone", eight=False)[0]
     others = [alone]
     if b.aria:  # what a segmented, multi-source client gets from these hosts: the goal is reachable
@@ -536,17 +544,13 @@ def two_sources(b: Bench, url_a: str, url_b: str) -> None:
 def memory(b: Bench) -> None:
     """Peak RSS with 8 connections, from every group that ran (one connection for a tree without -c)."""
     for tree in b.trees:
-        eight = [
-            c for c in b.ours if c.tree is tree and (c.connections == CONNECTIONS or not tree.connections)
-        ]
+        by_default = not tree.connections or tree.default == CONNECTIONS
+        eight = [c for c in b.ours if c.tree is tree and (c.connections == CONNECTIONS or by_default)]
         if eight:
             peak = max(c.rss for c in eight) / 2**20
             how = "-c 8" if tree.connections else "one connection: no -c"
-            b.goals.append(
-                Goal(
-                    "memory", f"caffezoo{tree.suffix} ({how}) peak RSS < 96 MiB", f"{peak:.1f} MiB", peak < 96
-                )
-            )
+            what = f"caffezoo{tree.suffix} ({how}) peak RSS < 96 MiB"
+            b.goals.append(Goal("memory", what, f"{peak:.1f} MiB", peak < 96))
 
 
 def parse_groups(text: str) -> list[str]:
@@ -575,6 +579,12 @@ def main() -> None:
         help=f"comma-separated groups to run, of {', '.join(GROUPS)} [all]",
     )
     parser.add_argument(
+        "--src",
+        type=Path,
+        default=ROOT / "src",
+        help="The caffezoo source tree under test (its src/ directory) [this checkout's]",
+    )
+    parser.add_argument(
         "--baseline-src",
         type=Path,
         help="Another caffezoo source tree (its src/ directory), run as more contenders in the "
@@ -594,8 +604,9 @@ def main() -> None:
         import pooch  # noqa: F401
     except ImportError:
         fail("pooch is not installed (pip install pooch; it is in caffezoo's test extra)")
-    if args.baseline_src and not (args.baseline_src / "caffezoo" / "__init__.py").is_file():
-        fail(f"--baseline-src {args.baseline_src}: expected a src/ directory holding caffezoo/__init__.py")
+    for flag, src in (("--src", args.src), ("--baseline-src", args.baseline_src)):
+        if src and not (src / "caffezoo" / "__init__.py").is_file():
+            fail(f"{flag} {src}: expected a src/ directory holding caffezoo/__init__.py")
 
     # The contenders see this process's environment, less what would send loopback elsewhere
     # (a proxy) or change caffezoo (CAFFEZOO_MIRRORS, CAFFEZOO_OFFLINE...); bytecode is written
@@ -612,12 +623,16 @@ def main() -> None:
     env["CAFFEZOO_HOME"] = str(tmp / "home")
     servers: list[subprocess.Popen] = []
     try:
-        trees = [probe_tree("", dict(env, PYTHONPATH=str(ROOT / "src")))]
+        trees = [probe_tree("", dict(env, PYTHONPATH=str(args.src.resolve())))]
         if args.baseline_src:
             trees.append(probe_tree(" (baseline)", dict(env, PYTHONPATH=str(args.baseline_src.resolve()))))
         for tree in trees:
             if not tree.connections:
                 print(f"caffezoo{tree.suffix} has no -c/--connections: it runs with its one connection")
+            elif tree.default == CONNECTIONS:
+                print(
+                    f"caffezoo{tree.suffix}'s default is -c {CONNECTIONS}: its default contender is also -c 8"
+                )
         aria = []
         if aria2c:  # as the issue says: 8 connections, no hashing; 1 MiB pieces so a small file splits too
             aria = [aria2c, "--no-conf", "-x8", "-s8", "--min-split-size=1M", "--check-certificate=false"]
