@@ -33,7 +33,7 @@ with 8 connections < 96 MiB (``wait4``'s ru_maxrss, through GNU time).
 ``--src TREE/src`` tests another source tree than this checkout's;
 ``--baseline-src OTHER/src`` adds one as more contenders in the same rounds
 (before/after). A caffezoo without ``-c/--connections`` (an older tree) runs
-with its one connection. Each contender runs once to warm up
+as it is (one connection, for main). Each contender runs once to warm up
 (page cache, bytecode; the capped ones against the uncapped server, since a
 capped warm-up only costs time), then ``--runs`` times, interleaved so that the
 machine's noise hits every one alike. Medians decide.
@@ -543,13 +543,13 @@ def two_sources(b: Bench, url_a: str, url_b: str) -> None:
 
 
 def memory(b: Bench) -> None:
-    """Peak RSS with 8 connections, from every group that ran (one connection for a tree without -c)."""
+    """Peak RSS with 8 connections, from every group that ran (a tree without -c: as it runs)."""
     for tree in b.trees:
         by_default = not tree.connections or tree.default == CONNECTIONS
         eight = [c for c in b.ours if c.tree is tree and (c.connections == CONNECTIONS or by_default)]
         if eight:
             peak = max(c.rss for c in eight) / 2**20
-            how = "-c 8" if tree.connections else "one connection: no -c"
+            how = "-c 8" if tree.connections else "no -c: its default"
             what = f"caffezoo{tree.suffix} ({how}) peak RSS < 96 MiB"
             b.goals.append(Goal("memory", what, f"{peak:.1f} MiB", peak < 96))
 
@@ -629,7 +629,7 @@ def main() -> None:
             trees.append(probe_tree(" (baseline)", dict(env, PYTHONPATH=str(args.baseline_src.resolve()))))
         for tree in trees:
             if not tree.connections:
-                print(f"caffezoo{tree.suffix} has no -c/--connections: it runs with its one connection")
+                print(f"caffezoo{tree.suffix} has no -c/--connections: it runs as it is")
             elif tree.default == CONNECTIONS:
                 print(
                     f"caffezoo{tree.suffix}'s default is -c {CONNECTIONS}: its default contender is also -c 8"
