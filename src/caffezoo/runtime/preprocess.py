@@ -23,6 +23,8 @@ import numpy as np
 
 from ..errors import ModelDirError, RuntimeInputError, UsageError
 
+__all__ = ["CROPS", "Preprocessor", "check_images", "load_image", "open_image", "read_mean"]
+
 CROPS = 10  # oversampling: 4 corners + centre, and their mirror images
 
 
