@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 from model_helpers import DEPLOY, GOOD_FRONT_MATTER, write_model
@@ -186,3 +187,44 @@ def test_bundled_cards_report_their_results():
         {"dataset": "Flickr Style val", "metric": "accuracy", "value": 0.3916}
     ]
     assert results["bvlc_reference_rcnn_ilsvrc13"] == []  # no figure was reported
+
+
+def test_prototxts_that_passed_are_not_checked_again_until_they_change(tmp_path):
+    """A second validate of the same bytes needs no protobuf (the start-up cost of `caffezoo validate`);
+    a changed file, or a solver whose net went missing, is checked again, with the same problems
+    a first check finds."""
+    import shutil
+    import subprocess
+    import sys
+
+    from caffezoo.zoo import BUNDLED_DIR
+
+    model = tmp_path / "alexnet"
+    shutil.copytree(BUNDLED_DIR / "bvlc_alexnet", model)
+    code = (
+        "import sys, json\nfrom caffezoo.validate import validate\n"
+        f"problems = [str(p) for p in validate({str(model)!r})]\n"
+        "print(json.dumps([problems, 'google.protobuf' in sys.modules]))"
+    )
+
+    def run(home: str = "") -> tuple[list[str], bool]:
+        env = {**os.environ, "CAFFEZOO_HOME": home} if home else None
+        out = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env
+        )
+        problems, parsed = json.loads(out.stdout)
+        return problems, parsed
+
+    first = run()
+    assert first[1] and not [p for p in first[0] if "error" in p]
+    assert run() == (first[0], False)  # known clean: no protobuf at all
+    deploy = (model / "deploy.prototxt").read_text()
+    (model / "deploy.prototxt").write_text(deploy.replace('bottom: "pool5"', 'bottom: "pool9"'))
+    changed = run()
+    assert changed[1] and any("pool9" in p for p in changed[0])
+    assert run() == changed  # problems are said every time
+    (model / "deploy.prototxt").write_text(deploy)
+    (model / "train_val.prototxt").unlink()  # the solver names it
+    gone = run()
+    assert any("train_val.prototxt' is not in the model directory" in p for p in gone[0]), gone
+    assert gone[0] == run(str(tmp_path / "fresh-home"))[0]  # as a first check says

@@ -23,6 +23,8 @@ from ..errors import ModelDirError, UsageError
 from .preprocess import CROPS, Preprocessor, check_images, read_mean
 from .session import InferenceNet, load
 
+__all__ = ["DEFAULT_BATCH", "Prediction", "Scored", "classify", "read_labels"]
+
 DEFAULT_BATCH = 8
 
 

@@ -24,6 +24,8 @@ import numpy as np
 from ..caffe import caffe_pb2
 from ._emit import FLT_MAX, Ctx, emits
 
+__all__ = []  # the layer rules register themselves with @emits; nothing here is called by name
+
 _Code = caffe_pb2.PriorBoxParameter
 
 

@@ -26,6 +26,18 @@ import numpy as np
 
 from ..errors import ModelDirError, RuntimeInputError, UsageError
 
+__all__ = [
+    "CROPS",
+    "Batch",
+    "Preprocessor",
+    "check_images",
+    "decode_image",
+    "load_image",
+    "open_image",
+    "read_mean",
+    "resized",
+]
+
 PathT = TypeVar("PathT", bound="str | os.PathLike[str]")
 T = TypeVar("T")
 DRAFT_GAP = 2  # a JPEG is decoded at a reduced scale only while it stays this many times the target size

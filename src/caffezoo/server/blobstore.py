@@ -37,6 +37,8 @@ from urllib.parse import urlsplit
 
 from ..errors import CaffezooError, ChecksumError, UsageError
 
+__all__ = ["BlobInfo", "BlobStore", "BlobStoreError", "BlobWriter", "LocalStore", "S3Store", "open_store"]
+
 CHUNK = 1 << 20
 S3_READ = 2 << 20  # bigger reads from S3 cost fewer Python-level trips per byte
 PRESENCE_TTL = 5.0  # seconds an S3 listing answers has() before it is taken again

@@ -38,9 +38,10 @@ from ..errors import CaffezooError
 if TYPE_CHECKING:
     import numpy as np
 
+    from ..runtime.classifier import Scored
     from .mirror import Mirror
-    from .models import Entry
     from .storage import Storage
+    from .tables import Entry
     from .work import Limits
 
 FORMATS = ("JPEG", "PNG", "GIF", "BMP", "WEBP")
@@ -58,13 +59,6 @@ class TryError(CaffezooError):
     def __init__(self, status: int, message: str):
         super().__init__(message)
         self.status = status
-
-
-@dataclass
-class Scored:
-    index: int
-    label: str | None
-    score: float
 
 
 @dataclass
@@ -182,7 +176,7 @@ class TryIt:
         if not path.is_file():
             from sqlalchemy import select
 
-            from .models import Blob
+            from .tables import Blob
 
             with self.storage.session() as s:
                 content = s.scalar(select(Blob.content).where(Blob.sha == entry.net_sha))
@@ -261,6 +255,7 @@ class TryIt:
         """Top-5 classes of the image in the form ``body``; :class:`TryError` says what is wrong."""
         import numpy as np
 
+        from ..runtime.classifier import Scored
         from ..runtime.preprocess import Preprocessor
 
         t0 = time.perf_counter()
@@ -298,8 +293,8 @@ router = APIRouter()
 @router.post("/models/{entry_id}/try")
 async def try_model(request: Request, entry_id: str) -> Response:
     """The form's answer: a page with the top-5 classes, or one saying what was wrong."""
+    from ..gist.rules import valid_id
     from . import catalog
-    from .api import valid_id
     from .pages import render
     from .work import Busy
 

@@ -1,0 +1,79 @@
+"""Prototxt files known to pass the checks, so that validating them again needs no protobuf.
+
+>>> clean = KnownClean.here()                                   # doctest: +SKIP
+>>> clean.has("deploy", data, model_dir)                        # doctest: +SKIP
+False
+>>> clean.add("deploy", data); clean.has("deploy", data, model_dir)   # doctest: +SKIP
+True
+
+Checking a net costs its parse and shape inference, and the first check in a
+process costs importing protobuf and the Caffe schema: most of what
+``caffezoo validate`` spends on a model it checked before. A file that passed
+is recorded under ``CAFFEZOO_HOME`` by the SHA-1 of how it was checked (deploy
+net, other net, solver) and of its bytes, in a folder named for the code that
+checked it (the sizes and dates of the Caffe-format modules and of protobuf),
+so a changed checker checks everything again. A solver's record keeps the
+nets it names: it holds while they are found beside it. Only clean results are
+recorded: a file with problems is checked, and its problems said, every time.
+The records are an optimisation: one that cannot be read or written costs a
+check, never a wrong answer.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+from pathlib import Path
+
+from .atomic import atomic_write_bytes
+from .caffe._files import net_file_found
+from .errors import WriteError
+
+__all__ = ["KnownClean"]
+
+
+def _code_key() -> str:
+    """What the checks' outcome depends on besides the file: the checking code."""
+    caffe = Path(__file__).parent / "caffe"
+    sources = sorted(caffe.glob("*.py")) + [Path(__file__)]
+    spec = importlib.util.find_spec("google.protobuf")  # found, not imported
+    if spec is not None and spec.origin:
+        sources.append(Path(spec.origin))
+    h = hashlib.sha1(usedforsecurity=False)
+    for p in sources:
+        st = p.stat()
+        h.update(f"{p.name}:{st.st_size}:{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()[:16]
+
+
+class KnownClean:
+    """The records of one ``CAFFEZOO_HOME``'s cache folder, for the code running now."""
+
+    def __init__(self, cache_dir: Path):
+        self.dir = cache_dir / "clean-prototxts" / _code_key()
+
+    @classmethod
+    def here(cls) -> KnownClean:
+        from .config import settings
+
+        return cls(settings().cache_dir)
+
+    def _path(self, kind: str, data: bytes) -> Path:
+        return self.dir / hashlib.sha1(kind.encode() + b"\0" + data, usedforsecurity=False).hexdigest()
+
+    def has(self, kind: str, data: bytes, model_dir: Path) -> bool:
+        """Whether ``data``, checked as ``kind``, passed before (a solver: and its nets are found)."""
+        try:
+            nets = json.loads(self._path(kind, data).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return False
+        return isinstance(nets, list) and all(net_file_found(model_dir, str(n)) for n in nets)
+
+    def add(self, kind: str, data: bytes, nets: list[str] | tuple[str, ...] = ()) -> None:
+        """Record that ``data``, checked as ``kind``, has no problem (``nets``: those a solver names)."""
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            atomic_write_bytes(self._path(kind, data), json.dumps(list(nets)).encode())
+        except (OSError, WriteError):
+            pass
