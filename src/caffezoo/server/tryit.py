@@ -229,10 +229,11 @@ def decode_upload(
             kind = im.format or "?"
             scale = min(1.0, side / max(width, height, 1))
             target = (max(1, round(width * scale)), max(1, round(height * scale)))
-            im.draft("RGB", target)
+            drafted = im.draft(None, target)  # a JPEG: decoded at 1/2 to 1/8 scale, still >= target
+            box = drafted[1] if drafted and im.size != (width, height) else None  # the whole picture, exactly
             rgb = im.convert("RGB")
             if rgb.size != target:
-                rgb = rgb.resize(target, Image.Resampling.BILINEAR)
+                rgb = rgb.resize(target, Image.Resampling.BILINEAR, box=box)
     except UnidentifiedImageError:
         raise TryError(415, f"not an image this server reads (use {', '.join(FORMATS)})") from None
     except Image.DecompressionBombError as e:
