@@ -228,3 +228,14 @@ def test_prototxts_that_passed_are_not_checked_again_until_they_change(tmp_path)
     gone = run()
     assert any("train_val.prototxt' is not in the model directory" in p for p in gone[0]), gone
     assert gone[0] == run(str(tmp_path / "fresh-home"))[0]  # as a first check says
+
+
+def test_a_bad_setting_does_not_change_what_validate_says(tmp_path, monkeypatch):
+    """The records of clean prototxts live under the cache folder the settings name; a setting
+    validate does not use (CAFFEZOO_OFFLINE=maybe) costs the records, not a false error, and
+    the prototxts are still checked."""
+    m = write_model(tmp_path / "net", GOOD_FRONT_MATTER, files={"deploy.prototxt": DEPLOY})
+    bad = write_model(tmp_path / "bad", GOOD_FRONT_MATTER, files={"deploy.prototxt": DEPLOY + "nonsense\n"})
+    monkeypatch.setenv("CAFFEZOO_OFFLINE", "maybe")
+    assert [p.message.split(":")[0] for p in validate(m)] == ["weights not downloaded yet"]
+    assert any("nonsense" in p.message for p in validate(bad) if p.path.endswith("deploy.prototxt"))

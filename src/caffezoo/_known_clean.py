@@ -28,7 +28,7 @@ from pathlib import Path
 
 from .atomic import atomic_write_bytes
 from .caffe._files import net_file_found
-from .errors import WriteError
+from .errors import CaffezooError, WriteError
 
 __all__ = ["KnownClean"]
 
@@ -50,20 +50,29 @@ def _code_key() -> str:
 class KnownClean:
     """The records of one ``CAFFEZOO_HOME``'s cache folder, for the code running now."""
 
-    def __init__(self, cache_dir: Path):
-        self.dir = cache_dir / "clean-prototxts" / _code_key()
+    def __init__(self, cache_dir: Path | None):
+        """``cache_dir`` None: no records (every file is checked, none is recorded)."""
+        self.dir = cache_dir / "clean-prototxts" / _code_key() if cache_dir is not None else None
 
     @classmethod
     def here(cls) -> KnownClean:
+        """The records of the cache folder the settings name; none when the settings cannot be
+        read (a bad CAFFEZOO_* value is not validate's business: it costs the records only)."""
         from .config import settings
 
-        return cls(settings().cache_dir)
+        try:
+            return cls(settings().cache_dir)
+        except CaffezooError:
+            return cls(None)
 
     def _path(self, kind: str, data: bytes) -> Path:
+        assert self.dir is not None
         return self.dir / hashlib.sha1(kind.encode() + b"\0" + data, usedforsecurity=False).hexdigest()
 
     def has(self, kind: str, data: bytes, model_dir: Path) -> bool:
         """Whether ``data``, checked as ``kind``, passed before (a solver: and its nets are found)."""
+        if self.dir is None:
+            return False
         try:
             nets = json.loads(self._path(kind, data).read_text(encoding="utf-8"))
         except (OSError, ValueError):
@@ -72,6 +81,8 @@ class KnownClean:
 
     def add(self, kind: str, data: bytes, nets: list[str] | tuple[str, ...] = ()) -> None:
         """Record that ``data``, checked as ``kind``, has no problem (``nets``: those a solver names)."""
+        if self.dir is None:
+            return
         try:
             self.dir.mkdir(parents=True, exist_ok=True)
             atomic_write_bytes(self._path(kind, data), json.dumps(list(nets)).encode())
