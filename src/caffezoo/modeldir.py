@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from .caffe._files import read_regular
 from .errors import ModelDirError
 from .frontmatter import Readme, read_readme
 from .schema import FrontMatter, validate_front_matter
@@ -195,9 +196,8 @@ def classify(path: Path, data: bytes | None = None) -> FileKind:
         head = data[:65536]
     else:
         try:
-            with open(path, "rb") as f:
-                head = f.read(65536)
-        except OSError:
+            head = read_regular(path, 65535)
+        except OSError:  # unreadable, or a pipe or a device (never waited on)
             return "binary"
     if b"\0" in head:
         return "binary"
@@ -220,12 +220,11 @@ def prototxt_kind(path: Path, data: bytes | None = None) -> FileKind:
     if "train" in stem or "val" in stem:
         return "train_val"
     try:
-        if data is None:
-            text = path.read_text(encoding="utf-8", errors="replace")
-        else:  # decoded as read_text does, newlines included
-            text = io.TextIOWrapper(io.BytesIO(data), encoding="utf-8", errors="replace").read()
-    except OSError:
+        data = read_regular(path) if data is None else data
+    except OSError:  # the check that reads it says why
         return "prototxt"
+    # decoded as read_text does, newlines included
+    text = io.TextIOWrapper(io.BytesIO(data), encoding="utf-8", errors="replace").read()
     if _SOLVER_RE.search(text):
         return "solver"
     if _DATA_RE.search(text):
@@ -257,7 +256,7 @@ def read_dir(path: Path, *, whole_up_to: int | None = None) -> list[Entry]:
         wanted = not entry.name.startswith(".") and ".caffemodel" not in entry.name.lower()
         if is_file and wanted and whole_up_to is not None and size <= whole_up_to:
             try:
-                data = Path(entry.path).read_bytes()
+                data = read_regular(entry.path)
             except OSError:
                 data = None
         out.append(Entry(entry.name, Path(entry.path), entry.is_symlink(), is_dir, is_file, size, data))
