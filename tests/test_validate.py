@@ -239,3 +239,30 @@ def test_a_bad_setting_does_not_change_what_validate_says(tmp_path, monkeypatch)
     monkeypatch.setenv("CAFFEZOO_OFFLINE", "maybe")
     assert [p.message.split(":")[0] for p in validate(m)] == ["weights not downloaded yet"]
     assert any("nonsense" in p.message for p in validate(bad) if p.path.endswith("deploy.prototxt"))
+
+
+def test_clean_prototxt_records_follow_the_checking_code_and_old_ones_go(tmp_path):
+    """The records are keyed by the code that decides what a check finds, validate.py's
+    check_prototxts included (it picks how each file is checked); without its sources there
+    is no key and no record; records of other code are removed when the first of this code's
+    is written, so the folder does not grow with every upgrade or edit."""
+    from caffezoo._known_clean import KnownClean, _code_key
+
+    pkg = tmp_path / "pkg"
+    (pkg / "caffe").mkdir(parents=True)
+    for name in ("caffe/checks.py", "_known_clean.py", "validate.py"):
+        (pkg / name).write_text("x = 1\n")
+    key = _code_key(pkg)
+    os.utime(pkg / "validate.py", ns=(1, 1))
+    assert _code_key(pkg) not in (None, key)
+    (pkg / "validate.py").unlink()
+    assert _code_key(pkg) is None
+
+    cache = tmp_path / "cache"
+    stale = cache / "clean-prototxts" / "0123456789abcdef"
+    stale.mkdir(parents=True)
+    (stale / ("0" * 40)).write_text("[]")
+    clean = KnownClean(cache)
+    clean.add("net", b"layer {}")
+    assert clean.has("net", b"layer {}", tmp_path)
+    assert [p.name for p in (cache / "clean-prototxts").iterdir()] == [clean.dir.name]
