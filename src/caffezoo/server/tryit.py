@@ -115,8 +115,9 @@ def decode_image(
 
     The header's dimensions are checked before any pixel is decoded.
     """
-    import numpy as np
     from PIL import Image, UnidentifiedImageError
+
+    from ..runtime.preprocess import resized
 
     try:
         with Image.open(io.BytesIO(data), formats=FORMATS) as im:
@@ -128,20 +129,14 @@ def decode_image(
                     f"{max_pixels:,} pixels",
                 )
             kind = im.format or "?"
-            mode = "L" if channels == 1 else "RGB"
-            # A big JPEG is decoded at a reduced scale (DCT scaling) still twice the size needed: a
-            # 24-megapixel photo then costs a fraction of a full decode. Scores may differ from
-            # `caffezoo run`'s (which decodes in full) in the last digits.
-            im.draft(mode, (2 * size[1], 2 * size[0]))
-            im = im.convert(mode).resize((size[1], size[0]), Image.Resampling.BILINEAR)
-            array = np.asarray(im, np.float32) / np.float32(255)
+            array = resized(im, channels, size)  # as `caffezoo run` prepares it (a big JPEG: decoded scaled)
     except UnidentifiedImageError:
         raise TryError(415, f"not an image this server reads (use {', '.join(FORMATS)})") from None
     except Image.DecompressionBombError as e:
         raise TryError(413, f"the image is too large: {e}") from None
     except (OSError, ValueError, SyntaxError, EOFError) as e:
         raise TryError(422, f"cannot decode the image: {e}") from None
-    return (array[:, :, None] if array.ndim == 2 else array), (width, height, kind)
+    return array, (width, height, kind)
 
 
 @dataclass
