@@ -72,6 +72,10 @@ MAX_ROWS = 100  # boxes or classes listed on the page (all are drawn)
 PICTURES_BYTES = 32 * 1024 * 1024  # drawn pictures kept for their pages, together
 PICTURES_COUNT = 64
 PICTURE_SECONDS = 600.0
+# The form has two fields; each part's header is parsed by the email package, ~20 us per byte of
+# parameters: without these an 8 MB body of tiny parts holds the lane (and the GIL) for minutes.
+MAX_PARTS = 8
+MAX_PART_HEAD = 4096  # bytes: a Content-Disposition with a long UTF-8 file name, and a Content-Type
 
 __all__ = [
     "ResultPictures",
@@ -188,7 +192,10 @@ def form_fields(body: bytes, content_type: str) -> dict[str, bytes]:
     boundary = kind.get_boundary()
     if kind.get_content_type() != "multipart/form-data" or not boundary:
         raise TryError(415, "expected a form upload (multipart/form-data) with an image field")
-    pieces = (b"\r\n" + body).split(b"\r\n--" + boundary.encode("latin-1", "replace"))
+    delimiter = b"\r\n--" + boundary.encode("latin-1", "replace")
+    pieces = (b"\r\n" + body).split(delimiter, MAX_PARTS + 1)  # never more pieces than that
+    if len(pieces) == MAX_PARTS + 2 and not pieces[-1].startswith(b"--"):
+        raise TryError(413, f"the form has more than {MAX_PARTS} fields; send the image (and a threshold)")
     if len(pieces) < 3 or not pieces[-1].startswith(b"--"):  # a preamble, parts, the closing "--"
         raise TryError(400, "the upload is not a well-formed multipart form")
     fields: dict[str, bytes] = {}
@@ -196,6 +203,8 @@ def form_fields(body: bytes, content_type: str) -> dict[str, bytes]:
         head, blank, content = piece.partition(b"\r\n\r\n")
         if not blank:
             raise TryError(400, "the upload is not a well-formed multipart form")
+        if len(head) > MAX_PART_HEAD:
+            raise TryError(413, f"a field's header is over {MAX_PART_HEAD:,} bytes")
         part = BytesHeaderParser(policy=HTTP).parsebytes(
             head.lstrip(b" \t").removeprefix(b"\r\n") + b"\r\n\r\n"
         )
