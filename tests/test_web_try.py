@@ -272,3 +272,16 @@ def test_forms_with_many_parts_or_long_part_headers_are_refused_unparsed(zoo):
     some = {f"f{i}": "v" for i in range(6)}
     r = zoo.http.post(f"/models/{zoo.gid}/try", files={"image": ("p.png", image, "image/png")}, data=some)
     assert r.status_code == 200
+
+
+def test_a_16_bit_grey_png_is_read_as_its_8_bit_self(zoo):
+    from PIL import Image
+
+    grey = Image.fromarray(natural_image(np.random.default_rng(12), 48, 64)).convert("L")
+    deep = io.BytesIO()
+    Image.fromarray(np.asarray(grey, np.uint16) * 257).save(deep, format="PNG")  # mode I;16
+    assert Image.open(io.BytesIO(deep.getvalue())).mode == "I;16"
+    eight = top_rows(post(zoo, png(np.asarray(grey))).text)
+    sixteen = top_rows(post(zoo, deep.getvalue()).text)  # Pillow's convert("RGB") clips it to white
+    assert [label for label, _ in sixteen] == [label for label, _ in eight]
+    assert np.allclose([s for _, s in sixteen], [s for _, s in eight], atol=1e-3)

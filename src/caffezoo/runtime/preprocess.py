@@ -38,6 +38,7 @@ __all__ = [
     "Preprocessor",
     "check_images",
     "decode_image",
+    "in_mode",
     "load_image",
     "open_image",
     "read_mean",
@@ -330,12 +331,28 @@ def resized(im: Any, channels: int, size: tuple[int, int]) -> np.ndarray:
     original = im.size
     drafted = im.draft(None, (DRAFT_GAP * size[1], DRAFT_GAP * size[0]))
     box = drafted[1] if drafted and im.size != original else None  # exactly the whole picture
-    if im.mode != mode:  # converting an image already in the mode only copies it
-        im = im.convert(mode)
+    im = in_mode(im, mode)
     im = im.resize((size[1], size[0]), Image.Resampling.BILINEAR, box=box)
     array = np.asarray(im, np.float32)
     array /= np.float32(255)
     return array[:, :, None] if array.ndim == 2 else array
+
+
+def in_mode(im: Any, mode: str) -> Any:
+    """A Pillow image in ``mode`` ("RGB" or "L"): a 16-bit grey (a PNG's ``I;16``, or ``I``) is scaled to
+    8 bits first, where Pillow's ``convert`` clips it (all but the darkest pixels white).
+
+    >>> in_mode(Image.open("depth16.png"), "RGB").mode                          # doctest: +SKIP
+    'RGB'
+    """
+    if im.mode == mode:  # converting an image already in the mode only copies it
+        return im
+    if im.mode.startswith("I"):
+        from PIL import Image
+
+        grey = np.rint(np.asarray(im, np.float32) / 257).clip(0, 255).astype(np.uint8)
+        im = Image.fromarray(grey, "L")
+    return im if im.mode == mode else im.convert(mode)
 
 
 @contextmanager

@@ -224,7 +224,7 @@ def decode_upload(
     """
     from PIL import Image, UnidentifiedImageError
 
-    from ..runtime.preprocess import InMemoryImage
+    from ..runtime.preprocess import InMemoryImage, in_mode
 
     try:
         with Image.open(io.BytesIO(data), formats=FORMATS) as im:
@@ -240,7 +240,9 @@ def decode_upload(
             target = (max(1, round(width * scale)), max(1, round(height * scale)))
             drafted = im.draft(None, target)  # a JPEG: decoded at 1/2 to 1/8 scale, still >= target
             box = drafted[1] if drafted and im.size != (width, height) else None  # the whole picture, exactly
-            rgb = im.convert("RGB")
+            rgb = in_mode(im, "RGB")  # a 16-bit grey scaled, not clipped
+            if rgb is im:  # already RGB: decoded now, while its file is open
+                rgb = im.copy()
             if rgb.size != target:
                 rgb = rgb.resize(target, Image.Resampling.BILINEAR, box=box)
     except UnidentifiedImageError:
