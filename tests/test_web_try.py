@@ -285,3 +285,10 @@ def test_a_16_bit_grey_png_is_read_as_its_8_bit_self(zoo):
     sixteen = top_rows(post(zoo, deep.getvalue()).text)  # Pillow's convert("RGB") clips it to white
     assert [label for label, _ in sixteen] == [label for label, _ in eight]
     assert np.allclose([s for _, s in sixteen], [s for _, s in eight], atol=1e-3)
+
+
+def test_an_upload_that_is_no_image_is_refused_before_the_net_is_loaded(zoo):
+    # Loading converts the net (and copies weights from a remote store): not for a file it cannot run on.
+    r = post(zoo, b"GIF89a" + b"\0" * 50, filename="x.gif")
+    assert r.status_code in (415, 422) and not zoo.app.state.tryit._nets
+    assert post(zoo, bomb_png()).status_code == 413 and not zoo.app.state.tryit._nets

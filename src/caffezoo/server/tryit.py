@@ -463,8 +463,9 @@ class TryIt:
 
         t0 = time.perf_counter()
         form = read_form(body, content_type)
-        loaded = self._load(entry)
+        # Decoded first: a file that is no image (or too big) is refused before the net is converted and loaded.
         image, kind, (width, height) = decode_upload(form.image, self.limits.try_max_pixels)
+        loaded = self._load(entry)
         try:
             result = run(
                 "",  # the net is loaded: MODEL is not read again
