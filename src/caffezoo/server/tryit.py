@@ -111,7 +111,7 @@ def image_from_form(body: bytes, content_type: str, field_name: str = "image") -
 def decode_image(
     data: bytes, channels: int, size: tuple[int, int], max_pixels: int
 ) -> tuple[np.ndarray, tuple[int, int, str]]:
-    """``data`` as H x W x C floats in [0, 1] at ``size`` (H, W), and its (width, height, format).
+    """``data`` as C x H x W floats in [0, 1] at ``size`` (H, W), and its (width, height, format).
 
     The header's dimensions are checked before any pixel is decoded.
     """
