@@ -695,3 +695,31 @@ def test_a_raw_url_sending_more_than_the_gist_says_is_cut_off_while_reading():
             client.raw(server.url("/raw/big"), 100)
         server.route("/raw/ok", b"y" * 100)
         assert client.raw(server.url("/raw/ok"), 100) == b"y" * 100
+
+
+def test_pipes_and_devices_in_the_model_directory_are_never_waited_on(tmp_path):
+    """A FIFO blocks its reader until someone writes, and /dev/zero never ends: validate says a
+    prototxt that is one cannot be read, upload leaves other such files out, neither waits."""
+    d = model_copy(tmp_path)
+    os.mkfifo(d / "notes.txt")
+    os.mkfifo(d / "extra.prototxt")  # its kind is told by its content, which cannot be read
+    os.mkfifo(d / "other_deploy.prototxt")  # its kind is told by its name
+    (d / "zeros.prototxt").symlink_to("/dev/zero")
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        try:
+            return subprocess.run(
+                [sys.executable, "-m", "caffezoo", *args], capture_output=True, text=True, timeout=60
+            )
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"`caffezoo {' '.join(args)}` waited on a pipe")
+
+    r = run("validate", str(d))
+    errors = {line.split(":")[0] for line in r.stdout.splitlines() if ": error: " in line}
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+    assert errors == {str(d / n) for n in ("extra.prototxt", "other_deploy.prototxt", "zeros.prototxt")}
+    assert r.stdout.count("not a regular file") == 3, r.stdout
+    for name in ("extra.prototxt", "other_deploy.prototxt", "zeros.prototxt"):
+        (d / name).unlink()
+    r = run("gist", "upload", "--dry-run", str(d))
+    assert r.returncode == 0 and "skip    notes.txt: not a regular file" in r.stdout, r.stdout + r.stderr

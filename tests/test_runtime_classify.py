@@ -155,6 +155,29 @@ def test_batches_decoded_ahead_are_the_batches_decoded_in_turn(tmp_path, images)
     assert seen == [images[0:2], images[2:4]]
 
 
+def test_no_batch_is_decoded_after_a_bad_one():
+    """A batch that fails to decode ends the run: the worker is not sent the next one, which would be read
+    in the background (a whole batch of large images) after the caller has been given the error."""
+    import threading
+
+    from caffezoo.runtime.preprocess import _ahead
+
+    decoded = []
+
+    def prepare(chunk: str) -> str:
+        decoded.append(chunk)
+        if chunk == "bad":
+            raise RuntimeInputError("bad: cannot decode the image")
+        return chunk
+
+    before = set(threading.enumerate())
+    with pytest.raises(RuntimeInputError, match="bad: cannot decode"):
+        list(_ahead(prepare, ["first", "bad", "third", "fourth"]))
+    for thread in set(threading.enumerate()) - before:  # the worker ends once told to stop: wait for it
+        thread.join(timeout=60)
+    assert decoded == ["first", "bad"]
+
+
 def test_a_large_jpeg_is_decoded_at_a_reduced_scale_close_to_its_area_average(tmp_path):
     """A JPEG at least 4x the input both ways is decoded in the DCT at 1/2, 1/4 or 1/8 scale, staying at
     least twice the size it is resized to (Pillow's draft). The DCT's scaling averages the pixels it

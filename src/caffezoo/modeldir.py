@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from .caffe._files import read_regular
 from .errors import ModelDirError
 from .frontmatter import Readme, read_readme
 from .schema import FrontMatter, validate_front_matter
@@ -195,9 +196,8 @@ def classify(path: Path, data: bytes | None = None) -> FileKind:
         head = data[:65536]
     else:
         try:
-            with open(path, "rb") as f:
-                head = f.read(65536)
-        except OSError:
+            head = read_regular(path, 65535)
+        except OSError:  # unreadable, or a pipe or a device (never waited on)
             return "binary"
     if b"\0" in head:
         return "binary"
@@ -220,12 +220,11 @@ def prototxt_kind(path: Path, data: bytes | None = None) -> FileKind:
     if "train" in stem or "val" in stem:
         return "train_val"
     try:
-        if data is None:
-            text = path.read_text(encoding="utf-8", errors="replace")
-        else:  # decoded as read_text does, newlines included
-            text = io.TextIOWrapper(io.BytesIO(data), encoding="utf-8", errors="replace").read()
-    except OSError:
+        data = read_regular(path) if data is None else data
+    except OSError:  # the check that reads it says why
         return "prototxt"
+    # decoded as read_text does, newlines included
+    text = io.TextIOWrapper(io.BytesIO(data), encoding="utf-8", errors="replace").read()
     if _SOLVER_RE.search(text):
         return "solver"
     if _DATA_RE.search(text):
@@ -235,18 +234,20 @@ def prototxt_kind(path: Path, data: bytes | None = None) -> FileKind:
     return "prototxt"
 
 
-def read_dir(path: Path, *, whole_up_to: int | None = None) -> list[Entry]:
+def read_dir(path: Path, *, whole_up_to: int | None = None, total_up_to: int = 64 << 20) -> list[Entry]:
     """Every entry of ``path`` (hidden ones too) by name, from one ``scandir``.
 
     With ``whole_up_to``, the bytes of each visible file of at most that many
     bytes, weights excepted, are read too, so that whoever needs them (``validate``, ``gist
-    upload``) has them without opening the file again. A file that cannot be
-    read is listed without them: its reader says why.
+    upload``) has them without opening the file again; at most ``total_up_to`` bytes are kept
+    in all, so that a folder of many such files costs bounded memory. A file that cannot be
+    read, or is not kept, is listed without them: its reader reads it, or says why.
 
     >>> [e.name for e in read_dir(Path("models/bvlc_alexnet"))]  # doctest: +SKIP
     ['deploy.prototxt', 'readme.md', 'solver.prototxt', 'train_val.prototxt']
     """
     out = []
+    kept = 0
     for entry in sorted(os.scandir(path), key=lambda e: e.name):
         is_dir, is_file = entry.is_dir(), entry.is_file()
         try:
@@ -255,11 +256,21 @@ def read_dir(path: Path, *, whole_up_to: int | None = None) -> list[Entry]:
             size = 0
         data = None
         wanted = not entry.name.startswith(".") and ".caffemodel" not in entry.name.lower()
-        if is_file and wanted and whole_up_to is not None and size <= whole_up_to:
+        if (
+            is_file
+            and wanted
+            and whole_up_to is not None
+            and size <= whole_up_to
+            and kept + size <= total_up_to
+        ):
             try:
-                data = Path(entry.path).read_bytes()
+                data = read_regular(entry.path, whole_up_to)
             except OSError:
                 data = None
+            if data is not None and (len(data) > whole_up_to or kept + len(data) > total_up_to):
+                size = max(size, len(data))  # grown since listed (or a /proc file, listed as 0)
+                data = None
+            kept += len(data or b"")
         out.append(Entry(entry.name, Path(entry.path), entry.is_symlink(), is_dir, is_file, size, data))
     return out
 

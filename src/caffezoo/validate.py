@@ -149,10 +149,13 @@ def _small_file(path: Path, size: int, most: int = 16 << 20) -> bytes | None:
     (the check then reads it itself and says why)."""
     if size > most:
         return None
+    from .caffe._files import read_regular
+
     try:
-        return path.read_bytes()
+        data = read_regular(path, most)
     except OSError:
         return None
+    return data if len(data) <= most else None
 
 
 # Checks run on every directory that has a readable readme, in this order.

@@ -7,6 +7,7 @@ outside ``caffe/`` but :mod:`caffezoo.errors`; the rest of the zoo uses it as
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 from collections.abc import Iterator
@@ -24,6 +25,31 @@ def net_file_found(model_dir: Path, name: str) -> bool:
     ``models/NAME/train_val.prototxt``); the file itself should be in the model directory.
     """
     return (model_dir / name).is_file() or (model_dir / Path(name).name).is_file()
+
+
+def read_regular(path: str | os.PathLike[str], most: int | None = None) -> bytes:
+    """The bytes of the regular file at ``path`` (links followed); with ``most``, at most
+    ``most + 1`` of them, so that a caller sees the file is larger than it takes.
+
+    >>> read_regular("/dev/zero")
+    Traceback (most recent call last):
+    OSError: [Errno 22] not a regular file (a pipe or a device): '/dev/zero'
+
+    A pipe or a device raises OSError unread: a FIFO would keep its reader waiting for a
+    writer, /dev/zero would never end. It is opened without waiting, then looked at.
+    """
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+    fd = os.open(path, flags)
+    try:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), os.fspath(path))
+        if not stat.S_ISREG(mode):
+            raise OSError(errno.EINVAL, "not a regular file (a pipe or a device)", os.fspath(path))
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            return f.read() if most is None else f.read(most + 1)
+    finally:
+        os.close(fd)
 
 
 def open_error(kind: type[Exception], path: Path, error: OSError, expected: str) -> Exception:

@@ -35,7 +35,7 @@ from google.protobuf.message import Message
 
 from ..errors import PrototxtError
 from . import caffe_pb2
-from ._files import atomic_open, looks_binary, open_error
+from ._files import atomic_open, looks_binary, open_error, read_regular
 
 __all__ = [
     "M",
@@ -133,7 +133,7 @@ def load_prototxt(
                 f"(limit {MAX_TEXT_BYTES}); is it a binary .caffemodel?",
                 path=str(p),
             )
-        data = p.read_bytes()
+        data = read_regular(p)
     except OSError as e:
         raise open_error(PrototxtError, p, e, "a .prototxt file") from None
     return parse_prototxt(data, message_type, path=str(p), skip_unknown=skip_unknown)

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..caffe._files import read_regular
 from ..config import settings
 from ..errors import CaffezooError, GistError, ModelDirError, OfflineError, Problem
 from ..frontmatter import read_text, write_keys
@@ -102,7 +103,7 @@ def collect_files(path: Path, entries: list[Entry] | None = None) -> tuple[dict[
                 )
             )
         else:
-            data = entry.data if entry.data is not None else entry.path.read_bytes()
+            data = entry.data if entry.data is not None else read_regular(entry.path)
             try:
                 text = None if b"\0" in data else data.decode("utf-8")
             except UnicodeDecodeError:

@@ -250,10 +250,10 @@ def _ahead(function: Callable[[Any], T], items: Sequence[Any]) -> Iterator[T]:
         wanted.put(items[0])
         for i in range(len(items)):
             ok, value = done.get()  # a bad image raises here, in the order of the images
+            if not ok:  # before asking for the next: nobody would take it
+                raise value
             if i + 1 < len(items):
                 wanted.put(items[i + 1])  # one ahead, no more: memory stays at two batches
-            if not ok:
-                raise value
             yield value
     finally:
         wanted.put(_STOP)  # the thread ends after the item it may be working on
