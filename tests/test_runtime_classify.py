@@ -332,3 +332,15 @@ def test_the_resize_graph_is_read_by_the_oldest_onnxruntime_caffezoo_supports():
 
     model = _model(3, 8, 8)
     assert model.ir_version <= 9 and model.opset_import[0].version == 13
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_from_array_refuses_the_old_height_width_channels_layout(channels):
+    """from_array took H x W x C until the resize moved to C x H x W: an array in the old layout is
+    refused with the shape it should have had, not read as rows (a square grey image was read silently)."""
+    from caffezoo.errors import RuntimeInputError
+
+    pre = Preprocessor(channels, 8, 8)
+    with pytest.raises(RuntimeInputError, match=rf"\({channels}, 8, 8\).*\(8, 8, {channels}\)"):
+        pre.from_array(np.zeros((8, 8, channels), np.float32))
+    assert pre.from_array(np.zeros((channels, 8, 8), np.float32)).shape == (1, channels, 8, 8)
