@@ -44,20 +44,21 @@ def _model(channels: int, height: int, width: int) -> Any:
     from ._graph import Graph
 
     g = Graph(opset=13)
-    sizes = g.const("sizes", [1, channels, height, width])
+    sizes = g.const("sizes", [1, height, width, channels])
     unit = g.const("unit", 1 / 255, np.float32)
-    # Channels first before resizing: onnxruntime's bilinear over the two last axes of uint8 is its
-    # fastest path (measured 3x faster than over H x W x C); casting after it casts the small image.
-    g.node("Transpose", ["pixels"], ["planes"], name="planes", perm=[0, 3, 1, 2])
+    # Resize the uint8 pixels where they lie (H x W x C), then move the small image's channels first and
+    # cast it: the order onnxruntime's optimiser turns a Transpose-first graph into (measured: 1 ms for
+    # 12 megapixels to 224 x 224; the Transpose-first graph run as written, 15 ms).
     g.node(
         "Resize",
-        ["planes", "", "", sizes],
+        ["pixels", "", "", sizes],
         ["resized"],
         name="resized",
         mode="linear",
         coordinate_transformation_mode="half_pixel",
     )
-    g.node("Cast", ["resized"], ["levels"], name="levels", to=TensorProto.FLOAT)
+    g.node("Transpose", ["resized"], ["planes"], name="planes", perm=[0, 3, 1, 2])
+    g.node("Cast", ["planes"], ["levels"], name="levels", to=TensorProto.FLOAT)
     g.node("Mul", ["levels", unit], ["x"], name="x")
     return g.model(
         [helper.make_tensor_value_info("pixels", TensorProto.UINT8, [1, "H", "W", channels])],
