@@ -636,3 +636,65 @@ def test_class_areas_from_the_grid_count_the_resized_map(grid, size):
     classes = np.random.default_rng(1).integers(0, 21, grid).astype(np.int32)
     counts = area_counts(classes, *size)
     assert np.array_equal(counts, np.bincount(nearest(classes, *size).reshape(-1), minlength=len(counts)))
+
+
+# ------------------------------------------------------------ images in memory (the web zoo's uploads)
+
+
+@pytest.mark.parametrize("kind", ["detect", "segment", "edges", "classify"])
+def test_an_image_in_memory_gives_what_its_file_gives(tmp_path, kind):
+    from caffezoo.runtime.draw import read_rgb
+    from caffezoo.runtime.preprocess import InMemoryImage
+    from caffezoo.runtime.tasks import picture as draw
+
+    net = {
+        "detect": _ssd(keep_top_k=4, threshold=0.2),
+        "segment": scorer(),
+        "edges": scorer(classes=1, sigmoid=True),
+        "classify": small_classifier(batch=1),
+    }[kind]
+    d = model_dir(tmp_path, net, seed=3)
+    image = picture(tmp_path / "photo.png", 40, 32)
+    options = dict(threshold=0.0, raw_scale=1.0) if kind == "detect" else {}
+    task = "segment" if kind == "edges" else kind
+    from_file = run(
+        d, [image], task=task, output=None if kind == "classify" else tmp_path / "out.png", **options
+    )
+    with Image.open(image) as im:
+        im.load()
+        in_memory = run(d, [InMemoryImage(im, "upload")], task=task, **options)
+    (a,), (b,) = from_file.items, in_memory.items
+    assert b.image == "upload"
+    if kind == "classify":
+        assert [(s.index, s.score) for s in a.top] == [(s.index, s.score) for s in b.top]
+        return
+    if kind == "detect":
+        assert a.detections and [d.to_json() for d in a.detections] == [d.to_json() for d in b.detections]
+    else:
+        assert np.array_equal(a.map, b.map) and a.areas == b.areas
+    # What `-o` wrote is what `picture` draws, without a file.
+    drawn = np.asarray(Image.open(tmp_path / "out.png"))
+    assert np.array_equal(draw(b, read_rgb(InMemoryImage(im, "upload"))), drawn)
+
+
+def test_labels_given_as_names(tmp_path):
+    d = model_dir(tmp_path, scorer(classes=3), task="semantic segmentation")
+    image = picture(tmp_path / "a.png", 20, 16)
+    (item,) = run(d, [image], labels=["sky", "road", "tree"]).items
+    assert {a.name for a in item.areas} <= {"sky", "road", "tree"} and all(a.name for a in item.areas)
+    with pytest.raises(
+        ModelDirError, match="the labels given: 2 labels, but the net's 'score' has 3 classes"
+    ):
+        run(d, [image], labels=["sky", "road"])
+
+
+def test_a_bare_prototxt_with_weights_runs_every_task(tmp_path, cli):
+    # The help says MODEL may be a deploy .prototxt with --weights: classify looked for a model
+    # directory's front matter there and failed.
+    from runtime_helpers import write_net
+
+    image = picture(tmp_path / "a.png", 20, 16)
+    for task, net in (("classify", small_classifier(batch=1)), ("segment", scorer())):
+        prototxt, weights = write_net(tmp_path, net, name=task)
+        result = cli("run", prototxt, "--weights", weights, image, "--task", task, "--json")
+        assert result.code == 0, result.stderr

@@ -176,7 +176,9 @@ def test_models_that_cannot_be_tried_say_why(zoo):
     r = post(zoo, png(natural_image(np.random.default_rng(1), 8, 8)), gid=alexnet["id"])
     assert r.status_code == 409 and "does not hold its weights" in text(r)
     detector = next(m for m in zoo.http.get("/compare.json").json()["models"] if "RCNN" in m["name"])
-    assert "only classification models" in zoo.get(f"/models/{detector['id']}").text
+    assert (
+        "no SSD DetectionOutput or Faster R-CNN proposal layer" in zoo.get(f"/models/{detector['id']}").text
+    )
 
 
 def test_try_is_off_unless_asked(web):
@@ -216,3 +218,38 @@ def test_a_big_jpeg_gives_the_same_top_class_as_caffezoo_run(zoo, model_files, t
     assert r.status_code == 200
     out = cli("run", str(model_files[0]), str(path), "--json")
     assert top_rows(r.text)[0][0] == json.loads(out.stdout)[0]["top"][0]["label"]
+
+
+def test_form_fields_are_cut_at_the_boundary():
+    import httpx
+
+    from caffezoo.server.tryit import TryError, form_fields
+
+    data = b"\r\n--not-the-boundary\r\n\r\n" + bytes(range(256)) * 100  # lines, CRLFs, dashes: all content
+    request = httpx.Request(
+        "POST",
+        "http://x/",
+        files={"image": ('we"ird name.png', data, "image/png")},
+        data={"threshold": "0.3"},
+    )
+    body, content_type = request.read(), request.headers["content-type"]
+    assert form_fields(body, content_type) == {"threshold": b"0.3", "image": data}
+    boundary = content_type.split("boundary=")[1]
+    quoted = f'multipart/form-data; boundary="{boundary}"'
+    preamble = b"a preamble, ignored\r\n" + body
+    assert form_fields(preamble, quoted)["image"] == data
+    twice = body[: body.rindex(b"--" + boundary.encode() + b"--")] + body  # the first "image" counts
+    assert form_fields(twice, content_type)["image"] == data
+    for broken in (
+        body[: len(body) // 2],
+        body.replace(b"\r\n\r\n", b"\r\n"),
+        b"",
+        b"--" + boundary.encode(),
+    ):
+        with pytest.raises(TryError) as e:
+            form_fields(broken, content_type)
+        assert e.value.status == 400
+    for wrong in ("multipart/mixed; boundary=x", "multipart/form-data", "text/plain", ""):
+        with pytest.raises(TryError) as e:
+            form_fields(body, wrong)
+        assert e.value.status == 415

@@ -88,6 +88,18 @@ def draw_boxes(
     return np.asarray(picture)
 
 
+def encode_png(array: np.ndarray, compress_level: int = 1) -> bytes:
+    """An H x W (grey) or H x W x 3 (RGB) uint8 array as PNG bytes, in memory (level 1: quick,
+    a little larger than the default 6)."""
+    import io
+
+    from PIL import Image
+
+    out = io.BytesIO()
+    Image.fromarray(array).save(out, format="PNG", compress_level=compress_level)
+    return out.getvalue()
+
+
 def write_png(array: np.ndarray, path: str | os.PathLike[str]) -> Path:
     """Write an H x W (grey) or H x W x 3 (RGB) uint8 array as a PNG, atomically."""
     from PIL import Image
