@@ -322,3 +322,25 @@ def test_a_bad_image_stops_before_any_work(tmp_path, images):
     assert not list(settings().cache_dir.glob("**/*.onnx"))  # nothing was converted
     classify(d, images[:1])
     assert len(list(settings().cache_dir.glob("**/*.onnx"))) == 1  # where a conversion would have gone
+
+
+def test_the_resize_graph_is_read_by_the_oldest_onnxruntime_caffezoo_supports():
+    """pyproject allows onnxruntime 1.17, which reads models up to IR version 9, with any onnx >= 1.16,
+    whose make_model writes its own newest IR version (14 with onnx 1.23): the resize graph carries the
+    oldest IR version of its opset, as every graph the converter writes does, or no image is prepared."""
+    from caffezoo.runtime.resize import _model
+
+    model = _model(3, 8, 8)
+    assert model.ir_version <= 9 and model.opset_import[0].version == 13
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_from_array_refuses_the_old_height_width_channels_layout(channels):
+    """from_array took H x W x C until the resize moved to C x H x W: an array in the old layout is
+    refused with the shape it should have had, not read as rows (a square grey image was read silently)."""
+    from caffezoo.errors import RuntimeInputError
+
+    pre = Preprocessor(channels, 8, 8)
+    with pytest.raises(RuntimeInputError, match=rf"\({channels}, 8, 8\).*\(8, 8, {channels}\)"):
+        pre.from_array(np.zeros((8, 8, channels), np.float32))
+    assert pre.from_array(np.zeros((channels, 8, 8), np.float32)).shape == (1, channels, 8, 8)

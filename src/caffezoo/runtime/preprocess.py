@@ -229,8 +229,10 @@ class Preprocessor:
     def from_array(self, image: np.ndarray) -> np.ndarray:
         """An image already decoded and resized to :attr:`size`: C x H x W floats in [0, 1] (scaled in place)."""
         h, w = self.size
-        image *= np.float32(self.raw_scale)  # in place: the caller's array is this call's own
         c = self.channels
+        if image.shape != (c, h, w):  # H x W x C (its input before the resize moved) reads as rows
+            raise RuntimeInputError(f"expected an image of shape {(c, h, w)} (C x H x W), got {image.shape}")
+        image *= np.float32(self.raw_scale)  # in place: the caller's array is this call's own
         order = range(c - 1, -1, -1) if self.swap_channels and c == 3 else range(c)  # RGB -> BGR
         mean = self._mean((h, w))
         # One pass per channel does the channel swap and the mean: the same numbers as doing them one

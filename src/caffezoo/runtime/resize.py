@@ -30,39 +30,38 @@ def bilinear(pixels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 @lru_cache(maxsize=16)
 def _session(channels: int, height: int, width: int) -> Any:
-    """One small session per output shape: 1 x H x W x C uint8 of any H, W in, 1 x C x h x w floats out."""
-    import onnxruntime as ort
-    from onnx import TensorProto, helper, numpy_helper
+    """One small session per output shape, on one thread: images are resized one at a time on the decode
+    thread while the net runs on the others."""
+    from .session import make_session
 
-    constants = [
-        numpy_helper.from_array(np.array([1, channels, height, width], np.int64), "sizes"),
-        numpy_helper.from_array(np.array(1 / 255, np.float32), "unit"),
-    ]
-    nodes = [
-        # Channels first before resizing: onnxruntime's bilinear over the two last axes of uint8 is its
-        # fastest path (measured 3x faster than over H x W x C); casting after it casts the small image.
-        helper.make_node("Transpose", ["pixels"], ["planes"], perm=[0, 3, 1, 2]),
-        helper.make_node(
-            "Resize",
-            ["planes", "", "", "sizes"],
-            ["resized"],
-            mode="linear",
-            coordinate_transformation_mode="half_pixel",
-        ),
-        helper.make_node("Cast", ["resized"], ["levels"], to=TensorProto.FLOAT),
-        helper.make_node("Mul", ["levels", "unit"], ["x"]),
-    ]
-    graph = helper.make_graph(
-        nodes,
-        "caffezoo_resize",
+    return make_session(_model(channels, height, width).SerializeToString(), threads=1)
+
+
+def _model(channels: int, height: int, width: int) -> Any:
+    """1 x H x W x C uint8 of any H, W in, 1 x C x h x w floats out (an ``onnx.ModelProto``)."""
+    from onnx import TensorProto, helper
+
+    from ._graph import Graph
+
+    g = Graph(opset=13)
+    sizes = g.const("sizes", [1, height, width, channels])
+    unit = g.const("unit", 1 / 255, np.float32)
+    # Resize the uint8 pixels where they lie (H x W x C), then move the small image's channels first and
+    # cast it: the order onnxruntime's optimiser turns a Transpose-first graph into (measured: 1 ms for
+    # 12 megapixels to 224 x 224; the Transpose-first graph run as written, 15 ms).
+    g.node(
+        "Resize",
+        ["pixels", "", "", sizes],
+        ["resized"],
+        name="resized",
+        mode="linear",
+        coordinate_transformation_mode="half_pixel",
+    )
+    g.node("Transpose", ["resized"], ["planes"], name="planes", perm=[0, 3, 1, 2])
+    g.node("Cast", ["planes"], ["levels"], name="levels", to=TensorProto.FLOAT)
+    g.node("Mul", ["levels", unit], ["x"], name="x")
+    return g.model(
         [helper.make_tensor_value_info("pixels", TensorProto.UINT8, [1, "H", "W", channels])],
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, channels, height, width])],
-        constants,
+        name="caffezoo_resize",
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-    options = ort.SessionOptions()
-    # One thread: images are resized one at a time on the decode thread while the net runs on the others.
-    options.intra_op_num_threads = 1
-    options.inter_op_num_threads = 1
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
