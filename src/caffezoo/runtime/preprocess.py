@@ -5,8 +5,9 @@
 (2, 3, 227, 227)
 
 An image is a file path, or an :class:`InMemoryImage` (a decoded upload, which
-is never written anywhere). For each image: decode (RGB, or grey for 1-channel nets), resize (to the
-per-pixel mean's size when there is one, else to ``resize`` or the net's
+is never written anywhere). For each image: decode (RGB, or grey for 1-channel
+nets), resize (plain bilinear, as Caffe's OpenCV did: see :mod:`.resize`; to
+the per-pixel mean's size when there is one, else to ``resize`` or the net's
 input size), channels to BGR, scale to ``raw_scale`` (0-255), subtract the
 mean, take the centre crop (or, with ``oversample``, the four corners and the
 centre, each also mirrored: ten crops), then multiply by ``input_scale``.
@@ -227,18 +228,20 @@ class Preprocessor:
         return self.from_array(load_image(path, self.channels, self.size))
 
     def from_array(self, image: np.ndarray) -> np.ndarray:
-        """An image already decoded and resized to :attr:`size`: H x W x C floats in [0, 1] (scaled in place)."""
+        """An image already decoded and resized to :attr:`size`: C x H x W floats in [0, 1] (scaled in place)."""
         h, w = self.size
-        image *= np.float32(self.raw_scale)  # in place: the caller's array is this call's own
         c = self.channels
+        if image.shape != (c, h, w):  # H x W x C (its input before the resize moved) reads as rows
+            raise RuntimeInputError(f"expected an image of shape {(c, h, w)} (C x H x W), got {image.shape}")
+        image *= np.float32(self.raw_scale)  # in place: the caller's array is this call's own
         order = range(c - 1, -1, -1) if self.swap_channels and c == 3 else range(c)  # RGB -> BGR
         mean = self._mean((h, w))
-        # One pass per channel does the move to C x H x W, the channel swap and the mean: the same
-        # numbers as doing them one after another, without strided passes over the whole image.
+        # One pass per channel does the channel swap and the mean: the same numbers as doing them one
+        # after another, without a second pass over the whole image.
         x = np.empty((c, h, w), np.float32)
         for dst, src in enumerate(order):
             m = mean if isinstance(mean, float) else mean[dst if mean.shape[0] > 1 else 0]
-            np.subtract(image[:, :, src], m, out=x[dst])
+            np.subtract(image[src], m, out=x[dst])
         crops = self._crops(x)
         if self.input_scale != 1:
             crops = crops * np.float32(self.input_scale)
@@ -302,7 +305,7 @@ _STOP = object()
 
 
 def load_image(path: ImageSource, channels: int, size: tuple[int, int]) -> np.ndarray:
-    """The image at ``path`` (or in memory) resized (bilinear) to ``size`` (H, W): H x W x C floats in [0, 1]."""
+    """The image at ``path`` (or in memory) resized (bilinear) to ``size`` (H, W): C x H x W floats in [0, 1]."""
     return decode_image(path, channels, size)[0]
 
 
@@ -318,24 +321,30 @@ def decode_image(
 
 
 def resized(im: Any, channels: int, size: tuple[int, int]) -> np.ndarray:
-    """A Pillow image just opened (not yet decoded) at ``size`` (H, W), bilinear: H x W x C floats in [0, 1].
+    """A Pillow image just opened (not yet decoded) at ``size`` (H, W): C x H x W floats in [0, 1].
 
-    A JPEG at least 4x that size both ways is decoded at 1/2, 1/4 or 1/8 scale, in the DCT, staying at
-    least twice that size, as Pillow's thumbnail() does: a 12-megapixel photo prepared for a 300x300
-    input 3-4x faster, each value within a few levels of 255 of decoding it whole (the tests measure how
-    close). Other formats ignore the draft.
+    Resized as Caffe's data layer and OpenCV's ``blobFromImage`` resize: plain bilinear, no smoothing
+    (:func:`.resize.bilinear`). A JPEG at least 4x that size both ways is decoded at 1/2, 1/4 or 1/8
+    scale, in the DCT, staying at least twice that size, as Pillow's thumbnail() does: a 12-megapixel
+    photo prepared for a 300x300 input 3-4x faster, each value within a few levels of 255 of decoding it
+    whole (the tests measure how close). The DCT's scaling averages the pixels it drops, which plain
+    bilinear from the whole image would skip over. Other formats ignore the draft.
     """
-    from PIL import Image
+    from .resize import bilinear
 
     mode = "L" if channels == 1 else "RGB"
     original = im.size
     drafted = im.draft(None, (DRAFT_GAP * size[1], DRAFT_GAP * size[0]))
-    box = drafted[1] if drafted and im.size != original else None  # exactly the whole picture
     im = in_mode(im, mode)
-    im = im.resize((size[1], size[0]), Image.Resampling.BILINEAR, box=box)
-    array = np.asarray(im, np.float32)
-    array /= np.float32(255)
-    return array[:, :, None] if array.ndim == 2 else array
+    pixels = np.asarray(im)
+    if pixels.ndim == 2:
+        pixels = pixels[:, :, None]
+    if drafted and im.size != original:
+        # A drafted width of ceil(width / scale) holds a partial last column (and row): keep the whole
+        # ones, and the partial one when it is mostly picture, so the resize spans the picture alone.
+        _, _, right, bottom = drafted[1]
+        pixels = pixels[: max(1, round(bottom)), : max(1, round(right))]
+    return bilinear(pixels, size)
 
 
 def in_mode(im: Any, mode: str) -> Any:
