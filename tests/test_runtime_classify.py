@@ -324,6 +324,19 @@ def test_a_bad_image_stops_before_any_work(tmp_path, images):
     assert len(list(settings().cache_dir.glob("**/*.onnx"))) == 1  # where a conversion would have gone
 
 
+def test_a_16_bit_grey_png_is_prepared_and_drawn_as_its_8_bit_self(tmp_path):
+    from caffezoo.runtime.draw import read_rgb
+    from caffezoo.runtime.preprocess import load_image
+
+    grey = np.asarray(Image.fromarray(natural_image(np.random.default_rng(3), 40, 50)).convert("L"))
+    Image.fromarray(grey).save(tmp_path / "eight.png")
+    Image.fromarray(grey.astype(np.uint16) * 257).save(tmp_path / "sixteen.png")  # Pillow: I;16
+    for channels in (1, 3):
+        eight = load_image(tmp_path / "eight.png", channels, (32, 32))
+        assert np.array_equal(load_image(tmp_path / "sixteen.png", channels, (32, 32)), eight)
+    assert np.array_equal(read_rgb(tmp_path / "sixteen.png"), read_rgb(tmp_path / "eight.png"))
+
+
 def test_the_resize_graph_is_read_by_the_oldest_onnxruntime_caffezoo_supports():
     """pyproject allows onnxruntime 1.17, which reads models up to IR version 9, with any onnx >= 1.16,
     whose make_model writes its own newest IR version (14 with onnx 1.23): the resize graph carries the

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ..atomic import atomic_open
-from .preprocess import open_image
+from .preprocess import in_mode, open_image
 
 __all__ = ["OVERLAY_ALPHA", "draw_boxes", "grey", "overlay", "palette", "read_rgb", "write_png"]
 
@@ -45,7 +45,7 @@ def palette(count: int) -> np.ndarray:
 def read_rgb(path: str | os.PathLike[str]) -> np.ndarray:
     """The image at ``path`` as H x W x 3 uint8 RGB, at its own size."""
     with open_image(path) as im:
-        return np.asarray(im.convert("RGB"), np.uint8).copy()
+        return np.asarray(in_mode(im, "RGB"), np.uint8).copy()
 
 
 def overlay(image: np.ndarray, class_map: np.ndarray) -> np.ndarray:

@@ -39,6 +39,7 @@ __all__ = [
     "Preprocessor",
     "check_images",
     "decode_image",
+    "in_mode",
     "load_image",
     "open_image",
     "read_mean",
@@ -334,8 +335,7 @@ def resized(im: Any, channels: int, size: tuple[int, int]) -> np.ndarray:
     mode = "L" if channels == 1 else "RGB"
     original = im.size
     drafted = im.draft(None, (DRAFT_GAP * size[1], DRAFT_GAP * size[0]))
-    if im.mode != mode:  # converting an image already in the mode only copies it
-        im = im.convert(mode)
+    im = in_mode(im, mode)
     pixels = np.asarray(im)
     if pixels.ndim == 2:
         pixels = pixels[:, :, None]
@@ -345,6 +345,23 @@ def resized(im: Any, channels: int, size: tuple[int, int]) -> np.ndarray:
         _, _, right, bottom = drafted[1]
         pixels = pixels[: max(1, round(bottom)), : max(1, round(right))]
     return bilinear(pixels, size)
+
+
+def in_mode(im: Any, mode: str) -> Any:
+    """A Pillow image in ``mode`` ("RGB" or "L"): a 16-bit grey (a PNG's ``I;16``, or ``I``) is scaled to
+    8 bits first, where Pillow's ``convert`` clips it (all but the darkest pixels white).
+
+    >>> in_mode(Image.open("depth16.png"), "RGB").mode                          # doctest: +SKIP
+    'RGB'
+    """
+    if im.mode == mode:  # converting an image already in the mode only copies it
+        return im
+    if im.mode.startswith("I"):
+        from PIL import Image
+
+        grey = np.rint(np.asarray(im, np.float32) / 257).clip(0, 255).astype(np.uint8)
+        im = Image.fromarray(grey, "L")
+    return im if im.mode == mode else im.convert(mode)
 
 
 @contextmanager

@@ -72,6 +72,10 @@ MAX_ROWS = 100  # boxes or classes listed on the page (all are drawn)
 PICTURES_BYTES = 32 * 1024 * 1024  # drawn pictures kept for their pages, together
 PICTURES_COUNT = 64
 PICTURE_SECONDS = 600.0
+# The form has two fields; each part's header is parsed by the email package, ~20 us per byte of
+# parameters: without these an 8 MB body of tiny parts holds the lane (and the GIL) for minutes.
+MAX_PARTS = 8
+MAX_PART_HEAD = 4096  # bytes: a Content-Disposition with a long UTF-8 file name, and a Content-Type
 
 __all__ = [
     "ResultPictures",
@@ -188,7 +192,10 @@ def form_fields(body: bytes, content_type: str) -> dict[str, bytes]:
     boundary = kind.get_boundary()
     if kind.get_content_type() != "multipart/form-data" or not boundary:
         raise TryError(415, "expected a form upload (multipart/form-data) with an image field")
-    pieces = (b"\r\n" + body).split(b"\r\n--" + boundary.encode("latin-1", "replace"))
+    delimiter = b"\r\n--" + boundary.encode("latin-1", "replace")
+    pieces = (b"\r\n" + body).split(delimiter, MAX_PARTS + 1)  # never more pieces than that
+    if len(pieces) == MAX_PARTS + 2 and not pieces[-1].startswith(b"--"):
+        raise TryError(413, f"the form has more than {MAX_PARTS} fields; send the image (and a threshold)")
     if len(pieces) < 3 or not pieces[-1].startswith(b"--"):  # a preamble, parts, the closing "--"
         raise TryError(400, "the upload is not a well-formed multipart form")
     fields: dict[str, bytes] = {}
@@ -196,6 +203,8 @@ def form_fields(body: bytes, content_type: str) -> dict[str, bytes]:
         head, blank, content = piece.partition(b"\r\n\r\n")
         if not blank:
             raise TryError(400, "the upload is not a well-formed multipart form")
+        if len(head) > MAX_PART_HEAD:
+            raise TryError(413, f"a field's header is over {MAX_PART_HEAD:,} bytes")
         part = BytesHeaderParser(policy=HTTP).parsebytes(
             head.lstrip(b" \t").removeprefix(b"\r\n") + b"\r\n\r\n"
         )
@@ -215,7 +224,7 @@ def decode_upload(
     """
     from PIL import Image, UnidentifiedImageError
 
-    from ..runtime.preprocess import InMemoryImage
+    from ..runtime.preprocess import InMemoryImage, in_mode
 
     try:
         with Image.open(io.BytesIO(data), formats=FORMATS) as im:
@@ -231,7 +240,9 @@ def decode_upload(
             target = (max(1, round(width * scale)), max(1, round(height * scale)))
             drafted = im.draft(None, target)  # a JPEG: decoded at 1/2 to 1/8 scale, still >= target
             box = drafted[1] if drafted and im.size != (width, height) else None  # the whole picture, exactly
-            rgb = im.convert("RGB")
+            rgb = in_mode(im, "RGB")  # a 16-bit grey scaled, not clipped
+            if rgb is im:  # already RGB: decoded now, while its file is open
+                rgb = im.copy()
             if rgb.size != target:
                 rgb = rgb.resize(target, Image.Resampling.BILINEAR, box=box)
     except UnidentifiedImageError:
@@ -452,8 +463,9 @@ class TryIt:
 
         t0 = time.perf_counter()
         form = read_form(body, content_type)
-        loaded = self._load(entry)
+        # Decoded first: a file that is no image (or too big) is refused before the net is converted and loaded.
         image, kind, (width, height) = decode_upload(form.image, self.limits.try_max_pixels)
+        loaded = self._load(entry)
         try:
             result = run(
                 "",  # the net is loaded: MODEL is not read again
