@@ -208,8 +208,9 @@ class ChangeFeed:
             if self._applied >= self._required:
                 self._behind_since = None
 
-    def _report(self, conn, fresh: bool = False) -> None:
-        """Renew the lease, acknowledging what is applied; learn the database's generation."""
+    def _report(self, conn, fresh: bool = False) -> int:
+        """Renew the lease, acknowledging what is applied; learn the database's generation.
+        Return the generation acknowledged (behind :attr:`_applied` if that moved meanwhile)."""
         sent = time.monotonic()
         applied = self._applied
         row = conn.execute(
@@ -232,6 +233,7 @@ class ChangeFeed:
             if self._applied >= self._required:
                 self._behind_since = None
             self._trusted_until = sent + self.lease - MARGIN
+        return current if fresh else applied
 
     def _run(self) -> None:
         import psycopg
@@ -244,18 +246,19 @@ class ChangeFeed:
                 ) as conn:
                     conn.execute(f"LISTEN {CHANNEL}")
                     self._reset()  # changes made while nobody listened were never heard
-                    self._report(conn, fresh=True)
+                    acknowledged = self._report(conn, fresh=True)
                     conn.execute("DELETE FROM cache_readers WHERE expires < now() - interval '1 hour'")
                     backoff = 0.05
                     due = time.monotonic() + self.renew_every
                     while not self._stop.is_set():
-                        acknowledged = self._applied
-                        for note in conn.notifies(timeout=max(0.0, due - time.monotonic()), stop_after=1):
-                            self._hear(note.payload)
+                        if self._applied == acknowledged:  # else acknowledge at once, without waiting
+                            wait = max(0.0, due - time.monotonic())
+                            for note in conn.notifies(timeout=wait, stop_after=1):
+                                self._hear(note.payload)
                         if self._stop.is_set():
                             break
                         if self._applied != acknowledged or time.monotonic() >= due:
-                            self._report(conn)
+                            acknowledged = self._report(conn)
                             due = time.monotonic() + self.renew_every
                     conn.execute("DELETE FROM cache_readers WHERE id = %s", (self.id,))
             except Exception as e:

@@ -225,6 +225,8 @@ class Storage:
         """Open (creating its tables if new) the database at ``url``; :class:`ConfigError`
         names the URL, password hidden, when it cannot be opened."""
         self.url = normalize_url(url)
+        self._feed: coherence.ChangeFeed | None = None  # (reindex below may write already)
+        self._feed_lock = threading.Lock()
         engine = None
         try:
             engine = self.engine = make_engine(self.url)
@@ -248,8 +250,6 @@ class Storage:
         mark = "?" if self.is_sqlite else "%s"
         self._state_sql = f"SELECT revision, serial FROM gists WHERE id = {mark}"
         self._states_by_loop: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-        self._feed: coherence.ChangeFeed | None = None
-        self._feed_lock = threading.Lock()
 
     def close(self) -> None:
         self.stop_listening()
