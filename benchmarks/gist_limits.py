@@ -20,7 +20,8 @@ import json
 import time
 
 from caffezoo.gist.rules import check_files
-from caffezoo.server.api import ApiError, parse_body
+from caffezoo.server.api import parse_body
+from caffezoo.server.errors import ApiError
 
 
 def best(fn, runs: int) -> float:

@@ -27,6 +27,8 @@ from pathlib import Path
 
 import httpx
 
+from caffezoo.server.devcluster import serve_command
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 from gist_helpers import free_port, temporary_postgres  # noqa: E402
@@ -145,18 +147,7 @@ def main() -> None:
             with ctx as database_url:
                 port = free_port()
                 base = f"http://127.0.0.1:{port}"
-                cmd = [
-                    sys.executable,
-                    "-m",
-                    "caffezoo",
-                    "serve",
-                    "--port",
-                    str(port),
-                    "--database-url",
-                    database_url,
-                    "--log-level",
-                    "warning",
-                ]
+                cmd = serve_command(port, database_url=database_url, log_level="warning")
                 with process(cmd, f"{base}/gists/none", env):
                     url = seed(base, database_url)
                     body = httpx.get(url).content

@@ -9,7 +9,7 @@ Baseline: `python -c pass` with the same interpreter. Goals (issue 13):
 - `caffezoo download DIR` of weights already there and verified: <= 0.25 s, whole process.
 
 The re-download case uses a model directory made here whose weights come from
-a file:// URL: the first run installs them, every timed run finds them present.
+a file:// URL (hence --allow-local): the first run installs them, every timed run finds them present.
 
 Each command runs interleaved with the others; the goals are judged on the
 fastest run of each (the one least disturbed by other processes on a shared
@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -62,24 +63,36 @@ def downloaded_model(root: Path) -> Path:
 
 
 def main() -> int:
+    root = Path(tempfile.mkdtemp(prefix="caffezoo-bench-"))
+    try:
+        return run(root)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def run(root: Path) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--runs", type=int, default=21)
     args = parser.parse_args()
-    root = Path(tempfile.mkdtemp(prefix="caffezoo-bench-"))
     env = dict(os.environ, CAFFEZOO_HOME=str(root / "home"))
     # As installed: with bytecode cached (the warm-up run writes it), not compiled on every start.
     env.pop("PYTHONDONTWRITEBYTECODE", None)
     py = sys.executable
     model = downloaded_model(root)
-    subprocess.run([py, "-m", "caffezoo", "download", str(model)], env=env, capture_output=True, check=True)
+    subprocess.run(
+        [py, "-m", "caffezoo", "download", "--allow-local", str(model)],
+        env=env,
+        capture_output=True,
+        check=True,
+    )
     # Interleave so that machine noise hits every command alike.
     cases = {
         "python -c pass (baseline)": [py, "-c", "pass"],
         "caffezoo --help": [py, "-m", "caffezoo", "--help"],
         "caffezoo validate bvlc_alexnet": [py, "-m", "caffezoo", "validate", "bvlc_alexnet"],
-        "caffezoo download (verified)": [py, "-m", "caffezoo", "download", str(model)],
+        "caffezoo download (verified)": [py, "-m", "caffezoo", "download", "--allow-local", str(model)],
     }
     results: dict[str, list[float]] = {k: [] for k in cases}
     for _ in range(3):

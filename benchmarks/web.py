@@ -41,6 +41,8 @@ from download import find, start_nginx  # noqa: E402
 from gist_helpers import free_port  # noqa: E402
 from gist_server import process, wrk  # noqa: E402
 
+from caffezoo.server.devcluster import serve_command  # noqa: E402
+
 WORDS = (
     "alexnet caffenet googlenet resnet vgg inception segmentation detection flowers cars faces "
     "places scenes style depth pose saliency optical flow siamese retrieval captioning fcn nin "
@@ -265,22 +267,15 @@ def main() -> None:
                 f.write(chunk)
         port = free_port()
         base = f"http://127.0.0.1:{port}"
-        cmd = [
-            sys.executable,
-            "-m",
-            "caffezoo",
-            "serve",
-            "--port",
-            str(port),
-            "--database-url",
-            database_url,
+        cmd = serve_command(
+            port,
             "--blobs-dir",
             str(blobs),
             "--no-check-links",
-            "--log-level",
-            "warning",
             "--try",
-        ]
+            database_url=database_url,
+            log_level="warning",
+        )
         with process(cmd, f"{base}/static/style.css", env):
             model = ids[len(ids) // 2]
             rnd = random.Random(2)

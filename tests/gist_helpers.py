@@ -13,7 +13,6 @@ import json
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import tempfile
 import threading
@@ -27,6 +26,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from caffezoo.server.devcluster import free_port
+
 __all__ = [
     "postgres_url",
     "temporary_postgres",
@@ -38,12 +39,6 @@ __all__ = [
     "ZooUser",
     "start_uvicorn",
 ]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # --------------------------------------------------------------------------- PostgreSQL
@@ -134,13 +129,17 @@ def postgres_url():
 # --------------------------------------------------------------------------- the real server
 
 
-def start_uvicorn(app, port: int | None = None):
-    """Run ``app`` with uvicorn in a thread; return (server, thread, base URL)."""
+def start_uvicorn(app, port: int | None = None, **config):
+    """Run ``app`` with uvicorn in a thread; return (server, thread, base URL).
+
+    ``config`` adds to (or overrides) the uvicorn.Config arguments."""
     import uvicorn
 
     port = port or free_port()
     server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
+        uvicorn.Config(
+            app, **{"host": "127.0.0.1", "port": port, "log_level": "warning", "lifespan": "off", **config}
+        )
     )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

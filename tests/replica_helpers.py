@@ -13,7 +13,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 from contextlib import contextmanager
@@ -22,6 +21,8 @@ from pathlib import Path
 
 import httpx
 from gist_helpers import free_port
+
+from caffezoo.server.devcluster import serve_command
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -83,19 +84,7 @@ def start_replica(
     home = home or Path(tempfile.mkdtemp(prefix="caffezoo-replica-"))
     log = home / f"replica-{port}.log"
     env = dict(os.environ, CAFFEZOO_HOME=str(home), PYTHONPATH=str(ROOT / "src"))
-    cmd = [
-        sys.executable,
-        "-m",
-        "caffezoo",
-        "serve",
-        "--port",
-        str(port),
-        "--database-url",
-        database_url,
-        "--log-level",
-        log_level,
-        *args,
-    ]
+    cmd = serve_command(port, *args, database_url=database_url, log_level=log_level)
     with open(log, "wb") as out:
         proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT)
     r = Replica(proc, port, log)

@@ -423,6 +423,47 @@ def test_round_trip_of_a_bundled_model(zoo, tmp_path):
     assert not [p for p in out.problems if p.severity == "error"]
 
 
+_watched: list[tuple[str, str]] | None = (
+    None  # (event, path) of file opens and listings, while a test watches
+)
+_hooked: list = []
+
+
+def _audit(event: str, args: tuple) -> None:
+    if (
+        _watched is not None
+        and event in ("open", "os.scandir", "os.listdir")
+        and isinstance(args[0], (str, os.PathLike))
+    ):
+        _watched.append((event, os.fspath(args[0])))
+
+
+def test_upload_reads_the_model_directory_once(zoo, tmp_path):
+    """Validating, loading and collecting the model info share one listing and one read of each file."""
+    global _watched
+    d = model_copy(tmp_path)
+    gist_id = upload(d).gist_id  # creates the gist and writes gist_id back: the next upload only reads
+    (d / "deploy.prototxt").write_text(DEPLOY + "# tuned\n")
+    if (
+        _audit not in _hooked
+    ):  # a hook stays for the process: added once, it records only while _watched is a list
+        sys.addaudithook(_audit)
+        _hooked.append(_audit)
+    _watched = []
+    try:
+        r = upload(d)
+    finally:
+        seen, _watched = _watched, None
+    assert r.action == "update" and r.sent == ["deploy.prototxt"] and r.gist_id == gist_id
+    inside = [(event, Path(path).relative_to(d)) for event, path in seen if Path(path).is_relative_to(d)]
+    assert [path for event, path in inside if event != "open"] == [Path(".")]  # one listing
+    opened = [path.name for event, path in inside if event == "open"]
+    readable = {
+        p.name for p in d.iterdir() if p.is_file() and ".caffemodel" not in p.name and p.name[0] != "."
+    }
+    assert sorted(opened) == sorted(readable)  # each file once; weights and hidden files never
+
+
 def test_public_flag_and_visibility_after_creation(zoo, tmp_path):
     r = upload(model_copy(tmp_path), public=True)
     assert r.public and zoo.http.get(f"/gists/{r.gist_id}").json()["public"] is True
@@ -654,3 +695,31 @@ def test_a_raw_url_sending_more_than_the_gist_says_is_cut_off_while_reading():
             client.raw(server.url("/raw/big"), 100)
         server.route("/raw/ok", b"y" * 100)
         assert client.raw(server.url("/raw/ok"), 100) == b"y" * 100
+
+
+def test_pipes_and_devices_in_the_model_directory_are_never_waited_on(tmp_path):
+    """A FIFO blocks its reader until someone writes, and /dev/zero never ends: validate says a
+    prototxt that is one cannot be read, upload leaves other such files out, neither waits."""
+    d = model_copy(tmp_path)
+    os.mkfifo(d / "notes.txt")
+    os.mkfifo(d / "extra.prototxt")  # its kind is told by its content, which cannot be read
+    os.mkfifo(d / "other_deploy.prototxt")  # its kind is told by its name
+    (d / "zeros.prototxt").symlink_to("/dev/zero")
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        try:
+            return subprocess.run(
+                [sys.executable, "-m", "caffezoo", *args], capture_output=True, text=True, timeout=60
+            )
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"`caffezoo {' '.join(args)}` waited on a pipe")
+
+    r = run("validate", str(d))
+    errors = {line.split(":")[0] for line in r.stdout.splitlines() if ": error: " in line}
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+    assert errors == {str(d / n) for n in ("extra.prototxt", "other_deploy.prototxt", "zeros.prototxt")}
+    assert r.stdout.count("not a regular file") == 3, r.stdout
+    for name in ("extra.prototxt", "other_deploy.prototxt", "zeros.prototxt"):
+        (d / name).unlink()
+    r = run("gist", "upload", "--dry-run", str(d))
+    assert r.returncode == 0 and "skip    notes.txt: not a regular file" in r.stdout, r.stdout + r.stderr

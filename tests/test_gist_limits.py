@@ -9,6 +9,7 @@ import os
 import socket
 import stat
 import threading
+from contextlib import contextmanager
 
 import httpx
 import pytest
@@ -458,31 +459,26 @@ def test_the_sqlite_database_and_its_side_files_are_private(tmp_path):
         os.umask(old)
 
 
-def _slow_header_server(protocol_name: str, tmp_path):
+@contextmanager
+def _slow_header_server(protocol_name: str, tmp_path, log_level: str = "warning"):
+    """The zoo under uvicorn in a thread, with a 1-second deadline on request heads; yields its port."""
     from caffezoo.server import create_app, protocols
 
     app = create_app(f"sqlite:///{tmp_path / 'slow.db'}")
     options = protocols.connection_options(header_timeout=1.0)
     base = {"h11": protocols.H11HeaderDeadline, "httptools": protocols.HttpToolsHeaderDeadline}[protocol_name]
     options["http"] = type(base.__name__, (base,), {"header_timeout": 1.0})
-    return app, options
+    server, thread, _ = start_uvicorn(app, log_level=log_level, **options)
+    try:
+        yield server.config.port
+    finally:
+        server.should_exit = True
+        thread.join(10)
 
 
 @pytest.mark.parametrize("protocol_name", ["h11", "httptools"])
 def test_a_connection_that_never_finishes_its_headers_is_closed(protocol_name, tmp_path):
-    import uvicorn
-
-    app, options = _slow_header_server(protocol_name, tmp_path)
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off", **options)
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        while not server.started:
-            assert thread.is_alive()
-            threading.Event().wait(0.02)
+    with _slow_header_server(protocol_name, tmp_path) as port:
         # A whole request is answered, and the connection stays open for the next one.
         with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
             s.sendall(b"GET /gists/public HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -494,9 +490,6 @@ def test_a_connection_that_never_finishes_its_headers_is_closed(protocol_name, t
         with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
             s.sendall(b"GET / HTTP/1.1\r\n")
             assert s.recv(65536) == b""
-    finally:
-        server.should_exit = True
-        thread.join(10)
 
 
 @pytest.mark.parametrize("protocol_name", ["h11", "httptools"])
@@ -655,7 +648,7 @@ def _fail_the_first_read_after_a_commit(store) -> dict:
 def test_a_refused_read_after_a_create_commits_does_not_create_a_second_gist(store):
     from sqlalchemy import func, select
 
-    from caffezoo.server.models import Gist
+    from caffezoo.server.tables import Gist
 
     store.create_token("alice")
     state = _fail_the_first_read_after_a_commit(store)
@@ -681,21 +674,9 @@ def test_a_refused_read_after_a_rename_commits_does_not_rename_twice(store):
 def test_a_whole_head_over_the_cap_sent_at_once_is_431(protocol_name, tmp_path):
     """A complete head of ~100 KiB (many short headers, one write) is over the 64 KiB cap
     even though no single read left it unfinished past the cap; a head under it is served."""
-    import uvicorn
-
     from caffezoo.server import protocols
 
-    app, options = _slow_header_server(protocol_name, tmp_path)
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="critical", lifespan="off", **options)
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        while not server.started:
-            assert thread.is_alive()
-            threading.Event().wait(0.02)
+    with _slow_header_server(protocol_name, tmp_path, log_level="critical") as port:
         pad = b"X-B: b\r\n"
         for lines, status in ((protocols.MAX_HEADER_BYTES // len(pad) - 10, b"200"), (12_500, b"431")):
             with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
@@ -707,6 +688,3 @@ def test_a_whole_head_over_the_cap_sent_at_once_is_431(protocol_name, tmp_path):
                 except ConnectionResetError:
                     pass
                 assert answer.split(b" ", 2)[1] == status, (lines, answer[:80])
-    finally:
-        server.should_exit = True
-        thread.join(10)

@@ -53,7 +53,7 @@ def cluster_db(postgres_url) -> str:
 def counts(url: str) -> dict[str, int]:
     from sqlalchemy import func, select
 
-    from caffezoo.server.models import Base
+    from caffezoo.server.tables import Base
 
     s = Storage(url)
     with s.session() as ses:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from model_helpers import DEPLOY, GOOD_FRONT_MATTER, write_model
 
 from caffezoo.errors import FrontMatterError, ModelDirError, ModelNotFoundError
-from caffezoo.modeldir import classify, load
+from caffezoo.modeldir import classify, load, read_dir
 from caffezoo.zoo import BUNDLED_DIR, bundled_names, resolve
 
 SOLVER = 'net: "train_val.prototxt"\nbase_lr: 0.01\nmax_iter: 1000\n'
@@ -129,3 +131,22 @@ def test_the_five_bundled_models_carry_the_seed_values():
     google = resolve("bvlc_googlenet").front_matter
     assert google.sha1 == "405fc5acd08a3bb12de8ee5e23a96bec22f08204"
     assert google.caffe_commit == "bc614d1bd91896e3faceaf40b23b72dab47d44f5"
+
+
+def test_read_dir_keeps_no_more_bytes_than_it_is_told(tmp_path):
+    """Each file kept whole is at most ``whole_up_to`` bytes as read (not as listed: a file may
+    grow, and /proc's say 0), and all of them together at most ``total_up_to``: a folder of
+    many files under the limit (a gist upload keeps its read for the whole upload) costs a
+    bounded memory; a file not kept is read again by whoever needs it."""
+    for name in ("a.txt", "b.txt", "c.txt"):
+        (tmp_path / name).write_bytes(b"x" * 100)
+    (tmp_path / "big.txt").write_bytes(b"x" * 101)
+    status = Path("/proc/self/status")
+    if status.is_file():
+        (tmp_path / "proc.txt").symlink_to(status)  # listed as 0 bytes, more when read
+    entries = {e.name: e for e in read_dir(tmp_path, whole_up_to=100, total_up_to=250)}
+    assert entries["a.txt"].data == entries["b.txt"].data == b"x" * 100
+    assert entries["c.txt"].data is None and entries["c.txt"].size == 100  # over the total
+    assert entries["big.txt"].data is None and entries["big.txt"].size == 101
+    if status.is_file():
+        assert entries["proc.txt"].data is None and entries["proc.txt"].size > 100

@@ -22,7 +22,7 @@ from web_helpers import publish, web_for
 from caffezoo import _http
 from caffezoo.server.links import check_links, link_client, probe
 from caffezoo.server.mirror import Mirror, MirrorOptions
-from caffezoo.server.models import MirrorSource
+from caffezoo.server.tables import MirrorSource
 from caffezoo.server.wiki import import_page, parse_page
 
 DATA = os.urandom(50_000)

@@ -114,6 +114,64 @@ def test_bad_images_are_named(tmp_path, make, message):
         Preprocessor(3, 8, 8)([path])
 
 
+def test_batches_decoded_ahead_are_the_batches_decoded_in_turn(tmp_path, images):
+    """The next batch is read on a worker thread while the net runs: the same arrays, the images' own
+    sizes, and a bad image raises where its batch is reached, after the batches before it."""
+    pre = Preprocessor(3, 8, 8, mean=np.array([104, 117, 123], np.float32))
+    batches = list(pre.batches(images, 4))
+    assert [b.paths for b in batches] == [images[0:4], images[4:8], images[8:11]]
+    for b in batches:
+        assert np.array_equal(b.x, pre(b.paths))
+        assert b.sizes == [Image.open(p).size for p in b.paths]
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(_jpeg()[:300])
+    seen = []
+    with pytest.raises(RuntimeInputError, match="broken.jpg: cannot decode the image"):
+        for b in pre.batches([*images[:4], broken, *images[4:]], 2):
+            seen.append(b.paths)
+    assert seen == [images[0:2], images[2:4]]
+
+
+def test_no_batch_is_decoded_after_a_bad_one():
+    """A batch that fails to decode ends the run: the worker is not sent the next one, which would be read
+    in the background (a whole batch of large images) after the caller has been given the error."""
+    import threading
+
+    from caffezoo.runtime.preprocess import _ahead
+
+    decoded = []
+
+    def prepare(chunk: str) -> str:
+        decoded.append(chunk)
+        if chunk == "bad":
+            raise RuntimeInputError("bad: cannot decode the image")
+        return chunk
+
+    before = set(threading.enumerate())
+    with pytest.raises(RuntimeInputError, match="bad: cannot decode"):
+        list(_ahead(prepare, ["first", "bad", "third", "fourth"]))
+    for thread in set(threading.enumerate()) - before:  # the worker ends once told to stop: wait for it
+        thread.join(timeout=60)
+    assert decoded == ["first", "bad"]
+
+
+def test_a_large_jpeg_is_decoded_at_a_reduced_scale_within_a_few_levels(tmp_path):
+    """A JPEG at least 4x the input both ways is decoded in the DCT at 1/2, 1/4 or 1/8 scale, staying at
+    least twice the size it is resized to (Pillow's draft): its values stay within a few levels of 255 of
+    decoding it whole and resizing that; a smaller JPEG is decoded whole, as before, to the bit."""
+    pre = Preprocessor(3, 150, 150)  # BGR values 0-255, no mean
+    for (width, height), decoded_whole in (((1600, 1200), False), ((500, 400), True)):
+        path = tmp_path / f"{width}.jpg"
+        Image.fromarray(natural_image(np.random.default_rng(width), height, width)).save(path, quality=92)
+        with Image.open(path) as im:
+            whole = np.asarray(im.convert("RGB").resize((150, 150), Image.Resampling.BILINEAR), np.float32)
+        diff = np.abs(pre([path])[0] - whole[:, :, ::-1].transpose(2, 0, 1))
+        if decoded_whole:
+            assert diff.max() == 0
+        else:  # 1600x1200 decoded at 1/4, 400x300; measured: mean 0.3, 99% within 2, at most 10
+            assert 0 < diff.max() <= 16 and diff.mean() <= 1 and np.percentile(diff, 99) <= 4
+
+
 def _jpeg() -> bytes:
     import io
 

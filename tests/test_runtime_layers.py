@@ -301,6 +301,24 @@ def test_proposals_need_a_whole_positive_feat_stride(tmp_path, stride):
 # ------------------------------------------------------------ a small Faster R-CNN, end to end
 
 
+def add_rpn(n: NetBuilder, x, info):
+    """A region proposal network on ``x`` (stride 16, 9 anchors): scores, boxes, then the
+    py-faster-rcnn proposal layer; returns its ``rois``."""
+    score = n.Convolution("rpn_cls_score", x, num_output=18, kernel_size=1)
+    bbox = n.Convolution("rpn_bbox_pred", x, num_output=36, kernel_size=1)
+    shaped = n.Reshape("rpn_cls_score_reshape", score, shape=dict(dim=[0, 2, -1, 0]))
+    prob = n.Softmax("rpn_cls_prob", shaped)
+    prob = n.Reshape("rpn_cls_prob_reshape", prob, shape=dict(dim=[0, 18, -1, 0]))
+    return n.Python(
+        "proposal",
+        prob,
+        bbox,
+        info,
+        tops=["rois"],
+        python_param=dict(module="rpn.proposal_layer", layer="ProposalLayer", param_str="'feat_stride': 16"),
+    )
+
+
 def faster_rcnn(classes=4, size=(96, 128)) -> NetBuilder:
     """ZF-like in miniature: conv features at stride 16, an RPN, proposals, ROI pooling, two heads."""
     n = NetBuilder("mini_frcnn")
@@ -310,20 +328,7 @@ def faster_rcnn(classes=4, size=(96, 128)) -> NetBuilder:
     x = n.ReLU("relu1", x, in_place=True)
     x = n.Convolution("conv2", x, num_output=16, kernel_size=3, stride=4, pad=1)
     feat = n.ReLU("relu2", x, in_place=True)
-    rpn = n.Convolution("rpn_conv", feat, num_output=16, kernel_size=3, pad=1)
-    score = n.Convolution("rpn_cls_score", rpn, num_output=18, kernel_size=1)
-    bbox = n.Convolution("rpn_bbox_pred", rpn, num_output=36, kernel_size=1)
-    shaped = n.Reshape("rpn_cls_score_reshape", score, shape=dict(dim=[0, 2, -1, 0]))
-    prob = n.Softmax("rpn_cls_prob", shaped)
-    prob = n.Reshape("rpn_cls_prob_reshape", prob, shape=dict(dim=[0, 18, -1, 0]))
-    rois = n.Python(
-        "proposal",
-        prob,
-        bbox,
-        info,
-        tops=["rois"],
-        python_param=dict(module="rpn.proposal_layer", layer="ProposalLayer", param_str="'feat_stride': 16"),
-    )
+    rois = add_rpn(n, n.Convolution("rpn_conv", feat, num_output=16, kernel_size=3, pad=1), info)
     pooled = n.ROIPooling("roi_pool", feat, rois, pooled_h=3, pooled_w=3, spatial_scale=0.0625)
     x = n.InnerProduct("fc6", pooled, num_output=32)
     x = n.ReLU("relu6", x, in_place=True)
@@ -332,10 +337,11 @@ def faster_rcnn(classes=4, size=(96, 128)) -> NetBuilder:
     return n
 
 
-def test_faster_rcnn_end_to_end(tmp_path):
-    net = faster_rcnn()
-    prototxt, caffemodel = write_net(tmp_path, net, seed=5)
-    rng = np.random.default_rng(3)
+def run_two_stage(tmp_path, net, seed: int, data_seed: int) -> tuple[dict, np.ndarray, dict]:
+    """A two-stage detector (RPN, then a head per ROI) on one 96x128 image: caffezoo's blobs,
+    the reference proposals and the net's weights."""
+    prototxt, caffemodel = write_net(tmp_path, net, seed=seed)
+    rng = np.random.default_rng(data_seed)
     inputs = {
         "data": rng.standard_normal((1, 3, 96, 128)).astype(np.float32),
         "im_info": np.array([[96, 128, 0.25]], np.float32),
@@ -343,9 +349,13 @@ def test_faster_rcnn_end_to_end(tmp_path):
     blobs = ["rpn_cls_prob_reshape", "rpn_bbox_pred", "conv2", "rois", "cls_prob", "bbox_pred"]
     ours = run_caffezoo(prototxt, caffemodel, inputs, blobs)
     rois, _ = proposal_ref(ours["rpn_cls_prob_reshape"], ours["rpn_bbox_pred"], inputs["im_info"])
+    return ours, rois, random_weights(net.to_proto(), seed)
+
+
+def test_faster_rcnn_end_to_end(tmp_path):
+    ours, rois, weights = run_two_stage(tmp_path, faster_rcnn(), seed=5, data_seed=3)
     assert len(rois) > 5
     assert_close(ours["rois"], rois, "rois")
-    weights = random_weights(net.to_proto(), 5)
     pooled = roi_pool_ref(ours["conv2"], rois, 3, 3, 0.0625).reshape(len(rois), -1)
     fc6 = np.maximum(pooled @ weights["fc6"][0].T + weights["fc6"][1], 0)
     logits = fc6 @ weights["cls_score"][0].T + weights["cls_score"][1]
@@ -584,18 +594,7 @@ def r_fcn(classes=3, group=3, size=(96, 128)) -> NetBuilder:
     feat = n.ReLU(
         "relu2", n.Convolution("conv2", x, num_output=16, kernel_size=3, stride=4, pad=1), in_place=True
     )
-    score = n.Convolution("rpn_cls_score", feat, num_output=18, kernel_size=1)
-    bbox = n.Convolution("rpn_bbox_pred", feat, num_output=36, kernel_size=1)
-    prob = n.Softmax("rpn_cls_prob", n.Reshape("rpn_cls_score_reshape", score, shape=dict(dim=[0, 2, -1, 0])))
-    prob = n.Reshape("rpn_cls_prob_reshape", prob, shape=dict(dim=[0, 18, -1, 0]))
-    rois = n.Python(
-        "proposal",
-        prob,
-        bbox,
-        info,
-        tops=["rois"],
-        python_param=dict(module="rpn.proposal_layer", layer="ProposalLayer", param_str="'feat_stride': 16"),
-    )
+    rois = add_rpn(n, feat, info)
     cls_maps = n.Convolution("rfcn_cls", feat, num_output=classes * group * group, kernel_size=1)
     box_maps = n.Convolution("rfcn_bbox", feat, num_output=8 * group * group, kernel_size=1)
     ps_cls = n.PSROIPooling(
@@ -612,19 +611,9 @@ def r_fcn(classes=3, group=3, size=(96, 128)) -> NetBuilder:
 
 
 def test_r_fcn_end_to_end(tmp_path):
-    net = r_fcn()
-    prototxt, caffemodel = write_net(tmp_path, net, seed=6)
-    rng = np.random.default_rng(4)
-    inputs = {
-        "data": rng.standard_normal((1, 3, 96, 128)).astype(np.float32),
-        "im_info": np.array([[96, 128, 0.25]], np.float32),
-    }
-    blobs = ["rpn_cls_prob_reshape", "rpn_bbox_pred", "conv2", "rois", "cls_prob", "bbox_pred"]
-    ours = run_caffezoo(prototxt, caffemodel, inputs, blobs)
-    rois, _ = proposal_ref(ours["rpn_cls_prob_reshape"], ours["rpn_bbox_pred"], inputs["im_info"])
+    ours, rois, weights = run_two_stage(tmp_path, r_fcn(), seed=6, data_seed=4)
     assert 5 < len(rois) < 300  # fewer rows than the 300 the graph was shaped with
     assert_close(ours["rois"], rois, "rois")
-    weights = random_weights(net.to_proto(), 6)
 
     def conv1x1(name):
         w, b = weights[name]

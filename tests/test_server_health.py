@@ -139,3 +139,20 @@ def test_sigterm_lets_an_upload_in_flight_finish(tmp_path):
     finally:
         if r.proc.poll() is None:
             r.kill()
+
+
+def test_serve_limit_options_reach_the_server(tmp_path):
+    """Each bound of `caffezoo serve` is the Limits field of its name, default included, and the
+    server runs with the value given: `--draw-max-layers 2` refuses to draw AlexNet."""
+    from caffezoo.cli.serve import LIMIT_OPTIONS
+    from caffezoo.server.work import Limits
+
+    assert {name: default for name, default, *_ in LIMIT_OPTIONS} == {
+        name: getattr(Limits(), name) for name, *_ in LIMIT_OPTIONS
+    }
+    db = f"sqlite:///{tmp_path / 'limits.db'}"
+    with replica(db, "--no-check-links", "--seed-bundled", "--draw-max-layers", "2", home=tmp_path) as r:
+        models = httpx.get(f"{r.url}/api/models", params={"q": "alexnet"}).json()["models"]
+        alexnet = next(m for m in models if m["name"] == "BAIR/BVLC AlexNet Model")
+        got = httpx.get(f"{r.url}/models/{alexnet['id']}/net.svg", timeout=60)
+    assert got.status_code == 422 and "over the 2 this server draws" in got.text

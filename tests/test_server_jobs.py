@@ -19,7 +19,7 @@ from caffezoo.server import Storage
 from caffezoo.server.jobs import Leases, job_key
 from caffezoo.server.links import check_links, is_due
 from caffezoo.server.mirror import Mirror, MirrorOptions
-from caffezoo.server.models import JobLease, LinkCheck
+from caffezoo.server.tables import JobLease, LinkCheck
 
 BODY = b"w" * 4096
 LAB = _http.Policy(allow_private=True)  # the test origins are on loopback: opted in, as a lab would

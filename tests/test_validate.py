@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 from model_helpers import DEPLOY, GOOD_FRONT_MATTER, write_model
@@ -186,3 +187,82 @@ def test_bundled_cards_report_their_results():
         {"dataset": "Flickr Style val", "metric": "accuracy", "value": 0.3916}
     ]
     assert results["bvlc_reference_rcnn_ilsvrc13"] == []  # no figure was reported
+
+
+def test_prototxts_that_passed_are_not_checked_again_until_they_change(tmp_path):
+    """A second validate of the same bytes needs no protobuf (the start-up cost of `caffezoo validate`);
+    a changed file, or a solver whose net went missing, is checked again, with the same problems
+    a first check finds."""
+    import shutil
+    import subprocess
+    import sys
+
+    from caffezoo.zoo import BUNDLED_DIR
+
+    model = tmp_path / "alexnet"
+    shutil.copytree(BUNDLED_DIR / "bvlc_alexnet", model)
+    code = (
+        "import sys, json\nfrom caffezoo.validate import validate\n"
+        f"problems = [str(p) for p in validate({str(model)!r})]\n"
+        "print(json.dumps([problems, 'google.protobuf' in sys.modules]))"
+    )
+
+    def run(home: str = "") -> tuple[list[str], bool]:
+        env = {**os.environ, "CAFFEZOO_HOME": home} if home else None
+        out = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env
+        )
+        problems, parsed = json.loads(out.stdout)
+        return problems, parsed
+
+    first = run()
+    assert first[1] and not [p for p in first[0] if "error" in p]
+    assert run() == (first[0], False)  # known clean: no protobuf at all
+    deploy = (model / "deploy.prototxt").read_text()
+    (model / "deploy.prototxt").write_text(deploy.replace('bottom: "pool5"', 'bottom: "pool9"'))
+    changed = run()
+    assert changed[1] and any("pool9" in p for p in changed[0])
+    assert run() == changed  # problems are said every time
+    (model / "deploy.prototxt").write_text(deploy)
+    (model / "train_val.prototxt").unlink()  # the solver names it
+    gone = run()
+    assert any("train_val.prototxt' is not in the model directory" in p for p in gone[0]), gone
+    assert gone[0] == run(str(tmp_path / "fresh-home"))[0]  # as a first check says
+
+
+def test_a_bad_setting_does_not_change_what_validate_says(tmp_path, monkeypatch):
+    """The records of clean prototxts live under the cache folder the settings name; a setting
+    validate does not use (CAFFEZOO_OFFLINE=maybe) costs the records, not a false error, and
+    the prototxts are still checked."""
+    m = write_model(tmp_path / "net", GOOD_FRONT_MATTER, files={"deploy.prototxt": DEPLOY})
+    bad = write_model(tmp_path / "bad", GOOD_FRONT_MATTER, files={"deploy.prototxt": DEPLOY + "nonsense\n"})
+    monkeypatch.setenv("CAFFEZOO_OFFLINE", "maybe")
+    assert [p.message.split(":")[0] for p in validate(m)] == ["weights not downloaded yet"]
+    assert any("nonsense" in p.message for p in validate(bad) if p.path.endswith("deploy.prototxt"))
+
+
+def test_clean_prototxt_records_follow_the_checking_code_and_old_ones_go(tmp_path):
+    """The records are keyed by the code that decides what a check finds, validate.py's
+    check_prototxts included (it picks how each file is checked); without its sources there
+    is no key and no record; records of other code are removed when the first of this code's
+    is written, so the folder does not grow with every upgrade or edit."""
+    from caffezoo._known_clean import KnownClean, _code_key
+
+    pkg = tmp_path / "pkg"
+    (pkg / "caffe").mkdir(parents=True)
+    for name in ("caffe/checks.py", "_known_clean.py", "validate.py"):
+        (pkg / name).write_text("x = 1\n")
+    key = _code_key(pkg)
+    os.utime(pkg / "validate.py", ns=(1, 1))
+    assert _code_key(pkg) not in (None, key)
+    (pkg / "validate.py").unlink()
+    assert _code_key(pkg) is None
+
+    cache = tmp_path / "cache"
+    stale = cache / "clean-prototxts" / "0123456789abcdef"
+    stale.mkdir(parents=True)
+    (stale / ("0" * 40)).write_text("[]")
+    clean = KnownClean(cache)
+    clean.add("net", b"layer {}")
+    assert clean.has("net", b"layer {}", tmp_path)
+    assert [p.name for p in (cache / "clean-prototxts").iterdir()] == [clean.dir.name]

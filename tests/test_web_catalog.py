@@ -189,7 +189,7 @@ def test_a_database_from_before_the_catalog_is_indexed_on_open(database_url):
     from sqlalchemy import delete
 
     from caffezoo.server import Storage
-    from caffezoo.server.models import Entry
+    from caffezoo.server.tables import Entry
 
     s1 = Storage(database_url)
     publish(s1, "hal", "Early Net")

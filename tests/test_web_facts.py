@@ -14,8 +14,8 @@ from web_helpers import DEPLOY, publish, readme
 from caffezoo.caffe.caffemodel import write_caffemodel
 from caffezoo.caffe.prototxt import parse_prototxt
 from caffezoo.server.facts import MAX_LAYERS, MAX_NET_BYTES, net_facts, weights_fit
-from caffezoo.server.models import Entry
 from caffezoo.server.storage import FileChange
+from caffezoo.server.tables import Entry
 
 MODELS = Path(__file__).resolve().parent.parent / "src" / "caffezoo" / "models"
 BUNDLED = sorted(p.name for p in MODELS.iterdir() if (p / "deploy.prototxt").exists())

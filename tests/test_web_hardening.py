@@ -560,9 +560,9 @@ def test_cached_text_is_counted_by_the_memory_it_takes_not_its_length():
     """A str of non-ASCII characters takes 2 or 4 bytes a character: layer names and readmes
     in any script must not let pictures and listed entries hold 4 times their budget."""
     from caffezoo.server.caches import size_of
-    from caffezoo.server.models import Entry
     from caffezoo.server.pages import entry_size
     from caffezoo.server.pictures import Picture
+    from caffezoo.server.tables import Entry
 
     wide = "\U0001f600" * 100_000  # 4 bytes a character in memory
     assert size_of(Picture(wide)) >= 400_000

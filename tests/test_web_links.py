@@ -20,7 +20,7 @@ from web_helpers import publish, web_for
 from caffezoo import _http
 from caffezoo.server import Storage, catalog
 from caffezoo.server.links import check_links, due_urls, link_client, probe
-from caffezoo.server.models import LinkCheck
+from caffezoo.server.tables import LinkCheck
 
 BODY = bytes(range(256)) * 40  # 10,240 bytes
 LAB = _http.Policy(allow_private=True)  # the test origins are on loopback: opted in, as a lab would

@@ -309,7 +309,7 @@ def test_wiki_entries_name_their_section_and_render_their_description_links(tmp_
     with web_for(f"sqlite:///{tmp_path / 'w.db'}", tmp_path, seed=False) as w:
         import_page(w.storage, parse_page(VGG), fetch=False)
         with w.storage.session() as s:
-            from caffezoo.server.models import WikiSection
+            from caffezoo.server.tables import WikiSection
 
             (sid,) = [x.id for x in s.query(WikiSection) if x.title.startswith("Very Deep")]
         section_link = f'In the wiki under <a href="/wiki#section-{sid}">Very Deep Convolutional Networks'

@@ -11,7 +11,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, field_validator
 
-from .schema import _URL_SCHEMES, _hex, _str_list, check_file_name, check_results
+from .hashes import digest
+from .schema import _URL_SCHEMES, _str_list, check_file_name, check_results
 
 __all__ = ["FrontMatterModel"]
 
@@ -71,12 +72,12 @@ class FrontMatterModel(BaseModel):
     @field_validator("sha1")
     @classmethod
     def _sha1(cls, value: str | None) -> str | None:
-        return None if value is None else _hex(value, 40, "sha1")
+        return None if value is None else digest(value, "sha1")
 
     @field_validator("sha256")
     @classmethod
     def _sha256(cls, value: str | None) -> str | None:
-        return None if value is None else _hex(value, 64, "sha256")
+        return None if value is None else digest(value, "sha256")
 
     @field_validator("caffemodel", "labels")
     @classmethod

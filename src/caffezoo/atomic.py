@@ -5,75 +5,13 @@
 >>> atomic_write_bytes("readme.md", b"---\\nname: Net\\n---\\n")   # doctest: +SKIP
 
 Every writer of the project (front matter, prototxt, caffemodel, ONNX, drawings)
-goes through :func:`atomic_open`. This module imports nothing of caffezoo but
-:mod:`caffezoo.errors`, so every layer, the Caffe-format one included, may use it.
+goes through :func:`atomic_open`. The code lives in :mod:`caffezoo.caffe._files`:
+the Caffe-format layer imports nothing outside ``caffe/`` but :mod:`caffezoo.errors`,
+and it writes files too; every other layer imports it from here.
 """
 
 from __future__ import annotations
 
-import os
-import stat
-import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
-from pathlib import Path
-from typing import BinaryIO
-
-from .errors import WriteError
+from .caffe._files import atomic_open, atomic_write_bytes
 
 __all__ = ["atomic_open", "atomic_write_bytes"]
-
-
-def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
-    """Write ``data`` to ``path`` through :func:`atomic_open`."""
-    with atomic_open(path) as f:
-        f.write(data)
-
-
-@contextmanager
-def atomic_open(path: str | os.PathLike[str]) -> Iterator[BinaryIO]:
-    """Open a temporary file beside ``path``; rename it over ``path`` only on success.
-
-    >>> with atomic_open("net.caffemodel") as f:     # doctest: +SKIP
-    ...     f.write(b"...")
-
-    A failure (or Ctrl-C) half-way leaves ``path`` as it was: never a torn file.
-    An existing file keeps its mode; a new one gets the mode ``open()`` would
-    give it. A folder that is missing or read-only, or a full disk, raises
-    :class:`~caffezoo.errors.WriteError` naming ``path``.
-    """
-    path = Path(path)
-    try:
-        st = path.stat()
-    except OSError:
-        st = None
-    if st is not None and not stat.S_ISREG(st.st_mode) and not stat.S_ISDIR(st.st_mode):
-        # a pipe or a device (/dev/stdout, /dev/full): renaming a file over it would replace it
-        raise WriteError(f"{path}: cannot write: not a regular file (a pipe or a device)")
-    if st is not None:
-        mode = st.st_mode & 0o7777
-    else:
-        umask = os.umask(0)
-        os.umask(umask)
-        mode = 0o666 & ~umask  # mkstemp's own is 0600
-    try:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    except OSError as e:
-        raise _write_error(path, e) from e
-    try:
-        with os.fdopen(fd, "wb") as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException as e:
-        Path(tmp).unlink(missing_ok=True)
-        # Writing fails without a file name; an error naming another file is the caller's own.
-        if isinstance(e, OSError) and e.filename in (None, tmp, str(path)):
-            raise _write_error(path, e) from e
-        raise
-
-
-def _write_error(path: Path, e: OSError) -> WriteError:
-    return WriteError(f"{path}: cannot write: {e.strerror or e}")

@@ -36,6 +36,7 @@ from typing import Any
 
 from .atomic import atomic_write_bytes
 from .errors import FrontMatterError, ModelDirError
+from .hashes import is_hex
 
 __all__ = [
     "MAX_DEPTH",
@@ -131,11 +132,16 @@ def find_block(lines: list[str], path: str = "readme.md") -> tuple[int, int]:
     return marks[0], marks[1]
 
 
-def read_text(path: str | os.PathLike[str], what: str = "a readme.md file") -> str:
-    """Read a readme (or, naming ``what``, another Markdown file) as UTF-8, with errors that name it."""
+def read_text(
+    path: str | os.PathLike[str], what: str = "a readme.md file", *, data: bytes | None = None
+) -> str:
+    """Read a readme (or, naming ``what``, another Markdown file) as UTF-8, with errors that name it.
+
+    ``data`` is the file's bytes when they were read already.
+    """
     p = Path(path)
     try:
-        raw = p.read_bytes()
+        raw = p.read_bytes() if data is None else data
     except FileNotFoundError:
         raise ModelDirError(f"{p}: no such file") from None
     except IsADirectoryError:
@@ -309,7 +315,7 @@ def _plain_mapping(yaml_text: str, first_line: int) -> tuple[dict[str, Any], dic
                 if not ok or not item.strip():
                     return None
                 value.append(item_value)
-        elif key in STRING_KEYS and re.fullmatch(r"[0-9a-fA-F]{1,64}", text):
+        elif key in STRING_KEYS and is_hex(text, (1, 64)):
             value = text  # a digest or commit: a string by nature keeps its source text, as below
         else:
             ok, value = _plain_scalar(text, item=False)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["SHA1_DIGITS", "SHA256_DIGITS", "is_hex", "is_sha1", "normalize_hex"]
+__all__ = ["SHA1_DIGITS", "SHA256_DIGITS", "digest", "is_hex", "is_sha1", "normalize_hex"]
 
 SHA1_DIGITS = 40
 SHA256_DIGITS = 64
@@ -36,3 +36,17 @@ def normalize_hex(value: object, digits: int) -> str | None:
     """``value`` stripped and lower-cased when it is ``digits`` hex digits, else None."""
     text = str(value).strip().lower()
     return text if is_hex(text, digits, lowercase=True) else None
+
+
+def digest(value: object, name: str) -> str:
+    """``value`` as a ``name`` digest ("sha1" or "sha256"): normalized, or ValueError saying what was expected.
+
+    >>> digest("abc", "sha1")
+    Traceback (most recent call last):
+    ValueError: expected 40 hexadecimal digits (the output of `sha1sum`), found 'abc'
+    """
+    digits = {"sha1": SHA1_DIGITS, "sha256": SHA256_DIGITS}[name]
+    text = normalize_hex(value, digits)
+    if text is None:
+        raise ValueError(f"expected {digits} hexadecimal digits (the output of `{name}sum`), found {value!r}")
+    return text

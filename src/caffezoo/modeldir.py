@@ -11,17 +11,20 @@ the ``caffemodel`` key.
 
 from __future__ import annotations
 
+import io
 import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from .caffe._files import read_regular
 from .errors import ModelDirError
 from .frontmatter import Readme, read_readme
 from .schema import FrontMatter, validate_front_matter
 
 __all__ = [
+    "Entry",
     "FileKind",
     "ModelDir",
     "ModelFile",
@@ -34,6 +37,7 @@ __all__ = [
     "list_files",
     "load",
     "prototxt_kind",
+    "read_dir",
 ]
 
 
@@ -55,6 +59,19 @@ _DATA_RE = re.compile(
     re.S,
 )
 _DEPLOY_RE = re.compile(r"^\s*input(_dim|_shape)?\s*[:{]|type\s*:\s*\"Input\"", re.M)
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One entry of a directory as :func:`read_dir` saw it."""
+
+    name: str
+    path: Path
+    is_link: bool
+    is_dir: bool  # a folder, or a link to one
+    is_file: bool  # a regular file, or a link to one
+    size: int  # 0 for a folder or a link to nothing
+    data: bytes | None = field(default=None, repr=False)  # the whole file, when read_dir read it
 
 
 @dataclass(frozen=True)
@@ -85,6 +102,9 @@ class ModelDir:
     files: list[ModelFile] = field(default_factory=list)
     bundled: bool = False
     weights_dir: Path | None = None
+    # The directory as read (hidden entries too), with the bytes read_dir kept: what
+    # reads the files again (checks, `gist upload`) takes them from here.
+    entries: list[Entry] = field(default_factory=list, repr=False, compare=False)
 
     @property
     def name(self) -> str:
@@ -117,6 +137,10 @@ class ModelDir:
         own = self.path / name
         shared = SHARED_LABELS_DIR / name
         return shared if not own.is_file() and shared.is_file() else own
+
+    def data(self, name: str) -> bytes | None:
+        """The bytes of file ``name`` when they were read with the listing, else None."""
+        return next((e.data for e in self.entries if e.name == name), None)
 
     def prototxt(self, kind: str) -> Path | None:
         """The first prototxt of ``kind`` (deploy, train_val, solver), by name order."""
@@ -153,8 +177,11 @@ def _same_file_key(name: str) -> str:
     return key.rstrip(". ")
 
 
-def classify(path: Path) -> FileKind:
-    """Say what a file in a model directory is, by name first and then by content."""
+def classify(path: Path, data: bytes | None = None) -> FileKind:
+    """Say what a file in a model directory is, by name first and then by content.
+
+    ``data`` is the file's bytes when they were read already.
+    """
     name = path.name
     lower = name.lower()
     if path.is_dir():
@@ -164,12 +191,14 @@ def classify(path: Path) -> FileKind:
     if ".caffemodel" in lower:
         return "partial" if lower.endswith((".partial", ".incomplete", ".tmp")) else "weights"
     if lower.endswith(".prototxt"):
-        return prototxt_kind(path)
-    try:
-        with open(path, "rb") as f:
-            head = f.read(65536)
-    except OSError:
-        return "binary"
+        return prototxt_kind(path, data)
+    if data is not None:
+        head = data[:65536]
+    else:
+        try:
+            head = read_regular(path, 65535)
+        except OSError:  # unreadable, or a pipe or a device (never waited on)
+            return "binary"
     if b"\0" in head:
         return "binary"
     try:
@@ -180,8 +209,9 @@ def classify(path: Path) -> FileKind:
     return "text"
 
 
-def prototxt_kind(path: Path) -> FileKind:
-    """deploy, train_val or solver: by the file's name when it says, else by its content."""
+def prototxt_kind(path: Path, data: bytes | None = None) -> FileKind:
+    """deploy, train_val or solver: by the file's name when it says, else by its content
+    (``data``, when the file was read already)."""
     stem = path.name.lower()
     if "solver" in stem:
         return "solver"
@@ -190,9 +220,11 @@ def prototxt_kind(path: Path) -> FileKind:
     if "train" in stem or "val" in stem:
         return "train_val"
     try:
-        text = path.read_text(encoding="utf-8", errors="replace")
-    except OSError:
+        data = read_regular(path) if data is None else data
+    except OSError:  # the check that reads it says why
         return "prototxt"
+    # decoded as read_text does, newlines included
+    text = io.TextIOWrapper(io.BytesIO(data), encoding="utf-8", errors="replace").read()
     if _SOLVER_RE.search(text):
         return "solver"
     if _DATA_RE.search(text):
@@ -202,19 +234,56 @@ def prototxt_kind(path: Path) -> FileKind:
     return "prototxt"
 
 
-def list_files(path: Path) -> list[ModelFile]:
-    """Every entry of the directory, classified, sorted by name (hidden files skipped)."""
+def read_dir(path: Path, *, whole_up_to: int | None = None, total_up_to: int = 64 << 20) -> list[Entry]:
+    """Every entry of ``path`` (hidden ones too) by name, from one ``scandir``.
+
+    With ``whole_up_to``, the bytes of each visible file of at most that many
+    bytes, weights excepted, are read too, so that whoever needs them (``validate``, ``gist
+    upload``) has them without opening the file again; at most ``total_up_to`` bytes are kept
+    in all, so that a folder of many such files costs bounded memory. A file that cannot be
+    read, or is not kept, is listed without them: its reader reads it, or says why.
+
+    >>> [e.name for e in read_dir(Path("models/bvlc_alexnet"))]  # doctest: +SKIP
+    ['deploy.prototxt', 'readme.md', 'solver.prototxt', 'train_val.prototxt']
+    """
     out = []
+    kept = 0
     for entry in sorted(os.scandir(path), key=lambda e: e.name):
-        if entry.name.startswith("."):
-            continue
-        p = Path(entry.path)
-        kind = classify(p)
+        is_dir, is_file = entry.is_dir(), entry.is_file()
         try:
-            size = 0 if kind == "directory" else entry.stat().st_size
+            size = 0 if is_dir else entry.stat().st_size
         except OSError:  # a symbolic link to nothing: listed, and `validate` says so
             size = 0
-        out.append(ModelFile(entry.name, kind, size))
+        data = None
+        wanted = not entry.name.startswith(".") and ".caffemodel" not in entry.name.lower()
+        if (
+            is_file
+            and wanted
+            and whole_up_to is not None
+            and size <= whole_up_to
+            and kept + size <= total_up_to
+        ):
+            try:
+                data = read_regular(entry.path, whole_up_to)
+            except OSError:
+                data = None
+            if data is not None and (len(data) > whole_up_to or kept + len(data) > total_up_to):
+                size = max(size, len(data))  # grown since listed (or a /proc file, listed as 0)
+                data = None
+            kept += len(data or b"")
+        out.append(Entry(entry.name, Path(entry.path), entry.is_symlink(), is_dir, is_file, size, data))
+    return out
+
+
+def list_files(path: Path, entries: list[Entry] | None = None) -> list[ModelFile]:
+    """Every entry of the directory (or of ``entries``, read already), classified, sorted by
+    name (hidden files skipped)."""
+    out = []
+    for entry in read_dir(path) if entries is None else entries:
+        if entry.name.startswith("."):
+            continue
+        kind = classify(entry.path, entry.data)
+        out.append(ModelFile(entry.name, kind, 0 if kind == "directory" else entry.size))
     return out
 
 

@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 from .errors import FrontMatterError, Problem
 from .gist.rules import file_name_problem
-from .hashes import normalize_hex
+from .hashes import digest
 
 __all__ = [
     "Action",
@@ -49,13 +49,6 @@ def check_file_name(value: str, what: str = "file name") -> str:
     if why := file_name_problem(value):
         raise ValueError(f"{what}: {why}" if what != "file name" else why)
     return value
-
-
-def _hex(value: str, digits: int, name: str) -> str:
-    text = normalize_hex(value, digits)
-    if text is None:
-        raise ValueError(f"expected {digits} hexadecimal digits (the output of `{name}sum`), found {value!r}")
-    return text
 
 
 def _str_list(value: Any) -> Any:
@@ -281,8 +274,8 @@ def _url(value: str) -> str:
 
 
 _TEXT_CHECKS = {
-    "sha1": lambda v: _hex(v, 40, "sha1"),
-    "sha256": lambda v: _hex(v, 64, "sha256"),
+    "sha1": lambda v: digest(v, "sha1"),
+    "sha256": lambda v: digest(v, "sha256"),
     "caffemodel": check_file_name,
     "labels": check_file_name,
     "caffemodel_url": _url,

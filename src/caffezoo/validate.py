@@ -19,10 +19,10 @@ from pathlib import Path
 from ._api import callable_module
 from .errors import CaffezooError, FrontMatterError, Problem
 from .frontmatter import Readme, parse_readme, read_text
-from .modeldir import PROTOTXT_KINDS, README, ModelDir, dir_problem, list_files
+from .modeldir import PROTOTXT_KINDS, README, ModelDir, dir_problem, list_files, read_dir
 from .schema import FrontMatter, validate_front_matter
 
-__all__ = ["CHECKS", "Check", "has_errors", "validate", "validate_model"]
+__all__ = ["CHECKS", "Check", "has_errors", "validate", "validate_dir", "validate_model"]
 
 Check = Callable[[ModelDir], Iterable[Problem]]
 
@@ -116,16 +116,46 @@ def check_caffe_compat(m: ModelDir) -> Iterable[Problem]:
 
 
 def check_prototxts(m: ModelDir) -> Iterable[Problem]:
-    """Every problem of every prototxt file in the model directory, as Caffe would see it."""
-    if not any(f.kind in PROTOTXT_KINDS for f in m.files):
-        return  # protobuf costs start-up time a readme check does not need
-    from .caffe.checks import check_net_file, check_solver_file
+    """Every problem of every prototxt file in the model directory, as Caffe would see it.
 
-    for f in m.files:
-        if f.kind in ("deploy", "train_val", "prototxt"):
-            yield from check_net_file(m.path / f.name, deploy=f.kind == "deploy")
-        elif f.kind == "solver":
-            yield from check_solver_file(m.path / f.name, m.path)
+    A file that passed before, byte for byte, is not checked again (see :mod:`._known_clean`):
+    protobuf costs start-up time that a model checked before does not need.
+    """
+    prototxts = [f for f in m.files if f.kind in PROTOTXT_KINDS]
+    if not prototxts:
+        return
+    from ._known_clean import KnownClean
+
+    clean = KnownClean.here()
+    for f in prototxts:
+        path = m.path / f.name
+        how = f.kind if f.kind in ("deploy", "solver") else "net"
+        data = m.data(f.name) or _small_file(path, f.size)
+        if data is not None and clean.has(how, data, m.path):
+            continue
+        from .caffe.checks import check_net_file, check_solver_file, solver_net_names
+
+        if how == "solver":
+            problems = list(check_solver_file(path, m.path, data))
+        else:
+            problems = list(check_net_file(path, deploy=how == "deploy", data=data))
+        if not problems and data is not None:
+            clean.add(how, data, solver_net_names(path, data) if how == "solver" else ())
+        yield from problems
+
+
+def _small_file(path: Path, size: int, most: int = 16 << 20) -> bytes | None:
+    """The bytes of a file of at most ``most`` bytes; None otherwise or when it cannot be read
+    (the check then reads it itself and says why)."""
+    if size > most:
+        return None
+    from .caffe._files import read_regular
+
+    try:
+        data = read_regular(path, most)
+    except OSError:
+        return None
+    return data if len(data) <= most else None
 
 
 # Checks run on every directory that has a readable readme, in this order.
@@ -140,16 +170,36 @@ def validate(
     ``weights_dir`` says where the weights live when not in the directory itself
     (bundled models keep theirs under ``CAFFEZOO_HOME``).
     """
+    return validate_dir(path, weights_dir=weights_dir, bundled=bundled)[1]
+
+
+def validate_dir(
+    path: str | os.PathLike[str],
+    *,
+    weights_dir: Path | None = None,
+    bundled: bool = False,
+    whole_up_to: int | None = None,
+) -> tuple[ModelDir | None, list[Problem]]:
+    """:func:`validate`, and the directory as it read it: loaded in full when no problem is an
+    error (None when there was no directory to list).
+
+    With ``whole_up_to``, the files of at most that many bytes are read once, whole, and kept in
+    ``ModelDir.entries`` (see :func:`~caffezoo.modeldir.read_dir`): a caller that
+    needs their bytes too, as ``gist upload`` does, does not read them again.
+
+    >>> model, problems = validate_dir("models/my_net")          # doctest: +SKIP
+    """
     p = Path(path)
     problem = dir_problem(p)
     if problem is not None:
-        return [_err(p, None, problem)]
+        return None, [_err(p, None, problem)]
     try:
-        files = list_files(p)
+        entries = read_dir(p, whole_up_to=whole_up_to)
+        files = list_files(p, entries)
     except OSError as e:
-        return [_err(p, None, f"cannot list the directory: {e.strerror}")]
+        return None, [_err(p, None, f"cannot list the directory: {e.strerror}")]
     if not files:
-        return [_err(p, None, "the directory is empty: expected a readme.md and prototxt files")]
+        return None, [_err(p, None, "the directory is empty: expected a readme.md and prototxt files")]
 
     problems: list[Problem] = []
     readme_path = p / README
@@ -161,7 +211,7 @@ def validate(
         problems.append(_err(readme_path, None, f"no readme.md{hint}"))
     else:
         try:
-            text = read_text(readme_path)
+            text = read_text(readme_path, data=next((e.data for e in entries if e.name == README), None))
             readme = parse_readme(text, readme_path)
             if text.startswith("\ufeff"):
                 problems.append(
@@ -185,6 +235,7 @@ def validate(
         files=files,
         weights_dir=weights_dir,
         bundled=bundled,
+        entries=entries,
     )
     fm_ok = readme is not None and not any(x.severity == "error" for x in problems)
     for check in CHECKS:
@@ -194,7 +245,7 @@ def validate(
             problems.extend(check(m))
         except CaffezooError as e:  # a check that cannot run says why, and the others still run
             problems.append(_err(p, None, str(e)))
-    return problems
+    return m, problems
 
 
 def validate_model(model: str | os.PathLike[str]) -> list[Problem]:

@@ -28,24 +28,22 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-_EXPORTS = {
-    "read_prototxt": "prototxt",
-    "read_solver": "prototxt",
-    "write_prototxt": "prototxt",
-    "load_prototxt": "prototxt",
-    "parse_prototxt": "prototxt",
-    "to_text": "prototxt",
-    "read_caffemodel": "caffemodel",
-    "write_caffemodel": "caffemodel",
-    "Caffemodel": "caffemodel",
-    "upgrade_net": "upgrade",
-    "upgrade_file": "upgrade",
-    "load_net": "net",
-    "Net": "net",
-    "Layer": "net",
-    "infer_shapes": "shapes",
-    "NetBuilder": "builder",
+_MODULES = {  # submodule -> the names it gives the package
+    "prototxt": (
+        "read_prototxt",
+        "read_solver",
+        "write_prototxt",
+        "load_prototxt",
+        "parse_prototxt",
+        "to_text",
+    ),
+    "caffemodel": ("read_caffemodel", "write_caffemodel", "Caffemodel"),
+    "upgrade": ("upgrade_net", "upgrade_file"),
+    "net": ("load_net", "Net", "Layer"),
+    "shapes": ("infer_shapes",),
+    "builder": ("NetBuilder",),
 }
+_EXPORTS = {name: module for module, names in _MODULES.items() for name in names}
 
 __all__ = sorted(_EXPORTS)
 

@@ -297,20 +297,13 @@ def solver(model: str, *, net: str = "train_val.prototxt", **values: Any) -> caf
     return fill(caffe_pb2.SolverParameter(), dict(net=f"models/{model}/{net}", **values))
 
 
-def _step_solver(model: str, prefix: str, **values: Any) -> caffe_pb2.SolverParameter:
-    """The ImageNet recipe of the AlexNet family: step policy, momentum 0.9, decay 5e-4."""
+def _imagenet_solver(model: str, prefix: str, **values: Any) -> caffe_pb2.SolverParameter:
+    """What every ImageNet recipe here shares: 1000 test batches, learning rate 0.01, momentum 0.9,
+    on the GPU; ``values`` add to it or override it (None: leave the field out)."""
     defaults = dict(
         test_iter=1000,
-        test_interval=1000,
         base_lr=0.01,
-        lr_policy="step",
-        gamma=0.1,
-        stepsize=100000,
-        display=20,
-        max_iter=450000,
         momentum=0.9,
-        weight_decay=0.0005,
-        snapshot=10000,
         snapshot_prefix=f"models/{model}/{prefix}",
         solver_mode="GPU",
     )
@@ -318,22 +311,16 @@ def _step_solver(model: str, prefix: str, **values: Any) -> caffe_pb2.SolverPara
     return solver(model, **{k: v for k, v in defaults.items() if v is not None})
 
 
+def _step_solver(model: str, prefix: str, **values: Any) -> caffe_pb2.SolverParameter:
+    """The AlexNet family's recipe: step policy, decay 5e-4."""
+    recipe = dict(lr_policy="step", gamma=0.1, stepsize=100000, max_iter=450000, weight_decay=0.0005)
+    steps = dict(test_interval=1000, display=20, snapshot=10000)
+    return _imagenet_solver(model, prefix, **{**recipe, **steps, **values})
+
+
 def _googlenet_solver(prefix: str, **values: Any) -> caffe_pb2.SolverParameter:
-    return solver(
-        "bvlc_googlenet",
-        test_iter=1000,
-        test_interval=4000,
-        test_initialization=False,
-        display=40,
-        average_loss=40,
-        base_lr=0.01,
-        **values,
-        momentum=0.9,
-        weight_decay=0.0002,
-        snapshot=40000,
-        snapshot_prefix=f"models/bvlc_googlenet/{prefix}",
-        solver_mode="GPU",
-    )
+    steps = dict(test_interval=4000, test_initialization=False, display=40, average_loss=40, snapshot=40000)
+    return _imagenet_solver("bvlc_googlenet", prefix, weight_decay=0.0002, **steps, **values)
 
 
 # ------------------------------------------------------------------ files
@@ -413,7 +400,7 @@ def stale(root: Path | None = None) -> list[Path]:
 
 def write_all(root: Path | None = None) -> list[Path]:
     """(Re)write every generated file; return those that changed."""
-    from ..atomic import atomic_open
+    from ._files import atomic_open
 
     root = root or models_root()
     changed = stale(root)

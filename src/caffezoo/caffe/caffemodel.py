@@ -43,10 +43,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
-from ..atomic import atomic_open
 from ..errors import CaffemodelError
 from . import wire as w
-from ._files import looks_binary, open_error
+from ._files import atomic_open, looks_binary, open_error
 from .layertypes import V0_TYPES, V1_ENUM, V1_TYPES
 
 if TYPE_CHECKING:

@@ -23,11 +23,12 @@ from pathlib import Path
 
 from ..errors import NetError, Problem, PrototxtError
 from . import caffe_pb2
+from ._files import net_file_found
 from .layertypes import KNOWN_TYPES
 from .net import assemble, wiring_problems
-from .prototxt import Prototxt, load_prototxt
+from .prototxt import Prototxt, load_prototxt, parse_prototxt
 
-__all__ = ["check_net_file", "check_solver_file"]
+__all__ = ["check_net_file", "check_solver_file", "solver_net_names"]
 
 
 def _error(path: Path, line: int | None, message: str) -> Problem:
@@ -38,14 +39,20 @@ def _warning(path: Path, line: int | None, message: str) -> Problem:
     return Problem(str(path), line, message, "warning")
 
 
-def _parse(path: Path, message_type: type) -> tuple[Prototxt | None, list[Problem]]:
+def _parse(path: Path, message_type: type, data: bytes | None) -> tuple[Prototxt | None, list[Problem]]:
     """Parse strictly; on unknown fields report each one and go on without them."""
+
+    def parse(skip_unknown: bool) -> Prototxt:
+        if data is None:
+            return load_prototxt(path, message_type, skip_unknown=skip_unknown)
+        return parse_prototxt(data, message_type, path=str(path), skip_unknown=skip_unknown)
+
     try:
-        return load_prototxt(path, message_type), []
+        return parse(False), []
     except PrototxtError as e:
         strict_error = e
     try:
-        parsed = load_prototxt(path, message_type, skip_unknown=True)
+        parsed = parse(True)
     except PrototxtError:
         return None, [_error(path, strict_error.line, _without_location(strict_error))]
     return parsed, [
@@ -65,8 +72,9 @@ def _without_location(e: PrototxtError) -> str:
     return f"column {e.column}: {text}" if e.column else text
 
 
-def check_net_file(path: Path, *, deploy: bool = False) -> Iterator[Problem]:
-    parsed, problems = _parse(path, caffe_pb2.NetParameter)
+def check_net_file(path: Path, *, deploy: bool = False, data: bytes | None = None) -> Iterator[Problem]:
+    """Every problem of the net at ``path`` (``data``: its bytes, when read already)."""
+    parsed, problems = _parse(path, caffe_pb2.NetParameter, data)
     yield from problems
     if parsed is None:
         return
@@ -137,30 +145,39 @@ def _deploy_inputs(path: Path, parsed: Prototxt) -> Iterator[Problem]:
         yield _error(path, None, "the deploy net declares no input: add an Input layer with its shape")
 
 
-def check_solver_file(path: Path, model_dir: Path) -> Iterator[Problem]:
-    parsed, problems = _parse(path, caffe_pb2.SolverParameter)
+def check_solver_file(path: Path, model_dir: Path, data: bytes | None = None) -> Iterator[Problem]:
+    """Every problem of the solver at ``path`` (``data``: its bytes, when read already)."""
+    parsed, problems = _parse(path, caffe_pb2.SolverParameter, data)
     yield from problems
     if parsed is None:
         return
     solver: caffe_pb2.SolverParameter = parsed.message  # type: ignore[assignment]
-    names = [("net", solver.net)] if solver.HasField("net") else []
-    if solver.HasField("train_net"):
-        names.append(("train_net", solver.train_net))
-    names += [("test_net", t) for t in solver.test_net]
+    names = _named_nets(solver)
     inline = solver.HasField("net_param") or solver.HasField("train_net_param")
     if not names and not inline:
         yield _error(path, None, 'the solver names no net: add `net: "train_val.prototxt"`')
     for key, value in names:
         line = (parsed.lines.get(key) or [None])[0]
-        # Caffe resolves the path from where it runs (usually Caffe's root, hence
-        # "models/NAME/train_val.prototxt"); the file itself should be in this directory.
         # A warning, not an error: the deploy net still runs without the training setup.
-        if not ((model_dir / value).is_file() or (model_dir / Path(value).name).is_file()):
+        if not net_file_found(model_dir, value):
             yield _warning(
                 path,
                 line,
                 f"{key}: {value!r} is not in the model directory (no {Path(value).name} beside the solver)",
             )
+
+
+def _named_nets(solver: caffe_pb2.SolverParameter) -> list[tuple[str, str]]:
+    names = [("net", solver.net)] if solver.HasField("net") else []
+    if solver.HasField("train_net"):
+        names.append(("train_net", solver.train_net))
+    return names + [("test_net", t) for t in solver.test_net]
+
+
+def solver_net_names(path: Path, data: bytes | None = None) -> list[str]:
+    """The files a solver names as its nets (``net``, ``train_net``, ``test_net``), as written."""
+    parsed, _ = _parse(path, caffe_pb2.SolverParameter, data)
+    return [value for _, value in _named_nets(parsed.message)] if parsed is not None else []  # type: ignore[arg-type]
 
 
 def _line_of(message: str) -> int | None:

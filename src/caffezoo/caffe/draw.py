@@ -20,8 +20,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from ..atomic import atomic_open
 from ..errors import DrawError
+from ._files import atomic_open
 from .net import Layer, Net, describe_shape, load_net
 
 __all__ = ["FORMATS", "RANKDIRS", "draw", "to_dot", "to_svg"]

@@ -33,17 +33,16 @@ from google.protobuf import text_format
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 
-from ..atomic import atomic_open
 from ..errors import PrototxtError
 from . import caffe_pb2
-from ._files import looks_binary, open_error
+from ._files import atomic_open, looks_binary, open_error, read_regular
 
 __all__ = [
     "M",
     "MAX_DEPTH",
     "MAX_TEXT_BYTES",
     "Prototxt",
-    "Skipped",
+    "UnknownField",
     "is_repeated",
     "load_prototxt",
     "parse_prototxt",
@@ -65,7 +64,7 @@ MAX_TEXT_BYTES = 256 * 1024 * 1024
 
 
 @dataclass(frozen=True)
-class Skipped:
+class UnknownField:
     """A field the schema does not know, skipped with ``skip_unknown=True``."""
 
     path: str  # e.g. "layer[12].interp_param"
@@ -85,7 +84,7 @@ class Prototxt:
     # Line of every top-level field occurrence, in file order, by field name:
     # lines["layer"][3] is where the fourth ``layer {`` starts.
     lines: dict[str, list[int]] = field(default_factory=dict)
-    skipped: list[Skipped] = field(default_factory=list)
+    skipped: list[UnknownField] = field(default_factory=list)
 
 
 def read_prototxt(path: str | os.PathLike[str], *, skip_unknown: bool = False) -> caffe_pb2.NetParameter:
@@ -134,7 +133,7 @@ def load_prototxt(
                 f"(limit {MAX_TEXT_BYTES}); is it a binary .caffemodel?",
                 path=str(p),
             )
-        data = p.read_bytes()
+        data = read_regular(p)
     except OSError as e:
         raise open_error(PrototxtError, p, e, "a .prototxt file") from None
     return parse_prototxt(data, message_type, path=str(p), skip_unknown=skip_unknown)
@@ -207,13 +206,15 @@ def _clean(message: str) -> str:
 # It never rejects text protobuf would accept; syntax errors are left to
 # protobuf, which reports them with their line and column.
 
+# White space and newlines are no tokens: the regex engine skips them (and any stray
+# character) between matches, which halves the tokens this loop sees; a token's line
+# is counted from the newlines before it, when it is needed.
 _TOKEN = re.compile(
     r"""
-    (?P<space>[ \t\r\f\v]+) | (?P<newline>\n) | (?P<comment>\#[^\n]*)
+    (?P<comment>\#[^\n]*)
   | (?P<string>"(?:[^"\\\n]|\\.)*"|'(?:[^'\\\n]|\\.)*')
   | (?P<open>[{<]) | (?P<close>[}>]) | (?P<colon>:) | (?P<sep>[;,]) | (?P<lbracket>\[) | (?P<rbracket>\])
   | (?P<word>[^\s{}<>:;,\[\]"'\#]+)
-  | (?P<other>.)
 """,
     re.X,
 )
@@ -222,29 +223,27 @@ _TOKEN = re.compile(
 @dataclass
 class _Scan:
     lines: dict[str, list[int]] = field(default_factory=dict)
-    unknown: list[Skipped] = field(default_factory=list)
+    unknown: list[UnknownField] = field(default_factory=list)
 
 
 def _scan(text: str, descriptor: Descriptor, path: str) -> _Scan:
     out = _Scan()
     # Stack of (descriptor or None when inside an unknown block, path, counts).
     stack: list[tuple[Descriptor | None, str, dict[str, int]]] = [(descriptor, "", {})]
-    line, line_start = 1, 0
+    line, counted = 1, 0  # the line at offset `counted` (no token holds a newline)
     pending: tuple[FieldDescriptor | None, str] | None = None  # a field name awaiting its value
     expect_value = False
     list_depth = 0
     for m in _TOKEN.finditer(text):
         kind = m.lastgroup
-        if kind == "newline":
-            line += 1
-            line_start = m.end()
+        if kind == "comment":
             continue
-        if kind in ("space", "comment"):
-            continue
-        col = m.start() - line_start + 1
         desc, prefix, counts = stack[-1]
         if kind == "open":
             if len(stack) > MAX_DEPTH:
+                at = m.start()
+                line += text.count("\n", counted, at)
+                col = at - text.rfind("\n", 0, at)
                 raise PrototxtError(
                     f"{path}:{line}:{col}: nested more than {MAX_DEPTH} levels deep",
                     path=path,
@@ -270,11 +269,14 @@ def _scan(text: str, descriptor: Descriptor, path: str) -> _Scan:
         elif kind == "sep":
             if not list_depth:
                 pending, expect_value = None, False
-        elif kind in ("word", "string") and (expect_value or list_depth):
+        elif expect_value or list_depth:  # a word or a string: a value
             if not list_depth:
                 pending, expect_value = None, False
         elif kind == "word":
             name = m.group()
+            at = m.start()
+            line += text.count("\n", counted, at)
+            counted = at
             if len(stack) == 1:
                 out.lines.setdefault(name, []).append(line)
             index = counts.get(name, 0)
@@ -284,7 +286,7 @@ def _scan(text: str, descriptor: Descriptor, path: str) -> _Scan:
             if desc is not None:
                 fd = desc.fields_by_name.get(name)
                 if fd is None:
-                    out.unknown.append(Skipped(fpath, line, col))
+                    out.unknown.append(UnknownField(fpath, line, at - text.rfind("\n", 0, at)))
             if fd is not None and is_repeated(fd):
                 fpath = f"{fpath}[{index}]"
             pending = (fd, fpath)

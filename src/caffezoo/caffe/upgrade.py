@@ -30,11 +30,10 @@ from pathlib import Path
 
 from google.protobuf.message import Message
 
-from ..atomic import atomic_open
 from ..errors import NetError, PrototxtError
 from . import caffe_pb2
 from . import wire as w
-from ._files import looks_binary, open_error
+from ._files import atomic_open, looks_binary, open_error
 from .layertypes import V0_TYPES, V1_ENUM, V1_TYPES
 from .prototxt import is_repeated
 

@@ -26,6 +26,15 @@ app = typer.Typer(
 
 state: dict[str, bool] = {"debug": False}
 
+
+def group(name: str, help: str, *, parent: typer.Typer = app, **options: Any) -> typer.Typer:
+    """Verbs under one word, ``caffezoo NAME VERB``, registered on ``parent``; with no verb,
+    the group's help (unless ``options`` say otherwise). Plain click help, as the main app's."""
+    sub = typer.Typer(help=help, rich_markup_mode=None, **{"no_args_is_help": True, **options})
+    parent.add_typer(sub, name=name)
+    return sub
+
+
 JSON_OPTION = typer.Option(False, "--json", help="Print machine-readable JSON on stdout.")
 QUIET_OPTION = typer.Option(False, "--quiet", "-q", help="Print nothing but errors.")
 

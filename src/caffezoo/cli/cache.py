@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import typer
 
-from ._app import JSON_OPTION, QUIET_OPTION, app, console, human_size, print_json
+from ._app import JSON_OPTION, QUIET_OPTION, console, group, human_size, print_json
 
 __all__ = ["cache_app", "ls", "prune", "rm", "verify"]
 
 
-cache_app = typer.Typer(
-    help="The blob cache: downloaded weights, stored once by SHA-1, linked into model directories.",
-    no_args_is_help=True,
+cache_app = group(
+    "cache", "The blob cache: downloaded weights, stored once by SHA-1, linked into model directories."
 )
-app.add_typer(cache_app, name="cache")
 
 
 def _blob_json(b) -> dict:

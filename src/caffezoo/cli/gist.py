@@ -6,17 +6,12 @@ from pathlib import Path
 
 import typer
 
-from ._app import JSON_OPTION, QUIET_OPTION, app, console, print_json, warning_line
+from ._app import JSON_OPTION, QUIET_OPTION, console, group, print_json, warning_line
 
 __all__ = ["download_cmd", "gist_app", "list_cmd", "upload_cmd"]
 
 
-gist_app = typer.Typer(
-    rich_markup_mode=None,  # plain click help, as the main app: rich would slow start-up
-    help="Share model info as gists, on GitHub or on a caffezoo server (CAFFEZOO_GIST_API).",
-    no_args_is_help=True,
-)
-app.add_typer(gist_app, name="gist")
+gist_app = group("gist", "Share model info as gists, on GitHub or on a caffezoo server (CAFFEZOO_GIST_API).")
 
 
 @gist_app.command("upload")

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Callable
 from enum import Enum
+from typing import Any
 
 import typer
 
-from ._app import JSON_OPTION, QUIET_OPTION, app, console, print_json
+from ._app import JSON_OPTION, QUIET_OPTION, console, group, print_json
 
 __all__ = [
     "BLOBS_OPTION",
@@ -22,12 +25,10 @@ __all__ = [
 ]
 
 
-serve_app = typer.Typer(
-    help="Run the caffezoo server (web wiki, Gist API, mirror), or manage it.", rich_markup_mode=None
+serve_app = group(
+    "serve", "Run the caffezoo server (web wiki, Gist API, mirror), or manage it.", no_args_is_help=False
 )
-token_app = typer.Typer(help="API tokens of the server's users.", no_args_is_help=True, rich_markup_mode=None)
-serve_app.add_typer(token_app, name="token")
-app.add_typer(serve_app, name="serve")
+token_app = group("token", "API tokens of the server's users.", parent=serve_app)
 
 DB_OPTION = typer.Option(
     None,
@@ -100,7 +101,58 @@ def _mirror_options(allow_private: bool, networks: list[str] | None, max_bytes: 
     return MirrorOptions(policy=server_policy(allow_private, networks), max_bytes=max_bytes)
 
 
+# The server's bounds on work and memory (server.work.Limits): one option per field, --cache-bytes
+# for cache_bytes and so on, with Limits' default, the least value accepted and the help.
+LIMIT_OPTIONS: tuple[tuple[str, float, float, str], ...] = (
+    ("cache_bytes", 64 * 1024 * 1024, 0, "Memory for cached pages, gist JSON, files and pictures."),
+    (
+        "inflight_bytes",
+        64 * 1024 * 1024,
+        0,
+        "Memory for answers over 1 MiB built and not yet sent, together; past this: 503 "
+        "(one answer alone is always sent).",
+    ),
+    (
+        "send_deadline",
+        60.0,
+        0.1,
+        "Seconds an answer over 1 MiB may take to reach its client; then the connection is cut.",
+    ),
+    ("render_workers", 2, 1, "Threads rendering pages at once."),
+    ("render_queue", 32, 0, "Page renders that may wait for a thread; past this: 503."),
+    ("render_deadline", 10.0, 0.1, "Seconds a page render may take, queueing included; then 503."),
+    ("draw_workers", 1, 1, "Network drawings (`dot`) at once."),
+    ("draw_queue", 8, 0, "Distinct nets that may wait to be drawn; past this: 503."),
+    ("draw_timeout", 20.0, 0.1, "Seconds `dot` may run on one net before it is killed."),
+    ("draw_max_layers", 1000, 1, "Nets with more layers are not drawn (a note is shown)."),
+    ("try_workers", 1, 1, "Uploads classified at once."),
+    ("try_queue", 4, 0, "Uploads that may wait; past this: 503."),
+    ("try_deadline", 30.0, 0.1, "Seconds an upload may take, queueing included; then 503."),
+    ("try_max_bytes", 8 * 1024 * 1024, 1024, "Largest upload accepted, in bytes."),
+    ("try_max_pixels", 24_000_000, 1, "Largest image accepted, width x height."),
+)
+
+
+def _with_limit_options(command: Callable[..., None]) -> Callable[..., None]:
+    """Give ``command``, which takes ``**limits``, one option per row of :data:`LIMIT_OPTIONS`:
+    typer builds its options from the signature, so the rows become parameters there."""
+    signature = inspect.signature(command)
+    named = [p for p in signature.parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
+    added = [
+        inspect.Parameter(
+            name,
+            inspect.Parameter.KEYWORD_ONLY,
+            default=typer.Option(default, "--" + name.replace("_", "-"), min=least, help=help),
+            annotation=type(default),
+        )
+        for name, default, least, help in LIMIT_OPTIONS
+    ]
+    command.__signature__ = signature.replace(parameters=[*named, *added])  # type: ignore[attr-defined]
+    return command
+
+
 @serve_app.callback(invoke_without_command=True)
+@_with_limit_options
 def serve(
     ctx: typer.Context,
     host: str = typer.Option("127.0.0.1", "--host", help="Interface to listen on."),
@@ -172,45 +224,6 @@ def serve(
         help="The public URL that links in pages and API answers start with, e.g. "
         "https://zoo.example.org (behind a proxy) [default: http://HOST:PORT]. The request's Host is never used.",
     ),
-    cache_bytes: int = typer.Option(
-        64 * 1024 * 1024,
-        "--cache-bytes",
-        min=0,
-        help="Memory for cached pages, gist JSON, files and pictures.",
-    ),
-    inflight_bytes: int = typer.Option(
-        64 * 1024 * 1024,
-        "--inflight-bytes",
-        min=0,
-        help="Memory for answers over 1 MiB built and not yet sent, together; past this: 503 "
-        "(one answer alone is always sent).",
-    ),
-    send_deadline: float = typer.Option(
-        60.0,
-        "--send-deadline",
-        min=0.1,
-        help="Seconds an answer over 1 MiB may take to reach its client; then the connection is cut.",
-    ),
-    render_workers: int = typer.Option(2, "--render-workers", min=1, help="Threads rendering pages at once."),
-    render_queue: int = typer.Option(
-        32, "--render-queue", min=0, help="Page renders that may wait for a thread; past this: 503."
-    ),
-    render_deadline: float = typer.Option(
-        10.0,
-        "--render-deadline",
-        min=0.1,
-        help="Seconds a page render may take, queueing included; then 503.",
-    ),
-    draw_workers: int = typer.Option(1, "--draw-workers", min=1, help="Network drawings (`dot`) at once."),
-    draw_queue: int = typer.Option(
-        8, "--draw-queue", min=0, help="Distinct nets that may wait to be drawn; past this: 503."
-    ),
-    draw_timeout: float = typer.Option(
-        20.0, "--draw-timeout", min=0.1, help="Seconds `dot` may run on one net before it is killed."
-    ),
-    draw_max_layers: int = typer.Option(
-        1000, "--draw-max-layers", min=1, help="Nets with more layers are not drawn (a note is shown)."
-    ),
     allow_private: bool = ALLOW_PRIVATE_OPTION,
     allow_network: list[str] = ALLOW_NETWORK_OPTION,
     mirror_max_bytes: int = MAX_BYTES_OPTION,
@@ -220,17 +233,7 @@ def serve(
         help="Let visitors classify an uploaded image with a model whose weights this server holds "
         "(spends the server's CPU).",
     ),
-    try_workers: int = typer.Option(1, "--try-workers", min=1, help="Uploads classified at once."),
-    try_queue: int = typer.Option(4, "--try-queue", min=0, help="Uploads that may wait; past this: 503."),
-    try_deadline: float = typer.Option(
-        30.0, "--try-deadline", min=0.1, help="Seconds an upload may take, queueing included; then 503."
-    ),
-    try_max_bytes: int = typer.Option(
-        8 * 1024 * 1024, "--try-max-bytes", min=1024, help="Largest upload accepted, in bytes."
-    ),
-    try_max_pixels: int = typer.Option(
-        24_000_000, "--try-max-pixels", min=1, help="Largest image accepted, width x height."
-    ),
+    **limits: Any,
 ) -> None:
     """Serve the zoo: web wiki at http://HOST:PORT/, and the Gist API for CAFFEZOO_GIST_API=http://HOST:PORT."""
     if ctx.invoked_subcommand is not None:
@@ -256,24 +259,7 @@ def serve(
         lease_ttl=lease_ttl,
         graceful_timeout=graceful_timeout,
         base_url=base_url,
-        limits=Limits(
-            render_workers=render_workers,
-            render_queue=render_queue,
-            render_deadline=render_deadline,
-            draw_workers=draw_workers,
-            draw_queue=draw_queue,
-            draw_timeout=draw_timeout,
-            draw_max_layers=draw_max_layers,
-            cache_bytes=cache_bytes,
-            inflight_bytes=inflight_bytes,
-            send_deadline=send_deadline,
-            try_it=try_it,
-            try_workers=try_workers,
-            try_queue=try_queue,
-            try_deadline=try_deadline,
-            try_max_bytes=try_max_bytes,
-            try_max_pixels=try_max_pixels,
-        ),
+        limits=Limits(try_it=try_it, **limits),
         policy=server_policy(allow_private, allow_network),
         mirror_options=_mirror_options(allow_private, allow_network, mirror_max_bytes),
     )

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from ._app import JSON_OPTION, QUIET_OPTION, app, console, print_json
+from ._app import JSON_OPTION, QUIET_OPTION, console, group, print_json
 from .serve import (  # the zoo server's database and outbound-URL policy, as `caffezoo serve` takes them
     ALLOW_NETWORK_OPTION,
     ALLOW_PRIVATE_OPTION,
@@ -17,12 +17,10 @@ from .serve import (  # the zoo server's database and outbound-URL policy, as `c
 __all__ = ["wiki_app", "wiki_export", "wiki_import"]
 
 
-wiki_app = typer.Typer(
-    help="Import a Caffe Model-Zoo wiki page into a zoo server's database, or export the zoo as such a page.",
-    no_args_is_help=True,
-    rich_markup_mode=None,
+wiki_app = group(
+    "wiki",
+    "Import a Caffe Model-Zoo wiki page into a zoo server's database, or export the zoo as such a page.",
 )
-app.add_typer(wiki_app, name="wiki")
 
 
 @wiki_app.command("import")

@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from ..errors import UsageError
-from ..hashes import normalize_hex
+from ..hashes import digest
 
 __all__ = ["BUFFER_SIZE", "Digests", "Expected", "QUEUE_DEPTH", "StreamHasher", "hash_file"]
 
@@ -55,9 +55,9 @@ class Expected:
     max_size: int | None = None
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "sha1", _hex(self.sha1, 40, "sha1"))
+        object.__setattr__(self, "sha1", _digest(self.sha1, "sha1"))
         if self.sha256 is not None:
-            object.__setattr__(self, "sha256", _hex(self.sha256, 64, "sha256"))
+            object.__setattr__(self, "sha256", _digest(self.sha256, "sha256"))
         if self.size is not None and self.size < 0:
             raise UsageError(f"size: expected a number of bytes >= 0, got {self.size}")
 
@@ -73,11 +73,11 @@ class Expected:
         return "; ".join(problems) or None
 
 
-def _hex(value: str, digits: int, name: str) -> str:
-    text = normalize_hex(value, digits)
-    if text is None:
-        raise UsageError(f"{name}: expected {digits} hexadecimal digits, got {value!r}")
-    return text
+def _digest(value: str, name: str) -> str:
+    try:
+        return digest(value, name)
+    except ValueError as e:
+        raise UsageError(f"{name}: {e}") from None
 
 
 def _new(sha256: bool) -> list:

@@ -25,6 +25,8 @@ from .partial import Partial
 from .retry import Retry, SourceFailed
 from .urls import Source, origin, redact
 
+__all__ = ["drive_confirm_url", "get"]
+
 # Largest confirm page we read from Google Drive before giving up on it.
 _MAX_PAGE = 2 << 20
 # Bytes asked of the socket per read: at loopback or LAN speeds httpcore's per-read Python work

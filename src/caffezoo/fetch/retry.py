@@ -6,6 +6,8 @@ statuses) is the one HTTP layer's policy, :mod:`caffezoo._http`.
 
 from __future__ import annotations
 
+__all__ = ["Retry", "SourceFailed"]
+
 
 class Retry(Exception):
     """A transient failure of one attempt: the same source may work if tried again."""

@@ -12,23 +12,13 @@ from __future__ import annotations
 from importlib import import_module
 from typing import Any
 
-_WHERE = {
-    "GistRef": "rules",
-    "parse_ref": "rules",
-    "looks_like_gist": "rules",
-    "Gist": "client",
-    "GistClient": "client",
-    "GistFile": "client",
-    "DownloadResult": "sync",
-    "Skipped": "sync",
-    "UploadResult": "sync",
-    "collect_files": "sync",
-    "contents": "sync",
-    "download": "sync",
-    "list_gists": "sync",
-    "resolve_model": "sync",
-    "upload": "sync",
+_MODULES = {  # submodule -> the names it gives the package
+    "rules": ("GistRef", "parse_ref", "looks_like_gist"),
+    "client": ("Gist", "GistClient", "GistFile"),
+    "sync": ("upload", "UploadResult", "Skipped", "collect_files", "download", "DownloadResult", "contents")
+    + ("list_gists", "resolve_model"),
 }
+_WHERE = {name: module for module, names in _MODULES.items() for name in names}
 
 __all__ = sorted(_WHERE)
 

@@ -23,6 +23,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from ..errors import UsageError
+from ..hashes import is_hex
 
 __all__ = [
     "GIST_ID_RE",
@@ -67,8 +68,8 @@ MAX_JSON_CONTAINERS = 4 * MAX_FILES  # objects and arrays in one body; a gist ne
 # A gist id: GitHub's are 20 or 32 hex digits; imported and bundled ids keep their own
 # letters, so any 1-32 of [0-9A-Za-z_-] (the database column holds 32).
 GIST_ID_RE = re.compile(r"[0-9A-Za-z_-]{1,32}")
-# A bare MODEL argument taken for a gist id: GitHub's own shapes only.
-_GITHUB_ID_RE = re.compile(r"[0-9a-f]{20}|[0-9a-f]{32}")
+# A bare MODEL argument taken for a gist id: GitHub's own shapes only (lower-case hex digits).
+_GITHUB_ID_DIGITS = (20, 32)
 # GitHub's user names: letters, digits and single hyphens, not at either end, 1-39 long.
 LOGIN_RE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9]|-(?=[A-Za-z0-9])){0,38}")
 # Names that would shadow the server's own paths (/gists/..., /users/..., /{user}/{id}/...).
@@ -187,7 +188,7 @@ def parse_ref(text: str) -> GistRef:
 
 def looks_like_gist(text: str) -> bool:
     """A bare GitHub-style gist id (20 or 32 hex digits) or a gist URL."""
-    if _GITHUB_ID_RE.fullmatch(text):
+    if any(is_hex(text, digits, lowercase=True) for digits in _GITHUB_ID_DIGITS):
         return True
     if "://" in text:
         try:

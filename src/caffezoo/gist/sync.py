@@ -19,12 +19,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..caffe._files import read_regular
 from ..config import settings
 from ..errors import CaffezooError, GistError, ModelDirError, OfflineError, Problem
 from ..frontmatter import read_text, write_keys
-from ..modeldir import README, ModelDir, load
+from ..modeldir import README, Entry, ModelDir, load, read_dir
 from ..schema import require
-from ..validate import validate
+from ..validate import validate, validate_dir
 from .client import Gist, GistClient
 from .rules import MAX_FILE_BYTES, GistRef, file_name_problem, looks_like_gist, name_clashes, parse_ref
 
@@ -68,11 +69,14 @@ class UploadResult:
     dry_run: bool = False
 
 
-def collect_files(path: Path) -> tuple[dict[str, str], list[Skipped]]:
-    """The model info to send (top-level text files) and what is left out, with why."""
+def collect_files(path: Path, entries: list[Entry] | None = None) -> tuple[dict[str, str], list[Skipped]]:
+    """The model info to send (top-level text files) and what is left out, with why.
+
+    ``entries`` is the directory as read already (:func:`~caffezoo.modeldir.read_dir`).
+    """
     files: dict[str, str] = {}
     skipped: list[Skipped] = []
-    for entry in sorted(os.scandir(path), key=lambda e: e.name):
+    for entry in read_dir(path, whole_up_to=MAX_FILE_BYTES) if entries is None else entries:
         name = entry.name
         if ".caffemodel" in name.lower():
             skipped.append(
@@ -83,24 +87,23 @@ def collect_files(path: Path) -> tuple[dict[str, str], list[Skipped]]:
             )
         elif name.startswith("."):
             skipped.append(Skipped(name, "hidden file"))
-        elif entry.is_symlink():
+        elif entry.is_link:
             skipped.append(Skipped(name, "symbolic link: only regular files are sent"))
-        elif entry.is_dir():
+        elif entry.is_dir:
             skipped.append(Skipped(name, "subfolder: a gist cannot hold folders"))
-        elif not entry.is_file():
+        elif not entry.is_file:
             skipped.append(Skipped(name, "not a regular file"))
         elif (why := file_name_problem(name)) is not None:
             skipped.append(Skipped(name, f"file name: {why}"))
-        elif entry.stat().st_size > MAX_FILE_BYTES:
+        elif entry.size > MAX_FILE_BYTES:
             skipped.append(
                 Skipped(
                     name,
-                    f"{entry.stat().st_size} bytes: over the {MAX_FILE_BYTES} "
-                    "bytes a gist file may hold through the API",
+                    f"{entry.size} bytes: over the {MAX_FILE_BYTES} bytes a gist file may hold through the API",
                 )
             )
         else:
-            data = Path(entry.path).read_bytes()
+            data = entry.data if entry.data is not None else read_regular(entry.path)
             try:
                 text = None if b"\0" in data else data.decode("utf-8")
             except UnicodeDecodeError:
@@ -115,9 +118,11 @@ def collect_files(path: Path) -> tuple[dict[str, str], list[Skipped]]:
 
 
 def _checked_model(path: str | os.PathLike[str]) -> ModelDir:
-    """Load a model directory after validating it; refuse with every error listed."""
-    problems = [p for p in validate(path) if p.severity == "error"]
-    if problems:
+    """The model directory, validated and loaded from one read of its files, which it keeps
+    (``ModelDir.entries``) for :func:`collect_files`; refuse with every error listed."""
+    m, found = validate_dir(path, whole_up_to=MAX_FILE_BYTES)
+    problems = [p for p in found if p.severity == "error"]
+    if m is None or problems:
         shown = [str(p) for p in problems[:10]]
         if len(problems) > 10:
             shown.append(f"... and {len(problems) - 10} more (see `caffezoo validate {path}`)")
@@ -125,7 +130,6 @@ def _checked_model(path: str | os.PathLike[str]) -> ModelDir:
             f"{path}: not uploaded, the model directory has "
             f"{len(problems)} error{'s' * (len(problems) != 1)}:\n" + "\n".join(shown)
         )
-    m = load(path)
     require(m.front_matter, "upload", str(m.readme_path))
     return m
 
@@ -145,7 +149,7 @@ def upload(
     to secret, as Caffe's ``gist -p`` did; it cannot change after creation.
     """
     m = _checked_model(path)
-    files, skipped = collect_files(m.path)
+    files, skipped = collect_files(m.path, m.entries)
     description = m.front_matter.name
     if README not in files:
         why = next((s.reason for s in skipped if s.name == README), "unreadable")

@@ -39,6 +39,8 @@ from .session import InferenceNet, load
 if TYPE_CHECKING:
     from ..modeldir import ModelDir
 
+__all__ = ["MAX_WORDS", "Captioned", "caption"]
+
 WORDS = ("input_sentence", "cont_sentence")
 MAX_WORDS = 20
 EOS = 0

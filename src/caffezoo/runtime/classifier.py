@@ -23,6 +23,8 @@ from ..errors import ModelDirError, UsageError
 from .preprocess import CROPS, Preprocessor, check_images, read_mean
 from .session import InferenceNet, load
 
+__all__ = ["DEFAULT_BATCH", "Prediction", "Scored", "classify", "read_labels"]
+
 DEFAULT_BATCH = 8
 
 
@@ -103,9 +105,8 @@ def classify(
         )
     per_batch = max(1, size // crops) if fixed else size
     results: list[Prediction] = []
-    for start in range(0, len(images), per_batch):
-        chunk = list(images[start : start + per_batch])
-        x = pre(chunk)
+    for batch in pre.batches(images, per_batch):
+        chunk, x = batch.paths, batch.x
         if fixed and len(x) < fixed:  # a net with a fixed batch: pad the last one
             x = np.concatenate([x, np.zeros((fixed - len(x), *x.shape[1:]), np.float32)])
         scores = net.forward(**{name: x})[blob]

@@ -46,6 +46,18 @@ if TYPE_CHECKING:
     from ..caffe.net import Layer, Net
     from ..zoo import Located
 
+__all__ = [
+    "CONVERTER_VERSION",
+    "DEFAULT_OPSET",
+    "Converted",
+    "convert_net",
+    "export",
+    "load",
+    "locate",
+    "to_onnx",
+    "unsupported_layers",
+]
+
 # Bumped whenever the ONNX written for the same Caffe net changes: cached conversions are redone.
 CONVERTER_VERSION = "2"
 DEFAULT_OPSET = 17

@@ -24,6 +24,8 @@ import numpy as np
 from ..caffe import caffe_pb2
 from ._emit import FLT_MAX, Ctx, emits
 
+__all__ = []  # the layer rules register themselves with @emits; nothing here is called by name
+
 _Code = caffe_pb2.PriorBoxParameter
 
 
@@ -144,8 +146,10 @@ def _decode(ctx: Ctx, loc: str, priors: int) -> str:
             pcy = mul(add(y0, y1, "prior_cy2"), half, "prior_cy")
             cx = add(mul(l0, pw, "dcx"), pcx, "cx")
             cy = add(mul(l1, ph, "dcy"), pcy, "cy")
-            hw = mul(mul(ctx.op("Exp", l2, step="exp_w"), pw, "w"), half, "half_w")
-            hh = mul(mul(ctx.op("Exp", l3, step="exp_h"), ph, "h"), half, "half_h")
+            # Halved priors, times the exponent: the same numbers as halving the product (a halving is
+            # exact), and the halving of the (constant) priors happens once, when onnxruntime folds it.
+            hw = mul(ctx.op("Exp", l2, step="exp_w"), mul(pw, half, "prior_half_w"), "half_w")
+            hh = mul(ctx.op("Exp", l3, step="exp_h"), mul(ph, half, "prior_half_h"), "half_h")
             corners = [
                 ctx.op("Sub", cx, hw, step="xmin"),
                 ctx.op("Sub", cy, hh, step="ymin"),

@@ -19,6 +19,8 @@ import numpy as np
 from ..atomic import atomic_open
 from .preprocess import open_image
 
+__all__ = ["OVERLAY_ALPHA", "draw_boxes", "grey", "overlay", "palette", "read_rgb", "write_png"]
+
 OVERLAY_ALPHA = 0.5  # how much of the class colour goes into an overlay pixel
 
 

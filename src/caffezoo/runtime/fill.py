@@ -19,6 +19,8 @@ import numpy as np
 
 from ..caffe import caffe_pb2
 
+__all__ = ["fill", "layer_fillers"]
+
 _F = caffe_pb2.FillerParameter
 
 

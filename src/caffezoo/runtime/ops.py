@@ -27,6 +27,8 @@ from ..caffe import caffe_pb2
 from ..caffe.shapes import conv_geometry, crop_offsets, legacy_axis, pool_geometry
 from ._emit import FLT_MAX, Ctx, axis_index, emits
 
+__all__ = ["channel_shaped", "pooling", "reduce"]
+
 _Pool = caffe_pb2.PoolingParameter
 _LRN = caffe_pb2.LRNParameter
 _Elt = caffe_pb2.EltwiseParameter
@@ -202,19 +204,18 @@ def _divide_by_power(ctx: Ctx, x: str, base: str, beta: float) -> None:
     ctx.node("Mul", [x, factor], [ctx.y[0]])
 
 
+def _variance(ctx: Ctx, centred: str, axes: list[int]) -> str:
+    """The mean of ``centred``'s squares over ``axes``, kept as axes of size 1."""
+    square = ctx.op("Mul", centred, centred, step="square")
+    return reduce(ctx, "ReduceMean", square, axes, keepdims=True, step="variance")
+
+
 def batch_statistics(ctx: Ctx, x: str, eps: float, ndim: int) -> str:
     """(x - mean) / sqrt(var + eps) over every axis but 1: a batch's own statistics."""
     axes = [0] + list(range(2, ndim))
     mean = reduce(ctx, "ReduceMean", x, axes, keepdims=True, step="mean")
     centred = ctx.op("Sub", x, mean, step="centre")
-    var = reduce(
-        ctx,
-        "ReduceMean",
-        ctx.op("Mul", centred, centred, step="square"),
-        axes,
-        keepdims=True,
-        step="variance",
-    )
+    var = _variance(ctx, centred, axes)
     std = ctx.op("Sqrt", ctx.op("Add", var, ctx.scalar("eps", eps), step="eps"), step="std")
     return ctx.op("Div", centred, std, step="normalize")
 
@@ -305,14 +306,7 @@ def mvn(ctx: Ctx) -> None:
         ctx.node("Sub", [x, mean], [ctx.y[0]])
         return
     centred = ctx.op("Sub", x, mean, step="centre")
-    var = reduce(
-        ctx,
-        "ReduceMean",
-        ctx.op("Mul", centred, centred, step="square"),
-        axes,
-        keepdims=True,
-        step="variance",
-    )
+    var = _variance(ctx, centred, axes)
     # Caffe adds eps to the standard deviation, not to the variance.
     std = ctx.op("Add", ctx.op("Sqrt", var, step="std"), ctx.scalar("eps", p.eps), step="std_eps")
     ctx.node("Div", [centred, std], [ctx.y[0]])

@@ -18,6 +18,8 @@ from ..caffe.shapes import permute_order, prior_aspect_ratios
 from ._emit import Ctx, emits
 from .ops import channel_shaped, reduce
 
+__all__ = []  # the layer rules register themselves with @emits; nothing here is called by name
+
 _BN = caffe_pb2.BNParameter
 
 

@@ -25,6 +25,8 @@ import numpy as np
 
 from ._emit import Ctx, emits
 
+__all__ = []  # the layer rules register themselves with @emits; nothing here is called by name
+
 
 def _check(layer) -> str | None:
     if layer.type_param.num_output < 1:

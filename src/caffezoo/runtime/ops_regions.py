@@ -26,6 +26,8 @@ from ..caffe import caffe_pb2
 from ._emit import FLT_MAX, Ctx, emits
 from .ops import pooling, reduce
 
+__all__ = ["generate_anchors"]
+
 _SPP = caffe_pb2.SPPParameter
 # py-faster-rcnn's cfg.TEST values, which ProposalLayer reads at test time.
 RPN_PRE_NMS_TOP_N = 6000

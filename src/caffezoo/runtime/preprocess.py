@@ -14,15 +14,33 @@ centre, each also mirrored: ten crops), then multiply by ``input_scale``.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
+import queue
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Generic, TypeVar
 
 import numpy as np
 
 from ..errors import ModelDirError, RuntimeInputError, UsageError
 
+__all__ = [
+    "CROPS",
+    "Batch",
+    "Preprocessor",
+    "check_images",
+    "decode_image",
+    "load_image",
+    "open_image",
+    "read_mean",
+    "resized",
+]
+
+PathT = TypeVar("PathT", bound="str | os.PathLike[str]")
+T = TypeVar("T")
+DRAFT_GAP = 2  # a JPEG is decoded at a reduced scale only while it stays this many times the target size
 CROPS = 10  # oversampling: 4 corners + centre, and their mirror images
 
 
@@ -78,6 +96,15 @@ def _read_binaryproto(path: Path) -> np.ndarray:
 
 
 @dataclass
+class Batch(Generic[PathT]):
+    """Images prepared for the net: ``x`` is N x C x H x W, ``sizes`` each image's own (width, height)."""
+
+    paths: list[PathT]
+    x: np.ndarray
+    sizes: list[tuple[int, int]]
+
+
+@dataclass
 class Preprocessor:
     """Caffe-style preparation of images for one input of ``channels`` x ``height`` x ``width``."""
 
@@ -130,11 +157,32 @@ class Preprocessor:
 
     def __call__(self, images: Sequence[str | os.PathLike[str]]) -> np.ndarray:
         """N x C x H x W (N x 10 crops with ``oversample``), float32."""
+        return self.prepare(images)[0]
+
+    def prepare(self, images: Sequence[str | os.PathLike[str]]) -> tuple[np.ndarray, list[tuple[int, int]]]:
+        """What calling does, and each image's own (width, height), read while decoding it."""
         if not images:
-            return np.zeros((0, self.channels, self.height, self.width), np.float32)
-        if len(images) == 1:
-            return self.one(images[0])  # already its own contiguous array: no copy to concatenate
-        return np.concatenate([self.one(path) for path in images])
+            return np.zeros((0, self.channels, self.height, self.width), np.float32), []
+        decoded = [decode_image(path, self.channels, self.size) for path in images]
+        sizes = [size for _, size in decoded]
+        if len(decoded) == 1:  # already its own contiguous array: no copy to concatenate
+            return self.from_array(decoded[0][0]), sizes
+        return np.concatenate([self.from_array(image) for image, _ in decoded]), sizes
+
+    def batches(self, images: Sequence[PathT], size: int) -> Iterator[Batch[PathT]]:
+        """``images`` prepared in batches of ``size``, each decoded on a worker thread while the caller runs
+        the net on the one before.
+
+        >>> for batch in pre.batches(["a.jpg", "b.jpg", "c.jpg"], 2): ...   # doctest: +SKIP
+        """
+        chunks = [list(images[i : i + size]) for i in range(0, len(images), size)]
+        if len(chunks) < 2:  # nothing to overlap
+            yield from (Batch(chunk, *self.prepare(chunk)) for chunk in chunks)
+            return
+        # Pillow's decoding and resizing and onnxruntime's forward pass release the GIL, so the next batch's
+        # images are read while the net runs: the two overlap instead of taking turns on the cores.
+        for chunk, (x, sizes) in zip(chunks, _ahead(self.prepare, chunks)):
+            yield Batch(chunk, x, sizes)
 
     def one(self, path: str | os.PathLike[str]) -> np.ndarray:
         return self.from_array(load_image(path, self.channels, self.size))
@@ -178,19 +226,77 @@ class Preprocessor:
         return np.concatenate([crops, crops[:, :, :, ::-1]])
 
 
+def _ahead(function: Callable[[Any], T], items: Sequence[Any]) -> Iterator[T]:
+    """``function(item)`` for each of ``items`` in turn, each computed on a worker thread while the caller
+    works on the one before.
+
+    One thread for all items: a thread started anew for each would, on a busy machine, wait its turn
+    behind every other runnable thread before it ran at all. A daemon thread, and nobody waits for it when
+    the caller stops early: a Ctrl-C or SIGTERM while an image is read from a stalled pipe or network file
+    ends the process instead of waiting with it.
+    """
+    wanted: queue.SimpleQueue[Any] = queue.SimpleQueue()
+    done: queue.SimpleQueue[tuple[bool, Any]] = queue.SimpleQueue()
+
+    def work() -> None:
+        while (item := wanted.get()) is not _STOP:
+            try:
+                done.put((True, function(item)))
+            except BaseException as e:  # handed to the caller, who raises it as if it had made the call
+                done.put((False, e))
+
+    threading.Thread(target=work, name="caffezoo-decode", daemon=True).start()
+    try:
+        wanted.put(items[0])
+        for i in range(len(items)):
+            ok, value = done.get()  # a bad image raises here, in the order of the images
+            if not ok:  # before asking for the next: nobody would take it
+                raise value
+            if i + 1 < len(items):
+                wanted.put(items[i + 1])  # one ahead, no more: memory stays at two batches
+            yield value
+    finally:
+        wanted.put(_STOP)  # the thread ends after the item it may be working on
+
+
+_STOP = object()
+
+
 def load_image(path: str | os.PathLike[str], channels: int, size: tuple[int, int]) -> np.ndarray:
     """The image at ``path`` resized (bilinear) to ``size`` (H, W): H x W x C floats in [0, 1]."""
-    from PIL import Image
+    return decode_image(path, channels, size)[0]
 
+
+def decode_image(
+    path: str | os.PathLike[str], channels: int, size: tuple[int, int]
+) -> tuple[np.ndarray, tuple[int, int]]:
+    """:func:`load_image`, and the image's own (width, height): what opening the file again would tell."""
     if channels not in (1, 3):
         raise RuntimeInputError(f"{path}: the net takes {channels} channels; images give 1 or 3")
-    mode = "L" if channels == 1 else "RGB"
     with open_image(path) as im:
-        if im.mode != mode:  # converting an image already in the mode only copies it
-            im = im.convert(mode)
-        im = im.resize((size[1], size[0]), Image.Resampling.BILINEAR)
-        array = np.asarray(im, np.float32)
-        array /= np.float32(255)
+        original = im.size
+        return resized(im, channels, size), original
+
+
+def resized(im: Any, channels: int, size: tuple[int, int]) -> np.ndarray:
+    """A Pillow image just opened (not yet decoded) at ``size`` (H, W), bilinear: H x W x C floats in [0, 1].
+
+    A JPEG at least 4x that size both ways is decoded at 1/2, 1/4 or 1/8 scale, in the DCT, staying at
+    least twice that size, as Pillow's thumbnail() does: a 12-megapixel photo prepared for a 300x300
+    input 3-4x faster, each value within a few levels of 255 of decoding it whole (the tests measure how
+    close). Other formats ignore the draft.
+    """
+    from PIL import Image
+
+    mode = "L" if channels == 1 else "RGB"
+    original = im.size
+    drafted = im.draft(None, (DRAFT_GAP * size[1], DRAFT_GAP * size[0]))
+    box = drafted[1] if drafted and im.size != original else None  # exactly the whole picture
+    if im.mode != mode:  # converting an image already in the mode only copies it
+        im = im.convert(mode)
+    im = im.resize((size[1], size[0]), Image.Resampling.BILINEAR, box=box)
+    array = np.asarray(im, np.float32)
+    array /= np.float32(255)
     return array[:, :, None] if array.ndim == 2 else array
 
 

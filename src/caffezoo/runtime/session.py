@@ -35,6 +35,8 @@ from .convert import load as load_caffe
 if TYPE_CHECKING:
     from ..modeldir import ModelDir
 
+__all__ = ["TINY_MACS", "InferenceNet", "load"]
+
 Shape = tuple[int | None, ...]
 
 

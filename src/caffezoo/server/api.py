@@ -31,8 +31,10 @@ from ..gist.rules import (
 from ..hashes import is_hex, is_sha1
 from .auth import caller, require_caller
 from .errors import ApiError, validation
-from .shapes import commits_json, gist_json
+from .gist_json import commits_json, gist_json
 from .storage import UNSET, FileChange, GistView, NotFound, ReadOnly, Storage, StorageError
+
+__all__ = ["JSON_TYPE", "MAX_BODY_BYTES", "base_url", "json_response", "parse_body", "router"]
 
 MAX_BODY_BYTES = 30 * 1024 * 1024
 JSON_TYPE = "application/json; charset=utf-8"

@@ -30,6 +30,8 @@ from .pictures import Pictures
 from .storage import Storage
 from .work import AnswerBudget, Busy, Lane, LargeAnswers, Limits, busy_response
 
+__all__ = ["SecurityHeaders", "app_from_env", "check_base_url", "create_app"]
+
 # On every answer: no sniffing, no framing, no referrer leaks, no powerful features.
 # Pages add their own script-free CSP; everything else gets GitHub's API one.
 SECURITY_HEADERS = [
@@ -142,7 +144,9 @@ def create_app(
     app.state.limits = limits
     app.state.cache = cache = ByteCache(limits.cache_bytes)  # one byte budget for every kind below
     app.state.gist_cache = cache.part("gist")
-    app.state.page_cache = cache.part("page")
+    app.state.page_cache = cache.part(
+        "page"
+    )  # rendered pages and query results, keyed with the catalog's generation
     app.state.file_cache = cache.part("file")
     app.state.render_lane = Lane(
         "render", workers=limits.render_workers, queue=limits.render_queue, deadline=limits.render_deadline

@@ -13,6 +13,8 @@ from fastapi import Request
 from .errors import ApiError
 from .storage import Storage
 
+__all__ = ["caller", "require_caller"]
+
 SCHEMES = ("bearer", "token")
 
 

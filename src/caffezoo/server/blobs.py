@@ -35,7 +35,9 @@ from .auth import require_caller
 from .blobstore import BlobStoreError
 from .errors import ApiError
 from .mirror import Mirror
-from .models import Entry
+from .tables import Entry
+
+__all__ = ["MAX_UPLOAD_BYTES", "router"]
 
 log = logging.getLogger("caffezoo.server")
 

@@ -37,6 +37,8 @@ from urllib.parse import urlsplit
 
 from ..errors import CaffezooError, ChecksumError, UsageError
 
+__all__ = ["BlobInfo", "BlobStore", "BlobStoreError", "BlobWriter", "LocalStore", "S3Store", "open_store"]
+
 CHUNK = 1 << 20
 # Reads from S3 stay under glibc's mmap threshold, which the server pins at 128 KiB
 # (run._return_big_frees_to_the_os): each bigger buffer would be a fresh mapping, zeroed

@@ -23,6 +23,8 @@ import threading
 from collections import OrderedDict
 from typing import Any
 
+__all__ = ["ByteCache", "CachePart", "size_of"]
+
 DEFAULT_BYTES = 64 * 1024 * 1024
 ENTRY_OVERHEAD = 200  # the key, the dict slot, the object header: a rough, honest floor
 

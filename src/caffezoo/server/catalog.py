@@ -32,7 +32,7 @@ from ..gist.rules import MAX_DESCRIPTION
 from ..hashes import is_sha1
 from ..schema import FrontMatter, validate_front_matter
 from .facts import FACTS_VERSION, NetFacts, facts_of_blob, layer_types_text
-from .models import Blob, Entry, EntryTag, Gist, LinkCheck, Meta, Revision, RevisionFile, User, WikiSection
+from .tables import Blob, Entry, EntryTag, Gist, LinkCheck, Meta, Revision, RevisionFile, User, WikiSection
 
 MAX_SEARCH_TEXT = 200_000  # characters of a readme that search sees (a tsvector tops out at 1 MB)
 MAX_QUERY_WORDS = 12

@@ -27,7 +27,7 @@ from urllib.parse import urlencode
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, load_only
 
-from .models import Entry
+from .tables import Entry
 
 # Sortable columns: query name -> (heading, the entry's column).
 COLUMNS: dict[str, tuple[str, Any]] = {
@@ -228,7 +228,7 @@ def rows(s: Session, q: CompareQuery) -> ComparePage:
 
     def pks(*conditions: Any) -> Any:
         # Only the pk: the covering ix_zoo_compare_* indexes answer these without reading the wide
-        # rows (models.py); the page's own rows are fetched by pk at the end.
+        # rows (tables.py); the page's own rows are fetched by pk at the end.
         return select(Entry.pk).where(*conditions)
 
     total = s.scalar(select(func.count()).select_from(pks(*where).subquery())) or 0

@@ -31,6 +31,19 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
+__all__ = [
+    "Ceph",
+    "EngineError",
+    "Nginx",
+    "Postgres",
+    "Replica",
+    "free_port",
+    "serve_command",
+    "start_cluster",
+    "stop_cluster",
+    "stop_pids",
+]
+
 ACCESS_KEY = "caffezoo-dev"
 SECRET_KEY = "caffezoo-dev-secret-key"  # a throwaway cluster on loopback: not a secret
 
@@ -43,6 +56,23 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def serve_command(
+    port: int, *options: str, database_url: str | None = None, log_level: str | None = None
+) -> list[str]:
+    """The command line of ``caffezoo serve`` on 127.0.0.1:``port``, run by this Python: what the
+    dev cluster, the tests and the benchmarks start.
+
+    >>> serve_command(8000, "--try", database_url="sqlite:///zoo.db")[3:]
+    ['serve', '--host', '127.0.0.1', '--port', '8000', '--database-url', 'sqlite:///zoo.db', '--try']
+    """
+    argv = [sys.executable, "-m", "caffezoo", "serve", "--host", "127.0.0.1", "--port", str(port)]
+    if database_url is not None:
+        argv += ["--database-url", database_url]
+    if log_level is not None:
+        argv += ["--log-level", log_level]
+    return [*argv, *options]
 
 
 def _need(binary: str, package: str) -> str:
@@ -416,17 +446,7 @@ class Replica:
     def start(self, wait: float = 60) -> Replica:
         self.root.mkdir(parents=True, exist_ok=True)
         self.port = self.port or free_port()
-        argv = [
-            sys.executable,
-            "-m",
-            "caffezoo",
-            "serve",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(self.port),
-            *self.args,
-        ]
+        argv = serve_command(self.port, *self.args)
         env = {**os.environ, **self.env}
         log = self.root / f"{self.name}.log"
         self.proc = _spawn(argv, self.pid_file, log, env=env, name="caffezoo", tied=self.tied)

@@ -10,6 +10,15 @@ from fastapi.responses import Response
 
 from ..gist.rules import error
 
+__all__ = [
+    "ApiError",
+    "api_error_handler",
+    "error_response",
+    "http_error_handler",
+    "unexpected_error_handler",
+    "validation",
+]
+
 DOCS_URL = "https://docs.github.com/rest/gists/gists"
 
 

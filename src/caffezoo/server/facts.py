@@ -184,7 +184,7 @@ def check_mirrored(storage: Storage, mirror: Mirror) -> int:
     from sqlalchemy import select
 
     from . import catalog
-    from .models import Blob, Entry
+    from .tables import Blob, Entry
 
     with storage.session() as s:
         rows = s.execute(

@@ -21,6 +21,8 @@ from starlette.concurrency import run_in_threadpool
 
 from .api import json_response
 
+__all__ = ["blob_check", "health_app", "router"]
+
 CHECK_TIMEOUT = 3.0  # seconds per dependency: a load balancer's probe must not hang
 NO_STORE = {"Cache-Control": "no-store"}
 

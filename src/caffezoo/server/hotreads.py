@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import asyncio
 
+__all__ = ["GistStates"]
+
 SQL = "SELECT id, revision, serial FROM gists WHERE id = ANY(%s)"
 
 

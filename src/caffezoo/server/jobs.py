@@ -44,8 +44,10 @@ from datetime import timedelta
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session
 
-from .models import JobLease
 from .storage import Storage, now
+from .tables import JobLease
+
+__all__ = ["DEFAULT_TTL", "Leases", "job_key", "replica_id"]
 
 log = logging.getLogger("caffezoo.server.jobs")
 

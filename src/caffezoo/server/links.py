@@ -35,11 +35,26 @@ from sqlalchemy.orm import Session
 
 from .. import _http
 from . import catalog
-from .models import Entry, LinkCheck
 from .storage import Storage, now
+from .tables import Entry, LinkCheck
 
 if TYPE_CHECKING:
     from .jobs import Leases
+
+__all__ = [
+    "FAIL_EVERY",
+    "MAX_BACKOFF",
+    "OK_EVERY",
+    "Background",
+    "Probe",
+    "check_links",
+    "due_urls",
+    "is_due",
+    "link_client",
+    "probe",
+    "record",
+    "shown_error",
+]
 
 OK_EVERY = timedelta(days=1)
 FAIL_EVERY = timedelta(hours=1)

@@ -14,6 +14,17 @@ model's own page and ``GET /gists/{id}`` show the whole (write-limited) value.
 
 from __future__ import annotations
 
+__all__ = [
+    "DESCRIPTION_CHARS",
+    "NAME_CHARS",
+    "PAGE_TEXT_CHARS",
+    "PROBLEM_LINES",
+    "TEXT_CHARS",
+    "URL_CHARS",
+    "cut",
+    "cut_lines",
+]
+
 NAME_CHARS = 255  # GitHub's file-name limit, and more than any model name needs
 DESCRIPTION_CHARS = 350  # GitHub's repository description limit
 URL_CHARS = 2048  # longer is not a URL anyone types or a browser keeps

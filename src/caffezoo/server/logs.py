@@ -24,6 +24,8 @@ from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any
 
+__all__ = ["REQUEST_ID_HEADER", "RequestLog", "log_config", "new_request_id", "request_id"]
+
 REQUEST_ID_HEADER = b"x-request-id"
 _REQUEST_ID_RE = re.compile(rb"[A-Za-z0-9._:-]{1,128}")
 MAX_LOGGED_PATH = 512

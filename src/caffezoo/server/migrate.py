@@ -27,8 +27,10 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from ..errors import ChecksumError, UsageError
 from . import catalog
 from .blobstore import BlobStore, BlobStoreError, open_store
-from .models import Base, Entry, Meta
 from .storage import Storage, _shown, make_engine
+from .tables import Base, Entry, Meta
+
+__all__ = ["MigrateReport", "migrate"]
 
 BATCH = 500
 # Copied first: the target's Storage indexes any gist that has no catalog entry yet, and a

@@ -44,11 +44,13 @@ from ..errors import CaffezooError
 from ..hashes import is_sha1
 from . import catalog
 from .blobstore import BlobStore, BlobWriter, LocalStore
-from .models import Entry, MirrorSource
 from .storage import Storage, now
+from .tables import Entry, MirrorSource
 
 if TYPE_CHECKING:
     from .jobs import Leases
+
+__all__ = ["Mirror", "MirrorOptions", "MirrorResult", "wanted"]
 
 
 CONCURRENCY = 4

@@ -41,8 +41,9 @@ from starlette.concurrency import run_in_threadpool
 
 from ..errors import CaffezooError
 from ..frontmatter import parse_readme
+from ..gist.rules import valid_id
 from . import catalog
-from .api import JSON_TYPE, base_url, json_response, valid_id
+from .api import JSON_TYPE, base_url, json_response
 from .caches import CachePart, size_of
 from .links import shown_error
 from .listing import (
@@ -55,10 +56,10 @@ from .listing import (
     cut_lines,
 )
 from .mirror import Mirror
-from .models import Entry, LinkCheck, WikiSection
 from .pictures import Picture, pick_net
 from .render import highlight_prototxt, inline_markdown_html, markdown_html, plain_lines
 from .storage import FileView, GistView, Storage
+from .tables import Entry, LinkCheck, WikiSection
 
 HERE = Path(__file__).parent
 PER_PAGE = 20
@@ -255,9 +256,6 @@ def entry_size(entry: Entry) -> int:
     return 600 + sum(size_of(v) for v in vars(entry).values() if isinstance(v, str))  # memory, not length
 
 
-PageCache = CachePart  # rendered pages and query results, keyed with the catalog's generation
-
-
 def _state(request: Request) -> tuple[Storage, Mirror | None, CachePart]:
     app = request.app.state
     return app.storage, app.mirror, app.page_cache
@@ -315,7 +313,7 @@ class IndexData:
         return 1000 + sum(entry_size(e) for e in self.entries) + 300 * len(self.checks) + sections
 
 
-def _index_data(store: Storage, cache: PageCache, query: IndexQuery) -> IndexData:
+def _index_data(store: Storage, cache: CachePart, query: IndexQuery) -> IndexData:
     with store.session() as s:
         gen = catalog.generation(s)
         key = ("index", gen, query.q, query.license, query.task, query.tag, query.page)
@@ -436,7 +434,7 @@ def _file_html(cache: CachePart, blob_sha: str, prototxt: bool, content: bytes) 
 
 def _files(view: GistView, base: str, cache: CachePart) -> list[FileShown]:
     """The files shown below the readme: inline while they fit the page's budget, else linked."""
-    from .shapes import raw_url
+    from .gist_json import raw_url
 
     out, shown = [], 0
     for f in view.files:
@@ -568,7 +566,7 @@ def _model_html(cache: CachePart, files_cache: CachePart, data: ModelData, pictu
     readme_html, rows, problems = "", [], cut_lines(entry.problems, 200)
     files: list[FileShown] = []
     if view is not None:
-        from .shapes import raw_url
+        from .gist_json import raw_url
 
         readme = next((f for f in view.files if f.filename.lower() == "readme.md"), None)
         readme_raw = raw_url(base, view, readme) if readme is not None else None
@@ -886,8 +884,8 @@ async def user_page(request: Request, user: str) -> Response:
 def _user_json(request: Request, user: str) -> Response:
     from sqlalchemy import func
 
-    from .models import User
-    from .shapes import user_json
+    from .gist_json import user_json
+    from .tables import User
 
     store = _state(request)[0]
     with store.session() as s:

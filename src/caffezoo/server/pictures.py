@@ -36,6 +36,8 @@ from ..errors import CaffezooError
 from .caches import ByteCache, CachePart, size_of
 from .work import Busy, Lane
 
+__all__ = ["Picture", "Pictures", "pick_net"]
+
 MAX_DRAW_BYTES = 1024 * 1024  # parsing alone takes seconds past this
 
 

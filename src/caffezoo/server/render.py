@@ -40,6 +40,16 @@ from html import escape
 import nh3
 from markdown_it import MarkdownIt
 
+__all__ = [
+    "MAX_PLAIN_CHARS",
+    "bracket_scan",
+    "highlight_prototxt",
+    "inline_markdown_html",
+    "markdown_html",
+    "plain_lines",
+    "sanitize",
+]
+
 ALLOWED_TAGS = {
     "p",
     "br",

@@ -16,6 +16,18 @@ from ..gist.rules import Invalid, check_login
 from .storage import Storage
 from .work import Limits
 
+__all__ = [
+    "check_links",
+    "create_token",
+    "default_base_url",
+    "mirror_sync",
+    "open_storage",
+    "outbound_policy",
+    "run",
+    "seed",
+    "tune_server_process",
+]
+
 
 def _url(url: str | None) -> str:
     return url or settings().server_database_url

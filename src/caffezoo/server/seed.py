@@ -17,6 +17,8 @@ from ..gist import collect_files
 from ..zoo import bundled, bundled_names
 from .storage import FileChange, Storage
 
+__all__ = ["SeedResult", "bundled_gist_id", "seed_bundled"]
+
 SEED_USER = "bvlc"
 
 

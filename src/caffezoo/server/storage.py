@@ -46,7 +46,21 @@ from ..gist.rules import (
     invalid,
 )
 from . import catalog, coherence
-from .models import Base, Blob, Gist, Revision, RevisionFile, Token, User
+from .tables import Base, Blob, Gist, Revision, RevisionFile, Token, User
+
+__all__ = [
+    "UNSET",
+    "FileChange",
+    "FileView",
+    "GistView",
+    "NotFound",
+    "ReadOnly",
+    "RevisionView",
+    "Storage",
+    "StorageError",
+    "make_engine",
+    "now",
+]
 
 T = TypeVar("T")
 UNSET: Any = object()  # "argument not given", distinct from None

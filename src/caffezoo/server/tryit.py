@@ -38,9 +38,10 @@ from ..errors import CaffezooError
 if TYPE_CHECKING:
     import numpy as np
 
+    from ..runtime.classifier import Scored
     from .mirror import Mirror
-    from .models import Entry
     from .storage import Storage
+    from .tables import Entry
     from .work import Limits
 
 FORMATS = ("JPEG", "PNG", "GIF", "BMP", "WEBP")
@@ -58,13 +59,6 @@ class TryError(CaffezooError):
     def __init__(self, status: int, message: str):
         super().__init__(message)
         self.status = status
-
-
-@dataclass
-class Scored:
-    index: int
-    label: str | None
-    score: float
 
 
 @dataclass
@@ -121,8 +115,9 @@ def decode_image(
 
     The header's dimensions are checked before any pixel is decoded.
     """
-    import numpy as np
     from PIL import Image, UnidentifiedImageError
+
+    from ..runtime.preprocess import resized
 
     try:
         with Image.open(io.BytesIO(data), formats=FORMATS) as im:
@@ -134,20 +129,14 @@ def decode_image(
                     f"{max_pixels:,} pixels",
                 )
             kind = im.format or "?"
-            mode = "L" if channels == 1 else "RGB"
-            # A big JPEG is decoded at a reduced scale (DCT scaling) still twice the size needed: a
-            # 24-megapixel photo then costs a fraction of a full decode. Scores may differ from
-            # `caffezoo run`'s (which decodes in full) in the last digits.
-            im.draft(mode, (2 * size[1], 2 * size[0]))
-            im = im.convert(mode).resize((size[1], size[0]), Image.Resampling.BILINEAR)
-            array = np.asarray(im, np.float32) / np.float32(255)
+            array = resized(im, channels, size)  # as `caffezoo run` prepares it (a big JPEG: decoded scaled)
     except UnidentifiedImageError:
         raise TryError(415, f"not an image this server reads (use {', '.join(FORMATS)})") from None
     except Image.DecompressionBombError as e:
         raise TryError(413, f"the image is too large: {e}") from None
     except (OSError, ValueError, SyntaxError, EOFError) as e:
         raise TryError(422, f"cannot decode the image: {e}") from None
-    return (array[:, :, None] if array.ndim == 2 else array), (width, height, kind)
+    return array, (width, height, kind)
 
 
 @dataclass
@@ -187,7 +176,7 @@ class TryIt:
         if not path.is_file():
             from sqlalchemy import select
 
-            from .models import Blob
+            from .tables import Blob
 
             with self.storage.session() as s:
                 content = s.scalar(select(Blob.content).where(Blob.sha == entry.net_sha))
@@ -266,6 +255,7 @@ class TryIt:
         """Top-5 classes of the image in the form ``body``; :class:`TryError` says what is wrong."""
         import numpy as np
 
+        from ..runtime.classifier import Scored
         from ..runtime.preprocess import Preprocessor
 
         t0 = time.perf_counter()
@@ -303,8 +293,8 @@ router = APIRouter()
 @router.post("/models/{entry_id}/try")
 async def try_model(request: Request, entry_id: str) -> Response:
     """The form's answer: a page with the top-5 classes, or one saying what was wrong."""
+    from ..gist.rules import valid_id
     from . import catalog
-    from .api import valid_id
     from .pages import render
     from .work import Busy
 

@@ -38,8 +38,20 @@ from ..errors import CaffezooError, UsageError
 from ..gist import GistClient, GistRef, contents, parse_ref
 from ..gist.rules import Invalid, check_login
 from . import catalog
-from .models import Entry, WikiSection
 from .storage import FileChange, Storage
+from .tables import Entry, WikiSection
+
+__all__ = [
+    "ImportReport",
+    "WikiItem",
+    "WikiPage",
+    "export_page",
+    "import_page",
+    "link_entry_id",
+    "notes_text",
+    "parse_page",
+    "render_page",
+]
 
 DEFAULT_OWNER = "wiki"
 GIST_SECONDS = 120.0  # one gist's fetch (API answer and raw files) ends within this...

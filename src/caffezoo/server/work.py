@@ -32,6 +32,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+__all__ = ["AnswerBudget", "Busy", "Lane", "LargeAnswers", "Limits", "TooSlow", "busy_response"]
+
 T = TypeVar("T")
 
 log = logging.getLogger("caffezoo.server")

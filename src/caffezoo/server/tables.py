@@ -25,6 +25,24 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+__all__ = [
+    "COMPARE_FILTERS",
+    "Base",
+    "Blob",
+    "Entry",
+    "EntryTag",
+    "Gist",
+    "JobLease",
+    "LinkCheck",
+    "Meta",
+    "MirrorSource",
+    "Revision",
+    "RevisionFile",
+    "Token",
+    "User",
+    "WikiSection",
+]
+
 
 class Base(DeclarativeBase):
     pass

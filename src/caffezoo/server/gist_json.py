@@ -19,6 +19,8 @@ from urllib.parse import quote
 from .listing import DESCRIPTION_CHARS, cut
 from .storage import FileView, GistView, RevisionView
 
+__all__ = ["MAX_LISTED_FILES", "TRUNCATE_BYTES", "commits_json", "gist_json", "raw_url", "user_json"]
+
 TRUNCATE_BYTES = 1024 * 1024
 MAX_LISTED_FILES = 300
 
