@@ -37,6 +37,8 @@ import threading
 import time
 from typing import Any
 
+__all__ = ["APPLICATION", "CHANNEL", "LEASE", "ChangeFeed", "announce", "setup", "wait_for_readers"]
+
 log = logging.getLogger("caffezoo.server.coherence")
 
 CHANNEL = "caffezoo_changes"
