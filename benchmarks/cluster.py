@@ -134,7 +134,8 @@ def blob_throughput(urls: dict[str, str], size: int, runs: int, parallel: int) -
     for _ in range(runs):
         for name, url in urls.items():
             times[name].append(blob_fetch(url, size, parallel))
-    return {name: parallel * size / (1 << 20) / statistics.median(t) for name, t in times.items()}
+    out = {name: parallel * size / (1 << 20) / statistics.median(t) for name, t in times.items()}
+    return out | {"load": os.getloadavg()[0]}  # the machine's 1-minute load (shared: say how busy)
 
 
 def blob_report(results: dict[int, dict[str, float]]) -> bool:
@@ -142,7 +143,8 @@ def blob_report(results: dict[int, dict[str, float]]) -> bool:
     for parallel, mibs in results.items():
         base = mibs["radosgw (direct)"]
         print(
-            f"\nblob GET, {parallel} download{'s' if parallel > 1 else ''} at once (median MiB/s, ratio to direct):"
+            f"\nblob GET, {parallel} download{'s' if parallel > 1 else ''} at once (median MiB/s, ratio to direct; "
+            f"load average {mibs.pop('load'):.1f} as it ended):"
         )
         for name, value in mibs.items():
             ratio = value / base

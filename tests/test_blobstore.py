@@ -43,6 +43,20 @@ def test_put_get_stat_list_delete(store):
         b"".join(store.get(SHA1))
 
 
+def test_stream_gives_the_whole_blob_and_its_size(store):
+    with pytest.raises(KeyError):
+        store.stream(SHA1)
+    store.put(SHA1, chunks(DATA))
+    try:
+        info, body = store.stream(SHA1)
+        assert (info.sha1, info.size) == (SHA1, len(DATA))
+        got = list(body)
+        assert b"".join(got) == DATA
+        assert max(map(len, got)) < 128 * 1024 or isinstance(store, LocalStore)  # heap-sized reads
+    finally:
+        store.delete(SHA1)
+
+
 def test_ranged_reads(store):
     store.put(SHA1, chunks(DATA))
     try:

@@ -362,13 +362,14 @@ def _fresh_gist_bytes(request: Request, gist_id: str) -> bytes:
 
 @router.get("/gists/{gist_id}")
 async def get_gist(request: Request, gist_id: str) -> Response:
-    """The newest revision, from the cache while the gist's serial (read from the database on
-    every request, so a write through another replica shows at once) has not moved."""
+    """The newest revision, from the cache while the gist's serial has not moved (read from
+    the database, or on PostgreSQL held in memory until a write anywhere says otherwise: a
+    write through another replica shows at once, see :mod:`.coherence`)."""
     check_id(gist_id)
     if request.headers.get("authorization") is not None:
         await run_in_threadpool(caller, request)
-    # On the event loop: SQLite answers in microseconds without I/O waits, PostgreSQL
-    # through an async connection; a thread hop would cost more than the query.
+    # On the event loop: SQLite answers in microseconds without I/O waits, PostgreSQL from
+    # memory or through an async connection; a thread hop would cost more than the query.
     state = await storage(request).state_async(gist_id)
     if state is None:
         raise not_found()

@@ -10,10 +10,12 @@ one :class:`~.storage.Storage` kept in ``app.state.storage``.
 from __future__ import annotations
 
 import re
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 from fastapi import FastAPI, Request
 from fastapi.staticfiles import StaticFiles
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..config import settings
@@ -79,6 +81,13 @@ async def _busy(request: Request, exc: Exception):
     return busy_response(request, exc)
 
 
+@asynccontextmanager
+async def _lifespan(app: FastAPI):
+    yield
+    # Leaving: end this replica's lease on cached gist states, or writers wait for it to expire.
+    await run_in_threadpool(app.state.storage.stop_listening)
+
+
 _URL_UNSAFE = re.compile(r"[\x00-\x20\x7f\"<>\\^`{|}?#]")  # would break a header, a link or the path
 
 
@@ -131,7 +140,7 @@ def create_app(
     s = settings()
     limits = limits or Limits()
     store = storage or Storage(database_url or s.server_database_url)
-    app = FastAPI(title="caffezoo", docs_url=None, redoc_url=None, openapi_url=None)
+    app = FastAPI(title="caffezoo", docs_url=None, redoc_url=None, openapi_url=None, lifespan=_lifespan)
     app.state.storage = store
     app.state.base_url = check_base_url(base_url) if base_url else None
     app.state.limits = limits

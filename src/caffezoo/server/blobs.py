@@ -50,7 +50,8 @@ def _store_down(e: BlobStoreError, then: str = "") -> ApiError:
 
 MAX_UPLOAD_BYTES = 16 * 1024**3
 UPLOAD_BATCH = 1024 * 1024
-READ_AHEAD = 2  # chunks (of 2 MiB) a streamed S3 read may run ahead of the client
+READ_AHEAD = 2  # steps a streamed S3 read may run ahead of the client
+STEP_BYTES = 1 << 20  # read per thread hop, in the store's chunks (S3: 120 KiB each)
 
 router = APIRouter()
 
@@ -94,12 +95,29 @@ async def get_blob(request: Request, sha1: str) -> Response:
                 url = await run_in_threadpool(store.presigned_url, sha1, REDIRECT_SECONDS)
                 return Response(status_code=302, headers={"Location": url, "Cache-Control": "no-store"})
             raise ApiError(404, f"Not Found: this server has no blob {sha1}")
+        headers = request.headers
+        if request.method == "GET" and "range" not in headers and "if-none-match" not in headers:
+            # The common download, all of it: one GET to the store, whose answer gives the size.
+            info, chunks = await run_in_threadpool(store.stream, sha1)
+            headers = {**_blob_headers(sha1), "Content-Length": str(info.size)}
+            return StreamingResponse(_read_ahead(chunks), headers=headers)
         info = await run_in_threadpool(store.stat, sha1)
+    except KeyError:
+        raise ApiError(404, f"Not Found: this server has no blob {sha1}") from None
     except BlobStoreError as e:
         raise _store_down(e) from None
     if info is None:
         raise ApiError(404, f"Not Found: this server has no blob {sha1}")
     return await _ranged(request, store, info)
+
+
+def _blob_headers(sha1: str) -> dict[str, str]:
+    return {
+        "ETag": f'"{sha1}"',
+        "Cache-Control": IMMUTABLE,
+        "Accept-Ranges": "bytes",
+        "Content-Type": "application/octet-stream",
+    }
 
 
 def _byte_range(header: str | None, size: int) -> tuple[int, int] | None | bool:
@@ -124,12 +142,7 @@ def _byte_range(header: str | None, size: int) -> tuple[int, int] | None | bool:
 async def _ranged(request: Request, store, info) -> Response:
     """Answer from a remote store as FileResponse answers from a file: Range, If-Range, ETag."""
     etag = f'"{info.sha1}"'
-    headers = {
-        "ETag": etag,
-        "Cache-Control": IMMUTABLE,
-        "Accept-Ranges": "bytes",
-        "Content-Type": "application/octet-stream",
-    }
+    headers = _blob_headers(info.sha1)
     if etag in [t.strip() for t in request.headers.get("if-none-match", "").split(",")]:
         return Response(status_code=304, headers={"ETag": etag, "Cache-Control": IMMUTABLE})
     wanted = _byte_range(request.headers.get("range"), info.size)
@@ -156,13 +169,13 @@ async def _ranged(request: Request, store, info) -> Response:
 
 
 async def _read_ahead(chunks: Iterator[bytes], depth: int = READ_AHEAD) -> AsyncIterator[bytes]:
-    """``chunks`` read by worker threads up to ``depth`` ahead of the client.
+    """``chunks`` read by worker threads up to ``depth`` steps ahead of the client.
 
     Reading from the store and writing to the client then overlap. A thread is held only
-    while one chunk is read: waiting for a slow client happens on the event loop, so
-    clients that stop reading cannot take every worker from the other streams.
-    Memory is bounded by ``depth`` chunks (and one being read); a client that goes away
-    stops the reader and closes the store's stream.
+    while one step (:data:`STEP_BYTES` of chunks: one thread hop for many small chunks) is
+    read: waiting for a slow client happens on the event loop, so clients that stop reading
+    cannot take every worker from the other streams. Memory is bounded by ``depth`` steps
+    (and one being read); a client that goes away stops the reader and closes the store's stream.
     """
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue = asyncio.Queue(depth)
@@ -170,9 +183,18 @@ async def _read_ahead(chunks: Iterator[bytes], depth: int = READ_AHEAD) -> Async
     lock = threading.Lock()  # a step and the final close never run at once (a generator refuses)
     closed = False
 
+    first = True
+
     def step() -> object:
+        nonlocal first
         with lock:
-            return done if closed else next(chunks, done)
+            # The first chunk alone: the answer's head waits for it (LargeAnswers).
+            batch, size, limit = [], 0, 1 if first else STEP_BYTES
+            first = False
+            while not closed and size < limit and (chunk := next(chunks, done)) is not done:
+                batch.append(chunk)
+                size += len(chunk)
+            return batch or done
 
     def close() -> None:
         nonlocal closed
@@ -184,8 +206,8 @@ async def _read_ahead(chunks: Iterator[bytes], depth: int = READ_AHEAD) -> Async
 
     async def produce() -> None:
         try:
-            while (chunk := await loop.run_in_executor(None, step)) is not done:
-                await queue.put(chunk)
+            while (batch := await loop.run_in_executor(None, step)) is not done:
+                await queue.put(batch)
             item = done
         except Exception as e:  # handed to the response, which ends the body early
             item = e
@@ -199,7 +221,8 @@ async def _read_ahead(chunks: Iterator[bytes], depth: int = READ_AHEAD) -> Async
                 return
             if isinstance(item, BaseException):
                 raise item
-            yield item
+            for chunk in item:
+                yield chunk
     finally:
         reader.cancel()
         try:

@@ -238,9 +238,21 @@ def setup(engine: Engine) -> None:
             conn.execute(insert(Meta).values(key="generation", value=1))
 
 
-def bump(s: Session) -> None:
-    """Something the pages show changed: caches keyed on :func:`generation` go stale."""
-    s.execute(update(Meta).where(Meta.key == "generation").values(value=Meta.value + 1))
+def bump(s: Session, gist_id: str | None = None) -> None:
+    """Something the pages show changed (``gist_id``'s state, if given): caches keyed on
+    :func:`generation` go stale. On PostgreSQL the listening replicas are told at commit, and
+    :meth:`.Storage.session` waits until they have heard (:mod:`.coherence`)."""
+    bumped = update(Meta).where(Meta.key == "generation").values(value=Meta.value + 1)
+    if _sqlite(s):
+        s.execute(bumped)
+        return
+    from . import coherence
+
+    value = s.execute(bumped.returning(Meta.value)).scalar_one()
+    coherence.announce(s, value, gist_id)
+    s.info["generation"] = max(value, s.info.get("generation", 0))
+    if gist_id is not None:
+        s.info.setdefault("gists", set()).add(gist_id)
 
 
 def generation(s: Session) -> int:
@@ -337,7 +349,7 @@ def index_gist(s: Session, gist_id: str) -> None:
     s.flush()
     _set_tags(s, entry, info.tags)
     refresh_search(s, entry)
-    bump(s)
+    bump(s, gist_id)
 
 
 def _apply(entry: Entry, info: ModelInfo) -> None:
@@ -424,6 +436,7 @@ def forget_gist(s: Session, gist_id: str) -> None:
     """The gist is gone: drop its entry, or keep only what a wiki import knows of it."""
     entry = s.scalar(select(Entry).where(Entry.id == gist_id))
     if entry is None:
+        bump(s, gist_id)  # no entry, yet replicas may hold the gist's state
         return
     if entry.wiki_name is None:
         drop_entry(s, entry)
@@ -434,7 +447,7 @@ def forget_gist(s: Session, gist_id: str) -> None:
         s.flush()
         _set_tags(s, entry, [])
         refresh_search(s, entry)
-    bump(s)
+    bump(s, gist_id)
 
 
 def drop_entry(s: Session, entry: Entry) -> None:

@@ -5,8 +5,9 @@
 (3, 7)
 
 ``GET /gists/{id}`` answers from a cache of serialized JSON keyed on the gist's
-``serial``, which is read from the database on every request so that a write
-through another replica is seen at once. Profiled at 32 clients on 2 cores,
+``serial``. Most requests find the serial held in memory (:mod:`.coherence`);
+the others -- a gist not held yet, a replica whose change feed is not trusted at
+the moment -- read it here, from the database. Profiled at 32 clients on 2 cores,
 that read was most of PostgreSQL's cost: a hop to a worker thread, a
 connection checked out of SQLAlchemy's pool with a pre-ping ``SELECT 1`` (and
 its ``BEGIN``), the ``SELECT``, a ``COMMIT`` -- three round trips or more and

@@ -1,4 +1,5 @@
-"""uvicorn's HTTP protocols with a header deadline, and the connection limits ``serve`` uses.
+"""uvicorn's HTTP protocols with a header deadline and one ``send`` per answer, and the
+connection limits ``serve`` uses.
 
 >>> uvicorn.run(app, host="127.0.0.1", port=8000, **connection_options())   # doctest: +SKIP
 
@@ -22,6 +23,7 @@ __all__ = [
     "KEEP_ALIVE_TIMEOUT",
     "MAX_HEADER_BYTES",
     "H11HeaderDeadline",
+    "OneSendPerStep",
     "connection_options",
 ]
 
@@ -40,7 +42,7 @@ class _HeaderDeadline:
     _tail: bytes = b""  # the last bytes of an unfinished head: its blank line may span two reads
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)  # type: ignore[misc]
+        super().connection_made(OneSendPerStep(transport))  # type: ignore[misc]
         self._arm()
 
     def data_received(self, data: bytes) -> None:
@@ -93,6 +95,53 @@ class _HeaderDeadline:
         cycle: Any = getattr(self, "cycle", None)
         if (cycle is None or cycle.response_complete) and not self.transport.is_closing():  # type: ignore[attr-defined]
             self.transport.close()  # type: ignore[attr-defined]
+
+
+class OneSendPerStep:
+    """A transport whose writes within one step of the event loop leave in one ``send``.
+
+    uvicorn writes an answer's head and its body separately, each at once: two
+    system calls and two TCP segments per answer, a third of a busy server's
+    time on 2 cores (profiled with py-spy on ``GET /gists/{id}``). Here writes
+    are queued and handed to the transport together (``writelines``: one
+    ``writev``) when the step that made them ends, before the loop polls for I/O
+    again: nothing waits longer than the code that is running anyway.
+    """
+
+    def __init__(self, transport: asyncio.Transport):
+        self._transport = transport
+        self._queued: list[bytes] = []
+        self._loop = asyncio.get_running_loop()
+
+    def write(self, data: bytes) -> None:
+        if not data:
+            return
+        if not self._queued:
+            self._loop.call_soon(self.flush)
+        self._queued.append(data)
+
+    def writelines(self, chunks) -> None:
+        for data in chunks:
+            self.write(data)
+
+    def flush(self) -> None:
+        queued, self._queued = self._queued, []
+        if queued and not self._transport.is_closing():
+            self._transport.writelines(queued)
+
+    def close(self) -> None:
+        self.flush()
+        self._transport.close()
+
+    def write_eof(self) -> None:
+        self.flush()
+        self._transport.write_eof()
+
+    def get_write_buffer_size(self) -> int:
+        return self._transport.get_write_buffer_size() + sum(map(len, self._queued))
+
+    def __getattr__(self, name: str) -> Any:  # everything else is the transport's own
+        return getattr(self._transport, name)
 
 
 class H11HeaderDeadline(_HeaderDeadline, H11Protocol):

@@ -20,6 +20,7 @@ import os
 import random
 import re
 import secrets
+import threading
 import time
 import weakref
 from collections import Counter
@@ -44,7 +45,7 @@ from ..gist.rules import (
     check_login,
     invalid,
 )
-from . import catalog
+from . import catalog, coherence
 from .tables import Base, Blob, Gist, Revision, RevisionFile, Token, User
 
 __all__ = [
@@ -238,6 +239,8 @@ class Storage:
         """Open (creating its tables if new) the database at ``url``; :class:`ConfigError`
         names the URL, password hidden, when it cannot be opened."""
         self.url = normalize_url(url)
+        self._feed: coherence.ChangeFeed | None = None  # (reindex below may write already)
+        self._feed_lock = threading.Lock()
         engine = None
         try:
             engine = self.engine = make_engine(self.url)
@@ -246,6 +249,9 @@ class Storage:
             Base.metadata.create_all(self.engine)
             self._add_columns()
             catalog.setup(self.engine)
+            if not self.is_sqlite:
+                with self.engine.begin() as conn:
+                    coherence.setup(conn)
             self.reindex()
         except (SQLAlchemyError, ImportError, OSError) as e:  # a bad URL, a missing driver, no server
             if engine is not None:
@@ -260,9 +266,16 @@ class Storage:
         self._states_by_loop: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
     def close(self) -> None:
+        self.stop_listening()
         self.engine.dispose()
         for states in list(self._states_by_loop.values()):
             states.close()
+
+    def stop_listening(self) -> None:
+        """End the change feed, if one runs, and its lease: writers stop waiting for it."""
+        feed, self._feed = self._feed, None
+        if feed is not None:
+            feed.close()
 
     def ping(self) -> None:
         """Raise unless the database answers a trivial query (readiness)."""
@@ -292,6 +305,17 @@ class Storage:
         with Session(self._write_engine if write else self.engine, expire_on_commit=False) as s:
             with s.begin():
                 yield s
+            generation = s.info.get("generation")
+        if generation is not None:
+            self._changed(generation, s.info.get("gists", ()))
+
+    def _changed(self, generation: int, gist_ids) -> None:
+        """After a commit that moved the generation on (PostgreSQL): wait until the replicas
+        answering from memory have heard of it, so a write that returned is seen everywhere."""
+        feed = self._feed
+        if feed is not None:  # this process's own feed: told directly, not waited for
+            feed.forget(gist_ids)
+        coherence.wait_for_readers(self.engine, generation, feed.id if feed is not None else "")
 
     # ------------------------------------------------------------------ users and tokens
 
@@ -617,9 +641,14 @@ class Storage:
 
     async def state_async(self, gist_id: str) -> tuple[int, int] | None:
         """:meth:`state` without leaving the event loop: on SQLite :meth:`state` itself; on
-        PostgreSQL a batched read on an async connection (:mod:`.hotreads`)."""
+        PostgreSQL the state held by this process's change feed (:mod:`.coherence`), else a
+        batched read on an async connection (:mod:`.hotreads`)."""
         if self.is_sqlite:
             return self.state(gist_id)
+        feed = self._feed or self._listen()
+        state = feed.state(gist_id)
+        if state is not None:
+            return state  # no query: the feed hears of every change before its writer returns
         import asyncio
 
         from .hotreads import GistStates
@@ -628,7 +657,18 @@ class Storage:
         states = self._states_by_loop.get(loop)
         if states is None:  # connections belong to the loop that made them (a test may run several)
             states = self._states_by_loop[loop] = GistStates(self.url)
-        return await states.get(gist_id)
+        mark = feed.mark()
+        state = await states.get(gist_id)
+        if state is not None:
+            feed.remember(gist_id, state, mark)
+        return state
+
+    def _listen(self) -> coherence.ChangeFeed:
+        """Start this process's change feed (the first Gist API read on PostgreSQL)."""
+        with self._feed_lock:
+            if self._feed is None:
+                self._feed = coherence.ChangeFeed(self.url).start()
+            return self._feed
 
     def get_gist(self, gist_id: str, version: str | None = None) -> GistView | None:
         """A gist with its files' contents as of ``version`` (default: the newest), and its history."""

@@ -1,0 +1,141 @@
+"""Gist states held in memory on PostgreSQL (:mod:`caffezoo.server.coherence`): read with no
+query while nothing changes, and never stale once a write has returned -- through another
+storage, another replica, a listener the database dropped, or a replica killed outright."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import httpx
+import psycopg
+import pytest
+from replica_helpers import replica
+from web_helpers import fresh_postgres, publish
+
+from caffezoo.server import Storage
+from caffezoo.server.coherence import APPLICATION
+
+
+@pytest.fixture
+def pg_db(postgres_url) -> str:
+    return fresh_postgres(postgres_url)
+
+
+def wait_for(predicate, what: str, timeout: float = 60):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def read(store: Storage, gist_id: str):
+    return asyncio.run(store.state_async(gist_id))
+
+
+def held(store: Storage, gist_id: str):
+    """Read until the state is answered from memory (the feed's first lease takes a moment)."""
+    wait_for(lambda: read(store, gist_id) and store._feed.state(gist_id) is not None, "a held state")
+    return store._feed.state(gist_id)
+
+
+def live_leases(url: str, behind: int | None = None) -> int:
+    with psycopg.connect(url, autocommit=True) as conn:
+        sql = "SELECT count(*) FROM cache_readers WHERE expires > now()"
+        if behind is not None:
+            return conn.execute(sql + " AND seen < %s", (behind,)).fetchone()[0]
+        return conn.execute(sql).fetchone()[0]
+
+
+def generation(url: str) -> int:
+    with psycopg.connect(url, autocommit=True) as conn:
+        return conn.execute("SELECT value FROM zoo_meta WHERE key = 'generation'").fetchone()[0]
+
+
+def test_a_held_state_needs_no_query_and_a_write_elsewhere_replaces_it_at_once(pg_db):
+    reader, writer = Storage(pg_db), Storage(pg_db)  # two replicas' storages
+    try:
+        gid = publish(writer, "hana", "Held Net")
+        assert held(reader, gid) == writer.state(gid)
+        for n in range(30):
+            writer.update_gist(gid, "hana", description=f"change {n}")
+            # The writer returned: the reader has already forgotten the old state.
+            assert reader._feed.state(gid) is None
+            assert read(reader, gid) == writer.state(gid)
+        writer.delete_gist(gid, "hana")
+        assert read(reader, gid) is None
+    finally:
+        reader.close()
+        writer.close()
+
+
+def test_a_listener_the_database_drops_leaves_no_stale_state(pg_db):
+    reader, writer = Storage(pg_db), Storage(pg_db)
+    try:
+        gid = publish(writer, "hana", "Dropped Net")
+        held(reader, gid)
+        for n in range(3):
+            with psycopg.connect(pg_db, autocommit=True) as admin:
+                killed = admin.execute(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = %s",
+                    (APPLICATION,),
+                ).fetchone()[0]
+            assert killed == 1
+            writer.update_gist(gid, "hana", description=f"while deaf {n}")
+            assert read(reader, gid) == writer.state(gid)
+            assert held(reader, gid) == writer.state(gid)  # listening again, and holding
+    finally:
+        reader.close()
+        writer.close()
+
+
+def test_leases_end_with_the_storage_and_a_writer_alone_waits_for_nobody(pg_db):
+    reader = Storage(pg_db)
+    gid = publish(reader, "hana", "Leased Net")
+    held(reader, gid)
+    assert live_leases(pg_db) == 1
+    reader.close()
+    assert live_leases(pg_db) == 0
+    writer = Storage(pg_db)
+    writer.update_gist(gid, "hana", description="nobody listens")
+    writer.close()
+
+
+def test_a_replica_killed_outright_holds_writes_up_for_its_lease_only(pg_db):
+    store = Storage(pg_db)
+    token = store.create_token("wanda")
+    gid = publish(store, "wanda", "Killed Net")
+    auth = {"Authorization": f"token {token}"}
+    with replica(pg_db, "--no-check-links") as a, replica(pg_db, "--no-check-links") as b:
+        assert httpx.get(f"{b.url}/gists/{gid}").status_code == 200
+        wait_for(lambda: live_leases(pg_db) >= 1, "B's lease")
+        b.kill()  # no goodbye: its lease stays until it expires
+        r = httpx.patch(
+            f"{a.url}/gists/{gid}", headers=auth, json={"description": "after B died"}, timeout=60
+        )
+        assert r.status_code == 200
+        # A answered only once no live lease was behind its write: B's had run out.
+        assert live_leases(pg_db, behind=generation(pg_db)) == 0
+        assert httpx.get(f"{a.url}/gists/{gid}").json()["description"] == "after B died"
+    store.close()
+
+
+def test_replicas_writing_in_turn_each_see_the_others_write_at_once(pg_db):
+    store = Storage(pg_db)
+    token = store.create_token("wanda")
+    gid = publish(store, "wanda", "Turns Net")
+    store.close()
+    auth = {"Authorization": f"token {token}"}
+    with replica(pg_db, "--no-check-links") as a, replica(pg_db, "--no-check-links") as b:
+        with httpx.Client() as http:
+            for r in (a, b):  # both hold the state
+                for _ in range(3):
+                    assert http.get(f"{r.url}/gists/{gid}").status_code == 200
+            for n in range(20):
+                writer, reader = (a, b) if n % 2 else (b, a)
+                text = f"turn {n}"
+                w = http.patch(f"{writer.url}/gists/{gid}", headers=auth, json={"description": text})
+                assert w.status_code == 200
+                assert http.get(f"{reader.url}/gists/{gid}").json()["description"] == text
+                assert http.get(f"{writer.url}/gists/{gid}").json()["description"] == text
