@@ -568,3 +568,23 @@ def test_cached_text_is_counted_by_the_memory_it_takes_not_its_length():
     assert size_of(Picture(wide)) >= 400_000
     assert size_of(Picture(None, wide)) >= 400_000
     assert entry_size(Entry(readme=wide, name="n")) >= 400_000
+
+
+def test_serves_protocols_keep_a_never_reading_clients_answer_under_the_budget(tmp_path):
+    """With the protocols ``serve`` uses (writes of a step sent together), a large answer to
+    a client that never reads still waits for it piece by piece: it holds its budget (a
+    second one is refused), not the connection's write buffer with the whole body."""
+    from caffezoo.server.protocols import connection_options
+
+    limits = Limits(cache_bytes=4 * 1024 * 1024, inflight_bytes=BIG_FILE, send_deadline=600)
+    with web_for(
+        f"sqlite:///{tmp_path / 'zoo.db'}", tmp_path, limits=limits, server=connection_options()
+    ) as w:
+        big = publish(w.storage, "bulk", "Big Net", files=BIG_FILES)
+        budget = w.app.state.large_answers
+        sock = _never_reading(w.url, f"/gists/{big}")  # its head came: the answer is being sent
+        try:
+            assert budget.answers == 1
+            assert w.http.get(f"/gists/{big}", headers={"Accept": "application/json"}).status_code == 503
+        finally:
+            sock.close()
