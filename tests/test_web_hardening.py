@@ -588,3 +588,17 @@ def test_serves_protocols_keep_a_never_reading_clients_answer_under_the_budget(t
             assert w.http.get(f"/gists/{big}", headers={"Accept": "application/json"}).status_code == 503
         finally:
             sock.close()
+
+
+def test_a_gist_deleted_and_created_again_under_its_id_is_not_answered_from_the_old_cache(tmp_path):
+    """A wiki import may bring back a deleted gist under the same id: its first serial must
+    not be the deleted gist's, or the cached answer of the old one is served."""
+    with web_for(f"sqlite:///{tmp_path / 'zoo.db'}", tmp_path, seed=False) as w:
+        w.storage.ensure_user("hana")
+        gid = "ab" * 10
+        w.storage.create_gist("hana", "the first", True, {"a.txt": b"first"}, gist_id=gid)
+        api = {"Accept": "application/json"}
+        assert w.http.get(f"/gists/{gid}", headers=api).json()["description"] == "the first"
+        w.storage.delete_gist(gid, "hana")
+        w.storage.create_gist("hana", "the second", True, {"a.txt": b"second"}, gist_id=gid)
+        assert w.http.get(f"/gists/{gid}", headers=api).json()["description"] == "the second"
