@@ -13,6 +13,7 @@ import asyncio
 import os
 import shutil
 import socket
+import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -602,3 +603,28 @@ def test_a_gist_deleted_and_created_again_under_its_id_is_not_answered_from_the_
         w.storage.delete_gist(gid, "hana")
         w.storage.create_gist("hana", "the second", True, {"a.txt": b"second"}, gist_id=gid)
         assert w.http.get(f"/gists/{gid}", headers=api).json()["description"] == "the second"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread nice values are Linux's")
+def test_a_lane_can_run_its_threads_lower_than_the_event_loop(tmp_path):
+    from caffezoo.server.app import TRY_NICE, create_app
+
+    def niceness() -> int:
+        return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+    async def scenario():
+        low, plain = (
+            Lane("low", workers=1, queue=0, deadline=60, nice=5),
+            Lane("p", workers=1, queue=0, deadline=60),
+        )
+        try:
+            return await low.run(niceness), await plain.run(niceness), niceness()
+        finally:
+            low.close()
+            plain.close()
+
+    with ThreadPoolExecutor(1) as pool:
+        low, plain, loop = pool.submit(asyncio.run, scenario()).result(60)
+    assert (low, plain) == (min(19, loop + 5), loop)  # only the lane's own thread was reniced
+    app = create_app(f"sqlite:///{tmp_path / 'zoo.db'}", limits=Limits(try_it=True))
+    assert app.state.try_lane.nice == TRY_NICE > 0 and app.state.render_lane.nice == 0

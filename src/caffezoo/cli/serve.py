@@ -125,11 +125,18 @@ LIMIT_OPTIONS: tuple[tuple[str, float, float, str], ...] = (
     ("draw_queue", 8, 0, "Distinct nets that may wait to be drawn; past this: 503."),
     ("draw_timeout", 20.0, 0.1, "Seconds `dot` may run on one net before it is killed."),
     ("draw_max_layers", 1000, 1, "Nets with more layers are not drawn (a note is shown)."),
-    ("try_workers", 1, 1, "Uploads classified at once."),
+    ("try_workers", 1, 1, "Uploads run at once."),
     ("try_queue", 4, 0, "Uploads that may wait; past this: 503."),
     ("try_deadline", 30.0, 0.1, "Seconds an upload may take, queueing included; then 503."),
     ("try_max_bytes", 8 * 1024 * 1024, 1024, "Largest upload accepted, in bytes."),
     ("try_max_pixels", 24_000_000, 1, "Largest image accepted, width x height."),
+    (
+        "try_cache_bytes",
+        4 * 1024**3,
+        0,
+        "Disk for weights copied from a remote blob store and for converted nets, together; "
+        "least recently tried go first.",
+    ),
 )
 
 
@@ -230,8 +237,8 @@ def serve(
     try_it: bool = typer.Option(
         False,
         "--try",
-        help="Let visitors classify an uploaded image with a model whose weights this server holds "
-        "(spends the server's CPU).",
+        help="Let visitors run a model whose weights this server holds on an uploaded image: classify, "
+        "detect, segment (spends the server's CPU).",
     ),
     **limits: Any,
 ) -> None:

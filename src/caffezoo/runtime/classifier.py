@@ -16,16 +16,22 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, TypeAlias
 
 import numpy as np
 
 from ..errors import ModelDirError, UsageError
-from .preprocess import CROPS, Preprocessor, check_images, read_mean
+from .preprocess import CROPS, ImageSource, Preprocessor, check_images, read_mean
 from .session import InferenceNet, load
 
-__all__ = ["DEFAULT_BATCH", "Prediction", "Scored", "classify", "read_labels"]
+if TYPE_CHECKING:
+    from ..modeldir import ModelDir
+
+__all__ = ["DEFAULT_BATCH", "Labels", "Prediction", "Scored", "class_names", "classify", "read_labels"]
 
 DEFAULT_BATCH = 8
+# A labels file, or the class names themselves (a caller that holds them in memory: the web zoo).
+Labels: TypeAlias = "str | os.PathLike[str] | Sequence[str]"
 
 
 @dataclass
@@ -50,41 +56,43 @@ class Prediction:
 
 def classify(
     model: str | os.PathLike[str],
-    images: Sequence[str | os.PathLike[str]],
+    images: Sequence[ImageSource],
     *,
     top: int = 5,
     batch_size: int | None = None,
     oversample: bool = False,
     resize: tuple[int, int] | None = None,
     raw_scale: float = 255.0,
-    mean: str | Sequence[float] | None = None,
-    labels: str | os.PathLike[str] | None = None,
+    mean: str | Sequence[float] | np.ndarray | None = None,
+    labels: Labels | None = None,
     output: str | None = None,
     net: InferenceNet | None = None,
     progress: Callable[[int], None] | None = None,
     **load_options,
 ) -> list[Prediction]:
     """Classify ``images`` with MODEL (or an already loaded ``net``); ``mean``/``labels`` override the front
-    matter's.
+    matter's (a net loaded from a bare prototxt has no front matter: only these).
 
     Files given here are found from the working directory; those the front
     matter names, in the model directory. ``progress(n)`` is told after each
     batch how many images it held.
     """
-    from ..zoo import resolve
-
     if top < 1:
         raise UsageError(f"--top must be 1 or more, not {top}")
     if batch_size is not None and batch_size < 1:
         raise UsageError(f"--batch-size must be 1 or more, not {batch_size}")
     check_images(images)
-    net = net or load(model, **load_options)
-    m = net.model or resolve(model)  # resolved once: a gist MODEL is fetched once
+    net = net or load(model, **load_options)  # resolves MODEL once: a gist MODEL is fetched once
+    m = net.model
     name, shape = _image_input(net)
     blob = _output(net, output)
-    fm = m.front_matter
+    fm = m.front_matter if m is not None else None
     mean_array = (
-        read_mean(mean) if mean is not None else None if fm.mean is None else read_mean(fm.mean, m.path)
+        read_mean(mean)
+        if mean is not None
+        else read_mean(fm.mean, m.path)
+        if fm is not None and fm.mean is not None and m is not None
+        else None
     )
     pre = Preprocessor(
         shape[1],
@@ -95,7 +103,7 @@ def classify(
         oversample=oversample,
         mean=mean_array,
     )
-    names = read_labels(Path(labels) if labels else m.labels_path) if (labels or fm.labels) else None
+    names, source = class_names(labels, m)
     fixed = shape[0]
     size = fixed or batch_size or DEFAULT_BATCH
     crops = CROPS if oversample else 1
@@ -113,8 +121,7 @@ def classify(
         scores = scores[: len(chunk) * crops].reshape(len(chunk), crops, -1).mean(axis=1)
         if names is not None and len(names) != scores.shape[1]:
             raise ModelDirError(
-                f"{labels or m.labels_path}: {len(names)} labels, but the net's "
-                f"{blob!r} has {scores.shape[1]} classes"
+                f"{source}: {len(names)} labels, but the net's {blob!r} has {scores.shape[1]} classes"
             )
         for path, row in zip(chunk, scores):
             best = np.argsort(-row, kind="stable")[:top]
@@ -147,6 +154,20 @@ def _output(net: InferenceNet, wanted: str | None) -> str:
     if len(net.outputs) != 1:
         raise UsageError(f"the net has several outputs ({', '.join(net.outputs)}): choose one with --output")
     return net.outputs[0]
+
+
+def class_names(labels: Labels | None, model: ModelDir | None) -> tuple[list[str] | None, str]:
+    """The class names ``labels`` gives (a file, or the names), else the model's labels file; and
+    what they came from, for messages.
+
+    >>> class_names(["cat", "dog"], None)
+    (['cat', 'dog'], 'the labels given')
+    """
+    if labels is not None and not isinstance(labels, (str, os.PathLike)):
+        names = [str(n) for n in labels]
+        return names, "the labels given"
+    path = Path(labels) if labels is not None else model.labels_path if model is not None else None
+    return (read_labels(path), str(path)) if path is not None else (None, "")
 
 
 def read_labels(path: Path) -> list[str]:

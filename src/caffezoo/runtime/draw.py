@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ..atomic import atomic_open
-from .preprocess import open_image
+from .preprocess import in_mode, open_image
 
 __all__ = ["OVERLAY_ALPHA", "draw_boxes", "grey", "overlay", "palette", "read_rgb", "write_png"]
 
@@ -45,7 +45,7 @@ def palette(count: int) -> np.ndarray:
 def read_rgb(path: str | os.PathLike[str]) -> np.ndarray:
     """The image at ``path`` as H x W x 3 uint8 RGB, at its own size."""
     with open_image(path) as im:
-        return np.asarray(im.convert("RGB"), np.uint8).copy()
+        return np.asarray(in_mode(im, "RGB"), np.uint8).copy()
 
 
 def overlay(image: np.ndarray, class_map: np.ndarray) -> np.ndarray:
@@ -86,6 +86,18 @@ def draw_boxes(
             pen.rectangle([x0, ty, x0 + tw, ty + th], fill=colour)
             pen.text((x0 + 2 - left, ty + 2 - top), text, fill=(255, 255, 255), font=font)
     return np.asarray(picture)
+
+
+def encode_png(array: np.ndarray, compress_level: int = 1) -> bytes:
+    """An H x W (grey) or H x W x 3 (RGB) uint8 array as PNG bytes, in memory (level 1: quick,
+    a little larger than the default 6)."""
+    import io
+
+    from PIL import Image
+
+    out = io.BytesIO()
+    Image.fromarray(array).save(out, format="PNG", compress_level=compress_level)
+    return out.getvalue()
 
 
 def write_png(array: np.ndarray, path: str | os.PathLike[str]) -> Path:

@@ -4,8 +4,10 @@
 >>> pre(["cat.jpg", "dog.png"]).shape                                                           # doctest: +SKIP
 (2, 3, 227, 227)
 
-For each image: decode (RGB, or grey for 1-channel nets), resize (to the
-per-pixel mean's size when there is one, else to ``resize`` or the net's
+An image is a file path, or an :class:`InMemoryImage` (a decoded upload, which
+is never written anywhere). For each image: decode (RGB, or grey for 1-channel
+nets), resize (plain bilinear, as Caffe's OpenCV did: see :mod:`.resize`; to
+the per-pixel mean's size when there is one, else to ``resize`` or the net's
 input size), channels to BGR, scale to ``raw_scale`` (0-255), subtract the
 mean, take the centre crop (or, with ``oversample``, the four corners and the
 centre, each also mirrored: ten crops), then multiply by ``input_scale``.
@@ -20,37 +22,72 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeAlias, TypeVar
 
 import numpy as np
 
 from ..errors import ModelDirError, RuntimeInputError, UsageError
 
+if TYPE_CHECKING:
+    from PIL.Image import Image as PillowImage
+
 __all__ = [
     "CROPS",
     "Batch",
+    "ImageSource",
+    "InMemoryImage",
     "Preprocessor",
     "check_images",
     "decode_image",
+    "in_mode",
     "load_image",
     "open_image",
     "read_mean",
     "resized",
 ]
 
-PathT = TypeVar("PathT", bound="str | os.PathLike[str]")
+PathT = TypeVar("PathT", bound="str | os.PathLike[str] | InMemoryImage")
 T = TypeVar("T")
 DRAFT_GAP = 2  # a JPEG is decoded at a reduced scale only while it stays this many times the target size
 CROPS = 10  # oversampling: 4 corners + centre, and their mirror images
 
 
-def read_mean(source: str | os.PathLike[str] | Sequence[float], base: Path | None = None) -> np.ndarray:
+@dataclass(frozen=True)
+class InMemoryImage:
+    """An image already decoded in memory, given wherever a file is taken (``run``, ``classify``).
+
+    >>> run(model, [InMemoryImage(Image.open(io.BytesIO(upload)), "upload.jpg")])  # doctest: +SKIP
+
+    What the web zoo's "try it" runs: the upload is never written to a file. ``name``
+    stands for the image in results and messages.
+    """
+
+    image: PillowImage
+    name: str = "the image"
+
+    @property
+    def stem(self) -> str:
+        return Path(self.name).stem
+
+    def __str__(self) -> str:
+        return self.name
+
+
+ImageSource: TypeAlias = "str | os.PathLike[str] | InMemoryImage"
+
+
+def read_mean(
+    source: str | os.PathLike[str] | Sequence[float] | np.ndarray, base: Path | None = None
+) -> np.ndarray:
     """A mean as (C,) per-channel values or a (C, H, W) image.
 
     ``source`` is a ``.binaryproto`` (Caffe's ``compute_image_mean`` output), a
-    ``.npy`` file (pycaffe's ``ilsvrc_2012_mean.npy``), or a list of values in
-    the net's channel order (BGR for BVLC models, e.g. ``[104, 117, 123]``).
+    ``.npy`` file (pycaffe's ``ilsvrc_2012_mean.npy``), a list of values in
+    the net's channel order (BGR for BVLC models, e.g. ``[104, 117, 123]``), or
+    a mean already read (an array, returned as float32).
     """
+    if isinstance(source, np.ndarray):
+        return _mean_shape(np.asarray(source, np.float32), "mean")
     if isinstance(source, (list, tuple)):
         values = np.asarray(source, np.float32)
         if values.ndim != 1 or not values.size:
@@ -66,12 +103,15 @@ def read_mean(source: str | os.PathLike[str] | Sequence[float], base: Path | Non
             raise ModelDirError(f"{path}: not a readable .npy array ({e})") from None
     else:
         array = _read_binaryproto(path)
-    array = np.asarray(array, np.float32)
+    return _mean_shape(np.asarray(array, np.float32), str(path))
+
+
+def _mean_shape(array: np.ndarray, where: str) -> np.ndarray:
     while array.ndim > 3 and array.shape[0] == 1:  # a BlobProto's leading num axis
         array = array[0]
-    if array.ndim not in (1, 3):
+    if array.ndim not in (1, 3) or not array.size:
         raise ModelDirError(
-            f"{path}: a mean must be C values or a C x H x W image, not shape "
+            f"{where}: a mean must be C values or a C x H x W image, not shape "
             f"{'x'.join(map(str, array.shape))}"
         )
     return array
@@ -155,11 +195,11 @@ class Preprocessor:
             return int(self.mean.shape[1]), int(self.mean.shape[2])
         return self.height, self.width
 
-    def __call__(self, images: Sequence[str | os.PathLike[str]]) -> np.ndarray:
+    def __call__(self, images: Sequence[ImageSource]) -> np.ndarray:
         """N x C x H x W (N x 10 crops with ``oversample``), float32."""
         return self.prepare(images)[0]
 
-    def prepare(self, images: Sequence[str | os.PathLike[str]]) -> tuple[np.ndarray, list[tuple[int, int]]]:
+    def prepare(self, images: Sequence[ImageSource]) -> tuple[np.ndarray, list[tuple[int, int]]]:
         """What calling does, and each image's own (width, height), read while decoding it."""
         if not images:
             return np.zeros((0, self.channels, self.height, self.width), np.float32), []
@@ -184,22 +224,24 @@ class Preprocessor:
         for chunk, (x, sizes) in zip(chunks, _ahead(self.prepare, chunks)):
             yield Batch(chunk, x, sizes)
 
-    def one(self, path: str | os.PathLike[str]) -> np.ndarray:
+    def one(self, path: ImageSource) -> np.ndarray:
         return self.from_array(load_image(path, self.channels, self.size))
 
     def from_array(self, image: np.ndarray) -> np.ndarray:
-        """An image already decoded and resized to :attr:`size`: H x W x C floats in [0, 1] (scaled in place)."""
+        """An image already decoded and resized to :attr:`size`: C x H x W floats in [0, 1] (scaled in place)."""
         h, w = self.size
-        image *= np.float32(self.raw_scale)  # in place: the caller's array is this call's own
         c = self.channels
+        if image.shape != (c, h, w):  # H x W x C (its input before the resize moved) reads as rows
+            raise RuntimeInputError(f"expected an image of shape {(c, h, w)} (C x H x W), got {image.shape}")
+        image *= np.float32(self.raw_scale)  # in place: the caller's array is this call's own
         order = range(c - 1, -1, -1) if self.swap_channels and c == 3 else range(c)  # RGB -> BGR
         mean = self._mean((h, w))
-        # One pass per channel does the move to C x H x W, the channel swap and the mean: the same
-        # numbers as doing them one after another, without strided passes over the whole image.
+        # One pass per channel does the channel swap and the mean: the same numbers as doing them one
+        # after another, without a second pass over the whole image.
         x = np.empty((c, h, w), np.float32)
         for dst, src in enumerate(order):
             m = mean if isinstance(mean, float) else mean[dst if mean.shape[0] > 1 else 0]
-            np.subtract(image[:, :, src], m, out=x[dst])
+            np.subtract(image[src], m, out=x[dst])
         crops = self._crops(x)
         if self.input_scale != 1:
             crops = crops * np.float32(self.input_scale)
@@ -262,13 +304,13 @@ def _ahead(function: Callable[[Any], T], items: Sequence[Any]) -> Iterator[T]:
 _STOP = object()
 
 
-def load_image(path: str | os.PathLike[str], channels: int, size: tuple[int, int]) -> np.ndarray:
-    """The image at ``path`` resized (bilinear) to ``size`` (H, W): H x W x C floats in [0, 1]."""
+def load_image(path: ImageSource, channels: int, size: tuple[int, int]) -> np.ndarray:
+    """The image at ``path`` (or in memory) resized (bilinear) to ``size`` (H, W): C x H x W floats in [0, 1]."""
     return decode_image(path, channels, size)[0]
 
 
 def decode_image(
-    path: str | os.PathLike[str], channels: int, size: tuple[int, int]
+    path: ImageSource, channels: int, size: tuple[int, int]
 ) -> tuple[np.ndarray, tuple[int, int]]:
     """:func:`load_image`, and the image's own (width, height): what opening the file again would tell."""
     if channels not in (1, 3):
@@ -279,36 +321,65 @@ def decode_image(
 
 
 def resized(im: Any, channels: int, size: tuple[int, int]) -> np.ndarray:
-    """A Pillow image just opened (not yet decoded) at ``size`` (H, W), bilinear: H x W x C floats in [0, 1].
+    """A Pillow image just opened (not yet decoded) at ``size`` (H, W): C x H x W floats in [0, 1].
 
-    A JPEG at least 4x that size both ways is decoded at 1/2, 1/4 or 1/8 scale, in the DCT, staying at
-    least twice that size, as Pillow's thumbnail() does: a 12-megapixel photo prepared for a 300x300
-    input 3-4x faster, each value within a few levels of 255 of decoding it whole (the tests measure how
-    close). Other formats ignore the draft.
+    Resized as Caffe's data layer and OpenCV's ``blobFromImage`` resize: plain bilinear, no smoothing
+    (:func:`.resize.bilinear`). A JPEG at least 4x that size both ways is decoded at 1/2, 1/4 or 1/8
+    scale, in the DCT, staying at least twice that size, as Pillow's thumbnail() does: a 12-megapixel
+    photo prepared for a 300x300 input 3-4x faster, each value within a few levels of 255 of decoding it
+    whole (the tests measure how close). The DCT's scaling averages the pixels it drops, which plain
+    bilinear from the whole image would skip over. Other formats ignore the draft.
     """
-    from PIL import Image
+    from .resize import bilinear
 
     mode = "L" if channels == 1 else "RGB"
     original = im.size
     drafted = im.draft(None, (DRAFT_GAP * size[1], DRAFT_GAP * size[0]))
-    box = drafted[1] if drafted and im.size != original else None  # exactly the whole picture
-    if im.mode != mode:  # converting an image already in the mode only copies it
-        im = im.convert(mode)
-    im = im.resize((size[1], size[0]), Image.Resampling.BILINEAR, box=box)
-    array = np.asarray(im, np.float32)
-    array /= np.float32(255)
-    return array[:, :, None] if array.ndim == 2 else array
+    im = in_mode(im, mode)
+    pixels = np.asarray(im)
+    if pixels.ndim == 2:
+        pixels = pixels[:, :, None]
+    if drafted and im.size != original:
+        # A drafted width of ceil(width / scale) holds a partial last column (and row): keep the whole
+        # ones, and the partial one when it is mostly picture, so the resize spans the picture alone.
+        _, _, right, bottom = drafted[1]
+        pixels = pixels[: max(1, round(bottom)), : max(1, round(right))]
+    return bilinear(pixels, size)
+
+
+def in_mode(im: Any, mode: str) -> Any:
+    """A Pillow image in ``mode`` ("RGB" or "L"): a 16-bit grey (a PNG's ``I;16``, or ``I``) is scaled to
+    8 bits first, where Pillow's ``convert`` clips it (all but the darkest pixels white).
+
+    >>> in_mode(Image.open("depth16.png"), "RGB").mode                          # doctest: +SKIP
+    'RGB'
+    """
+    if im.mode == mode:  # converting an image already in the mode only copies it
+        return im
+    if im.mode.startswith("I"):
+        from PIL import Image
+
+        grey = np.rint(np.asarray(im, np.float32) / 257).clip(0, 255).astype(np.uint8)
+        im = Image.fromarray(grey, "L")
+    return im if im.mode == mode else im.convert(mode)
 
 
 @contextmanager
-def open_image(path: str | os.PathLike[str]) -> Iterator:
-    """A Pillow image; any failure to read or decode it is a RuntimeInputError naming the file."""
+def open_image(path: ImageSource) -> Iterator[Any]:
+    """A Pillow image; any failure to read or decode it is a RuntimeInputError naming the file.
+
+    An :class:`InMemoryImage` is its image, as it is (not closed afterwards: it is the caller's).
+    """
     from PIL import Image, UnidentifiedImageError
 
-    p = Path(path)
+    memory = isinstance(path, InMemoryImage)
+    p = path if memory else Path(path)
     try:
-        with Image.open(p) as im:
-            yield im
+        if memory:
+            yield p.image  # a lazily decoded image may still fail here: the same messages
+        else:
+            with Image.open(p) as im:
+                yield im
     except FileNotFoundError:
         raise RuntimeInputError(f"{p}: no such image file") from None
     except IsADirectoryError:
@@ -321,7 +392,7 @@ def open_image(path: str | os.PathLike[str]) -> Iterator:
         raise RuntimeInputError(f"{p}: cannot decode the image: {e}") from None
 
 
-def check_images(paths: Sequence[str | os.PathLike[str]]) -> None:
+def check_images(paths: Sequence[ImageSource]) -> None:
     """Fail early, naming the file, when any path is not an image (reads headers only)."""
     for path in paths:
         with open_image(path):

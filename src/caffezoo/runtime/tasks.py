@@ -22,7 +22,10 @@ else what the net computes: a ``DetectionOutput`` or region-proposal layer detec
 
 Images are warped to the net's input for detect and segment (what SSD and
 FCN were trained on; the results are mapped back to the image), and
-prepared as the classifier prepares them for classify and embed.
+prepared as the classifier prepares them for classify and embed. An image is
+a file, or an :class:`~.preprocess.InMemoryImage` (the web zoo's uploads);
+:func:`picture` draws a result as ``-o`` does, for a caller that shows it
+rather than saves it.
 """
 
 from __future__ import annotations
@@ -40,8 +43,8 @@ import numpy as np
 
 from ..errors import ModelDirError, UsageError
 from .caption import MAX_WORDS, Captioned, caption
-from .classifier import DEFAULT_BATCH, Prediction, classify, read_labels
-from .preprocess import Batch, Preprocessor, check_images, read_mean
+from .classifier import DEFAULT_BATCH, Labels, Prediction, class_names, classify
+from .preprocess import Batch, ImageSource, InMemoryImage, Preprocessor, check_images, read_mean
 from .session import InferenceNet, load
 
 TASKS = ("classify", "detect", "segment", "caption", "embed")
@@ -80,13 +83,16 @@ def task_from_text(text: str | None) -> str | None:
     return None
 
 
-def image_files(paths: Sequence[str | os.PathLike[str]]) -> list[Path]:
+def image_files(paths: Sequence[ImageSource]) -> list[Path | InMemoryImage]:
     """``paths`` with every folder replaced by the images in it (by name; not its subfolders)."""
     from PIL import Image
 
     known = {ext.lower() for ext in Image.registered_extensions()}
-    found: list[Path] = []
+    found: list[Path | InMemoryImage] = []
     for given in paths:
+        if isinstance(given, InMemoryImage):
+            found.append(given)
+            continue
         p = Path(given)
         if p.is_dir():
             inside = sorted(f for f in p.iterdir() if f.is_file() and f.suffix.lower() in known)
@@ -200,7 +206,7 @@ class RunResult:
 
 def run(
     model: str | os.PathLike[str],
-    images: Sequence[str | os.PathLike[str]],
+    images: Sequence[ImageSource],
     *,
     task: str | None = None,
     output: str | os.PathLike[str] | None = None,
@@ -211,8 +217,8 @@ def run(
     oversample: bool = False,
     resize: tuple[int, int] | None = None,
     raw_scale: float = 255.0,
-    mean: str | Sequence[float] | None = None,
-    labels: str | os.PathLike[str] | None = None,
+    mean: str | Sequence[float] | np.ndarray | None = None,
+    labels: Labels | None = None,
     progress: Callable[[int], None] | None = None,
     net: InferenceNet | None = None,
     max_words: int = MAX_WORDS,
@@ -225,7 +231,8 @@ def run(
     ``blob`` is the blob to read (embed: required; others: default the net's
     output). ``progress(n)`` is told after each batch how many images it held.
     ``max_words`` caps a caption's length. ``net`` is MODEL already loaded
-    (:func:`~caffezoo.runtime.load`), to run many calls on one session.
+    (:func:`~caffezoo.runtime.load`), to run many calls on one session. ``labels`` is a
+    file or the class names themselves; ``mean`` a file, per-channel values or an array.
     """
     if task is not None and task not in TASKS:
         raise UsageError(f"--task {task!r}: expected one of {', '.join(TASKS)}")
@@ -257,11 +264,7 @@ def run(
         raise UsageError("--task embed needs --blob NAME: the blob whose values to save")
     if wanted == "embed" and output is None:
         raise UsageError("--task embed needs -o FILE.npy: where to write the features")
-    wanted = wanted or infer_task(net)
-    rois = _layer_types(net).get(PROPOSALS, [])[:1] if wanted == "detect" else []
-    if rois and rois[0] not in net.outputs:  # Faster R-CNN: its boxes are the proposals, refined
-        net = load(model, outputs=tuple(o for o in (blob, rois[0]) if o), **load_options)
-        net.model = net.model or m
+    wanted, net = ready_for(model, net, wanted, blob, **load_options)
     if wanted == "classify":
         _prints_only("classify", output)
         found: list[Any] = classify(
@@ -293,6 +296,27 @@ def _prints_only(task: str, output: str | os.PathLike[str] | None) -> None:
     """``task`` writes no file: an ``-o`` would be ignored in silence."""
     if output is not None:
         raise UsageError(f"-o is for pictures (detect, segment) and features (embed); {task} prints")
+
+
+def ready_for(
+    model: str | os.PathLike[str],
+    net: InferenceNet,
+    task: str | None = None,
+    blob: str | None = None,
+    **load_options: Any,
+) -> tuple[str, InferenceNet]:
+    """The task to run (``task``, else :func:`infer_task`'s) and MODEL's ``net`` ready for it: a
+    Faster R-CNN's proposals (its boxes, refined) among the outputs, loaded again with them if not.
+
+    For a caller that keeps the net for many calls of :func:`run` (``net=``): the web zoo's try-it.
+    """
+    wanted = task or infer_task(net)
+    rois = _layer_types(net).get(PROPOSALS, [])[:1] if wanted == "detect" else []
+    if rois and rois[0] not in net.outputs:
+        m = net.model
+        net = load(model, outputs=tuple(o for o in (blob, rois[0]) if o), **load_options)
+        net.model = net.model or m
+    return wanted, net
 
 
 def infer_task(net: InferenceNet) -> str:
@@ -342,12 +366,12 @@ def _read_layer_types(prototxt: str, mtime_ns: int, size: int) -> dict[str, list
 @dataclass
 class _Job:
     net: InferenceNet
-    paths: list[Path]
+    paths: list[Path | InMemoryImage]
     batch_size: int | None
     resize: tuple[int, int] | None
     raw_scale: float
-    mean: str | Sequence[float] | None
-    labels: str | os.PathLike[str] | None
+    mean: str | Sequence[float] | np.ndarray | None
+    labels: Labels | None
     progress: Callable[[int], None] | None
     warp: bool  # images warped whole to the input (detect, segment), not resized and centre-cropped
 
@@ -376,14 +400,11 @@ class _Job:
         )
         self.fixed = shape[0]
         self.size = self.fixed or self.batch_size or DEFAULT_BATCH
-        if self.labels is not None:
-            self.names: list[str] | None = read_labels(Path(self.labels))
-        elif self.model is not None and self.model.labels_path is not None:
-            self.names = read_labels(self.model.labels_path)
-        else:
-            self.names = None
+        self.names, self.names_source = class_names(self.labels, self.model)
 
-    def batches(self, outputs: Sequence[str]) -> Iterator[tuple[Batch[Path], dict[str, np.ndarray]]]:
+    def batches(
+        self, outputs: Sequence[str]
+    ) -> Iterator[tuple[Batch[Path | InMemoryImage], dict[str, np.ndarray]]]:
         """(images, {blob: values of just those images}) for each batch."""
         for batch in self.pre.batches(self.paths, self.size):
             x = batch.x
@@ -407,15 +428,14 @@ class _Job:
     def check_names(self, classes: int, blob: str) -> None:
         """A labels file names each of ``blob``'s ``classes``, as classify requires."""
         if self.names is not None and len(self.names) != classes:
-            source = self.labels if self.labels is not None else self.model and self.model.labels_path
             raise ModelDirError(
-                f"{source}: {len(self.names)} labels, but the net's {blob!r} has {classes} classes"
+                f"{self.names_source}: {len(self.names)} labels, but the net's {blob!r} has {classes} classes"
             )
 
     def name(self, label: int) -> str | None:
         return self.names[label] if self.names is not None and 0 <= label < len(self.names) else None
 
-    def picture_path(self, output: str | os.PathLike[str] | None, image: Path) -> Path | None:
+    def picture_path(self, output: str | os.PathLike[str] | None, image: Path | InMemoryImage) -> Path | None:
         """Where the picture of ``image`` goes: ``output`` itself for one image, else ``NAME.png`` in that
         folder (``NAME.EXT.png`` when two images share a name)."""
         if output is None:
@@ -465,17 +485,22 @@ class _Job:
                 found.append(self.detected(path, width, height, dets, output))
         return found
 
-    def detected(self, path: Path, width: int, height: int, dets: list[Detection], output: Any) -> Detected:
+    def detected(
+        self, path: Path | InMemoryImage, width: int, height: int, dets: list[Detection], output: Any
+    ) -> Detected:
         """The result for one image, its picture drawn if ``output`` says where."""
-        from .draw import draw_boxes, read_rgb, write_png
-
         item = Detected(str(path), width, height, dets)
+        self.draw(item, path, output)
+        return item
+
+    def draw(self, item: Detected | Segmented, path: Path | InMemoryImage, output: Any) -> None:
+        """``item``'s picture, written where ``output`` says (if it says)."""
+        from .draw import read_rgb, write_png
+
         target = self.picture_path(output, path)
         if target is not None:
-            boxes = [(d.box, f"{d.name or d.label} {d.score:.2f}", d.label) for d in dets]
-            write_png(draw_boxes(read_rgb(path), boxes), target)
+            write_png(picture(item, read_rgb(path)), target)
             item.picture = str(target)
-        return item
 
     def detect_faster_rcnn(self, threshold: float, output: Any, rois_blob: str) -> list[Detected]:
         """py-faster-rcnn's im_detect and demo: proposals refined per class by ``bbox_pred``, mapped to the
@@ -526,8 +551,6 @@ class _Job:
     def segment(self, blob: str | None, output: str | os.PathLike[str] | None) -> list[Segmented]:
         from PIL import Image
 
-        from .draw import grey, overlay, read_rgb, write_png
-
         name = blob or self._score_map()
         found: list[Segmented] = []
         for batch, results in self.batches([name]):
@@ -543,18 +566,13 @@ class _Job:
                     plane = Image.fromarray(s[0].astype(np.float32), mode="F")
                     values = np.asarray(plane.resize((width, height), Image.Resampling.BILINEAR))
                     item = Segmented(str(path), width, height, values, edges=True)
-                    picture = grey(values)
                 else:  # class scores: argmax at the net's size, then each pixel takes its nearest cell's class
                     self.check_names(s.shape[0], name)
                     grid = channel_argmax(s)
                     class_map = nearest(grid, height, width)
                     areas = self._areas(area_counts(grid, height, width), class_map.size)
                     item = Segmented(str(path), width, height, class_map, areas=areas)
-                    picture = overlay(read_rgb(path), class_map) if output is not None else None
-                target = self.picture_path(output, path)
-                if target is not None:
-                    write_png(picture, target)
-                    item.picture = str(target)
+                self.draw(item, path, output)
                 found.append(item)
         return found
 
@@ -707,6 +725,20 @@ def _rows(a: np.ndarray) -> np.ndarray:
     return a.reshape(a.shape[0], int(np.prod(a.shape[1:])))
 
 
+def picture(item: Detected | Segmented, image: np.ndarray) -> np.ndarray:
+    """``item`` drawn as ``caffezoo run -o`` draws it, on ``image`` (its H x W x 3 uint8 RGB pixels):
+    boxes labelled with class and score, a class map as a colour overlay, an edge map in grey.
+
+    >>> write_png(picture(result.items[0], read_rgb("street.jpg")), "out.png")   # doctest: +SKIP
+    """
+    from .draw import draw_boxes, grey, overlay
+
+    if isinstance(item, Detected):
+        boxes = [(d.box, f"{d.name or d.label} {d.score:.2f}", d.label) for d in item.detections]
+        return draw_boxes(image, boxes)
+    return grey(item.map) if item.edges else overlay(image, item.map)
+
+
 def summary_lines(result: RunResult) -> Iterator[str]:
     """Plain-text lines (rich markup escaped) for the command line."""
     from rich.markup import escape
@@ -743,4 +775,4 @@ def summary_lines(result: RunResult) -> Iterator[str]:
             yield f"  picture: {escape(item.picture)}"
 
 
-__all__ = ["TASKS", "Detected", "Detection", "Embedded", "RunResult", "Segmented", "run"]
+__all__ = ["TASKS", "Detected", "Detection", "Embedded", "RunResult", "Segmented", "picture", "run"]

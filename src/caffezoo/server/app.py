@@ -42,6 +42,8 @@ SECURITY_HEADERS = [
     (b"permissions-policy", b"camera=(), microphone=(), geolocation=(), payment=(), usb=()"),
 ]
 API_CSP = (b"content-security-policy", b"default-src 'none'")
+# Try-it's threads run this much lower than the event loop: see benchmarks/web.py's try-it part.
+TRY_NICE = 10
 
 
 class SecurityHeaders:
@@ -165,13 +167,18 @@ def create_app(
         timeout=limits.draw_timeout,
         max_layers=limits.draw_max_layers,
     )
-    app.state.tryit = app.state.try_lane = None
+    app.state.tryit = app.state.try_lane = app.state.try_pictures = None
     if limits.try_it:
-        from .tryit import TryIt
+        from .tryit import ResultPictures, TryIt
 
         app.state.tryit = TryIt(store, app.state.mirror, limits, s.cache_dir / "server" / "try")
+        app.state.try_pictures = ResultPictures()
         app.state.try_lane = Lane(
-            "try", workers=limits.try_workers, queue=limits.try_queue, deadline=limits.try_deadline
+            "try",
+            workers=limits.try_workers,
+            queue=limits.try_queue,
+            deadline=limits.try_deadline,
+            nice=TRY_NICE,
         )
     app.add_exception_handler(Busy, _busy)
     # What /readyz asks: (name, function raising when that dependency is not there).

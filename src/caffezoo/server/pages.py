@@ -511,7 +511,7 @@ class ModelData:
     mirror: Mirror | None
     view: GistView | None = None
     net: FileView | None = None  # the prototxt to draw
-    try_on: bool = False  # the server classifies uploads (`--try`)
+    try_on: bool = False  # the server runs models on uploads (`--try`)
     try_max_bytes: int = 0
 
 
@@ -607,6 +607,7 @@ def _model_html(cache: CachePart, files_cache: CachePart, data: ModelData, pictu
             weights_problems=[p for p in (entry.weights_problems or "").splitlines() if p],
             results=json.loads(entry.results or "[]"),
             try_why_not=_try_why_not(data),
+            try_task=_try_task(data),
             try_max_bytes=data.try_max_bytes,
             wiki_description_html=markdown_html(entry.wiki_description, demote=1)
             if entry.wiki_description
@@ -627,6 +628,15 @@ def _try_why_not(data: ModelData) -> str | None:
     from .tryit import why_not
 
     return why_not(data.entry, data.mirror)
+
+
+def _try_task(data: ModelData) -> str | None:
+    """What the "try it" form runs: classify, detect, segment; None: what the net computes."""
+    if not data.try_on:
+        return None
+    from .tryit import task_of
+
+    return task_of(data.entry)
 
 
 @router.get("/models/{entry_id}", response_class=HTMLResponse)

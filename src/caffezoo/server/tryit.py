@@ -1,123 +1,230 @@
-"""Try it: classify an uploaded image with a model whose weights the server holds.
+"""Try it: run a model whose weights the server holds on an uploaded image, as ``caffezoo run`` does.
 
 >>> tryit = TryIt(storage, mirror, limits, work_dir)                      # doctest: +SKIP
->>> answer = tryit.classify(entry, jpeg_bytes)                            # doctest: +SKIP
->>> [(c.label, round(c.score, 3)) for c in answer.top]                    # doctest: +SKIP
-[('n02123045 tabby, tabby cat', 0.312), ...]
+>>> tried = tryit.run(entry, form_body, content_type)                     # doctest: +SKIP
+>>> tried.task, [(c.label, round(c.score, 3)) for c in tried.top]         # doctest: +SKIP
+('classify', [('n02123045 tabby, tabby cat', 0.312), ...])
 
 Off unless the operator asks (``caffezoo serve --try``): it spends the
-server's CPU. A model can be tried when its task is a classification, its
-network converts (the catalog's facts), and the server's mirror holds its
-weights. The net is converted once (``caffezoo run``'s conversion cache) and
-kept loaded for the next upload, a few nets at most.
+server's CPU. A model can be tried when its task is one this server runs
+(classify; detect, with SSD's ``DetectionOutput`` or Faster R-CNN's
+proposals; segment: class maps and edge maps; no task named: what the net
+computes, as ``caffezoo run`` decides), its network converts (the catalog's
+facts), and the server holds its weights: in a local store, or in a remote
+one (S3), whence they are copied to a bounded local cache (:mod:`.tryfiles`)
+with their SHA-1 checked. The net is converted once (``caffezoo run``'s
+conversion cache) and kept loaded for the next upload, a few nets at most.
+
+The work is :func:`caffezoo.runtime.tasks.run`'s on an
+:class:`~caffezoo.runtime.preprocess.InMemoryImage`, and the picture
+:func:`caffezoo.runtime.tasks.picture`'s: this module only decodes the
+upload, within bounds, and reads the model's labels and mean from its gist.
+Pages carry a Content-Security-Policy that allows images from this server only
+(no ``data:`` URIs), so a drawn picture is kept in memory for a few minutes
+under an unguessable token (:class:`ResultPictures`), bounded in bytes and count, and
+served from ``/tried/TOKEN.png``; it is never written to disk.
 
 Every upload is bounded: bytes (``--try-max-bytes``, refused before they are
 read when the request says its length), pixels (the header's width x height,
 checked before anything is decoded: a decompression bomb is refused
-unopened), formats (JPEG, PNG, GIF, BMP, WebP). The work runs in the ``try``
-lane (:mod:`.work`): a few at once, a short queue, a deadline; past that, 503
-with ``Retry-After``. Uploads live in memory for the request and are never
-written anywhere.
+unopened), formats (JPEG, PNG, GIF, BMP, WebP). An image over
+:data:`WORK_SIDE` pixels on a side is scaled down to that before it is run
+(a big JPEG is decoded at a reduced scale): results are in the pixels of the
+image shown. The work runs in the ``try`` lane (:mod:`.work`): a few at once,
+a short queue, a deadline; past that, 503 with ``Retry-After``. Uploads live in
+memory for the request and are never written anywhere.
 """
 
 from __future__ import annotations
 
 import io
 import json
+import logging
+import secrets
 import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from email.parser import BytesParser
+from email.parser import BytesHeaderParser
 from email.policy import HTTP
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import CaffezooError
+from ..errors import CaffezooError, ChecksumError, RuntimeInputError
 
 if TYPE_CHECKING:
-    import numpy as np
-
-    from ..runtime.classifier import Scored
+    from ..runtime.preprocess import InMemoryImage
     from .mirror import Mirror
     from .storage import Storage
     from .tables import Entry
     from .work import Limits
 
+log = logging.getLogger("caffezoo.server")
+
 FORMATS = ("JPEG", "PNG", "GIF", "BMP", "WEBP")
+TRIED = ("classify", "detect", "segment")  # what this server runs (caption needs two nets, embed a file)
+WORK_SIDE = 1024  # an upload larger on a side is scaled down to this before it is run and drawn
 MAX_LABELS_BYTES = 1024 * 1024
 MAX_MEAN_BYTES = 64 * 1024 * 1024
 LOADED_NETS = 2  # nets kept loaded (an AlexNet is a quarter gigabyte)
 TOP = 5
+MAX_ROWS = 100  # boxes or classes listed on the page (all are drawn)
+PICTURES_BYTES = 32 * 1024 * 1024  # drawn pictures kept for their pages, together
+PICTURES_COUNT = 64
+PICTURE_SECONDS = 600.0
+# The form has two fields; each part's header is parsed by the email package, ~20 us per byte of
+# parameters: without these an 8 MB body of tiny parts holds the lane (and the GIL) for minutes.
+MAX_PARTS = 8
+MAX_PART_HEAD = 4096  # bytes: a Content-Disposition with a long UTF-8 file name, and a Content-Type
 
-__all__ = ["TryError", "TryIt", "Tried", "decode_image", "image_from_form", "why_not"]
+__all__ = [
+    "ResultPictures",
+    "TryError",
+    "TryIt",
+    "Tried",
+    "decode_upload",
+    "form_fields",
+    "read_form",
+    "task_of",
+    "why_not",
+]
 
 
 class TryError(CaffezooError):
-    """An upload the server will not classify; ``status`` is the HTTP answer."""
+    """An upload the server will not run; ``status`` is the HTTP answer."""
 
-    def __init__(self, status: int, message: str):
+    def __init__(self, status: int, message: str, retry_after: int | None = None):
         super().__init__(message)
-        self.status = status
+        self.status, self.retry_after = status, retry_after
 
 
 @dataclass
 class Tried:
-    """What the result page shows."""
+    """What the result page shows: the upload's size and format, and the task's results."""
 
-    top: list[Scored]
+    task: str
     width: int
     height: int
     format: str
+    run_size: tuple[int, int]  # the size it was run and drawn at (smaller than the upload's when scaled down)
     seconds: float
-    output: str
+    top: list[Any] = field(default_factory=list)  # classify: classifier.Scored, best first
+    detections: list[Any] = field(default_factory=list)  # detect: tasks.Detection, best first
+    threshold: float | None = None
+    areas: list[Any] = field(default_factory=list)  # segment: tasks.Area, largest first
+    edges: dict[str, float] | None = None  # segment, an edge map: its mean and share above 0.5
+    picture: bytes | None = None  # the drawing, as PNG
+    picture_url: str | None = None
     notes: list[str] = field(default_factory=list)
+
+    @property
+    def scaled(self) -> bool:
+        return self.run_size != (self.width, self.height)
+
+
+@dataclass
+class Form:
+    image: bytes
+    threshold: float
+
+
+def task_of(entry: Entry) -> str | None:
+    """The task ``entry``'s front matter names, as ``caffezoo run`` reads it (None: it names none)."""
+    from ..runtime.tasks import task_from_text
+
+    return task_from_text(entry.task)
 
 
 def why_not(entry: Entry, mirror: Mirror | None) -> str | None:
     """Why ``entry`` cannot be tried here (None: it can)."""
-    if not entry.task or "classif" not in entry.task.lower():
-        return "only classification models can be tried here"
+    task = task_of(entry)
+    if entry.task and task not in TRIED:
+        return f"this server runs classification, detection and segmentation models; this one's task is {entry.task!r}"
     if not entry.net_sha:
         return "the model has no network"
     if entry.convertible is not True:
         return "caffezoo cannot convert its network"
+    if task == "detect":
+        types = json.loads(entry.layer_types or "{}")
+        if "DetectionOutput" not in types and "Python" not in types:
+            return (
+                "its network has no SSD DetectionOutput or Faster R-CNN proposal layer to give boxes "
+                "(an R-CNN scores regions proposed elsewhere)"
+            )
     if mirror is None or not mirror.has(entry.sha1):
         return "this server does not hold its weights"
-    if mirror.store.local_path(entry.sha1) is None:
-        return "its weights are in this server's object store, not on this machine"
     if entry.weights_fit is False:
         return "the weights this server holds do not fit the network"
     return None
 
 
-def image_from_form(body: bytes, content_type: str, field_name: str = "image") -> bytes:
-    """The bytes of the file field ``field_name`` of a multipart/form-data body (in memory only)."""
-    if not content_type.lower().startswith("multipart/form-data") or "boundary=" not in content_type:
+def read_form(body: bytes, content_type: str) -> Form:
+    """The ``image`` file and the optional ``threshold`` of a multipart/form-data body (in memory only)."""
+    from ..runtime.tasks import DEFAULT_THRESHOLD
+
+    fields = form_fields(body, content_type)
+    if "image" not in fields:
+        raise TryError(400, "the form has no 'image' file field")
+    if not fields["image"]:
+        raise TryError(400, "no image was chosen: pick a file and try again")
+    threshold = DEFAULT_THRESHOLD
+    text = fields.get("threshold", b"").decode("ascii", "replace").strip()
+    if text:
+        try:
+            threshold = float(text)
+        except ValueError:
+            threshold = -1.0
+        if not 0.0 <= threshold <= 1.0:  # NaN too
+            raise TryError(400, f"threshold: expected a number from 0 to 1, not {text[:20]!r}")
+    return Form(fields["image"], threshold)
+
+
+def form_fields(body: bytes, content_type: str) -> dict[str, bytes]:
+    """The fields of a multipart/form-data ``body`` by name (the first of each name), as sent.
+
+    The body is cut at its boundary by ``bytes.split``, at C speed: the email package's parser
+    walks it line by line in Python, 0.3 s holding the GIL for an 8 MB photo, time the event
+    loop waits. Only each part's few header lines go through the email package (quoting, parameters).
+    """
+    kind = BytesHeaderParser(policy=HTTP).parsebytes(
+        f"Content-Type: {content_type}\r\n\r\n".encode("latin-1", "replace")
+    )
+    boundary = kind.get_boundary()
+    if kind.get_content_type() != "multipart/form-data" or not boundary:
         raise TryError(415, "expected a form upload (multipart/form-data) with an image field")
-    head = f"Content-Type: {content_type}\r\nMIME-Version: 1.0\r\n\r\n".encode("latin-1", "replace")
-    message = BytesParser(policy=HTTP).parsebytes(head + body)
-    if not message.is_multipart():
+    delimiter = b"\r\n--" + boundary.encode("latin-1", "replace")
+    pieces = (b"\r\n" + body).split(delimiter, MAX_PARTS + 1)  # never more pieces than that
+    if len(pieces) == MAX_PARTS + 2 and not pieces[-1].startswith(b"--"):
+        raise TryError(413, f"the form has more than {MAX_PARTS} fields; send the image (and a threshold)")
+    if len(pieces) < 3 or not pieces[-1].startswith(b"--"):  # a preamble, parts, the closing "--"
         raise TryError(400, "the upload is not a well-formed multipart form")
-    for part in message.iter_parts():
-        if part.get_param("name", header="content-disposition") == field_name:
-            data = part.get_payload(decode=True) or b""
-            if not data:
-                raise TryError(400, "no image was chosen: pick a file and try again")
-            return data
-    raise TryError(400, f"the form has no {field_name!r} file field")
+    fields: dict[str, bytes] = {}
+    for piece in pieces[1:-1]:
+        head, blank, content = piece.partition(b"\r\n\r\n")
+        if not blank:
+            raise TryError(400, "the upload is not a well-formed multipart form")
+        if len(head) > MAX_PART_HEAD:
+            raise TryError(413, f"a field's header is over {MAX_PART_HEAD:,} bytes")
+        part = BytesHeaderParser(policy=HTTP).parsebytes(
+            head.lstrip(b" \t").removeprefix(b"\r\n") + b"\r\n\r\n"
+        )
+        name = part.get_param("name", header="content-disposition")
+        if isinstance(name, str) and name not in fields:
+            fields[name] = content
+    return fields
 
 
-def decode_image(
-    data: bytes, channels: int, size: tuple[int, int], max_pixels: int
-) -> tuple[np.ndarray, tuple[int, int, str]]:
-    """``data`` as H x W x C floats in [0, 1] at ``size`` (H, W), and its (width, height, format).
+def decode_upload(
+    data: bytes, max_pixels: int, side: int = WORK_SIDE
+) -> tuple[InMemoryImage, str, tuple[int, int]]:
+    """The upload as an RGB image at most ``side`` pixels on a side, its format, and its own (width, height).
 
-    The header's dimensions are checked before any pixel is decoded.
+    The header's dimensions are checked before any pixel is decoded; a big JPEG is decoded at a
+    reduced scale (DCT scaling) no smaller than the size it is scaled to.
     """
     from PIL import Image, UnidentifiedImageError
 
-    from ..runtime.preprocess import resized
+    from ..runtime.preprocess import InMemoryImage, in_mode
 
     try:
         with Image.open(io.BytesIO(data), formats=FORMATS) as im:
@@ -129,33 +236,90 @@ def decode_image(
                     f"{max_pixels:,} pixels",
                 )
             kind = im.format or "?"
-            array = resized(im, channels, size)  # as `caffezoo run` prepares it (a big JPEG: decoded scaled)
+            scale = min(1.0, side / max(width, height, 1))
+            target = (max(1, round(width * scale)), max(1, round(height * scale)))
+            drafted = im.draft(None, target)  # a JPEG: decoded at 1/2 to 1/8 scale, still >= target
+            box = drafted[1] if drafted and im.size != (width, height) else None  # the whole picture, exactly
+            rgb = in_mode(im, "RGB")  # a 16-bit grey scaled, not clipped
+            if rgb is im:  # already RGB: decoded now, while its file is open
+                rgb = im.copy()
+            if rgb.size != target:
+                rgb = rgb.resize(target, Image.Resampling.BILINEAR, box=box)
     except UnidentifiedImageError:
         raise TryError(415, f"not an image this server reads (use {', '.join(FORMATS)})") from None
     except Image.DecompressionBombError as e:
         raise TryError(413, f"the image is too large: {e}") from None
     except (OSError, ValueError, SyntaxError, EOFError) as e:
         raise TryError(422, f"cannot decode the image: {e}") from None
-    return array, (width, height, kind)
+    return InMemoryImage(rgb, "the upload"), kind, (width, height)
+
+
+class ResultPictures:
+    """Drawn results kept in memory for their pages: ``put`` gives an unguessable token, ``get``
+    the PNG until it expires or is pushed out (at most ``count`` pictures and ``max_bytes``).
+
+    >>> pictures = ResultPictures(max_bytes=1000, count=2, seconds=60)
+    >>> token = pictures.put(b"png")
+    >>> pictures.get(token), pictures.get("guess")
+    (b'png', None)
+    """
+
+    def __init__(
+        self, max_bytes: int = PICTURES_BYTES, count: int = PICTURES_COUNT, seconds: float = PICTURE_SECONDS
+    ):
+        self.max_bytes, self.count, self.seconds = max_bytes, count, seconds
+        self.bytes = 0
+        self._kept: OrderedDict[str, tuple[bytes, float]] = OrderedDict()  # oldest first
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._kept)
+
+    def put(self, png: bytes) -> str | None:
+        """Keep ``png``; its token (None: it is larger than all the room there is)."""
+        if len(png) > self.max_bytes:
+            return None
+        token = secrets.token_urlsafe(18)
+        now = time.monotonic()
+        with self._lock:
+            while self._kept and (
+                len(self._kept) >= self.count
+                or self.bytes + len(png) > self.max_bytes
+                or next(iter(self._kept.values()))[1] <= now
+            ):
+                _, (old, _) = self._kept.popitem(last=False)
+                self.bytes -= len(old)
+            self._kept[token] = (png, now + self.seconds)
+            self.bytes += len(png)
+        return token
+
+    def get(self, token: str) -> bytes | None:
+        with self._lock:
+            found = self._kept.get(token)
+        if found is None or found[1] <= time.monotonic():
+            return None
+        return found[0]
 
 
 @dataclass
 class _Loaded:
     net: Any  # caffezoo.runtime.session.InferenceNet
-    input_name: str
-    shape: tuple
-    output: str
+    task: str
     labels: list[str] | None
     mean: Any
     notes: list[str]
 
 
 class TryIt:
-    """Loaded nets for classification, and the classification of one upload."""
+    """Loaded nets, and the run of one upload on one of them."""
 
     def __init__(self, storage: Storage, mirror: Mirror, limits: Limits, work_dir: Path):
+        from ..runtime.session import cache_dir
+        from .tryfiles import TryFiles
+
         self.storage, self.mirror, self.limits = storage, mirror, limits
         self.work_dir = Path(work_dir)
+        self.files = TryFiles(self.work_dir / "weights", cache_dir(), limits.try_cache_bytes)
         self._nets: OrderedDict[tuple[str, str], _Loaded] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -186,6 +350,24 @@ class TryIt:
             atomic_write_bytes(path, content)
         return path
 
+    def _weights(self, entry: Entry) -> Path:
+        """The weights as a local file; a remote store's are copied here first (SHA-1 checked)."""
+        from .blobstore import BlobStoreError
+        from .tryfiles import TooLarge
+
+        try:
+            return self.files.weights(self.mirror.store, entry.sha1 or "")
+        except KeyError:
+            raise TryError(409, "this server does not hold its weights") from None
+        except TooLarge as e:
+            raise TryError(409, f"{entry.name} cannot be tried here: {e}") from None
+        except ChecksumError:
+            log.warning("try-it: the blob store's copy of %s does not have that SHA-1", entry.sha1)
+            raise TryError(409, "the weights this server holds are damaged") from None
+        except BlobStoreError as e:
+            log.warning("blob store: %s", e)  # its address, the bucket: for the operator only
+            raise TryError(503, "the blob store is unavailable; try again shortly", retry_after=30) from None
+
     def _load(self, entry: Entry) -> _Loaded:
         key = (entry.net_sha or "", entry.sha1 or "")
         with self._lock:
@@ -193,96 +375,131 @@ class TryIt:
             if loaded is not None:
                 self._nets.move_to_end(key)
                 return loaded
-        from ..atomic import atomic_write_bytes
-        from ..runtime.classifier import _image_input, _output
-        from ..runtime.preprocess import read_mean
         from ..runtime.session import load
+        from ..runtime.tasks import ready_for
 
-        try:
-            net = load(
-                str(self._prototxt(entry)), weights=self.mirror.store.local_path(entry.sha1), threads=1
-            )
-            input_name, shape = _image_input(net)
-            output = _output(net, "prob" if "prob" in net.outputs else None)
-        except TryError:
-            raise
-        except CaffezooError as e:
-            raise TryError(409, f"the model cannot run here: {str(e).splitlines()[0]}") from None
-        fm = json.loads(entry.front_matter or "{}")
-        notes: list[str] = []
-        labels = None
-        if isinstance(fm.get("labels"), str):
-            raw = self._gist_file(entry, fm["labels"], MAX_LABELS_BYTES)
-            if raw is None:  # as ModelDir.labels_path: a shared label set of that name
-                from ..modeldir import SHARED_LABELS_DIR
-
-                shared = SHARED_LABELS_DIR / Path(fm["labels"]).name
-                raw = shared.read_bytes() if shared.is_file() else None
-            if raw is None:
-                notes.append(f"the labels file {fm['labels']!r} is not among the model's files")
-            else:
-                labels = [line.strip() for line in raw.decode("utf-8", "replace").splitlines()]
-                while labels and not labels[-1]:
-                    labels.pop()
-        mean = None
-        if isinstance(fm.get("mean"), list):
+        prototxt = self._prototxt(entry)
+        with self.files.hold(entry.sha1 or ""):
+            weights = self._weights(entry)
             try:
-                mean = read_mean([float(v) for v in fm["mean"]])
-            except (CaffezooError, TypeError, ValueError):
-                notes.append("the front matter's mean is not usable; none was subtracted")
-        elif isinstance(fm.get("mean"), str):
-            raw = self._gist_file(entry, fm["mean"], MAX_MEAN_BYTES)
-            if raw is None:
-                notes.append(
-                    f"the mean file {fm['mean']!r} is not among the model's files; none was subtracted"
-                )
-            else:
-                path = self.work_dir / "means" / f"{entry.net_sha}-{Path(fm['mean']).name}"
-                path.parent.mkdir(parents=True, exist_ok=True)
-                atomic_write_bytes(path, raw)
-                try:
-                    mean = read_mean(path)
-                except CaffezooError as e:
-                    notes.append(f"the mean file cannot be read ({e}); none was subtracted")
-        loaded = _Loaded(net, input_name, shape, output, labels, mean, notes)
+                # One onnxruntime thread per upload: the lane's workers are the parallelism, and the
+                # event loop keeps a core for the cheap requests (benchmarks/web.py).
+                options = {"weights": weights, "threads": 1}
+                net = load(str(prototxt), **options)
+                task, net = ready_for(str(prototxt), net, task_of(entry), **options)
+            except TryError:
+                raise
+            except CaffezooError as e:
+                raise TryError(409, f"the model cannot run here: {self._public(e, entry)}") from None
+            self.files.used(entry.sha1 or "", net.path)
+        labels = self._labels(entry)
+        notes = [labels] if isinstance(labels, str) else []  # a note saying why there are none
+        mean, why = self._mean(entry)
+        loaded = _Loaded(net, task, None if isinstance(labels, str) else labels, mean, notes + why)
         with self._lock:
             self._nets[key] = loaded
             while len(self._nets) > LOADED_NETS:
                 self._nets.popitem(last=False)
         return loaded
 
-    def classify(self, entry: Entry, body: bytes, content_type: str) -> Tried:
-        """Top-5 classes of the image in the form ``body``; :class:`TryError` says what is wrong."""
-        import numpy as np
+    def _labels(self, entry: Entry) -> list[str] | str | None:
+        """The class names the front matter's ``labels`` names (a gist file, or a shared label set); a
+        note when they are not there."""
+        fm = json.loads(entry.front_matter or "{}")
+        if not isinstance(fm.get("labels"), str):
+            return None
+        raw = self._gist_file(entry, fm["labels"], MAX_LABELS_BYTES)
+        if raw is None:  # as ModelDir.labels_path: a shared label set of that name
+            from ..modeldir import SHARED_LABELS_DIR
 
-        from ..runtime.classifier import Scored
-        from ..runtime.preprocess import Preprocessor
+            shared = SHARED_LABELS_DIR / Path(fm["labels"]).name
+            raw = shared.read_bytes() if shared.is_file() else None
+        if raw is None:
+            return f"the labels file {fm['labels']!r} is not among the model's files"
+        labels = [line.strip() for line in raw.decode("utf-8", "replace").splitlines()]
+        while labels and not labels[-1]:
+            labels.pop()
+        return labels
+
+    def _mean(self, entry: Entry) -> tuple[Any, list[str]]:
+        """The front matter's ``mean`` (values, or a gist file) as an array; notes when it is not usable."""
+        from ..atomic import atomic_write_bytes
+        from ..runtime.preprocess import read_mean
+
+        fm = json.loads(entry.front_matter or "{}")
+        if isinstance(fm.get("mean"), list):
+            try:
+                return read_mean([float(v) for v in fm["mean"]]), []
+            except (CaffezooError, TypeError, ValueError):
+                return None, ["the front matter's mean is not usable; none was subtracted"]
+        if not isinstance(fm.get("mean"), str):
+            return None, []
+        raw = self._gist_file(entry, fm["mean"], MAX_MEAN_BYTES)
+        if raw is None:
+            return None, [f"the mean file {fm['mean']!r} is not among the model's files; none was subtracted"]
+        path = self.work_dir / "means" / f"{entry.net_sha}-{Path(fm['mean']).name}"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(path, raw)
+        try:
+            return read_mean(path), []
+        except CaffezooError as e:
+            return None, [f"the mean file cannot be read ({self._public(e, entry)}); none was subtracted"]
+
+    def _public(self, error: Exception, entry: Entry) -> str:
+        """``error``'s first line with this server's own paths replaced by the names the model gives."""
+        text = str(error).splitlines()[0] if str(error) else type(error).__name__
+        text = text.replace(
+            str(self.work_dir / "nets" / f"{entry.net_sha}.prototxt"), entry.net_file or "the net"
+        )
+        for root in (self.work_dir, getattr(self.mirror.store, "root", None)):
+            if root is not None:
+                text = text.replace(str(root), "…")
+        return text
+
+    def run(self, entry: Entry, body: bytes, content_type: str) -> Tried:
+        """What ``entry``'s net says of the image in the form ``body``; :class:`TryError` says what is wrong."""
+        from ..runtime.draw import encode_png, read_rgb
+        from ..runtime.tasks import run
 
         t0 = time.perf_counter()
-        data = image_from_form(body, content_type)
+        form = read_form(body, content_type)
+        # Decoded first: a file that is no image (or too big) is refused before the net is converted and loaded.
+        image, kind, (width, height) = decode_upload(form.image, self.limits.try_max_pixels)
         loaded = self._load(entry)
-        _, channels, height, width = loaded.shape
         try:
-            pre = Preprocessor(channels, height, width, mean=loaded.mean)
+            result = run(
+                "",  # the net is loaded: MODEL is not read again
+                [image],
+                net=loaded.net,
+                task=loaded.task,
+                threshold=form.threshold,
+                top=TOP,
+                labels=loaded.labels,
+                mean=loaded.mean,
+            )
+        except RuntimeInputError as e:
+            raise TryError(422, f"the model cannot run on this image: {self._public(e, entry)}") from None
         except CaffezooError as e:
-            raise TryError(409, f"the model cannot run here: {e}") from None
-        image, (w, h, kind) = decode_image(data, channels, pre.size, self.limits.try_max_pixels)
-        x = pre.from_array(image)
-        fixed = loaded.shape[0]
-        if fixed and fixed > 1:  # a net with a fixed batch: pad it
-            x = np.concatenate([x, np.zeros((fixed - 1, *x.shape[1:]), np.float32)])
-        scores = loaded.net.forward(**{loaded.input_name: x})[loaded.output]
-        row = scores[0].reshape(-1)
-        best = np.argsort(-row, kind="stable")[:TOP]
-        names = loaded.labels if loaded.labels and len(loaded.labels) == row.size else None
-        notes = list(loaded.notes)
-        if loaded.labels and names is None:
-            notes.append(f"{len(loaded.labels)} labels for {row.size} classes: showing class numbers")
-        top = [Scored(int(i), names[i] if names else None, float(row[i])) for i in best]
-        return Tried(top, w, h, kind, time.perf_counter() - t0, loaded.output, notes)
+            raise TryError(409, f"the model cannot run here: {self._public(e, entry)}") from None
+        (item,) = result.items
+        tried = Tried(result.task, width, height, kind, image.image.size, 0.0, notes=list(loaded.notes))
+        if result.task == "classify":
+            tried.top = item.top
+        else:
+            from ..runtime.tasks import picture
+
+            tried.picture = encode_png(picture(item, read_rgb(image)))
+            if result.task == "detect":
+                tried.detections, tried.threshold = item.detections, form.threshold
+            elif item.edges:
+                tried.edges = item.to_json()["edges"]
+            else:
+                tried.areas = item.areas
+        tried.seconds = time.perf_counter() - t0
+        return tried
 
 
-# --------------------------------------------------------------------------- the route
+# --------------------------------------------------------------------------- the routes
 
 from fastapi import APIRouter, Request  # noqa: E402
 from fastapi.responses import Response  # noqa: E402
@@ -292,7 +509,7 @@ router = APIRouter()
 
 @router.post("/models/{entry_id}/try")
 async def try_model(request: Request, entry_id: str) -> Response:
-    """The form's answer: a page with the top-5 classes, or one saying what was wrong."""
+    """The form's answer: a page with the results (and the picture), or one saying what was wrong."""
     from ..gist.rules import valid_id
     from . import catalog
     from .pages import render
@@ -325,13 +542,38 @@ async def try_model(request: Request, entry_id: str) -> Response:
     if reason:
         return _failed(render, entry_id, TryError(409, f"{entry.name} cannot be tried here: {reason}"))
     try:
-        tried = await lane.run(tryit.classify, entry, body, request.headers.get("content-type", ""))
+        tried = await lane.run(tryit.run, entry, body, request.headers.get("content-type", ""))
     except TryError as e:
         return _failed(render, entry_id, e, entry)
     finally:
         del body, chunks
-    return render("try.html", entry=entry, entry_id=entry_id, tried=tried, q="")
+    if tried.picture is not None:
+        token = request.app.state.try_pictures.put(tried.picture)
+        tried.picture, tried.picture_url = None, f"/tried/{token}.png" if token else None
+    response = render("try.html", entry=entry, entry_id=entry_id, tried=tried, rows=MAX_ROWS, q="")
+    response.headers.update(_NO_STORE)
+    return response
+
+
+_NO_STORE = {"Cache-Control": "no-store"}  # the answer holds what the visitor uploaded
+
+
+@router.get("/tried/{token}.png")
+async def tried_picture(request: Request, token: str) -> Response:
+    """A result's picture, for its page, while it is kept."""
+    png = request.app.state.try_pictures.get(token) if len(token) <= 64 else None
+    if png is None:
+        from .errors import error_response
+
+        return error_response(404, "Not Found: this picture has expired (pictures are kept a few minutes)")
+    return Response(png, media_type="image/png", headers={"Cache-Control": "private, max-age=600"})
 
 
 def _failed(render: Any, entry_id: str, e: TryError, entry: Entry | None = None) -> Response:
-    return render("try.html", status=e.status, entry=entry, entry_id=entry_id, error=str(e), tried=None, q="")
+    response = render(
+        "try.html", status=e.status, entry=entry, entry_id=entry_id, error=str(e), tried=None, q=""
+    )
+    response.headers.update(_NO_STORE)
+    if e.retry_after:
+        response.headers["Retry-After"] = str(e.retry_after)
+    return response

@@ -13,7 +13,11 @@ the callers do). The app answers both with 503 and ``Retry-After`` (see
 of 100 costs no thread at all.
 
 Each lane has its own executor, so a lane that is full never starves the
-thread pool that the rest of the server uses.
+thread pool that the rest of the server uses. A lane of long CPU-bound work
+(``try``: a net's forward pass) can run its threads ``nice`` steps lower (on
+Linux, where the nice value is per thread): the event loop and the other
+threads then win the CPU whenever they want it, and cheap requests stay quick
+while the costly ones run.
 
 A lane bounds how many answers are *built* at once, not how many finished ones
 wait in memory for clients that read slowly. :class:`LargeAnswers` bounds those:
@@ -27,6 +31,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import os
+import sys
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -56,14 +63,22 @@ class TooSlow(Busy):
 
 class Lane:
     """At most ``workers`` calls running in threads and ``queue`` more waiting, each
-    answered within ``deadline`` seconds (queueing included)."""
+    answered within ``deadline`` seconds (queueing included); its threads ``nice`` steps lower."""
 
-    def __init__(self, name: str, *, workers: int, queue: int, deadline: float, retry_after: int = 0):
+    def __init__(
+        self, name: str, *, workers: int, queue: int, deadline: float, retry_after: int = 0, nice: int = 0
+    ):
         if workers < 1 or queue < 0 or deadline <= 0:
             raise ValueError(f"lane {name}: workers >= 1, queue >= 0 and deadline > 0, please")
         self.name, self.workers, self.queue, self.deadline = name, workers, queue, deadline
+        self.nice = nice
         self.retry_after = retry_after or max(1, math.ceil(deadline))
-        self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"caffezoo-{name}")
+        self._executor = ThreadPoolExecutor(
+            max_workers=workers,
+            thread_name_prefix=f"caffezoo-{name}",
+            initializer=lower_priority if nice > 0 else None,
+            initargs=(nice,) if nice > 0 else (),
+        )
         self._slots: asyncio.Semaphore | None = None
         self.admitted = 0  # waiting + running (a thread past its deadline still counts)
         self.running = 0
@@ -112,6 +127,22 @@ class Lane:
         self._executor.shutdown(wait=False, cancel_futures=True)
 
 
+def lower_priority(steps: int) -> bool:
+    """Run the calling thread ``steps`` nice steps lower (at most 19); whether it could.
+
+    Linux only, where ``setpriority`` on a thread id renices that thread alone (elsewhere
+    that id could name another process: nothing is done). Lowering needs no privilege.
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + steps))
+        return True
+    except OSError:
+        return False
+
+
 @dataclass(frozen=True)
 class Limits:
     """The server's bounds on work and memory (``caffezoo serve`` options)."""
@@ -127,12 +158,13 @@ class Limits:
     cache_bytes: int = 64 * 1024 * 1024
     inflight_bytes: int = 64 * 1024 * 1024  # large answers built and not yet sent, together
     send_deadline: float = 60.0  # seconds a large answer may take to send; then the connection is cut
-    try_it: bool = False  # `caffezoo serve --try`: classify uploaded images (server CPU)
+    try_it: bool = False  # `caffezoo serve --try`: run models on uploaded images (server CPU)
     try_workers: int = 1
     try_queue: int = 4
     try_deadline: float = 30.0
     try_max_bytes: int = 8 * 1024 * 1024
     try_max_pixels: int = 24_000_000
+    try_cache_bytes: int = 4 * 1024**3  # weights copied from a remote store, and conversions, on disk
 
 
 def busy_response(request: Any, exc: Busy):
