@@ -14,7 +14,7 @@ from replica_helpers import replica
 from web_helpers import fresh_postgres, publish
 
 from caffezoo.server import Storage
-from caffezoo.server.coherence import APPLICATION
+from caffezoo.server.coherence import APPLICATION, CHANNEL, ChangeFeed
 
 
 @pytest.fixture
@@ -139,3 +139,23 @@ def test_replicas_writing_in_turn_each_see_the_others_write_at_once(pg_db):
                 assert w.status_code == 200
                 assert http.get(f"{reader.url}/gists/{gid}").json()["description"] == text
                 assert http.get(f"{writer.url}/gists/{gid}").json()["description"] == text
+
+
+def test_a_write_committed_while_the_feed_starts_is_not_acknowledged_before_it_is_applied(pg_db):
+    """LISTEN, a request reads a state, a write commits, the first renewal: that renewal
+    acknowledges the write's generation, so the state read before it must not stay held."""
+    store = Storage(pg_db)
+    feed = ChangeFeed(pg_db)  # the listener's steps, driven by hand in the racy order
+    try:
+        gid = publish(store, "hana", "Starting Net")
+        old = store.state(gid)
+        with psycopg.connect(feed.conninfo, autocommit=True) as conn:
+            conn.execute(f"LISTEN {CHANNEL}")
+            feed._reset()
+            mark = feed.mark()  # a request starts reading the state...
+            store.update_gist(gid, "hana", description="moved")  # ...a write commits, unheard yet
+            feed.remember(gid, old, mark)  # ...and the request holds what it read
+            feed._report(conn, fresh=True)  # the lease now says the write is applied
+            assert feed.state(gid) != old
+    finally:
+        store.close()

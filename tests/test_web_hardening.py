@@ -571,6 +571,40 @@ def test_cached_text_is_counted_by_the_memory_it_takes_not_its_length():
     assert entry_size(Entry(readme=wide, name="n")) >= 400_000
 
 
+def test_serves_protocols_keep_a_never_reading_clients_answer_under_the_budget(tmp_path):
+    """With the protocols ``serve`` uses (writes of a step sent together), a large answer to
+    a client that never reads still waits for it piece by piece: it holds its budget (a
+    second one is refused), not the connection's write buffer with the whole body."""
+    from caffezoo.server.protocols import connection_options
+
+    limits = Limits(cache_bytes=4 * 1024 * 1024, inflight_bytes=BIG_FILE, send_deadline=600)
+    with web_for(
+        f"sqlite:///{tmp_path / 'zoo.db'}", tmp_path, limits=limits, server=connection_options()
+    ) as w:
+        big = publish(w.storage, "bulk", "Big Net", files=BIG_FILES)
+        budget = w.app.state.large_answers
+        sock = _never_reading(w.url, f"/gists/{big}")  # its head came: the answer is being sent
+        try:
+            assert budget.answers == 1
+            assert w.http.get(f"/gists/{big}", headers={"Accept": "application/json"}).status_code == 503
+        finally:
+            sock.close()
+
+
+def test_a_gist_deleted_and_created_again_under_its_id_is_not_answered_from_the_old_cache(tmp_path):
+    """A wiki import may bring back a deleted gist under the same id: its first serial must
+    not be the deleted gist's, or the cached answer of the old one is served."""
+    with web_for(f"sqlite:///{tmp_path / 'zoo.db'}", tmp_path, seed=False) as w:
+        w.storage.ensure_user("hana")
+        gid = "ab" * 10
+        w.storage.create_gist("hana", "the first", True, {"a.txt": b"first"}, gist_id=gid)
+        api = {"Accept": "application/json"}
+        assert w.http.get(f"/gists/{gid}", headers=api).json()["description"] == "the first"
+        w.storage.delete_gist(gid, "hana")
+        w.storage.create_gist("hana", "the second", True, {"a.txt": b"second"}, gist_id=gid)
+        assert w.http.get(f"/gists/{gid}", headers=api).json()["description"] == "the second"
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread nice values are Linux's")
 def test_a_lane_can_run_its_threads_lower_than_the_event_loop(tmp_path):
     from caffezoo.server.app import TRY_NICE, create_app

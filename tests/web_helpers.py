@@ -111,10 +111,11 @@ class Web:
         return self.http.get(path, **kwargs)
 
 
-def web_for(database_url: str, tmp_path: Path, seed: bool = True, **options):
+def web_for(database_url: str, tmp_path: Path, seed: bool = True, server: dict | None = None, **options):
     """Start a server (pages, API, blobs) on ``database_url``; a context manager yielding :class:`Web`.
 
-    ``options`` go to ``create_app`` (``limits=Limits(...)``, ``base_url=...``)."""
+    ``options`` go to ``create_app`` (``limits=Limits(...)``, ``base_url=...``), ``server`` to
+    uvicorn's ``Config`` (``connection_options()``: the protocols ``serve`` uses)."""
     from contextlib import contextmanager
 
     @contextmanager
@@ -127,13 +128,13 @@ def web_for(database_url: str, tmp_path: Path, seed: bool = True, **options):
         )
         if seed:
             seed_bundled(app.state.storage)
-        server, thread, base = start_uvicorn(app)
+        uv, thread, base = start_uvicorn(app, **(server or {}))
         http = httpx.Client(base_url=base, timeout=60, headers={"Accept": "text/html"})
         try:
             yield Web(base, app, http)
         finally:
             http.close()
-            server.should_exit = True
+            uv.should_exit = True
             thread.join(10)
             app.state.storage.close()
 

@@ -220,7 +220,10 @@ class ChangeFeed:
         ).fetchone()
         current = int(row[0] or 0)
         with self._lock:
-            if fresh:  # nothing is held (reset after LISTEN): every change so far is applied
+            if fresh:  # every change so far is applied once nothing read before ``current`` is held
+                # (a state read after the reset, before a write its NOTIFY has not brought yet)
+                self._states.clear()
+                self._version += 1
                 self._applied = max(self._applied, current)
             if current > self._applied:
                 self._required = max(self._required, current)

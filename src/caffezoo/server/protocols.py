@@ -97,6 +97,9 @@ class _HeaderDeadline:
             self.transport.close()  # type: ignore[attr-defined]
 
 
+HOLD_BYTES = 64 * 1024  # queued past this, writes go at once (asyncio's default high-water mark)
+
+
 class OneSendPerStep:
     """A transport whose writes within one step of the event loop leave in one ``send``.
 
@@ -111,6 +114,7 @@ class OneSendPerStep:
     def __init__(self, transport: asyncio.Transport):
         self._transport = transport
         self._queued: list[bytes] = []
+        self._queued_bytes = 0
         self._loop = asyncio.get_running_loop()
 
     def write(self, data: bytes) -> None:
@@ -119,13 +123,19 @@ class OneSendPerStep:
         if not self._queued:
             self._loop.call_soon(self.flush)
         self._queued.append(data)
+        self._queued_bytes += len(data)
+        if self._queued_bytes >= HOLD_BYTES:
+            # Now, not at the step's end: the transport's flow control must see these bytes,
+            # or a sender that never yields (LargeAnswers' pieces) queues a whole body here,
+            # past its budget and send deadline, for a client that may never read it.
+            self.flush()
 
     def writelines(self, chunks) -> None:
         for data in chunks:
             self.write(data)
 
     def flush(self) -> None:
-        queued, self._queued = self._queued, []
+        queued, self._queued, self._queued_bytes = self._queued, [], 0
         if queued and not self._transport.is_closing():
             self._transport.writelines(queued)
 
@@ -138,7 +148,7 @@ class OneSendPerStep:
         self._transport.write_eof()
 
     def get_write_buffer_size(self) -> int:
-        return self._transport.get_write_buffer_size() + sum(map(len, self._queued))
+        return self._transport.get_write_buffer_size() + self._queued_bytes
 
     def __getattr__(self, name: str) -> Any:  # everything else is the transport's own
         return getattr(self._transport, name)

@@ -473,7 +473,9 @@ class Storage:
                 created_at=when,
                 updated_at=when,
                 revision=0,
-                serial=1,
+                # Past any serial a gist deleted under this id had (each serial's move bumped the
+                # generation too): caches keyed on the serial must not answer with that gist.
+                serial=catalog.generation(s) + 1,
                 imported_from=imported_from,
             )
             s.add(gist)
