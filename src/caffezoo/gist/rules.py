@@ -52,6 +52,7 @@ __all__ = [
     "name_key",
     "parse_ref",
     "text_problem",
+    "utf8_text",
     "valid_id",
 ]
 
@@ -310,6 +311,20 @@ def check_files(names: Iterable[str]) -> None:
 # --------------------------------------------------------------------------- contents and descriptions
 
 
+def utf8_text(content: bytes, what: str) -> str:
+    """``content`` as text; :class:`Invalid` naming ``what`` and the first bad byte when it is not UTF-8.
+
+    >>> utf8_text(b"caf\\xc3\\xa9", "a.txt")
+    'café'
+    """
+    try:
+        return content.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise invalid(
+            "files", "invalid", f"{what}: binary content (not UTF-8 at byte {e.start}) is not supported"
+        ) from None
+
+
 def check_content(name: str, content: bytes) -> None:
     """Text only: UTF-8, no NUL bytes, not blank, not over :data:`MAX_FILE_BYTES`."""
     if len(content) > MAX_FILE_BYTES:
@@ -318,13 +333,7 @@ def check_content(name: str, content: bytes) -> None:
         )
     if b"\0" in content:
         raise invalid("files", "invalid", f"{name}: binary content (NUL bytes) is not supported")
-    try:
-        text = content.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise invalid(
-            "files", "invalid", f"{name}: binary content (not UTF-8 at byte {e.start}) is not supported"
-        ) from None
-    if not text.strip():
+    if not utf8_text(content, name).strip():
         raise invalid("files", "missing_field", f"{name}: contents can't be blank")
 
 

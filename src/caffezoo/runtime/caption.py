@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..errors import ModelDirError, UsageError
-from .preprocess import Preprocessor, read_mean
+from .preprocess import Preprocessor, model_mean
 from .session import InferenceNet, load
 
 if TYPE_CHECKING:
@@ -121,11 +121,7 @@ def caption(
     if len(image_net.outputs) != 1:
         raise UsageError(f"{image_proto}: the image net should have one output (the features)")
     ((name, shape),) = image_net.inputs.items()
-    fm = m.front_matter
-    mean_array = (
-        read_mean(mean) if mean is not None else read_mean(fm.mean, m.path) if fm.mean is not None else None
-    )
-    pre = Preprocessor(shape[1], shape[2], shape[3], raw_scale=raw_scale, mean=mean_array)
+    pre = Preprocessor(shape[1], shape[2], shape[3], raw_scale=raw_scale, mean=model_mean(mean, m))
     features_of = image_net.outputs[0]
     size = None
     word_net: InferenceNet | None = None

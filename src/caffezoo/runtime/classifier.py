@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, TypeAlias
 import numpy as np
 
 from ..errors import ModelDirError, UsageError
-from .preprocess import CROPS, ImageSource, Preprocessor, check_images, read_mean
+from .preprocess import CROPS, ImageSource, Preprocessor, check_images, model_mean
 from .session import InferenceNet, load
 
 if TYPE_CHECKING:
@@ -86,14 +86,6 @@ def classify(
     m = net.model
     name, shape = _image_input(net)
     blob = _output(net, output)
-    fm = m.front_matter if m is not None else None
-    mean_array = (
-        read_mean(mean)
-        if mean is not None
-        else read_mean(fm.mean, m.path)
-        if fm is not None and fm.mean is not None and m is not None
-        else None
-    )
     pre = Preprocessor(
         shape[1],
         shape[2],
@@ -101,7 +93,7 @@ def classify(
         resize=resize,
         raw_scale=raw_scale,
         oversample=oversample,
-        mean=mean_array,
+        mean=model_mean(mean, m),
     )
     names, source = class_names(labels, m)
     fixed = shape[0]

@@ -85,13 +85,14 @@ def convolution(ctx: Ctx) -> None:
 # ------------------------------------------------------------ pooling
 
 
-def _pool_check(layer) -> str | None:
+def pool_check(layer) -> str | None:
+    """What stops a Pooling (or SPP: same enum) layer from running, else None."""
     if layer.type_param.pool == _Pool.STOCHASTIC:
         return "pool: STOCHASTIC (random at training time; CPU Caffe cannot run it either)"
     return None
 
 
-@emits("Pooling", check=_pool_check)
+@emits("Pooling", check=pool_check)
 def pooling(ctx: Ctx) -> None:
     p = ctx.p
     _, _, h, w = ctx.shapes[0]

@@ -24,11 +24,10 @@ import numpy as np
 
 from ..caffe import caffe_pb2
 from ._emit import FLT_MAX, Ctx, emits
-from .ops import pooling, reduce
+from .ops import pool_check, pooling, reduce
 
 __all__ = ["generate_anchors"]
 
-_SPP = caffe_pb2.SPPParameter
 # py-faster-rcnn's cfg.TEST values, which ProposalLayer reads at test time.
 RPN_PRE_NMS_TOP_N = 6000
 RPN_POST_NMS_TOP_N = 300
@@ -60,12 +59,9 @@ def _pooled(size: int, k: int, pad: int) -> int:
 
 
 def _spp_check(layer) -> str | None:
-    p = layer.type_param
-    if p.pool == _SPP.STOCHASTIC:
-        return "pool: STOCHASTIC (random at training time; CPU Caffe cannot run it either)"
-    if p.pyramid_height < 1:
-        return "pyramid_height must be 1 or more"
-    return None
+    if stopped := pool_check(layer):
+        return stopped
+    return "pyramid_height must be 1 or more" if layer.type_param.pyramid_height < 1 else None
 
 
 @emits("SPP", check=_spp_check)

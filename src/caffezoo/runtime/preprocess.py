@@ -31,6 +31,8 @@ from ..errors import ModelDirError, RuntimeInputError, UsageError
 if TYPE_CHECKING:
     from PIL.Image import Image as PillowImage
 
+    from ..modeldir import ModelDir
+
 __all__ = [
     "CROPS",
     "Batch",
@@ -41,6 +43,7 @@ __all__ = [
     "decode_image",
     "in_mode",
     "load_image",
+    "model_mean",
     "open_image",
     "read_mean",
     "resized",
@@ -104,6 +107,21 @@ def read_mean(
     else:
         array = _read_binaryproto(path)
     return _mean_shape(np.asarray(array, np.float32), str(path))
+
+
+def model_mean(
+    mean: str | os.PathLike[str] | Sequence[float] | np.ndarray | None, model: ModelDir | None
+) -> np.ndarray | None:
+    """The ``mean`` given, else the one ``model``'s front matter names (found in its directory), else None.
+
+    >>> model_mean([104, 117, 123], None)
+    array([104., 117., 123.], dtype=float32)
+    """
+    if mean is not None:
+        return read_mean(mean)
+    if model is not None and model.front_matter.mean is not None:
+        return read_mean(model.front_matter.mean, model.path)
+    return None
 
 
 def _mean_shape(array: np.ndarray, where: str) -> np.ndarray:

@@ -44,7 +44,7 @@ import numpy as np
 from ..errors import ModelDirError, UsageError
 from .caption import MAX_WORDS, Captioned, caption
 from .classifier import DEFAULT_BATCH, Labels, Prediction, class_names, classify
-from .preprocess import Batch, ImageSource, InMemoryImage, Preprocessor, check_images, read_mean
+from .preprocess import Batch, ImageSource, InMemoryImage, Preprocessor, check_images, model_mean
 from .session import InferenceNet, load
 
 TASKS = ("classify", "detect", "segment", "caption", "embed")
@@ -381,14 +381,7 @@ class _Job:
         self.model = self.net.model
         self._stems: collections.Counter[str] | None = None
         self.input, shape = _image_input(self.net)
-        fm = self.model.front_matter if self.model else None
-        mean = (
-            read_mean(self.mean)
-            if self.mean is not None
-            else read_mean(fm.mean, self.model.path)
-            if fm is not None and fm.mean is not None
-            else None
-        )
+        mean = model_mean(self.mean, self.model)
         if self.warp and mean is not None and mean.ndim == 3:
             mean = mean.mean(axis=(1, 2))  # a mean image: its channel means, as the image is warped whole
         if self.warp and self.resize:

@@ -26,6 +26,7 @@ from ..gist.rules import (
     check_description,
     file_name_problem,
     json_problem,
+    utf8_text,
     valid_id,
 )
 from ..hashes import is_hex, is_sha1
@@ -95,11 +96,9 @@ def parse_body(raw: bytes) -> dict[str, Any]:
     """``raw`` as a JSON object: 400 when it is no JSON object or too deep or wide, 422 when
     it is not UTF-8 or gives a key twice."""
     try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise validation(
-            "files", "invalid", f"the body is not UTF-8 (byte {e.start}): binary content is not supported"
-        ) from None
+        text = utf8_text(raw, "the body")
+    except Invalid as e:
+        raise ApiError(422, "Validation Failed", e.errors) from None
     try:
         data = json.loads(text, object_pairs_hook=_unique_keys)
     except _DuplicateKey as e:

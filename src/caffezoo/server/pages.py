@@ -376,11 +376,17 @@ async def index(request: Request) -> Response:
     return await _answer(request, _index)
 
 
-def _index(request: Request) -> HTMLResponse:
+def _index_cards(request: Request) -> tuple[IndexQuery, IndexData, list[tuple[Entry, Weights]], CachePart]:
+    """The query, its page of the catalog and each entry with its weights: what the home page and
+    ``/api/models`` both show; and the cache part they answer from."""
     store, mirror, cache = _state(request)
     query = IndexQuery.from_request(request)
     data = _index_data(store, cache, query)
-    cards = [(e, weights_of(e, data.checks, mirror)) for e in data.entries]
+    return query, data, [(e, weights_of(e, data.checks, mirror)) for e in data.entries], cache
+
+
+def _index(request: Request) -> HTMLResponse:
+    query, data, cards, cache = _index_cards(request)
     # The page is a function of the query, the catalog's generation and which of the
     # shown blobs are mirrored (a file-system fact): the rendered HTML is cached on that.
     key = ("index-html", *data.key, tuple(w.mirrored for _, w in cards))
@@ -755,11 +761,9 @@ async def api_models(request: Request) -> Response:
 
 
 def _api_models(request: Request) -> Response:
-    store, mirror, cache = _state(request)
-    query = IndexQuery.from_request(request)
-    data = _index_data(store, cache, query)
+    query, data, cards, _ = _index_cards(request)
     base = base_url(request)
-    items = [entry_json(e, weights_of(e, data.checks, mirror), base) for e in data.entries]
+    items = [entry_json(e, w, base) for e, w in cards]
     return json_response({"total": data.total, "page": query.page, "per_page": PER_PAGE, "models": items})
 
 
