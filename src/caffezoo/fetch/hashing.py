@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from ..errors import UsageError
 from ..hashes import normalize_hex
 
-__all__ = ["BUFFER_SIZE", "Digests", "Expected", "QUEUE_DEPTH", "StreamHasher", "hash_file"]
+__all__ = ["BUFFER_SIZE", "Digests", "Expected", "QUEUE_DEPTH", "StreamHasher", "hash_file", "new_hashes"]
 
 
 # 1 MiB reads: large enough that per-call overhead vanishes, small enough for a bounded queue.
@@ -80,7 +80,8 @@ def _hex(value: str, digits: int, name: str) -> str:
     return text
 
 
-def _new(sha256: bool) -> list:
+def new_hashes(sha256: bool) -> list:
+    """Fresh SHA-1 (and SHA-256) objects."""
     # usedforsecurity=False: integrity checks must work on FIPS-mode systems too.
     hashes = [hashlib.sha1(usedforsecurity=False)]
     if sha256:
@@ -101,7 +102,7 @@ def hash_file(
 
     ``progress(n)`` is called with the bytes read so far, once per buffer.
     """
-    hashes = _new(sha256)
+    hashes = new_hashes(sha256)
     buf = bytearray(BUFFER_SIZE)
     view = memoryview(buf)
     size = 0
@@ -131,7 +132,7 @@ class StreamHasher:
 
     def __init__(self, sha256: bool = False):
         self._sha256 = sha256
-        self._hashes = _new(sha256)
+        self._hashes = new_hashes(sha256)
         self._size = 0
         self._error: BaseException | None = None
         self._queue: queue.Queue = queue.Queue(QUEUE_DEPTH)
@@ -147,7 +148,7 @@ class StreamHasher:
                 if isinstance(item, threading.Event):
                     item.set()
                 elif item is _RESET:
-                    self._hashes, self._size, self._error = _new(self._sha256), 0, None
+                    self._hashes, self._size, self._error = new_hashes(self._sha256), 0, None
                 elif self._error is not None:
                     continue
                 elif isinstance(item, tuple):  # (path, offset, length): bytes already on disk
