@@ -28,7 +28,8 @@ taking over the answer). Bind to ``127.0.0.2`` for "another host".
 
 ``route.bytes_sent`` counts the body bytes a route sent, ``request.sent`` those of
 one answer: a test asserts what was (not) fetched again. ``server.peak_active`` is the
-most answers it was sending at once (a per-host cap is kept).
+most answers it was sending at once; ``server.peak_whole()`` the most answers sent whole
+at once (one the client cut short lingers here a moment after the client let it go).
 """
 
 from __future__ import annotations
@@ -80,6 +81,8 @@ class Request:
     headers: dict[str, str]
     time: float
     sent: int = 0  # body bytes of the answer
+    whole: bool = False  # the whole body asked for went out
+    end: float | None = None  # when the answer was over
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -102,6 +105,8 @@ class _Handler(BaseHTTPRequestHandler):
         finally:
             with srv.lock:
                 srv.active -= 1
+                if hasattr(self, "record"):
+                    self.record.end = time.monotonic()
 
     def _answer(self, head: bool) -> None:
         srv = self.server.owner
@@ -245,6 +250,7 @@ class _Handler(BaseHTTPRequestHandler):
                 if stopping.wait(route.trickle[1]):
                     self.close_connection = True
                     return
+        self.record.whole = sent == len(body)
         if route.content_length is not None and route.content_length - start > len(body):
             self.close_connection = True  # the promised bytes never come: hang up
         if not body:
@@ -297,6 +303,17 @@ class FaultServer:
         with self.lock:
             self.routes[path] = route
         return route
+
+    def peak_whole(self) -> int:
+        """The most answers sent whole that overlapped in time."""
+        with self.lock:
+            spans = [(r.time, r.end) for r in self.requests if r.whole and r.end is not None]
+        edges = sorted([(t, 1) for t, _ in spans] + [(e, -1) for _, e in spans], key=lambda x: (x[0], x[1]))
+        peak = now = 0
+        for _, step in edges:
+            now += step
+            peak = max(peak, now)
+        return peak
 
     def requests_for(self, path: str) -> list[Request]:
         with self.lock:

@@ -106,6 +106,8 @@ def test_json_output_and_verify(cli, srv, tmp_path, caffezoo_home):
         "source": srv.url("/w"),
         "blob": str(cache_blob(caffezoo_home, sha1(DATA))),
         "how": "link",
+        "sources": [srv.url("/w")],
+        "bad_sources": [],
     }
     r = cli("download", "--json", "--verify", m)
     assert json.loads(r.stdout)[0]["status"] == "present"

@@ -17,3 +17,15 @@ class Retry(Exception):
 
 class SourceFailed(Exception):
     """This source cannot give us the blob (404, refused credentials, wrong bytes...)."""
+
+
+class WrongFile(SourceFailed):
+    """The source serves another file (another length): the bytes it gave before are suspect too."""
+
+
+class Unsatisfiable(Exception):
+    """A 416: the range asked for is past the end of the file of ``total`` bytes (None: not said)."""
+
+    def __init__(self, message: str, total: int | None):
+        super().__init__(message)
+        self.total = total
