@@ -98,7 +98,7 @@ class Feed:
     last_failure: float = -math.inf
     not_before: float = 0.0
     speed: float = 0.0  # bytes a second per connection, lately
-    wait: float = 0.0  # seconds from a request to its first byte, lately
+    wait: float = math.inf  # seconds from a request to its answer, at best (a round trip)
     answered: bool = False
     content_type: str = ""
 
@@ -258,9 +258,14 @@ class Transfer:
             threading.Thread(
                 target=context.run, args=(self._work, n), name=f"caffezoo-connection-{i}", daemon=True
             ).start()
-        with self.cond:
-            while not self.plan.complete and self.error is None and (self._alive() or self._busy()):
+        while True:
+            with self.cond:
+                if self.plan.complete or self.error is not None or not (self._alive() or self._busy()):
+                    break
                 self.cond.wait(0.5)
+            self._flush_events()
+            self._save(due=True)  # also when every connection waits for bytes that do not come
+        with self.cond:
             self.round += 1  # the connections of this round leave
             self._cancel_pieces()
             self.cond.notify_all()
@@ -441,23 +446,29 @@ class Transfer:
         return min([0.1, *waits]) if waits else 0.1  # host slots free up in other downloads too
 
     def _piece_size(self, feed: Feed | None = None) -> int:
+        """Half the hasher's memory per connection; more where a request's round trip costs
+        more than an eighth of a piece's time, but no more than a fair share of what is left."""
         fits = BUDGET // (2 * self.connections)
-        worth = 8 * feed.speed * feed.wait if feed is not None else 0
+        worth = 0.0
+        if feed is not None and feed.wait < math.inf:
+            share = (self.plan.total or 0) - self.partial.size
+            worth = min(8 * feed.speed * feed.wait, share / self.connections)
         return int(max(MIN_PIECE, min(MAX_PIECE, max(fits, worth))))
 
     def _fetch(self, feed: Feed, piece: Piece) -> None:
         """One request for ``piece``, its answer written until the piece is done or taken away."""
+        if feed.source.is_local:
+            from .local import open_local
+        else:
+            from .http import open_range  # (the first time, this imports httpx)
+        piece.began = time.monotonic()
         start, end = piece.pos, piece.end
         if end is not None and end == self.plan.total:
             end = None  # "bytes=N-": the same bytes, the request a single stream has always made
         validator = self.partial.validators.get(feed.key) if start or end is not None else None
         if feed.source.is_local:
-            from .local import open_local
-
             opened = open_local(feed.source, start, end, validator, self.expected)
         else:
-            from .http import open_range
-
             opened = open_range(
                 feed.source,
                 feed.url,
@@ -510,8 +521,7 @@ class Transfer:
         """
         if self.stopped or piece not in self.plan.pieces:
             raise _Stale
-        wait = time.monotonic() - piece.began  # the round trip a request costs, and more
-        feed.wait = wait if not feed.wait else 0.7 * feed.wait + 0.3 * wait
+        feed.wait = min(feed.wait, time.monotonic() - piece.began)  # what one more request costs
         if not feed.answered:
             feed.answered = True
             total = self.plan.total or self.expected.size
