@@ -81,6 +81,7 @@ class Request:
     headers: dict[str, str]
     time: float
     sent: int = 0  # body bytes of the answer
+    offset: int = 0  # where in the file they start
     whole: bool = False  # the whole body asked for went out
     end: float | None = None  # when the answer was over
 
@@ -164,6 +165,7 @@ class _Handler(BaseHTTPRequestHandler):
                     return self._small(416, b"", {"Content-Range": f"bytes */{size}"})
                 status = 206
         body = data[start : end + 1]
+        self.record.offset = start
         if route.corrupt and body:
             i = len(body) // 2
             body = body[:i] + bytes([body[i] ^ 0xFF]) + body[i + 1 :]
@@ -314,6 +316,10 @@ class FaultServer:
             now += step
             peak = max(peak, now)
         return peak
+
+    def served(self, requests: list[Request], start: int, end: int) -> int:
+        """Body bytes of ``requests`` that fell in ``[start, end)`` of the file."""
+        return sum(max(0, min(end, r.offset + r.sent) - max(start, r.offset)) for r in requests)
 
     def requests_for(self, path: str) -> list[Request]:
         with self.lock:
