@@ -185,7 +185,7 @@ def _answer(r: httpx.Response, url: str, source: Source, start: int, expected: E
     if status == 416:
         raise Unsatisfiable(f"{where} for bytes {start}-", _range_total(r.headers.get("content-range")))
     if _http.is_retryable_status(status):
-        raise Retry(where, _http.retry_after(r.headers.get("retry-after")))
+        raise Retry(where, _http.retry_after(r.headers.get("retry-after")), busy=status in (429, 503))
     if status not in (200, 206):
         hint = {
             401: " (credentials needed?)",

@@ -8,11 +8,15 @@ from __future__ import annotations
 
 
 class Retry(Exception):
-    """A transient failure of one attempt: the same source may work if tried again."""
+    """A transient failure of one attempt: the same source may work if tried again.
 
-    def __init__(self, message: str, retry_after: float | None = None):
+    ``busy``: the source said it has too much to do (429, 503): it should be asked less.
+    """
+
+    def __init__(self, message: str, retry_after: float | None = None, busy: bool = False):
         super().__init__(message)
         self.retry_after = retry_after
+        self.busy = busy
 
 
 class SourceFailed(Exception):

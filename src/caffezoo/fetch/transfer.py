@@ -13,9 +13,9 @@ counts as fast as the best — within the per-host cap and the source's share.
 Pieces are written at their offsets and hashed in file order
 (:mod:`.ordered_hash`), and the sidecar is saved every :data:`SAVE_EVERY` s.
 
-A failed attempt puts its source on a backoff (its ``Retry-After`` for a 429
-or 503, which also halves its share of connections) while the others go on;
-connections failing together count as one attempt. After ``retries``
+A failed attempt puts its source on a backoff (its ``Retry-After`` when it
+says one) while the others go on, and a 429 or 503 halves its share of
+connections; connections failing together count as one attempt. After ``retries``
 attempts without progress the source is out and its pieces go to the others.
 When no piece is left to hand out, an idle connection takes the tail of the
 piece that would finish last, split by measured speeds so both end together,
@@ -641,7 +641,7 @@ class Transfer:
             if delay > MAX_RETRY_AFTER:
                 self._fail(feed, f"{e}; the server asks to retry after {delay:.0f} s")
                 return
-            if e.retry_after is not None:  # 429/503 with Retry-After: ask less of it
+            if e.busy:  # 429/503: ask less of it, for the rest of this download
                 feed.share = max(1, feed.share // 2)
             feed.not_before = now + delay
             self._event(
