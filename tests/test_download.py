@@ -335,7 +335,9 @@ def interrupt_in_pieces(srv, tmp_path, home, sig):
 
     Returns where the bytes it kept are: from 0 to past 6 MiB (pieces of 2 MiB).
     """
-    route = srv.route("/w", PIECES, etag='"v1"', stall_at=7 << 20)  # nothing past 7 MiB comes
+    # A link of 16 MiB/s a connection: one is not enough, the pieces go to four. Nothing past
+    # 7 MiB comes.
+    route = srv.route("/w", PIECES, etag='"v1"', stall_at=7 << 20, rate=16 << 20)
     m = weights_model(tmp_path / "net", srv.url("/w"), PIECES)
     p = popen("download", "-c", "4", m)
     try:

@@ -76,13 +76,14 @@ def covered(asked: list[tuple[int, int | None]], size: int) -> bool:
 # -- pieces ------------------------------------------------------------------------------------
 
 
-def test_a_large_file_comes_in_pieces_hashed_as_they_land_out_of_order(srv, tmp_path):
+def test_a_large_file_comes_in_pieces_hashed_as_they_land_out_of_order(srv, tmp_path, monkeypatch):
+    monkeypatch.setattr(transfer_module, "PROBE_TIME", 0)  # the link is measured at the 2nd write
     first_piece_waits = threading.Event()
-    route = srv.route("/w", DATA, stall_after=(0, first_piece_waits), rate=8 * MiB)
+    route = srv.route("/w", DATA, stall_after=(MiB, first_piece_waits), rate=8 * MiB)
     done = []
     worker = threading.Thread(target=lambda: done.append(run(tmp_path, srv.url("/w"))))
     worker.start()
-    try:  # the first answer's body waits until three later pieces have landed
+    try:  # the first piece's end waits until three later pieces have landed
         wait_for(lambda: route.bodies_sent >= 3, what="three pieces after the first")
     finally:
         first_piece_waits.set()

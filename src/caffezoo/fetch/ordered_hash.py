@@ -183,6 +183,11 @@ class OrderedHasher:
         """Bytes of the prefix hashed so far."""
         return self._hashed
 
+    @property
+    def buffered(self) -> int:
+        """Bytes waiting in memory for their turn (at most ``budget``)."""
+        return self._buffered
+
     def result(self, total: int) -> Digests:
         """Wait until the prefix reaches ``total`` bytes; return its digests.
 
