@@ -16,6 +16,7 @@ Faults: ``statuses`` (answered first, in order), ``retry_after``,
 ``drop_after`` (close the connection after N body bytes, ``drops`` times),
 ``stall_after`` ((N, seconds or an Event to wait for): go silent after N bytes, once), ``trickle``
 ((bytes, seconds): send slowly), ``rate`` (bytes a second, per connection),
+``total_rate`` (bytes a second, all connections to the route together: a capped source),
 ``ignore_range`` (and no ``Accept-Ranges``), ``corrupt`` (one byte flipped in
 every answer), ``corrupt_at`` (the bytes at these offsets of the file flipped:
 a source that lies in one segment), ``stall_at`` (every answer goes silent at
@@ -62,12 +63,14 @@ class Route:
     content_type: str = "application/octet-stream"
     handler: Callable[[Route, BaseHTTPRequestHandler], None] | None = None
     rate: float | None = None
+    total_rate: float | None = None
     corrupt_at: tuple[int, ...] = ()
     stall_at: int | None = None
     die_after: int | None = None
     hits: int = 0
     bodies_sent: int = 0  # answers whose body went out complete
     bytes_sent: int = 0  # body bytes, all answers together
+    _due: float = 0.0  # when the bytes sent so far are paid for, under total_rate
 
     @property
     def dead(self) -> bool:
@@ -198,8 +201,9 @@ class _Handler(BaseHTTPRequestHandler):
             stall = (max(0, route.stall_at - start), 3600.0)
         sent = 0
         step = route.trickle[0] if route.trickle else 64 * 1024
-        if route.rate:
-            step = max(1, min(step, int(route.rate / 50)))
+        for r in (route.rate, route.total_rate):
+            if r:
+                step = max(1, min(step, int(r / 50)))
         began = time.monotonic()
         stopping = self.server.owner.stopping
         while sent < len(body):
@@ -214,6 +218,14 @@ class _Handler(BaseHTTPRequestHandler):
                 if n == 0:  # dead: cut this connection too
                     self.wfile.flush()
                     self.connection.shutdown(socket.SHUT_RDWR)
+                    self.close_connection = True
+                    return
+            if n > 0 and route.total_rate:  # the route's connections share one budget
+                with self.server.owner.lock:
+                    now = time.monotonic()
+                    route._due = max(route._due, now) + n / route.total_rate
+                    wait = route._due - now - 0.02
+                if wait > 0 and stopping.wait(wait):
                     self.close_connection = True
                     return
             if n > 0:

@@ -102,5 +102,9 @@ def test_a_silent_piece_is_taken_whole_a_fresh_one_is_not_judged():
 def test_pieces_too_small_to_share_are_left_alone():
     plan = Plan(Runs(), 3 * MiB)
     p = plan.take(3 * MiB, now=0)
-    p.wrote(2 * MiB, now=1)
-    assert plan.steal(1.5, min_size=MiB, stall=5) is None  # 1 MiB left: not two pieces' worth
+    plan.runs.add(0, 2 * MiB, "s")
+    p.wrote(MiB, now=1)
+    p.wrote(MiB, now=2)
+    assert plan.steal(2.5, min_size=MiB, stall=5) is None  # half of the 1 MiB left: not worth a request
+    tail = plan.steal(2.5, min_size=MiB // 4, stall=5, speed=9 * MiB)  # a thief nine times as fast
+    assert (tail.start, tail.end) == (2 * MiB + MiB // 10, 3 * MiB) and p.end == tail.start

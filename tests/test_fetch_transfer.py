@@ -129,13 +129,24 @@ def test_a_source_that_answers_200_to_ranges_is_left_to_the_others(srv, other, t
 # -- several sources -------------------------------------------------------------------------
 
 
-def test_two_sources_share_the_pieces(srv, other, tmp_path):
-    srv.route("/w", DATA, rate=8 * MiB)
-    b = other.route("/w", DATA, rate=8 * MiB)
+def test_two_capped_sources_share_the_pieces(srv, other, tmp_path):
+    a = srv.route("/w", DATA, total_rate=8 * MiB)  # each source gives 8 MiB/s, however asked
+    b = other.route("/w", DATA, total_rate=8 * MiB)
     t = run(tmp_path, srv.url("/w"), other.url("/w"))
-    assert b.bodies_sent >= 1 and all(end is not None or start > 0 for start, end in ranges(other, "/w"))
+    assert all(end is not None or start > 0 for start, end in ranges(other, "/w"))  # ranges only
     assert covered(ranges(srv, "/w") + ranges(other, "/w"), len(DATA))
     assert sorted(t.sources()) == sorted([srv.url("/w"), other.url("/w")])
+    have = t.partial.runs.by_key()
+    assert min(have.values()) >= len(DATA) // 4  # about half each: neither waits for the other
+    assert a.bytes_sent and b.bytes_sent
+
+
+def test_a_faster_source_gets_more_of_the_pieces(srv, other, tmp_path):
+    srv.route("/w", DATA, total_rate=2 * MiB)
+    other.route("/w", DATA, total_rate=16 * MiB)
+    t = run(tmp_path, srv.url("/w"), other.url("/w"))
+    have = t.partial.runs.by_key()
+    assert have[other.url("/w")] > 2 * have[srv.url("/w")]  # by measured bytes a second
 
 
 def test_a_source_that_lies_in_one_piece_is_named_and_the_file_is_right(srv, other, tmp_path):

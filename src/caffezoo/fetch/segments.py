@@ -13,7 +13,8 @@ behind (:mod:`.ordered_hash`). When nothing is left to hand out, an idle
 connection takes the tail of a piece in progress — the one that would finish
 last — split by the two connections' measured speeds so both end together;
 a piece whose connection went silent is taken whole (aria2's way of working,
-with the split weighted by throughput).
+with the split weighted by throughput: a slow source's piece goes mostly to
+the faster connection).
 
 Nothing here does I/O or locking: :mod:`.transfer` holds one lock around it.
 """
@@ -233,8 +234,8 @@ class Plan:
         """Take the tail of the piece that would finish last, sized so that both finish together.
 
         ``speed`` is the thief's expected bytes a second (None: as fast as the victim).
-        A piece silent for ``stall`` seconds is taken whole; others only when both
-        parts would be at least ``min_size``.
+        A piece silent for ``stall`` seconds is taken whole; of another, a tail of at
+        least ``min_size`` bytes.
         """
         best, best_time = None, 0.0
         for p in self.pieces:
@@ -242,7 +243,7 @@ class Plan:
                 continue
             if p.silent(now, stall):
                 t = math.inf
-            elif p.speed() == 0 or p.left < 2 * min_size:
+            elif p.speed() == 0 or p.left < min_size:
                 continue  # too early to judge, or too little to share
             else:
                 t = p.left / p.speed()
@@ -254,8 +255,9 @@ class Plan:
             cut = best.pos
         else:
             v = best.speed()
-            cut = best.pos + int(best.left * v / (v + (speed or v)))
-            cut = min(max(cut, best.pos + min_size), best.end - min_size)
+            cut = max(best.pos, best.pos + int(best.left * v / (v + (speed or v))))
+            if best.end - cut < min_size:
+                return None  # the thief's part would not be worth a request
         piece = Piece(cut, best.end, owner, now)
         best.end = cut
         self.pieces.append(piece)

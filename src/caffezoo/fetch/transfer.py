@@ -431,7 +431,11 @@ class Transfer:
                 continue
             if self.parallel and (self.target or 1) > 1:
                 piece = self.plan.take(self._piece_size(feed), now, feed) or self.plan.steal(
-                    now, min_size=MIN_PIECE, stall=self.stall, speed=feed.speed or None, owner=feed
+                    now,
+                    min_size=self._steal_size(feed),
+                    stall=self.stall,
+                    speed=feed.speed or None,
+                    owner=feed,
                 )
             else:  # one stream (or the one measuring the link): all the free bytes in a row
                 piece = self.plan.take(_FOREVER, now, feed)
@@ -485,6 +489,11 @@ class Transfer:
             share = (self.plan.total or 0) - self.partial.size
             worth = min(8 * feed.speed * feed.wait, share / self.connections)
         return int(max(MIN_PIECE, min(MAX_PIECE, max(fits, worth))))
+
+    def _steal_size(self, feed: Feed) -> int:
+        """The least worth taking from another connection: a batch, or two round trips' worth."""
+        trip = feed.wait if feed.wait < math.inf else 0.0
+        return int(max(BATCH, 2 * feed.speed * trip))
 
     def _fetch(self, feed: Feed, piece: Piece) -> None:
         """One request for ``piece``, its answer written until the piece is done or taken away."""
