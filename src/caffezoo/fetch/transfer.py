@@ -13,7 +13,8 @@ the most for one more connection — measured bytes a second per connection,
 shared by those it has; a source not heard from yet counts as fast as the
 best — within the per-host cap and the source's share. Pieces are written at
 their offsets and hashed in file order (:mod:`.ordered_hash`); the sidecar is
-saved when a piece is done and every :data:`SAVE_EVERY` s.
+saved when a piece is done (at most every :data:`SAVE_GAP` s) and every
+:data:`SAVE_EVERY` s.
 
 A failed attempt puts its source on a backoff (its ``Retry-After`` when it
 says one) while the others go on, and a 429 or 503 halves its share of
@@ -81,7 +82,9 @@ STALL = 5.0
 # Bytes a connection gathers before writing them: few enough that its buffers stay small
 # (the hasher keeps its own copy), enough that a write costs little.
 BATCH = 256 << 10
-# Seconds between sidecar saves: a kill loses at most this much work.
+# Sidecar saves (each an fsync): at most every SAVE_GAP s for a piece done, every SAVE_EVERY s
+# for the bytes of pieces in progress. A kill loses at most that much work.
+SAVE_GAP = 0.1
 SAVE_EVERY = 1.0
 _FOREVER = 1 << 62
 
@@ -252,7 +255,7 @@ class Transfer:
                         self._fail(f, f"wrong file: {problem}{hint}", wrong=True)
                 with self.cond:
                     self._restart(None)
-                self._save()
+                self._save(force=True)
         except BaseException:
             self.stop()
             raise
@@ -296,7 +299,7 @@ class Transfer:
                     self._widen()  # (also when no bytes come: a silent piece is then taken over)
                 self.cond.wait(0.5)
             self._flush_events()
-            self._save(due=True)  # also when every connection waits for bytes that do not come
+            self._save()  # also when every connection waits for bytes that do not come
         with self.cond:
             self.round += 1  # the connections of this round leave
             self._cancel_pieces()
@@ -415,7 +418,7 @@ class Transfer:
                 if feed.host is not None:
                     HOSTS.release(feed.host)
                 self._flush_events()
-                self._save(due=not self._unsaved())
+                self._save()
 
     def _next(self, round_: int) -> tuple[Feed, Piece] | None:
         """Under the lock: a source and a piece for this connection; None when it should leave."""
@@ -530,7 +533,7 @@ class Transfer:
             with self.cond:
                 news = self._check(feed, piece, answer, validator)
             if news:  # validators to resume with, or no more appending: on disk before the bytes
-                self._save()
+                self._save(force=True)
                 with self.cond:
                     self._gate = False
                     self.cond.notify_all()
@@ -547,7 +550,7 @@ class Transfer:
                         batch, pending, size, flushed = pending, [], 0, time.monotonic()
                         more = self._write(feed, piece, batch, answer.where)
                         self._flush_events()
-                        self._save(due=not self._unsaved())  # a piece done: saved at once
+                        self._save()
                         if not more:
                             return
             finally:  # what arrived before a failure is kept, for the next attempt
@@ -804,29 +807,27 @@ class Transfer:
             for event in events:
                 self._report(event)
 
-    def _unsaved(self) -> bool:
-        """Has a piece been completed since the sidecar was last saved?"""
-        return self._changes != self._saved_changes
+    def _save(self, force: bool = False) -> None:
+        """Save the sidecar: news (a piece done, a source's validator) at most every SAVE_GAP s,
+        the bytes of pieces in progress every SAVE_EVERY s; ``force``: now.
 
-    def _save(self, due: bool = False, force: bool = False) -> None:
-        """Save the sidecar when there is news it lacks (``due``: when the last save is older
-        than SAVE_EVERY; ``force``: now).
-
-        Saves are one at a time, each with the state when it starts: connections that
-        finish pieces together are covered by one save.
+        A connection never waits for another's save (an fsync): the next save covers it.
         """
-        asked = self._changes
-        if due and time.monotonic() - self._saved < SAVE_EVERY:
-            return
-        with self._save_lock:
+        if not force:
+            since = time.monotonic() - self._saved
+            news = self._changes != self._saved_changes
+            if since < (SAVE_GAP if news else SAVE_EVERY) or not self._save_lock.acquire(blocking=False):
+                return
+        else:
+            self._save_lock.acquire()
+        try:
             if self._finished:
                 return
-            if due and time.monotonic() - self._saved < SAVE_EVERY:
-                return
-            if not due and not force and self._saved_changes >= asked:
-                return  # a save that started since covers it
             with self.cond:
                 state = self.partial.state()
                 changes = self._changes
+            self._saved = time.monotonic()
             self.partial.save(state)
-            self._saved, self._saved_changes = time.monotonic(), changes
+            self._saved_changes = changes
+        finally:
+            self._save_lock.release()
