@@ -14,12 +14,23 @@ every request with its headers, so tests can assert what a client sent.
 
 Faults: ``statuses`` (answered first, in order), ``retry_after``,
 ``drop_after`` (close the connection after N body bytes, ``drops`` times),
-``stall_after`` ((N, seconds): go silent after N bytes, once), ``trickle``
-((bytes, seconds): send slowly), ``ignore_range``, ``corrupt`` (one byte
-flipped), ``content_length`` (a lie about the length), ``redirect``, ``etag``
-and ``last_modified`` (change them between requests to simulate a new file),
+``stall_after`` ((N, seconds or an Event to wait for): go silent after N bytes, once), ``trickle``
+((bytes, seconds): send slowly), ``rate`` (bytes a second, per connection),
+``total_rate`` (bytes a second, all connections to the route together: a capped source),
+``ignore_range`` (and no ``Accept-Ranges``), ``corrupt`` (one byte flipped in
+every answer), ``corrupt_at`` (the bytes at these offsets of the file flipped:
+a source that lies in one segment), ``stall_at`` (every answer goes silent at
+this offset of the file, until the server stops), ``die_after`` (after N body
+bytes in all, every connection is cut and every request refused: a source that
+dies), ``content_length`` (a lie about the length), ``redirect``, ``etag`` and
+``last_modified`` (change them between requests to simulate a new file),
 ``content_type``, ``handler`` (a function ``(route, request_handler) -> None``
 taking over the answer). Bind to ``127.0.0.2`` for "another host".
+
+``route.bytes_sent`` counts the body bytes a route sent, ``request.sent`` those of
+one answer: a test asserts what was (not) fetched again. ``server.peak_active`` is the
+most answers it was sending at once; ``server.peak_whole()`` the most answers sent whole
+at once (one the client cut short lingers here a moment after the client let it go).
 """
 
 from __future__ import annotations
@@ -41,7 +52,7 @@ class Route:
     retry_after: str | None = None
     drop_after: int | None = None
     drops: int = 1
-    stall_after: tuple[int, float] | None = None
+    stall_after: tuple[int, float | threading.Event] | None = None
     trickle: tuple[int, float] | None = None
     ignore_range: bool = False
     corrupt: bool = False
@@ -51,8 +62,19 @@ class Route:
     last_modified: str | None = None
     content_type: str = "application/octet-stream"
     handler: Callable[[Route, BaseHTTPRequestHandler], None] | None = None
+    rate: float | None = None
+    total_rate: float | None = None
+    corrupt_at: tuple[int, ...] = ()
+    stall_at: int | None = None
+    die_after: int | None = None
     hits: int = 0
     bodies_sent: int = 0  # answers whose body went out complete
+    bytes_sent: int = 0  # body bytes, all answers together
+    _due: float = 0.0  # when the bytes sent so far are paid for, under total_rate
+
+    @property
+    def dead(self) -> bool:
+        return self.die_after is not None and self.bytes_sent >= self.die_after
 
 
 @dataclass
@@ -61,6 +83,10 @@ class Request:
     path: str
     headers: dict[str, str]
     time: float
+    sent: int = 0  # body bytes of the answer
+    offset: int = 0  # where in the file they start
+    whole: bool = False  # the whole body asked for went out
+    end: float | None = None  # when the answer was over
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -75,22 +101,35 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self, head: bool = False) -> None:
         srv = self.server.owner
-        path = self.path.split("?", 1)[0]
         with srv.lock:
-            srv.requests.append(
-                Request(
-                    self.command,
-                    self.path,
-                    {k.lower(): v for k, v in self.headers.items()},
-                    time.monotonic(),
-                )
-            )
+            srv.active += 1
+            srv.peak_active = max(srv.peak_active, srv.active)
+        try:
+            self._answer(head)
+        finally:
+            with srv.lock:
+                srv.active -= 1
+                if hasattr(self, "record"):
+                    self.record.end = time.monotonic()
+
+    def _answer(self, head: bool) -> None:
+        srv = self.server.owner
+        path = self.path.split("?", 1)[0]
+        self.record = Request(
+            self.command, self.path, {k.lower(): v for k, v in self.headers.items()}, time.monotonic()
+        )
+        with srv.lock:
+            srv.requests.append(self.record)
             route = srv.routes.get(path)
             if route is not None:
                 n = route.hits
                 route.hits += 1
         if route is None:
             return self._small(404, b"not found")
+        if route.dead:  # hang up without a word
+            self.connection.shutdown(socket.SHUT_RDWR)
+            self.close_connection = True
+            return
         if route.handler is not None:
             return route.handler(route, self)
         if n < len(route.statuses):
@@ -129,12 +168,18 @@ class _Handler(BaseHTTPRequestHandler):
                     return self._small(416, b"", {"Content-Range": f"bytes */{size}"})
                 status = 206
         body = data[start : end + 1]
+        self.record.offset = start
         if route.corrupt and body:
             i = len(body) // 2
             body = body[:i] + bytes([body[i] ^ 0xFF]) + body[i + 1 :]
+        for at in route.corrupt_at:
+            if start <= at <= end:
+                i = at - start
+                body = body[:i] + bytes([body[i] ^ 0xFF]) + body[i + 1 :]
         self.send_response(status)
         self.send_header("Content-Type", route.content_type)
-        self.send_header("Accept-Ranges", "bytes")
+        if not route.ignore_range:
+            self.send_header("Accept-Ranges", "bytes")
         length = len(body) if route.content_length is None else route.content_length - start
         self.send_header("Content-Length", str(length))
         if status == 206:
@@ -152,8 +197,14 @@ class _Handler(BaseHTTPRequestHandler):
             drop = max(0, route.drop_after - start)
         stall = route.stall_after
         route.stall_after = None  # once
+        if route.stall_at is not None:
+            stall = (max(0, route.stall_at - start), 3600.0)
         sent = 0
         step = route.trickle[0] if route.trickle else 64 * 1024
+        for r in (route.rate, route.total_rate):
+            if r:
+                step = max(1, min(step, int(r / 50)))
+        began = time.monotonic()
         stopping = self.server.owner.stopping
         while sent < len(body):
             n = min(step, len(body) - sent)
@@ -161,12 +212,37 @@ class _Handler(BaseHTTPRequestHandler):
                 n = min(n, drop - sent)
             if stall is not None and sent < stall[0]:
                 n = min(n, stall[0] - sent)
+            if route.die_after is not None:
+                with self.server.owner.lock:
+                    n = min(n, max(0, route.die_after - route.bytes_sent))
+                if n == 0:  # dead: cut this connection too
+                    self.wfile.flush()
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                    self.close_connection = True
+                    return
+            if n > 0 and route.total_rate:  # the route's connections share one budget
+                with self.server.owner.lock:
+                    now = time.monotonic()
+                    route._due = max(route._due, now) + n / route.total_rate
+                    wait = route._due - now - 0.02
+                if wait > 0 and stopping.wait(wait):
+                    self.close_connection = True
+                    return
             if n > 0:
-                if sent + n == len(body):  # counted before the last write, so a client never sees
-                    with self.server.owner.lock:  # the whole body before the count does
-                        route.bodies_sent += 1
+                with self.server.owner.lock:
+                    if sent + n == len(body):  # counted before the last write, so a client never
+                        route.bodies_sent += 1  # sees the whole body before the count does
+                    route.bytes_sent += n
+                    self.record.sent += n
                 self.wfile.write(body[sent : sent + n])
                 sent += n
+            if route.rate and sent < len(body):
+                ahead = sent / route.rate - (time.monotonic() - began)
+                if ahead > 0:
+                    self.wfile.flush()
+                    if stopping.wait(ahead):
+                        self.close_connection = True
+                        return
             if drop is not None and sent >= drop:
                 self.wfile.flush()
                 self.connection.shutdown(socket.SHUT_RDWR)
@@ -174,7 +250,11 @@ class _Handler(BaseHTTPRequestHandler):
                 return
             if stall is not None and sent >= stall[0]:
                 self.wfile.flush()
-                stopping.wait(stall[1])
+                if isinstance(stall[1], threading.Event):  # until the test says so
+                    while not stall[1].wait(0.05) and not stopping.is_set():
+                        pass
+                else:
+                    stopping.wait(stall[1])
                 stall = None
                 if stopping.is_set():
                     self.close_connection = True
@@ -184,6 +264,7 @@ class _Handler(BaseHTTPRequestHandler):
                 if stopping.wait(route.trickle[1]):
                     self.close_connection = True
                     return
+        self.record.whole = sent == len(body)
         if route.content_length is not None and route.content_length - start > len(body):
             self.close_connection = True  # the promised bytes never come: hang up
         if not body:
@@ -209,6 +290,7 @@ class FaultServer:
     def __init__(self, host: str = "127.0.0.1", port: int = 0):
         self.routes: dict[str, Route] = {}
         self.requests: list[Request] = []
+        self.active = self.peak_active = 0
         self.lock = threading.Lock()
         self.stopping = threading.Event()
         self._server = _Server((host, port), _Handler)
@@ -235,6 +317,21 @@ class FaultServer:
         with self.lock:
             self.routes[path] = route
         return route
+
+    def peak_whole(self) -> int:
+        """The most answers sent whole that overlapped in time."""
+        with self.lock:
+            spans = [(r.time, r.end) for r in self.requests if r.whole and r.end is not None]
+        edges = sorted([(t, 1) for t, _ in spans] + [(e, -1) for _, e in spans], key=lambda x: (x[0], x[1]))
+        peak = now = 0
+        for _, step in edges:
+            now += step
+            peak = max(peak, now)
+        return peak
+
+    def served(self, requests: list[Request], start: int, end: int) -> int:
+        """Body bytes of ``requests`` that fell in ``[start, end)`` of the file."""
+        return sum(max(0, min(end, r.offset + r.sent) - max(start, r.offset)) for r in requests)
 
     def requests_for(self, path: str) -> list[Request]:
         with self.lock:

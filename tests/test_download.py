@@ -106,6 +106,8 @@ def test_json_output_and_verify(cli, srv, tmp_path, caffezoo_home):
         "source": srv.url("/w"),
         "blob": str(cache_blob(caffezoo_home, sha1(DATA))),
         "how": "link",
+        "sources": [srv.url("/w")],
+        "bad_sources": [],
     }
     r = cli("download", "--json", "--verify", m)
     assert json.loads(r.stdout)[0]["status"] == "present"
@@ -305,6 +307,118 @@ def test_ctrl_c_exits_130_and_keeps_the_bytes(srv, tmp_path, caffezoo_home):
     assert "Traceback" not in err
     assert not (m / "net.caffemodel").exists()
     assert partial_size(caffezoo_home) >= 1 << 20
+
+
+# -- in pieces ------------------------------------------------------------------------------
+
+PIECES = blob(16 << 20, seed=14)  # with -c 4: pieces of 2 MiB
+
+
+def sidecar_runs(home: Path) -> list[list[int]]:
+    """The runs the sidecar of the (one) partial download lists as written."""
+    for part in partial_files(home):
+        try:
+            return json.loads(part.with_suffix(".json").read_text()).get("runs", [])
+        except (OSError, ValueError):
+            continue
+    return []
+
+
+def held_from_0(home: Path) -> int:
+    """Where the run of bytes that the sidecar lists from byte 0 ends."""
+    runs = sidecar_runs(home)
+    return runs[0][1] if runs and runs[0][0] == 0 else 0
+
+
+def interrupt_in_pieces(srv, tmp_path, home, sig):
+    """A `download -c 4` stopped by ``sig`` once pieces 0-2 are done and piece 3 has begun.
+
+    Returns where the bytes it kept are: from 0 to past 6 MiB (pieces of 2 MiB).
+    """
+    # A link of 16 MiB/s a connection: one is not enough, the pieces go to four. Nothing past
+    # 7 MiB comes.
+    route = srv.route("/w", PIECES, etag='"v1"', stall_at=7 << 20, rate=16 << 20)
+    m = weights_model(tmp_path / "net", srv.url("/w"), PIECES)
+    p = popen("download", "-c", "4", m)
+    try:
+        wait_for(lambda: held_from_0(home) >= 6 << 20, what="pieces 0-2 in the sidecar")
+        p.send_signal(sig)
+        _, err = p.communicate(timeout=30)
+    finally:
+        p.kill()
+    route.stall_at = None
+    return m, route, p.returncode, err, held_from_0(home)  # pieces 0, 1, 2 and maybe part of 3
+
+
+def test_kill_9_in_pieces_keeps_every_piece_done(srv, tmp_path, caffezoo_home, cli_process):
+    m, route, code, _, held = interrupt_in_pieces(srv, tmp_path, caffezoo_home, signal.SIGKILL)
+    assert code == -signal.SIGKILL and not (m / "net.caffemodel").exists()
+    before = len(srv.requests_for("/w"))
+    r = cli_process("download", "-c", "4", m)
+    assert r.code == 0, r.stderr
+    assert (m / "net.caffemodel").read_bytes() == PIECES
+    again = srv.requests_for("/w")[before:]
+    assert srv.served(again, 0, held) == 0  # not one byte it had was fetched again
+    assert srv.served(again, held, len(PIECES)) >= len(PIECES) - held
+    assert len(again) > 1 and all(r.headers["if-range"] == '"v1"' for r in again)  # each piece: If-Range
+    assert partial_files(caffezoo_home) == []
+
+
+def test_ctrl_c_in_pieces_exits_130_and_keeps_them(srv, tmp_path, caffezoo_home, cli_process):
+    m, route, code, err, held = interrupt_in_pieces(srv, tmp_path, caffezoo_home, signal.SIGINT)
+    assert code == 130 and "error: interrupted; the bytes received are kept" in err
+    assert "Traceback" not in err and held > 6 << 20
+    before = len(srv.requests_for("/w"))
+    assert cli_process("download", m).code == 0
+    assert srv.served(srv.requests_for("/w")[before:], 0, held) == 0
+    assert (m / "net.caffemodel").read_bytes() == PIECES
+
+
+@pytest.mark.parametrize("damage", ["unreadable", "lying"])
+def test_a_damaged_sidecar_is_never_trusted(srv, tmp_path, caffezoo_home, cli_process, damage):
+    m, route, _, _, held = interrupt_in_pieces(srv, tmp_path, caffezoo_home, signal.SIGKILL)
+    (part,) = partial_files(caffezoo_home)
+    if damage == "unreadable":
+        part.with_suffix(".json").write_text('{"runs": [[0, 7340032')
+    else:  # it still lists 7 MiB as written, but the bytes are not those any more
+        with open(part, "r+b") as f:
+            f.write(bytes(1 << 20))
+    before = len(srv.requests_for("/w"))
+    r = cli_process("download", m)
+    assert r.code == 0, r.stderr
+    assert (m / "net.caffemodel").read_bytes() == PIECES
+    again = srv.requests_for("/w")[before:]
+    assert srv.served(again, 0, held) >= held  # what it held was fetched again
+    if damage == "unreadable":
+        assert "was not trusted (its record does not parse)" in r.stderr
+    else:
+        assert "wrong bytes after resuming" in r.stderr
+
+
+def test_sources_from_the_environment_and_the_front_matter_share_the_pieces(
+    srv, tmp_path, caffezoo_home, cli_process
+):
+    data = PIECES
+    with FaultServer("127.0.0.2") as mirror:
+        mirror.route(f"/blobs/sha1/{sha1(data)}", data, rate=8 << 20)
+        srv.route("/w", data, rate=8 << 20)
+        m = weights_model(tmp_path / "net", srv.url("/w"), data)
+        r = cli_process("download", "--json", m, env={"CAFFEZOO_MIRRORS": mirror.url("")})
+    assert r.code == 0, r.stderr
+    (out,) = json.loads(r.stdout)
+    assert sorted(out["sources"]) == sorted([srv.url("/w"), f"{mirror.url('')}/blobs/sha1/{sha1(data)}"])
+    assert (m / "net.caffemodel").read_bytes() == data
+
+
+def test_connection_and_rate_options_are_checked(cli, srv, tmp_path):
+    m = weights_model(tmp_path / "net", srv.url("/w"), DATA)
+    r = cli("download", "--limit-rate", "fast", m)
+    assert r.code != 0 and "--limit-rate: expected bytes a second such as 10M" in r.stderr
+    r = cli("download", "-c", "0", m)
+    assert r.code != 0 and "Traceback" not in r.stderr
+    srv.route("/w", DATA)
+    r = cli("download", "-c", "2", "--per-host", "1", "--limit-rate", "100M", m)
+    assert r.code == 0, r.stderr
 
 
 def test_two_processes_fetch_the_blob_once(srv, tmp_path):

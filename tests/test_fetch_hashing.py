@@ -9,7 +9,6 @@ import pytest
 
 from caffezoo.errors import UsageError
 from caffezoo.fetch import Digests, Expected, hash_file
-from caffezoo.fetch.hashing import StreamHasher
 from caffezoo.fetch.records import Records
 
 DATA = os.urandom(3 * (1 << 20) + 123)
@@ -22,37 +21,6 @@ def test_hash_file_reads_in_buffers_and_reports_progress(tmp_path):
     d = hash_file(p, sha256=True, progress=seen.append)
     assert d == Digests(hashlib.sha1(DATA).hexdigest(), hashlib.sha256(DATA).hexdigest(), len(DATA))
     assert seen[-1] == len(DATA) and len(seen) == 4
-
-
-def test_stream_hasher_orders_batches_file_ranges_and_resets(tmp_path):
-    p = tmp_path / "f"
-    p.write_bytes(DATA)
-    h = StreamHasher(sha256=True)
-    try:
-        h.feed([b"junk"])
-        h.reset()
-        h.feed_file(p, 0, 1000)
-        h.feed([DATA[1000:5000], DATA[5000:6000]])
-        h.feed_file(p, 6000, len(DATA) - 6000)
-        got = h.result()
-        assert got.sha1 == hashlib.sha1(DATA).hexdigest() and got.size == len(DATA)
-        assert got.sha256 == hashlib.sha256(DATA).hexdigest()
-        h.feed([b"more"])  # result() is a snapshot: hashing goes on
-        assert h.result().sha1 == hashlib.sha1(DATA + b"more").hexdigest()
-    finally:
-        h.close()
-
-
-def test_stream_hasher_reports_a_short_file_in_the_callers_thread(tmp_path):
-    p = tmp_path / "short"
-    p.write_bytes(b"abc")
-    h = StreamHasher()
-    try:
-        h.feed_file(p, 0, 10)
-        with pytest.raises(OSError, match="shorter than"):
-            h.result()
-    finally:
-        h.close()
 
 
 def test_expected_values_are_checked_and_normalised():

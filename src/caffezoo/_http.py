@@ -428,16 +428,18 @@ def client(
     max_redirects: int = 10,
     auth: httpx.Auth | None = None,
     max_connections: int = 32,
+    max_keepalive: int = 8,
     read_size: int = DEFAULT_READ,
 ) -> httpx.Client:
     """An httpx client with the project's User-Agent, timeouts and (given ``policy``) URL policy.
 
-    ``read_size``: bytes asked of the socket per read (httpcore asks 64 KiB); downloads ask
+    ``max_keepalive``: idle connections kept open for reuse (a download over N connections
+    wants N). ``read_size``: bytes asked of the socket per read (httpcore asks 64 KiB); downloads ask
     more, which at loopback or LAN speeds cuts httpcore's per-read Python work. With a policy,
     proxies from the environment are ignored: a proxy would reach what the policy refuses.
     """
     transport = httpx.HTTPTransport(
-        limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=8),
+        limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_keepalive),
         trust_env=policy is None,
     )
     pool = transport._pool

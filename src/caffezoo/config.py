@@ -23,7 +23,7 @@ Variables:
 ``CAFFEZOO_TIMEOUT``
     Seconds a download may wait for a connection or for the next bytes (default 30, at most 86400).
 ``CAFFEZOO_RETRIES``
-    Attempts per download source without progress before the next source (default 5).
+    Attempts per download source without progress before it is given up (default 5).
 ``CAFFEZOO_S3_ENDPOINT`` (else ``AWS_ENDPOINT_URL_S3``, ``AWS_ENDPOINT_URL``), ``CAFFEZOO_S3_REGION``
 (else ``AWS_REGION``, ``AWS_DEFAULT_REGION``), ``CAFFEZOO_S3_ACCESS_KEY_ID`` and
 ``CAFFEZOO_S3_SECRET_ACCESS_KEY`` (else the AWS SDK's own chain: ``AWS_ACCESS_KEY_ID`` ...)

@@ -32,6 +32,7 @@ from .config import Settings, settings
 from .errors import DownloadError
 from .fetch import Fetched, Progress, fetch_to
 from .fetch.core import How
+from .fetch.limits import RateLimit, parse_rate
 from .fetch.urls import normalize, origin
 from .modeldir import ModelDir
 from .schema import require
@@ -53,8 +54,14 @@ def download(
     output: str | os.PathLike[str] | None = None,
     progress: Progress | None = None,
     allow_local: bool = False,
+    connections: int | None = None,
+    per_host: int | None = None,
+    limit_rate: str | float | RateLimit | None = None,
 ) -> Fetched:
     """Install a model's weights (at ``output`` if given) and return where they are.
+
+    ``connections``, ``per_host`` and ``limit_rate`` are those of :func:`caffezoo.fetch.fetch_blob`:
+    a large file comes in pieces over several connections, from every source at once.
 
     Raises :class:`~caffezoo.errors.FrontMatterError` when the front matter lacks
     ``caffemodel``, ``caffemodel_url`` or ``sha1``, and a
@@ -81,6 +88,9 @@ def download(
         verify=verify,
         progress=progress,
         name=fm.caffemodel,
+        connections=connections,
+        per_host=per_host,
+        limit_rate=limit_rate,
         auth=_auth(settings()),  # the cache, mirrors, offline, timeout...: fetch reads settings()
     )
 
@@ -127,11 +137,14 @@ def download_many(
 ) -> list[Outcome]:
     """Download several models, at most ``jobs`` at a time; one failure does not stop the rest.
 
-    ``progress(model)`` returns the progress callback for that model.
+    ``progress(model)`` returns the progress callback for that model. A ``limit_rate``
+    given as text or a number is one limit for all of them together.
     Outcomes come back in the order of ``models``. The workers are daemon
     threads: on Ctrl-C the caller may exit at once, and what each had written
     stays on disk for the next run to resume.
     """
+    if options.get("limit_rate") is not None and not isinstance(options["limit_rate"], RateLimit):
+        options["limit_rate"] = RateLimit(parse_rate(options["limit_rate"]))
     outcomes: dict[int, Outcome] = {}
     todo: queue.Queue = queue.Queue()
     for item in enumerate(models):

@@ -82,7 +82,9 @@ class Display:
             kind = event.kind
             if kind in ("retry", "fail", "warning") or (kind == "wait" and (name, kind) not in self._said):
                 self._said.add((name, kind))
-                text = event.message if kind != "fail" else f"{event.source}: {event.message}; next source"
+                text = (
+                    event.message if kind != "fail" else f"{event.source}: {event.message}; not asked again"
+                )
                 self.message(name, text)
             if self._bars is None:
                 return

@@ -46,6 +46,21 @@ def download(
         help="Let the front matter name file:// URLs (refused by default: a model from a gist "
         "must not read your files). file:// mirrors in CAFFEZOO_MIRRORS are always allowed.",
     ),
+    connections: int = typer.Option(
+        None,
+        "--connections",
+        "-c",
+        min=1,
+        max=64,
+        help="Connections per file (default 8): a file of 8 MiB or more comes in pieces, from "
+        "every source that takes byte ranges at once.",
+    ),
+    per_host: int = typer.Option(
+        None, "--per-host", min=1, max=64, help="At most N connections to one host (default: -c)."
+    ),
+    limit_rate: str = typer.Option(
+        None, "--limit-rate", metavar="RATE", help="At most RATE bytes a second in all, e.g. 10M or 500k."
+    ),
     json: bool = JSON_OPTION,
     quiet: bool = QUIET_OPTION,
 ) -> None:
@@ -58,8 +73,10 @@ def download(
     Sources, in order: the cache; each CAFFEZOO_MIRRORS base, as
     <base>/blobs/sha1/<sha1>; caffemodel_url; the front matter's mirrors.
 
-    Interrupted downloads resume on the next run; failures are retried
-    with backoff. Exit status 0 only when every file is in place and right.
+    A file of 8 MiB or more comes in pieces over -c connections, from every
+    source that takes byte ranges at once; a source that sends wrong bytes
+    is named. Interrupted downloads resume on the next run; failures are
+    retried with backoff. Exit status 0 only when every file is in place and right.
     """
     from ..errors import CaffezooError, UsageError
 
@@ -68,6 +85,11 @@ def download(
     if symlink and copy:
         raise UsageError("--symlink and --copy exclude each other")
     how = "symlink" if symlink else "copy" if copy else "link"
+    rate = None
+    if limit_rate is not None:
+        from ..fetch.limits import RateLimit, parse_rate
+
+        rate = RateLimit(parse_rate(limit_rate))  # one limit for every model together
 
     from ..download import download_many
     from ._progress import Display
@@ -82,6 +104,9 @@ def download(
                 how=how,
                 output=output,
                 allow_local=allow_local,
+                connections=connections,
+                per_host=per_host,
+                limit_rate=rate,
             )
         except KeyboardInterrupt:
             display.close()
@@ -106,10 +131,12 @@ def download(
             r = o.result
             if r is None:
                 continue
+            more = len(r.sources) - 1
+            also = f" and {more} more source{'s' * (more > 1)}" if more > 0 else ""
             what = {
                 "present": "already there",
                 "cached": "installed from the cache",
-                "downloaded": f"downloaded {human_size(r.size)} from {r.source}",
+                "downloaded": f"downloaded {human_size(r.size)} from {r.source}{also}",
             }[r.status]
             typer.echo(f"{o.model}: {what}, sha1 ok: {r.path}")
     for o in failures:

@@ -9,9 +9,13 @@ installs it where it is wanted.
 'downloaded'
 
 Modules: ``core`` (fetch_blob, fetch_to, install), ``cache`` (the blob
-cache), ``partial`` (resumable partial files), ``records`` (what was
-verified), ``hashing``, ``urls`` (sources, Dropbox/Google Drive links,
-mirrors), ``retry``, ``http`` and ``local`` (one attempt over each transport).
+cache), ``partial`` (resumable partial files and their sidecar), ``records``
+(what was verified), ``hashing``, ``urls`` (sources, Dropbox/Google Drive
+links, mirrors), ``transfer`` (one download over several connections and
+sources), ``segments`` (which bytes are written, which are being fetched),
+``ordered_hash`` (the SHA-1 of a file written out of order), ``limits``
+(rate limit, per-host cap), ``retry``, ``events``, ``http`` and ``local``
+(one request for a range, over each transport).
 """
 
 from .cache import BlobCache, BlobInfo, PruneReport, VerifyResult

@@ -261,7 +261,8 @@ class BlobCache:
         if self.partial_dir.is_dir():
             for part in sorted(self.partial_dir.glob("*.part")):
                 meta_path = part.with_suffix(".json")
-                if owner_alive(_load_meta(meta_path).get("owner", {}), part):
+                meta = _load_meta(meta_path)
+                if meta is not None and owner_alive(meta.get("owner", {}), part):
                     continue
                 report.partials.append(part.name)
                 report.bytes += size_of(part)

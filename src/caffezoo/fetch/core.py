@@ -1,4 +1,4 @@
-"""Fetch a blob by SHA-1 from the first source that has it; install it where it is wanted.
+"""Fetch a blob by SHA-1 from the sources that have it; install it where it is wanted.
 
 >>> blob = fetch_blob(["https://example.org/w.caffemodel"], sha1="9116a64c...")   # doctest: +SKIP
 >>> blob.path, blob.status                                                          # doctest: +SKIP
@@ -6,11 +6,13 @@
 >>> fetch_to("net/w.caffemodel", ["https://example.org/w.caffemodel"], sha1="9116...")  # doctest: +SKIP
 
 The order of work: the cache (a recorded blob costs a ``stat``), then, holding
-the blob's lock, each source in turn — mirrors first, see
-:func:`caffezoo.fetch.urls.plan` — each with retries, resuming from the bytes
-already on disk. The SHA-1 decides whether a source gave the right file; only
-then is the file renamed into the cache, and only a cached (verified) blob is
-linked into place. Nothing here prints: ``progress`` receives :class:`Event`\\ s.
+the blob's lock, a :class:`~caffezoo.fetch.transfer.Transfer` from the sources
+— mirrors first, see :func:`caffezoo.fetch.urls.plan` — resuming from the bytes
+already on disk: one stream for a small file or a server without ranges, else
+pieces over several connections from every source at once. The SHA-1 decides
+whether the sources gave the right file; only then is the file renamed into
+the cache, and only a cached (verified) blob is linked into place. Nothing
+here prints: ``progress`` receives :class:`Event`\\ s.
 """
 
 from __future__ import annotations
@@ -18,19 +20,18 @@ from __future__ import annotations
 import functools
 import os
 import shutil
-import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from ..config import settings
-from ..errors import ChecksumError, DownloadError, OfflineError
+from ..errors import DownloadError, OfflineError
 from .cache import BlobCache
+from .events import Event, Progress
 from .hashing import Digests, Expected, hash_file
-from .partial import Partial
-from .retry import Retry, SourceFailed
+from .limits import RateLimit, parse_rate
 from .urls import Source, plan
 
 __all__ = ["Event", "Fetched", "How", "Progress", "Status", "fetch_blob", "fetch_to", "install"]
@@ -41,32 +42,13 @@ Status = Literal["present", "cached", "downloaded"]
 
 
 @dataclass(frozen=True)
-class Event:
-    """Something a progress display may show.
-
-    ``kind`` is one of ``check`` (hashing a file already there), ``start`` (a
-    source answered; ``total`` may be known), ``bytes`` (``done`` of ``total``),
-    ``retry`` and ``fail`` (``message`` says why; ``fail`` moves to the next
-    source), ``wait`` (another process is downloading the same blob; ``done`` is
-    its progress), ``warning``.
-    """
-
-    kind: str
-    done: int = 0
-    total: int | None = None
-    source: str | None = None
-    message: str = ""
-
-
-Progress = Callable[[Event], None]
-
-
-@dataclass(frozen=True)
 class Fetched:
     """The outcome: where the verified file is and how it got there.
 
     ``status``: ``present`` (was already right), ``cached`` (from the blob cache,
-    no network), ``downloaded``. ``how`` says how it was installed.
+    no network), ``downloaded``. ``how`` says how it was installed. ``source`` gave
+    the most bytes; ``sources`` lists every one that gave some, ``bad_sources`` those
+    found sending wrong bytes (their bytes were fetched again from the others).
     """
 
     path: Path
@@ -77,6 +59,8 @@ class Fetched:
     source: str | None = None
     blob: Path | None = None
     how: str | None = None
+    sources: tuple[str, ...] = field(default=())
+    bad_sources: tuple[str, ...] = field(default=())
 
 
 def _quiet(event: Event) -> None:
@@ -115,11 +99,19 @@ def fetch_blob(
     progress: Progress | None = None,
     max_size: int | None = None,
     client: Any = None,
+    connections: int | None = None,
+    per_host: int | None = None,
+    limit_rate: str | float | RateLimit | None = None,
 ) -> Fetched:
     """Make sure the blob ``sha1`` is in the cache; return its path there.
 
     ``sources`` are URLs (http, https, file) or local paths. ``mirrors`` are
-    base URLs serving ``<base>/blobs/sha1/<sha1>``, tried first. ``auth`` maps
+    base URLs serving ``<base>/blobs/sha1/<sha1>``, asked first. A file large
+    enough is fetched in pieces over ``connections`` connections (default 8)
+    from every source that takes byte ranges, at most ``per_host`` to one host
+    (default: ``connections``), at most ``limit_rate`` bytes a second in all
+    (``"10M"``, a number, or a :class:`~caffezoo.fetch.limits.RateLimit` shared
+    by several downloads). ``auth`` maps
     an origin (``scheme://host:port``, see :func:`caffezoo.fetch.urls.origin`) to the
     ``Authorization`` value sent to it, and to nothing else. Unset arguments come
     from :func:`caffezoo.config.settings`. ``max_size`` caps the bytes taken from a source
@@ -185,9 +177,24 @@ def fetch_blob(
         try:
             if expected.size is not None:
                 partial.ensure_space(expected.size)
-            source, digests = _download(
-                candidates, partial, expected, label, timeout, retries, auth or {}, report, client
+            from .transfer import DEFAULT_CONNECTIONS, Transfer
+
+            rate = limit_rate if isinstance(limit_rate, RateLimit) or limit_rate is None else None
+            transfer = Transfer(
+                candidates,
+                partial,
+                expected,
+                connections=connections or DEFAULT_CONNECTIONS,
+                per_host=per_host,
+                rate=rate or (RateLimit(parse_rate(limit_rate)) if limit_rate is not None else None),
+                timeout=timeout,
+                retries=retries,
+                auth=auth,
+                client=client,
+                report=report,
+                label=label,
             )
+            digests, source = transfer.run()
             path = cache.commit(partial, digests)
         except BaseException:
             if partial.size:
@@ -195,119 +202,17 @@ def fetch_blob(
             else:
                 partial.discard()
             raise
-    return Fetched(path, digests.sha1, digests.sha256, digests.size, "downloaded", str(source), blob=path)
-
-
-def _download(
-    sources: list[Source],
-    partial: Partial,
-    expected: Expected,
-    label: str,
-    timeout: float,
-    retries: int,
-    auth: Mapping[str, str],
-    report: Progress,
-    client: Any = None,
-) -> tuple[Source, Digests]:
-    failures: list[str] = []
-    wrong_files = 0  # sources that answered with other bytes: if all did, it is a ChecksumError
-    for source in sources:
-        clean_retries = 1  # wrong bytes after a resume earn one download from the start
-        while True:
-            partial.on_bytes = lambda n, src=str(source): report(
-                Event("bytes", done=n, total=partial.meta.get("total") or expected.size, source=src)
-            )
-            report(Event("start", done=partial.size, total=expected.size, source=str(source)))
-            try:
-                _with_retries(source, partial, expected, timeout, retries, auth, report, client)
-                digests = partial.digests()
-            except SourceFailed as e:
-                failures.append(f"{source.role} {source}: {e}")
-                report(Event("fail", source=str(source), message=str(e)))
-                break
-            problem = expected.mismatch(digests)
-            if problem is None:
-                return source, digests
-            was_resumed = partial.resumed
-            html = (partial.content_type or "").startswith("text/html")
-            partial.restart()
-            if was_resumed and clean_retries:
-                clean_retries -= 1
-                report(
-                    Event(
-                        "retry",
-                        source=str(source),
-                        message=f"wrong bytes after resuming ({problem}); starting over",
-                    )
-                )
-                continue
-            hint = (
-                (
-                    " — the server sent a web page, not the file (a Dropbox link needs ?dl=1; "
-                    "a Google Drive file must be shared publicly)"
-                )
-                if html
-                else ""
-            )
-            failures.append(f"{source.role} {source}: wrong file: {problem}{hint}")
-            wrong_files += 1
-            report(Event("fail", source=str(source), message=f"wrong file: {problem}"))
-            break
-    lines = "\n".join(f"  {f}" for f in failures)
-    error = ChecksumError if wrong_files == len(sources) else DownloadError
-    raise error(
-        f"{label}: could not download it from any of {len(sources)} source(s):\n{lines}\n"
-        "Try again later, list a mirror that has it in CAFFEZOO_MIRRORS, or put the file in place "
-        "yourself (it is checked by its sha1)."
+    return Fetched(
+        path,
+        digests.sha1,
+        digests.sha256,
+        digests.size,
+        "downloaded",
+        str(source),
+        blob=path,
+        sources=tuple(transfer.sources()),
+        bad_sources=tuple(transfer.bad),
     )
-
-
-def _with_retries(
-    source: Source,
-    partial: Partial,
-    expected: Expected,
-    timeout: float,
-    retries: int,
-    auth: Mapping[str, str],
-    report: Progress,
-    client: Any = None,
-) -> None:
-    """Attempts on one source until the body is complete; SourceFailed when they run out."""
-    stuck = 0  # attempts in a row that added no byte
-    total_attempts = 0
-    limit = max(20, 10 * (retries + 1))
-    while True:
-        before = partial.size
-        total_attempts += 1
-        try:
-            if source.is_local:
-                from . import local
-
-                local.copy(source, partial, expected)
-            else:
-                from . import http
-
-                http.get(source, partial, expected, timeout=timeout, auth=auth, client=client)
-            return
-        except Retry as e:
-            from .._http import MAX_RETRY_AFTER, backoff  # only now: it imports httpx
-
-            stuck = 0 if partial.size > before else stuck + 1
-            if stuck > retries or total_attempts >= limit:
-                attempts = f"{total_attempts} attempt{'s' * (total_attempts > 1)}"
-                raise SourceFailed(f"{e} (gave up after {attempts}, {partial.size} bytes kept)") from None
-            delay = backoff(stuck or 1) if e.retry_after is None else e.retry_after
-            if delay > MAX_RETRY_AFTER:
-                raise SourceFailed(f"{e}; the server asks to retry after {delay:.0f} s") from None
-            report(
-                Event(
-                    "retry",
-                    done=partial.size,
-                    source=str(source),
-                    message=f"{e}; retrying in {delay:.1f} s",
-                )
-            )
-            time.sleep(delay)
 
 
 def install(blob: Path, dest: Path, how: How = "link") -> str:
@@ -394,4 +299,15 @@ def fetch_to(
     )
     done = install(blob.path, dest, how)
     cache.records.add(expected.sha1, [blob.path, dest], blob.size, blob.sha256)
-    return Fetched(dest, blob.sha1, blob.sha256, blob.size, blob.status, blob.source, blob.path, done)
+    return Fetched(
+        dest,
+        blob.sha1,
+        blob.sha256,
+        blob.size,
+        blob.status,
+        blob.source,
+        blob.path,
+        done,
+        blob.sources,
+        blob.bad_sources,
+    )

@@ -1,4 +1,4 @@
-"""Digests: what a blob is expected to be, and hashing that keeps up with the network.
+"""Digests: what a blob is expected to be, and hashing a file.
 
 >>> exp = Expected("9116A64C0FBE4459D18F4BB6B56D647B63920377", size=10)
 >>> exp.sha1
@@ -6,30 +6,24 @@
 >>> exp.mismatch(Digests(sha1=exp.sha1, sha256=None, size=9))
 'size: expected 10 bytes, got 9'
 
-:class:`StreamHasher` hashes in a thread of its own, fed through a bounded
-queue: ``hashlib`` releases the GIL on large buffers, so the network thread
-keeps receiving while the previous megabyte is hashed, and a slow disk or
-CPU holds the download back instead of buffering without bound.
+A download is hashed while it arrives, by :mod:`caffezoo.fetch.ordered_hash`.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-import queue
-import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..errors import UsageError
 from ..hashes import digest
 
-__all__ = ["BUFFER_SIZE", "Digests", "Expected", "QUEUE_DEPTH", "StreamHasher", "hash_file"]
+__all__ = ["BUFFER_SIZE", "Digests", "Expected", "hash_file", "new_hashes"]
 
 
-# 1 MiB reads: large enough that per-call overhead vanishes, small enough for a bounded queue.
+# 1 MiB reads: large enough that per-call overhead vanishes.
 BUFFER_SIZE = 1 << 20
-QUEUE_DEPTH = 4
 
 
 @dataclass(frozen=True)
@@ -80,7 +74,8 @@ def _digest(value: str, name: str) -> str:
         raise UsageError(f"{name}: {e}") from None
 
 
-def _new(sha256: bool) -> list:
+def new_hashes(sha256: bool) -> list:
+    """Fresh SHA-1 (and SHA-256) objects."""
     # usedforsecurity=False: integrity checks must work on FIPS-mode systems too.
     hashes = [hashlib.sha1(usedforsecurity=False)]
     if sha256:
@@ -101,7 +96,7 @@ def hash_file(
 
     ``progress(n)`` is called with the bytes read so far, once per buffer.
     """
-    hashes = _new(sha256)
+    hashes = new_hashes(sha256)
     buf = bytearray(BUFFER_SIZE)
     view = memoryview(buf)
     size = 0
@@ -113,100 +108,3 @@ def hash_file(
             if progress:
                 progress(size)
     return _digests(hashes, size)
-
-
-_STOP = object()
-_RESET = object()
-
-
-class StreamHasher:
-    """Hash byte batches in a background thread, in the order they are fed.
-
-    >>> h = StreamHasher()
-    >>> h.feed([b"caffe", b"zoo"])
-    >>> h.result().sha1 == hashlib.sha1(b"caffezoo").hexdigest()
-    True
-    >>> h.close()
-    """
-
-    def __init__(self, sha256: bool = False):
-        self._sha256 = sha256
-        self._hashes = _new(sha256)
-        self._size = 0
-        self._error: BaseException | None = None
-        self._queue: queue.Queue = queue.Queue(QUEUE_DEPTH)
-        self._thread = threading.Thread(target=self._run, name="caffezoo-hash", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while True:
-            item = self._queue.get()
-            try:
-                if item is _STOP:
-                    return
-                if isinstance(item, threading.Event):
-                    item.set()
-                elif item is _RESET:
-                    self._hashes, self._size, self._error = _new(self._sha256), 0, None
-                elif self._error is not None:
-                    continue
-                elif isinstance(item, tuple):  # (path, offset, length): bytes already on disk
-                    self._hash_range(*item)
-                else:
-                    # One update per batch: each update gives up and takes back the GIL, and
-                    # fewer hand-overs leave the network thread more time.
-                    data = item[0] if len(item) == 1 else b"".join(item)
-                    for h in self._hashes:
-                        h.update(data)
-                    self._size += len(data)
-            except BaseException as e:  # re-raised by result(), in the caller's thread
-                self._error = e
-            finally:
-                self._queue.task_done()
-
-    def _hash_range(self, path: str, offset: int, length: int) -> None:
-        buf = bytearray(BUFFER_SIZE)
-        view = memoryview(buf)
-        with open(path, "rb", buffering=0) as f:
-            f.seek(offset)
-            while length > 0:
-                n = f.readinto(view[: min(length, BUFFER_SIZE)])
-                if not n:
-                    raise OSError(f"{path}: shorter than the {length} bytes still expected")
-                for h in self._hashes:
-                    h.update(view[:n])
-                self._size += n
-                length -= n
-
-    def feed(self, chunks: Sequence[bytes | memoryview]) -> None:
-        """Queue a batch of chunks (blocks while the queue is full). The chunks must not change."""
-        self._queue.put(chunks)
-
-    def feed_file(self, path: str | os.PathLike[str], offset: int, length: int) -> None:
-        """Queue ``length`` bytes of a file from ``offset`` (a partial download being resumed)."""
-        self._queue.put((os.fspath(path), offset, length))
-
-    def reset(self) -> None:
-        """Start over, as if nothing had been fed."""
-        self._queue.put(_RESET)
-
-    def result(self) -> Digests:
-        """Wait for everything fed so far; return its digests."""
-        done = threading.Event()
-        self._queue.put(done)
-        done.wait()
-        if self._error is not None:
-            raise self._error
-        return _digests([h.copy() for h in self._hashes], self._size)
-
-    def close(self) -> None:
-        """Stop the thread (what is still queued is dropped unhashed)."""
-        if self._thread.is_alive():
-            while True:
-                try:
-                    self._queue.get_nowait()
-                    self._queue.task_done()
-                except queue.Empty:
-                    break
-            self._queue.put(_STOP)
-            self._thread.join()

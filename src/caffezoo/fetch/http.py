@@ -1,9 +1,15 @@
-"""One HTTP(S) attempt with httpx: resume with Range/If-Range, stream into a partial file.
+"""One HTTP(S) request for a range of a file, its answer checked before a byte is taken.
 
-Each call of :func:`get` is one attempt; it raises :class:`~caffezoo.fetch.retry.Retry`
-for failures worth another try (dropped connection, timeout, 429, 5xx) and
-:class:`~caffezoo.fetch.retry.SourceFailed` for the rest. Redirects are followed
-by httpx, which drops ``Authorization`` when a redirect leaves the origin.
+>>> with open_range(source, source.url, 0, None, None, expected, timeout=30, auth={}) as answer:  # doctest: +SKIP
+...     answer.total, answer.ranges          # (268435456, True): the length, and Range works
+...     for chunk in answer.chunks(): ...
+
+:func:`open_range` raises :class:`~caffezoo.fetch.retry.Retry` for failures worth
+another try (dropped connection, timeout, 429, 5xx), :class:`~caffezoo.fetch.retry.WrongFile`
+when the source serves another file (another length), :class:`~caffezoo.fetch.retry.Unsatisfiable`
+for a 416 and :class:`~caffezoo.fetch.retry.SourceFailed` for the rest — also for what
+goes wrong while the caller reads the body inside the ``with``. Redirects are
+followed by httpx, which drops ``Authorization`` when a redirect leaves the origin.
 
 Imported only when a download really needs the network: httpx costs start-up
 time that an "already there" check does not need.
@@ -11,21 +17,22 @@ time that an "already there" check does not need.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import socket
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from urllib.parse import urlencode, urljoin
 
 from .. import _http
 from .._http import httpx
 from .hashing import Expected
-from .partial import Partial
-from .retry import Retry, SourceFailed
+from .retry import Retry, SourceFailed, Unsatisfiable, WrongFile
 from .urls import Source, origin, redact
 
-__all__ = ["drive_confirm_url", "get"]
+__all__ = ["Answer", "READ_SIZE", "default_client", "drive_confirm_url", "open_range"]
 
 # Largest confirm page we read from Google Drive before giving up on it.
 _MAX_PAGE = 2 << 20
@@ -47,71 +54,120 @@ def default_client() -> httpx.Client:
                 # identity: the bytes on the wire are the file's, so Content-Length and Range apply.
                 headers={"Accept-Encoding": "identity"},
                 read_size=READ_SIZE,
+                max_connections=64,
+                max_keepalive=32,  # a download's connections are reused from piece to piece
             )
         return _client
 
 
-def get(
+@dataclass
+class Answer:
+    """A source's answer to a request for the bytes from ``start``: where its body goes, and what it said.
+
+    ``offset`` is where the body starts in the file: the start asked for (206), or 0 (200:
+    the range was ignored, or ``If-Range`` found the file changed). ``ranges``: the source
+    takes byte ranges (it answered 206, or said ``Accept-Ranges: bytes``).
+    """
+
+    url: str
+    status: int
+    offset: int
+    total: int | None
+    ranges: bool
+    etag: str | None
+    last_modified: str | None
+    content_type: str
+    where: str
+    received: int = 0
+    body: Callable[[], Iterator[bytes]] | None = field(default=None, repr=False)
+
+    @property
+    def validator(self) -> str | None:
+        """An ``If-Range`` value for later requests: a strong ETag, else Last-Modified."""
+        if self.etag and not self.etag.startswith("W/"):
+            return self.etag
+        return self.last_modified
+
+    def chunks(self) -> Iterator[bytes]:
+        """The body, as it arrives."""
+        assert self.body is not None
+        for chunk in self.body():
+            self.received += len(chunk)
+            yield chunk
+
+
+def range_header(start: int, end: int | None) -> str | None:
+    """``bytes=START-[END-1]``; None for the whole file.
+
+    >>> range_header(0, None), range_header(10, None), range_header(10, 20)
+    (None, 'bytes=10-', 'bytes=10-19')
+    """
+    if end is None:
+        return f"bytes={start}-" if start else None
+    return f"bytes={start}-{end - 1}"
+
+
+@contextlib.contextmanager
+def open_range(
     source: Source,
-    partial: Partial,
+    url: str,
+    start: int,
+    end: int | None,
+    validator: str | None,
     expected: Expected,
     *,
     timeout: float,
     auth: Mapping[str, str],
     client: httpx.Client | None = None,
-) -> None:
-    """Fetch ``source`` into ``partial`` from where it stands; return when the body is complete.
+) -> Iterator[Answer]:
+    """Ask ``url`` for bytes ``[start, end)`` (``end`` None: to the end), with ``If-Range: validator``.
 
     ``client``: default, the process-wide download client; a server passes one with its policy.
     """
-    url = source.url
-    for _ in range(3):  # Google Drive may answer with a confirm page first
-        url = _attempt(url, source, partial, expected, timeout, auth, client or default_client())
-        if url is None:
-            return
-    raise SourceFailed("Google Drive kept answering with a confirmation page instead of the file")
-
-
-def _attempt(
-    url: str,
-    source: Source,
-    partial: Partial,
-    expected: Expected,
-    timeout: float,
-    auth: Mapping[str, str],
-    http: httpx.Client,
-) -> str | None:
-    headers = {}
-    if partial.size:
-        headers["Range"] = f"bytes={partial.size}-"
-        validator = partial.validator(url)
-        if validator:
-            headers["If-Range"] = validator
+    http = client or default_client()
     try:
-        token = auth.get(origin(url))
-    except ValueError as e:  # a bad port, a broken IPv6 address: httpx would refuse it too
-        raise SourceFailed(f"{_unless_source(url, source)}not a valid URL: {e}") from None
-    if token:
-        headers["Authorization"] = token
-    host = source.host
+        host = source.host
+    except ValueError:  # a URL that does not parse: said so below, before any request
+        host = redact(url)
+    answer: Answer | None = None
+
+    def position() -> int:
+        return start if answer is None else answer.offset + answer.received
+
     try:
-        with http.stream("GET", url, headers=headers, timeout=timeout) as response:
+        for _ in range(3):  # Google Drive may answer with a confirm page first
+            headers = {}
+            wanted = range_header(start, end)
+            if wanted:
+                headers["Range"] = wanted
+                if validator:
+                    headers["If-Range"] = validator
             try:
-                return _receive(response, url, source, partial, expected)
-            finally:
-                partial.flush()  # what arrived before a failure is kept, for the next attempt
+                token = auth.get(origin(url))
+            except ValueError as e:  # a bad port, a broken IPv6 address: httpx would refuse it too
+                raise SourceFailed(f"{_unless_source(url, source)}not a valid URL: {e}") from None
+            if token:
+                headers["Authorization"] = token
+            with http.stream("GET", url, headers=headers, timeout=timeout) as response:
+                answer = _answer(response, url, source, start, expected)
+                if answer is None:  # a confirm page: the URL of the file is in it
+                    url = _drive_confirm(response, url)
+                    continue
+                yield answer
+                return
+        raise SourceFailed("Google Drive kept answering with a confirmation page instead of the file")
     except _http.Refused:
         raise SourceFailed(_http.REFUSED) from None
     except _http.LimitExceeded as e:  # the fetch's budget: trying again would not fit in it either
-        raise SourceFailed(f"{host}: {e} ({partial.size} bytes received)") from None
+        raise SourceFailed(f"{host}: {e} ({position()} bytes received)") from None
     except httpx.TimeoutException:
-        raise Retry(f"no answer from {host} for {timeout:g} s ({partial.size} bytes received)") from None
+        raise Retry(f"no answer from {host} for {timeout:g} s ({position()} bytes received)") from None
     except httpx.ConnectError as e:
         if _unknown_host(e):
             raise SourceFailed(f"unknown host {host}") from None
         raise Retry(f"cannot connect to {host}: {_reason(e)}") from None
     except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError, httpx.CloseError) as e:
-        raise Retry(f"connection to {host} broke after {partial.size} bytes: {_reason(e)}") from None
+        raise Retry(f"connection to {host} broke after {position()} bytes: {_reason(e)}") from None
     except httpx.TooManyRedirects:
         raise SourceFailed(f"too many redirects from {host}") from None
     except (httpx.UnsupportedProtocol, httpx.InvalidURL) as e:
@@ -122,18 +178,14 @@ def _attempt(
         raise SourceFailed(f"{host}: {_reason(e)}") from None
 
 
-def _receive(r: httpx.Response, url: str, source: Source, partial: Partial, expected: Expected) -> str | None:
+def _answer(r: httpx.Response, url: str, source: Source, start: int, expected: Expected) -> Answer | None:
+    """Check the status and headers of ``r``; None when it is a Google Drive confirm page."""
     status = r.status_code
     where = f"HTTP {status} {r.reason_phrase} from {r.url.netloc.decode('ascii', 'replace')}"
-    offset = partial.size
     if status == 416:
-        total = _range_total(r.headers.get("content-range"))
-        if offset and offset in (total, expected.size):
-            return None  # the partial file already holds every byte; the digests decide
-        partial.restart()
-        raise Retry(f"{where} for bytes {offset}-; starting over")
+        raise Unsatisfiable(f"{where} for bytes {start}-", _range_total(r.headers.get("content-range")))
     if _http.is_retryable_status(status):
-        raise Retry(where, _http.retry_after(r.headers.get("retry-after")))
+        raise Retry(where, _http.retry_after(r.headers.get("retry-after")), busy=status in (429, 503))
     if status not in (200, 206):
         hint = {
             401: " (credentials needed?)",
@@ -142,54 +194,43 @@ def _receive(r: httpx.Response, url: str, source: Source, partial: Partial, expe
             410: " (gone)",
         }
         raise SourceFailed(where + hint.get(status, ""))
+    offset = 0
     if status == 206:
-        start = _range_start(r.headers.get("content-range"))
-        if start != offset:
-            partial.restart()
-            raise Retry(f"{where}: range starts at {start}, asked for {offset}; starting over")
-        partial.resumed = True
-    elif offset:
-        partial.restart()  # 200 to a Range request: Range ignored, or the file changed (If-Range)
-        offset = 0
+        offset = _range_start(r.headers.get("content-range"))
+        if offset != start:
+            raise Retry(f"{where}: range starts at {offset}, asked for {start}")
     ctype = r.headers.get("content-type", "")
     if source.drive and ctype.startswith("text/html"):
-        return _drive_confirm(r, url)
-    partial.content_type = ctype
+        return None
     encoded = r.headers.get("content-encoding", "identity").strip().lower() not in ("", "identity")
     if encoded and expected.max_size is not None:
         # One read of a gzip (or brotli) bomb inflates a thousandfold before any cap sees it;
         # where bytes are capped (a server's mirror, which asks for identity) refuse to decode.
-        partial.restart()
         raise SourceFailed(f"{where}: a compressed answer, which this fetch may not inflate")
     if encoded and status == 206:  # a range of compressed bytes cannot extend the file's bytes
-        partial.restart()
-        raise Retry(f"{where}: compressed answer to a range request; starting over")
-    length = r.headers.get("content-length")
-    total = offset + int(length) if length and length.isdigit() and not encoded else None
-    if total is None and status == 206:
+        raise Retry(f"{where}: compressed answer to a range request")
+    if status == 206:
         total = _range_total(r.headers.get("content-range"))
+    else:
+        length = r.headers.get("content-length")
+        total = int(length) if length and length.isdigit() and not encoded else None
     if expected.size is not None and total is not None and total != expected.size:
-        partial.restart()  # another file: bytes kept from before may be its bytes too
-        raise SourceFailed(f"{where}: the file has {total} bytes, expected {expected.size}")
-    if total is not None:
-        partial.ensure_space(total)
-    partial.remember(url, r.headers.get("etag"), r.headers.get("last-modified"), total)
+        raise WrongFile(f"{where}: the file has {total} bytes, expected {expected.size}")
     if expected.max_size is not None and total is not None and total > expected.max_size:
-        partial.restart()
-        raise SourceFailed(f"{where}: {total} bytes, more than the {expected.max_size} allowed")
-    limit = expected.size if expected.size is not None else total
-    if limit is None:
-        limit = expected.max_size
-    received = offset
-    for chunk in r.iter_bytes() if encoded else r.iter_raw():
-        received += len(chunk)
-        if limit is not None and received > limit:
-            partial.restart()
-            raise SourceFailed(f"{where}: more than the expected {limit} bytes")
-        partial.write(chunk)
-    if total is not None and received != total:
-        raise Retry(f"{where}: connection closed after {received} of {total} bytes")
-    return None
+        raise WrongFile(f"{where}: {total} bytes, more than the {expected.max_size} allowed")
+    ranges = status == 206 or (not encoded and "bytes" in r.headers.get("accept-ranges", "").lower())
+    return Answer(
+        url=url,
+        status=status,
+        offset=offset,
+        total=total,
+        ranges=ranges and total is not None,
+        etag=r.headers.get("etag"),
+        last_modified=r.headers.get("last-modified"),
+        content_type=ctype,
+        where=where,
+        body=r.iter_bytes if encoded else r.iter_raw,
+    )
 
 
 def _unless_source(url: str, source: Source) -> str:
@@ -198,6 +239,7 @@ def _unless_source(url: str, source: Source) -> str:
 
 
 def _range_start(value: str | None) -> int | None:
+    """The first byte of a ``Content-Range``; None when there is none."""
     m = re.match(r"\s*bytes\s+(\d+)-\d+/(\d+|\*)", value or "")
     return int(m.group(1)) if m else None
 
@@ -262,6 +304,7 @@ def drive_confirm_url(page: str, base: str) -> str | None:
 
 
 def _drive_confirm(r: httpx.Response, url: str) -> str:
+    """The file's URL from a confirm page; SourceFailed when the page has none."""
     page = bytearray()
     for chunk in r.iter_raw():
         page += chunk

@@ -1,21 +1,28 @@
-"""``file://`` sources: a kernel copy (``copy_file_range``) while a thread hashes what it copied.
+"""``file://`` sources: a range of a local file, answered like an HTTP server with ``If-Range`` would.
 
 >>> path_of("file:///srv/zoo/blobs/sha1/ab")
 '/srv/zoo/blobs/sha1/ab'
+
+The file's identity (inode, size, modification time) stands in for an ETag:
+a file replaced or rewritten since the last request answers from byte 0, as a
+server does when ``If-Range`` no longer matches, and a file that changes while
+it is read is a failed attempt.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
+from collections.abc import Iterator
 from urllib.parse import unquote, urlsplit
 
-from .hashing import Expected
-from .partial import Partial
-from .retry import Retry, SourceFailed
+from .hashing import BUFFER_SIZE, Expected
+from .http import Answer
+from .retry import Retry, SourceFailed, WrongFile
 from .urls import Source
 
-__all__ = ["copy", "path_of"]
+__all__ = ["open_local", "path_of"]
 
 
 def path_of(url: str) -> str:
@@ -26,8 +33,15 @@ def path_of(url: str) -> str:
     return unquote(parts.path)
 
 
-def copy(source: Source, partial: Partial, expected: Expected) -> None:
-    """Copy the rest of the file into ``partial``, from where the partial stands."""
+def _identity(st: os.stat_result) -> str:
+    return f'"{st.st_ino}-{st.st_size}-{st.st_mtime_ns}"'
+
+
+@contextlib.contextmanager
+def open_local(
+    source: Source, start: int, end: int | None, validator: str | None, expected: Expected
+) -> Iterator[Answer]:
+    """Bytes ``[start, end)`` of the file (``end`` None: to its end), read in 1 MiB pieces."""
     path = path_of(source.url)
     try:
         fd = os.open(path, os.O_RDONLY)
@@ -41,25 +55,29 @@ def copy(source: Source, partial: Partial, expected: Expected) -> None:
             raise SourceFailed(f"{path} is not a file")
         total = before.st_size
         if expected.size is not None and total != expected.size:
-            raise SourceFailed(f"{path} has {total} bytes, expected {expected.size}")
+            raise WrongFile(f"{path} has {total} bytes, expected {expected.size}")
         if expected.max_size is not None and total > expected.max_size:
-            raise SourceFailed(f"{path} has {total} bytes, more than the {expected.max_size} allowed")
-        if partial.size > total:
-            partial.restart()
-        partial.resumed = partial.resumed or partial.size > 0
-        partial.ensure_space(total)
-        partial.remember(source.url, None, None, total)
-        try:
-            partial.write_file_range(fd, path, partial.size, total - partial.size)
-        except OSError as e:  # reading the source; a full disk is a DiskSpaceError instead
-            raise SourceFailed(f"{path}: {e.strerror or e}") from None
-        after = os.stat(path)
-        if (after.st_ino, after.st_size, after.st_mtime_ns) != (
-            before.st_ino,
-            total,
-            before.st_mtime_ns,
-        ):
-            partial.restart()
-            raise Retry(f"{path} changed while it was being copied")
+            raise WrongFile(f"{path} has {total} bytes, more than the {expected.max_size} allowed")
+        me = _identity(before)
+        offset = start if validator in (None, me) else 0  # changed since: the whole file, from 0
+        stop = total if end is None or offset == 0 and start else min(end, total)
+
+        def body() -> Iterator[bytes]:
+            at = offset
+            while at < stop:
+                try:
+                    data = os.pread(fd, min(BUFFER_SIZE, stop - at), at)
+                except OSError as e:
+                    raise SourceFailed(f"{path}: {e.strerror or e}") from None
+                if not data:
+                    raise Retry(f"{path} ended at {at} bytes, expected {total}")
+                at += len(data)
+                yield data
+            after = os.stat(path)
+            if _identity(after) != me or after.st_ino != before.st_ino:
+                raise Retry(f"{path} changed while it was being copied")
+
+        status = 206 if offset else 200
+        yield Answer(source.url, status, offset, total, True, me, None, "", path, body=body)
     finally:
         os.close(fd)

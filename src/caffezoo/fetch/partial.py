@@ -1,17 +1,26 @@
-"""Partial downloads: one unique file per download, resumable by the next attempt or run.
+"""Partial downloads: one unique file per download, written at offsets, resumable by the next run.
 
 Each download writes ``<dir>/<sha1>.<id>.part`` with a sidecar
 ``<sha1>.<id>.json`` naming its owner (host, boot, pid and the pid's start
-time) and the server's validators (ETag, Last-Modified). A new download first
-looks for a partial of the same blob whose owner is gone — killed, crashed,
-rebooted — and adopts it by renaming it to its own name: a rename succeeds
-for exactly one process, so two runs never write into one file, and a live
-download's file is never touched. Locks only save bandwidth; this is what keeps
-bytes correct where locks silently do nothing (some network file systems).
+time), the file's length, the runs of bytes written (each with the source
+that sent it) and each source's validator (a strong ETag, else Last-Modified)
+for ``If-Range``. A new download first looks for a partial of the same blob
+whose owner is gone — killed, crashed, rebooted — and adopts it by renaming
+it to its own name: a rename succeeds for exactly one process, so two runs
+never write into one file, and a live download's file is never touched. Locks
+only save bandwidth; this is what keeps bytes correct where locks silently do
+nothing (some network file systems).
 
-Bytes are written in batches of up to 1 MiB with ``writev`` and then handed to
-a :class:`~caffezoo.fetch.hashing.StreamHasher`, so the hash always covers
-exactly the bytes in the file.
+The sidecar is replaced whole (write, then rename) and lists only bytes
+already written, so a crash at any moment leaves a record no larger than the
+truth. It vouches for nothing: hashlib's state cannot be saved, so the runs it
+lists are read back and hashed once when a download resumes, and the final
+SHA-1 decides. A sidecar that does not parse, or lists runs out of order or
+past the end of the file, is not trusted at all: the bytes are thrown away.
+
+Writes go through :meth:`Partial.write_at`, which records the run and hands
+the bytes to an :class:`~caffezoo.fetch.ordered_hash.OrderedHasher`, so the
+hash always covers exactly the bytes in the file.
 """
 
 from __future__ import annotations
@@ -23,13 +32,15 @@ import shutil
 import socket
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Hashable, Sequence
 from pathlib import Path
 from typing import Any
 
+from ..atomic import atomic_write_bytes
 from ..errors import DiskSpaceError
-from .hashing import BUFFER_SIZE, Digests, StreamHasher
-from .records import write_json_atomic
+from .hashing import BUFFER_SIZE, Digests
+from .ordered_hash import OrderedHasher
+from .segments import Runs
 
 __all__ = [
     "MAX_CHUNKS",
@@ -50,6 +61,8 @@ STALE_SECONDS = 600
 MAX_CHUNKS = 512
 # ...or when it is this old, so a slow download still reaches the disk (and survives a kill).
 MAX_DELAY = 0.25
+# The key of bytes written by :meth:`Partial.write` (a whole file from one writer).
+WHOLE = ""
 
 
 def _read(path: str) -> str | None:
@@ -109,12 +122,52 @@ def owner_alive(meta: dict[str, Any], part: Path) -> bool:
     return True
 
 
-def _load_meta(path: Path) -> dict[str, Any]:
+def _load_meta(path: Path) -> dict[str, Any] | None:
+    """The sidecar; {} when there is none, None when it does not parse."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    except FileNotFoundError:
         return {}
-    return data if isinstance(data, dict) else {}
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _state(meta: dict[str, Any] | None, file_size: int) -> tuple[Runs, int | None, dict[str, str]]:
+    """Runs, length and validators recorded in a sidecar; ``ValueError`` when it is not to be trusted."""
+    if meta is None:
+        raise ValueError("its record does not parse")
+    total = meta.get("total")
+    if total is not None and (type(total) is not int or total < 0):
+        raise ValueError(f"total: {total!r}")
+    if "runs" not in meta:  # one stream from byte 0 (as written before segments), or nothing
+        url = meta.get("url")
+        runs = Runs()
+        if total is not None and file_size > total:
+            raise ValueError(f"{file_size} bytes in a file of {total}")
+        if file_size and isinstance(url, str) and url:
+            runs.add(0, file_size, url)
+            etag, modified = meta.get("etag"), meta.get("last_modified")
+            strong = etag if isinstance(etag, str) and not etag.startswith("W/") else None
+            validator = strong or (modified if isinstance(modified, str) else None)
+            return runs, total, ({url: validator} if validator else {})
+        if file_size:
+            raise ValueError("bytes without a record of where they came from")
+        return runs, total, {}
+    sources, validators = meta.get("sources"), meta.get("validators", {})
+    if not isinstance(sources, list) or not all(isinstance(u, str) for u in sources):
+        raise ValueError("sources: expected a list of URLs")
+    if not isinstance(validators, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in validators.items()
+    ):
+        raise ValueError("validators: expected URLs and their validators")
+    limit = file_size if total is None else min(total, file_size)
+    runs = Runs.from_json(meta["runs"], sources, limit)
+    append = meta.get("append")
+    if isinstance(append, str) and append and runs.covered == runs.prefix():
+        # One stream was appending to the bytes from 0: what is in the file past them is its.
+        runs.add(runs.prefix(), limit, append)
+    return runs, total, validators
 
 
 def disk_error(e: OSError, path: Path, kept: int) -> DiskSpaceError:
@@ -135,17 +188,36 @@ def partials_of(directory: Path, sha1: str) -> list[Path]:
 
 
 class Partial:
-    """A partial download owned by this process. Use :meth:`claim` to get one."""
+    """A partial download owned by this process. Use :meth:`claim` to get one.
 
-    def __init__(self, path: Path, meta: dict[str, Any], hasher: StreamHasher, fd: int, size: int):
+    ``runs`` are the bytes written, keyed by source URL; ``total`` the file's length once
+    known; ``validators`` the ``If-Range`` value of each source; ``hasher`` hashes the
+    bytes in file order. The caller serialises writes (one lock around them).
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        meta: dict[str, Any],
+        fd: int,
+        runs: Runs,
+        total: int | None,
+        validators: dict[str, str],
+        sha256: bool = False,
+        distrusted: str | None = None,
+    ):
         self.path = path
         self.meta_path = path.with_suffix(".json")
         self.meta = meta
-        self.size = size
-        self.resumed = size > 0
-        self.content_type: str | None = None
-        self.on_bytes: Callable[[int], None] | None = None
-        self._hasher = hasher
+        self.runs = runs
+        self.total = total
+        self.validators = validators
+        self.append: str | None = None  # the source appending past the runs (one stream from 0)
+        self.resumed = runs.covered > 0  # bytes from an earlier run are in the file
+        self.distrusted = distrusted  # why the bytes an earlier run left were thrown away
+        self.hasher = OrderedHasher(path, sha256=sha256)
+        for a, b, _ in runs.spans():  # read back once, in turn, while the network starts
+            self.hasher.add_written(a, b - a)
         self._fd = fd
         self._pending: list[bytes] = []
         self._pending_n = 0
@@ -157,36 +229,66 @@ class Partial:
         directory.mkdir(parents=True, exist_ok=True)
         mine = directory / f"{sha1}.{uuid.uuid4().hex[:16]}.part"
         meta: dict[str, Any] = {"owner": owner()}
-        write_json_atomic(mine.with_suffix(".json"), meta)  # owner first: never a part without one
-        adopted = False
+        _write_meta(mine.with_suffix(".json"), meta)  # owner first: never a part without one
+        adopted: dict[str, Any] | None = {}
         for other in sorted(partials_of(directory, sha1), key=size_of, reverse=True):
             if other == mine:
                 continue
             other_meta = _load_meta(other.with_suffix(".json"))
-            if owner_alive(other_meta.get("owner", {}), other):
+            # A sidecar is replaced whole, so a live download's always parses: one that does not
+            # is a corrupt leftover, adopted to be thrown away.
+            if other_meta is not None and owner_alive(other_meta.get("owner", {}), other):
                 continue
             try:
-                if not adopted:
+                if adopted == {}:
                     os.rename(other, mine)  # exactly one process wins this
-                    adopted = True
-                    meta.update({k: v for k, v in other_meta.items() if k != "owner"})
-                    write_json_atomic(mine.with_suffix(".json"), meta)
+                    adopted = other_meta
                 else:
                     other.unlink()  # a smaller leftover of a dead download
             except FileNotFoundError:
                 continue  # another process adopted or removed it first
             other.with_suffix(".json").unlink(missing_ok=True)
-        fd = os.open(mine, os.O_WRONLY | os.O_CREAT, 0o644)
-        size = os.lseek(fd, 0, os.SEEK_END)
-        hasher = StreamHasher(sha256=sha256)
-        if size:
-            hasher.feed_file(mine, 0, size)  # re-hash what is there while the network starts
-        return cls(mine, meta, hasher, fd, size)
+        fd = os.open(mine, os.O_RDWR | os.O_CREAT, 0o644)
+        distrusted = None
+        try:
+            runs, total, validators = _state(adopted, os.fstat(fd).st_size)
+        except ValueError as e:  # never trusted: the bytes are thrown away
+            distrusted = str(e)
+            os.ftruncate(fd, 0)
+            runs, total, validators = Runs(), None, {}
+        partial = cls(mine, meta, fd, runs, total, validators, sha256, distrusted)
+        if adopted:
+            partial.save()  # the adopted state, under this process's name
+        return partial
+
+    @property
+    def size(self) -> int:
+        """Bytes written (in runs, wherever they are in the file)."""
+        return self.runs.covered
 
     # -- writing --------------------------------------------------------------------------
 
+    def write_at(self, offset: int, chunks: Sequence[bytes | memoryview], key: Hashable) -> None:
+        """Write ``chunks`` at ``offset``, record them as sent by ``key``, queue them for hashing."""
+        n = sum(len(c) for c in chunks)
+        written = 0
+        try:
+            written = os.pwritev(self._fd, chunks, offset)
+            while written < n:  # a short write: write the rest, which raises if the disk is full
+                written += os.pwrite(self._fd, b"".join(chunks)[written:], offset + written)
+        except OSError as e:
+            # The bytes that did reach the file are kept for the next run (which re-hashes them).
+            self.runs.add(offset, offset + written, key)
+            raise disk_error(e, self.path, self.size) from None
+        self.runs.add(offset, offset + n, key)
+        self.hasher.add(offset, chunks)
+
+    def read(self, offset: int, length: int) -> bytes:
+        """Bytes of the file (to compare with another source's)."""
+        return os.pread(self._fd, length, offset)
+
     def write(self, chunk: bytes) -> None:
-        """Append ``chunk`` (written and hashed in batches)."""
+        """Append ``chunk`` after the bytes written from 0 (in batches): a whole file from one writer."""
         self._pending.append(chunk)
         self._pending_n += len(chunk)
         if (
@@ -197,79 +299,35 @@ class Partial:
             self.flush()
 
     def flush(self) -> None:
-        """Write the pending batch, then queue it for hashing."""
+        """Write the pending batch of :meth:`write`."""
         self._last_flush = time.monotonic()
-        if not self._pending:
-            return
-        batch, n = self._pending, self._pending_n
-        self._pending, self._pending_n = [], 0
-        written = 0
-        try:
-            written = os.writev(self._fd, batch)
-            while written < n:  # a short write: write the rest, which raises if the disk is full
-                written += os.write(self._fd, b"".join(batch)[written:])
-        except OSError as e:
-            # The bytes that did reach the file stay for the next run (which re-hashes them);
-            # this partial is finished: the hasher has not seen them.
-            self.size += written
-            raise disk_error(e, self.path, self.size) from None
-        self.size += n
-        self._hasher.feed(batch)
-        if self.on_bytes is not None:
-            self.on_bytes(self.size)
-
-    def write_file_range(self, src_fd: int, src_path: str, offset: int, length: int) -> None:
-        """Append ``length`` bytes of an open file from ``offset``, copied by the kernel.
-
-        Each copied piece is then hashed from this file, by the hasher's thread
-        while the kernel copies the next: the hash covers exactly the bytes
-        written, even when the copy stops half-way.
-        """
-        self.flush()
-        done = 0
-        chunk = 8 * BUFFER_SIZE
-        try:
-            while done < length:
-                n = _copy_range(src_fd, self._fd, offset + done, min(chunk, length - done))
-                if n == 0:
-                    raise OSError(errno.EIO, f"{src_path} ended early")
-                self._hasher.feed_file(self.path, self.size, n)
-                done += n
-                self.size += n
-                if self.on_bytes is not None:
-                    self.on_bytes(self.size)
-        except OSError as e:
-            if e.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
-                raise disk_error(e, self.path, self.size) from None
-            raise
+        if self._pending:
+            batch = self._pending
+            self._pending, self._pending_n = [], 0
+            self.write_at(self.runs.prefix(), batch, WHOLE)
 
     def restart(self) -> None:
-        """Throw the bytes away and start from zero (Range was ignored, or the bytes were wrong)."""
+        """Throw every byte away and start from zero (Range was ignored, or the bytes were wrong)."""
         self._pending, self._pending_n = [], 0
         os.ftruncate(self._fd, 0)
-        os.lseek(self._fd, 0, os.SEEK_SET)
-        self.size = 0
+        self.runs.clear()
+        self.total = None
+        self.validators.clear()
+        self.append = None
         self.resumed = False
-        self.content_type = None
-        self._hasher.reset()
-        for key in ("etag", "last_modified", "total"):
-            self.meta.pop(key, None)
+        self.hasher.reset()
 
-    # -- what the server said ----------------------------------------------------------
+    def forget(self, key: Hashable) -> list[tuple[int, int]]:
+        """Stop counting the bytes ``key`` sent (its file changed, or it lied); return where they were.
 
-    def remember(self, url: str, etag: str | None, last_modified: str | None, total: int | None) -> None:
-        """Keep the validators of the response being written, for If-Range on resume."""
-        self.meta.update(url=url, etag=etag, last_modified=last_modified, total=total)
-        write_json_atomic(self.meta_path, self.meta)
-
-    def validator(self, url: str) -> str | None:
-        """An If-Range value for ``url``: a strong ETag, else Last-Modified, if from that URL."""
-        if self.meta.get("url") != url:
-            return None
-        etag = self.meta.get("etag")
-        if etag and not etag.startswith("W/"):
-            return etag
-        return self.meta.get("last_modified")
+        They stay in the file until overwritten, and the hash starts over from the file.
+        """
+        gone = self.runs.drop(key)
+        if gone:
+            self.hasher.reset()
+            for a, b, _ in self.runs.spans():
+                self.hasher.add_written(a, b - a)
+        return gone
 
     def ensure_space(self, total: int) -> None:
         """Fail now, not 200 MB later, when the disk cannot take ``total`` bytes."""
@@ -280,12 +338,30 @@ class Partial:
                 f"not enough disk space in {self.path.parent}: {need} more bytes needed, {free} free"
             )
 
+    # -- the sidecar ----------------------------------------------------------------------
+
+    def state(self) -> dict[str, Any]:
+        """What :meth:`save` writes: take it under the writers' lock, save it outside."""
+        keys = sorted({str(k) for _, _, k in self.runs.spans()})
+        return {
+            **self.meta,
+            "total": self.total,
+            "sources": keys,
+            "validators": dict(self.validators),
+            "runs": self.runs.to_json(keys),
+            "append": self.append,
+        }
+
+    def save(self, state: dict[str, Any] | None = None) -> None:
+        """Replace the sidecar (write, then rename) with ``state`` (default: the state now)."""
+        _write_meta(self.meta_path, self.state() if state is None else state)
+
     # -- the end --------------------------------------------------------------------------
 
     def digests(self) -> Digests:
-        """Digests of every byte in the file (waits for the hasher to catch up)."""
+        """Digests of the file's bytes (waits for the hasher to reach the end)."""
         self.flush()
-        return self._hasher.result()
+        return self.hasher.result(self.total if self.total is not None else self.runs.prefix())
 
     def commit(self, dest: Path) -> None:
         """Rename the (verified) file to ``dest`` atomically, then make it read-only.
@@ -297,52 +373,43 @@ class Partial:
         self.flush()
         os.close(self._fd)
         self._fd = -1
-        self._hasher.close()
+        self.hasher.close()
         dest.parent.mkdir(parents=True, exist_ok=True)
         os.replace(self.path, dest)
         os.chmod(dest, os.stat(dest).st_mode & 0o777 & ~0o222)
         self.meta_path.unlink(missing_ok=True)
 
     def close(self) -> None:
-        """Write what is pending (for the next run to resume from) and release the file."""
+        """Write what is pending and the sidecar (for the next run to resume from); release the file."""
         if self._fd >= 0:
             try:
                 self.flush()
             except DiskSpaceError:
                 pass
+            self.save()
             os.close(self._fd)
             self._fd = -1
-        self._hasher.close()
+        self.hasher.close()
 
     def discard(self) -> None:
         """Close and delete the partial file."""
         self._pending = []
-        self.close()
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+        self.hasher.close()
         self.path.unlink(missing_ok=True)
         self.meta_path.unlink(missing_ok=True)
 
 
+def _write_meta(path: Path, meta: dict[str, Any]) -> None:
+    atomic_write_bytes(path, json.dumps(meta, separators=(",", ":"), sort_keys=True).encode())
+
+
 def size_of(p: Path) -> int:
-    """Bytes in ``p``; 0 once it is gone (another process adopted or removed it)."""
+    """Bytes written in ``p`` (its holes not counted); 0 once it is gone (adopted or removed)."""
     try:
-        return p.stat().st_size
+        st = p.stat()
     except OSError:
         return 0
-
-
-def _copy_range(src_fd: int, dst_fd: int, offset: int, count: int) -> int:
-    """Copy in the kernel (a reflink on file systems that can); read+write where it cannot."""
-    if hasattr(os, "copy_file_range"):
-        try:
-            return os.copy_file_range(src_fd, dst_fd, count, offset)
-        except OSError as e:
-            if e.errno not in (
-                errno.EXDEV,
-                errno.ENOSYS,
-                errno.EINVAL,
-                errno.EOPNOTSUPP,
-                errno.EPERM,
-            ):
-                raise
-    data = os.pread(src_fd, count, offset)
-    return os.write(dst_fd, data) if data else 0
+    return min(st.st_size, st.st_blocks * 512)
