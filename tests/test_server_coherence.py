@@ -78,7 +78,8 @@ def test_a_listener_the_database_drops_leaves_no_stale_state(pg_db):
         for n in range(3):
             with psycopg.connect(pg_db, autocommit=True) as admin:
                 killed = admin.execute(
-                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = %s",
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                    " WHERE application_name = %s AND datname = current_database()",
                     (APPLICATION,),
                 ).fetchone()[0]
             assert killed == 1
