@@ -194,7 +194,7 @@ class Transfer:
         self._finished = False  # run() returned: nothing more is saved or reported
         self._changes = 0  # pieces completed (and other news worth a save)...
         self._saved_changes = 0  # ...and how many of them the sidecar on disk knows
-        self._gate = False  # going parallel: the others wait until the sidecar says so
+        self._gate = False  # going wide: the others wait until the sidecar stops saying "appending"
         self.cond = threading.Condition()
         self.round = 0
         self.stopped = False
@@ -418,7 +418,16 @@ class Transfer:
                 if feed.host is not None:
                     HOSTS.release(feed.host)
                 self._flush_events()
+                self._open_gate()
                 self._save()
+
+    def _open_gate(self) -> None:
+        """Going wide: once the sidecar no longer says "appending", the others may start."""
+        if self._gate:
+            self._save(force=True)
+            with self.cond:
+                self._gate = False
+                self.cond.notify_all()
 
     def _next(self, round_: int) -> tuple[Feed, Piece] | None:
         """Under the lock: a source and a piece for this connection; None when it should leave."""
@@ -426,7 +435,7 @@ class Transfer:
             if self.stopped or self.error is not None or self.round != round_ or self.plan.complete:
                 return None
             now = time.monotonic()
-            if (not self.parallel or self._gate) and self._busy():
+            if self._gate or (not self.parallel and self._busy()):
                 self.cond.wait()  # one connection until a source says the file may be split
                 continue
             if self.parallel and self._busy() >= self.width:
@@ -532,11 +541,8 @@ class Transfer:
         with opened as answer:
             with self.cond:
                 news = self._check(feed, piece, answer, validator)
-            if news:  # validators to resume with, or no more appending: on disk before the bytes
+            if news:  # validators to resume with, where it appends: on disk before the bytes
                 self._save(force=True)
-                with self.cond:
-                    self._gate = False
-                    self.cond.notify_all()
             self._flush_events()
             pending: list[bytes] = []
             size, flushed = 0, time.monotonic()
@@ -550,6 +556,7 @@ class Transfer:
                         batch, pending, size, flushed = pending, [], 0, time.monotonic()
                         more = self._write(feed, piece, batch, answer.where)
                         self._flush_events()
+                        self._open_gate()
                         self._save()
                         if not more:
                             return
@@ -604,12 +611,6 @@ class Transfer:
             news = True
         if piece.end is None and self.plan.total is not None:
             piece.end = self.plan.total
-        runs = self.partial.runs
-        appending = (
-            not self.parallel
-            and piece.pos == runs.prefix() == runs.covered
-            and piece.end in (None, self.plan.total)
-        )
         if (
             not self.parallel
             and answer.ranges
@@ -617,12 +618,15 @@ class Transfer:
             and self.plan.total is not None
             and self.plan.total - self.partial.size >= SEGMENTED_MIN
         ):
-            # The file may be split (once the sidecar says it is no longer appended to); this
-            # connection goes on alone until its speed says whether more are worth it.
-            self.parallel = self._gate = True
-            appending = False
+            self.parallel = True  # the file may be split: this connection is measured first
+        runs = self.partial.runs
+        appending = (
+            (self.target or 1) == 1  # one stream, or the one measuring the link
+            and piece.pos == runs.prefix() == runs.covered
+            and piece.end in (None, self.plan.total)
+        )
         append = feed.key if appending else None
-        news = news or self._gate or append != self.partial.append
+        news = news or append != self.partial.append
         self.partial.append = append
         if news:
             self._changes += 1
@@ -745,6 +749,10 @@ class Transfer:
             self.target = 1  # enough alone, for now
             return
         self.target = self.width = self.connections
+        if self.partial.append is not None:  # others will write out of order: not appending now
+            self.partial.append = None
+            self._changes += 1
+            self._gate = True
         size = self._piece_size(feed)
         if piece.end is not None and piece.end - piece.pos >= 2 * size:
             piece.end = piece.pos + size
@@ -778,7 +786,7 @@ class Transfer:
         self._changes += 1
         self.plan.total = None
         self.parallel = False
-        self.target, self.width, self._mark = None, 1, None
+        self.target, self.width, self._mark, self._gate = None, 1, None, False
         self.resumed = False
         if keep is not None:
             keep.start = keep.pos = keep.got = 0
