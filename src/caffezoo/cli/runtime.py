@@ -7,7 +7,7 @@ from typing import Any
 
 import typer
 
-from ._app import JSON_OPTION, QUIET_OPTION, app, console, parse_input_shapes, print_json
+from ._app import JSON_OPTION, QUIET_OPTION, app, console, error_line, parse_input_shapes, print_json
 
 __all__ = ["FILL_OPTION", "INPUT_OPTION", "MODEL_ARGUMENT", "WEIGHTS_OPTION", "convert", "run"]
 
@@ -149,13 +149,24 @@ def run(
 ) -> None:
     """Run a model on images for its task: classes, boxes, class maps or features.
 
-    A folder stands for the images in it; all go through one session in batches.
+    A folder stands for the images in it; all go through one session in batches. Results are printed
+    as each batch is done; an image that cannot be read gets one error line and the others are run
+    (the exit status is then 1).
     """
-    from ..runtime.tasks import image_files, run, summary_lines
+    from ..runtime.tasks import Failed, image_files, item_lines, run
 
     size = _resize(resize) if resize else None
     mean_value = _mean(mean) if mean else None
     paths = image_files(images)
+    out = console()
+
+    def each(item: Any) -> None:
+        if isinstance(item, Failed):
+            error_line(item.error)  # it names the file
+        elif not (json or quiet):
+            for line in item_lines(item):
+                out.print(line)
+
     with _ImageProgress(len(paths), quiet or json) as progress:
         result = run(
             model,
@@ -175,16 +186,16 @@ def run(
             weights=weights,
             providers=provider or None,
             progress=progress,
+            keep_going=True,
+            each=each,
         )
     if json:
-        # classify keeps its long-standing shape: a list of {image, top}
+        # classify keeps its long-standing shape: a list of {image, top} (or {image, error})
         print_json(result.items if result.task == "classify" else result)
-        return
-    if quiet:
-        return
-    out = console()
-    for line in summary_lines(result):
-        out.print(line)
+    if result.failed:
+        if len(paths) > 1:  # one image: its own line said it all
+            error_line(f"{len(result.failed)} of {len(paths)} images could not be read")
+        raise typer.Exit(1)
 
 
 class _ImageProgress:

@@ -22,7 +22,7 @@ import threading
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, TypeAlias, TypeVar
 
@@ -38,7 +38,9 @@ if TYPE_CHECKING:
 __all__ = [
     "CROPS",
     "Batch",
+    "Failed",
     "ImageSource",
+    "InOrder",
     "InMemoryImage",
     "Preprocessor",
     "check_images",
@@ -158,12 +160,65 @@ def _read_binaryproto(path: Path) -> np.ndarray:
 
 
 @dataclass
+class Failed:
+    """An image that could not be read, and why (the message names it): a run that keeps going lists it
+    among its results, in its place, and goes on with the others.
+
+    >>> Failed("a.jpg", "a.jpg: not an image").to_json()
+    {'image': 'a.jpg', 'error': 'a.jpg: not an image'}
+    """
+
+    image: str
+    error: str
+
+    def to_json(self) -> dict[str, str]:
+        return {"image": self.image, "error": self.error}
+
+
+@dataclass
 class Batch(Generic[PathT]):
-    """Images prepared for the net: ``x`` is N x C x H x W, ``sizes`` each image's own (width, height)."""
+    """Images prepared for the net: ``x`` is N x C x H x W, ``sizes`` each image's own (width, height);
+    ``failed``, the images of this batch that could not be read (with ``skip_bad``), and why."""
 
     paths: list[PathT]
     x: np.ndarray
     sizes: list[tuple[int, int]]
+    failed: list[tuple[int, PathT, RuntimeInputError]] = field(default_factory=list)  # (place in batch, ...)
+    start: int = 0  # the place of the batch's first image among all the images
+
+
+class InOrder:
+    """Items told to ``tell`` in the images' order, each image that could not be read (a batch's
+    ``failed``) as a :class:`Failed` in its place: the caller adds the readable images' results one by
+    one, in order.
+
+    >>> told = []
+    >>> order = InOrder(told.append)
+    >>> order.batch(Batch(["b.jpg"], x, [(4, 3)], [(0, "a.jpg", RuntimeInputError("a.jpg: bad"))]))  # doctest: +SKIP
+    >>> order.add("result of b.jpg")                                                              # doctest: +SKIP
+    """
+
+    def __init__(self, tell: Callable[[Any], None]):
+        self.tell = tell
+        self.done = 0  # images told so far
+        self._failed: dict[int, Failed] = {}
+
+    def batch(self, batch: Batch[Any]) -> None:
+        """A batch is about to be run: its failures are told once the images before them are."""
+        for place, path, error in batch.failed:
+            self._failed[batch.start + place] = Failed(str(path), str(error))
+        self._flush()
+
+    def add(self, item: Any) -> None:
+        self._flush()
+        self.tell(item)
+        self.done += 1
+        self._flush()
+
+    def _flush(self) -> None:
+        while self.done in self._failed:
+            self.tell(self._failed.pop(self.done))
+            self.done += 1
 
 
 @dataclass
@@ -231,20 +286,47 @@ class Preprocessor:
             return self.from_array(decoded[0][0]), sizes
         return np.concatenate([self.from_array(image) for image, _ in decoded]), sizes
 
-    def batches(self, images: Sequence[PathT], size: int) -> Iterator[Batch[PathT]]:
+    def batches(self, images: Sequence[PathT], size: int, skip_bad: bool = False) -> Iterator[Batch[PathT]]:
         """``images`` prepared in batches of ``size``, each decoded on a worker thread while the caller runs
         the net on the one before.
 
+        An image that cannot be read raises its RuntimeInputError, in the images' order; with
+        ``skip_bad`` it is left out of its batch's ``paths`` and listed in its ``failed`` instead (a
+        batch may then hold no image at all).
+
         >>> for batch in pre.batches(["a.jpg", "b.jpg", "c.jpg"], 2): ...   # doctest: +SKIP
         """
-        chunks = [list(images[i : i + size]) for i in range(0, len(images), size)]
+        chunks = [(i, list(images[i : i + size])) for i in range(0, len(images), size)]
+        prepare = self._prepare_good if skip_bad else self._prepare_all
         if len(chunks) < 2:  # nothing to overlap
-            yield from (Batch(chunk, *self.prepare(chunk)) for chunk in chunks)
+            yield from (prepare(chunk) for chunk in chunks)
             return
         # Pillow's decoding and resizing and onnxruntime's forward pass release the GIL, so the next batch's
         # images are read while the net runs: the two overlap instead of taking turns on the cores.
-        for chunk, (x, sizes) in zip(chunks, _ahead(self.prepare, chunks)):
-            yield Batch(chunk, x, sizes)
+        yield from _ahead(prepare, chunks)
+
+    def _prepare_all(self, chunk: tuple[int, list[PathT]]) -> Batch[PathT]:
+        start, images = chunk
+        return Batch(images, *self.prepare(images), start=start)
+
+    def _prepare_good(self, chunk: tuple[int, list[PathT]]) -> Batch[PathT]:
+        """The images that can be read, and the others with their errors."""
+        start, images = chunk
+        good: list[PathT] = []
+        failed: list[tuple[int, PathT, RuntimeInputError]] = []
+        arrays: list[np.ndarray] = []
+        sizes: list[tuple[int, int]] = []
+        for place, path in enumerate(images):
+            try:
+                image, size = decode_image(path, self.channels, self.size)
+            except RuntimeInputError as e:
+                failed.append((place, path, e))
+                continue
+            good.append(path)
+            arrays.append(self.from_array(image))
+            sizes.append(size)
+        x = arrays[0] if len(arrays) == 1 else np.concatenate(arrays) if arrays else self.prepare([])[0]
+        return Batch(good, x, sizes, failed, start)
 
     def one(self, path: ImageSource) -> np.ndarray:
         return self.from_array(load_image(path, self.channels, self.size))
