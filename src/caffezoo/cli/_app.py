@@ -35,8 +35,13 @@ def group(name: str, help: str, *, parent: typer.Typer = app, **options: Any) ->
     return sub
 
 
-JSON_OPTION = typer.Option(False, "--json", help="Print machine-readable JSON on stdout.")
-QUIET_OPTION = typer.Option(False, "--quiet", "-q", help="Print nothing but errors.")
+def flag(*names: str, help: str) -> Any:
+    """A switch, off unless given: ``verbose: bool = flag("--verbose", "-v", help="...")``."""
+    return typer.Option(False, *names, help=help)
+
+
+JSON_OPTION = flag("--json", help="Print machine-readable JSON on stdout.")
+QUIET_OPTION = flag("--quiet", "-q", help="Print nothing but errors.")
 
 
 def version_callback(value: bool) -> None:
