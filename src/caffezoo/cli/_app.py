@@ -54,7 +54,7 @@ def version_callback(value: bool) -> None:
 
 @app.callback()
 def _main(
-    debug: bool = typer.Option(False, "--debug", help="Show the full traceback when a command fails."),
+    debug: bool = flag("--debug", help="Show the full traceback when a command fails."),
     version: bool = typer.Option(
         False, "--version", callback=version_callback, is_eager=True, help="Print the version and exit."
     ),
