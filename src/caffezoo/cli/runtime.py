@@ -7,7 +7,7 @@ from typing import Any
 
 import typer
 
-from ._app import JSON_OPTION, QUIET_OPTION, app, console, error_line, parse_input_shapes, print_json
+from ._app import JSON_OPTION, QUIET_OPTION, app, console, error_line, flag, parse_input_shapes, print_json
 
 __all__ = ["FILL_OPTION", "INPUT_OPTION", "MODEL_ARGUMENT", "WEIGHTS_OPTION", "convert", "run"]
 
@@ -19,8 +19,7 @@ WEIGHTS_OPTION = typer.Option(
     None, "--weights", "-w", help="The .caffemodel; default: the model's downloaded weights."
 )
 INPUT_OPTION = typer.Option(None, "--input", help="Override an input's shape: NAME=N,C,H,W (repeatable).")
-FILL_OPTION = typer.Option(
-    False,
+FILL_OPTION = flag(
     "--fill-missing",
     help="Layers the caffemodel lacks get their constant or "
     "bilinear filler values, as in Caffe (random fillers are refused).",
@@ -37,8 +36,8 @@ def convert(
     weights: Path = WEIGHTS_OPTION,
     inputs: list[str] = INPUT_OPTION,
     extra: list[str] = typer.Option(None, "--blob", help="Also make this blob a graph output (repeatable)."),
-    fixed_batch: bool = typer.Option(
-        False, "--fixed-batch", help="Keep the deploy net's batch size instead of a symbolic batch axis."
+    fixed_batch: bool = flag(
+        "--fixed-batch", help="Keep the deploy net's batch size instead of a symbolic batch axis."
     ),
     fill_missing: bool = FILL_OPTION,
     json: bool = JSON_OPTION,
@@ -113,8 +112,7 @@ def run(
     batch_size: int = typer.Option(
         None, "--batch-size", "-b", help="Images per forward pass; default: 8, or the net's fixed batch."
     ),
-    oversample: bool = typer.Option(
-        False,
+    oversample: bool = flag(
         "--oversample",
         help="classify: average ten crops (corners, centre, mirrored) instead of the centre crop.",
     ),

@@ -225,19 +225,21 @@ def run(
     task: str | None = None,
     output: str | os.PathLike[str] | None = None,
     blob: str | None = None,
-    threshold: float = DEFAULT_THRESHOLD,
-    top: int = 5,
+    net: InferenceNet | None = None,
+    progress: Callable[[int], None] | None = None,
+    keep_going: bool = False,
+    each: Callable[[Any], None] | None = None,
+    # how images become the net's input, for every task
     batch_size: int | None = None,
-    oversample: bool = False,
     resize: tuple[int, int] | None = None,
     raw_scale: float = 255.0,
     mean: str | Sequence[float] | np.ndarray | None = None,
     labels: Labels | None = None,
-    progress: Callable[[int], None] | None = None,
-    net: InferenceNet | None = None,
-    max_words: int = MAX_WORDS,
-    keep_going: bool = False,
-    each: Callable[[Any], None] | None = None,
+    # one task's own
+    threshold: float = DEFAULT_THRESHOLD,  # detect
+    top: int = 5,  # classify
+    oversample: bool = False,  # classify
+    max_words: int = MAX_WORDS,  # caption
     **load_options: Any,
 ) -> RunResult:
     """Run MODEL on ``images`` (files or folders of them) for its task; see the module's docstring.
