@@ -82,3 +82,20 @@ def test_a_broken_exif_block_reads_as_upright(tmp_path):
     with Image.open(path) as im:
         assert orientation(im) == 1
     assert read_rgb(path).shape == (20, 30, 3)
+
+
+@pytest.mark.parametrize("turn", ORIENTATIONS)
+def test_a_tiff_is_turned_once(tmp_path, turn):
+    """Pillow turns a TIFF upright itself as it loads it (and reports the upright size before): the
+    orientation must not be applied a second time."""
+    from PIL import ImageOps
+
+    path = oriented(tmp_path / "scan.tiff", turn, 48, 32)
+    with Image.open(path) as im:
+        turned = ImageOps.exif_transpose(im)
+    turned.save(tmp_path / "upright.png")
+    pre = Preprocessor(3, 20, 28)
+    assert np.array_equal(pre([path]), pre([tmp_path / "upright.png"]))
+    _, size = decode_image(path, 3, (20, 28))
+    assert size == turned.size == ((32, 48) if turn in SIDEWAYS else (48, 32))
+    assert np.array_equal(read_rgb(path), np.asarray(turned))

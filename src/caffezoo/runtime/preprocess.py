@@ -481,9 +481,14 @@ def orientation(im: Any) -> int:
     """A Pillow image's EXIF orientation, 1 (upright) to 8; 1 when it has none or an unknown value.
 
     Read from the header alone (no pixel is decoded), as ``ImageOps.exif_transpose`` reads it: also a
-    PNG's ``eXIf`` and an XMP ``tiff:Orientation``.
+    PNG's ``eXIf`` and an XMP ``tiff:Orientation``. A TIFF is the exception, 1: Pillow (6.2 on) turns it
+    upright itself as it loads it, so it is loaded here, where its size changes to the upright one
+    (a broken one raises as decoding it would).
     """
-    if not (im.info.keys() & _EXIF_KEYS or hasattr(im, "tag_v2")):  # no metadata (a TIFF's is its tags)
+    if hasattr(im, "tag_v2"):  # a TIFF: turning it again would turn it twice
+        im.load()
+        return 1
+    if not im.info.keys() & _EXIF_KEYS:  # no metadata
         return 1
     try:
         with warnings.catch_warnings():  # Pillow warns of a corrupt block: as if none, nothing to act on
