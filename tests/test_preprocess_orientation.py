@@ -99,3 +99,25 @@ def test_a_tiff_is_turned_once(tmp_path, turn):
     _, size = decode_image(path, 3, (20, 28))
     assert size == turned.size == ((32, 48) if turn in SIDEWAYS else (48, 32))
     assert np.array_equal(read_rgb(path), np.asarray(turned))
+
+
+def sixteen_bit(path, turn: int, width: int = 64, height: int = 40):
+    """A 16-bit grey PNG (Pillow's I;16) whose eXIf orientation says ``turn``."""
+    exif = Image.Exif()
+    exif[0x0112] = turn
+    grey = natural_image(np.random.default_rng(2), height, width)[:, :, 1].astype(np.uint16) * 257
+    Image.fromarray(grey).save(path, exif=exif)
+    return path
+
+
+@pytest.mark.parametrize("turn", [3, 6])
+def test_a_16_bit_image_is_drawn_upright_as_it_is_run(tmp_path, turn):
+    """The picture -o draws on is turned as the net's input is, whatever mode the image is stored in."""
+    path = sixteen_bit(tmp_path / "depth.png", turn)
+    with Image.open(path) as im:
+        assert im.mode == "I;16" and orientation(im) == turn
+    _, (width, height) = decode_image(path, 3, (20, 28))
+    drawn = read_rgb(path)
+    assert drawn.shape == (height, width, 3) == ((64, 40, 3) if turn in SIDEWAYS else (40, 64, 3))
+    x = Preprocessor(3, height, width, raw_scale=1.0)([path])[0]
+    assert np.abs(x[::-1].transpose(1, 2, 0) * 255 - drawn).max() < 1  # the same pixels, the same way up
