@@ -307,6 +307,26 @@ def test_results_are_told_as_they_are_made(tmp_path):
         run(d, [folder], each=told.append)
 
 
+def test_an_image_gone_before_its_picture_is_drawn_is_named_and_skipped(tmp_path):
+    """-o reads each image again to draw on it: one deleted in between is a failure in its place, and the
+    others are still run and drawn."""
+    d = model_dir(tmp_path, scorer(), seed=3)
+    folder = tmp_path / "pics"
+    folder.mkdir()
+    images = [picture(folder / f"p{i}.jpg", 40, 30, seed=i) for i in range(4)]
+
+    def each(item):
+        if item.image == str(images[0]):  # p1 is decoded and run with p0 (one batch): gone before drawn
+            images[1].unlink()
+
+    result = run(
+        d, [folder], task="segment", output=tmp_path / "out", batch_size=2, keep_going=True, each=each
+    )
+    assert [item.image for item in result.items] == [str(p) for p in images]
+    assert [f.image for f in result.failed] == [str(images[1])] and "no such" in result.failed[0].error
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["p0.png", "p2.png", "p3.png"]
+
+
 def test_file_names_that_are_not_utf8_are_printed_not_a_traceback(tmp_path):
     """A name from an old archive (Latin-1 bytes) on a UTF-8 terminal, whose stdout is strict: printed as
     the bytes it is, as ls prints it; in --json as escapes that json.loads and os.fsencode turn back."""
