@@ -256,3 +256,11 @@ def test_every_source_failing_says_what_each_did(srv, other, tmp_path):
     assert "from any of 2 source(s)" in lines[0]
     assert "HTTP 503 Service Unavailable" in lines[1] and "gave up after" in lines[1]
     assert lines[2].startswith(f"  url {other.url('/missing')}: HTTP 404 Not Found")
+
+
+def test_a_first_source_with_another_length_does_not_shut_out_the_right_one(srv, other, tmp_path):
+    srv.route("/w", DATA + b"x", rate=8 * MiB)  # another version of the file: the first to answer
+    right = other.route("/w", DATA, rate=8 * MiB)
+    t = run(tmp_path, srv.url("/w"), other.url("/w"))
+    assert t.feeds[0].failed.startswith("wrong file: sha1") and t.sources() == [other.url("/w")]
+    assert right.bytes_sent >= len(DATA)

@@ -121,6 +121,7 @@ class Feed:
     url: str = ""  # what to ask: the source's URL, or the file's behind a Google Drive page
     failed: str | None = None
     wrong: bool = False  # failed because the file it sent has another SHA-1
+    other_length: bool = False  # failed only for disagreeing with the length the first answer gave
     ranges: bool | None = None  # takes byte ranges (None: not known yet)
     active: int = 0
     stuck: int = 0  # failed attempts in a row without a byte
@@ -155,6 +156,11 @@ class Feed:
 
 class _Stale(Exception):
     """The piece was taken away (restart, another round, stop): drop the answer, no harm done."""
+
+
+class _OtherLength(WrongFile):
+    """The source's file has another length than the one the transfer follows, which no ``size``
+    vouches for: either may be the wrong file, so it is asked again if the length is dropped."""
 
 
 class Transfer:
@@ -405,7 +411,9 @@ class Transfer:
             except Unsatisfiable as e:
                 self._on_416(feed, piece, e)
             except SourceFailed as e:
-                self._fail(feed, str(e), forget=isinstance(e, WrongFile))
+                self._fail(
+                    feed, str(e), forget=isinstance(e, WrongFile), other_length=isinstance(e, _OtherLength)
+                )
             except BaseException as e:  # a full disk, a bug: the whole transfer stops
                 with self.cond:
                     self.error = self.error or e
@@ -598,7 +606,8 @@ class Transfer:
         if total is not None and self.plan.total is not None and total != self.plan.total:
             others = set(self.partial.runs.by_key()) - {feed.key}
             if others or self.parallel:
-                raise WrongFile(f"{answer.where}: the file has {total} bytes, not {self.plan.total}")
+                wrong = WrongFile if self.expected.size is not None else _OtherLength
+                raise wrong(f"{answer.where}: the file has {total} bytes, not {self.plan.total}")
             self._restart(None)  # the file was another one when the record was made
             raise Retry(f"{answer.where}: the file has {total} bytes now; starting over")
         feed.ranges = answer.ranges
@@ -712,12 +721,21 @@ class Transfer:
             self._restart(None)
         self._on_retry(feed, piece, Retry(f"{e}; starting over"))
 
-    def _fail(self, feed: Feed, message: str, *, wrong: bool = False, forget: bool = False) -> None:
-        """The source is out: it is not asked again; with ``forget``, the bytes it sent are dropped."""
+    def _fail(
+        self,
+        feed: Feed,
+        message: str,
+        *,
+        wrong: bool = False,
+        forget: bool = False,
+        other_length: bool = False,
+    ) -> None:
+        """The source is out: it is not asked again (``other_length``: unless the length it
+        disagreed with is dropped); with ``forget``, the bytes it sent are dropped."""
         with self.cond:
             if feed.failed:
                 return
-            feed.failed, feed.wrong = message, wrong
+            feed.failed, feed.wrong, feed.other_length = message, wrong, other_length
             if forget:
                 self._forget(feed.key)
             self._event("fail", source=feed.source, message=message)
@@ -785,6 +803,9 @@ class Transfer:
         self.partial.restart()
         self._changes += 1
         self.plan.total = None
+        for f in self.feeds:  # the length they disagreed with is gone: the SHA-1 will judge them
+            if f.other_length:
+                f.failed, f.other_length = None, False
         self.parallel = False
         self.target, self.width, self._mark, self._gate = None, 1, None, False
         self.resumed = False
