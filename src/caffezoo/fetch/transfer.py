@@ -54,11 +54,13 @@ from .retry import Retry, SourceFailed, Unsatisfiable, WrongFile
 from .segments import Piece, Plan
 from .urls import Source
 
-__all__ = ["DEFAULT_CONNECTIONS", "SEGMENTED_MIN", "Transfer"]
+__all__ = ["DEFAULT_CONNECTIONS", "MAX_CONNECTIONS", "SEGMENTED_MIN", "Transfer"]
 
 # Connections per download (-c). Measured on loopback with each capped at 25 MB/s: eight
 # bring 3.9x one (four 2.9x, sixteen no more than eight, with 12 MiB more memory).
 DEFAULT_CONNECTIONS = 8
+# The most a download may ask for (-c, --per-host): the download client's pool holds 64.
+MAX_CONNECTIONS = 64
 # Files with fewer bytes left than this take one connection: a new connection costs a round
 # trip or three (TLS) before its first byte, and the first one is measured for 0.1 s. Measured
 # at 25 MB/s a connection: eight gain 1.0-1.1x on 2-4 MiB, 1.1-1.8x on 8 MiB and 1.8-2.1x
