@@ -7,6 +7,7 @@ failed and why), and the servers' own counts say which bytes were fetched, and h
 from __future__ import annotations
 
 import re
+import socket
 import threading
 
 import pytest
@@ -264,3 +265,22 @@ def test_a_first_source_with_another_length_does_not_shut_out_the_right_one(srv,
     t = run(tmp_path, srv.url("/w"), other.url("/w"))
     assert t.feeds[0].failed.startswith("wrong file: sha1") and t.sources() == [other.url("/w")]
     assert right.bytes_sent >= len(DATA)
+
+
+def test_a_liar_that_fails_while_it_is_compared_is_still_named(srv, other, tmp_path):
+    srv.route(
+        "/w", DATA, total_rate=3 * MiB
+    )  # honest and slow: it holds fewer bytes, so it is suspected first
+
+    def lie_then_die_when_asked_from_0(route, handler):
+        # Only blaming the other source asks this one for its bytes from 0: it then hangs up for good.
+        if route.dead or handler.headers.get("range", "").startswith("bytes=0-"):
+            route.die_after = 0
+            handler.connection.shutdown(socket.SHUT_RDWR)
+            handler.close_connection = True
+            return
+        handler._send_body(route, head=False)
+
+    other.route("/w", DATA, rate=16 * MiB, corrupt=True, handler=lie_then_die_when_asked_from_0)
+    t = run(tmp_path, srv.url("/w"), other.url("/w"))
+    assert t.bad == [other.url("/w")] and t.sources() == [srv.url("/w")]

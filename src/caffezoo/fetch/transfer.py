@@ -353,7 +353,7 @@ class Transfer:
             try:
                 self._round()
             except DownloadError:
-                return None  # the others cannot fill in for it
+                continue  # the others cannot fill in for it (one may have failed meanwhile): the next
             finally:
                 with self.cond:
                     self.excluded, self.comparing = None, False
