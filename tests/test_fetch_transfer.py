@@ -6,6 +6,8 @@ failed and why), and the servers' own counts say which bytes were fetched, and h
 
 from __future__ import annotations
 
+import json
+import os
 import re
 import socket
 import threading
@@ -284,3 +286,33 @@ def test_a_liar_that_fails_while_it_is_compared_is_still_named(srv, other, tmp_p
     other.route("/w", DATA, rate=16 * MiB, corrupt=True, handler=lie_then_die_when_asked_from_0)
     t = run(tmp_path, srv.url("/w"), other.url("/w"))
     assert t.bad == [other.url("/w")] and t.sources() == [srv.url("/w")]
+
+
+def test_on_resume_a_changed_file_costs_only_its_own_bytes(srv, other, tmp_path):
+    # An earlier run left 0-4 MiB from the first source and 4-8 MiB from the second, then died.
+    a, b = normalize(srv.url("/w")), normalize(other.url("/w"))
+    cache = BlobCache(tmp_path / "cache")
+    p = cache.claim(SHA1)
+    p.total = len(DATA)
+    p.validators.update({a.url: '"a1"', b.url: '"b1"'})
+    p.write_at(0, [DATA[: 4 * MiB]], a.url)
+    p.write_at(4 * MiB, [DATA[4 * MiB : 8 * MiB]], b.url)
+    p.save()
+    os.close(p._fd)
+    p.hasher.close()
+    meta = json.loads(p.meta_path.read_text())
+    meta["owner"]["pid"] = 0  # gone
+    p.meta_path.write_text(json.dumps(meta))
+    # The first source's file was touched since (a new ETag, the same bytes); the second's was not.
+    srv.route("/w", DATA, etag='"a2"')
+    other.route("/w", DATA, etag='"b1"')
+    partial = cache.claim(SHA1)
+    try:
+        digests, _ = Transfer([a, b], partial, Expected(SHA1), **OPTIONS).run()
+        assert digests.sha1 == SHA1 and partial.path.read_bytes() == DATA
+        kept = partial.runs.of(b.url)  # the second source's bytes were kept
+        assert any(start <= 4 * MiB and 8 * MiB <= end for start, end in kept)
+    finally:
+        partial.close()
+    asked = ranges(srv, "/w")[1:] + ranges(other, "/w")  # after the first answer said "changed"
+    assert all(end is not None and end <= 4 * MiB or start >= 8 * MiB for start, end in asked)

@@ -595,11 +595,15 @@ class Transfer:
         feed.url, feed.content_type = answer.url, answer.content_type
         if answer.offset != piece.pos:  # a 200 to a range: the whole file, from byte 0
             changed = validator is not None and answer.validator != validator
-            if not self.parallel:
+            others = set(self.partial.runs.by_key()) - {feed.key}
+            if not self.parallel and not (changed and others):
                 self._restart(piece)  # the range was ignored, or the file changed: start over
-            elif changed:  # its file changed: what it sent before is of another version
+            elif changed:  # its file changed: what it sent before is of another version, the others' stays
                 self._forget(feed.key)
-                self.partial.validators[feed.key] = answer.validator
+                if answer.validator:
+                    self.partial.validators[feed.key] = answer.validator
+                else:  # (a sidecar holds validators as text only)
+                    self.partial.validators.pop(feed.key, None)
                 raise _Stale
             else:
                 feed.ranges = False
