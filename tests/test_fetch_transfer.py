@@ -316,3 +316,17 @@ def test_on_resume_a_changed_file_costs_only_its_own_bytes(srv, other, tmp_path)
         partial.close()
     asked = ranges(srv, "/w")[1:] + ranges(other, "/w")  # after the first answer said "changed"
     assert all(end is not None and end <= 4 * MiB or start >= 8 * MiB for start, end in asked)
+
+
+def test_a_source_whose_validator_flaps_gives_up_instead_of_running_forever(srv, tmp_path):
+    # Two machines behind one name, each with its own ETag for the same file (Apache's
+    # inode-based ETags): every other answer says the file changed.
+    def two_backends(route, handler):
+        route.etag = f'"backend-{route.hits % 2}"' if route.hits < 2000 else '"backend-0"'
+        handler._send_body(route, head=False)
+
+    route = srv.route("/w", DATA, rate=4 * MiB, handler=two_backends)  # slow enough to be split
+    with pytest.raises(DownloadError) as err:
+        run(tmp_path, srv.url("/w"), retries=0)
+    assert "the file changed (If-Range" in str(err.value) and "gave up after" in str(err.value)
+    assert route.hits < 2000  # it gave up while the file kept changing

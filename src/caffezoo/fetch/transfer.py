@@ -604,7 +604,9 @@ class Transfer:
                     self.partial.validators[feed.key] = answer.validator
                 else:  # (a sidecar holds validators as text only)
                     self.partial.validators.pop(feed.key, None)
-                raise _Stale
+                # A failed attempt, not a free one: backends of one server that each name the file
+                # their own way (an ETag per machine) would otherwise make this source run forever.
+                raise Retry(f"{answer.where}: the file changed (If-Range {validator}); its bytes are dropped")
             else:
                 feed.ranges = False
                 raise _Stale
