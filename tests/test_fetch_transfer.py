@@ -16,7 +16,7 @@ import pytest
 from download_helpers import blob, sha1, wait_for
 from fault_server import FaultServer
 
-from caffezoo.errors import ChecksumError, DownloadError
+from caffezoo.errors import ChecksumError, DiskSpaceError, DownloadError
 from caffezoo.fetch import BlobCache, Expected, fetch_blob, normalize
 from caffezoo.fetch import transfer as transfer_module
 from caffezoo.fetch.ordered_hash import BUDGET
@@ -330,3 +330,16 @@ def test_a_source_whose_validator_flaps_gives_up_instead_of_running_forever(srv,
         run(tmp_path, srv.url("/w"), retries=0)
     assert "the file changed (If-Range" in str(err.value) and "gave up after" in str(err.value)
     assert route.hits < 2000  # it gave up while the file kept changing
+
+
+def test_a_first_source_claiming_more_than_the_disk_holds_does_not_stop_the_others(srv, other, tmp_path):
+    srv.route("/w", DATA, content_length=1 << 60)  # a length no disk takes, and no size to say it lies
+    other.route("/w", DATA)
+    t = run(tmp_path, srv.url("/w"), other.url("/w"))
+    assert "not enough disk space" in t.feeds[0].failed and t.sources() == [other.url("/w")]
+
+
+def test_the_last_source_claiming_more_than_the_disk_holds_is_a_disk_error(srv, tmp_path):
+    srv.route("/w", DATA, content_length=1 << 60)
+    with pytest.raises(DiskSpaceError, match="not enough disk space .* more bytes needed"):
+        run(tmp_path, srv.url("/w"))

@@ -44,7 +44,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import ChecksumError, DownloadError
+from ..errors import ChecksumError, DiskSpaceError, DownloadError
 from .events import Event, Progress
 from .hashing import Digests, Expected
 from .limits import HOSTS, RateLimit
@@ -623,6 +623,11 @@ class Transfer:
         if answer.validator:
             self.partial.validators[feed.key] = answer.validator
         if total is not None and self.plan.total is None:
+            if self.expected.size is None and any(f is not feed and not f.failed for f in self.feeds):
+                try:  # its word alone against the disk: another source may give another length
+                    self.partial.ensure_space(total)
+                except DiskSpaceError as e:
+                    raise _OtherLength(f"{answer.where}: {e}") from None
             self._set_total(total)
             self.partial.ensure_space(total)
             news = True
