@@ -236,31 +236,72 @@ def test_limits_on_detection_and_segmentation(zoo, tmp_path):
     assert post(zoo, "ssd", photo(tmp_path / "p.png", 20, 20)).status_code == 200
 
 
-def test_pictures_are_kept_briefly_in_memory_only(zoo, tmp_path):
+def test_pictures_are_kept_briefly_in_the_database_only(zoo, tmp_path):
     marker = photo(tmp_path / "marker.png", 40, 40, seed=99)
     r = post(zoo, "fcn", marker)
     url = re.search(r'<img id="try-picture" src="(/tried/[A-Za-z0-9_-]{24}\.png)"', r.text).group(1)
     picture = zoo.http.get(url)
     assert picture.status_code == 200 and "default-src 'none'" in picture.headers["content-security-policy"]
+    assert picture.headers["content-type"] == "image/png"
     drawn = picture.content
-    for path in tmp_path.rglob("*"):  # neither the upload nor its drawing was written anywhere
+    database = {tmp_path / f"zoo.db{suffix}" for suffix in ("", "-wal", "-shm", "-journal")}
+    for path in tmp_path.rglob("*"):  # the upload was written nowhere; its drawing to the database only
         if path.is_file() and path != marker and path.stat().st_size >= 200:
             data = path.read_bytes()
-            assert marker.read_bytes() not in data and drawn not in data, path
+            assert marker.read_bytes() not in data, path
+            assert path in database or drawn not in data, path
     assert zoo.http.get("/tried/" + "A" * 24 + ".png").status_code == 404
     assert zoo.http.get("/tried/" + "A" * 5000 + ".png").status_code == 404
 
 
-def test_result_pictures_are_bounded_in_count_bytes_and_time():
-    pictures = ResultPictures(max_bytes=1000, count=3, seconds=60)
+def test_a_picture_drawn_by_one_server_is_served_by_another(database_url, tmp_path, monkeypatch):
+    """Two servers on one database (as --workers 2, or two replicas behind nginx): the browser's
+    request for the picture may reach either."""
+    monkeypatch.setenv("CAFFEZOO_HOME", str(tmp_path / "home"))
+    limits = Limits(try_it=True, try_max_bytes=MAX_BYTES, try_max_pixels=4_000_000)
+    (tmp_path / "models").mkdir()
+    with (
+        web_for(database_url, tmp_path, seed=False, limits=limits) as a,
+        web_for(database_url, tmp_path, seed=False, limits=limits) as b,
+    ):
+        a.storage.ensure_user("tess")
+        auth = {"Authorization": f"token {a.storage.create_token('tess')}"}
+        net, seed, front = MODELS["fcn"]
+        d, data, keys = model_dir(tmp_path / "models", "fcn", net(), seed, **front)
+        files = {f: (d / f).read_text() for f in ("labels.txt", "deploy.prototxt")}
+        gid = publish(a.storage, "tess", "fcn", files=files, **keys)
+        assert a.http.put(f"/blobs/sha1/{keys['sha1']}", content=data, headers=auth).status_code == 201
+        r = a.http.post(
+            f"/models/{gid}/try",
+            files={"image": ("p.png", photo(tmp_path / "p.png").read_bytes(), "image/png")},
+        )
+        assert r.status_code == 200, r.text
+        url = re.search(r'<img id="try-picture" src="(/tried/[A-Za-z0-9_-]{24}\.png)"', r.text).group(1)
+        there, here = b.http.get(url), a.http.get(url)
+        assert there.status_code == 200 and there.content == here.content
+        assert Image.open(io.BytesIO(there.content)).size == (96, 72)
+        assert b.http.get("/tried/" + "A" * 24 + ".png").status_code == 404
+
+
+def test_result_pictures_are_bounded_in_count_bytes_and_time(store):
+    pictures = ResultPictures(store, max_bytes=1000, count=3, seconds=60)
     tokens = [pictures.put(bytes([i]) * 100) for i in range(5)]
     assert [pictures.get(t) is not None for t in tokens] == [False, False, True, True, True]
+    assert pictures.get(tokens[-1]) == (bytes([4]) * 100, "image/png")
     big = pictures.put(b"x" * 900)  # room is made by pushing the oldest out
     assert pictures.get(big) and pictures.bytes <= 1000 and len(pictures) <= 3
     assert pictures.put(b"x" * 1001) is None
     assert len({pictures.put(b"p") for _ in range(50)}) == 50  # tokens differ
-    brief = ResultPictures(seconds=0.0)
-    assert brief.get(brief.put(b"png")) is None
+    assert len(pictures) == 3 and pictures.bytes == 3
+    other = ResultPictures(store, max_bytes=1000, count=3, seconds=60)  # another process: the same bounds
+    other.put(b"q" * 999)
+    assert len(pictures) == 2 and pictures.bytes == 1000  # one "p" made room
+    brief = ResultPictures(store, seconds=0.0)
+    token = brief.put(b"png")
+    assert brief.get(token) is None
+    before = len(brief)
+    brief.put(b"png")  # expired pictures are purged, not only hidden
+    assert len(brief) == before
 
 
 @pytest.mark.parametrize("name", ["ssd", "fcn"])

@@ -20,9 +20,10 @@ The work is :func:`caffezoo.runtime.tasks.run`'s on an
 :func:`caffezoo.runtime.tasks.picture`'s: this module only decodes the
 upload, within bounds, and reads the model's labels and mean from its gist.
 Pages carry a Content-Security-Policy that allows images from this server only
-(no ``data:`` URIs), so a drawn picture is kept in memory for a few minutes
-under an unguessable token (:class:`ResultPictures`), bounded in bytes and count, and
-served from ``/tried/TOKEN.png``; it is never written to disk.
+(no ``data:`` URIs), so a drawn picture is kept in the database for a few minutes
+under an unguessable token (:class:`ResultPictures`), bounded in bytes and count
+across the zoo, and served from ``/tried/TOKEN.png`` by whichever process or
+replica the browser's request reaches.
 
 Every upload is bounded: bytes (``--try-max-bytes``, refused before they are
 read when the request says its length), pixels (the header's width x height,
@@ -72,6 +73,7 @@ MAX_ROWS = 100  # boxes or classes listed on the page (all are drawn)
 PICTURES_BYTES = 32 * 1024 * 1024  # drawn pictures kept for their pages, together
 PICTURES_COUNT = 64
 PICTURE_SECONDS = 600.0
+PICTURES_LOCK = 8211331  # PostgreSQL advisory lock: one picture writer at a time (coherence's is ...330)
 # The form has two fields; each part's header is parsed by the email package, ~20 us per byte of
 # parameters: without these an 8 MB body of tiny parts holds the lane (and the GIL) for minutes.
 MAX_PARTS = 8
@@ -255,50 +257,97 @@ def decode_upload(
 
 
 class ResultPictures:
-    """Drawn results kept in memory for their pages: ``put`` gives an unguessable token, ``get``
-    the PNG until it expires or is pushed out (at most ``count`` pictures and ``max_bytes``).
+    """Drawn results kept in the database for their pages: ``put`` gives an unguessable token,
+    ``get`` the PNG until it expires or is pushed out (at most ``count`` pictures and
+    ``max_bytes`` across the whole zoo). Any process or replica on the database serves it.
 
-    >>> pictures = ResultPictures(max_bytes=1000, count=2, seconds=60)
-    >>> token = pictures.put(b"png")
-    >>> pictures.get(token), pictures.get("guess")
+    >>> pictures = ResultPictures(Storage("sqlite://"), max_bytes=1000, count=2, seconds=60)  # doctest: +SKIP
+    >>> token = pictures.put(b"png")                                                          # doctest: +SKIP
+    >>> pictures.get(token), pictures.get("guess")                                            # doctest: +SKIP
     (b'png', None)
+
+    Each ``put`` purges the expired pictures and evicts the oldest until the new one fits, in
+    the transaction that inserts it, one writer at a time (SQLite's write lock; a transaction
+    advisory lock on PostgreSQL), so the bounds hold however many processes draw.
     """
 
     def __init__(
-        self, max_bytes: int = PICTURES_BYTES, count: int = PICTURES_COUNT, seconds: float = PICTURE_SECONDS
+        self,
+        storage: Storage,
+        max_bytes: int = PICTURES_BYTES,
+        count: int = PICTURES_COUNT,
+        seconds: float = PICTURE_SECONDS,
     ):
+        self.storage = storage
         self.max_bytes, self.count, self.seconds = max_bytes, count, seconds
-        self.bytes = 0
-        self._kept: OrderedDict[str, tuple[bytes, float]] = OrderedDict()  # oldest first
-        self._lock = threading.Lock()
+
+    def _totals(self) -> tuple[int, int]:
+        from sqlalchemy import func, select
+
+        from .tables import TriedPicture
+
+        with self.storage.session() as s:
+            n, size = s.execute(select(func.count(), func.coalesce(func.sum(TriedPicture.size), 0))).one()
+        return int(n), int(size)
 
     def __len__(self) -> int:
-        return len(self._kept)
+        return self._totals()[0]
 
-    def put(self, png: bytes) -> str | None:
+    @property
+    def bytes(self) -> int:
+        return self._totals()[1]
+
+    def put(self, png: bytes, content_type: str = "image/png") -> str | None:
         """Keep ``png``; its token (None: it is larger than all the room there is)."""
-        if len(png) > self.max_bytes:
+        from datetime import timedelta
+
+        from sqlalchemy import delete, select, text
+
+        from .storage import now
+        from .tables import TriedPicture
+
+        if len(png) > self.max_bytes or self.count < 1:
             return None
         token = secrets.token_urlsafe(18)
-        now = time.monotonic()
-        with self._lock:
-            while self._kept and (
-                len(self._kept) >= self.count
-                or self.bytes + len(png) > self.max_bytes
-                or next(iter(self._kept.values()))[1] <= now
-            ):
-                _, (old, _) = self._kept.popitem(last=False)
-                self.bytes -= len(old)
-            self._kept[token] = (png, now + self.seconds)
-            self.bytes += len(png)
+        with self.storage.session(write=True) as s:
+            if not self.storage.is_sqlite:  # SQLite's BEGIN IMMEDIATE already made us the only writer
+                s.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": PICTURES_LOCK})
+            at = now()
+            s.execute(delete(TriedPicture).where(TriedPicture.expires <= at))
+            kept = s.execute(select(TriedPicture.id, TriedPicture.size).order_by(TriedPicture.id)).all()
+            total, gone = sum(size for _, size in kept), []
+            for pid, size in kept:  # oldest first, until the new one fits
+                if len(kept) - len(gone) < self.count and total + len(png) <= self.max_bytes:
+                    break
+                gone.append(pid)
+                total -= size
+            if gone:
+                s.execute(delete(TriedPicture).where(TriedPicture.id.in_(gone)))
+            s.add(
+                TriedPicture(
+                    token=token,
+                    content=png,
+                    content_type=content_type,
+                    size=len(png),
+                    expires=at + timedelta(seconds=self.seconds),
+                )
+            )
         return token
 
-    def get(self, token: str) -> bytes | None:
-        with self._lock:
-            found = self._kept.get(token)
-        if found is None or found[1] <= time.monotonic():
-            return None
-        return found[0]
+    def get(self, token: str) -> tuple[bytes, str] | None:
+        """The picture ``token`` names and its content type, while it is kept."""
+        from sqlalchemy import select
+
+        from .storage import now
+        from .tables import TriedPicture
+
+        with self.storage.session() as s:
+            found = s.execute(
+                select(TriedPicture.content, TriedPicture.content_type).where(
+                    TriedPicture.token == token, TriedPicture.expires > now()
+                )
+            ).first()
+        return (bytes(found[0]), found[1]) if found is not None else None
 
 
 @dataclass
@@ -548,7 +597,9 @@ async def try_model(request: Request, entry_id: str) -> Response:
     finally:
         del body, chunks
     if tried.picture is not None:
-        token = request.app.state.try_pictures.put(tried.picture)
+        from starlette.concurrency import run_in_threadpool
+
+        token = await run_in_threadpool(request.app.state.try_pictures.put, tried.picture)
         tried.picture, tried.picture_url = None, f"/tried/{token}.png" if token else None
     response = render("try.html", entry=entry, entry_id=entry_id, tried=tried, rows=MAX_ROWS, q="")
     response.headers.update(_NO_STORE)
@@ -561,12 +612,16 @@ _NO_STORE = {"Cache-Control": "no-store"}  # the answer holds what the visitor u
 @router.get("/tried/{token}.png")
 async def tried_picture(request: Request, token: str) -> Response:
     """A result's picture, for its page, while it is kept."""
-    png = request.app.state.try_pictures.get(token) if len(token) <= 64 else None
-    if png is None:
+    from starlette.concurrency import run_in_threadpool
+
+    pictures: ResultPictures = request.app.state.try_pictures
+    found = await run_in_threadpool(pictures.get, token) if len(token) <= 64 else None
+    if found is None:
         from .errors import error_response
 
         return error_response(404, "Not Found: this picture has expired (pictures are kept a few minutes)")
-    return Response(png, media_type="image/png", headers={"Cache-Control": "private, max-age=600"})
+    png, media_type = found
+    return Response(png, media_type=media_type, headers={"Cache-Control": "private, max-age=600"})
 
 
 def _failed(render: Any, entry_id: str, e: TryError, entry: Entry | None = None) -> Response:
