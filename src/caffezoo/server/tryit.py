@@ -553,6 +553,8 @@ class TryIt:
 from fastapi import APIRouter, Request  # noqa: E402
 from fastapi.responses import Response  # noqa: E402
 
+from .work import AnswerBudget, Busy, busy_response  # noqa: E402
+
 router = APIRouter()
 
 
@@ -560,9 +562,7 @@ router = APIRouter()
 async def try_model(request: Request, entry_id: str) -> Response:
     """The form's answer: a page with the results (and the picture), or one saying what was wrong."""
     from ..gist.rules import valid_id
-    from . import catalog
     from .pages import render
-    from .work import Busy
 
     tryit: TryIt | None = request.app.state.tryit
     if tryit is None or not valid_id(entry_id):
@@ -571,16 +571,54 @@ async def try_model(request: Request, entry_id: str) -> Response:
     if lane.admitted >= lane.workers + lane.queue:  # before reading megabytes we would drop
         raise Busy(lane.name, lane.retry_after)
     limit = tryit.limits.try_max_bytes
+    cap = limit + 64 * 1024  # the form's own bytes around the image
     length = request.headers.get("content-length", "")
-    if length.isdigit() and int(length) > limit + 64 * 1024:
-        return _failed(render, entry_id, TryError(413, f"the upload is over {limit:,} bytes"))
+    if length.isdigit() and int(length) > cap:
+        return _failed(render, entry_id, TryError(413, f"the upload is over {limit:,} bytes"), close=True)
+    # The body's bytes are held from the first chunk read until the answer is built: reserve them
+    # (the stated length, else the most a body may be) before reading, or N slow uploads hold N caps.
+    uploads: AnswerBudget = request.app.state.try_uploads
+    reserved = int(length) if length.isdigit() else cap
+    if not uploads.take(reserved):
+        response = busy_response(
+            request,
+            Busy(
+                "try uploads",
+                uploads.retry_after,
+                f"the server is receiving too many uploads; try again in {uploads.retry_after} s",
+            ),
+        )
+        response.headers["Connection"] = "close"  # its body is not read
+        return response
+    try:
+        return await _answer(request, tryit, lane, entry_id, limit, cap, uploads.send_deadline)
+    finally:
+        uploads.give(reserved)
+
+
+async def _answer(
+    request: Request, tryit: TryIt, lane: Any, entry_id: str, limit: int, cap: int, deadline: float
+) -> Response:
+    """The body read (within ``deadline`` seconds) and run: the answer page."""
+    import asyncio
+
+    from . import catalog
+    from .pages import render
+
     chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit + 64 * 1024:
-            return _failed(render, entry_id, TryError(413, f"the upload is over {limit:,} bytes"))
-        chunks.append(chunk)
+    try:
+        async with asyncio.timeout(deadline):  # a body that trickles in (slow loris) is cut here
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > cap:
+                    error = TryError(413, f"the upload is over {limit:,} bytes")
+                    return _failed(render, entry_id, error, close=True)
+                chunks.append(chunk)
+    except TimeoutError:
+        error = TryError(408, f"the upload did not arrive within {deadline:g} seconds")
+        return _failed(render, entry_id, error, close=True)
     body = b"".join(chunks)
+    del chunks
     with request.app.state.storage.session() as s:
         entry = catalog.get_entry(s, entry_id)
     if entry is None:
@@ -595,7 +633,7 @@ async def try_model(request: Request, entry_id: str) -> Response:
     except TryError as e:
         return _failed(render, entry_id, e, entry)
     finally:
-        del body, chunks
+        del body
     if tried.picture is not None:
         from starlette.concurrency import run_in_threadpool
 
@@ -624,11 +662,16 @@ async def tried_picture(request: Request, token: str) -> Response:
     return Response(png, media_type=media_type, headers={"Cache-Control": "private, max-age=600"})
 
 
-def _failed(render: Any, entry_id: str, e: TryError, entry: Entry | None = None) -> Response:
+def _failed(
+    render: Any, entry_id: str, e: TryError, entry: Entry | None = None, *, close: bool = False
+) -> Response:
+    """The form's page with ``e`` said; ``close``: the connection ends with it (a body left unread)."""
     response = render(
         "try.html", status=e.status, entry=entry, entry_id=entry_id, error=str(e), tried=None, q=""
     )
     response.headers.update(_NO_STORE)
+    if close:
+        response.headers["Connection"] = "close"
     if e.retry_after:
         response.headers["Retry-After"] = str(e.retry_after)
     return response
