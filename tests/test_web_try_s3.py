@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 
 import pytest
 from test_web_try_tasks import areas, model_dir, photo, segmenter
@@ -114,3 +115,80 @@ def test_the_budget_counts_what_is_on_disk_at_start(s3_zoo, tmp_path):
     assert not (zoo.copies / zoo.sha1["fcn_a"]).exists() and (zoo.copies / zoo.sha1["fcn_b"]).is_file()
     kept = [zoo.copies / zoo.sha1["fcn_b"], *files.onnx_dir.glob(f"{zoo.sha1['fcn_b']}-*.onnx")]
     assert again.bytes == sum(p.stat().st_size for p in kept) and len(kept) == 2
+
+
+# A second process using the same directories, as a second `--workers` process would: it reads
+# commands ("copy SHA1", "hold SHA1", "release") and answers each with "ok"; ends with its input.
+OTHER_PROCESS = """
+import sys
+from contextlib import ExitStack
+from caffezoo.server.blobstore import open_store
+from caffezoo.server.tryfiles import TryFiles
+
+root, onnx, budget, url = sys.argv[1:5]
+files, store, held = TryFiles(root, onnx, int(budget)), open_store(url), ExitStack()
+print("ok", flush=True)
+for line in sys.stdin:
+    verb, *args = line.split()
+    if verb == "copy":
+        files.weights(store, args[0])
+    elif verb == "hold":
+        held.enter_context(files.hold(args[0]))
+    elif verb == "release":
+        held.close()
+    else:
+        break
+    print("ok", flush=True)
+"""
+
+
+@pytest.mark.parametrize("s3_zoo", [lambda size: int(3.5 * size)], indirect=True)
+def test_processes_on_one_machine_share_one_budget(s3_zoo, tmp_path, s3_env):
+    """What is on disk is the budget: a process started while the cache was empty still makes
+    room for its copy by removing what another process added since, and never removes what
+    another process holds."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from caffezoo.server.tryfiles import TryFiles
+
+    zoo = s3_zoo
+    files = zoo.app.state.tryit.files
+    src = Path(__file__).resolve().parent.parent / "src"
+    other = subprocess.Popen(
+        [sys.executable, "-c", OTHER_PROCESS, str(files.copies.root), str(files.onnx_dir)]
+        + [str(files.max_bytes), s3_env],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(src)},
+    )
+
+    def tell(command: str) -> None:
+        if command:
+            other.stdin.write(command + "\n")
+            other.stdin.flush()
+        assert other.stdout.readline().strip() == "ok", f"the other process failed at {command!r}"
+
+    def on_disk() -> int:
+        found = [*zoo.copies.glob("*"), *files.onnx_dir.glob("*.onnx")]
+        return sum(p.stat().st_size for p in found if p.is_file())
+
+    try:
+        tell("")  # started, with nothing on disk yet
+        assert post(zoo, "fcn_a", photo(tmp_path / "p.png", 30, 20)).status_code == 200
+        tell(f"copy {zoo.sha1['fcn_b']}")  # room for b: a's files, which it never saw made, go
+        assert (zoo.copies / zoo.sha1["fcn_b"]).is_file() and not (zoo.copies / zoo.sha1["fcn_a"]).exists()
+        assert on_disk() <= files.max_bytes
+        tell(f"hold {zoo.sha1['fcn_b']}")
+        TryFiles(files.copies.root, files.onnx_dir, 0)  # no room at all, but b is held elsewhere
+        assert (zoo.copies / zoo.sha1["fcn_b"]).is_file()
+        tell("release")
+        TryFiles(files.copies.root, files.onnx_dir, 0)
+        assert not (zoo.copies / zoo.sha1["fcn_b"]).exists() and on_disk() == 0
+        other.stdin.close()
+        assert other.wait(30) == 0
+    finally:
+        other.kill()
+        other.wait(30)

@@ -147,8 +147,8 @@ LIMIT_OPTIONS: tuple[tuple[str, float, float, str], ...] = (
         "try_cache_bytes",
         4 * 1024**3,
         0,
-        "Disk for weights copied from a remote blob store and for converted nets, together; "
-        "least recently tried go first.",
+        "Disk for weights copied from a remote blob store and for converted nets, together, "
+        "shared by every process on this machine; least recently tried go first.",
     ),
 )
 
