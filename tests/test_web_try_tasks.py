@@ -14,9 +14,11 @@ import json
 import re
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 from PIL import Image
+from replica_helpers import replica
 from runtime_helpers import natural_image, write_net
 from test_runtime_layers import faster_rcnn
 from test_runtime_ssd import _ssd
@@ -281,6 +283,38 @@ def test_a_picture_drawn_by_one_server_is_served_by_another(database_url, tmp_pa
         assert there.status_code == 200 and there.content == here.content
         assert Image.open(io.BytesIO(there.content)).size == (96, 72)
         assert b.http.get("/tried/" + "A" * 24 + ".png").status_code == 404
+
+
+def test_a_picture_drawn_by_one_replica_is_served_by_another(database_url, tmp_path):
+    """Two `caffezoo serve --try` processes on one database and one blob directory, as behind
+    nginx: the page comes from one, its picture from the other."""
+    from caffezoo.server import Storage
+
+    (tmp_path / "models").mkdir()
+    net, seed, front = MODELS["fcn"]
+    d, data, keys = model_dir(tmp_path / "models", "fcn", net(), seed, **front)
+    store = Storage(database_url)
+    try:
+        store.ensure_user("tess")
+        token = store.create_token("tess")
+        files = {f: (d / f).read_text() for f in ("labels.txt", "deploy.prototxt")}
+        gid = publish(store, "tess", "fcn", files=files, **keys)
+    finally:
+        store.close()
+    options = ("--try", "--no-check-links", "--blobs-dir", str(tmp_path / "blobs"))
+    with replica(database_url, *options) as a, replica(database_url, *options) as b:
+        auth = {"Authorization": f"token {token}"}
+        r = httpx.put(f"{a.url}/blobs/sha1/{keys['sha1']}", content=data, headers=auth, timeout=60)
+        assert r.status_code == 201, r.text
+        image = photo(tmp_path / "p.png").read_bytes()
+        r = httpx.post(
+            f"{a.url}/models/{gid}/try", files={"image": ("p.png", image, "image/png")}, timeout=60
+        )
+        assert r.status_code == 200, r.text[-800:]
+        url = re.search(r'<img id="try-picture" src="(/tried/[A-Za-z0-9_-]{24}\.png)"', r.text).group(1)
+        there = httpx.get(b.url + url, timeout=60)
+        assert there.status_code == 200 and there.content == httpx.get(a.url + url, timeout=60).content
+        assert Image.open(io.BytesIO(there.content)).size == (96, 72)
 
 
 def test_result_pictures_are_bounded_in_count_bytes_and_time(store):
