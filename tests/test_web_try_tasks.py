@@ -12,6 +12,7 @@ import html
 import io
 import json
 import re
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -330,12 +331,16 @@ def test_result_pictures_are_bounded_in_count_bytes_and_time(store):
     other = ResultPictures(store, max_bytes=1000, count=3, seconds=60)  # another process: the same bounds
     other.put(b"q" * 999)
     assert len(pictures) == 2 and pictures.bytes == 1000  # one "p" made room
+    with ThreadPoolExecutor(8) as pool:  # writers at once, as replicas are: the bounds still hold
+        assert all(pool.map(lambda i: pictures.put(bytes([i]) * 300), range(40)))
+    assert len(pictures) <= 3 and pictures.bytes <= 1000
     brief = ResultPictures(store, seconds=0.0)
     token = brief.put(b"png")
     assert brief.get(token) is None
     before = len(brief)
     brief.put(b"png")  # expired pictures are purged, not only hidden
     assert len(brief) == before
+    assert brief.purge() == 1 and len(brief) == before - 1
 
 
 @pytest.mark.parametrize("name", ["ssd", "fcn"])

@@ -173,6 +173,7 @@ def create_app(
 
         app.state.tryit = TryIt(store, app.state.mirror, limits, s.cache_dir / "server" / "try")
         app.state.try_pictures = ResultPictures(store)
+        app.state.try_pictures.purge()
         app.state.try_uploads = AnswerBudget(
             limits.try_upload_bytes, send_deadline=limits.try_upload_deadline
         )

@@ -297,6 +297,16 @@ class ResultPictures:
     def bytes(self) -> int:
         return self._totals()[1]
 
+    def purge(self) -> int:
+        """Remove the expired pictures (a server starting: nothing may be stored for a while); how many."""
+        from sqlalchemy import delete
+
+        from .storage import now
+        from .tables import TriedPicture
+
+        with self.storage.session(write=True) as s:
+            return s.execute(delete(TriedPicture).where(TriedPicture.expires <= now())).rowcount
+
     def put(self, png: bytes, content_type: str = "image/png") -> str | None:
         """Keep ``png``; its token (None: it is larger than all the room there is)."""
         from datetime import timedelta
