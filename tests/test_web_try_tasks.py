@@ -284,6 +284,8 @@ def test_a_picture_drawn_by_one_server_is_served_by_another(database_url, tmp_pa
         assert there.status_code == 200 and there.content == here.content
         assert Image.open(io.BytesIO(there.content)).size == (96, 72)
         assert b.http.get("/tried/" + "A" * 24 + ".png").status_code == 404
+        for guess in ("%00", "A%00B", "%ff%fe", "%25", "A%20"):  # no token: never a database error
+            assert b.http.get(f"/tried/{guess}.png").status_code == 404, guess
 
 
 def test_a_picture_drawn_by_one_replica_is_served_by_another(database_url, tmp_path):

@@ -41,6 +41,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import re
 import secrets
 import threading
 import time
@@ -655,6 +656,7 @@ async def _answer(
 
 
 _NO_STORE = {"Cache-Control": "no-store"}  # the answer holds what the visitor uploaded
+_TOKEN = re.compile(r"[A-Za-z0-9_-]{1,64}")  # secrets.token_urlsafe's alphabet
 
 
 @router.get("/tried/{token}.png")
@@ -663,7 +665,8 @@ async def tried_picture(request: Request, token: str) -> Response:
     from starlette.concurrency import run_in_threadpool
 
     pictures: ResultPictures = request.app.state.try_pictures
-    found = await run_in_threadpool(pictures.get, token) if len(token) <= 64 else None
+    # Only what put() could have made reaches the database: PostgreSQL refuses a NUL in text (a 500).
+    found = await run_in_threadpool(pictures.get, token) if _TOKEN.fullmatch(token) else None
     if found is None:
         from .errors import error_response
 
