@@ -192,3 +192,77 @@ def test_processes_on_one_machine_share_one_budget(s3_zoo, tmp_path, s3_env):
     finally:
         other.kill()
         other.wait(30)
+
+
+def test_a_full_disk_while_copying_is_a_503_and_leaves_nothing(s3_env, postgres_url, tmp_path):
+    """A `caffezoo serve --try` whose disk is full (a file-size limit stands in for it, as in the
+    downloads' tests) answers a visitor 503 with Retry-After, not a 500; no partial copy is left
+    and the copy's reservation is given back."""
+    import resource
+    import signal
+    import subprocess
+    import time
+    from pathlib import Path
+
+    import httpx
+    from gist_helpers import free_port
+    from web_helpers import fresh_postgres
+
+    from caffezoo.caffe.builder import NetBuilder
+    from caffezoo.server import Storage
+    from caffezoo.server.blobstore import open_store
+    from caffezoo.server.devcluster import serve_command
+    from caffezoo.server.tryfiles import TryFiles
+
+    n = NetBuilder("wide_fcn")  # weights of ~60 KB: more than the limit below, unlike the prototxt
+    x = n.Input("data", shape=dict(dim=[1, 3, 48, 64]))
+    x = n.Convolution("conv1", x, num_output=256, kernel_size=4, stride=4)
+    n.Convolution("score", x, num_output=4, kernel_size=1)
+    (tmp_path / "models").mkdir()
+    d, data, keys = model_dir(tmp_path / "models", "wide", n, 2, task="semantic segmentation")
+    limit = 16 * 1024
+    assert len(data) > 2 * limit
+    database_url = fresh_postgres(postgres_url)  # its writes are the database server's, not the limit's
+    store = Storage(database_url)
+    try:
+        files = {f: (d / f).read_text() for f in ("labels.txt", "deploy.prototxt")}
+        gid = publish(store, "tess", "wide", files=files, **keys)
+    finally:
+        store.close()
+    blobs = open_store(s3_env)
+    blobs.put(keys["sha1"], [data])
+    blobs.close()
+
+    def small_disk() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails (EFBIG)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    home, port = tmp_path / "home", free_port()
+    command = serve_command(
+        port, "--try", "--no-check-links", "--blobs-url", s3_env, database_url=database_url
+    )
+    src = Path(__file__).resolve().parent.parent / "src"
+    env = {**os.environ, "CAFFEZOO_HOME": str(home), "PYTHONPATH": str(src)}
+    server = subprocess.Popen(
+        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, preexec_fn=small_disk
+    )
+    try:
+        url, deadline = f"http://127.0.0.1:{port}", time.monotonic() + 60
+        while True:
+            assert server.poll() is None and time.monotonic() < deadline, "the server did not start"
+            try:
+                if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        image = photo(tmp_path / "p.png", 30, 20).read_bytes()
+        r = httpx.post(f"{url}/models/{gid}/try", files={"image": ("p.png", image, "image/png")}, timeout=60)
+        assert r.status_code == 503 and r.headers["retry-after"].isdigit(), (r.status_code, r.text[-800:])
+        assert "disk" in r.text and str(home) not in r.text
+        weights = home / "cache" / "server" / "try" / "weights"
+        assert not list(weights.glob(".partial/*.part")) and not (weights / "sha1" / keys["sha1"]).exists()
+        assert TryFiles(weights, tmp_path / "onnx", 1 << 30).bytes == 0  # its reservation is back
+    finally:
+        server.send_signal(signal.SIGTERM)
+        out, _ = server.communicate(timeout=30)
+    assert b"Traceback" not in out, out.decode(errors="replace")[-3000:]

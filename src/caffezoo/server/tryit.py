@@ -52,7 +52,7 @@ from email.policy import HTTP
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import CaffezooError, ChecksumError, RuntimeInputError
+from ..errors import CaffezooError, ChecksumError, DiskSpaceError, RuntimeInputError
 
 if TYPE_CHECKING:
     from ..runtime.preprocess import InMemoryImage
@@ -427,6 +427,13 @@ class TryIt:
         except BlobStoreError as e:
             log.warning("blob store: %s", e)  # its address, the bucket: for the operator only
             raise TryError(503, "the blob store is unavailable; try again shortly", retry_after=30) from None
+        except (DiskSpaceError, OSError) as e:  # the copy found the disk full (its partial is gone)
+            log.warning("try-it: cannot copy the weights of %s here: %s", entry.sha1, e)
+            raise TryError(
+                503,
+                "this server's disk has no room for the model's weights just now; try again later",
+                retry_after=60,
+            ) from None
 
     def _load(self, entry: Entry) -> _Loaded:
         key = (entry.net_sha or "", entry.sha1 or "")
