@@ -266,3 +266,64 @@ def test_a_full_disk_while_copying_is_a_503_and_leaves_nothing(s3_env, postgres_
         server.send_signal(signal.SIGTERM)
         out, _ = server.communicate(timeout=30)
     assert b"Traceback" not in out, out.decode(errors="replace")[-3000:]
+
+
+# A copier that stalls half-way through its copy (a slow remote store), to be killed there.
+STALLED_COPIER = """
+import sys
+from caffezoo.server.blobstore import LocalStore
+from caffezoo.server.tryfiles import TryFiles
+
+root, onnx, source, sha1 = sys.argv[1:5]
+
+
+class Stalling(LocalStore):
+    def local_path(self, sha1):
+        return None  # copied, as a remote store's blobs are
+
+    def get(self, sha1, start=0, stop=None):
+        data = self.path(sha1).read_bytes()
+        yield data[: 1 << 20]  # a whole write batch: on disk in the partial file
+        print("copying", flush=True)
+        sys.stdin.readline()  # until it is killed
+        yield data[1 << 20 :]
+
+
+TryFiles(root, onnx, 1 << 30).weights(Stalling(source), sha1)
+"""
+
+
+def test_what_a_copier_killed_mid_way_leaves_is_removed(tmp_path):
+    """kill -9 in the middle of a copy: its reservation ends with it, and its partial file,
+    which no budget counts, is removed rather than left on disk for ever."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from caffezoo.server.blobstore import LocalStore
+    from caffezoo.server.tryfiles import TryFiles
+
+    data = os.urandom(3 << 20)
+    sha1 = hashlib.sha1(data).hexdigest()
+    LocalStore(tmp_path / "source").put(sha1, [data])
+    root, onnx = tmp_path / "weights", tmp_path / "onnx"
+    src = Path(__file__).resolve().parent.parent / "src"
+    copier = subprocess.Popen(
+        [sys.executable, "-c", STALLED_COPIER, str(root), str(onnx), str(tmp_path / "source"), sha1],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(src)},
+    )
+    try:
+        assert copier.stdout.readline().strip() == "copying"
+        parts = list(root.glob(".partial/*.part"))
+        assert len(parts) == 1 and parts[0].stat().st_size == 1 << 20
+        assert TryFiles(root, onnx, 1 << 30).bytes == 2 * len(data)  # reserved: the copy and its conversion
+        copier.kill()
+        copier.wait(30)
+        assert TryFiles(root, onnx, 1 << 30).bytes == 0
+        assert not list(root.glob(".partial/*")), list(root.glob(".partial/*"))
+    finally:
+        copier.kill()
+        copier.wait(30)

@@ -19,7 +19,8 @@ the machine (``--workers N``, replicas sharing a home) counts the same files und
 one lock file, so together they stay within ``max_bytes``. Locks are ``flock``\\ s,
 which the kernel drops when a process dies: a hold is a shared lock on
 ``.held/SHA1``, and a copy under way reserves its bytes in ``.reserved/SHA1``,
-locked while it runs, so the others count it before its file exists. Files are only
+locked while it runs, so the others count it before its file exists (and, once its
+lock is gone with its process, remove the partial file it left). Files are only
 ever unlinked, never truncated: a process still reading one keeps its bytes.
 """
 
@@ -33,6 +34,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from ..errors import CaffezooError
+from ..fetch.partial import abandoned, partials_of
 from ..hashes import is_sha1
 from .blobstore import BlobStore, LocalStore
 
@@ -144,7 +146,16 @@ class TryFiles:
                 total += int(text)
             else:  # its copier died (the kernel dropped its lock): nothing is coming
                 path.write_text("")
+                self._drop_abandoned_copy(entry.name)
         return total
+
+    def _drop_abandoned_copy(self, sha1: str) -> None:
+        """Remove the partial file a copier of ``sha1`` killed mid-way left: no budget counts it,
+        and no copy of ``sha1`` can start meanwhile (a copier reserves under the budget lock)."""
+        for part in partials_of(self.copies.cache().partial_dir, sha1):
+            if abandoned(part):
+                part.unlink(missing_ok=True)
+                part.with_suffix(".json").unlink(missing_ok=True)
 
     def _total(self, on_disk: dict[str, tuple[float, dict[Path, int]]]) -> int:
         return sum(sum(paths.values()) for _, paths in on_disk.values()) + self._reserved()
