@@ -84,11 +84,11 @@ def zoo(tmp_path, monkeypatch, model_files):
 
 
 @contextmanager
-def serving(tmp_path, model_files, **limits):
-    """The ``zoo`` fixture's server, with ``limits`` added to its own."""
+def serving(tmp_path, model_files, server: dict | None = None, **limits):
+    """The ``zoo`` fixture's server, with ``limits`` added to its own (``server``: uvicorn's options)."""
     d, data, keys = model_files
     limits = Limits(try_it=True, try_max_bytes=MAX_BYTES, try_max_pixels=4_000_000, **limits)
-    with web_for(f"sqlite:///{tmp_path / 'zoo.db'}", tmp_path, limits=limits) as w:
+    with web_for(f"sqlite:///{tmp_path / 'zoo.db'}", tmp_path, limits=limits, server=server) as w:
         gid = publish(w.storage, "tess", "Tiny Classifier", files={"labels.txt": LABELS}, **keys)
         token = w.storage.create_token("tess")
         r = w.http.put(
@@ -233,6 +233,27 @@ def test_slow_uploads_hold_a_bounded_budget_and_are_cut_at_their_deadline(tmp_pa
         wait_for(lambda: uploads.answers == 0, "the reservations back")
         assert uploads.bytes == 0
         assert post(zoo, image).status_code == 200
+
+
+def test_a_chunked_upload_reserves_the_most_whatever_length_it_states(tmp_path, monkeypatch, model_files):
+    """With both headers, the body is chunked and its Content-Length ignored (RFC 9112 6.3; h11,
+    the protocol `serve` falls back to, reads it so): it reserves --try-max-bytes, not the 10
+    bytes it states, or uploads of megabytes would each count as 10 bytes."""
+    from caffezoo.server.protocols import H11HeaderDeadline
+
+    monkeypatch.setenv("CAFFEZOO_HOME", str(tmp_path / "home"))
+    with serving(tmp_path, model_files, server={"http": H11HeaderDeadline}) as zoo:
+        uploads = zoo.app.state.try_uploads
+        head = upload_head(zoo, 10).replace(b"\r\n\r\n", b"\r\nTransfer-Encoding: chunked\r\n\r\n", 1)
+        part, rest = head.split(b"\r\n\r\n", 1)
+        with socket.create_connection(("127.0.0.1", int(zoo.url.rsplit(":", 1)[1])), timeout=60) as s:
+            s.sendall(part + b"\r\n\r\n" + b"%x\r\n" % len(rest) + rest + b"\r\n")  # more to come
+            wait_for(lambda: uploads.answers == 1, "the upload's reservation")
+            assert uploads.bytes == MAX_BYTES + 64 * 1024
+            s.sendall(b"0\r\n\r\n")
+            assert s.recv(65536).startswith(b"HTTP/1.1 400 ")  # a form without its image
+        wait_for(lambda: uploads.answers == 0, "the reservation back")
+        assert uploads.bytes == 0
 
 
 def test_models_that_cannot_be_tried_say_why(zoo):

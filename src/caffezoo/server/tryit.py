@@ -596,7 +596,9 @@ async def try_model(request: Request, entry_id: str) -> Response:
     # The body's bytes are held from the first chunk read until the answer is built: reserve them
     # (the stated length, else the most a body may be) before reading, or N slow uploads hold N caps.
     uploads: AnswerBudget = request.app.state.try_uploads
-    reserved = int(length) if length.isdigit() else cap
+    # A chunked body's Content-Length is ignored by the framing (h11 reads the chunks): not its size.
+    stated = length.isdigit() and "transfer-encoding" not in request.headers
+    reserved = int(length) if stated else cap
     if not uploads.take(reserved):
         response = busy_response(
             request,
