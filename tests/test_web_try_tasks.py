@@ -359,6 +359,50 @@ def test_result_pictures_are_bounded_in_count_bytes_and_time(store):
     assert brief.purge() == 1 and len(brief) == before - 1
 
 
+def test_a_picture_writer_sees_the_one_it_waited_for_whatever_the_isolation(postgres_url):
+    """A database whose default isolation is REPEATABLE READ (an operator's choice) gives each
+    transaction its snapshot at its first statement: a writer waiting for the pictures' lock
+    would not see the picture stored meanwhile, and both would stay, past the bounds."""
+    import threading
+    import time
+
+    import psycopg
+    from web_helpers import fresh_postgres
+
+    from caffezoo.server import Storage
+    from caffezoo.server.tryit import PICTURES_LOCK
+
+    url = fresh_postgres(postgres_url)
+    with psycopg.connect(postgres_url, autocommit=True) as admin:
+        admin.execute(
+            f"ALTER DATABASE {url.rsplit('/', 1)[1]} SET default_transaction_isolation TO 'repeatable read'"
+        )
+    store = Storage(url)
+    try:
+        pictures = ResultPictures(store, max_bytes=1000, count=3, seconds=60)
+        with psycopg.connect(url) as other:  # another replica's writer, holding the lock
+            other.execute("SELECT pg_advisory_xact_lock(%s)", (PICTURES_LOCK,))
+            other.execute(
+                "INSERT INTO tried_pictures (token, content, content_type, size, expires) "
+                "VALUES ('theirs', %s, 'image/png', 900, now() + interval '1 hour')",
+                (b"t" * 900,),
+            )
+            writer = threading.Thread(target=pictures.put, args=(b"m" * 900,))
+            writer.start()
+            waiting, deadline = 0, time.monotonic() + 60
+            while not waiting:  # our writer has begun, and waits for the lock
+                assert time.monotonic() < deadline, "the writer never waited for the lock"
+                with psycopg.connect(url, autocommit=True) as probe:
+                    waiting = probe.execute(
+                        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+                    ).fetchone()[0]
+            other.commit()
+        writer.join(60)
+        assert len(pictures) == 1 and pictures.bytes == 900
+    finally:
+        store.close()
+
+
 @pytest.mark.parametrize("name", ["ssd", "fcn"])
 def test_try_detection_and_segmentation_in_the_browser(zoo, browser, tmp_path, name, cli):
     image = photo(tmp_path / "upload.png", 120, 90, seed=12)
