@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import time
 
 import pytest
 from test_web_try_tasks import areas, model_dir, photo, segmenter
@@ -327,3 +328,50 @@ def test_what_a_copier_killed_mid_way_leaves_is_removed(tmp_path):
     finally:
         copier.kill()
         copier.wait(30)
+
+
+def flock_waiters(path) -> int:
+    """How many flock()s wait for ``path`` (the kernel's /proc/locks lists them after "->")."""
+    inode = os.stat(path).st_ino
+    with open("/proc/locks") as f:
+        return sum(1 for line in f if "-> FLOCK" in line and f":{inode} " in line)
+
+
+def test_a_hold_taken_while_another_process_evicts_gets_weights_that_exist(s3_store, tmp_path):
+    """Another process's eviction has found the weights unheld and is removing them when a
+    request takes its hold: the request waits for that eviction to end, then copies the
+    weights again, instead of being handed a path that is about to vanish."""
+    import fcntl
+    import threading
+
+    from caffezoo.server.tryfiles import TryFiles, _locked_by_another
+
+    data = os.urandom(100_000)
+    sha1 = hashlib.sha1(data).hexdigest()
+    s3_store.put(sha1, [data])
+    files = TryFiles(tmp_path / "weights", tmp_path / "onnx", 1 << 30)
+    copy = files.weights(s3_store, sha1)
+    budget = tmp_path / "weights" / ".budget.lock"
+    evictor = os.open(budget, os.O_RDWR)  # the other process, in _make_room: the budget is its
+    fcntl.flock(evictor, fcntl.LOCK_EX)
+    try:
+        # ...and it has looked: nobody holds sha1. Now a request starts to use it.
+        assert not _locked_by_another(tmp_path / "weights" / ".held" / sha1)
+        given: list = []
+
+        def request() -> None:
+            with files.hold(sha1):
+                path = files.weights(s3_store, sha1)
+                given.append(path.is_file())
+
+        user = threading.Thread(target=request)
+        user.start()
+        deadline = time.monotonic() + 60
+        while not flock_waiters(budget):  # the request waits for the budget somewhere
+            assert time.monotonic() < deadline and user.is_alive(), "the request never waited"
+            time.sleep(0.01)
+        copy.unlink()  # the eviction goes on, as it decided before the hold
+    finally:
+        os.close(evictor)
+    user.join(60)
+    assert given == [True]

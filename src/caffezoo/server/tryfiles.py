@@ -166,6 +166,10 @@ class TryFiles:
         by this process or any other."""
         fd = _lock_fd(self._held_dir / sha1, fcntl.LOCK_SH)
         try:
+            # An eviction that looked before our lock may be removing the files still: wait for it
+            # to end (it holds the budget), so what the body finds on disk then stays there.
+            with self._budget():
+                pass
             yield
         finally:
             os.close(fd)
