@@ -403,6 +403,37 @@ def test_a_picture_writer_sees_the_one_it_waited_for_whatever_the_isolation(post
         store.close()
 
 
+def test_a_picture_writer_stuck_elsewhere_costs_the_picture_not_the_page(postgres_url):
+    """A replica's picture transaction that hangs with the lock (its network gone, say) keeps it
+    until PostgreSQL notices: every other writer waits a few seconds, then goes without its
+    picture (None: the page says what was found), instead of holding a thread for ever."""
+    import threading
+
+    import psycopg
+    from web_helpers import fresh_postgres
+
+    from caffezoo.server import Storage
+    from caffezoo.server.tryit import PICTURES_LOCK
+
+    url = fresh_postgres(postgres_url)
+    store = Storage(url)
+    try:
+        pictures = ResultPictures(store, lock_seconds=0.5)
+        with psycopg.connect(url) as stuck:
+            stuck.execute("SELECT pg_advisory_xact_lock(%s)", (PICTURES_LOCK,))
+            got: list = []
+            writer = threading.Thread(target=lambda: got.append(pictures.put(b"png")))
+            writer.start()
+            writer.join(60)
+            alive = writer.is_alive()
+            stuck.rollback()  # (let a writer still waiting go)
+        writer.join(60)
+        assert not alive and got == [None]
+        assert pictures.get(pictures.put(b"png")) == (b"png", "image/png")  # the lock free: kept again
+    finally:
+        store.close()
+
+
 @pytest.mark.parametrize("name", ["ssd", "fcn"])
 def test_try_detection_and_segmentation_in_the_browser(zoo, browser, tmp_path, name, cli):
     image = photo(tmp_path / "upload.png", 120, 90, seed=12)

@@ -74,6 +74,7 @@ MAX_ROWS = 100  # boxes or classes listed on the page (all are drawn)
 PICTURES_BYTES = 32 * 1024 * 1024  # drawn pictures kept for their pages, together
 PICTURES_COUNT = 64
 PICTURE_SECONDS = 600.0
+PICTURES_LOCK_SECONDS = 5.0  # a picture's writer waits this long for the others; then it is not kept
 PICTURES_LOCK = 8211331  # PostgreSQL advisory lock: one picture writer at a time (coherence's is ...330)
 # The form has two fields; each part's header is parsed by the email package, ~20 us per byte of
 # parameters: without these an 8 MB body of tiny parts holds the lane (and the GIL) for minutes.
@@ -283,9 +284,11 @@ class ResultPictures:
         max_bytes: int = PICTURES_BYTES,
         count: int = PICTURES_COUNT,
         seconds: float = PICTURE_SECONDS,
+        lock_seconds: float = PICTURES_LOCK_SECONDS,
     ):
         self.storage = storage
         self.max_bytes, self.count, self.seconds = max_bytes, count, seconds
+        self.lock_seconds = lock_seconds
 
     def _totals(self) -> tuple[int, int]:
         from sqlalchemy import func, select
@@ -314,7 +317,19 @@ class ResultPictures:
             return s.execute(delete(TriedPicture).where(TriedPicture.expires <= now())).rowcount
 
     def put(self, png: bytes, content_type: str = "image/png") -> str | None:
-        """Keep ``png``; its token (None: it is larger than all the room there is)."""
+        """Keep ``png``; its token (None: it is larger than all the room there is, or the database
+        did not take it in time: its page goes without it)."""
+        from sqlalchemy.exc import DBAPIError
+
+        if len(png) > self.max_bytes or self.count < 1:
+            return None
+        try:
+            return self._store(png, content_type)
+        except DBAPIError as e:  # a writer stuck with the lock, a database gone: not the page's end
+            log.warning("try-it: a result picture was not kept: %s", str(e.orig or e).splitlines()[0])
+            return None
+
+    def _store(self, png: bytes, content_type: str) -> str:
         from datetime import timedelta
 
         from sqlalchemy import delete, select, text
@@ -322,11 +337,12 @@ class ResultPictures:
         from .storage import now
         from .tables import TriedPicture
 
-        if len(png) > self.max_bytes or self.count < 1:
-            return None
         token = secrets.token_urlsafe(18)
         with self.storage.session(write=True) as s:
             if not self.storage.is_sqlite:  # SQLite's BEGIN IMMEDIATE already made us the only writer
+                # Not for ever: a writer whose connection hangs keeps the lock until PostgreSQL notices.
+                wait = f"{max(1, round(self.lock_seconds * 1000))}ms"
+                s.execute(text("SELECT set_config('lock_timeout', :wait, true)"), {"wait": wait})
                 s.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": PICTURES_LOCK})
             at = now()
             s.execute(delete(TriedPicture).where(TriedPicture.expires <= at))
