@@ -309,12 +309,30 @@ class ResultPictures:
     def purge(self) -> int:
         """Remove the expired pictures (a server starting: nothing may be stored for a while); how many."""
         from sqlalchemy import delete
+        from sqlalchemy.exc import DBAPIError
 
         from .storage import now
         from .tables import TriedPicture
 
-        with self.storage.session(write=True) as s:
-            return s.execute(delete(TriedPicture).where(TriedPicture.expires <= now())).rowcount
+        try:
+            with self.storage.session(write=True) as s:
+                self._only_writer(s)  # a stuck writer's row locks would hold the start for ever
+                return s.execute(delete(TriedPicture).where(TriedPicture.expires <= now())).rowcount
+        except DBAPIError as e:  # the next picture stored purges them
+            log.warning("try-it: the expired pictures were not purged: %s", str(e.orig or e).splitlines()[0])
+            return 0
+
+    def _only_writer(self, s: Any) -> None:
+        """Make ``s``'s transaction the only picture writer, waiting ``lock_seconds`` at most.
+
+        SQLite's BEGIN IMMEDIATE already did; PostgreSQL takes a transaction advisory lock, not
+        waited for without end: a writer whose connection hangs keeps it until the server notices."""
+        from sqlalchemy import text
+
+        if not self.storage.is_sqlite:
+            wait = f"{max(1, round(self.lock_seconds * 1000))}ms"
+            s.execute(text("SELECT set_config('lock_timeout', :wait, true)"), {"wait": wait})
+            s.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": PICTURES_LOCK})
 
     def put(self, png: bytes, content_type: str = "image/png") -> str | None:
         """Keep ``png``; its token (None: it is larger than all the room there is, or the database
@@ -332,18 +350,14 @@ class ResultPictures:
     def _store(self, png: bytes, content_type: str) -> str:
         from datetime import timedelta
 
-        from sqlalchemy import delete, select, text
+        from sqlalchemy import delete, select
 
         from .storage import now
         from .tables import TriedPicture
 
         token = secrets.token_urlsafe(18)
         with self.storage.session(write=True) as s:
-            if not self.storage.is_sqlite:  # SQLite's BEGIN IMMEDIATE already made us the only writer
-                # Not for ever: a writer whose connection hangs keeps the lock until PostgreSQL notices.
-                wait = f"{max(1, round(self.lock_seconds * 1000))}ms"
-                s.execute(text("SELECT set_config('lock_timeout', :wait, true)"), {"wait": wait})
-                s.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": PICTURES_LOCK})
+            self._only_writer(s)
             at = now()
             s.execute(delete(TriedPicture).where(TriedPicture.expires <= at))
             kept = s.execute(select(TriedPicture.id, TriedPicture.size).order_by(TriedPicture.id)).all()
