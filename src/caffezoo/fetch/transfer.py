@@ -44,7 +44,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import ChecksumError, DownloadError
+from ..errors import ChecksumError, DiskSpaceError, DownloadError
 from .events import Event, Progress
 from .hashing import Digests, Expected
 from .limits import HOSTS, RateLimit
@@ -54,11 +54,13 @@ from .retry import Retry, SourceFailed, Unsatisfiable, WrongFile
 from .segments import Piece, Plan
 from .urls import Source
 
-__all__ = ["DEFAULT_CONNECTIONS", "SEGMENTED_MIN", "Transfer"]
+__all__ = ["DEFAULT_CONNECTIONS", "MAX_CONNECTIONS", "SEGMENTED_MIN", "Transfer"]
 
 # Connections per download (-c). Measured on loopback with each capped at 25 MB/s: eight
 # bring 3.9x one (four 2.9x, sixteen no more than eight, with 12 MiB more memory).
 DEFAULT_CONNECTIONS = 8
+# The most a download may ask for (-c, --per-host): the download client's pool holds 64.
+MAX_CONNECTIONS = 64
 # Files with fewer bytes left than this take one connection: a new connection costs a round
 # trip or three (TLS) before its first byte, and the first one is measured for 0.1 s. Measured
 # at 25 MB/s a connection: eight gain 1.0-1.1x on 2-4 MiB, 1.1-1.8x on 8 MiB and 1.8-2.1x
@@ -121,6 +123,7 @@ class Feed:
     url: str = ""  # what to ask: the source's URL, or the file's behind a Google Drive page
     failed: str | None = None
     wrong: bool = False  # failed because the file it sent has another SHA-1
+    other_length: bool = False  # failed only for disagreeing with the length the first answer gave
     ranges: bool | None = None  # takes byte ranges (None: not known yet)
     active: int = 0
     stuck: int = 0  # failed attempts in a row without a byte
@@ -155,6 +158,11 @@ class Feed:
 
 class _Stale(Exception):
     """The piece was taken away (restart, another round, stop): drop the answer, no harm done."""
+
+
+class _OtherLength(WrongFile):
+    """The source's file has another length than the one the transfer follows, which no ``size``
+    vouches for: either may be the wrong file, so it is asked again if the length is dropped."""
 
 
 class Transfer:
@@ -345,7 +353,7 @@ class Transfer:
             try:
                 self._round()
             except DownloadError:
-                return None  # the others cannot fill in for it
+                continue  # the others cannot fill in for it (one may have failed meanwhile): the next
             finally:
                 with self.cond:
                     self.excluded, self.comparing = None, False
@@ -405,7 +413,9 @@ class Transfer:
             except Unsatisfiable as e:
                 self._on_416(feed, piece, e)
             except SourceFailed as e:
-                self._fail(feed, str(e), forget=isinstance(e, WrongFile))
+                self._fail(
+                    feed, str(e), forget=isinstance(e, WrongFile), other_length=isinstance(e, _OtherLength)
+                )
             except BaseException as e:  # a full disk, a bug: the whole transfer stops
                 with self.cond:
                     self.error = self.error or e
@@ -585,12 +595,18 @@ class Transfer:
         feed.url, feed.content_type = answer.url, answer.content_type
         if answer.offset != piece.pos:  # a 200 to a range: the whole file, from byte 0
             changed = validator is not None and answer.validator != validator
-            if not self.parallel:
+            others = set(self.partial.runs.by_key()) - {feed.key}
+            if not self.parallel and not (changed and others):
                 self._restart(piece)  # the range was ignored, or the file changed: start over
-            elif changed:  # its file changed: what it sent before is of another version
+            elif changed:  # its file changed: what it sent before is of another version, the others' stays
                 self._forget(feed.key)
-                self.partial.validators[feed.key] = answer.validator
-                raise _Stale
+                if answer.validator:
+                    self.partial.validators[feed.key] = answer.validator
+                else:  # (a sidecar holds validators as text only)
+                    self.partial.validators.pop(feed.key, None)
+                # A failed attempt, not a free one: backends of one server that each name the file
+                # their own way (an ETag per machine) would otherwise make this source run forever.
+                raise Retry(f"{answer.where}: the file changed (If-Range {validator}); its bytes are dropped")
             else:
                 feed.ranges = False
                 raise _Stale
@@ -598,7 +614,8 @@ class Transfer:
         if total is not None and self.plan.total is not None and total != self.plan.total:
             others = set(self.partial.runs.by_key()) - {feed.key}
             if others or self.parallel:
-                raise WrongFile(f"{answer.where}: the file has {total} bytes, not {self.plan.total}")
+                wrong = WrongFile if self.expected.size is not None else _OtherLength
+                raise wrong(f"{answer.where}: the file has {total} bytes, not {self.plan.total}")
             self._restart(None)  # the file was another one when the record was made
             raise Retry(f"{answer.where}: the file has {total} bytes now; starting over")
         feed.ranges = answer.ranges
@@ -606,6 +623,11 @@ class Transfer:
         if answer.validator:
             self.partial.validators[feed.key] = answer.validator
         if total is not None and self.plan.total is None:
+            if self.expected.size is None and any(f is not feed and not f.failed for f in self.feeds):
+                try:  # its word alone against the disk: another source may give another length
+                    self.partial.ensure_space(total)
+                except DiskSpaceError as e:
+                    raise _OtherLength(f"{answer.where}: {e}") from None
             self._set_total(total)
             self.partial.ensure_space(total)
             news = True
@@ -712,12 +734,21 @@ class Transfer:
             self._restart(None)
         self._on_retry(feed, piece, Retry(f"{e}; starting over"))
 
-    def _fail(self, feed: Feed, message: str, *, wrong: bool = False, forget: bool = False) -> None:
-        """The source is out: it is not asked again; with ``forget``, the bytes it sent are dropped."""
+    def _fail(
+        self,
+        feed: Feed,
+        message: str,
+        *,
+        wrong: bool = False,
+        forget: bool = False,
+        other_length: bool = False,
+    ) -> None:
+        """The source is out: it is not asked again (``other_length``: unless the length it
+        disagreed with is dropped); with ``forget``, the bytes it sent are dropped."""
         with self.cond:
             if feed.failed:
                 return
-            feed.failed, feed.wrong = message, wrong
+            feed.failed, feed.wrong, feed.other_length = message, wrong, other_length
             if forget:
                 self._forget(feed.key)
             self._event("fail", source=feed.source, message=message)
@@ -785,6 +816,9 @@ class Transfer:
         self.partial.restart()
         self._changes += 1
         self.plan.total = None
+        for f in self.feeds:  # the length they disagreed with is gone: the SHA-1 will judge them
+            if f.other_length:
+                f.failed, f.other_length = None, False
         self.parallel = False
         self.target, self.width, self._mark, self._gate = None, 1, None, False
         self.resumed = False
