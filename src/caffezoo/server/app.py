@@ -172,7 +172,11 @@ def create_app(
         from .tryit import ResultPictures, TryIt
 
         app.state.tryit = TryIt(store, app.state.mirror, limits, s.cache_dir / "server" / "try")
-        app.state.try_pictures = ResultPictures()
+        app.state.try_pictures = ResultPictures(store)
+        app.state.try_pictures.purge()
+        app.state.try_uploads = AnswerBudget(
+            limits.try_upload_bytes, send_deadline=limits.try_upload_deadline
+        )
         app.state.try_lane = Lane(
             "try",
             workers=limits.try_workers,

@@ -165,6 +165,8 @@ class Limits:
     try_max_bytes: int = 8 * 1024 * 1024
     try_max_pixels: int = 24_000_000
     try_cache_bytes: int = 4 * 1024**3  # weights copied from a remote store, and conversions, on disk
+    try_upload_bytes: int = 32 * 1024 * 1024  # upload bodies being read or run, together (per process)
+    try_upload_deadline: float = 60.0  # seconds an upload's body may take to arrive; then 408
 
 
 def busy_response(request: Any, exc: Busy):
@@ -188,7 +190,8 @@ def busy_response(request: Any, exc: Busy):
 
 
 class AnswerBudget:
-    """Bytes of large answers built and not yet sent, at most ``max_bytes`` together.
+    """Bytes of large answers built and not yet sent, at most ``max_bytes`` together (and, the
+    same way, try-it's upload bodies held in memory, ``send_deadline`` the time to receive one).
 
     >>> budget = AnswerBudget(20_000_000, send_deadline=60)
     >>> budget.take(12_000_000), budget.take(12_000_000)
