@@ -66,7 +66,9 @@ DEFAULT_CONNECTIONS = 8
 SEGMENTED_MIN = 8 << 20
 # Piece sizes: the pieces in flight fit half the hasher's memory budget, so that at link speed
 # nothing is read back; larger where a request's round trip would cost more than 1/8 of
-# a piece's time (a source far away: the hasher then reads some back from the page cache).
+# a piece's time (a source far away: the hasher then reads some back from the page cache),
+# but at most 1/16 of what is left: what is ahead of the hashed prefix when the last byte
+# lands is hashed after it (pieces of 16 MiB at 25 MB/s left 0.2 s of hashing at the end).
 MIN_PIECE = 1 << 20
 MAX_PIECE = 64 << 20
 # One connection runs alone while it brings FAST_LINK bytes a second or keeps its thread busy
@@ -74,7 +76,7 @@ MAX_PIECE = 64 << 20
 # limit, and more connections would only compete for it (measured on loopback: one stream
 # 270 MB/s, eight 150 MB/s in all). Looked at every PROBE_TIME s; a slower link gets every
 # connection (eight capped at 25 MB/s each: 200 MB/s in all).
-PROBE_TIME = 0.1
+PROBE_TIME = 0.05
 FAST_LINK = 150e6
 BUSY = 0.5
 # A piece with no byte for this long (at most half the timeout) is taken whole by an idle connection.
@@ -505,7 +507,7 @@ class Transfer:
         worth = 0.0
         if feed is not None and feed.wait < math.inf:
             share = (self.plan.total or 0) - self.partial.size
-            worth = min(8 * feed.speed * feed.wait, share / self.connections)
+            worth = min(8 * feed.speed * feed.wait, share / (2 * self.connections))
         return int(max(MIN_PIECE, min(MAX_PIECE, max(fits, worth))))
 
     def _steal_size(self, feed: Feed) -> int:
@@ -577,8 +579,9 @@ class Transfer:
         """
         if self.stopped or piece not in self.plan.pieces:
             raise _Stale
-        feed.wait = min(feed.wait, time.monotonic() - piece.began)  # what one more request costs
-        if not feed.answered:
+        if feed.answered:  # what one more request costs (the first also paid for setting up)
+            feed.wait = min(feed.wait, time.monotonic() - piece.began)
+        else:
             feed.answered = True
             total = self.plan.total or self.expected.size
             self._event("start", done=self.partial.size, total=total, source=feed.source)
