@@ -18,9 +18,9 @@ from collections.abc import Iterator
 from urllib.parse import unquote, urlsplit
 
 from .hashing import BUFFER_SIZE, Expected
-from .http import Answer
 from .retry import Retry, SourceFailed, WrongFile
 from .urls import Source
+from .wire import Answer
 
 __all__ = ["open_local", "path_of"]
 

@@ -520,7 +520,7 @@ class Transfer:
         if feed.source.is_local:
             from .local import open_local
         else:
-            from .http import open_range  # (the first time, this imports httpx)
+            from .wire import open_range  # (httpx only for what is not plain http)
         piece.began = time.monotonic()
         start, end = piece.pos, piece.end
         if end is not None and end == self.plan.total:
