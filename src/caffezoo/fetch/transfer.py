@@ -554,7 +554,12 @@ class Transfer:
                         self.rate.take(len(chunk))
                     pending.append(chunk)
                     size += len(chunk)
-                    if size >= BATCH or len(pending) >= MAX_CHUNKS or time.monotonic() - flushed > MAX_DELAY:
+                    if (
+                        size >= BATCH
+                        or isinstance(chunk, memoryview)  # the reader's buffer: the next read reuses it
+                        or len(pending) >= MAX_CHUNKS
+                        or time.monotonic() - flushed > MAX_DELAY
+                    ):
                         batch, pending, size, flushed = pending, [], 0, time.monotonic()
                         more = self._write(feed, piece, batch, answer.where)
                         self._flush_events()

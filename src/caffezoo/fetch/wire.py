@@ -25,6 +25,7 @@ import re
 import socket
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -40,6 +41,8 @@ __all__ = ["Answer", "READ_SIZE", "check_answer", "open_range", "range_header", 
 # Bytes asked of the socket per read (here, and by httpx's client for downloads in fetch.http):
 # at loopback or LAN speeds per-read work costs more than the bytes at 64 KiB; 256 KiB cuts it 4-fold.
 READ_SIZE = 256 << 10
+# A read that fills the buffer slower than this hands over what it has (FILL_TIME s).
+FILL_TIME = 0.05
 # A status line and headers longer than this are not a file server's: httpx reads them.
 _MAX_HEAD = 64 << 10
 # Idle kept-alive connections, per (host, port): a download's connections go from piece to piece.
@@ -300,27 +303,43 @@ def _open_plain(
         length = int(headers["content-length"]) if status in (200, 206) else 0
         answer: Answer | None = None
 
-        def body() -> Iterator[bytes]:
+        def body() -> Iterator[bytes | memoryview]:
+            # Read into one buffer, reused: a fresh bytes object of 256 KiB per read is a fresh
+            # mmap, whose pages fault in one by one (a third of a connection's CPU time).
+            # A full buffer is handed over as a view, valid until the next chunk is asked for.
             left = length
             if rest:
                 yield rest[:left]
                 left -= len(rest[:left])
-            try:
-                while left > 0:
-                    chunk = sock.recv(min(READ_SIZE, left))
-                    if not chunk:
-                        raise _Closed(
+            buf = memoryview(bytearray(min(READ_SIZE, left))) if left > 0 else memoryview(b"")
+            while left > 0:
+                want, got, error = min(len(buf), left), 0, None
+                began = time.monotonic()
+                try:
+                    while got < want:
+                        n = sock.recv_into(buf[got:want])
+                        if not n:
+                            raise _Closed()
+                        got += n
+                        if got < want and time.monotonic() - began > FILL_TIME:
+                            break  # a slow link: hand over what came, so that it reaches the disk
+                except (OSError, _Closed) as e:
+                    error = e
+                left -= got
+                if got:  # what arrived before a failure is kept too
+                    yield buf[:got] if got == len(buf) else bytes(buf[:got])
+                if error is not None:
+                    at = start if answer is None else answer.offset + answer.received
+                    if isinstance(error, TimeoutError):
+                        raise Retry(
+                            f"no answer from {name} for {timeout:g} s ({at} bytes received)"
+                        ) from None
+                    if isinstance(error, _Closed):
+                        error = _Closed(
                             "peer closed connection without sending complete message body: "
                             f"received {length - left} bytes, expected {length}"
                         )
-                    left -= len(chunk)
-                    yield chunk
-            except TimeoutError:
-                got = start if answer is None else answer.offset + answer.received
-                raise Retry(f"no answer from {name} for {timeout:g} s ({got} bytes received)") from None
-            except (OSError, _Closed) as e:
-                got = start if answer is None else answer.offset + answer.received
-                raise Retry(f"connection to {name} broke after {got} bytes: {e}") from None
+                    raise Retry(f"connection to {name} broke after {at} bytes: {error}") from None
 
         where = f"HTTP {status} {reason} from {netloc}"
         answer = check_answer(status, where, headers, url, source, start, expected, body, body)
