@@ -10,9 +10,6 @@ time than the download's first piece.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
-
 __all__ = ["is_retryable_status", "retry_after"]
 
 
@@ -28,6 +25,9 @@ def retry_after(value: str | None) -> float | None:
     value = value.strip()
     if value.isdigit():
         return float(value)
+    from datetime import UTC, datetime  # only now: email.utils costs 4 ms of start-up
+    from email.utils import parsedate_to_datetime
+
     try:
         when = parsedate_to_datetime(value)
     except (TypeError, ValueError, IndexError):

@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import select
 import socket
 import sys
 import threading
@@ -349,6 +350,7 @@ def _open_plain(
         # Kept for the next piece only when its whole answer was read, and nothing more came.
         keep = (
             answer.received == length
+            and not _more(sock)
             and len(rest) <= length
             and version == "HTTP/1.1"
             and "close" not in headers.get("connection", "").lower()
@@ -391,6 +393,12 @@ def _connection(host: str, port: int, timeout: float, fresh: bool) -> tuple[sock
         raise _Refused() from e
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     return sock, False
+
+
+def _more(sock: socket.socket) -> bool:
+    """Is there something to read already, after a whole answer: more bytes than its
+    Content-Length said, or the server closing? Then the connection is not reused."""
+    return bool(select.select([sock], [], [], 0)[0])
 
 
 def _give_back(host: str, port: int, sock: socket.socket) -> None:
