@@ -225,7 +225,17 @@ def tasks_end_to_end(directory: Path, runs: int) -> None:
         a, b = [], []
         for i in range(runs + 1):  # interleaved; the first round warms both up
             start = time.perf_counter()
-            run(prototxt, paths, task=task, net=ours, mean=list(mean), threshold=0.5, batch_size=1)
+            # As `caffezoo run DIR` calls it: keep_going (a bad image is skipped, not checked for first).
+            run(
+                prototxt,
+                paths,
+                task=task,
+                net=ours,
+                mean=list(mean),
+                threshold=0.5,
+                batch_size=1,
+                keep_going=True,
+            )
             mid = time.perf_counter()
             opencv(reference, size)
             end = time.perf_counter()
@@ -238,6 +248,41 @@ def tasks_end_to_end(directory: Path, runs: int) -> None:
             f"{name:<28} per image: caffezoo {x * 1000:8.2f} ms   OpenCV {y * 1000:8.2f} ms   "
             f"ratio {x / y:.2f}x (goal <= 0.8x; median of rounds' ratios {paired:.2f}x)"
         )
+        stages(ours, reference, paths, size, mean)
+
+
+def stages(ours, reference, paths: list[Path], size: int, mean: tuple[float, ...]) -> None:
+    """Where the time goes, each stage alone (no overlap of decoding with the net): median ms per image."""
+    import cv2
+
+    from caffezoo.runtime.preprocess import Preprocessor
+
+    pre = Preprocessor(3, size, size, mean=np.asarray(mean, np.float32))
+    times: dict[str, list[float]] = {
+        k: [] for k in ("decode+prepare", "forward", "imread", "blob", "cv forward")
+    }
+    for _ in range(3):
+        for p in paths:
+            t0 = time.perf_counter()
+            x, _ = pre.prepare([p])
+            t1 = time.perf_counter()
+            ours.forward(data=x)
+            t2 = time.perf_counter()
+            image = cv2.imread(str(p))
+            t3 = time.perf_counter()
+            reference.setInput(
+                cv2.dnn.blobFromImage(image, 1.0, (size, size), mean, swapRB=False, crop=False)
+            )
+            t4 = time.perf_counter()
+            reference.forward()
+            t5 = time.perf_counter()
+            for k, v in zip(times, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4)):
+                times[k].append(v)
+    ms = {k: statistics.median(v) * 1000 for k, v in times.items()}
+    print(
+        f"{'':<28} stages: caffezoo decode+prepare {ms['decode+prepare']:.2f} + forward {ms['forward']:.2f} ms;"
+        f"  OpenCV imread {ms['imread']:.2f} + blobFromImage {ms['blob']:.2f} + forward {ms['cv forward']:.2f} ms"
+    )
 
 
 def tiny_latency(directory: Path, runs: int) -> None:

@@ -258,6 +258,52 @@ def test_an_empty_folder_and_a_bad_image_in_a_folder(tmp_path):
         run(d, [empty])
 
 
+def a_folder_with_bad_images(tmp_path):
+    """Five images; the second is not an image at all, the fourth a JPEG cut short (its header reads)."""
+    folder = tmp_path / "pics"
+    folder.mkdir()
+    for i in (0, 2, 4):
+        picture(folder / f"p{i}.jpg", 40, 30, seed=i)
+    (folder / "p1.jpg").write_bytes(b"not an image")
+    whole = picture(tmp_path / "whole.jpg", 40, 30).read_bytes()
+    (folder / "p3.jpg").write_bytes(whole[: len(whole) // 3])
+    return folder, [folder / f"p{i}.jpg" for i in range(5)]
+
+
+@pytest.mark.parametrize("task", ["segment", "classify"])
+def test_bad_images_in_a_folder_are_named_and_the_others_run(tmp_path, cli_process, task):
+    d = model_dir(tmp_path, scorer() if task == "segment" else small_classifier(batch=1), seed=3)
+    folder, images = a_folder_with_bad_images(tmp_path)
+    result = cli_process("run", d, folder, "-b", "2", "--task", task)
+    assert result.code == 1 and "Traceback" not in result.stderr, result.stderr
+    errors = result.stderr.strip().splitlines()
+    assert len(errors) == 3, result.stderr  # one line per bad image, then how many there were
+    assert str(images[1]) in errors[0] and "not an image" in errors[0]
+    assert str(images[3]) in errors[1] and "cannot decode" in errors[1]
+    assert "2 of 5 images could not be read" in errors[2]
+    printed = [line for line in result.stdout.splitlines() if line.startswith(str(folder))]
+    assert [line.split()[0] for line in printed] == [str(images[i]) for i in (0, 2, 4)]
+    # --json stays one valid document: each bad image in its place, with its error.
+    result = cli_process("run", d, folder, "-b", "2", "--task", task, "--json")
+    assert result.code == 1 and len(result.stderr.strip().splitlines()) == 3, result.stderr
+    data = json.loads(result.stdout)
+    items = data if task == "classify" else data["results"]
+    assert [r["image"] for r in items] == [str(p) for p in images]
+    assert ["error" in r for r in items] == [False, True, False, True, False]
+    assert "not an image" in items[1]["error"]
+
+
+def test_results_are_told_as_they_are_made(tmp_path):
+    d = model_dir(tmp_path, scorer(), seed=3)
+    folder, images = a_folder_with_bad_images(tmp_path)
+    told = []
+    result = run(d, [folder], keep_going=True, batch_size=1, each=lambda item: told.append(item.image))
+    assert told == [str(p) for p in images] == [item.image for item in result.items]
+    assert [f.image for f in result.failed] == [str(images[1]), str(images[3])]
+    with pytest.raises(RuntimeInputError, match="p1.jpg"):  # without keep_going: before any is run
+        run(d, [folder], each=told.append)
+
+
 # ------------------------------------------------------------ which task, labels
 
 

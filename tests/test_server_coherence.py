@@ -5,12 +5,15 @@ storage, another replica, a listener the database dropped, or a replica killed o
 from __future__ import annotations
 
 import asyncio
+import socket
+import threading
 import time
 
 import httpx
 import psycopg
 import pytest
 from replica_helpers import replica
+from sqlalchemy.engine import make_url
 from web_helpers import fresh_postgres, publish
 
 from caffezoo.server import Storage
@@ -160,3 +163,58 @@ def test_a_write_committed_while_the_feed_starts_is_not_acknowledged_before_it_i
             assert feed.state(gid) != old
     finally:
         store.close()
+
+
+class StallingProxy:
+    """A TCP proxy to PostgreSQL that can go silent on the connections it carries without closing
+    them (as a database host that lost power, or a stalled middlebox, looks from the client)."""
+
+    def __init__(self, upstream: tuple[str, int]):
+        self.upstream = upstream
+        self.silent = threading.Event()  # connections open before now carry nothing more
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.held: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            server = socket.create_connection(self.upstream)
+            self.held += [client, server]
+            stalls = self.silent.is_set()  # connections made while silent flow normally
+            for a, b in ((client, server), (server, client)):
+                threading.Thread(target=self._pump, args=(a, b, stalls), daemon=True).start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket, started_silent: bool) -> None:
+        try:
+            while data := src.recv(65536):
+                if self.silent.is_set() and not started_silent:
+                    return  # swallow this and everything after; keep both ends open
+                dst.sendall(data)
+        except OSError:
+            pass
+
+    def close(self) -> None:
+        self.listener.close()
+        for s in self.held:
+            s.close()
+
+
+def test_a_listener_whose_database_goes_silent_reconnects_instead_of_waiting_forever(pg_db):
+    Storage(pg_db).close()  # the tables
+    url = make_url(pg_db)
+    proxy = StallingProxy((url.host, url.port))
+    feed = ChangeFeed(url.set(port=proxy.port).render_as_string(hide_password=False)).start()
+    try:
+        wait_for(feed.trusted, "the feed's first lease")
+        proxy.silent.set()  # the live connection now hangs on its next renewal
+        wait_for(lambda: not feed.trusted(), "trust to lapse while the renewal hangs", timeout=30)
+        # A new connection flows: the hung one is cut after a lease, and trust comes back.
+        wait_for(feed.trusted, "trust again over a new connection", timeout=30)
+    finally:
+        feed.close()
+        proxy.close()

@@ -266,3 +266,18 @@ def test_clean_prototxt_records_follow_the_checking_code_and_old_ones_go(tmp_pat
     clean.add("net", b"layer {}")
     assert clean.has("net", b"layer {}", tmp_path)
     assert [p.name for p in (cache / "clean-prototxts").iterdir()] == [clean.dir.name]
+
+
+@pytest.mark.parametrize("left", [b"", b"\0" * 24, b'["train_val.pro'])
+def test_a_record_a_crash_left_torn_reads_as_not_checked(tmp_path, left):
+    """Records are written without fsync (a first validate would pay milliseconds for each):
+    what a crash can leave of one (nothing, zeros, a part) must read as "check it again"."""
+    from caffezoo._known_clean import KnownClean
+
+    (tmp_path / "train_val.prototxt").write_text("layer {}\n")
+    clean = KnownClean(tmp_path / "cache")
+    clean.add("solver", b'net: "train_val.prototxt"\n', ["train_val.prototxt"])
+    assert clean.has("solver", b'net: "train_val.prototxt"\n', tmp_path)
+    (record,) = clean.dir.iterdir()
+    record.write_bytes(left)
+    assert not clean.has("solver", b'net: "train_val.prototxt"\n', tmp_path)

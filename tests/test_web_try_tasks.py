@@ -181,6 +181,20 @@ def test_segment_page_shows_the_areas_and_overlay_caffezoo_run_gives(zoo, tmp_pa
     assert 'id="threshold"' not in zoo.get(f"/models/{zoo.ids['fcn']}").text  # no boxes: no threshold
 
 
+def test_an_upload_is_turned_upright_as_run_turns_a_file(zoo, tmp_path, cli):
+    exif = Image.Exif()
+    exif[0x0112] = 6  # a phone held upright: stored sideways, shown turned a quarter clockwise
+    image = tmp_path / "phone.png"
+    Image.fromarray(natural_image(np.random.default_rng(3), 60, 80)).save(image, exif=exif)
+    r = post(zoo, "fcn", image)
+    assert r.status_code == 200, r.text[-800:]
+    expected, drawn = run_cli(cli, zoo, "fcn", image, tmp_path)
+    assert (expected["width"], expected["height"]) == (60, 80)
+    assert areas(r.text) == [(c["label"], c["name"], c["pixels"]) for c in expected["classes"]]
+    picture = picture_of(zoo, r.text)
+    assert picture.shape[:2] == (80, 60) and np.array_equal(picture, drawn)
+
+
 def test_edge_map_page(zoo, tmp_path, cli):
     image = photo(tmp_path / "edges.png", 50, 40)
     r = post(zoo, "hed", image)

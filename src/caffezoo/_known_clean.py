@@ -99,7 +99,8 @@ class KnownClean:
             if not self.dir.is_dir():
                 self._remove_others()
             self.dir.mkdir(parents=True, exist_ok=True)
-            atomic_write_bytes(self._path(kind, data), json.dumps(list(nets)).encode())
+            # Not durable: a record a crash leaves empty is no JSON, read as "not checked".
+            atomic_write_bytes(self._path(kind, data), json.dumps(list(nets)).encode(), durable=False)
         except (OSError, WriteError):
             pass
 

@@ -72,14 +72,14 @@ def looks_binary(head: bytes) -> bool:
     return controls > max(2, len(head) // 100)
 
 
-def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
-    """Write ``data`` to ``path`` through :func:`atomic_open`."""
-    with atomic_open(path) as f:
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, *, durable: bool = True) -> None:
+    """Write ``data`` to ``path`` through :func:`atomic_open` (``durable``: see there)."""
+    with atomic_open(path, durable=durable) as f:
         f.write(data)
 
 
 @contextmanager
-def atomic_open(path: str | os.PathLike[str]) -> Iterator[BinaryIO]:
+def atomic_open(path: str | os.PathLike[str], *, durable: bool = True) -> Iterator[BinaryIO]:
     """Open a temporary file beside ``path``; rename it over ``path`` only on success.
 
     >>> with atomic_open("net.caffemodel") as f:     # doctest: +SKIP
@@ -89,6 +89,10 @@ def atomic_open(path: str | os.PathLike[str]) -> Iterator[BinaryIO]:
     An existing file keeps its mode; a new one gets the mode ``open()`` would
     give it. A folder that is missing or read-only, or a full disk, raises
     :class:`~caffezoo.errors.WriteError` naming ``path``.
+
+    ``durable=False`` skips the ``fsync`` before the rename (about a millisecond or more
+    each): for a cache whose reader rejects a file a crash left empty, and for
+    which a lost file costs only work done again.
     """
     import tempfile  # here: every command imports this module, few of them write
 
@@ -114,7 +118,8 @@ def atomic_open(path: str | os.PathLike[str]) -> Iterator[BinaryIO]:
         with os.fdopen(fd, "wb") as f:
             yield f
             f.flush()
-            os.fsync(f.fileno())
+            if durable:
+                os.fsync(f.fileno())
         os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException as e:

@@ -35,8 +35,13 @@ def group(name: str, help: str, *, parent: typer.Typer = app, **options: Any) ->
     return sub
 
 
-JSON_OPTION = typer.Option(False, "--json", help="Print machine-readable JSON on stdout.")
-QUIET_OPTION = typer.Option(False, "--quiet", "-q", help="Print nothing but errors.")
+def flag(*names: str, help: str) -> Any:
+    """A switch, off unless given: ``verbose: bool = flag("--verbose", "-v", help="...")``."""
+    return typer.Option(False, *names, help=help)
+
+
+JSON_OPTION = flag("--json", help="Print machine-readable JSON on stdout.")
+QUIET_OPTION = flag("--quiet", "-q", help="Print nothing but errors.")
 
 
 def version_callback(value: bool) -> None:
@@ -49,7 +54,7 @@ def version_callback(value: bool) -> None:
 
 @app.callback()
 def _main(
-    debug: bool = typer.Option(False, "--debug", help="Show the full traceback when a command fails."),
+    debug: bool = flag("--debug", help="Show the full traceback when a command fails."),
     version: bool = typer.Option(
         False, "--version", callback=version_callback, is_eager=True, help="Print the version and exit."
     ),

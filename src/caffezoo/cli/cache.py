@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from ._app import JSON_OPTION, QUIET_OPTION, console, group, human_size, print_json
+from ._app import JSON_OPTION, QUIET_OPTION, console, flag, group, human_size, print_json
 
 __all__ = ["cache_app", "ls", "prune", "rm", "verify"]
 
@@ -80,7 +80,7 @@ def verify(
 @cache_app.command()
 def rm(
     sha1s: list[str] = typer.Argument(None, help="SHA-1s (7+ digits) of the blobs to remove."),
-    all_: bool = typer.Option(False, "--all", help="Remove every blob."),
+    all_: bool = flag("--all", help="Remove every blob."),
     json: bool = JSON_OPTION,
     quiet: bool = QUIET_OPTION,
 ) -> None:
@@ -101,7 +101,7 @@ def rm(
 
 @cache_app.command()
 def prune(
-    dry_run: bool = typer.Option(False, "--dry-run", "-n", help="Only say what would be removed."),
+    dry_run: bool = flag("--dry-run", "-n", help="Only say what would be removed."),
     json: bool = JSON_OPTION,
     quiet: bool = QUIET_OPTION,
 ) -> None:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from ._app import JSON_OPTION, QUIET_OPTION, app, console, parse_input_shapes, print_json
+from ._app import JSON_OPTION, QUIET_OPTION, app, console, flag, parse_input_shapes, print_json
 
 __all__ = ["PHASE_OPTION", "SKIP_UNKNOWN_OPTION", "draw", "inspect", "upgrade"]
 
@@ -14,8 +14,7 @@ __all__ = ["PHASE_OPTION", "SKIP_UNKNOWN_OPTION", "draw", "inspect", "upgrade"]
 PHASE_OPTION = typer.Option(
     "TEST", "--phase", help="Which layers to keep: TEST (deployment) or TRAIN.", case_sensitive=False
 )
-SKIP_UNKNOWN_OPTION = typer.Option(
-    False,
+SKIP_UNKNOWN_OPTION = flag(
     "--skip-unknown",
     help="Skip parameter blocks the schema does not know (Caffe forks) instead of failing.",
 )

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from ._app import JSON_OPTION, QUIET_OPTION, app, error_line, human_size, print_json, state
+from ._app import JSON_OPTION, QUIET_OPTION, app, error_line, flag, human_size, print_json, state
 
 __all__ = ["download"]
 
@@ -33,15 +33,13 @@ def download(
         help="Install the weights at FILE instead of the model directory (one MODEL).",
     ),
     jobs: int = typer.Option(4, "--jobs", "-j", min=1, help="How many models to download at once."),
-    verify: bool = typer.Option(
-        False,
+    verify: bool = flag(
         "--verify",
         help="Re-hash files already there instead of trusting the record of their last check.",
     ),
-    symlink: bool = typer.Option(False, "--symlink", help="Install a symbolic link to the cached blob."),
-    copy: bool = typer.Option(False, "--copy", help="Install a copy of the cached blob, not a hard link."),
-    allow_local: bool = typer.Option(
-        False,
+    symlink: bool = flag("--symlink", help="Install a symbolic link to the cached blob."),
+    copy: bool = flag("--copy", help="Install a copy of the cached blob, not a hard link."),
+    allow_local: bool = flag(
         "--allow-local",
         help="Let the front matter name file:// URLs (refused by default: a model from a gist "
         "must not read your files). file:// mirrors in CAFFEZOO_MIRRORS are always allowed.",

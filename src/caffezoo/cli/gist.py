@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from ._app import JSON_OPTION, QUIET_OPTION, console, group, print_json, warning_line
+from ._app import JSON_OPTION, QUIET_OPTION, console, flag, group, print_json, warning_line
 
 __all__ = ["download_cmd", "gist_app", "list_cmd", "upload_cmd"]
 
@@ -20,9 +20,8 @@ def upload_cmd(
     public: bool = typer.Option(
         None, "--public/--secret", help="Visibility of a new gist [default: secret, as Caffe's script]."
     ),
-    dry_run: bool = typer.Option(False, "--dry-run", help="Print what would be sent; change nothing."),
-    prune: bool = typer.Option(
-        False,
+    dry_run: bool = flag("--dry-run", help="Print what would be sent; change nothing."),
+    prune: bool = flag(
         "--prune",
         help="Delete remote files that are gone locally (a local rename becomes a rename in the gist).",
     ),
@@ -96,9 +95,7 @@ def download_cmd(
         None, help="Where to put it [default: models/<USER-ID>, as Caffe's script]."
     ),
     into: Path = typer.Option(Path("models"), "--into", help="Parent directory of the default DIRECTORY."),
-    force: bool = typer.Option(
-        False, "--force", "-f", help="Replace DIRECTORY if it exists (its files are lost)."
-    ),
+    force: bool = flag("--force", "-f", help="Replace DIRECTORY if it exists (its files are lost)."),
     json: bool = JSON_OPTION,
     quiet: bool = QUIET_OPTION,
 ) -> None:

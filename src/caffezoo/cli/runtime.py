@@ -7,7 +7,7 @@ from typing import Any
 
 import typer
 
-from ._app import JSON_OPTION, QUIET_OPTION, app, console, parse_input_shapes, print_json
+from ._app import JSON_OPTION, QUIET_OPTION, app, console, error_line, flag, parse_input_shapes, print_json
 
 __all__ = ["FILL_OPTION", "INPUT_OPTION", "MODEL_ARGUMENT", "WEIGHTS_OPTION", "convert", "run"]
 
@@ -19,8 +19,7 @@ WEIGHTS_OPTION = typer.Option(
     None, "--weights", "-w", help="The .caffemodel; default: the model's downloaded weights."
 )
 INPUT_OPTION = typer.Option(None, "--input", help="Override an input's shape: NAME=N,C,H,W (repeatable).")
-FILL_OPTION = typer.Option(
-    False,
+FILL_OPTION = flag(
     "--fill-missing",
     help="Layers the caffemodel lacks get their constant or "
     "bilinear filler values, as in Caffe (random fillers are refused).",
@@ -37,8 +36,8 @@ def convert(
     weights: Path = WEIGHTS_OPTION,
     inputs: list[str] = INPUT_OPTION,
     extra: list[str] = typer.Option(None, "--blob", help="Also make this blob a graph output (repeatable)."),
-    fixed_batch: bool = typer.Option(
-        False, "--fixed-batch", help="Keep the deploy net's batch size instead of a symbolic batch axis."
+    fixed_batch: bool = flag(
+        "--fixed-batch", help="Keep the deploy net's batch size instead of a symbolic batch axis."
     ),
     fill_missing: bool = FILL_OPTION,
     json: bool = JSON_OPTION,
@@ -113,8 +112,7 @@ def run(
     batch_size: int = typer.Option(
         None, "--batch-size", "-b", help="Images per forward pass; default: 8, or the net's fixed batch."
     ),
-    oversample: bool = typer.Option(
-        False,
+    oversample: bool = flag(
         "--oversample",
         help="classify: average ten crops (corners, centre, mirrored) instead of the centre crop.",
     ),
@@ -149,13 +147,24 @@ def run(
 ) -> None:
     """Run a model on images for its task: classes, boxes, class maps or features.
 
-    A folder stands for the images in it; all go through one session in batches.
+    A folder stands for the images in it; all go through one session in batches. Results are printed
+    as each batch is done; an image that cannot be read gets one error line and the others are run
+    (the exit status is then 1).
     """
-    from ..runtime.tasks import image_files, run, summary_lines
+    from ..runtime.tasks import Failed, image_files, item_lines, run
 
     size = _resize(resize) if resize else None
     mean_value = _mean(mean) if mean else None
     paths = image_files(images)
+    out = console()
+
+    def each(item: Any) -> None:
+        if isinstance(item, Failed):
+            error_line(item.error)  # it names the file
+        elif not (json or quiet):
+            for line in item_lines(item):
+                out.print(line)
+
     with _ImageProgress(len(paths), quiet or json) as progress:
         result = run(
             model,
@@ -175,16 +184,16 @@ def run(
             weights=weights,
             providers=provider or None,
             progress=progress,
+            keep_going=True,
+            each=each,
         )
     if json:
-        # classify keeps its long-standing shape: a list of {image, top}
+        # classify keeps its long-standing shape: a list of {image, top} (or {image, error})
         print_json(result.items if result.task == "classify" else result)
-        return
-    if quiet:
-        return
-    out = console()
-    for line in summary_lines(result):
-        out.print(line)
+    if result.failed:
+        if len(paths) > 1:  # one image: its own line said it all
+            error_line(f"{len(result.failed)} of {len(paths)} images could not be read")
+        raise typer.Exit(1)
 
 
 class _ImageProgress:

@@ -9,7 +9,7 @@ from typing import Any
 
 import typer
 
-from ._app import JSON_OPTION, QUIET_OPTION, console, group, print_json
+from ._app import JSON_OPTION, QUIET_OPTION, console, flag, group, print_json
 
 __all__ = [
     "BLOBS_OPTION",
@@ -69,8 +69,7 @@ BLOBS_URL_OPTION = typer.Option(
     help="Keep weights in an S3-compatible store, s3://BUCKET/PREFIX (endpoint and keys from "
     "CAFFEZOO_S3_* or AWS_*), instead of --blobs-dir.",
 )
-ALLOW_PRIVATE_OPTION = typer.Option(
-    False,
+ALLOW_PRIVATE_OPTION = flag(
     "--allow-private-urls",
     help="Let server-side fetches (link checks, mirror, wiki import) reach loopback, private and "
     "link-local addresses. Off by default: a URL written by a user must not reach inside your network.",
@@ -172,11 +171,10 @@ def serve(
         case_sensitive=False,
         help="uvicorn's log level: 'warning' drops the per-request access log.",
     ),
-    seed_bundled: bool = typer.Option(
-        False, "--seed-bundled", help="First create (or refresh) one public gist per bundled model."
+    seed_bundled: bool = flag(
+        "--seed-bundled", help="First create (or refresh) one public gist per bundled model."
     ),
-    mirror: bool = typer.Option(
-        False,
+    mirror: bool = flag(
         "--mirror",
         help="Fetch the weights of listed models into the blob store and keep "
         "them served at /blobs/sha1/SHA1.",
@@ -186,8 +184,7 @@ def serve(
     ),
     blobs_dir: str = BLOBS_OPTION,
     blobs_url: str = BLOBS_URL_OPTION,
-    blobs_redirect: bool = typer.Option(
-        False,
+    blobs_redirect: bool = flag(
         "--blobs-redirect",
         help="With --blobs-url: answer weight downloads with a 302 to a presigned URL of the "
         "store (valid 5 minutes) instead of streaming them through the server.",
@@ -234,8 +231,7 @@ def serve(
     allow_private: bool = ALLOW_PRIVATE_OPTION,
     allow_network: list[str] = ALLOW_NETWORK_OPTION,
     mirror_max_bytes: int = MAX_BYTES_OPTION,
-    try_it: bool = typer.Option(
-        False,
+    try_it: bool = flag(
         "--try",
         help="Let visitors run a model whose weights this server holds on an uploaded image: classify, "
         "detect, segment (spends the server's CPU).",
@@ -275,7 +271,7 @@ def serve(
 @serve_app.command("check-links")
 def check_links_command(
     database_url: str = DB_OPTION,
-    all_urls: bool = typer.Option(False, "--all", help="Probe every weights URL, not only those due."),
+    all_urls: bool = flag("--all", help="Probe every weights URL, not only those due."),
     rate: float = typer.Option(1.0, "--rate", min=0.01, help="Probes per second, at most."),
     timeout: float = typer.Option(10.0, "--timeout", min=0.1, help="Seconds to wait for each answer."),
     allow_private: bool = ALLOW_PRIVATE_OPTION,
@@ -332,9 +328,7 @@ def mirror_command(
     database_url: str = DB_OPTION,
     blobs_dir: str = BLOBS_OPTION,
     blobs_url: str = BLOBS_URL_OPTION,
-    all_sources: bool = typer.Option(
-        False, "--all", help="Try sources that failed before now, not after their backoff."
-    ),
+    all_sources: bool = flag("--all", help="Try sources that failed before now, not after their backoff."),
     allow_private: bool = ALLOW_PRIVATE_OPTION,
     allow_network: list[str] = ALLOW_NETWORK_OPTION,
     mirror_max_bytes: int = MAX_BYTES_OPTION,

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from ._app import JSON_OPTION, QUIET_OPTION, console, group, print_json
+from ._app import JSON_OPTION, QUIET_OPTION, console, flag, group, print_json
 from .serve import (  # the zoo server's database and outbound-URL policy, as `caffezoo serve` takes them
     ALLOW_NETWORK_OPTION,
     ALLOW_PRIVATE_OPTION,
@@ -26,9 +26,7 @@ wiki_app = group(
 @wiki_app.command("import")
 def wiki_import(
     page: Path = typer.Argument(..., help="The wiki page, e.g. Model-Zoo.md from a clone of the wiki."),
-    no_fetch: bool = typer.Option(
-        False, "--no-fetch", help="Do not fetch the gists: keep only the page's names and links."
-    ),
+    no_fetch: bool = flag("--no-fetch", help="Do not fetch the gists: keep only the page's names and links."),
     database_url: str = DB_OPTION,
     allow_private: bool = ALLOW_PRIVATE_OPTION,
     allow_network: list[str] = ALLOW_NETWORK_OPTION,
@@ -99,8 +97,8 @@ def wiki_export(
         help="This server's URL, for links to gists that were not imported "
         "[default: https://gist.github.com/OWNER/ID].",
     ),
-    sections_only: bool = typer.Option(
-        False, "--sections-only", help="Only the imported sections, not the zoo's other models."
+    sections_only: bool = flag(
+        "--sections-only", help="Only the imported sections, not the zoo's other models."
     ),
     database_url: str = DB_OPTION,
 ) -> None:

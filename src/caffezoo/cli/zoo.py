@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from ._app import JSON_OPTION, QUIET_OPTION, app, console, human_size, print_json
+from ._app import JSON_OPTION, QUIET_OPTION, app, console, flag, human_size, print_json
 
 __all__ = ["list_cmd", "model_summary", "new", "show", "validate"]
 
@@ -121,8 +121,8 @@ def new(
 def validate(
     directories: list[str] = typer.Argument(..., help="Model directories (or bundled model names) to check."),
     json: bool = JSON_OPTION,
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="Print errors only, no warnings or summary."),
-    strict: bool = typer.Option(False, "--strict", help="Treat warnings as errors."),
+    quiet: bool = flag("--quiet", "-q", help="Print errors only, no warnings or summary."),
+    strict: bool = flag("--strict", help="Treat warnings as errors."),
 ) -> None:
     """Check model directories; print every problem as `path:line: message`.
 

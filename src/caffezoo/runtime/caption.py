@@ -32,8 +32,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..errors import ModelDirError, UsageError
-from .preprocess import Preprocessor, model_mean
+from ..errors import ModelDirError, RuntimeInputError, UsageError
+from .preprocess import Failed, Preprocessor, model_mean
 from .session import InferenceNet, load
 
 if TYPE_CHECKING:
@@ -100,9 +100,12 @@ def caption(
     mean: str | Sequence[float] | None = None,
     labels: str | os.PathLike[str] | None = None,
     progress: Callable[[int], None] | None = None,
+    keep_going: bool = False,
+    each: Callable[[Captioned | Failed], None] | None = None,
     **load_options: Any,
-) -> list[Captioned]:
-    """A sentence per image (see the module's docstring)."""
+) -> list[Captioned | Failed]:
+    """A sentence per image (see the module's docstring); ``keep_going`` and ``each`` as for
+    :func:`~caffezoo.runtime.tasks.run`."""
     from .classifier import read_labels
 
     if max_words < 1:
@@ -126,9 +129,23 @@ def caption(
     size = None
     word_net: InferenceNet | None = None
     vocab: list[str] | None = None
-    results = []
+    results: list[Captioned | Failed] = []
+
+    def add(item: Captioned | Failed) -> None:
+        results.append(item)
+        if each is not None:
+            each(item)
+        if progress is not None:
+            progress(1)
+
     for path in images:
-        x = pre([path])
+        try:
+            x = pre([path])
+        except RuntimeInputError as e:
+            if not keep_going:
+                raise
+            add(Failed(str(path), str(e)))
+            continue
         if shape[0] and shape[0] > 1:
             x = np.concatenate([x, np.zeros((shape[0] - 1, *x.shape[1:]), np.float32)])
         features = image_net.forward(**{name: x})[features_of][:1].reshape(1, -1)
@@ -152,9 +169,7 @@ def caption(
                     f"{labels or m.labels_path}: {len(vocab)} words, but the word net has {classes}"
                 )
         sentence = " ".join(vocab[w] if vocab else str(w) for w in words)
-        results.append(Captioned(str(path), words, sentence, chosen))
-        if progress is not None:
-            progress(1)
+        add(Captioned(str(path), words, sentence, chosen))
     return results
 
 

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, TypeAlias
 import numpy as np
 
 from ..errors import ModelDirError, UsageError
-from .preprocess import CROPS, ImageSource, Preprocessor, check_images, model_mean
+from .preprocess import CROPS, Failed, ImageSource, InOrder, Preprocessor, check_images, model_mean
 from .session import InferenceNet, load
 
 if TYPE_CHECKING:
@@ -68,20 +68,25 @@ def classify(
     output: str | None = None,
     net: InferenceNet | None = None,
     progress: Callable[[int], None] | None = None,
+    keep_going: bool = False,
+    each: Callable[[Prediction | Failed], None] | None = None,
     **load_options,
-) -> list[Prediction]:
+) -> list[Prediction | Failed]:
     """Classify ``images`` with MODEL (or an already loaded ``net``); ``mean``/``labels`` override the front
     matter's (a net loaded from a bare prototxt has no front matter: only these).
 
     Files given here are found from the working directory; those the front
     matter names, in the model directory. ``progress(n)`` is told after each
-    batch how many images it held.
+    batch how many images it held. An image that cannot be read raises a RuntimeInputError before
+    any is run; with ``keep_going``, it becomes a :class:`~.preprocess.Failed` in its place and the
+    others are run. ``each(item)`` is told of every result (and failure) as it is made.
     """
     if top < 1:
         raise UsageError(f"--top must be 1 or more, not {top}")
     if batch_size is not None and batch_size < 1:
         raise UsageError(f"--batch-size must be 1 or more, not {batch_size}")
-    check_images(images)
+    if not keep_going:
+        check_images(images)
     net = net or load(model, **load_options)  # resolves MODEL once: a gist MODEL is fetched once
     m = net.model
     name, shape = _image_input(net)
@@ -104,9 +109,21 @@ def classify(
             f"the net takes batches of exactly {fixed}; oversampling needs a multiple of {CROPS}"
         )
     per_batch = max(1, size // crops) if fixed else size
-    results: list[Prediction] = []
-    for batch in pre.batches(images, per_batch):
+    results: list[Prediction | Failed] = []
+
+    def tell(item: Prediction | Failed) -> None:
+        results.append(item)
+        if each is not None:
+            each(item)
+
+    order = InOrder(tell)
+    for batch in pre.batches(images, per_batch, skip_bad=keep_going):
+        order.batch(batch)
         chunk, x = batch.paths, batch.x
+        if not chunk:
+            if progress is not None:
+                progress(len(batch.failed))
+            continue
         if fixed and len(x) < fixed:  # a net with a fixed batch: pad the last one
             x = np.concatenate([x, np.zeros((fixed - len(x), *x.shape[1:]), np.float32)])
         scores = net.forward(**{name: x})[blob]
@@ -117,13 +134,13 @@ def classify(
             )
         for path, row in zip(chunk, scores):
             best = np.argsort(-row, kind="stable")[:top]
-            results.append(
+            order.add(
                 Prediction(
                     str(path), [Scored(int(i), names[i] if names else None, float(row[i])) for i in best]
                 )
             )
         if progress is not None:
-            progress(len(chunk))
+            progress(len(chunk) + len(batch.failed))
     return results
 
 

@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import os
 import queue
+import struct
 import threading
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, TypeAlias, TypeVar
 
@@ -36,7 +38,9 @@ if TYPE_CHECKING:
 __all__ = [
     "CROPS",
     "Batch",
+    "Failed",
     "ImageSource",
+    "InOrder",
     "InMemoryImage",
     "Preprocessor",
     "check_images",
@@ -45,8 +49,10 @@ __all__ = [
     "load_image",
     "model_mean",
     "open_image",
+    "orientation",
     "read_mean",
     "resized",
+    "upright",
 ]
 
 PathT = TypeVar("PathT", bound="str | os.PathLike[str] | InMemoryImage")
@@ -154,12 +160,65 @@ def _read_binaryproto(path: Path) -> np.ndarray:
 
 
 @dataclass
+class Failed:
+    """An image that could not be read, and why (the message names it): a run that keeps going lists it
+    among its results, in its place, and goes on with the others.
+
+    >>> Failed("a.jpg", "a.jpg: not an image").to_json()
+    {'image': 'a.jpg', 'error': 'a.jpg: not an image'}
+    """
+
+    image: str
+    error: str
+
+    def to_json(self) -> dict[str, str]:
+        return {"image": self.image, "error": self.error}
+
+
+@dataclass
 class Batch(Generic[PathT]):
-    """Images prepared for the net: ``x`` is N x C x H x W, ``sizes`` each image's own (width, height)."""
+    """Images prepared for the net: ``x`` is N x C x H x W, ``sizes`` each image's own (width, height);
+    ``failed``, the images of this batch that could not be read (with ``skip_bad``), and why."""
 
     paths: list[PathT]
     x: np.ndarray
     sizes: list[tuple[int, int]]
+    failed: list[tuple[int, PathT, RuntimeInputError]] = field(default_factory=list)  # (place in batch, ...)
+    start: int = 0  # the place of the batch's first image among all the images
+
+
+class InOrder:
+    """Items told to ``tell`` in the images' order, each image that could not be read (a batch's
+    ``failed``) as a :class:`Failed` in its place: the caller adds the readable images' results one by
+    one, in order.
+
+    >>> told = []
+    >>> order = InOrder(told.append)
+    >>> order.batch(Batch(["b.jpg"], x, [(4, 3)], [(0, "a.jpg", RuntimeInputError("a.jpg: bad"))]))  # doctest: +SKIP
+    >>> order.add("result of b.jpg")                                                              # doctest: +SKIP
+    """
+
+    def __init__(self, tell: Callable[[Any], None]):
+        self.tell = tell
+        self.done = 0  # images told so far
+        self._failed: dict[int, Failed] = {}
+
+    def batch(self, batch: Batch[Any]) -> None:
+        """A batch is about to be run: its failures are told once the images before them are."""
+        for place, path, error in batch.failed:
+            self._failed[batch.start + place] = Failed(str(path), str(error))
+        self._flush()
+
+    def add(self, item: Any) -> None:
+        self._flush()
+        self.tell(item)
+        self.done += 1
+        self._flush()
+
+    def _flush(self) -> None:
+        while self.done in self._failed:
+            self.tell(self._failed.pop(self.done))
+            self.done += 1
 
 
 @dataclass
@@ -227,20 +286,47 @@ class Preprocessor:
             return self.from_array(decoded[0][0]), sizes
         return np.concatenate([self.from_array(image) for image, _ in decoded]), sizes
 
-    def batches(self, images: Sequence[PathT], size: int) -> Iterator[Batch[PathT]]:
+    def batches(self, images: Sequence[PathT], size: int, skip_bad: bool = False) -> Iterator[Batch[PathT]]:
         """``images`` prepared in batches of ``size``, each decoded on a worker thread while the caller runs
         the net on the one before.
 
+        An image that cannot be read raises its RuntimeInputError, in the images' order; with
+        ``skip_bad`` it is left out of its batch's ``paths`` and listed in its ``failed`` instead (a
+        batch may then hold no image at all).
+
         >>> for batch in pre.batches(["a.jpg", "b.jpg", "c.jpg"], 2): ...   # doctest: +SKIP
         """
-        chunks = [list(images[i : i + size]) for i in range(0, len(images), size)]
+        chunks = [(i, list(images[i : i + size])) for i in range(0, len(images), size)]
+        prepare = self._prepare_good if skip_bad else self._prepare_all
         if len(chunks) < 2:  # nothing to overlap
-            yield from (Batch(chunk, *self.prepare(chunk)) for chunk in chunks)
+            yield from (prepare(chunk) for chunk in chunks)
             return
         # Pillow's decoding and resizing and onnxruntime's forward pass release the GIL, so the next batch's
         # images are read while the net runs: the two overlap instead of taking turns on the cores.
-        for chunk, (x, sizes) in zip(chunks, _ahead(self.prepare, chunks)):
-            yield Batch(chunk, x, sizes)
+        yield from _ahead(prepare, chunks)
+
+    def _prepare_all(self, chunk: tuple[int, list[PathT]]) -> Batch[PathT]:
+        start, images = chunk
+        return Batch(images, *self.prepare(images), start=start)
+
+    def _prepare_good(self, chunk: tuple[int, list[PathT]]) -> Batch[PathT]:
+        """The images that can be read, and the others with their errors."""
+        start, images = chunk
+        good: list[PathT] = []
+        failed: list[tuple[int, PathT, RuntimeInputError]] = []
+        arrays: list[np.ndarray] = []
+        sizes: list[tuple[int, int]] = []
+        for place, path in enumerate(images):
+            try:
+                image, size = decode_image(path, self.channels, self.size)
+            except RuntimeInputError as e:
+                failed.append((place, path, e))
+                continue
+            good.append(path)
+            arrays.append(self.from_array(image))
+            sizes.append(size)
+        x = arrays[0] if len(arrays) == 1 else np.concatenate(arrays) if arrays else self.prepare([])[0]
+        return Batch(good, x, sizes, failed, start)
 
     def one(self, path: ImageSource) -> np.ndarray:
         return self.from_array(load_image(path, self.channels, self.size))
@@ -330,16 +416,18 @@ def load_image(path: ImageSource, channels: int, size: tuple[int, int]) -> np.nd
 def decode_image(
     path: ImageSource, channels: int, size: tuple[int, int]
 ) -> tuple[np.ndarray, tuple[int, int]]:
-    """:func:`load_image`, and the image's own (width, height): what opening the file again would tell."""
+    """:func:`load_image`, and the upright image's own (width, height): what opening the file again and
+    turning it as its EXIF orientation says would tell."""
     if channels not in (1, 3):
         raise RuntimeInputError(f"{path}: the net takes {channels} channels; images give 1 or 3")
     with open_image(path) as im:
-        original = im.size
-        return resized(im, channels, size), original
+        turn = orientation(im)
+        width, height = im.size
+        return resized(im, channels, size, turn), ((height, width) if turn in SIDEWAYS else (width, height))
 
 
-def resized(im: Any, channels: int, size: tuple[int, int]) -> np.ndarray:
-    """A Pillow image just opened (not yet decoded) at ``size`` (H, W): C x H x W floats in [0, 1].
+def resized(im: Any, channels: int, size: tuple[int, int], turn: int | None = None) -> np.ndarray:
+    """A Pillow image just opened (not yet decoded), upright, at ``size`` (H, W): C x H x W floats in [0, 1].
 
     Resized as Caffe's data layer and OpenCV's ``blobFromImage`` resize: plain bilinear, no smoothing
     (:func:`.resize.bilinear`). A JPEG at least 4x that size both ways is decoded at 1/2, 1/4 or 1/8
@@ -347,12 +435,19 @@ def resized(im: Any, channels: int, size: tuple[int, int]) -> np.ndarray:
     photo prepared for a 300x300 input 3-4x faster, each value within a few levels of 255 of decoding it
     whole (the tests measure how close). The DCT's scaling averages the pixels it drops, which plain
     bilinear from the whole image would skip over. Other formats ignore the draft.
+
+    ``turn`` is the EXIF orientation (default: the image's own, :func:`orientation`): the decoded (and
+    drafted) pixels are turned upright before the resize, as OpenCV's ``imread`` turns them. Turning the
+    small result instead would be cheaper, but the uint8 resize rounds its weights, so a mirrored
+    resize differs by a level here and there from the upright one (and from a web upload turned first).
     """
     from .resize import bilinear
 
+    turn = orientation(im) if turn is None else turn
+    stored = (size[1], size[0]) if turn in SIDEWAYS else size  # (H, W) before turning
     mode = "L" if channels == 1 else "RGB"
     original = im.size
-    drafted = im.draft(None, (DRAFT_GAP * size[1], DRAFT_GAP * size[0]))
+    drafted = im.draft(None, (DRAFT_GAP * stored[1], DRAFT_GAP * stored[0]))
     im = in_mode(im, mode)
     pixels = np.asarray(im)
     if pixels.ndim == 2:
@@ -362,7 +457,55 @@ def resized(im: Any, channels: int, size: tuple[int, int]) -> np.ndarray:
         # ones, and the partial one when it is mostly picture, so the resize spans the picture alone.
         _, _, right, bottom = drafted[1]
         pixels = pixels[: max(1, round(bottom)), : max(1, round(right))]
+    if turn != 1:
+        pixels = np.ascontiguousarray(_TURNS[turn](pixels))
     return bilinear(pixels, size)
+
+
+SIDEWAYS = (5, 6, 7, 8)  # EXIF orientations whose upright image swaps width and height
+# EXIF orientation -> the stored H x W x C pixels turned upright (views), as Pillow's
+# ImageOps.exif_transpose and OpenCV's imread turn them: 2 mirrored, 3 upside down, 4 flipped,
+# 5 transposed, 6 turned a quarter clockwise, 7 transposed across the other diagonal, 8 a quarter anticlockwise.
+_TURNS: dict[int, Callable[[np.ndarray], np.ndarray]] = {
+    2: lambda x: x[:, ::-1],
+    3: lambda x: x[::-1, ::-1],
+    4: lambda x: x[::-1],
+    5: lambda x: x.transpose(1, 0, 2),
+    6: lambda x: x[::-1].transpose(1, 0, 2),
+    7: lambda x: x[::-1, ::-1].transpose(1, 0, 2),
+    8: lambda x: x[:, ::-1].transpose(1, 0, 2),
+}
+
+
+def orientation(im: Any) -> int:
+    """A Pillow image's EXIF orientation, 1 (upright) to 8; 1 when it has none or an unknown value.
+
+    Read from the header alone (no pixel is decoded), as ``ImageOps.exif_transpose`` reads it: also a
+    PNG's ``eXIf`` and an XMP ``tiff:Orientation``.
+    """
+    if not (im.info.keys() & _EXIF_KEYS or hasattr(im, "tag_v2")):  # no metadata (a TIFF's is its tags)
+        return 1
+    try:
+        with warnings.catch_warnings():  # Pillow warns of a corrupt block: as if none, nothing to act on
+            warnings.simplefilter("ignore")
+            value = im.getexif().get(_ORIENTATION, 1)
+    except (OSError, ValueError, SyntaxError, struct.error):  # a broken EXIF block: as if none
+        return 1
+    return value if value in _TURNS else 1
+
+
+_ORIENTATION = 0x0112  # the EXIF tag
+_EXIF_KEYS = {"exif", "Raw profile type exif", "xmp", "XML:com.adobe.xmp"}
+
+
+def upright(im: Any) -> Any:
+    """A Pillow image turned as its EXIF orientation says, the orientation dropped from it (so nothing
+    turns it twice); ``im`` itself when it is upright already."""
+    if orientation(im) == 1:
+        return im
+    from PIL import ImageOps
+
+    return ImageOps.exif_transpose(im)
 
 
 def in_mode(im: Any, mode: str) -> Any:

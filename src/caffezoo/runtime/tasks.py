@@ -44,7 +44,16 @@ import numpy as np
 from ..errors import ModelDirError, UsageError
 from .caption import MAX_WORDS, Captioned, caption
 from .classifier import DEFAULT_BATCH, Labels, Prediction, class_names, classify
-from .preprocess import Batch, ImageSource, InMemoryImage, Preprocessor, check_images, model_mean
+from .preprocess import (
+    Batch,
+    Failed,
+    ImageSource,
+    InMemoryImage,
+    InOrder,
+    Preprocessor,
+    check_images,
+    model_mean,
+)
 from .session import InferenceNet, load
 
 TASKS = ("classify", "detect", "segment", "caption", "embed")
@@ -195,6 +204,11 @@ class RunResult:
     task: str
     items: list[Any]
 
+    @property
+    def failed(self) -> list[Failed]:
+        """The images that could not be read (a run with ``keep_going``)."""
+        return [item for item in self.items if isinstance(item, Failed)]
+
     def to_json(self) -> dict[str, Any]:
         from .._json import jsonable
 
@@ -211,17 +225,21 @@ def run(
     task: str | None = None,
     output: str | os.PathLike[str] | None = None,
     blob: str | None = None,
-    threshold: float = DEFAULT_THRESHOLD,
-    top: int = 5,
+    net: InferenceNet | None = None,
+    progress: Callable[[int], None] | None = None,
+    keep_going: bool = False,
+    each: Callable[[Any], None] | None = None,
+    # how images become the net's input, for every task
     batch_size: int | None = None,
-    oversample: bool = False,
     resize: tuple[int, int] | None = None,
     raw_scale: float = 255.0,
     mean: str | Sequence[float] | np.ndarray | None = None,
     labels: Labels | None = None,
-    progress: Callable[[int], None] | None = None,
-    net: InferenceNet | None = None,
-    max_words: int = MAX_WORDS,
+    # one task's own
+    threshold: float = DEFAULT_THRESHOLD,  # detect
+    top: int = 5,  # classify
+    oversample: bool = False,  # classify
+    max_words: int = MAX_WORDS,  # caption
     **load_options: Any,
 ) -> RunResult:
     """Run MODEL on ``images`` (files or folders of them) for its task; see the module's docstring.
@@ -233,6 +251,11 @@ def run(
     ``max_words`` caps a caption's length. ``net`` is MODEL already loaded
     (:func:`~caffezoo.runtime.load`), to run many calls on one session. ``labels`` is a
     file or the class names themselves; ``mean`` a file, per-channel values or an array.
+
+    An image that cannot be read raises a RuntimeInputError naming it, before any is run. With
+    ``keep_going`` it becomes a :class:`~.preprocess.Failed` item in its place and the others are run
+    (embed still stops: its file has a row for every image or is not written). ``each(item)`` is told
+    of every item (and failure) as soon as it is made, for a caller that shows results as they come.
     """
     if task is not None and task not in TASKS:
         raise UsageError(f"--task {task!r}: expected one of {', '.join(TASKS)}")
@@ -241,9 +264,16 @@ def run(
     if not 0.0 <= threshold <= 1.0:
         raise UsageError(f"--threshold must be between 0 and 1, not {threshold}")
     paths = image_files(images)
-    check_images(paths)
+    if not keep_going:
+        check_images(paths)
     caption_options = dict(
-        max_words=max_words, raw_scale=raw_scale, mean=mean, labels=labels, progress=progress
+        max_words=max_words,
+        raw_scale=raw_scale,
+        mean=mean,
+        labels=labels,
+        progress=progress,
+        keep_going=keep_going,
+        each=each,
     )
     if task == "caption":  # two nets, neither of which `load(model)` would pick reliably
         from ..zoo import resolve
@@ -280,16 +310,33 @@ def run(
             output=blob,
             net=net,
             progress=progress,
+            keep_going=keep_going,
+            each=each,
         )
         return RunResult("classify", found)
     if oversample and wanted != "classify":
         raise UsageError(f"--oversample averages class scores: it has no meaning for {wanted}")
-    job = _Job(net, paths, batch_size, resize, raw_scale, mean, labels, progress, warp=wanted != "embed")
+    if keep_going and wanted == "embed":  # it stops at a bad image: better before any is run
+        check_images(paths)
+    job = _Job(
+        net,
+        paths,
+        batch_size,
+        resize,
+        raw_scale,
+        mean,
+        labels,
+        progress,
+        warp=wanted != "embed",
+        keep_going=keep_going,
+        each=each,
+    )
     if wanted == "detect":
         return RunResult("detect", job.detect(threshold, output))
     if wanted == "segment":
         return RunResult("segment", job.segment(blob, output))
-    return RunResult("embed", [job.embed(blob or "", Path(output or ""))])
+    job.add(job.embed(blob or "", Path(output or "")))
+    return RunResult("embed", job.items)
 
 
 def _prints_only(task: str, output: str | os.PathLike[str] | None) -> None:
@@ -374,10 +421,14 @@ class _Job:
     labels: Labels | None
     progress: Callable[[int], None] | None
     warp: bool  # images warped whole to the input (detect, segment), not resized and centre-cropped
+    keep_going: bool = False
+    each: Callable[[Any], None] | None = None
+    items: list[Any] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         from .classifier import _image_input
 
+        self.order = InOrder(self.tell)
         self.model = self.net.model
         self._stems: collections.Counter[str] | None = None
         self.input, shape = _image_input(self.net)
@@ -396,10 +447,18 @@ class _Job:
         self.names, self.names_source = class_names(self.labels, self.model)
 
     def batches(
-        self, outputs: Sequence[str]
+        self, outputs: Sequence[str], embed: bool = False
     ) -> Iterator[tuple[Batch[Path | InMemoryImage], dict[str, np.ndarray]]]:
-        """(images, {blob: values of just those images}) for each batch."""
-        for batch in self.pre.batches(self.paths, self.size):
+        """(images, {blob: values of just those images}) for each batch; with ``keep_going``, the images
+        that cannot be read are told as :class:`Failed` items and left out (embed never skips one: its
+        file has a row for every image)."""
+        skip = self.keep_going and not embed
+        for batch in self.pre.batches(self.paths, self.size, skip_bad=skip):
+            self.order.batch(batch)
+            if not batch.paths:
+                if self.progress is not None:
+                    self.progress(len(batch.failed))
+                continue
             x = batch.x
             if self.fixed and len(x) < self.fixed:  # a net with a fixed batch: pad the last one
                 x = np.concatenate([x, np.zeros((self.fixed - len(x), *x.shape[1:]), np.float32)])
@@ -409,7 +468,16 @@ class _Job:
             results = self.net.forward(**feed)
             yield batch, {k: results[k] for k in outputs}
             if self.progress is not None:
-                self.progress(len(batch.paths))
+                self.progress(len(batch.paths) + len(batch.failed))
+
+    def add(self, item: Any) -> None:
+        """The next image's result, told to ``each`` as soon as it is made (after any failure before it)."""
+        self.order.add(item)
+
+    def tell(self, item: Any) -> None:
+        self.items.append(item)
+        if self.each is not None:
+            self.each(item)
 
     def im_info(self, width: int, height: int) -> list[float]:
         """(height, width, scale) of the input an image of ``width`` x ``height`` is warped to; the scale is
@@ -450,7 +518,7 @@ class _Job:
 
     # ---------------------------------------------------------- detect
 
-    def detect(self, threshold: float, output: str | os.PathLike[str] | None) -> list[Detected]:
+    def detect(self, threshold: float, output: str | os.PathLike[str] | None) -> list[Detected | Failed]:
         """SSD: DetectionOutput's rows of this image, scaled to its pixels; Faster R-CNN: see below."""
         types = _layer_types(self.net)
         if PROPOSALS in types:
@@ -463,7 +531,6 @@ class _Job:
                 f"({', '.join(self.net.outputs)}) or Faster R-CNN's proposal layer; a net that scores "
                 f"regions proposed elsewhere (R-CNN) can score the whole image with --task classify"
             )
-        found: list[Detected] = []
         for batch, results in self.batches([blob]):
             rows = results[blob].reshape(-1, 7)
             for i, (path, (width, height)) in enumerate(zip(batch.paths, batch.sizes)):
@@ -475,8 +542,8 @@ class _Job:
                     Detection(int(label), self.name(int(label)), float(score), tuple(box))
                     for (label, score), box in zip(mine[:, 1:3].tolist(), boxes)
                 ]
-                found.append(self.detected(path, width, height, dets, output))
-        return found
+                self.add(self.detected(path, width, height, dets, output))
+        return self.items
 
     def detected(
         self, path: Path | InMemoryImage, width: int, height: int, dets: list[Detection], output: Any
@@ -495,11 +562,10 @@ class _Job:
             write_png(picture(item, read_rgb(path)), target)
             item.picture = str(target)
 
-    def detect_faster_rcnn(self, threshold: float, output: Any, rois_blob: str) -> list[Detected]:
+    def detect_faster_rcnn(self, threshold: float, output: Any, rois_blob: str) -> list[Detected | Failed]:
         """py-faster-rcnn's im_detect and demo: proposals refined per class by ``bbox_pred``, mapped to the
         image, clipped, then per class (not the background) scores >= ``threshold`` and NMS at 0.3."""
         scores_blob, deltas_blob = self._frcnn_heads()
-        found: list[Detected] = []
         for batch, results in self.batches([rois_blob, scores_blob, deltas_blob]):
             (path,), ((width, height),) = batch.paths, batch.sizes  # one image at a time, as proposals take
             sy, sx = self.pre.height / height, self.pre.width / width
@@ -520,8 +586,8 @@ class _Job:
                     box = tuple(float(v) for v in cls_boxes[i])
                     dets.append(Detection(label, self.name(label), float(cls_scores[i]), box))
             dets.sort(key=lambda d: -d.score)
-            found.append(self.detected(path, width, height, dets, output))
-        return found
+            self.add(self.detected(path, width, height, dets, output))
+        return self.items
 
     def _frcnn_heads(self) -> tuple[str, str]:
         """The class probabilities (R x C) and box deltas (R x 4C, or R-FCN's class-agnostic R x 8) among the
@@ -541,11 +607,10 @@ class _Job:
 
     # ---------------------------------------------------------- segment
 
-    def segment(self, blob: str | None, output: str | os.PathLike[str] | None) -> list[Segmented]:
+    def segment(self, blob: str | None, output: str | os.PathLike[str] | None) -> list[Segmented | Failed]:
         from PIL import Image
 
         name = blob or self._score_map()
-        found: list[Segmented] = []
         for batch, results in self.batches([name]):
             scores = results[name]
             if scores.ndim != 4:
@@ -566,8 +631,8 @@ class _Job:
                     areas = self._areas(area_counts(grid, height, width), class_map.size)
                     item = Segmented(str(path), width, height, class_map, areas=areas)
                 self.draw(item, path, output)
-                found.append(item)
-        return found
+                self.add(item)
+        return self.items
 
     def _score_map(self) -> str:
         maps = [
@@ -607,7 +672,7 @@ class _Job:
             raise UsageError(f"no blob {blob!r} in the net")
         shape: list[int] = []
         with atomic_open(path) as out:
-            for batch, results in self.batches([blob]):
+            for batch, results in self.batches([blob], embed=True):
                 values = np.ascontiguousarray(results[blob][: len(batch.paths)], dtype="<f4")
                 if not shape:
                     shape = list(values.shape[1:])
@@ -733,39 +798,56 @@ def picture(item: Detected | Segmented, image: np.ndarray) -> np.ndarray:
 
 
 def summary_lines(result: RunResult) -> Iterator[str]:
-    """Plain-text lines (rich markup escaped) for the command line."""
+    """Plain-text lines (rich markup escaped) for the command line; an image that could not be read has
+    none here (the command line says so on stderr)."""
+    for item in result.items:
+        yield from item_lines(item)
+
+
+def item_lines(item: Any) -> Iterator[str]:
+    """:func:`summary_lines` of one item, to print it as soon as it is made."""
     from rich.markup import escape
 
-    for item in result.items:
-        if isinstance(item, Prediction):
-            yield f"[bold]{escape(item.image)}[/]"
-            for s in item.top:
-                label = f"  {escape(s.label)}" if s.label else ""
-                yield f"  {s.score:.4f}  {s.index:>5}{label}"
-        elif isinstance(item, Detected):
-            yield f"[bold]{escape(item.image)}[/]  {len(item.detections)} detections"
-            for d in item.detections:
-                x0, y0, x1, y1 = d.box
-                yield (
-                    f"  {d.score:.4f}  {d.label:>5}  {escape(d.name or '')}  "
-                    f"[{x0:.0f}, {y0:.0f}, {x1:.0f}, {y1:.0f}]"
-                )
-        elif isinstance(item, Segmented):
-            yield f"[bold]{escape(item.image)}[/]  {item.width}x{item.height}"
-            if item.edges:
-                info = item.to_json()["edges"]
-                yield f"  edge map: mean {info['mean']:.4f}, {info['fraction_above_half']:.2%} above 0.5"
-            for a in item.areas:
-                yield f"  {a.fraction:7.2%}  {a.pixels:>9} px  {a.label:>5}  {escape(a.name or '')}"
-        elif isinstance(item, Captioned):
-            yield f"[bold]{escape(item.image)}[/]  {escape(item.sentence)}"
-        elif isinstance(item, Embedded):
+    if isinstance(item, Prediction):
+        yield f"[bold]{escape(item.image)}[/]"
+        for s in item.top:
+            label = f"  {escape(s.label)}" if s.label else ""
+            yield f"  {s.score:.4f}  {s.index:>5}{label}"
+    elif isinstance(item, Detected):
+        yield f"[bold]{escape(item.image)}[/]  {len(item.detections)} detections"
+        for d in item.detections:
+            x0, y0, x1, y1 = d.box
             yield (
-                f"wrote {escape(item.path)}: {len(item.images)} x {'x'.join(map(str, item.shape)) or '1'} "
-                f"float32 (blob {escape(item.blob)})"
+                f"  {d.score:.4f}  {d.label:>5}  {escape(d.name or '')}  "
+                f"[{x0:.0f}, {y0:.0f}, {x1:.0f}, {y1:.0f}]"
             )
-        if getattr(item, "picture", None):
-            yield f"  picture: {escape(item.picture)}"
+    elif isinstance(item, Segmented):
+        yield f"[bold]{escape(item.image)}[/]  {item.width}x{item.height}"
+        if item.edges:
+            info = item.to_json()["edges"]
+            yield f"  edge map: mean {info['mean']:.4f}, {info['fraction_above_half']:.2%} above 0.5"
+        for a in item.areas:
+            yield f"  {a.fraction:7.2%}  {a.pixels:>9} px  {a.label:>5}  {escape(a.name or '')}"
+    elif isinstance(item, Captioned):
+        yield f"[bold]{escape(item.image)}[/]  {escape(item.sentence)}"
+    elif isinstance(item, Embedded):
+        yield (
+            f"wrote {escape(item.path)}: {len(item.images)} x {'x'.join(map(str, item.shape)) or '1'} "
+            f"float32 (blob {escape(item.blob)})"
+        )
+    if getattr(item, "picture", None):
+        yield f"  picture: {escape(item.picture)}"
 
 
-__all__ = ["TASKS", "Detected", "Detection", "Embedded", "RunResult", "Segmented", "picture", "run"]
+__all__ = [
+    "TASKS",
+    "Detected",
+    "Detection",
+    "Embedded",
+    "Failed",
+    "RunResult",
+    "Segmented",
+    "item_lines",
+    "picture",
+    "run",
+]

@@ -33,8 +33,11 @@ has heard them, and forgets everything if they do not come.
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 __all__ = ["APPLICATION", "CHANNEL", "LEASE", "ChangeFeed", "announce", "setup", "wait_for_readers"]
@@ -48,6 +51,9 @@ RENEW_EVERY = 1.0  # a renewal late by up to LEASE - RENEW_EVERY - MARGIN keeps 
 MARGIN = 0.5  # the replica's trust ends this much before the database's lease does (clock rates)
 MAX_STATES = 100_000  # gists whose state is held (about 20 MB); the oldest goes first
 WAIT_LIMIT = 2 * LEASE + 1  # a writer waits no longer than this for the replicas' acknowledgements
+# The listening connection's TCP settings: a database host that vanished without closing the
+# connection (power cut, partition) is noticed in seconds, not after the kernel's ~15 minutes.
+KEEPALIVE = {"keepalives": 1, "keepalives_idle": 5, "keepalives_interval": 2, "keepalives_count": 3}
 
 DDL = """
 CREATE TABLE IF NOT EXISTS cache_readers (
@@ -247,12 +253,18 @@ class ChangeFeed:
         while not self._stop.is_set():
             try:
                 with psycopg.connect(
-                    self.conninfo, autocommit=True, connect_timeout=5, application_name=APPLICATION
+                    self.conninfo,
+                    autocommit=True,
+                    connect_timeout=5,
+                    application_name=APPLICATION,
+                    tcp_user_timeout=int(self.lease * 1000),
+                    **KEEPALIVE,
                 ) as conn:
-                    conn.execute(f"LISTEN {CHANNEL}")
-                    self._reset()  # changes made while nobody listened were never heard
-                    acknowledged = self._report(conn, fresh=True)
-                    conn.execute("DELETE FROM cache_readers WHERE expires < now() - interval '1 hour'")
+                    with _answer_within(conn, self.lease):
+                        conn.execute(f"LISTEN {CHANNEL}")
+                        self._reset()  # changes made while nobody listened were never heard
+                        acknowledged = self._report(conn, fresh=True)
+                        conn.execute("DELETE FROM cache_readers WHERE expires < now() - interval '1 hour'")
                     backoff = 0.05
                     due = time.monotonic() + self.renew_every
                     while not self._stop.is_set():
@@ -263,7 +275,8 @@ class ChangeFeed:
                         if self._stop.is_set():
                             break
                         if self._applied != acknowledged or time.monotonic() >= due:
-                            acknowledged = self._report(conn)
+                            with _answer_within(conn, self.lease):
+                                acknowledged = self._report(conn)
                             due = time.monotonic() + self.renew_every
                     conn.execute("DELETE FROM cache_readers WHERE id = %s", (self.id,))
             except Exception as e:
@@ -272,3 +285,28 @@ class ChangeFeed:
                     log.warning("change feed: %s; reading gist states from the database meanwhile", e)
                     self._stop.wait(backoff)
                     backoff = min(2 * backoff, 2.0)
+
+
+@contextmanager
+def _answer_within(conn, seconds: float) -> Iterator[None]:
+    """Cut ``conn`` if the statements inside take longer than ``seconds``.
+
+    A statement on a connection whose far end went silent without closing it (the database's
+    host lost, a proxy on the way stalled) would wait for as long as the link stays half-open,
+    and the replica would stay on the slow path all that time; cut, the listener connects again."""
+    watchdog = threading.Timer(seconds, _sever, (conn,))
+    watchdog.daemon = True
+    watchdog.start()
+    try:
+        yield
+    finally:
+        watchdog.cancel()
+
+
+def _sever(conn) -> None:
+    """Shut the connection's socket down under it: its pending read fails, and the listener reconnects."""
+    try:
+        with socket.socket(fileno=socket.dup(conn.fileno())) as sock:
+            sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass  # already closed: nothing is waiting on it

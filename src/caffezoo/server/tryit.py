@@ -217,14 +217,16 @@ def form_fields(body: bytes, content_type: str) -> dict[str, bytes]:
 def decode_upload(
     data: bytes, max_pixels: int, side: int = WORK_SIDE
 ) -> tuple[InMemoryImage, str, tuple[int, int]]:
-    """The upload as an RGB image at most ``side`` pixels on a side, its format, and its own (width, height).
+    """The upload as an RGB image at most ``side`` pixels on a side, upright (its EXIF orientation applied,
+    as :func:`~caffezoo.runtime.preprocess.decode_image` applies it to a file), its format, and its own
+    upright (width, height).
 
     The header's dimensions are checked before any pixel is decoded; a big JPEG is decoded at a
     reduced scale (DCT scaling) no smaller than the size it is scaled to.
     """
     from PIL import Image, UnidentifiedImageError
 
-    from ..runtime.preprocess import InMemoryImage, in_mode
+    from ..runtime.preprocess import SIDEWAYS, InMemoryImage, in_mode, orientation, upright
 
     try:
         with Image.open(io.BytesIO(data), formats=FORMATS) as im:
@@ -237,7 +239,7 @@ def decode_upload(
                 )
             kind = im.format or "?"
             scale = min(1.0, side / max(width, height, 1))
-            target = (max(1, round(width * scale)), max(1, round(height * scale)))
+            target = (max(1, round(width * scale)), max(1, round(height * scale)))  # as stored
             drafted = im.draft(None, target)  # a JPEG: decoded at 1/2 to 1/8 scale, still >= target
             box = drafted[1] if drafted and im.size != (width, height) else None  # the whole picture, exactly
             rgb = in_mode(im, "RGB")  # a 16-bit grey scaled, not clipped
@@ -245,6 +247,9 @@ def decode_upload(
                 rgb = im.copy()
             if rgb.size != target:
                 rgb = rgb.resize(target, Image.Resampling.BILINEAR, box=box)
+            if orientation(im) in SIDEWAYS:
+                width, height = height, width
+            rgb = upright(rgb)  # the small picture turned, not the whole one; the orientation dropped
     except UnidentifiedImageError:
         raise TryError(415, f"not an image this server reads (use {', '.join(FORMATS)})") from None
     except Image.DecompressionBombError as e:
