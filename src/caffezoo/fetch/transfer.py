@@ -62,21 +62,24 @@ DEFAULT_CONNECTIONS = 8
 # The most a download may ask for (-c, --per-host): the download client's pool holds 64.
 MAX_CONNECTIONS = 64
 # Files with fewer bytes left than this take one connection: a new connection costs a round
-# trip or three (TLS) before its first byte, and the first one is measured for 0.1 s. Measured
+# trip or three (TLS) before its first byte, and the first one is measured first. Measured
 # at 25 MB/s a connection: eight gain 1.0-1.1x on 2-4 MiB, 1.1-1.8x on 8 MiB and 1.8-2.1x
 # on 16 MiB (with 0.1 s or no round trip per request).
 SEGMENTED_MIN = 8 << 20
 # Piece sizes: the pieces in flight fit half the hasher's memory budget, so that at link speed
 # nothing is read back; larger where a request's round trip would cost more than 1/8 of
-# a piece's time (a source far away: the hasher then reads some back from the page cache).
+# a piece's time (a source far away: the hasher then reads some back from the page cache),
+# but at most 1/16 of what is left: what is ahead of the hashed prefix when the last byte
+# lands is hashed after it (pieces of 16 MiB at 25 MB/s left 0.2 s of hashing at the end).
 MIN_PIECE = 1 << 20
 MAX_PIECE = 64 << 20
 # One connection runs alone while it brings FAST_LINK bytes a second or keeps its thread busy
 # (running or waiting for a CPU) more than BUSY of the time: then a CPU, not the link, is the
 # limit, and more connections would only compete for it (measured on loopback: one stream
 # 270 MB/s, eight 150 MB/s in all). Looked at every PROBE_TIME s; a slower link gets every
-# connection (eight capped at 25 MB/s each: 200 MB/s in all).
-PROBE_TIME = 0.1
+# connection (eight capped at 25 MB/s each: 200 MB/s in all). 0.05 s kept loopback one stream
+# and took a capped link wide in every run tried, 0.05 s sooner than 0.1 s did.
+PROBE_TIME = 0.05
 FAST_LINK = 150e6
 BUSY = 0.5
 # A piece with no byte for this long (at most half the timeout) is taken whole by an idle connection.
@@ -515,7 +518,7 @@ class Transfer:
         worth = 0.0
         if feed is not None and feed.wait < math.inf:
             share = (self.plan.total or 0) - self.partial.size
-            worth = min(8 * feed.speed * feed.wait, share / self.connections)
+            worth = min(8 * feed.speed * feed.wait, share / (2 * self.connections))
         return int(max(MIN_PIECE, min(MAX_PIECE, max(fits, worth))))
 
     def _steal_size(self, feed: Feed) -> int:
@@ -528,7 +531,7 @@ class Transfer:
         if feed.source.is_local:
             from .local import open_local
         else:
-            from .http import open_range  # (the first time, this imports httpx)
+            from .wire import open_range  # (httpx only for what is not plain http)
         piece.began = time.monotonic()
         start, end = piece.pos, piece.end
         if end is not None and end == self.plan.total:
@@ -562,7 +565,12 @@ class Transfer:
                         self.rate.take(len(chunk))
                     pending.append(chunk)
                     size += len(chunk)
-                    if size >= BATCH or len(pending) >= MAX_CHUNKS or time.monotonic() - flushed > MAX_DELAY:
+                    if (
+                        size >= BATCH
+                        or isinstance(chunk, memoryview)  # the reader's buffer: the next read reuses it
+                        or len(pending) >= MAX_CHUNKS
+                        or time.monotonic() - flushed > MAX_DELAY
+                    ):
                         batch, pending, size, flushed = pending, [], 0, time.monotonic()
                         more = self._write(feed, piece, batch, answer.where)
                         self._flush_events()
@@ -587,8 +595,9 @@ class Transfer:
         """
         if self.stopped or piece not in self.plan.pieces:
             raise _Stale
-        feed.wait = min(feed.wait, time.monotonic() - piece.began)  # what one more request costs
-        if not feed.answered:
+        if feed.answered:  # what one more request costs (the first also paid for setting up)
+            feed.wait = min(feed.wait, time.monotonic() - piece.began)
+        else:
             feed.answered = True
             total = self.plan.total or self.expected.size
             self._event("start", done=self.partial.size, total=total, source=feed.source)
@@ -790,12 +799,18 @@ class Transfer:
         self.cond.notify_all()
 
     def _widen(self) -> None:
-        """One fewer connection while the hash falls behind (its pool filling up), one more
-        (up to the target) once it keeps up again."""
-        pool = self.partial.hasher.buffered
-        if pool > BUDGET * 3 // 4 and self.width > 1:
+        """One fewer connection while the hash falls behind, one more (up to the target) once
+        it keeps up again.
+
+        Behind: bytes written in a row from the start and not hashed yet. Not the hasher's
+        pool filling up: that also happens when the piece at the prefix is slower than those
+        after it, and fewer connections then only stalled the others (a 128 MiB download at
+        25 MB/s a connection ran on one for a quarter of its time).
+        """
+        lag = self.partial.runs.prefix() - self.partial.hasher.hashed
+        if lag > BUDGET * 3 // 4 and self.width > 1:
             self.width -= 1
-        elif pool < BUDGET // 4 and self.width < (self.target or 1):
+        elif lag < BUDGET // 4 and self.width < (self.target or 1):
             self.width += 1
             self.cond.notify_all()
 
