@@ -5,6 +5,7 @@ mirror once the origin is gone."""
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import signal
 import socket
@@ -249,3 +250,31 @@ def test_a_content_length_of_thousands_of_digits_is_no_server_error_on_the_gist_
         body,
     )
     assert answer.startswith((b"HTTP/1.1 400 ", b"HTTP/1.1 422 ")), answer[:200]
+
+
+def test_a_client_gone_mid_upload_is_no_server_error(web):
+    """A visitor who closes the connection halfway through a body is not a bug: no traceback."""
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = records.append
+    token = web.storage.create_token("zia")
+    weights_model(web.storage, "http://127.0.0.1:9/none", owner="zia")
+    heads = [
+        f"PUT /blobs/sha1/{SHA1} HTTP/1.1\r\nHost: x\r\nAuthorization: token {token}\r\nContent-Length: {len(DATA)}",
+        f"POST /gists HTTP/1.1\r\nHost: x\r\nAuthorization: token {token}\r\nContent-Length: 100000",
+    ]
+    host, port = web.url.rsplit("/", 1)[-1].rsplit(":", 1)
+    loggers = [logging.getLogger(name) for name in ("uvicorn.error", "caffezoo")]
+    for lg in loggers:
+        lg.addHandler(handler)
+    try:
+        for head in heads:
+            with socket.create_connection((host, int(port)), timeout=60) as s:
+                s.sendall(head.encode() + b"\r\n\r\n" + b"x" * 1000)
+            time.sleep(0.5)  # the server reads on, finds the connection gone, and answers nobody
+        assert web.http.get("/healthz").status_code == 200
+        time.sleep(0.5)
+    finally:
+        for lg in loggers:
+            lg.removeHandler(handler)
+    assert [r.getMessage() for r in records if r.levelno >= logging.ERROR or r.exc_info] == []
