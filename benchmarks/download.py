@@ -351,8 +351,9 @@ def probe_tree(suffix: str, env: dict[str, str]) -> Tree:
     if proc.returncode != 0:
         fail(f"caffezoo download --help failed with PYTHONPATH={env['PYTHONPATH']}: {proc.stderr.strip()}")
     option = re.search(r"--connections\b(.*?)(?:\n\s*-|\Z)", proc.stdout, re.DOTALL)
-    default = re.search(r"\[default: (\d+)", option[1]) if option else None
-    return Tree(suffix, env, bool(option), int(default[1]) if default else None)
+    # Typer's "[default: 8]", or the help's own "(default 8)" (an option whose default is None).
+    default = re.search(r"\[default: (\d+)|\(default (\d+)\)", option[1]) if option else None
+    return Tree(suffix, env, bool(option), int(default[1] or default[2]) if default else None)
 
 
 @dataclass

@@ -410,15 +410,57 @@ def test_sources_from_the_environment_and_the_front_matter_share_the_pieces(
     assert (m / "net.caffemodel").read_bytes() == data
 
 
-def test_connection_and_rate_options_are_checked(cli, srv, tmp_path):
-    m = weights_model(tmp_path / "net", srv.url("/w"), DATA)
-    r = cli("download", "--limit-rate", "fast", m)
-    assert r.code != 0 and "--limit-rate: expected bytes a second such as 10M" in r.stderr
-    r = cli("download", "-c", "0", m)
-    assert r.code != 0 and "Traceback" not in r.stderr
+@pytest.mark.parametrize(
+    "args, said",
+    [
+        (
+            ["--limit-rate", "fast"],
+            "--limit-rate: expected bytes a second such as 10M, 500k or 2000, got 'fast'",
+        ),
+        (["--limit-rate", ""], "--limit-rate: expected bytes a second such as 10M, 500k or 2000, got ''"),
+        (["--limit-rate=-5"], "--limit-rate: expected bytes a second such as 10M, 500k or 2000, got '-5'"),
+        (["--limit-rate", "0"], "--limit-rate: expected at least 1 byte a second, got '0'"),
+        (["--limit-rate", "0.5"], "--limit-rate: expected at least 1 byte a second, got '0.5'"),
+        (["-c", "0"], "'--connections' / '-c': 0 is not in the range 1<=x<=64"),
+        (["-c", "10000"], "'--connections' / '-c': 10000 is not in the range 1<=x<=64"),
+        (["-c", "many"], "'--connections' / '-c': 'many' is not a valid int"),
+        (["--per-host", "0"], "'--per-host': 0 is not in the range 1<=x<=64"),
+        (["--per-host", "-3"], "'--per-host': -3 is not in the range 1<=x<=64"),
+    ],
+)
+def test_bad_connection_and_rate_options_say_what_is_expected(cli, srv, tmp_path, args, said):
     srv.route("/w", DATA)
-    r = cli("download", "-c", "2", "--per-host", "1", "--limit-rate", "100M", m)
+    m = weights_model(tmp_path / "net", srv.url("/w"), DATA)
+    r = cli("download", *args, m)
+    assert r.code == 2 and said in r.stderr and "Traceback" not in r.stderr
+    assert srv.requests_for("/w") == [] and not (m / "net.caffemodel").exists()  # refused before any request
+
+
+@pytest.mark.parametrize("rate", ["100M", "500k", "1.5G", "2000000", "64MiB/s"])
+def test_rate_limits_in_curls_words_are_taken(cli, srv, tmp_path, rate):
+    srv.route("/w", DATA)
+    m = weights_model(tmp_path / "net", srv.url("/w"), DATA)
+    r = cli("download", "--limit-rate", rate, m)
     assert r.code == 0, r.stderr
+    assert (m / "net.caffemodel").read_bytes() == DATA
+
+
+def test_one_connection_with_c_1(cli, srv, tmp_path):
+    srv.route("/w", PIECES, rate=16 << 20)  # -c 4 would split it (see interrupt_in_pieces)
+    m = weights_model(tmp_path / "net", srv.url("/w"), PIECES)
+    r = cli("download", "-c", "1", m)
+    assert r.code == 0, r.stderr
+    assert [q.headers.get("range") for q in srv.requests_for("/w")] == [None]  # one plain GET
+    assert (m / "net.caffemodel").read_bytes() == PIECES
+
+
+def test_per_host_caps_the_connections_to_one_host(cli, srv, tmp_path):
+    srv.route("/w", PIECES, rate=16 << 20)
+    m = weights_model(tmp_path / "net", srv.url("/w"), PIECES)
+    r = cli("download", "-c", "4", "--per-host", "2", m)
+    assert r.code == 0, r.stderr
+    assert srv.peak_whole() == 2  # split (more than one), and never more than two at once
+    assert (m / "net.caffemodel").read_bytes() == PIECES
 
 
 def test_two_processes_fetch_the_blob_once(srv, tmp_path):

@@ -13,7 +13,7 @@ import pytest
 from download_helpers import blob, cache_blob, partial_files, sha1
 from fault_server import FaultServer
 
-from caffezoo.errors import ChecksumError, DiskSpaceError, DownloadError, OfflineError
+from caffezoo.errors import ChecksumError, DiskSpaceError, DownloadError, OfflineError, UsageError
 from caffezoo.fetch import BlobCache, Source, fetch_blob, fetch_to, mirror_url, origin
 from caffezoo.fetch.partial import owner
 
@@ -630,3 +630,23 @@ def test_cache_maintenance(srv, tmp_path, caffezoo_home):
     report = cache.prune()
     assert report.partials == [left.name] and not left.exists()
     assert report.other == [torn.name] and not torn.exists()
+
+
+@pytest.mark.parametrize(
+    "option, said",
+    [
+        ({"per_host": -1}, "per_host: expected a whole number from 1 to 64, got -1"),
+        ({"per_host": 0}, "per_host: expected a whole number from 1 to 64, got 0"),
+        ({"connections": 0}, "connections: expected a whole number from 1 to 64, got 0"),
+        ({"connections": -4}, "connections: expected a whole number from 1 to 64, got -4"),
+        ({"connections": 10_000}, "connections: expected a whole number from 1 to 64, got 10000"),
+        ({"limit_rate": float("nan")}, "expected at least 1 byte a second, got nan"),
+        ({"limit_rate": float("inf")}, "expected at least 1 byte a second, got inf"),
+    ],
+)
+def test_connection_options_out_of_range_are_refused_before_any_request(srv, tmp_path, option, said):
+    # per_host=-1 used to wait forever for a host slot; 10000 connections meant 10000 threads.
+    srv.route("/w", DATA)
+    with pytest.raises(UsageError) as err:
+        fetch_blob([srv.url("/w")], sha1=SHA1, blobs_dir=tmp_path / "cache", **option, **FAST)
+    assert said in str(err.value) and srv.requests_for("/w") == []

@@ -6,14 +6,17 @@ failed and why), and the servers' own counts say which bytes were fetched, and h
 
 from __future__ import annotations
 
+import json
+import os
 import re
+import socket
 import threading
 
 import pytest
 from download_helpers import blob, sha1, wait_for
 from fault_server import FaultServer
 
-from caffezoo.errors import ChecksumError, DownloadError
+from caffezoo.errors import ChecksumError, DiskSpaceError, DownloadError
 from caffezoo.fetch import BlobCache, Expected, fetch_blob, normalize
 from caffezoo.fetch import transfer as transfer_module
 from caffezoo.fetch.ordered_hash import BUDGET
@@ -256,3 +259,87 @@ def test_every_source_failing_says_what_each_did(srv, other, tmp_path):
     assert "from any of 2 source(s)" in lines[0]
     assert "HTTP 503 Service Unavailable" in lines[1] and "gave up after" in lines[1]
     assert lines[2].startswith(f"  url {other.url('/missing')}: HTTP 404 Not Found")
+
+
+def test_a_first_source_with_another_length_does_not_shut_out_the_right_one(srv, other, tmp_path):
+    srv.route("/w", DATA + b"x", rate=8 * MiB)  # another version of the file: the first to answer
+    right = other.route("/w", DATA, rate=8 * MiB)
+    t = run(tmp_path, srv.url("/w"), other.url("/w"))
+    assert t.feeds[0].failed.startswith("wrong file: sha1") and t.sources() == [other.url("/w")]
+    assert right.bytes_sent >= len(DATA)
+
+
+def test_a_liar_that_fails_while_it_is_compared_is_still_named(srv, other, tmp_path):
+    srv.route(
+        "/w", DATA, total_rate=3 * MiB
+    )  # honest and slow: it holds fewer bytes, so it is suspected first
+
+    def lie_then_die_when_asked_from_0(route, handler):
+        # Only blaming the other source asks this one for its bytes from 0: it then hangs up for good.
+        if route.dead or handler.headers.get("range", "").startswith("bytes=0-"):
+            route.die_after = 0
+            handler.connection.shutdown(socket.SHUT_RDWR)
+            handler.close_connection = True
+            return
+        handler._send_body(route, head=False)
+
+    other.route("/w", DATA, rate=16 * MiB, corrupt=True, handler=lie_then_die_when_asked_from_0)
+    t = run(tmp_path, srv.url("/w"), other.url("/w"))
+    assert t.bad == [other.url("/w")] and t.sources() == [srv.url("/w")]
+
+
+def test_on_resume_a_changed_file_costs_only_its_own_bytes(srv, other, tmp_path):
+    # An earlier run left 0-4 MiB from the first source and 4-8 MiB from the second, then died.
+    a, b = normalize(srv.url("/w")), normalize(other.url("/w"))
+    cache = BlobCache(tmp_path / "cache")
+    p = cache.claim(SHA1)
+    p.total = len(DATA)
+    p.validators.update({a.url: '"a1"', b.url: '"b1"'})
+    p.write_at(0, [DATA[: 4 * MiB]], a.url)
+    p.write_at(4 * MiB, [DATA[4 * MiB : 8 * MiB]], b.url)
+    p.save()
+    os.close(p._fd)
+    p.hasher.close()
+    meta = json.loads(p.meta_path.read_text())
+    meta["owner"]["pid"] = 0  # gone
+    p.meta_path.write_text(json.dumps(meta))
+    # The first source's file was touched since (a new ETag, the same bytes); the second's was not.
+    srv.route("/w", DATA, etag='"a2"')
+    other.route("/w", DATA, etag='"b1"')
+    partial = cache.claim(SHA1)
+    try:
+        digests, _ = Transfer([a, b], partial, Expected(SHA1), **OPTIONS).run()
+        assert digests.sha1 == SHA1 and partial.path.read_bytes() == DATA
+        kept = partial.runs.of(b.url)  # the second source's bytes were kept
+        assert any(start <= 4 * MiB and 8 * MiB <= end for start, end in kept)
+    finally:
+        partial.close()
+    asked = ranges(srv, "/w")[1:] + ranges(other, "/w")  # after the first answer said "changed"
+    assert all(end is not None and end <= 4 * MiB or start >= 8 * MiB for start, end in asked)
+
+
+def test_a_source_whose_validator_flaps_gives_up_instead_of_running_forever(srv, tmp_path):
+    # Two machines behind one name, each with its own ETag for the same file (Apache's
+    # inode-based ETags): every other answer says the file changed.
+    def two_backends(route, handler):
+        route.etag = f'"backend-{route.hits % 2}"' if route.hits < 2000 else '"backend-0"'
+        handler._send_body(route, head=False)
+
+    route = srv.route("/w", DATA, rate=4 * MiB, handler=two_backends)  # slow enough to be split
+    with pytest.raises(DownloadError) as err:
+        run(tmp_path, srv.url("/w"), retries=0)
+    assert "the file changed (If-Range" in str(err.value) and "gave up after" in str(err.value)
+    assert route.hits < 2000  # it gave up while the file kept changing
+
+
+def test_a_first_source_claiming_more_than_the_disk_holds_does_not_stop_the_others(srv, other, tmp_path):
+    srv.route("/w", DATA, content_length=1 << 60)  # a length no disk takes, and no size to say it lies
+    other.route("/w", DATA)
+    t = run(tmp_path, srv.url("/w"), other.url("/w"))
+    assert "not enough disk space" in t.feeds[0].failed and t.sources() == [other.url("/w")]
+
+
+def test_the_last_source_claiming_more_than_the_disk_holds_is_a_disk_error(srv, tmp_path):
+    srv.route("/w", DATA, content_length=1 << 60)
+    with pytest.raises(DiskSpaceError, match="not enough disk space .* more bytes needed"):
+        run(tmp_path, srv.url("/w"))

@@ -5,8 +5,11 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import socket
 import struct
+import time
 import zlib
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -76,9 +79,16 @@ def model_files(tmp_path):
 def zoo(tmp_path, monkeypatch, model_files):
     """A server with --try, holding the tiny classifier's weights (uploaded by its owner)."""
     monkeypatch.setenv("CAFFEZOO_HOME", str(tmp_path / "home"))
+    with serving(tmp_path, model_files) as w:
+        yield w
+
+
+@contextmanager
+def serving(tmp_path, model_files, server: dict | None = None, **limits):
+    """The ``zoo`` fixture's server, with ``limits`` added to its own (``server``: uvicorn's options)."""
     d, data, keys = model_files
-    limits = Limits(try_it=True, try_max_bytes=MAX_BYTES, try_max_pixels=4_000_000)
-    with web_for(f"sqlite:///{tmp_path / 'zoo.db'}", tmp_path, limits=limits) as w:
+    limits = Limits(try_it=True, try_max_bytes=MAX_BYTES, try_max_pixels=4_000_000, **limits)
+    with web_for(f"sqlite:///{tmp_path / 'zoo.db'}", tmp_path, limits=limits, server=server) as w:
         gid = publish(w.storage, "tess", "Tiny Classifier", files={"labels.txt": LABELS}, **keys)
         token = w.storage.create_token("tess")
         r = w.http.put(
@@ -167,6 +177,93 @@ def test_a_full_lane_is_a_503_with_retry_after(zoo):
     finally:
         lane.admitted -= lane.workers + lane.queue
     assert post(zoo, png(natural_image(np.random.default_rng(4), 16, 16))).status_code == 200
+
+
+def upload_head(zoo, length: int) -> bytes:
+    host = zoo.url.removeprefix("http://")
+    return (
+        f"POST /models/{zoo.gid}/try HTTP/1.1\r\nHost: {host}\r\nAccept: text/html\r\n"
+        f"Content-Type: multipart/form-data; boundary=b\r\nContent-Length: {length}\r\n\r\n"
+    ).encode() + b"--b\r\nContent-Disposition: form-data; name=image; filename=x.png\r\n\r\n"
+
+
+def wait_for(predicate, what: str, timeout: float = 60):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def test_slow_uploads_hold_a_bounded_budget_and_are_cut_at_their_deadline(tmp_path, monkeypatch, model_files):
+    """Two uploads that send a byte now and then reserve what they say they will send; a third
+    is refused at once (503) instead of holding more; at the deadline both are cut (408) and
+    their reservations are back."""
+    monkeypatch.setenv("CAFFEZOO_HOME", str(tmp_path / "home"))
+    with serving(tmp_path, model_files, try_upload_bytes=2 * MAX_BYTES, try_upload_deadline=3.0) as zoo:
+        uploads = zoo.app.state.try_uploads
+        slow = []
+        for _ in range(2):
+            s = socket.create_connection(("127.0.0.1", int(zoo.url.rsplit(":", 1)[1])), timeout=60)
+            s.sendall(upload_head(zoo, MAX_BYTES))
+            slow.append(s)
+        wait_for(lambda: uploads.answers == 2, "two reservations")
+        assert uploads.bytes == 2 * MAX_BYTES
+        image = png(natural_image(np.random.default_rng(6), 16, 16))
+        r = post(zoo, image)
+        assert r.status_code == 503 and r.headers["retry-after"].isdigit(), r.status_code
+        assert "busy" in text(r)
+        answers = []
+        for s in slow:  # a byte at a time, until the server answers
+            s.settimeout(0.2)
+            got, give_up = b"", time.monotonic() + 60
+            while not got:
+                assert time.monotonic() < give_up, "the slow upload was never cut"
+                try:
+                    s.sendall(b"x")
+                    got = s.recv(65536)
+                except TimeoutError:
+                    continue
+                except OSError:  # closed under us: what it sent first is what we read
+                    break
+            answers.append(got)
+            s.close()
+        assert all(a.startswith(b"HTTP/1.1 408 ") for a in answers), answers
+        assert all(b"did not arrive within 3 seconds" in a for a in answers)
+        wait_for(lambda: uploads.answers == 0, "the reservations back")
+        assert uploads.bytes == 0
+        assert post(zoo, image).status_code == 200
+
+
+def test_a_chunked_upload_reserves_the_most_whatever_length_it_states(tmp_path, monkeypatch, model_files):
+    """With both headers, the body is chunked and its Content-Length ignored (RFC 9112 6.3; h11,
+    the protocol `serve` falls back to, reads it so): it reserves --try-max-bytes, not the 10
+    bytes it states, or uploads of megabytes would each count as 10 bytes."""
+    from caffezoo.server.protocols import H11HeaderDeadline
+
+    monkeypatch.setenv("CAFFEZOO_HOME", str(tmp_path / "home"))
+    with serving(tmp_path, model_files, server={"http": H11HeaderDeadline}) as zoo:
+        uploads = zoo.app.state.try_uploads
+        head = upload_head(zoo, 10).replace(b"\r\n\r\n", b"\r\nTransfer-Encoding: chunked\r\n\r\n", 1)
+        part, rest = head.split(b"\r\n\r\n", 1)
+        with socket.create_connection(("127.0.0.1", int(zoo.url.rsplit(":", 1)[1])), timeout=60) as s:
+            s.sendall(part + b"\r\n\r\n" + b"%x\r\n" % len(rest) + rest + b"\r\n")  # more to come
+            wait_for(lambda: uploads.answers == 1, "the upload's reservation")
+            assert uploads.bytes == MAX_BYTES + 64 * 1024
+            s.sendall(b"0\r\n\r\n")
+            assert s.recv(65536).startswith(b"HTTP/1.1 400 ")  # a form without its image
+        wait_for(lambda: uploads.answers == 0, "the reservation back")
+        assert uploads.bytes == 0
+
+
+def test_a_content_length_of_thousands_of_digits_is_no_server_error(zoo):
+    """httptools takes 4,400 zeros then 10 for the 10 it is; Python's int() refuses that many
+    digits: the form is read as 10 bytes (and refused, 400), not answered 500."""
+    head = upload_head(zoo, 10).replace(b"Content-Length: 10", b"Content-Length: " + b"0" * 4400 + b"10")
+    with socket.create_connection(("127.0.0.1", int(zoo.url.rsplit(":", 1)[1])), timeout=60) as s:
+        s.sendall(head.split(b"\r\n\r\n", 1)[0] + b"\r\n\r\n0123456789")
+        assert s.recv(65536).startswith(b"HTTP/1.1 400 ")
+    assert zoo.app.state.try_uploads.bytes == 0
 
 
 def test_models_that_cannot_be_tried_say_why(zoo):

@@ -12,11 +12,14 @@ import html
 import io
 import json
 import re
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 from PIL import Image
+from replica_helpers import replica
 from runtime_helpers import natural_image, write_net
 from test_runtime_layers import faster_rcnn
 from test_runtime_ssd import _ssd
@@ -254,31 +257,191 @@ def test_limits_on_detection_and_segmentation(zoo, tmp_path):
     assert post(zoo, "ssd", photo(tmp_path / "p.png", 20, 20)).status_code == 200
 
 
-def test_pictures_are_kept_briefly_in_memory_only(zoo, tmp_path):
+def test_pictures_are_kept_briefly_in_the_database_only(zoo, tmp_path):
     marker = photo(tmp_path / "marker.png", 40, 40, seed=99)
     r = post(zoo, "fcn", marker)
     url = re.search(r'<img id="try-picture" src="(/tried/[A-Za-z0-9_-]{24}\.png)"', r.text).group(1)
     picture = zoo.http.get(url)
     assert picture.status_code == 200 and "default-src 'none'" in picture.headers["content-security-policy"]
+    assert picture.headers["content-type"] == "image/png"
     drawn = picture.content
-    for path in tmp_path.rglob("*"):  # neither the upload nor its drawing was written anywhere
+    database = {tmp_path / f"zoo.db{suffix}" for suffix in ("", "-wal", "-shm", "-journal")}
+    for path in tmp_path.rglob("*"):  # the upload was written nowhere; its drawing to the database only
         if path.is_file() and path != marker and path.stat().st_size >= 200:
             data = path.read_bytes()
-            assert marker.read_bytes() not in data and drawn not in data, path
+            assert marker.read_bytes() not in data, path
+            assert path in database or drawn not in data, path
     assert zoo.http.get("/tried/" + "A" * 24 + ".png").status_code == 404
     assert zoo.http.get("/tried/" + "A" * 5000 + ".png").status_code == 404
 
 
-def test_result_pictures_are_bounded_in_count_bytes_and_time():
-    pictures = ResultPictures(max_bytes=1000, count=3, seconds=60)
+def test_a_picture_drawn_by_one_server_is_served_by_another(database_url, tmp_path, monkeypatch):
+    """Two servers on one database (as --workers 2, or two replicas behind nginx): the browser's
+    request for the picture may reach either."""
+    monkeypatch.setenv("CAFFEZOO_HOME", str(tmp_path / "home"))
+    limits = Limits(try_it=True, try_max_bytes=MAX_BYTES, try_max_pixels=4_000_000)
+    (tmp_path / "models").mkdir()
+    with (
+        web_for(database_url, tmp_path, seed=False, limits=limits) as a,
+        web_for(database_url, tmp_path, seed=False, limits=limits) as b,
+    ):
+        a.storage.ensure_user("tess")
+        auth = {"Authorization": f"token {a.storage.create_token('tess')}"}
+        net, seed, front = MODELS["fcn"]
+        d, data, keys = model_dir(tmp_path / "models", "fcn", net(), seed, **front)
+        files = {f: (d / f).read_text() for f in ("labels.txt", "deploy.prototxt")}
+        gid = publish(a.storage, "tess", "fcn", files=files, **keys)
+        assert a.http.put(f"/blobs/sha1/{keys['sha1']}", content=data, headers=auth).status_code == 201
+        r = a.http.post(
+            f"/models/{gid}/try",
+            files={"image": ("p.png", photo(tmp_path / "p.png").read_bytes(), "image/png")},
+        )
+        assert r.status_code == 200, r.text
+        url = re.search(r'<img id="try-picture" src="(/tried/[A-Za-z0-9_-]{24}\.png)"', r.text).group(1)
+        there, here = b.http.get(url), a.http.get(url)
+        assert there.status_code == 200 and there.content == here.content
+        assert Image.open(io.BytesIO(there.content)).size == (96, 72)
+        assert b.http.get("/tried/" + "A" * 24 + ".png").status_code == 404
+        for guess in ("%00", "A%00B", "%ff%fe", "%25", "A%20"):  # no token: never a database error
+            assert b.http.get(f"/tried/{guess}.png").status_code == 404, guess
+
+
+def test_a_picture_drawn_by_one_replica_is_served_by_another(database_url, tmp_path):
+    """Two `caffezoo serve --try` processes on one database and one blob directory, as behind
+    nginx: the page comes from one, its picture from the other."""
+    from caffezoo.server import Storage
+
+    (tmp_path / "models").mkdir()
+    net, seed, front = MODELS["fcn"]
+    d, data, keys = model_dir(tmp_path / "models", "fcn", net(), seed, **front)
+    store = Storage(database_url)
+    try:
+        store.ensure_user("tess")
+        token = store.create_token("tess")
+        files = {f: (d / f).read_text() for f in ("labels.txt", "deploy.prototxt")}
+        gid = publish(store, "tess", "fcn", files=files, **keys)
+    finally:
+        store.close()
+    options = ("--try", "--no-check-links", "--blobs-dir", str(tmp_path / "blobs"))
+    with replica(database_url, *options) as a, replica(database_url, *options) as b:
+        auth = {"Authorization": f"token {token}"}
+        r = httpx.put(f"{a.url}/blobs/sha1/{keys['sha1']}", content=data, headers=auth, timeout=60)
+        assert r.status_code == 201, r.text
+        image = photo(tmp_path / "p.png").read_bytes()
+        r = httpx.post(
+            f"{a.url}/models/{gid}/try", files={"image": ("p.png", image, "image/png")}, timeout=60
+        )
+        assert r.status_code == 200, r.text[-800:]
+        url = re.search(r'<img id="try-picture" src="(/tried/[A-Za-z0-9_-]{24}\.png)"', r.text).group(1)
+        there = httpx.get(b.url + url, timeout=60)
+        assert there.status_code == 200 and there.content == httpx.get(a.url + url, timeout=60).content
+        assert Image.open(io.BytesIO(there.content)).size == (96, 72)
+
+
+def test_result_pictures_are_bounded_in_count_bytes_and_time(store):
+    pictures = ResultPictures(store, max_bytes=1000, count=3, seconds=60)
     tokens = [pictures.put(bytes([i]) * 100) for i in range(5)]
     assert [pictures.get(t) is not None for t in tokens] == [False, False, True, True, True]
+    assert pictures.get(tokens[-1]) == (bytes([4]) * 100, "image/png")
     big = pictures.put(b"x" * 900)  # room is made by pushing the oldest out
     assert pictures.get(big) and pictures.bytes <= 1000 and len(pictures) <= 3
     assert pictures.put(b"x" * 1001) is None
     assert len({pictures.put(b"p") for _ in range(50)}) == 50  # tokens differ
-    brief = ResultPictures(seconds=0.0)
-    assert brief.get(brief.put(b"png")) is None
+    assert len(pictures) == 3 and pictures.bytes == 3
+    other = ResultPictures(store, max_bytes=1000, count=3, seconds=60)  # another process: the same bounds
+    other.put(b"q" * 999)
+    assert len(pictures) == 2 and pictures.bytes == 1000  # one "p" made room
+    with ThreadPoolExecutor(8) as pool:  # writers at once, as replicas are: the bounds still hold
+        assert all(pool.map(lambda i: pictures.put(bytes([i]) * 300), range(40)))
+    assert len(pictures) <= 3 and pictures.bytes <= 1000
+    brief = ResultPictures(store, seconds=0.0)
+    token = brief.put(b"png")
+    assert brief.get(token) is None
+    before = len(brief)
+    brief.put(b"png")  # expired pictures are purged, not only hidden
+    assert len(brief) == before
+    assert brief.purge() == 1 and len(brief) == before - 1
+
+
+def test_a_picture_writer_sees_the_one_it_waited_for_whatever_the_isolation(postgres_url):
+    """A database whose default isolation is REPEATABLE READ (an operator's choice) gives each
+    transaction its snapshot at its first statement: a writer waiting for the pictures' lock
+    would not see the picture stored meanwhile, and both would stay, past the bounds."""
+    import threading
+    import time
+
+    import psycopg
+    from web_helpers import fresh_postgres
+
+    from caffezoo.server import Storage
+    from caffezoo.server.tryit import PICTURES_LOCK
+
+    url = fresh_postgres(postgres_url)
+    with psycopg.connect(postgres_url, autocommit=True) as admin:
+        admin.execute(
+            f"ALTER DATABASE {url.rsplit('/', 1)[1]} SET default_transaction_isolation TO 'repeatable read'"
+        )
+    store = Storage(url)
+    try:
+        pictures = ResultPictures(store, max_bytes=1000, count=3, seconds=60)
+        with psycopg.connect(url) as other:  # another replica's writer, holding the lock
+            other.execute("SELECT pg_advisory_xact_lock(%s)", (PICTURES_LOCK,))
+            other.execute(
+                "INSERT INTO tried_pictures (token, content, content_type, size, expires) "
+                "VALUES ('theirs', %s, 'image/png', 900, now() + interval '1 hour')",
+                (b"t" * 900,),
+            )
+            writer = threading.Thread(target=pictures.put, args=(b"m" * 900,))
+            writer.start()
+            waiting, deadline = 0, time.monotonic() + 60
+            while not waiting:  # our writer has begun, and waits for the lock
+                assert time.monotonic() < deadline, "the writer never waited for the lock"
+                with psycopg.connect(url, autocommit=True) as probe:
+                    waiting = probe.execute(
+                        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+                    ).fetchone()[0]
+            other.commit()
+        writer.join(60)
+        assert len(pictures) == 1 and pictures.bytes == 900
+    finally:
+        store.close()
+
+
+def test_a_picture_writer_stuck_elsewhere_costs_the_picture_not_the_page(postgres_url):
+    """A replica's picture transaction that hangs with the lock (its network gone, say) keeps it
+    until PostgreSQL notices: every other writer waits a few seconds, then goes without its
+    picture (None: the page says what was found), and a server starting without its purge,
+    instead of holding a thread, or the start, for ever."""
+    import threading
+
+    import psycopg
+    from web_helpers import fresh_postgres
+
+    from caffezoo.server import Storage
+    from caffezoo.server.tryit import PICTURES_LOCK
+
+    url = fresh_postgres(postgres_url)
+    store = Storage(url)
+    try:
+        pictures = ResultPictures(store, lock_seconds=0.5)
+        ResultPictures(store, seconds=0).put(b"old")  # expired at once
+        with psycopg.connect(url) as stuck:
+            stuck.execute("SELECT pg_advisory_xact_lock(%s)", (PICTURES_LOCK,))
+            stuck.execute("DELETE FROM tried_pictures WHERE expires <= now()")  # its purge, unfinished
+            got: list = []
+            writer = threading.Thread(target=lambda: got.append(pictures.put(b"png")))
+            starting = threading.Thread(target=lambda: got.append(pictures.purge()))  # a server starting
+            for t in (writer, starting):
+                t.start()
+                t.join(60)
+            alive = writer.is_alive() or starting.is_alive()
+            stuck.rollback()  # (let a writer still waiting go)
+        writer.join(60)
+        starting.join(60)
+        assert not alive and got == [None, 0]
+        assert pictures.get(pictures.put(b"png")) == (b"png", "image/png")  # the lock free: kept again
+    finally:
+        store.close()
 
 
 @pytest.mark.parametrize("name", ["ssd", "fcn"])

@@ -30,9 +30,9 @@ import sys
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from typing import Any
+
+from ._http_status import is_retryable_status, retry_after
 
 
 def _import_httpx():
@@ -96,11 +96,6 @@ BACKOFF_BASE = 0.5
 BACKOFF_CAP = 30.0
 
 
-def is_retryable_status(status: int) -> bool:
-    """Request Timeout, Too Early, Too Many Requests and every server error."""
-    return status in (408, 425, 429) or 500 <= status <= 599
-
-
 def backoff(attempt: int, base: float = BACKOFF_BASE, cap: float = BACKOFF_CAP) -> float:
     """Seconds to wait before retry number ``attempt`` (1, 2...): exponential, with jitter.
 
@@ -112,22 +107,6 @@ def backoff(attempt: int, base: float = BACKOFF_BASE, cap: float = BACKOFF_CAP) 
     """
     delay = min(cap, base * 2 ** (attempt - 1))
     return delay / 2 + random.uniform(0, delay / 2)
-
-
-def retry_after(value: str | None) -> float | None:
-    """Seconds asked for by a ``Retry-After`` header (a number or an HTTP date); None if neither."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
 # -- outbound-URL policy ------------------------------------------------------------------

@@ -130,11 +130,24 @@ LIMIT_OPTIONS: tuple[tuple[str, float, float, str], ...] = (
     ("try_max_bytes", 8 * 1024 * 1024, 1024, "Largest upload accepted, in bytes."),
     ("try_max_pixels", 24_000_000, 1, "Largest image accepted, width x height."),
     (
+        "try_upload_bytes",
+        32 * 1024 * 1024,
+        0,
+        "Memory for upload bodies being received or run, together (each reserves its stated "
+        "length, else --try-max-bytes, before it is read); past this: 503 (one alone always fits).",
+    ),
+    (
+        "try_upload_deadline",
+        60.0,
+        0.1,
+        "Seconds an upload's body may take to arrive; then 408 and the connection is closed.",
+    ),
+    (
         "try_cache_bytes",
         4 * 1024**3,
         0,
-        "Disk for weights copied from a remote blob store and for converted nets, together; "
-        "least recently tried go first.",
+        "Disk for weights copied from a remote blob store and for converted nets, together, "
+        "shared by every process on this machine; least recently tried go first.",
     ),
 )
 

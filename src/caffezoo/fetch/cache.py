@@ -29,7 +29,7 @@ from pathlib import Path
 from ..config import settings
 from ..errors import ChecksumError, UsageError
 from .hashing import Digests, Expected, hash_file
-from .partial import Partial, _load_meta, owner_alive, partials_of, size_of
+from .partial import Partial, abandoned, partials_of, size_of
 from .records import Records
 
 __all__ = ["BlobCache", "BlobInfo", "PruneReport", "VerifyResult"]
@@ -261,8 +261,7 @@ class BlobCache:
         if self.partial_dir.is_dir():
             for part in sorted(self.partial_dir.glob("*.part")):
                 meta_path = part.with_suffix(".json")
-                meta = _load_meta(meta_path)
-                if meta is not None and owner_alive(meta.get("owner", {}), part):
+                if not abandoned(part):
                     continue
                 report.partials.append(part.name)
                 report.bytes += size_of(part)

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ..config import settings
-from ..errors import DownloadError, OfflineError
+from ..errors import DownloadError, OfflineError, UsageError
 from .cache import BlobCache
 from .events import Event, Progress
 from .hashing import Digests, Expected, hash_file
@@ -120,6 +120,15 @@ def fetch_blob(
     Raises :class:`~caffezoo.errors.DownloadError` (or a subclass) when no source gives the
     right bytes.
     """
+    from .transfer import MAX_CONNECTIONS
+
+    for key, value in (("connections", connections), ("per_host", per_host)):
+        # Checked here, not by the CLI alone: -1 slots for a host waited forever, 10000 connections
+        # were 10000 threads.
+        if value is not None and not (type(value) is int and 1 <= value <= MAX_CONNECTIONS):
+            raise UsageError(f"{key}: expected a whole number from 1 to {MAX_CONNECTIONS}, got {value!r}")
+    if limit_rate is not None and not isinstance(limit_rate, RateLimit):
+        limit_rate = RateLimit(parse_rate(limit_rate))  # a bad value is refused before any request
     s = settings()
     expected = Expected(sha1, sha256, size, max_size)
     cache = BlobCache(blobs_dir if blobs_dir is not None else s.blobs_dir)
@@ -179,14 +188,13 @@ def fetch_blob(
                 partial.ensure_space(expected.size)
             from .transfer import DEFAULT_CONNECTIONS, Transfer
 
-            rate = limit_rate if isinstance(limit_rate, RateLimit) or limit_rate is None else None
             transfer = Transfer(
                 candidates,
                 partial,
                 expected,
                 connections=connections or DEFAULT_CONNECTIONS,
                 per_host=per_host,
-                rate=rate or (RateLimit(parse_rate(limit_rate)) if limit_rate is not None else None),
+                rate=limit_rate,
                 timeout=timeout,
                 retries=retries,
                 auth=auth,

@@ -18,28 +18,23 @@ time that an "already there" check does not need.
 from __future__ import annotations
 
 import contextlib
-import re
 import socket
 import threading
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Mapping
 from html.parser import HTMLParser
 from urllib.parse import urlencode, urljoin
 
 from .. import _http
 from .._http import httpx
 from .hashing import Expected
-from .retry import Retry, SourceFailed, Unsatisfiable, WrongFile
+from .retry import Retry, SourceFailed
 from .urls import Source, origin, redact
+from .wire import READ_SIZE, Answer, check_answer, range_header
 
 __all__ = ["Answer", "READ_SIZE", "default_client", "drive_confirm_url", "open_range"]
 
 # Largest confirm page we read from Google Drive before giving up on it.
 _MAX_PAGE = 2 << 20
-# Bytes asked of the socket per read: at loopback or LAN speeds httpcore's per-read Python work
-# (h11 events, buffer copies) costs more than the bytes at its 64 KiB; 256 KiB cuts that 4-fold.
-READ_SIZE = 256 << 10
-
 _client: httpx.Client | None = None
 _client_lock = threading.Lock()
 
@@ -58,53 +53,6 @@ def default_client() -> httpx.Client:
                 max_keepalive=32,  # a download's connections are reused from piece to piece
             )
         return _client
-
-
-@dataclass
-class Answer:
-    """A source's answer to a request for the bytes from ``start``: where its body goes, and what it said.
-
-    ``offset`` is where the body starts in the file: the start asked for (206), or 0 (200:
-    the range was ignored, or ``If-Range`` found the file changed). ``ranges``: the source
-    takes byte ranges (it answered 206, or said ``Accept-Ranges: bytes``).
-    """
-
-    url: str
-    status: int
-    offset: int
-    total: int | None
-    ranges: bool
-    etag: str | None
-    last_modified: str | None
-    content_type: str
-    where: str
-    received: int = 0
-    body: Callable[[], Iterator[bytes]] | None = field(default=None, repr=False)
-
-    @property
-    def validator(self) -> str | None:
-        """An ``If-Range`` value for later requests: a strong ETag, else Last-Modified."""
-        if self.etag and not self.etag.startswith("W/"):
-            return self.etag
-        return self.last_modified
-
-    def chunks(self) -> Iterator[bytes]:
-        """The body, as it arrives."""
-        assert self.body is not None
-        for chunk in self.body():
-            self.received += len(chunk)
-            yield chunk
-
-
-def range_header(start: int, end: int | None) -> str | None:
-    """``bytes=START-[END-1]``; None for the whole file.
-
-    >>> range_header(0, None), range_header(10, None), range_header(10, 20)
-    (None, 'bytes=10-', 'bytes=10-19')
-    """
-    if end is None:
-        return f"bytes={start}-" if start else None
-    return f"bytes={start}-{end - 1}"
 
 
 @contextlib.contextmanager
@@ -180,73 +128,15 @@ def open_range(
 
 def _answer(r: httpx.Response, url: str, source: Source, start: int, expected: Expected) -> Answer | None:
     """Check the status and headers of ``r``; None when it is a Google Drive confirm page."""
-    status = r.status_code
-    where = f"HTTP {status} {r.reason_phrase} from {r.url.netloc.decode('ascii', 'replace')}"
-    if status == 416:
-        raise Unsatisfiable(f"{where} for bytes {start}-", _range_total(r.headers.get("content-range")))
-    if _http.is_retryable_status(status):
-        raise Retry(where, _http.retry_after(r.headers.get("retry-after")), busy=status in (429, 503))
-    if status not in (200, 206):
-        hint = {
-            401: " (credentials needed?)",
-            403: " (access denied)",
-            404: " (not there)",
-            410: " (gone)",
-        }
-        raise SourceFailed(where + hint.get(status, ""))
-    offset = 0
-    if status == 206:
-        offset = _range_start(r.headers.get("content-range"))
-        if offset != start:
-            raise Retry(f"{where}: range starts at {offset}, asked for {start}")
-    ctype = r.headers.get("content-type", "")
-    if source.drive and ctype.startswith("text/html"):
-        return None
-    encoded = r.headers.get("content-encoding", "identity").strip().lower() not in ("", "identity")
-    if encoded and expected.max_size is not None:
-        # One read of a gzip (or brotli) bomb inflates a thousandfold before any cap sees it;
-        # where bytes are capped (a server's mirror, which asks for identity) refuse to decode.
-        raise SourceFailed(f"{where}: a compressed answer, which this fetch may not inflate")
-    if encoded and status == 206:  # a range of compressed bytes cannot extend the file's bytes
-        raise Retry(f"{where}: compressed answer to a range request")
-    if status == 206:
-        total = _range_total(r.headers.get("content-range"))
-    else:
-        length = r.headers.get("content-length")
-        total = int(length) if length and length.isdigit() and not encoded else None
-    if expected.size is not None and total is not None and total != expected.size:
-        raise WrongFile(f"{where}: the file has {total} bytes, expected {expected.size}")
-    if expected.max_size is not None and total is not None and total > expected.max_size:
-        raise WrongFile(f"{where}: {total} bytes, more than the {expected.max_size} allowed")
-    ranges = status == 206 or (not encoded and "bytes" in r.headers.get("accept-ranges", "").lower())
-    return Answer(
-        url=url,
-        status=status,
-        offset=offset,
-        total=total,
-        ranges=ranges and total is not None,
-        etag=r.headers.get("etag"),
-        last_modified=r.headers.get("last-modified"),
-        content_type=ctype,
-        where=where,
-        body=r.iter_bytes if encoded else r.iter_raw,
+    where = f"HTTP {r.status_code} {r.reason_phrase} from {r.url.netloc.decode('ascii', 'replace')}"
+    return check_answer(
+        r.status_code, where, r.headers, url, source, start, expected, r.iter_raw, r.iter_bytes
     )
 
 
 def _unless_source(url: str, source: Source) -> str:
     """``url: `` unless it is the source's own URL, which the failure line names anyway."""
     return "" if url == source.url else f"{redact(url)}: "
-
-
-def _range_start(value: str | None) -> int | None:
-    """The first byte of a ``Content-Range``; None when there is none."""
-    m = re.match(r"\s*bytes\s+(\d+)-\d+/(\d+|\*)", value or "")
-    return int(m.group(1)) if m else None
-
-
-def _range_total(value: str | None) -> int | None:
-    m = re.match(r"\s*bytes\s+(?:\d+-\d+|\*)/(\d+)", value or "")
-    return int(m.group(1)) if m else None
 
 
 def _reason(e: Exception) -> str:

@@ -34,7 +34,7 @@ def parse_rate(text: str | int | float) -> int:
         if not m:
             raise UsageError(f"--limit-rate: expected bytes a second such as 10M, 500k or 2000, got {text!r}")
         value = float(m.group(1)) * _UNITS[m.group(2).lower()]
-    if value < 1:
+    if not 1 <= value < float("inf"):  # (also NaN, which compares false with anything)
         raise UsageError(f"--limit-rate: expected at least 1 byte a second, got {text!r}")
     return int(value)
 

@@ -18,9 +18,9 @@ from collections.abc import Iterator
 from urllib.parse import unquote, urlsplit
 
 from .hashing import BUFFER_SIZE, Expected
-from .http import Answer
 from .retry import Retry, SourceFailed, WrongFile
 from .urls import Source
+from .wire import Answer
 
 __all__ = ["open_local", "path_of"]
 
@@ -62,17 +62,21 @@ def open_local(
         offset = start if validator in (None, me) else 0  # changed since: the whole file, from 0
         stop = total if end is None or offset == 0 and start else min(end, total)
 
-        def body() -> Iterator[bytes]:
+        def body() -> Iterator[bytes | memoryview]:
+            # Into one buffer, reused (a fresh 1 MiB bytes object per read faults its pages in
+            # one by one); a full one is handed over as a view, valid until the next chunk.
+            buf = memoryview(bytearray(min(BUFFER_SIZE, max(0, stop - offset))))
             at = offset
             while at < stop:
+                want = min(len(buf), stop - at)
                 try:
-                    data = os.pread(fd, min(BUFFER_SIZE, stop - at), at)
+                    n = os.preadv(fd, [buf[:want]], at)
                 except OSError as e:
                     raise SourceFailed(f"{path}: {e.strerror or e}") from None
-                if not data:
+                if not n:
                     raise Retry(f"{path} ended at {at} bytes, expected {total}")
-                at += len(data)
-                yield data
+                at += n
+                yield buf[:n] if n == len(buf) else bytes(buf[:n])
             after = os.stat(path)
             if _identity(after) != me or after.st_ino != before.st_ino:
                 raise Retry(f"{path} changed while it was being copied")

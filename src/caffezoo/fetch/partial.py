@@ -47,6 +47,7 @@ __all__ = [
     "MAX_DELAY",
     "Partial",
     "STALE_SECONDS",
+    "abandoned",
     "disk_error",
     "owner",
     "owner_alive",
@@ -120,6 +121,12 @@ def owner_alive(meta: dict[str, Any], part: Path) -> bool:
         if state in ("Z", "X") or (meta.get("start") and start != meta["start"]):
             return False  # a zombie, or the pid now belongs to another process
     return True
+
+
+def abandoned(part: Path) -> bool:
+    """Whether the partial file ``part`` was left by a writer that is gone (its sidecar says who)."""
+    meta = _load_meta(part.with_suffix(".json"))
+    return meta is None or not owner_alive(meta.get("owner", {}), part)
 
 
 def _load_meta(path: Path) -> dict[str, Any] | None:

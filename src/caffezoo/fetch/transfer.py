@@ -44,7 +44,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import ChecksumError, DownloadError
+from ..errors import ChecksumError, DiskSpaceError, DownloadError
 from .events import Event, Progress
 from .hashing import Digests, Expected
 from .limits import HOSTS, RateLimit
@@ -54,27 +54,32 @@ from .retry import Retry, SourceFailed, Unsatisfiable, WrongFile
 from .segments import Piece, Plan
 from .urls import Source
 
-__all__ = ["DEFAULT_CONNECTIONS", "SEGMENTED_MIN", "Transfer"]
+__all__ = ["DEFAULT_CONNECTIONS", "MAX_CONNECTIONS", "SEGMENTED_MIN", "Transfer"]
 
 # Connections per download (-c). Measured on loopback with each capped at 25 MB/s: eight
 # bring 3.9x one (four 2.9x, sixteen no more than eight, with 12 MiB more memory).
 DEFAULT_CONNECTIONS = 8
+# The most a download may ask for (-c, --per-host): the download client's pool holds 64.
+MAX_CONNECTIONS = 64
 # Files with fewer bytes left than this take one connection: a new connection costs a round
-# trip or three (TLS) before its first byte, and the first one is measured for 0.1 s. Measured
+# trip or three (TLS) before its first byte, and the first one is measured first. Measured
 # at 25 MB/s a connection: eight gain 1.0-1.1x on 2-4 MiB, 1.1-1.8x on 8 MiB and 1.8-2.1x
 # on 16 MiB (with 0.1 s or no round trip per request).
 SEGMENTED_MIN = 8 << 20
 # Piece sizes: the pieces in flight fit half the hasher's memory budget, so that at link speed
 # nothing is read back; larger where a request's round trip would cost more than 1/8 of
-# a piece's time (a source far away: the hasher then reads some back from the page cache).
+# a piece's time (a source far away: the hasher then reads some back from the page cache),
+# but at most 1/16 of what is left: what is ahead of the hashed prefix when the last byte
+# lands is hashed after it (pieces of 16 MiB at 25 MB/s left 0.2 s of hashing at the end).
 MIN_PIECE = 1 << 20
 MAX_PIECE = 64 << 20
 # One connection runs alone while it brings FAST_LINK bytes a second or keeps its thread busy
 # (running or waiting for a CPU) more than BUSY of the time: then a CPU, not the link, is the
 # limit, and more connections would only compete for it (measured on loopback: one stream
 # 270 MB/s, eight 150 MB/s in all). Looked at every PROBE_TIME s; a slower link gets every
-# connection (eight capped at 25 MB/s each: 200 MB/s in all).
-PROBE_TIME = 0.1
+# connection (eight capped at 25 MB/s each: 200 MB/s in all). 0.05 s kept loopback one stream
+# and took a capped link wide in every run tried, 0.05 s sooner than 0.1 s did.
+PROBE_TIME = 0.05
 FAST_LINK = 150e6
 BUSY = 0.5
 # A piece with no byte for this long (at most half the timeout) is taken whole by an idle connection.
@@ -121,6 +126,7 @@ class Feed:
     url: str = ""  # what to ask: the source's URL, or the file's behind a Google Drive page
     failed: str | None = None
     wrong: bool = False  # failed because the file it sent has another SHA-1
+    other_length: bool = False  # failed only for disagreeing with the length the first answer gave
     ranges: bool | None = None  # takes byte ranges (None: not known yet)
     active: int = 0
     stuck: int = 0  # failed attempts in a row without a byte
@@ -155,6 +161,11 @@ class Feed:
 
 class _Stale(Exception):
     """The piece was taken away (restart, another round, stop): drop the answer, no harm done."""
+
+
+class _OtherLength(WrongFile):
+    """The source's file has another length than the one the transfer follows, which no ``size``
+    vouches for: either may be the wrong file, so it is asked again if the length is dropped."""
 
 
 class Transfer:
@@ -345,7 +356,7 @@ class Transfer:
             try:
                 self._round()
             except DownloadError:
-                return None  # the others cannot fill in for it
+                continue  # the others cannot fill in for it (one may have failed meanwhile): the next
             finally:
                 with self.cond:
                     self.excluded, self.comparing = None, False
@@ -405,7 +416,9 @@ class Transfer:
             except Unsatisfiable as e:
                 self._on_416(feed, piece, e)
             except SourceFailed as e:
-                self._fail(feed, str(e), forget=isinstance(e, WrongFile))
+                self._fail(
+                    feed, str(e), forget=isinstance(e, WrongFile), other_length=isinstance(e, _OtherLength)
+                )
             except BaseException as e:  # a full disk, a bug: the whole transfer stops
                 with self.cond:
                     self.error = self.error or e
@@ -505,7 +518,7 @@ class Transfer:
         worth = 0.0
         if feed is not None and feed.wait < math.inf:
             share = (self.plan.total or 0) - self.partial.size
-            worth = min(8 * feed.speed * feed.wait, share / self.connections)
+            worth = min(8 * feed.speed * feed.wait, share / (2 * self.connections))
         return int(max(MIN_PIECE, min(MAX_PIECE, max(fits, worth))))
 
     def _steal_size(self, feed: Feed) -> int:
@@ -518,7 +531,7 @@ class Transfer:
         if feed.source.is_local:
             from .local import open_local
         else:
-            from .http import open_range  # (the first time, this imports httpx)
+            from .wire import open_range  # (httpx only for what is not plain http)
         piece.began = time.monotonic()
         start, end = piece.pos, piece.end
         if end is not None and end == self.plan.total:
@@ -552,7 +565,12 @@ class Transfer:
                         self.rate.take(len(chunk))
                     pending.append(chunk)
                     size += len(chunk)
-                    if size >= BATCH or len(pending) >= MAX_CHUNKS or time.monotonic() - flushed > MAX_DELAY:
+                    if (
+                        size >= BATCH
+                        or isinstance(chunk, memoryview)  # the reader's buffer: the next read reuses it
+                        or len(pending) >= MAX_CHUNKS
+                        or time.monotonic() - flushed > MAX_DELAY
+                    ):
                         batch, pending, size, flushed = pending, [], 0, time.monotonic()
                         more = self._write(feed, piece, batch, answer.where)
                         self._flush_events()
@@ -577,20 +595,27 @@ class Transfer:
         """
         if self.stopped or piece not in self.plan.pieces:
             raise _Stale
-        feed.wait = min(feed.wait, time.monotonic() - piece.began)  # what one more request costs
-        if not feed.answered:
+        if feed.answered:  # what one more request costs (the first also paid for setting up)
+            feed.wait = min(feed.wait, time.monotonic() - piece.began)
+        else:
             feed.answered = True
             total = self.plan.total or self.expected.size
             self._event("start", done=self.partial.size, total=total, source=feed.source)
         feed.url, feed.content_type = answer.url, answer.content_type
         if answer.offset != piece.pos:  # a 200 to a range: the whole file, from byte 0
             changed = validator is not None and answer.validator != validator
-            if not self.parallel:
+            others = set(self.partial.runs.by_key()) - {feed.key}
+            if not self.parallel and not (changed and others):
                 self._restart(piece)  # the range was ignored, or the file changed: start over
-            elif changed:  # its file changed: what it sent before is of another version
+            elif changed:  # its file changed: what it sent before is of another version, the others' stays
                 self._forget(feed.key)
-                self.partial.validators[feed.key] = answer.validator
-                raise _Stale
+                if answer.validator:
+                    self.partial.validators[feed.key] = answer.validator
+                else:  # (a sidecar holds validators as text only)
+                    self.partial.validators.pop(feed.key, None)
+                # A failed attempt, not a free one: backends of one server that each name the file
+                # their own way (an ETag per machine) would otherwise make this source run forever.
+                raise Retry(f"{answer.where}: the file changed (If-Range {validator}); its bytes are dropped")
             else:
                 feed.ranges = False
                 raise _Stale
@@ -598,7 +623,8 @@ class Transfer:
         if total is not None and self.plan.total is not None and total != self.plan.total:
             others = set(self.partial.runs.by_key()) - {feed.key}
             if others or self.parallel:
-                raise WrongFile(f"{answer.where}: the file has {total} bytes, not {self.plan.total}")
+                wrong = WrongFile if self.expected.size is not None else _OtherLength
+                raise wrong(f"{answer.where}: the file has {total} bytes, not {self.plan.total}")
             self._restart(None)  # the file was another one when the record was made
             raise Retry(f"{answer.where}: the file has {total} bytes now; starting over")
         feed.ranges = answer.ranges
@@ -606,6 +632,11 @@ class Transfer:
         if answer.validator:
             self.partial.validators[feed.key] = answer.validator
         if total is not None and self.plan.total is None:
+            if self.expected.size is None and any(f is not feed and not f.failed for f in self.feeds):
+                try:  # its word alone against the disk: another source may give another length
+                    self.partial.ensure_space(total)
+                except DiskSpaceError as e:
+                    raise _OtherLength(f"{answer.where}: {e}") from None
             self._set_total(total)
             self.partial.ensure_space(total)
             news = True
@@ -712,12 +743,21 @@ class Transfer:
             self._restart(None)
         self._on_retry(feed, piece, Retry(f"{e}; starting over"))
 
-    def _fail(self, feed: Feed, message: str, *, wrong: bool = False, forget: bool = False) -> None:
-        """The source is out: it is not asked again; with ``forget``, the bytes it sent are dropped."""
+    def _fail(
+        self,
+        feed: Feed,
+        message: str,
+        *,
+        wrong: bool = False,
+        forget: bool = False,
+        other_length: bool = False,
+    ) -> None:
+        """The source is out: it is not asked again (``other_length``: unless the length it
+        disagreed with is dropped); with ``forget``, the bytes it sent are dropped."""
         with self.cond:
             if feed.failed:
                 return
-            feed.failed, feed.wrong = message, wrong
+            feed.failed, feed.wrong, feed.other_length = message, wrong, other_length
             if forget:
                 self._forget(feed.key)
             self._event("fail", source=feed.source, message=message)
@@ -759,12 +799,18 @@ class Transfer:
         self.cond.notify_all()
 
     def _widen(self) -> None:
-        """One fewer connection while the hash falls behind (its pool filling up), one more
-        (up to the target) once it keeps up again."""
-        pool = self.partial.hasher.buffered
-        if pool > BUDGET * 3 // 4 and self.width > 1:
+        """One fewer connection while the hash falls behind, one more (up to the target) once
+        it keeps up again.
+
+        Behind: bytes written in a row from the start and not hashed yet. Not the hasher's
+        pool filling up: that also happens when the piece at the prefix is slower than those
+        after it, and fewer connections then only stalled the others (a 128 MiB download at
+        25 MB/s a connection ran on one for a quarter of its time).
+        """
+        lag = self.partial.runs.prefix() - self.partial.hasher.hashed
+        if lag > BUDGET * 3 // 4 and self.width > 1:
             self.width -= 1
-        elif pool < BUDGET // 4 and self.width < (self.target or 1):
+        elif lag < BUDGET // 4 and self.width < (self.target or 1):
             self.width += 1
             self.cond.notify_all()
 
@@ -785,6 +831,9 @@ class Transfer:
         self.partial.restart()
         self._changes += 1
         self.plan.total = None
+        for f in self.feeds:  # the length they disagreed with is gone: the SHA-1 will judge them
+            if f.other_length:
+                f.failed, f.other_length = None, False
         self.parallel = False
         self.target, self.width, self._mark, self._gate = None, 1, None, False
         self.resumed = False

@@ -28,7 +28,7 @@ from ..errors import ChecksumError, UsageError
 from . import catalog
 from .blobstore import BlobStore, BlobStoreError, open_store
 from .storage import Storage, _shown, make_engine
-from .tables import Base, Entry, Meta
+from .tables import Base, Entry, Meta, TriedPicture
 
 __all__ = ["MigrateReport", "migrate"]
 
@@ -104,7 +104,9 @@ def migrate(
             ordered = [t for t in tables if t.name in CATALOG_TABLES] + [
                 t for t in tables if t.name not in CATALOG_TABLES
             ]
-            copied = [t for t in ordered if t.name in source_tables and t is not Meta.__table__]
+            # Not the counters, nor try-it's pictures (minutes-lived; they hold what visitors uploaded).
+            skipped = (Meta.__table__, TriedPicture.__table__)
+            copied = [t for t in ordered if t.name in source_tables and t not in skipped]
             for table in copied:  # before anything is written: a refused target stays as it was
                 _check_same_owners(source_engine, target, table, batch)
             for table in copied:

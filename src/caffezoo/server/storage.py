@@ -229,7 +229,11 @@ def make_engine(url: str) -> Engine:
             conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get("write") else "BEGIN")
 
         return engine
-    return create_engine(url, pool_size=16, max_overflow=48, pool_pre_ping=True)
+    # READ COMMITTED whatever the database's default: a writer that waited for a lock (try-it's
+    # pictures take an advisory one) must see what the holder committed, not a snapshot from before.
+    return create_engine(
+        url, pool_size=16, max_overflow=48, pool_pre_ping=True, isolation_level="READ COMMITTED"
+    )
 
 
 class Storage:

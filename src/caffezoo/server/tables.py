@@ -39,6 +39,7 @@ __all__ = [
     "Revision",
     "RevisionFile",
     "Token",
+    "TriedPicture",
     "User",
     "WikiSection",
 ]
@@ -264,3 +265,19 @@ class JobLease(Base):
     owner: Mapped[str | None] = mapped_column(String(128), nullable=True, index=True)  # None: free
     expires: Mapped[datetime] = mapped_column(DateTime)  # claimable again from then on
     claimed_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+
+
+class TriedPicture(Base):
+    """A try-it result's picture, for its page, until ``expires``: any process or replica serves it.
+
+    Few and short-lived (:class:`~.tryit.ResultPictures` bounds their count and bytes across
+    the zoo); ``id`` orders them oldest first for eviction."""
+
+    __tablename__ = "tried_pictures"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    token: Mapped[str] = mapped_column(String(64), unique=True)  # unguessable: the picture's only name
+    content: Mapped[bytes] = mapped_column(LargeBinary)
+    content_type: Mapped[str] = mapped_column(String(64))
+    size: Mapped[int] = mapped_column(Integer)
+    expires: Mapped[datetime] = mapped_column(DateTime, index=True)

@@ -20,9 +20,10 @@ The work is :func:`caffezoo.runtime.tasks.run`'s on an
 :func:`caffezoo.runtime.tasks.picture`'s: this module only decodes the
 upload, within bounds, and reads the model's labels and mean from its gist.
 Pages carry a Content-Security-Policy that allows images from this server only
-(no ``data:`` URIs), so a drawn picture is kept in memory for a few minutes
-under an unguessable token (:class:`ResultPictures`), bounded in bytes and count, and
-served from ``/tried/TOKEN.png``; it is never written to disk.
+(no ``data:`` URIs), so a drawn picture is kept in the database for a few minutes
+under an unguessable token (:class:`ResultPictures`), bounded in bytes and count
+across the zoo, and served from ``/tried/TOKEN.png`` by whichever process or
+replica the browser's request reaches.
 
 Every upload is bounded: bytes (``--try-max-bytes``, refused before they are
 read when the request says its length), pixels (the header's width x height,
@@ -40,6 +41,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import re
 import secrets
 import threading
 import time
@@ -50,7 +52,7 @@ from email.policy import HTTP
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import CaffezooError, ChecksumError, RuntimeInputError
+from ..errors import CaffezooError, ChecksumError, DiskSpaceError, RuntimeInputError
 
 if TYPE_CHECKING:
     from ..runtime.preprocess import InMemoryImage
@@ -72,6 +74,8 @@ MAX_ROWS = 100  # boxes or classes listed on the page (all are drawn)
 PICTURES_BYTES = 32 * 1024 * 1024  # drawn pictures kept for their pages, together
 PICTURES_COUNT = 64
 PICTURE_SECONDS = 600.0
+PICTURES_LOCK_SECONDS = 5.0  # a picture's writer waits this long for the others; then it is not kept
+PICTURES_LOCK = 8211331  # PostgreSQL advisory lock: one picture writer at a time (coherence's is ...330)
 # The form has two fields; each part's header is parsed by the email package, ~20 us per byte of
 # parameters: without these an 8 MB body of tiny parts holds the lane (and the GIL) for minutes.
 MAX_PARTS = 8
@@ -261,50 +265,136 @@ def decode_upload(
 
 
 class ResultPictures:
-    """Drawn results kept in memory for their pages: ``put`` gives an unguessable token, ``get``
-    the PNG until it expires or is pushed out (at most ``count`` pictures and ``max_bytes``).
+    """Drawn results kept in the database for their pages: ``put`` gives an unguessable token,
+    ``get`` the PNG until it expires or is pushed out (at most ``count`` pictures and
+    ``max_bytes`` across the whole zoo). Any process or replica on the database serves it.
 
-    >>> pictures = ResultPictures(max_bytes=1000, count=2, seconds=60)
-    >>> token = pictures.put(b"png")
-    >>> pictures.get(token), pictures.get("guess")
+    >>> pictures = ResultPictures(Storage("sqlite://"), max_bytes=1000, count=2, seconds=60)  # doctest: +SKIP
+    >>> token = pictures.put(b"png")                                                          # doctest: +SKIP
+    >>> pictures.get(token), pictures.get("guess")                                            # doctest: +SKIP
     (b'png', None)
+
+    Each ``put`` purges the expired pictures and evicts the oldest until the new one fits, in
+    the transaction that inserts it, one writer at a time (SQLite's write lock; a transaction
+    advisory lock on PostgreSQL), so the bounds hold however many processes draw.
     """
 
     def __init__(
-        self, max_bytes: int = PICTURES_BYTES, count: int = PICTURES_COUNT, seconds: float = PICTURE_SECONDS
+        self,
+        storage: Storage,
+        max_bytes: int = PICTURES_BYTES,
+        count: int = PICTURES_COUNT,
+        seconds: float = PICTURE_SECONDS,
+        lock_seconds: float = PICTURES_LOCK_SECONDS,
     ):
+        self.storage = storage
         self.max_bytes, self.count, self.seconds = max_bytes, count, seconds
-        self.bytes = 0
-        self._kept: OrderedDict[str, tuple[bytes, float]] = OrderedDict()  # oldest first
-        self._lock = threading.Lock()
+        self.lock_seconds = lock_seconds
+
+    def _totals(self) -> tuple[int, int]:
+        from sqlalchemy import func, select
+
+        from .tables import TriedPicture
+
+        with self.storage.session() as s:
+            n, size = s.execute(select(func.count(), func.coalesce(func.sum(TriedPicture.size), 0))).one()
+        return int(n), int(size)
 
     def __len__(self) -> int:
-        return len(self._kept)
+        return self._totals()[0]
 
-    def put(self, png: bytes) -> str | None:
-        """Keep ``png``; its token (None: it is larger than all the room there is)."""
-        if len(png) > self.max_bytes:
+    @property
+    def bytes(self) -> int:
+        return self._totals()[1]
+
+    def purge(self) -> int:
+        """Remove the expired pictures (a server starting: nothing may be stored for a while); how many."""
+        from sqlalchemy import delete
+        from sqlalchemy.exc import DBAPIError
+
+        from .storage import now
+        from .tables import TriedPicture
+
+        try:
+            with self.storage.session(write=True) as s:
+                self._only_writer(s)  # a stuck writer's row locks would hold the start for ever
+                return s.execute(delete(TriedPicture).where(TriedPicture.expires <= now())).rowcount
+        except DBAPIError as e:  # the next picture stored purges them
+            log.warning("try-it: the expired pictures were not purged: %s", str(e.orig or e).splitlines()[0])
+            return 0
+
+    def _only_writer(self, s: Any) -> None:
+        """Make ``s``'s transaction the only picture writer, waiting ``lock_seconds`` at most.
+
+        SQLite's BEGIN IMMEDIATE already did; PostgreSQL takes a transaction advisory lock, not
+        waited for without end: a writer whose connection hangs keeps it until the server notices."""
+        from sqlalchemy import text
+
+        if not self.storage.is_sqlite:
+            wait = f"{max(1, round(self.lock_seconds * 1000))}ms"
+            s.execute(text("SELECT set_config('lock_timeout', :wait, true)"), {"wait": wait})
+            s.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": PICTURES_LOCK})
+
+    def put(self, png: bytes, content_type: str = "image/png") -> str | None:
+        """Keep ``png``; its token (None: it is larger than all the room there is, or the database
+        did not take it in time: its page goes without it)."""
+        from sqlalchemy.exc import DBAPIError
+
+        if len(png) > self.max_bytes or self.count < 1:
             return None
+        try:
+            return self._store(png, content_type)
+        except DBAPIError as e:  # a writer stuck with the lock, a database gone: not the page's end
+            log.warning("try-it: a result picture was not kept: %s", str(e.orig or e).splitlines()[0])
+            return None
+
+    def _store(self, png: bytes, content_type: str) -> str:
+        from datetime import timedelta
+
+        from sqlalchemy import delete, select
+
+        from .storage import now
+        from .tables import TriedPicture
+
         token = secrets.token_urlsafe(18)
-        now = time.monotonic()
-        with self._lock:
-            while self._kept and (
-                len(self._kept) >= self.count
-                or self.bytes + len(png) > self.max_bytes
-                or next(iter(self._kept.values()))[1] <= now
-            ):
-                _, (old, _) = self._kept.popitem(last=False)
-                self.bytes -= len(old)
-            self._kept[token] = (png, now + self.seconds)
-            self.bytes += len(png)
+        with self.storage.session(write=True) as s:
+            self._only_writer(s)
+            at = now()
+            s.execute(delete(TriedPicture).where(TriedPicture.expires <= at))
+            kept = s.execute(select(TriedPicture.id, TriedPicture.size).order_by(TriedPicture.id)).all()
+            total, gone = sum(size for _, size in kept), []
+            for pid, size in kept:  # oldest first, until the new one fits
+                if len(kept) - len(gone) < self.count and total + len(png) <= self.max_bytes:
+                    break
+                gone.append(pid)
+                total -= size
+            if gone:
+                s.execute(delete(TriedPicture).where(TriedPicture.id.in_(gone)))
+            s.add(
+                TriedPicture(
+                    token=token,
+                    content=png,
+                    content_type=content_type,
+                    size=len(png),
+                    expires=at + timedelta(seconds=self.seconds),
+                )
+            )
         return token
 
-    def get(self, token: str) -> bytes | None:
-        with self._lock:
-            found = self._kept.get(token)
-        if found is None or found[1] <= time.monotonic():
-            return None
-        return found[0]
+    def get(self, token: str) -> tuple[bytes, str] | None:
+        """The picture ``token`` names and its content type, while it is kept."""
+        from sqlalchemy import select
+
+        from .storage import now
+        from .tables import TriedPicture
+
+        with self.storage.session() as s:
+            found = s.execute(
+                select(TriedPicture.content, TriedPicture.content_type).where(
+                    TriedPicture.token == token, TriedPicture.expires > now()
+                )
+            ).first()
+        return (bytes(found[0]), found[1]) if found is not None else None
 
 
 @dataclass
@@ -373,6 +463,13 @@ class TryIt:
         except BlobStoreError as e:
             log.warning("blob store: %s", e)  # its address, the bucket: for the operator only
             raise TryError(503, "the blob store is unavailable; try again shortly", retry_after=30) from None
+        except (DiskSpaceError, OSError) as e:  # the copy found the disk full (its partial is gone)
+            log.warning("try-it: cannot copy the weights of %s here: %s", entry.sha1, e)
+            raise TryError(
+                503,
+                "this server's disk has no room for the model's weights just now; try again later",
+                retry_after=60,
+            ) from None
 
     def _load(self, entry: Entry) -> _Loaded:
         key = (entry.net_sha or "", entry.sha1 or "")
@@ -510,6 +607,8 @@ class TryIt:
 from fastapi import APIRouter, Request  # noqa: E402
 from fastapi.responses import Response  # noqa: E402
 
+from .work import AnswerBudget, Busy, busy_response, stated_length  # noqa: E402
+
 router = APIRouter()
 
 
@@ -517,9 +616,7 @@ router = APIRouter()
 async def try_model(request: Request, entry_id: str) -> Response:
     """The form's answer: a page with the results (and the picture), or one saying what was wrong."""
     from ..gist.rules import valid_id
-    from . import catalog
     from .pages import render
-    from .work import Busy
 
     tryit: TryIt | None = request.app.state.tryit
     if tryit is None or not valid_id(entry_id):
@@ -528,16 +625,54 @@ async def try_model(request: Request, entry_id: str) -> Response:
     if lane.admitted >= lane.workers + lane.queue:  # before reading megabytes we would drop
         raise Busy(lane.name, lane.retry_after)
     limit = tryit.limits.try_max_bytes
-    length = request.headers.get("content-length", "")
-    if length.isdigit() and int(length) > limit + 64 * 1024:
-        return _failed(render, entry_id, TryError(413, f"the upload is over {limit:,} bytes"))
+    cap = limit + 64 * 1024  # the form's own bytes around the image
+    stated = stated_length(request)
+    if stated is not None and stated > cap:
+        return _failed(render, entry_id, TryError(413, f"the upload is over {limit:,} bytes"), close=True)
+    # The body's bytes are held from the first chunk read until the answer is built: reserve them
+    # (the stated length, else the most a body may be) before reading, or N slow uploads hold N caps.
+    uploads: AnswerBudget = request.app.state.try_uploads
+    reserved = stated if stated is not None else cap
+    if not uploads.take(reserved):
+        response = busy_response(
+            request,
+            Busy(
+                "try uploads",
+                uploads.retry_after,
+                f"the server is receiving too many uploads; try again in {uploads.retry_after} s",
+            ),
+        )
+        response.headers["Connection"] = "close"  # its body is not read
+        return response
+    try:
+        return await _answer(request, tryit, lane, entry_id, limit, cap, uploads.send_deadline)
+    finally:
+        uploads.give(reserved)
+
+
+async def _answer(
+    request: Request, tryit: TryIt, lane: Any, entry_id: str, limit: int, cap: int, deadline: float
+) -> Response:
+    """The body read (within ``deadline`` seconds) and run: the answer page."""
+    import asyncio
+
+    from . import catalog
+    from .pages import render
+
     chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit + 64 * 1024:
-            return _failed(render, entry_id, TryError(413, f"the upload is over {limit:,} bytes"))
-        chunks.append(chunk)
+    try:
+        async with asyncio.timeout(deadline):  # a body that trickles in (slow loris) is cut here
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > cap:
+                    error = TryError(413, f"the upload is over {limit:,} bytes")
+                    return _failed(render, entry_id, error, close=True)
+                chunks.append(chunk)
+    except TimeoutError:
+        error = TryError(408, f"the upload did not arrive within {deadline:g} seconds")
+        return _failed(render, entry_id, error, close=True)
     body = b"".join(chunks)
+    del chunks
     with request.app.state.storage.session() as s:
         entry = catalog.get_entry(s, entry_id)
     if entry is None:
@@ -552,9 +687,11 @@ async def try_model(request: Request, entry_id: str) -> Response:
     except TryError as e:
         return _failed(render, entry_id, e, entry)
     finally:
-        del body, chunks
+        del body
     if tried.picture is not None:
-        token = request.app.state.try_pictures.put(tried.picture)
+        from starlette.concurrency import run_in_threadpool
+
+        token = await run_in_threadpool(request.app.state.try_pictures.put, tried.picture)
         tried.picture, tried.picture_url = None, f"/tried/{token}.png" if token else None
     response = render("try.html", entry=entry, entry_id=entry_id, tried=tried, rows=MAX_ROWS, q="")
     response.headers.update(_NO_STORE)
@@ -562,24 +699,35 @@ async def try_model(request: Request, entry_id: str) -> Response:
 
 
 _NO_STORE = {"Cache-Control": "no-store"}  # the answer holds what the visitor uploaded
+_TOKEN = re.compile(r"[A-Za-z0-9_-]{1,64}")  # secrets.token_urlsafe's alphabet
 
 
 @router.get("/tried/{token}.png")
 async def tried_picture(request: Request, token: str) -> Response:
     """A result's picture, for its page, while it is kept."""
-    png = request.app.state.try_pictures.get(token) if len(token) <= 64 else None
-    if png is None:
+    from starlette.concurrency import run_in_threadpool
+
+    pictures: ResultPictures = request.app.state.try_pictures
+    # Only what put() could have made reaches the database: PostgreSQL refuses a NUL in text (a 500).
+    found = await run_in_threadpool(pictures.get, token) if _TOKEN.fullmatch(token) else None
+    if found is None:
         from .errors import error_response
 
         return error_response(404, "Not Found: this picture has expired (pictures are kept a few minutes)")
-    return Response(png, media_type="image/png", headers={"Cache-Control": "private, max-age=600"})
+    png, media_type = found
+    return Response(png, media_type=media_type, headers={"Cache-Control": "private, max-age=600"})
 
 
-def _failed(render: Any, entry_id: str, e: TryError, entry: Entry | None = None) -> Response:
+def _failed(
+    render: Any, entry_id: str, e: TryError, entry: Entry | None = None, *, close: bool = False
+) -> Response:
+    """The form's page with ``e`` said; ``close``: the connection ends with it (a body left unread)."""
     response = render(
         "try.html", status=e.status, entry=entry, entry_id=entry_id, error=str(e), tried=None, q=""
     )
     response.headers.update(_NO_STORE)
+    if close:
+        response.headers["Connection"] = "close"
     if e.retry_after:
         response.headers["Retry-After"] = str(e.retry_after)
     return response

@@ -39,7 +39,16 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-__all__ = ["AnswerBudget", "Busy", "Lane", "LargeAnswers", "Limits", "TooSlow", "busy_response"]
+__all__ = [
+    "AnswerBudget",
+    "Busy",
+    "Lane",
+    "LargeAnswers",
+    "Limits",
+    "TooSlow",
+    "busy_response",
+    "stated_length",
+]
 
 T = TypeVar("T")
 
@@ -165,6 +174,8 @@ class Limits:
     try_max_bytes: int = 8 * 1024 * 1024
     try_max_pixels: int = 24_000_000
     try_cache_bytes: int = 4 * 1024**3  # weights copied from a remote store, and conversions, on disk
+    try_upload_bytes: int = 32 * 1024 * 1024  # upload bodies being read or run, together (per process)
+    try_upload_deadline: float = 60.0  # seconds an upload's body may take to arrive; then 408
 
 
 def busy_response(request: Any, exc: Busy):
@@ -188,7 +199,8 @@ def busy_response(request: Any, exc: Busy):
 
 
 class AnswerBudget:
-    """Bytes of large answers built and not yet sent, at most ``max_bytes`` together.
+    """Bytes of large answers built and not yet sent, at most ``max_bytes`` together (and, the
+    same way, try-it's upload bodies held in memory, ``send_deadline`` the time to receive one).
 
     >>> budget = AnswerBudget(20_000_000, send_deadline=60)
     >>> budget.take(12_000_000), budget.take(12_000_000)
@@ -295,3 +307,19 @@ class LargeAnswers:
                 len(body),
                 self.budget.send_deadline,
             )
+
+
+def stated_length(request: Any) -> int | None:
+    """The body's length as its Content-Length states it; None when it states none, or when the
+    body comes chunked (the chunks frame it, h11 reads them: its Content-Length is not its size).
+
+    >>> stated_length(type("R", (), {"headers": {"content-length": "0" * 5000 + "10"}})())
+    10
+    """
+    length = request.headers.get("content-length", "")
+    if not (length.isascii() and length.isdigit()) or "transfer-encoding" in request.headers:
+        return None
+    digits = length.lstrip("0")
+    # int() refuses over 4,300 digits (httptools passes them when they are leading zeros); past
+    # 20 the length is over every cap whatever the digits are.
+    return int(digits or "0") if len(digits) <= 20 else 10**20
