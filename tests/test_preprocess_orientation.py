@@ -121,3 +121,24 @@ def test_a_16_bit_image_is_drawn_upright_as_it_is_run(tmp_path, turn):
     assert drawn.shape == (height, width, 3) == ((64, 40, 3) if turn in SIDEWAYS else (40, 64, 3))
     x = Preprocessor(3, height, width, raw_scale=1.0)([path])[0]
     assert np.abs(x[::-1].transpose(1, 2, 0) * 255 - drawn).max() < 1  # the same pixels, the same way up
+
+
+@pytest.mark.parametrize("mode", ["RGB", "P"])
+def test_an_exif_after_the_pixels_turns_the_net_input_and_the_picture_alike(tmp_path, mode):
+    """A PNG's eXIf chunk after its IDAT is in Pillow's info only once the pixels are loaded: the
+    orientation is read from the image as opened, so converting a palette image (which loads it) for
+    -o does not turn the picture the net saw unturned."""
+    import struct
+    import zlib
+
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    body = exif.tobytes()
+    late = struct.pack(">I", len(body)) + b"eXIf" + body + struct.pack(">I", zlib.crc32(b"eXIf" + body))
+    path = tmp_path / "late.png"
+    Image.fromarray(natural_image(np.random.default_rng(4), 40, 64)).convert(mode).save(path)
+    data = path.read_bytes()
+    end = data.rindex(b"IEND") - 4
+    path.write_bytes(data[:end] + late + data[end:])
+    _, (width, height) = decode_image(path, 3, (20, 28))
+    assert read_rgb(path).shape == (height, width, 3)
