@@ -151,6 +151,8 @@ def test_run_errors_are_one_line(tmp_path, cli_process):
         ((d, *_images(tmp_path, 1), "--resize", "20,20,3"), "--resize '20,20,3': expected H or H,W"),
         ((d, *_images(tmp_path, 1), "--resize", "8"), "resize 8x8 is smaller than the net's input 16x16"),
         (("bvlc_alexnet", *_images(tmp_path, 1)), "`caffezoo download bvlc_alexnet` fetches them"),
+        # A mistyped image is named before the model is loaded (here: before its weights are missed).
+        (("bvlc_alexnet", tmp_path / "typo.jpg"), "typo.jpg: no such image file"),
     ]:
         result = cli_process("run", *args)
         assert result.code != 0 and "Traceback" not in result.stderr, result.stderr

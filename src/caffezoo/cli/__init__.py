@@ -82,7 +82,32 @@ def _help_fits() -> bool:
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``caffezoo`` console script and ``python -m caffezoo``."""
-    args = sys.argv[1:] if argv is None else list(argv)
+    if argv is not None:  # called from Python (tests): exits stay exceptions
+        return _main(list(argv))
+    try:
+        _main(sys.argv[1:])
+    except SystemExit as e:
+        if e.code in (130, 143):  # Ctrl-C or SIGTERM, and the files being written are cleaned up
+            _leave_now(e.code)
+        raise
+
+
+def _leave_now(code: int) -> None:
+    """End the process at once, past the interpreter's teardown.
+
+    A worker thread may still be inside onnxruntime (or reading from a stalled pipe) when a signal
+    ends the command; tearing down the interpreter and onnxruntime's thread pools under that call
+    aborted the process ('terminate called without an active exception', status -6). Everything
+    that had to be cleaned up was, while the exit unwound; what is left is flushing the output."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code)
+
+
+def _main(args: list[str]) -> None:
     if args in (["--help"], ["-h"]) and _help_fits():
         from ._help import TOP_LEVEL
 

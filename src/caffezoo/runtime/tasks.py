@@ -108,6 +108,9 @@ def image_files(paths: Sequence[ImageSource]) -> list[Path | InMemoryImage]:
             if not inside:
                 raise UsageError(f"{p}: a folder with no image files in it (JPEG, PNG, BMP...)")
             found.extend(inside)
+        elif not p.exists() and not p.is_symlink():
+            # A mistyped name: said now, before the model loads (a folder's bad files are skipped).
+            raise RuntimeInputError(f"{p}: no such image file")
         else:
             found.append(p)
     if not found:
