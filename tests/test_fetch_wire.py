@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import os
+import re
+import socket
 import subprocess
 import sys
 import textwrap
+import threading
 
+import pytest
 from download_helpers import blob, sha1
 from fault_server import FaultServer
+
+from caffezoo.fetch.hashing import Expected
+from caffezoo.fetch.urls import Source
+from caffezoo.fetch.wire import open_range
 
 DATA = blob(300_000, seed=5)
 
@@ -29,3 +37,84 @@ def test_a_plain_http_download_never_imports_httpx(tmp_path):
         assert out.returncode == 0, out.stderr
         assert out.stdout.split() == ["downloaded", "False"]
         assert srv.requests_for("/w")[0].headers["accept-encoding"] == "identity"
+
+
+# -- hostile servers, spoken to over raw sockets -------------------------------------------
+
+
+class RawServer:
+    """A server on 127.0.0.1 whose ``answer(conn, request, n)`` writes the bytes of answer ``n``
+    itself (return "close" to hang up after it): what no well-behaved server library sends."""
+
+    def __init__(self, answer):
+        self.answer = answer
+        self.requests: list[bytes] = []
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def url(self, path: str = "/w") -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        data = b""
+        with conn:
+            try:
+                while True:
+                    while b"\r\n\r\n" not in data:
+                        got = conn.recv(65536)
+                        if not got:
+                            return
+                        data += got
+                    request, _, data = data.partition(b"\r\n\r\n")
+                    self.requests.append(request)
+                    if self.answer(conn, request, len(self.requests) - 1) == "close":
+                        return
+            except OSError:
+                return
+
+    def __enter__(self) -> RawServer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.listener.close()
+
+
+def asked(request: bytes) -> tuple[int, int]:
+    """The first and last byte of a request's ``Range: bytes=A-B``."""
+    m = re.search(rb"\r\nrange: bytes=(\d+)-(\d+)", request, re.IGNORECASE)
+    assert m, request
+    return int(m[1]), int(m[2])
+
+
+def partial(request: bytes, extra: bytes = b"") -> bytes:
+    """A correct 206 answer, with ``extra`` header lines, to ``request``."""
+    a, b = asked(request)
+    head = b"HTTP/1.1 206 Partial Content\r\nContent-Range: bytes %d-%d/%d\r\nContent-Length: %d\r\n"
+    return head % (a, b, len(DATA), b - a + 1) + extra + b"\r\n" + DATA[a : b + 1]
+
+
+def read(url: str, start: int = 0, end: int | None = None, timeout: float = 5) -> bytes:
+    """Bytes ``[start, end)`` of ``url`` as a download's connection reads them."""
+    source = Source(url)
+    expected = Expected(sha1(DATA), size=len(DATA))
+    with open_range(source, url, start, end, None, expected, timeout=timeout, auth={}) as answer:
+        assert answer.offset == start
+        return b"".join(bytes(chunk) for chunk in answer.chunks())
+
+
+@pytest.mark.parametrize("informational", [b"100 Continue", b"103 Early Hints\r\nLink: </w>; rel=preload"])
+def test_an_informational_answer_before_the_real_one_is_skipped(informational):
+    def answer(conn, request, n):
+        conn.sendall(b"HTTP/1.1 " + informational + b"\r\n\r\n" + partial(request))
+
+    with RawServer(answer) as srv:
+        assert read(srv.url(), 100, 300) == DATA[100:300]

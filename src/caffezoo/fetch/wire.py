@@ -46,6 +46,8 @@ READ_SIZE = 256 << 10
 FILL_TIME = 0.05
 # A status line and headers longer than this are not a file server's: httpx reads them.
 _MAX_HEAD = 64 << 10
+# Informational answers (1xx) skipped before the answer; a server sending more is not a file server.
+_MAX_INFORMATIONAL = 8
 # Idle kept-alive connections, per (host, port): a download's connections go from piece to piece.
 _MAX_IDLE = 32
 _idle: dict[tuple[str, int], list[socket.socket]] = {}
@@ -279,7 +281,7 @@ def _open_plain(
                 sock, reused = _connection(host, port, timeout, fresh)
                 try:
                     sock.sendall(request)
-                    head, rest = _read_head(sock)
+                    status, reason, headers, version, rest = _read_answer_head(sock)
                     break
                 except (ConnectionError, _Closed):
                     sock.close()
@@ -296,7 +298,6 @@ def _open_plain(
             raise Retry(f"cannot connect to {name}: {e.__cause__}") from None
         except (OSError, _Closed) as e:
             raise Retry(f"connection to {name} broke after {start} bytes: {e}") from None
-        status, reason, headers, version = _parse_head(head)
         if 300 <= status < 400 or headers.get("transfer-encoding") or not _length_known(status, headers):
             raise _NotPlain  # httpx follows redirects and reads chunked bodies
         if headers.get("content-encoding", "identity").strip().lower() not in ("", "identity"):
@@ -410,19 +411,34 @@ def _give_back(host: str, port: int, sock: socket.socket) -> None:
     sock.close()
 
 
-def _read_head(sock: socket.socket) -> tuple[bytes, bytes]:
-    """The status line and headers, and what came after them."""
-    data = b""
+def _read_answer_head(sock: socket.socket) -> tuple[int, str, dict[str, str], str, bytes]:
+    """Status, reason, headers and version of the answer, and what came after its head.
+
+    Informational answers before it (100 Continue, 103 Early Hints) are skipped, as httpx does.
+    """
+    rest = b""
+    for _ in range(_MAX_INFORMATIONAL + 1):
+        head, rest = _read_head(sock, rest)
+        status, reason, headers, version = _parse_head(head)
+        if not 100 <= status < 200:
+            return status, reason, headers, version, rest
+        if status == 101:  # switching protocols, unasked: not an answer this reader knows
+            raise _NotPlain
+    raise _NotPlain
+
+
+def _read_head(sock: socket.socket, data: bytes = b"") -> tuple[bytes, bytes]:
+    """The status line and headers, and what came after them (``data``: what came already)."""
     while True:
-        chunk = sock.recv(READ_SIZE)
-        if not chunk:
-            raise _Closed()
-        data += chunk
         end = data.find(b"\r\n\r\n")
         if end >= 0:
             return data[:end], data[end + 4 :]
         if len(data) > _MAX_HEAD:
             raise _NotPlain
+        chunk = sock.recv(READ_SIZE)
+        if not chunk:
+            raise _Closed()
+        data += chunk
 
 
 def _parse_head(head: bytes) -> tuple[int, str, dict[str, str], str]:
