@@ -15,6 +15,7 @@ from download_helpers import blob, sha1
 from fault_server import FaultServer
 
 from caffezoo.fetch.hashing import Expected
+from caffezoo.fetch.retry import Retry
 from caffezoo.fetch.urls import Source
 from caffezoo.fetch.wire import open_range
 
@@ -118,3 +119,16 @@ def test_an_informational_answer_before_the_real_one_is_skipped(informational):
 
     with RawServer(answer) as srv:
         assert read(srv.url(), 100, 300) == DATA[100:300]
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"HTTP/1.1 200 OK\r\nContent-Length: \xb2\r\n\r\n",  # '²': isdigit() says yes, int() says no
+        b"HTTP/1.1 503 Busy\r\nRetry-After: \xb3\r\nContent-Length: 0\r\n\r\n",
+    ],
+)
+def test_digits_that_are_not_ascii_are_a_failure_of_the_source_not_a_crash(head):
+    with RawServer(lambda conn, request, n: conn.sendall(head + b"ab") or "close") as srv:
+        with pytest.raises(Retry):
+            read(srv.url(), 100, 300)

@@ -150,7 +150,7 @@ def check_answer(
         total = range_total(headers.get("content-range"))
     else:
         length = headers.get("content-length")
-        total = int(length) if length and length.isdigit() and not encoded else None
+        total = int(length) if length and _is_number(length) and not encoded else None
     if expected.size is not None and total is not None and total != expected.size:
         raise WrongFile(f"{where}: the file has {total} bytes, expected {expected.size}")
     if expected.max_size is not None and total is not None and total > expected.max_size:
@@ -460,4 +460,9 @@ def _length_known(status: int, headers: Mapping[str, str]) -> bool:
     """Does the body end by its length (so the connection can be kept)? Always, for errors."""
     if status not in (200, 206):
         return True  # the body is not read: the connection is closed after it
-    return headers.get("content-length", "").isdigit()
+    return _is_number(headers.get("content-length", ""))
+
+
+def _is_number(text: str) -> bool:
+    """ASCII digits only: ``str.isdigit`` also takes '²', which ``int`` refuses."""
+    return text.isascii() and text.isdigit()
