@@ -9,6 +9,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+from urllib.parse import quote
 
 import pytest
 from download_helpers import blob, sha1
@@ -132,3 +133,14 @@ def test_digits_that_are_not_ascii_are_a_failure_of_the_source_not_a_crash(head)
     with RawServer(lambda conn, request, n: conn.sendall(head + b"ab") or "close") as srv:
         with pytest.raises(Retry):
             read(srv.url(), 100, 300)
+
+
+@pytest.mark.parametrize("name", ["mod\u00e8le.bin", "\u6a21\u578b.bin"])
+def test_a_url_that_is_not_ascii_is_asked_percent_encoded(name):
+    def answer(conn, request, n):
+        conn.sendall(partial(request))
+
+    with RawServer(answer) as srv:
+        assert read(srv.url("/" + name), 100, 300) == DATA[100:300]
+        line = srv.requests[-1].split(b"\r\n")[0]
+        assert line == f"GET /{quote(name)} HTTP/1.1".encode()

@@ -197,8 +197,10 @@ def _plain(url: str, client: Any, source: Source) -> tuple[str, int, str] | None
     except ValueError:
         return None  # httpx says what is wrong with it
     host = parts.hostname
-    if not host or parts.username or parts.password or "%" in host or any(c in url for c in " \r\n"):
+    if not host or parts.username or parts.password or "%" in host:
         return None
+    if not url.isascii() or not url.isprintable() or " " in url:
+        return None  # httpx percent-encodes what a request line may not hold as it is
     target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     return host, port, target
 
