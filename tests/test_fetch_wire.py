@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import resource
 import socket
 import subprocess
 import sys
@@ -51,6 +52,7 @@ class RawServer:
     def __init__(self, answer):
         self.answer = answer
         self.requests: list[bytes] = []
+        self.connections = 0
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port = self.listener.getsockname()[1]
         threading.Thread(target=self._accept, daemon=True).start()
@@ -64,6 +66,7 @@ class RawServer:
                 conn, _ = self.listener.accept()
             except OSError:
                 return
+            self.connections += 1
             threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
 
     def _serve(self, conn: socket.socket) -> None:
@@ -144,3 +147,20 @@ def test_a_url_that_is_not_ascii_is_asked_percent_encoded(name):
         assert read(srv.url("/" + name), 100, 300) == DATA[100:300]
         line = srv.requests[-1].split(b"\r\n")[0]
         assert line == f"GET /{quote(name)} HTTP/1.1".encode()
+
+
+def test_a_connection_whose_descriptor_is_above_1024_is_read_and_kept():
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < 1200:
+        pytest.skip(f"RLIMIT_NOFILE {soft}: no descriptor above 1024 to be had")
+    filler = [
+        os.open(os.devnull, os.O_RDONLY) for _ in range(1100)
+    ]  # a busy process (select() stops at 1024)
+    try:
+        with RawServer(lambda conn, request, n: conn.sendall(partial(request))) as srv:
+            assert read(srv.url(), 0, 100) == DATA[:100]
+            assert read(srv.url(), 100, 300) == DATA[100:300]
+            assert srv.connections == 1
+    finally:
+        for fd in filler:
+            os.close(fd)

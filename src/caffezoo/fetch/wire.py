@@ -22,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import select
 import socket
 import sys
 import threading
@@ -400,8 +399,20 @@ def _connection(host: str, port: int, timeout: float, fresh: bool) -> tuple[sock
 
 def _more(sock: socket.socket) -> bool:
     """Is there something to read already, after a whole answer: more bytes than its
-    Content-Length said, or the server closing? Then the connection is not reused."""
-    return bool(select.select([sock], [], [], 0)[0])
+    Content-Length said, or the server closing? Then the connection is not reused.
+
+    A peek without waiting, not ``select``, which fails for descriptors above 1024."""
+    timeout = sock.gettimeout()
+    sock.setblocking(False)
+    try:
+        sock.recv(1, socket.MSG_PEEK)
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True  # reset: not reusable either
+    finally:
+        sock.settimeout(timeout)
+    return True
 
 
 def _give_back(host: str, port: int, sock: socket.socket) -> None:
