@@ -164,3 +164,25 @@ def test_a_connection_whose_descriptor_is_above_1024_is_read_and_kept():
     finally:
         for fd in filler:
             os.close(fd)
+
+
+def test_bytes_that_follow_an_answer_late_are_not_taken_for_the_next_answer():
+    given_back, smuggled = threading.Event(), threading.Event()
+
+    def answer(conn, request, n):
+        conn.sendall(partial(request))
+        if n == 0:  # after the connection was kept: an "answer" to a request not made yet
+            given_back.wait(10)
+            a, b = 100, 299
+            conn.sendall(
+                b"HTTP/1.1 206 Partial Content\r\nContent-Range: bytes %d-%d/%d\r\n" % (a, b, len(DATA))
+            )
+            conn.sendall(b"Content-Length: %d\r\n\r\n" % (b - a + 1) + b"X" * (b - a + 1))
+            smuggled.set()
+
+    with RawServer(answer) as srv:
+        assert read(srv.url(), 0, 100) == DATA[:100]
+        given_back.set()
+        assert smuggled.wait(10)
+        assert read(srv.url(), 100, 300) == DATA[100:300]
+        assert len(srv.requests) == 2

@@ -378,13 +378,17 @@ class _Refused(Exception):
 
 def _connection(host: str, port: int, timeout: float, fresh: bool) -> tuple[socket.socket, bool]:
     """A kept-alive connection to ``host:port`` (True), else a new one (False)."""
-    if not fresh:
+    while not fresh:
         with _idle_lock:
             idle = _idle.get((host, port))
-            if idle:
-                sock = idle.pop()
-                sock.settimeout(timeout)
-                return sock, True
+            if not idle:
+                break
+            sock = idle.pop()
+        if _more(sock):  # bytes came after it was kept (or the server closed it): not an answer to us
+            sock.close()
+            continue
+        sock.settimeout(timeout)
+        return sock, True
     try:
         sock = socket.create_connection((host, port), timeout=timeout)
     except socket.gaierror:
