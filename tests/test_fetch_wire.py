@@ -186,3 +186,11 @@ def test_bytes_that_follow_an_answer_late_are_not_taken_for_the_next_answer():
         assert smuggled.wait(10)
         assert read(srv.url(), 100, 300) == DATA[100:300]
         assert len(srv.requests) == 2
+
+
+def test_an_answer_whose_lines_end_in_a_bare_newline_is_read_as_httpx_reads_it():
+    def answer(conn, request, n):
+        conn.sendall(partial(request).replace(b"\r\n", b"\n", 4))  # the four line ends of the head
+
+    with RawServer(answer) as srv:
+        assert read(srv.url(), 100, 300, timeout=2) == DATA[100:300]

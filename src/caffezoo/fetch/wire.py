@@ -448,8 +448,11 @@ def _read_head(sock: socket.socket, data: bytes = b"") -> tuple[bytes, bytes]:
     """The status line and headers, and what came after them (``data``: what came already)."""
     while True:
         end = data.find(b"\r\n\r\n")
+        head = data if end < 0 else data[:end]
+        if head.count(b"\n") != head.count(b"\r\n"):
+            raise _NotPlain  # a line ending in a bare LF, which httpx takes and this reader does not
         if end >= 0:
-            return data[:end], data[end + 4 :]
+            return head, data[end + 4 :]
         if len(data) > _MAX_HEAD:
             raise _NotPlain
         chunk = sock.recv(READ_SIZE)
