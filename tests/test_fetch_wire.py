@@ -194,3 +194,24 @@ def test_an_answer_whose_lines_end_in_a_bare_newline_is_read_as_httpx_reads_it()
 
     with RawServer(answer) as srv:
         assert read(srv.url(), 100, 300, timeout=2) == DATA[100:300]
+
+
+@pytest.mark.parametrize("variable", ["http_proxy", "ALL_PROXY"])
+def test_a_proxy_in_the_environment_is_used(tmp_path, variable):
+    def answer(conn, request, n):
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(DATA) + DATA)
+
+    with RawServer(answer) as proxy:
+        script = textwrap.dedent(f"""
+            from caffezoo.fetch import fetch_blob
+            url = "http://files.example.invalid/w.caffemodel"  # no such host: only the proxy can answer
+            print(fetch_blob([url], sha1={sha1(DATA)!r}, blobs_dir={str(tmp_path)!r}, retries=0).status)
+        """)
+        env = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
+        env[variable] = proxy.url("")
+        out = subprocess.run(
+            [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60
+        )
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.split() == ["downloaded"]
+        assert proxy.requests[0].startswith(b"GET http://files.example.invalid/w.caffemodel HTTP/1.1\r\n")
