@@ -47,9 +47,11 @@ FILL_TIME = 0.05
 _MAX_HEAD = 64 << 10
 # Informational answers (1xx) skipped before the answer; a server sending more is not a file server.
 _MAX_INFORMATIONAL = 8
-# Idle kept-alive connections, per (host, port): a download's connections go from piece to piece.
+# Idle kept-alive connections with their (host, port), oldest first: a download's connections go
+# from piece to piece. At most _MAX_IDLE in all (as httpx's download client keeps), so that a
+# process reading from host after host does not hold a socket open for each of them.
 _MAX_IDLE = 32
-_idle: dict[tuple[str, int], list[socket.socket]] = {}
+_idle: list[tuple[tuple[str, int], socket.socket]] = []
 _idle_lock = threading.Lock()
 _PROXY_VARS = ("http_proxy", "all_proxy")
 
@@ -380,10 +382,10 @@ def _connection(host: str, port: int, timeout: float, fresh: bool) -> tuple[sock
     """A kept-alive connection to ``host:port`` (True), else a new one (False)."""
     while not fresh:
         with _idle_lock:
-            idle = _idle.get((host, port))
-            if not idle:
+            at = next((i for i in range(len(_idle) - 1, -1, -1) if _idle[i][0] == (host, port)), None)
+            if at is None:
                 break
-            sock = idle.pop()
+            sock = _idle.pop(at)[1]
         if _more(sock):  # bytes came after it was kept (or the server closed it): not an answer to us
             sock.close()
             continue
@@ -421,11 +423,10 @@ def _more(sock: socket.socket) -> bool:
 
 def _give_back(host: str, port: int, sock: socket.socket) -> None:
     with _idle_lock:
-        idle = _idle.setdefault((host, port), [])
-        if len(idle) < _MAX_IDLE:
-            idle.append(sock)
-            return
-    sock.close()
+        _idle.append(((host, port), sock))
+        gone = _idle.pop(0)[1] if len(_idle) > _MAX_IDLE else None
+    if gone is not None:
+        gone.close()
 
 
 def _read_answer_head(sock: socket.socket) -> tuple[int, str, dict[str, str], str, bytes]:
