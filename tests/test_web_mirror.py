@@ -5,8 +5,10 @@ mirror once the origin is gone."""
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -213,3 +215,66 @@ def test_serve_mirror_cli_once(cli, tmp_path, monkeypatch, origin):
     assert (tmp_path / "b" / "sha1" / SHA1).read_bytes() == DATA
     r = cli("serve", "mirror", "--allow-private-urls", "--blobs-dir", tmp_path / "b")
     assert r.code == 0 and "nothing to fetch" in r.stderr
+
+
+def raw_request(base: str, head: str, body: bytes) -> bytes:
+    """Send ``head`` (without its blank line) and ``body`` as they are; return the answer's start."""
+    host, port = base.rsplit("/", 1)[-1].rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=60) as s:
+        s.sendall(head.encode() + b"\r\n\r\n" + body)
+        return s.recv(65536)
+
+
+ZEROS_THEN_10 = "0" * 4400 + "10"  # httptools reads it as the 10 it is; int() refuses 4,300+ digits
+
+
+def test_a_content_length_of_thousands_of_digits_is_no_server_error_on_upload(web):
+    token = web.storage.create_token("zed")
+    weights_model(web.storage, "http://127.0.0.1:9/none", owner="zed")
+    answer = raw_request(
+        web.url,
+        f"PUT /blobs/sha1/{SHA1} HTTP/1.1\r\nHost: x\r\nAuthorization: token {token}\r\n"
+        f"Content-Length: {ZEROS_THEN_10}\r\nConnection: close",
+        b"0123456789",
+    )
+    assert answer.startswith(b"HTTP/1.1 422 "), answer[:200]  # read as 10 bytes: the wrong file
+
+
+def test_a_content_length_of_thousands_of_digits_is_no_server_error_on_the_gist_api(web):
+    token = web.storage.create_token("zoe")
+    body = b'{"files":{}}'.ljust(10)[:10]
+    answer = raw_request(
+        web.url,
+        f"POST /gists HTTP/1.1\r\nHost: x\r\nAuthorization: token {token}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {ZEROS_THEN_10}\r\nConnection: close",
+        body,
+    )
+    assert answer.startswith((b"HTTP/1.1 400 ", b"HTTP/1.1 422 ")), answer[:200]
+
+
+def test_a_client_gone_mid_upload_is_no_server_error(web):
+    """A visitor who closes the connection halfway through a body is not a bug: no traceback."""
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = records.append
+    token = web.storage.create_token("zia")
+    weights_model(web.storage, "http://127.0.0.1:9/none", owner="zia")
+    heads = [
+        f"PUT /blobs/sha1/{SHA1} HTTP/1.1\r\nHost: x\r\nAuthorization: token {token}\r\nContent-Length: {len(DATA)}",
+        f"POST /gists HTTP/1.1\r\nHost: x\r\nAuthorization: token {token}\r\nContent-Length: 100000",
+    ]
+    host, port = web.url.rsplit("/", 1)[-1].rsplit(":", 1)
+    loggers = [logging.getLogger(name) for name in ("uvicorn.error", "caffezoo")]
+    for lg in loggers:
+        lg.addHandler(handler)
+    try:
+        for head in heads:
+            with socket.create_connection((host, int(port)), timeout=60) as s:
+                s.sendall(head.encode() + b"\r\n\r\n" + b"x" * 1000)
+            time.sleep(0.5)  # the server reads on, finds the connection gone, and answers nobody
+        assert web.http.get("/healthz").status_code == 200
+        time.sleep(0.5)
+    finally:
+        for lg in loggers:
+            lg.removeHandler(handler)
+    assert [r.getMessage() for r in records if r.levelno >= logging.ERROR or r.exc_info] == []

@@ -34,6 +34,7 @@ from .auth import caller, require_caller
 from .errors import ApiError, validation
 from .gist_json import commits_json, gist_json
 from .storage import UNSET, FileChange, GistView, NotFound, ReadOnly, Storage, StorageError
+from .work import stated_length
 
 __all__ = ["JSON_TYPE", "MAX_BODY_BYTES", "base_url", "json_response", "parse_body", "router"]
 
@@ -79,8 +80,8 @@ def not_found() -> ApiError:
 
 async def read_json(request: Request) -> dict[str, Any]:
     """The request body as a JSON object, with GitHub's answers to bad bodies."""
-    length = request.headers.get("content-length")
-    if length and length.isdigit() and int(length) > MAX_BODY_BYTES:
+    length = stated_length(request)
+    if length is not None and length > MAX_BODY_BYTES:
         raise ApiError(413, f"Request body too large: {length} bytes, the limit is {MAX_BODY_BYTES}")
     chunks, size = [], 0
     async for chunk in request.stream():

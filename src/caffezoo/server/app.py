@@ -17,12 +17,19 @@ from fastapi import FastAPI, Request
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from ..config import settings
 from . import api, blobs, health, pages
 from .blobstore import open_store
 from .caches import ByteCache
-from .errors import ApiError, api_error_handler, http_error_handler, unexpected_error_handler
+from .errors import (
+    ApiError,
+    api_error_handler,
+    client_gone_handler,
+    http_error_handler,
+    unexpected_error_handler,
+)
 from .health import blob_check
 from .logs import RequestLog
 from .mirror import Mirror
@@ -189,6 +196,7 @@ def create_app(
     app.state.ready_checks = [("database", store.ping), ("blobs", blob_check(app.state.mirror.store))]
     app.add_exception_handler(ApiError, api_error_handler)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(ClientDisconnect, client_gone_handler)
     app.add_exception_handler(Exception, unexpected_error_handler)
     # Innermost of the three: a 503 it answers still gets the security headers and the log line.
     app.state.large_answers = AnswerBudget(limits.inflight_bytes, send_deadline=limits.send_deadline)

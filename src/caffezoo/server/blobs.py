@@ -36,6 +36,7 @@ from .blobstore import BlobStoreError
 from .errors import ApiError
 from .mirror import Mirror
 from .tables import Entry
+from .work import stated_length
 
 __all__ = ["MAX_UPLOAD_BYTES", "router"]
 
@@ -255,8 +256,8 @@ async def put_blob(request: Request, sha1: str) -> Response:
         )
     mirror = _mirror(request)
     limit = next((s for s in sizes if s is not None), MAX_UPLOAD_BYTES)
-    length = request.headers.get("content-length")
-    if length and length.isdigit() and int(length) > limit:
+    length = stated_length(request)
+    if length is not None and length > limit:
         raise ApiError(413, f"{length} bytes, but the model says the weights are {limit} bytes")
     try:
         present = await run_in_threadpool(mirror.store.stat, sha1)

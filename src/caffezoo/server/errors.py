@@ -13,6 +13,7 @@ from ..gist.rules import error
 __all__ = [
     "ApiError",
     "api_error_handler",
+    "client_gone_handler",
     "error_response",
     "http_error_handler",
     "unexpected_error_handler",
@@ -73,3 +74,9 @@ async def unexpected_error_handler(_request: Request, _exc: Exception) -> Respon
 
     rid = request_id.get()
     return error_response(500, "Server Error", headers={"X-Request-ID": rid} if rid else None)
+
+
+async def client_gone_handler(_request: Request, _exc: Exception) -> Response:
+    """A client that closed its connection while sending a body: not a bug, so no traceback.
+    Nobody reads the answer; 499 (as nginx logs it) is what the request log records."""
+    return Response(status_code=499)

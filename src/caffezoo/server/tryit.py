@@ -606,7 +606,7 @@ class TryIt:
 from fastapi import APIRouter, Request  # noqa: E402
 from fastapi.responses import Response  # noqa: E402
 
-from .work import AnswerBudget, Busy, busy_response  # noqa: E402
+from .work import AnswerBudget, Busy, busy_response, stated_length  # noqa: E402
 
 router = APIRouter()
 
@@ -625,7 +625,7 @@ async def try_model(request: Request, entry_id: str) -> Response:
         raise Busy(lane.name, lane.retry_after)
     limit = tryit.limits.try_max_bytes
     cap = limit + 64 * 1024  # the form's own bytes around the image
-    stated = _stated_length(request)
+    stated = stated_length(request)
     if stated is not None and stated > cap:
         return _failed(render, entry_id, TryError(413, f"the upload is over {limit:,} bytes"), close=True)
     # The body's bytes are held from the first chunk read until the answer is built: reserve them
@@ -647,18 +647,6 @@ async def try_model(request: Request, entry_id: str) -> Response:
         return await _answer(request, tryit, lane, entry_id, limit, cap, uploads.send_deadline)
     finally:
         uploads.give(reserved)
-
-
-def _stated_length(request: Request) -> int | None:
-    """The body's length as its Content-Length states it; None when it states none, or when the
-    body comes chunked (the chunks frame it, h11 reads them: its Content-Length is not its size)."""
-    length = request.headers.get("content-length", "")
-    if not (length.isascii() and length.isdigit()) or "transfer-encoding" in request.headers:
-        return None
-    digits = length.lstrip("0")
-    # int() refuses over 4,300 digits (httptools passes them when they are leading zeros); past
-    # 20 the length is over every cap whatever the digits are.
-    return int(digits or "0") if len(digits) <= 20 else 10**20
 
 
 async def _answer(
