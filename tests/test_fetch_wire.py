@@ -18,7 +18,7 @@ from download_helpers import blob, sha1
 from fault_server import FaultServer
 
 from caffezoo.fetch.hashing import Expected
-from caffezoo.fetch.retry import Retry
+from caffezoo.fetch.retry import Retry, Unsatisfiable, WrongFile
 from caffezoo.fetch.urls import Source
 from caffezoo.fetch.wire import open_range
 
@@ -241,3 +241,24 @@ def test_connections_kept_open_are_capped_over_all_hosts():
     finally:
         for srv in servers:
             srv.__exit__()
+
+
+@pytest.mark.parametrize(
+    ("head", "failure"),
+    [
+        (b"HTTP/1.1 200 OK\r\nContent-Length: " + b"9" * 5000, WrongFile),  # int() refuses over 4,300 digits
+        (
+            b"HTTP/1.1 206 Partial\r\nContent-Length: 3\r\nContent-Range: bytes 100-102/" + b"9" * 5000,
+            WrongFile,
+        ),
+        (
+            b"HTTP/1.1 416 Range Not Satisfiable\r\nContent-Length: 0\r\nContent-Range: bytes */"
+            + b"9" * 5000,
+            Unsatisfiable,
+        ),
+    ],
+)
+def test_numbers_of_thousands_of_digits_are_a_failure_of_the_source_not_a_crash(head, failure):
+    with RawServer(lambda conn, request, n: conn.sendall(head + b"\r\n\r\nabc") or "close") as srv:
+        with pytest.raises(failure):
+            read(srv.url(), 100, 300)

@@ -151,7 +151,7 @@ def check_answer(
         total = range_total(headers.get("content-range"))
     else:
         length = headers.get("content-length")
-        total = int(length) if length and _is_number(length) and not encoded else None
+        total = _number(length) if length and _is_number(length) and not encoded else None
     if expected.size is not None and total is not None and total != expected.size:
         raise WrongFile(f"{where}: the file has {total} bytes, expected {expected.size}")
     if expected.max_size is not None and total is not None and total > expected.max_size:
@@ -173,14 +173,25 @@ def check_answer(
 
 def range_start(value: str | None) -> int | None:
     """The first byte of a ``Content-Range``; None when there is none."""
-    m = re.match(r"\s*bytes\s+(\d+)-\d+/(\d+|\*)", value or "")
-    return int(m.group(1)) if m else None
+    m = re.match(r"\s*bytes\s+([0-9]+)-[0-9]+/([0-9]+|\*)", value or "")
+    return _number(m.group(1)) if m else None
 
 
 def range_total(value: str | None) -> int | None:
     """The length of the whole file from a ``Content-Range``; None when it is not given."""
-    m = re.match(r"\s*bytes\s+(?:\d+-\d+|\*)/(\d+)", value or "")
-    return int(m.group(1)) if m else None
+    m = re.match(r"\s*bytes\s+(?:[0-9]+-[0-9]+|\*)/([0-9]+)", value or "")
+    return _number(m.group(1)) if m else None
+
+
+def _number(digits: str) -> int:
+    """The value of ASCII ``digits``: int() refuses over 4,300 digits (leading zeros too);
+    past 20 the number is more than any file's length, whatever its digits.
+
+    >>> _number("0" * 5000 + "10"), _number("9" * 5000) == 10**20
+    (10, True)
+    """
+    digits = digits.lstrip("0")
+    return int(digits or "0") if len(digits) <= 20 else 10**20
 
 
 def _plain(url: str, client: Any, source: Source) -> tuple[str, int, str] | None:
@@ -305,7 +316,7 @@ def _open_plain(
             raise _NotPlain  # httpx follows redirects and reads chunked bodies
         if headers.get("content-encoding", "identity").strip().lower() not in ("", "identity"):
             raise _NotPlain  # httpx inflates it, or refuses to
-        length = int(headers["content-length"]) if status in (200, 206) else 0
+        length = _number(headers["content-length"]) if status in (200, 206) else 0
         answer: Answer | None = None
 
         def body() -> Iterator[bytes | memoryview]:
