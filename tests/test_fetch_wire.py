@@ -262,3 +262,18 @@ def test_numbers_of_thousands_of_digits_are_a_failure_of_the_source_not_a_crash(
     with RawServer(lambda conn, request, n: conn.sendall(head + b"\r\n\r\nabc") or "close") as srv:
         with pytest.raises(failure):
             read(srv.url(), 100, 300)
+
+
+def test_a_source_that_redirects_is_asked_by_httpx_alone_after_the_first_time():
+    def moved(conn, request, n):
+        conn.sendall(
+            b"HTTP/1.1 302 Found\r\nLocation: %s\r\nContent-Length: 0\r\n\r\n" % target.url().encode()
+        )
+
+    with (
+        RawServer(lambda conn, request, n: conn.sendall(partial(request))) as target,
+        RawServer(moved) as srv,
+    ):
+        assert read(srv.url(), 0, 100) == DATA[:100]  # asked by this reader, then by httpx
+        assert read(srv.url(), 100, 300) == DATA[100:300]
+        assert len(srv.requests) == 3  # not four: one request a piece wasted, and its connection

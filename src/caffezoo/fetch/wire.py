@@ -54,6 +54,11 @@ _MAX_IDLE = 32
 _idle: list[tuple[tuple[str, int], socket.socket]] = []
 _idle_lock = threading.Lock()
 _PROXY_VARS = ("http_proxy", "all_proxy")
+# URLs whose answer this reader left to httpx (a redirect, a chunked body...): their next pieces
+# go to httpx at once, not through one more request and connection wasted here. Forgotten in
+# bulk past _MAX_NOT_PLAIN.
+_not_plain: set[str] = set()
+_MAX_NOT_PLAIN = 1024
 
 
 @dataclass
@@ -196,7 +201,7 @@ def _number(digits: str) -> int:
 
 def _plain(url: str, client: Any, source: Source) -> tuple[str, int, str] | None:
     """(host, port, target) when this reader may ask ``url``; None when httpx must."""
-    if client is not None or source.drive or not url.startswith("http://"):
+    if client is not None or source.drive or not url.startswith("http://") or url in _not_plain:
         return None
     if any(os.environ.get(v) or os.environ.get(v.upper()) for v in _PROXY_VARS):
         return None  # httpx applies the proxy, and NO_PROXY
@@ -239,7 +244,9 @@ def open_range(
                     _open_plain(source, url, *where, start, end, validator, expected, timeout, auth)
                 )
             except _NotPlain:
-                pass
+                if len(_not_plain) >= _MAX_NOT_PLAIN:
+                    _not_plain.clear()
+                _not_plain.add(url)
             else:
                 yield answer
                 return
