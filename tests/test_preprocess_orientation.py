@@ -82,3 +82,63 @@ def test_a_broken_exif_block_reads_as_upright(tmp_path):
     with Image.open(path) as im:
         assert orientation(im) == 1
     assert read_rgb(path).shape == (20, 30, 3)
+
+
+@pytest.mark.parametrize("turn", ORIENTATIONS)
+def test_a_tiff_is_turned_once(tmp_path, turn):
+    """Pillow turns a TIFF upright itself as it loads it (and reports the upright size before): the
+    orientation must not be applied a second time."""
+    from PIL import ImageOps
+
+    path = oriented(tmp_path / "scan.tiff", turn, 48, 32)
+    with Image.open(path) as im:
+        turned = ImageOps.exif_transpose(im)
+    turned.save(tmp_path / "upright.png")
+    pre = Preprocessor(3, 20, 28)
+    assert np.array_equal(pre([path]), pre([tmp_path / "upright.png"]))
+    _, size = decode_image(path, 3, (20, 28))
+    assert size == turned.size == ((32, 48) if turn in SIDEWAYS else (48, 32))
+    assert np.array_equal(read_rgb(path), np.asarray(turned))
+
+
+def sixteen_bit(path, turn: int, width: int = 64, height: int = 40):
+    """A 16-bit grey PNG (Pillow's I;16) whose eXIf orientation says ``turn``."""
+    exif = Image.Exif()
+    exif[0x0112] = turn
+    grey = natural_image(np.random.default_rng(2), height, width)[:, :, 1].astype(np.uint16) * 257
+    Image.fromarray(grey).save(path, exif=exif)
+    return path
+
+
+@pytest.mark.parametrize("turn", [3, 6])
+def test_a_16_bit_image_is_drawn_upright_as_it_is_run(tmp_path, turn):
+    """The picture -o draws on is turned as the net's input is, whatever mode the image is stored in."""
+    path = sixteen_bit(tmp_path / "depth.png", turn)
+    with Image.open(path) as im:
+        assert im.mode == "I;16" and orientation(im) == turn
+    _, (width, height) = decode_image(path, 3, (20, 28))
+    drawn = read_rgb(path)
+    assert drawn.shape == (height, width, 3) == ((64, 40, 3) if turn in SIDEWAYS else (40, 64, 3))
+    x = Preprocessor(3, height, width, raw_scale=1.0)([path])[0]
+    assert np.abs(x[::-1].transpose(1, 2, 0) * 255 - drawn).max() < 1  # the same pixels, the same way up
+
+
+@pytest.mark.parametrize("mode", ["RGB", "P"])
+def test_an_exif_after_the_pixels_turns_the_net_input_and_the_picture_alike(tmp_path, mode):
+    """A PNG's eXIf chunk after its IDAT is in Pillow's info only once the pixels are loaded: the
+    orientation is read from the image as opened, so converting a palette image (which loads it) for
+    -o does not turn the picture the net saw unturned."""
+    import struct
+    import zlib
+
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    body = exif.tobytes()
+    late = struct.pack(">I", len(body)) + b"eXIf" + body + struct.pack(">I", zlib.crc32(b"eXIf" + body))
+    path = tmp_path / "late.png"
+    Image.fromarray(natural_image(np.random.default_rng(4), 40, 64)).convert(mode).save(path)
+    data = path.read_bytes()
+    end = data.rindex(b"IEND") - 4
+    path.write_bytes(data[:end] + late + data[end:])
+    _, (width, height) = decode_image(path, 3, (20, 28))
+    assert read_rgb(path).shape == (height, width, 3)

@@ -8,6 +8,9 @@ outputs: the mapping to image pixels, the thresholds, the drawing.
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import cv2
 import numpy as np
@@ -302,6 +305,55 @@ def test_results_are_told_as_they_are_made(tmp_path):
     assert [f.image for f in result.failed] == [str(images[1]), str(images[3])]
     with pytest.raises(RuntimeInputError, match="p1.jpg"):  # without keep_going: before any is run
         run(d, [folder], each=told.append)
+
+
+def test_an_image_gone_before_its_picture_is_drawn_is_named_and_skipped(tmp_path):
+    """-o reads each image again to draw on it: one deleted in between is a failure in its place, and the
+    others are still run and drawn."""
+    d = model_dir(tmp_path, scorer(), seed=3)
+    folder = tmp_path / "pics"
+    folder.mkdir()
+    images = [picture(folder / f"p{i}.jpg", 40, 30, seed=i) for i in range(4)]
+
+    def each(item):
+        if item.image == str(images[0]):  # p1 is decoded and run with p0 (one batch): gone before drawn
+            images[1].unlink()
+
+    result = run(
+        d, [folder], task="segment", output=tmp_path / "out", batch_size=2, keep_going=True, each=each
+    )
+    assert [item.image for item in result.items] == [str(p) for p in images]
+    assert [f.image for f in result.failed] == [str(images[1])] and "no such" in result.failed[0].error
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["p0.png", "p2.png", "p3.png"]
+
+
+def test_file_names_that_are_not_utf8_are_printed_not_a_traceback(tmp_path):
+    """A name from an old archive (Latin-1 bytes) on a UTF-8 terminal, whose stdout is strict: printed as
+    the bytes it is, as ls prints it; in --json as escapes that json.loads and os.fsencode turn back."""
+    d = model_dir(tmp_path, scorer(), seed=3)
+    folder = tmp_path / "pics"
+    folder.mkdir()
+    good, bad = os.fsdecode(b"caf\xe9.jpg"), os.fsdecode(b"\xff.jpg")
+    picture(folder / good, 40, 30)
+    (folder / bad).write_bytes(b"not an image")
+    env = {**os.environ, "PYTHONIOENCODING": "utf-8:strict"}  # as Python sets it up under en_US.UTF-8
+
+    def caffezoo(*args):
+        return subprocess.run(
+            [sys.executable, "-m", "caffezoo", "run", d, folder, *args],
+            capture_output=True,
+            env=env,
+            timeout=120,
+        )
+
+    p = caffezoo("--task", "segment")
+    assert p.returncode == 1 and b"Traceback" not in p.stderr, p.stderr.decode(errors="replace")
+    assert os.fsencode(folder / good) in p.stdout.splitlines()[0]
+    p = caffezoo("--task", "segment", "--json")
+    assert p.returncode == 1 and b"Traceback" not in p.stderr, p.stderr.decode(errors="replace")
+    items = json.loads(p.stdout.decode("utf-8"))["results"]  # valid UTF-8, valid JSON
+    assert [os.fsencode(r["image"]) for r in items] == [os.fsencode(folder / good), os.fsencode(folder / bad)]
+    assert "not an image" in items[1]["error"]
 
 
 # ------------------------------------------------------------ which task, labels

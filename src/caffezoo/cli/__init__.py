@@ -94,6 +94,7 @@ def main(argv: list[str] | None = None) -> None:
     from ._app import error_line, state
 
     previous = _exit_on_sigterm()
+    _names_as_bytes()
     try:
         app(args=args, prog_name="caffezoo")
     except KeyboardInterrupt:
@@ -112,6 +113,14 @@ def main(argv: list[str] | None = None) -> None:
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+
+
+def _names_as_bytes() -> None:
+    """Print a file name that is not UTF-8 as the bytes it is, as ls does: Python's stdout refuses its
+    lone surrogates (os.fsdecode's) under a UTF-8 locale, a traceback in the middle of the results."""
+    reconfigure = getattr(sys.stdout, "reconfigure", None)  # not when stdout was replaced (a test's)
+    if reconfigure is not None and sys.stdout.errors == "strict":
+        reconfigure(errors="surrogateescape")
 
 
 def _exit_on_sigterm() -> Any:

@@ -7,6 +7,7 @@ neither the server nor the runtime stacks.
 
 from __future__ import annotations
 
+import re
 import sys
 from typing import Any
 
@@ -88,7 +89,13 @@ def print_json(data: Any) -> None:
 
     from .._json import jsonable
 
-    sys.stdout.write(json.dumps(jsonable(data), indent=2, ensure_ascii=False) + "\n")
+    text = json.dumps(jsonable(data), indent=2, ensure_ascii=False)
+    # A file name that is not UTF-8 holds lone surrogates (os.fsdecode): escaped, the document stays
+    # valid UTF-8 and json.loads then os.fsencode give the name's bytes back.
+    sys.stdout.write(_LONE_SURROGATE.sub(lambda m: f"\\u{ord(m[0]):04x}", text) + "\n")
+
+
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def _styled(text: str, **style) -> str:

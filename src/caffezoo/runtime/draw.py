@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ..atomic import atomic_open
-from .preprocess import in_mode, open_image, upright
+from .preprocess import in_mode, open_image, orientation, upright
 
 __all__ = ["OVERLAY_ALPHA", "draw_boxes", "grey", "overlay", "palette", "read_rgb", "write_png"]
 
@@ -45,7 +45,8 @@ def palette(count: int) -> np.ndarray:
 def read_rgb(path: str | os.PathLike[str]) -> np.ndarray:
     """The image at ``path`` as H x W x 3 uint8 RGB, at its own size, upright (its EXIF orientation applied)."""
     with open_image(path) as im:
-        return np.asarray(upright(in_mode(im, "RGB")), np.uint8).copy()
+        turn = orientation(im)  # of the image as opened: converting a 16-bit one drops its EXIF
+        return np.asarray(upright(in_mode(im, "RGB"), turn), np.uint8).copy()
 
 
 def overlay(image: np.ndarray, class_map: np.ndarray) -> np.ndarray:

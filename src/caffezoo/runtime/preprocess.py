@@ -481,9 +481,14 @@ def orientation(im: Any) -> int:
     """A Pillow image's EXIF orientation, 1 (upright) to 8; 1 when it has none or an unknown value.
 
     Read from the header alone (no pixel is decoded), as ``ImageOps.exif_transpose`` reads it: also a
-    PNG's ``eXIf`` and an XMP ``tiff:Orientation``.
+    PNG's ``eXIf`` and an XMP ``tiff:Orientation``. A TIFF is the exception, 1: Pillow (6.2 on) turns it
+    upright itself as it loads it, so it is loaded here, where its size changes to the upright one
+    (a broken one raises as decoding it would).
     """
-    if not (im.info.keys() & _EXIF_KEYS or hasattr(im, "tag_v2")):  # no metadata (a TIFF's is its tags)
+    if hasattr(im, "tag_v2"):  # a TIFF: turning it again would turn it twice
+        im.load()
+        return 1
+    if not im.info.keys() & _EXIF_KEYS:  # no metadata
         return 1
     try:
         with warnings.catch_warnings():  # Pillow warns of a corrupt block: as if none, nothing to act on
@@ -498,14 +503,33 @@ _ORIENTATION = 0x0112  # the EXIF tag
 _EXIF_KEYS = {"exif", "Raw profile type exif", "xmp", "XML:com.adobe.xmp"}
 
 
-def upright(im: Any) -> Any:
-    """A Pillow image turned as its EXIF orientation says, the orientation dropped from it (so nothing
-    turns it twice); ``im`` itself when it is upright already."""
-    if orientation(im) == 1:
-        return im
-    from PIL import ImageOps
+def upright(im: Any, turn: int | None = None) -> Any:
+    """A Pillow image turned as ``turn`` (default: its own EXIF orientation, :func:`orientation`) says, its
+    EXIF and XMP dropped (so nothing turns it twice); ``im`` itself when there is nothing to turn.
 
-    return ImageOps.exif_transpose(im)
+    Give ``turn`` when ``im`` is made from an opened image (converted, resized): a 16-bit image converted
+    to 8 bits keeps none of the metadata that said how to turn it.
+    """
+    turn = orientation(im) if turn is None else turn
+    if turn == 1:
+        return im
+    from PIL import Image
+
+    turned = im.transpose(Image.Transpose[_TRANSPOSES[turn]])
+    turned.info = {k: v for k, v in turned.info.items() if k not in _EXIF_KEYS}
+    return turned
+
+
+# EXIF orientation -> Pillow's transpose that turns it upright, as ImageOps.exif_transpose picks it
+_TRANSPOSES = {
+    2: "FLIP_LEFT_RIGHT",
+    3: "ROTATE_180",
+    4: "FLIP_TOP_BOTTOM",
+    5: "TRANSPOSE",
+    6: "ROTATE_270",
+    7: "TRANSVERSE",
+    8: "ROTATE_90",
+}
 
 
 def in_mode(im: Any, mode: str) -> Any:

@@ -41,7 +41,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ModelDirError, UsageError
+from ..errors import ModelDirError, RuntimeInputError, UsageError
 from .caption import MAX_WORDS, Captioned, caption
 from .classifier import DEFAULT_BATCH, Labels, Prediction, class_names, classify
 from .preprocess import (
@@ -547,20 +547,28 @@ class _Job:
 
     def detected(
         self, path: Path | InMemoryImage, width: int, height: int, dets: list[Detection], output: Any
-    ) -> Detected:
+    ) -> Detected | Failed:
         """The result for one image, its picture drawn if ``output`` says where."""
-        item = Detected(str(path), width, height, dets)
-        self.draw(item, path, output)
-        return item
+        return self.drawn(Detected(str(path), width, height, dets), path, output)
 
-    def draw(self, item: Detected | Segmented, path: Path | InMemoryImage, output: Any) -> None:
-        """``item``'s picture, written where ``output`` says (if it says)."""
+    def drawn(self, item: Any, path: Path | InMemoryImage, output: Any) -> Any:
+        """``item``, its picture written where ``output`` says (if it says). The image is read again to
+        draw on: with ``keep_going``, one that can no longer be read (deleted since it was run) is a
+        :class:`Failed` instead, as if it had never been readable."""
         from .draw import read_rgb, write_png
 
         target = self.picture_path(output, path)
-        if target is not None:
-            write_png(picture(item, read_rgb(path)), target)
-            item.picture = str(target)
+        if target is None:
+            return item
+        try:
+            image = read_rgb(path)
+        except RuntimeInputError as e:
+            if not self.keep_going:
+                raise
+            return Failed(str(path), str(e))
+        write_png(picture(item, image), target)
+        item.picture = str(target)
+        return item
 
     def detect_faster_rcnn(self, threshold: float, output: Any, rois_blob: str) -> list[Detected | Failed]:
         """py-faster-rcnn's im_detect and demo: proposals refined per class by ``bbox_pred``, mapped to the
@@ -630,8 +638,7 @@ class _Job:
                     class_map = nearest(grid, height, width)
                     areas = self._areas(area_counts(grid, height, width), class_map.size)
                     item = Segmented(str(path), width, height, class_map, areas=areas)
-                self.draw(item, path, output)
-                self.add(item)
+                self.add(self.drawn(item, path, output))
         return self.items
 
     def _score_map(self) -> str:

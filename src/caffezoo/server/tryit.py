@@ -242,6 +242,7 @@ def decode_upload(
                     f"{max_pixels:,} pixels",
                 )
             kind = im.format or "?"
+            turn = orientation(im)  # read now: converting a 16-bit image drops its EXIF
             scale = min(1.0, side / max(width, height, 1))
             target = (max(1, round(width * scale)), max(1, round(height * scale)))  # as stored
             drafted = im.draft(None, target)  # a JPEG: decoded at 1/2 to 1/8 scale, still >= target
@@ -251,9 +252,9 @@ def decode_upload(
                 rgb = im.copy()
             if rgb.size != target:
                 rgb = rgb.resize(target, Image.Resampling.BILINEAR, box=box)
-            if orientation(im) in SIDEWAYS:
+            if turn in SIDEWAYS:
                 width, height = height, width
-            rgb = upright(rgb)  # the small picture turned, not the whole one; the orientation dropped
+            rgb = upright(rgb, turn)  # the small picture turned, not the whole one; the orientation dropped
     except UnidentifiedImageError:
         raise TryError(415, f"not an image this server reads (use {', '.join(FORMATS)})") from None
     except Image.DecompressionBombError as e:
