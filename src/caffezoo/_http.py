@@ -417,14 +417,20 @@ def client(
     more, which at loopback or LAN speeds cuts httpcore's per-read Python work. With a policy,
     proxies from the environment are ignored: a proxy would reach what the policy refuses.
     """
-    transport = httpx.HTTPTransport(
-        limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_keepalive),
-        trust_env=policy is None,
-    )
+    limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_keepalive)
+    transport = httpx.HTTPTransport(limits=limits, trust_env=policy is None)
     pool = transport._pool
     if not hasattr(pool, "_network_backend"):  # a newer httpcore: refuse to run without the checks
         raise RuntimeError("httpcore's connection pool changed: the outbound-URL policy cannot be applied")
     pool._network_backend = _Backend(policy, read_size)
+    # httpx reads proxies from the environment only when it makes the transport itself: given
+    # ours, it went straight past http_proxy/all_proxy. Mounted here, as httpx would (NO_PROXY too).
+    mounts: dict[str, httpx.BaseTransport | None] = {}
+    if policy is None:
+        from httpx._utils import get_environment_proxies
+
+        for pattern, proxy in get_environment_proxies().items():
+            mounts[pattern] = None if proxy is None else httpx.HTTPTransport(limits=limits, proxy=proxy)
     merged = {"User-Agent": user_agent(), **(headers or {})}
     hooks: dict[str, list[Any]] = {}
     if policy is not None:
@@ -434,6 +440,7 @@ def client(
         hooks["response"] = [_refuse_encoded]
     return httpx.Client(
         transport=transport,
+        mounts=mounts,
         timeout=timeout,
         headers=merged,
         follow_redirects=follow_redirects,

@@ -23,7 +23,7 @@ def retry_after(value: str | None) -> float | None:
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
+    if value.isascii() and value.isdigit():  # (isdigit alone takes '²', which float refuses)
         return float(value)
     from datetime import UTC, datetime  # only now: email.utils costs 4 ms of start-up
     from email.utils import parsedate_to_datetime

@@ -22,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import select
 import socket
 import sys
 import threading
@@ -46,11 +45,20 @@ READ_SIZE = 256 << 10
 FILL_TIME = 0.05
 # A status line and headers longer than this are not a file server's: httpx reads them.
 _MAX_HEAD = 64 << 10
-# Idle kept-alive connections, per (host, port): a download's connections go from piece to piece.
+# Informational answers (1xx) skipped before the answer; a server sending more is not a file server.
+_MAX_INFORMATIONAL = 8
+# Idle kept-alive connections with their (host, port), oldest first: a download's connections go
+# from piece to piece. At most _MAX_IDLE in all (as httpx's download client keeps), so that a
+# process reading from host after host does not hold a socket open for each of them.
 _MAX_IDLE = 32
-_idle: dict[tuple[str, int], list[socket.socket]] = {}
+_idle: list[tuple[tuple[str, int], socket.socket]] = []
 _idle_lock = threading.Lock()
 _PROXY_VARS = ("http_proxy", "all_proxy")
+# URLs whose answer this reader left to httpx (a redirect, a chunked body...): their next pieces
+# go to httpx at once, not through one more request and connection wasted here. Forgotten in
+# bulk past _MAX_NOT_PLAIN.
+_not_plain: set[str] = set()
+_MAX_NOT_PLAIN = 1024
 
 
 @dataclass
@@ -148,7 +156,7 @@ def check_answer(
         total = range_total(headers.get("content-range"))
     else:
         length = headers.get("content-length")
-        total = int(length) if length and length.isdigit() and not encoded else None
+        total = _number(length) if length and _is_number(length) and not encoded else None
     if expected.size is not None and total is not None and total != expected.size:
         raise WrongFile(f"{where}: the file has {total} bytes, expected {expected.size}")
     if expected.max_size is not None and total is not None and total > expected.max_size:
@@ -170,19 +178,30 @@ def check_answer(
 
 def range_start(value: str | None) -> int | None:
     """The first byte of a ``Content-Range``; None when there is none."""
-    m = re.match(r"\s*bytes\s+(\d+)-\d+/(\d+|\*)", value or "")
-    return int(m.group(1)) if m else None
+    m = re.match(r"\s*bytes\s+([0-9]+)-[0-9]+/([0-9]+|\*)", value or "")
+    return _number(m.group(1)) if m else None
 
 
 def range_total(value: str | None) -> int | None:
     """The length of the whole file from a ``Content-Range``; None when it is not given."""
-    m = re.match(r"\s*bytes\s+(?:\d+-\d+|\*)/(\d+)", value or "")
-    return int(m.group(1)) if m else None
+    m = re.match(r"\s*bytes\s+(?:[0-9]+-[0-9]+|\*)/([0-9]+)", value or "")
+    return _number(m.group(1)) if m else None
+
+
+def _number(digits: str) -> int:
+    """The value of ASCII ``digits``: int() refuses over 4,300 digits (leading zeros too);
+    past 20 the number is more than any file's length, whatever its digits.
+
+    >>> _number("0" * 5000 + "10"), _number("9" * 5000) == 10**20
+    (10, True)
+    """
+    digits = digits.lstrip("0")
+    return int(digits or "0") if len(digits) <= 20 else 10**20
 
 
 def _plain(url: str, client: Any, source: Source) -> tuple[str, int, str] | None:
     """(host, port, target) when this reader may ask ``url``; None when httpx must."""
-    if client is not None or source.drive or not url.startswith("http://"):
+    if client is not None or source.drive or not url.startswith("http://") or url in _not_plain:
         return None
     if any(os.environ.get(v) or os.environ.get(v.upper()) for v in _PROXY_VARS):
         return None  # httpx applies the proxy, and NO_PROXY
@@ -195,8 +214,10 @@ def _plain(url: str, client: Any, source: Source) -> tuple[str, int, str] | None
     except ValueError:
         return None  # httpx says what is wrong with it
     host = parts.hostname
-    if not host or parts.username or parts.password or "%" in host or any(c in url for c in " \r\n"):
+    if not host or parts.username or parts.password or "%" in host:
         return None
+    if not url.isascii() or not url.isprintable() or " " in url:
+        return None  # httpx percent-encodes what a request line may not hold as it is
     target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     return host, port, target
 
@@ -223,7 +244,9 @@ def open_range(
                     _open_plain(source, url, *where, start, end, validator, expected, timeout, auth)
                 )
             except _NotPlain:
-                pass
+                if len(_not_plain) >= _MAX_NOT_PLAIN:
+                    _not_plain.clear()
+                _not_plain.add(url)
             else:
                 yield answer
                 return
@@ -279,7 +302,7 @@ def _open_plain(
                 sock, reused = _connection(host, port, timeout, fresh)
                 try:
                     sock.sendall(request)
-                    head, rest = _read_head(sock)
+                    status, reason, headers, version, rest = _read_answer_head(sock)
                     break
                 except (ConnectionError, _Closed):
                     sock.close()
@@ -296,12 +319,11 @@ def _open_plain(
             raise Retry(f"cannot connect to {name}: {e.__cause__}") from None
         except (OSError, _Closed) as e:
             raise Retry(f"connection to {name} broke after {start} bytes: {e}") from None
-        status, reason, headers, version = _parse_head(head)
         if 300 <= status < 400 or headers.get("transfer-encoding") or not _length_known(status, headers):
             raise _NotPlain  # httpx follows redirects and reads chunked bodies
         if headers.get("content-encoding", "identity").strip().lower() not in ("", "identity"):
             raise _NotPlain  # httpx inflates it, or refuses to
-        length = int(headers["content-length"]) if status in (200, 206) else 0
+        length = _number(headers["content-length"]) if status in (200, 206) else 0
         answer: Answer | None = None
 
         def body() -> Iterator[bytes | memoryview]:
@@ -376,13 +398,17 @@ class _Refused(Exception):
 
 def _connection(host: str, port: int, timeout: float, fresh: bool) -> tuple[socket.socket, bool]:
     """A kept-alive connection to ``host:port`` (True), else a new one (False)."""
-    if not fresh:
+    while not fresh:
         with _idle_lock:
-            idle = _idle.get((host, port))
-            if idle:
-                sock = idle.pop()
-                sock.settimeout(timeout)
-                return sock, True
+            at = next((i for i in range(len(_idle) - 1, -1, -1) if _idle[i][0] == (host, port)), None)
+            if at is None:
+                break
+            sock = _idle.pop(at)[1]
+        if _more(sock):  # bytes came after it was kept (or the server closed it): not an answer to us
+            sock.close()
+            continue
+        sock.settimeout(timeout)
+        return sock, True
     try:
         sock = socket.create_connection((host, port), timeout=timeout)
     except socket.gaierror:
@@ -397,32 +423,61 @@ def _connection(host: str, port: int, timeout: float, fresh: bool) -> tuple[sock
 
 def _more(sock: socket.socket) -> bool:
     """Is there something to read already, after a whole answer: more bytes than its
-    Content-Length said, or the server closing? Then the connection is not reused."""
-    return bool(select.select([sock], [], [], 0)[0])
+    Content-Length said, or the server closing? Then the connection is not reused.
+
+    A peek without waiting, not ``select``, which fails for descriptors above 1024."""
+    timeout = sock.gettimeout()
+    sock.setblocking(False)
+    try:
+        sock.recv(1, socket.MSG_PEEK)
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True  # reset: not reusable either
+    finally:
+        sock.settimeout(timeout)
+    return True
 
 
 def _give_back(host: str, port: int, sock: socket.socket) -> None:
     with _idle_lock:
-        idle = _idle.setdefault((host, port), [])
-        if len(idle) < _MAX_IDLE:
-            idle.append(sock)
-            return
-    sock.close()
+        _idle.append(((host, port), sock))
+        gone = _idle.pop(0)[1] if len(_idle) > _MAX_IDLE else None
+    if gone is not None:
+        gone.close()
 
 
-def _read_head(sock: socket.socket) -> tuple[bytes, bytes]:
-    """The status line and headers, and what came after them."""
-    data = b""
+def _read_answer_head(sock: socket.socket) -> tuple[int, str, dict[str, str], str, bytes]:
+    """Status, reason, headers and version of the answer, and what came after its head.
+
+    Informational answers before it (100 Continue, 103 Early Hints) are skipped, as httpx does.
+    """
+    rest = b""
+    for _ in range(_MAX_INFORMATIONAL + 1):
+        head, rest = _read_head(sock, rest)
+        status, reason, headers, version = _parse_head(head)
+        if not 100 <= status < 200:
+            return status, reason, headers, version, rest
+        if status == 101:  # switching protocols, unasked: not an answer this reader knows
+            raise _NotPlain
+    raise _NotPlain
+
+
+def _read_head(sock: socket.socket, data: bytes = b"") -> tuple[bytes, bytes]:
+    """The status line and headers, and what came after them (``data``: what came already)."""
     while True:
+        end = data.find(b"\r\n\r\n")
+        head = data if end < 0 else data[:end]
+        if head.count(b"\n") != head.count(b"\r\n"):
+            raise _NotPlain  # a line ending in a bare LF, which httpx takes and this reader does not
+        if end >= 0:
+            return head, data[end + 4 :]
+        if len(data) > _MAX_HEAD:
+            raise _NotPlain
         chunk = sock.recv(READ_SIZE)
         if not chunk:
             raise _Closed()
         data += chunk
-        end = data.find(b"\r\n\r\n")
-        if end >= 0:
-            return data[:end], data[end + 4 :]
-        if len(data) > _MAX_HEAD:
-            raise _NotPlain
 
 
 def _parse_head(head: bytes) -> tuple[int, str, dict[str, str], str]:
@@ -444,4 +499,9 @@ def _length_known(status: int, headers: Mapping[str, str]) -> bool:
     """Does the body end by its length (so the connection can be kept)? Always, for errors."""
     if status not in (200, 206):
         return True  # the body is not read: the connection is closed after it
-    return headers.get("content-length", "").isdigit()
+    return _is_number(headers.get("content-length", ""))
+
+
+def _is_number(text: str) -> bool:
+    """ASCII digits only: ``str.isdigit`` also takes '²', which ``int`` refuses."""
+    return text.isascii() and text.isdigit()
