@@ -374,6 +374,24 @@ def test_ctrl_c_in_pieces_exits_130_and_keeps_them(srv, tmp_path, caffezoo_home,
     assert (m / "net.caffemodel").read_bytes() == PIECES
 
 
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_saves_the_bytes_of_the_piece_in_progress(srv, tmp_path, caffezoo_home, sig):
+    # While bytes come, the sidecar lists a piece's progress at most once a second; the last of
+    # them are listed as the transfer stops, when the process exits (its atexit hook). Leaving
+    # through os._exit without it made the next run fetch them again.
+    srv.route("/w", PIECES, etag='"v1"', stall_at=9 << 20, rate=16 << 20)  # piece 4 stops halfway
+    m = weights_model(tmp_path / "net", srv.url("/w"), PIECES)
+    p = popen("download", "-c", "4", m)
+    try:
+        wait_for(lambda: held_from_0(caffezoo_home) >= 8 << 20, what="pieces 0-3 in the sidecar")
+        wait_for(lambda: partial_size(caffezoo_home) >= 9 << 20, what="piece 4 written up to the stall")
+        p.send_signal(sig)
+        p.communicate(timeout=30)
+    finally:
+        p.kill()
+    assert p.returncode == 128 + sig and held_from_0(caffezoo_home) == 9 << 20
+
+
 @pytest.mark.parametrize("damage", ["unreadable", "lying"])
 def test_a_damaged_sidecar_is_never_trusted(srv, tmp_path, caffezoo_home, cli_process, damage):
     m, route, _, _, held = interrupt_in_pieces(srv, tmp_path, caffezoo_home, signal.SIGKILL)

@@ -11,6 +11,7 @@ whole command tree; a test checks both against the full tree.
 
 from __future__ import annotations
 
+import atexit
 import importlib
 import os
 import signal
@@ -98,7 +99,9 @@ def _leave_now(code: int) -> None:
     A worker thread may still be inside onnxruntime (or reading from a stalled pipe) when a signal
     ends the command; tearing down the interpreter and onnxruntime's thread pools under that call
     aborted the process ('terminate called without an active exception', status -6). Everything
-    that had to be cleaned up was, while the exit unwound; what is left is flushing the output."""
+    that had to be cleaned up was, while the exit unwound; what is left is the exit hooks (atexit:
+    the downloads save the bytes their threads wrote since the last save) and flushing the output."""
+    atexit._run_exitfuncs()  # os._exit skips them; they print their own errors and go on
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
