@@ -17,7 +17,7 @@ from sqlalchemy.engine import make_url
 from web_helpers import fresh_postgres, publish
 
 from caffezoo.server import Storage
-from caffezoo.server.coherence import APPLICATION, CHANNEL, ChangeFeed
+from caffezoo.server.coherence import APPLICATION, CHANNEL, ChangeFeed, _answer_within, _sever
 
 
 @pytest.fixture
@@ -218,3 +218,17 @@ def test_a_listener_whose_database_goes_silent_reconnects_instead_of_waiting_for
     finally:
         feed.close()
         proxy.close()
+
+
+def test_a_watchdog_going_off_as_its_statements_end_cuts_nothing(pg_db):
+    # Timer.cancel() cannot stop a watchdog that has already decided to go off: at the end of a
+    # lease it can cut the connection after its statements finished, or a socket that took its
+    # file descriptor's number since. Run it late, as that watchdog would.
+    with psycopg.connect(pg_db, autocommit=True) as conn:
+        before = set(threading.enumerate())
+        with _answer_within(conn, 3600):
+            conn.execute("SELECT 1")
+            (watchdog,) = [t for t in set(threading.enumerate()) - before if isinstance(t, threading.Timer)]
+        assert watchdog.function is _sever
+        watchdog.function(*watchdog.args)
+        assert conn.execute("SELECT 2").fetchone() == (2,)

@@ -294,19 +294,29 @@ def _answer_within(conn, seconds: float) -> Iterator[None]:
     A statement on a connection whose far end went silent without closing it (the database's
     host lost, a proxy on the way stalled) would wait for as long as the link stays half-open,
     and the replica would stay on the slow path all that time; cut, the listener connects again."""
-    watchdog = threading.Timer(seconds, _sever, (conn,))
+    # The watchdog cuts through a duplicate of the socket taken now, and closed (under ``gate``)
+    # once the statements are done: a watchdog that went off as they ended (cancel() cannot stop
+    # it then) finds it closed and cuts nothing, neither this connection, healthy again, nor
+    # whatever later took its file descriptor's number.
+    sock = socket.socket(fileno=socket.dup(conn.fileno()))
+    gate = threading.Lock()
+    watchdog = threading.Timer(seconds, _sever, (sock, gate))
     watchdog.daemon = True
     watchdog.start()
     try:
         yield
     finally:
         watchdog.cancel()
+        with gate:
+            sock.close()
 
 
-def _sever(conn) -> None:
+def _sever(sock: socket.socket, gate: threading.Lock) -> None:
     """Shut the connection's socket down under it: its pending read fails, and the listener reconnects."""
-    try:
-        with socket.socket(fileno=socket.dup(conn.fileno())) as sock:
+    with gate:
+        if sock.fileno() == -1:
+            return  # the statements finished in time
+        try:
             sock.shutdown(socket.SHUT_RDWR)
-    except OSError:
-        pass  # already closed: nothing is waiting on it
+        except OSError:
+            pass  # the connection is gone already: nothing is waiting on it
