@@ -34,13 +34,15 @@ def weights_model(path: Path, url: str, data: bytes, caffemodel: str = "net.caff
     return write_model(path, "\n".join(lines))
 
 
-def wait_for(predicate, timeout: float = 30.0, what: str = "condition") -> None:
-    """Poll ``predicate`` until true; fail the test after ``timeout`` seconds."""
+def wait_for(predicate, timeout: float = 60.0, what: str = "condition"):
+    """Poll ``predicate`` until it gives something true, and return that; fail the test after
+    ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
-    while not predicate():
+    while not (value := predicate()):
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         time.sleep(0.02)
+    return value
 
 
 def partial_files(home: Path) -> list[Path]:

@@ -7,11 +7,11 @@ from __future__ import annotations
 import asyncio
 import socket
 import threading
-import time
 
 import httpx
 import psycopg
 import pytest
+from download_helpers import wait_for
 from replica_helpers import replica
 from sqlalchemy.engine import make_url
 from web_helpers import fresh_postgres, publish
@@ -25,21 +25,13 @@ def pg_db(postgres_url) -> str:
     return fresh_postgres(postgres_url)
 
 
-def wait_for(predicate, what: str, timeout: float = 60):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
-
-
 def read(store: Storage, gist_id: str):
     return asyncio.run(store.state_async(gist_id))
 
 
 def held(store: Storage, gist_id: str):
     """Read until the state is answered from memory (the feed's first lease takes a moment)."""
-    wait_for(lambda: read(store, gist_id) and store._feed.state(gist_id) is not None, "a held state")
+    wait_for(lambda: read(store, gist_id) and store._feed.state(gist_id) is not None, what="a held state")
     return store._feed.state(gist_id)
 
 
@@ -113,7 +105,7 @@ def test_a_replica_killed_outright_holds_writes_up_for_its_lease_only(pg_db):
     auth = {"Authorization": f"token {token}"}
     with replica(pg_db, "--no-check-links") as a, replica(pg_db, "--no-check-links") as b:
         assert httpx.get(f"{b.url}/gists/{gid}").status_code == 200
-        wait_for(lambda: live_leases(pg_db) >= 1, "B's lease")
+        wait_for(lambda: live_leases(pg_db) >= 1, what="B's lease")
         b.kill()  # no goodbye: its lease stays until it expires
         r = httpx.patch(
             f"{a.url}/gists/{gid}", headers=auth, json={"description": "after B died"}, timeout=60
@@ -210,11 +202,11 @@ def test_a_listener_whose_database_goes_silent_reconnects_instead_of_waiting_for
     proxy = StallingProxy((url.host, url.port))
     feed = ChangeFeed(url.set(port=proxy.port).render_as_string(hide_password=False)).start()
     try:
-        wait_for(feed.trusted, "the feed's first lease")
+        wait_for(feed.trusted, what="the feed's first lease")
         proxy.silent.set()  # the live connection now hangs on its next renewal
-        wait_for(lambda: not feed.trusted(), "trust to lapse while the renewal hangs", timeout=30)
+        wait_for(lambda: not feed.trusted(), what="trust to lapse while the renewal hangs", timeout=30)
         # A new connection flows: the hung one is cut after a lease, and trust comes back.
-        wait_for(feed.trusted, "trust again over a new connection", timeout=30)
+        wait_for(feed.trusted, what="trust again over a new connection", timeout=30)
     finally:
         feed.close()
         proxy.close()

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from download_helpers import wait_for
 from fault_server import FaultServer
 from replica_helpers import replica, start_replica
 from web_helpers import fresh_postgres, publish
@@ -36,16 +37,6 @@ def lease_row(store, kind: str, subject: str) -> JobLease | None:
 
 def linked_model(store, url: str, name: str = "Leased Net") -> str:
     return publish(store, "lena", name, caffemodel="n.caffemodel", caffemodel_url=url, sha1="2" * 40)
-
-
-def wait_for(predicate, timeout: float = 90, what: str = "the condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    pytest.fail(f"timed out waiting for {what}")
 
 
 # --------------------------------------------------------------------------- leases, in-process

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from download_helpers import wait_for
 from runtime_helpers import natural_image, random_weights
 from web_helpers import DEPLOY, OUTPUT, publish, web_for
 
@@ -187,14 +188,6 @@ def upload_head(zoo, length: int) -> bytes:
     ).encode() + b"--b\r\nContent-Disposition: form-data; name=image; filename=x.png\r\n\r\n"
 
 
-def wait_for(predicate, what: str, timeout: float = 60):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
-
-
 def test_slow_uploads_hold_a_bounded_budget_and_are_cut_at_their_deadline(tmp_path, monkeypatch, model_files):
     """Two uploads that send a byte now and then reserve what they say they will send; a third
     is refused at once (503) instead of holding more; at the deadline both are cut (408) and
@@ -207,7 +200,7 @@ def test_slow_uploads_hold_a_bounded_budget_and_are_cut_at_their_deadline(tmp_pa
             s = socket.create_connection(("127.0.0.1", int(zoo.url.rsplit(":", 1)[1])), timeout=60)
             s.sendall(upload_head(zoo, MAX_BYTES))
             slow.append(s)
-        wait_for(lambda: uploads.answers == 2, "two reservations")
+        wait_for(lambda: uploads.answers == 2, what="two reservations")
         assert uploads.bytes == 2 * MAX_BYTES
         image = png(natural_image(np.random.default_rng(6), 16, 16))
         r = post(zoo, image)
@@ -230,7 +223,7 @@ def test_slow_uploads_hold_a_bounded_budget_and_are_cut_at_their_deadline(tmp_pa
             s.close()
         assert all(a.startswith(b"HTTP/1.1 408 ") for a in answers), answers
         assert all(b"did not arrive within 3 seconds" in a for a in answers)
-        wait_for(lambda: uploads.answers == 0, "the reservations back")
+        wait_for(lambda: uploads.answers == 0, what="the reservations back")
         assert uploads.bytes == 0
         assert post(zoo, image).status_code == 200
 
@@ -248,11 +241,11 @@ def test_a_chunked_upload_reserves_the_most_whatever_length_it_states(tmp_path, 
         part, rest = head.split(b"\r\n\r\n", 1)
         with socket.create_connection(("127.0.0.1", int(zoo.url.rsplit(":", 1)[1])), timeout=60) as s:
             s.sendall(part + b"\r\n\r\n" + b"%x\r\n" % len(rest) + rest + b"\r\n")  # more to come
-            wait_for(lambda: uploads.answers == 1, "the upload's reservation")
+            wait_for(lambda: uploads.answers == 1, what="the upload's reservation")
             assert uploads.bytes == MAX_BYTES + 64 * 1024
             s.sendall(b"0\r\n\r\n")
             assert s.recv(65536).startswith(b"HTTP/1.1 400 ")  # a form without its image
-        wait_for(lambda: uploads.answers == 0, "the reservation back")
+        wait_for(lambda: uploads.answers == 0, what="the reservation back")
         assert uploads.bytes == 0
 
 
