@@ -161,6 +161,18 @@ def test_hostile_uploads(zoo):
     assert post(zoo, png(natural_image(np.random.default_rng(3), 32, 32))).status_code == 200
 
 
+def test_a_mean_file_with_a_name_of_the_longest_length_is_no_server_error(zoo, model_files):
+    """The server copies the mean file from the gist to read it; named after the net's SHA and the
+    gist's name, a 252-byte name made a file name past 255 bytes: a 500 with a traceback."""
+    _, _, keys = model_files
+    name = "m" * 240 + ".binaryproto"
+    files = {"labels.txt": LABELS, name: "not a BlobProto"}
+    gid = publish(zoo.storage, "tess", "Long Mean", files=files, **dict(keys, mean=name))
+    r = post(zoo, png(natural_image(np.random.default_rng(4), 16, 16)), gid=gid)
+    assert r.status_code == 200, text(r)[-300:]
+    assert f"the mean file cannot be read ({name}:" in text(r) and "none was subtracted" in text(r)
+
+
 def test_uploads_are_never_stored(zoo, tmp_path):
     marker = png(natural_image(np.random.default_rng(9), 40, 40))
     assert post(zoo, marker).status_code == 200

@@ -38,6 +38,7 @@ memory for the request and are never written anywhere.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import logging
@@ -540,13 +541,17 @@ class TryIt:
         raw = self._gist_file(entry, fm["mean"], MAX_MEAN_BYTES)
         if raw is None:
             return None, [f"the mean file {fm['mean']!r} is not among the model's files; none was subtracted"]
-        path = self.work_dir / "means" / f"{entry.net_sha}-{Path(fm['mean']).name}"
+        # Named by its bytes, not by the gist's name: a name of 255 bytes after the net's SHA is past
+        # what a file system holds (a 500); only the suffix tells read_mean the format.
+        suffix = ".npy" if fm["mean"].lower().endswith(".npy") else ".binaryproto"
+        path = self.work_dir / "means" / f"{hashlib.sha1(raw).hexdigest()}{suffix}"
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(path, raw)
         try:
             return read_mean(path), []
         except CaffezooError as e:
-            return None, [f"the mean file cannot be read ({self._public(e, entry)}); none was subtracted"]
+            why = self._public(e, entry).replace(f"…/means/{path.name}", fm["mean"])
+            return None, [f"the mean file cannot be read ({why}); none was subtracted"]
 
     def _public(self, error: Exception, entry: Entry) -> str:
         """``error``'s first line with this server's own paths replaced by the names the model gives."""
