@@ -173,6 +173,17 @@ def test_a_mean_file_with_a_name_of_the_longest_length_is_no_server_error(zoo, m
     assert f"the mean file cannot be read ({name}:" in text(r) and "none was subtracted" in text(r)
 
 
+def test_a_labels_name_too_long_for_a_file_is_a_note_not_a_server_error(zoo, model_files):
+    """A ``labels`` name that is no gist file is looked for among the shared label sets; a name
+    past 255 bytes made that look-up raise (ENAMETOOLONG): a 500 with a traceback."""
+    _, _, keys = model_files
+    name = "l" * 300 + ".txt"
+    gid = publish(zoo.storage, "tess", "Long Labels", files={"labels.txt": LABELS}, **dict(keys, labels=name))
+    r = post(zoo, png(natural_image(np.random.default_rng(5), 16, 16)), gid=gid)
+    assert r.status_code == 200, text(r)[-300:]
+    assert "is not among the model's files" in text(r)
+
+
 def test_uploads_are_never_stored(zoo, tmp_path):
     marker = png(natural_image(np.random.default_rng(9), 40, 40))
     assert post(zoo, marker).status_code == 200

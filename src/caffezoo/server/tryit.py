@@ -517,7 +517,10 @@ class TryIt:
             from ..modeldir import SHARED_LABELS_DIR
 
             shared = SHARED_LABELS_DIR / Path(fm["labels"]).name
-            raw = shared.read_bytes() if shared.is_file() else None
+            try:
+                raw = shared.read_bytes() if shared.is_file() else None
+            except OSError:  # a name past what a file system holds (ENAMETOOLONG): no such set
+                raw = None
         if raw is None:
             return f"the labels file {fm['labels']!r} is not among the model's files"
         labels = [line.strip() for line in raw.decode("utf-8", "replace").splitlines()]
