@@ -153,6 +153,7 @@ def test_run_errors_are_one_line(tmp_path, cli_process):
         (("bvlc_alexnet", *_images(tmp_path, 1)), "`caffezoo download bvlc_alexnet` fetches them"),
         # A mistyped image is named before the model is loaded (here: before its weights are missed).
         (("bvlc_alexnet", tmp_path / "typo.jpg"), "typo.jpg: no such image file"),
+        (("bvlc_alexnet", "a" * 5000 + ".jpg"), ".jpg: File name too long"),
     ]:
         result = cli_process("run", *args)
         assert result.code != 0 and "Traceback" not in result.stderr, result.stderr

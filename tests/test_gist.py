@@ -723,3 +723,19 @@ def test_pipes_and_devices_in_the_model_directory_are_never_waited_on(tmp_path):
         (d / name).unlink()
     r = run("gist", "upload", "--dry-run", str(d))
     assert r.returncode == 0 and "skip    notes.txt: not a regular file" in r.stdout, r.stdout + r.stderr
+
+
+def test_a_rate_limit_reset_beyond_any_date_is_no_traceback(scripted):
+    """A reset of 400 nines is float inf: datetime.fromtimestamp raised OverflowError."""
+    api = scripted()
+    api.script(
+        "GET",
+        f"/gists/{GIST_ID}",
+        (
+            403,
+            {"message": "API rate limit exceeded"},
+            {"x-ratelimit-remaining": "0", "x-ratelimit-reset": "9" * 400},
+        ),
+    )
+    with GistClient(api.url, max_wait=60) as c, pytest.raises(GistError, match="rate limit exceeded"):
+        c.get(GIST_ID)

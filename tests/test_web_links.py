@@ -260,3 +260,14 @@ def test_urls_and_errors_are_printed_as_text_not_markup(cli, origin, tmp_path, m
     assert r.code == 1 and f"unreachable {url} HTTP 404" in r.stderr
     r = cli("serve", "mirror", "--allow-private-urls", "--blobs-dir", tmp_path / "blobs")
     assert r.code == 1 and f"failed {'2' * 40} from {url}: " in r.stderr
+
+
+def test_a_content_range_of_thousands_of_digits_is_a_size_not_a_crash(store, origin):
+    """int() refuses over 4,300 digits: the probe read it raw and raised out of the link checker."""
+
+    def huge_range(route, h):
+        h._small(200, b"", {"Content-Range": "bytes 0-0/" + "0" * 4400 + "12"})
+
+    origin.route("/w.caffemodel", BODY, handler=huge_range)
+    result = probe(link_client(LAB), origin.url("/w.caffemodel"))
+    assert (result.reachable, result.size) == (True, 12)

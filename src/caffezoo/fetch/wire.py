@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from .._http_status import is_retryable_status, retry_after
+from .._http_status import header_number, is_retryable_status, range_start, range_total, retry_after
 from .hashing import Expected
 from .retry import Retry, SourceFailed, Unsatisfiable, WrongFile
 from .urls import Source, origin
@@ -155,8 +155,7 @@ def check_answer(
     if status == 206:
         total = range_total(headers.get("content-range"))
     else:
-        length = headers.get("content-length")
-        total = _number(length) if length and _is_number(length) and not encoded else None
+        total = None if encoded else header_number(headers.get("content-length"))
     if expected.size is not None and total is not None and total != expected.size:
         raise WrongFile(f"{where}: the file has {total} bytes, expected {expected.size}")
     if expected.max_size is not None and total is not None and total > expected.max_size:
@@ -174,29 +173,6 @@ def check_answer(
         where=where,
         body=decoded if encoded else raw,
     )
-
-
-def range_start(value: str | None) -> int | None:
-    """The first byte of a ``Content-Range``; None when there is none."""
-    m = re.match(r"\s*bytes\s+([0-9]+)-[0-9]+/([0-9]+|\*)", value or "")
-    return _number(m.group(1)) if m else None
-
-
-def range_total(value: str | None) -> int | None:
-    """The length of the whole file from a ``Content-Range``; None when it is not given."""
-    m = re.match(r"\s*bytes\s+(?:[0-9]+-[0-9]+|\*)/([0-9]+)", value or "")
-    return _number(m.group(1)) if m else None
-
-
-def _number(digits: str) -> int:
-    """The value of ASCII ``digits``: int() refuses over 4,300 digits (leading zeros too);
-    past 20 the number is more than any file's length, whatever its digits.
-
-    >>> _number("0" * 5000 + "10"), _number("9" * 5000) == 10**20
-    (10, True)
-    """
-    digits = digits.lstrip("0")
-    return int(digits or "0") if len(digits) <= 20 else 10**20
 
 
 def _plain(url: str, client: Any, source: Source) -> tuple[str, int, str] | None:
@@ -323,7 +299,7 @@ def _open_plain(
             raise _NotPlain  # httpx follows redirects and reads chunked bodies
         if headers.get("content-encoding", "identity").strip().lower() not in ("", "identity"):
             raise _NotPlain  # httpx inflates it, or refuses to
-        length = _number(headers["content-length"]) if status in (200, 206) else 0
+        length = (header_number(headers["content-length"]) or 0) if status in (200, 206) else 0
         answer: Answer | None = None
 
         def body() -> Iterator[bytes | memoryview]:
@@ -499,9 +475,4 @@ def _length_known(status: int, headers: Mapping[str, str]) -> bool:
     """Does the body end by its length (so the connection can be kept)? Always, for errors."""
     if status not in (200, 206):
         return True  # the body is not read: the connection is closed after it
-    return _is_number(headers.get("content-length", ""))
-
-
-def _is_number(text: str) -> bool:
-    """ASCII digits only: ``str.isdigit`` also takes '²', which ``int`` refuses."""
-    return text.isascii() and text.isdigit()
+    return header_number(headers.get("content-length")) is not None

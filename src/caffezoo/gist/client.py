@@ -21,6 +21,7 @@ from typing import Any
 import httpx
 
 from .. import _http
+from .._http_status import header_number
 from ..config import settings
 from ..errors import GistError, OfflineError, UsageError
 from .rules import LOGIN_RE, MAX_FILE_BYTES
@@ -229,12 +230,7 @@ class GistClient:
                 if wait <= self.max_wait and not last:
                     time.sleep(wait)
                     continue
-                reset = r.headers.get("x-ratelimit-reset")
-                when = (
-                    datetime.fromtimestamp(float(reset), UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-                    if reset and reset.isdigit()
-                    else f"in {wait:.0f} s"
-                )
+                when = _reset_time(r.headers.get("x-ratelimit-reset")) or f"in {wait:.0f} s"
                 raise GistError(
                     f"{method} {full}: rate limit exceeded ({r.status_code}); it resets at "
                     f"{when} — try again then, or use a token for a higher limit"
@@ -371,3 +367,15 @@ def _decode(r: httpx.Response, method: str) -> Any:
         return r.json()
     except ValueError:
         raise GistError(f"{method} {r.url}: expected JSON, got {r.headers.get('content-type')!r}") from None
+
+
+def _reset_time(reset: str | None) -> str | None:
+    """GitHub's ``X-RateLimit-Reset`` (seconds since the epoch) as a UTC time; None when it is not
+    a number, or past any date this platform can write."""
+    seconds = header_number(reset)
+    if seconds is None:
+        return None
+    try:
+        return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    except (OverflowError, OSError, ValueError):
+        return None

@@ -103,16 +103,19 @@ def image_files(paths: Sequence[ImageSource]) -> list[Path | InMemoryImage]:
             found.append(given)
             continue
         p = Path(given)
-        if p.is_dir():
-            inside = sorted(f for f in p.iterdir() if f.is_file() and f.suffix.lower() in known)
-            if not inside:
-                raise UsageError(f"{p}: a folder with no image files in it (JPEG, PNG, BMP...)")
-            found.extend(inside)
-        elif not p.exists() and not p.is_symlink():
-            # A mistyped name: said now, before the model loads (a folder's bad files are skipped).
-            raise RuntimeInputError(f"{p}: no such image file")
-        else:
-            found.append(p)
+        try:
+            if p.is_dir():
+                inside = sorted(f for f in p.iterdir() if f.is_file() and f.suffix.lower() in known)
+                if not inside:
+                    raise UsageError(f"{p}: a folder with no image files in it (JPEG, PNG, BMP...)")
+                found.extend(inside)
+            elif not p.exists() and not p.is_symlink():
+                # A mistyped name: said now, before the model loads (a folder's bad files are skipped).
+                raise RuntimeInputError(f"{p}: no such image file")
+            else:
+                found.append(p)
+        except OSError as e:  # a name too long, a folder not searchable: what stat said, not a traceback
+            raise RuntimeInputError(f"{p}: {e.strerror or e}") from None
     if not found:
         raise UsageError("no images given")
     return found

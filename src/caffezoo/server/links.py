@@ -34,6 +34,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from .. import _http
+from .._http_status import header_number, range_total
 from . import catalog
 from .storage import Storage, now
 from .tables import Entry, LinkCheck
@@ -61,7 +62,6 @@ FAIL_EVERY = timedelta(hours=1)
 MAX_BACKOFF = timedelta(days=7)
 MAX_RETRY_AFTER = 30.0
 RECORD_EVERY = 5.0  # seconds: what probes saw is stored (and shown) in batches at most this old
-_RANGE_TOTAL_RE = re.compile(r"bytes\s+\d+-\d+/(\d+)")
 
 
 @dataclass(frozen=True)
@@ -91,11 +91,10 @@ class RateLimit:
 
 
 def _size(r: httpx.Response) -> int | None:
-    m = _RANGE_TOTAL_RE.match(r.headers.get("content-range", ""))
-    if m:
-        return int(m.group(1))
-    length = r.headers.get("content-length", "")
-    return int(length) if length.isdigit() and r.status_code == 200 else None
+    total = range_total(r.headers.get("content-range"))
+    if total is not None:
+        return total
+    return header_number(r.headers.get("content-length")) if r.status_code == 200 else None
 
 
 # What a probe records as its error, and so all that pages may show of one (rows written

@@ -39,6 +39,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from .._http_status import header_number
+
 __all__ = [
     "AnswerBudget",
     "Busy",
@@ -316,10 +318,7 @@ def stated_length(request: Any) -> int | None:
     >>> stated_length(type("R", (), {"headers": {"content-length": "0" * 5000 + "10"}})())
     10
     """
-    length = request.headers.get("content-length", "")
-    if not (length.isascii() and length.isdigit()) or "transfer-encoding" in request.headers:
+    if "transfer-encoding" in request.headers:
         return None
-    digits = length.lstrip("0")
-    # int() refuses over 4,300 digits (httptools passes them when they are leading zeros); past
-    # 20 the length is over every cap whatever the digits are.
-    return int(digits or "0") if len(digits) <= 20 else 10**20
+    # httptools passes 4,300+ digits when they are leading zeros: header_number reads them
+    return header_number(request.headers.get("content-length"))
