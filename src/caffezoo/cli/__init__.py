@@ -119,7 +119,7 @@ def _main(args: list[str]) -> None:
         sys.exit(0)
     command = _command(args)
     app = load_commands((COMMANDS[command],) if command in COMMANDS else MODULES)
-    from ._app import error_line, state
+    from ._output import error_line, state
 
     previous = _exit_on_sigterm()
     _names_as_bytes()

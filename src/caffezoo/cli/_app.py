@@ -1,4 +1,4 @@
-"""The Typer application and the output helpers every command shares.
+"""The Typer application and the option helpers every command shares (output: :mod:`._output`).
 
 Command modules import :data:`app` and register their verbs on it. They import
 the library lazily, inside each command, so that ``caffezoo --help`` loads
@@ -7,11 +7,11 @@ neither the server nor the runtime stacks.
 
 from __future__ import annotations
 
-import re
-import sys
 from typing import Any
 
 import typer
+
+from ._output import state
 
 app = typer.Typer(
     name="caffezoo",
@@ -24,8 +24,6 @@ app = typer.Typer(
     rich_markup_mode=None,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-
-state: dict[str, bool] = {"debug": False}
 
 
 def group(name: str, help: str, *, parent: typer.Typer = app, **options: Any) -> typer.Typer:
@@ -67,59 +65,6 @@ def _main(
     CAFFEZOO_GIST_API, CAFFEZOO_TOKEN / GITHUB_TOKEN, CAFFEZOO_MIRRORS.
     """
     state["debug"] = debug
-
-
-def console(stderr: bool = False):
-    """A rich Console (imported on first use: printing help does not need it).
-
-    On a terminal, tables fit its width; piped or redirected, rows are printed
-    whole (rich would otherwise squeeze them into 80 columns and cut names and
-    shapes with an ellipsis), so what a script or a file gets is complete.
-    """
-    from rich.console import Console
-
-    stream = sys.stderr if stderr else sys.stdout
-    width = None if stream.isatty() else 100_000
-    return Console(stderr=stderr, highlight=False, soft_wrap=True, width=width)
-
-
-def print_json(data: Any) -> None:
-    """Dump ``data`` as indented JSON on stdout, through :func:`caffezoo.jsonable` like every result."""
-    import json  # here: `caffezoo --help` and table output do not need it
-
-    from .._json import jsonable
-
-    text = json.dumps(jsonable(data), indent=2, ensure_ascii=False)
-    # A file name that is not UTF-8 holds lone surrogates (os.fsdecode): escaped, the document stays
-    # valid UTF-8 and json.loads then os.fsencode give the name's bytes back.
-    sys.stdout.write(_LONE_SURROGATE.sub(lambda m: f"\\u{ord(m[0]):04x}", text) + "\n")
-
-
-_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
-
-
-def _styled(text: str, **style) -> str:
-    # click's styling is already loaded with typer; rich would cost start-up time.
-    return typer.style(text, **style) if sys.stderr.isatty() else text
-
-
-def error_line(message: str) -> None:
-    """One red ``error:`` line per problem on stderr (plain when stderr is not a terminal)."""
-    for line in str(message).splitlines() or [""]:
-        typer.echo(f"{_styled('error:', fg='red', bold=True)} {line}", err=True)
-
-
-def warning_line(message: str) -> None:
-    typer.echo(f"{_styled('warning:', fg='yellow')} {message}", err=True)
-
-
-def human_size(n: float) -> str:
-    """``233.0 MiB``: a byte count as people read it."""
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return str(n)
 
 
 def parse_input_shapes(values: list[str] | None) -> dict[str, list[int]] | None:

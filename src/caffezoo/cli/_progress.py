@@ -12,7 +12,7 @@ import sys
 import threading
 from typing import Any
 
-from ._app import console, warning_line
+from ._output import console, warning_line
 
 
 class Display:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import typer
 
-from ._app import JSON_OPTION, QUIET_OPTION, console, flag, group, human_size, print_json
+from ._app import JSON_OPTION, QUIET_OPTION, flag, group
+from ._output import console, human_size, print_json
 
 __all__ = ["cache_app", "ls", "prune", "rm", "verify"]
 
@@ -67,7 +68,7 @@ def verify(
         for r in results:
             out.print(f"{r.blob.sha1}: " + ("[green]ok[/]" if r.ok else f"[red]{r.problem}[/]"))
     if bad:
-        from ._app import error_line
+        from ._output import error_line
 
         for r in bad:
             error_line(

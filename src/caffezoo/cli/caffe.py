@@ -6,7 +6,8 @@ from pathlib import Path
 
 import typer
 
-from ._app import JSON_OPTION, QUIET_OPTION, app, console, flag, parse_input_shapes, print_json
+from ._app import JSON_OPTION, QUIET_OPTION, app, flag, parse_input_shapes
+from ._output import console, print_json
 
 __all__ = ["PHASE_OPTION", "SKIP_UNKNOWN_OPTION", "draw", "inspect", "upgrade"]
 

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import typer
 
-from ._app import JSON_OPTION, QUIET_OPTION, app, error_line, flag, human_size, print_json, state
+from ._app import JSON_OPTION, QUIET_OPTION, app, flag
+from ._output import error_line, human_size, print_json, state
 
 __all__ = ["download"]
 

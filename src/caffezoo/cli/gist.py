@@ -6,7 +6,8 @@ from pathlib import Path
 
 import typer
 
-from ._app import JSON_OPTION, QUIET_OPTION, console, flag, group, print_json, warning_line
+from ._app import JSON_OPTION, QUIET_OPTION, flag, group
+from ._output import console, print_json, warning_line
 
 __all__ = ["download_cmd", "gist_app", "list_cmd", "upload_cmd"]
 

@@ -7,7 +7,8 @@ from typing import Any
 
 import typer
 
-from ._app import JSON_OPTION, QUIET_OPTION, app, console, error_line, flag, parse_input_shapes, print_json
+from ._app import JSON_OPTION, QUIET_OPTION, app, flag, parse_input_shapes
+from ._output import console, error_line, print_json
 
 __all__ = ["FILL_OPTION", "INPUT_OPTION", "MODEL_ARGUMENT", "WEIGHTS_OPTION", "convert", "run"]
 

@@ -9,7 +9,8 @@ from typing import Any
 
 import typer
 
-from ._app import JSON_OPTION, QUIET_OPTION, console, flag, group, print_json
+from ._app import JSON_OPTION, QUIET_OPTION, flag, group
+from ._output import console, print_json
 
 __all__ = [
     "BLOBS_OPTION",

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import typer
 
-from ._app import JSON_OPTION, QUIET_OPTION, console, flag, group, print_json
+from ._app import JSON_OPTION, QUIET_OPTION, flag, group
+from ._output import console, print_json
 from .serve import (  # the zoo server's database and outbound-URL policy, as `caffezoo serve` takes them
     ALLOW_NETWORK_OPTION,
     ALLOW_PRIVATE_OPTION,

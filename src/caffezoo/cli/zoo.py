@@ -7,7 +7,8 @@ from pathlib import Path
 
 import typer
 
-from ._app import JSON_OPTION, QUIET_OPTION, app, console, flag, human_size, print_json
+from ._app import JSON_OPTION, QUIET_OPTION, app, flag
+from ._output import console, human_size, print_json
 
 __all__ = ["list_cmd", "model_summary", "new", "show", "validate"]
 
