@@ -163,14 +163,107 @@ def test_the_command_table_names_every_command_and_its_module():
         assert {name for name, m in COMMANDS.items() if m == module} <= set(out.split()), module
 
 
-def test_a_command_loads_only_its_own_module(caffezoo_home):
+@pytest.mark.parametrize(
+    ("args", "modules"),
+    [
+        (["show", "bvlc_alexnet"], ["_app", "_output", "_quick", "zoo"]),  # _quick: the dispatcher
+        (["validate", "bvlc_alexnet"], ["_output", "_quick"]),  # no Typer at all
+    ],
+)
+def test_a_command_loads_only_its_own_module(caffezoo_home, args, modules):
     code = (
         "import sys; from caffezoo.cli import main\n"
-        "try:\n    main(['validate', 'bvlc_alexnet'])\nexcept SystemExit as e:\n    code = e.code\n"
+        f"try:\n    main({args!r})\nexcept SystemExit as e:\n    code = e.code\n"
         "print(code, sorted(m for m in sys.modules if m.startswith('caffezoo.cli.')))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.splitlines()[-1] == "0 ['caffezoo.cli._app', 'caffezoo.cli.zoo']"
+    assert out.splitlines()[-1] == f"0 {['caffezoo.cli.' + m for m in modules]}"
+
+
+@pytest.mark.parametrize("command", ["validate", "download"])
+def test_the_quick_commands_know_the_switches_and_defaults_typer_declares(command):
+    """cli._quick parses validate and download without Typer: its table must not drift from them."""
+    import inspect
+
+    import typer.main
+
+    from caffezoo.cli import load_commands
+    from caffezoo.cli._quick import QUICK
+
+    declared = typer.main.get_command(load_commands()).commands[command]
+    quick = QUICK[command]
+    switches = {
+        name: p.name
+        for p in declared.params
+        if p.param_type_name == "option" and p.is_flag
+        for name in p.opts
+    }
+    assert quick.switches == switches
+    assert [p.name for p in declared.params if p.param_type_name == "argument"] == [quick.arguments]
+    body = inspect.signature(quick.run).parameters
+    assert {p.name: p.default for p in declared.params if p.param_type_name == "option"} == {
+        name: q.default for name, q in body.items() if name != quick.arguments
+    }
+
+
+def _problem_model(root):
+    """A model directory with one error and one warning in it."""
+    d = write_model(root / "bad", GOOD_FRONT_MATTER.replace("license: BSD-2-Clause", "license: ''"))
+    (d / "deploy.prototxt").write_text('name: "x"\nlayer { name: "a" type: "NoSuchLayer" }\n')
+    return d
+
+
+@pytest.mark.parametrize(
+    "switches", [[], ["-q"], ["--quiet", "--strict"], ["--json"], ["--strict", "--json"]]
+)
+def test_validate_prints_the_same_whether_typer_parses_or_not(cli_process, tmp_path, switches):
+    bad = _problem_model(tmp_path)
+    words = [str(bad), "bvlc_alexnet"]
+    quick = cli_process("validate", *switches, *words)
+    typer_parsed = cli_process("validate", *switches, "--", *words)  # `--`: the quick path steps aside
+    assert quick == typer_parsed
+    assert quick.code == 1 and "NoSuchLayer" in quick.stdout and "Traceback" not in quick.stderr
+
+
+def test_download_prints_the_same_whether_typer_parses_or_not(cli_process, tmp_path, caffezoo_home):
+    from download_helpers import blob, weights_model
+
+    data = blob(1000, seed=6)
+    (tmp_path / "w.bin").write_bytes(data)
+    model = weights_model(tmp_path / "net", (tmp_path / "w.bin").as_uri(), data)
+    first = cli_process("download", "--allow-local", model)
+    assert first.code == 0 and "downloaded" in first.stdout, first
+    quick = cli_process("download", "--allow-local", "--json", model)
+    typer_parsed = cli_process("download", "-j", "4", "--allow-local", "--json", model)
+    assert quick == typer_parsed and json.loads(quick.stdout)[0]["status"] == "present"
+    refused = cli_process("download", "--copy", "--symlink", model)  # the body's own check, quick path
+    assert refused.code == 2 and "exclude each other" in refused.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["validate", "--bogus", "bvlc_alexnet"], "No such option: --bogus"),
+        (["validate"], "Missing argument"),
+        (["validate", "-qx", "bvlc_alexnet"], "No such option"),
+        (["download", "--allow-locall", "bvlc_alexnet"], "No such option"),
+    ],
+)
+def test_what_the_quick_path_does_not_know_typer_refuses(cli_process, args, says):
+    r = cli_process(*args)
+    assert r.code == 2 and says in r.stderr and "Traceback" not in r.stderr
+
+
+def test_a_reader_gone_before_validate_prints_is_no_traceback(tmp_path, caffezoo_home):
+    bad = _problem_model(tmp_path)
+    p = subprocess.Popen(
+        [sys.executable, "-m", "caffezoo", "validate", str(bad)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    p.stdout.close()  # as `| head -0` does, before the command writes a line
+    err = p.stderr.read().decode()
+    assert p.wait(timeout=60) == 1 and "Traceback" not in err and "Broken pipe" not in err, err
 
 
 def test_an_unknown_command_is_refused_with_the_full_list(cli_process):
@@ -199,8 +292,8 @@ def test_help_validate_and_download_leave_the_heavy_libraries_alone(tmp_path, ca
     heavy = ("typer", "pydantic", "ruamel.yaml", "rich", "httpx", "google.protobuf")
     cases = {
         ("--help",): {"typer", "pydantic", "ruamel.yaml", "rich", "httpx", "google.protobuf"},
-        ("validate", "bvlc_alexnet"): {"pydantic", "ruamel.yaml", "rich", "httpx"},
-        ("download", str(model), "--allow-local"): {"pydantic", "ruamel.yaml", "google.protobuf"},
+        ("validate", "bvlc_alexnet"): {"typer", "pydantic", "ruamel.yaml", "rich", "httpx"},
+        ("download", str(model), "--allow-local"): {"typer", "pydantic", "ruamel.yaml", "google.protobuf"},
     }
     for args, absent in cases.items():
         for _ in range(2):  # the second download finds the weights there

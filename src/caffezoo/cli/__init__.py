@@ -16,6 +16,8 @@ import importlib
 import os
 import signal
 import sys
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 __all__ = ["COMMANDS", "MODULES", "app", "load_commands", "main"]
@@ -117,14 +119,19 @@ def _main(args: list[str]) -> None:
         sys.stdout.write(TOP_LEVEL)
         sys.stdout.flush()
         sys.exit(0)
-    command = _command(args)
-    app = load_commands((COMMANDS[command],) if command in COMMANDS else MODULES)
+    from ._quick import quick_call
+
+    run = quick_call(args)  # a validate or download of switches and words only: no Typer
+    if run is None:
+        command = _command(args)
+        app = load_commands((COMMANDS[command],) if command in COMMANDS else MODULES)
+        run = partial(app, args=args, prog_name="caffezoo")
     from ._output import error_line, state
 
     previous = _exit_on_sigterm()
     _names_as_bytes()
     try:
-        app(args=args, prog_name="caffezoo")
+        sys.exit(_quiet_pipe(run))
     except KeyboardInterrupt:
         if state["debug"]:
             raise
@@ -141,6 +148,18 @@ def _main(args: list[str]) -> None:
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+
+
+def _quiet_pipe(run: Callable[[], int | None]) -> int | None:
+    """``run()``; a reader that went away (``caffezoo validate ... | head -1``) ends it with status 1
+    and no traceback, as click does for the Typer commands."""
+    try:
+        return run()
+    except BrokenPipeError:
+        # Nothing more can reach the reader; the interpreter's last flush must not complain either.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
 
 
 def _names_as_bytes() -> None:

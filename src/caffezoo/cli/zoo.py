@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import typer
@@ -129,47 +128,6 @@ def validate(
 
     Exits 1 when any directory has an error (or, with --strict, a warning).
     """
-    from ..validate import has_errors
-    from ..validate import validate_model as run
+    from ._quick import validate_models
 
-    results = {str(d): run(d) for d in directories}
-    problems = [p for ps in results.values() for p in ps]
-    errors = sum(p.severity == "error" for p in problems)
-    warnings = len(problems) - errors
-    if json:
-        print_json(
-            [
-                {
-                    "directory": d,
-                    "ok": not has_errors(ps),
-                    "problems": [
-                        {"path": p.path, "line": p.line, "severity": p.severity, "message": p.message}
-                        for p in ps
-                    ],
-                }
-                for d, ps in results.items()
-            ]
-        )
-    else:
-        color = sys.stdout.isatty()
-        for p in problems:
-            if quiet and p.severity != "error":
-                continue
-            where = f"{p.path}:{p.line}" if p.line else p.path
-            severity = (
-                typer.style(p.severity, fg="red" if p.severity == "error" else "yellow")
-                if color
-                else p.severity
-            )
-            typer.echo(f"{where}: {severity}: {p.message}")
-        if not quiet:
-            n = len(directories)
-            verdict = "ok" if not errors else "failed"
-            if color:
-                verdict = typer.style(verdict, fg="green" if not errors else "red")
-            typer.echo(
-                f"{verdict}: {errors} error{'s' * (errors != 1)}, {warnings} "
-                f"warning{'s' * (warnings != 1)} in {n} director{'ies' if n != 1 else 'y'}"
-            )
-    if errors or (strict and warnings):
-        raise typer.Exit(1)
+    raise typer.Exit(validate_models(directories, json=json, quiet=quiet, strict=strict))
