@@ -266,6 +266,25 @@ def test_a_reader_gone_before_validate_prints_is_no_traceback(tmp_path, caffezoo
     assert p.wait(timeout=60) == 1 and "Traceback" not in err and "Broken pipe" not in err, err
 
 
+@pytest.mark.parametrize("typer_parses", [False, True])
+def test_a_reader_gone_from_stderr_leaves_stdout_whole(tmp_path, typer_parses):
+    # `caffezoo download --json ... > out.json 2> >(head -0)`: the JSON goes to its file whatever became
+    # of stderr, as click's handling of a broken pipe leaves it. Unbuffered output would hide a loss.
+    import os
+
+    r, w = os.pipe()
+    os.close(r)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    words = ["--", "nosuch"] if typer_parses else ["nosuch"]
+    with open(tmp_path / "out.json", "wb") as out:
+        p = subprocess.run(
+            [sys.executable, "-m", "caffezoo", "download", "--json", *words], stdout=out, stderr=w, env=env
+        )
+    os.close(w)
+    assert p.returncode == 1
+    assert json.loads((tmp_path / "out.json").read_text())[0]["model"] == "nosuch"
+
+
 def test_an_unknown_command_is_refused_with_the_full_list(cli_process):
     r = cli_process("validat", "x")
     assert r.code == 2 and "No such command 'validat'" in r.stderr

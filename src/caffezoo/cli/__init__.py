@@ -156,9 +156,16 @@ def _quiet_pipe(run: Callable[[], int | None]) -> int | None:
     try:
         return run()
     except BrokenPipeError:
-        # Nothing more can reach the reader; the interpreter's last flush must not complain either.
+        # Nothing more can reach that reader; the interpreter's last flush must not complain either.
+        # Only the broken stream goes to /dev/null: with stderr gone, what stdout holds (download
+        # --json's document) still goes to its file or reader.
         devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except BrokenPipeError:
+                os.dup2(devnull, stream.fileno())
+        os.close(devnull)
         return 1
 
 
