@@ -285,6 +285,47 @@ def test_a_reader_gone_from_stderr_leaves_stdout_whole(tmp_path, typer_parses):
     assert json.loads((tmp_path / "out.json").read_text())[0]["model"] == "nosuch"
 
 
+def _validate_interrupted(model, home, *args):
+    """``caffezoo *args``, a validate of ``model``, stopped by Ctrl-C while it reads the record of a
+    check passed before (made a FIFO, so that the read waits there): (status, stderr)."""
+    import os
+    import signal
+
+    from download_helpers import wait_for
+
+    (record,) = (home / "cache" / "clean-prototxts").glob("*/*")
+    record.unlink()
+    os.mkfifo(record)
+    p = subprocess.Popen(
+        [sys.executable, "-m", "caffezoo", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+
+    def writer() -> int | None:  # opens once the command waits on the FIFO, and leaves it waiting
+        try:
+            return os.open(record, os.O_WRONLY | os.O_NONBLOCK)
+        except OSError:
+            return None
+
+    try:
+        fd = wait_for(writer, what="validate reading the record")
+        p.send_signal(signal.SIGINT)
+        _, err = p.communicate(timeout=60)
+        os.close(fd)
+    finally:
+        p.kill()
+    return p.returncode, err
+
+
+@pytest.mark.parametrize("debug", [[], ["--debug"]])
+def test_ctrl_c_ends_validate_alike_whether_typer_parses_or_not(cli_process, tmp_path, caffezoo_home, debug):
+    deploy = "input: 'data'\ninput_shape { dim: 1 dim: 3 dim: 8 dim: 8 }\n"
+    m = write_model(tmp_path / "net", GOOD_FRONT_MATTER, files={"deploy.prototxt": deploy})
+    assert cli_process("validate", m).code == 0  # records the deploy net as checked
+    quick = _validate_interrupted(m, caffezoo_home, *debug, "validate", str(m))
+    typer_parsed = _validate_interrupted(m, caffezoo_home, *debug, "validate", "--", str(m))
+    assert quick == typer_parsed == (130, "")
+
+
 def test_an_unknown_command_is_refused_with_the_full_list(cli_process):
     r = cli_process("validat", "x")
     assert r.code == 2 and "No such command 'validat'" in r.stderr

@@ -218,4 +218,13 @@ def quick_call(args: list[str]) -> Callable[[], int] | None:
     if not words:
         return None  # Typer says which argument is missing
     state["debug"] = debug
-    return partial(quick.run, words, **on)
+    return partial(_as_typer_ends_it, partial(quick.run, words, **on))
+
+
+def _as_typer_ends_it(run: Callable[[], int]) -> int:
+    """``run()``, ending a Ctrl-C as Typer ends it for the same command parsed by Typer: status 130,
+    nothing printed, --debug or not (``caffezoo validate`` before it had a quick path)."""
+    try:
+        return run()
+    except KeyboardInterrupt:
+        return 130
