@@ -254,12 +254,18 @@ def test_what_the_quick_path_does_not_know_typer_refuses(cli_process, args, says
     assert r.code == 2 and says in r.stderr and "Traceback" not in r.stderr
 
 
-def test_a_reader_gone_before_validate_prints_is_no_traceback(tmp_path, caffezoo_home):
+@pytest.mark.parametrize("switches", [[], ["--json"], ["--json", "--"]])  # `--`: Typer parses
+def test_a_reader_gone_before_validate_prints_is_no_traceback(tmp_path, caffezoo_home, switches):
+    # --json writes its document without a flush: the pipe breaks only when the output is flushed,
+    # at the end (unless PYTHONUNBUFFERED, so the test runs without it).
+    import os
+
     bad = _problem_model(tmp_path)
     p = subprocess.Popen(
-        [sys.executable, "-m", "caffezoo", "validate", str(bad)],
+        [sys.executable, "-m", "caffezoo", "validate", *switches, str(bad)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
+        env={k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"},
     )
     p.stdout.close()  # as `| head -0` does, before the command writes a line
     err = p.stderr.read().decode()

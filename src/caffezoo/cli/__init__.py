@@ -154,7 +154,13 @@ def _quiet_pipe(run: Callable[[], int | None]) -> int | None:
     """``run()``; a reader that went away (``caffezoo validate ... | head -1``) ends it with status 1
     and no traceback, as click does for the Typer commands."""
     try:
-        return run()
+        try:
+            return run()
+        finally:
+            # What is still buffered (--json's document) is written now, where a reader gone is seen,
+            # not by the interpreter's last flush ("Exception ignored ... BrokenPipeError", status 120).
+            if sys.stdout is not None:
+                sys.stdout.flush()
     except BrokenPipeError:
         # Nothing more can reach that reader; the interpreter's last flush must not complain either.
         # Only the broken stream goes to /dev/null: with stderr gone, what stdout holds (download
@@ -162,7 +168,8 @@ def _quiet_pipe(run: Callable[[], int | None]) -> int | None:
         devnull = os.open(os.devnull, os.O_WRONLY)
         for stream in (sys.stdout, sys.stderr):
             try:
-                stream.flush()
+                if stream is not None:  # None: closed when the process began (`>&-`)
+                    stream.flush()
             except BrokenPipeError:
                 os.dup2(devnull, stream.fileno())
         os.close(devnull)
