@@ -332,6 +332,21 @@ def test_ctrl_c_ends_validate_alike_whether_typer_parses_or_not(cli_process, tmp
     assert quick == typer_parsed == (130, "")
 
 
+@pytest.mark.parametrize("typer_parses", [False, True])
+def test_a_stream_set_to_ascii_gets_the_names_in_utf8(cli_process, tmp_path, typer_parses):
+    # PYTHONIOENCODING=ascii, or a locale whose codeset is ASCII: click's echo writes UTF-8 to such a
+    # stream (its "misconfigured" case), which is what validate and download printed through Typer.
+    bad = _problem_model(tmp_path / "modèle")
+    dash = ["--"] if typer_parses else []
+    env = {"PYTHONIOENCODING": "ascii"}
+    checked = cli_process("validate", *dash, bad, env=env)
+    assert checked.code == 1 and "Traceback" not in checked.stderr, checked.stderr
+    assert f"{bad}/deploy.prototxt:2: error:" in checked.stdout
+    unnamed = write_model(tmp_path / "modèle" / "no-weights", "name: x\n")  # names no weights file
+    refused = cli_process("download", *dash, unnamed, env=env)
+    assert refused.code == 1 and refused.stderr.startswith(f"error: {unnamed}: "), refused.stderr
+
+
 def test_an_unknown_command_is_refused_with_the_full_list(cli_process):
     r = cli_process("validat", "x")
     assert r.code == 2 and "No such command 'validat'" in r.stderr

@@ -34,10 +34,29 @@ def styled(text: str, fg: str, *, bold: bool = False) -> str:
 
 
 def echo(text: str = "", *, err: bool = False) -> None:
-    """One line on stdout (or stderr), flushed at once as click's echo does."""
+    """One line on stdout (or stderr), flushed at once, written as click's echo writes it: nothing
+    when the stream is closed (None), and UTF-8 (what cannot be encoded as ``?``) when its encoding
+    is ASCII (PYTHONIOENCODING=ascii, an ASCII locale), where writing ``é`` would raise."""
     stream = sys.stderr if err else sys.stdout
+    if stream is None:
+        return
+    buffer = getattr(stream, "buffer", None)
+    if buffer is not None and _is_ascii(getattr(stream, "encoding", None)):
+        stream.flush()
+        buffer.write((text + "\n").encode("utf-8", "replace"))
+        buffer.flush()
+        return
     stream.write(text + "\n")
     stream.flush()
+
+
+def _is_ascii(encoding: str | None) -> bool:
+    import codecs
+
+    try:
+        return codecs.lookup(encoding or "ascii").name == "ascii"
+    except LookupError:
+        return False
 
 
 def console(stderr: bool = False):
