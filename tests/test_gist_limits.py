@@ -239,6 +239,33 @@ def test_a_body_of_a_million_arrays_is_400(zoo):
     assert r.status_code == 400 and "more than" in r.json()["message"], r.text[:300]
 
 
+@pytest.mark.parametrize("item", [b"[]", b"{}", b"1.5", b'"ab"', b"1000"])
+def test_a_wide_body_is_refused_before_it_is_parsed(item):
+    """--body-bytes counts a body's bytes: parsing one must not cost many times more. Parsed,
+    a 30 MiB body of empty arrays was 700 MB of lists, and one of short strings 12 times its
+    size, before any width check ran: such a body is refused from its bytes."""
+    import tracemalloc
+
+    from caffezoo.gist.rules import MAX_FILES
+    from caffezoo.server.api import parse_body
+    from caffezoo.server.errors import ApiError
+
+    raw = b'{"files": {"a.txt": {"content": "x"}}, "x": [' + b",".join([item] * 1_000_000) + b"]}"
+    tracemalloc.start()
+    try:
+        with pytest.raises(ApiError) as refused:
+            parse_body(raw)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert refused.value.status == 400 and "Problems parsing JSON: more than" in refused.value.message
+    assert peak < 2 * len(raw), (item, peak, len(raw))  # the bytes, and their text
+    # The widest gist request there is still parses.
+    files = {f"f{i}.txt": {"content": "x", "filename": f"g{i}.txt"} for i in range(MAX_FILES)}
+    wide = {"description": "d", "public": False, "files": files}
+    assert parse_body(json.dumps(wide).encode()) == wide
+
+
 @pytest.mark.parametrize("depth", [MAX_JSON_DEPTH + 1, 5000, 1_000_000])
 def test_deep_json_is_400_not_a_recursion_error(zoo, depth):
     raw = b'{"files": {"a.txt": {"content": "x"}}, "x": ' + b"[" * depth + b"]" * depth + b"}"

@@ -26,6 +26,7 @@ from ..gist.rules import (
     check_description,
     file_name_problem,
     json_problem,
+    json_text_problem,
     utf8_text,
     valid_id,
 )
@@ -106,6 +107,8 @@ def parse_body(raw: bytes) -> dict[str, Any]:
         text = utf8_text(raw, "the body")
     except Invalid as e:
         raise ApiError(422, "Validation Failed", e.errors) from None
+    if why := json_text_problem(text):  # before parsing: parsed, a wide body costs many times its size
+        raise ApiError(400, f"Problems parsing JSON: {why}")
     try:
         data = json.loads(text, object_pairs_hook=_unique_keys)
     except _DuplicateKey as e:
