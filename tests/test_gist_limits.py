@@ -239,6 +239,33 @@ def test_a_body_of_a_million_arrays_is_400(zoo):
     assert r.status_code == 400 and "more than" in r.json()["message"], r.text[:300]
 
 
+@pytest.mark.parametrize("item", [b"[]", b"{}", b"1.5", b'"ab"', b"1000"])
+def test_a_wide_body_is_refused_before_it_is_parsed(item):
+    """--body-bytes counts a body's bytes: parsing one must not cost many times more. Parsed,
+    a 30 MiB body of empty arrays was 700 MB of lists, and one of short strings 12 times its
+    size, before any width check ran: such a body is refused from its bytes."""
+    import tracemalloc
+
+    from caffezoo.gist.rules import MAX_FILES
+    from caffezoo.server.api import parse_body
+    from caffezoo.server.errors import ApiError
+
+    raw = b'{"files": {"a.txt": {"content": "x"}}, "x": [' + b",".join([item] * 1_000_000) + b"]}"
+    tracemalloc.start()
+    try:
+        with pytest.raises(ApiError) as refused:
+            parse_body(raw)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert refused.value.status == 400 and "Problems parsing JSON: more than" in refused.value.message
+    assert peak < 2 * len(raw), (item, peak, len(raw))  # the bytes, and their text
+    # The widest gist request there is still parses.
+    files = {f"f{i}.txt": {"content": "x", "filename": f"g{i}.txt"} for i in range(MAX_FILES)}
+    wide = {"description": "d", "public": False, "files": files}
+    assert parse_body(json.dumps(wide).encode()) == wide
+
+
 @pytest.mark.parametrize("depth", [MAX_JSON_DEPTH + 1, 5000, 1_000_000])
 def test_deep_json_is_400_not_a_recursion_error(zoo, depth):
     raw = b'{"files": {"a.txt": {"content": "x"}}, "x": ' + b"[" * depth + b"]" * depth + b"}"
@@ -688,3 +715,75 @@ def test_a_whole_head_over_the_cap_sent_at_once_is_431(protocol_name, tmp_path):
                 except ConnectionResetError:
                     pass
                 assert answer.split(b" ", 2)[1] == status, (lines, answer[:80])
+
+
+def _raw_post(url: str, token: str, head_extra: str) -> socket.socket:
+    """A POST /gists whose head is sent and whose body is not (yet)."""
+    host, port = url.removeprefix("http://").split(":")
+    s = socket.create_connection((host, int(port)), timeout=60)
+    s.sendall(
+        (
+            f"POST /gists HTTP/1.1\r\nHost: {host}\r\nAuthorization: token {token}\r\n"
+            f"Content-Type: application/json\r\n{head_extra}\r\n"
+        ).encode()
+    )
+    return s
+
+
+def _answer_of(s: socket.socket) -> bytes:
+    """What the server answers on ``s`` (a byte of body at a time until it does)."""
+    import time
+
+    s.settimeout(0.2)
+    got, give_up = b"", time.monotonic() + 60
+    while not got:
+        assert time.monotonic() < give_up, "the slow body was never cut"
+        try:
+            s.sendall(b" ")
+            got = s.recv(65536)
+        except TimeoutError:
+            continue
+        except OSError:
+            break
+    s.close()
+    return got
+
+
+def test_gist_bodies_share_a_budget_and_a_deadline(tmp_path):
+    """A token holder's slow bodies reserve their stated length (a chunked one the 30 MiB cap)
+    before a byte is read: past --body-bytes the next is 503 unread; past --body-deadline a body
+    still coming is 408 and its reservation comes back."""
+    from download_helpers import wait_for
+
+    from caffezoo.server import create_app
+    from caffezoo.server.work import Limits
+
+    app = create_app(
+        f"sqlite:///{tmp_path / 'zoo.db'}", limits=Limits(body_bytes=1_500_000, body_deadline=2.0)
+    )
+    server, thread, url = start_uvicorn(app)
+    try:
+        token = app.state.storage.create_token("slowpoke")
+        bodies = app.state.api_bodies
+        slow = _raw_post(url, token, "Content-Length: 1000000\r\n")
+        wait_for(lambda: bodies.answers == 1, what="the slow body's reservation")
+        assert bodies.bytes == 1_000_000
+        auth = {"Authorization": f"token {token}"}
+        big = {"files": {"a.txt": {"content": "x" * 600_000}}}
+        refused = httpx.post(f"{url}/gists", json=big, headers=auth, timeout=60)
+        assert refused.status_code == 503 and refused.headers["retry-after"].isdigit(), refused.text
+        assert "too many request bodies" in refused.json()["message"]
+        chunked = _raw_post(url, token, "Transfer-Encoding: chunked\r\n")
+        chunked.settimeout(30)  # answered before its first chunk is read: it would hold the 30 MiB cap
+        assert chunked.recv(65536).startswith(b"HTTP/1.1 503 ")
+        chunked.close()
+        small = httpx.post(f"{url}/gists", json={"files": {"a.txt": {"content": "x"}}}, headers=auth)
+        assert small.status_code == 201, small.text  # what fits in the rest is taken
+        answer = _answer_of(slow)
+        assert answer.startswith(b"HTTP/1.1 408 ") and b"did not arrive within 2 seconds" in answer, answer
+        wait_for(lambda: bodies.answers == 0, what="the reservation back")
+        assert httpx.post(f"{url}/gists", json=big, headers=auth, timeout=60).status_code == 201
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        app.state.storage.close()

@@ -118,6 +118,19 @@ LIMIT_OPTIONS: tuple[tuple[str, float, float, str], ...] = (
         0.1,
         "Seconds an answer over 1 MiB may take to reach its client; then the connection is cut.",
     ),
+    (
+        "body_bytes",
+        128 * 1024 * 1024,
+        0,
+        "Memory for Gist API request bodies being received or parsed, together (each reserves its "
+        "stated length, else 30 MiB, before it is read); past this: 503 (one alone always fits).",
+    ),
+    (
+        "body_deadline",
+        60.0,
+        0.1,
+        "Seconds a Gist API request body may take to arrive; then 408 and the connection is closed.",
+    ),
     ("render_workers", 2, 1, "Threads rendering pages at once."),
     ("render_queue", 32, 0, "Page renders that may wait for a thread; past this: 503."),
     ("render_deadline", 10.0, 0.1, "Seconds a page render may take, queueing included; then 503."),

@@ -33,6 +33,7 @@ __all__ = [
     "MAX_FILE_BYTES",
     "MAX_JSON_CONTAINERS",
     "MAX_JSON_DEPTH",
+    "MAX_JSON_TOKENS",
     "MAX_LOGIN",
     "MAX_NAME_BYTES",
     "RESERVED_LOGINS",
@@ -47,6 +48,7 @@ __all__ = [
     "file_name_problem",
     "invalid",
     "json_problem",
+    "json_text_problem",
     "looks_like_gist",
     "name_clashes",
     "name_key",
@@ -65,6 +67,9 @@ MAX_DESCRIPTION = 1000  # characters; a model's name goes here, so this is gener
 MAX_LOGIN = 39  # GitHub's limit on user names
 MAX_JSON_DEPTH = 20  # nesting of a request body; a gist body needs 3
 MAX_JSON_CONTAINERS = 4 * MAX_FILES  # objects and arrays in one body; a gist needs 2 + one a file
+# Strings, objects, arrays and commas in one body; a gist needs 8 a file (name, object, two keys,
+# their values, two commas) and a few more.
+MAX_JSON_TOKENS = 16 * MAX_FILES
 
 # A gist id: GitHub's are 20 or 32 hex digits; imported and bundled ids keep their own
 # letters, so any 1-32 of [0-9A-Za-z_-] (the database column holds 32).
@@ -351,6 +356,47 @@ def check_description(description: str | None) -> None:
         )
     if why := text_problem(description, allow="\t\n\r"):
         raise invalid("description", "invalid", f"description {why}")
+
+
+_JSON_STRUCTURE = re.compile(r'["\[\]{},]')  # a string's start, a bracket, or a further item
+
+
+def json_text_problem(text: str, depth: int = MAX_JSON_DEPTH, tokens: int = MAX_JSON_TOKENS) -> str | None:
+    """Why a request body's text is too deep or too wide to be a gist request, before it is
+    parsed; None if it is not (or is not JSON: the parser says so).
+
+    >>> json_text_problem('{"files": {"a": {"content": "[[,{\\\\"["}}}', depth=3)
+    >>> json_text_problem("[" + "1," * 9 + "1]"), json_text_problem("[[[]]]", depth=2)
+    (None, 'nested deeper than 2 levels')
+    >>> json_text_problem("[" + "1," * 9 + "1]", tokens=9)
+    'more than 9 strings, objects, arrays and items'
+
+    Parsed, a body costs many times its size (a 30 MiB one of empty arrays is 700 MB of
+    lists, one of short strings 12 times its size) before :func:`json_problem` sees it.
+    This walk jumps over each string with json's own scanner (as fast as parsing), builds
+    nothing that outlives a step, and stops at the first token past either limit.
+    """
+    from json.decoder import scanstring
+
+    at = seen = level = 0
+    while found := _JSON_STRUCTURE.search(text, at):
+        char, at = text[found.start()], found.end()
+        if char == '"':
+            try:
+                at = scanstring(text, at)[1]
+            except ValueError:  # unclosed, or a raw control character: json.loads says which
+                return None
+        elif char in "]}":
+            level -= 1
+            continue
+        seen += 1
+        if seen > tokens:
+            return f"more than {tokens} strings, objects, arrays and items"
+        if char in "[{":
+            level += 1
+            if level > depth:
+                return f"nested deeper than {depth} levels"
+    return None
 
 
 def json_problem(

@@ -26,6 +26,7 @@ from ..gist.rules import (
     check_description,
     file_name_problem,
     json_problem,
+    json_text_problem,
     utf8_text,
     valid_id,
 )
@@ -34,7 +35,7 @@ from .auth import caller, require_caller
 from .errors import ApiError, validation
 from .gist_json import commits_json, gist_json
 from .storage import UNSET, FileChange, GistView, NotFound, ReadOnly, Storage, StorageError
-from .work import stated_length
+from .work import BodyRefused, held_body
 
 __all__ = ["JSON_TYPE", "MAX_BODY_BYTES", "base_url", "json_response", "parse_body", "router"]
 
@@ -79,18 +80,24 @@ def not_found() -> ApiError:
 
 
 async def read_json(request: Request) -> dict[str, Any]:
-    """The request body as a JSON object, with GitHub's answers to bad bodies."""
-    length = stated_length(request)
-    if length is not None and length > MAX_BODY_BYTES:
-        raise ApiError(413, f"Request body too large: {length} bytes, the limit is {MAX_BODY_BYTES}")
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > MAX_BODY_BYTES:
-            raise ApiError(413, f"Request body too large: the limit is {MAX_BODY_BYTES} bytes")
-        chunks.append(chunk)
-    # Parsing 30 MB of small arrays takes seconds: never on the event loop.
-    return await run_in_threadpool(parse_body, b"".join(chunks))
+    """The request body as a JSON object, with GitHub's answers to bad bodies.
+
+    Bodies being received or parsed share ``--body-bytes`` (a full budget: 503 with Retry-After,
+    the body unread) and each must arrive within ``--body-deadline`` seconds (else 408): a token
+    holder opening many slow uploads holds neither memory nor connections for long.
+    """
+    try:
+        async with held_body(request, request.app.state.api_bodies, MAX_BODY_BYTES) as raw:
+            # Parsing 30 MB of small arrays takes seconds: never on the event loop.
+            return await run_in_threadpool(parse_body, raw)
+    except BodyRefused as e:
+        headers = {"Connection": "close"}  # the rest of the body is not read
+        if e.retry_after is not None:
+            headers["Retry-After"] = str(e.retry_after)
+        message = (
+            f"Request body too large: the limit is {MAX_BODY_BYTES} bytes" if e.status == 413 else e.message
+        )
+        raise ApiError(e.status, message, headers=headers) from None
 
 
 def parse_body(raw: bytes) -> dict[str, Any]:
@@ -100,6 +107,8 @@ def parse_body(raw: bytes) -> dict[str, Any]:
         text = utf8_text(raw, "the body")
     except Invalid as e:
         raise ApiError(422, "Validation Failed", e.errors) from None
+    if why := json_text_problem(text):  # before parsing: parsed, a wide body costs many times its size
+        raise ApiError(400, f"Problems parsing JSON: {why}")
     try:
         data = json.loads(text, object_pairs_hook=_unique_keys)
     except _DuplicateKey as e:

@@ -200,6 +200,7 @@ def create_app(
     app.add_exception_handler(Exception, unexpected_error_handler)
     # Innermost of the three: a 503 it answers still gets the security headers and the log line.
     app.state.large_answers = AnswerBudget(limits.inflight_bytes, send_deadline=limits.send_deadline)
+    app.state.api_bodies = AnswerBudget(limits.body_bytes, send_deadline=limits.body_deadline)
     app.add_middleware(LargeAnswers, budget=app.state.large_answers)
     app.add_middleware(SecurityHeaders)
     app.add_middleware(RequestLog)  # outermost: its id is on every answer, its time covers all

@@ -615,7 +615,7 @@ class TryIt:
 from fastapi import APIRouter, Request  # noqa: E402
 from fastapi.responses import Response  # noqa: E402
 
-from .work import AnswerBudget, Busy, busy_response, stated_length  # noqa: E402
+from .work import AnswerBudget, BodyRefused, Busy, busy_response, held_body  # noqa: E402
 
 router = APIRouter()
 
@@ -633,54 +633,32 @@ async def try_model(request: Request, entry_id: str) -> Response:
     if lane.admitted >= lane.workers + lane.queue:  # before reading megabytes we would drop
         raise Busy(lane.name, lane.retry_after)
     limit = tryit.limits.try_max_bytes
-    cap = limit + 64 * 1024  # the form's own bytes around the image
-    stated = stated_length(request)
-    if stated is not None and stated > cap:
-        return _failed(render, entry_id, TryError(413, f"the upload is over {limit:,} bytes"), close=True)
-    # The body's bytes are held from the first chunk read until the answer is built: reserve them
-    # (the stated length, else the most a body may be) before reading, or N slow uploads hold N caps.
     uploads: AnswerBudget = request.app.state.try_uploads
-    reserved = stated if stated is not None else cap
-    if not uploads.take(reserved):
-        response = busy_response(
-            request,
-            Busy(
-                "try uploads",
-                uploads.retry_after,
-                f"the server is receiving too many uploads; try again in {uploads.retry_after} s",
-            ),
-        )
-        response.headers["Connection"] = "close"  # its body is not read
-        return response
     try:
-        return await _answer(request, tryit, lane, entry_id, limit, cap, uploads.send_deadline)
-    finally:
-        uploads.give(reserved)
+        # The form's own bytes around the image on top of the limit.
+        async with held_body(request, uploads, limit + 64 * 1024) as body:
+            return await _answer(request, tryit, lane, entry_id, body)
+    except BodyRefused as e:
+        if e.status == 503:
+            wait = uploads.retry_after
+            busy = Busy(
+                "try uploads", wait, f"the server is receiving too many uploads; try again in {wait} s"
+            )
+            response = busy_response(request, busy)
+            response.headers["Connection"] = "close"  # its body is not read
+            return response
+        why = {
+            413: f"the upload is over {limit:,} bytes",
+            408: f"the upload did not arrive within {uploads.send_deadline:g} seconds",
+        }[e.status]
+        return _failed(render, entry_id, TryError(e.status, why), close=True)
 
 
-async def _answer(
-    request: Request, tryit: TryIt, lane: Any, entry_id: str, limit: int, cap: int, deadline: float
-) -> Response:
-    """The body read (within ``deadline`` seconds) and run: the answer page."""
-    import asyncio
-
+async def _answer(request: Request, tryit: TryIt, lane: Any, entry_id: str, body: bytes) -> Response:
+    """The answer page for ``body``, once it has been run."""
     from . import catalog
     from .pages import render
 
-    chunks, size = [], 0
-    try:
-        async with asyncio.timeout(deadline):  # a body that trickles in (slow loris) is cut here
-            async for chunk in request.stream():
-                size += len(chunk)
-                if size > cap:
-                    error = TryError(413, f"the upload is over {limit:,} bytes")
-                    return _failed(render, entry_id, error, close=True)
-                chunks.append(chunk)
-    except TimeoutError:
-        error = TryError(408, f"the upload did not arrive within {deadline:g} seconds")
-        return _failed(render, entry_id, error, close=True)
-    body = b"".join(chunks)
-    del chunks
     with request.app.state.storage.session() as s:
         entry = catalog.get_entry(s, entry_id)
     if entry is None:

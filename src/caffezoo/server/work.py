@@ -34,8 +34,9 @@ import math
 import os
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -43,12 +44,14 @@ from .._http_status import header_number
 
 __all__ = [
     "AnswerBudget",
+    "BodyRefused",
     "Busy",
     "Lane",
     "LargeAnswers",
     "Limits",
     "TooSlow",
     "busy_response",
+    "held_body",
     "stated_length",
 ]
 
@@ -178,6 +181,8 @@ class Limits:
     try_cache_bytes: int = 4 * 1024**3  # weights copied from a remote store, and conversions, on disk
     try_upload_bytes: int = 32 * 1024 * 1024  # upload bodies being read or run, together (per process)
     try_upload_deadline: float = 60.0  # seconds an upload's body may take to arrive; then 408
+    body_bytes: int = 128 * 1024 * 1024  # Gist API request bodies being received or parsed, together
+    body_deadline: float = 60.0  # seconds a Gist API request body may take to arrive; then 408
 
 
 def busy_response(request: Any, exc: Busy):
@@ -322,3 +327,53 @@ def stated_length(request: Any) -> int | None:
         return None
     # httptools passes 4,300+ digits when they are leading zeros: header_number reads them
     return header_number(request.headers.get("content-length"))
+
+
+class BodyRefused(Exception):
+    """:func:`held_body` would not take a body: ``status`` 413 (too large), 408 (too slow) or 503
+    (no room; ``retry_after`` seconds)."""
+
+    def __init__(self, status: int, message: str, retry_after: int | None = None):
+        super().__init__(message)
+        self.status, self.message, self.retry_after = status, message, retry_after
+
+
+@asynccontextmanager
+async def held_body(request: Any, budget: AnswerBudget, cap: int) -> AsyncIterator[bytes]:
+    """The request body (at most ``cap`` bytes), its memory reserved from ``budget`` until the
+    block ends; raises :class:`BodyRefused`.
+
+    ``async with held_body(request, budget, 30_000_000) as body: ...``
+
+    The reservation (the stated Content-Length, else ``cap``) is taken before the first byte is
+    read, or N slow bodies would hold N caps; a body that has not arrived within
+    ``budget.send_deadline`` seconds (a slow loris) is refused, its reservation given back.
+    """
+    stated = stated_length(request)
+    if stated is not None and stated > cap:
+        raise BodyRefused(413, f"the body is {stated:,} bytes; the limit is {cap:,}")
+    reserved = cap if stated is None else stated
+    if not budget.take(reserved):
+        raise BodyRefused(
+            503,
+            f"the server is receiving too many request bodies; try again in {budget.retry_after} s",
+            budget.retry_after,
+        )
+    try:
+        chunks, size = [], 0
+        try:
+            async with asyncio.timeout(budget.send_deadline):
+                async for chunk in request.stream():
+                    size += len(chunk)
+                    if size > cap:
+                        raise BodyRefused(413, f"the body is over {cap:,} bytes")
+                    chunks.append(chunk)
+        except TimeoutError:
+            raise BodyRefused(
+                408, f"the body did not arrive within {budget.send_deadline:g} seconds"
+            ) from None
+        body = b"".join(chunks)
+        del chunks
+        yield body
+    finally:
+        budget.give(reserved)
