@@ -37,6 +37,7 @@ __all__ = [
     "Nginx",
     "Postgres",
     "Replica",
+    "accel_location",
     "free_port",
     "serve_command",
     "start_cluster",
@@ -471,13 +472,93 @@ class Replica:
         stop_pids([self.pid_file], grace=0)
 
 
+# What a replica's blob answer says that nginx drops on an X-Accel-Redirect (it keeps only
+# Content-Type, Content-Disposition, Cache-Control, Expires, Accept-Ranges and Set-Cookie):
+# put back from $upstream_http_*, read in the internal location before its own upstream starts.
+ACCEL_KEPT = (
+    "ETag",
+    "X-Content-Type-Options",
+    "X-Frame-Options",
+    "Referrer-Policy",
+    "Cross-Origin-Opener-Policy",
+    "Permissions-Policy",
+    "Content-Security-Policy",
+    "X-Request-ID",
+)
+# What the store says that the replica says otherwise (its MD5 ETag, its type, its dates) or
+# that is nobody else's business (its ids): clients see the zoo's headers, as when streamed.
+ACCEL_HIDDEN = (
+    "ETag",
+    "Last-Modified",
+    "Content-Type",
+    "Content-Disposition",
+    "Cache-Control",
+    "Expires",
+    "Accept-Ranges",
+    "Set-Cookie",
+    "x-amz-request-id",
+    "x-amz-id-2",
+    "x-amz-version-id",
+    "x-amz-storage-class",
+    "x-amz-server-side-encryption",
+    "x-amz-expiration",
+    "x-amz-mp-parts-count",
+    "x-amz-replication-status",
+    "x-amz-website-redirect-location",
+    "x-rgw-object-type",
+)
+
+
+def accel_location(prefix: str, store: str) -> str:
+    """nginx's ``internal`` location for ``caffezoo serve --blobs-accel PREFIX``, proxying to the
+    S3 endpoint ``store`` (``http(s)://host[:port]``) and nowhere else.
+
+    Only a replica's ``X-Accel-Redirect`` reaches it (a client asking for PREFIX gets 404);
+    the client's own headers stay here, the store gets the Host its URL was signed for and
+    the byte range the replica chose.
+    """
+    from .blobs import STORE_RANGE, accel_prefix
+
+    prefix = accel_prefix(prefix)
+    origin = store.rstrip("/")
+    if origin.count("/") != 2 or not origin.startswith(("http://", "https://")):
+        raise ValueError(f"{store!r}: expected the store's endpoint as http(s)://host[:port]")
+
+    def name(header: str) -> str:  # nginx's variable name of a header
+        return header.lower().replace("-", "_")
+
+    kept = "".join(f"            set $zoo_{name(h)} $upstream_http_{name(h)};\n" for h in ACCEL_KEPT)
+    added = "".join(f"            add_header {h} $zoo_{name(h)};\n" for h in ACCEL_KEPT)
+    hidden = "".join(f"            proxy_hide_header {h};\n" for h in ACCEL_HIDDEN)
+    if origin.startswith("https://"):
+        hidden += "            proxy_ssl_server_name on;             # SNI: the store's certificate\n"
+    return f"""        location {prefix} {{
+            internal;                             # reached only by a replica's X-Accel-Redirect
+{kept}            set $zoo_store_range $upstream_http_{name(STORE_RANGE)};
+            proxy_pass_request_headers off;       # the client's Authorization, If-*, Range stay here
+            proxy_pass_request_body off;
+            proxy_set_header Host $proxy_host;    # the host the URL was signed for
+            proxy_set_header Range $zoo_store_range;
+            proxy_set_header Connection "";
+{hidden}{added}            proxy_intercept_errors on;            # the store's error bodies name its bucket
+            error_page 403 = @store_refused;      # a signature refused: our fault, not the client's
+            proxy_pass {origin}/;
+        }}
+        location @store_refused {{ return 502; }}
+"""
+
+
 @dataclass
 class Nginx:
-    """nginx on 127.0.0.1:``port`` balancing over ``upstreams`` (base URLs)."""
+    """nginx on 127.0.0.1:``port`` balancing over ``upstreams`` (base URLs); with ``accel``
+    (a path prefix) and ``store`` (the S3 endpoint), the internal location of ``--blobs-accel``."""
 
     root: Path
     upstreams: list[str]
     port: int = 0
+    accel: str | None = None
+    store: str | None = None
+    tied: bool = False  # dies with the process that started it (tests, benchmarks)
 
     @property
     def url(self) -> str:
@@ -496,6 +577,7 @@ class Nginx:
             f"        server {u.split('://', 1)[1]} max_fails=1 fail_timeout=2s;" for u in self.upstreams
         )
         user = "user root root;\n" if os.geteuid() == 0 else ""
+        accel = accel_location(self.accel, self.store or "") if self.accel else ""
         conf = r / "nginx.conf"
         conf.write_text(
             f"""{user}worker_processes 1;
@@ -526,14 +608,20 @@ http {{
         proxy_set_header X-Request-ID $request_id;  # one id in nginx's log and the replica's
         proxy_next_upstream error timeout http_502 http_503;
         location / {{ proxy_pass http://zoo; }}
-    }}
+{accel}    }}
 }}
 """
         )
         check = subprocess.run([binary, "-t", "-c", str(conf), "-p", str(r)], capture_output=True, text=True)
         if check.returncode != 0:
             raise EngineError(f"nginx refused its configuration: {check.stderr}")
-        _spawn([binary, "-c", str(conf), "-p", str(r)], self.pid_files[0], r / "nginx.out", name="nginx")
+        _spawn(
+            [binary, "-c", str(conf), "-p", str(r)],
+            self.pid_files[0],
+            r / "nginx.out",
+            name="nginx",
+            tied=self.tied,
+        )
         _wait_for("nginx", lambda: _port_open(self.port), 30, r / "nginx-error.log")
         return self
 

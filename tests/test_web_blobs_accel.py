@@ -1,0 +1,154 @@
+"""`caffezoo serve --blobs-accel /_s3/` behind real nginx, blobs in real radosgw: the replica
+answers a blob GET (404s, HEAD, Range decisions, validators) and nginx streams the body from
+the store through its internal location; clients see what a streamed answer shows them."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from contextlib import contextmanager
+
+import httpx
+import pytest
+from gist_helpers import start_uvicorn
+from model_helpers import write_model
+from test_web_blobs_s3 import RecordingProxy
+
+from caffezoo.server.devcluster import Nginx, stop_pids
+
+pytestmark = pytest.mark.skipif(not __import__("shutil").which("nginx"), reason="nginx is not installed")
+
+DATA = os.urandom(300_000)
+SHA1 = hashlib.sha1(DATA).hexdigest()
+URL = f"/blobs/sha1/{SHA1}"
+PREFIX = "/_s3/"
+# What a streamed answer carries that an accel answer must carry too (nginx adds Server, Date).
+SAME = (
+    "etag",
+    "cache-control",
+    "accept-ranges",
+    "content-type",
+    "content-length",
+    "content-range",
+    "x-content-type-options",
+    "x-frame-options",
+    "referrer-policy",
+    "cross-origin-opener-policy",
+    "permissions-policy",
+    "content-security-policy",
+)
+
+
+@contextmanager
+def zoo(ceph, blobs_url: str, tmp_path, accel: str | None):
+    """A replica in this process on ``blobs_url`` (with ``--blobs-accel accel``), nginx in front."""
+    from caffezoo.server import create_app
+
+    app = create_app(
+        f"sqlite:///{tmp_path / f'zoo-{bool(accel)}.db'}",
+        blobs_url=blobs_url,
+        blobs_accel=accel,
+        cache_dir=tmp_path / "svg",
+    )
+    server, thread, base = start_uvicorn(app)
+    lb = Nginx(tmp_path / f"nginx-{bool(accel)}", [base], accel=accel, store=ceph.endpoint, tied=True)
+    try:
+        lb.start()
+        with httpx.Client(base_url=lb.url, timeout=60) as http:
+            yield app, lb, http
+    finally:
+        stop_pids(lb.pid_files)
+        server.should_exit = True
+        thread.join(10)
+        app.state.storage.close()
+        app.state.mirror.store.close()
+
+
+@pytest.fixture
+def accel(ceph, s3_env, tmp_path):
+    with zoo(ceph, s3_env, tmp_path, PREFIX) as z:
+        z[0].state.mirror.store.put(SHA1, [DATA])
+        yield z
+
+
+def test_nginx_streams_the_body_with_the_replicas_headers(ceph, s3_env, accel, tmp_path):
+    app, lb, http = accel
+    with zoo(ceph, s3_env, tmp_path, None) as (_, _, streamed):
+        for headers in (
+            {},
+            {"Range": "bytes=1000-1999"},
+            {"Range": "bytes=1000-1999", "If-Range": '"stale"'},
+        ):
+            want, got = streamed.get(URL, headers=headers), http.get(URL, headers=headers)
+            assert (got.status_code, got.content) == (want.status_code, want.content), headers
+            assert {h: got.headers.get(h) for h in SAME} == {h: want.headers.get(h) for h in SAME}
+            assert not [h for h in got.headers if h.startswith(("x-amz", "x-rgw", "x-accel", "x-caffezoo"))]
+            assert "last-modified" not in got.headers and got.headers["x-request-id"]
+    r = http.get(URL)
+    assert r.status_code == 200 and r.content == DATA and r.headers["etag"] == f'"{SHA1}"'
+    assert r.headers["content-length"] == str(len(DATA)) and r.headers["accept-ranges"] == "bytes"
+    r = http.get(URL, headers={"Range": "bytes=1000-1999"})
+    assert r.status_code == 206 and r.content == DATA[1000:2000]
+    assert r.headers["content-range"] == f"bytes 1000-1999/{len(DATA)}"
+    r = http.get(URL, headers={"Range": "bytes=-10", "If-Range": f'"{SHA1}"'})  # our validator: honoured
+    assert r.status_code == 206 and r.content == DATA[-10:]
+    r = http.get(URL, headers={"Range": "bytes=0-9", "If-Range": '"stale"'})  # another file's: all of it
+    assert r.status_code == 200 and r.content == DATA
+    r = http.get(URL, headers={"Range": f"bytes={len(DATA)}-"})
+    assert r.status_code == 416 and r.headers["content-range"] == f"bytes */{len(DATA)}"
+    r = http.get(URL, headers={"If-None-Match": f'"{SHA1}"'})
+    assert r.status_code == 304 and r.content == b""
+    r = http.head(URL)  # a URL signed for GET would refuse HEAD: the replica answers it
+    assert r.status_code == 200 and r.content == b"" and r.headers["content-length"] == str(len(DATA))
+    assert r.headers["etag"] == f'"{SHA1}"'
+    # A client's Host, credentials or conditions never reach the store (its signature covers Host).
+    r = http.get(URL, headers={"Host": "store.example", "Authorization": "token x", "If-Match": '"x"'})
+    assert r.status_code == 200 and r.content == DATA
+
+
+def test_a_missing_blob_is_the_replicas_404_and_the_internal_prefix_is_closed(accel):
+    app, lb, http = accel
+    r = http.get(f"/blobs/sha1/{'4' * 40}")
+    assert r.status_code == 404 and "this server has no blob" in r.json()["message"]
+    r = http.get(f"/blobs/sha1/{'4' * 40}", headers={"Range": "bytes=0-9"})
+    assert r.status_code == 404 and "this server has no blob" in r.json()["message"]
+    # From outside, the internal location is not there: not even with a valid signature.
+    signed = app.state.mirror.store.presigned_url(SHA1, 60, internal=True)
+    path_query = signed.split("://", 1)[1].split("/", 1)[1]
+    for path in (PREFIX + path_query, "/%5Fs3/" + path_query, PREFIX):
+        r = http.get(path)
+        assert r.status_code == 404 and DATA[:100] not in r.content, path
+
+
+def test_the_clients_mirror_resumes_with_range_and_if_range_through_nginx(accel, tmp_path, monkeypatch):
+    app, lb, http = accel
+    proxy = RecordingProxy(lb.url, drop_after=100_000)  # the first answer breaks off; the client resumes
+    try:
+        model = write_model(
+            tmp_path / "net",
+            f"name: Net\ncaffemodel: m.caffemodel\ncaffemodel_url: http://127.0.0.1:9/gone\nsha1: {SHA1}",
+        )
+        monkeypatch.setenv("CAFFEZOO_MIRRORS", proxy.url)
+        monkeypatch.setenv("CAFFEZOO_RETRIES", "3")
+        from caffezoo.download import download
+
+        assert download(model).path.read_bytes() == DATA
+        gets = [h for h in proxy.seen if "range" in h]
+        assert gets and gets[-1]["range"] == "bytes=100000-" and gets[-1]["if-range"] == f'"{SHA1}"'
+    finally:
+        proxy.close()
+
+
+def test_serve_refuses_an_accel_it_cannot_use(cli_process, ceph, s3_env, tmp_path):
+    from gist_helpers import free_port
+
+    env = {**ceph.env(), "CAFFEZOO_HOME": str(tmp_path)}
+    port = str(free_port())
+    r = cli_process("serve", "--port", port, "--blobs-accel", "/_s3/", env=env)
+    assert r.code != 0 and "--blobs-accel needs --blobs-url" in r.stderr
+    r = cli_process(
+        "serve", "--port", port, "--blobs-url", s3_env, "--blobs-accel", "/_s3/", "--blobs-redirect", env=env
+    )
+    assert r.code != 0 and "choose one" in r.stderr
+    r = cli_process("serve", "--port", port, "--blobs-url", s3_env, "--blobs-accel", "http://x/../", env=env)
+    assert r.code != 0 and "not a URL path prefix" in r.stderr and "Traceback" not in r.stderr
