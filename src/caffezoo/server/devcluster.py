@@ -637,6 +637,7 @@ def _port_open(port: int) -> bool:
 # --------------------------------------------------------------------------- the whole cluster
 
 BUCKET = "caffezoo"
+ACCEL_PREFIX = "/_s3/"  # nginx's internal location for the replicas' X-Accel-Redirects
 
 
 def start_cluster(
@@ -644,10 +645,15 @@ def start_cluster(
     *,
     replicas: int = 2,
     redirect: bool = False,
+    accel: bool = True,
     seed: bool = True,
     serve_args: list[str] | None = None,
 ) -> dict:
     """PostgreSQL, Ceph (monitor, OSD, gateway), ``replicas`` zoo servers and nginx, under ``root``.
+
+    Blob GETs are answered by 302s to the store with ``redirect``; else with ``accel``, as in
+    production, the replicas answer them and nginx streams the bodies from the store
+    (``--blobs-accel``); else the replicas stream them.
 
     Returns what was started (also written to ``root/cluster.json``). On a failure,
     whatever had started is stopped again before the error propagates.
@@ -695,7 +701,9 @@ def start_cluster(
         lb_port = free_port()  # known before the replicas start: their links name the balancer
         args = ["--database-url", pg.url, "--blobs-url", blobs_url, "--log-level", "warning"]
         args += ["--base-url", f"http://127.0.0.1:{lb_port}"]
+        accel = accel and not redirect
         args += ["--blobs-redirect"] if redirect else []
+        args += ["--blobs-accel", ACCEL_PREFIX] if accel else []
         args += serve_args or []
         servers = []
         for i in range(replicas):
@@ -705,7 +713,13 @@ def start_cluster(
             finally:
                 pid_files[:0] = [r.pid_file]
             servers.append(r)
-        lb = Nginx(root / "nginx", [r.url for r in servers], port=lb_port)
+        lb = Nginx(
+            root / "nginx",
+            [r.url for r in servers],
+            port=lb_port,
+            accel=ACCEL_PREFIX if accel else None,
+            store=ceph.endpoint,
+        )
         try:
             lb.start()
         finally:
