@@ -6,17 +6,17 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 from contextlib import contextmanager
 
 import httpx
 import pytest
-from gist_helpers import start_uvicorn
 from model_helpers import write_model
-from test_web_blobs_s3 import RecordingProxy
+from test_web_blobs_s3 import RecordingProxy, s3_web_for
 
 from caffezoo.server.devcluster import Nginx, stop_pids
 
-pytestmark = pytest.mark.skipif(not __import__("shutil").which("nginx"), reason="nginx is not installed")
+pytestmark = pytest.mark.skipif(not shutil.which("nginx"), reason="nginx is not installed")
 
 DATA = os.urandom(300_000)
 SHA1 = hashlib.sha1(DATA).hexdigest()
@@ -42,26 +42,14 @@ SAME = (
 @contextmanager
 def zoo(ceph, blobs_url: str, tmp_path, accel: str | None):
     """A replica in this process on ``blobs_url`` (with ``--blobs-accel accel``), nginx in front."""
-    from caffezoo.server import create_app
-
-    app = create_app(
-        f"sqlite:///{tmp_path / f'zoo-{bool(accel)}.db'}",
-        blobs_url=blobs_url,
-        blobs_accel=accel,
-        cache_dir=tmp_path / "svg",
-    )
-    server, thread, base = start_uvicorn(app)
-    lb = Nginx(tmp_path / f"nginx-{bool(accel)}", [base], accel=accel, store=ceph.endpoint, tied=True)
-    try:
-        lb.start()
-        with httpx.Client(base_url=lb.url, timeout=60) as http:
-            yield app, lb, http
-    finally:
-        stop_pids(lb.pid_files)
-        server.should_exit = True
-        thread.join(10)
-        app.state.storage.close()
-        app.state.mirror.store.close()
+    with s3_web_for(blobs_url, tmp_path, redirect=False, accel=accel) as (app, base, _):
+        lb = Nginx(tmp_path / f"nginx-{bool(accel)}", [base], accel=accel, store=ceph.endpoint, tied=True)
+        try:
+            lb.start()
+            with httpx.Client(base_url=lb.url, timeout=60) as http:
+                yield app, lb, http
+        finally:
+            stop_pids(lb.pid_files)
 
 
 @pytest.fixture
@@ -137,18 +125,3 @@ def test_the_clients_mirror_resumes_with_range_and_if_range_through_nginx(accel,
         assert gets and gets[-1]["range"] == "bytes=100000-" and gets[-1]["if-range"] == f'"{SHA1}"'
     finally:
         proxy.close()
-
-
-def test_serve_refuses_an_accel_it_cannot_use(cli_process, ceph, s3_env, tmp_path):
-    from gist_helpers import free_port
-
-    env = {**ceph.env(), "CAFFEZOO_HOME": str(tmp_path)}
-    port = str(free_port())
-    r = cli_process("serve", "--port", port, "--blobs-accel", "/_s3/", env=env)
-    assert r.code != 0 and "--blobs-accel needs --blobs-url" in r.stderr
-    r = cli_process(
-        "serve", "--port", port, "--blobs-url", s3_env, "--blobs-accel", "/_s3/", "--blobs-redirect", env=env
-    )
-    assert r.code != 0 and "choose one" in r.stderr
-    r = cli_process("serve", "--port", port, "--blobs-url", s3_env, "--blobs-accel", "http://x/../", env=env)
-    assert r.code != 0 and "not a URL path prefix" in r.stderr and "Traceback" not in r.stderr
