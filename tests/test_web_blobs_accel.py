@@ -11,6 +11,7 @@ from contextlib import contextmanager
 
 import httpx
 import pytest
+from ceph_helpers import BUCKET
 from model_helpers import write_model
 from test_web_blobs_s3 import RecordingProxy, s3_web_for
 
@@ -72,6 +73,11 @@ def test_nginx_streams_the_body_with_the_replicas_headers(ceph, s3_env, accel, t
             assert {h: got.headers.get(h) for h in SAME} == {h: want.headers.get(h) for h in SAME}
             assert not [h for h in got.headers if h.startswith(("x-amz", "x-rgw", "x-accel", "x-caffezoo"))]
             assert "last-modified" not in got.headers and got.headers["x-request-id"]
+    for headers in ({}, {"Range": "bytes=1000-1999"}):  # asked directly, the replica sends no body
+        r = httpx.get(lb.upstreams[0] + URL, headers=headers)
+        assert r.content == b"" and r.headers["x-accel-redirect"].startswith(PREFIX + BUCKET + "/")
+        assert f"/sha1/{SHA1}?X-Amz-Algorithm=" in r.headers["x-accel-redirect"]
+    assert r.headers["x-caffezoo-store-range"] == "bytes=1000-1999"
     r = http.get(URL)
     assert r.status_code == 200 and r.content == DATA and r.headers["etag"] == f'"{SHA1}"'
     assert r.headers["content-length"] == str(len(DATA)) and r.headers["accept-ranges"] == "bytes"
