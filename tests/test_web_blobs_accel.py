@@ -7,7 +7,9 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import threading
 from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
 import pytest
@@ -131,3 +133,51 @@ def test_the_clients_mirror_resumes_with_range_and_if_range_through_nginx(accel,
         assert gets and gets[-1]["range"] == "bytes=100000-" and gets[-1]["if-range"] == f'"{SHA1}"'
     finally:
         proxy.close()
+
+
+class _FailingStore(BaseHTTPRequestHandler):
+    """An S3 endpoint in trouble: every GET is a 503 whose body names its bucket."""
+
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self):
+        body = b"<Error><Code>SlowDown</Code><BucketName>secret-bucket</BucketName></Error>"
+        self.send_response(503)
+        self.send_header("Content-Type", "application/xml")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+def test_a_store_failure_is_never_cached_for_good_nor_shows_the_stores_words(ceph, s3_env, accel, tmp_path):
+    app, lb, http = accel
+    store = app.state.mirror.store
+    assert http.get(URL).status_code == 200  # the replica now believes the blob is there...
+    store.client.delete_object(Bucket=store.bucket, Key=store.key(SHA1))  # ... it is gone meanwhile
+    for headers in ({}, {"Range": "bytes=0-9"}):
+        r = http.get(URL, headers=headers)
+        assert r.status_code == 404 and "immutable" not in r.headers.get("cache-control", ""), r.headers
+        assert b"NoSuchKey" not in r.content and BUCKET.encode() not in r.content
+    failing = ThreadingHTTPServer(("127.0.0.1", 0), _FailingStore)
+    threading.Thread(target=failing.serve_forever, daemon=True).start()
+    store.put(SHA1, [DATA])
+    sick = Nginx(
+        tmp_path / "nginx-sick",
+        lb.upstreams,
+        accel=PREFIX,
+        store=f"http://127.0.0.1:{failing.server_port}",
+        tied=True,
+    )
+    try:
+        sick.start()
+        for headers in ({}, {"Range": "bytes=0-9"}):
+            r = httpx.get(sick.url + URL, headers=headers)
+            assert r.status_code == 502 and "immutable" not in r.headers.get("cache-control", ""), r.headers
+            assert b"secret-bucket" not in r.content
+    finally:
+        stop_pids(sick.pid_files)
+        failing.shutdown()
+        failing.server_close()

@@ -150,13 +150,15 @@ async def _accel(
     """The answer without its body, which nginx fetches from the store: ``X-Accel-Redirect`` to
     the accel prefix + a presigned URL's path and query, built from the blob's key alone.
 
-    nginx keeps Content-Type, Cache-Control and Accept-Ranges of this answer; its ``internal``
-    location puts back the rest (ETag...) from ``$upstream_http_*``; status, Content-Length and
-    Content-Range come from the store, asked for ``span`` (``[start, stop)``, None: everything).
+    nginx keeps Content-Type and Accept-Ranges of this answer; its ``internal`` location puts
+    back the rest (ETag...) from ``$upstream_http_*``; status, Content-Length and Content-Range
+    come from the store, asked for ``span`` (``[start, stop)``, None: everything). No
+    Cache-Control: nginx would keep it for whatever the store answers, a 404 or a 502 too, and
+    caches would hold that error for a year; the location adds it to the store's 200 and 206 only.
     """
     url = await run_in_threadpool(store.presigned_url, sha1, ACCEL_SECONDS, internal=True)
     parts = urlsplit(url)
-    out = {k: v for k, v in headers.items() if k not in ("Content-Length", "Content-Range")}
+    out = {k: v for k, v in headers.items() if k not in ("Content-Length", "Content-Range", "Cache-Control")}
     out["X-Accel-Redirect"] = request.app.state.blobs_accel.rstrip("/") + parts.path + "?" + parts.query
     if span is not None:
         out[STORE_RANGE] = f"bytes={span[0]}-{span[1] - 1}"

@@ -475,6 +475,7 @@ class Replica:
 # What a replica's blob answer says that nginx drops on an X-Accel-Redirect (it keeps only
 # Content-Type, Content-Disposition, Cache-Control, Expires, Accept-Ranges and Set-Cookie):
 # put back from $upstream_http_*, read in the internal location before its own upstream starts.
+# add_header puts them on the store's 200 and 206 only, not on an error.
 ACCEL_KEPT = (
     "ETag",
     "X-Content-Type-Options",
@@ -485,6 +486,9 @@ ACCEL_KEPT = (
     "Content-Security-Policy",
     "X-Request-ID",
 )
+# The store's answers other than 404 that the client must not see (its body names the bucket):
+# nginx's own 502 instead, as when the store cannot be reached at all.
+STORE_FAILURES = "301 302 303 307 308 400 401 403 405 409 411 412 416 429 500 501 502 503 504"
 # What the store says that the replica says otherwise (its MD5 ETag, its type, its dates) or
 # that is nobody else's business (its ids): clients see the zoo's headers, as when streamed.
 ACCEL_HIDDEN = (
@@ -517,7 +521,7 @@ def accel_location(prefix: str, store: str) -> str:
     the client's own headers stay here, the store gets the Host its URL was signed for and
     the byte range the replica chose.
     """
-    from .blobs import STORE_RANGE, accel_prefix
+    from .blobs import IMMUTABLE, STORE_RANGE, accel_prefix
 
     prefix = accel_prefix(prefix)
     origin = store.rstrip("/")
@@ -540,15 +544,18 @@ def accel_location(prefix: str, store: str) -> str:
             proxy_set_header Host $proxy_host;    # the host the URL was signed for
             proxy_set_header Range $zoo_store_range;
             proxy_set_header Connection "";
-{hidden}{added}            proxy_buffering on;                   # read the store ahead of the client, in memory
+{hidden}{added}            add_header Cache-Control "{IMMUTABLE}";  # blob bytes only, never an error
+            proxy_buffering on;                   # read the store ahead of the client, in memory
             proxy_buffer_size 64k;                # (up to 1 MiB a download, never a temp file):
             proxy_buffers 16 64k;                 # 0.7x of reading the store directly without,
             proxy_busy_buffers_size 256k;         # 0.95x with (benchmarks/cluster.py)
             proxy_max_temp_file_size 0;
-            proxy_intercept_errors on;            # the store's error bodies name its bucket
-            error_page 403 = @store_refused;      # a signature refused: our fault, not the client's
+            proxy_intercept_errors on;            # the store's error bodies name its bucket:
+            error_page 404 = @store_missing;      # deleted since the replica looked
+            error_page {STORE_FAILURES} = @store_refused;  # a refused signature, a store in trouble
             proxy_pass {origin}/;
         }}
+        location @store_missing {{ return 404; }}
         location @store_refused {{ return 502; }}
 """
 
