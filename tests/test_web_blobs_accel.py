@@ -7,6 +7,8 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import ssl
+import subprocess
 import threading
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -181,3 +183,49 @@ def test_a_store_failure_is_never_cached_for_good_nor_shows_the_stores_words(cep
         stop_pids(sick.pid_files)
         failing.shutdown()
         failing.server_close()
+
+
+class _ForgingStore(_FailingStore):
+    """Someone between nginx and an https store, with a certificate nobody vouches for."""
+
+    def do_GET(self):
+        body = b"forged" * 1000
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+def test_an_https_store_must_show_a_certificate_that_is_trusted(accel, tmp_path, monkeypatch):
+    """boto checks the store's certificate when a replica streams; nginx must too, or anyone on
+    the way could hand out other bytes under the blob's SHA-1, cached by everyone for a year."""
+    app, lb, http = accel
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost"]
+        + ["-addext", "subjectAltName=DNS:localhost", "-keyout", str(key), "-out", str(cert)],
+        check=True,
+        capture_output=True,
+    )
+    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    tls.load_cert_chain(cert, key)
+    forger = ThreadingHTTPServer(("127.0.0.1", 0), _ForgingStore)
+    forger.socket = tls.wrap_socket(forger.socket, server_side=True)
+    threading.Thread(target=forger.serve_forever, daemon=True).start()
+    try:
+        for trusted in (None, cert):  # the system's CAs; then what boto is told to trust
+            if trusted:
+                monkeypatch.setenv("AWS_CA_BUNDLE", str(trusted))
+            store = f"https://localhost:{forger.server_port}"
+            mitm = Nginx(
+                tmp_path / f"nginx-{bool(trusted)}", lb.upstreams, accel=PREFIX, store=store, tied=True
+            )
+            try:
+                mitm.start()
+                r = httpx.get(mitm.url + URL)
+                assert (r.status_code, b"forged" in r.content) == ((200, True) if trusted else (502, False))
+            finally:
+                stop_pids(mitm.pid_files)
+    finally:
+        forger.shutdown()
+        forger.server_close()

@@ -23,6 +23,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -519,7 +520,8 @@ def accel_location(prefix: str, store: str) -> str:
 
     Only a replica's ``X-Accel-Redirect`` reaches it (a client asking for PREFIX gets 404);
     the client's own headers stay here, the store gets the Host its URL was signed for and
-    the byte range the replica chose.
+    the byte range the replica chose. An https store must show a certificate that the CAs
+    boto trusts vouch for (``AWS_CA_BUNDLE``, else the system's), as when a replica streams.
     """
     from .blobs import IMMUTABLE, STORE_RANGE, accel_prefix
 
@@ -535,7 +537,14 @@ def accel_location(prefix: str, store: str) -> str:
     added = "".join(f"            add_header {h} $zoo_{name(h)};\n" for h in ACCEL_KEPT)
     hidden = "".join(f"            proxy_hide_header {h};\n" for h in ACCEL_HIDDEN)
     if origin.startswith("https://"):
+        # nginx checks no certificate unless told (then one level deep): anyone on the way could
+        # hand out other bytes under the blob's SHA-1 and immutable Cache-Control.
+        ca = os.environ.get("AWS_CA_BUNDLE") or ssl.get_default_verify_paths().cafile
+        if not ca:
+            raise ValueError("no CA bundle to check the store's certificate with: set AWS_CA_BUNDLE")
         hidden += "            proxy_ssl_server_name on;             # SNI: the store's certificate\n"
+        hidden += "            proxy_ssl_verify on;\n            proxy_ssl_verify_depth 4;\n"
+        hidden += f'            proxy_ssl_trusted_certificate "{ca}";\n'
     return f"""        location {prefix} {{
             internal;                             # reached only by a replica's X-Accel-Redirect
 {kept}            set $zoo_store_range $upstream_http_{name(STORE_RANGE)};
