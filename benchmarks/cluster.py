@@ -10,6 +10,8 @@ single-node Ceph RADOS Gateway (started here, memstore), fetched with curl
 - through ``caffezoo serve --blobs-url s3://...``, streamed by the server;
 - through ``caffezoo serve --blobs-url s3://... --blobs-redirect`` (``curl -L``:
   one 302, then the gateway);
+- through nginx in front of ``caffezoo serve --blobs-url s3://... --blobs-accel /_s3/``:
+  the replica answers, nginx streams the body from the gateway (X-Accel-Redirect);
 - as a control, through ``caffezoo serve --blobs-dir`` holding the same bytes: what
   the server's sending costs when it has no store to read from;
 
@@ -61,7 +63,7 @@ from gist_helpers import free_port, temporary_postgres  # noqa: E402
 from gist_server import seed, wrk  # noqa: E402
 from replica_helpers import replica  # noqa: E402
 
-from caffezoo.server.devcluster import Ceph, Replica  # noqa: E402
+from caffezoo.server.devcluster import ACCEL_PREFIX, Ceph, Nginx, Replica, stop_pids  # noqa: E402
 
 BLOB_GOAL = 0.9
 
@@ -69,9 +71,10 @@ BLOB_GOAL = 0.9
 # --------------------------------------------------------------------------- blob GET throughput
 
 
-def blob_setup(tmp: Path, size: int) -> tuple[Ceph, dict[str, str], list[Replica], str]:
-    """Ceph with one blob of ``size`` random bytes; a streaming and a redirecting zoo server on it,
-    and, as a control, a zoo server with the same blob in a local directory."""
+def blob_setup(tmp: Path, size: int) -> tuple[Ceph, dict[str, str], list[Replica], list[Nginx], str]:
+    """Ceph with one blob of ``size`` random bytes; a streaming, a redirecting and an accel zoo
+    server (nginx in front) on it, and, as a control, a zoo server with the same blob in a local
+    directory."""
     ceph = Ceph(tmp / "ceph", tied=True).start()
     env = {**ceph.env(), "CAFFEZOO_HOME": str(tmp / "home")}
     os.environ.update(env)
@@ -87,10 +90,11 @@ def blob_setup(tmp: Path, size: int) -> tuple[Ceph, dict[str, str], list[Replica
     store.close()
     common = ["--no-check-links", "--log-level", "warning"]
     s3 = ["--blobs-url", "s3://bench/blobs"]
-    servers = []
+    servers, proxies = [], []
     for name, extra in (
         ("streamed", s3),
         ("redirected", [*s3, "--blobs-redirect"]),
+        ("accel", [*s3, "--blobs-accel", ACCEL_PREFIX]),
         ("local directory", ["--blobs-dir", str(tmp / "local")]),
     ):
         slug = name.replace(" ", "-")
@@ -104,8 +108,14 @@ def blob_setup(tmp: Path, size: int) -> tuple[Ceph, dict[str, str], list[Replica
                 tied=True,
             ).start()
         )
-        urls[f"zoo server ({name})"] = f"{servers[-1].url}/blobs/sha1/{sha1}"
-    return ceph, urls, servers, sha1
+        base = servers[-1].url
+        if name == "accel":  # its answers are for nginx to complete
+            proxies.append(
+                Nginx(tmp / "nginx", [base], accel=ACCEL_PREFIX, store=ceph.endpoint, tied=True).start()
+            )
+            base, name = proxies[-1].url, "accel, via nginx"
+        urls[f"zoo server ({name})"] = f"{base}/blobs/sha1/{sha1}"
+    return ceph, urls, servers, proxies, sha1
 
 
 def blob_fetch(url: str, size: int, parallel: int) -> float:
@@ -148,7 +158,7 @@ def blob_report(results: dict[int, dict[str, float]]) -> bool:
         )
         for name, value in mibs.items():
             ratio = value / base
-            if name in ("zoo server (streamed)", "zoo server (redirected)"):
+            if name.startswith(("zoo server (streamed", "zoo server (redirected", "zoo server (accel")):
                 goal = "  ok" if ratio >= BLOB_GOAL else f"  below {BLOB_GOAL}x"
                 ok &= ratio >= BLOB_GOAL
             else:
@@ -161,12 +171,14 @@ def blob_benchmark(size_mib: int, runs: int) -> bool:
     if not shutil.which("curl"):
         raise SystemExit("curl is not installed")
     tmp = Path(tempfile.mkdtemp(prefix="caffezoo-bench-cluster-"))
-    ceph = servers = None
+    ceph = servers = proxies = None
     try:
-        ceph, urls, servers, _ = blob_setup(tmp, size_mib << 20)
+        ceph, urls, servers, proxies, _ = blob_setup(tmp, size_mib << 20)
         results = {p: blob_throughput(urls, size_mib << 20, runs, p) for p in (1, 4)}
         return blob_report(results)
     finally:
+        for lb in proxies or []:
+            stop_pids(lb.pid_files)
         for r in servers or []:
             r.kill()
         if ceph is not None:

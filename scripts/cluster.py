@@ -3,7 +3,7 @@
 of `caffezoo serve`, nginx in front. For trying the topology, not for keeping data (Ceph's
 OSD keeps everything in RAM).
 
-    python scripts/cluster.py start [--dir .cluster] [--replicas 2] [--redirect] [-- SERVE-ARGS...]
+    python scripts/cluster.py start [--dir .cluster] [--replicas 2] [--redirect | --stream] [-- SERVE-ARGS...]
     python scripts/cluster.py status [--dir .cluster]
     python scripts/cluster.py stop [--dir .cluster]
 
@@ -27,6 +27,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dir", type=Path, default=Path(".cluster"), help="state, logs and pid files")
     p.add_argument("--replicas", type=int, default=2)
     p.add_argument("--redirect", action="store_true", help="replicas answer blob GETs with presigned URLs")
+    p.add_argument(
+        "--stream",
+        action="store_true",
+        help="replicas stream blob bodies themselves (default: nginx does, X-Accel-Redirect)",
+    )
     p.add_argument("--no-seed", action="store_true", help="do not add the bundled models")
     argv = sys.argv[1:] if argv is None else argv
     serve_args = argv[argv.index("--") + 1 :] if "--" in argv else []  # for `caffezoo serve`
@@ -34,7 +39,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if a.action == "start":
             state = start_cluster(
-                a.dir, replicas=a.replicas, redirect=a.redirect, seed=not a.no_seed, serve_args=serve_args
+                a.dir,
+                replicas=a.replicas,
+                redirect=a.redirect,
+                accel=not a.stream,
+                seed=not a.no_seed,
+                serve_args=serve_args,
             )
             print(f"zoo:        {state['url']}  (nginx over {', '.join(state['replicas'])})")
             print(f"database:   {state['database_url']}")

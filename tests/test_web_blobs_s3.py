@@ -74,7 +74,8 @@ class RecordingProxy:
         self.httpd.server_close()
 
 
-def s3_web_for(blobs_url: str, tmp_path, redirect: bool):
+def s3_web_for(blobs_url: str, tmp_path, redirect: bool, accel: str | None = None):
+    """A zoo server in this process on ``blobs_url``; yields (app, base URL, client)."""
     from contextlib import contextmanager
 
     @contextmanager
@@ -82,9 +83,10 @@ def s3_web_for(blobs_url: str, tmp_path, redirect: bool):
         from caffezoo.server import create_app
 
         app = create_app(
-            f"sqlite:///{tmp_path / 'zoo.db'}",
+            f"sqlite:///{tmp_path / f'zoo{accel is not None:d}.db'}",
             blobs_url=blobs_url,
             blobs_redirect=redirect,
+            blobs_accel=accel,
             cache_dir=tmp_path / "svg",
         )
         server, thread, base = start_uvicorn(app)
@@ -270,6 +272,13 @@ def test_serve_refuses_a_store_it_cannot_use(cli_process, ceph, s3_env, tmp_path
     assert r.code != 0 and "credentials" in r.stderr and "Traceback" not in r.stderr
     r = cli_process("serve", "--port", port, "--blobs-redirect", env=env)
     assert r.code != 0 and "--blobs-redirect needs --blobs-url" in r.stderr
+    r = cli_process("serve", "--port", port, "--blobs-accel", "/_s3/", env=env)
+    assert r.code != 0 and "--blobs-accel needs --blobs-url" in r.stderr
+    accel = ("--blobs-url", s3_env, "--blobs-accel")
+    r = cli_process("serve", "--port", port, *accel, "/_s3/", "--blobs-redirect", env=env)
+    assert r.code != 0 and "choose one" in r.stderr
+    r = cli_process("serve", "--port", port, *accel, "http://x/../", env=env)
+    assert r.code != 0 and "not a URL path prefix" in r.stderr and "Traceback" not in r.stderr
     r = cli_process("serve", "--port", port, "--blobs-dir", tmp_path, "--blobs-url", s3_env, env=env)
     assert r.code != 0 and "not both" in r.stderr
 

@@ -216,6 +216,14 @@ def serve(
         help="With --blobs-url: answer weight downloads with a 302 to a presigned URL of the "
         "store (valid 5 minutes) instead of streaming them through the server.",
     ),
+    blobs_accel: str = typer.Option(
+        None,
+        "--blobs-accel",
+        metavar="PREFIX",
+        help="With --blobs-url, behind nginx: answer weight downloads as when streamed, but leave "
+        "the body to nginx (X-Accel-Redirect: PREFIX + a presigned URL's path), whose internal "
+        "location PREFIX proxies to the store. E.g. /_s3/; see the README.",
+    ),
     check_links: bool = typer.Option(
         True, "--check-links/--no-check-links", help="Probe weights URLs in the background."
     ),
@@ -281,6 +289,7 @@ def serve(
         blobs_dir=blobs_dir,
         blobs_url=blobs_url,
         blobs_redirect=blobs_redirect,
+        blobs_accel=blobs_accel,
         mirror_every=mirror_every if mirror else None,
         check_every=check_every if check_links else None,
         link_rate=link_rate,

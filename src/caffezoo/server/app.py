@@ -130,6 +130,7 @@ def create_app(
     cache_dir: str | Path | None = None,
     blobs_url: str | None = None,
     blobs_redirect: bool = False,
+    blobs_accel: str | None = None,
     base_url: str | None = None,
     limits: Limits | None = None,
 ) -> FastAPI:
@@ -139,6 +140,7 @@ def create_app(
     ``blobs_dir`` is the weights store (default ``CAFFEZOO_HOME/server-blobs``), or
     ``blobs_url`` (``s3://BUCKET/PREFIX`` or a directory, see :func:`.blobstore.open_store`);
     ``blobs_redirect`` answers blob GETs from S3 with a 302 to a presigned URL;
+    ``blobs_accel`` (a path prefix, ``/_s3/``) leaves their bodies to nginx: ``X-Accel-Redirect``;
     ``cache_dir`` keeps drawn network pictures (default under the cache dir).
     ``base_url`` is the public URL that links in pages and API answers start with
     (default: the address the server listens on, never the request's ``Host``);
@@ -162,6 +164,7 @@ def create_app(
     )
     app.state.mirror = Mirror(open_store(blobs_url or blobs_dir or s.server_blobs_dir))
     app.state.blobs_redirect = blobs_redirect
+    app.state.blobs_accel = blobs.accel_prefix(blobs_accel) if blobs_accel else None
     app.state.pictures = Pictures(
         Path(cache_dir) if cache_dir else s.cache_dir / "server" / "svg",
         cache.part("svg"),
@@ -228,6 +231,7 @@ def app_from_env() -> FastAPI:
     return create_app(
         blobs_url=os.environ.get("CAFFEZOO_SERVER_BLOBS") or None,
         blobs_redirect=os.environ.get("CAFFEZOO_SERVER_BLOBS_REDIRECT") == "1",
+        blobs_accel=os.environ.get("CAFFEZOO_SERVER_BLOBS_ACCEL") or None,
         base_url=os.environ.get("CAFFEZOO_BASE_URL") or None,
         limits=Limits(**json.loads(limits)) if limits else None,
     )

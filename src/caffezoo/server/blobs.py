@@ -8,7 +8,11 @@ this server in ``CAFFEZOO_MIRRORS``. A blob's ETag is its SHA-1: it never
 changes, so ``If-Range`` resumes are always safe and caches may keep it for
 good. With an S3 store the bytes are streamed from it with the same headers,
 or, with ``--blobs-redirect``, a GET is answered by a 302 to a presigned URL
-valid for five minutes (the client follows it; its token is not sent there).
+valid for five minutes (the client follows it; its token is not sent there),
+or, with ``--blobs-accel PREFIX`` behind nginx, a GET is answered as when
+streamed, except that the body is left to nginx: an ``X-Accel-Redirect`` to
+``PREFIX`` + a presigned URL's path and query, which nginx's ``internal``
+location fetches from the store (see README, "Running a zoo for a community").
 An upload is accepted only from the owner of a model whose front matter
 names that SHA-1; the bytes are hashed on their way into the store and
 committed under their name only when they match.
@@ -22,6 +26,7 @@ import os
 import re
 import threading
 from collections.abc import AsyncIterator, Iterator
+from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import FileResponse, StreamingResponse
@@ -38,7 +43,7 @@ from .mirror import Mirror
 from .tables import Entry
 from .work import stated_length
 
-__all__ = ["MAX_UPLOAD_BYTES", "router"]
+__all__ = ["MAX_UPLOAD_BYTES", "STORE_RANGE", "accel_prefix", "router"]
 
 log = logging.getLogger("caffezoo.server")
 
@@ -68,6 +73,24 @@ def _mirror(request: Request) -> Mirror:
 
 IMMUTABLE = "public, max-age=31536000, immutable"
 REDIRECT_SECONDS = 300  # lifetime of a presigned URL: long enough to start, too short to share
+ACCEL_SECONDS = 60  # nginx fetches an X-Accel-Redirect's URL at once: a minute covers clock skew
+# The byte range nginx must ask the store for (none: all of it). The replica decides it (Range,
+# If-Range against our ETag); the store, whose ETag differs, never sees the client's headers.
+STORE_RANGE = "X-Caffezoo-Store-Range"
+
+
+def accel_prefix(prefix: str) -> str:
+    """``prefix`` of ``--blobs-accel`` as ``/path/``; ValueError naming what is expected.
+
+    >>> accel_prefix("/_s3")
+    '/_s3/'
+    """
+    if not re.fullmatch(r"(/[A-Za-z0-9_~-][A-Za-z0-9_.~-]*)+/?", prefix or ""):
+        raise ValueError(
+            f"{prefix!r} is not a URL path prefix: expected letters, digits, '_', '-', '.' "
+            "in one or more /segments, e.g. /_s3/"
+        )
+    return prefix.rstrip("/") + "/"
 
 
 @router.api_route("/blobs/sha1/{sha1}", methods=["GET", "HEAD"])
@@ -90,14 +113,17 @@ async def get_blob(request: Request, sha1: str) -> Response:
         )
     try:
         if request.app.state.blobs_redirect and request.method == "GET":
-            # A presigned URL is signed for GET: HEAD is answered here. has() may miss a blob another
-            # replica stored a moment ago, so a miss is checked with the store before a 404.
-            if await run_in_threadpool(store.has, sha1) or await run_in_threadpool(store.stat, sha1):
+            # A presigned URL is signed for GET: HEAD is answered here.
+            if await _present(store, sha1):
                 url = await run_in_threadpool(store.presigned_url, sha1, REDIRECT_SECONDS)
                 return Response(status_code=302, headers={"Location": url, "Cache-Control": "no-store"})
             raise ApiError(404, f"Not Found: this server has no blob {sha1}")
         headers = request.headers
         if request.method == "GET" and "range" not in headers and "if-none-match" not in headers:
+            if request.app.state.blobs_accel:  # all of it: nginx learns the size from the store
+                if await _present(store, sha1):
+                    return await _accel(request, store, sha1, _blob_headers(sha1), 200, None)
+                raise ApiError(404, f"Not Found: this server has no blob {sha1}")
             # The common download, all of it: one GET to the store, whose answer gives the size.
             info, chunks = await run_in_threadpool(store.stream, sha1)
             headers = {**_blob_headers(sha1), "Content-Length": str(info.size)}
@@ -110,6 +136,33 @@ async def get_blob(request: Request, sha1: str) -> Response:
     if info is None:
         raise ApiError(404, f"Not Found: this server has no blob {sha1}")
     return await _ranged(request, store, info)
+
+
+async def _present(store, sha1: str) -> bool:
+    """Whether the store has the blob. has() may miss a blob another replica stored a moment
+    ago, so a miss is checked with the store before a 404."""
+    return await run_in_threadpool(store.has, sha1) or await run_in_threadpool(store.stat, sha1) is not None
+
+
+async def _accel(
+    request: Request, store, sha1: str, headers: dict[str, str], status: int, span: tuple[int, int] | None
+) -> Response:
+    """The answer without its body, which nginx fetches from the store: ``X-Accel-Redirect`` to
+    the accel prefix + a presigned URL's path and query, built from the blob's key alone.
+
+    nginx keeps Content-Type and Accept-Ranges of this answer; its ``internal`` location puts
+    back the rest (ETag...) from ``$upstream_http_*``; status, Content-Length and Content-Range
+    come from the store, asked for ``span`` (``[start, stop)``, None: everything). No
+    Cache-Control: nginx would keep it for whatever the store answers, a 404 or a 502 too, and
+    caches would hold that error for a year; the location adds it to the store's 200 and 206 only.
+    """
+    url = await run_in_threadpool(store.presigned_url, sha1, ACCEL_SECONDS, internal=True)
+    parts = urlsplit(url)
+    out = {k: v for k, v in headers.items() if k not in ("Content-Length", "Content-Range", "Cache-Control")}
+    out["X-Accel-Redirect"] = request.app.state.blobs_accel.rstrip("/") + parts.path + "?" + parts.query
+    if span is not None:
+        out[STORE_RANGE] = f"bytes={span[0]}-{span[1] - 1}"
+    return Response(status_code=status, headers=out)
 
 
 def _blob_headers(sha1: str) -> dict[str, str]:
@@ -160,6 +213,8 @@ async def _ranged(request: Request, store, info) -> Response:
         headers["Content-Range"] = f"bytes {start}-{stop - 1}/{info.size}"
     if request.method == "HEAD" or start == stop:
         return Response(status_code=status, headers=headers)
+    if request.app.state.blobs_accel:
+        return await _accel(request, store, info.sha1, headers, status, (start, stop) if wanted else None)
     try:  # S3 answers the GET here: a round trip kept off the event loop
         chunks = await run_in_threadpool(store.get, info.sha1, start, stop)
     except KeyError:

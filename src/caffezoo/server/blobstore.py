@@ -124,8 +124,9 @@ class BlobStore:
         """The blob's file when the store is a local directory (served without copies)."""
         return None
 
-    def presigned_url(self, sha1: str, expires: int) -> str | None:
-        """A URL that serves the blob straight from the store for ``expires`` seconds, if it can."""
+    def presigned_url(self, sha1: str, expires: int, *, internal: bool = False) -> str | None:
+        """A URL that serves the blob straight from the store for ``expires`` seconds, if it can
+        (``internal``: signed for the store's own endpoint, not the address clients see)."""
         return None
 
     def refresh(self) -> None:
@@ -455,8 +456,12 @@ class S3Store(BlobStore):
         except self._errors() as e:
             raise self._fail("cannot list", e) from None
 
-    def presigned_url(self, sha1: str, expires: int) -> str:
-        return self._presigner.generate_presigned_url(
+    def presigned_url(self, sha1: str, expires: int, *, internal: bool = False) -> str:
+        """A GET URL of the blob valid ``expires`` seconds, signed for the address clients see
+        (``public_endpoint``), or with ``internal`` for the endpoint itself (what a proxy beside
+        the replicas fetches: the signature covers the Host)."""
+        signer = self.client if internal else self._presigner
+        return signer.generate_presigned_url(
             "get_object", Params={"Bucket": self.bucket, "Key": self.key(sha1)}, ExpiresIn=expires
         )
 

@@ -23,6 +23,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -37,6 +38,7 @@ __all__ = [
     "Nginx",
     "Postgres",
     "Replica",
+    "accel_location",
     "free_port",
     "serve_command",
     "start_cluster",
@@ -471,13 +473,113 @@ class Replica:
         stop_pids([self.pid_file], grace=0)
 
 
+# What a replica's blob answer says that nginx drops on an X-Accel-Redirect (it keeps only
+# Content-Type, Content-Disposition, Cache-Control, Expires, Accept-Ranges and Set-Cookie):
+# put back from $upstream_http_*, read in the internal location before its own upstream starts.
+# add_header puts them on the store's 200 and 206 only, not on an error.
+ACCEL_KEPT = (
+    "ETag",
+    "X-Content-Type-Options",
+    "X-Frame-Options",
+    "Referrer-Policy",
+    "Cross-Origin-Opener-Policy",
+    "Permissions-Policy",
+    "Content-Security-Policy",
+    "X-Request-ID",
+)
+# The store's answers other than 404 that the client must not see (its body names the bucket):
+# nginx's own 502 instead, as when the store cannot be reached at all.
+STORE_FAILURES = "301 302 303 307 308 400 401 403 405 409 411 412 416 429 500 501 502 503 504"
+# What the store says that the replica says otherwise (its MD5 ETag, its type, its dates) or
+# that is nobody else's business (its ids): clients see the zoo's headers, as when streamed.
+ACCEL_HIDDEN = (
+    "ETag",
+    "Last-Modified",
+    "Content-Type",
+    "Content-Disposition",
+    "Cache-Control",
+    "Expires",
+    "Accept-Ranges",
+    "Set-Cookie",
+    "x-amz-request-id",
+    "x-amz-id-2",
+    "x-amz-version-id",
+    "x-amz-storage-class",
+    "x-amz-server-side-encryption",
+    "x-amz-expiration",
+    "x-amz-mp-parts-count",
+    "x-amz-replication-status",
+    "x-amz-website-redirect-location",
+    "x-rgw-object-type",
+)
+
+
+def accel_location(prefix: str, store: str) -> str:
+    """nginx's ``internal`` location for ``caffezoo serve --blobs-accel PREFIX``, proxying to the
+    S3 endpoint ``store`` (``http(s)://host[:port]``) and nowhere else.
+
+    Only a replica's ``X-Accel-Redirect`` reaches it (a client asking for PREFIX gets 404);
+    the client's own headers stay here, the store gets the Host its URL was signed for and
+    the byte range the replica chose. An https store must show a certificate that the CAs
+    boto trusts vouch for (``AWS_CA_BUNDLE``, else the system's), as when a replica streams.
+    """
+    from .blobs import IMMUTABLE, STORE_RANGE, accel_prefix
+
+    prefix = accel_prefix(prefix)
+    origin = store.rstrip("/")
+    if origin.count("/") != 2 or not origin.startswith(("http://", "https://")):
+        raise ValueError(f"{store!r}: expected the store's endpoint as http(s)://host[:port]")
+
+    def name(header: str) -> str:  # nginx's variable name of a header
+        return header.lower().replace("-", "_")
+
+    kept = "".join(f"            set $zoo_{name(h)} $upstream_http_{name(h)};\n" for h in ACCEL_KEPT)
+    added = "".join(f"            add_header {h} $zoo_{name(h)};\n" for h in ACCEL_KEPT)
+    hidden = "".join(f"            proxy_hide_header {h};\n" for h in ACCEL_HIDDEN)
+    if origin.startswith("https://"):
+        # nginx checks no certificate unless told (then one level deep): anyone on the way could
+        # hand out other bytes under the blob's SHA-1 and immutable Cache-Control.
+        ca = os.environ.get("AWS_CA_BUNDLE") or ssl.get_default_verify_paths().cafile
+        if not ca:
+            raise ValueError("no CA bundle to check the store's certificate with: set AWS_CA_BUNDLE")
+        hidden += "            proxy_ssl_server_name on;             # SNI: the store's certificate\n"
+        hidden += "            proxy_ssl_verify on;\n            proxy_ssl_verify_depth 4;\n"
+        hidden += f'            proxy_ssl_trusted_certificate "{ca}";\n'
+    return f"""        location {prefix} {{
+            internal;                             # reached only by a replica's X-Accel-Redirect
+{kept}            set $zoo_store_range $upstream_http_{name(STORE_RANGE)};
+            proxy_pass_request_headers off;       # the client's Authorization, If-*, Range stay here
+            proxy_pass_request_body off;
+            proxy_set_header Host $proxy_host;    # the host the URL was signed for
+            proxy_set_header Range $zoo_store_range;
+            proxy_set_header Connection "";
+{hidden}{added}            add_header Cache-Control "{IMMUTABLE}";  # blob bytes only, never an error
+            proxy_buffering on;                   # read the store ahead of the client, in memory
+            proxy_buffer_size 64k;                # (up to 1 MiB a download, never a temp file):
+            proxy_buffers 16 64k;                 # 0.7x of reading the store directly without,
+            proxy_busy_buffers_size 256k;         # 0.95x with (benchmarks/cluster.py)
+            proxy_max_temp_file_size 0;
+            proxy_intercept_errors on;            # the store's error bodies name its bucket:
+            error_page 404 = @store_missing;      # deleted since the replica looked
+            error_page {STORE_FAILURES} = @store_refused;  # a refused signature, a store in trouble
+            proxy_pass {origin}/;
+        }}
+        location @store_missing {{ return 404; }}
+        location @store_refused {{ return 502; }}
+"""
+
+
 @dataclass
 class Nginx:
-    """nginx on 127.0.0.1:``port`` balancing over ``upstreams`` (base URLs)."""
+    """nginx on 127.0.0.1:``port`` balancing over ``upstreams`` (base URLs); with ``accel``
+    (a path prefix) and ``store`` (the S3 endpoint), the internal location of ``--blobs-accel``."""
 
     root: Path
     upstreams: list[str]
     port: int = 0
+    accel: str | None = None
+    store: str | None = None
+    tied: bool = False  # dies with the process that started it (tests, benchmarks)
 
     @property
     def url(self) -> str:
@@ -496,6 +598,7 @@ class Nginx:
             f"        server {u.split('://', 1)[1]} max_fails=1 fail_timeout=2s;" for u in self.upstreams
         )
         user = "user root root;\n" if os.geteuid() == 0 else ""
+        accel = accel_location(self.accel, self.store or "") if self.accel else ""
         conf = r / "nginx.conf"
         conf.write_text(
             f"""{user}worker_processes 1;
@@ -526,14 +629,20 @@ http {{
         proxy_set_header X-Request-ID $request_id;  # one id in nginx's log and the replica's
         proxy_next_upstream error timeout http_502 http_503;
         location / {{ proxy_pass http://zoo; }}
-    }}
+{accel}    }}
 }}
 """
         )
         check = subprocess.run([binary, "-t", "-c", str(conf), "-p", str(r)], capture_output=True, text=True)
         if check.returncode != 0:
             raise EngineError(f"nginx refused its configuration: {check.stderr}")
-        _spawn([binary, "-c", str(conf), "-p", str(r)], self.pid_files[0], r / "nginx.out", name="nginx")
+        _spawn(
+            [binary, "-c", str(conf), "-p", str(r)],
+            self.pid_files[0],
+            r / "nginx.out",
+            name="nginx",
+            tied=self.tied,
+        )
         _wait_for("nginx", lambda: _port_open(self.port), 30, r / "nginx-error.log")
         return self
 
@@ -549,6 +658,7 @@ def _port_open(port: int) -> bool:
 # --------------------------------------------------------------------------- the whole cluster
 
 BUCKET = "caffezoo"
+ACCEL_PREFIX = "/_s3/"  # nginx's internal location for the replicas' X-Accel-Redirects
 
 
 def start_cluster(
@@ -556,10 +666,15 @@ def start_cluster(
     *,
     replicas: int = 2,
     redirect: bool = False,
+    accel: bool = True,
     seed: bool = True,
     serve_args: list[str] | None = None,
 ) -> dict:
     """PostgreSQL, Ceph (monitor, OSD, gateway), ``replicas`` zoo servers and nginx, under ``root``.
+
+    Blob GETs are answered by 302s to the store with ``redirect``; else with ``accel``, as in
+    production, the replicas answer them and nginx streams the bodies from the store
+    (``--blobs-accel``); else the replicas stream them.
 
     Returns what was started (also written to ``root/cluster.json``). On a failure,
     whatever had started is stopped again before the error propagates.
@@ -607,7 +722,9 @@ def start_cluster(
         lb_port = free_port()  # known before the replicas start: their links name the balancer
         args = ["--database-url", pg.url, "--blobs-url", blobs_url, "--log-level", "warning"]
         args += ["--base-url", f"http://127.0.0.1:{lb_port}"]
+        accel = accel and not redirect
         args += ["--blobs-redirect"] if redirect else []
+        args += ["--blobs-accel", ACCEL_PREFIX] if accel else []
         args += serve_args or []
         servers = []
         for i in range(replicas):
@@ -617,7 +734,13 @@ def start_cluster(
             finally:
                 pid_files[:0] = [r.pid_file]
             servers.append(r)
-        lb = Nginx(root / "nginx", [r.url for r in servers], port=lb_port)
+        lb = Nginx(
+            root / "nginx",
+            [r.url for r in servers],
+            port=lb_port,
+            accel=ACCEL_PREFIX if accel else None,
+            store=ceph.endpoint,
+        )
         try:
             lb.start()
         finally:

@@ -307,6 +307,7 @@ def run(
     graceful_timeout: float = 30.0,
     blobs_url: str | None = None,
     blobs_redirect: bool = False,
+    blobs_accel: str | None = None,
     base_url: str | None = None,
     limits: Limits | None = None,
     policy=None,
@@ -316,6 +317,7 @@ def run(
 
     ``blobs_url`` (``s3://BUCKET/PREFIX``) keeps the weights in an S3-compatible store
     instead of ``blobs_dir``; ``blobs_redirect`` answers blob GETs with presigned URLs;
+    ``blobs_accel`` (``/_s3/``) answers them with an ``X-Accel-Redirect`` for nginx to follow;
     ``seed_bundled`` first creates or refreshes the bundled models' gists;
     ``check_every`` (seconds; None: never) runs the link checker over the URLs
     that are due; ``mirror_every`` (None: no mirroring) fetches missing weights.
@@ -352,6 +354,17 @@ def run(
         raise UsageError(
             "--blobs-redirect needs --blobs-url s3://...: a local directory has no URLs to hand out"
         )
+    if blobs_accel is not None:
+        from .blobs import accel_prefix
+
+        if not blobs.startswith("s3://"):
+            raise UsageError("--blobs-accel needs --blobs-url s3://...: a local directory is served directly")
+        if blobs_redirect:
+            raise UsageError("--blobs-accel and --blobs-redirect: choose one way to hand out weights")
+        try:
+            blobs_accel = accel_prefix(blobs_accel)
+        except ValueError as e:
+            raise UsageError(f"--blobs-accel: {e}") from None
     _check_free(host, port)  # before seeding or threads: a taken port should fail at once, clearly
     open_blobs(blobs).close()  # a wrong bucket or credentials fail now, not on the first download
     if seed_bundled:
@@ -401,13 +414,19 @@ def run(
             os.environ["CAFFEZOO_DATABASE_URL"] = url  # the workers build their app from the environment
             os.environ["CAFFEZOO_SERVER_BLOBS"] = blobs
             os.environ["CAFFEZOO_SERVER_BLOBS_REDIRECT"] = "1" if blobs_redirect else ""
+            os.environ["CAFFEZOO_SERVER_BLOBS_ACCEL"] = blobs_accel or ""
             os.environ["CAFFEZOO_BASE_URL"] = base_url or ""
             os.environ["CAFFEZOO_SERVER_LIMITS"] = json.dumps(jsonable(limits))
             Storage(url).close()  # create the tables once, before the workers race to
             uvicorn.run("caffezoo.server.app:app_from_env", factory=True, workers=workers, **options)
         else:
             app = create_app(
-                url, blobs_url=blobs, blobs_redirect=blobs_redirect, base_url=base_url, limits=limits
+                url,
+                blobs_url=blobs,
+                blobs_redirect=blobs_redirect,
+                blobs_accel=blobs_accel,
+                base_url=base_url,
+                limits=limits,
             )
             uvicorn.run(app, **options)
     finally:
