@@ -45,6 +45,24 @@ def wait_for(predicate, timeout: float = 60.0, what: str = "condition"):
     return value
 
 
+def answer_while_trickling(s, byte: bytes = b" ", timeout: float = 60.0) -> bytes:
+    """What a server answers on socket ``s`` to a body sent one ``byte`` at a time (a slow
+    loris), until it answers or closes; ``s`` is closed after."""
+    s.settimeout(0.2)
+    got, give_up = b"", time.monotonic() + timeout
+    while not got:
+        assert time.monotonic() < give_up, "the slow body was never cut"
+        try:
+            s.sendall(byte)
+            got = s.recv(65536)
+        except TimeoutError:
+            continue
+        except OSError:  # closed under us: what it sent first is what we read
+            break
+    s.close()
+    return got
+
+
 def partial_files(home: Path) -> list[Path]:
     d = home / "cache" / "blobs" / ".partial"
     return sorted(d.glob("*.part")) if d.is_dir() else []

@@ -730,30 +730,11 @@ def _raw_post(url: str, token: str, head_extra: str) -> socket.socket:
     return s
 
 
-def _answer_of(s: socket.socket) -> bytes:
-    """What the server answers on ``s`` (a byte of body at a time until it does)."""
-    import time
-
-    s.settimeout(0.2)
-    got, give_up = b"", time.monotonic() + 60
-    while not got:
-        assert time.monotonic() < give_up, "the slow body was never cut"
-        try:
-            s.sendall(b" ")
-            got = s.recv(65536)
-        except TimeoutError:
-            continue
-        except OSError:
-            break
-    s.close()
-    return got
-
-
 def test_gist_bodies_share_a_budget_and_a_deadline(tmp_path):
     """A token holder's slow bodies reserve their stated length (a chunked one the 30 MiB cap)
     before a byte is read: past --body-bytes the next is 503 unread; past --body-deadline a body
     still coming is 408 and its reservation comes back."""
-    from download_helpers import wait_for
+    from download_helpers import answer_while_trickling, wait_for
 
     from caffezoo.server import create_app
     from caffezoo.server.work import Limits
@@ -779,7 +760,7 @@ def test_gist_bodies_share_a_budget_and_a_deadline(tmp_path):
         chunked.close()
         small = httpx.post(f"{url}/gists", json={"files": {"a.txt": {"content": "x"}}}, headers=auth)
         assert small.status_code == 201, small.text  # what fits in the rest is taken
-        answer = _answer_of(slow)
+        answer = answer_while_trickling(slow)
         assert answer.startswith(b"HTTP/1.1 408 ") and b"did not arrive within 2 seconds" in answer, answer
         wait_for(lambda: bodies.answers == 0, what="the reservation back")
         assert httpx.post(f"{url}/gists", json=big, headers=auth, timeout=60).status_code == 201

@@ -7,14 +7,13 @@ import io
 import json
 import socket
 import struct
-import time
 import zlib
 from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import pytest
-from download_helpers import wait_for
+from download_helpers import answer_while_trickling, wait_for
 from runtime_helpers import natural_image, random_weights
 from web_helpers import DEPLOY, OUTPUT, publish, web_for
 
@@ -229,21 +228,7 @@ def test_slow_uploads_hold_a_bounded_budget_and_are_cut_at_their_deadline(tmp_pa
         r = post(zoo, image)
         assert r.status_code == 503 and r.headers["retry-after"].isdigit(), r.status_code
         assert "busy" in text(r)
-        answers = []
-        for s in slow:  # a byte at a time, until the server answers
-            s.settimeout(0.2)
-            got, give_up = b"", time.monotonic() + 60
-            while not got:
-                assert time.monotonic() < give_up, "the slow upload was never cut"
-                try:
-                    s.sendall(b"x")
-                    got = s.recv(65536)
-                except TimeoutError:
-                    continue
-                except OSError:  # closed under us: what it sent first is what we read
-                    break
-            answers.append(got)
-            s.close()
+        answers = [answer_while_trickling(s, b"x") for s in slow]
         assert all(a.startswith(b"HTTP/1.1 408 ") for a in answers), answers
         assert all(b"did not arrive within 3 seconds" in a for a in answers)
         wait_for(lambda: uploads.answers == 0, what="the reservations back")
