@@ -201,7 +201,9 @@ def quick_call(args: list[str]) -> Callable[[], int] | None:
     ``quick_call(["validate", "-q", "models/x"])`` is ``validate_models(["models/x"], quiet=True)``.
     """
     debug = False
-    while args and args[0] == "--debug":  # the one global option that takes no value
+    from . import _GLOBAL_OPTIONS  # --debug, the group's one option, which takes no value
+
+    while args and args[0] in _GLOBAL_OPTIONS:
         debug, args = True, args[1:]
     quick = QUICK.get(args[0]) if args else None
     if quick is None:
