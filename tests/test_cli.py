@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -407,3 +408,16 @@ def test_a_model_name_too_long_for_a_file_name_is_a_clear_error(
     monkeypatch.setenv("CAFFEZOO_OFFLINE", "1")
     r = cli(command[0], name, *command[1:])
     assert r.code == 1 and "m" * 20 in r.stdout + r.stderr, r  # validate prints its problems on stdout
+
+
+@pytest.mark.parametrize("args", [["validate", "bvlc_alexnet"], ["list"]])
+def test_a_command_started_with_stdout_closed_is_no_traceback(caffezoo_home, args):
+    """`caffezoo validate x >&-`: Python gives sys.stdout None; printing to it was an AttributeError."""
+    p = subprocess.run(
+        [sys.executable, "-m", "caffezoo", *args],
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: os.close(1),
+        timeout=120,
+    )
+    assert p.returncode == 0 and "Traceback" not in p.stderr, p.stderr

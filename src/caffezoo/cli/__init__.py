@@ -113,6 +113,9 @@ def _leave_now(code: int) -> None:
 
 
 def _main(args: list[str]) -> None:
+    for name in ("stdout", "stderr"):
+        if getattr(sys, name) is None:  # started with it closed (`>&-`): what it gets goes nowhere
+            setattr(sys, name, open(os.devnull, "w"))  # noqa: SIM115 (for the process's life)
     if args in (["--help"], ["-h"]) and _help_fits():
         from ._help import TOP_LEVEL
 
