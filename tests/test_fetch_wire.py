@@ -20,7 +20,7 @@ from fault_server import FaultServer
 from caffezoo.fetch.hashing import Expected
 from caffezoo.fetch.retry import Retry, Unsatisfiable, WrongFile
 from caffezoo.fetch.urls import Source
-from caffezoo.fetch.wire import open_range
+from caffezoo.fetch.wire import RangeAsk, open_range
 
 DATA = blob(300_000, seed=5)
 
@@ -112,7 +112,7 @@ def read(url: str, start: int = 0, end: int | None = None, timeout: float = 5) -
     """Bytes ``[start, end)`` of ``url`` as a download's connection reads them."""
     source = Source(url)
     expected = Expected(sha1(DATA), size=len(DATA))
-    with open_range(source, url, start, end, None, expected, timeout=timeout, auth={}) as answer:
+    with open_range(RangeAsk(source, url, start, end, None, expected), timeout=timeout, auth={}) as answer:
         assert answer.offset == start
         return b"".join(bytes(chunk) for chunk in answer.chunks())
 

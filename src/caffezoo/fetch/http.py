@@ -29,7 +29,7 @@ from .._http import httpx
 from .hashing import Expected
 from .retry import Retry, SourceFailed
 from .urls import Source, origin, redact
-from .wire import READ_SIZE, Answer, check_answer, range_header
+from .wire import READ_SIZE, Answer, RangeAsk, check_answer, range_header
 
 __all__ = ["Answer", "READ_SIZE", "default_client", "drive_confirm_url", "open_range"]
 
@@ -57,21 +57,13 @@ def default_client() -> httpx.Client:
 
 @contextlib.contextmanager
 def open_range(
-    source: Source,
-    url: str,
-    start: int,
-    end: int | None,
-    validator: str | None,
-    expected: Expected,
-    *,
-    timeout: float,
-    auth: Mapping[str, str],
-    client: httpx.Client | None = None,
+    ask: RangeAsk, *, timeout: float, auth: Mapping[str, str], client: httpx.Client | None = None
 ) -> Iterator[Answer]:
-    """Ask ``url`` for bytes ``[start, end)`` (``end`` None: to the end), with ``If-Range: validator``.
+    """Ask for ``ask``'s bytes (``If-Range: ask.validator``), through httpx.
 
     ``client``: default, the process-wide download client; a server passes one with its policy.
     """
+    source, url, start, end, validator, expected = ask
     http = client or default_client()
     try:
         host = source.host

@@ -531,7 +531,7 @@ class Transfer:
         if feed.source.is_local:
             from .local import open_local
         else:
-            from .wire import open_range  # (httpx only for what is not plain http)
+            from .wire import RangeAsk, open_range  # (httpx only for what is not plain http)
         piece.began = time.monotonic()
         start, end = piece.pos, piece.end
         if end is not None and end == self.plan.total:
@@ -540,17 +540,8 @@ class Transfer:
         if feed.source.is_local:
             opened = open_local(feed.source, start, end, validator, self.expected)
         else:
-            opened = open_range(
-                feed.source,
-                feed.url,
-                start,
-                end,
-                validator,
-                self.expected,
-                timeout=self.timeout,
-                auth=self.auth,
-                client=self.client,
-            )
+            ask = RangeAsk(feed.source, feed.url, start, end, validator, self.expected)
+            opened = open_range(ask, timeout=self.timeout, auth=self.auth, client=self.client)
         with opened as answer:
             with self.cond:
                 news = self._check(feed, piece, answer, validator)

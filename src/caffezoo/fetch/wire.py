@@ -28,7 +28,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
 from .._http_status import header_number, is_retryable_status, range_start, range_total, retry_after
@@ -36,7 +36,16 @@ from .hashing import Expected
 from .retry import Retry, SourceFailed, Unsatisfiable, WrongFile
 from .urls import Source, origin
 
-__all__ = ["Answer", "READ_SIZE", "check_answer", "open_range", "range_header", "range_start", "range_total"]
+__all__ = [
+    "Answer",
+    "READ_SIZE",
+    "RangeAsk",
+    "check_answer",
+    "open_range",
+    "range_header",
+    "range_start",
+    "range_total",
+]
 
 # Bytes asked of the socket per read (here, and by httpx's client for downloads in fetch.http):
 # at loopback or LAN speeds per-read work costs more than the bytes at 64 KiB; 256 KiB cuts it 4-fold.
@@ -198,27 +207,29 @@ def _plain(url: str, client: Any, source: Source) -> tuple[str, int, str] | None
     return host, port, target
 
 
+class RangeAsk(NamedTuple):
+    """What one request asks: bytes ``[start, end)`` of ``url`` (``end`` None: to the end) for
+    ``source``, ``If-Range: validator``, to be checked against ``expected``."""
+
+    source: Source
+    url: str
+    start: int
+    end: int | None
+    validator: str | None
+    expected: Expected
+
+
 @contextlib.contextmanager
 def open_range(
-    source: Source,
-    url: str,
-    start: int,
-    end: int | None,
-    validator: str | None,
-    expected: Expected,
-    *,
-    timeout: float,
-    auth: Mapping[str, str],
-    client: Any = None,
+    ask: RangeAsk, *, timeout: float, auth: Mapping[str, str], client: Any = None
 ) -> Iterator[Answer]:
-    """Ask ``url`` for bytes ``[start, end)`` as :func:`caffezoo.fetch.http.open_range` does."""
+    """Ask for ``ask``'s bytes as :func:`caffezoo.fetch.http.open_range` does."""
+    source, url = ask.source, ask.url
     where = _plain(url, client, source)
     if where is not None:
         with contextlib.ExitStack() as stack:
             try:
-                answer = stack.enter_context(
-                    _open_plain(source, url, *where, start, end, validator, expected, timeout, auth)
-                )
+                answer = stack.enter_context(_open_plain(ask, *where, timeout, auth))
             except _NotPlain:
                 if len(_not_plain) >= _MAX_NOT_PLAIN:
                     _not_plain.clear()
@@ -228,9 +239,7 @@ def open_range(
                 return
     from .http import open_range as open_with_httpx
 
-    with open_with_httpx(
-        source, url, start, end, validator, expected, timeout=timeout, auth=auth, client=client
-    ) as answer:
+    with open_with_httpx(ask, timeout=timeout, auth=auth, client=client) as answer:
         yield answer
 
 
@@ -241,18 +250,9 @@ USER_AGENT = "caffezoo"
 
 @contextlib.contextmanager
 def _open_plain(
-    source: Source,
-    url: str,
-    host: str,
-    port: int,
-    target: str,
-    start: int,
-    end: int | None,
-    validator: str | None,
-    expected: Expected,
-    timeout: float,
-    auth: Mapping[str, str],
+    ask: RangeAsk, host: str, port: int, target: str, timeout: float, auth: Mapping[str, str]
 ) -> Iterator[Answer]:
+    source, url, start, end, validator, expected = ask
     try:
         name = source.host
     except ValueError:
