@@ -1,6 +1,7 @@
 """One HTTP(S) request for a range of a file, its answer checked before a byte is taken.
 
->>> with open_range(source, source.url, 0, None, None, expected, timeout=30, auth={}) as answer:  # doctest: +SKIP
+>>> ask = RangeAsk(source, source.url, 0, None, None, expected)  # doctest: +SKIP
+>>> with open_range(ask, timeout=30, auth={}) as answer:  # doctest: +SKIP
 ...     answer.total, answer.ranges          # (268435456, True): the length, and Range works
 ...     for chunk in answer.chunks(): ...
 

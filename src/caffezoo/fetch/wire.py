@@ -1,6 +1,7 @@
 """Plain ``http://`` ranges read straight from a socket: a download's data path without httpx.
 
->>> with open_range(source, source.url, 0, None, None, expected, timeout=30, auth={}) as answer:  # doctest: +SKIP
+>>> ask = RangeAsk(source, source.url, 0, None, None, expected)  # doctest: +SKIP
+>>> with open_range(ask, timeout=30, auth={}) as answer:  # doctest: +SKIP
 ...     for chunk in answer.chunks(): ...
 
 :func:`open_range` answers as :func:`caffezoo.fetch.http.open_range` does (the
