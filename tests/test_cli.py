@@ -421,3 +421,52 @@ def test_a_command_started_with_stdout_closed_is_no_traceback(caffezoo_home, arg
         timeout=120,
     )
     assert p.returncode == 0 and "Traceback" not in p.stderr, p.stderr
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="reads the process's descriptors in /proc")
+def test_a_download_started_with_stdin_and_stderr_closed_keeps_its_files_off_fd_2(caffezoo_home, tmp_path):
+    """`caffezoo download m <&- 2>&-`: the /dev/null standing in for stderr took the lowest free
+    descriptor, 0, and the download's next file (the blob's lock) became fd 2, where whatever
+    writes to the process's stderr below Python (C libraries, fatal errors) would land."""
+    import http.server
+    import threading
+
+    from download_helpers import blob, wait_for, weights_model
+
+    data = blob(1000)
+    asked, release = threading.Event(), threading.Event()
+
+    class Held(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 (http.server's name)
+            asked.set()
+            release.wait(60)
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Held)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    model = weights_model(tmp_path / "m", f"http://127.0.0.1:{server.server_port}/w.caffemodel", data)
+
+    def close_stdin_and_stderr():
+        os.close(0)
+        os.close(2)
+
+    p = subprocess.Popen(
+        [sys.executable, "-m", "caffezoo", "download", str(model)],
+        stdout=subprocess.PIPE,
+        preexec_fn=close_stdin_and_stderr,
+    )
+    try:
+        wait_for(asked.is_set, what="the download's request")
+        fd2 = os.readlink(f"/proc/{p.pid}/fd/2")
+    finally:
+        release.set()
+        p.communicate(timeout=120)
+        server.shutdown()
+    assert fd2 == os.devnull, fd2
+    assert p.returncode == 0

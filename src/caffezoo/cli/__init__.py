@@ -18,7 +18,7 @@ import signal
 import sys
 from collections.abc import Callable
 from functools import partial
-from typing import Any
+from typing import Any, TextIO
 
 __all__ = ["COMMANDS", "MODULES", "app", "load_commands", "main"]
 
@@ -112,10 +112,27 @@ def _leave_now(code: int) -> None:
     os._exit(code)
 
 
+def _null_stream(fd: int) -> TextIO:
+    """/dev/null as descriptor ``fd`` (1 or 2), closed when the process began.
+
+    Opened plainly it would take the lowest free descriptor, 0 when stdin is closed too, and the
+    next file the command opens (a download's lock or part file) would become fd 1 or 2, where C
+    libraries and the interpreter's fatal errors write."""
+    null = os.open(os.devnull, os.O_WRONLY)
+    if null != fd:
+        try:
+            os.fstat(fd)
+        except OSError:  # still free: hold it with /dev/null
+            os.dup2(null, fd)
+            os.close(null)
+            null = fd
+    return open(null, "w")  # noqa: SIM115 (for the process's life)
+
+
 def _main(args: list[str]) -> None:
-    for name in ("stdout", "stderr"):
+    for fd, name in ((1, "stdout"), (2, "stderr")):
         if getattr(sys, name) is None:  # started with it closed (`>&-`): what it gets goes nowhere
-            setattr(sys, name, open(os.devnull, "w"))  # noqa: SIM115 (for the process's life)
+            setattr(sys, name, _null_stream(fd))
     if args in (["--help"], ["-h"]) and _help_fits():
         from ._help import TOP_LEVEL
 
