@@ -44,6 +44,7 @@ __all__ = [
     "check_answer",
     "open_range",
     "range_header",
+    "read_answer",
     "range_start",
     "range_total",
 ]
@@ -438,6 +439,22 @@ def _read_answer_head(sock: socket.socket) -> tuple[int, str, dict[str, str], st
         if status == 101:  # switching protocols, unasked: not an answer this reader knows
             raise _NotPlain
     raise _NotPlain
+
+
+def read_answer(sock: socket.socket) -> tuple[int, dict[str, str], bytes]:
+    """Status, headers (names in lower case) and the body bytes already read of the answer on
+    ``sock`` (informational answers skipped); :class:`ValueError` when it is not a plain
+    HTTP/1.x answer or the connection ends before its head does.
+
+    >>> status, headers, first = read_answer(sock)  # doctest: +SKIP
+    """
+    try:
+        status, _reason, headers, _version, rest = _read_answer_head(sock)
+    except _NotPlain:
+        raise ValueError("not a plain HTTP/1.x answer") from None
+    except _Closed as e:
+        raise ValueError(str(e)) from None
+    return status, headers, rest
 
 
 def _read_head(sock: socket.socket, data: bytes = b"") -> tuple[bytes, bytes]:
