@@ -24,6 +24,8 @@ from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any
 
+from .splice import SPLICE
+
 __all__ = ["REQUEST_ID_HEADER", "RequestLog", "log_config", "new_request_id", "request_id"]
 
 REQUEST_ID_HEADER = b"x-request-id"
@@ -106,6 +108,8 @@ class RequestLog:
                 message = {**message, "headers": [*message.get("headers", []), header]}
             elif message["type"] == "http.response.body":
                 seen["bytes"] += len(message.get("body", b""))
+            elif message["type"] == SPLICE:
+                seen["bytes"] += message["count"]
             await send(message)
 
         try:

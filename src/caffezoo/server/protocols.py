@@ -18,6 +18,8 @@ from typing import Any
 
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from . import splice
+
 __all__ = [
     "HEADER_TIMEOUT",
     "KEEP_ALIVE_TIMEOUT",
@@ -162,7 +164,14 @@ try:
     from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
     class HttpToolsHeaderDeadline(_HeaderDeadline, HttpToolsProtocol):
-        """uvicorn's httptools protocol (the fast parser) with a header deadline."""
+        """uvicorn's httptools protocol (the fast parser) with a header deadline, offering
+        :mod:`.splice` to each request."""
+
+        def on_headers_complete(self) -> None:
+            super().on_headers_complete()
+            cycle: Any = getattr(self, "cycle", None)
+            if splice.AVAILABLE and cycle is not None and cycle.scope is self.scope:  # not an upgrade
+                splice.offer(cycle)
 
     __all__ += ["HttpToolsHeaderDeadline"]
 except ImportError:  # httptools is optional

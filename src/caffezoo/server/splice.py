@@ -1,0 +1,186 @@
+"""Blob bodies moved from the store's socket to the client's by the kernel (Linux ``splice``).
+
+>>> await send({"type": SPLICE, "socket": store_socket, "count": n})  # doctest: +SKIP
+
+Streamed, a blob's bytes cross Python twice: a ``recv`` into a bytes object,
+then a ``send`` out of it. On 2 cores shared with the store and the client that
+copy held the server to about 0.75x of reading the store directly
+(``benchmarks/cluster.py``). Through a pipe, ``splice`` moves them from socket
+to socket without entering user space.
+
+The server offers this as an ASGI extension, ``scope["extensions"]["caffezoo.splice"]``,
+on uvicorn's httptools protocol (:mod:`.protocols` calls :func:`offer` for each
+request). An app that sees no offer (another server, an in-process test client,
+not Linux) streams as before. A :data:`SPLICE` message carries an open socket
+whose next bytes are the body and the number of bytes to move: no more than the
+answer's ``Content-Length`` has left after the bytes already sent. It ends the
+answer. When the store's answer stops early, or either side makes no progress for
+:data:`IDLE_TIMEOUT` seconds, the client's connection is closed: the client sees
+a body shorter than its length and resumes, as when a streamed answer breaks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import logging
+import os
+import socket
+from typing import Any
+
+__all__ = ["AVAILABLE", "IDLE_TIMEOUT", "SPLICE", "offer"]
+
+log = logging.getLogger("caffezoo.server")
+
+SPLICE = "caffezoo.splice"
+AVAILABLE = hasattr(os, "splice")  # Linux, Python >= 3.10
+IDLE_TIMEOUT = 60.0  # seconds either side may make no progress before the answer is cut
+PIPE_BYTES = 1 << 20  # asked of the kernel (fs.pipe-max-size allows 1 MiB unprivileged)
+_F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
+_F_GETPIPE_SZ = getattr(fcntl, "F_GETPIPE_SZ", 1032)
+_FLAGS = getattr(os, "SPLICE_F_MOVE", 1) | getattr(os, "SPLICE_F_NONBLOCK", 2)
+
+
+def offer(cycle: Any) -> None:
+    """Offer the extension to one request: uvicorn's ``RequestResponseCycle`` ``cycle``,
+    whose ``send`` then takes :data:`SPLICE` messages."""
+    cycle.scope.setdefault("extensions", {})[SPLICE] = {}
+    send = cycle.send
+
+    async def send_or_splice(message: Any) -> None:
+        if message["type"] == SPLICE:
+            await _splice_body(cycle, send, message["socket"], message["count"])
+        else:
+            await send(message)
+
+    cycle.send = send_or_splice  # run_asgi hands the app cycle.send when its task starts
+
+
+async def _splice_body(cycle: Any, send: Any, source: socket.socket, count: int) -> None:
+    if cycle.disconnected:
+        return  # as uvicorn's send does: the client is gone, nothing to say
+    if (
+        not cycle.response_started
+        or cycle.response_complete
+        or cycle.chunked_encoding is not False
+        or cycle.scope["method"] == "HEAD"
+        or not 0 <= count <= cycle.expected_content_length
+    ):
+        raise RuntimeError(f"{SPLICE}: {count} bytes do not fit what the answer's Content-Length has left")
+    if count and not await _move(cycle.transport, source, count):
+        # The body cannot be finished: close the connection, or the client would wait for bytes
+        # that never come and then read the next answer as the rest of this one.
+        cycle.transport.close()
+        cycle.disconnected = True  # what connection_lost will say: the app ends quietly
+        cycle.message_event.set()
+        return
+    cycle.expected_content_length -= count
+    await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+async def _move(transport: Any, source: socket.socket, count: int) -> bool:
+    """Move ``count`` bytes from ``source`` to the client of ``transport``; False when either
+    side failed or stalled."""
+    loop = asyncio.get_running_loop()
+    flush = getattr(transport, "flush", None)
+    if flush is not None:
+        flush()  # protocols.OneSendPerStep: the head and the first bytes go before the body
+    waited = 0.0
+    while transport.get_write_buffer_size():  # the body must follow them on the socket
+        if transport.is_closing() or waited > IDLE_TIMEOUT:
+            return False
+        await asyncio.sleep(0.005)
+        waited += 0.005
+    client = transport.get_extra_info("socket")
+    if client is None or transport.is_closing():
+        return False
+    # Our own descriptor of the client's socket: the loop refuses a second watcher on the
+    # transport's, and the bytes must not go out through the transport's buffer.
+    try:
+        out = os.dup(client.fileno())
+    except OSError as e:  # out of file descriptors: this answer is cut, the server goes on
+        log.warning("blob answer cut: %s", e)
+        return False
+    try:
+        rd, wr = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as e:
+        os.close(out)
+        log.warning("blob answer cut: %s", e)
+        return False
+    try:
+        if os.get_blocking(out):
+            return False  # not an event loop's socket: a splice into it could block the loop
+        source.setblocking(False)
+        try:
+            fcntl.fcntl(wr, _F_SETPIPE_SZ, PIPE_BYTES)
+        except OSError:
+            pass  # the kernel's default size (64 KiB) works, only with more hops
+        room = fcntl.fcntl(wr, _F_GETPIPE_SZ)
+        src = source.fileno()
+        unread, held = count, 0  # still in the store's socket; in the pipe
+        idle_since = loop.time()
+        while unread or held:
+            moved = False
+            if unread and held < room:
+                try:
+                    n = os.splice(src, wr, min(unread, room - held), flags=_FLAGS)
+                except BlockingIOError:
+                    n = -1
+                except OSError as e:
+                    log.warning("blob store: its answer broke off %d bytes early: %s", unread, e)
+                    return False
+                if n == 0:
+                    log.warning("blob store: its answer ended %d bytes early", unread)
+                    return False
+                if n > 0:
+                    unread, held, moved = unread - n, held + n, True
+            if held:
+                try:
+                    n = os.splice(rd, out, held, flags=_FLAGS)
+                except BlockingIOError:
+                    n = -1
+                except OSError:
+                    return False  # the client went away (EPIPE, ECONNRESET)
+                if n > 0:
+                    held, moved = held - n, True
+            if moved:
+                idle_since = loop.time()
+                await asyncio.sleep(0)  # the other answers' turn
+                continue
+            left = idle_since + IDLE_TIMEOUT - loop.time()
+            if left <= 0:
+                log.info("blob answer cut: no progress for %g s (%d bytes left)", IDLE_TIMEOUT, unread + held)
+                return False
+            # Bytes in the pipe wait for the client only: a pipe can be full before `room` bytes
+            # (its slots hold partial pages), and a readable store would then wake us in a spin.
+            await _ready(loop, None if held else src, out if held else None, left)
+        return True
+    finally:
+        os.close(rd)
+        os.close(wr)
+        os.close(out)
+
+
+async def _ready(
+    loop: asyncio.AbstractEventLoop, readable: int | None, writable: int | None, timeout: float
+) -> None:
+    """Until ``readable`` can be read or ``writable`` written, or ``timeout`` seconds."""
+    woken = loop.create_future()
+
+    def wake() -> None:
+        if not woken.done():
+            woken.set_result(None)
+
+    if readable is not None:
+        loop.add_reader(readable, wake)
+    if writable is not None:
+        loop.add_writer(writable, wake)
+    try:
+        await asyncio.wait_for(woken, timeout)
+    except TimeoutError:
+        pass
+    finally:
+        if readable is not None:
+            loop.remove_reader(readable)
+        if writable is not None:
+            loop.remove_writer(writable)
