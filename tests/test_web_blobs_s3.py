@@ -19,6 +19,8 @@ from gist_helpers import start_uvicorn
 from model_helpers import write_model
 from web_helpers import publish
 
+from caffezoo.server.protocols import connection_options
+
 DATA = os.urandom(300_000)
 SHA1 = hashlib.sha1(DATA).hexdigest()
 
@@ -62,6 +64,15 @@ class RecordingProxy:
                         self.wfile.write(chunk)
                         sent += len(chunk)
 
+            def do_HEAD(self):  # a ranged answer asks the blob's size first (HeadObject)
+                headers = {k: v for k, v in self.headers.items() if k.lower() != "connection"}
+                r = httpx.head(f"{up.scheme}://{up.netloc}{self.path}", headers=headers)
+                self.send_response(r.status_code)
+                for k, v in r.headers.items():
+                    if k.lower() not in ("connection", "transfer-encoding"):
+                        self.send_header(k, v)
+                self.end_headers()
+
             def log_message(self, *args):
                 pass
 
@@ -74,8 +85,9 @@ class RecordingProxy:
         self.httpd.server_close()
 
 
-def s3_web_for(blobs_url: str, tmp_path, redirect: bool, accel: str | None = None):
-    """A zoo server in this process on ``blobs_url``; yields (app, base URL, client)."""
+def s3_web_for(blobs_url: str, tmp_path, redirect: bool, accel: str | None = None, splice: bool = False):
+    """A zoo server in this process on ``blobs_url``; yields (app, base URL, client). ``splice``:
+    run it on the protocols ``serve`` uses, which offer to splice the store's bytes to the client."""
     from contextlib import contextmanager
 
     @contextmanager
@@ -89,7 +101,7 @@ def s3_web_for(blobs_url: str, tmp_path, redirect: bool, accel: str | None = Non
             blobs_accel=accel,
             cache_dir=tmp_path / "svg",
         )
-        server, thread, base = start_uvicorn(app)
+        server, thread, base = start_uvicorn(app, **(connection_options() if splice else {}))
         http = httpx.Client(base_url=base, timeout=60)
         try:
             yield app, base, http
@@ -109,8 +121,9 @@ def s3_web(request, s3_env, tmp_path):
         yield w
 
 
-def test_streamed_blobs_answer_range_if_range_and_etag(s3_env, tmp_path):
-    with s3_web_for(s3_env, tmp_path, redirect=False) as (app, base, http):
+@pytest.mark.parametrize("splice", [False, True], ids=["streamed", "spliced"])
+def test_streamed_blobs_answer_range_if_range_and_etag(s3_env, tmp_path, splice):
+    with s3_web_for(s3_env, tmp_path, redirect=False, splice=splice) as (app, base, http):
         app.state.mirror.store.put(SHA1, [DATA])
         url = f"/blobs/sha1/{SHA1}"
         r = http.get(url)
@@ -321,8 +334,8 @@ def test_a_store_that_is_down_is_a_503_not_a_traceback(tmp_path, monkeypatch):
     monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{free_port()}")  # nothing listens there
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "k")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "s")
-    for redirect in (False, True):
-        with s3_web_for("s3://caffezoo-down/x", tmp_path, redirect) as (app, base, http):
+    for redirect, splice in ((False, False), (True, False), (False, True)):
+        with s3_web_for("s3://caffezoo-down/x", tmp_path, redirect, splice=splice) as (app, base, http):
             r = http.get(f"/blobs/sha1/{SHA1}")
             assert r.status_code == 503 and "blob store is unavailable" in r.json()["message"]
             assert (
@@ -369,3 +382,142 @@ def test_clients_that_stop_reading_do_not_hold_the_threads_other_streams_need(s3
         finally:
             for s in stalled:
                 s.close()
+
+
+# ---------------------------------------------------------------- spliced: store socket -> client socket
+
+
+@pytest.fixture
+def spliced(ceph, s3_env, tmp_path, monkeypatch):
+    """A blob of 12 MiB in the bucket; the server (on serve's protocols) reaches the store
+    through a RecordingProxy. Yields (blob, sha1, base URL, client, proxy)."""
+    from caffezoo.server.blobstore import open_store
+
+    big = os.urandom(12 << 20)
+    sha1 = hashlib.sha1(big).hexdigest()
+    store = open_store(s3_env)
+    store.put(sha1, [big])
+    store.close()
+    proxy = RecordingProxy(ceph.endpoint)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
+    try:
+        with s3_web_for(s3_env, tmp_path, redirect=False, splice=True) as (app, base, http):
+            yield big, sha1, base, http, proxy
+    finally:
+        proxy.close()
+
+
+def _pipes() -> int:
+    """Pipes this process holds open (a splice holds one while it moves a body)."""
+    n = 0
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            n += os.readlink(f"/proc/self/fd/{fd}").startswith("pipe:")
+        except OSError:
+            pass
+    return n
+
+
+def test_spliced_answers_come_from_the_servers_own_get_to_the_store(spliced, caplog):
+    import logging
+
+    big, sha1, base, http, proxy = spliced
+    with caplog.at_level(logging.INFO, logger="caffezoo.access"):
+        r = http.get(f"/blobs/sha1/{sha1}")
+    assert r.status_code == 200 and r.content == big and r.headers["content-length"] == str(len(big))
+    logged = [x.fields for x in caplog.records if x.name == "caffezoo.access"]
+    assert [x["bytes"] for x in logged if x["path"] == f"/blobs/sha1/{sha1}"] == [len(big)]
+    r = http.get(f"/blobs/sha1/{sha1}", headers={"Range": "bytes=5000000-5999999"})
+    assert r.status_code == 206 and r.content == big[5000000:6000000]
+    assert r.headers["content-range"] == f"bytes 5000000-5999999/{len(big)}"
+    plain = [h for h in proxy.seen if "boto" not in h.get("user-agent", "").lower()]
+    # Not boto3's GETs (they carry its User-Agent): the server's own, one per answer.
+    assert [h.get("range") for h in plain] == [None, "bytes=5000000-5999999"]
+    assert all(h["connection"] == "close" for h in plain)
+
+
+def test_spliced_answers_keep_the_connection_for_the_next_request(spliced):
+    import socket
+
+    big, sha1, base, http, proxy = spliced
+    port = int(base.rsplit(":", 1)[1])
+    ask = f"GET /blobs/sha1/{sha1} HTTP/1.1\r\nHost: x\r\nRange: bytes=%d-%d\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
+        # Two requests at once (pipelined): the second answer must start where the first body ends.
+        s.sendall((ask % (0, 999_999) + ask % (7_000_000, 7_000_009)).encode())
+        f = s.makefile("rb")
+        for start, stop in ((0, 1_000_000), (7_000_000, 7_000_010)):
+            assert f.readline().startswith(b"HTTP/1.1 206")
+            head = {}
+            while (line := f.readline()) not in (b"\r\n", b""):
+                k, _, v = line.decode().partition(":")
+                head[k.lower()] = v.strip()
+            assert int(head["content-length"]) == stop - start
+            assert f.read(stop - start) == big[start:stop]
+
+
+def test_a_client_that_leaves_mid_splice_costs_the_server_nothing(spliced):
+    big, sha1, base, http, proxy = spliced
+    pipes = _pipes()
+    for _ in range(3):
+        with httpx.Client() as c, c.stream("GET", f"{base}/blobs/sha1/{sha1}") as r:
+            assert r.status_code == 200
+            next(r.iter_raw())  # one chunk, then the client hangs up
+    r = http.get(f"/blobs/sha1/{sha1}")
+    assert r.status_code == 200 and hashlib.sha1(r.content).hexdigest() == sha1
+    deadline = time.monotonic() + 10
+    while _pipes() > pipes and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _pipes() == pipes
+
+
+def test_a_store_answer_that_breaks_off_cuts_the_clients_connection(ceph, s3_env, tmp_path, monkeypatch):
+    from caffezoo.server.blobstore import open_store
+
+    big = os.urandom(4 << 20)
+    sha1 = hashlib.sha1(big).hexdigest()
+    store = open_store(s3_env)
+    store.put(sha1, [big])
+    store.close()
+    proxy = RecordingProxy(ceph.endpoint, drop_after=1_000_000)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
+    try:
+        with s3_web_for(s3_env, tmp_path, redirect=False, splice=True) as (app, base, http):
+            with pytest.raises(httpx.RemoteProtocolError):  # a body shorter than its length, then EOF
+                http.get(f"/blobs/sha1/{sha1}")
+            r = http.get(f"/blobs/sha1/{sha1}")  # the next answer is whole
+            assert r.status_code == 200 and r.content == big
+    finally:
+        proxy.close()
+
+
+def test_a_client_that_stops_reading_a_splice_is_cut_after_the_idle_timeout(spliced, monkeypatch):
+    import socket
+
+    from caffezoo.server import splice
+
+    monkeypatch.setattr(splice, "IDLE_TIMEOUT", 1.0)
+    big, sha1, base, http, proxy = spliced
+    port = int(base.rsplit(":", 1)[1])
+    pipes = _pipes()
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    s.connect(("127.0.0.1", port))
+    try:
+        s.sendall(f"GET /blobs/sha1/{sha1} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        assert s.recv(12) == b"HTTP/1.1 200"
+        # Meanwhile other clients are answered: a stalled splice holds no thread and no loop.
+        r = http.get(f"/blobs/sha1/{sha1}", headers={"Range": "bytes=100-109"})
+        assert r.status_code == 206 and r.content == big[100:110]
+        time.sleep(3)  # past the idle timeout: the server has closed its end
+        s.settimeout(10)
+        got = 0
+        while chunk := s.recv(1 << 20):
+            got += len(chunk)
+        assert 0 < got < len(big)
+    finally:
+        s.close()
+    deadline = time.monotonic() + 10
+    while _pipes() > pipes and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _pipes() == pipes

@@ -24,6 +24,7 @@ import asyncio
 import logging
 import os
 import re
+import socket
 import threading
 from collections.abc import AsyncIterator, Iterator
 from urllib.parse import urlsplit
@@ -37,9 +38,10 @@ from ..errors import ChecksumError
 from ..hashes import is_sha1
 from .api import json_response
 from .auth import require_caller
-from .blobstore import BlobStoreError
+from .blobstore import BlobStoreError, S3Store
 from .errors import ApiError
 from .mirror import Mirror
+from .splice import SPLICE
 from .tables import Entry
 from .work import stated_length
 
@@ -125,6 +127,9 @@ async def get_blob(request: Request, sha1: str) -> Response:
                     return await _accel(request, store, sha1, _blob_headers(sha1), 200, None)
                 raise ApiError(404, f"Not Found: this server has no blob {sha1}")
             # The common download, all of it: one GET to the store, whose answer gives the size.
+            spliced = await _spliced(request, store, sha1, _blob_headers(sha1), 200, None)
+            if spliced is not None:
+                return spliced
             info, chunks = await run_in_threadpool(store.stream, sha1)
             headers = {**_blob_headers(sha1), "Content-Length": str(info.size)}
             return StreamingResponse(_read_ahead(chunks), headers=headers)
@@ -216,12 +221,52 @@ async def _ranged(request: Request, store, info) -> Response:
     if request.app.state.blobs_accel:
         return await _accel(request, store, info.sha1, headers, status, (start, stop) if wanted else None)
     try:  # S3 answers the GET here: a round trip kept off the event loop
+        spliced = await _spliced(request, store, info.sha1, headers, status, (start, stop))
+        if spliced is not None:
+            return spliced
         chunks = await run_in_threadpool(store.get, info.sha1, start, stop)
     except KeyError:
         raise ApiError(404, f"Not Found: this server has no blob {info.sha1}") from None
     except BlobStoreError as e:
         raise _store_down(e) from None
     return StreamingResponse(_read_ahead(chunks), status_code=status, headers=headers)
+
+
+async def _spliced(
+    request: Request, store, sha1: str, headers: dict[str, str], status: int, span: tuple[int, int] | None
+) -> Response | None:
+    """The answer with its body moved by the kernel from the store's socket to the client's
+    (:mod:`.splice`); None when this server or this store cannot: the bytes are streamed.
+    ``span``: ``[start, stop)`` of the blob, None for all of it."""
+    if SPLICE not in request.scope.get("extensions", {}) or not isinstance(store, S3Store):
+        return None
+    start, stop = span or (0, None)
+    got = await run_in_threadpool(store.plain_get, sha1, start, stop)
+    if got is None:
+        return None
+    sock, length, _size, first = got
+    return SplicedResponse(sock, length, first, status, {**headers, "Content-Length": str(length)})
+
+
+class SplicedResponse(Response):
+    """An answer whose body is ``first``, then the rest of ``length`` bytes from ``sock``."""
+
+    def __init__(
+        self, sock: socket.socket, length: int, first: bytes, status_code: int, headers: dict[str, str]
+    ):
+        super().__init__(status_code=status_code, headers=headers)
+        self.sock, self.length, self.first = sock, length, first
+
+    async def __call__(self, scope, receive, send) -> None:
+        try:
+            await send(
+                {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
+            )
+            # A body message first: LargeAnswers holds the head until one comes.
+            await send({"type": "http.response.body", "body": self.first, "more_body": True})
+            await send({"type": SPLICE, "socket": self.sock, "count": self.length - len(self.first)})
+        finally:
+            self.sock.close()
 
 
 async def _read_ahead(chunks: Iterator[bytes], depth: int = READ_AHEAD) -> AsyncIterator[bytes]:

@@ -27,14 +27,17 @@ import base64
 import hashlib
 import os
 import re
+import socket
 import threading
 import time
+import urllib.request
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Protocol
 from urllib.parse import urlsplit
 
+from .._http_status import header_number, range_start, range_total
 from ..errors import CaffezooError, ChecksumError, UsageError
 
 __all__ = ["BlobInfo", "BlobStore", "BlobStoreError", "BlobWriter", "LocalStore", "S3Store", "open_store"]
@@ -45,6 +48,8 @@ CHUNK = 1 << 20
 # page by page on first touch. perf on a streamed blob GET: a third of the server's CPU in
 # page faults with 2 MiB reads; 120 KiB buffers come from the heap, already mapped.
 S3_READ = 120 << 10
+PLAIN_SECONDS = 60  # a plain_get's presigned URL is used at once
+PLAIN_TIMEOUT = 30.0  # seconds to connect to the store and for its answer's head
 PRESENCE_TTL = 5.0  # seconds an S3 listing answers has() before it is taken again
 
 
@@ -464,6 +469,60 @@ class S3Store(BlobStore):
         return signer.generate_presigned_url(
             "get_object", Params={"Bucket": self.bucket, "Key": self.key(sha1)}, ExpiresIn=expires
         )
+
+    def plain_get(
+        self, sha1: str, start: int = 0, stop: int | None = None, timeout: float = PLAIN_TIMEOUT
+    ) -> tuple[socket.socket, int, int, bytes] | None:
+        """Bytes ``[start, stop)`` of the blob, asked of the store over a socket of our own:
+        ``(socket at the body, body length, blob size, body bytes read with the head)``, for a
+        server to move with :mod:`.splice`. None when the endpoint is not plain ``http://``, or
+        a proxy stands between (boto3's reads go through it); :class:`KeyError` if absent.
+
+        >>> sock, length, size, first = store.plain_get(sha1, 0, 100)  # doctest: +SKIP
+        """
+        from ..fetch.wire import read_answer
+
+        parts = urlsplit(self.presigned_url(sha1, PLAIN_SECONDS, internal=True))
+        host = parts.hostname
+        if parts.scheme != "http" or not host:
+            return None
+        if urllib.request.getproxies().get("http") and not urllib.request.proxy_bypass(host):
+            return None
+        ranged = bool(start) or stop is not None
+        lines = [f"GET {parts.path}?{parts.query} HTTP/1.1", f"Host: {parts.netloc}"]
+        lines += ["Accept-Encoding: identity", "Connection: close"]
+        if ranged:
+            lines.append(f"Range: bytes={start}-{'' if stop is None else stop - 1}")
+        sock = None
+        try:
+            sock = socket.create_connection((host, parts.port or 80), timeout=timeout)
+            sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+            status, headers, first = read_answer(sock)
+            if status == 404:
+                raise KeyError(sha1)
+            length = header_number(headers.get("content-length"))
+            size = range_total(headers.get("content-range")) if ranged else length
+            wrong = (
+                status != (206 if ranged else 200)
+                or headers.get("transfer-encoding")
+                or headers.get("content-encoding", "identity") != "identity"
+                or length is None
+                or size is None
+                or len(first) > length
+                or (ranged and range_start(headers.get("content-range")) != start)
+                or (stop is not None and length != stop - start)
+            )
+            if wrong:
+                raise ValueError(f"unexpected answer to a GET: HTTP {status} {sorted(headers.items())}")
+        except KeyError:
+            sock.close()  # type: ignore[union-attr]
+            raise
+        except (OSError, ValueError) as e:
+            if sock is not None:
+                sock.close()
+            raise self._fail("cannot read", e, sha1) from None
+        self._present.add(sha1)
+        return sock, length, size, first  # type: ignore[return-value]
 
     def abort_stale_uploads(self, older_than: float = 86400) -> int:
         """Abort multipart uploads of blobs begun more than ``older_than`` seconds ago (crashed writers)."""
