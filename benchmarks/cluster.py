@@ -7,7 +7,8 @@ Blob GET throughput (this file's ``blob_*`` functions): one weights file in a
 single-node Ceph RADOS Gateway (started here, memstore), fetched with curl
 
 - straight from the gateway (a presigned URL): the baseline;
-- through ``caffezoo serve --blobs-url s3://...``, streamed by the server;
+- through ``caffezoo serve --blobs-url s3://...``, streamed by the server (on Linux the
+  kernel splices the store's socket to the client's: ``caffezoo.server.splice``);
 - through ``caffezoo serve --blobs-url s3://... --blobs-redirect`` (``curl -L``:
   one 302, then the gateway);
 - through nginx in front of ``caffezoo serve --blobs-url s3://... --blobs-accel /_s3/``:
