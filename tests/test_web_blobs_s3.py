@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
+from download_helpers import wait_for
 from gist_helpers import start_uvicorn
 from model_helpers import write_model
 from web_helpers import publish
@@ -156,15 +157,20 @@ def test_streamed_blobs_answer_range_if_range_and_etag(s3_env, tmp_path, splice)
         assert http.get("/blobs/sha1/../../etc/passwd").status_code == 404
 
 
+def hang_up_after_one_chunk(url: str, times: int = 3) -> None:
+    """``times`` clients that read one chunk of ``url``'s body and hang up."""
+    for _ in range(times):
+        with httpx.Client() as c, c.stream("GET", url) as r:
+            assert r.status_code == 200
+            next(r.iter_raw())
+
+
 def test_a_client_that_leaves_mid_stream_does_not_stall_the_server(s3_env, tmp_path):
     big = os.urandom(12 << 20)  # several read-ahead chunks
     sha1 = hashlib.sha1(big).hexdigest()
     with s3_web_for(s3_env, tmp_path, redirect=False) as (app, base, http):
         app.state.mirror.store.put(sha1, [big])
-        for _ in range(3):
-            with httpx.Client() as c, c.stream("GET", f"{base}/blobs/sha1/{sha1}") as r:
-                assert r.status_code == 200
-                next(r.iter_raw())  # one chunk, then the client hangs up
+        hang_up_after_one_chunk(f"{base}/blobs/sha1/{sha1}")
         r = http.get(f"/blobs/sha1/{sha1}")
         assert r.status_code == 200 and hashlib.sha1(r.content).hexdigest() == sha1
         r = http.get(f"/blobs/sha1/{sha1}", headers={"Range": "bytes=6000000-6000009"})
@@ -459,16 +465,10 @@ def test_spliced_answers_keep_the_connection_for_the_next_request(spliced):
 def test_a_client_that_leaves_mid_splice_costs_the_server_nothing(spliced):
     big, sha1, base, http, proxy = spliced
     pipes = _pipes()
-    for _ in range(3):
-        with httpx.Client() as c, c.stream("GET", f"{base}/blobs/sha1/{sha1}") as r:
-            assert r.status_code == 200
-            next(r.iter_raw())  # one chunk, then the client hangs up
+    hang_up_after_one_chunk(f"{base}/blobs/sha1/{sha1}")
     r = http.get(f"/blobs/sha1/{sha1}")
     assert r.status_code == 200 and hashlib.sha1(r.content).hexdigest() == sha1
-    deadline = time.monotonic() + 10
-    while _pipes() > pipes and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert _pipes() == pipes
+    wait_for(lambda: _pipes() == pipes, 10, "the splices' pipes closed")
 
 
 def test_a_store_answer_that_breaks_off_cuts_the_clients_connection(ceph, s3_env, tmp_path, monkeypatch):
@@ -517,7 +517,4 @@ def test_a_client_that_stops_reading_a_splice_is_cut_after_the_idle_timeout(spli
         assert 0 < got < len(big)
     finally:
         s.close()
-    deadline = time.monotonic() + 10
-    while _pipes() > pipes and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert _pipes() == pipes
+    wait_for(lambda: _pipes() == pipes, 10, "the splice's pipe closed")
