@@ -521,3 +521,21 @@ def test_a_client_that_stops_reading_a_splice_is_cut_after_the_idle_timeout(spli
     while _pipes() > pipes and time.monotonic() < deadline:
         time.sleep(0.05)
     assert _pipes() == pipes
+
+
+def test_a_replica_whose_clock_lags_the_stores_still_splices(spliced, monkeypatch):
+    import datetime
+
+    import botocore.auth
+
+    # boto3's own requests pass with a clock minutes off (the gateway allows 15); the server's
+    # presigned GET must too, or every download of a lagging replica is a 503.
+    real = botocore.auth.get_current_datetime
+    lag = datetime.timedelta(minutes=5)
+    monkeypatch.setattr(botocore.auth, "get_current_datetime", lambda *a, **k: real(*a, **k) - lag)
+    big, sha1, base, http, proxy = spliced
+    r = http.get(f"/blobs/sha1/{sha1}", headers={"Range": "bytes=100-199"})
+    assert r.status_code == 206 and r.content == big[100:200]
+    assert [h.get("range") for h in proxy.seen if "boto" not in h.get("user-agent", "").lower()] == [
+        "bytes=100-199"
+    ]
