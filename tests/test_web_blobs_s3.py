@@ -471,7 +471,11 @@ def test_a_client_that_leaves_mid_splice_costs_the_server_nothing(spliced):
     assert _pipes() == pipes
 
 
-def test_a_store_answer_that_breaks_off_cuts_the_clients_connection(ceph, s3_env, tmp_path, monkeypatch):
+def test_a_store_answer_that_breaks_off_cuts_the_clients_connection(
+    ceph, s3_env, tmp_path, monkeypatch, caplog
+):
+    import logging
+
     from caffezoo.server.blobstore import open_store
 
     big = os.urandom(4 << 20)
@@ -483,10 +487,14 @@ def test_a_store_answer_that_breaks_off_cuts_the_clients_connection(ceph, s3_env
     monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
     try:
         with s3_web_for(s3_env, tmp_path, redirect=False, splice=True) as (app, base, http):
-            with pytest.raises(httpx.RemoteProtocolError):  # a body shorter than its length, then EOF
-                http.get(f"/blobs/sha1/{sha1}")
-            r = http.get(f"/blobs/sha1/{sha1}")  # the next answer is whole
+            with caplog.at_level(logging.INFO, logger="caffezoo.access"):
+                with pytest.raises(httpx.RemoteProtocolError):  # a body shorter than its length, then EOF
+                    http.get(f"/blobs/sha1/{sha1}")
+                r = http.get(f"/blobs/sha1/{sha1}")  # the next answer is whole
             assert r.status_code == 200 and r.content == big
+            # The log says what the clients got: the cut answer's bytes up to the break, not its length.
+            logged = [x.fields["bytes"] for x in caplog.records if x.name == "caffezoo.access"]
+            assert len(logged) == 2 and 0 < logged[0] <= 1_000_000 and logged[1] == len(big)
     finally:
         proxy.close()
 
