@@ -29,12 +29,13 @@ class RecordingProxy:
     """A reverse proxy in front of the gateway that records what clients send it.
 
     ``drop_after``: the first GET answer breaks off after that many body bytes (a resume follows).
+    ``fail_first``: the first GET is answered with this status instead (a store's passing error).
     The Host header goes through unchanged: presigned URLs are signed for the host the client saw.
     """
 
-    def __init__(self, upstream: str, drop_after: int | None = None):
+    def __init__(self, upstream: str, drop_after: int | None = None, fail_first: int | None = None):
         self.seen: list[dict[str, str]] = []
-        self.drop_after = drop_after
+        self.drop_after, self.fail_first = drop_after, fail_first
         outer = self
         up = urlsplit(upstream)
 
@@ -43,6 +44,14 @@ class RecordingProxy:
 
             def do_GET(self):
                 outer.seen.append({k.lower(): v for k, v in self.headers.items()})
+                if outer.fail_first is not None:
+                    status, outer.fail_first = outer.fail_first, None
+                    error = b"<Error><Code>SlowDown</Code></Error>"
+                    self.send_response(status)
+                    self.send_header("Content-Length", str(len(error)))
+                    self.end_headers()
+                    self.wfile.write(error)
+                    return
                 headers = {k: v for k, v in self.headers.items() if k.lower() != "connection"}
                 with (
                     httpx.Client() as c,
@@ -544,6 +553,28 @@ def test_a_replica_whose_clock_lags_the_stores_still_splices(spliced, monkeypatc
     big, sha1, base, http, proxy = spliced
     r = http.get(f"/blobs/sha1/{sha1}", headers={"Range": "bytes=100-199"})
     assert r.status_code == 206 and r.content == big[100:200]
-    assert [h.get("range") for h in proxy.seen if "boto" not in h.get("user-agent", "").lower()] == [
-        "bytes=100-199"
+    # One GET, the server's own (boto3's would carry its User-Agent): spliced, not streamed.
+    assert [(h.get("range"), "boto" in h.get("user-agent", "").lower()) for h in proxy.seen] == [
+        ("bytes=100-199", False)
     ]
+
+
+def test_a_store_error_on_the_spliced_get_is_retried_as_a_streamed_one(ceph, s3_env, tmp_path, monkeypatch):
+    from caffezoo.server.blobstore import open_store
+
+    big = os.urandom(2 << 20)
+    sha1 = hashlib.sha1(big).hexdigest()
+    store = open_store(s3_env)
+    store.put(sha1, [big])
+    store.close()
+    # A gateway's passing 503 (SlowDown): boto3 retries it; the server's own GET asks once.
+    proxy = RecordingProxy(ceph.endpoint, fail_first=503)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
+    try:
+        with s3_web_for(s3_env, tmp_path, redirect=False, splice=True) as (app, base, http):
+            r = http.get(f"/blobs/sha1/{sha1}")
+            assert r.status_code == 200 and r.content == big
+            boto = ["boto" in h.get("user-agent", "").lower() for h in proxy.seen]
+            assert boto == [False, True]  # the server's own GET (the 503), then boto3's, streamed
+    finally:
+        proxy.close()
