@@ -578,3 +578,37 @@ def test_a_store_error_on_the_spliced_get_is_retried_as_a_streamed_one(ceph, s3_
             assert boto == [False, True]  # the server's own GET (the 503), then boto3's, streamed
     finally:
         proxy.close()
+
+
+def test_serves_protocols_over_tls_send_blobs_through_tls(s3_env, tmp_path):
+    """A splice writes to the TCP socket under the TLS layer: offered there, it would put plain
+    bytes in the middle of the encrypted stream."""
+    import ssl
+    import subprocess
+
+    from caffezoo.server import create_app
+
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost"]
+        + ["-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+        check=True,
+        capture_output=True,
+    )
+    app = create_app(f"sqlite:///{tmp_path / 'zoo.db'}", blobs_url=s3_env, cache_dir=tmp_path / "svg")
+    app.state.mirror.store.put(SHA1, [DATA])
+    server, thread, base = start_uvicorn(
+        app, ssl_keyfile=str(key), ssl_certfile=str(cert), **connection_options()
+    )
+    try:
+        tls = ssl.create_default_context(cafile=str(cert))
+        with httpx.Client(base_url=base.replace("http:", "https:"), verify=tls, timeout=30) as http:
+            r = http.get(f"/blobs/sha1/{SHA1}")
+            assert r.status_code == 200 and r.content == DATA
+            r = http.get(f"/blobs/sha1/{SHA1}", headers={"Range": "bytes=1000-"})
+            assert r.status_code == 206 and r.content == DATA[1000:]
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        app.state.storage.close()
+        app.state.mirror.store.close()
