@@ -236,8 +236,8 @@ async def _spliced(
     request: Request, store, sha1: str, headers: dict[str, str], status: int, span: tuple[int, int] | None
 ) -> Response | None:
     """The answer with its body moved by the kernel from the store's socket to the client's
-    (:mod:`.splice`); None when this server or this store cannot, or the store's answer is not
-    a plain one: the bytes are streamed.
+    (:mod:`.splice`); None when this server or this store cannot, or the store's answer to
+    this GET of our own is an error: the bytes are streamed.
     ``span``: ``[start, stop)`` of the blob, None for all of it."""
     if SPLICE not in request.scope.get("extensions", {}) or not isinstance(store, S3Store):
         return None

@@ -14,7 +14,8 @@ request). An app that sees no offer (another server, an in-process test client,
 not Linux) streams as before. A :data:`SPLICE` message carries an open socket
 whose next bytes are the body and the number of bytes to move: no more than the
 answer's ``Content-Length`` has left after the bytes already sent. It ends the
-answer; the server sets its ``sent`` to the bytes that reached the client. When the store's answer stops early, or either side makes no progress for
+answer; the server sets its ``sent`` to the bytes that reached the client. When
+the store's answer stops early, or either side makes no progress for
 :data:`IDLE_TIMEOUT` seconds, the client's connection is closed: the client sees
 a body shorter than its length and resumes, as when a streamed answer breaks.
 """
