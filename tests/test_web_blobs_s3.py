@@ -30,12 +30,13 @@ class RecordingProxy:
     """A reverse proxy in front of the gateway that records what clients send it.
 
     ``drop_after``: the first GET answer breaks off after that many body bytes (a resume follows).
+    ``fail_first``: the first GET is answered with this status instead (a store's passing error).
     The Host header goes through unchanged: presigned URLs are signed for the host the client saw.
     """
 
-    def __init__(self, upstream: str, drop_after: int | None = None):
+    def __init__(self, upstream: str, drop_after: int | None = None, fail_first: int | None = None):
         self.seen: list[dict[str, str]] = []
-        self.drop_after = drop_after
+        self.drop_after, self.fail_first = drop_after, fail_first
         outer = self
         up = urlsplit(upstream)
 
@@ -44,6 +45,14 @@ class RecordingProxy:
 
             def do_GET(self):
                 outer.seen.append({k.lower(): v for k, v in self.headers.items()})
+                if outer.fail_first is not None:
+                    status, outer.fail_first = outer.fail_first, None
+                    error = b"<Error><Code>SlowDown</Code></Error>"
+                    self.send_response(status)
+                    self.send_header("Content-Length", str(len(error)))
+                    self.end_headers()
+                    self.wfile.write(error)
+                    return
                 headers = {k: v for k, v in self.headers.items() if k.lower() != "connection"}
                 with (
                     httpx.Client() as c,
@@ -471,7 +480,11 @@ def test_a_client_that_leaves_mid_splice_costs_the_server_nothing(spliced):
     wait_for(lambda: _pipes() == pipes, 10, "the splices' pipes closed")
 
 
-def test_a_store_answer_that_breaks_off_cuts_the_clients_connection(ceph, s3_env, tmp_path, monkeypatch):
+def test_a_store_answer_that_breaks_off_cuts_the_clients_connection(
+    ceph, s3_env, tmp_path, monkeypatch, caplog
+):
+    import logging
+
     from caffezoo.server.blobstore import open_store
 
     big = os.urandom(4 << 20)
@@ -483,10 +496,14 @@ def test_a_store_answer_that_breaks_off_cuts_the_clients_connection(ceph, s3_env
     monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
     try:
         with s3_web_for(s3_env, tmp_path, redirect=False, splice=True) as (app, base, http):
-            with pytest.raises(httpx.RemoteProtocolError):  # a body shorter than its length, then EOF
-                http.get(f"/blobs/sha1/{sha1}")
-            r = http.get(f"/blobs/sha1/{sha1}")  # the next answer is whole
+            with caplog.at_level(logging.INFO, logger="caffezoo.access"):
+                with pytest.raises(httpx.RemoteProtocolError):  # a body shorter than its length, then EOF
+                    http.get(f"/blobs/sha1/{sha1}")
+                r = http.get(f"/blobs/sha1/{sha1}")  # the next answer is whole
             assert r.status_code == 200 and r.content == big
+            # The log says what the clients got: the cut answer's bytes up to the break, not its length.
+            logged = [x.fields["bytes"] for x in caplog.records if x.name == "caffezoo.access"]
+            assert len(logged) == 2 and 0 < logged[0] <= 1_000_000 and logged[1] == len(big)
     finally:
         proxy.close()
 
@@ -518,3 +535,77 @@ def test_a_client_that_stops_reading_a_splice_is_cut_after_the_idle_timeout(spli
     finally:
         s.close()
     wait_for(lambda: _pipes() == pipes, 10, "the splice's pipe closed")
+
+
+def test_a_replica_whose_clock_lags_the_stores_still_splices(spliced, monkeypatch):
+    import datetime
+
+    import botocore.auth
+
+    # boto3's own requests pass with a clock minutes off (the gateway allows 15); the server's
+    # presigned GET must too, or every download of a lagging replica is a 503.
+    real = botocore.auth.get_current_datetime
+    lag = datetime.timedelta(minutes=5)
+    monkeypatch.setattr(botocore.auth, "get_current_datetime", lambda *a, **k: real(*a, **k) - lag)
+    big, sha1, base, http, proxy = spliced
+    r = http.get(f"/blobs/sha1/{sha1}", headers={"Range": "bytes=100-199"})
+    assert r.status_code == 206 and r.content == big[100:200]
+    # One GET, the server's own (boto3's would carry its User-Agent): spliced, not streamed.
+    assert [(h.get("range"), "boto" in h.get("user-agent", "").lower()) for h in proxy.seen] == [
+        ("bytes=100-199", False)
+    ]
+
+
+def test_a_store_error_on_the_spliced_get_is_retried_as_a_streamed_one(ceph, s3_env, tmp_path, monkeypatch):
+    from caffezoo.server.blobstore import open_store
+
+    big = os.urandom(2 << 20)
+    sha1 = hashlib.sha1(big).hexdigest()
+    store = open_store(s3_env)
+    store.put(sha1, [big])
+    store.close()
+    # A gateway's passing 503 (SlowDown): boto3 retries it; the server's own GET asks once.
+    proxy = RecordingProxy(ceph.endpoint, fail_first=503)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
+    try:
+        with s3_web_for(s3_env, tmp_path, redirect=False, splice=True) as (app, base, http):
+            r = http.get(f"/blobs/sha1/{sha1}")
+            assert r.status_code == 200 and r.content == big
+            boto = ["boto" in h.get("user-agent", "").lower() for h in proxy.seen]
+            assert boto == [False, True]  # the server's own GET (the 503), then boto3's, streamed
+    finally:
+        proxy.close()
+
+
+def test_serves_protocols_over_tls_send_blobs_through_tls(s3_env, tmp_path):
+    """A splice writes to the TCP socket under the TLS layer: offered there, it would put plain
+    bytes in the middle of the encrypted stream."""
+    import ssl
+    import subprocess
+
+    from caffezoo.server import create_app
+
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost"]
+        + ["-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+        check=True,
+        capture_output=True,
+    )
+    app = create_app(f"sqlite:///{tmp_path / 'zoo.db'}", blobs_url=s3_env, cache_dir=tmp_path / "svg")
+    app.state.mirror.store.put(SHA1, [DATA])
+    server, thread, base = start_uvicorn(
+        app, ssl_keyfile=str(key), ssl_certfile=str(cert), **connection_options()
+    )
+    try:
+        tls = ssl.create_default_context(cafile=str(cert))
+        with httpx.Client(base_url=base.replace("http:", "https:"), verify=tls, timeout=30) as http:
+            r = http.get(f"/blobs/sha1/{SHA1}")
+            assert r.status_code == 200 and r.content == DATA
+            r = http.get(f"/blobs/sha1/{SHA1}", headers={"Range": "bytes=1000-"})
+            assert r.status_code == 206 and r.content == DATA[1000:]
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        app.state.storage.close()
+        app.state.mirror.store.close()

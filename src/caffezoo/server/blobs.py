@@ -236,12 +236,19 @@ async def _spliced(
     request: Request, store, sha1: str, headers: dict[str, str], status: int, span: tuple[int, int] | None
 ) -> Response | None:
     """The answer with its body moved by the kernel from the store's socket to the client's
-    (:mod:`.splice`); None when this server or this store cannot: the bytes are streamed.
+    (:mod:`.splice`); None when this server or this store cannot, or the store's answer to
+    this GET of our own is an error: the bytes are streamed.
     ``span``: ``[start, stop)`` of the blob, None for all of it."""
     if SPLICE not in request.scope.get("extensions", {}) or not isinstance(store, S3Store):
         return None
     start, stop = span or (0, None)
-    got = await run_in_threadpool(store.plain_get, sha1, start, stop)
+    try:
+        got = await run_in_threadpool(store.plain_get, sha1, start, stop)
+    except BlobStoreError as e:
+        # One GET of our own, unretried: a store's passing error (a 503 SlowDown, a reset) or
+        # one only it meets is left to boto3's reads, which retry; a store that is down fails there.
+        log.warning("blob store: %s; streaming instead", e)
+        return None
     if got is None:
         return None
     sock, length, _size, first = got

@@ -48,7 +48,10 @@ CHUNK = 1 << 20
 # page by page on first touch. perf on a streamed blob GET: a third of the server's CPU in
 # page faults with 2 MiB reads; 120 KiB buffers come from the heap, already mapped.
 S3_READ = 120 << 10
-PLAIN_SECONDS = 60  # a plain_get's presigned URL is used at once
+# A plain_get's presigned URL is used at once, by this server only; the gateway checks its expiry
+# against its own clock, so a short one fails on a replica whose clock lags (boto3's signed
+# headers pass within S3's 15 minutes of skew): as long as that.
+PLAIN_SECONDS = 900
 PLAIN_TIMEOUT = 30.0  # seconds to connect to the store and for its answer's head
 PRESENCE_TTL = 5.0  # seconds an S3 listing answers has() before it is taken again
 

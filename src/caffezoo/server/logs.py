@@ -109,7 +109,9 @@ class RequestLog:
             elif message["type"] == "http.response.body":
                 seen["bytes"] += len(message.get("body", b""))
             elif message["type"] == SPLICE:
-                seen["bytes"] += message["count"]
+                await send(message)
+                seen["bytes"] += message.get("sent", 0)  # set by the server: a cut body moved less
+                return
             await send(message)
 
         try:

@@ -170,7 +170,9 @@ try:
         def on_headers_complete(self) -> None:
             super().on_headers_complete()
             cycle: Any = getattr(self, "cycle", None)
-            if splice.AVAILABLE and cycle is not None and cycle.scope is self.scope:  # not an upgrade
+            # Not an upgrade (whose cycle is the request before), nor under TLS: a splice writes
+            # to the TCP socket beneath the encryption.
+            if splice.AVAILABLE and cycle is not None and cycle.scope is self.scope and self.scheme == "http":
                 splice.offer(cycle)
 
     __all__ += ["HttpToolsHeaderDeadline"]

@@ -14,7 +14,8 @@ request). An app that sees no offer (another server, an in-process test client,
 not Linux) streams as before. A :data:`SPLICE` message carries an open socket
 whose next bytes are the body and the number of bytes to move: no more than the
 answer's ``Content-Length`` has left after the bytes already sent. It ends the
-answer. When the store's answer stops early, or either side makes no progress for
+answer; the server sets its ``sent`` to the bytes that reached the client. When
+the store's answer stops early, or either side makes no progress for
 :data:`IDLE_TIMEOUT` seconds, the client's connection is closed: the client sees
 a body shorter than its length and resumes, as when a streamed answer breaks.
 """
@@ -49,16 +50,17 @@ def offer(cycle: Any) -> None:
 
     async def send_or_splice(message: Any) -> None:
         if message["type"] == SPLICE:
-            await _splice_body(cycle, send, message["socket"], message["count"])
+            message["sent"] = await _splice_body(cycle, send, message["socket"], message["count"])
         else:
             await send(message)
 
     cycle.send = send_or_splice  # run_asgi hands the app cycle.send when its task starts
 
 
-async def _splice_body(cycle: Any, send: Any, source: socket.socket, count: int) -> None:
+async def _splice_body(cycle: Any, send: Any, source: socket.socket, count: int) -> int:
+    """The bytes of ``count`` that reached the client's socket."""
     if cycle.disconnected:
-        return  # as uvicorn's send does: the client is gone, nothing to say
+        return 0  # as uvicorn's send does: the client is gone, nothing to say
     if (
         not cycle.response_started
         or cycle.response_complete
@@ -67,20 +69,22 @@ async def _splice_body(cycle: Any, send: Any, source: socket.socket, count: int)
         or not 0 <= count <= cycle.expected_content_length
     ):
         raise RuntimeError(f"{SPLICE}: {count} bytes do not fit what the answer's Content-Length has left")
-    if count and not await _move(cycle.transport, source, count):
+    sent = await _move(cycle.transport, source, count) if count else 0
+    if sent < count:
         # The body cannot be finished: close the connection, or the client would wait for bytes
         # that never come and then read the next answer as the rest of this one.
         cycle.transport.close()
         cycle.disconnected = True  # what connection_lost will say: the app ends quietly
         cycle.message_event.set()
-        return
+        return sent
     cycle.expected_content_length -= count
     await send({"type": "http.response.body", "body": b"", "more_body": False})
+    return sent
 
 
-async def _move(transport: Any, source: socket.socket, count: int) -> bool:
-    """Move ``count`` bytes from ``source`` to the client of ``transport``; False when either
-    side failed or stalled."""
+async def _move(transport: Any, source: socket.socket, count: int) -> int:
+    """Move ``count`` bytes from ``source`` to the client of ``transport``; how many it moved,
+    fewer when either side failed or stalled."""
     loop = asyncio.get_running_loop()
     flush = getattr(transport, "flush", None)
     if flush is not None:
@@ -88,28 +92,28 @@ async def _move(transport: Any, source: socket.socket, count: int) -> bool:
     waited = 0.0
     while transport.get_write_buffer_size():  # the body must follow them on the socket
         if transport.is_closing() or waited > IDLE_TIMEOUT:
-            return False
+            return 0
         await asyncio.sleep(0.005)
         waited += 0.005
     client = transport.get_extra_info("socket")
     if client is None or transport.is_closing():
-        return False
+        return 0
     # Our own descriptor of the client's socket: the loop refuses a second watcher on the
     # transport's, and the bytes must not go out through the transport's buffer.
     try:
         out = os.dup(client.fileno())
     except OSError as e:  # out of file descriptors: this answer is cut, the server goes on
         log.warning("blob answer cut: %s", e)
-        return False
+        return 0
     try:
         rd, wr = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as e:
         os.close(out)
         log.warning("blob answer cut: %s", e)
-        return False
+        return 0
     try:
         if os.get_blocking(out):
-            return False  # not an event loop's socket: a splice into it could block the loop
+            return 0  # not an event loop's socket: a splice into it could block the loop
         source.setblocking(False)
         try:
             fcntl.fcntl(wr, _F_SETPIPE_SZ, PIPE_BYTES)
@@ -128,10 +132,10 @@ async def _move(transport: Any, source: socket.socket, count: int) -> bool:
                     n = -1
                 except OSError as e:
                     log.warning("blob store: its answer broke off %d bytes early: %s", unread, e)
-                    return False
+                    return count - unread - held
                 if n == 0:
                     log.warning("blob store: its answer ended %d bytes early", unread)
-                    return False
+                    return count - unread - held
                 if n > 0:
                     unread, held, moved = unread - n, held + n, True
             if held:
@@ -140,7 +144,7 @@ async def _move(transport: Any, source: socket.socket, count: int) -> bool:
                 except BlockingIOError:
                     n = -1
                 except OSError:
-                    return False  # the client went away (EPIPE, ECONNRESET)
+                    return count - unread - held  # the client went away (EPIPE, ECONNRESET)
                 if n > 0:
                     held, moved = held - n, True
             if moved:
@@ -150,11 +154,11 @@ async def _move(transport: Any, source: socket.socket, count: int) -> bool:
             left = idle_since + IDLE_TIMEOUT - loop.time()
             if left <= 0:
                 log.info("blob answer cut: no progress for %g s (%d bytes left)", IDLE_TIMEOUT, unread + held)
-                return False
+                return count - unread - held
             # Bytes in the pipe wait for the client only: a pipe can be full before `room` bytes
             # (its slots hold partial pages), and a readable store would then wake us in a spin.
             await _ready(loop, None if held else src, out if held else None, left)
-        return True
+        return count
     finally:
         os.close(rd)
         os.close(wr)
