@@ -34,12 +34,35 @@ __all__ = ["AVAILABLE", "IDLE_TIMEOUT", "SPLICE", "offer"]
 log = logging.getLogger("caffezoo.server")
 
 SPLICE = "caffezoo.splice"
-AVAILABLE = hasattr(os, "splice")  # Linux, Python >= 3.10
 IDLE_TIMEOUT = 60.0  # seconds either side may make no progress before the answer is cut
 PIPE_BYTES = 1 << 20  # asked of the kernel (fs.pipe-max-size allows 1 MiB unprivileged)
 _F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 _F_GETPIPE_SZ = getattr(fcntl, "F_GETPIPE_SZ", 1032)
 _FLAGS = getattr(os, "SPLICE_F_MOVE", 1) | getattr(os, "SPLICE_F_NONBLOCK", 2)
+
+
+def _works() -> bool:
+    """Whether ``splice`` moves a byte from a socket through a pipe to another socket
+    here: Linux has it since 2.6.17, but sandboxes (gVisor, some seccomp profiles) refuse it,
+    and an offer that failed at its first call would cut every answer right after its head."""
+    if not hasattr(os, "splice"):  # not Linux, or Python < 3.10
+        return False
+    a, b = socket.socketpair()
+    c, d = socket.socketpair()
+    rd, wr = os.pipe()
+    try:
+        a.sendall(b"x")
+        return os.splice(b.fileno(), wr, 1) == 1 and os.splice(rd, c.fileno(), 1) == 1 and d.recv(1) == b"x"
+    except OSError:
+        return False
+    finally:
+        for s in (a, b, c, d):
+            s.close()
+        os.close(rd)
+        os.close(wr)
+
+
+AVAILABLE = _works()
 
 
 def offer(cycle: Any) -> None:
@@ -89,12 +112,11 @@ async def _move(transport: Any, source: socket.socket, count: int) -> int:
     flush = getattr(transport, "flush", None)
     if flush is not None:
         flush()  # protocols.OneSendPerStep: the head and the first bytes go before the body
-    waited = 0.0
+    give_up = loop.time() + IDLE_TIMEOUT
     while transport.get_write_buffer_size():  # the body must follow them on the socket
-        if transport.is_closing() or waited > IDLE_TIMEOUT:
+        if transport.is_closing() or loop.time() > give_up:
             return 0
         await asyncio.sleep(0.005)
-        waited += 0.005
     client = transport.get_extra_info("socket")
     if client is None or transport.is_closing():
         return 0
