@@ -251,7 +251,7 @@ async def _spliced(
         return None
     if got is None:
         return None
-    sock, length, _size, first = got
+    sock, length, first = got
     return SplicedResponse(sock, length, first, status, {**headers, "Content-Length": str(length)})
 
 

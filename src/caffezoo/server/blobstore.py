@@ -475,15 +475,15 @@ class S3Store(BlobStore):
 
     def plain_get(
         self, sha1: str, start: int = 0, stop: int | None = None, timeout: float = PLAIN_TIMEOUT
-    ) -> tuple[socket.socket, int, int, bytes] | None:
+    ) -> tuple[socket.socket, int, bytes] | None:
         """Bytes ``[start, stop)`` of the blob, asked of the store over a socket of our own:
-        ``(socket at the body, body length, blob size, body bytes read with the head)``, for a
+        ``(socket at the body, body length, body bytes read with the head)``, for a
         server to move with :mod:`.splice`. None when the endpoint is not plain ``http://``, or
         a proxy stands between (boto3's reads go through it); :class:`KeyError` if absent.
 
-        >>> sock, length, size, first = store.plain_get(sha1, 0, 100)  # doctest: +SKIP
+        >>> sock, length, first = store.plain_get(sha1, 0, 100)  # doctest: +SKIP
         """
-        from ..fetch.wire import read_answer
+        from ..fetch.wire import range_header, read_answer
 
         parts = urlsplit(self.presigned_url(sha1, PLAIN_SECONDS, internal=True))
         host = parts.hostname
@@ -491,11 +491,12 @@ class S3Store(BlobStore):
             return None
         if urllib.request.getproxies().get("http") and not urllib.request.proxy_bypass(host):
             return None
-        ranged = bool(start) or stop is not None
+        wanted = range_header(start, stop)
+        ranged = wanted is not None
         lines = [f"GET {parts.path}?{parts.query} HTTP/1.1", f"Host: {parts.netloc}"]
         lines += ["Accept-Encoding: identity", "Connection: close"]
         if ranged:
-            lines.append(f"Range: bytes={start}-{'' if stop is None else stop - 1}")
+            lines.append(f"Range: {wanted}")
         sock = None
         try:
             sock = socket.create_connection((host, parts.port or 80), timeout=timeout)
@@ -504,13 +505,13 @@ class S3Store(BlobStore):
             if status == 404:
                 raise KeyError(sha1)
             length = header_number(headers.get("content-length"))
-            size = range_total(headers.get("content-range")) if ranged else length
             wrong = (
                 status != (206 if ranged else 200)
                 or headers.get("transfer-encoding")
                 or headers.get("content-encoding", "identity") != "identity"
                 or length is None
-                or size is None
+                # A 206 names the whole blob's size: one that does not is not an S3 answer.
+                or (ranged and range_total(headers.get("content-range")) is None)
                 or len(first) > length
                 or (ranged and range_start(headers.get("content-range")) != start)
                 or (stop is not None and length != stop - start)
@@ -525,7 +526,7 @@ class S3Store(BlobStore):
                 sock.close()
             raise self._fail("cannot read", e, sha1) from None
         self._present.add(sha1)
-        return sock, length, size, first  # type: ignore[return-value]
+        return sock, length, first  # type: ignore[return-value]
 
     def abort_stale_uploads(self, older_than: float = 86400) -> int:
         """Abort multipart uploads of blobs begun more than ``older_than`` seconds ago (crashed writers)."""
