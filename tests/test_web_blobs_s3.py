@@ -305,6 +305,11 @@ def test_serve_refuses_a_store_it_cannot_use(cli_process, ceph, s3_env, tmp_path
     accel = ("--blobs-url", s3_env, "--blobs-accel")
     r = cli_process("serve", "--port", port, *accel, "/_s3/", "--blobs-redirect", env=env)
     assert r.code != 0 and "choose one" in r.stderr
+    no_endpoint = {"AWS_ENDPOINT_URL": "", "AWS_ENDPOINT_URL_S3": "", "CAFFEZOO_S3_ENDPOINT": ""}
+    r = cli_process("serve", "--port", port, *accel, "/_s3/", env={**env, **no_endpoint})
+    assert (
+        r.code != 0 and "--blobs-accel needs the store's address" in r.stderr and "Traceback" not in r.stderr
+    )
     r = cli_process("serve", "--port", port, *accel, "http://x/../", env=env)
     assert r.code != 0 and "not a URL path prefix" in r.stderr and "Traceback" not in r.stderr
     r = cli_process("serve", "--port", port, "--blobs-dir", tmp_path, "--blobs-url", s3_env, env=env)

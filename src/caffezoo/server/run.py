@@ -355,12 +355,20 @@ def run(
             "--blobs-redirect needs --blobs-url s3://...: a local directory has no URLs to hand out"
         )
     if blobs_accel is not None:
+        from ..config import s3_settings
         from .blobs import accel_prefix
 
         if not blobs.startswith("s3://"):
             raise UsageError("--blobs-accel needs --blobs-url s3://...: a local directory is served directly")
         if blobs_redirect:
             raise UsageError("--blobs-accel and --blobs-redirect: choose one way to hand out weights")
+        if not s3_settings().endpoint:
+            # Without one, boto3 names the bucket in the host of its URLs (AWS's virtual hosts):
+            # the redirect nginx gets carries the path only, so every download would be a 502.
+            raise UsageError(
+                "--blobs-accel needs the store's address in CAFFEZOO_S3_ENDPOINT (or AWS_ENDPOINT_URL): "
+                "nginx's internal location proxies to it"
+            )
         try:
             blobs_accel = accel_prefix(blobs_accel)
         except ValueError as e:
