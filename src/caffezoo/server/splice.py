@@ -23,6 +23,7 @@ a body shorter than its length and resumes, as when a streamed answer breaks.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
 import logging
 import os
@@ -47,19 +48,21 @@ def _works() -> bool:
     and an offer that failed at its first call would cut every answer right after its head."""
     if not hasattr(os, "splice"):  # not Linux, or Python < 3.10
         return False
-    a, b = socket.socketpair()
-    c, d = socket.socketpair()
-    rd, wr = os.pipe()
-    try:
-        a.sendall(b"x")
-        return os.splice(b.fileno(), wr, 1) == 1 and os.splice(rd, c.fileno(), 1) == 1 and d.recv(1) == b"x"
-    except OSError:
-        return False
-    finally:
-        for s in (a, b, c, d):
-            s.close()
-        os.close(rd)
-        os.close(wr)
+    # Each descriptor is closed however far the probe got: a process short of them, or a sandbox
+    # that refuses socketpair or pipe, gets False (streaming), not an import that fails.
+    with contextlib.ExitStack() as later:
+        try:
+            a, b = (later.enter_context(s) for s in socket.socketpair())
+            c, d = (later.enter_context(s) for s in socket.socketpair())
+            rd, wr = os.pipe()
+            later.callback(os.close, rd)
+            later.callback(os.close, wr)
+            a.sendall(b"x")
+            return (
+                os.splice(b.fileno(), wr, 1) == 1 and os.splice(rd, c.fileno(), 1) == 1 and d.recv(1) == b"x"
+            )
+        except OSError:
+            return False
 
 
 AVAILABLE = _works()
