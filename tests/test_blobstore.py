@@ -233,3 +233,17 @@ def test_s3_settings_prefer_caffezoo_variables_then_aws_ones(monkeypatch):
     monkeypatch.setenv("CAFFEZOO_S3_ENDPOINT", "https://ours:99999")
     with pytest.raises(ConfigError, match="CAFFEZOO_S3_ENDPOINT"):
         s3_settings()
+
+
+def test_a_bad_endpoint_is_named_by_the_variable_that_holds_it(monkeypatch):
+    from caffezoo.config import s3_settings
+    from caffezoo.errors import ConfigError
+
+    monkeypatch.delenv("CAFFEZOO_S3_ENDPOINT", raising=False)
+    monkeypatch.delenv("AWS_ENDPOINT_URL_S3", raising=False)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "ftp://store:9000")
+    with pytest.raises(ConfigError, match=r"^AWS_ENDPOINT_URL: 'ftp://store:9000' is not an http"):
+        s3_settings()
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", "http://store:99999")
+    with pytest.raises(ConfigError, match=r"^AWS_ENDPOINT_URL_S3: 'http://store:99999' is not a valid URL"):
+        s3_settings()

@@ -175,12 +175,18 @@ class S3Settings:
 def s3_settings() -> S3Settings:
     """The ``CAFFEZOO_S3_*`` variables, falling back on the standard AWS ones."""
 
-    def first(*names: str) -> str | None:
-        return next((v for v in (os.environ.get(n, "").strip() for n in names) if v), None)
+    def named(*names: str) -> tuple[str, str | None]:
+        """The first of ``names`` set (to more than spaces), and its value."""
+        values = ((n, os.environ.get(n, "").strip()) for n in names)
+        return next(((n, v) for n, v in values if v), (names[0], None))
 
-    endpoint = first("CAFFEZOO_S3_ENDPOINT", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
+    def first(*names: str) -> str | None:
+        return named(*names)[1]
+
+    # A bad value is named by the variable it came from: the user may never have set ours.
+    endpoint_name, endpoint = named("CAFFEZOO_S3_ENDPOINT", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
     public = first("CAFFEZOO_S3_PUBLIC_ENDPOINT")
-    for name, url in (("CAFFEZOO_S3_ENDPOINT", endpoint), ("CAFFEZOO_S3_PUBLIC_ENDPOINT", public)):
+    for name, url in ((endpoint_name, endpoint), ("CAFFEZOO_S3_PUBLIC_ENDPOINT", public)):
         if url is not None:
             if not re.match(r"^https?://", url):
                 raise ConfigError(f"{name}: {url!r} is not an http:// or https:// URL")
