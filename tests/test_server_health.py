@@ -178,3 +178,39 @@ def test_a_started_server_keeps_its_start_up_heap_out_of_full_collections(tmp_pa
         thread.join(10)
         gc.unfreeze()  # this test process goes on collecting as before
         app.state.storage.close()
+
+
+def test_garbage_made_before_serving_starts_is_still_freed(tmp_path):
+    # Freezing keeps whatever is tracked at that moment, garbage included: what `serve` leaves
+    # behind while starting (seeding, the blob store's check, a first link-check round) would
+    # stay in memory for good unless it is collected first.
+    import gc
+    import weakref
+
+    from gist_helpers import start_uvicorn
+
+    from caffezoo.server import create_app
+
+    class Node:
+        pass
+
+    app = create_app(f"sqlite:///{tmp_path / 'zoo.db'}", cache_dir=tmp_path / "svg")
+    gc.unfreeze()
+    gc.disable()  # no automatic collection may free it first: only the server's own can
+    try:
+        cycle = Node()
+        cycle.me = cycle
+        gone = weakref.ref(cycle)
+        del cycle
+        server, thread, base = start_uvicorn(app, lifespan="on")
+        try:
+            assert httpx.get(f"{base}/healthz").status_code == 200
+            gc.collect()
+            assert gone() is None, "garbage from before start-up was frozen, never to be freed"
+        finally:
+            server.should_exit = True
+            thread.join(10)
+    finally:
+        gc.enable()
+        gc.unfreeze()
+        app.state.storage.close()

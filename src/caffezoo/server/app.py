@@ -95,7 +95,9 @@ async def _lifespan(app: FastAPI):
     # of the heap) lives as long as the process: out of the collector's sight, a full
     # collection under load scans what requests made since instead. It stalled the event loop
     # 70-160 ms, once or twice per 5 s of GET /gists at 32 clients: that was the p99 (gc
-    # callbacks in a replica under wrk; frozen, 4-16 ms).
+    # callbacks in a replica under wrk; frozen, 4-16 ms). Collect first: a frozen object is never
+    # freed, and start-up leaves garbage (seeding, the blob store's check, a first link-check round).
+    gc.collect()
     gc.freeze()
     yield
     # Leaving: end this replica's lease on cached gist states, or writers wait for it to expire.
