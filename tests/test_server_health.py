@@ -169,14 +169,16 @@ def test_a_started_server_keeps_its_start_up_heap_out_of_full_collections(tmp_pa
 
     app = create_app(f"sqlite:///{tmp_path / 'zoo.db'}", cache_dir=tmp_path / "svg")
     gc.unfreeze()
-    server, thread, base = start_uvicorn(app, lifespan="on")
+    server = thread = None
     try:
+        server, thread, base = start_uvicorn(app, lifespan="on")
         assert httpx.get(f"{base}/healthz").status_code == 200
         assert gc.get_freeze_count() > 0  # what start-up made is in the permanent generation
     finally:
-        server.should_exit = True
-        thread.join(10)
-        gc.unfreeze()  # this test process goes on collecting as before
+        if server is not None:
+            server.should_exit = True
+            thread.join(10)
+        gc.unfreeze()  # this test process goes on collecting as before, even if start-up failed
         app.state.storage.close()
 
 
