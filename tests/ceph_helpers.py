@@ -10,13 +10,15 @@ Registered as a pytest plugin by conftest; import plain helpers by name.
 
 from __future__ import annotations
 
+import hashlib
+import os
 import uuid
 
 import pytest
 
 from caffezoo.server.devcluster import Ceph
 
-__all__ = ["ceph", "s3_env", "s3_store", "BUCKET", "empty_prefix"]
+__all__ = ["ceph", "s3_env", "s3_store", "BUCKET", "empty_prefix", "put_random_blob"]
 
 BUCKET = "caffezoo-test"
 
@@ -73,3 +75,17 @@ def s3_store(s3_env):
     store = open_store(s3_env)
     yield store
     store.close()
+
+
+def put_random_blob(blobs_url: str, size: int) -> tuple[bytes, str]:
+    """``size`` random bytes stored as a blob under ``blobs_url`` (``s3://...``); (bytes, SHA-1)."""
+    from caffezoo.server.blobstore import open_store
+
+    data = os.urandom(size)
+    sha1 = hashlib.sha1(data).hexdigest()
+    store = open_store(blobs_url)
+    try:
+        store.put(sha1, [data])
+    finally:
+        store.close()
+    return data, sha1

@@ -8,7 +8,6 @@ import hashlib
 import os
 import shutil
 import ssl
-import subprocess
 import threading
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -18,6 +17,7 @@ import pytest
 from ceph_helpers import BUCKET
 from model_helpers import write_model
 from test_web_blobs_s3 import RecordingProxy, s3_web_for
+from web_helpers import self_signed_cert
 
 from caffezoo.server.devcluster import Nginx, stop_pids
 
@@ -200,13 +200,7 @@ def test_an_https_store_must_show_a_certificate_that_is_trusted(accel, tmp_path,
     """boto checks the store's certificate when a replica streams; nginx must too, or anyone on
     the way could hand out other bytes under the blob's SHA-1, cached by everyone for a year."""
     app, lb, http = accel
-    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost"]
-        + ["-addext", "subjectAltName=DNS:localhost", "-keyout", str(key), "-out", str(cert)],
-        check=True,
-        capture_output=True,
-    )
+    key, cert = self_signed_cert(tmp_path, "DNS:localhost")
     tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     tls.load_cert_chain(cert, key)
     forger = ThreadingHTTPServer(("127.0.0.1", 0), _ForgingStore)

@@ -15,10 +15,11 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
+from ceph_helpers import put_random_blob
 from download_helpers import wait_for
 from gist_helpers import start_uvicorn
 from model_helpers import write_model
-from web_helpers import publish
+from web_helpers import publish, self_signed_cert
 
 from caffezoo.server.protocols import connection_options
 
@@ -411,13 +412,7 @@ def test_clients_that_stop_reading_do_not_hold_the_threads_other_streams_need(s3
 def spliced(ceph, s3_env, tmp_path, monkeypatch):
     """A blob of 12 MiB in the bucket; the server (on serve's protocols) reaches the store
     through a RecordingProxy. Yields (blob, sha1, base URL, client, proxy)."""
-    from caffezoo.server.blobstore import open_store
-
-    big = os.urandom(12 << 20)
-    sha1 = hashlib.sha1(big).hexdigest()
-    store = open_store(s3_env)
-    store.put(sha1, [big])
-    store.close()
+    big, sha1 = put_random_blob(s3_env, 12 << 20)
     proxy = RecordingProxy(ceph.endpoint)
     monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
     try:
@@ -490,13 +485,7 @@ def test_a_store_answer_that_breaks_off_cuts_the_clients_connection(
 ):
     import logging
 
-    from caffezoo.server.blobstore import open_store
-
-    big = os.urandom(4 << 20)
-    sha1 = hashlib.sha1(big).hexdigest()
-    store = open_store(s3_env)
-    store.put(sha1, [big])
-    store.close()
+    big, sha1 = put_random_blob(s3_env, 4 << 20)
     proxy = RecordingProxy(ceph.endpoint, drop_after=1_000_000)
     monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
     try:
@@ -562,13 +551,7 @@ def test_a_replica_whose_clock_lags_the_stores_still_splices(spliced, monkeypatc
 
 
 def test_a_store_error_on_the_spliced_get_is_retried_as_a_streamed_one(ceph, s3_env, tmp_path, monkeypatch):
-    from caffezoo.server.blobstore import open_store
-
-    big = os.urandom(2 << 20)
-    sha1 = hashlib.sha1(big).hexdigest()
-    store = open_store(s3_env)
-    store.put(sha1, [big])
-    store.close()
+    big, sha1 = put_random_blob(s3_env, 2 << 20)
     # A gateway's passing 503 (SlowDown): boto3 retries it; the server's own GET asks once.
     proxy = RecordingProxy(ceph.endpoint, fail_first=503)
     monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
@@ -586,17 +569,10 @@ def test_serves_protocols_over_tls_send_blobs_through_tls(s3_env, tmp_path):
     """A splice writes to the TCP socket under the TLS layer: offered there, it would put plain
     bytes in the middle of the encrypted stream."""
     import ssl
-    import subprocess
 
     from caffezoo.server import create_app
 
-    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost"]
-        + ["-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
-        check=True,
-        capture_output=True,
-    )
+    key, cert = self_signed_cert(tmp_path, "IP:127.0.0.1")
     app = create_app(f"sqlite:///{tmp_path / 'zoo.db'}", blobs_url=s3_env, cache_dir=tmp_path / "svg")
     app.state.mirror.store.put(SHA1, [DATA])
     server, thread, base = start_uvicorn(

@@ -8,6 +8,7 @@ Registered as a pytest plugin by conftest; import plain helpers by name.
 from __future__ import annotations
 
 import shutil
+import subprocess
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -160,3 +161,16 @@ def browser():
         b = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         yield b
         b.close()
+
+
+def self_signed_cert(folder: Path, name: str) -> tuple[Path, Path]:
+    """A key and a one-day self-signed certificate for ``name`` (``IP:127.0.0.1``,
+    ``DNS:localhost``), made with openssl in ``folder``: (key.pem, cert.pem)."""
+    key, cert = folder / "key.pem", folder / "cert.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost"]
+        + ["-addext", f"subjectAltName={name}", "-keyout", str(key), "-out", str(cert)],
+        check=True,
+        capture_output=True,
+    )
+    return key, cert
