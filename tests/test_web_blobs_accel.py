@@ -212,7 +212,7 @@ def test_an_https_store_must_show_a_certificate_that_is_trusted(accel, tmp_path,
                 monkeypatch.setenv("AWS_CA_BUNDLE", str(trusted))
             store = f"https://localhost:{forger.server_port}"
             mitm = Nginx(
-                tmp_path / f"nginx-{bool(trusted)}", lb.upstreams, accel=PREFIX, store=store, tied=True
+                tmp_path / f"nginx-mitm-{bool(trusted)}", lb.upstreams, accel=PREFIX, store=store, tied=True
             )
             try:
                 mitm.start()
