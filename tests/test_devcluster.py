@@ -55,3 +55,27 @@ def test_cluster_starts_serves_weights_through_nginx_and_stops_exactly_itself(tm
     assert stop_pids([tmp_path / "stale.pid"]) == [] and bystander.poll() is None
     bystander.kill()
     bystander.wait()
+
+
+def test_a_killed_nginx_master_leaves_no_worker_behind(tmp_path):
+    """nginx's workers outlive a master that was SIGKILLed (not stopped): still serving its port,
+    for ever. stop_pids ends them too, from the master's process group."""
+    import os
+    import signal
+    import subprocess
+
+    from download_helpers import wait_for
+
+    from caffezoo.server.devcluster import Nginx
+
+    lb = Nginx(tmp_path / "nginx", ["http://127.0.0.1:9"], tied=True).start()
+    master = int(lb.pid_files[0].read_text().split()[0])
+    workers = [
+        int(p)
+        for p in subprocess.run(["pgrep", "-P", str(master)], capture_output=True, text=True).stdout.split()
+    ]
+    assert workers and all(_alive(w, "nginx") for w in workers)
+    os.kill(master, signal.SIGKILL)
+    wait_for(lambda: not _alive(master, "nginx"), 10, "the master gone")
+    stop_pids(lb.pid_files)
+    wait_for(lambda: not any(_alive(w, "nginx") for w in workers), 10, "its workers gone")

@@ -18,6 +18,7 @@ machine, not for data anyone keeps.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -163,8 +164,34 @@ def stop_pids(pid_files: list[Path], *, grace: float = 10.0) -> list[str]:
                     time.sleep(0.02)
             stopped.append(f"{name} ({pid})")
         _reap(pid)
+        # Its own children (nginx's workers) outlive a daemon that was killed, not stopped:
+        # they hold its port and run on. They share its process group (its own session).
+        for child in _group_left(pid, name):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child, signal.SIGKILL)
+                stopped.append(f"{name} ({child})")
         pid_file.unlink(missing_ok=True)
     return stopped
+
+
+def _group_left(pgid: int, name: str) -> list[int]:
+    """Processes other than ``pgid`` itself in the process group ``pgid`` that run ``name``."""
+    try:
+        entries = os.listdir("/proc")
+    except OSError:  # not Linux
+        return []
+    left = []
+    for entry in entries:
+        if not entry.isdigit() or int(entry) == pgid:
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                group = int(f.read().rsplit(b")", 1)[1].split()[2])
+        except (OSError, IndexError, ValueError):
+            continue
+        if group == pgid and _alive(int(entry), name):
+            left.append(int(entry))
+    return left
 
 
 def _reap(pid: int) -> None:
