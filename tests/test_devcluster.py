@@ -79,3 +79,24 @@ def test_a_killed_nginx_master_leaves_no_worker_behind(tmp_path):
     wait_for(lambda: not _alive(master, "nginx"), 10, "the master gone")
     stop_pids(lb.pid_files)
     wait_for(lambda: not any(_alive(w, "nginx") for w in workers), 10, "its workers gone")
+
+
+def test_a_reused_pid_does_not_lead_stop_pids_into_another_programs_group(tmp_path):
+    """The recorded nginx is long gone and its pid now leads another program's process group,
+    in which something's argv names nginx: nothing of that group is ours (a group id is not
+    handed out again while the group has members), so none of it is killed."""
+    import subprocess
+
+    leader = subprocess.Popen(["sleep", "300"], process_group=0)
+    member = subprocess.Popen(
+        ["nginx: worker process", "300"], executable="sleep", process_group=leader.pid
+    )  # what the old nginx's worker would look like
+    try:
+        (tmp_path / "nginx.pid").write_text(f"{leader.pid} nginx\n")
+        assert _alive(member.pid, "nginx") and os.getpgid(member.pid) == leader.pid
+        assert stop_pids([tmp_path / "nginx.pid"]) == []
+        assert leader.poll() is None and member.poll() is None
+    finally:
+        for p in (member, leader):
+            p.kill()
+            p.wait()

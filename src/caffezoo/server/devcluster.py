@@ -94,13 +94,16 @@ def _alive(pid: int, name: str) -> bool:
             argv = f.read().split(b"\0")
     except OSError:
         return False
+    return _running(pid) and any(name.encode() in a for a in argv[:3])
+
+
+def _running(pid: int) -> bool:
+    """Whether a process ``pid`` exists and has not ended (a zombie, ended but not yet reaped)."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
-            if f.read().rsplit(b")", 1)[1].split()[0] == b"Z":
-                return False  # a zombie of ours: ended, not yet reaped
+            return f.read().rsplit(b")", 1)[1].split()[0] != b"Z"
     except (OSError, IndexError):
         return False
-    return any(name.encode() in a for a in argv[:3])
 
 
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child, before exec
@@ -175,7 +178,14 @@ def stop_pids(pid_files: list[Path], *, grace: float = 10.0) -> list[str]:
 
 
 def _group_left(pgid: int, name: str) -> list[int]:
-    """Processes other than ``pgid`` itself in the process group ``pgid`` that run ``name``."""
+    """Processes other than ``pgid`` itself in the process group ``pgid`` that run ``name``.
+
+    None while a process ``pgid`` still runs (and is not ours, or it would be stopped by now):
+    a pid is not handed out again while its group has members, so a reused pid's group is
+    the new program's, whatever its members are called.
+    """
+    if _running(pgid):
+        return []
     try:
         entries = os.listdir("/proc")
     except OSError:  # not Linux
