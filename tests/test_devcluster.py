@@ -100,3 +100,31 @@ def test_a_reused_pid_does_not_lead_stop_pids_into_another_programs_group(tmp_pa
         for p in (member, leader):
             p.kill()
             p.wait()
+
+
+def test_a_killed_replica_with_workers_leaves_none_of_them_behind(tmp_path):
+    """`caffezoo serve --workers 2` runs its workers as `python -c ...` (no "caffezoo" in their
+    argv): a replica that stop_pids SIGKILLs itself must not leave them serving its port."""
+    from download_helpers import wait_for
+
+    from caffezoo.server.devcluster import Replica
+
+    args = [
+        "--workers",
+        "2",
+        "--database-url",
+        f"sqlite:///{tmp_path}/zoo.db",
+        "--blobs-dir",
+        str(tmp_path / "b"),
+    ]
+    r = Replica(tmp_path, "w", args=args, env={"CAFFEZOO_HOME": str(tmp_path / "home")}, tied=True).start()
+    master = r.proc.pid
+    workers = [
+        int(p)
+        for p in subprocess.run(["pgrep", "-g", str(master)], capture_output=True, text=True).stdout.split()
+    ]
+    workers = [w for w in workers if w != master]
+    assert len(workers) >= 2
+    r.kill()
+    r.proc.wait()
+    wait_for(lambda: not any(_alive(w, "") for w in workers), 10, "its workers gone")

@@ -154,7 +154,8 @@ def stop_pids(pid_files: list[Path], *, grace: float = 10.0) -> list[str]:
             sig = signal.Signals[how[0]] if how else signal.SIGTERM
         except (OSError, ValueError, KeyError):
             continue
-        if _alive(pid, name):
+        ours = _alive(pid, name)
+        if ours:
             os.kill(pid, sig if grace > 0 else signal.SIGKILL)
             deadline = time.monotonic() + grace
             while _alive(pid, name) and time.monotonic() < deadline:
@@ -169,7 +170,8 @@ def stop_pids(pid_files: list[Path], *, grace: float = 10.0) -> list[str]:
         _reap(pid)
         # Its own children (nginx's workers) outlive a daemon that was killed, not stopped:
         # they hold its port and run on. They share its process group (its own session).
-        for child in _group_left(pid, name):
+        # One we just stopped vouches for its whole group (`serve --workers`' are `python -c`).
+        for child in _group_left(pid, None if ours else name):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(child, signal.SIGKILL)
                 stopped.append(f"{name} ({child})")
@@ -177,8 +179,9 @@ def stop_pids(pid_files: list[Path], *, grace: float = 10.0) -> list[str]:
     return stopped
 
 
-def _group_left(pgid: int, name: str) -> list[int]:
-    """Processes other than ``pgid`` itself in the process group ``pgid`` that run ``name``.
+def _group_left(pgid: int, name: str | None) -> list[int]:
+    """Processes other than ``pgid`` itself in the process group ``pgid`` that run ``name``
+    (whatever they run with None).
 
     None while a process ``pgid`` still runs (and is not ours, or it would be stopped by now):
     a pid is not handed out again while its group has members, so a reused pid's group is
@@ -199,7 +202,7 @@ def _group_left(pgid: int, name: str) -> list[int]:
                 group = int(f.read().rsplit(b")", 1)[1].split()[2])
         except (OSError, IndexError, ValueError):
             continue
-        if group == pgid and _alive(int(entry), name):
+        if group == pgid and _alive(int(entry), name or ""):
             left.append(int(entry))
     return left
 
