@@ -85,7 +85,7 @@ def test_a_reused_pid_does_not_lead_stop_pids_into_another_programs_group(tmp_pa
     """The recorded nginx is long gone and its pid now leads another program's process group,
     in which something's argv names nginx: nothing of that group is ours (a group id is not
     handed out again while the group has members), so none of it is killed."""
-    import subprocess
+    from download_helpers import wait_for
 
     leader = subprocess.Popen(["sleep", "300"], process_group=0)
     member = subprocess.Popen(
@@ -93,7 +93,9 @@ def test_a_reused_pid_does_not_lead_stop_pids_into_another_programs_group(tmp_pa
     )  # what the old nginx's worker would look like
     try:
         (tmp_path / "nginx.pid").write_text(f"{leader.pid} nginx\n")
-        assert _alive(member.pid, "nginx") and os.getpgid(member.pid) == leader.pid
+        # (its argv shows a moment after Popen returns: vfork resumes us mid-exec)
+        wait_for(lambda: _alive(member.pid, "nginx"), 10, "the member's argv")
+        assert os.getpgid(member.pid) == leader.pid
         assert stop_pids([tmp_path / "nginx.pid"]) == []
         assert leader.poll() is None and member.poll() is None
     finally:

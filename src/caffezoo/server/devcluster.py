@@ -187,8 +187,12 @@ def _group_left(pgid: int, name: str | None) -> list[int]:
     a pid is not handed out again while its group has members, so a reused pid's group is
     the new program's, whatever its members are called.
     """
-    if _running(pgid):
-        return []
+    try:  # a process exiting, killed a moment ago, has no argv left: not another program
+        with open(f"/proc/{pgid}/cmdline", "rb") as f:
+            if f.read() and _running(pgid):
+                return []
+    except OSError:
+        pass
     try:
         entries = os.listdir("/proc")
     except OSError:  # not Linux
