@@ -130,3 +130,18 @@ def test_a_killed_replica_with_workers_leaves_none_of_them_behind(tmp_path):
     r.kill()
     r.proc.wait()
     wait_for(lambda: not any(_alive(w, "") for w in workers), 10, "its workers gone")
+
+
+def test_a_second_nginx_in_a_folder_whose_nginx_runs_is_refused(tmp_path):
+    """Two daemons in one folder share a pid file: the second's overwrote the first's, which
+    was then never stopped (its worker ran on after the test run)."""
+    from caffezoo.server.devcluster import EngineError, Nginx
+
+    first = Nginx(tmp_path / "nginx", ["http://127.0.0.1:9"], tied=True).start()
+    try:
+        with pytest.raises(EngineError, match="nginx.pid"):
+            Nginx(tmp_path / "nginx", ["http://127.0.0.1:9"], tied=True).start()
+        master = int(first.pid_files[0].read_text().split()[0])
+    finally:
+        stop_pids(first.pid_files)
+    assert not _alive(master, "nginx")  # the pid file still named the first one

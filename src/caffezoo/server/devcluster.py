@@ -140,6 +140,20 @@ def _spawn(
     return proc
 
 
+def _refuse_running(pid_file: Path) -> None:
+    """Raise if ``pid_file`` names a running daemon: a second one in its folder would overwrite
+    it, and the first would never be stopped."""
+    try:
+        pid_text, name, *_ = pid_file.read_text().split()
+        running = _alive(int(pid_text), name)
+    except (OSError, ValueError):
+        return
+    if running:
+        raise EngineError(
+            f"{pid_file} names {name} ({pid_text}), still running: stop it first, or use another folder"
+        )
+
+
 def stop_pids(pid_files: list[Path], *, grace: float = 10.0) -> list[str]:
     """SIGTERM each recorded process in order, SIGKILL what outlives ``grace``; remove the files.
 
@@ -490,6 +504,7 @@ class Replica:
         return self.root / f"{self.name}.pid"
 
     def start(self, wait: float = 60) -> Replica:
+        _refuse_running(self.pid_file)
         self.root.mkdir(parents=True, exist_ok=True)
         self.port = self.port or free_port()
         argv = serve_command(self.port, *self.args)
@@ -635,6 +650,7 @@ class Nginx:
 
     def start(self) -> Nginx:
         binary = _need("nginx", "nginx-light")
+        _refuse_running(self.pid_files[0])
         self.root.mkdir(parents=True, exist_ok=True)
         self.port = self.port or free_port()
         r = self.root
