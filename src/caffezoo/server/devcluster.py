@@ -126,6 +126,7 @@ def _spawn(
     ``tied``: the process is killed when its starter dies (a test run that is itself killed
     leaves no daemons behind); ``make cluster``'s outlive the script that started them.
     """
+    _refuse_running(pid_file)  # where the pid file is written: every daemon, not two kinds
     with open(log, "ab") as out:
         proc = subprocess.Popen(
             argv,
@@ -140,17 +141,23 @@ def _spawn(
     return proc
 
 
+def _read_pid_file(pid_file: Path) -> tuple[int, str, signal.Signals] | None:
+    """``(pid, program name, stop signal)`` recorded by :func:`_spawn`; None if unreadable."""
+    try:
+        pid_text, name, *how = pid_file.read_text().split()
+        return int(pid_text), name, signal.Signals[how[0]] if how else signal.SIGTERM
+    except (OSError, ValueError, KeyError):
+        return None
+
+
 def _refuse_running(pid_file: Path) -> None:
     """Raise if ``pid_file`` names a running daemon: a second one in its folder would overwrite
     it, and the first would never be stopped."""
-    try:
-        pid_text, name, *_ = pid_file.read_text().split()
-        running = _alive(int(pid_text), name)
-    except (OSError, ValueError):
-        return
-    if running:
+    recorded = _read_pid_file(pid_file)
+    if recorded and _alive(recorded[0], recorded[1]):
+        pid, name, _ = recorded
         raise EngineError(
-            f"{pid_file} names {name} ({pid_text}), still running: stop it first, or use another folder"
+            f"{pid_file} names {name} ({pid}), still running: stop it first, or use another folder"
         )
 
 
@@ -162,12 +169,10 @@ def stop_pids(pid_files: list[Path], *, grace: float = 10.0) -> list[str]:
     """
     stopped = []
     for pid_file in pid_files:
-        try:
-            pid_text, name, *how = pid_file.read_text().split()
-            pid = int(pid_text)
-            sig = signal.Signals[how[0]] if how else signal.SIGTERM
-        except (OSError, ValueError, KeyError):
+        recorded = _read_pid_file(pid_file)
+        if recorded is None:
             continue
+        pid, name, sig = recorded
         ours = _alive(pid, name)
         if ours:
             os.kill(pid, sig if grace > 0 else signal.SIGKILL)
@@ -504,7 +509,6 @@ class Replica:
         return self.root / f"{self.name}.pid"
 
     def start(self, wait: float = 60) -> Replica:
-        _refuse_running(self.pid_file)
         self.root.mkdir(parents=True, exist_ok=True)
         self.port = self.port or free_port()
         argv = serve_command(self.port, *self.args)
@@ -650,7 +654,6 @@ class Nginx:
 
     def start(self) -> Nginx:
         binary = _need("nginx", "nginx-light")
-        _refuse_running(self.pid_files[0])
         self.root.mkdir(parents=True, exist_ok=True)
         self.port = self.port or free_port()
         r = self.root
