@@ -43,6 +43,7 @@ __all__ = [
     "RangeAsk",
     "check_answer",
     "open_range",
+    "plain_target",
     "range_header",
     "read_answer",
     "range_start",
@@ -188,13 +189,26 @@ def check_answer(
 
 def _plain(url: str, client: Any, source: Source) -> tuple[str, int, str] | None:
     """(host, port, target) when this reader may ask ``url``; None when httpx must."""
-    if client is not None or source.drive or not url.startswith("http://") or url in _not_plain:
+    if client is not None or source.drive or url in _not_plain:
         return None
-    if any(os.environ.get(v) or os.environ.get(v.upper()) for v in _PROXY_VARS):
-        return None  # httpx applies the proxy, and NO_PROXY
     http = sys.modules.get("caffezoo._http")
     if http is not None and http._budget.get() is not None:
         return None  # a fetch budget: httpx's network backend enforces it
+    return plain_target(url)
+
+
+def plain_target(url: str) -> tuple[str, int, str] | None:
+    """``(host, port, request target)`` when ``url`` can be asked over a socket of one's own:
+    plain ``http://``, no proxy in the environment, nothing in it an HTTP client would rewrite;
+    else None (an HTTP client must ask it).
+
+    >>> plain_target("http://127.0.0.1:7480/b/k?X-Amz-Signature=0")
+    ('127.0.0.1', 7480, '/b/k?X-Amz-Signature=0')
+    """
+    if not url.startswith("http://"):
+        return None
+    if any(os.environ.get(v) or os.environ.get(v.upper()) for v in _PROXY_VARS):
+        return None  # httpx applies the proxy, and NO_PROXY
     try:
         parts = urlsplit(url)
         port = parts.port or 80

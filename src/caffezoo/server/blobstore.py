@@ -30,7 +30,6 @@ import re
 import socket
 import threading
 import time
-import urllib.request
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -479,27 +478,26 @@ class S3Store(BlobStore):
         """Bytes ``[start, stop)`` of the blob, asked of the store over a socket of our own:
         ``(socket at the body, body length, body bytes read with the head)``, for a
         server to move with :mod:`.splice`. None when the endpoint is not plain ``http://``, or
-        a proxy stands between (boto3's reads go through it); :class:`KeyError` if absent.
+        a proxy may stand between (:func:`.fetch.wire.plain_target`); :class:`KeyError` if absent.
 
         >>> sock, length, first = store.plain_get(sha1, 0, 100)  # doctest: +SKIP
         """
-        from ..fetch.wire import range_header, read_answer
+        from ..fetch.wire import plain_target, range_header, read_answer
 
-        parts = urlsplit(self.presigned_url(sha1, PLAIN_SECONDS, internal=True))
-        host = parts.hostname
-        if parts.scheme != "http" or not host:
+        url = self.presigned_url(sha1, PLAIN_SECONDS, internal=True)
+        plain = plain_target(url)
+        if plain is None:
             return None
-        if urllib.request.getproxies().get("http") and not urllib.request.proxy_bypass(host):
-            return None
+        host, port, target = plain
         wanted = range_header(start, stop)
         ranged = wanted is not None
-        lines = [f"GET {parts.path}?{parts.query} HTTP/1.1", f"Host: {parts.netloc}"]
+        lines = [f"GET {target} HTTP/1.1", f"Host: {urlsplit(url).netloc}"]
         lines += ["Accept-Encoding: identity", "Connection: close"]
         if ranged:
             lines.append(f"Range: {wanted}")
         sock = None
         try:
-            sock = socket.create_connection((host, parts.port or 80), timeout=timeout)
+            sock = socket.create_connection((host, port), timeout=timeout)
             sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
             status, headers, first = read_answer(sock)
             if status == 404:
