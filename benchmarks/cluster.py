@@ -29,6 +29,12 @@ single replica p99 < 25 ms and >= 0.8x SQLite's req/s; two replicas lose
 nginx, PostgreSQL and the replicas, so two replicas cannot double the req/s:
 efficiency is counted as requests per CPU-second the replicas used (from
 /proc/PID/stat, during the run), two replicas against one, both behind nginx.
+Four busy programs on 2 cores take turns, and a program whose core was taken
+comes back to cold caches: the table counts those preemptions per request. The
+control runs the same comparison for two SQLite replicas, each on its own copy
+of the database: the same server sharing nothing with the other (no database,
+cache, lease or change feed), so its loss is the machine's, and the PostgreSQL
+replicas' loss beyond it is the cost of scaling out.
 
 Jobs (``duplicate_jobs``): two replicas on one PostgreSQL run the link checker
 with a short period (``--recheck-after``) over several URLs on a loopback
@@ -44,13 +50,14 @@ import hashlib
 import json
 import os
 import shutil
+import sqlite3
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import ExitStack, closing, contextmanager
 from pathlib import Path
 
 import httpx
@@ -266,14 +273,29 @@ def cpu_seconds(pids: list[int]) -> float:
     return total / tick
 
 
+def preemptions(pids: list[int]) -> int:
+    """Times the kernel took a CPU from the processes' threads while they could still run
+    (``nonvoluntary_ctxt_switches``): how crowded the cores they share are."""
+    total = 0
+    for pid in pids:
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            for line in (task / "status").read_text().splitlines():
+                if line.startswith("nonvoluntary_ctxt_switches:"):
+                    total += int(line.split()[1])
+    return total
+
+
 def drive(url: str, duration: int, pids: list[int], clients: int = CLIENTS) -> dict[str, float]:
-    """wrk at ``clients`` connections; with the CPU time ``pids`` spent during it."""
+    """wrk at ``clients`` connections; with the CPU time ``pids`` spent during it, and how often
+    they were preempted per request."""
     wrk(url, 8, 1)  # warm up: caches, connection pools
-    before = cpu_seconds(pids)
+    before, taken = cpu_seconds(pids), preemptions(pids)
     result = wrk(url, clients, duration)
     used = cpu_seconds(pids) - before
+    requests = result["rps"] * duration
     result["cpu_s"] = used
-    result["req_per_cpu_s"] = result["rps"] * duration / used if used else 0.0
+    result["req_per_cpu_s"] = requests / used if used else 0.0
+    result["preempted_per_req"] = (preemptions(pids) - taken) / requests if requests else 0.0
     result["load"] = os.getloadavg()[0]  # the machine's 1-minute load as the run ended
     return result
 
@@ -288,18 +310,27 @@ def gist_api_throughput(duration: int, rounds: int = 3) -> dict[str, dict[str, f
     home = Path(tempfile.mkdtemp(prefix="caffezoo-cluster-"))
     quiet = ("--no-check-links",)
     runs: dict[str, list[dict[str, float]]] = {}
-    lite = f"sqlite:///{home / 'zoo.db'}"
+    lite, lite_copy = (f"sqlite:///{home / name}" for name in ("zoo.db", "copy.db"))
     try:
-        with (
-            temporary_postgres() as pg,
-            replica(lite, *quiet, home=home, log_level="warning") as s,
-            replica(pg, *quiet, home=home, log_level="warning") as a,
-            replica(pg, *quiet, home=home, log_level="warning") as b,
-            nginx([f"127.0.0.1:{a.port}"]) as lb1,
-            nginx([f"127.0.0.1:{a.port}", f"127.0.0.1:{b.port}"]) as lb2,
-        ):
+        with ExitStack() as up:
+            pg = up.enter_context(temporary_postgres())
+            s, a, b = (
+                up.enter_context(replica(db, *quiet, home=home, log_level="warning")) for db in (lite, pg, pg)
+            )
             lite_path = "/gists/" + seed(s.url, lite).rsplit("/", 1)[1]
             pg_path = "/gists/" + seed(a.url, pg).rsplit("/", 1)[1]
+            # The control: a second SQLite replica on a copy of the first's database. The two
+            # share no database, cache, lease or change feed: what they lose is the machine's.
+            with (
+                closing(sqlite3.connect(home / "zoo.db")) as source,
+                closing(sqlite3.connect(home / "copy.db")) as copy,
+            ):
+                source.backup(copy)
+            c = up.enter_context(replica(lite_copy, *quiet, home=home, log_level="warning"))
+            lb1, lb2, lc1, lc2 = (
+                up.enter_context(nginx([f"127.0.0.1:{r.port}" for r in pair]))
+                for pair in ([a], [a, b], [s], [s, c])
+            )
             targets = {
                 "sqlite, 1 replica": (s.url + lite_path, [s.pid], CLIENTS),
                 "postgresql, 1 replica": (a.url + pg_path, [a.pid], CLIENTS),
@@ -307,12 +338,19 @@ def gist_api_throughput(duration: int, rounds: int = 3) -> dict[str, dict[str, f
                 "postgresql, 2 behind nginx": (lb2 + pg_path, [a.pid, b.pid], CLIENTS),
                 # The load each of the two replicas gets above, on one: the same work per replica.
                 f"postgresql, 1 behind nginx, {CLIENTS // 2} clients": (lb1 + pg_path, [a.pid], CLIENTS // 2),
+                "control: sqlite, 1 behind nginx": (lc1 + lite_path, [s.pid], CLIENTS),
+                "control: sqlite copies, 2 behind nginx": (lc2 + lite_path, [s.pid, c.pid], CLIENTS),
             }
             for _ in range(rounds):
                 for name, (url, pids, clients) in targets.items():
                     runs.setdefault(name, []).append(drive(url, duration, pids, clients))
     finally:
         shutil.rmtree(home, ignore_errors=True)
+    return medians(runs)
+
+
+def medians(runs: dict[str, list[dict[str, float]]]) -> dict[str, dict[str, float]]:
+    """Each topology's median of every figure over its rounds."""
     return {
         name: {k: statistics.median(r[k] for r in rs) for k in rs[0]} | {"rounds": len(rs)}
         for name, rs in runs.items()
@@ -327,12 +365,14 @@ def report_gist_api(results: dict[str, dict[str, float]], duration: int) -> None
     )
     base = results["sqlite, 1 replica"]
     print(
-        f"{'topology':<40} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7} {'vs sqlite':>9} {'replica cpu-s':>13} {'req/cpu-s':>9}"
+        f"{'topology':<40} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7} {'vs sqlite':>9} {'replica cpu-s':>13} "
+        f"{'req/cpu-s':>9} {'preempted/req':>13}"
     )
     for name, r in results.items():
+        versus = f"{r['rps'] / base['rps']:.2f}x"
         print(
-            f"{name:<40} {r['rps']:>8.0f} {r['p50_ms']:>7.2f} {r['p99_ms']:>7.2f} "
-            f"{r['rps'] / base['rps']:>8.2f}x {r['cpu_s']:>13.1f} {r['req_per_cpu_s']:>9.0f}"
+            f"{name:<40} {r['rps']:>8.0f} {r['p50_ms']:>7.2f} {r['p99_ms']:>7.2f} {versus:>9} "
+            f"{r['cpu_s']:>13.1f} {r['req_per_cpu_s']:>9.0f} {r['preempted_per_req']:>13.2f}"
         )
     pg = results["postgresql, 1 replica"]
     ratio = pg["rps"] / base["rps"]
@@ -343,14 +383,25 @@ def report_gist_api(results: dict[str, dict[str, float]], duration: int) -> None
     )
     one, two = results["postgresql, 1 behind nginx"], results["postgresql, 2 behind nginx"]
     half = results[f"postgresql, 1 behind nginx, {CLIENTS // 2} clients"]
-    eff = two["req_per_cpu_s"] / one["req_per_cpu_s"] if one["req_per_cpu_s"] else 0.0
-    eff_same_load = two["req_per_cpu_s"] / half["req_per_cpu_s"] if half["req_per_cpu_s"] else 0.0
+    eff = efficiency(two, one)
     print(
         f"goal 2 replicas lose < 10% per-core efficiency (requests per replica CPU-second, "
         f"2 vs 1 behind nginx, {CLIENTS} clients): {'met' if eff >= 0.9 else 'MISSED'} ({eff:.2f}x; "
         f"req/s {two['rps'] / one['rps']:.2f}x on {os.cpu_count()} CPUs); against one replica carrying "
-        f"the same load each of the two does ({CLIENTS // 2} clients): {eff_same_load:.2f}x"
+        f"the same load each of the two does ({CLIENTS // 2} clients): {efficiency(two, half):.2f}x"
     )
+    c1, c2 = results["control: sqlite, 1 behind nginx"], results["control: sqlite copies, 2 behind nginx"]
+    machine = efficiency(c2, c1)
+    print(
+        f"control: 2 SQLite replicas, each on its own copy, sharing nothing, vs 1 behind nginx: {machine:.2f}x "
+        f"(what this machine takes from two servers on its cores); the PostgreSQL replicas' loss beyond "
+        f"it: {eff / machine if machine else 0.0:.2f}x"
+    )
+
+
+def efficiency(many: dict[str, float], one: dict[str, float]) -> float:
+    """Requests per CPU-second of ``many`` against ``one``."""
+    return many["req_per_cpu_s"] / one["req_per_cpu_s"] if one["req_per_cpu_s"] else 0.0
 
 
 # --------------------------------------------------------------------------- duplicate jobs
