@@ -16,8 +16,9 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlencode
 
-from fastapi import APIRouter, Request, Response
 from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
 
 from ..gist.rules import (
     LOGIN_RE,
@@ -34,6 +35,7 @@ from ..hashes import is_hex, is_sha1
 from .auth import caller, require_caller
 from .errors import ApiError, validation
 from .gist_json import commits_json, gist_json
+from .routing import Router
 from .storage import UNSET, FileChange, GistView, NotFound, ReadOnly, Storage, StorageError
 from .work import BodyRefused, held_body
 
@@ -43,7 +45,7 @@ MAX_BODY_BYTES = 30 * 1024 * 1024
 JSON_TYPE = "application/json; charset=utf-8"
 MAX_PAGE = 1_000_000
 
-router = APIRouter()
+router = Router()
 
 
 # --------------------------------------------------------------------------- helpers

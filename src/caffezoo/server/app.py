@@ -217,14 +217,14 @@ def create_app(
     app.add_middleware(SecurityHeaders)
     app.add_middleware(RequestLog)  # outermost: its id is on every answer, its time covers all
     app.mount("/static", StaticFiles(directory=Path(__file__).parent / "static"), name="static")
-    app.include_router(health.router)
-    app.include_router(api.router)
-    app.include_router(blobs.router)
+    routers = [health.router, api.router, blobs.router]
     if limits.try_it:
         from .tryit import router as try_router
 
-        app.include_router(try_router)
-    app.include_router(pages.router)  # last: it ends with the catch-all /{user}/{id}
+        routers.append(try_router)
+    routers.append(pages.router)  # last: it ends with the catch-all /{user}/{id}
+    for router in routers:  # the first route that matches answers (see .routing)
+        app.router.routes.extend(router.routes)
     return app
 
 

@@ -29,10 +29,11 @@ import threading
 from collections.abc import AsyncIterator, Iterator
 from urllib.parse import urlsplit
 
-from fastapi import APIRouter, Request, Response
 from fastapi.responses import FileResponse, StreamingResponse
 from sqlalchemy import func, select
 from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
 
 from ..errors import ChecksumError
 from ..hashes import is_sha1
@@ -41,6 +42,7 @@ from .auth import require_caller
 from .blobstore import BlobStoreError, S3Store
 from .errors import ApiError
 from .mirror import Mirror
+from .routing import Router
 from .splice import SPLICE
 from .tables import Entry
 from .work import stated_length
@@ -61,7 +63,7 @@ UPLOAD_BATCH = 1024 * 1024
 READ_AHEAD = 2  # steps a streamed S3 read may run ahead of the client
 STEP_BYTES = 1 << 20  # read per thread hop, in the store's chunks (S3: 120 KiB each)
 
-router = APIRouter()
+router = Router()
 
 
 class BlobResponse(FileResponse):
@@ -95,7 +97,7 @@ def accel_prefix(prefix: str) -> str:
     return prefix.rstrip("/") + "/"
 
 
-@router.api_route("/blobs/sha1/{sha1}", methods=["GET", "HEAD"])
+@router.route("/blobs/sha1/{sha1}", methods=["GET", "HEAD"])
 async def get_blob(request: Request, sha1: str) -> Response:
     if not is_sha1(sha1):
         raise ApiError(404, "Not Found")

@@ -16,10 +16,13 @@ import asyncio
 import logging
 from collections.abc import Callable
 
-from fastapi import APIRouter, FastAPI, Request, Response
+from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
 
 from .api import json_response
+from .routing import Router
 
 __all__ = ["blob_check", "health_app", "router"]
 
@@ -27,11 +30,11 @@ CHECK_TIMEOUT = 3.0  # seconds per dependency: a load balancer's probe must not 
 NO_STORE = {"Cache-Control": "no-store"}
 
 log = logging.getLogger("caffezoo.server.health")
-router = APIRouter()
+router = Router()
 
 
 @router.get("/healthz")
-async def healthz() -> Response:
+async def healthz(request: Request) -> Response:
     return json_response({"status": "ok"}, headers=NO_STORE)
 
 
@@ -73,7 +76,7 @@ def health_app(storage, blob_store=None) -> FastAPI:
     app.state.ready_checks = [("database", storage.ping)]
     if blob_store is not None:
         app.state.ready_checks.append(("blobs", blob_check(blob_store)))
-    app.include_router(router)
+    app.router.routes.extend(router.routes)
     app.add_middleware(SecurityHeaders)
     app.add_middleware(RequestLog)
     return app

@@ -32,12 +32,12 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
-from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from sqlalchemy import select
 from sqlalchemy.orm import defer
 from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
 
 from ..errors import CaffezooError
 from ..frontmatter import parse_readme
@@ -58,6 +58,7 @@ from .listing import (
 from .mirror import Mirror
 from .pictures import Picture, pick_net
 from .render import highlight_prototxt, inline_markdown_html, markdown_html, plain_lines
+from .routing import Router
 from .storage import FileView, GistView, Storage
 from .tables import Entry, LinkCheck, WikiSection
 
@@ -74,7 +75,7 @@ MAX_INLINE_FILE = 512 * 1024  # a file larger is linked, not shown
 MAX_INLINE_TOTAL = 1024 * 1024  # and past this much shown on one page, the rest is linked too
 MAX_FRONT_MATTER_ROWS = 200
 
-router = APIRouter()
+router = Router()
 
 
 # --------------------------------------------------------------------------- templates
@@ -371,7 +372,7 @@ async def _render(request: Request, fn: Any, *args: Any) -> Any:
     return await request.app.state.render_lane.run(fn, *args)
 
 
-@router.get("/", response_class=HTMLResponse)
+@router.get("/")
 async def index(request: Request) -> Response:
     return await _answer(request, _index)
 
@@ -645,11 +646,18 @@ def _try_task(data: ModelData) -> str | None:
     return task_of(data.entry)
 
 
-@router.get("/models/{entry_id}", response_class=HTMLResponse)
-async def model_page(request: Request, entry_id: str, rev: str | None = None) -> Response:
+def _asked_revision(request: Request) -> tuple[str | None, bool]:
+    """The ``?rev=`` asked for, and whether it looks like one: 4-40 hex digits of a version."""
+    rev = request.query_params.get("rev")
+    return rev, rev is None or (4 <= len(rev) <= 40 and all(c in "0123456789abcdef" for c in rev.lower()))
+
+
+@router.get("/models/{entry_id}")
+async def model_page(request: Request, entry_id: str) -> Response:
     if not valid_id(entry_id):
         return not_found_page(f"There is no model {entry_id!r} in this zoo.")
-    if rev is not None and not (4 <= len(rev) <= 40 and all(c in "0123456789abcdef" for c in rev.lower())):
+    rev, looks_right = _asked_revision(request)
+    if not looks_right:
         return not_found_page(f"{rev!r} is not a revision: expected the hex version from the history.")
     found = await _answer(request, _model_lookup, entry_id, rev)
     if isinstance(found, Response):
@@ -684,10 +692,11 @@ def _svg_source(request: Request, entry_id: str, rev: str | None) -> Response | 
 
 
 @router.get("/models/{entry_id}/net.svg")
-async def model_svg(request: Request, entry_id: str, rev: str | None = None) -> Response:
+async def model_svg(request: Request, entry_id: str) -> Response:
     if not valid_id(entry_id):
         return Response("no such model", status_code=404, media_type="text/plain")
-    if rev is not None and not (4 <= len(rev) <= 40 and all(c in "0123456789abcdef" for c in rev.lower())):
+    rev, looks_right = _asked_revision(request)
+    if not looks_right:
         return Response("no such revision", status_code=404, media_type="text/plain")
     blob = await run_in_threadpool(_svg_source, request, entry_id, rev)
     if isinstance(blob, Response):
@@ -703,12 +712,12 @@ async def model_svg(request: Request, entry_id: str, rev: str | None = None) -> 
     )
 
 
-@router.get("/publish", response_class=HTMLResponse)
+@router.get("/publish")
 def publish_page(request: Request) -> HTMLResponse:
     return render("publish.html", base=base_url(request), q="")
 
 
-@router.get("/wiki", response_class=HTMLResponse)
+@router.get("/wiki")
 async def wiki_page(request: Request) -> Response:
     # Its sections' notes are Markdown: rendered in the lane, like a model page.
     return await _render(request, _wiki_page, request)
@@ -819,7 +828,7 @@ def _bad_query(request: Request, message: str, as_json: bool) -> Response:
     return render("error.html", status=400, title="Bad request", message=message, q="")
 
 
-@router.get("/compare", response_class=HTMLResponse)
+@router.get("/compare")
 async def compare_page(request: Request) -> Response:
     return await _answer(request, _compare, "html")
 
@@ -886,7 +895,7 @@ def _compare(request: Request, kind: str) -> Response:
 USER_PAGE = 50
 
 
-@router.get("/users/{user}", response_class=HTMLResponse)
+@router.get("/users/{user}")
 async def user_page(request: Request, user: str) -> Response:
     """A person's models; to API clients (no ``text/html`` asked), GitHub's user JSON, since
     gists' ``owner.url`` points here."""

@@ -612,12 +612,13 @@ class TryIt:
 
 # --------------------------------------------------------------------------- the routes
 
-from fastapi import APIRouter, Request  # noqa: E402
 from fastapi.responses import Response  # noqa: E402
+from starlette.requests import Request  # noqa: E402
 
+from .routing import Router  # noqa: E402
 from .work import AnswerBudget, BodyRefused, Busy, busy_response, held_body  # noqa: E402
 
-router = APIRouter()
+router = Router()
 
 
 @router.post("/models/{entry_id}/try")

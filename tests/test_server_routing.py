@@ -1,0 +1,87 @@
+"""The server's routes (``caffezoo.server.routing``) over HTTP on 127.0.0.1: what changed
+when they left FastAPI's per-route machinery for Starlette's routes, and what must not."""
+
+from __future__ import annotations
+
+import threading
+
+import httpx
+from gist_helpers import start_uvicorn
+from starlette.applications import Starlette
+from starlette.responses import PlainTextResponse
+from web_helpers import publish
+
+from caffezoo.server.routing import Router
+from caffezoo.server.storage import FileChange
+
+
+def test_a_gist_answers_head_with_the_headers_of_its_get_and_no_body(zoo):
+    gid = zoo.create({"readme.md": "# head\n"})["id"]
+    got, head = zoo.http.get(f"/gists/{gid}"), zoo.http.head(f"/gists/{gid}")
+    assert got.status_code == head.status_code == 200
+    assert head.content == b""
+    for name in ("content-type", "content-length", "x-content-type-options"):
+        assert head.headers[name] == got.headers[name]
+
+
+def test_a_method_no_route_takes_gets_405_not_another_routes_answer(zoo):
+    gid = zoo.create({"readme.md": "# put\n"})["id"]
+    r = zoo.http.put(f"/gists/{gid}", json={"description": "x"})
+    assert r.status_code == 405
+    assert "GET" in r.headers["allow"]
+    assert zoo.http.get(f"/gists/{gid}").json()["description"] == "d"  # nothing changed
+
+
+def test_path_parameters_reach_the_endpoint_decoded_and_unknown_ones_are_404(zoo):
+    gid = zoo.create({"readme.md": "# raw\n"})["id"]
+    sha = zoo.http.get(f"/gists/{gid}").json()["history"][0]["version"]
+    r = zoo.http.get(f"/gists/{gid}/{sha}")
+    assert r.status_code == 200 and r.json()["id"] == gid
+    assert zoo.http.get(f"/gists/{gid}/{'0' * 40}").status_code == 404
+    assert zoo.http.get(f"/gists/{gid}/%2e%2e").status_code in (404, 422)
+
+
+def test_a_def_endpoint_runs_in_the_thread_pool_and_an_async_one_on_the_loop():
+    router = Router()
+    seen: dict[str, threading.Thread] = {}
+
+    @router.get("/blocking/{name}")
+    def blocking(request, name: str):
+        seen[name] = threading.current_thread()
+        return PlainTextResponse(name)
+
+    @router.get("/async/{name}")
+    async def on_loop(request, name: str):
+        seen[name] = threading.current_thread()
+        return PlainTextResponse(name)
+
+    app = Starlette(routes=router.routes)
+    server, thread, base = start_uvicorn(app)
+    try:
+        assert httpx.get(f"{base}/blocking/a%20b").text == "a b"
+        assert httpx.get(f"{base}/async/c").text == "c"
+        assert httpx.post(f"{base}/async/c").status_code == 405
+    finally:
+        server.should_exit = True
+        thread.join(10)
+    assert seen["c"] is thread  # uvicorn's loop runs in the thread start_uvicorn made
+    assert seen["a b"] is not thread
+
+
+def test_a_models_picture_is_drawn_for_the_revision_its_query_names(web):
+    store = web.storage
+    gid = publish(store, "rita", "Rita Net", files={"deploy.prototxt": _LAYER.format("oldconv")})
+    old = store.get_gist(gid).history[-1].version
+    store.update_gist(
+        gid, "rita", changes={"deploy.prototxt": FileChange(content=_LAYER.format("newconv").encode())}
+    )
+    new = web.get(f"/models/{gid}/net.svg")
+    assert new.status_code == 200 and "newconv" in new.text and "oldconv" not in new.text
+    r = web.get(f"/models/{gid}/net.svg", params={"rev": old})
+    assert r.status_code == 200, r.text
+    assert "oldconv" in r.text and "newconv" not in r.text
+    for bad in ("zz", "<script>", "0" * 41):
+        assert web.get(f"/models/{gid}/net.svg", params={"rev": bad}).status_code == 404
+
+
+_LAYER = 'input: "data" input_shape {{ dim: 1 dim: 3 dim: 8 dim: 8 }}\nlayer {{ name: "{0}" type: "Convolution" bottom: "data" top: "{0}" convolution_param {{ num_output: 4 kernel_size: 3 }} }}\n'
