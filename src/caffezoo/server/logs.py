@@ -101,12 +101,14 @@ class RequestLog:
         started = time.perf_counter()
         seen: dict[str, Any] = {"status": 500, "bytes": 0}
         header = (REQUEST_ID_HEADER, rid.encode("ascii"))
+        # The server sends no body to a HEAD (Starlette's GET routes answer it): none is counted.
+        counted = scope.get("method") != "HEAD"
 
         async def send_with_id(message):
             if message["type"] == "http.response.start":
                 seen["status"] = message["status"]
                 message = {**message, "headers": [*message.get("headers", []), header]}
-            elif message["type"] == "http.response.body":
+            elif message["type"] == "http.response.body" and counted:
                 seen["bytes"] += len(message.get("body", b""))
             elif message["type"] == SPLICE:
                 await send(message)
