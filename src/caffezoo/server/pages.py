@@ -907,9 +907,12 @@ async def user_page(request: Request, user: str) -> Response:
 def _user_json(request: Request, user: str) -> Response:
     from sqlalchemy import func
 
+    from ..gist.rules import LOGIN_RE
     from .gist_json import user_json
     from .tables import User
 
+    if not LOGIN_RE.fullmatch(user):  # nobody has such a name; PostgreSQL refuses a NUL in one (500)
+        return json_response({"message": "Not Found"}, status=404)
     store = _state(request)[0]
     with store.session() as s:
         row = s.execute(select(User.login, User.id).where(User.login == user[:64])).first()
