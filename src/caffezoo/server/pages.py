@@ -42,6 +42,7 @@ from starlette.requests import Request
 from ..errors import CaffezooError
 from ..frontmatter import parse_readme
 from ..gist.rules import valid_id
+from ..hashes import is_hex
 from . import catalog
 from .api import JSON_TYPE, base_url, json_response
 from .caches import CachePart, size_of
@@ -649,7 +650,7 @@ def _try_task(data: ModelData) -> str | None:
 def _asked_revision(request: Request) -> tuple[str | None, bool]:
     """The ``?rev=`` asked for, and whether it looks like one: 4-40 hex digits of a version."""
     rev = request.query_params.get("rev")
-    return rev, rev is None or (4 <= len(rev) <= 40 and all(c in "0123456789abcdef" for c in rev.lower()))
+    return rev, rev is None or is_hex(rev, (4, 40))
 
 
 @router.get("/models/{entry_id}")
