@@ -88,13 +88,22 @@ def test_a_models_picture_is_drawn_for_the_revision_its_query_names(web):
 _LAYER = 'input: "data" input_shape {{ dim: 1 dim: 3 dim: 8 dim: 8 }}\nlayer {{ name: "{0}" type: "Convolution" bottom: "data" top: "{0}" convolution_param {{ num_output: 4 kernel_size: 3 }} }}\n'
 
 
-def test_the_request_log_counts_no_body_bytes_for_a_head(zoo, caplog):
+def test_the_request_log_counts_no_body_bytes_for_a_head(zoo):
     """uvicorn sends no body to a HEAD: its line says 0 bytes, as a blob's HEAD always did."""
     gid = zoo.create({"readme.md": "# logged\n"})["id"]
-    caplog.set_level(logging.INFO, logger="caffezoo.access")
-    for method in ("GET", "HEAD"):
-        zoo.http.request(method, f"/gists/{gid}", headers={"X-Request-ID": f"{method}-{gid}"})
-    sent = {r.request_id: r.fields["bytes"] for r in caplog.records if r.name == "caffezoo.access"}
+    access, seen = logging.getLogger("caffezoo.access"), logging.Handler()
+    lines: list[logging.LogRecord] = []
+    seen.emit = lines.append  # on the logger itself: a configured log may not propagate
+    level = access.level
+    access.addHandler(seen)
+    access.setLevel(logging.INFO)
+    try:
+        for method in ("GET", "HEAD"):
+            zoo.http.request(method, f"/gists/{gid}", headers={"X-Request-ID": f"{method}-{gid}"})
+    finally:
+        access.removeHandler(seen)
+        access.setLevel(level)
+    sent = {r.request_id: r.fields["bytes"] for r in lines}
     assert sent[f"GET-{gid}"] > 0
     assert sent[f"HEAD-{gid}"] == 0
 
