@@ -114,3 +114,10 @@ def test_a_login_with_a_nul_is_a_404_for_api_clients_not_a_500(zoo):
         r = zoo.http.get(path, headers={"Accept": "application/json"})
         assert r.status_code == 404, (path, r.status_code)
         assert r.json()["message"] == "Not Found"
+
+
+def test_a_path_with_a_slash_too_many_is_404_never_a_redirect_to_the_requests_host(zoo):
+    # Starlette's default would answer 307 to http://{Host}/gists: a visitor chose the link.
+    r = zoo.http.get("/gists/", headers={"Host": "evil.example"})
+    assert r.status_code == 404 and "evil.example" not in r.headers.get("location", "")
+    assert zoo.http.get("/healthz/", headers={"Host": "evil.example"}).status_code == 404
