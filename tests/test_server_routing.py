@@ -121,3 +121,19 @@ def test_a_path_with_a_slash_too_many_is_404_never_a_redirect_to_the_requests_ho
     r = zoo.http.get("/gists/", headers={"Host": "evil.example"})
     assert r.status_code == 404 and "evil.example" not in r.headers.get("location", "")
     assert zoo.http.get("/healthz/", headers={"Host": "evil.example"}).status_code == 404
+
+
+def test_a_workers_health_endpoints_do_not_redirect_to_the_requests_host_either(tmp_path):
+    from caffezoo.server import Storage
+    from caffezoo.server.health import health_app
+
+    storage = Storage(f"sqlite:///{tmp_path / 'zoo.db'}")
+    server, thread, base = start_uvicorn(health_app(storage))
+    try:
+        assert httpx.get(f"{base}/healthz").json() == {"status": "ok"}
+        r = httpx.get(f"{base}/readyz/", headers={"Host": "evil.example"})
+        assert r.status_code == 404 and "location" not in r.headers
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        storage.close()

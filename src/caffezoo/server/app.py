@@ -158,7 +158,15 @@ def create_app(
     s = settings()
     limits = limits or Limits()
     store = storage or Storage(database_url or s.server_database_url)
-    app = FastAPI(title="caffezoo", docs_url=None, redoc_url=None, openapi_url=None, lifespan=_lifespan)
+    # No redirect_slashes: Starlette's 307 for /gists/ would point at the request's Host.
+    app = FastAPI(
+        title="caffezoo",
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+        lifespan=_lifespan,
+        redirect_slashes=False,
+    )
     app.state.storage = store
     app.state.base_url = check_base_url(base_url) if base_url else None
     app.state.limits = limits

@@ -71,7 +71,9 @@ def health_app(storage, blob_store=None) -> FastAPI:
     from .app import SecurityHeaders
     from .logs import RequestLog
 
-    app = FastAPI(title="caffezoo worker", docs_url=None, redoc_url=None, openapi_url=None)
+    app = FastAPI(
+        title="caffezoo worker", docs_url=None, redoc_url=None, openapi_url=None, redirect_slashes=False
+    )
     app.state.storage = storage
     app.state.ready_checks = [("database", storage.ping)]
     if blob_store is not None:
