@@ -313,8 +313,24 @@ def _validate_interrupted(model, home, *args):
         except OSError:
             return None
 
+    def reading() -> bool:  # blocked in a system call on its descriptor of the FIFO: read(2)
+        try:
+            fds = [
+                int(n)
+                for n in os.listdir(f"/proc/{p.pid}/fd")
+                if os.readlink(f"/proc/{p.pid}/fd/{n}") == str(record)
+            ]
+            call = open(f"/proc/{p.pid}/syscall").read().split()
+        except (OSError, ValueError):
+            return False
+        return len(call) > 1 and call[0] != "running" and int(call[1], 16) in fds
+
     try:
         fd = wait_for(writer, what="validate reading the record")
+        # A Ctrl-C that lands after the open but before the read's system call is taken note of
+        # and then waits for Python's next check, which the blocked read never reaches: send it
+        # once the read is under way, where it interrupts the call.
+        wait_for(reading, what="validate blocked reading the record")
         p.send_signal(signal.SIGINT)
         _, err = p.communicate(timeout=60)
         os.close(fd)
