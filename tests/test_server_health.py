@@ -86,6 +86,9 @@ def test_readiness_fails_when_the_database_is_down():
             failed = httpx.get(f"{r.url}/gists/abc", headers={"X-Request-ID": "when-db-down"})
             assert failed.status_code == 500 and failed.headers["x-request-id"] == "when-db-down"
             assert failed.json()["message"] == "Server Error"  # no driver words to the caller
+            # Made outside the middleware that adds them to every other answer: still there.
+            assert failed.headers["x-content-type-options"] == "nosniff"
+            assert failed.headers["content-security-policy"] == "default-src 'none'"
             # The error's traceback and its request line carry the request's id (both are
             # written once the answer is out: wait for them).
             deadline = time.monotonic() + 30
