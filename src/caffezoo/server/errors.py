@@ -69,11 +69,15 @@ async def http_error_handler(_request: Request, exc: Exception) -> Response:
 
 async def unexpected_error_handler(_request: Request, _exc: Exception) -> Response:
     # A bug: answer like GitHub does, without leaking details; uvicorn logs the traceback.
-    # This answer is made outside the request log's middleware: it names the request itself.
+    # This answer is made outside the request log's and the security headers' middleware
+    # (Starlette's outermost): it names the request and carries the headers itself.
+    from .app import API_CSP, SECURITY_HEADERS
     from .logs import request_id
 
-    rid = request_id.get()
-    return error_response(500, "Server Error", headers={"X-Request-ID": rid} if rid else None)
+    headers = {k.decode(): v.decode() for k, v in [*SECURITY_HEADERS, API_CSP]}
+    if rid := request_id.get():
+        headers["X-Request-ID"] = rid
+    return error_response(500, "Server Error", headers=headers)
 
 
 async def client_gone_handler(_request: Request, _exc: Exception) -> Response:
