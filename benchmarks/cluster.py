@@ -273,16 +273,28 @@ def cpu_seconds(pids: list[int]) -> float:
     return total / tick
 
 
-def preemptions(pids: list[int]) -> int:
-    """Times the kernel took a CPU from the processes' threads while they could still run
-    (``nonvoluntary_ctxt_switches``): how crowded the cores they share are."""
-    total = 0
+def preemptions(pids: list[int]) -> dict[int, int]:
+    """Times the kernel took a CPU from each of the processes' threads while it could still run
+    (``nonvoluntary_ctxt_switches``), by thread id: how crowded the cores they share are."""
+    counts = {}
     for pid in pids:
         for task in Path(f"/proc/{pid}/task").iterdir():
-            for line in (task / "status").read_text().splitlines():
+            try:
+                status = (task / "status").read_text()
+            except (FileNotFoundError, ProcessLookupError):
+                continue  # ended since the listing: the thread pool retires idle workers
+            for line in status.splitlines():
                 if line.startswith("nonvoluntary_ctxt_switches:"):
-                    total += int(line.split()[1])
-    return total
+                    counts[int(task.name)] = int(line.split()[1])
+    return counts
+
+
+def preempted_since(before: dict[int, int], pids: list[int]) -> int:
+    """Preemptions of ``pids`` since :func:`preemptions` gave ``before``, thread by thread: a
+    thread that ended meanwhile takes its count with it, which must not subtract its past."""
+    now = preemptions(pids)
+    # A thread born meanwhile counts from 0, even on the id of one that ended.
+    return sum(n - before.get(tid, 0) if n >= before.get(tid, 0) else n for tid, n in now.items())
 
 
 def drive(url: str, duration: int, pids: list[int], clients: int = CLIENTS) -> dict[str, float]:
@@ -295,7 +307,7 @@ def drive(url: str, duration: int, pids: list[int], clients: int = CLIENTS) -> d
     requests = result["rps"] * duration
     result["cpu_s"] = used
     result["req_per_cpu_s"] = requests / used if used else 0.0
-    result["preempted_per_req"] = (preemptions(pids) - taken) / requests if requests else 0.0
+    result["preempted_per_req"] = preempted_since(taken, pids) / requests if requests else 0.0
     result["load"] = os.getloadavg()[0]  # the machine's 1-minute load as the run ended
     return result
 
