@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from model_helpers import GOOD_FRONT_MATTER, write_model
@@ -314,13 +315,14 @@ def _validate_interrupted(model, home, *args):
             return None
 
     def reading() -> bool:  # blocked in a system call on its descriptor of the FIFO: read(2)
+        assert p.poll() is None, p.communicate()  # ended before reading: fail now, with its output
         try:
             fds = [
                 int(n)
                 for n in os.listdir(f"/proc/{p.pid}/fd")
                 if os.readlink(f"/proc/{p.pid}/fd/{n}") == str(record)
             ]
-            call = open(f"/proc/{p.pid}/syscall").read().split()
+            call = Path(f"/proc/{p.pid}/syscall").read_text().split()
         except (OSError, ValueError):
             return False
         return len(call) > 1 and call[0] != "running" and int(call[1], 16) in fds
