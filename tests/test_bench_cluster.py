@@ -37,18 +37,6 @@ def _cluster():
     return module
 
 
-def _preempted(pid: int, tid: int) -> int:
-    try:
-        status = Path(f"/proc/{pid}/task/{tid}/status").read_text()
-    except OSError:
-        return 0
-    return int(
-        next(line for line in status.splitlines() if line.startswith("nonvoluntary_ctxt_switches:")).split()[
-            1
-        ]
-    )
-
-
 def test_a_thread_that_ends_mid_run_takes_away_none_of_the_preemptions_counted():
     # The replicas' thread pool retires workers idle for 10 s: one that ended during a wrk run
     # took its whole past count with it, and preempted/req came out low, or below zero.
@@ -64,7 +52,10 @@ def test_a_thread_that_ends_mid_run_takes_away_none_of_the_preemptions_counted()
             for pid in (rival.pid, p.pid):  # one core for both: the burner is preempted, surely
                 os.sched_setaffinity(pid, cpu)
             tid = int(p.stdout.readline())
-            wait_for(lambda: _preempted(p.pid, tid) >= 50, what="the burning thread preempted 50 times")
+            wait_for(
+                lambda: cluster.preemptions([p.pid]).get(tid, 0) >= 50,
+                what="the burning thread preempted 50 times",
+            )
             before = cluster.preemptions([p.pid])
             assert cluster.preempted_since({}, [p.pid]) >= 50  # threads born during the run count too
             p.stdin.write("\n")
