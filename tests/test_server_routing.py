@@ -137,6 +137,9 @@ def test_a_workers_health_endpoints_do_not_redirect_to_the_requests_host_either(
         assert httpx.get(f"{base}/healthz").json() == {"status": "ok"}
         r = httpx.get(f"{base}/readyz/", headers={"Host": "evil.example"})
         assert r.status_code == 404 and "location" not in r.headers
+        # GitHub's error shape, as the web app answers: not FastAPI's {"detail": ...}
+        assert r.json()["message"] == "Not Found"
+        assert httpx.post(f"{base}/healthz").json()["message"] == "Method Not Allowed"
     finally:
         server.should_exit = True
         thread.join(10)
