@@ -13,6 +13,7 @@ import gc
 import re
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.staticfiles import StaticFiles
@@ -38,7 +39,7 @@ from .pictures import Pictures
 from .storage import Storage
 from .work import AnswerBudget, Busy, Lane, LargeAnswers, Limits, busy_response
 
-__all__ = ["SecurityHeaders", "app_from_env", "check_base_url", "create_app"]
+__all__ = ["SecurityHeaders", "app_from_env", "check_base_url", "create_app", "new_app"]
 
 # On every answer: no sniffing, no framing, no referrer leaks, no powerful features.
 # Pages add their own script-free CSP; everything else gets GitHub's API one.
@@ -131,6 +132,28 @@ def check_base_url(url: str) -> str:
     return f"{scheme}://{parts.netloc}{parts.path}".rstrip("/")
 
 
+def new_app(title: str, lifespan: Any = None) -> FastAPI:
+    """A FastAPI app as each of caffezoo's servers starts from: GitHub-shaped errors, no
+    generated docs, and no trailing-slash redirects (Starlette's 307 for ``/gists/`` points at
+    the request's ``Host``, which links never come from).
+
+    >>> app = new_app("caffezoo worker")
+    """
+    app = FastAPI(
+        title=title,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+        lifespan=lifespan,
+        redirect_slashes=False,
+    )
+    app.add_exception_handler(ApiError, api_error_handler)
+    app.add_exception_handler(StarletteHTTPException, http_error_handler)
+    app.add_exception_handler(ClientDisconnect, client_gone_handler)
+    app.add_exception_handler(Exception, unexpected_error_handler)
+    return app
+
+
 def create_app(
     database_url: str | None = None,
     *,
@@ -158,15 +181,7 @@ def create_app(
     s = settings()
     limits = limits or Limits()
     store = storage or Storage(database_url or s.server_database_url)
-    # No redirect_slashes: Starlette's 307 for /gists/ would point at the request's Host.
-    app = FastAPI(
-        title="caffezoo",
-        docs_url=None,
-        redoc_url=None,
-        openapi_url=None,
-        lifespan=_lifespan,
-        redirect_slashes=False,
-    )
+    app = new_app("caffezoo", lifespan=_lifespan)
     app.state.storage = store
     app.state.base_url = check_base_url(base_url) if base_url else None
     app.state.limits = limits
@@ -214,10 +229,7 @@ def create_app(
     app.add_exception_handler(Busy, _busy)
     # What /readyz asks: (name, function raising when that dependency is not there).
     app.state.ready_checks = [("database", store.ping), ("blobs", blob_check(app.state.mirror.store))]
-    app.add_exception_handler(ApiError, api_error_handler)
-    app.add_exception_handler(StarletteHTTPException, _http_error)
-    app.add_exception_handler(ClientDisconnect, client_gone_handler)
-    app.add_exception_handler(Exception, unexpected_error_handler)
+    app.add_exception_handler(StarletteHTTPException, _http_error)  # a 404 page for browsers
     # Innermost of the three: a 503 it answers still gets the security headers and the log line.
     app.state.large_answers = AnswerBudget(limits.inflight_bytes, send_deadline=limits.send_deadline)
     app.state.api_bodies = AnswerBudget(limits.body_bytes, send_deadline=limits.body_deadline)

@@ -68,12 +68,10 @@ def blob_check(store) -> Callable[[], object]:
 def health_app(storage, blob_store=None) -> FastAPI:
     """Only the health endpoints, over ``storage`` (and ``blob_store``): what
     ``caffezoo serve --role worker`` listens with."""
-    from .app import SecurityHeaders
+    from .app import SecurityHeaders, new_app
     from .logs import RequestLog
 
-    app = FastAPI(
-        title="caffezoo worker", docs_url=None, redoc_url=None, openapi_url=None, redirect_slashes=False
-    )
+    app = new_app("caffezoo worker")
     app.state.storage = storage
     app.state.ready_checks = [("database", storage.ping)]
     if blob_store is not None:
