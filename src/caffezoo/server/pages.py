@@ -912,15 +912,13 @@ def _user_json(request: Request, user: str) -> Response:
     from .gist_json import user_json
     from .tables import User
 
-    if not LOGIN_RE.fullmatch(user):  # nobody has such a name; PostgreSQL refuses a NUL in one (500)
+    if not LOGIN_RE.fullmatch(user):  # nobody has such a name (at most 39 characters, no NUL for PostgreSQL)
         return json_response({"message": "Not Found"}, status=404)
     store = _state(request)[0]
     with store.session() as s:
-        row = s.execute(select(User.login, User.id).where(User.login == user[:64])).first()
+        row = s.execute(select(User.login, User.id).where(User.login == user)).first()
         if row is None:
-            row = s.execute(
-                select(User.login, User.id).where(func.lower(User.login) == user[:64].lower())
-            ).first()
+            row = s.execute(select(User.login, User.id).where(func.lower(User.login) == user.lower())).first()
     if row is None:
         return json_response({"message": "Not Found"}, status=404)
     return json_response(user_json(base_url(request), row[0], row[1]))
