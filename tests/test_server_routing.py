@@ -7,6 +7,7 @@ import logging
 import threading
 
 import httpx
+import pytest
 from gist_helpers import start_uvicorn
 from starlette.applications import Starlette
 from starlette.responses import PlainTextResponse
@@ -145,3 +146,17 @@ def test_a_workers_health_endpoints_do_not_redirect_to_the_requests_host_either(
         server.should_exit = True
         thread.join(10)
         storage.close()
+
+
+def test_a_method_declared_twice_on_one_path_is_refused_when_declared():
+    router = Router()
+
+    @router.get("/x/{name}")
+    async def first(request, name: str):
+        return PlainTextResponse(name)
+
+    with pytest.raises(ValueError, match="GET /x/{name} is declared twice"):
+
+        @router.route("/x/{name}", ["POST", "GET"])
+        async def second(request, name: str):
+            return PlainTextResponse(name)

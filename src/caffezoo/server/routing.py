@@ -33,16 +33,30 @@ Endpoint = Callable[..., Any]
 
 
 class Router:
-    """Routes in the order they were declared: the first that matches answers."""
+    """Routes in the order their paths were first declared: the first that matches answers.
+    A path declared for several methods (by several endpoints) is one route, so a 405 names
+    every method it takes."""
 
     def __init__(self) -> None:
         self.routes: list[Route] = []
+        self._answers: dict[str, dict[str, Callable[[Request], Awaitable[Response]]]] = {}
 
     def route(self, path: str, methods: list[str]) -> Callable[[Endpoint], Endpoint]:
         """Declare ``fn(request, **path_params)`` as the answer to ``methods`` on ``path``."""
 
         def declare(fn: Endpoint) -> Endpoint:
-            self.routes.append(Route(path, _call_with_params(fn), methods=methods, name=fn.__name__))
+            answers = self._answers.setdefault(path, {})
+            new_path = not answers
+            for method in methods:
+                if method in answers:
+                    raise ValueError(f"{method} {path} is declared twice")
+            answers.update(dict.fromkeys(methods, _call_with_params(fn)))
+            route = Route(path, _by_method(answers), methods=list(answers), name=fn.__name__)
+            if new_path:
+                self.routes.append(route)
+            else:
+                at = next(i for i, r in enumerate(self.routes) if r.path == path)
+                self.routes[at] = route
             return fn
 
         return declare
@@ -61,6 +75,19 @@ class Router:
 
     def delete(self, path: str) -> Callable[[Endpoint], Endpoint]:
         return self.route(path, ["DELETE"])
+
+
+def _by_method(
+    answers: dict[str, Callable[[Request], Awaitable[Response]]],
+) -> Callable[[Request], Awaitable[Response]]:
+    """One endpoint for a path's methods; the route lets only those through (else 405), and a
+    HEAD through a path whose GET answers it, as Starlette does."""
+
+    async def endpoint(request: Request) -> Response:
+        answer = answers.get(request.method) or answers["GET"]  # HEAD, when only GET is declared
+        return await answer(request)
+
+    return endpoint
 
 
 def _call_with_params(fn: Endpoint) -> Callable[[Request], Awaitable[Response]]:
