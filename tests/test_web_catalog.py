@@ -160,6 +160,18 @@ def test_deeply_nested_front_matter_is_a_problem_not_a_crash(store):
         assert "nested more than 32 levels deep" in e.problems
 
 
+def test_a_front_matter_too_long_to_read_quickly_is_a_problem_left_unparsed(store):
+    """Pure-Python YAML reads nested flow lists at some 15 KB/s: a 10 MB readme of them,
+    accepted by POST /gists, held a server thread for 20 minutes while it was indexed."""
+    store.ensure_user("lea")
+    items = "".join(f"k{i}: {'[' * 20}{']' * 20}\n" for i in range(1000))
+    text = f"---\nname: Long\n{items}---\nProse.\n"
+    view = store.create_gist("lea", "Long front matter", True, {"readme.md": text.encode()})
+    e = entry(store, view.id)
+    assert e.listed and e.name == "Long front matter"  # from the description: the YAML is not read
+    assert "at most 32,768 are read" in e.problems
+
+
 def test_values_too_big_for_the_catalogs_columns_never_fail_a_write(store):
     """PostgreSQL refuses a string longer than its column and both databases an int past
     64 bits: the gist is stored all the same, its catalog entry keeps what fits."""

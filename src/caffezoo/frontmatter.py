@@ -40,6 +40,7 @@ from .hashes import is_hex
 
 __all__ = [
     "MAX_DEPTH",
+    "MAX_FRONT_MATTER_CHARS",
     "Readme",
     "STRING_KEYS",
     "find_block",
@@ -80,6 +81,10 @@ _CORE_TAGS = {
 # Front matter is a flat mapping of small values; nesting deeper than this is refused
 # before anything recursive (the YAML constructor, validation, JSON) walks it.
 MAX_DEPTH = 32
+# And longer than this is refused unread: pure-Python YAML reads nested flow lists at
+# about 15 KB/s, so a gist's 10 MB readme of them held a server thread for 20 minutes.
+# The bundled models' front matter is under 1 KB.
+MAX_FRONT_MATTER_CHARS = 32 * 1024
 
 # A universal-newline line splitter that keeps each line's own ending, as
 # Python's text mode (which Caffe's script uses) splits lines.
@@ -167,6 +172,13 @@ def parse_readme(text: str, path: str | os.PathLike[str] = "readme.md") -> Readm
     lines = split_lines(text)
     start, end = find_block(lines, path)
     yaml_text = "".join(lines[start + 1 : end])
+    if len(yaml_text) > MAX_FRONT_MATTER_CHARS:
+        raise FrontMatterError(
+            path,
+            f"front matter of {len(yaml_text):,} characters: at most {MAX_FRONT_MATTER_CHARS:,} are read "
+            "(keep long text in the prose below it)",
+            line=start + 1,
+        )
     data, key_lines = load_yaml_mapping(yaml_text, path, first_line=start + 2)
     return Readme(path=path, text=text, data=data, start=start + 1, end=end + 1, lines=key_lines)
 
