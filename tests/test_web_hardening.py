@@ -252,6 +252,32 @@ def test_render_lane_full_or_late_answers_503_while_cheap_requests_go_on(postgre
         assert w.get(f"/models/{held}").status_code == 200
 
 
+def test_a_gist_zip_is_built_in_the_render_lane(postgres_url, tmp_path):
+    """A zip download read every file and zipped them in the thread pool: 40 at once, each
+    with its own copies (4 downloads of a 150 MB gist: 1.6 GB), and the render lane's bound
+    did not apply. Held here by /wiki waiting on a lock, the one render thread leaves none."""
+    import psycopg
+    from web_helpers import fresh_postgres
+
+    url = fresh_postgres(postgres_url)
+    limits = Limits(render_workers=1, render_queue=0, render_deadline=600)
+    with web_for(url, tmp_path, seed=False, limits=limits) as w:
+        gid = publish(w.storage, "zippy", "Zip Net", files={"notes.txt": "n" * 100_000})
+        lane = w.app.state.render_lane
+        with psycopg.connect(url) as conn:
+            conn.execute("LOCK TABLE wiki_sections IN ACCESS EXCLUSIVE MODE")
+            pool = ThreadPoolExecutor(1)
+            slow = pool.submit(w.get, "/wiki")
+            wait_until(lambda: lane.running == 1, "/wiki to take the render thread")
+            busy = w.http.get(f"/zippy/{gid}/download", headers={"Accept": "*/*"})
+            assert busy.status_code == 503 and int(busy.headers["retry-after"]) >= 1
+            conn.commit()
+        assert slow.result(60).status_code == 200
+        pool.shutdown()
+        done = w.http.get(f"/zippy/{gid}/download", headers={"Accept": "*/*"})
+        assert done.status_code == 200 and done.headers["content-type"] == "application/zip"
+
+
 # --------------------------------------------------------------------------- drawings
 
 
