@@ -258,7 +258,11 @@ def test_a_killed_replicas_lease_is_taken_over_after_it_expires(pg_db, origin):
     try:
         with replica(pg_db, *args) as a:
             wait_for(lambda: len(prober) >= 1, what="A's probe")
-            held = lease_row(store, "link", url)
+            # A probe that timed out is recorded and its lease handed back until the next round
+            # (every 0.2 s) claims it again: on a loaded machine the test may read in between.
+            held = wait_for(
+                lambda: (row := lease_row(store, "link", url)) and row.owner and row, what="A's lease"
+            )
             assert held.owner.split(":")[1] == str(a.pid)
             with replica(pg_db, *args) as b:
                 replicas["b"] = b.pid
@@ -282,7 +286,9 @@ def test_a_killed_replicas_lease_is_taken_over_after_it_expires(pg_db, origin):
 
 
 def _peer_pid(port: int) -> int | None:
-    """The process on this machine whose loopback TCP connection goes out from ``port``."""
+    """The child of this process whose loopback TCP connection goes out from ``port``. Only
+    children are looked at: reading every descriptor of every process on a busy machine took
+    long enough for a replica's probe to time out first."""
     inode = next(
         (
             fields[9]
@@ -291,12 +297,15 @@ def _peer_pid(port: int) -> int | None:
         ),
         None,
     )
-    for fd in Path("/proc").glob("[0-9]*/fd/*"):
+    for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
-            if os.readlink(fd) == f"socket:[{inode}]":
-                return int(fd.parts[2])
-        except OSError:
-            pass  # gone, or not ours to read
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) != os.getpid():
+                continue
+            for fd in (stat.parent / "fd").iterdir():
+                if os.readlink(fd) == f"socket:[{inode}]":
+                    return int(stat.parent.name)
+        except (OSError, ValueError, IndexError):
+            pass  # gone meanwhile
     return None
 
 
