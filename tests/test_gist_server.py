@@ -464,6 +464,24 @@ def test_token_create_prints_once_and_stores_only_a_hash(cli_process, tmp_path):
     assert not (tmp_path / "new.db").exists()  # a refused name makes no database
 
 
+def test_server_options_before_a_subcommand_are_refused_not_dropped(cli_process, tmp_path):
+    """`caffezoo serve --database-url URL token create alice` printed a token that URL's
+    server refused: the option was the server's, dropped, and the token went to the default
+    SQLite database under CAFFEZOO_HOME."""
+    home, db = tmp_path / "home", tmp_path / "meant.db"
+    r = cli_process(
+        "serve",
+        "--database-url",
+        f"sqlite:///{db}",
+        "token",
+        "create",
+        "alice",
+        env={"CAFFEZOO_HOME": str(home)},
+    )
+    assert r.code == 2 and "--database-url before `token` would be ignored" in r.stderr
+    assert "czt_" not in r.stdout and not db.exists() and not home.exists()
+
+
 def test_a_database_that_cannot_be_opened_is_one_clear_line(cli, tmp_path):
     (tmp_path / "file").write_text("a file, not a folder")
     urls = [

@@ -184,6 +184,25 @@ def _with_limit_options(command: Callable[..., None]) -> Callable[..., None]:
     return command
 
 
+def _refuse_server_options(ctx: typer.Context) -> None:
+    """The server's own options are not passed on to a subcommand: written before it
+    (``caffezoo serve --database-url URL token create alice``), they were dropped without a
+    word, and the token went into the default SQLite database instead of URL's."""
+    # By name: typer may bring its own copy of click, whose ParameterSource is another enum.
+    given = [
+        p.opts[0]
+        for p in ctx.command.params
+        if p.name and getattr(ctx.get_parameter_source(p.name), "name", None) == "COMMANDLINE"
+    ]
+    if given:
+        from ..errors import UsageError
+
+        raise UsageError(
+            f"{', '.join(given)} before `{ctx.invoked_subcommand}` would be ignored: "
+            f"write it after, as in `caffezoo serve {ctx.invoked_subcommand} ... {given[0]} ...`"
+        )
+
+
 @serve_app.callback(invoke_without_command=True)
 @_with_limit_options
 def serve(
@@ -275,6 +294,7 @@ def serve(
 ) -> None:
     """Serve the zoo: web wiki at http://HOST:PORT/, and the Gist API for CAFFEZOO_GIST_API=http://HOST:PORT."""
     if ctx.invoked_subcommand is not None:
+        _refuse_server_options(ctx)
         return
     from ..server.run import run
     from ..server.work import Limits
