@@ -279,9 +279,9 @@ def test_deep_json_is_400_not_a_recursion_error(zoo, depth):
 
 
 def test_a_huge_model_name_is_listed_cut_to_the_description_limit(zoo):
-    """The readme's `name` is listed on /, /api/models and in gist lists: a 200 KB one
-    would make every index page that big."""
-    g = zoo.create({"readme.md": readme("N" * 200_000)}, public=True)
+    """The readme's `name` is listed on /, /api/models and in gist lists: a 30 KB one (front
+    matter past 32 KiB is not read at all) would make every index page that big."""
+    g = zoo.create({"readme.md": readme("N" * 30_000)}, public=True)
     listed = httpx.get(f"{zoo.url}/api/models", params={"per_page": 100}).json()
     models = listed["models"] if isinstance(listed, dict) else listed
     mine = [m for m in models if m.get("id") == g["id"]]
